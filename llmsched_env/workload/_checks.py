@@ -1,0 +1,136 @@
+"""Argument checks shared by the workload modules.
+
+Each helper raises ``ValueError`` (or ``TypeError`` for a wrong type) with a message that names the
+argument, shows the bad value and says what was expected, so every public constructor fails the same
+way.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def check_rng(rng: object, name: str = "rng") -> np.random.Generator:
+    """Return ``rng`` if it is a ``numpy.random.Generator``.
+
+    Args:
+        rng: The object to check.
+        name: The argument name, for the message.
+
+    Returns:
+        ``rng`` unchanged.
+
+    Raises:
+        TypeError: If ``rng`` is not a ``numpy.random.Generator`` (legacy ``RandomState`` and the
+            ``random`` module are refused so that every draw comes from one seeded generator).
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"{name} must be a numpy.random.Generator (for example np.random.default_rng(seed)), "
+            f"got {type(rng).__name__}"
+        )
+    return rng
+
+
+def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
+    """Return ``value`` as an ``int`` after checking its type and lower bound.
+
+    Args:
+        name: The argument name, for the message.
+        value: The value to check; Python and numpy integers are accepted, ``bool`` is not.
+        minimum: The smallest allowed value, or ``None`` for no bound.
+
+    Returns:
+        ``value`` as a Python ``int``.
+
+    Raises:
+        TypeError: If ``value`` is not an integer.
+        ValueError: If ``value`` is below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    result = int(value)
+    if minimum is not None and result < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {result}")
+    return result
+
+
+def check_float(
+    name: str,
+    value: object,
+    *,
+    positive: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> float:
+    """Return ``value`` as a finite ``float`` after checking its range.
+
+    Args:
+        name: The argument name, for the message.
+        value: The value to check; any real number except ``bool``.
+        positive: Require ``value > 0``.
+        minimum: Smallest allowed value (inclusive), or ``None``.
+        maximum: Largest allowed value (inclusive), or ``None``.
+
+    Returns:
+        ``value`` as a Python ``float``.
+
+    Raises:
+        TypeError: If ``value`` is not a real number.
+        ValueError: If ``value`` is not finite or is out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"{name} must be finite, got {result}")
+    if positive and result <= 0:
+        raise ValueError(f"{name} must be > 0, got {result}")
+    if minimum is not None and result < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {result}")
+    if maximum is not None and result > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {result}")
+    return result
+
+
+def check_count(n: object, name: str = "n") -> int:
+    """Return a sample size ``n >= 0`` as an ``int``.
+
+    Args:
+        n: The number of values to draw.
+        name: The argument name, for the message.
+
+    Returns:
+        ``n`` as a Python ``int``.
+    """
+    return check_int(name, n, minimum=0)
+
+
+def check_probabilities(name: str, probs: Sequence[float], size: int) -> tuple[float, ...]:
+    """Return ``probs`` as a tuple of floats after checking it is a probability vector.
+
+    Args:
+        name: The argument name, for the message.
+        probs: The probabilities.
+        size: The number of entries expected.
+
+    Returns:
+        The probabilities, renormalised to sum to exactly 1.
+
+    Raises:
+        ValueError: If there are not ``size`` entries, an entry is negative or not finite, or
+            the sum differs from 1 by more than 1e-6.
+    """
+    array = np.asarray(probs, dtype=np.float64)
+    if array.shape != (size,):
+        raise ValueError(f"{name} must have {size} entries, got shape {array.shape}")
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {array.tolist()}")
+    total = float(array.sum())
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"{name} must sum to 1, got {array.tolist()} (sum {total})")
+    return tuple(float(x) for x in array / total)

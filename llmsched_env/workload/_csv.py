@@ -1,0 +1,80 @@
+"""Reading a CSV trace and validating its columns, with errors that point at the bad cell.
+
+Every error is a ``ValueError`` naming the file, the column, the row (0-based data row, header
+excluded) and the value, so a malformed trace can be fixed without guessing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+class DataFileNotFoundError(FileNotFoundError, ValueError):
+    """A trace or data file does not exist (both a ``FileNotFoundError`` and a ``ValueError``)."""
+
+
+def read_table(path: str | os.PathLike[str], required: Iterable[str]) -> pd.DataFrame:
+    """Read a CSV trace and check that it has rows and the ``required`` columns."""
+    file = Path(path)
+    if not file.exists():
+        raise DataFileNotFoundError(f"trace file {str(file)!r} does not exist")
+    if not file.is_file():
+        raise ValueError(f"trace path {str(file)!r} is not a file")
+    try:
+        frame = pd.read_csv(file)
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"trace file {str(file)!r} is empty (0 bytes); expected a header line and rows"
+        ) from None
+    frame.columns = [str(column).strip() for column in frame.columns]
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"trace file {str(file)!r} is missing columns {missing}; it has {list(frame.columns)}"
+        )
+    if len(frame) == 0:
+        raise ValueError(f"trace file {str(file)!r} has a header but no rows")
+    return frame
+
+
+def bad_row(file: Path, column: str, index: int, value: object, expected: str) -> ValueError:
+    """Build the error for one bad cell: file, column, row, the value and what was expected."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return ValueError(
+        f"trace file {str(file)!r}, column {column!r}, row {index}: got {value!r}, "
+        f"expected {expected}"
+    )
+
+
+def numeric_column(frame: pd.DataFrame, column: str, file: Path, expected: str) -> np.ndarray:
+    """Return ``column`` as float64, refusing missing and non-numeric cells."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise bad_row(file, column, index, raw.iloc[index], expected)
+    return values
+
+
+def token_column(
+    frame: pd.DataFrame, column: str, file: Path, minimum: int, zero_hint: str = ""
+) -> np.ndarray:
+    """Return ``column`` as int64 token counts, each a whole number ``>= minimum``.
+
+    ``zero_hint`` is appended to the message when the offending value is 0.
+    """
+    expected = f"a whole number of tokens >= {minimum}"
+    values = numeric_column(frame, column, file, expected)
+    bad = (values != np.floor(values)) | (values < minimum)
+    if bad.any():
+        index = int(np.argmax(bad))
+        message = expected + (zero_hint if values[index] == 0 else "")
+        raise bad_row(file, column, index, frame[column].iloc[index], message)
+    return values.astype(np.int64)

@@ -1,0 +1,356 @@
+"""The request table a simulator consumes: :class:`Workload`.
+
+A workload is a set of requests stored as parallel numpy arrays (one entry per request, sorted by
+arrival time) rather than one Python object per request, so that sampling, windowing and rescaling
+stay vectorised and a simulator can index them cheaply.
+
+Token convention used throughout the package: the prefill of a request emits its first output
+token, so a request with ``output_tokens = n`` needs ``n - 1`` decode iterations after its prefill
+(``output_tokens = 1`` means prefill only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from llmsched_env.workload._checks import check_float, check_int
+
+ArrayLike = np.ndarray | Sequence[float] | Sequence[int]
+
+#: Column names of :meth:`Workload.to_frame` / :meth:`Workload.from_frame`.
+FRAME_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens", "predicted_output_tokens")
+
+_TOKEN_FIELDS = ("prompt_tokens", "output_tokens", "predicted_output_tokens")
+
+
+def _is_frozen(array: np.ndarray) -> bool:
+    """True if neither ``array`` nor any array it is a view of can be written through."""
+    current: object = array
+    while isinstance(current, np.ndarray):
+        if current.flags.writeable:
+            return False
+        current = current.base
+    return current is None
+
+
+def _frozen_array(name: str, values: Any, dtype: type) -> np.ndarray:
+    """Convert ``values`` to a 1-D read-only array of ``dtype`` without touching the caller's data.
+
+    An input that already is a read-only array of the right dtype (and a view of nothing
+    writable) is shared; anything else is copied, so freezing never changes an array the caller
+    still holds and the caller cannot change the workload afterwards.
+    """
+    if isinstance(values, np.ndarray) and values.dtype == dtype and _is_frozen(values):
+        array = values
+    else:
+        raw = np.asarray(values)
+        if raw.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must hold real numbers, got an array of dtype {raw.dtype}")
+        if raw.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D array, got shape {raw.shape}")
+        if dtype is np.int64 and raw.dtype.kind == "f":
+            bad = ~np.isfinite(raw) | (raw != np.floor(raw))
+            if bad.any():
+                index = int(np.argmax(bad))
+                raise ValueError(
+                    f"{name} must hold whole numbers of tokens; "
+                    f"{name}[{index}] = {raw[index].item()!r} is not an integer"
+                )
+        array = raw.astype(dtype, copy=True)
+        array.flags.writeable = False
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {array.shape}")
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class Workload:
+    """Requests as parallel numpy arrays sorted by arrival time.
+
+    The arrays are converted to the dtypes below, copied when needed and made read-only, so a
+    workload can be shared between environments and episodes without defensive copies.
+
+    Attributes:
+        arrival_s: float64 ``(n,)`` arrival times in seconds; non-decreasing, finite, ``>= 0``.
+        prompt_tokens: int64 ``(n,)`` prompt (input) lengths, ``>= 1``.
+        output_tokens: int64 ``(n,)`` true output lengths, ``>= 1``. The prefill emits the first
+            output token, so a request needs ``output_tokens - 1`` decode iterations after it.
+        predicted_output_tokens: int64 ``(n,)`` output lengths as a scheduler's predictor sees
+            them, ``>= 1``.
+        name: A label for reports (for example the preset or trace name).
+
+    Raises:
+        ValueError: If the arrays are empty, not 1-D, of unequal length, if the arrivals are not
+            finite, negative or not sorted (use :meth:`from_unsorted` to sort), or if a token
+            count is not a whole number ``>= 1``.
+        TypeError: If an array does not hold real numbers or ``name`` is not a string.
+
+    Example:
+        >>> w = Workload([0.0, 0.5, 2.0], [10, 20, 30], [5, 1, 7], [5, 1, 7], name="toy")
+        >>> len(w), w.mean_rate_rps
+        (3, 1.0)
+        >>> w.window(1).arrival_s.tolist()
+        [0.0, 1.5]
+        >>> w.time_scaled(2.0).arrival_s.tolist()
+        [0.0, 0.25, 1.0]
+    """
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    predicted_output_tokens: np.ndarray
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {self.name!r} ({type(self.name).__name__})")
+        arrival_s = _frozen_array("arrival_s", self.arrival_s, np.float64)
+        object.__setattr__(self, "arrival_s", arrival_s)
+        for field_name in _TOKEN_FIELDS:
+            object.__setattr__(
+                self, field_name, _frozen_array(field_name, getattr(self, field_name), np.int64)
+            )
+        n = arrival_s.shape[0]
+        lengths = {f: getattr(self, f).shape[0] for f in ("arrival_s", *_TOKEN_FIELDS)}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"all arrays must have the same length, got lengths {lengths}")
+        if n == 0:
+            raise ValueError("a Workload needs at least one request, got 0 (empty arrays)")
+        finite = np.isfinite(arrival_s)
+        if not finite.all():
+            index = int(np.argmin(finite))
+            raise ValueError(
+                f"arrival_s must be finite, got arrival_s[{index}] = {arrival_s[index]}"
+            )
+        if arrival_s[0] < 0:
+            raise ValueError(f"arrival_s must be >= 0, got arrival_s[0] = {arrival_s[0]}")
+        descents = np.diff(arrival_s) < 0
+        if descents.any():
+            index = int(np.argmax(descents)) + 1
+            raise ValueError(
+                "arrival_s must be non-decreasing (requests sorted by arrival), but "
+                f"arrival_s[{index}] = {arrival_s[index]} < arrival_s[{index - 1}] = "
+                f"{arrival_s[index - 1]}; use Workload.from_unsorted(...) to sort the requests"
+            )
+        for field_name in _TOKEN_FIELDS:
+            values = getattr(self, field_name)
+            bad = values < 1
+            if bad.any():
+                index = int(np.argmax(bad))
+                raise ValueError(
+                    f"{field_name} must be >= 1 token, got {field_name}[{index}] = {values[index]}"
+                )
+
+    def __len__(self) -> int:
+        return int(self.arrival_s.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Workload(name={self.name!r}, n_requests={len(self)}, "
+            f"span_s={self.span_s:.6g}, mean_rate_rps={self.mean_rate_rps:.6g})"
+        )
+
+    def __reduce__(self) -> tuple[type[Workload], tuple[Any, ...]]:
+        # Rebuild through the constructor so an unpickled workload is validated and read-only.
+        return (
+            Workload,
+            (
+                self.arrival_s,
+                self.prompt_tokens,
+                self.output_tokens,
+                self.predicted_output_tokens,
+                self.name,
+            ),
+        )
+
+    @property
+    def n_requests(self) -> int:
+        """Number of requests."""
+        return len(self)
+
+    @property
+    def span_s(self) -> float:
+        """Seconds between the first and the last arrival (0 for a single request)."""
+        return float(self.arrival_s[-1] - self.arrival_s[0])
+
+    @property
+    def mean_rate_rps(self) -> float:
+        """Mean arrival rate in requests per second: ``(n - 1) / span_s``.
+
+        ``n - 1`` gaps fit in the span, so this is the reciprocal of the mean inter-arrival gap.
+        A single request has no gap and gives ``nan``; several requests that all arrive at the
+        same instant give ``inf``. Neither case raises.
+        """
+        n = len(self)
+        if n == 1:
+            return float("nan")
+        span = self.span_s
+        return float("inf") if span == 0 else (n - 1) / span
+
+    def window(self, start: int = 0, count: int | None = None, rebase: bool = True) -> Workload:
+        """Return ``count`` consecutive requests starting at index ``start``.
+
+        Args:
+            start: Index of the first request kept, ``0 <= start < n``.
+            count: Number of requests kept (``None``: all from ``start`` on); ``start + count``
+                must not exceed ``n``.
+            rebase: Subtract the first kept arrival time so the window starts at 0 s.
+
+        Returns:
+            A new :class:`Workload` with the same name.
+
+        Raises:
+            ValueError: If the window does not fit in the workload.
+        """
+        n = len(self)
+        start = check_int("start", start, minimum=0)
+        if start >= n:
+            raise ValueError(f"start must be < n_requests = {n}, got {start}")
+        count = n - start if count is None else check_int("count", count, minimum=1)
+        if start + count > n:
+            raise ValueError(
+                f"window start={start}, count={count} needs {start + count} requests, "
+                f"but the workload has only {n}"
+            )
+        stop = start + count
+        arrival_s = self.arrival_s[start:stop]
+        if rebase:
+            arrival_s = arrival_s - arrival_s[0]
+        return Workload(
+            arrival_s,
+            self.prompt_tokens[start:stop],
+            self.output_tokens[start:stop],
+            self.predicted_output_tokens[start:stop],
+            name=self.name,
+        )
+
+    def time_scaled(self, speedup: float) -> Workload:
+        """Return the workload with time compressed by ``speedup`` (arrivals / speedup).
+
+        The order and relative spacing of arrivals (the burst structure) is kept; only the clock
+        changes, so the mean rate is multiplied by ``speedup``.
+
+        Args:
+            speedup: Positive factor; 10 replays the trace ten times faster.
+
+        Returns:
+            A new :class:`Workload`.
+        """
+        speedup = check_float("speedup", speedup, positive=True)
+        return Workload(
+            self.arrival_s / speedup,
+            self.prompt_tokens,
+            self.output_tokens,
+            self.predicted_output_tokens,
+            name=self.name,
+        )
+
+    def with_predictions(self, predicted_output_tokens: ArrayLike) -> Workload:
+        """Return the workload with the predicted output lengths replaced.
+
+        Args:
+            predicted_output_tokens: One whole number ``>= 1`` per request.
+
+        Returns:
+            A new :class:`Workload`.
+        """
+        return Workload(
+            self.arrival_s,
+            self.prompt_tokens,
+            self.output_tokens,
+            np.asarray(predicted_output_tokens),
+            name=self.name,
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """Return the requests as a ``pandas.DataFrame`` with columns :data:`FRAME_COLUMNS`."""
+        return pd.DataFrame({column: np.array(getattr(self, column)) for column in FRAME_COLUMNS})
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, name: str = "custom") -> Workload:
+        """Build a workload from a frame with the columns of :meth:`to_frame`.
+
+        Args:
+            frame: Columns ``arrival_s``, ``prompt_tokens``, ``output_tokens`` and optionally
+                ``predicted_output_tokens`` (missing: the true output lengths are used). Rows must
+                be sorted by ``arrival_s``.
+            name: Name of the new workload.
+
+        Returns:
+            A new :class:`Workload`.
+
+        Raises:
+            ValueError: If a required column is missing.
+        """
+        required = FRAME_COLUMNS[:3]
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"frame is missing columns {missing}; expected {list(required)} "
+                f"(and optionally 'predicted_output_tokens'), got {list(frame.columns)}"
+            )
+        output = frame["output_tokens"].to_numpy()
+        predicted = (
+            frame["predicted_output_tokens"].to_numpy()
+            if "predicted_output_tokens" in frame.columns
+            else output
+        )
+        return cls(
+            frame["arrival_s"].to_numpy(),
+            frame["prompt_tokens"].to_numpy(),
+            output,
+            predicted,
+            name=name,
+        )
+
+    @classmethod
+    def from_unsorted(
+        cls,
+        arrival_s: ArrayLike,
+        prompt_tokens: ArrayLike,
+        output_tokens: ArrayLike,
+        predicted_output_tokens: ArrayLike | None = None,
+        name: str = "custom",
+    ) -> Workload:
+        """Build a workload from requests in any order, sorting them stably by arrival time.
+
+        Requests with equal arrival times keep their input order.
+
+        Args:
+            arrival_s: Arrival times in seconds, any order.
+            prompt_tokens: Prompt lengths.
+            output_tokens: True output lengths.
+            predicted_output_tokens: Predicted output lengths (``None``: the true ones).
+            name: Name of the new workload.
+
+        Returns:
+            A new, sorted :class:`Workload`.
+
+        Example:
+            >>> w = Workload.from_unsorted([2.0, 1.0, 1.0], [1, 2, 3], [4, 5, 6])
+            >>> w.prompt_tokens.tolist()
+            [2, 3, 1]
+        """
+        predicted = output_tokens if predicted_output_tokens is None else predicted_output_tokens
+        arrays = {
+            "arrival_s": np.asarray(arrival_s, dtype=np.float64),
+            "prompt_tokens": np.asarray(prompt_tokens),
+            "output_tokens": np.asarray(output_tokens),
+            "predicted_output_tokens": np.asarray(predicted),
+        }
+        shapes = {key: value.shape for key, value in arrays.items()}
+        if len(set(shapes.values())) != 1 or arrays["arrival_s"].ndim != 1:
+            raise ValueError(f"all arrays must be 1-D with the same length, got shapes {shapes}")
+        order = np.argsort(arrays["arrival_s"], kind="stable")
+        return cls(
+            arrays["arrival_s"][order],
+            arrays["prompt_tokens"][order],
+            arrays["output_tokens"][order],
+            arrays["predicted_output_tokens"][order],
+            name=name,
+        )
