@@ -1,0 +1,283 @@
+"""Request-level server: G GPUs serving static batches that run to completion.
+
+A decision is due whenever a GPU is idle and requests wait. The decision dispatches the oldest
+requests of one queue as a batch to that GPU, or waits. Every member of a batch completes when the
+batch ends (static batching: the longest member sets the pace). A batch must fit in one GPU's KV
+memory: a dispatch takes the oldest requests of the queue up to the requested count and stops
+before the first one that would not fit; a request that alone exceeds the memory is rejected at
+arrival with :attr:`RejectReason.EXCEEDS_KV_CAPACITY`.
+
+Waiting requests sit in FIFO queues (the environment's bins; one queue by default). A request's
+queue is fixed when the server is built, so each queue is a contiguous slice of one precomputed
+index array and its state is two integers, its head and tail: arrivals move the tail, dispatches
+move the head.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmsched_env.latency import BatchLatencyModel
+from llmsched_env.sim.engine import Engine
+from llmsched_env.sim.records import RejectReason
+from llmsched_env.workload import Workload
+
+
+@dataclass(frozen=True)
+class FinishedBatch:
+    """A batch that has finished, as reported to schedulers that learn from measured latency.
+
+    Attributes:
+        gpu: GPU that served it.
+        size: Number of requests.
+        start_s: Dispatch time.
+        service_s: Time the GPU was busy with it.
+        max_total_tokens: Longest member's prompt plus output tokens.
+        max_output_tokens: Longest member's output tokens.
+        output_tokens: Output tokens of all members together.
+    """
+
+    gpu: int
+    size: int
+    start_s: float
+    service_s: float
+    max_total_tokens: int
+    max_output_tokens: int
+    output_tokens: int
+
+
+class BatchServer(Engine):
+    """Static-batching server with FIFO queues that stops at every dispatch decision.
+
+    Args:
+        workload: Requests sorted by arrival.
+        n_gpus: Number of identical GPUs.
+        latency: Service-time model of a batch.
+        kv_capacity_tokens: KV-cache tokens one GPU holds; a batch needs the sum of its members'
+            prompt plus output tokens.
+        rng: Source of randomness for stochastic service times.
+        queue_of: Queue index of every request (for example its bin); ``None`` puts every request
+            in queue 0.
+        n_queues: Number of queues (default: ``max(queue_of) + 1``).
+        deadline_s: End-to-end SLA in seconds; when given, the server counts requests completed
+            within ``arrival + deadline_s`` (:attr:`n_on_time`) and requests whose deadline passes
+            unfinished (:attr:`n_late`, counted at the moment the deadline passes; a rejected
+            request counts as late at its rejection).
+
+    Attributes:
+        n_waiting: Requests waiting in all queues.
+        n_on_time: Requests completed within their deadline so far.
+        n_late: Requests whose deadline passed unfinished, plus rejected requests, so far.
+        on_time_output_tokens: Output tokens of requests completed within their deadline.
+        batches: Every dispatched batch as ``(gpu, start_s, service_s, size)``.
+        finished_batches: Batches finished since the caller last cleared this list.
+    """
+
+    def __init__(
+        self,
+        workload: Workload,
+        *,
+        n_gpus: int,
+        latency: BatchLatencyModel,
+        kv_capacity_tokens: int,
+        rng: np.random.Generator,
+        queue_of: np.ndarray | None = None,
+        n_queues: int | None = None,
+        deadline_s: float | None = None,
+    ) -> None:
+        super().__init__(workload, n_gpus, rng)
+        if kv_capacity_tokens < 1:
+            raise ValueError(f"kv_capacity_tokens must be >= 1, got {kv_capacity_tokens!r}")
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be positive or None, got {deadline_s!r}")
+        n = len(workload)
+        self.records.max_token_gap_s[:] = np.nan  # static batches do not resolve token times
+        self.latency = latency
+        self.kv_capacity_tokens = int(kv_capacity_tokens)
+        self.kv_need = workload.prompt_tokens + workload.output_tokens
+        too_large = self.kv_need > self.kv_capacity_tokens
+        if queue_of is None:
+            queue_of = np.zeros(n, dtype=np.int64)
+        queue_of = np.asarray(queue_of, dtype=np.int64)
+        if queue_of.shape != (n,) or (queue_of.size and queue_of.min() < 0):
+            raise ValueError(f"queue_of must hold {n} non-negative queue indices")
+        self.n_queues = int(n_queues if n_queues is not None else queue_of.max() + 1)
+        if queue_of.max() >= self.n_queues:
+            raise ValueError(f"queue_of has index {queue_of.max()} >= n_queues={self.n_queues}")
+        queued = np.flatnonzero(~too_large)
+        counts = np.bincount(queue_of[queued], minlength=self.n_queues)
+        #: Request indices grouped by queue, in arrival order within each queue.
+        self.order = queued[np.argsort(queue_of[queued], kind="stable")]
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        self.queue_start = offsets[:-1].copy()
+        self.head = offsets[:-1].tolist()
+        self.tail = offsets[:-1].tolist()
+        self._queue_of = np.where(too_large, -1, queue_of).tolist()
+        self._reject_reason = np.where(
+            too_large, RejectReason.EXCEEDS_KV_CAPACITY, RejectReason.NONE
+        ).astype(np.int8)
+        self.n_waiting = 0
+        self.deadline_s = deadline_s
+        self._deadline = (workload.arrival_s + deadline_s).tolist() if deadline_s else None
+        self._deadline_ptr = 0
+        self.n_on_time = 0
+        self.n_late = 0
+        self.on_time_output_tokens = 0
+        self.batches: list[tuple[int, float, float, int]] = []
+        self.finished_batches: list[FinishedBatch] = []
+        self._running: list[np.ndarray | None] = [None] * self.n_gpus
+
+    # ------------------------------------------------------------------ decisions
+    def queue_lengths(self) -> list[int]:
+        """Number of waiting requests in each queue."""
+        return [t - h for h, t in zip(self.head, self.tail)]
+
+    def queue_ids(self, queue: int) -> np.ndarray:
+        """Indices of the requests waiting in ``queue``, oldest first (a read-only view)."""
+        view = self.order[self.head[queue] : self.tail[queue]]
+        view.flags.writeable = False
+        return view
+
+    def fitting_count(self, queue: int, max_count: int) -> int:
+        """How many of the oldest ``max_count`` requests of ``queue`` fit together in KV memory."""
+        head = self.head[queue]
+        ids = self.order[head : min(head + max_count, self.tail[queue])]
+        cumulative = np.cumsum(self.kv_need[ids])
+        return int(np.searchsorted(cumulative, self.kv_capacity_tokens, side="right"))
+
+    def dispatch(self, queue: int, max_count: int) -> int:
+        """Serve the oldest requests of ``queue`` as one batch on the deciding GPU.
+
+        Args:
+            queue: Queue to take from; it must not be empty.
+            max_count: Largest batch size wanted; the batch is smaller when the queue holds fewer
+                requests or when more would not fit in KV memory.
+
+        Returns:
+            The size of the dispatched batch (at least 1).
+
+        Raises:
+            RuntimeError: If no decision is due.
+            ValueError: If the queue index is out of range, the queue is empty or ``max_count < 1``.
+        """
+        gpu = self._require_decision()
+        if not 0 <= queue < self.n_queues:
+            raise ValueError(f"queue must be in [0, {self.n_queues}), got {queue!r}")
+        if max_count < 1:
+            raise ValueError(f"max_count must be >= 1, got {max_count!r}")
+        head, tail = self.head[queue], self.tail[queue]
+        if head == tail:
+            raise ValueError(f"queue {queue} is empty")
+        ids = self.order[head : min(head + max_count, tail)]
+        if ids.size > 1:
+            cumulative = np.cumsum(self.kv_need[ids])
+            if cumulative[-1] > self.kv_capacity_tokens:
+                fit = int(np.searchsorted(cumulative, self.kv_capacity_tokens, side="right"))
+                ids = ids[:fit]
+        size = ids.size
+        w = self.workload
+        service_s, first_token_s = self.latency.batch_timing(
+            w.prompt_tokens[ids], w.output_tokens[ids], self.rng
+        )
+        records = self.records
+        now = self.now
+        end = self._start_work(gpu, service_s)
+        records.start_s[ids] = now
+        records.first_token_s[ids] = now + first_token_s
+        records.completion_s[ids] = end
+        records.gpu[ids] = gpu
+        records.batch[ids] = len(self.batches)
+        self.batches.append((gpu, now, service_s, size))
+        self._running[gpu] = ids
+        self.head[queue] = head + size
+        self.n_waiting -= size
+        return size
+
+    # ------------------------------------------------------------------ engine hooks
+    def _find_decision_gpu(self) -> int:
+        if self.n_waiting == 0:
+            return -1
+        busy = self.gpu_busy
+        deferred = self._deferred
+        for gpu in range(self.n_gpus):
+            if not busy[gpu] and gpu not in deferred:
+                return gpu
+        return -1
+
+    def _on_arrival(self, index: int) -> None:
+        queue = self._queue_of[index]
+        if queue >= 0:
+            self.tail[queue] += 1
+            self.n_waiting += 1
+        else:
+            self.records.reject_reason[index] = self._reject_reason[index]
+            self.n_rejected += 1
+            if self._deadline is not None:
+                self.n_late += 1
+
+    def _on_work_done(self, gpu: int) -> None:
+        ids = self._running[gpu]
+        self._running[gpu] = None
+        records = self.records
+        w = self.workload
+        records.completed[ids] = True
+        outputs = w.output_tokens[ids]
+        records.tokens_generated[ids] = outputs
+        self.n_completed += ids.size
+        if self._deadline is not None:
+            on_time = records.completion_s[ids] <= w.arrival_s[ids] + self.deadline_s
+            self.n_on_time += int(np.count_nonzero(on_time))
+            self.on_time_output_tokens += int(outputs[on_time].sum())
+        _, start_s, service_s, size = self.batches[int(records.batch[ids[0]])]
+        totals = w.prompt_tokens[ids] + outputs
+        self.finished_batches.append(
+            FinishedBatch(
+                gpu=gpu,
+                size=size,
+                start_s=start_s,
+                service_s=service_s,
+                max_total_tokens=int(totals.max()),
+                max_output_tokens=int(outputs.max()),
+                output_tokens=int(outputs.sum()),
+            )
+        )
+
+    def _on_time_passed(self, t: float) -> None:
+        deadline = self._deadline
+        if deadline is None:
+            return
+        ptr = self._deadline_ptr
+        n = self.n_requests
+        if ptr >= n or deadline[ptr] > t:
+            return
+        completion = self.records.completion_s
+        reason = self.records.reject_reason
+        while ptr < n and deadline[ptr] <= t:
+            # A request still waiting has completion nan: "not (nan <= d)" counts it late.
+            if reason[ptr] == 0 and not completion[ptr] <= deadline[ptr]:
+                self.n_late += 1
+            ptr += 1
+        self._deadline_ptr = ptr
+
+    @property
+    def sla_misses(self) -> int:
+        """Deadlines that passed unfinished, plus rejections, so far."""
+        return self.n_late
+
+    def mean_batch_size(self) -> float:
+        """Mean size of the batches dispatched so far (nan before the first)."""
+        if not self.batches:
+            return float("nan")
+        return sum(b[3] for b in self.batches) / len(self.batches)
+
+    def next_completion_s(self) -> float:
+        """Time at which the next running batch ends, ``inf`` if no GPU works."""
+        return self._gpu_events[0][0] if self._gpu_events else math.inf
+
+    def busy_until(self) -> list[float]:
+        """For every GPU, the time its current batch ends (``now`` for an idle GPU)."""
+        now = self.now
+        return [t if b else now for t, b in zip(self.gpu_free_at, self.gpu_busy)]

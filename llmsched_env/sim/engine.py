@@ -1,0 +1,252 @@
+"""The discrete-event core shared by both servers: a clock that stops at scheduling decisions.
+
+Nothing here runs a workload to completion on its own. The caller alternates two calls:
+
+* :meth:`Engine.advance` processes events (arrivals, the end of GPU work, deadlines passing) in
+  time order until a scheduling decision is due, and returns ``False`` once nothing is left to
+  happen;
+* a decision method of the concrete server (``dispatch`` for batches, ``run_iteration`` for
+  continuous batching) or :meth:`Engine.wait`, which lets the deciding GPU idle until the next
+  event.
+
+Events at the same time are processed in a fixed order: GPU work that ends (lowest GPU index
+first), then arrivals (in arrival order), then deadlines. Arrivals come from the pre-sorted arrival
+array, so only the GPUs' end times need a heap, keyed by ``(time, gpu)``; ties are therefore
+broken deterministically.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+
+from llmsched_env.metrics import SLATargets, summarize
+from llmsched_env.sim.records import RequestRecords
+from llmsched_env.workload import Workload
+
+INF = math.inf
+
+
+class Engine:
+    """Clock, arrivals and GPU events of a run; subclasses define what a decision does.
+
+    Args:
+        workload: The requests to serve, sorted by arrival.
+        n_gpus: Number of identical GPUs.
+        rng: The run's only source of randomness (service-time draws).
+
+    Attributes:
+        now: Current simulated time in seconds.
+        n_arrived: How many requests (a prefix of the arrival order) have arrived.
+        n_completed: How many requests have completed.
+        n_rejected: How many requests were rejected at arrival.
+        records: Per-request event times and states.
+        busy_s: Total time each GPU spent working.
+        in_system_integral: Time integral of the number of requests in the system
+            (request-seconds), for queueing metrics and the ``"queue"`` reward.
+    """
+
+    def __init__(self, workload: Workload, n_gpus: int, rng: np.random.Generator) -> None:
+        if not isinstance(n_gpus, (int, np.integer)) or isinstance(n_gpus, bool) or n_gpus < 1:
+            raise ValueError(f"n_gpus must be a positive integer, got {n_gpus!r}")
+        self.workload = workload
+        self.n_gpus = int(n_gpus)
+        self.rng = rng
+        self.records = RequestRecords(workload)
+        self.now = 0.0
+        self.n_requests = len(workload)
+        self.n_arrived = 0
+        self.n_completed = 0
+        self.n_rejected = 0
+        self.in_system_integral = 0.0
+        self.busy_s = [0.0] * self.n_gpus
+        self.gpu_busy = [False] * self.n_gpus
+        self.gpu_free_at = [0.0] * self.n_gpus
+        self._arrival = workload.arrival_s.tolist()
+        self._gpu_events: list[tuple[float, int]] = []
+        self._deferred: set[int] = set()
+        self.decision_gpu = -1
+
+    # ------------------------------------------------------------------ the decision loop
+    def advance(self) -> bool:
+        """Process events until a decision is due.
+
+        Returns:
+            ``True`` when a decision is due (``decision_gpu`` names the GPU that decides),
+            ``False`` when nothing is left to happen: every request has arrived and no GPU works.
+        """
+        while True:
+            gpu = self._find_decision_gpu()
+            if gpu >= 0:
+                self.decision_gpu = gpu
+                return True
+            if self._gpu_events and len(self._gpu_events) == self.n_gpus:
+                # Every GPU works: nothing can be decided before the first of them finishes, so
+                # the arrivals until then are admitted in one go.
+                t = self._gpu_events[0][0]
+                self._admit_arrivals_before(t)
+            else:
+                t = self.next_event_time()
+                if t == INF:
+                    self.decision_gpu = -1
+                    return False
+            self._advance_to(t)
+
+    def wait(self) -> None:
+        """Let the deciding GPU idle until the next event (the WAIT decision).
+
+        Other idle GPUs still get their own decisions at the current time before the clock moves.
+
+        Raises:
+            RuntimeError: If no decision is due, or waiting would deadlock (nothing is left to
+                happen, see :meth:`can_wait`).
+        """
+        self._require_decision()
+        if not self.can_wait():
+            raise RuntimeError(
+                "WAIT would deadlock: no request is left to arrive and no GPU is working"
+            )
+        self._deferred.add(self.decision_gpu)
+        self.decision_gpu = -1
+
+    def can_wait(self) -> bool:
+        """Whether WAIT is safe: some event (an arrival or the end of GPU work) is still ahead."""
+        return self.n_arrived < self.n_requests or bool(self._gpu_events)
+
+    def next_event_time(self) -> float:
+        """Time of the next arrival or end of GPU work, ``inf`` if there is none."""
+        t = self._arrival[self.n_arrived] if self.n_arrived < self.n_requests else INF
+        if self._gpu_events and self._gpu_events[0][0] < t:
+            t = self._gpu_events[0][0]
+        return t
+
+    def busy_time_s(self) -> float:
+        """Total time all GPUs have worked up to now (work still running counts up to now)."""
+        ahead = sum(t - self.now for t, b in zip(self.gpu_free_at, self.gpu_busy) if b)
+        return sum(self.busy_s) - ahead
+
+    def mean_batch_size(self) -> float:
+        """Mean number of requests per unit of GPU work (batch or iteration)."""
+        raise NotImplementedError
+
+    def summary(self, sla: SLATargets | None = None, warmup_s: float = 0.0) -> dict[str, float]:
+        """The metrics of the run so far (see :func:`llmsched_env.metrics.summarize`)."""
+        return summarize(
+            self.records.columns(self.n_arrived),
+            end_s=self.now,
+            n_gpus=self.n_gpus,
+            busy_s=self.busy_time_s(),
+            mean_batch_size=self.mean_batch_size(),
+            sla=sla or SLATargets(),
+            warmup_s=warmup_s,
+        )
+
+    @property
+    def n_in_system(self) -> int:
+        """Requests that arrived and are neither completed nor rejected."""
+        return self.n_arrived - self.n_completed - self.n_rejected
+
+    @property
+    def done(self) -> bool:
+        """Whether every request has completed or been rejected."""
+        return self.n_completed + self.n_rejected == self.n_requests
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def _require_decision(self) -> int:
+        if self.decision_gpu < 0:
+            raise RuntimeError("no scheduling decision is due; call advance() first")
+        return self.decision_gpu
+
+    def _start_work(self, gpu: int, duration_s: float) -> float:
+        """Mark ``gpu`` busy for ``duration_s`` from now and schedule the end of its work."""
+        end = self.now + duration_s
+        self.gpu_busy[gpu] = True
+        self.gpu_free_at[gpu] = end
+        self.busy_s[gpu] += duration_s
+        heapq.heappush(self._gpu_events, (end, gpu))
+        self.decision_gpu = -1
+        return end
+
+    def _admit_arrivals_before(self, t: float) -> None:
+        """Admit every arrival strictly before ``t`` without stopping the clock at each one.
+
+        The clock stays where it is; the in-system integral is corrected so that each request
+        counts only from its own arrival time.
+        """
+        lo = self.n_arrived
+        hi = bisect_left(self._arrival, t, lo)
+        if hi == lo:
+            return
+        self.in_system_integral -= math.fsum(self._arrival[lo:hi]) - (hi - lo) * self.now
+        for index in range(lo, hi):
+            self.n_arrived = index + 1
+            self._on_arrival(index)
+
+    def _advance_to(self, t: float) -> None:
+        """Move the clock to ``t`` and process every event due at or before ``t``."""
+        self.in_system_integral += self.n_in_system * (t - self.now)
+        self.now = t
+        self._deferred.clear()
+        events = self._gpu_events
+        while events and events[0][0] <= t:
+            _, gpu = heapq.heappop(events)
+            self.gpu_busy[gpu] = False
+            self._on_work_done(gpu)
+        arrival = self._arrival
+        while self.n_arrived < self.n_requests and arrival[self.n_arrived] <= t:
+            index = self.n_arrived
+            self.n_arrived += 1
+            self._on_arrival(index)
+        self._on_time_passed(t)
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _find_decision_gpu(self) -> int:
+        """Return the lowest-index GPU that must decide now, or -1."""
+        raise NotImplementedError
+
+    def _on_work_done(self, gpu: int) -> None:
+        """Apply the effects of the work that ``gpu`` just finished."""
+        raise NotImplementedError
+
+    def _on_arrival(self, index: int) -> None:
+        """Admit (or reject) request ``index``, which arrives now."""
+        raise NotImplementedError
+
+    def _on_time_passed(self, t: float) -> None:
+        """Process deadlines that passed at or before ``t``."""
+
+
+ServerT = TypeVar("ServerT", bound=Engine)
+
+
+def simulate(
+    server: ServerT, decide: Callable[[ServerT], None], *, max_decisions: int = -1
+) -> ServerT:
+    """Run a whole workload with a Python scheduling callback.
+
+    Args:
+        server: A freshly built server.
+        decide: Called whenever a decision is due; it must make exactly one decision on the server
+            (for example ``server.dispatch(...)``, ``server.run_iteration(...)`` or
+            ``server.wait()``).
+        max_decisions: Stop after this many decisions (negative: no limit); requests then in the
+            system stay there and are reported as such.
+
+    Returns:
+        The server, with its records complete.
+
+    Raises:
+        RuntimeError: If the callback returns without deciding.
+    """
+    n = 0
+    while n != max_decisions and server.advance():
+        decide(server)
+        if server.decision_gpu >= 0:
+            raise RuntimeError("the scheduling callback returned without making a decision")
+        n += 1
+    return server

@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+
+from llmsched_env.latency import StaticBatchLatency
+from llmsched_env.sim import BatchServer, RejectReason, simulate
+from tests.conftest import make_workload
+
+LATENCY = StaticBatchLatency(alpha_s=1.0, beta_s_per_token=0.0, gamma=0.0)  # every batch takes 1 s
+
+
+def fifo(batch_size):
+    def decide(server: BatchServer) -> None:
+        server.dispatch(0, batch_size)
+
+    return decide
+
+
+def test_decision_is_due_only_when_a_gpu_is_idle_and_requests_wait():
+    w = make_workload([0.0, 0.5, 0.6], [1, 1, 1], [1, 1, 1])
+    s = BatchServer(
+        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
+    )
+    assert s.advance() and s.now == 0.0 and s.decision_gpu == 0
+    assert s.dispatch(0, 8) == 1  # only one request has arrived
+    assert s.advance() and s.now == 1.0  # GPU frees at 1.0; two requests wait
+    assert s.dispatch(0, 8) == 2
+    assert not s.advance()
+    assert s.now == 2.0 and s.done
+    np.testing.assert_array_equal(s.records.completion_s, [1.0, 2.0, 2.0])
+    np.testing.assert_array_equal(s.records.start_s, [0.0, 1.0, 1.0])
+
+
+def test_wait_lets_requests_accumulate_and_other_gpus_decide_first():
+    w = make_workload([0.0, 0.0, 0.3], [1, 1, 1], [1, 1, 1])
+    s = BatchServer(
+        w, n_gpus=2, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
+    )
+    assert s.advance() and s.decision_gpu == 0
+    s.wait()
+    assert s.advance() and s.decision_gpu == 1 and s.now == 0.0  # same time, next GPU
+    s.wait()
+    assert s.advance() and s.now == 0.3 and s.decision_gpu == 0  # clock moved to next arrival
+    assert s.dispatch(0, 8) == 3
+
+
+def test_wait_that_would_deadlock_raises():
+    w = make_workload([0.0], [1], [1])
+    s = BatchServer(
+        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
+    )
+    assert s.advance()
+    assert not s.can_wait()
+    with pytest.raises(RuntimeError, match="deadlock"):
+        s.wait()
+
+
+def test_batch_is_cut_at_kv_capacity_and_oversize_requests_are_rejected():
+    # KV need = prompt + output: 6, 6, 6, 50 (the last exceeds capacity 20).
+    w = make_workload([0.0, 0.0, 0.0, 0.0], [3, 3, 3, 40], [3, 3, 3, 10])
+    s = BatchServer(
+        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=12, rng=np.random.default_rng(0)
+    )
+    assert s.advance()
+    assert s.n_rejected == 1
+    assert s.records.reject_reason[3] == RejectReason.EXCEEDS_KV_CAPACITY
+    assert s.fitting_count(0, 8) == 2
+    assert s.dispatch(0, 8) == 2
+    simulate(s, fifo(8))
+    assert s.n_completed == 3 and s.n_rejected == 1 and s.done
+
+
+def test_queues_are_fifo_and_independent():
+    w = make_workload([0.0, 0.1, 0.2, 0.3], [1] * 4, [1] * 4)
+    s = BatchServer(
+        w,
+        n_gpus=1,
+        latency=LATENCY,
+        kv_capacity_tokens=100,
+        rng=np.random.default_rng(0),
+        queue_of=np.array([1, 0, 1, 0]),
+        n_queues=2,
+    )
+    s.advance()
+    s.wait()
+    s.advance()  # t = 0.1
+    s.wait()
+    s.advance()
+    s.wait()
+    s.advance()  # t = 0.3, all four have arrived
+    assert s.queue_lengths() == [2, 2]
+    np.testing.assert_array_equal(s.queue_ids(1), [0, 2])
+    assert s.dispatch(1, 1) == 1
+    assert s.records.start_s[0] == pytest.approx(0.3) and np.isnan(s.records.start_s[2])
+
+
+def test_deadline_accounting_counts_each_request_once():
+    # sla 1.5 s, batches take 1 s, one GPU, batch size 1: request 0 ends at 1 (on time),
+    # request 1 at 2 (arrived 0: late), request 2 at 3 (arrived 0.5: late).
+    w = make_workload([0.0, 0.0, 0.5], [1] * 3, [1] * 3)
+    s = BatchServer(
+        w,
+        n_gpus=1,
+        latency=LATENCY,
+        kv_capacity_tokens=100,
+        rng=np.random.default_rng(0),
+        deadline_s=1.5,
+    )
+    simulate(s, fifo(1))
+    assert (s.n_on_time, s.n_late) == (1, 2)
+    summary = s.summary()
+    assert summary["completed"] == 3 and summary["throughput_rps"] == pytest.approx(1.0)
+
+
+def test_dispatch_errors_name_the_problem():
+    w = make_workload([0.0], [1], [1])
+    s = BatchServer(
+        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
+    )
+    with pytest.raises(RuntimeError, match="advance"):
+        s.dispatch(0, 1)
+    s.advance()
+    with pytest.raises(ValueError, match="queue must be in"):
+        s.dispatch(3, 1)
+    with pytest.raises(ValueError, match="max_count"):
+        s.dispatch(0, 0)
+
+
+def test_truncated_run_accounts_for_every_request():
+    w = make_workload(np.arange(10) * 0.1, [1] * 10, [1] * 10)
+    s = BatchServer(
+        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
+    )
+    simulate(s, fifo(2), max_decisions=2)
+    frame = s.records.to_frame(s.n_arrived)
+    counts = frame["status"].value_counts()
+    assert counts.sum() == 10
+    assert counts["completed"] == s.n_completed
+    assert counts["in_system"] == s.n_in_system
+    assert counts["not_arrived"] == 10 - s.n_arrived
