@@ -1,0 +1,8 @@
+"""The Gymnasium environments and their wrappers."""
+
+from llmsched_env.envs.batch_env import BatchSchedulingEnv
+from llmsched_env.envs.common import InvalidActionError
+from llmsched_env.envs.iteration_env import ContinuousBatchingEnv
+from llmsched_env.envs.wrappers import FlattenAction
+
+__all__ = ["BatchSchedulingEnv", "ContinuousBatchingEnv", "FlattenAction", "InvalidActionError"]

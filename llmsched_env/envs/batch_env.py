@@ -1,0 +1,469 @@
+"""``llmsched/BatchScheduling-v0``: request-level static batching, one step per dispatch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch
+from llmsched_env.config import BatchEnvConfig
+from llmsched_env.envs.batch_observation import BatchObservation, feature_bounds, feature_names
+from llmsched_env.envs.common import InvalidActionError, parse_action
+from llmsched_env.envs.rewards import REWARD_SHAPES
+from llmsched_env.latency import make_batch_latency, make_kv_memory
+from llmsched_env.metrics import SLATargets
+from llmsched_env.registry import resolve
+from llmsched_env.sim.batch_server import BatchServer
+from llmsched_env.workload import Workload, make_workload_source
+
+WAIT = 0
+
+
+def equal_mass_edges(predicted_tokens: np.ndarray, n_bins: int) -> tuple[float, ...]:
+    """Interior edges that split predicted lengths into ``n_bins`` bins of equal probability mass.
+
+    Bin ``j`` holds lengths in ``[edge_{j-1}, edge_j)`` (Multi-Bin batching, Lemma 4.1: equal mass
+    is optimal). Duplicate quantiles (heavy ties) are nudged apart so every edge is distinct.
+    """
+    quantiles = np.quantile(predicted_tokens, np.arange(1, n_bins) / n_bins)
+    edges = np.maximum.accumulate(quantiles.astype(np.float64))
+    for i in range(1, len(edges)):
+        if edges[i] <= edges[i - 1]:
+            edges[i] = edges[i - 1] + 1e-6
+    return tuple(float(e) for e in edges)
+
+
+class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Choose which bin of waiting LLM requests to serve as a static batch, and how large.
+
+    ## Description
+
+    G GPUs serve LLM requests in *static batches*: a batch starts on an idle GPU and all its
+    requests complete together when the batch ends, so the longest member sets the pace. Waiting
+    requests are sorted into ``n_bins`` FIFO bins by their *predicted* output length (Multi-Bin
+    batching); the bin edges are equal-mass quantiles of predicted lengths in the workload's
+    calibration data (what a scheduler could have seen before the episode, never the episode's
+    future) unless ``bin_edges`` is given. Every request must finish within ``sla`` seconds of its
+    arrival.
+
+    The environment steps once per scheduling decision: whenever a GPU is idle and requests wait.
+    Time between decisions is simulated by a discrete-event core, so an episode of ``n_requests``
+    requests takes a few hundred to a few thousand steps. Every paper heuristic of
+    ``baselines`` is a policy over this same action space.
+
+    ## Action Space
+
+    ``MultiDiscrete([n_bins + 1, n_sizes])``:
+
+    | component | value | meaning |
+    |-----------|-------|---------|
+    | 0 | 0 | WAIT: the deciding GPU idles until the next arrival or batch end |
+    | 0 | j = 1..n_bins | serve bin ``j - 1`` |
+    | 1 | s | batch-size level: up to ``batch_sizes[s]`` requests |
+
+    ``batch_sizes`` are the powers of two below ``max_batch_size``, and ``max_batch_size``
+    (``env.unwrapped.batch_sizes``). A batch takes the oldest requests of the bin, up to the size
+    level, and never more than fit together in one GPU's KV memory (prompt plus output tokens).
+
+    **Masking.** ``action_masks()`` returns the concatenated per-component boolean mask that
+    sb3-contrib's ``MaskablePPO`` expects: a bin is allowed when it holds requests; WAIT is allowed
+    unless it would deadlock (no arrival left and no GPU working); every size level is allowed (a
+    level above the bin's length takes the whole bin). ``FlatBatchAction`` (in
+    ``llmsched_env.envs.wrappers``) exposes a ``Discrete`` action with exact joint masks, which
+    also removes sizes that duplicate a smaller one. A forbidden action is, by default, mapped to
+    serving the bin whose oldest request is oldest (at the same size level) and reported in
+    ``info["invalid_action"]``; ``invalid_action="raise"`` raises ``InvalidActionError``
+    instead. An action outside the action space always raises ``ValueError``.
+
+    ## Observation Space
+
+    A float32 ``Box`` of size ``6 * n_bins + n_gpus + 4``; ``env.unwrapped.obs_names`` names each
+    entry. Per bin ``j`` (entries ``bin{j}/...``):
+
+    | name | meaning | normalisation | range |
+    |------|---------|---------------|-------|
+    | queue_len | waiting requests | / max_batch_size | [0, 16] |
+    | oldest_wait | age of the oldest request | / sla | [0, 4] |
+    | slack | time to its deadline minus the bin's full-batch service estimate | / sla | [-4, 1] |
+    | late_fraction | share of the bin already past its deadline | - | [0, 1] |
+    | mean_predicted_len | mean predicted output tokens | / length scale | [0, 4] |
+    | kv_fit | share of a max-size batch (predicted lengths) that fits in KV memory | - | [0, 1] |
+
+    The length scale is the 99th percentile of predicted lengths in the calibration data.
+
+    Per GPU ``g``: ``gpu{g}/busy_remaining``, time until its batch ends / sla, in [0, 4].
+    Global: ``arrival_rate`` (arrivals in the last ``sla`` seconds per second / estimated
+    capacity, [0, 4]), ``violation_rate`` (misses / (misses + on-time completions), exponentially
+    weighted with time constant ``sla``), ``arrived_fraction`` (share of the episode's requests
+    that have arrived) and ``waiting`` (all waiting requests / max_batch_size, [0, 16]). Values
+    are clipped to their range; an empty bin shows zeros, slack 1 and kv_fit 1.
+
+    ## Rewards
+
+    ``reward="sla"`` (default): +1 when a request completes within its deadline and
+    ``-sla_penalty`` at the moment a request's deadline passes unfinished (a request rejected at
+    arrival, because it alone exceeds KV memory, counts as a miss when rejected). The return of
+    a terminated episode is exactly ``on_time - sla_penalty * late``. Example with
+    ``sla_penalty=1``: three requests; the first two share a batch that ends before their
+    deadlines (+1 +1, paid at the step during which the batch ends); the third waits past its
+    deadline (-1 when the deadline passes) and completes later (0): the return is 1 = 2 - 1.
+    Other shapes (``llmsched_env.envs.rewards``): ``"goodput-tokens"`` (thousands of output
+    tokens of on-time requests) and ``"queue"`` (minus request-seconds in the system / sla).
+
+    ## Starting State
+
+    ``reset(seed=...)`` draws the episode's requests from the workload source with the env's
+    random generator (for a trace: a random window of ``n_requests`` consecutive requests, time
+    scaled to the arrival rate; for a synthetic source: fresh arrivals and lengths) and advances to
+    the first decision. ``reset(options={"start": i})`` replays the trace window starting at index
+    ``i`` of the source's episode region, ``options={"workload": w}`` serves an explicit
+    :class:`~llmsched_env.workload.Workload`, so that different policies see identical inputs.
+
+    ## Episode End
+
+    * Termination: every request of the episode has completed or been rejected.
+    * Truncation: ``max_steps`` steps were taken (when set). Requests then waiting or running are
+      reported as ``in_system`` and not-yet-arrived ones as ``not_arrived``; counts still add up.
+
+    ## Information
+
+    Every ``info`` holds ``time_s`` (simulated time), ``gpu`` (the deciding GPU), ``queues``
+    (per bin, the waiting request indices, oldest first), ``arrival_s``,
+    ``prompt_tokens`` and ``predicted_output_tokens`` (read-only arrays over the requests that have
+    arrived, indexed by request index), ``gpu_busy_until_s`` (per GPU), ``finished_batches``
+    (``FinishedBatch`` records of batches that ended since the previous step: size, service time,
+    longest lengths), ``action_mask`` (the per-component masks), ``invalid_action`` and
+    ``applied_action`` (the action actually carried out). ``reset`` adds ``batch_sizes``,
+    ``bin_edges``, ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and ``arrival_rate_rps``.
+    At the end of an episode (termination or truncation), ``info["episode_metrics"]`` holds the
+    metrics summary of :func:`llmsched_env.metrics.summarize`.
+
+    ## Arguments
+
+    | argument | default | meaning |
+    |----------|---------|---------|
+    | workload | ``"azure-conv"`` | preset name or ``WorkloadSource`` |
+    | load | 1.0 | arrival rate / estimated capacity (``llmsched_env.capacity``) |
+    | arrival_rate | None | arrival rate in requests/s (instead of ``load``) |
+    | n_gpus | 2 | number of GPUs |
+    | latency | ``"llama3.1-8b-h100"`` | batch latency preset or model |
+    | kv_memory | ``"h100-80gb-llama3.1-8b"`` | KV memory preset, tokens, or ``KVMemory`` |
+    | n_requests | 1000 | requests per episode |
+    | sla | 15.0 | end-to-end deadline in seconds |
+    | sla_penalty | 1.0 | reward lost per late request |
+    | reward | ``"sla"`` | reward shape |
+    | n_bins | 4 | bins by predicted output length |
+    | bin_edges | None | explicit interior edges (tokens) |
+    | max_batch_size | 64 | largest batch |
+    | invalid_action | ``"remap"`` | or ``"raise"`` |
+    | max_steps | None | truncation limit |
+    | render_mode | None | or ``"ansi"`` |
+
+    Why these defaults: the Azure conversation trace is real production traffic; Llama-3.1-8B on
+    an H100 (vLLM-calibrated iteration costs, served as static batches) is a realistic engine;
+    at full estimated load on two GPUs, FIFO batching misses the 15 s deadline for a noticeable
+    share of requests while binning and batch sizing change that share considerably, so there is
+    something to learn. ``sla`` is a few times the service time of a long request.
+
+    ## References
+
+    * Guldogan et al., Multi-Bin Batching for Increasing LLM Inference Throughput, arXiv 2412.04504.
+    * Pang et al., Optimizing LLM Inference Throughput via Memory-aware and SLA-constrained
+      Dynamic Batching, arXiv 2503.05248.
+    * Patel et al., Splitwise (ISCA 2024), source of the Azure LLM inference trace.
+
+    ## Version History
+
+    * v0: Initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        workload: Any = "azure-conv",
+        load: float | None = None,
+        arrival_rate: float | None = None,
+        n_gpus: int = 2,
+        latency: Any = "llama3.1-8b-h100",
+        kv_memory: Any = "h100-80gb-llama3.1-8b",
+        n_requests: int = 1000,
+        sla: float = 15.0,
+        sla_penalty: float = 1.0,
+        reward: str = "sla",
+        n_bins: int = 4,
+        bin_edges: tuple[float, ...] | None = None,
+        max_batch_size: int = 64,
+        invalid_action: str = "remap",
+        max_steps: int | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        cfg = BatchEnvConfig(
+            workload=workload,
+            load=load,
+            arrival_rate=arrival_rate,
+            n_gpus=n_gpus,
+            latency=latency,
+            kv_memory=kv_memory,
+            n_requests=n_requests,
+            sla=sla,
+            sla_penalty=sla_penalty,
+            reward=reward,
+            n_bins=n_bins,
+            bin_edges=bin_edges,
+            max_batch_size=max_batch_size,
+            invalid_action=invalid_action,  # type: ignore[arg-type]
+            max_steps=max_steps,
+            render_mode=render_mode,
+        )
+        self.config = cfg
+        self.render_mode = render_mode
+        self.source = make_workload_source(cfg.workload)
+        self.latency = make_batch_latency(cfg.latency)
+        self.kv_capacity_tokens = make_kv_memory(cfg.kv_memory).capacity_tokens
+        self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
+        calibration = self.source.calibration()
+        predicted = calibration.predicted_output_tokens
+        self.bin_edges = cfg.bin_edges or equal_mass_edges(predicted, cfg.n_bins)
+        self.batch_sizes = cfg.batch_sizes
+        self.capacity_rps = batch_capacity_rps(
+            self.latency,
+            calibration,
+            n_gpus=cfg.n_gpus,
+            max_batch_size=cfg.max_batch_size,
+            kv_capacity_tokens=self.kv_capacity_tokens,
+        )
+        self.arrival_rate_rps = cfg.arrival_rate or cfg.load * self.capacity_rps
+        self.length_scale_tokens = float(max(np.quantile(predicted, 0.99), 1.0))
+        self.bin_service_s = self._bin_service_estimates(calibration)
+
+        self.obs_names = feature_names(cfg.n_bins, cfg.n_gpus)
+        low, high = feature_bounds(cfg.n_bins, cfg.n_gpus)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = spaces.MultiDiscrete([cfg.n_bins + 1, len(self.batch_sizes)])
+        self._nvec = (cfg.n_bins + 1, len(self.batch_sizes))
+        self.server: BatchServer | None = None
+        self._observer: BatchObservation | None = None
+        self._steps = 0
+        self._episode_over = False
+
+    def _bin_service_estimates(self, calibration: Workload) -> np.ndarray:
+        """Estimated service time of a full batch of each bin (its upper length, mean prompt)."""
+        cfg = self.config
+        b = largest_fitting_batch(calibration, self.kv_capacity_tokens, cfg.max_batch_size)
+        prompt = float(np.mean(calibration.prompt_tokens))
+        uppers = [*self.bin_edges, self.length_scale_tokens]
+        return np.array([self.latency.estimate_s(b, prompt, float(u)) for u in uppers])
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode; see the class docstring's Starting State."""
+        super().reset(seed=seed)
+        cfg = self.config
+        workload = self._episode_workload(options or {})
+        bins = np.searchsorted(self.bin_edges, workload.predicted_output_tokens, side="right")
+        self.server = BatchServer(
+            workload,
+            n_gpus=cfg.n_gpus,
+            latency=self.latency,
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            rng=self.np_random,
+            queue_of=bins,
+            n_queues=cfg.n_bins,
+            deadline_s=cfg.sla,
+        )
+        self._reward = self._reward_factory(cfg.sla_penalty, cfg.sla)
+        self._reward.reset(self.server)
+        self._steps = 0
+        self._pending_reward = 0.0
+        self._observer = BatchObservation(
+            self.server,
+            sla_s=cfg.sla,
+            max_batch_size=cfg.max_batch_size,
+            length_scale_tokens=self.length_scale_tokens,
+            bin_service_s=self.bin_service_s,
+            capacity_rps=self.capacity_rps,
+        )
+        w = workload
+        order = self.server.order
+        self._queue_views = (
+            w.arrival_s[order],
+            w.predicted_output_tokens[order],
+            w.prompt_tokens[order],
+            order,
+        )
+        if not self.server.advance():
+            raise ValueError(
+                "the episode has no scheduling decision: every one of its "
+                f"{len(workload)} requests was rejected at arrival (KV capacity "
+                f"{self.kv_capacity_tokens} tokens)"
+            )
+        self._episode_over = False
+        info = self._info(invalid=False, applied=None)
+        info.update(
+            batch_sizes=self.batch_sizes,
+            bin_edges=self.bin_edges,
+            sla_s=cfg.sla,
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            capacity_rps=self.capacity_rps,
+            arrival_rate_rps=self.arrival_rate_rps,
+        )
+        return self._observe(), info
+
+    def _episode_workload(self, options: dict[str, Any]) -> Workload:
+        unknown = set(options) - {"start", "workload"}
+        if unknown:
+            raise ValueError(
+                f"unknown reset options {sorted(unknown)}; expected 'start' or 'workload'"
+            )
+        if "workload" in options:
+            workload = options["workload"]
+            if not isinstance(workload, Workload):
+                raise ValueError(
+                    f"options['workload'] must be a Workload, got {type(workload).__name__}"
+                )
+            return workload
+        return self.source.sample(
+            self.config.n_requests,
+            self.np_random,
+            arrival_rate_rps=self.arrival_rate_rps,
+            start=options.get("start"),
+        )
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Carry out one scheduling decision and advance to the next one."""
+        server = self.server
+        if server is None or self._episode_over:
+            raise RuntimeError("call reset() before step() (the episode is over or not started)")
+        choice, level = parse_action(action, self._nvec)
+        invalid = False
+        if choice == WAIT:
+            invalid = not server.can_wait()
+        else:
+            invalid = server.head[choice - 1] == server.tail[choice - 1]
+        if invalid:
+            if self.config.invalid_action == "raise":
+                raise InvalidActionError(
+                    f"action {[choice, level]} is forbidden by the mask {self._mask.tolist()}"
+                )
+            choice = self._fallback_choice()
+        if choice == WAIT:
+            server.wait()
+        else:
+            server.dispatch(choice - 1, self.batch_sizes[level])
+        decision_due = server.advance()
+        self._steps += 1
+        reward = self._reward(server)
+        terminated = not decision_due
+        truncated = (
+            not terminated
+            and self.config.max_steps is not None
+            and (self._steps >= self.config.max_steps)
+        )
+        info = self._info(invalid=invalid, applied=(choice, level))
+        if terminated or truncated:
+            self._episode_over = True
+            info["episode_metrics"] = self.episode_metrics()
+        return self._observe(), float(reward), terminated, truncated, info
+
+    def _fallback_choice(self) -> int:
+        """The bin whose oldest waiting request is the oldest (first come, first served)."""
+        server = self.server
+        best, best_index = WAIT, -1
+        for j, (h, t) in enumerate(zip(server.head, server.tail)):
+            if h < t:
+                index = int(server.order[h])
+                if best_index < 0 or index < best_index:
+                    best, best_index = j + 1, index
+        return best
+
+    def action_masks(self) -> np.ndarray:
+        """Per-component masks, concatenated, in the form sb3-contrib's MaskablePPO expects."""
+        if self.server is None:
+            raise RuntimeError("call reset() before action_masks()")
+        return self._mask.copy()
+
+    def _compute_mask(self) -> np.ndarray:
+        server = self.server
+        mask = np.ones(sum(self._nvec), dtype=bool)
+        mask[0] = server.can_wait()
+        mask[1 : self._nvec[0]] = [h < t for h, t in zip(server.head, server.tail)]
+        return mask
+
+    def joint_action_mask(self) -> np.ndarray:
+        """Exact validity of every action, shape ``nvec``, without duplicates.
+
+        WAIT is listed once (size level 0); a size level is listed for a bin only if it is the
+        first level that takes the whole bin or smaller, so no two allowed actions are the same.
+        """
+        server = self.server
+        if server is None:
+            raise RuntimeError("call reset() before joint_action_mask()")
+        sizes = np.array(self.batch_sizes)
+        queue = np.array(server.tail) - np.array(server.head)
+        mask = np.zeros(self._nvec, dtype=bool)
+        mask[0, 0] = server.can_wait()
+        smaller = np.concatenate([[0], sizes[:-1]])
+        mask[1:, :] = (queue[:, None] > 0) & (smaller[None, :] < queue[:, None])
+        return mask
+
+    def episode_metrics(self) -> dict[str, float]:
+        """Metrics of the episode so far (see :func:`llmsched_env.metrics.summarize`)."""
+        if self.server is None:
+            raise RuntimeError("call reset() first")
+        return self.server.summary(SLATargets(e2e_s=self.config.sla))
+
+    def render(self) -> str | None:
+        """Return a text snapshot of queues and GPUs (``render_mode="ansi"``)."""
+        if self.render_mode != "ansi" or self.server is None:
+            return None
+        s = self.server
+        lines = [
+            f"t={s.now:10.3f}s  arrived {s.n_arrived}/{s.n_requests}  completed {s.n_completed}  "
+            f"rejected {s.n_rejected}  on-time {s.n_on_time}  late {s.n_late}"
+        ]
+        edges = [0, *self.bin_edges, float("inf")]
+        for j, n in enumerate(s.queue_lengths()):
+            lo, hi = edges[j], edges[j + 1]
+            lines.append(
+                f"  bin {j} [{lo:7.0f}, {hi:7.0f}) tokens: {n:5d} waiting " + "#" * min(n, 40)
+            )
+        for g, until in enumerate(s.busy_until()):
+            state = f"busy until {until:10.3f}s" if s.gpu_busy[g] else "idle"
+            marker = "  <- deciding" if g == s.decision_gpu else ""
+            lines.append(f"  gpu {g}: {state}{marker}")
+        return "\n".join(lines) + "\n"
+
+    # ------------------------------------------------------------------ helpers
+    def _observe(self) -> np.ndarray:
+        self._observer.update_rates()
+        return self._observer.build()
+
+    def _info(self, *, invalid: bool, applied: tuple[int, int] | None) -> dict[str, Any]:
+        s = self.server
+        finished = s.finished_batches
+        s.finished_batches = []
+        heads, tails = s.head, s.tail
+        bins = range(s.n_queues)
+        arrival, predicted, prompt, order = self._queue_views
+        self._mask = self._compute_mask()
+        return {
+            "time_s": s.now,
+            "gpu": s.decision_gpu,
+            "queues": tuple(order[heads[j] : tails[j]].copy() for j in bins),
+            "queue_arrival_s": tuple(arrival[heads[j] : tails[j]].copy() for j in bins),
+            "queue_predicted_output_tokens": tuple(
+                predicted[heads[j] : tails[j]].copy() for j in bins
+            ),
+            "queue_prompt_tokens": tuple(prompt[heads[j] : tails[j]].copy() for j in bins),
+            "gpu_busy_until_s": np.array(s.busy_until()),
+            "finished_batches": finished,
+            "action_mask": self._mask.copy(),
+            "invalid_action": invalid,
+            "applied_action": applied,
+        }
