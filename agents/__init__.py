@@ -1,0 +1,1 @@
+"""Reinforcement-learning agents (stable-baselines3) for the llmsched environments."""

@@ -1,0 +1,3 @@
+"""Baselines for BatchScheduling-v0 (request-level static batching)."""
+
+POLICIES: dict = {}

@@ -1,0 +1,3 @@
+"""Baselines for ContinuousBatching-v0 (iteration-level continuous batching)."""
+
+POLICIES: dict = {}
