@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 InvalidActionMode = Literal["remap", "raise"]
 INVALID_ACTION_MODES = ("remap", "raise")
-RENDER_MODES = ("ansi",)
+RENDER_MODES = ("ansi", "rgb_array")
 
 
 def check_int(name: str, value: Any, low: int = 1, high: int | None = None) -> None:
@@ -96,7 +96,7 @@ class BatchEnvConfig:
         max_batch_size: Largest batch; the size levels are the powers of two below it, and it.
         invalid_action: ``"remap"`` or ``"raise"`` for actions the mask forbids.
         max_steps: Truncate the episode after this many steps (``None``: never).
-        render_mode: ``None`` or ``"ansi"``.
+        render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
     """
 
     default_load: ClassVar[float] = 1.0
@@ -168,7 +168,7 @@ class ContinuousEnvConfig:
         prompt_caps: Levels of the "most new prompts per iteration" component (0 means no cap).
         invalid_action: ``"remap"`` or ``"raise"``.
         max_steps: Truncate after this many steps (``None``: never).
-        render_mode: ``None`` or ``"ansi"``.
+        render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
     """
 
     default_load: ClassVar[float] = 0.8

@@ -28,14 +28,9 @@ import pandas as pd
 from llmsched_env.sim.records import STATUS_NAMES
 
 PERCENTILES = (50, 95, 99)
-_NUMERIC_COLUMNS = (
-    "arrival_s",
-    "start_s",
-    "first_token_s",
-    "completion_s",
-    "output_tokens",
-    "max_token_gap_s",
-)
+_NUMERIC_COLUMNS = ("arrival_s", "start_s", "first_token_s", "completion_s", "output_tokens")
+#: Reported only by servers that resolve individual token times (the iteration level).
+_GAP_COLUMN = "max_token_gap_s"
 _NOT_ARRIVED, _IN_SYSTEM, _COMPLETED, _REJECTED = range(4)
 
 
@@ -77,7 +72,8 @@ def _describe(prefix: str, values: np.ndarray, out: dict[str, float]) -> None:
 def _columns(requests: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The per-request columns as numpy arrays, with ``status`` as codes into STATUS_NAMES."""
     if isinstance(requests, pd.DataFrame):
-        columns = {name: requests[name].to_numpy() for name in _NUMERIC_COLUMNS}
+        names = [*_NUMERIC_COLUMNS, *([_GAP_COLUMN] if _GAP_COLUMN in requests else [])]
+        columns = {name: requests[name].to_numpy() for name in names}
         status = requests["status"]
         if isinstance(status.dtype, pd.CategoricalDtype):
             columns["status"] = status.cat.codes.to_numpy()
@@ -88,7 +84,8 @@ def _columns(requests: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, np.
     missing = [c for c in (*_NUMERIC_COLUMNS, "status") if c not in requests]
     if missing:
         raise ValueError(f"request records lack the columns {missing}")
-    return {name: np.asarray(requests[name]) for name in (*_NUMERIC_COLUMNS, "status")}
+    names = [*_NUMERIC_COLUMNS, "status", *([_GAP_COLUMN] if _GAP_COLUMN in requests else [])]
+    return {name: np.asarray(requests[name]) for name in names}
 
 
 def summarize(
@@ -144,7 +141,7 @@ def summarize(
     c = col["completion_s"][done]
     f = col["first_token_s"][done]
     n_out = col["output_tokens"][done]
-    gaps = col["max_token_gap_s"][done]
+    gaps = col[_GAP_COLUMN][done] if _GAP_COLUMN in col else None
     start_s = col["start_s"][done]
     n_in_window = int(out["arrived"])
     duration = max(end_s - warmup_s, 0.0)
@@ -159,7 +156,8 @@ def summarize(
     _describe("queueing_delay_s", start_s - a, out)
     _describe("ttft_s", ttft, out)
     _describe("tbt_s", tbt, out)
-    _describe("max_token_gap_s", gaps, out)
+    if gaps is not None:
+        _describe("max_token_gap_s", gaps, out)
 
     met_all = np.ones(a.size, dtype=bool)
     denominator = max(n_in_window, 1)
@@ -171,6 +169,8 @@ def summarize(
     for name, target, values in checks:
         if target is None:
             continue
+        if values is None:
+            raise ValueError("a TBT target needs per-token times, which these records lack")
         met = values <= target
         met_all &= met
         out[f"sla_attainment_{name}"] = float(np.count_nonzero(met)) / denominator

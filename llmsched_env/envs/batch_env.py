@@ -12,6 +12,7 @@ from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch
 from llmsched_env.config import BatchEnvConfig
 from llmsched_env.envs.batch_observation import BatchObservation, feature_bounds, feature_names
 from llmsched_env.envs.common import InvalidActionError, parse_action
+from llmsched_env.envs.rendering import bars_image
 from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.latency import make_batch_latency, make_kv_memory
 from llmsched_env.metrics import SLATargets
@@ -81,25 +82,25 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Observation Space
 
     A float32 ``Box`` of size ``6 * n_bins + n_gpus + 4``; ``env.unwrapped.obs_names`` names each
-    entry. Per bin ``j`` (entries ``bin{j}/...``):
+    entry: the per-bin block for bin 0, 1, ... (``bin{j}/...``), then one entry per GPU
+    (``gpu{g}/...``), then the global entries. Values are clipped to their range.
 
     | name | meaning | normalisation | range |
     |------|---------|---------------|-------|
-    | queue_len | waiting requests | / max_batch_size | [0, 16] |
-    | oldest_wait | age of the oldest request | / sla | [0, 4] |
-    | slack | time to its deadline minus the bin's full-batch service estimate | / sla | [-4, 1] |
+    | queue_len | waiting requests in the bin | / max_batch_size | [0, 16] |
+    | oldest_wait | age of its oldest request | / sla | [0, 4] |
+    | slack | time to that deadline minus the bin's full-batch service estimate | / sla | [-4, 1] |
     | late_fraction | share of the bin already past its deadline | - | [0, 1] |
     | mean_predicted_len | mean predicted output tokens | / length scale | [0, 4] |
     | kv_fit | share of a max-size batch (predicted lengths) that fits in KV memory | - | [0, 1] |
+    | busy_remaining | per GPU, time until its batch ends | / sla | [0, 4] |
+    | arrival_rate | arrivals in the last ``sla`` seconds, per second | / capacity | [0, 4] |
+    | violation_rate | misses / (misses + on-time), moving, time constant ``sla`` | - | [0, 1] |
+    | arrived_fraction | share of the episode's requests that have arrived | - | [0, 1] |
+    | waiting | all waiting requests | / max_batch_size | [0, 16] |
 
-    The length scale is the 99th percentile of predicted lengths in the calibration data.
-
-    Per GPU ``g``: ``gpu{g}/busy_remaining``, time until its batch ends / sla, in [0, 4].
-    Global: ``arrival_rate`` (arrivals in the last ``sla`` seconds per second / estimated
-    capacity, [0, 4]), ``violation_rate`` (misses / (misses + on-time completions), exponentially
-    weighted with time constant ``sla``), ``arrived_fraction`` (share of the episode's requests
-    that have arrived) and ``waiting`` (all waiting requests / max_batch_size, [0, 16]). Values
-    are clipped to their range; an empty bin shows zeros, slack 1 and kv_fit 1.
+    The length scale is the 99th percentile of predicted lengths in the calibration data. An
+    empty bin shows zeros, slack 1 and kv_fit 1.
 
     ## Rewards
 
@@ -130,16 +131,16 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Information
 
-    Every ``info`` holds ``time_s`` (simulated time), ``gpu`` (the deciding GPU), ``queues``
-    (per bin, the waiting request indices, oldest first), ``arrival_s``,
-    ``prompt_tokens`` and ``predicted_output_tokens`` (read-only arrays over the requests that have
-    arrived, indexed by request index), ``gpu_busy_until_s`` (per GPU), ``finished_batches``
-    (``FinishedBatch`` records of batches that ended since the previous step: size, service time,
-    longest lengths), ``action_mask`` (the per-component masks), ``invalid_action`` and
-    ``applied_action`` (the action actually carried out). ``reset`` adds ``batch_sizes``,
-    ``bin_edges``, ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and ``arrival_rate_rps``.
-    At the end of an episode (termination or truncation), ``info["episode_metrics"]`` holds the
-    metrics summary of :func:`llmsched_env.metrics.summarize`.
+    Every ``info`` holds ``time_s`` (simulated time), ``gpu`` (the deciding GPU), per bin (tuples
+    of arrays, oldest request first) ``queues`` (request indices), ``queue_arrival_s``,
+    ``queue_predicted_output_tokens`` and ``queue_prompt_tokens``; ``gpu_busy_until_s`` (per
+    GPU), ``finished_batches`` (``FinishedBatch`` records of the batches that ended since the
+    previous step: size, service time, longest lengths), ``action_mask`` (the per-component
+    masks), ``invalid_action`` and ``applied_action`` (the action actually carried out). Every
+    array is a fresh copy. ``reset`` adds ``batch_sizes``, ``bin_edges``, ``sla_s``,
+    ``kv_capacity_tokens``, ``capacity_rps`` and ``arrival_rate_rps``. At the end of an episode
+    (termination or truncation), ``info["episode_metrics"]`` holds the metrics summary of
+    :func:`llmsched_env.metrics.summarize`.
 
     ## Arguments
 
@@ -160,7 +161,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     | max_batch_size | 64 | largest batch |
     | invalid_action | ``"remap"`` | or ``"raise"`` |
     | max_steps | None | truncation limit |
-    | render_mode | None | or ``"ansi"`` |
+    | render_mode | None | ``"ansi"`` (text) or ``"rgb_array"`` (bars) |
 
     Why these defaults: the Azure conversation trace is real production traffic; Llama-3.1-8B on
     an H100 (vLLM-calibrated iteration costs, served as static batches) is a realistic engine;
@@ -180,7 +181,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0: Initial version.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -418,11 +419,19 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("call reset() first")
         return self.server.summary(SLATargets(e2e_s=self.config.sla))
 
-    def render(self) -> str | None:
-        """Return a text snapshot of queues and GPUs (``render_mode="ansi"``)."""
-        if self.render_mode != "ansi" or self.server is None:
+    def render(self) -> str | np.ndarray | None:
+        """Snapshot of queues and GPUs: text (``"ansi"``) or bars in an RGB array (``"rgb_array"``).
+
+        The image has one bar per bin (queue length / max_batch_size) and one per GPU (remaining
+        busy time / sla).
+        """
+        if self.render_mode is None or self.server is None:
             return None
         s = self.server
+        if self.render_mode == "rgb_array":
+            queues = [q / self.config.max_batch_size for q in s.queue_lengths()]
+            busy = [(t - s.now) / self.config.sla for t in s.busy_until()]
+            return bars_image(queues + busy, [0] * len(queues) + [1] * len(busy))
         lines = [
             f"t={s.now:10.3f}s  arrived {s.n_arrived}/{s.n_requests}  completed {s.n_completed}  "
             f"rejected {s.n_rejected}  on-time {s.n_on_time}  late {s.n_late}"

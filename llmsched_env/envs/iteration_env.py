@@ -17,6 +17,7 @@ from llmsched_env.envs.iteration_observation import (
     feature_bounds,
     feature_names,
 )
+from llmsched_env.envs.rendering import bars_image
 from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.latency import make_iteration_latency, make_kv_memory
 from llmsched_env.metrics import SLATargets
@@ -119,14 +120,15 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Information
 
-    ``time_s``, ``gpu`` (deciding GPU), ``waiting`` (indices of waiting prompts, oldest first),
-    ``running`` (the deciding GPU's running request indices, oldest admitted first),
-    ``prefilling`` (its started prompts), ``arrival_s``, ``prompt_tokens``,
-    ``predicted_output_tokens`` and ``tokens_generated`` (arrays over the arrived requests),
-    ``n_running`` (per GPU), ``kv_reserved_tokens`` (per GPU), ``last_iteration_s``,
-    ``action_mask``, ``invalid_action`` and ``applied_action``; ``reset`` adds the constants
-    ``max_tokens``, ``max_sequences``, ``chunk_size``, ``prompt_caps``, ``decode_levels``,
-    ``prefill_levels``, ``ttft_sla_s``, ``tbt_sla_s`` and ``capacity_rps``. At the end:
+    ``time_s``, ``gpu`` (the deciding GPU), ``waiting`` (indices of the waiting prompts, oldest
+    first) with ``waiting_arrival_s`` and ``waiting_prompt_tokens``; ``running`` (the deciding
+    GPU's decoding requests, oldest admitted first) with ``running_tokens_generated`` and
+    ``running_predicted_output_tokens``; ``prefilling`` (its started prompts) and
+    ``prefill_remaining_tokens``; per GPU ``n_running``, ``kv_reserved_tokens`` and
+    ``last_iteration_s``; ``action_mask``, ``invalid_action`` and ``applied_action``. Every
+    array is a fresh copy. ``reset`` adds the constants ``max_tokens``, ``max_sequences``,
+    ``chunk_size``, ``prompt_caps``, ``decode_levels``, ``prefill_levels``, ``ttft_sla_s``,
+    ``tbt_sla_s``, ``capacity_rps`` and ``arrival_rate_rps``. At the end of an episode:
     ``episode_metrics``.
 
     ## Arguments
@@ -151,7 +153,7 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     | prompt_caps | (1, 2, 4, 8, 16, 0) | levels of the prompt cap |
     | invalid_action | ``"remap"`` | or ``"raise"`` |
     | max_steps | None | truncation limit |
-    | render_mode | None | or ``"ansi"`` |
+    | render_mode | None | ``"ansi"`` (text) or ``"rgb_array"`` (bars) |
 
     Why these defaults: real Azure conversation traffic on Llama-3.1-8B/H100 iteration costs
     (vLLM-calibrated), with vLLM's usual 2048-token budget and 512-token chunks; at 80% of the
@@ -169,7 +171,7 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0: Initial version.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -223,7 +225,17 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.kv_capacity_tokens = make_kv_memory(cfg.kv_memory).capacity_tokens
         self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
         calibration = self.source.calibration()
-        self.capacity_rps = iteration_capacity_rps(self.latency, calibration, n_gpus=cfg.n_gpus)
+        mean_prompt = float(np.mean(calibration.prompt_tokens))
+        mean_output = float(np.mean(calibration.output_tokens))
+        if self.latency.marginal_request_s(mean_prompt, mean_output) > 0:
+            self.capacity_rps = iteration_capacity_rps(self.latency, calibration, n_gpus=cfg.n_gpus)
+        else:
+            # No per-token work (a = 0, latency "mm1"): the work bound is infinite, so the estimate
+            # is the rate of serving requests one at a time (prefill, then decode steps alone).
+            one_at_a_time_s = self.latency.estimate_s(mean_prompt, 0) + (
+                mean_output - 1.0
+            ) * self.latency.estimate_s(0, 1)
+            self.capacity_rps = cfg.n_gpus / one_at_a_time_s
         self.arrival_rate_rps = cfg.arrival_rate or cfg.load * self.capacity_rps
         self.length_scale_tokens = float(max(np.quantile(calibration.output_tokens, 0.99), 1.0))
         self.prompt_caps = tuple(c if c > 0 else cfg.max_sequences for c in cfg.prompt_caps)
@@ -320,9 +332,9 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         invalid = not self._allowed(decode, prefill)
         if invalid:
             if self.config.invalid_action == "raise":
-                mask = self.action_masks().tolist()
                 raise InvalidActionError(
-                    f"action {[decode, prefill, cap]} is forbidden by the mask {mask}"
+                    f"action {[decode, prefill, cap]} is forbidden by the mask "
+                    f"{self._mask.tolist()}"
                 )
             decode, prefill, cap = self._fallback()
         if decode == 0 and prefill == 0:
@@ -383,9 +395,12 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def action_masks(self) -> np.ndarray:
         """Per-component masks, concatenated, in the form sb3-contrib's MaskablePPO expects."""
-        server = self.server
-        if server is None:
+        if self.server is None:
             raise RuntimeError("call reset() before action_masks()")
+        return self._mask.copy()
+
+    def _compute_mask(self) -> np.ndarray:
+        server = self.server
         d, p, c = self._nvec
         mask = np.zeros(d + p + c, dtype=bool)
         gpu = server.decision_gpu
@@ -431,11 +446,25 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         cfg = self.config
         return self.server.summary(SLATargets(ttft_s=cfg.ttft_sla, tbt_s=cfg.tbt_sla))
 
-    def render(self) -> str | None:
-        """Return a text snapshot of the queue and the GPUs (``render_mode="ansi"``)."""
-        if self.render_mode != "ansi" or self.server is None:
+    def render(self) -> str | np.ndarray | None:
+        """Snapshot of the queue and GPUs: text (``"ansi"``) or bars (``"rgb_array"``).
+
+        The image has one bar for the waiting prompt tokens (/ max_tokens, capped) and, per GPU,
+        one for its running sequences (/ max_sequences) and one for its KV memory in use.
+        """
+        if self.render_mode is None or self.server is None:
             return None
         s = self.server
+        if self.render_mode == "rgb_array":
+            fractions = [s.waiting_prompt_tokens() / (4 * s.max_tokens)]
+            groups = [0]
+            for g in range(s.n_gpus):
+                fractions += [
+                    s.running[g].size / s.max_sequences,
+                    s.kv_used[g] / s.kv_capacity_tokens,
+                ]
+                groups += [1, 2]
+            return bars_image(fractions, groups)
         lines = [
             f"t={s.now:10.3f}s  arrived {s.n_arrived}/{s.n_requests}  completed {s.n_completed}  "
             f"rejected {s.n_rejected}  on-time {s.n_on_time}  TTFT misses {s.n_ttft_misses}  "
@@ -458,24 +487,26 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _info(self, *, invalid: bool, applied: tuple[int, int, int] | None) -> dict[str, Any]:
         s = self.server
-        n = s.n_arrived
         w = s.workload
         gpu = s.decision_gpu
-        running = s.running[gpu] if gpu >= 0 else np.zeros(0, dtype=np.int64)
+        waiting = s.waiting_ids().copy()
+        running = s.running[gpu].copy() if gpu >= 0 else np.zeros(0, dtype=np.int64)
+        self._mask = self._compute_mask()
         return {
             "time_s": s.now,
             "gpu": gpu,
-            "waiting": s.waiting_ids(),
+            "waiting": waiting,
+            "waiting_arrival_s": w.arrival_s[waiting],
+            "waiting_prompt_tokens": w.prompt_tokens[waiting],
             "running": running,
+            "running_tokens_generated": s.records.tokens_generated[running],
+            "running_predicted_output_tokens": w.predicted_output_tokens[running],
             "prefilling": tuple(s.prefilling[gpu]) if gpu >= 0 else (),
-            "arrival_s": w.arrival_s[:n],
-            "prompt_tokens": w.prompt_tokens[:n],
-            "predicted_output_tokens": w.predicted_output_tokens[:n],
-            "tokens_generated": s.records.tokens_generated[:n].copy(),
+            "prefill_remaining_tokens": s.prefill_remaining_tokens(gpu) if gpu >= 0 else 0,
             "n_running": np.array([r.size for r in s.running]),
             "kv_reserved_tokens": np.array(s.kv_reserved),
             "last_iteration_s": np.array(s.last_iteration_s),
-            "action_mask": self.action_masks(),
+            "action_mask": self._mask.copy(),
             "invalid_action": invalid,
             "applied_action": applied,
         }

@@ -94,7 +94,7 @@ class BatchServer(Engine):
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive or None, got {deadline_s!r}")
         n = len(workload)
-        self.records.max_token_gap_s[:] = np.nan  # static batches do not resolve token times
+        self.records.tracks_token_gaps = False  # static batches do not resolve token times
         self.latency = latency
         self.kv_capacity_tokens = int(kv_capacity_tokens)
         self.kv_need = workload.prompt_tokens + workload.output_tokens

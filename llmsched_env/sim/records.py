@@ -63,6 +63,8 @@ class RequestRecords:
         self.completed = np.zeros(n, dtype=bool)
         self.tokens_generated = np.zeros(n, dtype=np.int64)
         self.max_token_gap_s = np.zeros(n)
+        #: Whether the server resolves individual token times (iteration level) or not.
+        self.tracks_token_gaps = True
 
     def __len__(self) -> int:
         return len(self.workload)
@@ -81,15 +83,17 @@ class RequestRecords:
 
     def columns(self, n_arrived: int) -> dict[str, np.ndarray]:
         """The columns that metrics need, as arrays (``status`` as codes into STATUS_NAMES)."""
-        return {
+        columns = {
             "arrival_s": self.workload.arrival_s,
             "start_s": self.start_s,
             "first_token_s": self.first_token_s,
             "completion_s": self.completion_s,
             "output_tokens": self.workload.output_tokens,
-            "max_token_gap_s": np.where(self.completed, self.max_token_gap_s, np.nan),
             "status": self.status(n_arrived),
         }
+        if self.tracks_token_gaps:
+            columns["max_token_gap_s"] = np.where(self.completed, self.max_token_gap_s, np.nan)
+        return columns
 
     def to_frame(self, n_arrived: int) -> pd.DataFrame:
         """Return one row per request with its lengths, event times and final state.
