@@ -250,6 +250,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._observer: BatchObservation | None = None
         self._steps = 0
         self._episode_over = False
+        self._empty = {"i": np.zeros(0, dtype=np.int64), "f": np.zeros(0)}
 
     def _bin_service_estimates(self, calibration: Workload) -> np.ndarray:
         """Estimated service time of a full batch of each bin (its upper length, mean prompt)."""
@@ -293,10 +294,10 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         w = workload
         order = self.server.order
         self._queue_views = (
+            order,
             w.arrival_s[order],
             w.predicted_output_tokens[order],
             w.prompt_tokens[order],
-            order,
         )
         if not self.server.advance():
             raise ValueError(
@@ -457,19 +458,20 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         s = self.server
         finished = s.finished_batches
         s.finished_batches = []
-        heads, tails = s.head, s.tail
-        bins = range(s.n_queues)
-        arrival, predicted, prompt, order = self._queue_views
+        columns: list[list[np.ndarray]] = [[], [], [], []]
+        for h, t in zip(s.head, s.tail):
+            for column, values in zip(columns, self._queue_views):
+                # Copies, so that no two infos share memory; empty bins share empty arrays,
+                # which hold no memory.
+                column.append(values[h:t].copy() if t > h else self._empty[values.dtype.kind])
         self._mask = self._compute_mask()
         return {
             "time_s": s.now,
             "gpu": s.decision_gpu,
-            "queues": tuple(order[heads[j] : tails[j]].copy() for j in bins),
-            "queue_arrival_s": tuple(arrival[heads[j] : tails[j]].copy() for j in bins),
-            "queue_predicted_output_tokens": tuple(
-                predicted[heads[j] : tails[j]].copy() for j in bins
-            ),
-            "queue_prompt_tokens": tuple(prompt[heads[j] : tails[j]].copy() for j in bins),
+            "queues": tuple(columns[0]),
+            "queue_arrival_s": tuple(columns[1]),
+            "queue_predicted_output_tokens": tuple(columns[2]),
+            "queue_prompt_tokens": tuple(columns[3]),
             "gpu_busy_until_s": np.array(s.busy_until()),
             "finished_batches": finished,
             "action_mask": self._mask.copy(),

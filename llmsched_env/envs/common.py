@@ -29,20 +29,22 @@ def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:
         >>> parse_action([1, 2], (3, 4))
         (1, 2)
     """
-    a = np.asarray(action)
-    if a.shape != (len(nvec),):
-        raise ValueError(
-            f"action {action!r} must have shape ({len(nvec)},), one integer per component of "
-            f"MultiDiscrete({list(nvec)}); got shape {a.shape}"
-        )
-    if a.dtype.kind not in "iu":
-        if a.dtype.kind != "f" or not np.all(np.mod(a, 1) == 0):
+    if type(action) is np.ndarray and action.dtype.kind in "iu" and action.shape == (len(nvec),):
+        values = action.tolist()  # the common case (agents, baselines): no conversion needed
+    else:
+        a = np.asarray(action)
+        if a.shape != (len(nvec),):
+            raise ValueError(
+                f"action {action!r} must have shape ({len(nvec)},), one integer per component of "
+                f"MultiDiscrete({list(nvec)}); got shape {a.shape}"
+            )
+        if a.dtype.kind not in "iu" and (a.dtype.kind != "f" or not np.all(np.mod(a, 1) == 0)):
             raise ValueError(f"action {action!r} must hold integers, got dtype {a.dtype}")
-    values = tuple(int(v) for v in a)
+        values = [int(v) for v in a]
     for i, (v, n) in enumerate(zip(values, nvec)):
         if not 0 <= v < n:
             raise ValueError(
                 f"action {action!r} is outside the action space: component {i} must be in "
                 f"[0, {n - 1}], got {v}"
             )
-    return values
+    return tuple(values)

@@ -146,4 +146,5 @@ class IterationObservation:
             *busy,
         ]
         obs = np.array(values, dtype=np.float32)
-        return np.clip(obs, self.low, self.high, out=obs)
+        np.minimum(obs, self.high, out=obs)
+        return np.maximum(obs, self.low, out=obs)
