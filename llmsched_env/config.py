@@ -108,7 +108,7 @@ class BatchEnvConfig:
     latency: Any = "llama3.1-8b-h100"
     kv_memory: Any = "h100-80gb-llama3.1-8b"
     n_requests: int = 1000
-    sla: float = 15.0
+    sla: float = 10.0
     sla_penalty: float = 1.0
     reward: str = "sla"
     n_bins: int = 4
