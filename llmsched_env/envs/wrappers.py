@@ -28,7 +28,7 @@ class FlattenAction(gym.ActionWrapper[np.ndarray, np.int64, np.ndarray]):
         >>> env = FlattenAction(gym.make("llmsched/BatchScheduling-v0", workload="demo2",
         ...                              arrival_rate=2.0, n_requests=20))
         >>> env.action_space
-        Discrete(40)
+        Discrete(35)
     """
 
     def __init__(self, env: gym.Env) -> None:
