@@ -32,6 +32,7 @@ class FinishedBatch:
 
     Attributes:
         gpu: GPU that served it.
+        queue: Queue (bin) its requests came from.
         size: Number of requests.
         start_s: Dispatch time.
         service_s: Time the GPU was busy with it.
@@ -41,6 +42,7 @@ class FinishedBatch:
     """
 
     gpu: int
+    queue: int
     size: int
     start_s: float
     service_s: float
@@ -129,6 +131,7 @@ class BatchServer(Engine):
         self.batches: list[tuple[int, float, float, int]] = []
         self.finished_batches: list[FinishedBatch] = []
         self._running: list[np.ndarray | None] = [None] * self.n_gpus
+        self._running_queue = [-1] * self.n_gpus
 
     # ------------------------------------------------------------------ decisions
     def queue_lengths(self) -> list[int]:
@@ -192,6 +195,7 @@ class BatchServer(Engine):
         records.batch[ids] = len(self.batches)
         self.batches.append((gpu, now, service_s, size))
         self._running[gpu] = ids
+        self._running_queue[gpu] = queue
         self.head[queue] = head + size
         self.n_waiting -= size
         return size
@@ -236,6 +240,7 @@ class BatchServer(Engine):
         self.finished_batches.append(
             FinishedBatch(
                 gpu=gpu,
+                queue=self._running_queue[gpu],
                 size=size,
                 start_s=start_s,
                 service_s=service_s,

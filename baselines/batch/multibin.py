@@ -1,0 +1,126 @@
+"""Multi-Bin batching (Guldogan et al., arXiv 2412.04504, Algorithm 1)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from baselines.batch._common import (
+    BatchPolicy,
+    check_choice,
+    fullest_bin,
+    make_action,
+    oldest_bin,
+)
+
+BinChoice = Literal["formation", "round-robin", "longest-queue"]
+BIN_CHOICES = ("formation", "round-robin", "longest-queue")
+PartialChoice = Literal["fullest", "oldest"]
+PARTIAL_CHOICES = ("fullest", "oldest")
+
+
+class MultiBin(BatchPolicy):
+    """Bins by predicted output length that emit only full batches, served in formation order.
+
+    Algorithm 1 of Multi-Bin Batching: request ``i`` goes to the bin ``j`` whose length range
+    holds its predicted length (the env does the binning, with ``bin_edges``); a bin emits a
+    batch as soon as it holds ``batch_size`` requests, and formed batches are served first come,
+    first served. A batch's formation time is the arrival time of the bin's ``batch_size``-th
+    oldest request, so at each decision the policy serves, among the bins holding at least
+    ``batch_size`` requests, the one whose ``batch_size``-th request arrived first. When no bin
+    is full it WAITs; when WAIT is masked (no arrival is left and no GPU works, so no bin can
+    ever fill) it flushes the fullest bin as a partial batch. With one GPU, unlimited memory,
+    uniform lengths and oracle predictions this is exactly the model of Theorem 4.2, whose
+    capacity ``B / E[t_k]`` grows with the number of bins ``k``.
+
+    Options beyond the paper:
+
+    * ``work_conserving=True``: when no bin is full, serve a partial batch instead of waiting
+      (the deciding GPU is always idle at a decision), from the fullest bin or the bin with the
+      oldest request (``partial``). This trades the theorem's batch efficiency for latency at
+      low load.
+    * ``bin_choice``: how to choose among full bins: ``"formation"`` (the paper),
+      ``"round-robin"`` or ``"longest-queue"`` (the reference simulator's two choices). In
+      work-conserving mode without a full bin, round-robin cycles over the non-empty bins and
+      longest-queue takes the fullest one; ``partial`` applies to formation order only.
+
+    Args:
+        env: A ``BatchScheduling-v0`` environment.
+        batch_size: The batch size ``B``; it must be one of the env's size levels
+            (``env.unwrapped.batch_sizes``) so that a full bin is served whole. Default: the
+            env's ``max_batch_size``.
+        work_conserving: Serve partial batches instead of waiting.
+        bin_choice: ``"formation"``, ``"round-robin"`` or ``"longest-queue"``.
+        partial: ``"fullest"`` or ``"oldest"``: the bin of a work-conserving partial batch.
+
+    Raises:
+        ValueError: If an argument is not one of its allowed values.
+    """
+
+    name = "multibin"
+
+    def __init__(
+        self,
+        env: gym.Env,
+        batch_size: int | None = None,
+        *,
+        work_conserving: bool = False,
+        bin_choice: BinChoice = "formation",
+        partial: PartialChoice = "fullest",
+    ) -> None:
+        super().__init__(env)
+        owner = type(self).__name__
+        size = self.max_batch_size if batch_size is None else batch_size
+        if size not in self.batch_sizes or isinstance(size, bool):
+            raise ValueError(
+                f"{owner}: batch_size must be one of the env's size levels "
+                f"{list(self.batch_sizes)} (or None for max_batch_size), got {batch_size!r}"
+            )
+        self.batch_size = int(size)
+        self._level = self.batch_sizes.index(self.batch_size)
+        if not isinstance(work_conserving, bool):
+            raise ValueError(f"{owner}: work_conserving must be a bool, got {work_conserving!r}")
+        self.work_conserving = work_conserving
+        self.bin_choice = check_choice(owner, "bin_choice", bin_choice, BIN_CHOICES)
+        self.partial = check_choice(owner, "partial", partial, PARTIAL_CHOICES)
+        self.name = "multibin-wc" if work_conserving else "multibin"
+        self._next_bin = 0
+
+    def reset(self) -> None:
+        """Restart the round-robin pointer at bin 0."""
+        self._next_bin = 0
+
+    def _round_robin(self, eligible: list[int]) -> int:
+        """The first eligible bin at or after the pointer (cyclically); advances the pointer."""
+        chosen = min(eligible, key=lambda j: (j - self._next_bin) % self.n_bins)
+        self._next_bin = (chosen + 1) % self.n_bins
+        return chosen
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """Serve a full bin, else WAIT (or a partial batch when work-conserving or at the end)."""
+        queues = info["queues"]
+        b = self.batch_size
+        full = [j for j, q in enumerate(queues) if q.size >= b]
+        if full:
+            if self.bin_choice == "formation":
+                arrivals = info["queue_arrival_s"]
+                # Formation time, ties broken by the request index of the B-th request.
+                chosen = min(full, key=lambda j: (arrivals[j][b - 1], queues[j][b - 1]))
+            elif self.bin_choice == "round-robin":
+                chosen = self._round_robin(full)
+            else:
+                chosen = max(full, key=lambda j: (queues[j].size, -queues[j][0]))
+            return make_action(chosen, self._level)
+        if not self.work_conserving:
+            if info["action_mask"][0]:
+                return make_action(None, 0)
+            return make_action(fullest_bin(queues), self._level)  # nothing more will arrive
+        if self.bin_choice == "round-robin":
+            chosen = self._round_robin([j for j, q in enumerate(queues) if q.size])
+        elif self.bin_choice == "formation" and self.partial == "oldest":
+            chosen = oldest_bin(queues)
+        else:
+            chosen = fullest_bin(queues)
+        return make_action(chosen, self._level)

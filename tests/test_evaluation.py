@@ -1,0 +1,141 @@
+"""The evaluation harness: common random numbers, determinism, parallel runs, CI arithmetic."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+
+import llmsched_env  # noqa: F401 (registers the env ids)
+from baselines import make_policy
+from baselines.batch import MultiBin, StaticFIFO
+from llmsched_env.evaluation import (
+    EpisodeTask,
+    evaluate,
+    mean_ci,
+    policy_display_name,
+    run_episode,
+    summarize_episodes,
+    t_quantile_975,
+)
+
+BATCH = "llmsched/BatchScheduling-v0"
+SMALL = {"workload": "azure-conv", "load": 1.0, "n_requests": 120}
+
+
+def test_policies_on_one_seed_see_the_same_workload():
+    episodes, _ = evaluate(["static-fifo", "random", "edf"], BATCH, SMALL, seeds=[3, 4])
+    for _, group in episodes.groupby("seed"):
+        assert group["requests"].nunique() == 1
+        assert group["arrived"].nunique() == 1
+    # The requests themselves: reset with the seed, then play different policies to the end.
+    workloads = []
+    for name in ("static-fifo", "random"):
+        env = gym.make(BATCH, **SMALL)
+        policy = make_policy(name, env)
+        obs, info = env.reset(seed=3)
+        policy.reset()
+        while True:
+            obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+            if terminated or truncated:
+                break
+        workloads.append(env.unwrapped.server.workload)
+    first, second = workloads
+    for column in ("arrival_s", "prompt_tokens", "output_tokens", "predicted_output_tokens"):
+        np.testing.assert_array_equal(getattr(first, column), getattr(second, column))
+    other = gym.make(BATCH, **SMALL)
+    other.reset(seed=4)
+    assert not np.array_equal(other.unwrapped.server.workload.arrival_s, first.arrival_s)
+
+
+def test_same_call_gives_identical_episodes():
+    args = (["multibin-wc", "random", "sla-dynamic"], BATCH, SMALL, [0, 1])
+    first, summary = evaluate(*args)
+    second, _ = evaluate(*args)
+    pd.testing.assert_frame_equal(first, second)
+    assert len(first) == 6 and set(first["policy"]) == {"multibin-wc", "random", "sla-dynamic"}
+    assert (first["invalid_actions"] == 0).all() and first["terminated"].all()
+    assert list(summary["return_mean"]) == sorted(summary["return_mean"], reverse=True)
+
+
+def test_parallel_workers_give_the_same_rows():
+    args = (["edf", "random"], BATCH, SMALL, [0, 1, 2])
+    serial, serial_summary = evaluate(*args, n_jobs=1)
+    parallel, parallel_summary = evaluate(*args, n_jobs=2)
+    pd.testing.assert_frame_equal(serial, parallel)
+    pd.testing.assert_frame_equal(serial_summary, parallel_summary)
+
+
+def test_callables_and_their_display_names():
+    fifo4 = partial(StaticFIFO.from_env, batch_size=4)
+    assert policy_display_name("edf") == "edf"
+    assert policy_display_name(StaticFIFO.from_env) == "static-fifo"
+    assert policy_display_name(fifo4) == "static-fifo"
+    assert policy_display_name(lambda env: MultiBin(env)) == "<lambda>"
+    episodes, summary = evaluate(
+        [StaticFIFO.from_env, fifo4], BATCH, SMALL, seeds=[0], names=["fifo-8", "fifo-4"]
+    )
+    assert set(summary["policy"]) == {"fifo-8", "fifo-4"}
+    assert episodes.loc[episodes["policy"] == "fifo-4", "mean_batch_size"].item() <= 4
+    with pytest.raises(ValueError, match=r"unique.*\['static-fifo'\]"):
+        evaluate([StaticFIFO.from_env, fifo4], BATCH, SMALL, seeds=[0])
+    with pytest.raises(ValueError, match="seeds must not be empty"):
+        evaluate("edf", BATCH, SMALL, seeds=[])
+    with pytest.raises(ValueError, match="policies must not be empty"):
+        evaluate([], BATCH, SMALL, seeds=[0])
+
+
+def test_run_episode_row():
+    row = run_episode(EpisodeTask("edf", "edf", BATCH, SMALL, seed=7))
+    assert row["policy"] == "edf" and row["seed"] == 7 and row["terminated"]
+    assert row["requests"] == 120 and row["completed"] + row["rejected"] == 120
+    assert row["return"] == pytest.approx(
+        row["sla_attainment"] * 120 - (120 - row["sla_attainment"] * 120)
+    )
+
+
+def test_t_quantiles():
+    assert t_quantile_975(1) == 12.706 and t_quantile_975(30) == 2.042
+    assert t_quantile_975(31) == pytest.approx(2.0395, abs=2e-4)
+    assert t_quantile_975(120) == pytest.approx(1.9799, abs=2e-4)
+    assert math.isnan(t_quantile_975(0))
+
+
+def test_mean_ci_math():
+    values = [1.0, 2.0, 4.0, 8.0]
+    mean, half = mean_ci(values)
+    assert mean == pytest.approx(3.75)
+    assert half == pytest.approx(3.182 * np.std(values, ddof=1) / 2)
+    assert mean_ci([5.0]) == (5.0, pytest.approx(math.nan, nan_ok=True))
+    # nan is dropped: two values 1 and 3, std sqrt(2), half-width 12.706 * sqrt(2) / sqrt(2)
+    assert mean_ci([1.0, math.nan, 3.0]) == (2.0, pytest.approx(12.706))
+
+
+def test_summary_means_and_confidence_half_widths():
+    episodes = pd.DataFrame(
+        {
+            "policy": ["a"] * 3 + ["b"] * 5,
+            "seed": [0, 1, 2, 0, 1, 2, 3, 4],
+            "return": [1.0, 2.0, 3.0, 10.0, 12.0, 14.0, 16.0, 18.0],
+            "sla_attainment": [0.5, 0.6, 0.7, 0.9, 0.9, 0.9, 0.9, 0.9],
+            "goodput_rps": [1.0] * 8,
+            "latency_s_p99": [3.0, 4.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+            "invalid_actions": [0, 1, 0, 0, 0, 0, 0, 0],
+        }
+    )
+    summary = summarize_episodes(episodes)
+    assert list(summary["policy"]) == ["b", "a"]  # best mean return first
+    b, a = summary.iloc[0], summary.iloc[1]
+    assert a["episodes"] == 3 and b["episodes"] == 5
+    assert a["return_mean"] == 2.0
+    assert a["return_ci95"] == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert b["return_mean"] == 14.0
+    assert b["return_ci95"] == pytest.approx(2.776 * np.std([10, 12, 14, 16, 18], ddof=1) / 5**0.5)
+    assert b["sla_attainment_ci95"] == pytest.approx(0.0)
+    assert a["sla_attainment"] == pytest.approx(0.6)
+    assert a["p99_latency_s"] == pytest.approx(4.0) and a["goodput_rps"] == 1.0
+    assert a["invalid_actions"] == 1
