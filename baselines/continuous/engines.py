@@ -1,0 +1,91 @@
+"""Engine-style token-budget schedulers: vLLM (prefill first) and Sarathi-Serve (decode first).
+
+Both form *mixed* iterations within the token budget ``max_tokens``; they differ in who gets the
+budget first.
+
+* vLLM's default scheduler (Kwon et al., SOSP 2023) schedules waiting prefills before running
+  decodes. :class:`VLLMStyle` gives the budget to prefill first and lets the decodes use what is
+  left in the same iteration.
+* Sarathi-Serve (Agrawal et al., OSDI 2024) is "stall-free": every running sequence decodes in
+  every iteration, and the rest of the budget is filled with prefill *chunks*, so a long prompt
+  never stalls the decodes for a whole prefill. :class:`SarathiStyle` does exactly that with the
+  env's ``chunk_size``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from baselines.continuous._common import ContinuousPolicy, largest_decode_level_within
+
+
+class VLLMStyle(ContinuousPolicy):
+    """Prefill first within the token budget; the decodes take what the prefill leaves.
+
+    Each decision computes, from ``info``, the prefill tokens ``p`` the env would take with the
+    whole budget (started chunks, then FIFO prompts while they fit and sequence slots remain),
+    then decodes ``min(running, max_tokens - p)`` sequences in the same iteration.
+
+    Action: ``[v, P-1, no cap]`` where ``v = D-1`` (decode all) when every running sequence fits
+    in ``max_tokens - p``; otherwise ``v`` is the largest decode level whose count
+    ``ceil(v / (D-1) * running)`` fits, so prefill always gets its ``p`` tokens and the decodes
+    may get fewer slots than are left (with the default ``D = 5``, at worst a quarter of the
+    running sequences fewer, or none when even a quarter does not fit). Without prefill work,
+    ``[D-1, 0, *]``.
+
+    Args:
+        env: A ``ContinuousBatching-v0`` environment.
+    """
+
+    name = "vllm"
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """Prefill first, decode in the leftover budget."""
+        running = info["running"].size
+        prefill_tokens = self.planned_prefill_tokens(info, self.max_tokens)
+        if prefill_tokens == 0:
+            return self.action(self.decode_levels - 1 if running else 0, 0)
+        left = self.max_tokens - prefill_tokens
+        if running == 0:
+            decode = 0
+        elif running <= left:
+            decode = self.decode_levels - 1
+        else:
+            decode = largest_decode_level_within(running, left, self.decode_levels)
+        return self.action(decode, self.prefill_levels - 1)
+
+
+class SarathiStyle(ContinuousPolicy):
+    """Decode every running sequence, fill the remaining budget with prefill chunks.
+
+    Action: ``[D-1, P-1, no cap]`` (``[D-1, 0, *]`` when the mask forbids prefill, ``[0, P-1,
+    no cap]`` when nothing runs): all running sequences decode (up to ``max_tokens``) and prefill
+    gets ``max_tokens - running`` tokens, continuing started prompts first, at most
+    ``chunk_size`` tokens per prompt per iteration.
+
+    The chunks are the env's: with ``chunk_size=None`` prompts are prefilled whole and this is
+    decode-first mixed batching without chunks (the same actions as ``Hybrid(1.0)``); a
+    ``UserWarning`` says so.
+
+    Args:
+        env: A ``ContinuousBatching-v0`` environment, normally with ``chunk_size`` set.
+    """
+
+    name = "sarathi"
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        if self.chunk_size is None:
+            self.warn(
+                "the env prefills whole prompts (chunk_size=None), so there are no prefill "
+                "chunks: this runs as decode-first mixed batching; set chunk_size for Sarathi"
+            )
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """Decode all, prefill chunks in the leftover budget."""
+        decode = self.decode_levels - 1 if info["running"].size else 0
+        prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
+        return self.action(decode, prefill)

@@ -1,0 +1,461 @@
+"""The stability boundary lambda*: the largest arrival rate served without a growing backlog.
+
+A queue is stable at arrival rate lambda when the number of requests in the system, ``N(t)``,
+stays bounded; past lambda* it grows linearly at the rate ``lambda - throughput``. This module
+estimates lambda* for a scheduling policy on ``ContinuousBatching-v0`` by:
+
+1. **A drift test at one rate.** ``replications`` independent runs (common seeds across rates) of
+   ``horizon_s`` simulated seconds of Poisson arrivals. In each run ``N(t)`` is rebuilt from the
+   request records on a grid of the window ``[warmup_fraction * T, T]`` (``T`` the last
+   arrival), and its least-squares slope is divided by lambda: the *drift*, the share of arrivals
+   that accumulate. A stable system has drift 0 after warm-up, an unstable one
+   ``1 - throughput / lambda > 0``. The rate is judged unstable when the mean drift over the
+   replications exceeds ``drift_threshold`` (default 1%); its 95% confidence interval (Student t)
+   is reported beside it.
+2. **Bisection on lambda.** A bracket ``[low, high]`` (default: 0.25 and 1.25 times the env's
+   capacity estimate) is widened until ``low`` is stable and ``high`` unstable, then halved until
+   ``high - low <= rel_tol * high``. lambda* is the bracket's midpoint and the bracket its interval.
+3. **A cross-check in overload.** Past lambda* the queue never empties and the system runs in
+   its saturated mode, so the throughput measured at the highest tested rate estimates the
+   capacity directly (the fluid limit: lambda* equals the saturated throughput when the service
+   rate does not fall as the backlog grows).
+
+``docs/stability.md`` explains the choices (why a slope after warm-up and a threshold, rather
+than "response time grows with run length") and their errors, and tabulates lambda* per policy.
+
+Example:
+    >>> settings = StabilitySettings(horizon_s=200.0, replications=2, rel_tol=0.2)
+    >>> result = estimate_stability(
+    ...     "run-to-completion",
+    ...     {"workload": "mm1", "latency": "mm1", "chunk_size": None},
+    ...     settings,
+    ... )  # M/M/1 with mean service 0.4 s: lambda* = 2.5 requests/s
+    >>> 1.9 < result.lambda_star_rps < 3.2
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+
+from llmsched_env.config import check_int, check_positive
+from llmsched_env.evaluation import mean_ci
+
+ENV_ID = "llmsched/ContinuousBatching-v0"
+PolicySpec = str | Callable[[gym.Env], Any]
+_GRID_POINTS = 512
+
+
+@dataclass(frozen=True)
+class StabilitySettings:
+    """How each arrival rate is tested and when the bisection stops.
+
+    Attributes:
+        horizon_s: Simulated seconds of arrivals per run (``ceil(lambda * horizon_s)`` requests).
+        warmup_fraction: Share of the horizon discarded before the drift is measured.
+        replications: Independent runs per arrival rate (seeds ``seed .. seed + replications - 1``,
+            the same at every rate).
+        drift_threshold: Mean drift (growth of the number in system per arrival) above which a
+            rate is unstable.
+        rel_tol: Stop when the bracket's width is at most ``rel_tol`` times its upper end.
+        grid_points: Extra rates, evenly spaced over ``(0, 1.2 * high]``, tested for the curve.
+        max_expansions: Most times the initial bracket is widened (x1.5 up, /2 down).
+        seed: First seed.
+        n_jobs: Worker processes for the replications (1 runs in this process).
+    """
+
+    horizon_s: float = 2000.0
+    warmup_fraction: float = 0.25
+    replications: int = 3
+    drift_threshold: float = 0.01
+    rel_tol: float = 0.02
+    grid_points: int = 0
+    max_expansions: int = 8
+    seed: int = 0
+    n_jobs: int = 1
+
+    def __post_init__(self) -> None:
+        check_positive("horizon_s", self.horizon_s)
+        for name, low, high, low_allowed in (
+            ("warmup_fraction", 0.0, 0.9, True),
+            ("drift_threshold", 0.0, 1.0, False),
+            ("rel_tol", 0.0, 1.0, False),
+        ):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ok or not (low < value < high or (low_allowed and value == low)):
+                interval = f"{'[' if low_allowed else '('}{low}, {high})"
+                raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+        for name, low in (("replications", 2), ("grid_points", 0), ("max_expansions", 0)):
+            check_int(name, getattr(self, name), low)
+        check_int("seed", self.seed, 0)
+        check_int("n_jobs", self.n_jobs, 1)
+
+
+@dataclass(frozen=True)
+class DriftPoint:
+    """The drift test at one arrival rate (means over replications, 95% CI half-widths).
+
+    Attributes:
+        arrival_rate_rps: The tested arrival rate.
+        stable: Whether the mean drift is at most the threshold.
+        drift_per_arrival: Slope of ``N(t)`` after warm-up divided by the arrival rate.
+        drift_ci95: Its 95% confidence half-width.
+        throughput_rps: Completions per second in the measurement window.
+        throughput_ci95: Its 95% confidence half-width.
+        mean_in_system: Time-average number of requests in the system in the window.
+        end_in_system: Requests in the system at the end of the horizon.
+        response_s_mean: Mean response time of the window's arrivals that completed (biased low
+            when unstable: the slowest have not completed).
+        replications: Number of runs.
+        n_requests: Requests per run.
+    """
+
+    arrival_rate_rps: float
+    stable: bool
+    drift_per_arrival: float
+    drift_ci95: float
+    throughput_rps: float
+    throughput_ci95: float
+    mean_in_system: float
+    end_in_system: float
+    response_s_mean: float
+    replications: int
+    n_requests: int
+
+
+@dataclass(frozen=True)
+class StabilityResult:
+    """lambda* with its bracket, and every tested rate.
+
+    Attributes:
+        policy: Name of the policy.
+        lambda_star_rps: Estimate of the largest stable arrival rate (the bracket's midpoint).
+        lambda_low_rps: Largest rate judged stable by the bisection.
+        lambda_high_rps: Smallest rate judged unstable by the bisection.
+        capacity_estimate_rps: The env's capacity estimate (work bound) for reference.
+        points: Every tested rate, sorted by rate.
+        settings: The settings used.
+    """
+
+    policy: str
+    lambda_star_rps: float
+    lambda_low_rps: float
+    lambda_high_rps: float
+    capacity_estimate_rps: float
+    points: tuple[DriftPoint, ...]
+    settings: StabilitySettings = field(repr=False)
+
+    @property
+    def inconsistent_rates(self) -> list[float]:
+        """Tested rates contradicting monotonicity: unstable below the bracket or stable above."""
+        return [
+            p.arrival_rate_rps
+            for p in self.points
+            if (not p.stable and p.arrival_rate_rps < self.lambda_low_rps)
+            or (p.stable and p.arrival_rate_rps > self.lambda_high_rps)
+        ]
+
+    @property
+    def overload_point(self) -> DriftPoint:
+        """The highest tested rate, always unstable: its throughput estimates the capacity."""
+        return self.points[-1]
+
+    def to_frame(self) -> pd.DataFrame:
+        """The curve: one row per tested rate."""
+        return pd.DataFrame([asdict(p) for p in self.points])
+
+    def describe(self) -> str:
+        """One line: lambda* with its interval, and the throughput in overload."""
+        over = self.overload_point
+        return (
+            f"{self.policy}: lambda* = {self.lambda_star_rps:.3f} req/s (stable at "
+            f"{self.lambda_low_rps:.3f}, unstable at {self.lambda_high_rps:.3f}); throughput "
+            f"{over.throughput_rps:.3f} +/- {over.throughput_ci95:.3f} req/s at "
+            f"{over.arrival_rate_rps:.3f} req/s"
+        )
+
+
+def number_in_system(
+    arrival_s: np.ndarray, departure_s: np.ndarray, times_s: np.ndarray
+) -> np.ndarray:
+    """Requests in the system at each of ``times_s``: arrived minus departed by then.
+
+    Args:
+        arrival_s: Arrival times (sorted).
+        departure_s: Departure times (completion, or arrival for a rejected request; ``nan`` for
+            requests still in the system).
+        times_s: Where to evaluate.
+
+    Returns:
+        ``N(t)`` at each time, as floats.
+
+    Example:
+        >>> number_in_system(np.array([0.0, 1.0, 2.0]), np.array([1.5, np.nan, 2.5]),
+        ...                  np.array([0.5, 1.5, 2.2, 3.0]))
+        array([1., 1., 2., 1.])
+    """
+    departures = np.sort(departure_s[np.isfinite(departure_s)])
+    arrived = np.searchsorted(arrival_s, times_s, side="right")
+    departed = np.searchsorted(departures, times_s, side="right")
+    return (arrived - departed).astype(float)
+
+
+def _build_policy(spec: PolicySpec, env: gym.Env, kwargs: dict[str, Any]) -> Any:
+    if isinstance(spec, str):
+        from baselines import make_policy
+
+        return make_policy(spec, env, **kwargs)
+    return spec(env)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One replication at one rate (picklable, for worker processes)."""
+
+    policy: PolicySpec
+    policy_kwargs: dict[str, Any]
+    env_kwargs: dict[str, Any]
+    arrival_rate_rps: float
+    n_requests: int
+    warmup_fraction: float
+    seed: int
+
+
+def _run_replication(run: _Run) -> dict[str, float]:
+    """Run one episode up to its last arrival and measure the drift of ``N(t)``."""
+    kwargs = {**run.env_kwargs, "arrival_rate": run.arrival_rate_rps, "n_requests": run.n_requests}
+    env = gym.make(ENV_ID, **kwargs)
+    try:
+        policy = _build_policy(run.policy, env, run.policy_kwargs)
+        obs, info = env.reset(seed=run.seed)
+        policy.reset()
+        # The measurement reads the episode's request records (arrival and departure times);
+        # the policy sees only observations and info, like any other.
+        server = env.unwrapped.server
+        arrival = server.workload.arrival_s
+        end_s = float(arrival[-1])
+        terminated = truncated = False
+        while info["time_s"] < end_s and not (terminated or truncated):
+            obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+        records = server.records
+        rejected = records.reject_reason != 0
+        departure = np.where(rejected, arrival, records.completion_s)
+    finally:
+        env.close()
+    start_s = run.warmup_fraction * end_s
+    times = np.linspace(start_s, end_s, _GRID_POINTS)
+    n = number_in_system(arrival, departure, times)
+    slope = float(np.polyfit(times, n, 1)[0]) if end_s > start_s else math.nan
+    window = end_s - start_s
+    completion = records.completion_s
+    done_in_window = (completion > start_s) & (completion <= end_s)
+    arrived_in_window = (arrival >= start_s) & np.isfinite(completion) & (completion <= end_s)
+    response = completion[arrived_in_window] - arrival[arrived_in_window]
+    return {
+        "drift": slope / run.arrival_rate_rps,
+        "throughput": float(np.count_nonzero(done_in_window)) / window if window > 0 else math.nan,
+        "mean_in_system": float(n.mean()),
+        "end_in_system": float(n[-1]),
+        "response": float(response.mean()) if response.size else math.nan,
+    }
+
+
+def drift_test(
+    policy: PolicySpec,
+    arrival_rate_rps: float,
+    env_kwargs: dict[str, Any] | None = None,
+    settings: StabilitySettings | None = None,
+    *,
+    policy_kwargs: dict[str, Any] | None = None,
+) -> DriftPoint:
+    """Test whether ``policy`` keeps the number in system from growing at ``arrival_rate_rps``.
+
+    Args:
+        policy: A baseline name (``baselines.make_policy``) or a callable ``env -> policy``.
+        arrival_rate_rps: The arrival rate to test, in requests per second.
+        env_kwargs: ``gym.make`` keyword arguments of ``ContinuousBatching-v0`` (without
+            ``arrival_rate``, ``load`` and ``n_requests``, which the test sets).
+        settings: Horizon, warm-up, replications and threshold.
+        policy_kwargs: Keyword arguments of the named baseline.
+
+    Returns:
+        The drift point: means and 95% CI half-widths over the replications.
+
+    Raises:
+        ValueError: If the rate is not positive or ``env_kwargs`` sets a key the test owns.
+    """
+    settings = settings or StabilitySettings()
+    env_kwargs = _check_env_kwargs(env_kwargs)
+    if not (isinstance(arrival_rate_rps, (int, float)) and arrival_rate_rps > 0):
+        raise ValueError(f"arrival_rate_rps must be a number > 0, got {arrival_rate_rps!r}")
+    n_requests = max(math.ceil(arrival_rate_rps * settings.horizon_s), 2)
+    kwargs = dict(policy_kwargs or {})
+    rate = float(arrival_rate_rps)
+    runs = [
+        _Run(policy, kwargs, env_kwargs, rate, n_requests, settings.warmup_fraction, seed)
+        for seed in range(settings.seed, settings.seed + settings.replications)
+    ]
+    if settings.n_jobs <= 1:
+        rows = [_run_replication(r) for r in runs]
+    else:
+        with ProcessPoolExecutor(max_workers=min(settings.n_jobs, len(runs))) as pool:
+            rows = list(pool.map(_run_replication, runs))
+    (drift, drift_half), (throughput, throughput_half) = (
+        mean_ci([r[key] for r in rows]) for key in ("drift", "throughput")
+    )
+    return DriftPoint(
+        arrival_rate_rps=rate,
+        stable=bool(drift <= settings.drift_threshold),
+        drift_per_arrival=drift,
+        drift_ci95=drift_half,
+        throughput_rps=throughput,
+        throughput_ci95=throughput_half,
+        mean_in_system=float(np.mean([r["mean_in_system"] for r in rows])),
+        end_in_system=float(np.mean([r["end_in_system"] for r in rows])),
+        response_s_mean=float(np.nanmean([r["response"] for r in rows])),
+        replications=settings.replications,
+        n_requests=n_requests,
+    )
+
+
+def _check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    env_kwargs = dict(env_kwargs or {})
+    owned = sorted({"arrival_rate", "load", "n_requests", "max_steps"} & set(env_kwargs))
+    if owned:
+        raise ValueError(
+            f"env_kwargs must not set {owned}: the stability test chooses the arrival rate and "
+            "the number of requests itself"
+        )
+    return env_kwargs
+
+
+def estimate_stability(
+    policy: PolicySpec,
+    env_kwargs: dict[str, Any] | None = None,
+    settings: StabilitySettings | None = None,
+    *,
+    policy_kwargs: dict[str, Any] | None = None,
+    low_rps: float | None = None,
+    high_rps: float | None = None,
+    progress: Callable[[DriftPoint], None] | None = None,
+) -> StabilityResult:
+    """Estimate the largest stable arrival rate lambda* of ``policy`` by bisection.
+
+    Args:
+        policy: A baseline name or a callable ``env -> policy``.
+        env_kwargs: ``gym.make`` keyword arguments of ``ContinuousBatching-v0`` (workload,
+            latency, limits...), without the arrival rate and request count.
+        settings: Drift test and bisection settings.
+        policy_kwargs: Keyword arguments of the named baseline.
+        low_rps: Start of the bracket (default: 0.25 times the env's capacity estimate).
+        high_rps: End of the bracket (default: 1.25 times the capacity estimate).
+        progress: Called with every tested point.
+
+    Returns:
+        lambda* with its bracket and the curve of every tested rate.
+
+    Raises:
+        ValueError: If the bracket is invalid, or no stable (unstable) rate is found after
+            ``max_expansions`` widenings.
+    """
+    settings = settings or StabilitySettings()
+    env_kwargs = _check_env_kwargs(env_kwargs)
+    probe = gym.make(ENV_ID, **env_kwargs)
+    capacity = float(probe.unwrapped.capacity_rps)
+    probe.close()
+    low = 0.25 * capacity if low_rps is None else float(low_rps)
+    high = 1.25 * capacity if high_rps is None else float(high_rps)
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < low_rps < high_rps, got low_rps={low!r}, high_rps={high!r}")
+    points: dict[float, DriftPoint] = {}
+
+    def test(rate: float) -> bool:
+        if rate not in points:
+            points[rate] = drift_test(
+                policy, rate, env_kwargs, settings, policy_kwargs=policy_kwargs
+            )
+            if progress:
+                progress(points[rate])
+        return points[rate].stable
+
+    for _ in range(settings.max_expansions + 1):
+        if not test(high):
+            break
+        low, high = high, 1.5 * high
+    else:
+        raise ValueError(f"still stable at {high / 1.5:.4g} req/s; give a larger high_rps")
+    for _ in range(settings.max_expansions + 1):
+        if test(low):
+            break
+        low, high = low / 2, low
+    else:
+        raise ValueError(f"still unstable at {2 * low:.4g} req/s; give a smaller low_rps")
+    while high - low > settings.rel_tol * high:
+        mid = 0.5 * (low + high)
+        if test(mid):
+            low = mid
+        else:
+            high = mid
+    for rate in np.linspace(1.2 * high, 0, settings.grid_points, endpoint=False)[::-1]:
+        test(float(rate))
+    name = policy if isinstance(policy, str) else getattr(policy, "name", type(policy).__name__)
+    return StabilityResult(
+        policy=str(name),
+        lambda_star_rps=0.5 * (low + high),
+        lambda_low_rps=low,
+        lambda_high_rps=high,
+        capacity_estimate_rps=capacity,
+        points=tuple(points[r] for r in sorted(points)),
+        settings=settings,
+    )
+
+
+def plot_stability(result: StabilityResult, path: str | Path, title: str = "") -> Path | None:
+    """Throughput and drift against the arrival rate, with lambda* marked.
+
+    Args:
+        result: An estimate from :func:`estimate_stability`.
+        path: Where to write the PNG.
+        title: Figure title.
+
+    Returns:
+        The written path, or ``None`` when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    df = result.to_frame()
+    rate = df["arrival_rate_rps"].to_numpy()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left.errorbar(rate, df["throughput_rps"], yerr=df["throughput_ci95"].fillna(0), fmt="o-")
+    left.plot(rate, rate, "k:", label="throughput = arrival rate")
+    left.set_ylabel("throughput (req/s)")
+    right.errorbar(rate, df["drift_per_arrival"], yerr=df["drift_ci95"].fillna(0), fmt="o-")
+    right.axhline(result.settings.drift_threshold, color="tab:red", ls="--", label="threshold")
+    right.set_ylabel("drift of N(t) per arrival")
+    for ax in (left, right):
+        ax.axvspan(result.lambda_low_rps, result.lambda_high_rps, color="tab:green", alpha=0.3)
+        ax.axvline(result.lambda_star_rps, color="tab:green", label="lambda*")
+        ax.set_xlabel("arrival rate (req/s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or result.describe(), fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

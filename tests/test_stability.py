@@ -1,0 +1,153 @@
+"""The stability-boundary estimate: drift test, bisection and the ``llmsched stability`` command.
+
+The fast checks use the M/M/1 queue (one iteration per request), whose boundary is known exactly:
+lambda* = mu = 1 / 0.4 s = 2.5 requests/s, and whose drift past it is 1 - mu / lambda.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmsched_env.cli import main
+from llmsched_env.stability import (
+    StabilitySettings,
+    drift_test,
+    estimate_stability,
+    number_in_system,
+)
+
+MM1 = {"workload": "mm1", "latency": "mm1", "chunk_size": None, "kv_memory": "unlimited"}
+SIM_A = {
+    "workload": "sim-a",
+    "latency": "sim-a",
+    "chunk_size": None,
+    "kv_memory": "unlimited",
+    "max_sequences": 1000,
+    "max_tokens": 2048,
+}
+
+
+def test_number_in_system_counts_arrivals_minus_departures():
+    arrival = np.array([0.0, 1.0, 1.0, 4.0])
+    departure = np.array([2.0, 1.0, np.nan, 5.0])  # the second was rejected at its arrival
+    times = np.array([0.0, 1.0, 1.5, 3.0, 4.5, 6.0])
+    assert number_in_system(arrival, departure, times).tolist() == [1, 2, 2, 1, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("horizon_s", 0.0),
+        ("warmup_fraction", 0.95),
+        ("replications", 1),
+        ("drift_threshold", 0.0),
+        ("rel_tol", 1.0),
+        ("n_jobs", 0),
+    ],
+)
+def test_settings_reject_bad_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        StabilitySettings(**{field: value})
+
+
+def test_the_test_owns_the_rate_and_request_count():
+    with pytest.raises(ValueError, match="arrival_rate"):
+        drift_test("run-to-completion", 1.0, {**MM1, "arrival_rate": 2.0})
+    with pytest.raises(ValueError, match="arrival_rate_rps must be a number > 0"):
+        drift_test("run-to-completion", -1.0, MM1)
+
+
+def test_drift_is_zero_below_capacity_and_one_minus_mu_over_lambda_above():
+    """Below mu the drift is 0 (within 0.01); at lambda = 3.5 it is 1 - 2.5 / 3.5 = 0.286
+    (within 0.04) and the throughput is mu = 2.5 within 6%."""
+    settings = StabilitySettings(horizon_s=1500.0, replications=3)
+    below = drift_test("run-to-completion", 1.5, MM1, settings)
+    assert below.stable and abs(below.drift_per_arrival) < 0.01
+    assert below.throughput_rps == pytest.approx(1.5, rel=0.06)
+    above = drift_test("run-to-completion", 3.5, MM1, settings)
+    assert not above.stable
+    assert above.drift_per_arrival == pytest.approx(1 - 2.5 / 3.5, abs=0.04)
+    assert above.throughput_rps == pytest.approx(2.5, rel=0.06)
+    assert above.n_requests == math.ceil(3.5 * 1500.0)
+
+
+def test_bisection_finds_the_mm1_boundary():
+    """lambda* within 4% of mu = 2.5, with a bracket narrower than rel_tol; every tested rate
+    on the curve; monotone (no inconsistent rate)."""
+    settings = StabilitySettings(horizon_s=1500.0, replications=3, rel_tol=0.02, grid_points=3)
+    seen = []
+    result = estimate_stability("run-to-completion", MM1, settings, progress=seen.append)
+    assert result.lambda_star_rps == pytest.approx(2.5, rel=0.04)
+    assert result.lambda_low_rps < result.lambda_star_rps < result.lambda_high_rps
+    assert result.lambda_high_rps - result.lambda_low_rps <= 0.02 * result.lambda_high_rps
+    assert result.capacity_estimate_rps == pytest.approx(2.5)
+    frame = result.to_frame()
+    assert len(frame) == len(seen) == len(result.points)
+    assert frame["arrival_rate_rps"].is_monotonic_increasing
+    assert result.inconsistent_rates == []
+
+
+def test_stability_command_prints_lambda_star_and_writes_the_curve(tmp_path, capsys):
+    code = main(
+        [
+            "stability",
+            "--policy",
+            "run-to-completion",
+            "--workload",
+            "mm1",
+            "--env-kwargs",
+            '{"latency": "mm1", "chunk_size": null}',
+            "--horizon",
+            "400",
+            "--rel-tol",
+            "0.1",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "lambda* = " in out and "interval [" in out
+    curve = pd.read_csv(tmp_path / "run-to-completion_mm1.csv")
+    assert {"arrival_rate_rps", "stable", "drift_per_arrival", "drift_ci95"} <= set(curve.columns)
+    assert curve["stable"].any() and not curve["stable"].all()
+
+
+def test_stability_command_rejects_an_unknown_policy(capsys):
+    code = main(["stability", "--policy", "prefill-frist", "--workload", "mm1"])
+    assert code == 2
+    assert "Did you mean 'prefill-first'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("policy", "closed_form", "settings", "bracket"),
+    [
+        # mu_A = 1 / ((E[C] + L E[a]) + B (E[C] + E[a])), B = 64 decode steps.
+        (
+            "run-to-completion",
+            1 / ((0.01 + 128 * 0.001) + 64 * (0.01 + 0.001)),
+            StabilitySettings(),
+            (1.0, 1.5),
+        ),
+        # Scheduler B(4): 1 / ((E[C] + E[a] K L) / K + B E[a]). Its decode batches must grow to
+        # hundreds of sequences before the fixed cost is amortised, a long transient: 10,000 s.
+        (
+            "prefill-k4",
+            1 / ((0.01 + 0.001 * 4 * 128) / 4 + 64 * 0.001),
+            StabilitySettings(horizon_s=10_000.0),
+            (4.5, 5.6),
+        ),
+    ],
+)
+def test_simulator_a_boundaries_match_the_closed_forms(policy, closed_form, settings, bracket):
+    """lambda* within 2% of the course's closed forms (1.1876 and 5.141 jobs/s).
+
+    Takes about 10 minutes, so it is marked slow: ``python -m pytest -m slow`` runs it.
+    """
+    low, high = bracket
+    result = estimate_stability(policy, SIM_A, settings, low_rps=low, high_rps=high)
+    assert result.lambda_star_rps == pytest.approx(closed_form, rel=0.02)
