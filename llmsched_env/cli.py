@@ -102,15 +102,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from baselines import policy_names
     from llmsched_env.evaluation import evaluate
     from llmsched_env.plotting import plot_comparison
+    from llmsched_env.registry import unknown_name_error
 
     available = policy_names(args.env)
     if args.policies == "all":
         policies = available
     else:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-        unknown = [p for p in policies if p not in available]
-        if unknown:
-            raise SystemExit(f"unknown policies {unknown} for --env {args.env}; known: {available}")
+        if not policies:
+            raise ValueError(f"--policies names no policy; expected 'all' or some of {available}")
+        for name in policies:
+            if name not in available:
+                raise unknown_name_error(f"{args.env} policy", name, available)
     env_kwargs = env_kwargs_from_args(args)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     episodes, summary = evaluate(
@@ -134,6 +137,182 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stability(args: argparse.Namespace) -> int:
+    from baselines import policy_names
+    from llmsched_env.registry import unknown_name_error
+    from llmsched_env.stability import (
+        ENV_ID,
+        DriftPoint,
+        StabilitySettings,
+        estimate_stability,
+        plot_stability,
+    )
+
+    available = policy_names("continuous")
+    if args.policy not in available:
+        raise unknown_name_error("continuous policy", args.policy, available)
+    env_kwargs: dict[str, Any] = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    policy_kwargs: dict[str, Any] = json.loads(args.policy_kwargs) if args.policy_kwargs else {}
+    for flag, value in (("--env-kwargs", env_kwargs), ("--policy-kwargs", policy_kwargs)):
+        if not isinstance(value, dict):
+            raise ValueError(f"{flag} must be a JSON object, got {value!r}")
+    if args.workload is not None:
+        env_kwargs["workload"] = args.workload
+    if args.gpus is not None:
+        env_kwargs["n_gpus"] = args.gpus
+    settings = StabilitySettings(
+        horizon_s=args.horizon,
+        warmup_fraction=args.warmup,
+        replications=args.replications,
+        drift_threshold=args.threshold,
+        rel_tol=args.rel_tol,
+        grid_points=args.grid,
+        seed=args.seed,
+        n_jobs=args.jobs,
+    )
+
+    def report(point: DriftPoint) -> None:
+        verdict = "stable" if point.stable else "unstable"
+        print(
+            f"  lambda {point.arrival_rate_rps:9.4f} req/s: drift {point.drift_per_arrival:+.4f} "
+            f"+/- {point.drift_ci95:.4f}, throughput {point.throughput_rps:.3f} req/s: {verdict}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    result = estimate_stability(
+        args.policy,
+        env_kwargs,
+        settings,
+        policy_kwargs=policy_kwargs,
+        low_rps=args.low,
+        high_rps=args.high,
+        progress=None if args.quiet else report,
+    )
+    print(f"{ENV_ID} {json.dumps(env_kwargs)}, policy {args.policy} {json.dumps(policy_kwargs)}")
+    over = result.overload_point
+    print(
+        f"lambda* = {result.lambda_star_rps:.3f} req/s, interval [{result.lambda_low_rps:.3f}, "
+        f"{result.lambda_high_rps:.3f}] (largest rate judged stable, smallest judged unstable)"
+    )
+    print(
+        f"throughput in overload: {over.throughput_rps:.3f} +/- {over.throughput_ci95:.3f} req/s "
+        f"at {over.arrival_rate_rps:.3f} req/s (work-bound estimate "
+        f"{result.capacity_estimate_rps:.3f} req/s)"
+    )
+    if result.inconsistent_rates:
+        print(f"warning: stability is not monotone here, see the rates {result.inconsistent_rates}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{args.policy}_{env_kwargs.get('workload', 'default')}"
+    result.to_frame().to_csv(out / f"{stem}.csv", index=False)
+    figure = plot_stability(result, out / f"{stem}.png")
+    written = [f"{stem}.csv"] + ([figure.name] if figure else [])
+    print(f"wrote {', '.join(written)} to {out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from agents.extras import AgentsExtraMissingError
+
+    try:
+        from agents.training import resume, train
+
+        if args.resume:
+            result = resume(
+                args.resume,
+                steps=args.steps,
+                eval_freq=args.eval_freq,
+                checkpoint_freq=args.checkpoint_freq,
+                progress_bar=not args.quiet,
+                verbose=int(args.verbose),
+            )
+        else:
+            if not args.out:
+                raise ValueError("--out is required (the run directory to create)")
+            hyperparams = json.loads(args.hyperparams) if args.hyperparams else {}
+            if not isinstance(hyperparams, dict):
+                raise ValueError(f"--hyperparams must be a JSON object, got {args.hyperparams!r}")
+            result = train(
+                args.env,
+                out=args.out,
+                steps=args.steps,
+                algo=args.algo,
+                scenario=args.scenario,
+                env_kwargs=env_kwargs_from_args(args),
+                n_envs=args.n_envs,
+                seed=args.seed,
+                hyperparams=hyperparams,
+                vec_env=args.vec_env,
+                eval_freq=args.eval_freq,
+                eval_episodes=args.eval_episodes,
+                checkpoint_freq=args.checkpoint_freq,
+                progress_bar=not args.quiet,
+                torch_threads=args.threads,
+                overwrite=args.overwrite,
+                command=" ".join(["llmsched", *sys.argv[1:]]),
+                verbose=int(args.verbose),
+            )
+    except AgentsExtraMissingError as error:
+        print(f"llmsched train: error: {error}", file=sys.stderr)
+        return 2
+    session = result.config.sessions[-1]
+    print(
+        f"trained {result.config.algo} on {result.config.env_id} for {session['steps']} steps "
+        f"({session['steps_per_s']:.0f} steps/s, {session['wall_time_s']:.0f} s); "
+        f"run saved to {result.run_dir}"
+    )
+    if result.evaluations:
+        last = result.evaluations[-1]
+        print(
+            f"validation (seeds {result.config.validation_seeds[0]}..): agent "
+            f"{last['agent_return']:.1f}, best {session['best_agent_validation_return']:.1f}; "
+            f"best baseline {last['best_baseline']} {last['best_baseline_return']:.1f}"
+        )
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from agents.extras import AgentsExtraMissingError
+
+    policies = None
+    if args.policies != "all":
+        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if args.out:
+        out = Path(args.out)
+    elif args.run:
+        out = Path(args.run) / "compare"
+    else:
+        out = Path("runs") / f"pretrained-{args.pretrained}" / "compare"
+    try:
+        from agents.compare import compare
+
+        result = compare(
+            args.run,
+            pretrained=args.pretrained,
+            n_seeds=args.seeds,
+            first_seed=args.first_seed,
+            policies=policies,
+            which=args.model,
+            n_jobs=args.jobs,
+            out=out,
+            progress=None if args.quiet else progress_printer("compare"),
+        )
+    except AgentsExtraMissingError as error:
+        print(f"llmsched compare: error: {error}", file=sys.stderr)
+        return 2
+    config = result.config
+    label = f" ({config.scenario})" if config.scenario else ""
+    print(
+        f"{config.env_id}{label} {json.dumps(config.env_kwargs)}, seeds "
+        f"{result.seeds[0]}..{result.seeds[-1]}"
+    )
+    print(format_table(result.summary))
+    print(result.verdict())
+    print(f"wrote episodes.csv, summary.csv and comparison.png to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``llmsched`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -150,6 +329,69 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="directory for episodes.csv, summary.csv and a figure")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
+
+    st = sub.add_parser(
+        "stability", help="estimate the largest stable arrival rate of a continuous policy"
+    )
+    st.add_argument("--policy", required=True, help="continuous-batching baseline name")
+    st.add_argument("--policy-kwargs", help="policy keyword arguments as JSON")
+    st.add_argument("--workload", help="workload preset (env default if omitted)")
+    st.add_argument("--gpus", type=int, help="number of GPUs")
+    st.add_argument("--env-kwargs", help="other env keyword arguments as a JSON object")
+    st.add_argument("--low", type=float, help="start of the bracket in req/s")
+    st.add_argument("--high", type=float, help="end of the bracket in req/s")
+    st.add_argument("--horizon", type=float, default=2000.0, help="simulated seconds per run")
+    st.add_argument("--warmup", type=float, default=0.25, help="share of the run discarded")
+    st.add_argument("--replications", type=int, default=3, help="runs per arrival rate")
+    st.add_argument(
+        "--threshold", type=float, default=0.01, help="drift per arrival that means unstable"
+    )
+    st.add_argument("--rel-tol", type=float, default=0.02, help="relative width of the bracket")
+    st.add_argument("--grid", type=int, default=0, help="extra rates tested for the curve")
+    st.add_argument("--seed", type=int, default=0, help="first seed")
+    st.add_argument("--jobs", type=int, default=1, help="worker processes")
+    st.add_argument("--out", default="runs/stability", help="directory for the CSV and figure")
+    st.add_argument("--quiet", action="store_true", help="do not print each tested rate")
+    st.set_defaults(func=_cmd_stability)
+
+    tr = sub.add_parser("train", help="train an RL agent (needs the 'agents' extra)")
+    _add_env_flags(tr)
+    tr.add_argument("--scenario", help="a named scenario (agents.scenarios); sets env and kwargs")
+    tr.add_argument(
+        "--algo", default="maskable-ppo", help="maskable-ppo, ppo, a2c or dqn (via FlattenAction)"
+    )
+    tr.add_argument("--steps", type=int, default=300_000, help="environment steps to train")
+    tr.add_argument("--n-envs", type=int, help="parallel envs (default: per env and algo)")
+    tr.add_argument("--seed", type=int, default=0, help="training seed")
+    tr.add_argument("--out", help="run directory to create")
+    tr.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
+    tr.add_argument("--hyperparams", help="hyperparameter overrides as JSON")
+    tr.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy")
+    tr.add_argument(
+        "--eval-freq", type=int, default=25_000, help="steps between validations (0: none)"
+    )
+    tr.add_argument("--eval-episodes", type=int, default=5, help="validation seeds")
+    tr.add_argument(
+        "--checkpoint-freq", type=int, default=100_000, help="steps between checkpoints (0: none)"
+    )
+    tr.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    tr.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--verbose", action="store_true", help="print validation results")
+    tr.set_defaults(func=_cmd_train)
+
+    co = sub.add_parser("compare", help="compare an agent with every baseline on common seeds")
+    source = co.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a training run directory")
+    source.add_argument("--pretrained", help="a pretrained agent shipped with the package")
+    co.add_argument("--seeds", type=int, default=20, help="number of evaluation seeds")
+    co.add_argument("--first-seed", type=int, default=10_000, help="first evaluation seed")
+    co.add_argument("--policies", default="all", help="'all' or comma-separated baselines")
+    co.add_argument("--model", choices=["best", "final"], default="best", help="which model")
+    co.add_argument("--jobs", type=int, default=1, help="worker processes")
+    co.add_argument("--out", help="output directory (default: RUN/compare)")
+    co.add_argument("--quiet", action="store_true", help="no progress bar")
+    co.set_defaults(func=_cmd_compare)
     return parser
 
 

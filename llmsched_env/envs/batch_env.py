@@ -81,7 +81,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Observation Space
 
-    A float32 ``Box`` of size ``6 * n_bins + n_gpus + 4``; ``env.unwrapped.obs_names`` names each
+    A float32 ``Box`` of size ``9 * n_bins + n_gpus + 4``; ``env.unwrapped.obs_names`` names each
     entry: the per-bin block for bin 0, 1, ... (``bin{j}/...``), then one entry per GPU
     (``gpu{g}/...``), then the global entries. Values are clipped to their range.
 
@@ -91,6 +91,9 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     | oldest_wait | age of its oldest request | / sla | [0, 4] |
     | slack | time to that deadline minus the bin's full-batch service estimate | / sla | [-4, 1] |
     | late_fraction | share of the bin already past its deadline | - | [0, 1] |
+    | doomed_fraction | share that misses its deadline even if served now | - | [0, 1] |
+    | next_on_time | requests of the next batch that can be on time | / max_batch_size | [0, 1] |
+    | at_risk | requests doomed if served one mean batch time later | / max_batch_size | [0, 16] |
     | mean_predicted_len | mean predicted output tokens | / length scale | [0, 4] |
     | kv_fit | share of a max-size batch (predicted lengths) that fits in KV memory | - | [0, 1] |
     | busy_remaining | per GPU, time until its batch ends | / sla | [0, 4] |
@@ -99,8 +102,12 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     | arrived_fraction | share of the episode's requests that have arrived | - | [0, 1] |
     | waiting | all waiting requests | / max_batch_size | [0, 16] |
 
-    The length scale is the 99th percentile of predicted lengths in the calibration data. An
-    empty bin shows zeros, slack 1 and kv_fit 1.
+    The length scale is the 99th percentile of predicted lengths in the calibration data. The
+    full-batch service estimate of a bin is that of a batch of the largest size that fits in KV
+    memory, at the bin's upper predicted length and the mean prompt; the mean batch time is the
+    mean of these estimates over the bins. ``doomed_fraction``, ``next_on_time`` and ``at_risk``
+    tell a scheduler under overload which requests are already lost (serving them earns nothing)
+    and which are lost unless served now. An empty bin shows zeros, slack 1 and kv_fit 1.
 
     ## Rewards
 

@@ -22,6 +22,9 @@ BIN_FEATURES: tuple[tuple[str, float, float], ...] = (
     ("oldest_wait", 0.0, 4.0),
     ("slack", -4.0, 1.0),
     ("late_fraction", 0.0, 1.0),
+    ("doomed_fraction", 0.0, 1.0),
+    ("next_on_time", 0.0, 1.0),
+    ("at_risk", 0.0, 16.0),
     ("mean_predicted_len", 0.0, 4.0),
     ("kv_fit", 0.0, 1.0),
 )
@@ -37,7 +40,7 @@ GLOBAL_FEATURES: tuple[tuple[str, float, float], ...] = (
 
 
 #: Values of an empty bin: nothing waits, full slack, everything fits.
-_EMPTY_BIN = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0)
+_EMPTY_BIN = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 
 
 def feature_names(n_bins: int, n_gpus: int) -> list[str]:
@@ -96,6 +99,8 @@ class BatchObservation:
         self.predicted_cumsum = np.concatenate([[0.0], np.cumsum(predicted)]).tolist()
         self.need_cumsum = np.concatenate([[0.0], np.cumsum(need)]).tolist()
         self.bin_service = [float(x) for x in bin_service_s]
+        # How long a bin passed over now typically waits for its next chance: one batch.
+        self.next_chance_s = float(np.mean(bin_service_s))
         self.violation_rate = 0.0
         self._last_misses = 0
         self._last_on_time = 0
@@ -125,6 +130,7 @@ class BatchObservation:
         pred = self.predicted_cumsum
         need = self.need_cumsum
         late_before = now - sla
+        next_chance = self.next_chance_s
         values: list[float] = []
         for h, t, service in zip(s.head, s.tail, self.bin_service):
             q = t - h
@@ -133,12 +139,20 @@ class BatchObservation:
                 continue
             wait = now - arrival[h]
             late = bisect_left(arrival, late_before, h, t) - h
+            # Requests that miss their deadline even if served now arrived before doom_before
+            # (a prefix of the FIFO bin); at risk: those that would if served one batch later.
+            doom_before = now + service - sla
+            doomed = bisect_left(arrival, doom_before, h + late, t) - h
+            at_risk = bisect_left(arrival, doom_before + next_chance, h + doomed, t) - h - doomed
             full_batch_need = (need[t] - need[h]) / q * min(q, max_batch)
             values += (
                 q / max_batch,
                 wait / sla,
                 (sla - wait - service) / sla,
                 late / q,
+                doomed / q,
+                max(min(q, max_batch) - doomed, 0) / max_batch,
+                at_risk / max_batch,
                 (pred[t] - pred[h]) / q / scale,
                 min(1.0, kv / max(full_batch_need, 1.0)),
             )

@@ -1,0 +1,167 @@
+"""Training callbacks: periodic comparison with the best baseline, using the evaluation harness.
+
+This module imports stable-baselines3 at import time; :func:`agents.training.train` imports it
+only after checking that the ``agents`` extra is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecNormalize
+
+from agents.algorithms import AlgoSpec
+from agents.policy import AgentPolicy, LoadedAgent, ObsNormalizer
+from agents.runs import RunConfig
+from agents.scenarios import build_env_kwargs
+from llmsched_env.evaluation import evaluate
+
+EVALUATIONS_FILE = "evaluations.csv"
+_FIELDS = (
+    "timesteps",
+    "agent_return",
+    "agent_return_ci95",
+    "agent_sla_attainment",
+    "best_baseline",
+    "best_baseline_return",
+    "margin",
+    "wall_time_s",
+)
+
+
+class BaselineEvalCallback(BaseCallback):
+    """Every ``eval_freq`` steps, score the agent and the best baseline on validation seeds.
+
+    At the start of training every baseline is evaluated once on ``seeds`` with the evaluation
+    harness and the best (highest mean return) is kept as the reference. Every ``eval_freq``
+    environment steps (and at the end of training) the current model, with frozen copies of the
+    current observation statistics, is evaluated on the same seeds through
+    :class:`~agents.policy.AgentPolicy`, exactly as ``llmsched compare`` will score it. Results
+    go to the logger (``eval/agent_return``, ``eval/best_baseline_return``, ``eval/margin``) and
+    to ``evaluations.csv``; the model with the best validation return so far is saved as
+    ``best_model.zip`` with ``best_vecnormalize.pkl``.
+
+    Args:
+        config: The run's configuration (env, algorithm, seeds).
+        algo: The algorithm's spec.
+        run_dir: Where ``evaluations.csv`` and the best model go.
+        seeds: Validation seeds (disjoint from training and evaluation seeds).
+        eval_freq: Environment steps (summed over the parallel envs) between evaluations.
+        baselines: Baseline names to compare with (all of the env's baselines when empty).
+        verbose: 1 prints one line per evaluation.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        algo: AlgoSpec,
+        run_dir: str | Path,
+        seeds: Sequence[int],
+        eval_freq: int,
+        baselines: Sequence[str] = (),
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        if eval_freq < 1:
+            raise ValueError(f"eval_freq must be >= 1, got {eval_freq!r}")
+        self.config = config
+        self.algo = algo
+        self.run_dir = Path(run_dir)
+        self.seeds = list(seeds)
+        self.eval_freq = int(eval_freq)
+        self.baselines = list(baselines)
+        self.env_kwargs = build_env_kwargs(config.env_kwargs)
+        self.best_baseline: str | None = None
+        self.best_baseline_return = float("-inf")
+        self.best_agent_return = float("-inf")
+        self._last_eval = 0
+        self._started = time.perf_counter()
+        self.results: list[dict[str, Any]] = []
+        previous = self.run_dir / EVALUATIONS_FILE
+        if previous.is_file():  # a resumed run keeps its best validation return
+            with previous.open(newline="", encoding="utf-8") as handle:
+                returns = [float(r["agent_return"]) for r in csv.DictReader(handle)]
+            self.best_agent_return = max(returns, default=float("-inf"))
+
+    def _on_training_start(self) -> None:
+        self._started = time.perf_counter()
+        self._last_eval = self.num_timesteps
+        if self.best_baseline is None and self.baselines:
+            _, summary = evaluate(
+                self.baselines, self.config.env_id, self.env_kwargs, self.seeds, n_jobs=1
+            )
+            best = summary.iloc[0]
+            self.best_baseline = str(best["policy"])
+            self.best_baseline_return = float(best["return_mean"])
+            if self.verbose:
+                print(
+                    f"validation: best baseline {self.best_baseline} "
+                    f"return {self.best_baseline_return:.1f} on seeds {self.seeds}"
+                )
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last_eval >= self.eval_freq:
+            self._evaluate()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.num_timesteps > self._last_eval or not self.results:
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        self._last_eval = self.num_timesteps
+        env = self.model.get_env()
+        normalizer = ObsNormalizer.from_vecnormalize(env) if isinstance(env, VecNormalize) else None
+        agent = LoadedAgent(self.model, normalizer, self.algo, self.config)
+        _, summary = evaluate(
+            lambda e: AgentPolicy(e, agent),
+            self.config.env_id,
+            self.env_kwargs,
+            self.seeds,
+            n_jobs=1,
+            names=["agent"],
+        )
+        row = summary.iloc[0]
+        agent_return = float(row["return_mean"])
+        result = {
+            "timesteps": self.num_timesteps,
+            "agent_return": agent_return,
+            "agent_return_ci95": float(row["return_ci95"]),
+            "agent_sla_attainment": float(row["sla_attainment"]),
+            "best_baseline": self.best_baseline or "",
+            "best_baseline_return": self.best_baseline_return,
+            "margin": agent_return - self.best_baseline_return,
+            "wall_time_s": time.perf_counter() - self._started,
+        }
+        self.results.append(result)
+        self.logger.record("eval/agent_return", agent_return)
+        self.logger.record("eval/agent_sla_attainment", result["agent_sla_attainment"])
+        if self.best_baseline is not None:
+            self.logger.record("eval/best_baseline_return", self.best_baseline_return)
+            self.logger.record("eval/margin", result["margin"])
+        self._append_csv(result)
+        if agent_return > self.best_agent_return:
+            self.best_agent_return = agent_return
+            self.model.save(self.run_dir / "best_model.zip")
+            if isinstance(env, VecNormalize):
+                env.save(str(self.run_dir / "best_vecnormalize.pkl"))
+        if self.verbose:
+            print(
+                f"eval @ {self.num_timesteps} steps: agent {agent_return:.1f} "
+                f"(best {self.best_agent_return:.1f}), {self.best_baseline} "
+                f"{self.best_baseline_return:.1f}"
+            )
+
+    def _append_csv(self, result: dict[str, Any]) -> None:
+        path = self.run_dir / EVALUATIONS_FILE
+        new = not path.exists()
+        with path.open("a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(result)

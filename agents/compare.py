@@ -1,0 +1,256 @@
+"""Compare an agent with every baseline on common held-out seeds, with the evaluation harness.
+
+:func:`compare` is what ``llmsched compare`` runs: the agent (from a run directory or a
+pretrained agent shipped with the package) and every baseline of its env are evaluated by
+:func:`llmsched_env.evaluation.evaluate` on the same evaluation seeds (20 from 10,000 by
+default, disjoint from training and validation seeds), in the env configuration the agent was
+trained on. Besides the per-policy summary (means with 95% confidence intervals across seeds),
+:func:`paired_difference` gives the agent's per-seed advantage over a baseline, a sharper test
+because both policies serve the same requests on each seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from agents.policy import AgentPolicyFactory
+from agents.runs import ModelChoice, RunConfig, load_run_config
+from agents.scenarios import ENV_IDS, build_env_kwargs
+from agents.seeds import evaluation_seeds
+from llmsched_env.evaluation import evaluate, mean_ci
+from llmsched_env.registry import unknown_name_error
+
+AGENT_NAME = "agent"
+
+
+def pretrained_root() -> Path:
+    """The directory of the pretrained agents shipped with the package."""
+    return Path(str(resources.files("agents") / "pretrained"))
+
+
+def pretrained_names() -> list[str]:
+    """Names of the shipped pretrained agents (directories holding a ``config.json``)."""
+    root = pretrained_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+
+
+def pretrained_dir(name: str) -> Path:
+    """The directory of the pretrained agent ``name``.
+
+    Raises:
+        ValueError: For an unknown name; the message lists the shipped agents.
+    """
+    names = pretrained_names()
+    if name not in names:
+        raise unknown_name_error("pretrained agent", name, names)
+    return pretrained_root() / name
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The result of :func:`compare`.
+
+    Attributes:
+        config: The agent's run configuration (env id and keyword arguments).
+        seeds: Evaluation seeds.
+        episodes: One row per (policy, seed).
+        summary: One row per policy, best mean return first.
+        best_baseline: Name of the baseline with the best mean return.
+        paired: The agent minus the best baseline, per seed (:func:`paired_difference`).
+    """
+
+    config: RunConfig
+    seeds: list[int]
+    episodes: pd.DataFrame
+    summary: pd.DataFrame
+    best_baseline: str | None
+    paired: dict[str, float]
+
+    def verdict(self) -> str:
+        """One line: does the agent beat the best baseline, with non-overlapping 95% CIs?"""
+        if self.best_baseline is None:
+            return "no baseline to compare with"
+        rows = self.summary.set_index("policy")
+        agent, base = rows.loc[AGENT_NAME], rows.loc[self.best_baseline]
+        low = agent["return_mean"] - agent["return_ci95"]
+        high = base["return_mean"] + base["return_ci95"]
+        separated = bool(low > high)
+        p = self.paired
+        return (
+            f"agent {agent['return_mean']:.1f} +/- {agent['return_ci95']:.1f} vs best baseline "
+            f"{self.best_baseline} {base['return_mean']:.1f} +/- {base['return_ci95']:.1f}: "
+            f"{'beats it with non-overlapping 95% CIs' if separated else 'CIs overlap or below'}"
+            f"; paired difference {p['mean']:+.1f} +/- {p['ci95']:.1f}, agent better on "
+            f"{p['wins']:.0f}/{p['n']:.0f} seeds"
+        )
+
+
+def paired_difference(episodes: pd.DataFrame, a: str, b: str) -> dict[str, float]:
+    """Per-seed difference of returns ``a - b``: mean, 95% CI half-width, wins, seeds.
+
+    Raises:
+        ValueError: If ``a`` or ``b`` has no episodes.
+    """
+    returns = episodes.pivot_table(index="seed", columns="policy", values="return")
+    for name in (a, b):
+        if name not in returns.columns:
+            raise ValueError(f"policy {name!r} has no episodes; policies: {list(returns.columns)}")
+    diff = (returns[a] - returns[b]).dropna().to_numpy(dtype=float)
+    mean, half = mean_ci(diff)
+    return {
+        "mean": mean,
+        "ci95": half,
+        "wins": float((diff > 0).sum()),
+        "n": float(diff.size),
+    }
+
+
+def compare(
+    run_dir: str | Path | None = None,
+    *,
+    pretrained: str | None = None,
+    n_seeds: int = 20,
+    first_seed: int = 10_000,
+    policies: Sequence[str] | None = None,
+    which: ModelChoice = "best",
+    n_jobs: int = 1,
+    out: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Comparison:
+    """Evaluate the agent and the baselines on common evaluation seeds.
+
+    Args:
+        run_dir: A training run directory (exactly one of ``run_dir`` and ``pretrained``).
+        pretrained: Name of a shipped pretrained agent (:func:`pretrained_names`).
+        n_seeds: Number of evaluation seeds.
+        first_seed: First evaluation seed, ``>= 10,000``.
+        policies: Baselines to include (default: every baseline of the env).
+        which: ``"best"`` (validation-selected) or ``"final"`` model of the run.
+        n_jobs: Worker processes of the evaluation harness.
+        out: When given, write ``episodes.csv``, ``summary.csv`` and ``comparison.png`` there.
+        progress: Called as ``progress(done, total)`` after each episode.
+
+    Returns:
+        The :class:`Comparison`.
+
+    Raises:
+        ValueError: For a bad argument (named in the message).
+    """
+    from baselines import policy_names
+
+    if (run_dir is None) == (pretrained is None):
+        raise ValueError(
+            f"give exactly one of run_dir and pretrained, got run_dir={run_dir!r}, "
+            f"pretrained={pretrained!r}"
+        )
+    directory = Path(run_dir) if run_dir is not None else pretrained_dir(str(pretrained))
+    config = load_run_config(directory)
+    seeds = evaluation_seeds(n_seeds, first_seed)
+    kind = next(k for k, v in ENV_IDS.items() if v == config.env_id)
+    available = policy_names(kind)
+    chosen = available if policies is None else list(policies)
+    unknown = [p for p in chosen if p not in available]
+    if unknown:
+        raise ValueError(f"policies {unknown} are not baselines of {kind!r}; known: {available}")
+    if AGENT_NAME in chosen:
+        raise ValueError(f"{AGENT_NAME!r} is reserved for the agent; rename the baseline")
+    _warn_on_env_changes(config)
+    agent = AgentPolicyFactory(str(directory), which=which, name=AGENT_NAME)
+    specs: list[Any] = [agent, *chosen]
+    episodes, summary = evaluate(
+        specs,
+        config.env_id,
+        build_env_kwargs(config.env_kwargs),
+        seeds,
+        n_jobs=n_jobs,
+        names=[AGENT_NAME, *chosen],
+        progress=progress,
+    )
+    baselines = summary[summary["policy"] != AGENT_NAME]
+    best = str(baselines.iloc[0]["policy"]) if len(baselines) else None
+    paired = (
+        paired_difference(episodes, AGENT_NAME, best)
+        if best
+        else {"mean": math.nan, "ci95": math.nan, "wins": 0.0, "n": 0.0}
+    )
+    comparison = Comparison(config, seeds, episodes, summary, best, paired)
+    if out is not None:
+        write_comparison(comparison, out)
+    return comparison
+
+
+def _warn_on_env_changes(config: RunConfig) -> None:
+    """Warn when the env's defaults changed since the agent was trained."""
+    import warnings
+
+    import gymnasium as gym
+
+    from agents.runs import env_config_changes
+
+    env = gym.make(config.env_id, **build_env_kwargs(config.env_kwargs))
+    try:
+        changes = env_config_changes(config, env)
+    finally:
+        env.close()
+    if changes:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        warnings.warn(
+            f"the env's configuration differs from the one the agent was trained on ({listed}); "
+            "the comparison is fair between policies, but the agent may be out of its training "
+            "distribution: retrain it",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def write_comparison(comparison: Comparison, out: str | Path) -> list[Path]:
+    """Write ``episodes.csv``, ``summary.csv`` and (with matplotlib) ``comparison.png``."""
+    from llmsched_env.plotting import plot_comparison
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "episodes.csv", out / "summary.csv"]
+    comparison.episodes.to_csv(written[0], index=False)
+    comparison.summary.to_csv(written[1], index=False)
+    figure = plot_comparison(comparison.summary, out / "comparison.png", title=_title(comparison))
+    if figure is not None:
+        written.append(figure)
+    return written
+
+
+def _title(comparison: Comparison) -> str:
+    config = comparison.config
+    label = config.scenario or ", ".join(f"{k}={v}" for k, v in config.env_kwargs.items())
+    return f"{config.env_id} {label}".strip()
+
+
+#: Columns of :func:`markdown_table`: (summary column, CI column or None, header, format).
+MARKDOWN_COLUMNS = (
+    ("return_mean", "return_ci95", "return (95% CI)", "{:.1f} ± {:.1f}"),
+    ("sla_attainment_mean", "sla_attainment_ci95", "SLA attainment", "{:.3f} ± {:.3f}"),
+    ("goodput_rps_mean", None, "goodput (req/s)", "{:.2f}"),
+    ("latency_s_p99_mean", None, "p99 latency (s)", "{:.2f}"),
+)
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table: return and SLA attainment with CIs, goodput, p99."""
+    header = "| policy | " + " | ".join(c[2] for c in MARKDOWN_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(MARKDOWN_COLUMNS) + 1)]
+    for _, row in summary.iterrows():
+        cells = []
+        for column, ci, _, fmt in MARKDOWN_COLUMNS:
+            values = (row[column], row[ci]) if ci else (row[column],)
+            cells.append(fmt.format(*values))
+        name = f"**{row['policy']}**" if row["policy"] == AGENT_NAME else str(row["policy"])
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,285 @@
+"""Default training hyperparameters per environment and algorithm (rl-zoo3 style).
+
+:data:`HYPERPARAMS` is keyed by env id, then algorithm name; each entry is a
+:class:`TrainingDefaults`: the number of parallel envs, whether observations and rewards are
+normalised with ``VecNormalize``, and the keyword arguments of the algorithm's constructor.
+``policy_kwargs`` use plain values (``activation_fn`` is a name from :data:`ACTIVATIONS`), so a
+run's configuration stays JSON. Command-line or API overrides are merged over these defaults
+by :func:`resolve_hyperparams`, which rejects unknown keys.
+
+Why these values (measured on the scenarios of :mod:`agents.scenarios`; see ``docs/results.md``):
+
+* BatchScheduling-v0 episodes are short (25 to 80 decisions for 1,000 requests) and each
+  decision moves tens of requests, so per-step rewards are large (tens) and noisy. Reward
+  normalisation (``VecNormalize``) keeps the value loss well scaled; observations are already
+  in fixed ranges but differ in scale by up to 16x, so they are normalised too.
+* ``gamma = 0.99`` over a few dozen decisions weighs a whole episode, which matters because a
+  batch started now delays every later decision of that GPU.
+* PPO: 4 envs x 512 steps per rollout, minibatches of 256, 10 epochs, a small entropy bonus
+  (the 5 x 7 action has many near-equivalent choices early on) and a 64-64 tanh MLP: the
+  observation has 30 numbers, so a larger network only slows training.
+* ContinuousBatching-v0 episodes are long (2,000 to 4,000 iterations), so rollouts are longer
+  (1,024 steps per env) and ``gamma = 0.995``.
+* A2C and DQN use the same networks with the usual SB3 defaults adapted to these step counts;
+  they are provided for comparison and are not tuned as carefully as MaskablePPO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from agents.algorithms import get_algo
+from llmsched_env.registry import resolve
+
+#: Activation functions by the name used in ``policy_kwargs``.
+ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu")
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """Default training settings of one algorithm on one environment.
+
+    Attributes:
+        n_envs: Parallel training environments.
+        normalize_obs: Normalise observations with running statistics (``VecNormalize``).
+        normalize_reward: Scale rewards by a running estimate of the return's std.
+        flatten_action: Act through ``FlattenAction``: one ``Discrete`` action whose exact
+            joint mask also removes duplicate batch sizes (required by DQN).
+        algo_kwargs: Keyword arguments of the algorithm's constructor (plain values).
+    """
+
+    n_envs: int = 4
+    normalize_obs: bool = True
+    normalize_reward: bool = True
+    flatten_action: bool = False
+    algo_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "algo_kwargs", MappingProxyType(dict(self.algo_kwargs)))
+
+
+_NET = {"net_arch": [64, 64], "activation_fn": "tanh"}
+
+_BATCH = {
+    "maskable-ppo": TrainingDefaults(
+        algo_kwargs={
+            "learning_rate": 3e-4,
+            "n_steps": 512,
+            "batch_size": 256,
+            "n_epochs": 10,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "clip_range": 0.2,
+            "ent_coef": 0.01,
+            "policy_kwargs": _NET,
+        }
+    ),
+    "ppo": TrainingDefaults(
+        algo_kwargs={
+            "learning_rate": 3e-4,
+            "n_steps": 512,
+            "batch_size": 256,
+            "n_epochs": 10,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "ent_coef": 0.01,
+            "policy_kwargs": _NET,
+        }
+    ),
+    "a2c": TrainingDefaults(
+        algo_kwargs={
+            "learning_rate": 7e-4,
+            "n_steps": 16,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "ent_coef": 0.01,
+            "policy_kwargs": _NET,
+        }
+    ),
+    "dqn": TrainingDefaults(
+        n_envs=1,
+        flatten_action=True,
+        algo_kwargs={
+            "learning_rate": 1e-4,
+            "buffer_size": 100_000,
+            "learning_starts": 5_000,
+            "batch_size": 64,
+            "gamma": 0.99,
+            "train_freq": 4,
+            "target_update_interval": 2_000,
+            "exploration_fraction": 0.2,
+            "exploration_final_eps": 0.02,
+            "policy_kwargs": {"net_arch": [64, 64], "activation_fn": "relu"},
+        },
+    ),
+}
+
+_CONTINUOUS = {
+    "maskable-ppo": TrainingDefaults(
+        algo_kwargs={
+            "learning_rate": 3e-4,
+            "n_steps": 1024,
+            "batch_size": 256,
+            "n_epochs": 10,
+            "gamma": 0.995,
+            "gae_lambda": 0.95,
+            "clip_range": 0.2,
+            "ent_coef": 0.01,
+            "policy_kwargs": _NET,
+        }
+    ),
+    "ppo": TrainingDefaults(
+        algo_kwargs={
+            "learning_rate": 3e-4,
+            "n_steps": 1024,
+            "batch_size": 256,
+            "n_epochs": 10,
+            "gamma": 0.995,
+            "gae_lambda": 0.95,
+            "ent_coef": 0.01,
+            "policy_kwargs": _NET,
+        }
+    ),
+    "a2c": TrainingDefaults(
+        algo_kwargs={
+            "learning_rate": 7e-4,
+            "n_steps": 32,
+            "gamma": 0.995,
+            "gae_lambda": 0.95,
+            "ent_coef": 0.01,
+            "policy_kwargs": _NET,
+        }
+    ),
+    "dqn": TrainingDefaults(
+        n_envs=1,
+        flatten_action=True,
+        algo_kwargs={
+            "learning_rate": 1e-4,
+            "buffer_size": 100_000,
+            "learning_starts": 5_000,
+            "batch_size": 64,
+            "gamma": 0.995,
+            "train_freq": 4,
+            "target_update_interval": 5_000,
+            "exploration_fraction": 0.2,
+            "exploration_final_eps": 0.02,
+            "policy_kwargs": {"net_arch": [64, 64], "activation_fn": "relu"},
+        },
+    ),
+}
+
+#: Defaults by env id, then algorithm name.
+HYPERPARAMS: dict[str, dict[str, TrainingDefaults]] = {
+    "llmsched/BatchScheduling-v0": _BATCH,
+    "llmsched/ContinuousBatching-v0": _CONTINUOUS,
+}
+
+#: Keys of an override that set :class:`TrainingDefaults` fields rather than algorithm kwargs.
+SETTINGS_KEYS = ("n_envs", "normalize_obs", "normalize_reward", "flatten_action")
+
+
+def default_hyperparams(env_id: str, algo: str) -> TrainingDefaults:
+    """The defaults of ``algo`` on ``env_id``.
+
+    Raises:
+        ValueError: For an env id or algorithm without defaults (the message lists them).
+    """
+    return resolve("algorithm", algo, resolve("env id", env_id, HYPERPARAMS))
+
+
+def resolve_hyperparams(
+    env_id: str, algo: str, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Merge ``overrides`` over the defaults into one flat, JSON-ready dict.
+
+    The result holds ``n_envs``, ``normalize_obs``, ``normalize_reward``, ``flatten_action``
+    and ``algo_kwargs``. An override key is either one of :data:`SETTINGS_KEYS` or an algorithm
+    keyword argument; ``policy_kwargs`` overrides are merged key by key.
+
+    Args:
+        env_id: Registered env id.
+        algo: Algorithm name (see :data:`agents.algorithms.ALGOS`).
+        overrides: Values replacing the defaults.
+
+    Returns:
+        The resolved settings.
+
+    Raises:
+        ValueError: For an unknown key (the message lists the allowed ones) or a bad value of a
+            settings key.
+
+    Example:
+        >>> h = resolve_hyperparams("llmsched/BatchScheduling-v0", "maskable-ppo",
+        ...                         {"learning_rate": 1e-4, "n_envs": 2})
+        >>> h["n_envs"], h["algo_kwargs"]["learning_rate"], h["algo_kwargs"]["n_steps"]
+        (2, 0.0001, 512)
+    """
+    defaults = default_hyperparams(env_id, algo)
+    result: dict[str, Any] = {
+        "n_envs": defaults.n_envs,
+        "normalize_obs": defaults.normalize_obs,
+        "normalize_reward": defaults.normalize_reward,
+        "flatten_action": defaults.flatten_action,
+        "algo_kwargs": {k: _copy(v) for k, v in defaults.algo_kwargs.items()},
+    }
+    allowed = set(SETTINGS_KEYS) | algo_kwarg_names(algo)
+    for key, value in (overrides or {}).items():
+        if key not in allowed:
+            raise ValueError(
+                f"unknown hyperparameter {key!r} for algo {algo!r}; expected one of "
+                f"{sorted(allowed)}"
+            )
+        if key == "n_envs":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"n_envs must be an integer >= 1, got {value!r}")
+            result[key] = value
+        elif key in SETTINGS_KEYS:
+            if not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false, got {value!r}")
+            result[key] = value
+        elif key == "policy_kwargs":
+            if not isinstance(value, Mapping):
+                raise ValueError(f"policy_kwargs must be a mapping, got {value!r}")
+            merged = dict(result["algo_kwargs"].get("policy_kwargs", {}))
+            merged.update(value)
+            result["algo_kwargs"]["policy_kwargs"] = merged
+        else:
+            result["algo_kwargs"][key] = value
+    if get_algo(algo).flat_action and not result["flatten_action"]:
+        raise ValueError(
+            f"flatten_action must be true for algo {algo!r}, which needs a Discrete action"
+        )
+    activation = result["algo_kwargs"].get("policy_kwargs", {}).get("activation_fn")
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(
+            f"policy_kwargs.activation_fn must be one of {list(ACTIVATIONS)}, got {activation!r}"
+        )
+    return result
+
+
+#: Keyword arguments the runner sets itself; overriding them is an error.
+_RESERVED = {"policy", "env", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model"}
+
+
+def algo_kwarg_names(algo: str) -> set[str]:
+    """Constructor keyword arguments of an algorithm that a user may set.
+
+    Read from the constructor's signature when the ``agents`` extra is installed, so every
+    documented argument of the installed stable-baselines3 version is accepted.
+    """
+    import inspect
+
+    cls = get_algo(algo).load_class()
+    names = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
+    return names - _RESERVED
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy(v) for v in value]
+    return value

@@ -1,0 +1,257 @@
+"""Trained agents as :class:`~baselines.base.Policy` objects, scored like every heuristic.
+
+:class:`AgentPolicy` wraps a stable-baselines3 model: ``act(obs, info)`` normalises the
+observation with the statistics saved with the model (``VecNormalize``, frozen) and returns
+``model.predict(obs, action_masks=info["action_mask"], deterministic=True)`` in the env's own
+action space. The evaluation harness (:func:`llmsched_env.evaluation.evaluate`) therefore runs an
+agent through exactly the code path of a baseline: a plain ``gym.make`` env, the same seeds,
+the same metrics.
+
+:class:`AgentPolicyFactory` is the picklable ``env -> Policy`` callable that the harness takes;
+it loads the model once per process.
+
+Example:
+    >>> from agents.policy import AgentPolicyFactory  # doctest: +SKIP
+    >>> from llmsched_env.evaluation import evaluate  # doctest: +SKIP
+    >>> agent = AgentPolicyFactory("runs/batch-default")  # doctest: +SKIP
+    >>> episodes, summary = evaluate([agent, "edf"], "llmsched/BatchScheduling-v0",
+    ...                              seeds=range(10_000, 10_020))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.algorithms import AlgoSpec, get_algo
+from agents.extras import require_agents_extra
+from agents.runs import ModelChoice, RunConfig, load_run_config, model_paths
+from baselines.base import Policy
+
+#: Schedules are not needed to act; replacing them avoids unpickling training-only closures.
+INFERENCE_CUSTOM_OBJECTS = {
+    "learning_rate": 0.0,
+    "lr_schedule": lambda _: 0.0,
+    "clip_range": lambda _: 0.0,
+    "exploration_schedule": lambda _: 0.0,
+}
+
+
+@dataclass(frozen=True)
+class LoadedAgent:
+    """A model ready to act.
+
+    Attributes:
+        model: The stable-baselines3 model.
+        normalizer: Frozen observation statistics, or ``None`` (no normalisation).
+        algo: The algorithm's spec.
+        config: The run configuration it was trained with.
+    """
+
+    model: Any
+    normalizer: ObsNormalizer | None
+    algo: AlgoSpec
+    config: RunConfig
+
+    @property
+    def flat_action(self) -> bool:
+        """Whether the model acts through ``FlattenAction`` (one ``Discrete`` action)."""
+        return bool(self.config.hyperparams.get("flatten_action", self.algo.flat_action))
+
+
+@dataclass(frozen=True)
+class ObsNormalizer:
+    """Frozen observation statistics of ``VecNormalize``, applied exactly as it does.
+
+    Attributes:
+        mean: Running mean of each observation entry.
+        var: Running variance of each entry.
+        clip: Normalised values are clipped to ``[-clip, clip]``.
+        epsilon: Added to the variance before the square root.
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    clip: float
+    epsilon: float
+
+    @classmethod
+    def from_vecnormalize(cls, vec_normalize: Any) -> ObsNormalizer | None:
+        """Copy the observation statistics of a ``VecNormalize`` (``None`` if it has none)."""
+        if not vec_normalize.norm_obs:
+            return None
+        rms = vec_normalize.obs_rms
+        return cls(
+            np.array(rms.mean, dtype=np.float64),
+            np.array(rms.var, dtype=np.float64),
+            float(vec_normalize.clip_obs),
+            float(vec_normalize.epsilon),
+        )
+
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        """``clip((obs - mean) / sqrt(var + epsilon))`` as float32, like ``VecNormalize``."""
+        scaled = (obs - self.mean) / np.sqrt(self.var + self.epsilon)
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+
+def load_normalizer(path: str | Path | None) -> ObsNormalizer | None:
+    """Load the observation statistics saved by ``VecNormalize.save`` (``None``: no file)."""
+    if path is None:
+        return None
+    require_agents_extra()
+    with open(path, "rb") as handle:
+        return ObsNormalizer.from_vecnormalize(pickle.load(handle))
+
+
+def load_agent(run_dir: str | Path, which: ModelChoice = "best") -> LoadedAgent:
+    """Load a run's model and observation statistics (cached per process and file version).
+
+    Args:
+        run_dir: A run directory written by :func:`agents.training.train` (or a pretrained
+            agent's directory).
+        which: ``"best"`` (validation-selected, the default) or ``"final"``.
+
+    Returns:
+        The loaded agent.
+
+    Raises:
+        ValueError: If the directory is not a run or holds no model.
+        agents.extras.AgentsExtraMissingError: If the ``agents`` extra is not installed.
+    """
+    model_path, _ = model_paths(run_dir, which)
+    stamp = os.stat(model_path).st_mtime_ns
+    return _load_agent_cached(str(Path(run_dir).resolve()), which, stamp)
+
+
+@lru_cache(maxsize=8)
+def _load_agent_cached(run_dir: str, which: ModelChoice, stamp: int) -> LoadedAgent:
+    require_agents_extra()
+    config = load_run_config(run_dir)
+    algo = get_algo(config.algo)
+    model_path, stats_path = model_paths(run_dir, which)
+    model = algo.load_class().load(
+        model_path, device="cpu", custom_objects=INFERENCE_CUSTOM_OBJECTS
+    )
+    return LoadedAgent(model, load_normalizer(stats_path), algo, config)
+
+
+class AgentPolicy(Policy):
+    """A trained model behind the :class:`~baselines.base.Policy` interface.
+
+    Args:
+        env: The env the policy acts in (a ``gym.make`` result or the bare env).
+        agent: The loaded model and its statistics (:func:`load_agent`).
+        name: Name in tables.
+
+    Raises:
+        ValueError: If the env's observation or action space differs from the model's (for
+            example an agent trained on 2 GPUs evaluated on 8).
+    """
+
+    name = "agent"
+
+    def __init__(self, env: gym.Env, agent: LoadedAgent, name: str = "agent") -> None:
+        super().__init__(env)
+        self.agent = agent
+        self.name = name
+        self.model = agent.model
+        self.algo = agent.algo
+        self.normalizer = agent.normalizer
+        self.nvec = tuple(int(n) for n in self.env.action_space.nvec)
+        expected_obs = self.model.observation_space.shape
+        if self.env.observation_space.shape != expected_obs:
+            raise ValueError(
+                f"agent {name!r} was trained on observations of shape {expected_obs}, but the env "
+                f"has shape {self.env.observation_space.shape}: evaluate it on the env "
+                f"configuration it was trained on ({agent.config.env_kwargs})"
+            )
+        recorded = agent.config.obs_names
+        if recorded and list(recorded) != [str(n) for n in self.env.obs_names]:
+            raise ValueError(
+                f"agent {name!r} was trained on a different observation layout than this env's "
+                f"(trained: {len(recorded)} entries {recorded[:3]}..., now: "
+                f"{len(self.env.obs_names)} entries); retrain it with the installed version"
+            )
+        space = self.model.action_space
+        self.flat_action = agent.flat_action
+        if self.flat_action:
+            matches = int(space.n) == int(np.prod(self.nvec))
+        else:
+            matches = tuple(int(n) for n in space.nvec) == self.nvec
+        if not matches:
+            raise ValueError(
+                f"agent {name!r} has action space {space}, which does not match the env's "
+                f"{self.env.action_space}"
+            )
+
+    @classmethod
+    def from_run(
+        cls,
+        env: gym.Env,
+        run_dir: str | Path,
+        which: ModelChoice = "best",
+        name: str = "agent",
+    ) -> AgentPolicy:
+        """Build the policy from a run directory (the model is loaded once per process)."""
+        return cls(env, load_agent(run_dir, which), name=name)
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """The model's deterministic action for ``obs``, masked by the env's masks."""
+        x = self.normalizer.normalize_obs(obs) if self.normalizer is not None else obs
+        if not self.flat_action:
+            if self.algo.masked:
+                action, _ = self.model.predict(
+                    x, action_masks=info["action_mask"], deterministic=True
+                )
+            else:
+                action, _ = self.model.predict(x, deterministic=True)
+            return np.asarray(action, dtype=np.int64)
+        mask = self.env.joint_action_mask().ravel()
+        flat = self._masked_q_argmax(x, mask) if self.algo.name == "dqn" else None
+        if flat is None:
+            if self.algo.masked:
+                flat, _ = self.model.predict(x, action_masks=mask, deterministic=True)
+            else:
+                flat, _ = self.model.predict(x, deterministic=True)
+        return np.array(np.unravel_index(int(flat), self.nvec), dtype=np.int64)
+
+    def _masked_q_argmax(self, x: np.ndarray, mask: np.ndarray) -> int:
+        """DQN's greedy action among the allowed flat actions."""
+        import torch
+
+        obs_tensor, _ = self.model.policy.obs_to_tensor(x)
+        with torch.no_grad():
+            q = self.model.q_net(obs_tensor)[0].cpu().numpy()
+        q = np.where(mask, q, -np.inf)
+        return int(np.argmax(q))
+
+
+@dataclass(frozen=True)
+class AgentPolicyFactory:
+    """A picklable ``env -> AgentPolicy`` callable for the evaluation harness.
+
+    Attributes:
+        run_dir: Run directory (or pretrained agent directory).
+        which: ``"best"`` or ``"final"`` model.
+        name: Name of the policy in tables.
+        torch_threads: Torch CPU threads set in the process that builds the policy (1 keeps
+            parallel evaluation workers from oversubscribing the CPU; ``None`` leaves it).
+    """
+
+    run_dir: str
+    which: ModelChoice = "best"
+    name: str = "agent"
+    torch_threads: int | None = 1
+
+    def __call__(self, env: gym.Env) -> AgentPolicy:
+        """Build the policy for ``env``."""
+        if self.torch_threads is not None:
+            require_agents_extra()["torch"].set_num_threads(self.torch_threads)
+        return AgentPolicy.from_run(env, self.run_dir, self.which, self.name)

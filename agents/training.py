@@ -1,0 +1,406 @@
+"""Train an agent with stable-baselines3 and write a self-describing run directory.
+
+:func:`train` starts a run, :func:`resume` continues one; both return a :class:`TrainResult`.
+The command ``llmsched train`` calls :func:`train` with its flags.
+
+Example:
+    >>> from agents.training import train  # doctest: +SKIP
+    >>> result = train("batch", scenario="batch-overload", steps=500_000,
+    ...                out="runs/batch-overload", progress_bar=True)  # doctest: +SKIP
+    >>> result.run_dir  # doctest: +SKIP
+    PosixPath('runs/batch-overload')
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from agents.algorithms import DEFAULT_ALGO, AlgoSpec, get_algo
+from agents.envs import VEC_ENV_KINDS, VecEnvKind, make_training_env
+from agents.extras import require_agents_extra
+from agents.hyperparams import resolve_hyperparams
+from agents.runs import RunConfig, load_run_config
+from agents.scenarios import ENV_IDS, get_scenario
+from agents.seeds import training_env_seeds, validation_seeds
+
+#: Default environment steps between evaluations of the callback.
+DEFAULT_EVAL_FREQ = 25_000
+#: Default number of validation seeds of the callback.
+DEFAULT_EVAL_EPISODES = 5
+#: Default environment steps between checkpoints.
+DEFAULT_CHECKPOINT_FREQ = 100_000
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training session produced.
+
+    Attributes:
+        run_dir: The run directory.
+        config: Its configuration after the session.
+        model: The trained model (final weights).
+        evaluations: The callback's validation results (one dict per evaluation).
+    """
+
+    run_dir: Path
+    config: RunConfig
+    model: Any
+    evaluations: list[dict[str, Any]]
+
+
+def resolve_env_id(env: str) -> str:
+    """Map an env kind (``"batch"``, ``"continuous"``) or a registered id to the env id.
+
+    Raises:
+        ValueError: For anything else (the message lists the kinds and ids).
+    """
+    if env in ENV_IDS:
+        return ENV_IDS[env]
+    if env in ENV_IDS.values():
+        return env
+    raise ValueError(
+        f"env must be one of {sorted(ENV_IDS)} or an env id in {sorted(ENV_IDS.values())}, "
+        f"got {env!r}"
+    )
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def train(
+    env: str = "batch",
+    *,
+    out: str | Path,
+    steps: int = 300_000,
+    algo: str = DEFAULT_ALGO,
+    scenario: str | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    n_envs: int | None = None,
+    seed: int = 0,
+    hyperparams: Mapping[str, Any] | None = None,
+    vec_env: VecEnvKind = "dummy",
+    eval_freq: int = DEFAULT_EVAL_FREQ,
+    eval_episodes: int = DEFAULT_EVAL_EPISODES,
+    checkpoint_freq: int = DEFAULT_CHECKPOINT_FREQ,
+    progress_bar: bool = False,
+    torch_threads: int = 1,
+    overwrite: bool = False,
+    command: str | None = None,
+    verbose: int = 0,
+) -> TrainResult:
+    """Train an agent and save it, with its configuration, in ``out``.
+
+    Args:
+        env: ``"batch"``, ``"continuous"`` or an env id (ignored when ``scenario`` is given).
+        out: The run directory to create.
+        steps: Environment steps to train (summed over the parallel envs), ``>= 1``.
+        algo: ``"maskable-ppo"`` (default), ``"ppo"``, ``"a2c"`` or ``"dqn"``.
+        scenario: A scenario of :data:`agents.scenarios.SCENARIOS`: its env and keyword
+            arguments (``env_kwargs`` entries override them).
+        env_kwargs: Plain env keyword arguments (numbers and names).
+        n_envs: Parallel training envs (default: the algorithm's default for the env).
+        seed: Training seed: network initialisation, action sampling and training env seeds
+            (:func:`agents.seeds.training_env_seeds`).
+        hyperparams: Overrides of the defaults of :mod:`agents.hyperparams`.
+        vec_env: ``"dummy"`` (envs stepped in this process) or ``"subproc"`` (one process each).
+        eval_freq: Steps between comparisons with the best baseline on validation seeds
+            (0 disables the evaluation callback, and no best model is kept).
+        eval_episodes: Validation episodes per comparison.
+        checkpoint_freq: Steps between checkpoints (0 disables them).
+        progress_bar: Show stable-baselines3's progress bar (tqdm and rich).
+        torch_threads: Torch CPU threads during training (restored afterwards).
+        overwrite: Allow ``out`` to exist already (its files are replaced).
+        command: The command line to record in the configuration.
+        verbose: 1 prints evaluation results and stable-baselines3's log.
+
+    Returns:
+        The run directory, configuration, model and validation results.
+
+    Raises:
+        ValueError: For a bad argument (named in the message) or an existing ``out``.
+        agents.extras.AgentsExtraMissingError: If the ``agents`` extra is not installed.
+    """
+    require_agents_extra()
+    spec = get_algo(algo)
+    kwargs: dict[str, Any] = {}
+    if scenario is not None:
+        chosen = get_scenario(scenario)
+        env_id = chosen.env_id
+        kwargs.update(chosen.env_kwargs)
+    else:
+        env_id = resolve_env_id(env)
+    kwargs.update(env_kwargs or {})
+    _check_int("steps", steps, 1)
+    _check_int("eval_freq", eval_freq, 0)
+    _check_int("eval_episodes", eval_episodes, 1)
+    _check_int("checkpoint_freq", checkpoint_freq, 0)
+    _check_int("torch_threads", torch_threads, 1)
+    if vec_env not in VEC_ENV_KINDS:
+        raise ValueError(f"vec_env must be one of {list(VEC_ENV_KINDS)}, got {vec_env!r}")
+    overrides = dict(hyperparams or {})
+    if n_envs is not None:
+        overrides["n_envs"] = _check_int("n_envs", n_envs, 1)
+    settings = resolve_hyperparams(env_id, spec.name, overrides)
+    env_config, obs_names = _describe(env_id, kwargs)
+    run_dir = Path(out)
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise ValueError(
+            f"out {str(run_dir)!r} already exists and is not empty; choose another directory, "
+            "pass overwrite=True (--overwrite), or resume it"
+        )
+    config = RunConfig(
+        env_id=env_id,
+        env_kwargs=_json_ready(kwargs),
+        algo=spec.name,
+        hyperparams=settings,
+        seed=seed,
+        training_env_seeds=training_env_seeds(seed, settings["n_envs"]),
+        validation_seeds=validation_seeds(eval_episodes),
+        vec_env=vec_env,
+        torch_threads=torch_threads,
+        scenario=scenario,
+        env_config=env_config,
+        obs_names=obs_names,
+        command=command,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("evaluations.csv", "best_model.zip", "best_vecnormalize.pkl"):
+        (run_dir / stale).unlink(missing_ok=True)
+    config.save(run_dir)
+    return _run_session(
+        run_dir,
+        config,
+        spec,
+        steps,
+        load_existing=False,
+        eval_freq=eval_freq,
+        checkpoint_freq=checkpoint_freq,
+        progress_bar=progress_bar,
+        verbose=verbose,
+    )
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    steps: int,
+    eval_freq: int = DEFAULT_EVAL_FREQ,
+    checkpoint_freq: int = DEFAULT_CHECKPOINT_FREQ,
+    progress_bar: bool = False,
+    verbose: int = 0,
+) -> TrainResult:
+    """Continue training a run from its final model and statistics.
+
+    The model, optimiser state and ``VecNormalize`` statistics are reloaded; the step counter
+    continues (``reset_num_timesteps=False``). The training envs restart from the run's
+    training env seeds; the best model and validation history are kept and extended.
+
+    Args:
+        run_dir: A run directory written by :func:`train`.
+        steps: Additional environment steps, ``>= 1``.
+        eval_freq: Steps between validation comparisons (0 disables them).
+        checkpoint_freq: Steps between checkpoints (0 disables them).
+        progress_bar: Show the progress bar.
+        verbose: 1 prints evaluation results.
+
+    Returns:
+        The run directory, updated configuration, model and this session's validation results.
+
+    Raises:
+        ValueError: If ``run_dir`` is not a run with a final model, or an argument is bad.
+    """
+    require_agents_extra()
+    _check_int("steps", steps, 1)
+    _check_int("eval_freq", eval_freq, 0)
+    _check_int("checkpoint_freq", checkpoint_freq, 0)
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    if not (run_dir / "model.zip").is_file():
+        raise ValueError(f"run_dir {str(run_dir)!r} holds no model.zip to resume from")
+    return _run_session(
+        run_dir,
+        config,
+        get_algo(config.algo),
+        steps,
+        load_existing=True,
+        eval_freq=eval_freq,
+        checkpoint_freq=checkpoint_freq,
+        progress_bar=progress_bar,
+        verbose=verbose,
+    )
+
+
+def _run_session(
+    run_dir: Path,
+    config: RunConfig,
+    spec: AlgoSpec,
+    steps: int,
+    *,
+    load_existing: bool,
+    eval_freq: int,
+    checkpoint_freq: int,
+    progress_bar: bool,
+    verbose: int,
+) -> TrainResult:
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.callbacks import BaselineEvalCallback
+    from baselines import policy_names
+
+    settings = config.hyperparams
+    algo_kwargs = dict(settings["algo_kwargs"])
+    gamma = float(algo_kwargs.get("gamma", 0.99))
+    with torch_threads(config.torch_threads):
+        venv = make_training_env(
+            config.env_id,
+            config.env_kwargs,
+            flat_action=settings["flatten_action"],
+            n_envs=settings["n_envs"],
+            first_seed=config.training_env_seeds[0],
+            vec_env=config.vec_env,  # type: ignore[arg-type]
+            normalize_obs=settings["normalize_obs"] and not load_existing,
+            normalize_reward=settings["normalize_reward"] and not load_existing,
+            gamma=gamma,
+        )
+        stats_path = run_dir / "vecnormalize.pkl"
+        if load_existing and stats_path.is_file():
+            venv = VecNormalize.load(str(stats_path), venv)
+            venv.training = True
+        cls = spec.load_class()
+        if load_existing:
+            model = cls.load(run_dir / "model.zip", env=venv, device="cpu")
+        else:
+            algo_kwargs["policy_kwargs"] = build_policy_kwargs(algo_kwargs.get("policy_kwargs"))
+            model = cls("MlpPolicy", venv, seed=config.seed, device="cpu", verbose=0, **algo_kwargs)
+        # The algorithm's seeding set env seeds seed + i; use the run's training env seeds.
+        venv.seed(config.training_env_seeds[0])
+        formats = ["csv"] + (["stdout"] if verbose else [])
+        if importlib.util.find_spec("tensorboard") is not None:
+            formats.append("tensorboard")
+        model.set_logger(configure(str(run_dir), formats))
+        callbacks: list[Any] = []
+        evaluator = None
+        if eval_freq:
+            kind = "batch" if config.env_id == ENV_IDS["batch"] else "continuous"
+            evaluator = BaselineEvalCallback(
+                config,
+                spec,
+                run_dir,
+                config.validation_seeds,
+                eval_freq,
+                baselines=policy_names(kind),
+                verbose=verbose,
+            )
+            callbacks.append(evaluator)
+        if checkpoint_freq:
+            callbacks.append(
+                CheckpointCallback(
+                    save_freq=max(checkpoint_freq // settings["n_envs"], 1),
+                    save_path=str(run_dir / "checkpoints"),
+                    name_prefix="model",
+                    save_vecnormalize=True,
+                )
+            )
+        started = time.perf_counter()
+        model.learn(
+            total_timesteps=steps,
+            callback=CallbackList(callbacks),
+            progress_bar=progress_bar,
+            reset_num_timesteps=not load_existing,
+        )
+        wall = time.perf_counter() - started
+        model.save(run_dir / "model.zip")
+        if isinstance(venv, VecNormalize):
+            venv.save(str(stats_path))
+        venv.close()
+    evaluations = evaluator.results if evaluator else []
+    session: dict[str, Any] = {
+        "steps": steps,
+        "wall_time_s": round(wall, 2),
+        "steps_per_s": round(steps / wall, 1),
+        "total_timesteps": int(model.num_timesteps),
+    }
+    if evaluator is not None and evaluator.best_baseline is not None:
+        session["best_baseline"] = evaluator.best_baseline
+        session["best_baseline_validation_return"] = evaluator.best_baseline_return
+        session["best_agent_validation_return"] = evaluator.best_agent_return
+    config = replace(
+        config,
+        total_timesteps=int(model.num_timesteps),
+        sessions=[*config.sessions, session],
+    )
+    config.save(run_dir)
+    return TrainResult(run_dir, config, model, evaluations)
+
+
+def _describe(env_id: str, env_kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Build the env once: checks its arguments and records its full configuration."""
+    import gymnasium as gym
+
+    from agents.runs import describe_env
+    from agents.scenarios import build_env_kwargs
+
+    env = gym.make(env_id, **build_env_kwargs(_json_ready(env_kwargs)))
+    try:
+        return describe_env(env)
+    finally:
+        env.close()
+
+
+def build_policy_kwargs(policy_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Turn JSON ``policy_kwargs`` into stable-baselines3's (activation name -> torch class)."""
+    import torch
+
+    kwargs = dict(policy_kwargs or {})
+    activation = kwargs.get("activation_fn")
+    if isinstance(activation, str):
+        classes: dict[str, Callable[..., Any]] = {
+            "tanh": torch.nn.Tanh,
+            "relu": torch.nn.ReLU,
+            "elu": torch.nn.ELU,
+            "leaky_relu": torch.nn.LeakyReLU,
+        }
+        kwargs["activation_fn"] = classes[activation]
+    return kwargs
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads, restoring the previous number afterwards.
+
+    One thread is the fastest setting for these small networks and makes same-seed runs
+    bit-for-bit repeatable.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _json_ready(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Check that env keyword arguments are plain JSON values (names, not objects)."""
+    import json
+
+    try:
+        return json.loads(json.dumps(dict(kwargs)))
+    except TypeError as error:
+        raise ValueError(
+            "env_kwargs must be plain JSON values (numbers, strings, lists) so the run can be "
+            "reloaded; name a workload preset or a scenario workload "
+            f"(agents.scenarios.SCENARIO_WORKLOADS) instead of passing an object ({error})"
+        ) from error

@@ -1,0 +1,186 @@
+"""Train an agent on every benchmark scenario and compare it with every baseline.
+
+Run from the repository root (needs the ``agents`` extra)::
+
+    python benchmarks/train_scenarios.py run                    # all scenarios
+    python benchmarks/train_scenarios.py run --scenarios batch-default,batch-bursty
+    python benchmarks/train_scenarios.py throughput             # env and training steps/s
+    python benchmarks/train_scenarios.py export --run runs/scenarios/batch-default \
+        --name batch-default                                    # ship as a pretrained agent
+
+``run`` does, for each scenario of :data:`agents.scenarios.SCENARIOS`, exactly what these
+commands do::
+
+    llmsched train --scenario NAME --steps STEPS --seed 0 --out runs/scenarios/NAME
+    llmsched compare --run runs/scenarios/NAME --out runs/scenarios/NAME/compare
+
+and writes ``runs/scenarios/results.md`` with one Markdown table per scenario (the tables of
+``docs/results.md``). ``throughput`` measures environment steps per second through
+stable-baselines3's ``DummyVecEnv`` and ``SubprocVecEnv`` (random masked actions), and training
+steps per second of MaskablePPO with each, for 1, 2 and 4 envs. ``export`` copies a run's
+validation-selected model, statistics and configuration into ``agents/pretrained/NAME/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from agents.compare import compare, markdown_table
+from agents.scenarios import SCENARIOS, get_scenario
+from agents.training import train
+
+
+def run(args: argparse.Namespace) -> None:
+    names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
+    root = Path(args.runs_dir)
+    sections = []
+    for name in names:
+        scenario = get_scenario(name)
+        steps = args.steps or scenario.train_steps
+        out = root / name
+        command = f"llmsched train --scenario {name} --steps {steps} --seed {args.seed} --out {out}"
+        print(command, flush=True)
+        if not args.compare_only:
+            result = train(
+                scenario=name,
+                out=out,
+                steps=steps,
+                seed=args.seed,
+                overwrite=True,
+                progress_bar=not args.quiet,
+                command=command,
+            )
+            session = result.config.sessions[-1]
+            print(f"  {session['steps_per_s']:.0f} steps/s, {session['wall_time_s']:.0f} s")
+        comparison = compare(out, n_jobs=args.jobs, out=out / "compare")
+        print(comparison.verdict(), flush=True)
+        session = comparison.config.sessions[-1]
+        sections.append(
+            f"### {name}: {scenario.description}\n\n"
+            f"`{scenario.env_id}` with `{dict(scenario.env_kwargs)}`; agent trained for "
+            f"{comparison.config.total_timesteps:,} steps "
+            f"({session['wall_time_s'] / 60:.1f} min, {session['steps_per_s']:.0f} steps/s).\n\n"
+            f"```\n{command}\nllmsched compare --run {out}\n```\n\n"
+            f"{markdown_table(comparison.summary)}\n\n{comparison.verdict()}.\n"
+        )
+    path = root / "results.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(sections), encoding="utf-8")
+    print(f"wrote {path}")
+
+
+def env_steps_per_s(vec_env: str, n_envs: int, steps: int) -> float:
+    from sb3_contrib.common.maskable.utils import get_action_masks
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    from agents.envs import env_factory
+
+    factory = env_factory("llmsched/BatchScheduling-v0", {}, flat_action=False)
+    venv = (DummyVecEnv if vec_env == "dummy" else SubprocVecEnv)([factory] * n_envs)
+    venv.seed(0)
+    venv.reset()
+    rng = np.random.default_rng(0)
+    nvec = venv.action_space.nvec
+    start = time.perf_counter()
+    for _ in range(steps // n_envs):
+        masks = get_action_masks(venv)
+        actions = []
+        for mask in masks:
+            parts = np.split(mask, np.cumsum(nvec)[:-1])
+            actions.append([rng.choice(np.flatnonzero(p)) for p in parts])
+        venv.step(np.array(actions))
+    rate = (steps // n_envs) * n_envs / (time.perf_counter() - start)
+    venv.close()
+    return rate
+
+
+def throughput(args: argparse.Namespace) -> None:
+    import tempfile
+
+    for n_envs in (1, 2, 4):
+        for vec_env in ("dummy", "subproc"):
+            env_rate = env_steps_per_s(vec_env, n_envs, args.steps)
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                train(
+                    "batch",
+                    out=tmp,
+                    steps=args.steps,
+                    n_envs=n_envs,
+                    vec_env=vec_env,  # type: ignore[arg-type]
+                    eval_freq=0,
+                    checkpoint_freq=0,
+                    overwrite=True,
+                )
+                train_rate = args.steps / (time.perf_counter() - start)
+            print(
+                f"{vec_env:8s} n_envs={n_envs}: env {env_rate:8,.0f} steps/s, "
+                f"MaskablePPO training {train_rate:6,.0f} steps/s",
+                flush=True,
+            )
+
+
+def export(args: argparse.Namespace) -> None:
+    from agents.compare import pretrained_root
+    from agents.runs import export_run, load_run_config
+
+    dest = pretrained_root() / args.name
+    written = export_run(args.run, dest, which="best")
+    config = load_run_config(args.run)
+    if not config.env_config:  # runs of older versions did not record it: record it now
+        import dataclasses
+
+        import gymnasium as gym
+
+        from agents.runs import describe_env
+        from agents.scenarios import build_env_kwargs
+
+        env_config, obs_names = describe_env(
+            gym.make(config.env_id, **build_env_kwargs(config.env_kwargs))
+        )
+        config = dataclasses.replace(config, env_config=env_config, obs_names=obs_names)
+        config.save(dest)
+    (dest / "README.md").write_text(
+        f"# Pretrained agent `{args.name}`\n\n"
+        f"{config.algo} on `{config.env_id}` with `{config.env_kwargs}`, trained for "
+        f"{config.total_timesteps:,} steps with seed {config.seed}; the model is the one with "
+        "the best validation return (seeds from 9,000). Reproduce it with:\n\n"
+        f"```\n{config.command}\npython benchmarks/train_scenarios.py export --run "
+        f"{args.run} --name {args.name}\n```\n\nand compare it with every baseline with "
+        f"`llmsched compare --pretrained {args.name}`.\n",
+        encoding="utf-8",
+    )
+    size = sum(p.stat().st_size for p in dest.iterdir())
+    print(f"wrote {[p.name for p in written]} and README.md to {dest} ({size / 1024:.0f} KiB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train and compare on each scenario")
+    r.add_argument("--scenarios", default="all", help="'all' or comma-separated names")
+    r.add_argument("--steps", type=int, help="training steps (default: the scenario's budget)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--runs-dir", default="runs/scenarios")
+    r.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
+    r.add_argument("--compare-only", action="store_true", help="reuse existing runs")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=run)
+    t = sub.add_parser("throughput", help="env and training steps/s per VecEnv kind")
+    t.add_argument("--steps", type=int, default=20_000)
+    t.set_defaults(func=throughput)
+    e = sub.add_parser("export", help="copy a run into agents/pretrained/NAME")
+    e.add_argument("--run", required=True, help="the run directory")
+    e.add_argument("--name", required=True, help="name of the pretrained agent")
+    e.set_defaults(func=export)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

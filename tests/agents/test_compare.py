@@ -1,0 +1,202 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.compare import (
+    AGENT_NAME,
+    compare,
+    markdown_table,
+    paired_difference,
+    pretrained_dir,
+    pretrained_names,
+)
+from llmsched_env.cli import main
+
+
+def test_paired_difference_is_per_seed():
+    episodes = pd.DataFrame(
+        {
+            "policy": ["a", "a", "a", "b", "b", "b"],
+            "seed": [1, 2, 3, 1, 2, 3],
+            "return": [10.0, 20.0, 30.0, 9.0, 21.0, 27.0],
+        }
+    )
+    result = paired_difference(episodes, "a", "b")
+    assert result["mean"] == pytest.approx(1.0)
+    assert result["wins"] == 2 and result["n"] == 3
+    with pytest.raises(ValueError, match="policy 'c' has no episodes"):
+        paired_difference(episodes, "a", "c")
+
+
+def test_compare_scores_agent_and_baselines_on_common_seeds(tiny_run, tmp_path):
+    result = compare(
+        tiny_run.run_dir,
+        n_seeds=2,
+        first_seed=10_005,
+        policies=["random", "edf"],
+        out=tmp_path / "cmp",
+    )
+    assert set(result.summary["policy"]) == {AGENT_NAME, "random", "edf"}
+    assert result.seeds == [10_005, 10_006]
+    assert sorted(result.episodes["seed"].unique()) == [10_005, 10_006]
+    assert result.best_baseline in {"random", "edf"}
+    assert "vs best baseline" in result.verdict()
+    written = {p.name for p in (tmp_path / "cmp").iterdir()}
+    assert {"episodes.csv", "summary.csv"} <= written
+    table = markdown_table(result.summary)
+    assert f"| **{AGENT_NAME}** |" in table and "±" in table
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "give exactly one of run_dir and pretrained"),
+        ({"first_seed": 9_000}, "first must be an integer >= 10000"),
+        ({"policies": ["fifo"]}, r"policies \['fifo'\] are not baselines of 'batch'"),
+        ({"which": "last"}, "which must be one of"),
+    ],
+)
+def test_compare_rejects_bad_arguments(tiny_run, kwargs, match):
+    options = {"n_seeds": 1}
+    if kwargs:
+        options["run_dir"] = tiny_run.run_dir
+    options.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        compare(**options)
+
+
+def test_unknown_pretrained_name_lists_the_shipped_ones():
+    with pytest.raises(ValueError, match="unknown pretrained agent 'nope'"):
+        pretrained_dir("nope")
+
+
+def test_cli_train_then_compare(tmp_path, capsys):
+    out = tmp_path / "run"
+    hyper = json.dumps({"n_steps": 32, "batch_size": 32, "n_epochs": 1})
+    code = main(
+        [
+            "train",
+            "--workload",
+            "demo2",
+            "--arrival-rate",
+            "4",
+            "--n-requests",
+            "30",
+            "--steps",
+            "64",
+            "--n-envs",
+            "2",
+            "--hyperparams",
+            hyper,
+            "--eval-freq",
+            "0",
+            "--checkpoint-freq",
+            "0",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    assert "trained maskable-ppo on llmsched/BatchScheduling-v0" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["env_kwargs"] == {"workload": "demo2", "arrival_rate": 4.0, "n_requests": 30}
+    assert config["command"].startswith("llmsched ")
+    assert config["seed"] == 1 and config["training_env_seeds"] == [2, 3]
+    code = main(
+        [
+            "train",
+            "--resume",
+            str(out),
+            "--steps",
+            "32",
+            "--eval-freq",
+            "0",
+            "--checkpoint-freq",
+            "0",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    code = main(["compare", "--run", str(out), "--seeds", "2", "--policies", "random", "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "agent" in printed and "random" in printed and "paired difference" in printed
+    assert (out / "compare" / "summary.csv").is_file()
+
+
+def test_cli_train_errors_are_reported_without_traceback(tmp_path, capsys):
+    code = main(["train", "--algo", "ppo2", "--out", str(tmp_path / "x"), "--quiet"])
+    assert code == 2
+    assert "unknown algorithm 'ppo2'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", pretrained_names())
+def test_pretrained_agent_loads_and_acts_with_installed_versions(name):
+    import gymnasium as gym
+
+    from agents.policy import AgentPolicy, load_agent
+    from agents.runs import env_config_changes
+    from agents.scenarios import build_env_kwargs
+
+    directory = pretrained_dir(name)
+    agent = load_agent(directory)
+    config = agent.config
+    env = gym.make(config.env_id, **build_env_kwargs(config.env_kwargs))
+    # Env defaults or observation layout changed since training: retrain and re-export it.
+    assert env_config_changes(config, env) == {}
+    assert config.obs_names == list(env.unwrapped.obs_names)
+    policy = AgentPolicy(env, agent)
+    obs, info = env.reset(seed=10_000)
+    for _ in range(5):
+        action = policy.act(obs, info)
+        assert env.action_space.contains(action)
+        assert info["action_mask"][action[0]]  # a bin the mask allows (never a forbidden one)
+        obs, _, terminated, truncated, info = env.step(action)
+        assert not info["invalid_action"]
+        if terminated or truncated:
+            break
+    assert np.isfinite(obs).all()
+
+
+def test_a_default_batch_pretrained_agent_is_shipped():
+    assert "batch-default" in pretrained_names()
+
+
+def test_changed_env_defaults_are_reported(tiny_run):
+    import dataclasses
+
+    import gymnasium as gym
+
+    from agents.runs import env_config_changes
+
+    config = tiny_run.config
+    assert config.env_config["workload"] == "demo2" and config.env_config["sla"] > 0
+    env = gym.make(config.env_id, **config.env_kwargs)
+    assert env_config_changes(config, env) == {}
+    old = dataclasses.replace(config, env_config={**config.env_config, "sla": 99.0})
+    assert env_config_changes(old, env) == {"sla": (99.0, env.unwrapped.config.sla)}
+    with pytest.warns(UserWarning, match="sla: 99.0 ->"):
+        from agents.compare import _warn_on_env_changes
+
+        _warn_on_env_changes(old)
+
+
+def test_agent_refuses_a_different_observation_layout(tiny_run):
+    import dataclasses
+
+    import gymnasium as gym
+
+    from agents.policy import AgentPolicy, load_agent
+
+    agent = load_agent(tiny_run.run_dir)
+    names = list(agent.config.obs_names)
+    names[0] = "bin0/something_else"
+    moved = dataclasses.replace(agent, config=dataclasses.replace(agent.config, obs_names=names))
+    env = gym.make(agent.config.env_id, **agent.config.env_kwargs)
+    with pytest.raises(ValueError, match="different observation layout"):
+        AgentPolicy(env, moved)

@@ -1,0 +1,49 @@
+import pytest
+
+from agents.algorithms import ALGOS
+from agents.hyperparams import HYPERPARAMS, default_hyperparams, resolve_hyperparams
+
+ENV_IDS = sorted(HYPERPARAMS)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_every_env_and_algo_has_defaults_the_algorithm_accepts(env_id, algo):
+    settings = resolve_hyperparams(env_id, algo)
+    assert settings["n_envs"] >= 1
+    assert settings["flatten_action"] == ALGOS[algo].flat_action
+    assert "policy_kwargs" in settings["algo_kwargs"]
+    resolve_hyperparams(env_id, algo, settings["algo_kwargs"])  # every default key is accepted
+
+
+def test_overrides_merge_over_defaults_without_mutating_them():
+    env_id = "llmsched/BatchScheduling-v0"
+    before = dict(default_hyperparams(env_id, "maskable-ppo").algo_kwargs)
+    settings = resolve_hyperparams(
+        env_id, "maskable-ppo", {"gamma": 0.9, "policy_kwargs": {"net_arch": [32]}}
+    )
+    assert settings["algo_kwargs"]["gamma"] == 0.9
+    assert settings["algo_kwargs"]["policy_kwargs"] == {"net_arch": [32], "activation_fn": "tanh"}
+    assert dict(default_hyperparams(env_id, "maskable-ppo").algo_kwargs) == before
+
+
+@pytest.mark.parametrize(
+    ("algo", "overrides", "match"),
+    [
+        ("maskable-ppo", {"n_step": 8}, r"unknown hyperparameter 'n_step'.*'n_steps'"),
+        ("maskable-ppo", {"seed": 1}, "unknown hyperparameter 'seed'"),
+        ("ppo", {"n_envs": 0}, "n_envs must be an integer >= 1, got 0"),
+        ("ppo", {"normalize_obs": "yes"}, "normalize_obs must be true or false"),
+        ("dqn", {"flatten_action": False}, "flatten_action must be true for algo 'dqn'"),
+        ("a2c", {"policy_kwargs": {"activation_fn": "gelu"}}, "activation_fn must be one of"),
+        ("sac", {}, "unknown algorithm 'sac'"),
+    ],
+)
+def test_bad_overrides_raise_value_error(algo, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_hyperparams("llmsched/BatchScheduling-v0", algo, overrides)
+
+
+def test_unknown_env_id_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown env id 'llmsched/Batch-v0'"):
+        default_hyperparams("llmsched/Batch-v0", "ppo")

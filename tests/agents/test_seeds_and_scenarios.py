@@ -1,0 +1,85 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents.scenarios import (
+    BURSTY_CV,
+    SCENARIO_WORKLOADS,
+    SCENARIOS,
+    build_env_kwargs,
+    get_scenario,
+    scenario_workload,
+)
+from agents.seeds import (
+    EVAL_SEED_START,
+    TRAIN_SEED_LIMIT,
+    VALIDATION_SEED_START,
+    evaluation_seeds,
+    training_env_seeds,
+    validation_seeds,
+)
+
+
+@pytest.mark.parametrize("n_envs", [1, 2, 4, 8, 16])
+def test_training_seeds_of_different_runs_are_disjoint_and_below_the_limit(n_envs):
+    largest = TRAIN_SEED_LIMIT // n_envs - 1
+    seen: set[int] = set()
+    for seed in (0, 1, 2, largest):
+        seeds = training_env_seeds(seed, n_envs)
+        assert len(seeds) == n_envs and seen.isdisjoint(seeds)
+        assert all(0 <= s < TRAIN_SEED_LIMIT for s in seeds)
+        seen.update(seeds)
+    with pytest.raises(ValueError, match=rf"seed must be an integer in \[0, {largest}\]"):
+        training_env_seeds(largest + 1, n_envs)
+
+
+def test_seed_ranges_do_not_overlap():
+    assert TRAIN_SEED_LIMIT <= VALIDATION_SEED_START < EVAL_SEED_START
+    validation = validation_seeds(1000)
+    assert validation[0] == VALIDATION_SEED_START and validation[-1] < EVAL_SEED_START
+    assert evaluation_seeds() == list(range(10_000, 10_020))
+    with pytest.raises(ValueError, match="first must be an integer >= 10000"):
+        evaluation_seeds(5, first=9_999)
+    with pytest.raises(ValueError, match=r"n must be an integer in \[1, 1000\]"):
+        validation_seeds(1001)
+    with pytest.raises(ValueError, match="n_envs must be an integer >= 1"):
+        training_env_seeds(0, 0)
+
+
+def test_scenarios_cover_defaults_bursty_and_multi_gpu():
+    assert dict(get_scenario("batch-default").env_kwargs) == {}
+    assert dict(get_scenario("continuous-default").env_kwargs) == {}
+    assert any(s.env_kwargs.get("n_gpus", 1) > 2 for s in SCENARIOS.values())
+    bursty = [s for s in SCENARIOS.values() if s.env_kwargs.get("workload") in SCENARIO_WORKLOADS]
+    assert {s.env for s in bursty} >= {"batch"}
+    assert all(s.train_steps <= 500_000 for s in SCENARIOS.values() if s.env == "batch")
+    with pytest.raises(ValueError, match="Did you mean 'batch-bursty'"):
+        get_scenario("batch-burst")
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_scenario_builds_its_env(name):
+    scenario = get_scenario(name)
+    kwargs = scenario.make_env_kwargs()
+    kwargs["n_requests"] = 50
+    env = gym.make(scenario.env_id, **kwargs)
+    obs, _ = env.reset(seed=EVAL_SEED_START)
+    assert env.observation_space.contains(obs)
+
+
+def test_bursty_workload_has_gamma_gaps_with_the_documented_cv():
+    source = scenario_workload("azure-conv-bursty")
+    workload = source.sample(200_000, np.random.default_rng(0))
+    gaps = np.diff(workload.arrival_s)
+    assert gaps.std() / gaps.mean() == pytest.approx(BURSTY_CV, rel=0.05)
+    assert BURSTY_CV >= 3
+    assert scenario_workload("azure-conv-bursty") is source  # built once
+
+
+def test_build_env_kwargs_replaces_only_scenario_workloads():
+    assert build_env_kwargs({"workload": "demo2", "load": 1.2}) == {
+        "workload": "demo2",
+        "load": 1.2,
+    }
+    built = build_env_kwargs({"workload": "azure-conv-bursty"})
+    assert built["workload"] is scenario_workload("azure-conv-bursty")

@@ -1,0 +1,185 @@
+import json
+
+import numpy as np
+import pytest
+
+from agents.algorithms import ALGOS
+from agents.policy import AgentPolicy, AgentPolicyFactory, load_agent
+from agents.runs import load_run_config
+from agents.seeds import TRAIN_SEED_LIMIT
+from agents.training import resume, train
+from llmsched_env.evaluation import evaluate
+from tests.agents.conftest import TINY_ENVS, tiny_train
+
+ENV_IDS = {"batch": "llmsched/BatchScheduling-v0", "continuous": "llmsched/ContinuousBatching-v0"}
+
+
+@pytest.mark.parametrize("env", ["batch", "continuous"])
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_smoke_training_every_algo_on_both_envs(tmp_path, env, algo):
+    result = tiny_train(tmp_path / "run", env=env, algo=algo)
+    assert result.model.num_timesteps >= 256
+    assert (tmp_path / "run" / "model.zip").is_file()
+    assert (tmp_path / "run" / "vecnormalize.pkl").is_file()
+    config = load_run_config(tmp_path / "run")
+    assert config.env_id == ENV_IDS[env] and config.algo == algo
+    # The saved agent acts in a plain env through the evaluation harness.
+    factory = AgentPolicyFactory(str(tmp_path / "run"))
+    episodes, _ = evaluate([factory], ENV_IDS[env], TINY_ENVS[env], [10_000], names=["agent"])
+    assert episodes["terminated"].all()
+    if ALGOS[algo].masked or ALGOS[algo].flat_action:
+        assert episodes["invalid_actions"].sum() == 0  # masks (or masked Q-values) respected
+
+
+def test_run_directory_holds_full_configuration(tiny_run):
+    run_dir = tiny_run.run_dir
+    config = json.loads((run_dir / "config.json").read_text())
+    for key in (
+        "env_id",
+        "env_kwargs",
+        "algo",
+        "hyperparams",
+        "seed",
+        "training_env_seeds",
+        "validation_seeds",
+        "versions",
+        "sessions",
+        "total_timesteps",
+    ):
+        assert key in config
+    assert config["hyperparams"]["algo_kwargs"]["n_steps"] == 64
+    assert set(config["versions"]) >= {"stable-baselines3", "sb3-contrib", "torch", "gymnasium"}
+    assert config["sessions"][0]["steps_per_s"] > 0
+    for name in (
+        "model.zip",
+        "vecnormalize.pkl",
+        "best_model.zip",
+        "best_vecnormalize.pkl",
+        "evaluations.csv",
+        "progress.csv",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "checkpoints").glob("model_*_steps.zip"))
+
+
+def test_seed_ranges_are_disjoint(tiny_run):
+    config = tiny_run.config
+    assert all(0 <= s < TRAIN_SEED_LIMIT for s in config.training_env_seeds)
+    assert all(TRAIN_SEED_LIMIT <= s < 10_000 for s in config.validation_seeds)
+
+
+def test_callback_compares_with_best_baseline(tiny_run):
+    evaluations = tiny_run.evaluations
+    assert [e["timesteps"] for e in evaluations][:2] == [128, 256]
+    assert evaluations[0]["best_baseline"]  # a registered baseline name
+    best = max(e["agent_return"] for e in evaluations)
+    assert tiny_run.config.sessions[0]["best_agent_validation_return"] == best
+
+
+def test_save_load_round_trip_gives_identical_actions(tiny_run):
+    import gymnasium as gym
+
+    from agents.policy import LoadedAgent, load_normalizer
+
+    run_dir = tiny_run.run_dir
+    in_memory = LoadedAgent(
+        tiny_run.model,
+        load_normalizer(run_dir / "vecnormalize.pkl"),
+        ALGOS["maskable-ppo"],
+        tiny_run.config,
+    )
+    env = gym.make(ENV_IDS["batch"], **TINY_ENVS["batch"])
+    before = AgentPolicy(env, in_memory)
+    after = AgentPolicy.from_run(env, run_dir, which="final")
+    assert after.agent is load_agent(run_dir, "final")  # cached per process
+    obs, info = env.reset(seed=10_000)
+    steps = 0
+    while True:
+        a, b = before.act(obs, info), after.act(obs, info)
+        np.testing.assert_array_equal(a, b)
+        obs, _, terminated, truncated, info = env.step(a)
+        steps += 1
+        if terminated or truncated:
+            break
+    assert steps > 3
+
+
+def test_evaluation_is_deterministic_and_independent_of_workers(tiny_run):
+    factory = AgentPolicyFactory(str(tiny_run.run_dir))
+    args = ([factory, "random"], ENV_IDS["batch"], TINY_ENVS["batch"], [10_000, 10_001])
+    first, _ = evaluate(*args, names=["agent", "random"])
+    second, _ = evaluate(*args, names=["agent", "random"])
+    parallel, _ = evaluate(*args, names=["agent", "random"], n_jobs=2)
+    columns = ["policy", "seed", "return", "steps", "sla_attainment"]
+    assert first[columns].equals(second[columns])
+    assert first[columns].equals(parallel[columns])
+
+
+def test_same_seed_runs_are_identical(tmp_path):
+    import gymnasium as gym
+
+    runs = [tiny_train(tmp_path / f"run{i}", seed=3) for i in range(2)]
+    env = gym.make(ENV_IDS["batch"], **TINY_ENVS["batch"])
+    policies = [AgentPolicy.from_run(env, r.run_dir, which="final") for r in runs]
+    obs, info = env.reset(seed=10_000)
+    while True:
+        actions = [p.act(obs, info) for p in policies]
+        np.testing.assert_array_equal(*actions)
+        obs, _, terminated, truncated, info = env.step(actions[0])
+        if terminated or truncated:
+            break
+    params = [r.model.policy.state_dict() for r in runs]
+    for key in params[0]:
+        assert params[0][key].equal(params[1][key]), key
+
+
+def test_resume_continues_step_count_and_history(tmp_path):
+    first = tiny_train(tmp_path / "run", steps=128)
+    again = resume(first.run_dir, steps=128, eval_freq=0, checkpoint_freq=0)
+    assert again.config.total_timesteps == 256
+    assert [s["steps"] for s in again.config.sessions] == [128, 128]
+    assert again.config.training_env_seeds == first.config.training_env_seeds
+
+
+def test_scenario_sets_env_and_kwargs(tmp_path):
+    result = tiny_train(
+        tmp_path / "run", steps=64, scenario="batch-bursty", env_kwargs={"n_requests": 40}
+    )
+    config = result.config
+    assert config.scenario == "batch-bursty"
+    assert config.env_kwargs["workload"] == "azure-conv-bursty"
+    assert config.env_kwargs["n_requests"] == 40
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"algo": "sac"}, "unknown algorithm 'sac'"),
+        ({"steps": 0}, "steps must be an integer >= 1, got 0"),
+        ({"env": "atari"}, "env must be one of"),
+        ({"seed": 5000}, r"seed must be an integer in \[0, 2249\]"),
+        ({"hyperparams": {"learning_rat": 1e-3}}, "unknown hyperparameter 'learning_rat'"),
+        ({"vec_env": "ray"}, "vec_env must be one of"),
+        ({"env_kwargs": {"workload": object()}}, "env_kwargs must be plain JSON values"),
+        ({"scenario": "batch-defualt"}, "Did you mean 'batch-default'"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(tmp_path, kwargs, match):
+    options = {"out": tmp_path / "run", "steps": 64, "eval_freq": 0, "checkpoint_freq": 0}
+    options.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        train(**options)
+
+
+def test_existing_run_directory_is_not_overwritten(tiny_run):
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        train("batch", out=tiny_run.run_dir, steps=64)
+
+
+def test_maskable_ppo_through_flatten_action_uses_exact_joint_masks(tmp_path):
+    hyper = {"n_steps": 64, "batch_size": 64, "n_epochs": 2, "n_envs": 2, "flatten_action": True}
+    result = tiny_train(tmp_path / "run", hyperparams=hyper)
+    assert result.model.action_space.n == 5 * 7
+    factory = AgentPolicyFactory(str(tmp_path / "run"))
+    episodes, _ = evaluate([factory], ENV_IDS["batch"], TINY_ENVS["batch"], [10_000, 10_001])
+    assert episodes["invalid_actions"].sum() == 0
