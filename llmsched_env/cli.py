@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -250,7 +251,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 progress_bar=not args.quiet,
                 torch_threads=args.threads,
                 overwrite=args.overwrite,
-                command=" ".join(["llmsched", *sys.argv[1:]]),
+                command=shlex.join(["llmsched", *args.argv]),
                 verbose=int(args.verbose),
             )
     except AgentsExtraMissingError as error:
@@ -397,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmsched`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded with trained runs, so that a run says how it was made
     try:
         return int(args.func(args) or 0)
     except ValueError as error:  # bad configuration values: a clear message, no traceback
