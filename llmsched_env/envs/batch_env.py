@@ -11,7 +11,7 @@ from gymnasium import spaces
 from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch
 from llmsched_env.config import BatchEnvConfig
 from llmsched_env.envs.batch_observation import BatchObservation, feature_bounds, feature_names
-from llmsched_env.envs.common import InvalidActionError, parse_action
+from llmsched_env.envs.common import InvalidActionError, episode_workload, parse_action
 from llmsched_env.envs.rendering import bars_image
 from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.latency import make_batch_latency, make_kv_memory
@@ -276,7 +276,9 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         """Start an episode; see the class docstring's Starting State."""
         super().reset(seed=seed)
         cfg = self.config
-        workload = self._episode_workload(options or {})
+        workload = episode_workload(
+            self.source, cfg.n_requests, self.np_random, self.arrival_rate_rps, options or {}
+        )
         bins = np.searchsorted(self.bin_edges, workload.predicted_output_tokens, side="right")
         self.server = BatchServer(
             workload,
@@ -325,26 +327,6 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             arrival_rate_rps=self.arrival_rate_rps,
         )
         return self._observe(), info
-
-    def _episode_workload(self, options: dict[str, Any]) -> Workload:
-        unknown = set(options) - {"start", "workload"}
-        if unknown:
-            raise ValueError(
-                f"unknown reset options {sorted(unknown)}; expected 'start' or 'workload'"
-            )
-        if "workload" in options:
-            workload = options["workload"]
-            if not isinstance(workload, Workload):
-                raise ValueError(
-                    f"options['workload'] must be a Workload, got {type(workload).__name__}"
-                )
-            return workload
-        return self.source.sample(
-            self.config.n_requests,
-            self.np_random,
-            arrival_rate_rps=self.arrival_rate_rps,
-            start=options.get("start"),
-        )
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Carry out one scheduling decision and advance to the next one."""

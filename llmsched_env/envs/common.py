@@ -1,10 +1,12 @@
-"""Action checking shared by the environments."""
+"""Action checking and episode set-up shared by the environments."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+
+from llmsched_env.workload import Workload, WorkloadSource
 
 
 class InvalidActionError(ValueError):
@@ -48,3 +50,38 @@ def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:
                 f"[0, {n - 1}], got {v}"
             )
     return tuple(values)
+
+
+def episode_workload(
+    source: WorkloadSource,
+    n_requests: int,
+    rng: np.random.Generator,
+    arrival_rate_rps: float,
+    options: dict[str, Any],
+) -> Workload:
+    """The requests of a new episode, as ``reset(options=...)`` asks for them.
+
+    Args:
+        source: The env's workload source.
+        n_requests: Requests per episode.
+        rng: The env's random generator (seeded by ``reset``).
+        arrival_rate_rps: Arrival rate to scale the source to.
+        options: ``reset`` options: ``{"start": i}`` replays the source's window at index ``i``;
+            ``{"workload": w}`` serves the given :class:`Workload`.
+
+    Raises:
+        ValueError: For an unknown option or a ``workload`` option that is not a ``Workload``.
+    """
+    unknown = set(options) - {"start", "workload"}
+    if unknown:
+        raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'start' or 'workload'")
+    if "workload" in options:
+        workload = options["workload"]
+        if not isinstance(workload, Workload):
+            raise ValueError(
+                f"options['workload'] must be a Workload, got {type(workload).__name__}"
+            )
+        return workload
+    return source.sample(
+        n_requests, rng, arrival_rate_rps=arrival_rate_rps, start=options.get("start")
+    )

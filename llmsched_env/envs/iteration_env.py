@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from llmsched_env.capacity import iteration_capacity_rps
 from llmsched_env.config import ContinuousEnvConfig
-from llmsched_env.envs.common import InvalidActionError, parse_action
+from llmsched_env.envs.common import InvalidActionError, episode_workload, parse_action
 from llmsched_env.envs.iteration_observation import (
     IterationObservation,
     feature_bounds,
@@ -23,7 +23,7 @@ from llmsched_env.latency import make_iteration_latency, make_kv_memory
 from llmsched_env.metrics import SLATargets
 from llmsched_env.registry import resolve
 from llmsched_env.sim.iteration_server import IterationServer
-from llmsched_env.workload import Workload, make_workload_source
+from llmsched_env.workload import make_workload_source
 
 
 class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -259,7 +259,9 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         """Start an episode; see the class docstring's Starting State."""
         super().reset(seed=seed)
         cfg = self.config
-        workload = self._episode_workload(options or {})
+        workload = episode_workload(
+            self.source, cfg.n_requests, self.np_random, self.arrival_rate_rps, options or {}
+        )
         self.server = IterationServer(
             workload,
             n_gpus=cfg.n_gpus,
@@ -302,26 +304,6 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
             arrival_rate_rps=self.arrival_rate_rps,
         )
         return self._observe(), info
-
-    def _episode_workload(self, options: dict[str, Any]) -> Workload:
-        unknown = set(options) - {"start", "workload"}
-        if unknown:
-            raise ValueError(
-                f"unknown reset options {sorted(unknown)}; expected 'start' or 'workload'"
-            )
-        if "workload" in options:
-            workload = options["workload"]
-            if not isinstance(workload, Workload):
-                raise ValueError(
-                    f"options['workload'] must be a Workload, got {type(workload).__name__}"
-                )
-            return workload
-        return self.source.sample(
-            self.config.n_requests,
-            self.np_random,
-            arrival_rate_rps=self.arrival_rate_rps,
-            start=options.get("start"),
-        )
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Form the deciding GPU's next iteration and advance to the next decision."""
