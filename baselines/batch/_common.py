@@ -21,30 +21,6 @@ WAIT = 0
 """Component 0 of the action: idle the deciding GPU until the next arrival or batch end."""
 
 
-def check_int(owner: str, name: str, value: Any, low: int, high: int | None = None) -> int:
-    """Return ``value`` if it is an integer in ``[low, high]``, else raise ``ValueError``.
-
-    Args:
-        owner: The class whose argument is checked, for the message.
-        name: The argument's name.
-        value: The value given.
-        low: Smallest allowed value.
-        high: Largest allowed value (``None``: no upper bound).
-
-    Returns:
-        The value as an ``int``.
-
-    Raises:
-        ValueError: If the value is not an integer in range; the message names the argument,
-            the value and the allowed range.
-    """
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{owner}: {name} must be an integer {bound}, got {value!r}")
-    return int(value)
-
-
 def check_positive(owner: str, name: str, value: Any, *, at_most: float | None = None) -> float:
     """Return ``value`` if it is a finite number > 0 (and <= ``at_most``), else raise.
 

@@ -36,10 +36,10 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
+from baselines._checks import check_int
 from baselines.batch._common import (
     BatchPolicy,
     check_choice,
-    check_int,
     check_positive,
     make_action,
     oldest_bin,

@@ -12,7 +12,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.batch._common import BatchPolicy, check_int, make_action
+from baselines._checks import check_int
+from baselines.batch._common import BatchPolicy, make_action
 
 
 class _BinScorer(BatchPolicy):

@@ -7,7 +7,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.continuous._common import ContinuousPolicy, check_int
+from baselines._checks import check_int
+from baselines.continuous._common import ContinuousPolicy
 
 
 class RandomValid(ContinuousPolicy):
