@@ -118,13 +118,13 @@ class BatchServer(Engine):
         self.head = offsets[:-1].tolist()
         self.tail = offsets[:-1].tolist()
         self._queue_of = np.where(too_large, -1, queue_of).tolist()
+        self._admissible = (~too_large).tolist()
         self._reject_reason = np.where(
             too_large, RejectReason.EXCEEDS_KV_CAPACITY, RejectReason.NONE
         ).astype(np.int8)
         self.n_waiting = 0
         self.deadline_s = deadline_s
         self._deadline = (workload.arrival_s + deadline_s).tolist() if deadline_s else None
-        self._deadline_ptr = 0
         self.n_on_time = 0
         self.n_late = 0
         self.on_time_output_tokens = 0
@@ -251,21 +251,10 @@ class BatchServer(Engine):
         )
 
     def _on_time_passed(self, t: float) -> None:
-        deadline = self._deadline
-        if deadline is None:
-            return
-        ptr = self._deadline_ptr
-        n = self.n_requests
-        if ptr >= n or deadline[ptr] > t:
-            return
-        completion = self.records.completion_s
-        reason = self.records.reject_reason
-        while ptr < n and deadline[ptr] <= t:
-            # A request still waiting has completion nan: "not (nan <= d)" counts it late.
-            if reason[ptr] == 0 and not completion[ptr] <= deadline[ptr]:
-                self.n_late += 1
-            ptr += 1
-        self._deadline_ptr = ptr
+        if self._deadline is not None:
+            self.n_late += self._deadlines_missed_until(
+                t, self._deadline, self.records.completion_s, self._admissible
+            )
 
     @property
     def sla_misses(self) -> int:

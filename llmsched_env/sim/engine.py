@@ -70,6 +70,7 @@ class Engine:
         self._arrival = workload.arrival_s.tolist()
         self._gpu_events: list[tuple[float, int]] = []
         self._deferred: set[int] = set()
+        self._deadline_ptr = 0
         self.decision_gpu = -1
 
     # ------------------------------------------------------------------ the decision loop
@@ -203,6 +204,26 @@ class Engine:
             self.n_arrived += 1
             self._on_arrival(index)
         self._on_time_passed(t)
+
+    def _deadlines_missed_until(
+        self, t: float, deadline: list[float], met_s: np.ndarray, eligible: list[bool]
+    ) -> int:
+        """Move past the deadlines at or before ``t``; count those that passed unmet.
+
+        Deadlines follow arrival order (one target for every request), so one pointer suffices.
+        A request met its deadline if ``met_s`` (its completion or first-token time) is at or
+        before it; ``nan`` (not yet) counts as missed. Ineligible (rejected) requests are skipped:
+        they were counted at rejection.
+        """
+        ptr = self._deadline_ptr
+        n = self.n_requests
+        missed = 0
+        while ptr < n and deadline[ptr] <= t:
+            if eligible[ptr] and not met_s[ptr] <= deadline[ptr]:
+                missed += 1
+            ptr += 1
+        self._deadline_ptr = ptr
+        return missed
 
     # ------------------------------------------------------------------ subclass hooks
     def _find_decision_gpu(self) -> int:

@@ -130,7 +130,6 @@ class IterationServer(Engine):
         self._ttft_deadline = (
             (workload.arrival_s + ttft_deadline_s).tolist() if ttft_deadline_s else None
         )
-        self._deadline_ptr = 0
 
         g = self.n_gpus
         self.running: list[np.ndarray] = [_EMPTY] * g
@@ -361,20 +360,10 @@ class IterationServer(Engine):
             self.on_time_output_tokens += self._output[index]
 
     def _on_time_passed(self, t: float) -> None:
-        deadline = self._ttft_deadline
-        if deadline is None:
-            return
-        ptr = self._deadline_ptr
-        n = self.n_requests
-        if ptr >= n or deadline[ptr] > t:
-            return
-        first = self.records.first_token_s
-        admissible = self._admissible
-        while ptr < n and deadline[ptr] <= t:
-            if admissible[ptr] and not first[ptr] <= deadline[ptr]:
-                self.n_ttft_misses += 1
-            ptr += 1
-        self._deadline_ptr = ptr
+        if self._ttft_deadline is not None:
+            self.n_ttft_misses += self._deadlines_missed_until(
+                t, self._ttft_deadline, self.records.first_token_s, self._admissible
+            )
 
     def prefill_remaining_tokens(self, gpu: int) -> int:
         """Prompt tokens still to prefill of the prompts ``gpu`` has started."""
