@@ -3,9 +3,11 @@
 :data:`HYPERPARAMS` is keyed by env id, then algorithm name; each entry is a
 :class:`TrainingDefaults`: the number of parallel envs, whether observations and rewards are
 normalised with ``VecNormalize``, and the keyword arguments of the algorithm's constructor.
-``policy_kwargs`` use plain values (``activation_fn`` is a name from :data:`ACTIVATIONS`), so a
-run's configuration stays JSON. Command-line or API overrides are merged over these defaults
-by :func:`resolve_hyperparams`, which rejects unknown keys.
+``policy_kwargs`` use plain values (``activation_fn`` is a name from :data:`ACTIVATIONS`), and
+``learning_rate`` or ``clip_range`` may be ``"lin_<value>"`` (rl-zoo3's notation: decay linearly
+from ``value`` to 0 over the training session), so a run's configuration stays JSON.
+Command-line or API overrides are merged over these defaults by :func:`resolve_hyperparams`,
+which rejects unknown keys.
 
 Why these values (measured on the scenarios of :mod:`agents.scenarios`; see ``docs/results.md``):
 
@@ -177,6 +179,9 @@ HYPERPARAMS: dict[str, dict[str, TrainingDefaults]] = {
     "llmsched/ContinuousBatching-v0": _CONTINUOUS,
 }
 
+#: Algorithm arguments that may be a linear schedule, written ``"lin_<start value>"``.
+SCHEDULE_KEYS = ("learning_rate", "clip_range")
+
 #: Keys of an override that set :class:`TrainingDefaults` fields rather than algorithm kwargs.
 SETTINGS_KEYS = ("n_envs", "normalize_obs", "normalize_reward", "flatten_action")
 
@@ -252,6 +257,10 @@ def resolve_hyperparams(
         raise ValueError(
             f"flatten_action must be true for algo {algo!r}, which needs a Discrete action"
         )
+    for key in SCHEDULE_KEYS:
+        value = result["algo_kwargs"].get(key)
+        if isinstance(value, str):
+            parse_schedule(key, value)
     activation = result["algo_kwargs"].get("policy_kwargs", {}).get("activation_fn")
     if activation is not None and activation not in ACTIVATIONS:
         raise ValueError(
@@ -275,6 +284,29 @@ def algo_kwarg_names(algo: str) -> set[str]:
     cls = get_algo(algo).load_class()
     names = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
     return names - _RESERVED
+
+
+def parse_schedule(key: str, value: str) -> float:
+    """The start value of a ``"lin_<value>"`` schedule.
+
+    Raises:
+        ValueError: If ``value`` is not ``"lin_"`` followed by a positive number.
+
+    Example:
+        >>> parse_schedule("learning_rate", "lin_3e-4")
+        0.0003
+    """
+    number = value.removeprefix("lin_") if value.startswith("lin_") else None
+    try:
+        start = float(number) if number is not None else -1.0
+    except ValueError:
+        start = -1.0
+    if not start > 0:
+        raise ValueError(
+            f"{key} must be a positive number or 'lin_<positive number>' (linear decay to 0), "
+            f"got {value!r}"
+        )
+    return start
 
 
 def _copy(value: Any) -> Any:

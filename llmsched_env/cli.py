@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--eval-freq", type=int, default=25_000, help="steps between validations (0: none)"
     )
-    tr.add_argument("--eval-episodes", type=int, default=5, help="validation seeds")
+    tr.add_argument("--eval-episodes", type=int, help="validation seeds (default 20 or 5)")
     tr.add_argument(
         "--checkpoint-freq", type=int, default=100_000, help="steps between checkpoints (0: none)"
     )

@@ -37,6 +37,9 @@ def test_overrides_merge_over_defaults_without_mutating_them():
         ("dqn", {"flatten_action": False}, "flatten_action must be true for algo 'dqn'"),
         ("a2c", {"policy_kwargs": {"activation_fn": "gelu"}}, "activation_fn must be one of"),
         ("sac", {}, "unknown algorithm 'sac'"),
+        ("ppo", {"learning_rate": "lin_x"}, r"learning_rate must be .*got 'lin_x'"),
+        ("ppo", {"clip_range": "exp_0.2"}, r"clip_range must be .*got 'exp_0.2'"),
+        ("ppo", {"learning_rate": "lin_-1"}, r"learning_rate must be .*got 'lin_-1'"),
     ],
 )
 def test_bad_overrides_raise_value_error(algo, overrides, match):

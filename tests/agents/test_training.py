@@ -9,7 +9,7 @@ from agents.runs import load_run_config
 from agents.seeds import TRAIN_SEED_LIMIT
 from agents.training import resume, train
 from llmsched_env.evaluation import evaluate
-from tests.agents.conftest import TINY_ENVS, tiny_train
+from tests.agents.conftest import TINY_ENVS, TINY_HYPERPARAMS, tiny_train
 
 ENV_IDS = {"batch": "llmsched/BatchScheduling-v0", "continuous": "llmsched/ContinuousBatching-v0"}
 
@@ -183,3 +183,15 @@ def test_maskable_ppo_through_flatten_action_uses_exact_joint_masks(tmp_path):
     factory = AgentPolicyFactory(str(tmp_path / "run"))
     episodes, _ = evaluate([factory], ENV_IDS["batch"], TINY_ENVS["batch"], [10_000, 10_001])
     assert episodes["invalid_actions"].sum() == 0
+
+
+def test_linear_schedule_decays_learning_rate_to_zero(tmp_path):
+    result = tiny_train(
+        tmp_path / "lin",
+        hyperparams={**TINY_HYPERPARAMS["maskable-ppo"], "learning_rate": "lin_1e-3"},
+    )
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["hyperparams"]["algo_kwargs"]["learning_rate"] == "lin_1e-3"
+    model = result.model
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3)
+    assert model.lr_schedule(0.0) == pytest.approx(0.0)
