@@ -12,6 +12,7 @@ from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch
 from llmsched_env.config import BatchEnvConfig
 from llmsched_env.envs.batch_observation import BatchObservation, feature_bounds, feature_names
 from llmsched_env.envs.common import InvalidActionError, episode_workload, parse_action
+from llmsched_env.envs.queue_snapshot import QueueSnapshot, read_only
 from llmsched_env.envs.rendering import bars_image
 from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.latency import make_batch_latency, make_kv_memory
@@ -138,16 +139,18 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Information
 
-    Every ``info`` holds ``time_s`` (simulated time), ``gpu`` (the deciding GPU), per bin (tuples
-    of arrays, oldest request first) ``queues`` (request indices), ``queue_arrival_s``,
-    ``queue_predicted_output_tokens`` and ``queue_prompt_tokens``; ``gpu_busy_until_s`` (per
-    GPU), ``finished_batches`` (``FinishedBatch`` records of the batches that ended since the
-    previous step: size, service time, longest lengths), ``action_mask`` (the per-component
-    masks), ``invalid_action`` and ``applied_action`` (the action actually carried out). Every
-    array is a fresh copy. ``reset`` adds ``batch_sizes``, ``bin_edges``, ``sla_s``,
-    ``kv_capacity_tokens``, ``capacity_rps`` and ``arrival_rate_rps``. At the end of an episode
-    (termination or truncation), ``info["episode_metrics"]`` holds the metrics summary of
-    :func:`llmsched_env.metrics.summarize`.
+    Every ``info`` holds ``time_s`` (simulated time), ``gpu`` (the deciding GPU), per bin
+    (``QueueSnapshot`` sequences of read-only arrays, one per bin, oldest request first)
+    ``queues`` (request indices), ``queue_arrival_s``, ``queue_predicted_output_tokens`` and
+    ``queue_prompt_tokens``; ``gpu_busy_until_s`` (per GPU), ``finished_batches``
+    (``FinishedBatch`` records of the batches that ended since the previous step: size, service
+    time, longest lengths), ``action_mask`` (the per-component masks), ``invalid_action`` and
+    ``applied_action`` (the action actually carried out). Writable arrays are fresh copies; the
+    queue snapshots are views of per-episode arrays that never change, so an ``info`` kept from
+    an earlier step keeps showing that step's queues. ``reset`` adds ``batch_sizes``,
+    ``bin_edges``, ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and ``arrival_rate_rps``.
+    At the end of an episode (termination or truncation), ``info["episode_metrics"]`` holds the
+    metrics summary of :func:`llmsched_env.metrics.summarize`.
 
     ## Arguments
 
@@ -259,7 +262,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._observer: BatchObservation | None = None
         self._steps = 0
         self._episode_over = False
-        self._empty = {"i": np.zeros(0, dtype=np.int64), "f": np.zeros(0)}
+        self._queue_columns: tuple[np.ndarray, ...] = ()
 
     def _bin_service_estimates(self, calibration: Workload) -> np.ndarray:
         """Estimated service time of a full batch of each bin (its upper length, mean prompt)."""
@@ -302,13 +305,15 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             bin_service_s=self.bin_service_s,
             capacity_rps=self.capacity_rps,
         )
-        w = workload
         order = self.server.order
-        self._queue_views = (
-            order,
-            w.arrival_s[order],
-            w.predicted_output_tokens[order],
-            w.prompt_tokens[order],
+        self._queue_columns = tuple(
+            read_only(values)
+            for values in (
+                order.copy(),
+                workload.arrival_s[order],
+                workload.predicted_output_tokens[order],
+                workload.prompt_tokens[order],
+            )
         )
         if not self.server.advance():
             raise ValueError(
@@ -440,6 +445,12 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             lines.append(f"  gpu {g}: {state}{marker}")
         return "\n".join(lines) + "\n"
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled or deep-copied env; copies of arrays come back writable."""
+        self.__dict__.update(state)
+        for values in self._queue_columns:
+            read_only(values)
+
     # ------------------------------------------------------------------ helpers
     def _observe(self) -> np.ndarray:
         self._observer.update_rates()
@@ -449,20 +460,16 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         s = self.server
         finished = s.finished_batches
         s.finished_batches = []
-        columns: list[list[np.ndarray]] = [[], [], [], []]
-        for h, t in zip(s.head, s.tail):
-            for column, values in zip(columns, self._queue_views):
-                # Copies, so that no two infos share memory; empty bins share empty arrays,
-                # which hold no memory.
-                column.append(values[h:t].copy() if t > h else self._empty[values.dtype.kind])
+        heads, tails = tuple(s.head), tuple(s.tail)
+        ids, arrival, predicted, prompt = self._queue_columns
         self._mask = self._compute_mask()
         return {
             "time_s": s.now,
             "gpu": s.decision_gpu,
-            "queues": tuple(columns[0]),
-            "queue_arrival_s": tuple(columns[1]),
-            "queue_predicted_output_tokens": tuple(columns[2]),
-            "queue_prompt_tokens": tuple(columns[3]),
+            "queues": QueueSnapshot(ids, heads, tails),
+            "queue_arrival_s": QueueSnapshot(arrival, heads, tails),
+            "queue_predicted_output_tokens": QueueSnapshot(predicted, heads, tails),
+            "queue_prompt_tokens": QueueSnapshot(prompt, heads, tails),
             "gpu_busy_until_s": np.array(s.busy_until()),
             "finished_batches": finished,
             "action_mask": self._mask.copy(),

@@ -1,0 +1,100 @@
+"""Per-bin contents of the waiting queues at one decision, without copying them.
+
+``BatchScheduling-v0`` reports in every ``info`` what waits in each bin (request indices,
+arrival times, predicted output lengths, prompt lengths). Copying four arrays per bin at every
+step costs more than the rest of the observation, and most consumers (an RL agent, a vector env)
+never read them. A :class:`QueueSnapshot` instead holds a reference to one read-only,
+per-episode array (the attribute of every request, bins one after another in arrival order) and
+the bounds of each bin's waiting part at the decision. Because that array never changes during
+the episode, a snapshot kept from an earlier step still shows that step's queues, and no two
+steps' infos can alter each other: item ``j`` is a read-only view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+import numpy as np
+
+
+def read_only(values: np.ndarray) -> np.ndarray:
+    """``values`` with writing disabled (in place), for use as a snapshot's backing array."""
+    values.flags.writeable = False
+    return values
+
+
+class QueueSnapshot(Sequence[np.ndarray]):
+    """One attribute of the waiting requests of every bin, oldest first, as read-only views.
+
+    A sequence of ``n_bins`` arrays, like a tuple: ``snapshot[j]``, ``len(snapshot)``,
+    iteration, ``np.concatenate(snapshot)``. It is immutable, so copying it returns itself;
+    pickling it (for example to send an ``info`` between processes) stores only the waiting
+    entries.
+
+    Args:
+        values: The attribute of every queued request of the episode, in queue order (bin after
+            bin, oldest first); it must be read-only (see :func:`read_only`).
+        heads: Position in ``values`` of the oldest waiting request of each bin.
+        tails: Position one past the newest waiting request of each bin.
+
+    Example:
+        >>> values = read_only(np.array([10, 11, 12, 20, 21]))
+        >>> snapshot = QueueSnapshot(values, (1, 3), (3, 5))
+        >>> [a.tolist() for a in snapshot]
+        [[11, 12], [20, 21]]
+    """
+
+    __slots__ = ("_heads", "_tails", "_values")
+
+    def __init__(self, values: np.ndarray, heads: Sequence[int], tails: Sequence[int]) -> None:
+        if values.flags.writeable:
+            raise ValueError("QueueSnapshot needs a read-only array (see read_only())")
+        self._values = values
+        self._heads = tuple(heads)
+        self._tails = tuple(tails)
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[np.ndarray]) -> QueueSnapshot:
+        """A snapshot whose bins hold copies of ``arrays``."""
+        values = read_only(np.concatenate([np.asarray(a) for a in arrays]))
+        bounds = np.cumsum([0, *(len(a) for a in arrays)]).tolist()
+        return cls(values, bounds[:-1], bounds[1:])
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[np.ndarray, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | tuple[np.ndarray, ...]:
+        if isinstance(index, slice):
+            return tuple(self[j] for j in range(*index.indices(len(self))))
+        return self._values[self._heads[index] : self._tails[index]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        values = self._values
+        for h, t in zip(self._heads, self._tails):
+            yield values[h:t]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QueueSnapshot):
+            return NotImplemented
+        return len(self) == len(other) and all(np.array_equal(a, b) for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]  (equality is by content)
+
+    def __copy__(self) -> QueueSnapshot:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> QueueSnapshot:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (QueueSnapshot.from_arrays, (tuple(self),))
+
+    def __repr__(self) -> str:
+        return f"QueueSnapshot({[a.tolist() for a in self]!r})"

@@ -1,0 +1,54 @@
+import copy
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from llmsched_env.envs.queue_snapshot import QueueSnapshot, read_only
+
+
+def test_behaves_like_a_tuple_of_read_only_arrays():
+    snapshot = QueueSnapshot(read_only(np.arange(10)), (0, 4, 4), (2, 4, 7))
+    assert len(snapshot) == 3
+    assert [a.tolist() for a in snapshot] == [[0, 1], [], [4, 5, 6]]
+    assert snapshot[-1].tolist() == [4, 5, 6]
+    assert [a.tolist() for a in snapshot[1:]] == [[], [4, 5, 6]]
+    assert np.concatenate(snapshot).tolist() == [0, 1, 4, 5, 6]
+    with pytest.raises(ValueError, match="read-only"):
+        snapshot[0][0] = 99
+    with pytest.raises(IndexError):
+        snapshot[3]
+
+
+def test_needs_a_read_only_array():
+    with pytest.raises(ValueError, match="read-only array"):
+        QueueSnapshot(np.arange(3), (0,), (3,))
+
+
+def test_copies_are_itself_and_pickling_keeps_only_the_waiting_entries():
+    snapshot = QueueSnapshot(read_only(np.arange(1000.0)), (10, 500), (12, 501))
+    assert copy.copy(snapshot) is snapshot and copy.deepcopy(snapshot) is snapshot
+    restored = pickle.loads(pickle.dumps(snapshot))
+    assert restored == snapshot
+    assert len(pickle.dumps(snapshot)) < 1000
+    assert snapshot != QueueSnapshot.from_arrays([np.array([10.0, 11.0]), np.array([0.0])])
+
+
+def test_an_info_kept_from_an_earlier_step_still_shows_that_steps_queues():
+    env = gym.make("llmsched/BatchScheduling-v0", workload="demo2", arrival_rate=8.0, n_requests=60)
+    _, info = env.reset(seed=3)
+    kept = [info]
+    frozen = [[a.copy() for a in info["queues"]]]
+    for _ in range(10):
+        _, _, terminated, _, info = env.step(np.array([1, 0]))
+        kept.append(info)
+        frozen.append([a.copy() for a in info["queues"]])
+        if terminated:
+            break
+    for info, expected in zip(kept, frozen):
+        assert [a.tolist() for a in info["queues"]] == [a.tolist() for a in expected]
+    arrival = env.unwrapped.server.workload.arrival_s
+    for info in kept:
+        for ids, times in zip(info["queues"], info["queue_arrival_s"]):
+            assert np.array_equal(arrival[ids], times)
