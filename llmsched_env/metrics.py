@@ -19,14 +19,16 @@ GPUs over the whole run ``[0, end_s]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from llmsched_env.sim.records import STATUS_NAMES
-
+#: The states a request ends a run in; ``status`` columns hold indices into this tuple (see
+#: :mod:`llmsched_env.sim.records`).
+STATUS_NAMES = ("not_arrived", "in_system", "completed", "rejected")
 PERCENTILES = (50, 95, 99)
 _NUMERIC_COLUMNS = ("arrival_s", "start_s", "first_token_s", "completion_s", "output_tokens")
 #: Reported only by servers that resolve individual token times (the iteration level).
@@ -57,6 +59,33 @@ class SLATargets:
                 )
 
 
+def percentiles(values: np.ndarray, ps: tuple[float, ...]) -> list[float]:
+    """``np.percentile(values, ps)`` (its default ``"linear"`` method), bit for bit, but faster.
+
+    NumPy's general implementation costs tens of microseconds per call in argument handling,
+    which dominated the metrics of an episode. This sorts once and interpolates like NumPy does:
+    virtual index ``(n - 1) * p / 100``, and ``a + (b - a) * g`` below ``g = 0.5`` but
+    ``b - (b - a) * (1 - g)`` from it. ``values`` must be non-empty and free of nan.
+
+    Example:
+        >>> percentiles(np.array([1.0, 2.0, 3.0, 4.0]), (50, 95))
+        [2.5, 3.8499999999999996]
+    """
+    ordered = np.sort(values).tolist()
+    last = len(ordered) - 1
+    result = []
+    for p in ps:
+        virtual = last * (p / 100)
+        if virtual >= last:
+            result.append(ordered[last])
+            continue
+        below = math.floor(virtual)
+        g = virtual - below
+        a, b = ordered[below], ordered[below + 1]
+        result.append(a + (b - a) * g if g < 0.5 else b - (b - a) * (1 - g))
+    return result
+
+
 def _describe(prefix: str, values: np.ndarray, out: dict[str, float]) -> None:
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -65,7 +94,7 @@ def _describe(prefix: str, values: np.ndarray, out: dict[str, float]) -> None:
             out[f"{prefix}_p{p}"] = float("nan")
         return
     out[f"{prefix}_mean"] = float(values.mean())
-    for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES)):
+    for p, v in zip(PERCENTILES, percentiles(values, PERCENTILES)):
         out[f"{prefix}_p{p}"] = float(v)
 
 

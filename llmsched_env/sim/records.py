@@ -15,6 +15,7 @@ from enum import IntEnum
 import numpy as np
 import pandas as pd
 
+from llmsched_env.metrics import STATUS_NAMES
 from llmsched_env.workload import Workload
 
 
@@ -27,9 +28,6 @@ class RejectReason(IntEnum):
     """Its prompt plus output tokens need more KV memory than one GPU has."""
     PROMPT_EXCEEDS_TOKEN_BUDGET = 2
     """Its prompt is longer than the per-iteration token budget and chunked prefill is off."""
-
-
-STATUS_NAMES = ("not_arrived", "in_system", "completed", "rejected")
 
 
 class RequestRecords:
