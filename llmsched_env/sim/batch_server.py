@@ -10,19 +10,23 @@ arrival with :attr:`RejectReason.EXCEEDS_KV_CAPACITY`.
 Waiting requests sit in FIFO queues (the environment's bins; one queue by default). A request's
 queue is fixed when the server is built, so each queue is a contiguous slice of one precomputed
 index array and its state is two integers, its head and tail: arrivals move the tail, dispatches
-move the head.
+move the head. A batch is therefore a range of positions in that array, and the server keeps
+per-request values and event times by position, so that a dispatch or a completion costs a few
+slices and binary searches whatever the batch size; :attr:`BatchServer.records` presents them in
+request order.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 import numpy as np
 
 from llmsched_env.latency import BatchLatencyModel
 from llmsched_env.sim.engine import Engine
-from llmsched_env.sim.records import RejectReason
+from llmsched_env.sim.records import RejectReason, RequestRecords
 from llmsched_env.workload import Workload
 
 
@@ -96,7 +100,7 @@ class BatchServer(Engine):
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive or None, got {deadline_s!r}")
         n = len(workload)
-        self.records.tracks_token_gaps = False  # static batches do not resolve token times
+        self._records.tracks_token_gaps = False  # static batches do not resolve token times
         self.latency = latency
         self.kv_capacity_tokens = int(kv_capacity_tokens)
         self.kv_need = workload.prompt_tokens + workload.output_tokens
@@ -111,27 +115,55 @@ class BatchServer(Engine):
             raise ValueError(f"queue_of has index {queue_of.max()} >= n_queues={self.n_queues}")
         queued = np.flatnonzero(~too_large)
         counts = np.bincount(queue_of[queued], minlength=self.n_queues)
-        #: Request indices grouped by queue, in arrival order within each queue.
+        #: Request indices grouped by queue, in arrival order within each queue. A request's
+        #: place in this array is its *position*; each queue is a contiguous range of positions.
         self.order = queued[np.argsort(queue_of[queued], kind="stable")]
         offsets = np.concatenate([[0], np.cumsum(counts)])
         self.queue_start = offsets[:-1].copy()
         self.head = offsets[:-1].tolist()
         self.tail = offsets[:-1].tolist()
-        self._queue_of = np.where(too_large, -1, queue_of).tolist()
-        self._admissible = (~too_large).tolist()
-        self._reject_reason = np.where(
-            too_large, RejectReason.EXCEEDS_KV_CAPACITY, RejectReason.NONE
-        ).astype(np.int8)
+        # Per queue, the request indices it holds in arrival order: how many of them have
+        # arrived before index i is one binary search, so arrivals are admitted in bulk.
+        self._queue_members = [
+            self.order[a:b].tolist() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())
+        ]
+        self._rejected_indices = np.flatnonzero(too_large).tolist()
         self.n_waiting = 0
         self.deadline_s = deadline_s
         self._deadline = (workload.arrival_s + deadline_s).tolist() if deadline_s else None
+        # Per-position values (Python lists and prefix sums), so that a dispatch or a completion
+        # reads slices and binary searches instead of gathering by request index.
+        order = self.order
+        self._pos_prompt = workload.prompt_tokens[order]
+        self._pos_output = workload.output_tokens[order]
+        self._pos_output_list = self._pos_output.tolist()
+        self._pos_total_list = (self._pos_prompt + self._pos_output).tolist()
+        self._pos_kv_cumsum = np.concatenate([[0], np.cumsum(self.kv_need[order])]).tolist()
+        self._pos_output_cumsum = np.concatenate([[0], np.cumsum(self._pos_output)]).tolist()
+        self._pos_deadline = (
+            (workload.arrival_s + deadline_s)[order].tolist() if deadline_s else None
+        )
+        # Event times and states by position, written with slices (a batch is a range of
+        # positions); :attr:`records` scatters them into request order when read.
+        n_queued = len(order)
+        self._pos_start = np.full(n_queued, np.nan)
+        self._pos_first_token = np.full(n_queued, np.nan)
+        self._pos_completion = np.full(n_queued, np.nan)
+        self._pos_gpu = np.full(n_queued, -1, dtype=np.int32)
+        self._pos_batch = np.full(n_queued, -1, dtype=np.int64)
+        self._pos_completed = np.zeros(n_queued, dtype=bool)
+        self._records_stale = False
+        position = np.full(n, -1, dtype=np.int64)
+        position[order] = np.arange(n_queued)
+        #: Each request's position (-1: rejected), for the deadline scan.
+        self._position = position.tolist()
         self.n_on_time = 0
         self.n_late = 0
         self.on_time_output_tokens = 0
         self.batches: list[tuple[int, float, float, int]] = []
         self.finished_batches: list[FinishedBatch] = []
-        self._running: list[np.ndarray | None] = [None] * self.n_gpus
-        self._running_queue = [-1] * self.n_gpus
+        #: Per GPU, the running batch as ``(queue, first position, end position)`` or ``None``.
+        self._running: list[tuple[int, int, int] | None] = [None] * self.n_gpus
 
     # ------------------------------------------------------------------ decisions
     def queue_lengths(self) -> list[int]:
@@ -147,9 +179,15 @@ class BatchServer(Engine):
     def fitting_count(self, queue: int, max_count: int) -> int:
         """How many of the oldest ``max_count`` requests of ``queue`` fit together in KV memory."""
         head = self.head[queue]
-        ids = self.order[head : min(head + max_count, self.tail[queue])]
-        cumulative = np.cumsum(self.kv_need[ids])
-        return int(np.searchsorted(cumulative, self.kv_capacity_tokens, side="right"))
+        return self._fitting_end(head, min(head + max_count, self.tail[queue])) - head
+
+    def _fitting_end(self, head: int, end: int) -> int:
+        """The largest ``k <= end`` such that positions ``head .. k - 1`` fit in KV memory."""
+        kv = self._pos_kv_cumsum
+        limit = kv[head] + self.kv_capacity_tokens
+        if kv[end] <= limit:
+            return end
+        return bisect_right(kv, limit, head, end + 1) - 1
 
     def dispatch(self, queue: int, max_count: int) -> int:
         """Serve the oldest requests of ``queue`` as one batch on the deciding GPU.
@@ -174,29 +212,23 @@ class BatchServer(Engine):
         head, tail = self.head[queue], self.tail[queue]
         if head == tail:
             raise ValueError(f"queue {queue} is empty")
-        ids = self.order[head : min(head + max_count, tail)]
-        if ids.size > 1:
-            cumulative = np.cumsum(self.kv_need[ids])
-            if cumulative[-1] > self.kv_capacity_tokens:
-                fit = int(np.searchsorted(cumulative, self.kv_capacity_tokens, side="right"))
-                ids = ids[:fit]
-        size = ids.size
-        w = self.workload
+        # A single request always fits: larger ones were rejected at arrival.
+        stop = max(self._fitting_end(head, min(head + max_count, tail)), head + 1)
+        size = stop - head
         service_s, first_token_s = self.latency.batch_timing(
-            w.prompt_tokens[ids], w.output_tokens[ids], self.rng
+            self._pos_prompt[head:stop], self._pos_output[head:stop], self.rng
         )
-        records = self.records
         now = self.now
         end = self._start_work(gpu, service_s)
-        records.start_s[ids] = now
-        records.first_token_s[ids] = now + first_token_s
-        records.completion_s[ids] = end
-        records.gpu[ids] = gpu
-        records.batch[ids] = len(self.batches)
+        self._pos_start[head:stop] = now
+        self._pos_first_token[head:stop] = now + first_token_s
+        self._pos_completion[head:stop] = end
+        self._pos_gpu[head:stop] = gpu
+        self._pos_batch[head:stop] = len(self.batches)
+        self._records_stale = True
         self.batches.append((gpu, now, service_s, size))
-        self._running[gpu] = ids
-        self._running_queue[gpu] = queue
-        self.head[queue] = head + size
+        self._running[gpu] = (queue, head, stop)
+        self.head[queue] = stop
         self.n_waiting -= size
         return size
 
@@ -211,55 +243,87 @@ class BatchServer(Engine):
                 return gpu
         return -1
 
-    def _on_arrival(self, index: int) -> None:
-        queue = self._queue_of[index]
-        if queue >= 0:
-            self.tail[queue] += 1
-            self.n_waiting += 1
-        else:
-            self.records.reject_reason[index] = self._reject_reason[index]
+    def _on_arrivals(self, lo: int, hi: int) -> None:
+        """Admit requests ``lo .. hi - 1``: move each queue's tail past its arrived members."""
+        self.n_arrived = hi
+        waiting = 0
+        for queue, members in enumerate(self._queue_members):
+            start = self.queue_start[queue]
+            tail = self.tail[queue]
+            # Fast exit for queues whose next member has not arrived yet.
+            if tail - start < len(members) and members[tail - start] < hi:
+                new_tail = start + bisect_left(members, hi, tail - start)
+                waiting += new_tail - tail
+                self.tail[queue] = new_tail
+        self.n_waiting += waiting
+        rejected = self._rejected_indices
+        first = bisect_left(rejected, lo)
+        last = bisect_left(rejected, hi, first)
+        for index in rejected[first:last]:
+            self._records.reject_reason[index] = RejectReason.EXCEEDS_KV_CAPACITY
             self.n_rejected += 1
             if self._deadline is not None:
                 self.n_late += 1
 
     def _on_work_done(self, gpu: int) -> None:
-        ids = self._running[gpu]
+        queue, head, stop = self._running[gpu]
         self._running[gpu] = None
-        records = self.records
-        w = self.workload
-        records.completed[ids] = True
-        outputs = w.output_tokens[ids]
-        records.tokens_generated[ids] = outputs
-        self.n_completed += ids.size
-        if self._deadline is not None:
-            on_time = records.completion_s[ids] <= w.arrival_s[ids] + self.deadline_s
-            self.n_on_time += int(np.count_nonzero(on_time))
-            self.on_time_output_tokens += int(outputs[on_time].sum())
-        _, start_s, service_s, size = self.batches[int(records.batch[ids[0]])]
-        totals = w.prompt_tokens[ids] + outputs
+        self._pos_completed[head:stop] = True
+        self._records_stale = True
+        self.n_completed += stop - head
+        output_cumsum = self._pos_output_cumsum
+        if self._pos_deadline is not None:
+            # Members complete together and their deadlines ascend along the queue, so the
+            # on-time members are a suffix of the batch.
+            end = self.gpu_free_at[gpu]
+            first_on_time = bisect_left(self._pos_deadline, end, head, stop)
+            self.n_on_time += stop - first_on_time
+            self.on_time_output_tokens += output_cumsum[stop] - output_cumsum[first_on_time]
+        _, start_s, service_s, size = self.batches[int(self._pos_batch[head])]
         self.finished_batches.append(
             FinishedBatch(
                 gpu=gpu,
-                queue=self._running_queue[gpu],
+                queue=queue,
                 size=size,
                 start_s=start_s,
                 service_s=service_s,
-                max_total_tokens=int(totals.max()),
-                max_output_tokens=int(outputs.max()),
-                output_tokens=int(outputs.sum()),
+                max_total_tokens=max(self._pos_total_list[head:stop]),
+                max_output_tokens=max(self._pos_output_list[head:stop]),
+                output_tokens=output_cumsum[stop] - output_cumsum[head],
             )
         )
 
     def _on_time_passed(self, t: float) -> None:
         if self._deadline is not None:
             self.n_late += self._deadlines_missed_until(
-                t, self._deadline, self.records.completion_s, self._admissible
+                t, self._deadline, self._pos_completion, self._position
             )
+
+    @property
+    def records(self) -> RequestRecords:
+        """Per-request event times and states of the run so far (in request order)."""
+        records = self._records
+        if self._records_stale:
+            order = self.order
+            records.start_s[order] = self._pos_start
+            records.first_token_s[order] = self._pos_first_token
+            records.completion_s[order] = self._pos_completion
+            records.gpu[order] = self._pos_gpu
+            records.batch[order] = self._pos_batch
+            records.completed[order] = self._pos_completed
+            records.tokens_generated[order] = np.where(self._pos_completed, self._pos_output, 0)
+            self._records_stale = False
+        return records
 
     @property
     def sla_misses(self) -> int:
         """Deadlines that passed unfinished, plus rejections, so far."""
         return self.n_late
+
+    @property
+    def n_running(self) -> int:
+        """Requests in the batches that GPUs are running now."""
+        return sum(run[2] - run[1] for run in self._running if run is not None)
 
     def mean_batch_size(self) -> float:
         """Mean size of the batches dispatched so far (nan before the first)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -57,7 +57,7 @@ class Engine:
         self.workload = workload
         self.n_gpus = int(n_gpus)
         self.rng = rng
-        self.records = RequestRecords(workload)
+        self._records = RequestRecords(workload)
         self.now = 0.0
         self.n_requests = len(workload)
         self.n_arrived = 0
@@ -72,6 +72,11 @@ class Engine:
         self._deferred: set[int] = set()
         self._deadline_ptr = 0
         self.decision_gpu = -1
+
+    @property
+    def records(self) -> RequestRecords:
+        """Per-request event times and states of the run so far."""
+        return self._records
 
     # ------------------------------------------------------------------ the decision loop
     def advance(self) -> bool:
@@ -184,9 +189,7 @@ class Engine:
         if hi == lo:
             return
         self.in_system_integral -= math.fsum(self._arrival[lo:hi]) - (hi - lo) * self.now
-        for index in range(lo, hi):
-            self.n_arrived = index + 1
-            self._on_arrival(index)
+        self._on_arrivals(lo, hi)
 
     def _advance_to(self, t: float) -> None:
         """Move the clock to ``t`` and process every event due at or before ``t``."""
@@ -198,28 +201,27 @@ class Engine:
             _, gpu = heapq.heappop(events)
             self.gpu_busy[gpu] = False
             self._on_work_done(gpu)
-        arrival = self._arrival
-        while self.n_arrived < self.n_requests and arrival[self.n_arrived] <= t:
-            index = self.n_arrived
-            self.n_arrived += 1
-            self._on_arrival(index)
+        lo = self.n_arrived
+        if lo < self.n_requests and self._arrival[lo] <= t:
+            self._on_arrivals(lo, bisect_right(self._arrival, t, lo))
         self._on_time_passed(t)
 
     def _deadlines_missed_until(
-        self, t: float, deadline: list[float], met_s: np.ndarray, eligible: list[bool]
+        self, t: float, deadline: list[float], met_s: np.ndarray, slot: list[int]
     ) -> int:
         """Move past the deadlines at or before ``t``; count those that passed unmet.
 
         Deadlines follow arrival order (one target for every request), so one pointer suffices.
-        A request met its deadline if ``met_s`` (its completion or first-token time) is at or
-        before it; ``nan`` (not yet) counts as missed. Ineligible (rejected) requests are skipped:
-        they were counted at rejection.
+        Request ``i`` met its deadline if ``met_s[slot[i]]`` (its completion or first-token
+        time) is at or before it; ``nan`` (not yet) counts as missed. Requests whose slot is
+        negative (rejected) are skipped: they were counted at rejection.
         """
         ptr = self._deadline_ptr
         n = self.n_requests
         missed = 0
         while ptr < n and deadline[ptr] <= t:
-            if eligible[ptr] and not met_s[ptr] <= deadline[ptr]:
+            i = slot[ptr]
+            if i >= 0 and not met_s[i] <= deadline[ptr]:
                 missed += 1
             ptr += 1
         self._deadline_ptr = ptr
@@ -237,6 +239,16 @@ class Engine:
     def _on_arrival(self, index: int) -> None:
         """Admit (or reject) request ``index``, which arrives now."""
         raise NotImplementedError
+
+    def _on_arrivals(self, lo: int, hi: int) -> None:
+        """Admit (or reject) requests ``lo .. hi - 1`` in arrival order; they arrive now.
+
+        Sets :attr:`n_arrived` to ``hi``. The default calls :meth:`_on_arrival` for each, with
+        ``n_arrived`` counting it; a server may override this to admit them in bulk.
+        """
+        for index in range(lo, hi):
+            self.n_arrived = index + 1
+            self._on_arrival(index)
 
     def _on_time_passed(self, t: float) -> None:
         """Process deadlines that passed at or before ``t``."""

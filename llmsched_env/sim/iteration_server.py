@@ -114,6 +114,10 @@ class IterationServer(Engine):
         reason[self.kv_need > self.kv_capacity_tokens] = RejectReason.EXCEEDS_KV_CAPACITY
         self._reject_reason = reason
         self._admissible = (reason == RejectReason.NONE).tolist()
+        #: Index of each request's times for the deadline scan (-1: rejected, never scanned).
+        self._deadline_slot = np.where(
+            reason == RejectReason.NONE, np.arange(len(workload)), -1
+        ).tolist()
         #: Admissible request indices in arrival order: the global waiting queue is
         #: ``queue_order[queue_head:queue_tail]``.
         self.queue_order = np.flatnonzero(reason == RejectReason.NONE)
@@ -362,7 +366,7 @@ class IterationServer(Engine):
     def _on_time_passed(self, t: float) -> None:
         if self._ttft_deadline is not None:
             self.n_ttft_misses += self._deadlines_missed_until(
-                t, self._ttft_deadline, self.records.first_token_s, self._admissible
+                t, self._ttft_deadline, self.records.first_token_s, self._deadline_slot
             )
 
     def prefill_remaining_tokens(self, gpu: int) -> int:

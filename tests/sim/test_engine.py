@@ -12,7 +12,7 @@ from tests.conftest import random_workload
 
 def check_batch_accounting(s: BatchServer) -> None:
     waiting = sum(s.queue_lengths())
-    running = sum(r.size for r in s._running if r is not None)
+    running = s.n_running
     assert waiting == s.n_waiting
     assert s.n_arrived == s.n_completed + s.n_rejected + waiting + running
     status = s.records.status(s.n_arrived)
