@@ -124,8 +124,9 @@ class BatchServer(Engine):
         self.tail = offsets[:-1].tolist()
         # Per queue, the request indices it holds in arrival order: how many of them have
         # arrived before index i is one binary search, so arrivals are admitted in bulk.
+        starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
         self._queue_members = [
-            self.order[a:b].tolist() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())
+            (start, self.order[start:end].tolist()) for start, end in zip(starts, ends)
         ]
         self._rejected_indices = np.flatnonzero(too_large).tolist()
         self.n_waiting = 0
@@ -247,8 +248,7 @@ class BatchServer(Engine):
         """Admit requests ``lo .. hi - 1``: move each queue's tail past its arrived members."""
         self.n_arrived = hi
         waiting = 0
-        for queue, members in enumerate(self._queue_members):
-            start = self.queue_start[queue]
+        for queue, (start, members) in enumerate(self._queue_members):
             tail = self.tail[queue]
             # Fast exit for queues whose next member has not arrived yet.
             if tail - start < len(members) and members[tail - start] < hi:

@@ -13,6 +13,8 @@ from tests.conftest import random_workload
 def check_batch_accounting(s: BatchServer) -> None:
     waiting = sum(s.queue_lengths())
     running = s.n_running
+    # Plain ints (not numpy scalars), which the environments index Python lists with.
+    assert all(type(i) is int for i in (*s.head, *s.tail))
     assert waiting == s.n_waiting
     assert s.n_arrived == s.n_completed + s.n_rejected + waiting + running
     status = s.records.status(s.n_arrived)
