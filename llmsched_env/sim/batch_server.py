@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,8 +30,7 @@ from llmsched_env.sim.records import RejectReason, RequestRecords
 from llmsched_env.workload import Workload
 
 
-@dataclass(frozen=True)
-class FinishedBatch:
+class FinishedBatch(NamedTuple):
     """A batch that has finished, as reported to schedulers that learn from measured latency.
 
     Attributes:
@@ -149,7 +148,8 @@ class BatchServer(Engine):
         n_queued = len(order)
         self._pos_start = np.full(n_queued, np.nan)
         self._pos_first_token = np.full(n_queued, np.nan)
-        self._pos_completion = np.full(n_queued, np.nan)
+        # A list: the deadline scan reads it one request at a time.
+        self._pos_completion = [math.nan] * n_queued
         self._pos_gpu = np.full(n_queued, -1, dtype=np.int32)
         self._pos_batch = np.full(n_queued, -1, dtype=np.int64)
         self._pos_completed = np.zeros(n_queued, dtype=bool)
@@ -223,7 +223,7 @@ class BatchServer(Engine):
         end = self._start_work(gpu, service_s)
         self._pos_start[head:stop] = now
         self._pos_first_token[head:stop] = now + first_token_s
-        self._pos_completion[head:stop] = end
+        self._pos_completion[head:stop] = [end] * size
         self._pos_gpu[head:stop] = gpu
         self._pos_batch[head:stop] = len(self.batches)
         self._records_stale = True
