@@ -38,10 +38,16 @@ import numpy as np
 
 from llmsched_env.latency import IterationLatencyModel
 from llmsched_env.sim.engine import Engine
-from llmsched_env.sim.records import RejectReason
+from llmsched_env.sim.records import RejectReason, RequestRecords
 from llmsched_env.workload import Workload
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+
+#: Fields of a GPU's running-sequence state: one row per field, one column per running
+#: sequence in ``running`` order (rows are contiguous, so a decode step's updates are fast).
+#: Counts are held as floats, exactly (they stay far below 2**53).
+_GENERATED, _LAST_TOKEN_S, _MAX_GAP_S, _TBT_MISSED, _OUTPUT, _PROMPT = range(6)
+_N_FIELDS = 6
 
 
 class IterationServer(Engine):
@@ -122,21 +128,23 @@ class IterationServer(Engine):
         #: ``queue_order[queue_head:queue_tail]``.
         self.queue_order = np.flatnonzero(reason == RejectReason.NONE)
         self._queue_list = self.queue_order.tolist()
-        self._queue_prompt_cumsum = np.concatenate([[0], np.cumsum(prompt[self.queue_order])])
+        self._queue_prompt_cumsum = [0, *np.cumsum(prompt[self.queue_order]).tolist()]
         self.queue_head = 0
         self.queue_tail = 0
         self._prompt = prompt.tolist()
         self._output = workload.output_tokens.tolist()
         self._kv_need = self.kv_need.tolist()
         self._prefilled = [0] * len(workload)
-        self._last_token_s = np.zeros(len(workload))
-        self._tbt_missed = np.zeros(len(workload), dtype=bool)
         self._ttft_deadline = (
             (workload.arrival_s + ttft_deadline_s).tolist() if ttft_deadline_s else None
         )
 
         g = self.n_gpus
         self.running: list[np.ndarray] = [_EMPTY] * g
+        # Per GPU, the state of its running sequences, column i for running[gpu][i]. A decode
+        # step serves a prefix of ``running``, so it updates this state with slices, not
+        # gathers; :attr:`records` reads the tokens and gaps of running sequences from here.
+        self._run_state: list[np.ndarray] = [np.zeros((_N_FIELDS, 0))] * g
         self.prefilling: list[list[int]] = [[] for _ in range(g)]
         self.kv_reserved = [0] * g
         self.kv_used = [0] * g
@@ -166,7 +174,11 @@ class IterationServer(Engine):
     def waiting_prompt_tokens(self) -> int:
         """Prompt tokens of the prompts in the global queue."""
         c = self._queue_prompt_cumsum
-        return int(c[self.queue_tail] - c[self.queue_head])
+        return c[self.queue_tail] - c[self.queue_head]
+
+    def waiting_head(self) -> int:
+        """Index of the oldest waiting prompt, -1 if none waits."""
+        return self._queue_list[self.queue_head] if self.queue_head < self.queue_tail else -1
 
     def waiting_ids(self) -> np.ndarray:
         """Indices of the waiting prompts, oldest first (a read-only view)."""
@@ -220,8 +232,8 @@ class IterationServer(Engine):
         if k == running.size:
             context = self._running_context[gpu]
         else:
-            context = int(self.workload.prompt_tokens[decode_ids].sum())
-            context += int(self.records.tokens_generated[decode_ids].sum())
+            state = self._run_state[gpu]
+            context = int(state[_PROMPT, :k].sum() + state[_GENERATED, :k].sum())
         duration = self.latency.iteration_s(prefill_tokens, k, context, self.rng)
         self._pending[gpu] = (plan, decode_ids)
         self.last_iteration_s[gpu] = duration
@@ -248,7 +260,7 @@ class IterationServer(Engine):
             plan.append((index, take))
             used += take
         admitted = 0
-        records = self.records
+        records = self._records
         queue = self._queue_list
         while used < budget and admitted < max_new_prompts and self.can_admit(gpu):
             index = queue[self.queue_head]
@@ -282,7 +294,7 @@ class IterationServer(Engine):
         if self._admissible[index]:
             self.queue_tail += 1
             return
-        self.records.reject_reason[index] = self._reject_reason[index]
+        self._records.reject_reason[index] = self._reject_reason[index]
         self.n_rejected += 1
         if self._ttft_deadline is not None:
             self.n_ttft_misses += 1
@@ -294,7 +306,7 @@ class IterationServer(Engine):
             return
         plan, decode_ids = pending
         t = self.now
-        records = self.records
+        records = self._records
         newly_running: list[int] = []
         if plan:
             prompt = self._prompt
@@ -307,10 +319,9 @@ class IterationServer(Engine):
                     finished_prefill = True
                     records.first_token_s[index] = t
                     records.tokens_generated[index] = 1
-                    self._last_token_s[index] = t
                     self.kv_used[gpu] += 1
                     if self._output[index] == 1:
-                        self._complete_one(gpu, index)
+                        self._complete_one(gpu, index, 1, False)
                     else:
                         newly_running.append(index)
                         self._running_context[gpu] += prompt[index] + 1
@@ -319,54 +330,70 @@ class IterationServer(Engine):
             if finished_prefill:
                 self.prefilling[gpu] = [i for i in self.prefilling[gpu] if prefilled[i] < prompt[i]]
         running = self.running[gpu]
+        state = self._run_state[gpu]
         if decode_ids.size:
             k = decode_ids.size
-            generated = records.tokens_generated[decode_ids] + 1
-            records.tokens_generated[decode_ids] = generated
-            gaps = t - self._last_token_s[decode_ids]
-            np.maximum(records.max_token_gap_s[decode_ids], gaps, out=gaps)
-            records.max_token_gap_s[decode_ids] = gaps
-            self._last_token_s[decode_ids] = t
+            decoded = state[:, :k]
+            generated = decoded[_GENERATED]
+            generated += 1
+            last_token = decoded[_LAST_TOKEN_S]
+            gaps = t - last_token
+            max_gap = decoded[_MAX_GAP_S]
+            np.maximum(max_gap, gaps, out=max_gap)
+            last_token[:] = t
             self.kv_used[gpu] += k
             self._running_context[gpu] += k
             if self.tbt_target_s is not None:
                 missed = gaps > self.tbt_target_s
                 if missed.any():
-                    new_miss = decode_ids[missed & ~self._tbt_missed[decode_ids]]
-                    self._tbt_missed[new_miss] = True
-                    self.n_tbt_misses += new_miss.size
-            done = generated >= self.workload.output_tokens[decode_ids]
+                    was_missed = decoded[_TBT_MISSED]
+                    self.n_tbt_misses += int(np.count_nonzero(missed & (was_missed == 0)))
+                    was_missed[missed] = 1
+            done = generated >= decoded[_OUTPUT]
             if done.any():
-                for index in decode_ids[done].tolist():
-                    self._complete_one(gpu, index)
+                for row in np.flatnonzero(done).tolist():
+                    index = int(decode_ids[row])
+                    n_generated = int(generated[row])
+                    records.tokens_generated[index] = n_generated
+                    records.max_token_gap_s[index] = max_gap[row]
+                    self._complete_one(gpu, index, n_generated, bool(decoded[_TBT_MISSED, row]))
                     self._running_context[gpu] -= self._prompt[index] + self._output[index]
                     self.running_prompt_tokens[gpu] -= self._prompt[index]
                     self.running_predicted_tokens[gpu] -= self._predicted[index]
-                running = np.concatenate([decode_ids[~done], running[k:]])
+                keep = ~done
+                running = np.concatenate([decode_ids[keep], running[k:]])
+                state = np.concatenate([decoded[:, keep], state[:, k:]], axis=1)
         if newly_running:
+            new_state = np.zeros((_N_FIELDS, len(newly_running)))
+            new_state[_GENERATED] = 1
+            new_state[_LAST_TOKEN_S] = t
+            new_state[_OUTPUT] = [self._output[i] for i in newly_running]
+            new_state[_PROMPT] = [self._prompt[i] for i in newly_running]
             running = np.concatenate([running, np.asarray(newly_running, dtype=np.int64)])
+            state = np.concatenate([state, new_state], axis=1)
         self.running[gpu] = running
+        self._run_state[gpu] = state
 
-    def _complete_one(self, gpu: int, index: int) -> None:
-        records = self.records
+    def _complete_one(self, gpu: int, index: int, generated: int, tbt_missed: bool) -> None:
+        records = self._records
         t = self.now
         records.completed[index] = True
         records.completion_s[index] = t
         self.n_completed += 1
         self.n_sequences[gpu] -= 1
         self.kv_reserved[gpu] -= self._kv_need[index]
-        self.kv_used[gpu] -= self._prompt[index] + int(records.tokens_generated[index])
+        self.kv_used[gpu] -= self._prompt[index] + generated
         ttft_met = self._ttft_deadline is None or (
             records.first_token_s[index] <= self._ttft_deadline[index]
         )
-        if ttft_met and not self._tbt_missed[index]:
+        if ttft_met and not tbt_missed:
             self.n_on_time += 1
             self.on_time_output_tokens += self._output[index]
 
     def _on_time_passed(self, t: float) -> None:
         if self._ttft_deadline is not None:
             self.n_ttft_misses += self._deadlines_missed_until(
-                t, self._ttft_deadline, self.records.first_token_s, self._deadline_slot
+                t, self._ttft_deadline, self._records.first_token_s, self._deadline_slot
             )
 
     def prefill_remaining_tokens(self, gpu: int) -> int:
@@ -380,8 +407,26 @@ class IterationServer(Engine):
 
     def oldest_token_s(self, gpu: int) -> float:
         """Time of the least recent token among ``gpu``'s running sequences (``now`` if none)."""
-        running = self.running[gpu]
-        return float(self._last_token_s[running].min()) if running.size else self.now
+        state = self._run_state[gpu]
+        return float(state[_LAST_TOKEN_S].min()) if state.shape[1] else self.now
+
+    def running_tokens_generated(self, gpu: int) -> np.ndarray:
+        """Output tokens generated so far by each of ``gpu``'s running sequences (a new array)."""
+        return self._run_state[gpu][_GENERATED].astype(np.int64)
+
+    @property
+    def records(self) -> RequestRecords:
+        """Per-request event times and states of the run so far.
+
+        Running sequences keep their token counts and gaps in per-GPU state; reading the records
+        copies those into them first.
+        """
+        records = self._records
+        for running, state in zip(self.running, self._run_state):
+            if running.size:
+                records.tokens_generated[running] = state[_GENERATED]
+                records.max_token_gap_s[running] = state[_MAX_GAP_S]
+        return records
 
     @property
     def sla_misses(self) -> int:
