@@ -258,6 +258,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.MultiDiscrete([cfg.n_bins + 1, len(self.batch_sizes)])
         self._nvec = (cfg.n_bins + 1, len(self.batch_sizes))
+        self._size_mask = [True] * len(self.batch_sizes)  # every size level is always allowed
         self.server: BatchServer | None = None
         self._observer: BatchObservation | None = None
         self._steps = 0
@@ -388,10 +389,10 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _compute_mask(self) -> np.ndarray:
         server = self.server
-        mask = np.ones(sum(self._nvec), dtype=bool)
-        mask[0] = server.can_wait()
-        mask[1 : self._nvec[0]] = [h < t for h, t in zip(server.head, server.tail)]
-        return mask
+        mask = [server.can_wait()]
+        mask += [h < t for h, t in zip(server.head, server.tail)]
+        mask += self._size_mask
+        return np.array(mask)
 
     def joint_action_mask(self) -> np.ndarray:
         """Exact validity of every action, shape ``nvec``, without duplicates.

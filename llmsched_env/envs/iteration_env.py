@@ -250,6 +250,7 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.server: IterationServer | None = None
         self._observer: IterationObservation | None = None
         self._episode_over = False
+        self._queue_columns: tuple[np.ndarray, ...] = ()
         self._steps = 0
 
     # ------------------------------------------------------------------ gymnasium API
@@ -283,6 +284,9 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
             length_scale_tokens=self.length_scale_tokens,
             capacity_rps=self.capacity_rps,
         )
+        order = self.server.queue_order
+        # The waiting queue is a slice of these (queue order), so infos copy slices.
+        self._queue_columns = (order, workload.arrival_s[order], workload.prompt_tokens[order])
         self._steps = 0
         if not self.server.advance():
             raise ValueError(
@@ -346,18 +350,23 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._observe(), float(reward), terminated, truncated, info
 
     def _prefill_allowed(self, level: int) -> bool:
+        return level == 0 or self._smallest_prefill_budget() <= self._level_budgets[level]
+
+    def _smallest_prefill_budget(self) -> float:
+        """The least prefill budget that gives the deciding GPU prefill work (inf: none does).
+
+        A started prompt can always continue; a new prompt needs one token of budget with
+        chunked prefill, and its whole length without.
+        """
         server = self.server
         gpu = server.decision_gpu
-        if level == 0:
-            return True
         if server.prefilling[gpu]:
-            return True
+            return 0
         if not server.can_admit(gpu):
-            return False
+            return math.inf
         if self.config.chunk_size is not None:
-            return self._level_budgets[level] >= 1
-        head = int(server.queue_order[server.queue_head])
-        return int(server.workload.prompt_tokens[head]) <= self._level_budgets[level]
+            return 1
+        return int(server.workload.prompt_tokens[server.waiting_head()])
 
     def _allowed(self, decode: int, prefill: int) -> bool:
         server = self.server
@@ -384,19 +393,19 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     def _compute_mask(self) -> np.ndarray:
         server = self.server
         d, p, c = self._nvec
-        mask = np.zeros(d + p + c, dtype=bool)
         gpu = server.decision_gpu
         if gpu < 0:
-            return mask
+            return np.zeros(d + p + c, dtype=bool)
         running = server.running[gpu].size > 0
-        prefill_ok = [self._prefill_allowed(level) for level in range(1, p)]
+        smallest = self._smallest_prefill_budget()
+        prefill_ok = [smallest <= budget for budget in self._level_budgets[1:]]
         can_wait = server.can_wait()
-        mask[0] = can_wait or any(prefill_ok)
-        mask[1:d] = running
-        mask[d] = can_wait or running
-        mask[d + 1 : d + p] = prefill_ok
-        mask[d + p :] = True
-        return mask
+        mask = [can_wait or any(prefill_ok)]
+        mask += [running] * (d - 1)
+        mask.append(can_wait or running)
+        mask += prefill_ok
+        mask += [True] * c
+        return np.array(mask)
 
     def joint_action_mask(self) -> np.ndarray:
         """Exact validity of every action, shape ``nvec``, without duplicates.
@@ -471,17 +480,20 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         s = self.server
         w = s.workload
         gpu = s.decision_gpu
-        waiting = s.waiting_ids().copy()
+        head, tail = s.queue_head, s.queue_tail
+        order, arrival, prompt = self._queue_columns
         running = s.running[gpu].copy() if gpu >= 0 else np.zeros(0, dtype=np.int64)
         self._mask = self._compute_mask()
         return {
             "time_s": s.now,
             "gpu": gpu,
-            "waiting": waiting,
-            "waiting_arrival_s": w.arrival_s[waiting],
-            "waiting_prompt_tokens": w.prompt_tokens[waiting],
+            "waiting": order[head:tail].copy(),
+            "waiting_arrival_s": arrival[head:tail].copy(),
+            "waiting_prompt_tokens": prompt[head:tail].copy(),
             "running": running,
-            "running_tokens_generated": s.records.tokens_generated[running],
+            "running_tokens_generated": (
+                s.running_tokens_generated(gpu) if gpu >= 0 else np.zeros(0, dtype=np.int64)
+            ),
             "running_predicted_output_tokens": w.predicted_output_tokens[running],
             "prefilling": tuple(s.prefilling[gpu]) if gpu >= 0 else (),
             "prefill_remaining_tokens": s.prefill_remaining_tokens(gpu) if gpu >= 0 else 0,
