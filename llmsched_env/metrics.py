@@ -71,17 +71,17 @@ def percentiles(values: np.ndarray, ps: tuple[float, ...]) -> list[float]:
         >>> percentiles(np.array([1.0, 2.0, 3.0, 4.0]), (50, 95))
         [2.5, 3.8499999999999996]
     """
-    ordered = np.sort(values).tolist()
+    ordered = np.sort(values)
     last = len(ordered) - 1
     result = []
     for p in ps:
         virtual = last * (p / 100)
         if virtual >= last:
-            result.append(ordered[last])
+            result.append(float(ordered[last]))
             continue
         below = math.floor(virtual)
         g = virtual - below
-        a, b = ordered[below], ordered[below + 1]
+        a, b = float(ordered[below]), float(ordered[below + 1])
         result.append(a + (b - a) * g if g < 0.5 else b - (b - a) * (1 - g))
     return result
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from functools import cache
 
 import numpy as np
 
@@ -51,11 +52,13 @@ def feature_names(n_bins: int, n_gpus: int) -> list[str]:
     return names
 
 
+@cache
 def feature_bounds(n_bins: int, n_gpus: int) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds of the observation entries, in :func:`feature_names` order."""
     rows = list(BIN_FEATURES) * n_bins + list(GPU_FEATURES) * n_gpus + list(GLOBAL_FEATURES)
     low = np.array([r[1] for r in rows], dtype=np.float32)
     high = np.array([r[2] for r in rows], dtype=np.float32)
+    low.flags.writeable = high.flags.writeable = False  # shared by every caller (cached)
     return low, high
 
 
@@ -96,8 +99,8 @@ class BatchObservation:
         self.order_arrival = w.arrival_s[order].tolist()
         predicted = w.predicted_output_tokens[order].astype(np.float64)
         need = predicted + w.prompt_tokens[order]
-        self.predicted_cumsum = np.concatenate([[0.0], np.cumsum(predicted)]).tolist()
-        self.need_cumsum = np.concatenate([[0.0], np.cumsum(need)]).tolist()
+        self.predicted_cumsum = [0.0, *np.cumsum(predicted).tolist()]
+        self.need_cumsum = [0.0, *np.cumsum(need).tolist()]
         self.bin_service = [float(x) for x in bin_service_s]
         # How long a bin passed over now typically waits for its next chance: one batch.
         self.next_chance_s = float(np.mean(bin_service_s))

@@ -116,7 +116,9 @@ class BatchServer(Engine):
         counts = np.bincount(queue_of[queued], minlength=self.n_queues)
         #: Request indices grouped by queue, in arrival order within each queue. A request's
         #: place in this array is its *position*; each queue is a contiguous range of positions.
-        self.order = queued[np.argsort(queue_of[queued], kind="stable")]
+        # (Small integer keys let numpy's stable sort use radix sort.)
+        keys = queue_of[queued].astype(np.int16 if self.n_queues < 2**15 else np.int64)
+        self.order = queued[np.argsort(keys, kind="stable")]
         offsets = np.concatenate([[0], np.cumsum(counts)])
         self.queue_start = offsets[:-1].copy()
         self.head = offsets[:-1].tolist()
@@ -138,8 +140,8 @@ class BatchServer(Engine):
         self._pos_output = workload.output_tokens[order]
         self._pos_output_list = self._pos_output.tolist()
         self._pos_total_list = (self._pos_prompt + self._pos_output).tolist()
-        self._pos_kv_cumsum = np.concatenate([[0], np.cumsum(self.kv_need[order])]).tolist()
-        self._pos_output_cumsum = np.concatenate([[0], np.cumsum(self._pos_output)]).tolist()
+        self._pos_kv_cumsum = [0, *np.cumsum(self.kv_need[order]).tolist()]
+        self._pos_output_cumsum = [0, *np.cumsum(self._pos_output).tolist()]
         self._pos_deadline = (
             (workload.arrival_s + deadline_s)[order].tolist() if deadline_s else None
         )
