@@ -19,11 +19,12 @@ import llmsched_env  # noqa: F401  (registers the env ids)
 
 
 def random_masked_action(mask: list[bool], nvec: list[int], rng: random.Random) -> np.ndarray:
+    """A uniformly random allowed value of each component (as a masked agent would sample)."""
     action = []
     offset = 0
     for n in nvec:
-        allowed = [i for i in range(n) if mask[offset + i]]
-        action.append(rng.choice(allowed))
+        allowed = [i for i, ok in enumerate(mask[offset : offset + n]) if ok]
+        action.append(allowed[int(rng.random() * len(allowed))])
         offset += n
     return np.array(action)
 

@@ -345,12 +345,12 @@ class IterationServer(Engine):
             self._running_context[gpu] += k
             if self.tbt_target_s is not None:
                 missed = gaps > self.tbt_target_s
-                if missed.any():
+                if np.count_nonzero(missed):  # (faster than .any() on small arrays)
                     was_missed = decoded[_TBT_MISSED]
                     self.n_tbt_misses += int(np.count_nonzero(missed & (was_missed == 0)))
                     was_missed[missed] = 1
             done = generated >= decoded[_OUTPUT]
-            if done.any():
+            if np.count_nonzero(done):
                 for row in np.flatnonzero(done).tolist():
                     index = int(decode_ids[row])
                     n_generated = int(generated[row])
