@@ -46,5 +46,45 @@ class Policy(ABC):
             info: The ``info`` returned with it.
         """
 
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Stable-baselines3's ``predict``, so SB3 tools (``evaluate_policy``) can run a heuristic.
+
+        A heuristic needs the env's ``info``, which SB3's vector envs do not pass to
+        ``predict``; it reads the env's :attr:`last_info` instead, so the policy must be driven by
+        the env it was built from, one env at a time.
+
+        Args:
+            observation: One observation, or a batch of one (from a vector env of one env).
+            state: Recurrent state; heuristics keep none and return it unchanged.
+            episode_start: Whether each env starts an episode; when true the policy is reset.
+            deterministic: Ignored (a randomised heuristic draws from its own seeded generator).
+
+        Returns:
+            The action (batched like ``observation``) and ``state``.
+
+        Raises:
+            ValueError: If the batch holds more than one observation.
+            RuntimeError: If the env has not been reset.
+        """
+        obs = np.asarray(observation)
+        batched = obs.shape != self.env.observation_space.shape
+        if batched and obs.shape[0] != 1:
+            raise ValueError(
+                f"a heuristic acts for one env at a time, got a batch of {obs.shape[0]} "
+                "observations; build one policy per env"
+            )
+        if self.env.last_info is None:
+            raise RuntimeError("call env.reset() before predict()")
+        if episode_start is not None and np.asarray(episode_start).reshape(-1)[0]:
+            self.reset()
+        action = self.act(obs[0] if batched else obs, self.env.last_info)
+        return (action[None] if batched else action), state
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

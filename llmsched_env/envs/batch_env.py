@@ -150,7 +150,9 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     an earlier step keeps showing that step's queues. ``reset`` adds ``batch_sizes``,
     ``bin_edges``, ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and ``arrival_rate_rps``.
     At the end of an episode (termination or truncation), ``info["episode_metrics"]`` holds the
-    metrics summary of :func:`llmsched_env.metrics.summarize`.
+    metrics summary of :func:`llmsched_env.metrics.summarize`. ``env.unwrapped.last_info`` is
+    the latest ``info`` returned (what a heuristic's SB3-style ``predict`` reads when a vector
+    env hides the infos).
 
     ## Arguments
 
@@ -263,6 +265,8 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._observer: BatchObservation | None = None
         self._steps = 0
         self._episode_over = False
+        #: The latest ``info`` returned by ``reset`` or ``step`` (``None`` before ``reset``).
+        self.last_info: dict[str, Any] | None = None
         self._queue_columns: tuple[np.ndarray, ...] = ()
 
     def _bin_service_estimates(self, calibration: Workload) -> np.ndarray:
@@ -332,6 +336,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             capacity_rps=self.capacity_rps,
             arrival_rate_rps=self.arrival_rate_rps,
         )
+        self.last_info = info
         return self._observe(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -368,6 +373,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         if terminated or truncated:
             self._episode_over = True
             info["episode_metrics"] = self.episode_metrics()
+        self.last_info = info
         return self._observe(), float(reward), terminated, truncated, info
 
     def _fallback_choice(self) -> int:

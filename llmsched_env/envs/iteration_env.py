@@ -129,7 +129,8 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     array is a fresh copy. ``reset`` adds the constants ``max_tokens``, ``max_sequences``,
     ``chunk_size``, ``prompt_caps``, ``decode_levels``, ``prefill_levels``, ``ttft_sla_s``,
     ``tbt_sla_s``, ``capacity_rps`` and ``arrival_rate_rps``. At the end of an episode:
-    ``episode_metrics``.
+    ``episode_metrics``. ``env.unwrapped.last_info`` is the latest ``info`` returned (what a
+    heuristic's SB3-style ``predict`` reads when a vector env hides the infos).
 
     ## Arguments
 
@@ -250,6 +251,8 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.server: IterationServer | None = None
         self._observer: IterationObservation | None = None
         self._episode_over = False
+        #: The latest ``info`` returned by ``reset`` or ``step`` (``None`` before ``reset``).
+        self.last_info: dict[str, Any] | None = None
         self._queue_columns: tuple[np.ndarray, ...] = ()
         self._steps = 0
 
@@ -307,6 +310,7 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
             capacity_rps=self.capacity_rps,
             arrival_rate_rps=self.arrival_rate_rps,
         )
+        self.last_info = info
         return self._observe(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -347,6 +351,7 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         if terminated or truncated:
             self._episode_over = True
             info["episode_metrics"] = self.episode_metrics()
+        self.last_info = info
         return self._observe(), float(reward), terminated, truncated, info
 
     def _prefill_allowed(self, level: int) -> bool:
