@@ -340,7 +340,7 @@ class IterationServer(Engine):
             gaps = t - last_token
             max_gap = decoded[_MAX_GAP_S]
             np.maximum(max_gap, gaps, out=max_gap)
-            last_token[:] = t
+            last_token.fill(t)
             self.kv_used[gpu] += k
             self._running_context[gpu] += k
             if self.tbt_target_s is not None:
@@ -408,7 +408,7 @@ class IterationServer(Engine):
     def oldest_token_s(self, gpu: int) -> float:
         """Time of the least recent token among ``gpu``'s running sequences (``now`` if none)."""
         state = self._run_state[gpu]
-        return float(state[_LAST_TOKEN_S].min()) if state.shape[1] else self.now
+        return float(np.minimum.reduce(state[_LAST_TOKEN_S])) if state.shape[1] else self.now
 
     def running_tokens_generated(self, gpu: int) -> np.ndarray:
         """Output tokens generated so far by each of ``gpu``'s running sequences (a new array)."""
