@@ -140,13 +140,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_stability(args: argparse.Namespace) -> int:
     from baselines import policy_names
+    from llmsched_env.plotting import plot_stability
     from llmsched_env.registry import unknown_name_error
     from llmsched_env.stability import (
         ENV_ID,
         DriftPoint,
         StabilitySettings,
         estimate_stability,
-        plot_stability,
     )
 
     available = policy_names("continuous")

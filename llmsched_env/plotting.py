@@ -1,10 +1,18 @@
-"""Figures of evaluation results (needs the ``plots`` extra: matplotlib)."""
+"""Figures of evaluation and stability results (needs the ``plots`` extra: matplotlib).
+
+Every function returns the written path, or ``None`` when matplotlib is not installed, so the
+command-line tools work without it and just skip the figure.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from llmsched_env.stability import StabilityResult
 
 PANELS = (
     ("return", "episode return"),
@@ -25,12 +33,8 @@ def plot_comparison(summary: pd.DataFrame, path: str | Path, title: str = "") ->
     Returns:
         The written path, or ``None`` when matplotlib is not installed.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     panels = [p for p in PANELS if f"{p[0]}_mean" in summary.columns]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
@@ -46,6 +50,55 @@ def plot_comparison(summary: pd.DataFrame, path: str | Path, title: str = "") ->
         ax.set_yticklabels([])
     if title:
         fig.suptitle(title)
+    return _save(plt, fig, path)
+
+
+def plot_stability(result: StabilityResult, path: str | Path, title: str = "") -> Path | None:
+    """Throughput and drift against the arrival rate, with lambda* marked.
+
+    Args:
+        result: An estimate from :func:`estimate_stability`.
+        path: Where to write the PNG.
+        title: Figure title.
+
+    Returns:
+        The written path, or ``None`` when matplotlib is not installed.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    df = result.to_frame()
+    rate = df["arrival_rate_rps"].to_numpy()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left.errorbar(rate, df["throughput_rps"], yerr=df["throughput_ci95"].fillna(0), fmt="o-")
+    left.plot(rate, rate, "k:", label="throughput = arrival rate")
+    left.set_ylabel("throughput (req/s)")
+    right.errorbar(rate, df["drift_per_arrival"], yerr=df["drift_ci95"].fillna(0), fmt="o-")
+    right.axhline(result.settings.drift_threshold, color="tab:red", ls="--", label="threshold")
+    right.set_ylabel("drift of N(t) per arrival")
+    for ax in (left, right):
+        ax.axvspan(result.lambda_low_rps, result.lambda_high_rps, color="tab:green", alpha=0.3)
+        ax.axvline(result.lambda_star_rps, color="tab:green", label="lambda*")
+        ax.set_xlabel("arrival rate (req/s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or result.describe(), fontsize=9)
+    return _save(plt, fig, path)
+
+
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` with the file-only Agg backend, or ``None`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

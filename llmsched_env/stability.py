@@ -40,7 +40,6 @@ import math
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -418,44 +417,3 @@ def estimate_stability(
         points=tuple(points[r] for r in sorted(points)),
         settings=settings,
     )
-
-
-def plot_stability(result: StabilityResult, path: str | Path, title: str = "") -> Path | None:
-    """Throughput and drift against the arrival rate, with lambda* marked.
-
-    Args:
-        result: An estimate from :func:`estimate_stability`.
-        path: Where to write the PNG.
-        title: Figure title.
-
-    Returns:
-        The written path, or ``None`` when matplotlib is not installed.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    df = result.to_frame()
-    rate = df["arrival_rate_rps"].to_numpy()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    left.errorbar(rate, df["throughput_rps"], yerr=df["throughput_ci95"].fillna(0), fmt="o-")
-    left.plot(rate, rate, "k:", label="throughput = arrival rate")
-    left.set_ylabel("throughput (req/s)")
-    right.errorbar(rate, df["drift_per_arrival"], yerr=df["drift_ci95"].fillna(0), fmt="o-")
-    right.axhline(result.settings.drift_threshold, color="tab:red", ls="--", label="threshold")
-    right.set_ylabel("drift of N(t) per arrival")
-    for ax in (left, right):
-        ax.axvspan(result.lambda_low_rps, result.lambda_high_rps, color="tab:green", alpha=0.3)
-        ax.axvline(result.lambda_star_rps, color="tab:green", label="lambda*")
-        ax.set_xlabel("arrival rate (req/s)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title or result.describe(), fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
