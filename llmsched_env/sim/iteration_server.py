@@ -398,8 +398,11 @@ class IterationServer(Engine):
 
     def prefill_remaining_tokens(self, gpu: int) -> int:
         """Prompt tokens still to prefill of the prompts ``gpu`` has started."""
+        started = self.prefilling[gpu]
+        if not started:
+            return 0
         prompt, prefilled = self._prompt, self._prefilled
-        return sum(prompt[i] - prefilled[i] for i in self.prefilling[gpu])
+        return sum(prompt[i] - prefilled[i] for i in started)
 
     def running_generated_tokens(self, gpu: int) -> int:
         """Output tokens generated so far by the sequences running on ``gpu``."""
