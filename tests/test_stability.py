@@ -146,7 +146,7 @@ def test_stability_command_rejects_an_unknown_policy(capsys):
 def test_simulator_a_boundaries_match_the_closed_forms(policy, closed_form, settings, bracket):
     """lambda* within 2% of the course's closed forms (1.1876 and 5.141 jobs/s).
 
-    Takes about 10 minutes, so it is marked slow: ``python -m pytest -m slow`` runs it.
+    Takes two to three minutes, so it is marked slow: ``python -m pytest -m slow`` runs it.
     """
     low, high = bracket
     result = estimate_stability(policy, SIM_A, settings, low_rps=low, high_rps=high)
