@@ -351,7 +351,7 @@ class IterationServer(Engine):
                     was_missed[missed] = 1
             done = generated >= decoded[_OUTPUT]
             if np.count_nonzero(done):
-                for row in np.flatnonzero(done).tolist():
+                for row in done.nonzero()[0].tolist():
                     index = int(decode_ids[row])
                     n_generated = int(generated[row])
                     records.tokens_generated[index] = n_generated
@@ -361,15 +361,27 @@ class IterationServer(Engine):
                     self.running_prompt_tokens[gpu] -= self._prompt[index]
                     self.running_predicted_tokens[gpu] -= self._predicted[index]
                 keep = ~done
-                running = np.concatenate([decode_ids[keep], running[k:]])
-                state = np.concatenate([decoded[:, keep], state[:, k:]], axis=1)
+                # (compress keeps the state C-ordered, so that its rows stay contiguous)
+                kept = np.compress(keep, decoded, axis=1)
+                if k == running.size:
+                    running, state = decode_ids[keep], kept
+                else:
+                    running = np.concatenate([decode_ids[keep], running[k:]])
+                    state = np.concatenate([kept, state[:, k:]], axis=1)
         if newly_running:
-            new_state = np.zeros((_N_FIELDS, len(newly_running)))
-            new_state[_GENERATED] = 1
-            new_state[_LAST_TOKEN_S] = t
-            new_state[_OUTPUT] = [self._output[i] for i in newly_running]
-            new_state[_PROMPT] = [self._prompt[i] for i in newly_running]
-            running = np.concatenate([running, np.asarray(newly_running, dtype=np.int64)])
+            # Rows in _GENERATED .. _PROMPT order: one token, its time, no gap, no TBT miss.
+            n_new = len(newly_running)
+            new_state = np.array(
+                [
+                    [1.0] * n_new,
+                    [t] * n_new,
+                    [0.0] * n_new,
+                    [0.0] * n_new,
+                    [self._output[i] for i in newly_running],
+                    [self._prompt[i] for i in newly_running],
+                ]
+            )
+            running = np.concatenate([running, np.array(newly_running, dtype=np.int64)])
             state = np.concatenate([state, new_state], axis=1)
         self.running[gpu] = running
         self._run_state[gpu] = state
