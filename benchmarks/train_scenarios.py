@@ -145,12 +145,16 @@ def export(args: argparse.Namespace) -> None:
         )
         config = dataclasses.replace(config, env_config=env_config, obs_names=obs_names)
         config.save(dest)
+    seeds = config.validation_seeds
+    command = config.command
+    if "--eval-episodes" not in command:  # the default has changed over versions: be explicit
+        command += f" --eval-episodes {len(seeds)}"
     (dest / "README.md").write_text(
         f"# Pretrained agent `{args.name}`\n\n"
         f"{config.algo} on `{config.env_id}` with `{config.env_kwargs}`, trained for "
         f"{config.total_timesteps:,} steps with seed {config.seed}; the model is the one with "
-        "the best validation return (seeds from 9,000). Reproduce it with:\n\n"
-        f"```\n{config.command}\npython benchmarks/train_scenarios.py export --run "
+        f"the best validation return on seeds {seeds[0]:,}-{seeds[-1]:,}. Reproduce it with:\n\n"
+        f"```\n{command}\npython benchmarks/train_scenarios.py export --run "
         f"{args.run} --name {args.name}\n```\n\nand compare it with every baseline with "
         f"`llmsched compare --pretrained {args.name}`.\n",
         encoding="utf-8",
