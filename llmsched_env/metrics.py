@@ -63,24 +63,28 @@ def percentiles(values: np.ndarray, ps: tuple[float, ...]) -> list[float]:
     """``np.percentile(values, ps)`` (its default ``"linear"`` method), bit for bit, but faster.
 
     NumPy's general implementation costs tens of microseconds per call in argument handling,
-    which dominated the metrics of an episode. This sorts once and interpolates like NumPy does:
-    virtual index ``(n - 1) * p / 100``, and ``a + (b - a) * g`` below ``g = 0.5`` but
-    ``b - (b - a) * (1 - g)`` from it. ``values`` must be non-empty and free of nan.
+    which dominated the metrics of an episode. This partially sorts once (only the order
+    statistics it needs land in place) and interpolates like NumPy does: virtual index
+    ``(n - 1) * p / 100``, and ``a + (b - a) * g`` below ``g = 0.5`` but ``b - (b - a) * (1 - g)``
+    from it. ``values`` must be non-empty and free of nan.
 
     Example:
         >>> percentiles(np.array([1.0, 2.0, 3.0, 4.0]), (50, 95))
         [2.5, 3.8499999999999996]
     """
-    ordered = np.sort(values)
-    last = len(ordered) - 1
-    result = []
+    last = len(values) - 1
+    spots = []  # (below, g) per percentile; below == last means the maximum
     for p in ps:
         virtual = last * (p / 100)
-        if virtual >= last:
+        below = last if virtual >= last else math.floor(virtual)
+        spots.append((below, virtual - below))
+    needed = sorted({i for below, _ in spots for i in (below, min(below + 1, last))})
+    ordered = np.partition(values, needed)
+    result = []
+    for below, g in spots:
+        if below == last:
             result.append(float(ordered[last]))
             continue
-        below = math.floor(virtual)
-        g = virtual - below
         a, b = float(ordered[below]), float(ordered[below + 1])
         result.append(a + (b - a) * g if g < 0.5 else b - (b - a) * (1 - g))
     return result
@@ -93,7 +97,7 @@ def _describe(prefix: str, values: np.ndarray, out: dict[str, float]) -> None:
         for p in PERCENTILES:
             out[f"{prefix}_p{p}"] = float("nan")
         return
-    out[f"{prefix}_mean"] = float(values.mean())
+    out[f"{prefix}_mean"] = float(np.add.reduce(values) / values.size)  # values.mean(), faster
     for p, v in zip(PERCENTILES, percentiles(values, PERCENTILES)):
         out[f"{prefix}_p{p}"] = float(v)
 

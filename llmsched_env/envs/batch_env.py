@@ -243,6 +243,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         calibration = self.source.calibration()
         predicted = calibration.predicted_output_tokens
         self.bin_edges = cfg.bin_edges or equal_mass_edges(predicted, cfg.n_bins)
+        self._edges = np.asarray(self.bin_edges, dtype=np.float64)
         self.batch_sizes = cfg.batch_sizes
         self.capacity_rps = batch_capacity_rps(
             self.latency,
@@ -260,7 +261,9 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.MultiDiscrete([cfg.n_bins + 1, len(self.batch_sizes)])
         self._nvec = (cfg.n_bins + 1, len(self.batch_sizes))
-        self._size_mask = [True] * len(self.batch_sizes)  # every size level is always allowed
+        # Per-component mask: WAIT, then the bins (set at each decision), then the size levels,
+        # which are always allowed.
+        self._mask = np.ones(cfg.n_bins + 1 + len(self.batch_sizes), dtype=bool)
         self.server: BatchServer | None = None
         self._observer: BatchObservation | None = None
         self._steps = 0
@@ -287,7 +290,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         workload = episode_workload(
             self.source, cfg.n_requests, self.np_random, self.arrival_rate_rps, options or {}
         )
-        bins = np.searchsorted(self.bin_edges, workload.predicted_output_tokens, side="right")
+        bins = np.searchsorted(self._edges, workload.predicted_output_tokens, side="right")
         self.server = BatchServer(
             workload,
             n_gpus=cfg.n_gpus,
@@ -345,22 +348,14 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         if server is None or self._episode_over:
             raise RuntimeError("call reset() before step() (the episode is over or not started)")
         choice, level = parse_action(action, self._nvec)
-        invalid = False
-        if choice == WAIT:
-            invalid = not server.can_wait()
-        else:
-            invalid = server.head[choice - 1] == server.tail[choice - 1]
+        invalid = not self._mask[choice]
         if invalid:
             if self.config.invalid_action == "raise":
                 raise InvalidActionError(
                     f"action {[choice, level]} is forbidden by the mask {self._mask.tolist()}"
                 )
             choice = self._fallback_choice()
-        if choice == WAIT:
-            server.wait()
-        else:
-            server.dispatch(choice - 1, self.batch_sizes[level])
-        decision_due = server.advance()
+        decision_due = server.decide(choice - 1, self.batch_sizes[level])
         self._steps += 1
         reward = self._reward(server)
         terminated = not decision_due
@@ -392,13 +387,6 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         if self.server is None:
             raise RuntimeError("call reset() before action_masks()")
         return self._mask.copy()
-
-    def _compute_mask(self) -> np.ndarray:
-        server = self.server
-        mask = [server.can_wait()]
-        mask += [h < t for h, t in zip(server.head, server.tail)]
-        mask += self._size_mask
-        return np.array(mask)
 
     def joint_action_mask(self) -> np.ndarray:
         """Exact validity of every action, shape ``nvec``, without duplicates.
@@ -460,16 +448,14 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------------ helpers
     def _observe(self) -> np.ndarray:
-        self._observer.update_rates()
         return self._observer.build()
 
     def _info(self, *, invalid: bool, applied: tuple[int, int] | None) -> dict[str, Any]:
         s = self.server
-        finished = s.finished_batches
-        s.finished_batches = []
-        heads, tails = tuple(s.head), tuple(s.tail)
+        finished = s.take_finished_batches()
+        heads, tails = s.queue_bounds()
         ids, arrival, predicted, prompt = self._queue_columns
-        self._mask = self._compute_mask()
+        s.fill_decision_mask(self._mask)
         return {
             "time_s": s.now,
             "gpu": s.decision_gpu,
@@ -477,7 +463,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             "queue_arrival_s": QueueSnapshot(arrival, heads, tails),
             "queue_predicted_output_tokens": QueueSnapshot(predicted, heads, tails),
             "queue_prompt_tokens": QueueSnapshot(prompt, heads, tails),
-            "gpu_busy_until_s": np.array(s.busy_until()),
+            "gpu_busy_until_s": s.busy_until(),
             "finished_batches": finished,
             "action_mask": self._mask.copy(),
             "invalid_action": invalid,

@@ -4,17 +4,19 @@ The layout (per bin, then per GPU, then global) and each entry's normalisation a
 the environment's docstring; :data:`BIN_FEATURES` and :data:`GLOBAL_FEATURES` are the single source
 of the names, bounds and order. Every per-step quantity is computed from the
 server's queue pointers and prefix sums prepared at reset, so building an observation reads a
-few scalars per bin (and one binary search) whatever the queue lengths.
+few scalars per bin (and a few binary searches) whatever the queue lengths; it runs compiled
+(numba), like the server's event loop.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from functools import cache
 
 import numpy as np
+from numba import njit
 
+from llmsched_env.sim import batch_kernels as k
 from llmsched_env.sim.batch_server import BatchServer
 
 #: (name, low, high) of each per-bin entry, in order.
@@ -41,7 +43,7 @@ GLOBAL_FEATURES: tuple[tuple[str, float, float], ...] = (
 
 
 #: Values of an empty bin: nothing waits, full slack, everything fits.
-_EMPTY_BIN = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+_EMPTY_BIN = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
 
 
 def feature_names(n_bins: int, n_gpus: int) -> list[str]:
@@ -60,6 +62,12 @@ def feature_bounds(n_bins: int, n_gpus: int) -> tuple[np.ndarray, np.ndarray]:
     high = np.array([r[2] for r in rows], dtype=np.float32)
     low.flags.writeable = high.flags.writeable = False  # shared by every caller (cached)
     return low, high
+
+
+# Indices into the observation's ``rates`` array (moving rates of misses and on-time completions).
+_MISS_EMA, _DONE_EMA, _LAST_MISSES, _LAST_ON_TIME, _LAST_TIME, _VIOLATION_RATE = range(6)
+# Indices into its ``params`` array.
+_SLA, _MAX_BATCH, _LENGTH_SCALE, _KV, _NEXT_CHANCE, _CAPACITY = range(6)
 
 
 class BatchObservation:
@@ -93,80 +101,137 @@ class BatchObservation:
         self.low, self.high = feature_bounds(server.n_queues, server.n_gpus)
         w = server.workload
         order = server.order
-        self.arrival = w.arrival_s.tolist()
-        # Per-request values in queue order, as Python lists: the observation reads a few
-        # scalars per bin, which is faster from lists than through numpy calls.
-        self.order_arrival = w.arrival_s[order].tolist()
         predicted = w.predicted_output_tokens[order].astype(np.float64)
-        need = predicted + w.prompt_tokens[order]
-        self.predicted_cumsum = [0.0, *np.cumsum(predicted).tolist()]
-        self.need_cumsum = [0.0, *np.cumsum(need).tolist()]
-        self.bin_service = [float(x) for x in bin_service_s]
+        self._predicted_cumsum = np.zeros(len(order) + 1)
+        np.cumsum(predicted, out=self._predicted_cumsum[1:])
+        self._need_cumsum = np.zeros(len(order) + 1)
+        np.cumsum(predicted + w.prompt_tokens[order], out=self._need_cumsum[1:])
+        self._bin_service = np.asarray(bin_service_s, dtype=np.float64)
         # How long a bin passed over now typically waits for its next chance: one batch.
-        self.next_chance_s = float(np.mean(bin_service_s))
-        self.violation_rate = 0.0
-        self._last_misses = 0
-        self._last_on_time = 0
-        self._last_time = 0.0
-        self._miss_ema = 0.0
-        self._done_ema = 0.0
+        next_chance_s = sum(self._bin_service.tolist()) / len(self._bin_service)
+        self._params = np.array(
+            [
+                sla_s,
+                max_batch_size,
+                length_scale_tokens,
+                server.kv_capacity_tokens,
+                next_chance_s,
+                capacity_rps,
+            ],
+            dtype=np.float64,
+        )
+        self._rates = np.zeros(6)
 
-    def update_rates(self) -> None:
-        """Fold the misses and on-time completions since the last call into the moving rate."""
-        s = self.server
-        decay = math.exp(-(s.now - self._last_time) / self.sla_s)
-        self._miss_ema = self._miss_ema * decay + (s.sla_misses - self._last_misses)
-        self._done_ema = self._done_ema * decay + (s.n_on_time - self._last_on_time)
-        self._last_misses, self._last_on_time, self._last_time = s.sla_misses, s.n_on_time, s.now
-        total = self._miss_ema + self._done_ema
-        self.violation_rate = self._miss_ema / total if total > 0 else 0.0
+    @property
+    def violation_rate(self) -> float:
+        """Share of misses among the recent misses and on-time completions (moving rates)."""
+        return float(self._rates[_VIOLATION_RATE])
 
     def build(self) -> np.ndarray:
-        """The observation at the server's current decision."""
+        """The observation at the server's current decision.
+
+        It first folds the misses and on-time completions since the previous observation into
+        the moving rates, so it is called once per decision.
+        """
         s = self.server
-        now = s.now
-        sla = self.sla_s
-        max_batch = self.max_batch_size
-        scale = self.length_scale
-        kv = s.kv_capacity_tokens
-        arrival = self.order_arrival
-        pred = self.predicted_cumsum
-        need = self.need_cumsum
-        late_before = now - sla
-        next_chance = self.next_chance_s
-        values: list[float] = []
-        for h, t, service in zip(s.head, s.tail, self.bin_service):
-            q = t - h
-            if q == 0:
-                values += _EMPTY_BIN
-                continue
-            wait = now - arrival[h]
-            late = bisect_left(arrival, late_before, h, t) - h
-            # Requests that miss their deadline even if served now arrived before doom_before
-            # (a prefix of the FIFO bin); at risk: those that would if served one batch later.
-            doom_before = now + service - sla
-            doomed = bisect_left(arrival, doom_before, h + late, t) - h
-            at_risk = bisect_left(arrival, doom_before + next_chance, h + doomed, t) - h - doomed
-            full_batch_need = (need[t] - need[h]) / q * min(q, max_batch)
-            values += (
-                q / max_batch,
-                wait / sla,
-                (sla - wait - service) / sla,
-                late / q,
-                doomed / q,
-                max(min(q, max_batch) - doomed, 0) / max_batch,
-                at_risk / max_batch,
-                (pred[t] - pred[h]) / q / scale,
-                min(1.0, kv / max(full_batch_need, 1.0)),
-            )
-        values += [(f - now) / sla if b else 0.0 for f, b in zip(s.gpu_free_at, s.gpu_busy)]
-        recent = s.n_arrived - bisect_right(self.arrival, late_before, 0, s.n_arrived)
-        values += (
-            recent / sla / self.capacity_rps,
-            self.violation_rate,
-            s.n_arrived / s.n_requests,
-            s.n_waiting / max_batch,
+        obs = np.empty(len(self.low), dtype=np.float32)
+        _build(
+            obs,
+            self.low,
+            self.high,
+            s._clock,
+            s._counts,
+            s._gpu_f,
+            s._gpu_i,
+            s._queues,
+            s._arrival_s,
+            s._pos_arrival,
+            self._predicted_cumsum,
+            self._need_cumsum,
+            self._bin_service,
+            self._params,
+            self._rates,
+            _EMPTY_BIN,
         )
-        obs = np.array(values, dtype=np.float32)
-        np.minimum(obs, self.high, out=obs)
-        return np.maximum(obs, self.low, out=obs)
+        return obs
+
+
+@njit(cache=True)
+def _build(
+    obs,
+    low,
+    high,
+    clock,
+    counts,
+    gpu_f,
+    gpu_i,
+    queues,
+    arrival,
+    pos_arrival,
+    pred,
+    need,
+    bin_service,
+    params,
+    rates,
+    empty_bin,
+) -> None:
+    """Fill ``obs`` in the order of :func:`feature_names`, clipped to ``[low, high]``."""
+    now = clock[k.NOW]
+    sla = params[_SLA]
+    max_batch = int(params[_MAX_BATCH])
+    scale = params[_LENGTH_SCALE]
+    kv = params[_KV]
+    next_chance = params[_NEXT_CHANCE]
+    # Moving rates: misses and on-time completions decay with time constant sla.
+    misses = counts[k.N_LATE]
+    on_time = counts[k.N_ON_TIME]
+    decay = math.exp(-(now - rates[_LAST_TIME]) / sla)
+    rates[_MISS_EMA] = rates[_MISS_EMA] * decay + (misses - rates[_LAST_MISSES])
+    rates[_DONE_EMA] = rates[_DONE_EMA] * decay + (on_time - rates[_LAST_ON_TIME])
+    rates[_LAST_MISSES] = misses
+    rates[_LAST_ON_TIME] = on_time
+    rates[_LAST_TIME] = now
+    total = rates[_MISS_EMA] + rates[_DONE_EMA]
+    rates[_VIOLATION_RATE] = rates[_MISS_EMA] / total if total > 0 else 0.0
+    late_before = now - sla
+    i = 0
+    for j in range(queues.shape[1]):
+        h = queues[k.HEAD, j]
+        t = queues[k.TAIL, j]
+        q = t - h
+        if q == 0:
+            for v in empty_bin:
+                obs[i] = v
+                i += 1
+            continue
+        service = bin_service[j]
+        wait = now - pos_arrival[h]
+        late = k.bisect_left(pos_arrival, late_before, h, t) - h
+        # Requests that miss their deadline even if served now arrived before doom_before
+        # (a prefix of the FIFO bin); at risk: those that would if served one batch later.
+        doom_before = now + service - sla
+        doomed = k.bisect_left(pos_arrival, doom_before, h + late, t) - h
+        at_risk = k.bisect_left(pos_arrival, doom_before + next_chance, h + doomed, t) - h - doomed
+        batch = min(q, max_batch)
+        full_batch_need = (need[t] - need[h]) / q * batch
+        obs[i] = q / max_batch
+        obs[i + 1] = wait / sla
+        obs[i + 2] = (sla - wait - service) / sla
+        obs[i + 3] = late / q
+        obs[i + 4] = doomed / q
+        obs[i + 5] = max(batch - doomed, 0) / max_batch
+        obs[i + 6] = at_risk / max_batch
+        obs[i + 7] = (pred[t] - pred[h]) / q / scale
+        obs[i + 8] = min(1.0, kv / max(full_batch_need, 1.0))
+        i += 9
+    for g in range(gpu_i.shape[1]):
+        obs[i] = (gpu_f[k.FREE_AT, g] - now) / sla if gpu_i[k.BUSY, g] != 0 else 0.0
+        i += 1
+    n_arrived = counts[k.N_ARRIVED]
+    recent = n_arrived - k.bisect_right(arrival, late_before, 0, n_arrived)
+    obs[i] = recent / sla / params[_CAPACITY]
+    obs[i + 1] = rates[_VIOLATION_RATE]
+    obs[i + 2] = n_arrived / arrival.shape[0]
+    obs[i + 3] = counts[k.N_WAITING] / max_batch
+    for m in range(obs.shape[0]):
+        obs[m] = max(min(obs[m], high[m]), low[m])

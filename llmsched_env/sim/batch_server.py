@@ -14,19 +14,23 @@ move the head. A batch is therefore a range of positions in that array, and the 
 per-request values and event times by position, so that a dispatch or a completion costs a few
 slices and binary searches whatever the batch size; :attr:`BatchServer.records` presents them in
 request order.
+
+The state lives in numpy arrays and the event loop and the dispatch run compiled
+(:mod:`llmsched_env.sim.batch_kernels`), because ``BatchScheduling-v0`` steps once per dispatch;
+the attributes below read those arrays.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from llmsched_env.latency import BatchLatencyModel
+from llmsched_env.latency import BatchLatencyModel, EngineStaticBatchLatency
+from llmsched_env.sim import batch_kernels as k
 from llmsched_env.sim.engine import Engine
-from llmsched_env.sim.records import RejectReason, RequestRecords
+from llmsched_env.sim.records import RequestRecords
 from llmsched_env.workload import Workload
 
 
@@ -52,6 +56,21 @@ class FinishedBatch(NamedTuple):
     max_total_tokens: int
     max_output_tokens: int
     output_tokens: int
+
+
+class _Counter:
+    """An integer attribute kept in element ``index`` of the server's ``counts`` array."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __get__(self, server: Any, owner: type | None = None) -> Any:
+        if server is None:
+            return self
+        return int(server._counts[self.index])
+
+    def __set__(self, server: Any, value: int) -> None:
+        server._counts[self.index] = value
 
 
 class BatchServer(Engine):
@@ -81,6 +100,15 @@ class BatchServer(Engine):
         finished_batches: Batches finished since the caller last cleared this list.
     """
 
+    n_arrived = _Counter(k.N_ARRIVED)
+    n_completed = _Counter(k.N_COMPLETED)
+    n_rejected = _Counter(k.N_REJECTED)
+    n_waiting = _Counter(k.N_WAITING)
+    n_on_time = _Counter(k.N_ON_TIME)
+    n_late = _Counter(k.N_LATE)
+    on_time_output_tokens = _Counter(k.ON_TIME_TOKENS)
+    decision_gpu = _Counter(k.DECISION_GPU)
+
     def __init__(
         self,
         workload: Workload,
@@ -93,12 +121,20 @@ class BatchServer(Engine):
         n_queues: int | None = None,
         deadline_s: float | None = None,
     ) -> None:
-        super().__init__(workload, n_gpus, rng)
+        if not isinstance(n_gpus, (int, np.integer)) or isinstance(n_gpus, bool) or n_gpus < 1:
+            raise ValueError(f"n_gpus must be a positive integer, got {n_gpus!r}")
         if kv_capacity_tokens < 1:
             raise ValueError(f"kv_capacity_tokens must be >= 1, got {kv_capacity_tokens!r}")
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive or None, got {deadline_s!r}")
         n = len(workload)
+        # The state arrays first: the engine's attributes below are views of them.
+        self._clock = np.zeros(2)
+        self._counts = np.zeros(k.N_COUNTS, dtype=np.int64)
+        self._gpu_f = np.zeros((3, int(n_gpus)))
+        self._gpu_i = np.zeros((3, int(n_gpus)), dtype=np.int64)
+        self._gpu_i[k.RUNNING] = -1
+        super().__init__(workload, n_gpus, rng)
         self._records.tracks_token_gaps = False  # static batches do not resolve token times
         self.latency = latency
         self.kv_capacity_tokens = int(kv_capacity_tokens)
@@ -120,77 +156,179 @@ class BatchServer(Engine):
         keys = queue_of[queued].astype(np.int16 if self.n_queues < 2**15 else np.int64)
         self.order = queued[np.argsort(keys, kind="stable")]
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        self.queue_start = offsets[:-1].copy()
-        self.head = offsets[:-1].tolist()
-        self.tail = offsets[:-1].tolist()
-        # Per queue, the request indices it holds in arrival order: how many of them have
-        # arrived before index i is one binary search, so arrivals are admitted in bulk.
-        starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
-        self._queue_members = [
-            (start, self.order[start:end].tolist()) for start, end in zip(starts, ends)
-        ]
-        self._rejected_indices = np.flatnonzero(too_large).tolist()
-        self.n_waiting = 0
+        self._queues = np.empty((3, self.n_queues), dtype=np.int64)
+        self._queues[k.HEAD] = self._queues[k.TAIL] = offsets[:-1]
+        self._queues[k.END] = offsets[1:]
+        self._rejected_indices = np.flatnonzero(too_large)
         self.deadline_s = deadline_s
-        self._deadline = (workload.arrival_s + deadline_s).tolist() if deadline_s else None
-        # Per-position values (Python lists and prefix sums), so that a dispatch or a completion
-        # reads slices and binary searches instead of gathering by request index.
+        self._deadline_or_nan = float(deadline_s) if deadline_s else np.nan
+        # Per-position values, so that a dispatch or a completion reads ranges of positions.
         order = self.order
+        self._arrival_s = workload.arrival_s
+        self._pos_arrival = workload.arrival_s[order]
         self._pos_prompt = workload.prompt_tokens[order]
         self._pos_output = workload.output_tokens[order]
-        self._pos_output_list = self._pos_output.tolist()
-        self._pos_total_list = (self._pos_prompt + self._pos_output).tolist()
-        self._pos_kv_cumsum = [0, *np.cumsum(self.kv_need[order]).tolist()]
-        self._pos_output_cumsum = [0, *np.cumsum(self._pos_output).tolist()]
-        self._pos_deadline = (
-            (workload.arrival_s + deadline_s)[order].tolist() if deadline_s else None
-        )
-        # Event times and states by position, written with slices (a batch is a range of
-        # positions); :attr:`records` scatters them into request order when read.
+        self._pos_kv_cumsum = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(self.kv_need[order], out=self._pos_kv_cumsum[1:])
+        self._pos_output_cumsum = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(self._pos_output, out=self._pos_output_cumsum[1:])
+        # Event times and states by position; :attr:`records` scatters them into request order.
         n_queued = len(order)
-        self._pos_start = np.full(n_queued, np.nan)
-        self._pos_first_token = np.full(n_queued, np.nan)
-        # A list: the deadline scan reads it one request at a time.
-        self._pos_completion = [math.nan] * n_queued
-        self._pos_gpu = np.full(n_queued, -1, dtype=np.int32)
+        self._pos_times = np.full((3, n_queued), np.nan)
         self._pos_batch = np.full(n_queued, -1, dtype=np.int64)
         self._pos_completed = np.zeros(n_queued, dtype=bool)
-        self._records_stale = False
+        self._records_version = (-1, -1)
         position = np.full(n, -1, dtype=np.int64)
         position[order] = np.arange(n_queued)
         #: Each request's position (-1: rejected), for the deadline scan.
-        self._position = position.tolist()
-        self.n_on_time = 0
-        self.n_late = 0
-        self.on_time_output_tokens = 0
-        self.batches: list[tuple[int, float, float, int]] = []
-        self.finished_batches: list[FinishedBatch] = []
-        #: Per GPU, the running batch as ``(queue, first position, end position)`` or ``None``.
-        self._running: list[tuple[int, int, int] | None] = [None] * self.n_gpus
+        self._position = position
+        # Per batch (at most one per queued request), and the batches in the order they ended.
+        self._batch_i = np.zeros((7, n_queued), dtype=np.int64)
+        self._batch_f = np.zeros((2, n_queued))
+        self._finished = np.zeros(n_queued, dtype=np.int64)
+        self._finished_read = 0
+        self._finished_batches: list[FinishedBatch] = []
+        self._engine_coefficients = None
+        if isinstance(latency, EngineStaticBatchLatency):
+            it = latency.iteration
+            self._engine_coefficients = np.array(
+                [
+                    it.b0_s,
+                    it.b1_s_per_prefill_token,
+                    it.b2_s_per_decode_token,
+                    it.b3_s_per_context_token,
+                ],
+                dtype=np.float64,
+            )
+
+    # ------------------------------------------------------------------ state, read from arrays
+    @property
+    def head(self) -> list[int]:
+        """Per queue, the position of its oldest waiting request (a copy)."""
+        return self._queues[k.HEAD].tolist()
+
+    @property
+    def tail(self) -> list[int]:
+        """Per queue, one past the position of its newest waiting request (a copy)."""
+        return self._queues[k.TAIL].tolist()
+
+    @property
+    def now(self) -> float:
+        """Current simulated time in seconds."""
+        return float(self._clock[k.NOW])
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self._clock[k.NOW] = value
+
+    @property
+    def in_system_integral(self) -> float:
+        """Time integral of the number of requests in the system (request-seconds)."""
+        return float(self._clock[k.IN_SYSTEM])
+
+    @in_system_integral.setter
+    def in_system_integral(self, value: float) -> None:
+        self._clock[k.IN_SYSTEM] = value
+
+    @property
+    def gpu_busy(self) -> list[bool]:
+        """Whether each GPU is working."""
+        return [b != 0 for b in self._gpu_i[k.BUSY].tolist()]
+
+    @gpu_busy.setter
+    def gpu_busy(self, value: list[bool]) -> None:
+        self._gpu_i[k.BUSY] = value
+
+    @property
+    def gpu_free_at(self) -> list[float]:
+        """When each GPU's latest work ends (or ended)."""
+        return self._gpu_f[k.FREE_AT].tolist()
+
+    @gpu_free_at.setter
+    def gpu_free_at(self, value: list[float]) -> None:
+        self._gpu_f[k.FREE_AT] = value
+
+    @property
+    def busy_s(self) -> list[float]:
+        """Total time each GPU spent working (work still running counts in full)."""
+        return self._gpu_f[k.BUSY_S].tolist()
+
+    @busy_s.setter
+    def busy_s(self, value: list[float]) -> None:
+        self._gpu_f[k.BUSY_S] = value
+
+    # ------------------------------------------------------------------ the decision loop
+    def advance(self) -> bool:
+        """Process events until a decision is due (see :meth:`Engine.advance`)."""
+        return k.advance(
+            self._clock,
+            self._counts,
+            self._gpu_f,
+            self._gpu_i,
+            self._queues,
+            self.order,
+            self._arrival_s,
+            self._position,
+            self._rejected_indices,
+            self._records.reject_reason,
+            self._pos_times,
+            self._pos_completed,
+            self._pos_arrival,
+            self._pos_output_cumsum,
+            self._batch_i,
+            self._finished,
+            self._deadline_or_nan,
+        )
+
+    def wait(self) -> None:
+        """Let the deciding GPU idle until the next event (see :meth:`Engine.wait`)."""
+        gpu = self._require_decision()
+        if not self.can_wait():
+            raise RuntimeError(
+                "WAIT would deadlock: no request is left to arrive and no GPU is working"
+            )
+        self._gpu_i[k.DEFERRED, gpu] = 1
+        self._counts[k.DECISION_GPU] = -1
+
+    def can_wait(self) -> bool:
+        """Whether WAIT is safe: some event (an arrival or the end of GPU work) is still ahead."""
+        return self.n_arrived < self.n_requests or any(self._gpu_i[k.BUSY].tolist())
+
+    def next_event_time(self) -> float:
+        """Time of the next arrival or end of GPU work, ``inf`` if there is none."""
+        n_arrived = self.n_arrived
+        t = float(self._arrival_s[n_arrived]) if n_arrived < self.n_requests else math.inf
+        return min([t, *(f for f, b in zip(self.gpu_free_at, self.gpu_busy) if b)])
 
     # ------------------------------------------------------------------ decisions
     def queue_lengths(self) -> list[int]:
         """Number of waiting requests in each queue."""
-        return [t - h for h, t in zip(self.head, self.tail)]
+        return (self._queues[k.TAIL] - self._queues[k.HEAD]).tolist()
+
+    def queue_bounds(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(heads, tails)``: each queue's waiting requests are positions ``head .. tail - 1``."""
+        heads, tails, _ = self._queues.tolist()
+        return tuple(heads), tuple(tails)
+
+    def fill_decision_mask(self, mask: np.ndarray) -> None:
+        """Mark the decisions allowed now in ``mask``: WAIT, then dispatching from each queue.
+
+        ``mask[0]`` becomes whether WAIT is safe (:meth:`can_wait`) and ``mask[1 + q]`` whether
+        queue ``q`` holds requests; entries after those are left alone.
+        """
+        k.fill_decision_mask(mask, self._counts, self._gpu_i, self._queues, self.n_requests)
 
     def queue_ids(self, queue: int) -> np.ndarray:
         """Indices of the requests waiting in ``queue``, oldest first (a read-only view)."""
-        view = self.order[self.head[queue] : self.tail[queue]]
+        view = self.order[self._queues[k.HEAD, queue] : self._queues[k.TAIL, queue]]
         view.flags.writeable = False
         return view
 
     def fitting_count(self, queue: int, max_count: int) -> int:
         """How many of the oldest ``max_count`` requests of ``queue`` fit together in KV memory."""
-        head = self.head[queue]
-        return self._fitting_end(head, min(head + max_count, self.tail[queue])) - head
-
-    def _fitting_end(self, head: int, end: int) -> int:
-        """The largest ``k <= end`` such that positions ``head .. k - 1`` fit in KV memory."""
-        kv = self._pos_kv_cumsum
-        limit = kv[head] + self.kv_capacity_tokens
-        if kv[end] <= limit:
-            return end
-        return bisect_right(kv, limit, head, end + 1) - 1
+        head = int(self._queues[k.HEAD, queue])
+        end = min(head + max_count, int(self._queues[k.TAIL, queue]))
+        return int(k.fitting_end(self._pos_kv_cumsum, self.kv_capacity_tokens, head, end)) - head
 
     def dispatch(self, queue: int, max_count: int) -> int:
         """Serve the oldest requests of ``queue`` as one batch on the deciding GPU.
@@ -207,137 +345,203 @@ class BatchServer(Engine):
             RuntimeError: If no decision is due.
             ValueError: If the queue index is out of range, the queue is empty or ``max_count < 1``.
         """
-        gpu = self._require_decision()
+        self._require_decision()
         if not 0 <= queue < self.n_queues:
             raise ValueError(f"queue must be in [0, {self.n_queues}), got {queue!r}")
         if max_count < 1:
             raise ValueError(f"max_count must be >= 1, got {max_count!r}")
-        head, tail = self.head[queue], self.tail[queue]
-        if head == tail:
+        queues = self._queues
+        if queues[k.HEAD, queue] == queues[k.TAIL, queue]:
             raise ValueError(f"queue {queue} is empty")
+        if self._engine_coefficients is not None:
+            return k.dispatch_engine_batch(
+                self._clock,
+                self._counts,
+                self._gpu_f,
+                self._gpu_i,
+                queues,
+                self._pos_times,
+                self._pos_batch,
+                self._pos_prompt,
+                self._pos_output,
+                self._pos_kv_cumsum,
+                self._pos_output_cumsum,
+                self._batch_i,
+                self._batch_f,
+                self.kv_capacity_tokens,
+                self._engine_coefficients,
+                queue,
+                max_count,
+            )
+        # Any other latency model is called from Python with the members' lengths.
+        head = int(queues[k.HEAD, queue])
+        end = min(head + max_count, int(queues[k.TAIL, queue]))
         # A single request always fits: larger ones were rejected at arrival.
-        stop = max(self._fitting_end(head, min(head + max_count, tail)), head + 1)
-        size = stop - head
+        fitting = int(k.fitting_end(self._pos_kv_cumsum, self.kv_capacity_tokens, head, end))
+        stop = max(fitting, head + 1)
         service_s, first_token_s = self.latency.batch_timing(
             self._pos_prompt[head:stop], self._pos_output[head:stop], self.rng
         )
-        now = self.now
-        end = self._start_work(gpu, service_s)
-        self._pos_start[head:stop] = now
-        self._pos_first_token[head:stop] = now + first_token_s
-        self._pos_completion[head:stop] = [end] * size
-        self._pos_gpu[head:stop] = gpu
-        self._pos_batch[head:stop] = len(self.batches)
-        self._records_stale = True
-        self.batches.append((gpu, now, service_s, size))
-        self._running[gpu] = (queue, head, stop)
-        self.head[queue] = stop
-        self.n_waiting -= size
-        return size
-
-    # ------------------------------------------------------------------ engine hooks
-    def _find_decision_gpu(self) -> int:
-        if self.n_waiting == 0:
-            return -1
-        busy = self.gpu_busy
-        deferred = self._deferred
-        for gpu in range(self.n_gpus):
-            if not busy[gpu] and gpu not in deferred:
-                return gpu
-        return -1
-
-    def _on_arrivals(self, lo: int, hi: int) -> None:
-        """Admit requests ``lo .. hi - 1``: move each queue's tail past its arrived members."""
-        self.n_arrived = hi
-        waiting = 0
-        for queue, (start, members) in enumerate(self._queue_members):
-            tail = self.tail[queue]
-            # Fast exit for queues whose next member has not arrived yet.
-            if tail - start < len(members) and members[tail - start] < hi:
-                new_tail = start + bisect_left(members, hi, tail - start)
-                waiting += new_tail - tail
-                self.tail[queue] = new_tail
-        self.n_waiting += waiting
-        rejected = self._rejected_indices
-        first = bisect_left(rejected, lo)
-        last = bisect_left(rejected, hi, first)
-        for index in rejected[first:last]:
-            self._records.reject_reason[index] = RejectReason.EXCEEDS_KV_CAPACITY
-            self.n_rejected += 1
-            if self._deadline is not None:
-                self.n_late += 1
-
-    def _on_work_done(self, gpu: int) -> None:
-        queue, head, stop = self._running[gpu]
-        self._running[gpu] = None
-        self._pos_completed[head:stop] = True
-        self._records_stale = True
-        self.n_completed += stop - head
-        output_cumsum = self._pos_output_cumsum
-        if self._pos_deadline is not None:
-            # Members complete together and their deadlines ascend along the queue, so the
-            # on-time members are a suffix of the batch.
-            end = self.gpu_free_at[gpu]
-            first_on_time = bisect_left(self._pos_deadline, end, head, stop)
-            self.n_on_time += stop - first_on_time
-            self.on_time_output_tokens += output_cumsum[stop] - output_cumsum[first_on_time]
-        _, start_s, service_s, size = self.batches[int(self._pos_batch[head])]
-        self.finished_batches.append(
-            FinishedBatch(
-                gpu=gpu,
-                queue=queue,
-                size=size,
-                start_s=start_s,
-                service_s=service_s,
-                max_total_tokens=max(self._pos_total_list[head:stop]),
-                max_output_tokens=max(self._pos_output_list[head:stop]),
-                output_tokens=output_cumsum[stop] - output_cumsum[head],
-            )
+        return k.start_batch(
+            self._clock,
+            self._counts,
+            self._gpu_f,
+            self._gpu_i,
+            queues,
+            self._pos_times,
+            self._pos_batch,
+            self._pos_prompt,
+            self._pos_output,
+            self._pos_output_cumsum,
+            self._batch_i,
+            self._batch_f,
+            queue,
+            stop,
+            float(service_s),
+            float(first_token_s),
         )
 
-    def _on_time_passed(self, t: float) -> None:
-        if self._deadline is not None:
-            self.n_late += self._deadlines_missed_until(
-                t, self._deadline, self._pos_completion, self._position
-            )
+    def decide(self, queue: int, max_count: int = 1) -> bool:
+        """Carry out one decision, then process events until the next (:meth:`advance`).
+
+        The decision loop of a scheduler in one call, which is what an environment step does:
+        ``queue >= 0`` dispatches as :meth:`dispatch` does, ``queue < 0`` waits as :meth:`wait`
+        does.
+
+        Args:
+            queue: Queue to dispatch from, or a negative number to WAIT.
+            max_count: Largest batch size wanted (ignored for WAIT).
+
+        Returns:
+            What :meth:`advance` returns: whether a decision is due.
+
+        Raises:
+            RuntimeError: If no decision is due, or waiting would deadlock.
+            ValueError: If the queue index is out of range, the queue is empty or
+                ``max_count < 1``.
+        """
+        if self._engine_coefficients is None or queue >= self.n_queues or max_count < 1:
+            # The general path, which also raises the errors of a bad queue or count.
+            if queue < 0:
+                self.wait()
+            else:
+                self.dispatch(queue, max_count)
+            return self.advance()
+        code = k.decide_and_advance(
+            self._clock,
+            self._counts,
+            self._gpu_f,
+            self._gpu_i,
+            self._queues,
+            self.order,
+            self._arrival_s,
+            self._position,
+            self._rejected_indices,
+            self._records.reject_reason,
+            self._pos_times,
+            self._pos_batch,
+            self._pos_completed,
+            self._pos_arrival,
+            self._pos_prompt,
+            self._pos_output,
+            self._pos_kv_cumsum,
+            self._pos_output_cumsum,
+            self._batch_i,
+            self._batch_f,
+            self._finished,
+            self._deadline_or_nan,
+            self.kv_capacity_tokens,
+            self._engine_coefficients,
+            queue,
+            max_count,
+        )
+        if code < 0:
+            # Refused and nothing changed: the checks of wait() and dispatch() raise the error.
+            if queue < 0:
+                self.wait()
+            else:
+                self.dispatch(queue, max_count)
+        return code == 1
+
+    # ------------------------------------------------------------------ results
+    @property
+    def finished_batches(self) -> list[FinishedBatch]:
+        """Batches finished since the caller last cleared this list (assign ``[]`` to clear)."""
+        n_finished = int(self._counts[k.N_FINISHED])
+        if n_finished > self._finished_read:
+            batch_i, batch_f = self._batch_i, self._batch_f
+            for b in self._finished[self._finished_read : n_finished].tolist():
+                gpu, queue, size, _, max_total, max_output, output_tokens = batch_i[:, b].tolist()
+                start_s, service_s = batch_f[:, b].tolist()
+                self._finished_batches.append(
+                    FinishedBatch(
+                        gpu, queue, size, start_s, service_s, max_total, max_output, output_tokens
+                    )
+                )
+            self._finished_read = n_finished
+        return self._finished_batches
+
+    @finished_batches.setter
+    def finished_batches(self, value: list[FinishedBatch]) -> None:
+        self._finished_read = int(self._counts[k.N_FINISHED])  # what finished so far is dropped
+        self._finished_batches = value
+
+    def take_finished_batches(self) -> list[FinishedBatch]:
+        """The batches finished since the previous call (or :attr:`finished_batches` clearing)."""
+        finished = self.finished_batches
+        self._finished_batches = []
+        return finished
+
+    @property
+    def batches(self) -> list[tuple[int, float, float, int]]:
+        """Every dispatched batch as ``(gpu, start_s, service_s, size)``, in dispatch order."""
+        n = int(self._counts[k.N_BATCHES])
+        gpus = self._batch_i[k.B_GPU, :n].tolist()
+        sizes = self._batch_i[k.B_SIZE, :n].tolist()
+        starts = self._batch_f[k.B_START, :n].tolist()
+        services = self._batch_f[k.B_SERVICE, :n].tolist()
+        return list(zip(gpus, starts, services, sizes))
 
     @property
     def records(self) -> RequestRecords:
         """Per-request event times and states of the run so far (in request order)."""
         records = self._records
-        if self._records_stale:
+        version = (int(self._counts[k.N_BATCHES]), int(self._counts[k.N_FINISHED]))
+        if version != self._records_version:
             order = self.order
-            records.start_s[order] = self._pos_start
-            records.first_token_s[order] = self._pos_first_token
-            records.completion_s[order] = self._pos_completion
-            records.gpu[order] = self._pos_gpu
-            records.batch[order] = self._pos_batch
+            records.start_s[order] = self._pos_times[k.START]
+            records.first_token_s[order] = self._pos_times[k.FIRST_TOKEN]
+            records.completion_s[order] = self._pos_times[k.COMPLETION]
+            batch = self._pos_batch
+            records.gpu[order] = np.where(batch >= 0, self._batch_i[k.B_GPU][batch], -1)
+            records.batch[order] = batch
             records.completed[order] = self._pos_completed
             records.tokens_generated[order] = np.where(self._pos_completed, self._pos_output, 0)
-            self._records_stale = False
+            self._records_version = version
         return records
 
     @property
     def sla_misses(self) -> int:
         """Deadlines that passed unfinished, plus rejections, so far."""
-        return self.n_late
+        return int(self._counts[k.N_LATE])
 
     @property
     def n_running(self) -> int:
         """Requests in the batches that GPUs are running now."""
-        return sum(run[2] - run[1] for run in self._running if run is not None)
+        running = self._gpu_i[k.RUNNING]
+        return int(self._batch_i[k.B_SIZE][running[running >= 0]].sum())
 
     def mean_batch_size(self) -> float:
         """Mean size of the batches dispatched so far (nan before the first)."""
-        if not self.batches:
+        n = int(self._counts[k.N_BATCHES])
+        if n == 0:
             return float("nan")
-        return sum(b[3] for b in self.batches) / len(self.batches)
+        return sum(self._batch_i[k.B_SIZE, :n].tolist()) / n
 
     def next_completion_s(self) -> float:
         """Time at which the next running batch ends, ``inf`` if no GPU works."""
-        return self._gpu_events[0][0] if self._gpu_events else math.inf
+        return min([math.inf, *(f for f, b in zip(self.gpu_free_at, self.gpu_busy) if b)])
 
-    def busy_until(self) -> list[float]:
-        """For every GPU, the time its current batch ends (``now`` for an idle GPU)."""
-        now = self.now
-        return [t if b else now for t, b in zip(self.gpu_free_at, self.gpu_busy)]
+    def busy_until(self) -> np.ndarray:
+        """For every GPU, the time its current batch ends (``now`` for an idle GPU); a copy."""
+        return self._gpu_f[k.UNTIL].copy()

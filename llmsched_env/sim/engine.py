@@ -21,6 +21,7 @@ import heapq
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from functools import cached_property
 from typing import TypeVar
 
 import numpy as np
@@ -67,7 +68,6 @@ class Engine:
         self.busy_s = [0.0] * self.n_gpus
         self.gpu_busy = [False] * self.n_gpus
         self.gpu_free_at = [0.0] * self.n_gpus
-        self._arrival = workload.arrival_s.tolist()
         self._gpu_events: list[tuple[float, int]] = []
         self._deferred: set[int] = set()
         self._deadline_ptr = 0
@@ -77,6 +77,11 @@ class Engine:
     def records(self) -> RequestRecords:
         """Per-request event times and states of the run so far."""
         return self._records
+
+    @cached_property
+    def _arrival(self) -> list[float]:
+        """Arrival times as a list (the Python event loop reads them one at a time)."""
+        return self.workload.arrival_s.tolist()
 
     # ------------------------------------------------------------------ the decision loop
     def advance(self) -> bool:

@@ -146,6 +146,34 @@ class Workload:
                     f"{field_name} must be >= 1 token, got {field_name}[{index}] = {values[index]}"
                 )
 
+    @classmethod
+    def _derived(
+        cls,
+        arrival_s: np.ndarray,
+        prompt_tokens: np.ndarray,
+        output_tokens: np.ndarray,
+        predicted_output_tokens: np.ndarray,
+        name: str,
+    ) -> Workload:
+        """A workload from arrays derived from a validated one, without checking them again.
+
+        The arrays must come from a valid workload by slicing, a shift or a positive scaling
+        that keeps arrivals sorted, finite and non-negative. Each episode samples its workload
+        this way; the checks of the constructor would cost more than the rest of the sampling.
+        Arrays that are not read-only yet (new ones, not views of a caller's data) are frozen.
+        """
+        workload = object.__new__(cls)
+        for field_name, values in (
+            ("arrival_s", arrival_s),
+            ("prompt_tokens", prompt_tokens),
+            ("output_tokens", output_tokens),
+            ("predicted_output_tokens", predicted_output_tokens),
+        ):
+            values.flags.writeable = False
+            object.__setattr__(workload, field_name, values)
+        object.__setattr__(workload, "name", name)
+        return workload
+
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
 
@@ -221,12 +249,12 @@ class Workload:
         arrival_s = self.arrival_s[start:stop]
         if rebase:
             arrival_s = arrival_s - arrival_s[0]
-        return Workload(
+        return Workload._derived(
             arrival_s,
             self.prompt_tokens[start:stop],
             self.output_tokens[start:stop],
             self.predicted_output_tokens[start:stop],
-            name=self.name,
+            self.name,
         )
 
     def time_scaled(self, speedup: float) -> Workload:
@@ -242,29 +270,56 @@ class Workload:
             A new :class:`Workload`.
         """
         speedup = check_float("speedup", speedup, positive=True)
-        return Workload(
-            self.arrival_s / speedup,
+        arrival_s = self.arrival_s / speedup
+        if not np.isfinite(arrival_s[-1]):
+            raise ValueError(
+                f"speedup={speedup!r} is too small: the last arrival becomes {arrival_s[-1]}"
+            )
+        return Workload._derived(
+            arrival_s,
             self.prompt_tokens,
             self.output_tokens,
             self.predicted_output_tokens,
-            name=self.name,
+            self.name,
         )
 
-    def with_predictions(self, predicted_output_tokens: ArrayLike) -> Workload:
+    def with_predictions(
+        self, predicted_output_tokens: ArrayLike, *, name: str | None = None
+    ) -> Workload:
         """Return the workload with the predicted output lengths replaced.
 
         Args:
             predicted_output_tokens: One whole number ``>= 1`` per request.
+            name: Name of the new workload (default: this workload's name).
 
         Returns:
             A new :class:`Workload`.
+
+        Raises:
+            ValueError: If the predictions are not one whole number ``>= 1`` per request.
+            TypeError: If they are not real numbers.
         """
-        return Workload(
+        field = "predicted_output_tokens"
+        predicted = _frozen_array(field, predicted_output_tokens, np.int64)
+        if predicted.shape != self.arrival_s.shape:
+            raise ValueError(
+                f"{field} must have the same length as the workload ({len(self)} requests), "
+                f"got {predicted.shape[0]}"
+            )
+        bad = predicted < 1
+        if bad.any():
+            index = int(np.argmax(bad))
+            raise ValueError(
+                f"{field} must be >= 1 token, got {field}[{index}] = {predicted[index]}"
+            )
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r} ({type(name).__name__})")
+        return Workload._derived(
             self.arrival_s,
             self.prompt_tokens,
             self.output_tokens,
-            np.asarray(predicted_output_tokens),
-            name=self.name,
+            predicted,
+            self.name if name is None else name,
         )
 
     def to_frame(self) -> pd.DataFrame:

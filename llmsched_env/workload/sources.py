@@ -285,9 +285,7 @@ class TraceSource:
         if rate is not None:
             window = window.time_scaled(rate / self.natural_rate_rps)
         predicted = self.predictor.predict(window.prompt_tokens, window.output_tokens, rng)
-        return Workload(
-            window.arrival_s, window.prompt_tokens, window.output_tokens, predicted, self.name
-        )
+        return window.with_predictions(predicted, name=self.name)
 
     def calibration(self) -> Workload:
         """Return the history: the first :attr:`calibration_size` requests, rebased to 0 s.
