@@ -21,8 +21,8 @@ The server's state is a handful of arrays, indexed by the constants below:
 * per *position* (a request's place in the queue-ordered index array ``order``): prompt and
   output lengths, prefix sums of KV need and output tokens, arrival times, and the event times
   that :attr:`BatchServer.records` presents in request order;
-* per batch: ``batch_i`` rows ``GPU, QUEUE, SIZE, HEAD, MAX_TOTAL, MAX_OUTPUT, OUTPUT_TOKENS``
-  and ``batch_f`` rows ``START, SERVICE``; ``finished`` lists batch indices in the order they
+* per batch, one row each: ``batch_i`` columns ``GPU, QUEUE, SIZE, HEAD, MAX_TOTAL, MAX_OUTPUT,
+  OUTPUT_TOKENS`` and ``batch_f`` columns ``START, SERVICE``; ``finished`` lists batch indices in the order they
   ended.
 """
 
@@ -57,13 +57,96 @@ BUSY, DEFERRED, RUNNING = 0, 1, 2
 HEAD, TAIL, END = 0, 1, 2
 # pos_f rows: event times by position
 START, FIRST_TOKEN, COMPLETION = 0, 1, 2
-# batch_i rows
+# batch_i columns
 B_GPU, B_QUEUE, B_SIZE, B_HEAD, B_MAX_TOTAL, B_MAX_OUTPUT, B_OUTPUT_TOKENS = range(7)
-# batch_f rows
+# batch_f columns
 B_START, B_SERVICE = 0, 1
 
 #: The code :class:`~llmsched_env.sim.records.RejectReason` gives a request too large for KV memory.
 REJECT_EXCEEDS_KV = 1
+
+
+@njit(cache=True)
+def min_max(a):
+    """``(a.min(), a.max())`` of a non-empty array in one pass."""
+    low = high = a[0]
+    for x in a:
+        if x < low:
+            low = x
+        elif x > high:
+            high = x
+    return low, high
+
+
+@njit(cache=True)
+def arrange(queue_of, n_queues, prompt, output, arrival, kv_capacity):
+    """Lay out a run: each request's queue position, and the per-position arrays.
+
+    Requests whose prompt plus output exceed ``kv_capacity`` are rejected (listed in
+    ``rejected``, position -1); the others are grouped by queue in arrival order (a stable
+    counting sort), which defines their positions.
+
+    Returns:
+        ``(order, queues, rejected, position, pos_arrival, pos_prompt, pos_output, kv_cumsum,
+        output_cumsum)``: the request of each position; per queue its first position (as
+        ``HEAD`` and ``TAIL``) and one past its last (``END``); the rejected requests; each
+        request's position; the arrival, prompt and output of each position; and prefix sums of
+        the KV need (prompt plus output) and of the outputs along the positions.
+    """
+    n = queue_of.shape[0]
+    counts = np.zeros(n_queues, dtype=np.int64)
+    n_rejected = 0
+    for i in range(n):
+        if prompt[i] + output[i] > kv_capacity:
+            n_rejected += 1
+        else:
+            counts[queue_of[i]] += 1
+    queues = np.empty((3, n_queues), dtype=np.int64)
+    start = 0
+    for q in range(n_queues):
+        queues[HEAD, q] = start
+        queues[TAIL, q] = start
+        start += counts[q]
+        queues[END, q] = start
+    n_queued = n - n_rejected
+    order = np.empty(n_queued, dtype=np.int64)
+    rejected = np.empty(n_rejected, dtype=np.int64)
+    position = np.empty(n, dtype=np.int64)
+    fill = queues[HEAD].copy()
+    r = 0
+    for i in range(n):
+        if prompt[i] + output[i] > kv_capacity:
+            rejected[r] = i
+            r += 1
+            position[i] = -1
+        else:
+            p = fill[queue_of[i]]
+            fill[queue_of[i]] = p + 1
+            order[p] = i
+            position[i] = p
+    pos_arrival = np.empty(n_queued)
+    pos_prompt = np.empty(n_queued, dtype=np.int64)
+    pos_output = np.empty(n_queued, dtype=np.int64)
+    kv_cumsum = np.zeros(n_queued + 1, dtype=np.int64)
+    output_cumsum = np.zeros(n_queued + 1, dtype=np.int64)
+    for p in range(n_queued):
+        i = order[p]
+        pos_arrival[p] = arrival[i]
+        pos_prompt[p] = prompt[i]
+        pos_output[p] = output[i]
+        kv_cumsum[p + 1] = kv_cumsum[p] + prompt[i] + output[i]
+        output_cumsum[p + 1] = output_cumsum[p] + output[i]
+    return (
+        order,
+        queues,
+        rejected,
+        position,
+        pos_arrival,
+        pos_prompt,
+        pos_output,
+        kv_cumsum,
+        output_cumsum,
+    )
 
 
 @njit(cache=True)
@@ -222,15 +305,15 @@ def start_batch(
             longest_total = prompt[p] + output[p]
         if output[p] > longest_output:
             longest_output = output[p]
-    batch_i[B_GPU, b] = gpu
-    batch_i[B_QUEUE, b] = queue
-    batch_i[B_SIZE, b] = size
-    batch_i[B_HEAD, b] = head
-    batch_i[B_MAX_TOTAL, b] = longest_total
-    batch_i[B_MAX_OUTPUT, b] = longest_output
-    batch_i[B_OUTPUT_TOKENS, b] = output_cumsum[stop] - output_cumsum[head]
-    batch_f[B_START, b] = now
-    batch_f[B_SERVICE, b] = service_s
+    batch_i[b, B_GPU] = gpu
+    batch_i[b, B_QUEUE] = queue
+    batch_i[b, B_SIZE] = size
+    batch_i[b, B_HEAD] = head
+    batch_i[b, B_MAX_TOTAL] = longest_total
+    batch_i[b, B_MAX_OUTPUT] = longest_output
+    batch_i[b, B_OUTPUT_TOKENS] = output_cumsum[stop] - output_cumsum[head]
+    batch_f[b, B_START] = now
+    batch_f[b, B_SERVICE] = service_s
     counts[N_BATCHES] = b + 1
     gpu_i[RUNNING, gpu] = b
     queues[HEAD, queue] = stop
@@ -393,8 +476,8 @@ def advance(
             gpu_i[BUSY, gpu] = 0
             b = gpu_i[RUNNING, gpu]
             gpu_i[RUNNING, gpu] = -1
-            head = batch_i[B_HEAD, b]
-            stop = head + batch_i[B_SIZE, b]
+            head = batch_i[b, B_HEAD]
+            stop = head + batch_i[b, B_SIZE]
             for p in range(head, stop):
                 pos_completed[p] = True
             counts[N_COMPLETED] += stop - head
@@ -544,3 +627,30 @@ def decide_and_advance(
         deadline_s,
     )
     return 1 if due else 0
+
+
+@njit(cache=True)
+def metric_columns(order, pos_f, pos_completed, reject_reason, n_arrived):
+    """Event times and states in request order, as :meth:`RequestRecords.columns` has them.
+
+    Returns ``(start_s, first_token_s, completion_s, status)``; ``status`` holds codes into
+    :data:`~llmsched_env.metrics.STATUS_NAMES` (0 not arrived, 1 in system, 2 completed,
+    3 rejected).
+    """
+    n = reject_reason.shape[0]
+    start = np.full(n, np.nan)
+    first_token = np.full(n, np.nan)
+    completion = np.full(n, np.nan)
+    status = np.zeros(n, dtype=np.int8)
+    status[:n_arrived] = 1
+    for p in range(order.shape[0]):
+        i = order[p]
+        start[i] = pos_f[START, p]
+        first_token[i] = pos_f[FIRST_TOKEN, p]
+        completion[i] = pos_f[COMPLETION, p]
+        if pos_completed[p]:
+            status[i] = 2
+    for i in range(n):
+        if reject_reason[i] != 0:
+            status[i] = 3
+    return start, first_token, completion, status

@@ -135,56 +135,53 @@ class BatchServer(Engine):
         self._gpu_i = np.zeros((3, int(n_gpus)), dtype=np.int64)
         self._gpu_i[k.RUNNING] = -1
         super().__init__(workload, n_gpus, rng)
-        self._records.tracks_token_gaps = False  # static batches do not resolve token times
         self.latency = latency
         self.kv_capacity_tokens = int(kv_capacity_tokens)
-        self.kv_need = workload.prompt_tokens + workload.output_tokens
-        too_large = self.kv_need > self.kv_capacity_tokens
         if queue_of is None:
             queue_of = np.zeros(n, dtype=np.int64)
         queue_of = np.asarray(queue_of, dtype=np.int64)
-        if queue_of.shape != (n,) or (queue_of.size and queue_of.min() < 0):
+        if queue_of.shape != (n,):
             raise ValueError(f"queue_of must hold {n} non-negative queue indices")
-        self.n_queues = int(n_queues if n_queues is not None else queue_of.max() + 1)
-        if queue_of.max() >= self.n_queues:
-            raise ValueError(f"queue_of has index {queue_of.max()} >= n_queues={self.n_queues}")
-        queued = np.flatnonzero(~too_large)
-        counts = np.bincount(queue_of[queued], minlength=self.n_queues)
-        #: Request indices grouped by queue, in arrival order within each queue. A request's
-        #: place in this array is its *position*; each queue is a contiguous range of positions.
-        # (Small integer keys let numpy's stable sort use radix sort.)
-        keys = queue_of[queued].astype(np.int16 if self.n_queues < 2**15 else np.int64)
-        self.order = queued[np.argsort(keys, kind="stable")]
-        offsets = np.concatenate([[0], np.cumsum(counts)])
-        self._queues = np.empty((3, self.n_queues), dtype=np.int64)
-        self._queues[k.HEAD] = self._queues[k.TAIL] = offsets[:-1]
-        self._queues[k.END] = offsets[1:]
-        self._rejected_indices = np.flatnonzero(too_large)
+        lowest, highest = k.min_max(queue_of)
+        if lowest < 0:
+            raise ValueError(f"queue_of must hold {n} non-negative queue indices, got {lowest}")
+        self.n_queues = int(n_queues if n_queues is not None else highest + 1)
+        if highest >= self.n_queues:
+            raise ValueError(f"queue_of has index {highest} >= n_queues={self.n_queues}")
+        #: ``order``: request indices grouped by queue, in arrival order within each queue. A
+        #: request's place in this array is its *position*; each queue is a contiguous range of
+        #: positions. Requests too large for KV memory have none (they are rejected at arrival).
+        (
+            self.order,
+            self._queues,
+            self._rejected_indices,
+            self._position,
+            self._pos_arrival,
+            self._pos_prompt,
+            self._pos_output,
+            self._pos_kv_cumsum,
+            self._pos_output_cumsum,
+        ) = k.arrange(
+            queue_of,
+            self.n_queues,
+            workload.prompt_tokens,
+            workload.output_tokens,
+            workload.arrival_s,
+            self.kv_capacity_tokens,
+        )
         self.deadline_s = deadline_s
         self._deadline_or_nan = float(deadline_s) if deadline_s else np.nan
-        # Per-position values, so that a dispatch or a completion reads ranges of positions.
-        order = self.order
         self._arrival_s = workload.arrival_s
-        self._pos_arrival = workload.arrival_s[order]
-        self._pos_prompt = workload.prompt_tokens[order]
-        self._pos_output = workload.output_tokens[order]
-        self._pos_kv_cumsum = np.zeros(len(order) + 1, dtype=np.int64)
-        np.cumsum(self.kv_need[order], out=self._pos_kv_cumsum[1:])
-        self._pos_output_cumsum = np.zeros(len(order) + 1, dtype=np.int64)
-        np.cumsum(self._pos_output, out=self._pos_output_cumsum[1:])
         # Event times and states by position; :attr:`records` scatters them into request order.
-        n_queued = len(order)
+        n_queued = len(self.order)
         self._pos_times = np.full((3, n_queued), np.nan)
         self._pos_batch = np.full(n_queued, -1, dtype=np.int64)
         self._pos_completed = np.zeros(n_queued, dtype=bool)
-        self._records_version = (-1, -1)
-        position = np.full(n, -1, dtype=np.int64)
-        position[order] = np.arange(n_queued)
-        #: Each request's position (-1: rejected), for the deadline scan.
-        self._position = position
+        self._reject_reason = np.zeros(n, dtype=np.int8)
+        self._records_version = (-1, -1, -1)
         # Per batch (at most one per queued request), and the batches in the order they ended.
-        self._batch_i = np.zeros((7, n_queued), dtype=np.int64)
-        self._batch_f = np.zeros((2, n_queued))
+        self._batch_i = np.zeros((n_queued, 7), dtype=np.int64)
+        self._batch_f = np.zeros((n_queued, 2))
         self._finished = np.zeros(n_queued, dtype=np.int64)
         self._finished_read = 0
         self._finished_batches: list[FinishedBatch] = []
@@ -270,7 +267,7 @@ class BatchServer(Engine):
             self._arrival_s,
             self._position,
             self._rejected_indices,
-            self._records.reject_reason,
+            self._reject_reason,
             self._pos_times,
             self._pos_completed,
             self._pos_arrival,
@@ -437,7 +434,7 @@ class BatchServer(Engine):
             self._arrival_s,
             self._position,
             self._rejected_indices,
-            self._records.reject_reason,
+            self._reject_reason,
             self._pos_times,
             self._pos_batch,
             self._pos_completed,
@@ -471,8 +468,8 @@ class BatchServer(Engine):
         if n_finished > self._finished_read:
             batch_i, batch_f = self._batch_i, self._batch_f
             for b in self._finished[self._finished_read : n_finished].tolist():
-                gpu, queue, size, _, max_total, max_output, output_tokens = batch_i[:, b].tolist()
-                start_s, service_s = batch_f[:, b].tolist()
+                gpu, queue, size, _, max_total, max_output, output_tokens = batch_i[b].tolist()
+                start_s, service_s = batch_f[b].tolist()
                 self._finished_batches.append(
                     FinishedBatch(
                         gpu, queue, size, start_s, service_s, max_total, max_output, output_tokens
@@ -496,29 +493,46 @@ class BatchServer(Engine):
     def batches(self) -> list[tuple[int, float, float, int]]:
         """Every dispatched batch as ``(gpu, start_s, service_s, size)``, in dispatch order."""
         n = int(self._counts[k.N_BATCHES])
-        gpus = self._batch_i[k.B_GPU, :n].tolist()
-        sizes = self._batch_i[k.B_SIZE, :n].tolist()
-        starts = self._batch_f[k.B_START, :n].tolist()
-        services = self._batch_f[k.B_SERVICE, :n].tolist()
+        gpus = self._batch_i[:n, k.B_GPU].tolist()
+        sizes = self._batch_i[:n, k.B_SIZE].tolist()
+        starts = self._batch_f[:n, k.B_START].tolist()
+        services = self._batch_f[:n, k.B_SERVICE].tolist()
         return list(zip(gpus, starts, services, sizes))
 
     @property
     def records(self) -> RequestRecords:
         """Per-request event times and states of the run so far (in request order)."""
         records = self._records
-        version = (int(self._counts[k.N_BATCHES]), int(self._counts[k.N_FINISHED]))
+        records.tracks_token_gaps = False  # static batches do not resolve token times
+        counts = self._counts
+        version = (int(counts[k.N_BATCHES]), int(counts[k.N_FINISHED]), int(counts[k.N_REJECTED]))
         if version != self._records_version:
+            records.reject_reason[:] = self._reject_reason
             order = self.order
             records.start_s[order] = self._pos_times[k.START]
             records.first_token_s[order] = self._pos_times[k.FIRST_TOKEN]
             records.completion_s[order] = self._pos_times[k.COMPLETION]
             batch = self._pos_batch
-            records.gpu[order] = np.where(batch >= 0, self._batch_i[k.B_GPU][batch], -1)
+            records.gpu[order] = np.where(batch >= 0, self._batch_i[batch, k.B_GPU], -1)
             records.batch[order] = batch
             records.completed[order] = self._pos_completed
             records.tokens_generated[order] = np.where(self._pos_completed, self._pos_output, 0)
             self._records_version = version
         return records
+
+    def _metric_columns(self) -> dict[str, np.ndarray]:
+        # The columns straight from the position arrays, without building the full records.
+        start, first_token, completion, status = k.metric_columns(
+            self.order, self._pos_times, self._pos_completed, self._reject_reason, self.n_arrived
+        )
+        return {
+            "arrival_s": self.workload.arrival_s,
+            "start_s": start,
+            "first_token_s": first_token,
+            "completion_s": completion,
+            "output_tokens": self.workload.output_tokens,
+            "status": status,
+        }
 
     @property
     def sla_misses(self) -> int:
@@ -529,14 +543,14 @@ class BatchServer(Engine):
     def n_running(self) -> int:
         """Requests in the batches that GPUs are running now."""
         running = self._gpu_i[k.RUNNING]
-        return int(self._batch_i[k.B_SIZE][running[running >= 0]].sum())
+        return int(self._batch_i[running[running >= 0], k.B_SIZE].sum())
 
     def mean_batch_size(self) -> float:
         """Mean size of the batches dispatched so far (nan before the first)."""
         n = int(self._counts[k.N_BATCHES])
         if n == 0:
             return float("nan")
-        return sum(self._batch_i[k.B_SIZE, :n].tolist()) / n
+        return sum(self._batch_i[:n, k.B_SIZE].tolist()) / n
 
     def next_completion_s(self) -> float:
         """Time at which the next running batch ends, ``inf`` if no GPU works."""

@@ -58,7 +58,6 @@ class Engine:
         self.workload = workload
         self.n_gpus = int(n_gpus)
         self.rng = rng
-        self._records = RequestRecords(workload)
         self.now = 0.0
         self.n_requests = len(workload)
         self.n_arrived = 0
@@ -77,6 +76,12 @@ class Engine:
     def records(self) -> RequestRecords:
         """Per-request event times and states of the run so far."""
         return self._records
+
+    @cached_property
+    def _records(self) -> RequestRecords:
+        """The records, made when first used (a server that keeps its own state until they are
+        read makes them only then)."""
+        return RequestRecords(self.workload)
 
     @cached_property
     def _arrival(self) -> list[float]:
@@ -148,7 +153,7 @@ class Engine:
     def summary(self, sla: SLATargets | None = None, warmup_s: float = 0.0) -> dict[str, float]:
         """The metrics of the run so far (see :func:`llmsched_env.metrics.summarize`)."""
         return summarize(
-            self.records.columns(self.n_arrived),
+            self._metric_columns(),
             end_s=self.now,
             n_gpus=self.n_gpus,
             busy_s=self.busy_time_s(),
@@ -156,6 +161,10 @@ class Engine:
             sla=sla or SLATargets(),
             warmup_s=warmup_s,
         )
+
+    def _metric_columns(self) -> dict[str, np.ndarray]:
+        """The per-request columns :func:`summarize` reads (``RequestRecords.columns``)."""
+        return self.records.columns(self.n_arrived)
 
     @property
     def n_in_system(self) -> int:
