@@ -329,6 +329,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
                 f"{len(workload)} requests was rejected at arrival (KV capacity "
                 f"{self.kv_capacity_tokens} tokens)"
             )
+        self.server.fill_decision_mask(self._mask)
         self._episode_over = False
         info = self._info(invalid=False, applied=None)
         info.update(
@@ -355,7 +356,9 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
                     f"action {[choice, level]} is forbidden by the mask {self._mask.tolist()}"
                 )
             choice = self._fallback_choice()
-        decision_due = server.decide(choice - 1, self.batch_sizes[level])
+        decision_due = server.decide(choice - 1, self.batch_sizes[level], self._mask)
+        if not decision_due:
+            server.fill_decision_mask(self._mask)  # nothing is allowed any more
         self._steps += 1
         reward = self._reward(server)
         terminated = not decision_due
@@ -455,7 +458,6 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         finished = s.take_finished_batches()
         heads, tails = s.queue_bounds()
         ids, arrival, predicted, prompt = self._queue_columns
-        s.fill_decision_mask(self._mask)
         return {
             "time_s": s.now,
             "gpu": s.decision_gpu,

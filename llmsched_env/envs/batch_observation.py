@@ -64,10 +64,13 @@ def feature_bounds(n_bins: int, n_gpus: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-# Indices into the observation's ``rates`` array (moving rates of misses and on-time completions).
-_MISS_EMA, _DONE_EMA, _LAST_MISSES, _LAST_ON_TIME, _LAST_TIME, _VIOLATION_RATE = range(6)
-# Indices into its ``params`` array.
+# The observation's own values, one float64 array: parameters, moving rates (updated at every
+# observation), the values of an empty bin, then per bin its service estimate, then per position
+# the prefix sums of predicted output and of predicted KV need.
 _SLA, _MAX_BATCH, _LENGTH_SCALE, _KV, _NEXT_CHANCE, _CAPACITY = range(6)
+_MISS_EMA, _DONE_EMA, _LAST_MISSES, _LAST_ON_TIME, _LAST_TIME, _VIOLATION_RATE = range(6, 12)
+_EMPTY = 12
+_BIN_SERVICE = _EMPTY + len(_EMPTY_BIN)
 
 
 class BatchObservation:
@@ -99,33 +102,39 @@ class BatchObservation:
         self.bin_service_s = bin_service_s
         self.capacity_rps = capacity_rps
         self.low, self.high = feature_bounds(server.n_queues, server.n_gpus)
+        self._bounds = _stacked_bounds(server.n_queues, server.n_gpus)
+        service = [float(x) for x in bin_service_s]
+        if len(service) != server.n_queues:
+            raise ValueError(
+                f"bin_service_s must have one value per bin ({server.n_queues}), got {len(service)}"
+            )
         w = server.workload
         order = server.order
-        predicted = w.predicted_output_tokens[order].astype(np.float64)
-        self._predicted_cumsum = np.zeros(len(order) + 1)
-        np.cumsum(predicted, out=self._predicted_cumsum[1:])
-        self._need_cumsum = np.zeros(len(order) + 1)
-        np.cumsum(predicted + w.prompt_tokens[order], out=self._need_cumsum[1:])
-        self._bin_service = np.asarray(bin_service_s, dtype=np.float64)
+        n_queued = len(order)
+        values = np.zeros(_BIN_SERVICE + len(service) + 2 * (n_queued + 1))
         # How long a bin passed over now typically waits for its next chance: one batch.
-        next_chance_s = sum(self._bin_service.tolist()) / len(self._bin_service)
-        self._params = np.array(
-            [
-                sla_s,
-                max_batch_size,
-                length_scale_tokens,
-                server.kv_capacity_tokens,
-                next_chance_s,
-                capacity_rps,
-            ],
-            dtype=np.float64,
+        next_chance_s = sum(service) / len(service)
+        values[:_MISS_EMA] = (
+            sla_s,
+            max_batch_size,
+            length_scale_tokens,
+            server.kv_capacity_tokens,
+            next_chance_s,
+            capacity_rps,
         )
-        self._rates = np.zeros(6)
+        values[_EMPTY:_BIN_SERVICE] = _EMPTY_BIN
+        pred_start = _BIN_SERVICE + len(service)
+        values[_BIN_SERVICE:pred_start] = service
+        predicted = w.predicted_output_tokens[order].astype(np.float64)
+        need_start = pred_start + n_queued + 1
+        np.cumsum(predicted, out=values[pred_start + 1 : need_start])
+        np.cumsum(predicted + w.prompt_tokens[order], out=values[need_start + 1 :])
+        self._values = values
 
     @property
     def violation_rate(self) -> float:
         """Share of misses among the recent misses and on-time completions (moving rates)."""
-        return float(self._rates[_VIOLATION_RATE])
+        return float(self._values[_VIOLATION_RATE])
 
     def build(self) -> np.ndarray:
         """The observation at the server's current decision.
@@ -133,69 +142,57 @@ class BatchObservation:
         It first folds the misses and on-time completions since the previous observation into
         the moving rates, so it is called once per decision.
         """
-        s = self.server
-        obs = np.empty(len(self.low), dtype=np.float32)
-        _build(
-            obs,
-            self.low,
-            self.high,
-            s._clock,
-            s._counts,
-            s._gpu_f,
-            s._gpu_i,
-            s._queues,
-            s._arrival_s,
-            s._pos_arrival,
-            self._predicted_cumsum,
-            self._need_cumsum,
-            self._bin_service,
-            self._params,
-            self._rates,
-            _EMPTY_BIN,
-        )
+        obs = np.empty(self._bounds.shape[1], dtype=np.float32)
+        _build(obs, self._bounds, self._values, *self.server.state)
         return obs
 
 
+@cache
+def _stacked_bounds(n_bins: int, n_gpus: int) -> np.ndarray:
+    """:func:`feature_bounds` as one ``(2, n)`` array (low, high)."""
+    bounds = np.stack(feature_bounds(n_bins, n_gpus))
+    bounds.flags.writeable = False
+    return bounds
+
+
 @njit(cache=True)
-def _build(
-    obs,
-    low,
-    high,
-    clock,
-    counts,
-    gpu_f,
-    gpu_i,
-    queues,
-    arrival,
-    pos_arrival,
-    pred,
-    need,
-    bin_service,
-    params,
-    rates,
-    empty_bin,
-) -> None:
-    """Fill ``obs`` in the order of :func:`feature_names`, clipped to ``[low, high]``."""
+def _build(obs, bounds, values, floats, ints, layout) -> None:
+    """Fill ``obs`` in the order of :func:`feature_names`, clipped to ``bounds``."""
+    views = k.state_views(floats, ints, layout)
+    clock, gpu_f, arrival, pos_arrival = (
+        views[k.V_CLOCK],
+        views[k.V_GPU_F],
+        views[k.V_ARRIVAL],
+        views[k.V_POS_ARRIVAL],
+    )
+    counts, gpu_i, queues = views[k.V_COUNTS], views[k.V_GPU_I], views[k.V_QUEUES]
+    n_bins = queues.shape[1]
+    n_queued = pos_arrival.shape[0]
+    empty_bin = values[_EMPTY:_BIN_SERVICE]
+    bin_service = values[_BIN_SERVICE : _BIN_SERVICE + n_bins]
+    pred = values[_BIN_SERVICE + n_bins : _BIN_SERVICE + n_bins + n_queued + 1]
+    need = values[_BIN_SERVICE + n_bins + n_queued + 1 :]
+    low, high = bounds[0], bounds[1]
     now = clock[k.NOW]
-    sla = params[_SLA]
-    max_batch = int(params[_MAX_BATCH])
-    scale = params[_LENGTH_SCALE]
-    kv = params[_KV]
-    next_chance = params[_NEXT_CHANCE]
+    sla = values[_SLA]
+    max_batch = int(values[_MAX_BATCH])
+    scale = values[_LENGTH_SCALE]
+    kv = values[_KV]
+    next_chance = values[_NEXT_CHANCE]
     # Moving rates: misses and on-time completions decay with time constant sla.
     misses = counts[k.N_LATE]
     on_time = counts[k.N_ON_TIME]
-    decay = math.exp(-(now - rates[_LAST_TIME]) / sla)
-    rates[_MISS_EMA] = rates[_MISS_EMA] * decay + (misses - rates[_LAST_MISSES])
-    rates[_DONE_EMA] = rates[_DONE_EMA] * decay + (on_time - rates[_LAST_ON_TIME])
-    rates[_LAST_MISSES] = misses
-    rates[_LAST_ON_TIME] = on_time
-    rates[_LAST_TIME] = now
-    total = rates[_MISS_EMA] + rates[_DONE_EMA]
-    rates[_VIOLATION_RATE] = rates[_MISS_EMA] / total if total > 0 else 0.0
+    decay = math.exp(-(now - values[_LAST_TIME]) / sla)
+    values[_MISS_EMA] = values[_MISS_EMA] * decay + (misses - values[_LAST_MISSES])
+    values[_DONE_EMA] = values[_DONE_EMA] * decay + (on_time - values[_LAST_ON_TIME])
+    values[_LAST_MISSES] = misses
+    values[_LAST_ON_TIME] = on_time
+    values[_LAST_TIME] = now
+    total = values[_MISS_EMA] + values[_DONE_EMA]
+    values[_VIOLATION_RATE] = values[_MISS_EMA] / total if total > 0 else 0.0
     late_before = now - sla
     i = 0
-    for j in range(queues.shape[1]):
+    for j in range(n_bins):
         h = queues[k.HEAD, j]
         t = queues[k.TAIL, j]
         q = t - h
@@ -229,8 +226,8 @@ def _build(
         i += 1
     n_arrived = counts[k.N_ARRIVED]
     recent = n_arrived - k.bisect_right(arrival, late_before, 0, n_arrived)
-    obs[i] = recent / sla / params[_CAPACITY]
-    obs[i + 1] = rates[_VIOLATION_RATE]
+    obs[i] = recent / sla / values[_CAPACITY]
+    obs[i + 1] = values[_VIOLATION_RATE]
     obs[i + 2] = n_arrived / arrival.shape[0]
     obs[i + 3] = counts[k.N_WAITING] / max_batch
     for m in range(obs.shape[0]):

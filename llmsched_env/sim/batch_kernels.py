@@ -8,26 +8,33 @@ the number of requests. They follow the event rules of :class:`~llmsched_env.sim
 exactly (the iteration-level server runs those rules in Python), and they give bit for bit the
 results of the same arithmetic done in Python; the tests compare them.
 
-The server's state is a handful of arrays, indexed by the constants below:
+The server's state is a set of arrays, all of them views of two buffers, one float64 and one
+int64 (:func:`make_layout` places them), so that a call from Python passes two arrays and a
+layout instead of twenty arrays, each of which would cost numba time to unpack:
 
 * ``clock``: float64 ``[NOW, IN_SYSTEM]``, the time and the time integral of requests in the
-  system;
-* ``counts``: int64 counters (``N_ARRIVED`` ... ``N_FINISHED``);
+  system; ``params``: ``[DEADLINE_S, B0 .. B3]``, the deadline (nan for none) and the
+  coefficients of the engine latency model (see :func:`engine_batch_timing`);
+* ``counts``: int64 counters (``N_ARRIVED`` ... ``N_FINISHED``) and, after them, the
+  KV capacity in tokens (``KV_CAPACITY``);
 * ``gpu_f`` (float64) and ``gpu_i`` (int64), one column per GPU: when its work ends, how long it
   has worked, when it is free (its work's end, or now if idle); whether it is busy, whether it
   waits for the next event, its running batch;
 * ``queues``: int64 ``[HEAD, TAIL, END]`` per queue: the positions of its oldest waiting
   request, one past its newest arrived request, and one past its last request;
+* per request (arrival order): arrival time, position (-1 if rejected), reject reason; and the
+  rejected requests' indices;
 * per *position* (a request's place in the queue-ordered index array ``order``): prompt and
   output lengths, prefix sums of KV need and output tokens, arrival times, and the event times
-  that :attr:`BatchServer.records` presents in request order;
+  and completion flags that :attr:`BatchServer.records` presents in request order;
 * per batch, one row each: ``batch_i`` columns ``GPU, QUEUE, SIZE, HEAD, MAX_TOTAL, MAX_OUTPUT,
-  OUTPUT_TOKENS`` and ``batch_f`` columns ``START, SERVICE``; ``finished`` lists batch indices in the order they
-  ended.
+  OUTPUT_TOKENS`` and ``batch_f`` columns ``START, SERVICE``; ``finished`` lists batch indices in
+  the order they ended.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -35,6 +42,9 @@ from numba import njit
 
 # clock
 NOW, IN_SYSTEM = 0, 1
+# params
+DEADLINE_S, B0, B1, B2, B3 = range(5)
+N_PARAMS = 5
 # counts
 (
     N_ARRIVED,
@@ -48,8 +58,9 @@ NOW, IN_SYSTEM = 0, 1
     DECISION_GPU,
     N_BATCHES,
     N_FINISHED,
-) = range(11)
-N_COUNTS = 11
+    KV_CAPACITY,
+) = range(12)
+N_COUNTS = 12
 # gpu_f rows, gpu_i rows
 FREE_AT, BUSY_S, UNTIL = 0, 1, 2
 BUSY, DEFERRED, RUNNING = 0, 1, 2
@@ -65,6 +76,157 @@ B_START, B_SERVICE = 0, 1
 #: The code :class:`~llmsched_env.sim.records.RejectReason` gives a request too large for KV memory.
 REJECT_EXCEEDS_KV = 1
 
+#: The arrays of the float64 buffer, in order (see :func:`make_layout`).
+FLOAT_FIELDS = ("clock", "params", "gpu_f", "arrival", "pos_arrival", "pos_f", "batch_f")
+#: The arrays of the int64 buffer, in order.
+INT_FIELDS = (
+    "counts",
+    "gpu_i",
+    "queues",
+    "position",
+    "reject_reason",
+    "rejected",
+    "order",
+    "pos_prompt",
+    "pos_output",
+    "pos_batch",
+    "pos_completed",
+    "kv_cumsum",
+    "output_cumsum",
+    "batch_i",
+    "finished",
+)
+# Where the layout array keeps the sizes, then the offsets of each buffer's fields.
+_N, _N_QUEUED, _N_REJECTED, _N_GPUS, _N_QUEUES = range(5)
+_FLOAT_OFFSETS = 5
+_INT_OFFSETS = _FLOAT_OFFSETS + len(FLOAT_FIELDS) + 1
+
+
+def field_shapes(
+    n: int, n_queued: int, n_rejected: int, n_gpus: int, n_queues: int
+) -> dict[str, tuple[int, ...]]:
+    """The shape of every state array of a run of ``n`` requests (``n_queued`` not rejected)."""
+    return {
+        "clock": (2,),
+        "params": (N_PARAMS,),
+        "gpu_f": (3, n_gpus),
+        "arrival": (n,),
+        "pos_arrival": (n_queued,),
+        "pos_f": (3, n_queued),
+        "batch_f": (n_queued, 2),
+        "counts": (N_COUNTS,),
+        "gpu_i": (3, n_gpus),
+        "queues": (3, n_queues),
+        "position": (n,),
+        "reject_reason": (n,),
+        "rejected": (n_rejected,),
+        "order": (n_queued,),
+        "pos_prompt": (n_queued,),
+        "pos_output": (n_queued,),
+        "pos_batch": (n_queued,),
+        "pos_completed": (n_queued,),
+        "kv_cumsum": (n_queued + 1,),
+        "output_cumsum": (n_queued + 1,),
+        "batch_i": (n_queued, 7),
+        "finished": (n_queued,),
+    }
+
+
+def make_layout(
+    n: int, n_queued: int, n_rejected: int, n_gpus: int, n_queues: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Allocate the two zeroed state buffers of a run; return ``(floats, ints, layout)``.
+
+    ``layout`` holds the sizes and each field's offset in its buffer, which is what the
+    compiled functions need to find the arrays (see :func:`buffer_views`).
+    """
+    shapes = field_shapes(n, n_queued, n_rejected, n_gpus, n_queues)
+    layout = [n, n_queued, n_rejected, n_gpus, n_queues]
+    totals = []
+    for fields in (FLOAT_FIELDS, INT_FIELDS):
+        offsets = [0, *itertools.accumulate(math.prod(shapes[name]) for name in fields)]
+        layout += offsets
+        totals.append(offsets[-1])
+    floats = np.zeros(totals[0])
+    ints = np.zeros(totals[1], dtype=np.int64)
+    return floats, ints, np.array(layout, dtype=np.int64)
+
+
+def buffer_views(floats: np.ndarray, ints: np.ndarray, layout: np.ndarray) -> dict[str, np.ndarray]:
+    """Every field of :data:`FLOAT_FIELDS` and :data:`INT_FIELDS` as a view of its buffer."""
+    sizes = layout[:_FLOAT_OFFSETS].tolist()
+    shapes = field_shapes(*sizes)
+    views = {}
+    for fields, buffer, start in (
+        (FLOAT_FIELDS, floats, _FLOAT_OFFSETS),
+        (INT_FIELDS, ints, _INT_OFFSETS),
+    ):
+        offsets = layout[start : start + len(fields) + 1].tolist()
+        for name, lo, hi in zip(fields, offsets, offsets[1:]):
+            views[name] = buffer[lo:hi].reshape(shapes[name])
+    return views
+
+
+#: Where each array is in the tuple :func:`state_views` returns (the fields in buffer order).
+(
+    V_CLOCK,
+    V_PARAMS,
+    V_GPU_F,
+    V_ARRIVAL,
+    V_POS_ARRIVAL,
+    V_POS_F,
+    V_BATCH_F,
+    V_COUNTS,
+    V_GPU_I,
+    V_QUEUES,
+    V_POSITION,
+    V_REJECT_REASON,
+    V_REJECTED,
+    V_ORDER,
+    V_POS_PROMPT,
+    V_POS_OUTPUT,
+    V_POS_BATCH,
+    V_POS_COMPLETED,
+    V_KV_CUMSUM,
+    V_OUTPUT_CUMSUM,
+    V_BATCH_I,
+    V_FINISHED,
+) = range(len(FLOAT_FIELDS) + len(INT_FIELDS))
+
+
+@njit(cache=True)
+def state_views(floats, ints, layout):
+    """Every state array, as views of the buffers, in the order of the fields (``V_*``)."""
+    n_queued = layout[_N_QUEUED]
+    n_gpus = layout[_N_GPUS]
+    n_queues = layout[_N_QUEUES]
+    f = layout[_FLOAT_OFFSETS:]
+    i = layout[_INT_OFFSETS:]
+    return (
+        floats[f[0] : f[1]],
+        floats[f[1] : f[2]],
+        floats[f[2] : f[3]].reshape((3, n_gpus)),
+        floats[f[3] : f[4]],
+        floats[f[4] : f[5]],
+        floats[f[5] : f[6]].reshape((3, n_queued)),
+        floats[f[6] : f[7]].reshape((n_queued, 2)),
+        ints[i[0] : i[1]],
+        ints[i[1] : i[2]].reshape((3, n_gpus)),
+        ints[i[2] : i[3]].reshape((3, n_queues)),
+        ints[i[3] : i[4]],
+        ints[i[4] : i[5]],
+        ints[i[5] : i[6]],
+        ints[i[6] : i[7]],
+        ints[i[7] : i[8]],
+        ints[i[8] : i[9]],
+        ints[i[9] : i[10]],
+        ints[i[10] : i[11]],
+        ints[i[11] : i[12]],
+        ints[i[12] : i[13]],
+        ints[i[13] : i[14]].reshape((n_queued, 7)),
+        ints[i[14] : i[15]],
+    )
+
 
 @njit(cache=True)
 def min_max(a):
@@ -79,74 +241,86 @@ def min_max(a):
 
 
 @njit(cache=True)
-def arrange(queue_of, n_queues, prompt, output, arrival, kv_capacity):
-    """Lay out a run: each request's queue position, and the per-position arrays.
+def count_too_large(prompt, output, kv_capacity):
+    """How many requests need more than ``kv_capacity`` tokens (prompt plus output)."""
+    count = 0
+    for j in range(prompt.shape[0]):
+        if prompt[j] + output[j] > kv_capacity:
+            count += 1
+    return count
 
-    Requests whose prompt plus output exceed ``kv_capacity`` are rejected (listed in
+
+@njit(cache=True)
+def arrange(floats, ints, layout, queue_of, prompt, output, arrival):
+    """Lay out a run in fresh (zeroed) buffers whose ``params`` and ``counts[KV_CAPACITY]`` are set.
+
+    Requests whose prompt plus output exceed the KV capacity are rejected (listed in
     ``rejected``, position -1); the others are grouped by queue in arrival order (a stable
-    counting sort), which defines their positions.
-
-    Returns:
-        ``(order, queues, rejected, position, pos_arrival, pos_prompt, pos_output, kv_cumsum,
-        output_cumsum)``: the request of each position; per queue its first position (as
-        ``HEAD`` and ``TAIL``) and one past its last (``END``); the rejected requests; each
-        request's position; the arrival, prompt and output of each position; and prefix sums of
-        the KV need (prompt plus output) and of the outputs along the positions.
+    counting sort), which defines their positions. Fills the per-request and per-position
+    arrays, the queues' bounds, and the initial values of the event state (times nan, batch
+    and running-batch indices -1).
     """
+    (
+        clock,
+        params,
+        gpu_f,
+        arrival_out,
+        pos_arrival,
+        pos_f,
+        batch_f,
+        counts,
+        gpu_i,
+        queues,
+        position,
+        reject_reason,
+        rejected,
+        order,
+        pos_prompt,
+        pos_output,
+        pos_batch,
+        pos_completed,
+        kv_cumsum,
+        output_cumsum,
+        batch_i,
+        finished,
+    ) = state_views(floats, ints, layout)
+    kv_capacity = counts[KV_CAPACITY]
     n = queue_of.shape[0]
-    counts = np.zeros(n_queues, dtype=np.int64)
-    n_rejected = 0
-    for i in range(n):
-        if prompt[i] + output[i] > kv_capacity:
-            n_rejected += 1
-        else:
-            counts[queue_of[i]] += 1
-    queues = np.empty((3, n_queues), dtype=np.int64)
+    n_queues = queues.shape[1]
+    per_queue = np.zeros(n_queues, dtype=np.int64)
+    for j in range(n):
+        arrival_out[j] = arrival[j]
+        if prompt[j] + output[j] <= kv_capacity:
+            per_queue[queue_of[j]] += 1
     start = 0
     for q in range(n_queues):
         queues[HEAD, q] = start
         queues[TAIL, q] = start
-        start += counts[q]
+        start += per_queue[q]
         queues[END, q] = start
-    n_queued = n - n_rejected
-    order = np.empty(n_queued, dtype=np.int64)
-    rejected = np.empty(n_rejected, dtype=np.int64)
-    position = np.empty(n, dtype=np.int64)
     fill = queues[HEAD].copy()
     r = 0
-    for i in range(n):
-        if prompt[i] + output[i] > kv_capacity:
-            rejected[r] = i
+    for j in range(n):
+        if prompt[j] + output[j] > kv_capacity:
+            rejected[r] = j
             r += 1
-            position[i] = -1
+            position[j] = -1
         else:
-            p = fill[queue_of[i]]
-            fill[queue_of[i]] = p + 1
-            order[p] = i
-            position[i] = p
-    pos_arrival = np.empty(n_queued)
-    pos_prompt = np.empty(n_queued, dtype=np.int64)
-    pos_output = np.empty(n_queued, dtype=np.int64)
-    kv_cumsum = np.zeros(n_queued + 1, dtype=np.int64)
-    output_cumsum = np.zeros(n_queued + 1, dtype=np.int64)
-    for p in range(n_queued):
-        i = order[p]
-        pos_arrival[p] = arrival[i]
-        pos_prompt[p] = prompt[i]
-        pos_output[p] = output[i]
-        kv_cumsum[p + 1] = kv_cumsum[p] + prompt[i] + output[i]
-        output_cumsum[p + 1] = output_cumsum[p] + output[i]
-    return (
-        order,
-        queues,
-        rejected,
-        position,
-        pos_arrival,
-        pos_prompt,
-        pos_output,
-        kv_cumsum,
-        output_cumsum,
-    )
+            p = fill[queue_of[j]]
+            fill[queue_of[j]] = p + 1
+            order[p] = j
+            position[j] = p
+    for p in range(order.shape[0]):
+        j = order[p]
+        pos_arrival[p] = arrival[j]
+        pos_prompt[p] = prompt[j]
+        pos_output[p] = output[j]
+        kv_cumsum[p + 1] = kv_cumsum[p] + prompt[j] + output[j]
+        output_cumsum[p + 1] = output_cumsum[p] + output[j]
+    pos_f[:] = np.nan
+    pos_batch[:] = -1
+    gpu_i[RUNNING] = -1
+    counts[DECISION_GPU] = -1
 
 
 @njit(cache=True)
@@ -263,7 +437,7 @@ def engine_batch_timing(prompt, output, head, stop, coefficients):
 
 
 @njit(cache=True)
-def start_batch(
+def _start_batch(
     clock,
     counts,
     gpu_f,
@@ -322,7 +496,7 @@ def start_batch(
 
 
 @njit(cache=True)
-def dispatch_engine_batch(
+def _dispatch_engine_batch(
     clock,
     counts,
     gpu_f,
@@ -341,12 +515,12 @@ def dispatch_engine_batch(
     queue,
     max_count,
 ):
-    """:func:`fitting_end`, :func:`engine_batch_timing` and :func:`start_batch` in one call."""
+    """:func:`fitting_end`, :func:`engine_batch_timing` and :func:`_start_batch` in one call."""
     head = queues[HEAD, queue]
     end = min(head + max_count, queues[TAIL, queue])
     stop = max(fitting_end(kv_cumsum, kv_capacity, head, end), head + 1)
     service_s, first_token_s = engine_batch_timing(prompt, output, head, stop, coefficients)
-    return start_batch(
+    return _start_batch(
         clock,
         counts,
         gpu_f,
@@ -397,7 +571,7 @@ def _mark_idle_until_now(clock, gpu_f, gpu_i):
 
 
 @njit(cache=True)
-def advance(
+def _advance(
     clock,
     counts,
     gpu_f,
@@ -523,7 +697,7 @@ def advance(
 
 
 @njit(cache=True)
-def fill_decision_mask(mask, counts, gpu_i, queues, n_requests):
+def _fill_decision_mask(mask, counts, gpu_i, queues, n_requests):
     """``mask[0]``: whether WAIT is safe; ``mask[1 + q]``: whether queue ``q`` holds requests."""
     can_wait = counts[N_ARRIVED] < n_requests
     for g in range(gpu_i.shape[1]):
@@ -534,80 +708,38 @@ def fill_decision_mask(mask, counts, gpu_i, queues, n_requests):
         mask[1 + q] = queues[HEAD, q] < queues[TAIL, q]
 
 
-#: Codes :func:`decide_and_advance` returns for a decision it refuses (nothing changes then).
-NO_DECISION_DUE, EMPTY_QUEUE, WAIT_DEADLOCKS = -1, -2, -3
-
-
 @njit(cache=True)
-def decide_and_advance(
-    clock,
-    counts,
-    gpu_f,
-    gpu_i,
-    queues,
-    order,
-    arrival,
-    position,
-    rejected,
-    reject_reason,
-    pos_f,
-    pos_batch,
-    pos_completed,
-    pos_arrival,
-    prompt,
-    output,
-    kv_cumsum,
-    output_cumsum,
-    batch_i,
-    batch_f,
-    finished,
-    deadline_s,
-    kv_capacity,
-    coefficients,
-    queue,
-    max_count,
-):
-    """Dispatch from ``queue`` (WAIT if ``queue < 0``), then :func:`advance`, in one call.
+def advance(floats, ints, layout):
+    """Process events until a decision is due (see :meth:`Engine.advance`).
 
-    Returns 1 if a decision is due afterwards, 0 if nothing is left to happen, or a negative
-    code (:data:`NO_DECISION_DUE`, :data:`EMPTY_QUEUE`, :data:`WAIT_DEADLOCKS`) if the decision
-    cannot be made, in which case nothing changes. ``max_count`` must be at least 1.
+    Returns ``True`` when a GPU must decide (``counts[DECISION_GPU]``), ``False`` when nothing is
+    left to happen.
     """
-    gpu = counts[DECISION_GPU]
-    if gpu < 0:
-        return NO_DECISION_DUE
-    if queue < 0:
-        can_wait = counts[N_ARRIVED] < arrival.shape[0]
-        for g in range(gpu_i.shape[1]):
-            if gpu_i[BUSY, g] != 0:
-                can_wait = True
-        if not can_wait:
-            return WAIT_DEADLOCKS
-        gpu_i[DEFERRED, gpu] = 1
-        counts[DECISION_GPU] = -1
-    else:
-        if queues[HEAD, queue] == queues[TAIL, queue]:
-            return EMPTY_QUEUE
-        dispatch_engine_batch(
-            clock,
-            counts,
-            gpu_f,
-            gpu_i,
-            queues,
-            pos_f,
-            pos_batch,
-            prompt,
-            output,
-            kv_cumsum,
-            output_cumsum,
-            batch_i,
-            batch_f,
-            kv_capacity,
-            coefficients,
-            queue,
-            max_count,
-        )
-    due = advance(
+    (
+        clock,
+        params,
+        gpu_f,
+        arrival,
+        pos_arrival,
+        pos_f,
+        batch_f,
+        counts,
+        gpu_i,
+        queues,
+        position,
+        reject_reason,
+        rejected,
+        order,
+        pos_prompt,
+        pos_output,
+        pos_batch,
+        pos_completed,
+        kv_cumsum,
+        output_cumsum,
+        batch_i,
+        finished,
+    ) = state_views(floats, ints, layout)
+    return _advance(
         clock,
         counts,
         gpu_f,
@@ -624,33 +756,194 @@ def decide_and_advance(
         output_cumsum,
         batch_i,
         finished,
-        deadline_s,
+        params[DEADLINE_S],
     )
-    return 1 if due else 0
 
 
 @njit(cache=True)
-def metric_columns(order, pos_f, pos_completed, reject_reason, n_arrived):
+def start_batch(floats, ints, layout, queue, stop, service_s, first_token_s):
+    """Start positions ``head .. stop - 1`` of ``queue`` as a batch on the deciding GPU.
+
+    For latency models that are evaluated in Python; returns the batch size.
+    """
+    (
+        clock,
+        params,
+        gpu_f,
+        arrival,
+        pos_arrival,
+        pos_f,
+        batch_f,
+        counts,
+        gpu_i,
+        queues,
+        position,
+        reject_reason,
+        rejected,
+        order,
+        pos_prompt,
+        pos_output,
+        pos_batch,
+        pos_completed,
+        kv_cumsum,
+        output_cumsum,
+        batch_i,
+        finished,
+    ) = state_views(floats, ints, layout)
+    return _start_batch(
+        clock,
+        counts,
+        gpu_f,
+        gpu_i,
+        queues,
+        pos_f,
+        pos_batch,
+        pos_prompt,
+        pos_output,
+        output_cumsum,
+        batch_i,
+        batch_f,
+        queue,
+        stop,
+        service_s,
+        first_token_s,
+    )
+
+
+@njit(cache=True)
+def fill_decision_mask(mask, floats, ints, layout):
+    """``mask[0]``: whether WAIT is safe; ``mask[1 + q]``: whether queue ``q`` holds requests."""
+    views = state_views(floats, ints, layout)
+    _fill_decision_mask(mask, views[7], views[8], views[9], layout[_N])
+
+
+#: Codes :func:`decide` returns for a decision it refuses (nothing changes then).
+NO_DECISION_DUE, EMPTY_QUEUE, WAIT_DEADLOCKS = -1, -2, -3
+
+
+@njit(cache=True)
+def decide(floats, ints, layout, queue, max_count, mask):
+    """Dispatch from ``queue`` (WAIT if ``queue < 0``), then advance, in one call.
+
+    The dispatch uses the engine latency model of ``params``. Returns 1 if a decision is due
+    afterwards (``mask`` then holds the decisions allowed, see :func:`fill_decision_mask`), 0 if
+    nothing is left to happen, or a negative code (:data:`NO_DECISION_DUE`,
+    :data:`EMPTY_QUEUE`, :data:`WAIT_DEADLOCKS`) if the decision cannot be made, in which case
+    nothing changes. ``max_count`` must be at least 1.
+    """
+    (
+        clock,
+        params,
+        gpu_f,
+        arrival,
+        pos_arrival,
+        pos_f,
+        batch_f,
+        counts,
+        gpu_i,
+        queues,
+        position,
+        reject_reason,
+        rejected,
+        order,
+        pos_prompt,
+        pos_output,
+        pos_batch,
+        pos_completed,
+        kv_cumsum,
+        output_cumsum,
+        batch_i,
+        finished,
+    ) = state_views(floats, ints, layout)
+    gpu = counts[DECISION_GPU]
+    if gpu < 0:
+        return NO_DECISION_DUE
+    if queue < 0:
+        can_wait = counts[N_ARRIVED] < arrival.shape[0]
+        for g in range(gpu_i.shape[1]):
+            if gpu_i[BUSY, g] != 0:
+                can_wait = True
+        if not can_wait:
+            return WAIT_DEADLOCKS
+        gpu_i[DEFERRED, gpu] = 1
+        counts[DECISION_GPU] = -1
+    else:
+        if queues[HEAD, queue] == queues[TAIL, queue]:
+            return EMPTY_QUEUE
+        _dispatch_engine_batch(
+            clock,
+            counts,
+            gpu_f,
+            gpu_i,
+            queues,
+            pos_f,
+            pos_batch,
+            pos_prompt,
+            pos_output,
+            kv_cumsum,
+            output_cumsum,
+            batch_i,
+            batch_f,
+            counts[KV_CAPACITY],
+            params[B0:],
+            queue,
+            max_count,
+        )
+    due = _advance(
+        clock,
+        counts,
+        gpu_f,
+        gpu_i,
+        queues,
+        order,
+        arrival,
+        position,
+        rejected,
+        reject_reason,
+        pos_f,
+        pos_completed,
+        pos_arrival,
+        output_cumsum,
+        batch_i,
+        finished,
+        params[DEADLINE_S],
+    )
+    if not due:
+        return 0
+    _fill_decision_mask(mask, counts, gpu_i, queues, arrival.shape[0])
+    return 1
+
+
+@njit(cache=True)
+def metric_columns(floats, ints, layout):
     """Event times and states in request order, as :meth:`RequestRecords.columns` has them.
 
     Returns ``(start_s, first_token_s, completion_s, status)``; ``status`` holds codes into
     :data:`~llmsched_env.metrics.STATUS_NAMES` (0 not arrived, 1 in system, 2 completed,
     3 rejected).
     """
+    views = state_views(floats, ints, layout)
+    pos_f, counts, reject_reason, order, pos_completed = (
+        views[5],
+        views[7],
+        views[11],
+        views[13],
+        views[17],
+    )
     n = reject_reason.shape[0]
     start = np.full(n, np.nan)
     first_token = np.full(n, np.nan)
     completion = np.full(n, np.nan)
     status = np.zeros(n, dtype=np.int8)
-    status[:n_arrived] = 1
+    status[: counts[N_ARRIVED]] = 1
     for p in range(order.shape[0]):
-        i = order[p]
-        start[i] = pos_f[START, p]
-        first_token[i] = pos_f[FIRST_TOKEN, p]
-        completion[i] = pos_f[COMPLETION, p]
+        j = order[p]
+        start[j] = pos_f[START, p]
+        first_token[j] = pos_f[FIRST_TOKEN, p]
+        completion[j] = pos_f[COMPLETION, p]
         if pos_completed[p]:
-            status[i] = 2
-    for i in range(n):
-        if reject_reason[i] != 0:
-            status[i] = 3
+            status[j] = 2
+    for j in range(n):
+        if reject_reason[j] != 0:
+            status[j] = 3
     return start, first_token, completion, status

@@ -128,15 +128,7 @@ class BatchServer(Engine):
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive or None, got {deadline_s!r}")
         n = len(workload)
-        # The state arrays first: the engine's attributes below are views of them.
-        self._clock = np.zeros(2)
-        self._counts = np.zeros(k.N_COUNTS, dtype=np.int64)
-        self._gpu_f = np.zeros((3, int(n_gpus)))
-        self._gpu_i = np.zeros((3, int(n_gpus)), dtype=np.int64)
-        self._gpu_i[k.RUNNING] = -1
-        super().__init__(workload, n_gpus, rng)
-        self.latency = latency
-        self.kv_capacity_tokens = int(kv_capacity_tokens)
+        kv_capacity_tokens = int(kv_capacity_tokens)
         if queue_of is None:
             queue_of = np.zeros(n, dtype=np.int64)
         queue_of = np.asarray(queue_of, dtype=np.int64)
@@ -148,57 +140,90 @@ class BatchServer(Engine):
         self.n_queues = int(n_queues if n_queues is not None else highest + 1)
         if highest >= self.n_queues:
             raise ValueError(f"queue_of has index {highest} >= n_queues={self.n_queues}")
-        #: ``order``: request indices grouped by queue, in arrival order within each queue. A
-        #: request's place in this array is its *position*; each queue is a contiguous range of
-        #: positions. Requests too large for KV memory have none (they are rejected at arrival).
-        (
-            self.order,
-            self._queues,
-            self._rejected_indices,
-            self._position,
-            self._pos_arrival,
-            self._pos_prompt,
-            self._pos_output,
-            self._pos_kv_cumsum,
-            self._pos_output_cumsum,
-        ) = k.arrange(
+        n_rejected = k.count_too_large(
+            workload.prompt_tokens, workload.output_tokens, kv_capacity_tokens
+        )
+        # The state: two buffers, and every array of batch_kernels as a view of one of them
+        # (the engine's attributes below read those views).
+        self._floats, self._ints, self._layout = k.make_layout(
+            n, n - n_rejected, n_rejected, int(n_gpus), self.n_queues
+        )
+        self._bind_views()
+        params = self._params
+        params[k.DEADLINE_S] = deadline_s if deadline_s else np.nan
+        self._engine_latency = isinstance(latency, EngineStaticBatchLatency)
+        if self._engine_latency:
+            it = latency.iteration
+            params[k.B0 :] = (
+                it.b0_s,
+                it.b1_s_per_prefill_token,
+                it.b2_s_per_decode_token,
+                it.b3_s_per_context_token,
+            )
+        self._counts[k.KV_CAPACITY] = kv_capacity_tokens
+        k.arrange(
+            self._floats,
+            self._ints,
+            self._layout,
             queue_of,
-            self.n_queues,
             workload.prompt_tokens,
             workload.output_tokens,
             workload.arrival_s,
-            self.kv_capacity_tokens,
         )
+        super().__init__(workload, n_gpus, rng)
+        self.latency = latency
+        self.kv_capacity_tokens = kv_capacity_tokens
         self.deadline_s = deadline_s
-        self._deadline_or_nan = float(deadline_s) if deadline_s else np.nan
-        self._arrival_s = workload.arrival_s
-        # Event times and states by position; :attr:`records` scatters them into request order.
-        n_queued = len(self.order)
-        self._pos_times = np.full((3, n_queued), np.nan)
-        self._pos_batch = np.full(n_queued, -1, dtype=np.int64)
-        self._pos_completed = np.zeros(n_queued, dtype=bool)
-        self._reject_reason = np.zeros(n, dtype=np.int8)
-        self._records_version = (-1, -1, -1)
-        # Per batch (at most one per queued request), and the batches in the order they ended.
-        self._batch_i = np.zeros((n_queued, 7), dtype=np.int64)
-        self._batch_f = np.zeros((n_queued, 2))
-        self._finished = np.zeros(n_queued, dtype=np.int64)
         self._finished_read = 0
         self._finished_batches: list[FinishedBatch] = []
-        self._engine_coefficients = None
-        if isinstance(latency, EngineStaticBatchLatency):
-            it = latency.iteration
-            self._engine_coefficients = np.array(
-                [
-                    it.b0_s,
-                    it.b1_s_per_prefill_token,
-                    it.b2_s_per_decode_token,
-                    it.b3_s_per_context_token,
-                ],
-                dtype=np.float64,
-            )
+        self._records_version = (-1, -1, -1)
+
+    #: The attributes that are views of the state buffers, and their fields in batch_kernels.
+    #: ``order`` holds the request indices grouped by queue, in arrival order within each queue:
+    #: a request's place in it is its *position*, each queue is a contiguous range of positions,
+    #: and requests too large for KV memory have none (they are rejected at arrival).
+    _VIEWS = {
+        "_clock": "clock",
+        "_params": "params",
+        "_counts": "counts",
+        "_gpu_f": "gpu_f",
+        "_gpu_i": "gpu_i",
+        "_queues": "queues",
+        "order": "order",
+        "_pos_prompt": "pos_prompt",
+        "_pos_output": "pos_output",
+        "_pos_kv_cumsum": "kv_cumsum",
+        "_pos_times": "pos_f",
+        "_pos_batch": "pos_batch",
+        "_pos_completed": "pos_completed",
+        "_reject_reason": "reject_reason",
+        "_batch_i": "batch_i",
+        "_batch_f": "batch_f",
+        "_finished": "finished",
+    }
+
+    def _bind_views(self) -> None:
+        views = k.buffer_views(self._floats, self._ints, self._layout)
+        for attribute, field in self._VIEWS.items():
+            setattr(self, attribute, views[field])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies and pickles keep the buffers; the views are made anew from them.
+        state = self.__dict__.copy()
+        for attribute in self._VIEWS:
+            del state[attribute]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._bind_views()
 
     # ------------------------------------------------------------------ state, read from arrays
+    @property
+    def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(floats, ints, layout)``: the state buffers, for compiled code (see batch_kernels)."""
+        return self._floats, self._ints, self._layout
+
     @property
     def head(self) -> list[int]:
         """Per queue, the position of its oldest waiting request (a copy)."""
@@ -257,25 +282,7 @@ class BatchServer(Engine):
     # ------------------------------------------------------------------ the decision loop
     def advance(self) -> bool:
         """Process events until a decision is due (see :meth:`Engine.advance`)."""
-        return k.advance(
-            self._clock,
-            self._counts,
-            self._gpu_f,
-            self._gpu_i,
-            self._queues,
-            self.order,
-            self._arrival_s,
-            self._position,
-            self._rejected_indices,
-            self._reject_reason,
-            self._pos_times,
-            self._pos_completed,
-            self._pos_arrival,
-            self._pos_output_cumsum,
-            self._batch_i,
-            self._finished,
-            self._deadline_or_nan,
-        )
+        return k.advance(self._floats, self._ints, self._layout)
 
     def wait(self) -> None:
         """Let the deciding GPU idle until the next event (see :meth:`Engine.wait`)."""
@@ -294,7 +301,7 @@ class BatchServer(Engine):
     def next_event_time(self) -> float:
         """Time of the next arrival or end of GPU work, ``inf`` if there is none."""
         n_arrived = self.n_arrived
-        t = float(self._arrival_s[n_arrived]) if n_arrived < self.n_requests else math.inf
+        t = float(self.workload.arrival_s[n_arrived]) if n_arrived < self.n_requests else math.inf
         return min([t, *(f for f, b in zip(self.gpu_free_at, self.gpu_busy) if b)])
 
     # ------------------------------------------------------------------ decisions
@@ -313,7 +320,7 @@ class BatchServer(Engine):
         ``mask[0]`` becomes whether WAIT is safe (:meth:`can_wait`) and ``mask[1 + q]`` whether
         queue ``q`` holds requests; entries after those are left alone.
         """
-        k.fill_decision_mask(mask, self._counts, self._gpu_i, self._queues, self.n_requests)
+        k.fill_decision_mask(mask, self._floats, self._ints, self._layout)
 
     def queue_ids(self, queue: int) -> np.ndarray:
         """Indices of the requests waiting in ``queue``, oldest first (a read-only view)."""
@@ -350,55 +357,30 @@ class BatchServer(Engine):
         queues = self._queues
         if queues[k.HEAD, queue] == queues[k.TAIL, queue]:
             raise ValueError(f"queue {queue} is empty")
-        if self._engine_coefficients is not None:
-            return k.dispatch_engine_batch(
-                self._clock,
-                self._counts,
-                self._gpu_f,
-                self._gpu_i,
-                queues,
-                self._pos_times,
-                self._pos_batch,
-                self._pos_prompt,
-                self._pos_output,
-                self._pos_kv_cumsum,
-                self._pos_output_cumsum,
-                self._batch_i,
-                self._batch_f,
-                self.kv_capacity_tokens,
-                self._engine_coefficients,
-                queue,
-                max_count,
-            )
-        # Any other latency model is called from Python with the members' lengths.
         head = int(queues[k.HEAD, queue])
         end = min(head + max_count, int(queues[k.TAIL, queue]))
         # A single request always fits: larger ones were rejected at arrival.
         fitting = int(k.fitting_end(self._pos_kv_cumsum, self.kv_capacity_tokens, head, end))
         stop = max(fitting, head + 1)
-        service_s, first_token_s = self.latency.batch_timing(
-            self._pos_prompt[head:stop], self._pos_output[head:stop], self.rng
-        )
+        if self._engine_latency:
+            service_s, first_token_s = k.engine_batch_timing(
+                self._pos_prompt, self._pos_output, head, stop, self._params[k.B0 :]
+            )
+        else:  # any other model is called from Python with the members' lengths
+            service_s, first_token_s = self.latency.batch_timing(
+                self._pos_prompt[head:stop], self._pos_output[head:stop], self.rng
+            )
         return k.start_batch(
-            self._clock,
-            self._counts,
-            self._gpu_f,
-            self._gpu_i,
-            queues,
-            self._pos_times,
-            self._pos_batch,
-            self._pos_prompt,
-            self._pos_output,
-            self._pos_output_cumsum,
-            self._batch_i,
-            self._batch_f,
+            self._floats,
+            self._ints,
+            self._layout,
             queue,
             stop,
             float(service_s),
             float(first_token_s),
         )
 
-    def decide(self, queue: int, max_count: int = 1) -> bool:
+    def decide(self, queue: int, max_count: int = 1, mask: np.ndarray | None = None) -> bool:
         """Carry out one decision, then process events until the next (:meth:`advance`).
 
         The decision loop of a scheduler in one call, which is what an environment step does:
@@ -408,6 +390,7 @@ class BatchServer(Engine):
         Args:
             queue: Queue to dispatch from, or a negative number to WAIT.
             max_count: Largest batch size wanted (ignored for WAIT).
+            mask: If given, filled as :meth:`fill_decision_mask` does when a decision is due.
 
         Returns:
             What :meth:`advance` returns: whether a decision is due.
@@ -417,41 +400,17 @@ class BatchServer(Engine):
             ValueError: If the queue index is out of range, the queue is empty or
                 ``max_count < 1``.
         """
-        if self._engine_coefficients is None or queue >= self.n_queues or max_count < 1:
+        if not self._engine_latency or queue >= self.n_queues or max_count < 1 or mask is None:
             # The general path, which also raises the errors of a bad queue or count.
             if queue < 0:
                 self.wait()
             else:
                 self.dispatch(queue, max_count)
-            return self.advance()
-        code = k.decide_and_advance(
-            self._clock,
-            self._counts,
-            self._gpu_f,
-            self._gpu_i,
-            self._queues,
-            self.order,
-            self._arrival_s,
-            self._position,
-            self._rejected_indices,
-            self._reject_reason,
-            self._pos_times,
-            self._pos_batch,
-            self._pos_completed,
-            self._pos_arrival,
-            self._pos_prompt,
-            self._pos_output,
-            self._pos_kv_cumsum,
-            self._pos_output_cumsum,
-            self._batch_i,
-            self._batch_f,
-            self._finished,
-            self._deadline_or_nan,
-            self.kv_capacity_tokens,
-            self._engine_coefficients,
-            queue,
-            max_count,
-        )
+            due = self.advance()
+            if due and mask is not None:
+                self.fill_decision_mask(mask)
+            return due
+        code = k.decide(self._floats, self._ints, self._layout, queue, max_count, mask)
         if code < 0:
             # Refused and nothing changed: the checks of wait() and dispatch() raise the error.
             if queue < 0:
@@ -523,7 +482,7 @@ class BatchServer(Engine):
     def _metric_columns(self) -> dict[str, np.ndarray]:
         # The columns straight from the position arrays, without building the full records.
         start, first_token, completion, status = k.metric_columns(
-            self.order, self._pos_times, self._pos_completed, self._reject_reason, self.n_arrived
+            self._floats, self._ints, self._layout
         )
         return {
             "arrival_s": self.workload.arrival_s,

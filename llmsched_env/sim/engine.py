@@ -79,8 +79,10 @@ class Engine:
 
     @cached_property
     def _records(self) -> RequestRecords:
-        """The records, made when first used (a server that keeps its own state until they are
-        read makes them only then)."""
+        """The records, made when first used.
+
+        A server that keeps its own state until the records are read makes them only then.
+        """
         return RequestRecords(self.workload)
 
     @cached_property
