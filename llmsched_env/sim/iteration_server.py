@@ -34,7 +34,10 @@ request, when the token that ends the first too-long gap is produced.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 
 from llmsched_env.latency import IterationLatencyModel
 from llmsched_env.sim.engine import Engine
@@ -47,6 +50,37 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 #: sequence in ``running`` order (rows are contiguous, so a decode step's updates are fast).
 #: Counts are held as floats, exactly (they stay far below 2**53).
 _GENERATED, _LAST_TOKEN_S, _MAX_GAP_S, _TBT_MISSED, _OUTPUT, _PROMPT = range(6)
+
+
+@njit(cache=True)
+def _decode_tokens(state, k, t, tbt_target_s):
+    """Give running sequences ``0 .. k - 1`` (columns of ``state``) a token at time ``t``.
+
+    Updates their token counts, last-token times, longest gaps and TBT flags (a gap above
+    ``tbt_target_s`` marks a miss; ``nan`` means no target). Compiled, because every decode
+    iteration runs it; it does per sequence the arithmetic numpy would do on the columns.
+
+    Returns:
+        ``(new_tbt_misses, n_done)``: sequences whose first TBT miss this is, and sequences that
+        have now generated all their output tokens.
+    """
+    new_misses = 0
+    n_done = 0
+    for j in range(k):
+        state[_GENERATED, j] += 1.0
+        gap = t - state[_LAST_TOKEN_S, j]
+        if gap > state[_MAX_GAP_S, j]:
+            state[_MAX_GAP_S, j] = gap
+        state[_LAST_TOKEN_S, j] = t
+        if gap > tbt_target_s:
+            if state[_TBT_MISSED, j] == 0.0:
+                new_misses += 1
+            state[_TBT_MISSED, j] = 1.0
+        if state[_GENERATED, j] >= state[_OUTPUT, j]:
+            n_done += 1
+    return new_misses, n_done
+
+
 _N_FIELDS = 6
 
 
@@ -111,6 +145,7 @@ class IterationServer(Engine):
         self.chunk_size = None if chunk_size is None else int(chunk_size)
         self.ttft_deadline_s = ttft_deadline_s
         self.tbt_target_s = tbt_target_s
+        self._tbt_target_or_nan = math.nan if tbt_target_s is None else float(tbt_target_s)
 
         prompt = workload.prompt_tokens
         self.kv_need = prompt + workload.output_tokens
@@ -333,24 +368,15 @@ class IterationServer(Engine):
         state = self._run_state[gpu]
         if decode_ids.size:
             k = decode_ids.size
-            decoded = state[:, :k]
-            generated = decoded[_GENERATED]
-            generated += 1
-            last_token = decoded[_LAST_TOKEN_S]
-            gaps = t - last_token
-            max_gap = decoded[_MAX_GAP_S]
-            np.maximum(max_gap, gaps, out=max_gap)
-            last_token.fill(t)
+            new_misses, n_done = _decode_tokens(state, k, t, self._tbt_target_or_nan)
+            self.n_tbt_misses += new_misses
             self.kv_used[gpu] += k
             self._running_context[gpu] += k
-            if self.tbt_target_s is not None:
-                missed = gaps > self.tbt_target_s
-                if np.count_nonzero(missed):  # (faster than .any() on small arrays)
-                    was_missed = decoded[_TBT_MISSED]
-                    self.n_tbt_misses += int(np.count_nonzero(missed & (was_missed == 0)))
-                    was_missed[missed] = 1
-            done = generated >= decoded[_OUTPUT]
-            if np.count_nonzero(done):
+            if n_done:
+                decoded = state[:, :k]
+                generated = decoded[_GENERATED]
+                max_gap = decoded[_MAX_GAP_S]
+                done = generated >= decoded[_OUTPUT]
                 for row in done.nonzero()[0].tolist():
                     index = int(decode_ids[row])
                     n_generated = int(generated[row])
