@@ -125,10 +125,7 @@ class BatchObservation:
         values[_EMPTY:_BIN_SERVICE] = _EMPTY_BIN
         pred_start = _BIN_SERVICE + len(service)
         values[_BIN_SERVICE:pred_start] = service
-        predicted = w.predicted_output_tokens[order].astype(np.float64)
-        need_start = pred_start + n_queued + 1
-        np.cumsum(predicted, out=values[pred_start + 1 : need_start])
-        np.cumsum(predicted + w.prompt_tokens[order], out=values[need_start + 1 :])
+        _prefix_sums(values, pred_start, order, w.predicted_output_tokens, w.prompt_tokens)
         self._values = values
 
     @property
@@ -145,6 +142,24 @@ class BatchObservation:
         obs = np.empty(self._bounds.shape[1], dtype=np.float32)
         _build(obs, self._bounds, self._values, *self.server.state)
         return obs
+
+
+@njit(cache=True)
+def _prefix_sums(values, start, order, predicted, prompt) -> None:
+    """Write the prefix sums of predicted output and of predicted KV need along the positions.
+
+    ``values[start:]`` receives ``n + 1`` sums of the predicted outputs (from 0), then ``n + 1``
+    of predicted output plus prompt, ``n`` being the number of positions.
+    """
+    n = order.shape[0]
+    need_start = start + n + 1
+    values[start] = 0.0
+    values[need_start] = 0.0
+    for p in range(n):
+        j = order[p]
+        predicted_tokens = float(predicted[j])
+        values[start + p + 1] = values[start + p] + predicted_tokens
+        values[need_start + p + 1] = values[need_start + p] + (predicted_tokens + prompt[j])
 
 
 @cache

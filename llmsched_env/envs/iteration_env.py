@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from typing import Any
 
 import gymnasium as gym
@@ -403,7 +404,9 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
             return np.zeros(d + p + c, dtype=bool)
         running = server.running[gpu].size > 0
         smallest = self._smallest_prefill_budget()
-        prefill_ok = [smallest <= budget for budget in self._level_budgets[1:]]
+        # Budgets ascend with the level: the levels from the first large enough one are allowed.
+        first_ok = bisect_left(self._level_budgets, smallest, 1)
+        prefill_ok = [False] * (first_ok - 1) + [True] * (p - first_ok)
         can_wait = server.can_wait()
         mask = [can_wait or any(prefill_ok)]
         mask += [running] * (d - 1)

@@ -34,6 +34,7 @@ layout instead of twenty arrays, each of which would cost numba time to unpack:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -132,6 +133,29 @@ def field_shapes(
     }
 
 
+@functools.lru_cache(maxsize=64)
+def _placement(
+    n: int, n_queued: int, n_rejected: int, n_gpus: int, n_queues: int
+) -> tuple[tuple[int, ...], int, int, tuple[tuple[str, int, int, int, tuple[int, ...]], ...]]:
+    """Where every field goes: ``(layout, float size, int size, fields)`` (cached by size).
+
+    ``fields`` lists ``(name, buffer, start, end, shape)``, buffer 0 for floats and 1 for ints.
+    """
+    shapes = field_shapes(n, n_queued, n_rejected, n_gpus, n_queues)
+    layout = [n, n_queued, n_rejected, n_gpus, n_queues]
+    totals = []
+    fields = []
+    for buffer, names in enumerate((FLOAT_FIELDS, INT_FIELDS)):
+        offsets = [0, *itertools.accumulate(math.prod(shapes[name]) for name in names)]
+        layout += offsets
+        totals.append(offsets[-1])
+        fields += [
+            (name, buffer, lo, hi, shapes[name])
+            for name, lo, hi in zip(names, offsets, offsets[1:])
+        ]
+    return tuple(layout), totals[0], totals[1], tuple(fields)
+
+
 def make_layout(
     n: int, n_queued: int, n_rejected: int, n_gpus: int, n_queues: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,31 +164,15 @@ def make_layout(
     ``layout`` holds the sizes and each field's offset in its buffer, which is what the
     compiled functions need to find the arrays (see :func:`buffer_views`).
     """
-    shapes = field_shapes(n, n_queued, n_rejected, n_gpus, n_queues)
-    layout = [n, n_queued, n_rejected, n_gpus, n_queues]
-    totals = []
-    for fields in (FLOAT_FIELDS, INT_FIELDS):
-        offsets = [0, *itertools.accumulate(math.prod(shapes[name]) for name in fields)]
-        layout += offsets
-        totals.append(offsets[-1])
-    floats = np.zeros(totals[0])
-    ints = np.zeros(totals[1], dtype=np.int64)
-    return floats, ints, np.array(layout, dtype=np.int64)
+    layout, n_floats, n_ints, _ = _placement(n, n_queued, n_rejected, n_gpus, n_queues)
+    return np.zeros(n_floats), np.zeros(n_ints, dtype=np.int64), np.array(layout, dtype=np.int64)
 
 
 def buffer_views(floats: np.ndarray, ints: np.ndarray, layout: np.ndarray) -> dict[str, np.ndarray]:
     """Every field of :data:`FLOAT_FIELDS` and :data:`INT_FIELDS` as a view of its buffer."""
-    sizes = layout[:_FLOAT_OFFSETS].tolist()
-    shapes = field_shapes(*sizes)
-    views = {}
-    for fields, buffer, start in (
-        (FLOAT_FIELDS, floats, _FLOAT_OFFSETS),
-        (INT_FIELDS, ints, _INT_OFFSETS),
-    ):
-        offsets = layout[start : start + len(fields) + 1].tolist()
-        for name, lo, hi in zip(fields, offsets, offsets[1:]):
-            views[name] = buffer[lo:hi].reshape(shapes[name])
-    return views
+    *_, fields = _placement(*layout[:_FLOAT_OFFSETS].tolist())
+    buffers = (floats, ints)
+    return {name: buffers[buffer][lo:hi].reshape(shape) for name, buffer, lo, hi, shape in fields}
 
 
 #: Where each array is in the tuple :func:`state_views` returns (the fields in buffer order).

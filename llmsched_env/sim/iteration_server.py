@@ -81,6 +81,16 @@ def _decode_tokens(state, k, t, tbt_target_s):
     return new_misses, n_done
 
 
+@njit(cache=True)
+def _oldest_token_s(state):
+    """The smallest last-token time of the running sequences in ``state`` (at least one)."""
+    oldest = state[_LAST_TOKEN_S, 0]
+    for j in range(1, state.shape[1]):
+        if state[_LAST_TOKEN_S, j] < oldest:
+            oldest = state[_LAST_TOKEN_S, j]
+    return oldest
+
+
 _N_FIELDS = 6
 
 
@@ -449,7 +459,7 @@ class IterationServer(Engine):
     def oldest_token_s(self, gpu: int) -> float:
         """Time of the least recent token among ``gpu``'s running sequences (``now`` if none)."""
         state = self._run_state[gpu]
-        return float(np.minimum.reduce(state[_LAST_TOKEN_S])) if state.shape[1] else self.now
+        return _oldest_token_s(state) if state.shape[1] else self.now
 
     def running_tokens_generated(self, gpu: int) -> np.ndarray:
         """Output tokens generated so far by each of ``gpu``'s running sequences (a new array)."""

@@ -1,0 +1,127 @@
+"""The compiled BatchScheduling-v0 observation against a plain Python statement of it."""
+
+import math
+import random
+from bisect import bisect_left, bisect_right
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import llmsched_env  # noqa: F401
+from llmsched_env.envs.batch_observation import (
+    BIN_FEATURES,
+    GLOBAL_FEATURES,
+    _prefix_sums,
+    feature_bounds,
+    feature_names,
+)
+
+
+class ReferenceObservation:
+    """The observation of the env docstring, in Python, one decision at a time."""
+
+    def __init__(self, env):
+        u = env.unwrapped
+        s = u.server
+        w = s.workload
+        order = s.order
+        self.env = u
+        self.sla = u.config.sla
+        self.max_batch = u.config.max_batch_size
+        self.arrival = w.arrival_s.tolist()
+        self.pos_arrival = w.arrival_s[order].tolist()
+        predicted = w.predicted_output_tokens[order].astype(np.float64)
+        self.pred = [0.0, *np.cumsum(predicted).tolist()]
+        self.need = [0.0, *np.cumsum(predicted + w.prompt_tokens[order]).tolist()]
+        self.service = [float(x) for x in u.bin_service_s]
+        self.next_chance = float(np.mean(u.bin_service_s))
+        self.ema = [0.0, 0.0]
+        self.last = (0, 0, 0.0)
+
+    def __call__(self):
+        u = self.env
+        s = u.server
+        now, sla, max_batch = s.now, self.sla, self.max_batch
+        misses, on_time, last_t = self.last
+        decay = math.exp(-(now - last_t) / sla)
+        self.ema = [
+            self.ema[0] * decay + (s.sla_misses - misses),
+            self.ema[1] * decay + (s.n_on_time - on_time),
+        ]
+        self.last = (s.sla_misses, s.n_on_time, now)
+        total = sum(self.ema)
+        violation_rate = self.ema[0] / total if total > 0 else 0.0
+        arrival, late_before = self.pos_arrival, now - sla
+        values = []
+        for h, t, service in zip(s.head, s.tail, self.service):
+            q = t - h
+            if q == 0:
+                values += [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+                continue
+            wait = now - arrival[h]
+            late = bisect_left(arrival, late_before, h, t) - h
+            doom_before = now + service - sla
+            doomed = bisect_left(arrival, doom_before, h + late, t) - h
+            at_risk = bisect_left(arrival, doom_before + self.next_chance, h + doomed, t)
+            at_risk -= h + doomed
+            need = (self.need[t] - self.need[h]) / q * min(q, max_batch)
+            values += [
+                q / max_batch,
+                wait / sla,
+                (sla - wait - service) / sla,
+                late / q,
+                doomed / q,
+                max(min(q, max_batch) - doomed, 0) / max_batch,
+                at_risk / max_batch,
+                (self.pred[t] - self.pred[h]) / q / u.length_scale_tokens,
+                min(1.0, s.kv_capacity_tokens / max(need, 1.0)),
+            ]
+        values += [(f - now) / sla if b else 0.0 for f, b in zip(s.gpu_free_at, s.gpu_busy)]
+        recent = s.n_arrived - bisect_right(self.arrival, late_before, 0, s.n_arrived)
+        values += [
+            recent / sla / u.capacity_rps,
+            violation_rate,
+            s.n_arrived / s.n_requests,
+            s.n_waiting / max_batch,
+        ]
+        low, high = feature_bounds(s.n_queues, s.n_gpus)
+        return np.clip(np.array(values, dtype=np.float32), low, high)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"n_gpus": 4, "load": 1.5, "n_bins": 3}, {"sla": 4.0, "max_batch_size": 16}]
+)
+def test_observation_is_the_python_statement_bit_for_bit(kwargs):
+    env = gym.make("llmsched/BatchScheduling-v0", n_requests=300, **kwargs)
+    rng = random.Random(0)
+    for seed in range(2):
+        obs, _ = env.reset(seed=seed)
+        reference = ReferenceObservation(env)
+        np.testing.assert_array_equal(obs, reference())
+        done = False
+        while not done:
+            mask = env.unwrapped.joint_action_mask()
+            action = rng.choice(np.argwhere(mask).tolist())
+            obs, _, terminated, truncated, _ = env.step(np.array(action))
+            np.testing.assert_array_equal(obs, reference())
+            done = terminated or truncated
+
+
+def test_prefix_sums_are_cumulative_sums_along_the_positions():
+    order = np.array([2, 0, 1], dtype=np.int64)
+    predicted = np.array([5, 7, 11], dtype=np.int64)
+    prompt = np.array([100, 200, 300], dtype=np.int64)
+    values = np.full(2 + 2 * 4, -1.0)
+    _prefix_sums(values, 2, order, predicted, prompt)
+    assert values[:2].tolist() == [-1.0, -1.0]
+    assert values[2:6].tolist() == [0.0, 11.0, 16.0, 23.0]
+    assert values[6:].tolist() == [0.0, 311.0, 416.0, 623.0]
+
+
+def test_names_and_bounds_follow_the_feature_tables():
+    names = feature_names(2, 3)
+    low, high = feature_bounds(2, 3)
+    assert len(names) == len(low) == len(high) == 2 * len(BIN_FEATURES) + 3 + len(GLOBAL_FEATURES)
+    assert names[0] == "bin0/queue_len" and names[-1] == GLOBAL_FEATURES[-1][0]
+    assert (low < high).all()
