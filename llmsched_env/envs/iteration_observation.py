@@ -10,6 +10,7 @@ import math
 from bisect import bisect_right
 
 import numpy as np
+from numba import njit
 
 from llmsched_env.sim.iteration_server import IterationServer
 
@@ -148,5 +149,12 @@ class IterationObservation:
             *busy,
         ]
         obs = np.array(values, dtype=np.float32)
-        np.minimum(obs, self.high, out=obs)
-        return np.maximum(obs, self.low, out=obs)
+        _clip(obs, self.low, self.high)
+        return obs
+
+
+@njit(cache=True)
+def _clip(obs: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    """Clip ``obs`` to ``[low, high]`` in place (one call instead of two numpy ufuncs)."""
+    for i in range(obs.shape[0]):
+        obs[i] = max(min(obs[i], high[i]), low[i])

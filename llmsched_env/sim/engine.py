@@ -13,6 +13,10 @@ Events at the same time are processed in a fixed order: GPU work that ends (lowe
 first), then arrivals (in arrival order), then deadlines. Arrivals come from the pre-sorted arrival
 array, so only the GPUs' end times need a heap, keyed by ``(time, gpu)``; ties are therefore
 broken deterministically.
+
+The iteration-level server runs this loop as written here. The request-level server, the hot
+path of ``BatchScheduling-v0``, runs the same rules compiled (:mod:`llmsched_env.sim.
+batch_kernels`) and overrides the loop's methods; it keeps the public API of this class.
 """
 
 from __future__ import annotations

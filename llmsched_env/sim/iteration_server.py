@@ -82,6 +82,15 @@ def _decode_tokens(state, k, t, tbt_target_s):
 
 
 @njit(cache=True)
+def _context_tokens(state, k):
+    """Prompt plus generated tokens of running sequences ``0 .. k - 1`` (whole numbers, exact)."""
+    total = 0.0
+    for j in range(k):
+        total += state[_PROMPT, j] + state[_GENERATED, j]
+    return int(total)
+
+
+@njit(cache=True)
 def _oldest_token_s(state):
     """The smallest last-token time of the running sequences in ``state`` (at least one)."""
     oldest = state[_LAST_TOKEN_S, 0]
@@ -278,7 +287,7 @@ class IterationServer(Engine):
             context = self._running_context[gpu]
         else:
             state = self._run_state[gpu]
-            context = int(state[_PROMPT, :k].sum() + state[_GENERATED, :k].sum())
+            context = _context_tokens(state, k)
         duration = self.latency.iteration_s(prefill_tokens, k, context, self.rng)
         self._pending[gpu] = (plan, decode_ids)
         self.last_iteration_s[gpu] = duration
