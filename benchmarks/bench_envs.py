@@ -49,8 +49,8 @@ def bench(env_id: str, steps: int, **kwargs) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=50_000, help="steps per run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per env (best is reported)")
+    parser.add_argument("--steps", type=int, default=30_000, help="steps per run")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per env (best is reported)")
     args = parser.parse_args()
     for env_id in ("llmsched/BatchScheduling-v0", "llmsched/ContinuousBatching-v0"):
         rates = sorted(bench(env_id, args.steps) for _ in range(args.repeats))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 #: The states a request ends a run in; ``status`` columns hold indices into this tuple (see
 #: :mod:`llmsched_env.sim.records`).
@@ -34,6 +35,7 @@ _NUMERIC_COLUMNS = ("arrival_s", "start_s", "first_token_s", "completion_s", "ou
 #: Reported only by servers that resolve individual token times (the iteration level).
 _GAP_COLUMN = "max_token_gap_s"
 _NOT_ARRIVED, _IN_SYSTEM, _COMPLETED, _REJECTED = range(4)
+_NO_GAPS = np.zeros(0)
 
 
 @dataclass(frozen=True)
@@ -91,15 +93,137 @@ def percentiles(values: np.ndarray, ps: tuple[float, ...]) -> list[float]:
 
 
 def _describe(prefix: str, values: np.ndarray, out: dict[str, float]) -> None:
-    values = values[np.isfinite(values)]
+    """Mean and percentiles of ``values`` (finite values only, as :func:`_request_stats` gives)."""
     if values.size == 0:
         out[f"{prefix}_mean"] = float("nan")
         for p in PERCENTILES:
             out[f"{prefix}_p{p}"] = float("nan")
         return
-    out[f"{prefix}_mean"] = float(np.add.reduce(values) / values.size)  # values.mean(), faster
+    out[f"{prefix}_mean"] = _pairwise_sum(values, 0, values.size) / values.size  # values.mean()
     for p, v in zip(PERCENTILES, percentiles(values, PERCENTILES)):
         out[f"{prefix}_p{p}"] = float(v)
+
+
+@njit(cache=True)
+def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
+    """``np.add.reduce(a[lo:lo + n])`` bit for bit: NumPy's pairwise summation of float64.
+
+    Blocks of up to 128 values are summed with eight interleaved accumulators, longer runs are
+    split in two (at a multiple of 8) and summed recursively; runs below 8 are summed in order.
+    """
+    if n < 8:
+        total = 0.0
+        for i in range(n):
+            total += a[lo + i]
+        return total
+    if n <= 128:
+        r = a[lo : lo + 8].copy()
+        i = 8
+        while i < n - (n % 8):
+            for j in range(8):
+                r[j] += a[lo + i + j]
+            i += 8
+        total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            total += a[lo + i]
+            i += 1
+        return total
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(a, lo, half) + _pairwise_sum(a, lo + half, n - half)
+
+
+# What _request_stats counts, in its ``counts`` array.
+(
+    _ARRIVED,
+    _DONE,
+    _REJECTED_IN_WINDOW,
+    _IN_SYSTEM_IN_WINDOW,
+    _NOT_ARRIVED_COUNT,
+    _OUTPUT_TOKENS,
+    _MET_E2E,
+    _MET_TTFT,
+    _MET_TBT,
+    _MET_ALL,
+) = range(10)
+# Rows of its ``values`` array (finite values of the completed requests, in request order).
+_LATENCY, _QUEUEING, _TTFT, _TBT, _GAP = range(5)
+
+
+@njit(cache=True)
+def _request_stats(
+    arrival, start, first_token, completion, output, status, gaps, warmup_s, targets
+):
+    """One pass over the requests: what :func:`summarize` reports, before percentiles.
+
+    Args:
+        arrival: Arrival times (float64, as every time below).
+        start: Start of service.
+        first_token: First output token.
+        completion: Last output token.
+        output: Output tokens (int64).
+        status: Codes into :data:`STATUS_NAMES`.
+        gaps: Largest token gap per request, or an empty array when not resolved.
+        warmup_s: Start of the measurement window.
+        targets: ``[e2e_s, ttft_s, tbt_s]``, ``nan`` for an objective that is not set.
+
+    Returns:
+        ``(counts, values, lengths)``: counts indexed by ``_ARRIVED`` ... ``_MET_ALL``; per
+        quantity (``_LATENCY`` ... ``_GAP``) the finite values of the window's completed
+        requests in request order, ``values[q, :lengths[q]]``.
+    """
+    n = arrival.shape[0]
+    has_gaps = gaps.shape[0] == n
+    counts = np.zeros(10, dtype=np.int64)
+    values = np.empty((5, n))
+    lengths = np.zeros(5, dtype=np.int64)
+    e2e, ttft_target, tbt_target = targets[0], targets[1], targets[2]
+    for i in range(n):
+        code = status[i]
+        if code == _NOT_ARRIVED:
+            counts[_NOT_ARRIVED_COUNT] += 1
+            continue
+        if not arrival[i] >= warmup_s:
+            continue
+        counts[_ARRIVED] += 1
+        if code == _REJECTED:
+            counts[_REJECTED_IN_WINDOW] += 1
+        elif code == _IN_SYSTEM:
+            counts[_IN_SYSTEM_IN_WINDOW] += 1
+        if code != _COMPLETED:
+            continue
+        counts[_DONE] += 1
+        counts[_OUTPUT_TOKENS] += output[i]
+        a = arrival[i]
+        latency = completion[i] - a
+        ttft = first_token[i] - a
+        tbt = (completion[i] - first_token[i]) / (output[i] - 1) if output[i] >= 2 else np.nan
+        gap = gaps[i] if has_gaps else np.nan
+        for row, x in (
+            (_LATENCY, latency),
+            (_QUEUEING, start[i] - a),
+            (_TTFT, ttft),
+            (_TBT, tbt),
+            (_GAP, gap),
+        ):
+            if np.isfinite(x):
+                values[row, lengths[row]] = x
+                lengths[row] += 1
+        met_all = True
+        if not np.isnan(e2e):
+            met = latency <= e2e
+            counts[_MET_E2E] += met
+            met_all = met_all and met
+        if not np.isnan(ttft_target):
+            met = ttft <= ttft_target
+            counts[_MET_TTFT] += met
+            met_all = met_all and met
+        if not np.isnan(tbt_target):
+            met = gap <= tbt_target
+            counts[_MET_TBT] += met
+            met_all = met_all and met
+        counts[_MET_ALL] += met_all
+    return counts, values, lengths
 
 
 def _columns(requests: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -159,58 +283,58 @@ def summarize(
     if warmup_s < 0 or (end_s > 0 and warmup_s >= end_s):
         raise ValueError(f"warmup_s must be in [0, end_s={end_s}), got {warmup_s!r}")
     col = _columns(requests)
-    status = col["status"]
-    in_window = (col["arrival_s"] >= warmup_s) & (status != _NOT_ARRIVED)
-    done = in_window & (status == _COMPLETED)
+    has_gaps = _GAP_COLUMN in col
+    if sla.tbt_s is not None and not has_gaps:
+        raise ValueError("a TBT target needs per-token times, which these records lack")
+    targets = np.array(
+        [np.nan if t is None else float(t) for t in (sla.e2e_s, sla.ttft_s, sla.tbt_s)]
+    )
+    counts, values, lengths = _request_stats(
+        np.asarray(col["arrival_s"], dtype=np.float64),
+        np.asarray(col["start_s"], dtype=np.float64),
+        np.asarray(col["first_token_s"], dtype=np.float64),
+        np.asarray(col["completion_s"], dtype=np.float64),
+        np.asarray(col["output_tokens"], dtype=np.int64),
+        np.asarray(col["status"], dtype=np.int64),
+        np.asarray(col[_GAP_COLUMN], dtype=np.float64) if has_gaps else _NO_GAPS,
+        float(warmup_s),
+        targets,
+    )
+    counts = counts.tolist()
+    lengths = lengths.tolist()
     out: dict[str, float] = {
-        "requests": float(status.size),
-        "arrived": float(np.count_nonzero(in_window)),
-        "completed": float(np.count_nonzero(done)),
-        "rejected": float(np.count_nonzero(in_window & (status == _REJECTED))),
-        "in_system": float(np.count_nonzero(in_window & (status == _IN_SYSTEM))),
-        "not_arrived": float(np.count_nonzero(status == _NOT_ARRIVED)),
+        "requests": float(len(col["status"])),
+        "arrived": float(counts[_ARRIVED]),
+        "completed": float(counts[_DONE]),
+        "rejected": float(counts[_REJECTED_IN_WINDOW]),
+        "in_system": float(counts[_IN_SYSTEM_IN_WINDOW]),
+        "not_arrived": float(counts[_NOT_ARRIVED_COUNT]),
     }
-    a = col["arrival_s"][done]
-    c = col["completion_s"][done]
-    f = col["first_token_s"][done]
-    n_out = col["output_tokens"][done]
-    gaps = col[_GAP_COLUMN][done] if _GAP_COLUMN in col else None
-    start_s = col["start_s"][done]
-    n_in_window = int(out["arrived"])
     duration = max(end_s - warmup_s, 0.0)
     out["duration_s"] = float(duration)
-    latency = c - a
-    ttft = f - a
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tbt = np.where(n_out >= 2, (c - f) / (n_out - 1), np.nan)
-    out["throughput_rps"] = a.size / duration if duration > 0 else float("nan")
-    out["throughput_tokens_per_s"] = float(n_out.sum()) / duration if duration > 0 else float("nan")
-    _describe("latency_s", latency, out)
-    _describe("queueing_delay_s", start_s - a, out)
-    _describe("ttft_s", ttft, out)
-    _describe("tbt_s", tbt, out)
-    if gaps is not None:
-        _describe("max_token_gap_s", gaps, out)
-
-    met_all = np.ones(a.size, dtype=bool)
-    denominator = max(n_in_window, 1)
-    checks = (
-        ("e2e", sla.e2e_s, latency),
-        ("ttft", sla.ttft_s, ttft),
-        ("tbt", sla.tbt_s, gaps),
+    done = counts[_DONE]
+    out["throughput_rps"] = done / duration if duration > 0 else float("nan")
+    out["throughput_tokens_per_s"] = (
+        float(counts[_OUTPUT_TOKENS]) / duration if duration > 0 else float("nan")
     )
-    for name, target, values in checks:
-        if target is None:
-            continue
-        if values is None:
-            raise ValueError("a TBT target needs per-token times, which these records lack")
-        met = values <= target
-        met_all &= met
-        out[f"sla_attainment_{name}"] = float(np.count_nonzero(met)) / denominator
-    out["sla_attainment"] = float(np.count_nonzero(met_all)) / denominator
-    out["goodput_rps"] = (
-        float(np.count_nonzero(met_all)) / duration if duration > 0 else float("nan")
-    )
+    for prefix, row in (
+        ("latency_s", _LATENCY),
+        ("queueing_delay_s", _QUEUEING),
+        ("ttft_s", _TTFT),
+        ("tbt_s", _TBT),
+        *((("max_token_gap_s", _GAP),) if has_gaps else ()),
+    ):
+        _describe(prefix, values[row, : lengths[row]], out)
+    denominator = max(counts[_ARRIVED], 1)
+    for name, target, met in (
+        ("e2e", sla.e2e_s, counts[_MET_E2E]),
+        ("ttft", sla.ttft_s, counts[_MET_TTFT]),
+        ("tbt", sla.tbt_s, counts[_MET_TBT]),
+    ):
+        if target is not None:
+            out[f"sla_attainment_{name}"] = float(met) / denominator
+    out["sla_attainment"] = float(counts[_MET_ALL]) / denominator
+    out["goodput_rps"] = float(counts[_MET_ALL]) / duration if duration > 0 else float("nan")
     out["gpu_utilization"] = busy_s / (n_gpus * end_s) if end_s > 0 else float("nan")
     out["mean_batch_size"] = float(mean_batch_size)
     return out

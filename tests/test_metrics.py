@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from llmsched_env.metrics import PERCENTILES, SLATargets, percentiles, summarize
+from llmsched_env.metrics import PERCENTILES, SLATargets, _pairwise_sum, percentiles, summarize
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 
@@ -76,3 +76,82 @@ def test_module_imports_first_without_a_cycle(module):
     import sys
 
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=arrays(np.float64, st.integers(0, 700), elements=finite))
+def test_pairwise_sum_is_numpy_add_reduce_bit_for_bit(values):
+    assert _pairwise_sum(values, 0, values.size) == np.add.reduce(values)
+
+
+def _numpy_statement(columns, *, end_s, warmup_s, sla):
+    """The summary's quantities written with plain numpy calls, one array operation at a time."""
+    status = columns["status"]
+    in_window = (columns["arrival_s"] >= warmup_s) & (status != 0)
+    done = in_window & (status == 2)
+    a, c = columns["arrival_s"][done], columns["completion_s"][done]
+    f, s = columns["first_token_s"][done], columns["start_s"][done]
+    n_out = columns["output_tokens"][done]
+    gaps = columns["max_token_gap_s"][done] if "max_token_gap_s" in columns else None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tbt = np.where(n_out >= 2, (c - f) / (n_out - 1), np.nan)
+    out = {
+        "arrived": float(np.count_nonzero(in_window)),
+        "completed": float(np.count_nonzero(done)),
+        "rejected": float(np.count_nonzero(in_window & (status == 3))),
+        "in_system": float(np.count_nonzero(in_window & (status == 1))),
+        "not_arrived": float(np.count_nonzero(status == 0)),
+        "throughput_tokens_per_s": float(n_out.sum()) / (end_s - warmup_s),
+    }
+    quantities = {"latency_s": c - a, "queueing_delay_s": s - a, "ttft_s": f - a, "tbt_s": tbt}
+    if gaps is not None:
+        quantities["max_token_gap_s"] = gaps
+    for prefix, values in quantities.items():
+        values = values[np.isfinite(values)]
+        out[f"{prefix}_mean"] = float(values.mean()) if values.size else float("nan")
+        for p in PERCENTILES:
+            out[f"{prefix}_p{p}"] = float(np.percentile(values, p)) if values.size else float("nan")
+    met_all = np.ones(a.size, dtype=bool)
+    denominator = max(int(out["arrived"]), 1)
+    for name, target, values in (
+        ("e2e", sla.e2e_s, c - a),
+        ("ttft", sla.ttft_s, f - a),
+        ("tbt", sla.tbt_s, gaps),
+    ):
+        if target is not None:
+            met = values <= target
+            met_all &= met
+            out[f"sla_attainment_{name}"] = float(np.count_nonzero(met)) / denominator
+    out["sla_attainment"] = float(np.count_nonzero(met_all)) / denominator
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), n=st.integers(1, 300), with_gaps=st.booleans())
+def test_summary_is_the_numpy_statement_bit_for_bit(data, n, with_gaps):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    arrival = np.sort(rng.uniform(0, 100, n))
+    start = arrival + rng.exponential(1.0, n)
+    first = np.where(rng.random(n) < 0.1, np.nan, start + rng.exponential(0.5, n))
+    completion = start + rng.exponential(3.0, n)
+    columns = {
+        "arrival_s": arrival,
+        "start_s": start,
+        "first_token_s": first,
+        "completion_s": completion,
+        "output_tokens": rng.integers(1, 50, n),
+        "status": rng.integers(0, 4, n).astype(np.int8),
+    }
+    if with_gaps:
+        columns["max_token_gap_s"] = np.where(rng.random(n) < 0.1, np.nan, rng.exponential(1, n))
+    sla = SLATargets(
+        e2e_s=data.draw(st.none() | st.floats(0.5, 10)),
+        ttft_s=data.draw(st.none() | st.floats(0.5, 10)),
+        tbt_s=data.draw(st.none() | st.floats(0.1, 3)) if with_gaps else None,
+    )
+    warmup_s = data.draw(st.sampled_from([0.0, 10.0, 50.0]))
+    got = summarize(
+        columns, end_s=120.0, n_gpus=1, busy_s=1.0, mean_batch_size=1.0, sla=sla, warmup_s=warmup_s
+    )
+    expected = _numpy_statement(columns, end_s=120.0, warmup_s=warmup_s, sla=sla)
+    assert repr({k: got[k] for k in expected}) == repr(expected)
