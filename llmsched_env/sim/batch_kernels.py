@@ -268,30 +268,12 @@ def arrange(floats, ints, layout, queue_of, prompt, output, arrival):
     arrays, the queues' bounds, and the initial values of the event state (times nan, batch
     and running-batch indices -1).
     """
-    (
-        clock,
-        params,
-        gpu_f,
-        arrival_out,
-        pos_arrival,
-        pos_f,
-        batch_f,
-        counts,
-        gpu_i,
-        queues,
-        position,
-        reject_reason,
-        rejected,
-        order,
-        pos_prompt,
-        pos_output,
-        pos_batch,
-        pos_completed,
-        kv_cumsum,
-        output_cumsum,
-        batch_i,
-        finished,
-    ) = state_views(floats, ints, layout)
+    v = state_views(floats, ints, layout)
+    counts, gpu_i, queues, position = v[V_COUNTS], v[V_GPU_I], v[V_QUEUES], v[V_POSITION]
+    arrival_out, rejected, order = v[V_ARRIVAL], v[V_REJECTED], v[V_ORDER]
+    pos_arrival, pos_prompt, pos_output = v[V_POS_ARRIVAL], v[V_POS_PROMPT], v[V_POS_OUTPUT]
+    pos_f, pos_batch = v[V_POS_F], v[V_POS_BATCH]
+    kv_cumsum, output_cumsum = v[V_KV_CUMSUM], v[V_OUTPUT_CUMSUM]
     kv_capacity = counts[KV_CAPACITY]
     n = queue_of.shape[0]
     n_queues = queues.shape[1]
@@ -445,25 +427,20 @@ def engine_batch_timing(prompt, output, head, stop, coefficients):
 
 
 @njit(cache=True)
-def _start_batch(
-    clock,
-    counts,
-    gpu_f,
-    gpu_i,
-    queues,
-    pos_f,
-    pos_batch,
-    prompt,
-    output,
-    output_cumsum,
-    batch_i,
-    batch_f,
-    queue,
-    stop,
-    service_s,
-    first_token_s,
-):
-    """Start the oldest requests of ``queue`` up to position ``stop`` on the deciding GPU."""
+def _start_batch(v, queue, stop, service_s, first_token_s):
+    """Start the oldest requests of ``queue`` up to position ``stop`` on the deciding GPU.
+
+    ``v`` is the tuple of :func:`state_views`, as for every function below.
+    """
+    clock, counts, gpu_f, gpu_i, queues = (
+        v[V_CLOCK],
+        v[V_COUNTS],
+        v[V_GPU_F],
+        v[V_GPU_I],
+        v[V_QUEUES],
+    )
+    pos_f, pos_batch, prompt, output = v[V_POS_F], v[V_POS_BATCH], v[V_POS_PROMPT], v[V_POS_OUTPUT]
+    output_cumsum, batch_i, batch_f = v[V_OUTPUT_CUMSUM], v[V_BATCH_I], v[V_BATCH_F]
     gpu = counts[DECISION_GPU]
     head = queues[HEAD, queue]
     size = stop - head
@@ -504,48 +481,16 @@ def _start_batch(
 
 
 @njit(cache=True)
-def _dispatch_engine_batch(
-    clock,
-    counts,
-    gpu_f,
-    gpu_i,
-    queues,
-    pos_f,
-    pos_batch,
-    prompt,
-    output,
-    kv_cumsum,
-    output_cumsum,
-    batch_i,
-    batch_f,
-    kv_capacity,
-    coefficients,
-    queue,
-    max_count,
-):
+def _dispatch_engine_batch(v, queue, max_count):
     """:func:`fitting_end`, :func:`engine_batch_timing` and :func:`_start_batch` in one call."""
+    queues = v[V_QUEUES]
     head = queues[HEAD, queue]
     end = min(head + max_count, queues[TAIL, queue])
-    stop = max(fitting_end(kv_cumsum, kv_capacity, head, end), head + 1)
-    service_s, first_token_s = engine_batch_timing(prompt, output, head, stop, coefficients)
-    return _start_batch(
-        clock,
-        counts,
-        gpu_f,
-        gpu_i,
-        queues,
-        pos_f,
-        pos_batch,
-        prompt,
-        output,
-        output_cumsum,
-        batch_i,
-        batch_f,
-        queue,
-        stop,
-        service_s,
-        first_token_s,
+    stop = max(fitting_end(v[V_KV_CUMSUM], v[V_COUNTS][KV_CAPACITY], head, end), head + 1)
+    service_s, first_token_s = engine_batch_timing(
+        v[V_POS_PROMPT], v[V_POS_OUTPUT], head, stop, v[V_PARAMS][B0:]
     )
+    return _start_batch(v, queue, stop, service_s, first_token_s)
 
 
 @njit(cache=True)
@@ -579,30 +524,24 @@ def _mark_idle_until_now(clock, gpu_f, gpu_i):
 
 
 @njit(cache=True)
-def _advance(
-    clock,
-    counts,
-    gpu_f,
-    gpu_i,
-    queues,
-    order,
-    arrival,
-    position,
-    rejected,
-    reject_reason,
-    pos_f,
-    pos_completed,
-    pos_arrival,
-    output_cumsum,
-    batch_i,
-    finished,
-    deadline_s,
-):
+def _advance(v):
     """Process events until a decision is due (see :meth:`Engine.advance`).
 
     Returns ``True`` when a GPU must decide (``counts[DECISION_GPU]``), ``False`` when nothing is
-    left to happen. ``deadline_s`` is ``nan`` when the server has no deadline.
+    left to happen.
     """
+    clock, counts, gpu_f, gpu_i, queues = (
+        v[V_CLOCK],
+        v[V_COUNTS],
+        v[V_GPU_F],
+        v[V_GPU_I],
+        v[V_QUEUES],
+    )
+    order, arrival, position = v[V_ORDER], v[V_ARRIVAL], v[V_POSITION]
+    rejected, reject_reason = v[V_REJECTED], v[V_REJECT_REASON]
+    pos_f, pos_completed, pos_arrival = v[V_POS_F], v[V_POS_COMPLETED], v[V_POS_ARRIVAL]
+    output_cumsum, batch_i, finished = v[V_OUTPUT_CUMSUM], v[V_BATCH_I], v[V_FINISHED]
+    deadline_s = v[V_PARAMS][DEADLINE_S]  # nan when the server has no deadline
     n_gpus = gpu_i.shape[1]
     n_requests = arrival.shape[0]
     has_deadline = not math.isnan(deadline_s)
@@ -723,49 +662,7 @@ def advance(floats, ints, layout):
     Returns ``True`` when a GPU must decide (``counts[DECISION_GPU]``), ``False`` when nothing is
     left to happen.
     """
-    (
-        clock,
-        params,
-        gpu_f,
-        arrival,
-        pos_arrival,
-        pos_f,
-        batch_f,
-        counts,
-        gpu_i,
-        queues,
-        position,
-        reject_reason,
-        rejected,
-        order,
-        pos_prompt,
-        pos_output,
-        pos_batch,
-        pos_completed,
-        kv_cumsum,
-        output_cumsum,
-        batch_i,
-        finished,
-    ) = state_views(floats, ints, layout)
-    return _advance(
-        clock,
-        counts,
-        gpu_f,
-        gpu_i,
-        queues,
-        order,
-        arrival,
-        position,
-        rejected,
-        reject_reason,
-        pos_f,
-        pos_completed,
-        pos_arrival,
-        output_cumsum,
-        batch_i,
-        finished,
-        params[DEADLINE_S],
-    )
+    return _advance(state_views(floats, ints, layout))
 
 
 @njit(cache=True)
@@ -774,48 +671,7 @@ def start_batch(floats, ints, layout, queue, stop, service_s, first_token_s):
 
     For latency models that are evaluated in Python; returns the batch size.
     """
-    (
-        clock,
-        params,
-        gpu_f,
-        arrival,
-        pos_arrival,
-        pos_f,
-        batch_f,
-        counts,
-        gpu_i,
-        queues,
-        position,
-        reject_reason,
-        rejected,
-        order,
-        pos_prompt,
-        pos_output,
-        pos_batch,
-        pos_completed,
-        kv_cumsum,
-        output_cumsum,
-        batch_i,
-        finished,
-    ) = state_views(floats, ints, layout)
-    return _start_batch(
-        clock,
-        counts,
-        gpu_f,
-        gpu_i,
-        queues,
-        pos_f,
-        pos_batch,
-        pos_prompt,
-        pos_output,
-        output_cumsum,
-        batch_i,
-        batch_f,
-        queue,
-        stop,
-        service_s,
-        first_token_s,
-    )
+    return _start_batch(state_views(floats, ints, layout), queue, stop, service_s, first_token_s)
 
 
 @njit(cache=True)
@@ -839,30 +695,8 @@ def decide(floats, ints, layout, queue, max_count, mask):
     :data:`EMPTY_QUEUE`, :data:`WAIT_DEADLOCKS`) if the decision cannot be made, in which case
     nothing changes. ``max_count`` must be at least 1.
     """
-    (
-        clock,
-        params,
-        gpu_f,
-        arrival,
-        pos_arrival,
-        pos_f,
-        batch_f,
-        counts,
-        gpu_i,
-        queues,
-        position,
-        reject_reason,
-        rejected,
-        order,
-        pos_prompt,
-        pos_output,
-        pos_batch,
-        pos_completed,
-        kv_cumsum,
-        output_cumsum,
-        batch_i,
-        finished,
-    ) = state_views(floats, ints, layout)
+    v = state_views(floats, ints, layout)
+    counts, gpu_i, queues, arrival = v[V_COUNTS], v[V_GPU_I], v[V_QUEUES], v[V_ARRIVAL]
     gpu = counts[DECISION_GPU]
     if gpu < 0:
         return NO_DECISION_DUE
@@ -878,44 +712,8 @@ def decide(floats, ints, layout, queue, max_count, mask):
     else:
         if queues[HEAD, queue] == queues[TAIL, queue]:
             return EMPTY_QUEUE
-        _dispatch_engine_batch(
-            clock,
-            counts,
-            gpu_f,
-            gpu_i,
-            queues,
-            pos_f,
-            pos_batch,
-            pos_prompt,
-            pos_output,
-            kv_cumsum,
-            output_cumsum,
-            batch_i,
-            batch_f,
-            counts[KV_CAPACITY],
-            params[B0:],
-            queue,
-            max_count,
-        )
-    due = _advance(
-        clock,
-        counts,
-        gpu_f,
-        gpu_i,
-        queues,
-        order,
-        arrival,
-        position,
-        rejected,
-        reject_reason,
-        pos_f,
-        pos_completed,
-        pos_arrival,
-        output_cumsum,
-        batch_i,
-        finished,
-        params[DEADLINE_S],
-    )
+        _dispatch_engine_batch(v, queue, max_count)
+    due = _advance(v)
     if not due:
         return 0
     _fill_decision_mask(mask, counts, gpu_i, queues, arrival.shape[0])
