@@ -73,6 +73,25 @@ class _Counter:
         server._counts[self.index] = value
 
 
+class _GpuRow:
+    """A per-GPU list attribute kept in row ``row`` of the server's array ``array``.
+
+    Reading gives a list (of bools for ``as_bool``); assigning writes the row.
+    """
+
+    def __init__(self, array: str, row: int, *, as_bool: bool = False) -> None:
+        self.array, self.row, self.as_bool = array, row, as_bool
+
+    def __get__(self, server: Any, owner: type | None = None) -> Any:
+        if server is None:
+            return self
+        values = getattr(server, self.array)[self.row].tolist()
+        return [v != 0 for v in values] if self.as_bool else values
+
+    def __set__(self, server: Any, value: list[Any]) -> None:
+        getattr(server, self.array)[self.row] = value
+
+
 class BatchServer(Engine):
     """Static-batching server with FIFO queues that stops at every dispatch decision.
 
@@ -108,6 +127,12 @@ class BatchServer(Engine):
     n_late = _Counter(k.N_LATE)
     on_time_output_tokens = _Counter(k.ON_TIME_TOKENS)
     decision_gpu = _Counter(k.DECISION_GPU)
+    #: Whether each GPU is working.
+    gpu_busy = _GpuRow("_gpu_i", k.BUSY, as_bool=True)
+    #: When each GPU's latest work ends (or ended).
+    gpu_free_at = _GpuRow("_gpu_f", k.FREE_AT)
+    #: Total time each GPU spent working (work still running counts in full).
+    busy_s = _GpuRow("_gpu_f", k.BUSY_S)
 
     def __init__(
         self,
@@ -251,33 +276,6 @@ class BatchServer(Engine):
     @in_system_integral.setter
     def in_system_integral(self, value: float) -> None:
         self._clock[k.IN_SYSTEM] = value
-
-    @property
-    def gpu_busy(self) -> list[bool]:
-        """Whether each GPU is working."""
-        return [b != 0 for b in self._gpu_i[k.BUSY].tolist()]
-
-    @gpu_busy.setter
-    def gpu_busy(self, value: list[bool]) -> None:
-        self._gpu_i[k.BUSY] = value
-
-    @property
-    def gpu_free_at(self) -> list[float]:
-        """When each GPU's latest work ends (or ended)."""
-        return self._gpu_f[k.FREE_AT].tolist()
-
-    @gpu_free_at.setter
-    def gpu_free_at(self, value: list[float]) -> None:
-        self._gpu_f[k.FREE_AT] = value
-
-    @property
-    def busy_s(self) -> list[float]:
-        """Total time each GPU spent working (work still running counts in full)."""
-        return self._gpu_f[k.BUSY_S].tolist()
-
-    @busy_s.setter
-    def busy_s(self, value: list[float]) -> None:
-        self._gpu_f[k.BUSY_S] = value
 
     # ------------------------------------------------------------------ the decision loop
     def advance(self) -> bool:
