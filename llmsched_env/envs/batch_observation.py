@@ -1,4 +1,4 @@
-"""Observation of ``BatchScheduling-v0``: a flat float32 vector built by numpy slicing.
+"""Observation of ``BatchScheduling-v0``: a flat float32 vector, built by compiled code.
 
 The layout (per bin, then per GPU, then global) and each entry's normalisation are documented in
 the environment's docstring; :data:`BIN_FEATURES` and :data:`GLOBAL_FEATURES` are the single source
