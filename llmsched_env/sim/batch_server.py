@@ -58,19 +58,19 @@ class FinishedBatch(NamedTuple):
     output_tokens: int
 
 
-class _Counter:
-    """An integer attribute kept in element ``index`` of the server's ``counts`` array."""
+class _Scalar:
+    """A number kept in element ``index`` of the server's array ``array`` (read as ``kind``)."""
 
-    def __init__(self, index: int) -> None:
-        self.index = index
+    def __init__(self, array: str, index: int, kind: type) -> None:
+        self.array, self.index, self.kind = array, index, kind
 
     def __get__(self, server: Any, owner: type | None = None) -> Any:
         if server is None:
             return self
-        return int(server._counts[self.index])
+        return self.kind(getattr(server, self.array)[self.index])
 
-    def __set__(self, server: Any, value: int) -> None:
-        server._counts[self.index] = value
+    def __set__(self, server: Any, value: float) -> None:
+        getattr(server, self.array)[self.index] = value
 
 
 class _GpuRow:
@@ -119,14 +119,16 @@ class BatchServer(Engine):
         finished_batches: Batches finished since the caller last cleared this list.
     """
 
-    n_arrived = _Counter(k.N_ARRIVED)
-    n_completed = _Counter(k.N_COMPLETED)
-    n_rejected = _Counter(k.N_REJECTED)
-    n_waiting = _Counter(k.N_WAITING)
-    n_on_time = _Counter(k.N_ON_TIME)
-    n_late = _Counter(k.N_LATE)
-    on_time_output_tokens = _Counter(k.ON_TIME_TOKENS)
-    decision_gpu = _Counter(k.DECISION_GPU)
+    now = _Scalar("_clock", k.NOW, float)
+    in_system_integral = _Scalar("_clock", k.IN_SYSTEM, float)
+    n_arrived = _Scalar("_counts", k.N_ARRIVED, int)
+    n_completed = _Scalar("_counts", k.N_COMPLETED, int)
+    n_rejected = _Scalar("_counts", k.N_REJECTED, int)
+    n_waiting = _Scalar("_counts", k.N_WAITING, int)
+    n_on_time = _Scalar("_counts", k.N_ON_TIME, int)
+    n_late = _Scalar("_counts", k.N_LATE, int)
+    on_time_output_tokens = _Scalar("_counts", k.ON_TIME_TOKENS, int)
+    decision_gpu = _Scalar("_counts", k.DECISION_GPU, int)
     #: Whether each GPU is working.
     gpu_busy = _GpuRow("_gpu_i", k.BUSY, as_bool=True)
     #: When each GPU's latest work ends (or ended).
@@ -258,24 +260,6 @@ class BatchServer(Engine):
     def tail(self) -> list[int]:
         """Per queue, one past the position of its newest waiting request (a copy)."""
         return self._queues[k.TAIL].tolist()
-
-    @property
-    def now(self) -> float:
-        """Current simulated time in seconds."""
-        return float(self._clock[k.NOW])
-
-    @now.setter
-    def now(self, value: float) -> None:
-        self._clock[k.NOW] = value
-
-    @property
-    def in_system_integral(self) -> float:
-        """Time integral of the number of requests in the system (request-seconds)."""
-        return float(self._clock[k.IN_SYSTEM])
-
-    @in_system_integral.setter
-    def in_system_integral(self, value: float) -> None:
-        self._clock[k.IN_SYSTEM] = value
 
     # ------------------------------------------------------------------ the decision loop
     def advance(self) -> bool:
