@@ -68,6 +68,14 @@ def _frozen_array(name: str, values: Any, dtype: type) -> np.ndarray:
     return array
 
 
+def _check_at_least_one_token(name: str, values: np.ndarray) -> None:
+    """Raise ``ValueError`` naming the first entry of ``values`` below one token."""
+    bad = values < 1
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise ValueError(f"{name} must be >= 1 token, got {name}[{index}] = {values[index]}")
+
+
 @dataclass(frozen=True, eq=False)
 class Workload:
     """Requests as parallel numpy arrays sorted by arrival time.
@@ -138,13 +146,7 @@ class Workload:
                 f"{arrival_s[index - 1]}; use Workload.from_unsorted(...) to sort the requests"
             )
         for field_name in _TOKEN_FIELDS:
-            values = getattr(self, field_name)
-            bad = values < 1
-            if bad.any():
-                index = int(np.argmax(bad))
-                raise ValueError(
-                    f"{field_name} must be >= 1 token, got {field_name}[{index}] = {values[index]}"
-                )
+            _check_at_least_one_token(field_name, getattr(self, field_name))
 
     @classmethod
     def _derived(
@@ -306,12 +308,7 @@ class Workload:
                 f"{field} must have the same length as the workload ({len(self)} requests), "
                 f"got {predicted.shape[0]}"
             )
-        bad = predicted < 1
-        if bad.any():
-            index = int(np.argmax(bad))
-            raise ValueError(
-                f"{field} must be >= 1 token, got {field}[{index}] = {predicted[index]}"
-            )
+        _check_at_least_one_token(field, predicted)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r} ({type(name).__name__})")
         return Workload._derived(
