@@ -272,7 +272,8 @@ class Workload:
             A new :class:`Workload`.
         """
         speedup = check_float("speedup", speedup, positive=True)
-        arrival_s = self.arrival_s / speedup
+        with np.errstate(over="ignore"):  # an overflow is reported below, with the speedup
+            arrival_s = self.arrival_s / speedup
         if not np.isfinite(arrival_s[-1]):
             raise ValueError(
                 f"speedup={speedup!r} is too small: the last arrival becomes {arrival_s[-1]}"

@@ -147,6 +147,9 @@ def test_time_scaled() -> None:
     for bad in (0.0, -2.0, float("inf")):
         with pytest.raises(ValueError, match="speedup must be"):
             w.time_scaled(bad)
+    with pytest.raises(ValueError, match="too small"):
+        w.time_scaled(1e-320)
+    assert not fast.arrival_s.flags.writeable
 
 
 def test_with_predictions() -> None:
@@ -156,6 +159,19 @@ def test_with_predictions() -> None:
     np.testing.assert_array_equal(p.output_tokens, w.output_tokens)
     with pytest.raises(ValueError, match="same length"):
         w.with_predictions([1, 2])
+    with pytest.raises(ValueError, match=r"predicted_output_tokens\[1\] = 0"):
+        w.with_predictions([3, 0, 3])
+    with pytest.raises(ValueError, match="whole numbers"):
+        w.with_predictions([1.5, 2.0, 3.0])
+    assert w.with_predictions([1, 2, 3], name="renamed").name == "renamed"
+    with pytest.raises(TypeError, match="name must be a str"):
+        w.with_predictions([1, 2, 3], name=7)
+    # The new workload cannot be changed through the caller's array.
+    mine = np.array([4, 5, 6])
+    q = w.with_predictions(mine)
+    mine[0] = 99
+    assert q.predicted_output_tokens.tolist() == [4, 5, 6]
+    assert not q.predicted_output_tokens.flags.writeable
 
 
 def test_frame_round_trip() -> None:
