@@ -376,8 +376,6 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
                 )
             choice = self._fallback_choice()
         decision_due = server.decide(choice - 1, self.batch_sizes[level], self._mask)
-        if not decision_due:
-            server.fill_decision_mask(self._mask)  # nothing is allowed any more
         self._steps += 1
         reward = self._reward(server)
         terminated = not decision_due

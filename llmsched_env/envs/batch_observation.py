@@ -96,12 +96,6 @@ class BatchObservation:
         capacity_rps: float,
     ) -> None:
         self.server = server
-        self.sla_s = sla_s
-        self.max_batch_size = max_batch_size
-        self.length_scale = length_scale_tokens
-        self.bin_service_s = bin_service_s
-        self.capacity_rps = capacity_rps
-        self.low, self.high = feature_bounds(server.n_queues, server.n_gpus)
         self._bounds = _stacked_bounds(server.n_queues, server.n_gpus)
         service = [float(x) for x in bin_service_s]
         if len(service) != server.n_queues:

@@ -427,18 +427,18 @@ def engine_batch_timing(prompt, output, head, stop, coefficients):
 
 
 @njit(cache=True)
+def _core_views(v):
+    """``(clock, counts, gpu_f, gpu_i, queues)`` of the tuple of :func:`state_views`."""
+    return v[V_CLOCK], v[V_COUNTS], v[V_GPU_F], v[V_GPU_I], v[V_QUEUES]
+
+
+@njit(cache=True)
 def _start_batch(v, queue, stop, service_s, first_token_s):
     """Start the oldest requests of ``queue`` up to position ``stop`` on the deciding GPU.
 
     ``v`` is the tuple of :func:`state_views`, as for every function below.
     """
-    clock, counts, gpu_f, gpu_i, queues = (
-        v[V_CLOCK],
-        v[V_COUNTS],
-        v[V_GPU_F],
-        v[V_GPU_I],
-        v[V_QUEUES],
-    )
+    clock, counts, gpu_f, gpu_i, queues = _core_views(v)
     pos_f, pos_batch, prompt, output = v[V_POS_F], v[V_POS_BATCH], v[V_POS_PROMPT], v[V_POS_OUTPUT]
     output_cumsum, batch_i, batch_f = v[V_OUTPUT_CUMSUM], v[V_BATCH_I], v[V_BATCH_F]
     gpu = counts[DECISION_GPU]
@@ -530,13 +530,7 @@ def _advance(v):
     Returns ``True`` when a GPU must decide (``counts[DECISION_GPU]``), ``False`` when nothing is
     left to happen.
     """
-    clock, counts, gpu_f, gpu_i, queues = (
-        v[V_CLOCK],
-        v[V_COUNTS],
-        v[V_GPU_F],
-        v[V_GPU_I],
-        v[V_QUEUES],
-    )
+    clock, counts, gpu_f, gpu_i, queues = _core_views(v)
     order, arrival, position = v[V_ORDER], v[V_ARRIVAL], v[V_POSITION]
     rejected, reject_reason = v[V_REJECTED], v[V_REJECT_REASON]
     pos_f, pos_completed, pos_arrival = v[V_POS_F], v[V_POS_COMPLETED], v[V_POS_ARRIVAL]
@@ -689,8 +683,8 @@ NO_DECISION_DUE, EMPTY_QUEUE, WAIT_DEADLOCKS = -1, -2, -3
 def decide(floats, ints, layout, queue, max_count, mask):
     """Dispatch from ``queue`` (WAIT if ``queue < 0``), then advance, in one call.
 
-    The dispatch uses the engine latency model of ``params``. Returns 1 if a decision is due
-    afterwards (``mask`` then holds the decisions allowed, see :func:`fill_decision_mask`), 0 if
+    The dispatch uses the engine latency model of ``params``; afterwards ``mask`` holds the
+    decisions allowed (see :func:`fill_decision_mask`). Returns 1 if a decision is due, 0 if
     nothing is left to happen, or a negative code (:data:`NO_DECISION_DUE`,
     :data:`EMPTY_QUEUE`, :data:`WAIT_DEADLOCKS`) if the decision cannot be made, in which case
     nothing changes. ``max_count`` must be at least 1.
@@ -714,10 +708,8 @@ def decide(floats, ints, layout, queue, max_count, mask):
             return EMPTY_QUEUE
         _dispatch_engine_batch(v, queue, max_count)
     due = _advance(v)
-    if not due:
-        return 0
     _fill_decision_mask(mask, counts, gpu_i, queues, arrival.shape[0])
-    return 1
+    return 1 if due else 0
 
 
 @njit(cache=True)

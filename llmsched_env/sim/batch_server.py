@@ -372,7 +372,7 @@ class BatchServer(Engine):
         Args:
             queue: Queue to dispatch from, or a negative number to WAIT.
             max_count: Largest batch size wanted (ignored for WAIT).
-            mask: If given, filled as :meth:`fill_decision_mask` does when a decision is due.
+            mask: If given, filled afterwards as :meth:`fill_decision_mask` does.
 
         Returns:
             What :meth:`advance` returns: whether a decision is due.
@@ -389,7 +389,7 @@ class BatchServer(Engine):
             else:
                 self.dispatch(queue, max_count)
             due = self.advance()
-            if due and mask is not None:
+            if mask is not None:
                 self.fill_decision_mask(mask)
             return due
         code = k.decide(self._floats, self._ints, self._layout, queue, max_count, mask)
