@@ -22,8 +22,9 @@ Why these values (measured on the scenarios of :mod:`agents.scenarios`; see ``do
   observation has 42 numbers (44 with 4 GPUs). Tried against this recipe, mostly on
   ``batch-multi-gpu``, on validation seeds and on seeds that neither training nor model
   selection used: a 256-256 network and the joint ``FlattenAction`` action learn faster but
-  end within noise of it, no entropy bonus ends within noise too, while ``gamma = 0.995`` and
-  linear learning-rate decay (``"lin_3e-4"``, ``"lin_1e-3"``) end lower; none is the default.
+  end within noise of it, no entropy bonus and 8 parallel envs end within noise too, while
+  ``gamma = 0.995``, ``gae_lambda = 0.8`` and linear learning-rate decay (``"lin_3e-4"``,
+  ``"lin_1e-3"``) end lower; none is the default.
 * ContinuousBatching-v0 episodes are long (2,000 to 4,000 iterations), so rollouts are longer
   (1,024 steps per env) and ``gamma = 0.995``.
 * A2C and DQN use the same networks with the usual SB3 defaults adapted to these step counts;
