@@ -19,6 +19,7 @@ from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.latency import make_batch_latency, make_kv_memory
 from llmsched_env.metrics import SLATargets
 from llmsched_env.registry import resolve
+from llmsched_env.sim.batch_kernels import bisect_right
 from llmsched_env.sim.batch_server import BatchServer
 from llmsched_env.workload import Workload, make_workload_source
 
@@ -29,17 +30,12 @@ WAIT = 0
 def _bin_of(predicted_tokens: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Each request's bin: how many interior edges lie at or below its predicted length.
 
-    ``np.searchsorted(edges, predicted_tokens, side="right")`` for a few sorted edges, compiled,
-    since every episode start bins its requests.
+    ``np.searchsorted(edges, predicted_tokens, side="right")``, compiled, since every episode
+    start bins its requests.
     """
-    bins = np.zeros(predicted_tokens.shape[0], dtype=np.int64)
+    bins = np.empty(predicted_tokens.shape[0], dtype=np.int64)
     for j in range(predicted_tokens.shape[0]):
-        x = float(predicted_tokens[j])
-        count = 0
-        for edge in edges:
-            if edge <= x:
-                count += 1
-        bins[j] = count
+        bins[j] = bisect_right(edges, float(predicted_tokens[j]), 0, edges.shape[0])
     return bins
 
 

@@ -284,7 +284,7 @@ class BatchServer(Engine):
         """Time of the next arrival or end of GPU work, ``inf`` if there is none."""
         n_arrived = self.n_arrived
         t = float(self.workload.arrival_s[n_arrived]) if n_arrived < self.n_requests else math.inf
-        return min([t, *(f for f, b in zip(self.gpu_free_at, self.gpu_busy) if b)])
+        return min(t, self.next_completion_s())
 
     # ------------------------------------------------------------------ decisions
     def queue_lengths(self) -> list[int]:

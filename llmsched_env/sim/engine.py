@@ -15,8 +15,9 @@ array, so only the GPUs' end times need a heap, keyed by ``(time, gpu)``; ties a
 broken deterministically.
 
 The iteration-level server runs this loop as written here. The request-level server, the hot
-path of ``BatchScheduling-v0``, runs the same rules compiled (:mod:`llmsched_env.sim.
-batch_kernels`) and overrides the loop's methods; it keeps the public API of this class.
+path of ``BatchScheduling-v0``, runs the same rules compiled
+(:mod:`llmsched_env.sim.batch_kernels`) and overrides the loop's methods; it keeps the public
+API of this class.
 """
 
 from __future__ import annotations

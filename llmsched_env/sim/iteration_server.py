@@ -49,7 +49,8 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 #: Fields of a GPU's running-sequence state: one row per field, one column per running
 #: sequence in ``running`` order (rows are contiguous, so a decode step's updates are fast).
 #: Counts are held as floats, exactly (they stay far below 2**53).
-_GENERATED, _LAST_TOKEN_S, _MAX_GAP_S, _TBT_MISSED, _OUTPUT, _PROMPT = range(6)
+_N_FIELDS = 6
+_GENERATED, _LAST_TOKEN_S, _MAX_GAP_S, _TBT_MISSED, _OUTPUT, _PROMPT = range(_N_FIELDS)
 
 
 @njit(cache=True)
@@ -98,9 +99,6 @@ def _oldest_token_s(state):
         if state[_LAST_TOKEN_S, j] < oldest:
             oldest = state[_LAST_TOKEN_S, j]
     return oldest
-
-
-_N_FIELDS = 6
 
 
 class IterationServer(Engine):
