@@ -3,6 +3,12 @@
 from llmsched_env.envs.batch_env import BatchSchedulingEnv
 from llmsched_env.envs.common import InvalidActionError
 from llmsched_env.envs.iteration_env import ContinuousBatchingEnv
-from llmsched_env.envs.wrappers import FlattenAction
+from llmsched_env.envs.wrappers import EndWhenSettled, FlattenAction
 
-__all__ = ["BatchSchedulingEnv", "ContinuousBatchingEnv", "FlattenAction", "InvalidActionError"]
+__all__ = [
+    "BatchSchedulingEnv",
+    "ContinuousBatchingEnv",
+    "EndWhenSettled",
+    "FlattenAction",
+    "InvalidActionError",
+]

@@ -43,6 +43,11 @@ class RewardShape:
     """
 
     name = ""
+    #: Whether a request whose deadline has passed adds nothing more to the objective once its
+    #: miss is counted, so that the objective's final value is known as soon as every waiting
+    #: request is late and the running work's outcome is fixed (what
+    #: :class:`~llmsched_env.envs.wrappers.EndWhenSettled` needs).
+    settles_when_all_late = False
 
     def __init__(self, sla_penalty: float, time_scale_s: float) -> None:
         self.sla_penalty = sla_penalty
@@ -69,6 +74,7 @@ class SLAReward(RewardShape):
     """``on_time - sla_penalty * misses``."""
 
     name = "sla"
+    settles_when_all_late = True
 
     def objective(self, server: SLACounters) -> float:  # noqa: D102
         return server.n_on_time - self.sla_penalty * server.sla_misses
@@ -78,6 +84,7 @@ class GoodputTokensReward(RewardShape):
     """Output tokens of on-time requests, in thousands."""
 
     name = "goodput-tokens"
+    settles_when_all_late = True
 
     def objective(self, server: SLACounters) -> float:  # noqa: D102
         return server.on_time_output_tokens / 1000.0

@@ -3,15 +3,21 @@
 * :class:`FlattenAction` turns the ``MultiDiscrete`` action into one ``Discrete`` action whose
   mask is exact (joint): for DQN, and for the joint constraints that per-component masks cannot
   express (WAIT forbidden while each of its components alone is allowed; duplicate batch sizes).
+* :class:`EndWhenSettled` ends a ``BatchScheduling-v0`` episode as soon as no action can change
+  the rest of its return, paying that rest at once: for training, so that no samples are spent
+  on decisions that cannot matter.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from llmsched_env.envs.batch_env import BatchSchedulingEnv
+from llmsched_env.envs.rewards import REWARD_SHAPES
 
 
 class FlattenAction(gym.ActionWrapper[np.ndarray, np.int64, np.ndarray]):
@@ -52,3 +58,80 @@ class FlattenAction(gym.ActionWrapper[np.ndarray, np.int64, np.ndarray]):
     def action_masks(self) -> np.ndarray:
         """Exact joint mask over the flat actions."""
         return self.env.unwrapped.joint_action_mask().ravel()
+
+
+class EndWhenSettled(
+    gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray], gym.utils.RecordConstructorArgs
+):
+    """End a ``BatchScheduling-v0`` episode once no action can change the rest of its return.
+
+    Once every request has arrived and every waiting request's deadline has passed, the rest of
+    an episode only serves requests that are already late: their misses are counted, a running
+    batch's end is fixed when it starts, and under the ``"sla"`` and ``"goodput-tokens"`` rewards
+    a late request earns nothing more, so the return can no longer change (see
+    ``BatchServer.settled_counts``). This wrapper then ends the episode (``terminated=True``) and
+    adds the rest of the return to that step's reward: an episode's return is exactly the
+    unwrapped env's, under any policy, in fewer steps. Under overload most decisions of an
+    unwrapped episode can fall in that tail; a learner would spend its samples on them.
+
+    The step that ends a settled episode reports ``info["settled"] = True``. Whole episodes are
+    still what the evaluation harness runs: latency and goodput metrics need every request
+    served.
+
+    Args:
+        env: A ``BatchScheduling-v0`` env (possibly wrapped) with a reward whose value settles
+            when every waiting request is late.
+
+    Raises:
+        TypeError: If ``env`` is not a ``BatchScheduling-v0`` env.
+        ValueError: If its reward can change after every waiting request is late (``"queue"``:
+            a late request still costs time in the system).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import llmsched_env
+        >>> env = EndWhenSettled(gym.make("llmsched/BatchScheduling-v0", n_requests=200))
+        >>> obs, info = env.reset(seed=0)
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        super().__init__(env)
+        core = env.unwrapped
+        if not isinstance(core, BatchSchedulingEnv):
+            raise TypeError(
+                f"EndWhenSettled needs a BatchScheduling-v0 env, got {type(core).__name__}"
+            )
+        shape = REWARD_SHAPES[core.config.reward]
+        if not shape.settles_when_all_late:
+            settling = sorted(n for n, f in REWARD_SHAPES.items() if f.settles_when_all_late)
+            raise ValueError(
+                f"EndWhenSettled needs a reward that settles when every waiting request is late "
+                f"(one of {settling}), got reward={core.config.reward!r}"
+            )
+        self._core = core
+        self._reward_shape = shape(core.config.sla_penalty, core.config.sla)
+
+    @staticmethod
+    def applies_to(env: gym.Env) -> bool:
+        """Whether ``env`` can be wrapped: a ``BatchScheduling-v0`` env with a settling reward."""
+        core = env.unwrapped
+        return (
+            isinstance(core, BatchSchedulingEnv)
+            and REWARD_SHAPES[core.config.reward].settles_when_all_late
+        )
+
+    def step(
+        self, action: np.ndarray
+    ) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Step the env; end the episode with the rest of its return if that is settled."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if not (terminated or truncated):
+            server = self._core.server
+            final = server.settled_counts()
+            if final is not None:
+                shape = self._reward_shape
+                reward = float(reward) + shape.objective(final) - shape.objective(server)
+                terminated = True
+                info["settled"] = True
+        return obs, reward, terminated, truncated, info

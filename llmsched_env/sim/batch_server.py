@@ -34,6 +34,20 @@ from llmsched_env.sim.records import RequestRecords
 from llmsched_env.workload import Workload
 
 
+class SettledCounts(NamedTuple):
+    """The final SLA counters of a run that no decision can change any more.
+
+    Attributes:
+        n_on_time: Requests that complete within their deadline, in the whole run.
+        sla_misses: Requests whose deadline passes unfinished, plus rejections, in the whole run.
+        on_time_output_tokens: Output tokens of the on-time requests.
+    """
+
+    n_on_time: int
+    sla_misses: int
+    on_time_output_tokens: int
+
+
 class FinishedBatch(NamedTuple):
     """A batch that has finished, as reported to schedulers that learn from measured latency.
 
@@ -219,6 +233,8 @@ class BatchServer(Engine):
         "order": "order",
         "_pos_prompt": "pos_prompt",
         "_pos_output": "pos_output",
+        "_pos_arrival": "pos_arrival",
+        "_output_cumsum": "output_cumsum",
         "_pos_kv_cumsum": "kv_cumsum",
         "_pos_times": "pos_f",
         "_pos_batch": "pos_batch",
@@ -479,6 +495,40 @@ class BatchServer(Engine):
     def sla_misses(self) -> int:
         """Deadlines that passed unfinished, plus rejections, so far."""
         return int(self._counts[k.N_LATE])
+
+    def settled_counts(self) -> SettledCounts | None:
+        """The run's final SLA counters if no decision can change them any more, else ``None``.
+
+        That is the case once every request has arrived and every waiting request's deadline
+        has passed: a running batch's end is fixed when it starts, so its members' outcomes are
+        known, and a request already late stays late however it is served. Nothing a scheduler
+        does from then on changes the counters' final values, only when requests complete.
+        Always ``None`` for a server without a deadline.
+        """
+        if self.deadline_s is None or self.n_arrived < self.n_requests:
+            return None
+        now, deadline_s = self.now, self.deadline_s
+        arrival = self._pos_arrival
+        queues = self._queues
+        for head, tail in zip(queues[k.HEAD].tolist(), queues[k.TAIL].tolist()):
+            if head < tail and arrival[tail - 1] + deadline_s > now:  # the youngest is in time
+                return None
+        n_on_time, n_late, tokens = self.n_on_time, self.n_late, self.on_time_output_tokens
+        for gpu, batch in enumerate(self._gpu_i[k.RUNNING].tolist()):
+            if batch < 0:
+                continue
+            head = int(self._batch_i[batch, k.B_HEAD])
+            stop = head + int(self._batch_i[batch, k.B_SIZE])
+            end = self._gpu_f[k.FREE_AT, gpu]
+            # Deadlines ascend along a batch: its on-time members are a suffix, and the late
+            # ones whose deadline is still ahead have not been counted yet.
+            deadlines = arrival[head:stop] + deadline_s
+            first_on_time = head + int(np.searchsorted(deadlines, end, side="left"))
+            first_unpaid = head + int(np.searchsorted(deadlines, now, side="right"))
+            n_on_time += stop - first_on_time
+            n_late += max(first_on_time - first_unpaid, 0)
+            tokens += int(self._output_cumsum[stop] - self._output_cumsum[first_on_time])
+        return SettledCounts(n_on_time, n_late, tokens)
 
     @property
     def n_running(self) -> int:

@@ -3,7 +3,7 @@ import pytest
 
 from llmsched_env.latency import StaticBatchLatency
 from llmsched_env.sim import BatchServer, RejectReason, simulate
-from tests.conftest import make_workload
+from tests.conftest import make_workload, random_workload
 
 LATENCY = StaticBatchLatency(alpha_s=1.0, beta_s_per_token=0.0, gamma=0.0)  # every batch takes 1 s
 
@@ -137,3 +137,95 @@ def test_truncated_run_accounts_for_every_request():
     assert counts["completed"] == s.n_completed
     assert counts["in_system"] == s.n_in_system
     assert counts["not_arrived"] == 10 - s.n_arrived
+
+
+def test_settled_counts_is_none_while_a_decision_can_still_matter():
+    # sla 1.5 s, 1 s batches: at the first decision (t=0) request 1 has not arrived yet; at
+    # the second (t=1) request 1 waits and can still be on time.
+    w = make_workload([0.0, 0.2], [1] * 2, [1] * 2)
+    s = BatchServer(
+        w,
+        n_gpus=1,
+        latency=LATENCY,
+        kv_capacity_tokens=100,
+        rng=np.random.default_rng(0),
+        deadline_s=1.5,
+    )
+    assert s.advance() and s.settled_counts() is None
+    s.dispatch(0, 1)
+    assert s.advance() and s.now == 1.0 and s.settled_counts() is None
+
+
+def test_settled_counts_counts_running_members_and_late_waiting_ones():
+    # Two GPUs, 2 s batches, sla 3 s. Requests (index: arrival, queue, output tokens):
+    # x 0: 0.0, q0, 5; v 1: 0.0, q1, 8; y 2: 0.4, q0, 6; u 3: 1.1, q2, 9; z 4: 1.5, q0, 7.
+    # u runs on GPU 0 from 1.1 to 3.1 (on time); x, y, z on GPU 1 from 1.5 to 3.5. At 3.1 GPU 0
+    # decides with only v waiting, past its deadline (3.0): the run is settled. Of the running
+    # batch, x's deadline (3.0) has passed and is counted, y's (3.4) comes before the batch ends
+    # and is not counted yet, z's (4.5) is met.
+    w = make_workload([0.0, 0.0, 0.4, 1.1, 1.5], [1] * 5, [5, 8, 6, 9, 7])
+    s = BatchServer(
+        w,
+        n_gpus=2,
+        latency=StaticBatchLatency(alpha_s=2.0, beta_s_per_token=0.0, gamma=0.0),
+        kv_capacity_tokens=100,
+        rng=np.random.default_rng(0),
+        queue_of=np.array([0, 1, 0, 2, 0]),
+        deadline_s=3.0,
+    )
+    for _ in range(4):  # both GPUs wait at 0 and at 0.4
+        assert s.advance() and s.settled_counts() is None
+        s.wait()
+    assert s.advance() and (s.now, s.decision_gpu) == (1.1, 0)
+    s.dispatch(2, 1)
+    assert s.advance() and (s.now, s.decision_gpu) == (1.1, 1)
+    s.wait()
+    assert s.advance() and (s.now, s.decision_gpu) == (1.5, 1)
+    s.dispatch(0, 3)
+    assert s.advance() and (s.now, s.decision_gpu) == (3.1, 0)
+    assert (s.n_on_time, s.n_late, s.on_time_output_tokens) == (1, 2, 9)  # u; x and v
+    final = s.settled_counts()
+    assert final == (2, 3, 9 + 7)  # u and z on time; x, v and y late
+    simulate(s, lambda server: server.dispatch(server.queue_lengths().index(1), 1))  # v
+    assert final == (s.n_on_time, s.n_late, s.on_time_output_tokens)
+
+
+def test_settled_counts_once_known_are_the_final_counters():
+    # Random workloads under a random policy: once settled_counts is known it never changes
+    # and equals the counters at the end of the run, including the outcomes of batches still
+    # running when it became known.
+    latency = StaticBatchLatency(alpha_s=0.05, beta_s_per_token=0.002, gamma=0.0)
+    n_settled = n_running_counted = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        w = random_workload(rng, 60, rate=6.0)
+        s = BatchServer(
+            w,
+            n_gpus=2,
+            latency=latency,
+            kv_capacity_tokens=20_000,
+            rng=np.random.default_rng(0),
+            queue_of=rng.integers(0, 3, len(w)),
+            deadline_s=1.5,
+        )
+        seen = set()
+        while s.advance():
+            final = s.settled_counts()
+            if final is not None:
+                if not seen and final != (s.n_on_time, s.n_late, s.on_time_output_tokens):
+                    n_running_counted += 1
+                seen.add(final)
+            queues = [q for q, n in enumerate(s.queue_lengths()) if n]
+            s.dispatch(int(rng.choice(queues)), int(rng.integers(1, 9)))
+        if seen:
+            n_settled += 1
+            assert seen == {(s.n_on_time, s.sla_misses, s.on_time_output_tokens)}
+    assert n_settled >= 6 and n_running_counted >= 1
+
+
+def test_settled_counts_needs_a_deadline():
+    w = make_workload([0.0], [1], [1])
+    s = BatchServer(
+        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
+    )
+    assert s.advance() and s.settled_counts() is None

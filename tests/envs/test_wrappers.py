@@ -1,0 +1,76 @@
+"""Wrappers of the scheduling environments: EndWhenSettled."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+
+import llmsched_env  # noqa: F401  (registers the env ids)
+from baselines import make_policy
+from llmsched_env.envs.wrappers import EndWhenSettled, FlattenAction
+
+BATCH = "llmsched/BatchScheduling-v0"
+#: Overloaded short episodes, so that most end with requests already late.
+OVERLOADED = {"load": 1.5, "n_requests": 300}
+
+
+def run_episode(env: gym.Env, policy_name: str, seed: int) -> tuple[float, int, list[dict]]:
+    """Return, step count and infos of one episode of a baseline."""
+    policy = make_policy(policy_name, env)
+    obs, info = env.reset(seed=seed)
+    total, infos = 0.0, []
+    while True:
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
+        total += float(reward)
+        infos.append(info)
+        if terminated or truncated:
+            return total, len(infos), infos
+
+
+@pytest.mark.parametrize(
+    "env_kwargs",
+    [
+        OVERLOADED,
+        {**OVERLOADED, "reward": "goodput-tokens"},
+        {**OVERLOADED, "sla_penalty": 2.0, "n_gpus": 3},
+    ],
+)
+def test_return_is_the_unwrapped_return_in_fewer_steps(env_kwargs):
+    ended_early = 0
+    for policy_name in ("random", "multibin-wc", "spf"):
+        for seed in range(2):
+            full, full_steps, _ = run_episode(gym.make(BATCH, **env_kwargs), policy_name, seed)
+            wrapped = EndWhenSettled(gym.make(BATCH, **env_kwargs))
+            settled, steps, infos = run_episode(wrapped, policy_name, seed)
+            assert settled == pytest.approx(full, abs=1e-9)
+            assert steps <= full_steps
+            assert all("settled" not in info for info in infos[:-1])
+            if steps < full_steps:
+                assert infos[-1]["settled"] is True
+                ended_early += 1
+    assert ended_early >= 2  # random scheduling always leaves late requests behind
+
+
+@pytest.mark.filterwarnings("ignore:.*different from the unwrapped version")
+def test_settled_end_is_a_termination_the_checkers_accept():
+    env = EndWhenSettled(gym.make(BATCH, **OVERLOADED))
+    gym_check_env(env, skip_render_check=True)
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    sb3_check_env(env, warn=True)
+
+
+def test_masks_of_inner_wrappers_stay_reachable():
+    env = EndWhenSettled(FlattenAction(gym.make(BATCH, **OVERLOADED)))
+    env.reset(seed=0)
+    mask = env.get_wrapper_attr("action_masks")()
+    np.testing.assert_array_equal(mask, env.unwrapped.joint_action_mask().ravel())
+
+
+def test_rejects_envs_and_rewards_that_do_not_settle():
+    with pytest.raises(ValueError, match="reward='queue'"):
+        EndWhenSettled(gym.make(BATCH, reward="queue", n_requests=20))
+    with pytest.raises(TypeError, match="BatchScheduling-v0 env, got ContinuousBatchingEnv"):
+        EndWhenSettled(gym.make("llmsched/ContinuousBatching-v0", n_requests=20))
