@@ -1,8 +1,11 @@
 """Training environments: one factory per worker, vectorised, optionally normalised.
 
 Training envs are built exactly like evaluation envs (``gym.make`` with the same keyword
-arguments) plus stable-baselines3's ``Monitor`` (episode returns for the logs) and, for
-algorithms that need a ``Discrete`` action, :class:`~llmsched_env.envs.wrappers.FlattenAction`.
+arguments) plus stable-baselines3's ``Monitor`` (episode returns for the logs), for algorithms
+that need a ``Discrete`` action :class:`~llmsched_env.envs.wrappers.FlattenAction`, and, where
+the env and its reward allow it, :class:`~llmsched_env.envs.wrappers.EndWhenSettled`, which ends
+an episode with the same return as soon as no action can change it (the evaluation harness
+always runs whole episodes).
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ import gymnasium as gym
 import llmsched_env  # noqa: F401  (registers the env ids)
 from agents.extras import require_agents_extra
 from agents.scenarios import build_env_kwargs
-from llmsched_env.envs.wrappers import FlattenAction
+from llmsched_env.envs.wrappers import EndWhenSettled, FlattenAction
 
 VecEnvKind = Literal["dummy", "subproc"]
 VEC_ENV_KINDS = ("dummy", "subproc")
 
 
 def env_factory(
-    env_id: str, env_kwargs: Mapping[str, Any], *, flat_action: bool, monitor: bool = True
+    env_id: str,
+    env_kwargs: Mapping[str, Any],
+    *,
+    flat_action: bool,
+    end_when_settled: bool = False,
+    monitor: bool = True,
 ) -> Callable[[], gym.Env]:
     """A zero-argument function that builds one training env (picklable for subprocesses).
 
@@ -30,12 +38,16 @@ def env_factory(
         env_id: Registered env id.
         env_kwargs: Plain env keyword arguments (see :func:`agents.scenarios.build_env_kwargs`).
         flat_action: Wrap in ``FlattenAction`` (for ``Discrete``-only algorithms such as DQN).
+        end_when_settled: Wrap in ``EndWhenSettled`` if the env and its reward allow it (see
+            :meth:`EndWhenSettled.applies_to`).
         monitor: Wrap in stable-baselines3's ``Monitor`` to log episode returns.
     """
     plain = dict(env_kwargs)
 
     def make() -> gym.Env:
         env = gym.make(env_id, **build_env_kwargs(plain))
+        if end_when_settled and EndWhenSettled.applies_to(env):
+            env = EndWhenSettled(env)
         if flat_action:
             env = FlattenAction(env)
         if monitor:
@@ -52,6 +64,7 @@ def make_training_env(
     env_kwargs: Mapping[str, Any],
     *,
     flat_action: bool,
+    end_when_settled: bool = False,
     n_envs: int,
     first_seed: int,
     vec_env: VecEnvKind = "dummy",
@@ -65,6 +78,7 @@ def make_training_env(
         env_id: Registered env id.
         env_kwargs: Plain env keyword arguments.
         flat_action: Wrap every env in ``FlattenAction``.
+        end_when_settled: Wrap every env in ``EndWhenSettled`` where it applies.
         n_envs: Number of parallel envs.
         first_seed: Env ``i`` is first reset with seed ``first_seed + i`` (see
             :func:`agents.seeds.training_env_seeds`).
@@ -85,7 +99,10 @@ def make_training_env(
 
     if vec_env not in VEC_ENV_KINDS:
         raise ValueError(f"vec_env must be one of {list(VEC_ENV_KINDS)}, got {vec_env!r}")
-    factories = [env_factory(env_id, env_kwargs, flat_action=flat_action)] * n_envs
+    factory = env_factory(
+        env_id, env_kwargs, flat_action=flat_action, end_when_settled=end_when_settled
+    )
+    factories = [factory] * n_envs
     venv = DummyVecEnv(factories) if vec_env == "dummy" else SubprocVecEnv(factories)
     venv.seed(first_seed)
     if normalize_obs or normalize_reward:

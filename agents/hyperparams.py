@@ -55,6 +55,9 @@ class TrainingDefaults:
         normalize_reward: Scale rewards by a running estimate of the return's std.
         flatten_action: Act through ``FlattenAction``: one ``Discrete`` action whose exact
             joint mask also removes duplicate batch sizes (required by DQN).
+        end_when_settled: End training episodes through ``EndWhenSettled`` as soon as no
+            action can change the rest of the return (where the env and its reward allow it:
+            ``BatchScheduling-v0`` under the ``"sla"`` or ``"goodput-tokens"`` reward).
         algo_kwargs: Keyword arguments of the algorithm's constructor (plain values).
     """
 
@@ -62,6 +65,7 @@ class TrainingDefaults:
     normalize_obs: bool = True
     normalize_reward: bool = True
     flatten_action: bool = False
+    end_when_settled: bool = False
     algo_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,6 +76,7 @@ _NET = {"net_arch": [64, 64], "activation_fn": "tanh"}
 
 _BATCH = {
     "maskable-ppo": TrainingDefaults(
+        end_when_settled=True,
         algo_kwargs={
             "learning_rate": 3e-4,
             "n_steps": 512,
@@ -82,9 +87,10 @@ _BATCH = {
             "clip_range": 0.2,
             "ent_coef": 0.01,
             "policy_kwargs": _NET,
-        }
+        },
     ),
     "ppo": TrainingDefaults(
+        end_when_settled=True,
         algo_kwargs={
             "learning_rate": 3e-4,
             "n_steps": 512,
@@ -94,9 +100,10 @@ _BATCH = {
             "gae_lambda": 0.95,
             "ent_coef": 0.01,
             "policy_kwargs": _NET,
-        }
+        },
     ),
     "a2c": TrainingDefaults(
+        end_when_settled=True,
         algo_kwargs={
             "learning_rate": 7e-4,
             "n_steps": 16,
@@ -104,10 +111,11 @@ _BATCH = {
             "gae_lambda": 0.95,
             "ent_coef": 0.01,
             "policy_kwargs": _NET,
-        }
+        },
     ),
     "dqn": TrainingDefaults(
         n_envs=1,
+        end_when_settled=True,
         flatten_action=True,
         algo_kwargs={
             "learning_rate": 1e-4,
@@ -188,7 +196,13 @@ HYPERPARAMS: dict[str, dict[str, TrainingDefaults]] = {
 SCHEDULE_KEYS = ("learning_rate", "clip_range")
 
 #: Keys of an override that set :class:`TrainingDefaults` fields rather than algorithm kwargs.
-SETTINGS_KEYS = ("n_envs", "normalize_obs", "normalize_reward", "flatten_action")
+SETTINGS_KEYS = (
+    "n_envs",
+    "normalize_obs",
+    "normalize_reward",
+    "flatten_action",
+    "end_when_settled",
+)
 
 
 def default_hyperparams(env_id: str, algo: str) -> TrainingDefaults:
@@ -205,9 +219,10 @@ def resolve_hyperparams(
 ) -> dict[str, Any]:
     """Merge ``overrides`` over the defaults into one flat, JSON-ready dict.
 
-    The result holds ``n_envs``, ``normalize_obs``, ``normalize_reward``, ``flatten_action``
-    and ``algo_kwargs``. An override key is either one of :data:`SETTINGS_KEYS` or an algorithm
-    keyword argument; ``policy_kwargs`` overrides are merged key by key.
+    The result holds ``n_envs``, ``normalize_obs``, ``normalize_reward``, ``flatten_action``,
+    ``end_when_settled`` and ``algo_kwargs``. An override key is either one of
+    :data:`SETTINGS_KEYS` or an algorithm keyword argument; ``policy_kwargs`` overrides are
+    merged key by key.
 
     Args:
         env_id: Registered env id.
@@ -233,6 +248,7 @@ def resolve_hyperparams(
         "normalize_obs": defaults.normalize_obs,
         "normalize_reward": defaults.normalize_reward,
         "flatten_action": defaults.flatten_action,
+        "end_when_settled": defaults.end_when_settled,
         "algo_kwargs": {k: _copy(v) for k, v in defaults.algo_kwargs.items()},
     }
     allowed = set(SETTINGS_KEYS) | algo_kwarg_names(algo)

@@ -272,6 +272,8 @@ def _run_session(
             config.env_id,
             config.env_kwargs,
             flat_action=settings["flatten_action"],
+            # Runs saved before this setting existed trained on whole episodes.
+            end_when_settled=settings.get("end_when_settled", False),
             n_envs=settings["n_envs"],
             first_seed=config.training_env_seeds[0],
             vec_env=config.vec_env,  # type: ignore[arg-type]

@@ -16,6 +16,14 @@ def test_every_env_and_algo_has_defaults_the_algorithm_accepts(env_id, algo):
     resolve_hyperparams(env_id, algo, settings["algo_kwargs"])  # every default key is accepted
 
 
+def test_batch_training_ends_settled_episodes_by_default():
+    for algo in sorted(ALGOS):
+        assert resolve_hyperparams("llmsched/BatchScheduling-v0", algo)["end_when_settled"]
+        assert not resolve_hyperparams("llmsched/ContinuousBatching-v0", algo)["end_when_settled"]
+    off = resolve_hyperparams("llmsched/BatchScheduling-v0", "ppo", {"end_when_settled": False})
+    assert off["end_when_settled"] is False
+
+
 def test_overrides_merge_over_defaults_without_mutating_them():
     env_id = "llmsched/BatchScheduling-v0"
     before = dict(default_hyperparams(env_id, "maskable-ppo").algo_kwargs)
@@ -34,6 +42,7 @@ def test_overrides_merge_over_defaults_without_mutating_them():
         ("maskable-ppo", {"seed": 1}, "unknown hyperparameter 'seed'"),
         ("ppo", {"n_envs": 0}, "n_envs must be an integer >= 1, got 0"),
         ("ppo", {"normalize_obs": "yes"}, "normalize_obs must be true or false"),
+        ("ppo", {"end_when_settled": 1}, "end_when_settled must be true or false, got 1"),
         ("dqn", {"flatten_action": False}, "flatten_action must be true for algo 'dqn'"),
         ("a2c", {"policy_kwargs": {"activation_fn": "gelu"}}, "activation_fn must be one of"),
         ("sac", {}, "unknown algorithm 'sac'"),

@@ -1,0 +1,61 @@
+"""Training environments: which wrappers each env gets."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.envs import env_factory, make_training_env
+from llmsched_env.envs.wrappers import EndWhenSettled, FlattenAction
+from tests.agents.conftest import TINY_ENVS
+
+BATCH = "llmsched/BatchScheduling-v0"
+CONTINUOUS = "llmsched/ContinuousBatching-v0"
+
+
+def wrapper_types(env) -> list[type]:
+    """Types of the wrappers around ``env``'s core, outermost first."""
+    types = []
+    while env is not env.unwrapped:
+        types.append(type(env))
+        env = env.env
+    return types
+
+
+@pytest.mark.parametrize(
+    ("env_id", "env_kwargs", "settles"),
+    [
+        (BATCH, TINY_ENVS["batch"], True),
+        (BATCH, {**TINY_ENVS["batch"], "reward": "goodput-tokens"}, True),
+        (BATCH, {**TINY_ENVS["batch"], "reward": "queue"}, False),
+        (CONTINUOUS, TINY_ENVS["continuous"], False),
+    ],
+)
+def test_episodes_end_when_settled_where_the_env_and_reward_allow_it(env_id, env_kwargs, settles):
+    from stable_baselines3.common.monitor import Monitor
+
+    env = env_factory(env_id, env_kwargs, flat_action=False, end_when_settled=True)()
+    types = wrapper_types(env)
+    assert types[0] is Monitor
+    assert (EndWhenSettled in types) is settles
+    plain = env_factory(env_id, env_kwargs, flat_action=False)()
+    assert EndWhenSettled not in wrapper_types(plain)
+
+
+def test_flat_action_wraps_outside_the_settled_end():
+    env = env_factory(BATCH, TINY_ENVS["batch"], flat_action=True, end_when_settled=True)()
+    types = wrapper_types(env)
+    assert types.index(FlattenAction) < types.index(EndWhenSettled)
+
+
+def test_vectorised_training_env_steps_with_masks():
+    venv = make_training_env(
+        BATCH,
+        TINY_ENVS["batch"],
+        flat_action=False,
+        end_when_settled=True,
+        n_envs=2,
+        first_seed=0,
+    )
+    venv.reset()
+    masks = venv.env_method("action_masks")
+    assert len(masks) == 2 and all(m.any() for m in masks)
