@@ -8,6 +8,18 @@ from tests.conftest import make_workload, random_workload
 LATENCY = StaticBatchLatency(alpha_s=1.0, beta_s_per_token=0.0, gamma=0.0)  # every batch takes 1 s
 
 
+def one_gpu_server(workload, **kwargs) -> BatchServer:
+    """A one-GPU server with 1 s batches and room for 100 KV tokens."""
+    return BatchServer(
+        workload,
+        n_gpus=1,
+        latency=LATENCY,
+        kv_capacity_tokens=100,
+        rng=np.random.default_rng(0),
+        **kwargs,
+    )
+
+
 def fifo(batch_size):
     def decide(server: BatchServer) -> None:
         server.dispatch(0, batch_size)
@@ -17,9 +29,7 @@ def fifo(batch_size):
 
 def test_decision_is_due_only_when_a_gpu_is_idle_and_requests_wait():
     w = make_workload([0.0, 0.5, 0.6], [1, 1, 1], [1, 1, 1])
-    s = BatchServer(
-        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
-    )
+    s = one_gpu_server(w)
     assert s.advance() and s.now == 0.0 and s.decision_gpu == 0
     assert s.dispatch(0, 8) == 1  # only one request has arrived
     assert s.advance() and s.now == 1.0  # GPU frees at 1.0; two requests wait
@@ -45,9 +55,7 @@ def test_wait_lets_requests_accumulate_and_other_gpus_decide_first():
 
 def test_wait_that_would_deadlock_raises():
     w = make_workload([0.0], [1], [1])
-    s = BatchServer(
-        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
-    )
+    s = one_gpu_server(w)
     assert s.advance()
     assert not s.can_wait()
     with pytest.raises(RuntimeError, match="deadlock"):
@@ -97,14 +105,7 @@ def test_deadline_accounting_counts_each_request_once():
     # sla 1.5 s, batches take 1 s, one GPU, batch size 1: request 0 ends at 1 (on time),
     # request 1 at 2 (arrived 0: late), request 2 at 3 (arrived 0.5: late).
     w = make_workload([0.0, 0.0, 0.5], [1] * 3, [1] * 3)
-    s = BatchServer(
-        w,
-        n_gpus=1,
-        latency=LATENCY,
-        kv_capacity_tokens=100,
-        rng=np.random.default_rng(0),
-        deadline_s=1.5,
-    )
+    s = one_gpu_server(w, deadline_s=1.5)
     simulate(s, fifo(1))
     assert (s.n_on_time, s.n_late) == (1, 2)
     summary = s.summary()
@@ -113,9 +114,7 @@ def test_deadline_accounting_counts_each_request_once():
 
 def test_dispatch_errors_name_the_problem():
     w = make_workload([0.0], [1], [1])
-    s = BatchServer(
-        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
-    )
+    s = one_gpu_server(w)
     with pytest.raises(RuntimeError, match="advance"):
         s.dispatch(0, 1)
     s.advance()
@@ -127,9 +126,7 @@ def test_dispatch_errors_name_the_problem():
 
 def test_truncated_run_accounts_for_every_request():
     w = make_workload(np.arange(10) * 0.1, [1] * 10, [1] * 10)
-    s = BatchServer(
-        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
-    )
+    s = one_gpu_server(w)
     simulate(s, fifo(2), max_decisions=2)
     frame = s.records.to_frame(s.n_arrived)
     counts = frame["status"].value_counts()
@@ -143,14 +140,7 @@ def test_settled_counts_is_none_while_a_decision_can_still_matter():
     # sla 1.5 s, 1 s batches: at the first decision (t=0) request 1 has not arrived yet; at
     # the second (t=1) request 1 waits and can still be on time.
     w = make_workload([0.0, 0.2], [1] * 2, [1] * 2)
-    s = BatchServer(
-        w,
-        n_gpus=1,
-        latency=LATENCY,
-        kv_capacity_tokens=100,
-        rng=np.random.default_rng(0),
-        deadline_s=1.5,
-    )
+    s = one_gpu_server(w, deadline_s=1.5)
     assert s.advance() and s.settled_counts() is None
     s.dispatch(0, 1)
     assert s.advance() and s.now == 1.0 and s.settled_counts() is None
@@ -225,7 +215,5 @@ def test_settled_counts_once_known_are_the_final_counters():
 
 def test_settled_counts_needs_a_deadline():
     w = make_workload([0.0], [1], [1])
-    s = BatchServer(
-        w, n_gpus=1, latency=LATENCY, kv_capacity_tokens=100, rng=np.random.default_rng(0)
-    )
+    s = one_gpu_server(w)
     assert s.advance() and s.settled_counts() is None
