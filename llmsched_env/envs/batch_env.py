@@ -151,6 +151,9 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     * Termination: every request of the episode has completed or been rejected.
     * Truncation: ``max_steps`` steps were taken (when set). Requests then waiting or running are
       reported as ``in_system`` and not-yet-arrived ones as ``not_arrived``; counts still add up.
+    * ``EndWhenSettled`` (``llmsched_env.envs.wrappers``) also terminates, with the same return,
+      once every request has arrived and every waiting one is past its deadline: under the
+      ``"sla"`` and ``"goodput-tokens"`` rewards no action changes the return after that point.
 
     ## Information
 
