@@ -520,13 +520,14 @@ class BatchServer(Engine):
             head = int(self._batch_i[batch, k.B_HEAD])
             stop = head + int(self._batch_i[batch, k.B_SIZE])
             end = self._gpu_f[k.FREE_AT, gpu]
-            # Deadlines ascend along a batch: its on-time members are a suffix, and the late
-            # ones whose deadline is still ahead have not been counted yet.
+            # Deadlines ascend along a batch: its on-time members are a suffix (deadline at or
+            # after the end, which lies after now), and before them come the late ones whose
+            # deadline is still ahead, not counted yet.
             deadlines = arrival[head:stop] + deadline_s
             first_on_time = head + int(np.searchsorted(deadlines, end, side="left"))
             first_unpaid = head + int(np.searchsorted(deadlines, now, side="right"))
             n_on_time += stop - first_on_time
-            n_late += max(first_on_time - first_unpaid, 0)
+            n_late += first_on_time - first_unpaid
             tokens += int(self._output_cumsum[stop] - self._output_cumsum[first_on_time])
         return SettledCounts(n_on_time, n_late, tokens)
 
