@@ -7,6 +7,11 @@ default, disjoint from training and validation seeds), in the env configuration 
 trained on. Besides the per-policy summary (means with 95% confidence intervals across seeds),
 :func:`paired_difference` gives the agent's per-seed advantage over a baseline, a sharper test
 because both policies serve the same requests on each seed.
+
+Once an episode is settled (no action can change its return), the agent hands its decisions to
+``settled_policy`` (``multibin-wc`` by default, see :mod:`agents.policy`): the agent's return is
+its own, while its latency and goodput columns also count how the late requests left at the end
+are served.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from agents.policy import AgentPolicyFactory
+from agents.policy import SETTLED_POLICY, AgentPolicyFactory
 from agents.runs import ModelChoice, RunConfig, load_run_config
 from agents.scenarios import ENV_IDS, build_env_kwargs
 from agents.seeds import evaluation_seeds
@@ -125,6 +130,7 @@ def compare(
     n_jobs: int = 1,
     out: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    settled_policy: str | None = SETTLED_POLICY,
 ) -> Comparison:
     """Evaluate the agent and the baselines on common evaluation seeds.
 
@@ -138,6 +144,8 @@ def compare(
         n_jobs: Worker processes of the evaluation harness.
         out: When given, write ``episodes.csv``, ``summary.csv`` and ``comparison.png`` there.
         progress: Called as ``progress(done, total)`` after each episode.
+        settled_policy: The baseline that acts for the agent once an episode is settled, or
+            ``None`` for the model to the end (:class:`~agents.policy.AgentPolicy`).
 
     Returns:
         The :class:`Comparison`.
@@ -164,7 +172,9 @@ def compare(
     if AGENT_NAME in chosen:
         raise ValueError(f"{AGENT_NAME!r} is reserved for the agent; rename the baseline")
     _warn_on_env_changes(config)
-    agent = AgentPolicyFactory(str(directory), which=which, name=AGENT_NAME)
+    agent = AgentPolicyFactory(
+        str(directory), which=which, name=AGENT_NAME, settled_policy=settled_policy
+    )
     specs: list[Any] = [agent, *chosen]
     episodes, summary = evaluate(
         specs,

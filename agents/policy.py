@@ -7,6 +7,15 @@ action space. The evaluation harness (:func:`llmsched_env.evaluation.evaluate`) 
 agent through exactly the code path of a baseline: a plain ``gym.make`` env, the same seeds,
 the same metrics.
 
+**Settled episodes.** Once a ``BatchScheduling-v0`` episode is settled
+(``env.unwrapped.is_settled()``: every request has arrived and every waiting one is late, so no
+action can change the return), the policy hands its decisions to a heuristic,
+:data:`SETTLED_POLICY` by default. Training episodes end at that point (``EndWhenSettled``), so
+the model never learned those states; the hand-over leaves the return unchanged (exactly, by
+construction) and serves the late requests as a work-conserving scheduler would, which is what
+the latency and goodput metrics of the rest of the episode then measure.
+``settled_policy=None`` lets the model act to the end.
+
 :class:`AgentPolicyFactory` is the picklable ``env -> Policy`` callable that the harness takes;
 it loads the model once per process.
 
@@ -34,6 +43,10 @@ from agents.algorithms import AlgoSpec, get_algo
 from agents.extras import require_agents_extra
 from agents.runs import ModelChoice, RunConfig, load_run_config, model_paths
 from baselines.base import Policy
+
+#: The heuristic that takes over once an episode is settled: work-conserving Multi-Bin serves
+#: full batches of the bins in formation order and partial ones instead of idling.
+SETTLED_POLICY = "multibin-wc"
 
 #: Schedules are not needed to act; replacing them avoids unpickling training-only closures.
 INFERENCE_CUSTOM_OBJECTS = {
@@ -149,18 +162,30 @@ class AgentPolicy(Policy):
         env: The env the policy acts in (a ``gym.make`` result or the bare env).
         agent: The loaded model and its statistics (:func:`load_agent`).
         name: Name in tables.
+        settled_policy: Name of the ``BatchScheduling-v0`` baseline that acts once the episode
+            is settled (see the module docstring), or ``None`` for the model throughout. It
+            applies where ``EndWhenSettled`` does (a ``BatchScheduling-v0`` env with the
+            ``"sla"`` or ``"goodput-tokens"`` reward) and is ignored elsewhere.
 
     Raises:
         ValueError: If the env's observation or action space differs from the model's (for
-            example an agent trained on 2 GPUs evaluated on 8).
+            example an agent trained on 2 GPUs evaluated on 8), or ``settled_policy`` is not a
+            ``BatchScheduling-v0`` baseline.
     """
 
     name = "agent"
 
-    def __init__(self, env: gym.Env, agent: LoadedAgent, name: str = "agent") -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        agent: LoadedAgent,
+        name: str = "agent",
+        settled_policy: str | None = SETTLED_POLICY,
+    ) -> None:
         super().__init__(env)
         self.agent = agent
         self.name = name
+        self.settled_policy = _settled_policy(env, settled_policy)
         self.model = agent.model
         self.algo = agent.algo
         self.normalizer = agent.normalizer
@@ -198,12 +223,23 @@ class AgentPolicy(Policy):
         run_dir: str | Path,
         which: ModelChoice = "best",
         name: str = "agent",
+        settled_policy: str | None = SETTLED_POLICY,
     ) -> AgentPolicy:
         """Build the policy from a run directory (the model is loaded once per process)."""
-        return cls(env, load_agent(run_dir, which), name=name)
+        return cls(env, load_agent(run_dir, which), name=name, settled_policy=settled_policy)
+
+    def reset(self) -> None:
+        """Reset the hand-over heuristic, if any."""
+        if self.settled_policy is not None:
+            self.settled_policy.reset()
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-        """The model's deterministic action for ``obs``, masked by the env's masks."""
+        """The model's deterministic action for ``obs``, masked by the env's masks.
+
+        Once the episode is settled, the hand-over heuristic's action instead (if any).
+        """
+        if self.settled_policy is not None and self.env.is_settled():
+            return self.settled_policy.act(obs, info)
         x = self.normalizer.normalize_obs(obs) if self.normalizer is not None else obs
         if not self.flat_action:
             if self.algo.masked:
@@ -233,6 +269,28 @@ class AgentPolicy(Policy):
         return int(np.argmax(q))
 
 
+def check_settled_policy(name: str | None) -> None:
+    """Raise ``ValueError`` unless ``name`` is ``None`` or a ``BatchScheduling-v0`` baseline."""
+    from baselines import policy_names
+
+    known = policy_names("batch")
+    if name is not None and name not in known:
+        raise ValueError(
+            f"settled_policy must be a BatchScheduling-v0 baseline {known} or None, got {name!r}"
+        )
+
+
+def _settled_policy(env: gym.Env, name: str | None) -> Policy | None:
+    """The heuristic that acts once ``env``'s episode is settled (``None`` where none does)."""
+    from baselines import make_policy
+    from llmsched_env.envs import EndWhenSettled
+
+    check_settled_policy(name)
+    if name is None or not EndWhenSettled.applies_to(env):
+        return None
+    return make_policy(name, env)
+
+
 @dataclass(frozen=True)
 class AgentPolicyFactory:
     """A picklable ``env -> AgentPolicy`` callable for the evaluation harness.
@@ -243,15 +301,23 @@ class AgentPolicyFactory:
         name: Name of the policy in tables.
         torch_threads: Torch CPU threads set in the process that builds the policy (1 keeps
             parallel evaluation workers from oversubscribing the CPU; ``None`` leaves it).
+        settled_policy: The heuristic that acts once an episode is settled, or ``None``
+            (see :class:`AgentPolicy`).
     """
 
     run_dir: str
     which: ModelChoice = "best"
     name: str = "agent"
     torch_threads: int | None = 1
+    settled_policy: str | None = SETTLED_POLICY
+
+    def __post_init__(self) -> None:
+        check_settled_policy(self.settled_policy)
 
     def __call__(self, env: gym.Env) -> AgentPolicy:
         """Build the policy for ``env``."""
         if self.torch_threads is not None:
             require_agents_extra()["torch"].set_num_threads(self.torch_threads)
-        return AgentPolicy.from_run(env, self.run_dir, self.which, self.name)
+        return AgentPolicy.from_run(
+            env, self.run_dir, self.which, self.name, settled_policy=self.settled_policy
+        )

@@ -298,6 +298,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             n_jobs=args.jobs,
             out=out,
             progress=None if args.quiet else progress_printer("compare"),
+            settled_policy=None if args.settled_policy == "none" else args.settled_policy,
         )
     except AgentsExtraMissingError as error:
         print(f"llmsched compare: error: {error}", file=sys.stderr)
@@ -391,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--model", choices=["best", "final"], default="best", help="which model")
     co.add_argument("--jobs", type=int, default=1, help="worker processes")
     co.add_argument("--out", help="output directory (default: RUN/compare)")
+    co.add_argument(
+        "--settled-policy",
+        default="multibin-wc",
+        help="baseline that acts for the agent once no action can change the return "
+        "(only late requests left), or 'none' (default: multibin-wc)",
+    )
     co.add_argument("--quiet", action="store_true", help="no progress bar")
     co.set_defaults(func=_cmd_compare)
     return parser

@@ -153,7 +153,8 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
       reported as ``in_system`` and not-yet-arrived ones as ``not_arrived``; counts still add up.
     * ``EndWhenSettled`` (``llmsched_env.envs.wrappers``) also terminates, with the same return,
       once every request has arrived and every waiting one is past its deadline: under the
-      ``"sla"`` and ``"goodput-tokens"`` rewards no action changes the return after that point.
+      ``"sla"`` and ``"goodput-tokens"`` rewards no action changes the return after that point
+      (``env.unwrapped.is_settled()`` tells when it is reached).
 
     ## Information
 
@@ -423,6 +424,22 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         smaller = np.concatenate([[0], sizes[:-1]])
         mask[1:, :] = (queue[:, None] > 0) & (smaller[None, :] < queue[:, None])
         return mask
+
+    def is_settled(self) -> bool:
+        """Whether no action can change the rest of the episode's return any more.
+
+        True once every request has arrived and every waiting request is past its deadline,
+        under a reward that stops changing then (``"sla"``, ``"goodput-tokens"``; never under
+        ``"queue"``): the rest of the episode only decides when already-late requests complete
+        (see ``BatchServer.settled_counts``). ``EndWhenSettled`` ends training episodes here,
+        and a trained agent's policy hands the decisions after it to a heuristic.
+        """
+        if self.server is None:
+            raise RuntimeError("call reset() before is_settled()")
+        return (
+            REWARD_SHAPES[self.config.reward].settles_when_all_late
+            and self.server.settled_counts() is not None
+        )
 
     def episode_metrics(self) -> dict[str, float]:
         """Metrics of the episode so far (see :func:`llmsched_env.metrics.summarize`)."""

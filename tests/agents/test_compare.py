@@ -56,6 +56,7 @@ def test_compare_scores_agent_and_baselines_on_common_seeds(tiny_run, tmp_path):
         ({"first_seed": 9_000}, "first must be an integer >= 10000"),
         ({"policies": ["fifo"]}, r"policies \['fifo'\] are not baselines of 'batch'"),
         ({"which": "last"}, "which must be one of"),
+        ({"settled_policy": "fastest"}, "settled_policy must be .*got 'fastest'"),
     ],
 )
 def test_compare_rejects_bad_arguments(tiny_run, kwargs, match):
@@ -127,6 +128,10 @@ def test_cli_train_then_compare(tmp_path, capsys):
     assert code == 0
     assert "agent" in printed and "random" in printed and "paired difference" in printed
     assert (out / "compare" / "summary.csv").is_file()
+    base = ["compare", "--run", str(out), "--seeds", "1", "--policies", "random", "--quiet"]
+    assert main([*base, "--settled-policy", "none"]) == 0
+    assert main([*base, "--settled-policy", "fastest"]) == 2
+    assert "settled_policy must be a BatchScheduling-v0 baseline" in capsys.readouterr().err
 
 
 def test_cli_train_errors_are_reported_without_traceback(tmp_path, capsys):

@@ -74,3 +74,30 @@ def test_rejects_envs_and_rewards_that_do_not_settle():
         EndWhenSettled(gym.make(BATCH, reward="queue", n_requests=20))
     with pytest.raises(TypeError, match="BatchScheduling-v0 env, got ContinuousBatchingEnv"):
         EndWhenSettled(gym.make("llmsched/ContinuousBatching-v0", n_requests=20))
+
+
+def settled_flags(env: gym.Env, policy_name: str, seed: int) -> list[bool]:
+    """``env.unwrapped.is_settled()`` after each step of one episode of a baseline."""
+    policy = make_policy(policy_name, env)
+    obs, info = env.reset(seed=seed)
+    flags = []
+    while True:
+        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+        flags.append(env.unwrapped.is_settled())
+        if terminated or truncated:
+            return flags
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_is_settled_turns_true_where_the_wrapper_ends_and_stays_true(seed):
+    flags = settled_flags(gym.make(BATCH, **OVERLOADED), "random", seed)
+    _, steps, _ = run_episode(EndWhenSettled(gym.make(BATCH, **OVERLOADED)), "random", seed)
+    first = flags.index(True)
+    assert first + 1 == steps < len(flags)
+    assert all(flags[first:])
+
+
+def test_is_settled_is_never_true_under_a_reward_that_does_not_settle():
+    assert not any(settled_flags(gym.make(BATCH, **OVERLOADED, reward="queue"), "random", 0))
+    with pytest.raises(RuntimeError, match="reset"):
+        gym.make(BATCH, **OVERLOADED).unwrapped.is_settled()
