@@ -298,7 +298,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             n_jobs=args.jobs,
             out=out,
             progress=None if args.quiet else progress_printer("compare"),
-            settled_policy=None if args.settled_policy == "none" else args.settled_policy,
+            **_settled_policy_option(args.settled_policy),
         )
     except AgentsExtraMissingError as error:
         print(f"llmsched compare: error: {error}", file=sys.stderr)
@@ -313,6 +313,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(result.verdict())
     print(f"wrote episodes.csv, summary.csv and comparison.png to {out}")
     return 0
+
+
+def _settled_policy_option(value: str | None) -> dict[str, Any]:
+    """``compare``'s ``settled_policy`` argument from ``--settled-policy`` (none: its default)."""
+    if value is None:
+        return {}
+    return {"settled_policy": None if value == "none" else value}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,7 +401,6 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--out", help="output directory (default: RUN/compare)")
     co.add_argument(
         "--settled-policy",
-        default="multibin-wc",
         help="baseline that acts for the agent once no action can change the return "
         "(only late requests left), or 'none' (default: multibin-wc)",
     )
