@@ -16,6 +16,7 @@ from functools import cache
 import numpy as np
 from numba import njit
 
+from llmsched_env.envs.common import clip_in_place
 from llmsched_env.sim import batch_kernels as k
 from llmsched_env.sim.batch_server import BatchServer
 
@@ -239,5 +240,4 @@ def _build(obs, bounds, values, floats, ints, layout) -> None:
     obs[i + 1] = values[_VIOLATION_RATE]
     obs[i + 2] = n_arrived / arrival.shape[0]
     obs[i + 3] = counts[k.N_WAITING] / max_batch
-    for m in range(obs.shape[0]):
-        obs[m] = max(min(obs[m], high[m]), low[m])
+    clip_in_place(obs, low, high)

@@ -1,16 +1,24 @@
-"""Action checking and episode set-up shared by the environments."""
+"""Action checking, observation clipping and episode set-up shared by the environments."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from llmsched_env.workload import Workload, WorkloadSource
 
 
 class InvalidActionError(ValueError):
     """An action inside the action space that the mask forbids (with ``invalid_action="raise"``)."""
+
+
+@njit(cache=True)
+def clip_in_place(obs: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    """Clip ``obs`` to ``[low, high]`` in place (compiled: one loop instead of two ufuncs)."""
+    for i in range(obs.shape[0]):
+        obs[i] = max(min(obs[i], high[i]), low[i])
 
 
 def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:

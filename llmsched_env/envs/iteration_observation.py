@@ -10,8 +10,8 @@ import math
 from bisect import bisect_right
 
 import numpy as np
-from numba import njit
 
+from llmsched_env.envs.common import clip_in_place
 from llmsched_env.sim.iteration_server import IterationServer
 
 GLOBAL_FEATURES: tuple[tuple[str, float, float], ...] = (
@@ -149,12 +149,5 @@ class IterationObservation:
             *busy,
         ]
         obs = np.array(values, dtype=np.float32)
-        _clip(obs, self.low, self.high)
+        clip_in_place(obs, self.low, self.high)
         return obs
-
-
-@njit(cache=True)
-def _clip(obs: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
-    """Clip ``obs`` to ``[low, high]`` in place (one call instead of two numpy ufuncs)."""
-    for i in range(obs.shape[0]):
-        obs[i] = max(min(obs[i], high[i]), low[i])
