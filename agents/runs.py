@@ -142,17 +142,23 @@ def describe_env(env: Any) -> tuple[dict[str, Any], list[str]]:
     their class name.
     """
     unwrapped = env.unwrapped
-    raw = asdict(unwrapped.config)
+    return _plain(asdict(unwrapped.config)), [str(n) for n in unwrapped.obs_names]
 
-    def plain(value: Any) -> Any:
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as JSON would give them back, objects by their ``name`` (or class name)."""
+
+    def name(value: Any) -> Any:
         return getattr(value, "name", type(value).__name__)
 
-    config = json.loads(json.dumps(raw, default=plain))
-    return config, [str(n) for n in unwrapped.obs_names]
+    return json.loads(json.dumps(values, default=name))
 
 
 def env_config_changes(config: RunConfig, env: Any) -> dict[str, tuple[Any, Any]]:
     """Entries of the env's configuration that differ from those a run was trained with.
+
+    An option the run did not record did not exist then; it counts as having had its default,
+    which keeps the env's earlier behaviour (so adding an option does not flag older runs).
 
     Returns:
         ``{name: (at training, now)}``; empty when nothing changed or nothing was recorded.
@@ -160,12 +166,11 @@ def env_config_changes(config: RunConfig, env: Any) -> dict[str, tuple[Any, Any]
     if not config.env_config:
         return {}
     now, _ = describe_env(env)
-    keys = set(config.env_config) | set(now)
-    return {
-        k: (config.env_config.get(k), now.get(k))
-        for k in sorted(keys)
-        if config.env_config.get(k) != now.get(k)
-    }
+    defaults = {f.name: f.default for f in fields(env.unwrapped.config) if f.default is not MISSING}
+    unrecorded = {k: v for k, v in defaults.items() if k not in config.env_config and k in now}
+    then = {**_plain(unrecorded), **config.env_config}
+    keys = set(then) | set(now)
+    return {k: (then.get(k), now.get(k)) for k in sorted(keys) if then.get(k) != now.get(k)}
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:

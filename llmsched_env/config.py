@@ -14,6 +14,11 @@ from typing import Any, ClassVar, Literal
 
 InvalidActionMode = Literal["remap", "raise"]
 INVALID_ACTION_MODES = ("remap", "raise")
+DispatchOrder = Literal["oldest", "oldest-in-time"]
+#: Which waiting requests of a bin a batch takes: ``"oldest"`` (first come, first served, as the
+#: Multi-Bin paper) or ``"oldest-in-time"`` (the oldest whose deadline has not passed; requests
+#: already late, whose miss is counted, go only when no request in time is left in the bin).
+DISPATCH_ORDERS = ("oldest", "oldest-in-time")
 RENDER_MODES = ("ansi", "rgb_array")
 
 
@@ -94,6 +99,8 @@ class BatchEnvConfig:
         bin_edges: Explicit interior bin edges (``n_bins - 1`` increasing token counts), or
             ``None`` for equal-mass quantiles of the calibration data.
         max_batch_size: Largest batch; the size levels are the powers of two below it, and it.
+        dispatch_order: Which requests of the chosen bin a batch takes, one of
+            :data:`DISPATCH_ORDERS`.
         invalid_action: ``"remap"`` or ``"raise"`` for actions the mask forbids.
         max_steps: Truncate the episode after this many steps (``None``: never).
         render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
@@ -114,6 +121,7 @@ class BatchEnvConfig:
     n_bins: int = 4
     bin_edges: tuple[float, ...] | None = None
     max_batch_size: int = 64
+    dispatch_order: DispatchOrder = "oldest"
     invalid_action: InvalidActionMode = "remap"
     max_steps: int | None = None
     render_mode: str | None = None
@@ -121,6 +129,7 @@ class BatchEnvConfig:
     def __post_init__(self) -> None:
         _check_common(self)
         check_positive("sla", self.sla)
+        check_choice("dispatch_order", self.dispatch_order, DISPATCH_ORDERS)
         check_int("n_bins", self.n_bins, 1, 64)
         check_int("max_batch_size", self.max_batch_size, 1, 4096)
         if self.bin_edges is not None:

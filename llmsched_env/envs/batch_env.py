@@ -84,6 +84,9 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     ``batch_sizes`` are the powers of two below ``max_batch_size``, and ``max_batch_size``
     (``env.unwrapped.batch_sizes``). A batch takes the oldest requests of the bin, up to the size
     level, and never more than fit together in one GPU's KV memory (prompt plus output tokens).
+    With ``dispatch_order="oldest-in-time"`` it takes the oldest requests of the bin whose
+    deadline has not passed; late ones (their miss already counted) go only when no request in
+    time is left in the bin, so they never block the bin's head.
 
     **Masking.** ``action_masks()`` returns the concatenated per-component boolean mask that
     sb3-contrib's ``MaskablePPO`` expects: a bin is allowed when it holds requests; WAIT is allowed
@@ -105,7 +108,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     |------|---------|---------------|-------|
     | queue_len | waiting requests in the bin | / max_batch_size | [0, 16] |
     | oldest_wait | age of its oldest request | / sla | [0, 4] |
-    | slack | time to that deadline minus the bin's full-batch service estimate | / sla | [-4, 1] |
+    | slack | time to the next batch's first deadline minus full-batch service | / sla | [-4, 1] |
     | late_fraction | share of the bin already past its deadline | - | [0, 1] |
     | doomed_fraction | share that misses its deadline even if served now | - | [0, 1] |
     | next_on_time | requests of the next batch that can be on time | / max_batch_size | [0, 1] |
@@ -123,7 +126,9 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     memory, at the bin's upper predicted length and the mean prompt; the mean batch time is the
     mean of these estimates over the bins. ``doomed_fraction``, ``next_on_time`` and ``at_risk``
     tell a scheduler under overload which requests are already lost (serving them earns nothing)
-    and which are lost unless served now. An empty bin shows zeros, slack 1 and kv_fit 1.
+    and which are lost unless served now. The next batch starts at the bin's oldest request, or
+    with ``dispatch_order="oldest-in-time"`` at its oldest request in time (if it holds one). An
+    empty bin shows zeros, slack 1 and kv_fit 1.
 
     ## Rewards
 
@@ -190,6 +195,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     | n_bins | 4 | bins by predicted output length |
     | bin_edges | None | explicit interior edges (tokens) |
     | max_batch_size | 64 | largest batch |
+    | dispatch_order | ``"oldest"`` | or ``"oldest-in-time"`` (late requests of a bin go last) |
     | invalid_action | ``"remap"`` | or ``"raise"`` |
     | max_steps | None | truncation limit |
     | render_mode | None | ``"ansi"`` (text) or ``"rgb_array"`` (bars) |
@@ -231,6 +237,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         n_bins: int = 4,
         bin_edges: tuple[float, ...] | None = None,
         max_batch_size: int = 64,
+        dispatch_order: str = "oldest",
         invalid_action: str = "remap",
         max_steps: int | None = None,
         render_mode: str | None = None,
@@ -249,6 +256,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             n_bins=n_bins,
             bin_edges=bin_edges,
             max_batch_size=max_batch_size,
+            dispatch_order=dispatch_order,  # type: ignore[arg-type]
             invalid_action=invalid_action,  # type: ignore[arg-type]
             max_steps=max_steps,
             render_mode=render_mode,
@@ -290,6 +298,9 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         #: The latest ``info`` returned by ``reset`` or ``step`` (``None`` before ``reset``).
         self.last_info: dict[str, Any] | None = None
         self._queue_columns: tuple[np.ndarray, ...] = ()
+        # The per-request arrays the queue columns read (None: the request index itself).
+        self._queue_sources: tuple[np.ndarray | None, ...] = ()
+        self._skips_late = cfg.dispatch_order == "oldest-in-time"
 
     def _bin_service_estimates(self, calibration: Workload) -> np.ndarray:
         """Estimated service time of a full batch of each bin (its upper length, mean prompt)."""
@@ -319,6 +330,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             queue_of=bins,
             n_queues=cfg.n_bins,
             deadline_s=cfg.sla,
+            dispatch_order=cfg.dispatch_order,
         )
         self._reward = self._reward_factory(cfg.sla_penalty, cfg.sla)
         self._reward.reset(self.server)
@@ -333,14 +345,15 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             capacity_rps=self.capacity_rps,
         )
         order = self.server.order
+        self._queue_sources = (
+            None,
+            workload.arrival_s,
+            workload.predicted_output_tokens,
+            workload.prompt_tokens,
+        )
         self._queue_columns = tuple(
-            read_only(values)
-            for values in (
-                order.copy(),
-                workload.arrival_s[order],
-                workload.predicted_output_tokens[order],
-                workload.prompt_tokens[order],
-            )
+            read_only(order.copy() if source is None else source[order])
+            for source in self._queue_sources
         )
         if not self.server.advance():
             raise ValueError(
@@ -376,6 +389,10 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
                 )
             choice = self._fallback_choice()
         decision_due = server.decide(choice - 1, self.batch_sizes[level], self._mask)
+        if self._skips_late and choice != WAIT:
+            lo, hi = server.last_moved
+            if hi > lo:
+                self._positions_moved(lo, hi)
         self._steps += 1
         reward = self._reward(server)
         terminated = not decision_due
@@ -390,6 +407,21 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             info["episode_metrics"] = self.episode_metrics()
         self.last_info = info
         return self._observe(), float(reward), terminated, truncated, info
+
+    def _positions_moved(self, lo: int, hi: int) -> None:
+        """Follow a dispatch that reordered positions ``lo .. hi - 1`` (late requests last).
+
+        The queue columns are replaced, not written, so that the snapshots of earlier infos keep
+        showing their step's queues.
+        """
+        self._observer.positions_moved(lo, hi)
+        order = self.server.order
+        columns = []
+        for values, source in zip(self._queue_columns, self._queue_sources):
+            values = values.copy()
+            values[lo:hi] = order[lo:hi] if source is None else source[order[lo:hi]]
+            columns.append(read_only(values))
+        self._queue_columns = tuple(columns)
 
     def _fallback_choice(self) -> int:
         """The bin whose oldest waiting request is the oldest (first come, first served)."""

@@ -120,8 +120,28 @@ class BatchObservation:
         values[_EMPTY:_BIN_SERVICE] = _EMPTY_BIN
         pred_start = _BIN_SERVICE + len(service)
         values[_BIN_SERVICE:pred_start] = service
-        _prefix_sums(values, pred_start, order, w.predicted_output_tokens, w.prompt_tokens)
+        _prefix_sums(
+            values, pred_start, order, w.predicted_output_tokens, w.prompt_tokens, 0, n_queued
+        )
         self._values = values
+        self._pred_start = pred_start
+
+    def positions_moved(self, lo: int, hi: int) -> None:
+        """Redo the prefix sums over positions ``lo .. hi - 1``, whose requests were reordered.
+
+        A dispatch with ``dispatch_order="oldest-in-time"`` permutes the requests within such a
+        range (:attr:`BatchServer.last_moved`); the sums at its bounds do not change.
+        """
+        w = self.server.workload
+        _prefix_sums(
+            self._values,
+            self._pred_start,
+            self.server.order,
+            w.predicted_output_tokens,
+            w.prompt_tokens,
+            lo,
+            hi,
+        )
 
     @property
     def violation_rate(self) -> float:
@@ -140,17 +160,19 @@ class BatchObservation:
 
 
 @njit(cache=True)
-def _prefix_sums(values, start, order, predicted, prompt) -> None:
+def _prefix_sums(values, start, order, predicted, prompt, lo, hi) -> None:
     """Write the prefix sums of predicted output and of predicted KV need along the positions.
 
-    ``values[start:]`` receives ``n + 1`` sums of the predicted outputs (from 0), then ``n + 1``
-    of predicted output plus prompt, ``n`` being the number of positions.
+    ``values[start:]`` holds ``n + 1`` sums of the predicted outputs (from 0), then ``n + 1``
+    of predicted output plus prompt, ``n`` being the number of positions; this writes the sums
+    that end at positions ``lo + 1 .. hi`` (all of them for ``lo = 0, hi = n``).
     """
     n = order.shape[0]
     need_start = start + n + 1
-    values[start] = 0.0
-    values[need_start] = 0.0
-    for p in range(n):
+    if lo == 0:
+        values[start] = 0.0
+        values[need_start] = 0.0
+    for p in range(lo, hi):
         j = order[p]
         predicted_tokens = float(predicted[j])
         values[start + p + 1] = values[start + p] + predicted_tokens
@@ -201,6 +223,8 @@ def _build(obs, bounds, values, floats, ints, layout) -> None:
     total = values[_MISS_EMA] + values[_DONE_EMA]
     values[_VIOLATION_RATE] = values[_MISS_EMA] / total if total > 0 else 0.0
     late_before = now - sla
+    # Whether a batch skips the late requests at the head of its bin (dispatch_order).
+    skip_late = counts[k.IN_TIME_FIRST] != 0
     i = 0
     for j in range(n_bins):
         h = queues[k.HEAD, j]
@@ -221,12 +245,20 @@ def _build(obs, bounds, values, floats, ints, layout) -> None:
         at_risk = k.bisect_left(pos_arrival, doom_before + next_chance, h + doomed, t) - h - doomed
         batch = min(q, max_batch)
         full_batch_need = (need[t] - need[h]) / q * batch
+        # The next batch: the bin's oldest requests, or its oldest in time when late ones
+        # are skipped.
+        first_wait = wait
+        next_batch, next_doomed = batch, doomed
+        if skip_late and late < q:
+            first_wait = now - pos_arrival[h + late]
+            next_batch = min(q - late, max_batch)
+            next_doomed = doomed - late
         obs[i] = q / max_batch
         obs[i + 1] = wait / sla
-        obs[i + 2] = (sla - wait - service) / sla
+        obs[i + 2] = (sla - first_wait - service) / sla
         obs[i + 3] = late / q
         obs[i + 4] = doomed / q
-        obs[i + 5] = max(batch - doomed, 0) / max_batch
+        obs[i + 5] = max(next_batch - next_doomed, 0) / max_batch
         obs[i + 6] = at_risk / max_batch
         obs[i + 7] = (pred[t] - pred[h]) / q / scale
         obs[i + 8] = min(1.0, kv / max(full_batch_need, 1.0))

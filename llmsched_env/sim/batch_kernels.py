@@ -16,7 +16,9 @@ layout instead of twenty arrays, each of which would cost numba time to unpack:
   system; ``params``: ``[DEADLINE_S, B0 .. B3]``, the deadline (nan for none) and the
   coefficients of the engine latency model (see :func:`engine_batch_timing`);
 * ``counts``: int64 counters (``N_ARRIVED`` ... ``N_FINISHED``) and, after them, the
-  KV capacity in tokens (``KV_CAPACITY``);
+  KV capacity in tokens (``KV_CAPACITY``), whether dispatches serve a queue's in-time requests
+  ahead of its late ones (``IN_TIME_FIRST``, see :func:`put_in_time_first`) and the positions
+  the latest dispatch reordered (``MOVED_LO .. MOVED_HI - 1``);
 * ``gpu_f`` (float64) and ``gpu_i`` (int64), one column per GPU: when its work ends, how long it
   has worked, when it is free (its work's end, or now if idle); whether it is busy, whether it
   waits for the next event, its running batch;
@@ -60,8 +62,11 @@ N_PARAMS = 5
     N_BATCHES,
     N_FINISHED,
     KV_CAPACITY,
-) = range(12)
-N_COUNTS = 12
+    IN_TIME_FIRST,
+    MOVED_LO,
+    MOVED_HI,
+) = range(15)
+N_COUNTS = 15
 # gpu_f rows, gpu_i rows
 FREE_AT, BUSY_S, UNTIL = 0, 1, 2
 BUSY, DEFERRED, RUNNING = 0, 1, 2
@@ -481,8 +486,94 @@ def _start_batch(v, queue, stop, service_s, first_token_s):
 
 
 @njit(cache=True)
+def _reverse(a, lo, hi):
+    """Reverse ``a[lo:hi]`` in place."""
+    hi -= 1
+    while lo < hi:
+        a[lo], a[hi] = a[hi], a[lo]
+        lo += 1
+        hi -= 1
+
+
+@njit(cache=True)
+def _rotate(a, lo, mid, hi):
+    """Move ``a[mid:hi]`` ahead of ``a[lo:mid]`` in place (rotation by three reversals)."""
+    _reverse(a, lo, mid)
+    _reverse(a, mid, hi)
+    _reverse(a, lo, hi)
+
+
+@njit(cache=True)
+def _put_in_time_first(v, queue, max_count):
+    """Move the requests the next dispatch from ``queue`` serves ahead of its late ones.
+
+    With ``counts[IN_TIME_FIRST]`` set, a dispatch serves the oldest waiting requests of the
+    queue whose deadline has not passed (up to ``max_count``, as many as fit in KV memory);
+    the late ones, whose miss is already counted, keep waiting and go only when no request in
+    time is left in the queue. A queue's waiting requests are in arrival order, so the late
+    ones are its first ``d`` positions; this moves the ``m`` requests to serve from behind
+    them to the head (a rotation of positions ``head .. head + d + m - 1`` in every
+    per-position array, with the prefix sums redone over them and the moved requests'
+    ``position`` updated). The waiting requests stay in arrival order: the late ones, then the
+    requests after the served ones.
+
+    Returns the batch size to ask for, ``m`` (``max_count`` when nothing moves: the flag is
+    off, or the queue holds only late or only in-time requests). ``counts[MOVED_LO]`` and
+    ``counts[MOVED_HI]`` receive the bounds of the reordered positions (equal when none).
+    """
+    counts, queues, clock = v[V_COUNTS], v[V_QUEUES], v[V_CLOCK]
+    head = queues[HEAD, queue]
+    tail = queues[TAIL, queue]
+    counts[MOVED_LO] = head
+    counts[MOVED_HI] = head
+    deadline_s = v[V_PARAMS][DEADLINE_S]
+    if counts[IN_TIME_FIRST] == 0 or math.isnan(deadline_s):
+        return max_count
+    pos_arrival = v[V_POS_ARRIVAL]
+    now = clock[NOW]
+    # First waiting position whose deadline is still ahead (the test of the miss count).
+    first_in_time = head
+    hi = tail
+    while first_in_time < hi:
+        mid = (first_in_time + hi) // 2
+        if pos_arrival[mid] + deadline_s <= now:
+            first_in_time = mid + 1
+        else:
+            hi = mid
+    if first_in_time == head or first_in_time == tail:
+        return max_count
+    kv_cumsum, output_cumsum = v[V_KV_CUMSUM], v[V_OUTPUT_CUMSUM]
+    end = min(first_in_time + max_count, tail)
+    stop = max(fitting_end(kv_cumsum, counts[KV_CAPACITY], first_in_time, end), first_in_time + 1)
+    order, prompt, output = v[V_ORDER], v[V_POS_PROMPT], v[V_POS_OUTPUT]
+    pos_f = v[V_POS_F]
+    _rotate(order, head, first_in_time, stop)
+    _rotate(prompt, head, first_in_time, stop)
+    _rotate(output, head, first_in_time, stop)
+    _rotate(pos_arrival, head, first_in_time, stop)
+    _rotate(v[V_POS_BATCH], head, first_in_time, stop)
+    _rotate(v[V_POS_COMPLETED], head, first_in_time, stop)
+    for row in range(pos_f.shape[0]):
+        _rotate(pos_f[row], head, first_in_time, stop)
+    position = v[V_POSITION]
+    for p in range(head, stop):
+        position[order[p]] = p
+        kv_cumsum[p + 1] = kv_cumsum[p] + prompt[p] + output[p]
+        output_cumsum[p + 1] = output_cumsum[p] + output[p]
+    counts[MOVED_HI] = stop
+    return stop - first_in_time
+
+
+@njit(cache=True)
+def put_in_time_first(floats, ints, layout, queue, max_count):
+    """:func:`_put_in_time_first` on the buffers (for dispatches made from Python)."""
+    return _put_in_time_first(state_views(floats, ints, layout), queue, max_count)
+
+
+@njit(cache=True)
 def _dispatch_engine_batch(v, queue, max_count):
     """:func:`fitting_end`, :func:`engine_batch_timing` and :func:`_start_batch` in one call."""
+    max_count = _put_in_time_first(v, queue, max_count)
     queues = v[V_QUEUES]
     head = queues[HEAD, queue]
     end = min(head + max_count, queues[TAIL, queue])

@@ -7,7 +7,10 @@ memory: a dispatch takes the oldest requests of the queue up to the requested co
 before the first one that would not fit; a request that alone exceeds the memory is rejected at
 arrival with :attr:`RejectReason.EXCEEDS_KV_CAPACITY`.
 
-Waiting requests sit in FIFO queues (the environment's bins; one queue by default). A request's
+Waiting requests sit in FIFO queues (the environment's bins; one queue by default). With
+``dispatch_order="oldest-in-time"`` a dispatch skips the requests at the head of the queue whose
+deadline has passed and serves the oldest ones still in time; the late ones wait until no request
+in time is left in their queue (see :data:`~llmsched_env.config.DISPATCH_ORDERS`). A request's
 queue is fixed when the server is built, so each queue is a contiguous slice of one precomputed
 index array and its state is two integers, its head and tail: arrivals move the tail, dispatches
 move the head. A batch is therefore a range of positions in that array, and the server keeps
@@ -27,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from llmsched_env.config import DISPATCH_ORDERS, DispatchOrder, check_choice
 from llmsched_env.latency import BatchLatencyModel, EngineStaticBatchLatency
 from llmsched_env.sim import batch_kernels as k
 from llmsched_env.sim.engine import Engine
@@ -123,6 +127,9 @@ class BatchServer(Engine):
             within ``arrival + deadline_s`` (:attr:`n_on_time`) and requests whose deadline passes
             unfinished (:attr:`n_late`, counted at the moment the deadline passes; a rejected
             request counts as late at its rejection).
+        dispatch_order: Which waiting requests of a queue a dispatch serves: ``"oldest"``
+            (FIFO) or ``"oldest-in-time"`` (the oldest whose deadline has not passed, late ones
+            last); the latter needs ``deadline_s``.
 
     Attributes:
         n_waiting: Requests waiting in all queues.
@@ -161,7 +168,11 @@ class BatchServer(Engine):
         queue_of: np.ndarray | None = None,
         n_queues: int | None = None,
         deadline_s: float | None = None,
+        dispatch_order: DispatchOrder = "oldest",
     ) -> None:
+        check_choice("dispatch_order", dispatch_order, DISPATCH_ORDERS)
+        if dispatch_order == "oldest-in-time" and deadline_s is None:
+            raise ValueError('dispatch_order="oldest-in-time" needs a deadline_s, got None')
         if not isinstance(n_gpus, (int, np.integer)) or isinstance(n_gpus, bool) or n_gpus < 1:
             raise ValueError(f"n_gpus must be a positive integer, got {n_gpus!r}")
         if kv_capacity_tokens < 1:
@@ -202,6 +213,7 @@ class BatchServer(Engine):
                 it.b3_s_per_context_token,
             )
         self._counts[k.KV_CAPACITY] = kv_capacity_tokens
+        self._counts[k.IN_TIME_FIRST] = dispatch_order == "oldest-in-time"
         k.arrange(
             self._floats,
             self._ints,
@@ -215,6 +227,7 @@ class BatchServer(Engine):
         self.latency = latency
         self.kv_capacity_tokens = kv_capacity_tokens
         self.deadline_s = deadline_s
+        self.dispatch_order = dispatch_order
         self._finished_read = 0
         self._finished_batches: list[FinishedBatch] = []
         self._records_version = (-1, -1, -1)
@@ -326,6 +339,15 @@ class BatchServer(Engine):
         view.flags.writeable = False
         return view
 
+    @property
+    def last_moved(self) -> tuple[int, int]:
+        """``(lo, hi)``: the positions whose requests the latest dispatch reordered.
+
+        Empty (``lo == hi``) unless ``dispatch_order="oldest-in-time"`` moved in-time requests
+        ahead of late ones; code that keeps values by position refreshes ``lo .. hi - 1``.
+        """
+        return int(self._counts[k.MOVED_LO]), int(self._counts[k.MOVED_HI])
+
     def fitting_count(self, queue: int, max_count: int) -> int:
         """How many of the oldest ``max_count`` requests of ``queue`` fit together in KV memory."""
         head = int(self._queues[k.HEAD, queue])
@@ -334,6 +356,9 @@ class BatchServer(Engine):
 
     def dispatch(self, queue: int, max_count: int) -> int:
         """Serve the oldest requests of ``queue`` as one batch on the deciding GPU.
+
+        With ``dispatch_order="oldest-in-time"``, the oldest whose deadline has not passed (if
+        the queue holds any), which first moves them ahead of the late ones (:attr:`last_moved`).
 
         Args:
             queue: Queue to take from; it must not be empty.
@@ -355,6 +380,7 @@ class BatchServer(Engine):
         queues = self._queues
         if queues[k.HEAD, queue] == queues[k.TAIL, queue]:
             raise ValueError(f"queue {queue} is empty")
+        max_count = int(k.put_in_time_first(*self.state, queue, max_count))
         head = int(queues[k.HEAD, queue])
         end = min(head + max_count, int(queues[k.TAIL, queue]))
         # A single request always fits: larger ones were rejected at arrival.

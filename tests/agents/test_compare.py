@@ -185,6 +185,12 @@ def test_changed_env_defaults_are_reported(tiny_run):
     assert env_config_changes(config, env) == {}
     old = dataclasses.replace(config, env_config={**config.env_config, "sla": 99.0})
     assert env_config_changes(old, env) == {"sla": (99.0, env.unwrapped.config.sla)}
+    # An option the run did not record (added since) counts as its default.
+    before = {k: v for k, v in config.env_config.items() if k != "dispatch_order"}
+    older = dataclasses.replace(config, env_config=before)
+    assert env_config_changes(older, env) == {}
+    changed = gym.make(config.env_id, **config.env_kwargs, dispatch_order="oldest-in-time")
+    assert env_config_changes(older, changed) == {"dispatch_order": ("oldest", "oldest-in-time")}
     with pytest.warns(UserWarning, match="sla: 99.0 ->"):
         from agents.compare import _warn_on_env_changes
 

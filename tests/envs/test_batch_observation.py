@@ -24,16 +24,11 @@ class ReferenceObservation:
     def __init__(self, env):
         u = env.unwrapped
         s = u.server
-        w = s.workload
-        order = s.order
         self.env = u
         self.sla = u.config.sla
         self.max_batch = u.config.max_batch_size
-        self.arrival = w.arrival_s.tolist()
-        self.pos_arrival = w.arrival_s[order].tolist()
-        predicted = w.predicted_output_tokens[order].astype(np.float64)
-        self.pred = [0.0, *np.cumsum(predicted).tolist()]
-        self.need = [0.0, *np.cumsum(predicted + w.prompt_tokens[order]).tolist()]
+        self.skip_late = u.config.dispatch_order == "oldest-in-time"
+        self.arrival = s.workload.arrival_s.tolist()
         self.service = [float(x) for x in u.bin_service_s]
         self.next_chance = float(np.mean(u.bin_service_s))
         self.ema = [0.0, 0.0]
@@ -52,7 +47,12 @@ class ReferenceObservation:
         self.last = (s.sla_misses, s.n_on_time, now)
         total = sum(self.ema)
         violation_rate = self.ema[0] / total if total > 0 else 0.0
-        arrival, late_before = self.pos_arrival, now - sla
+        # Per position, from the current order (dispatches may reorder positions).
+        w, order = s.workload, s.order
+        arrival, late_before = w.arrival_s[order].tolist(), now - sla
+        predicted = w.predicted_output_tokens[order].astype(np.float64)
+        pred = [0.0, *np.cumsum(predicted).tolist()]
+        need_sums = [0.0, *np.cumsum(predicted + w.prompt_tokens[order]).tolist()]
         values = []
         for h, t, service in zip(s.head, s.tail, self.service):
             q = t - h
@@ -65,16 +65,20 @@ class ReferenceObservation:
             doomed = bisect_left(arrival, doom_before, h + late, t) - h
             at_risk = bisect_left(arrival, doom_before + self.next_chance, h + doomed, t)
             at_risk -= h + doomed
-            need = (self.need[t] - self.need[h]) / q * min(q, max_batch)
+            need = (need_sums[t] - need_sums[h]) / q * min(q, max_batch)
+            first_wait, next_batch, next_doomed = wait, min(q, max_batch), doomed
+            if self.skip_late and late < q:  # the next batch starts at the oldest in time
+                first_wait = now - arrival[h + late]
+                next_batch, next_doomed = min(q - late, max_batch), doomed - late
             values += [
                 q / max_batch,
                 wait / sla,
-                (sla - wait - service) / sla,
+                (sla - first_wait - service) / sla,
                 late / q,
                 doomed / q,
-                max(min(q, max_batch) - doomed, 0) / max_batch,
+                max(next_batch - next_doomed, 0) / max_batch,
                 at_risk / max_batch,
-                (self.pred[t] - self.pred[h]) / q / u.length_scale_tokens,
+                (pred[t] - pred[h]) / q / u.length_scale_tokens,
                 min(1.0, s.kv_capacity_tokens / max(need, 1.0)),
             ]
         values += [(f - now) / sla if b else 0.0 for f, b in zip(s.gpu_free_at, s.gpu_busy)]
@@ -90,7 +94,13 @@ class ReferenceObservation:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{}, {"n_gpus": 4, "load": 1.5, "n_bins": 3}, {"sla": 4.0, "max_batch_size": 16}]
+    "kwargs",
+    [
+        {},
+        {"n_gpus": 4, "load": 1.5, "n_bins": 3},
+        {"sla": 4.0, "max_batch_size": 16},
+        {"load": 2.0, "sla": 4.0, "dispatch_order": "oldest-in-time"},
+    ],
 )
 def test_observation_is_the_python_statement_bit_for_bit(kwargs):
     env = gym.make("llmsched/BatchScheduling-v0", n_requests=300, **kwargs)
@@ -113,10 +123,15 @@ def test_prefix_sums_are_cumulative_sums_along_the_positions():
     predicted = np.array([5, 7, 11], dtype=np.int64)
     prompt = np.array([100, 200, 300], dtype=np.int64)
     values = np.full(2 + 2 * 4, -1.0)
-    _prefix_sums(values, 2, order, predicted, prompt)
+    _prefix_sums(values, 2, order, predicted, prompt, 0, 3)
     assert values[:2].tolist() == [-1.0, -1.0]
     assert values[2:6].tolist() == [0.0, 11.0, 16.0, 23.0]
     assert values[6:].tolist() == [0.0, 311.0, 416.0, 623.0]
+    # Positions 1 and 2 swap requests: only the sum that ends between them changes.
+    order[1:3] = [1, 0]
+    _prefix_sums(values, 2, order, predicted, prompt, 1, 3)
+    assert values[2:6].tolist() == [0.0, 11.0, 18.0, 23.0]
+    assert values[6:].tolist() == [0.0, 311.0, 518.0, 623.0]
 
 
 def test_names_and_bounds_follow_the_feature_tables():

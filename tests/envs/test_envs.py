@@ -37,6 +37,7 @@ CONFIGS = [
     ),
     (BATCH, {"workload": "uniform", "n_gpus": 3, "bin_edges": (500.0, 1500.0), "n_bins": 3,
              "latency": "multibin-uniform", "reward": "goodput-tokens", "n_requests": 150}),
+    (BATCH, {"load": 2.0, "sla": 4.0, "dispatch_order": "oldest-in-time", "n_requests": 200}),
     (CONTINUOUS, {"n_requests": 60}),
     (CONTINUOUS, {"workload": "demo2", "latency": "demo2", "arrival_rate": 4.0, "chunk_size": None,
                   "max_sequences": 64, "n_requests": 60}),
@@ -322,6 +323,10 @@ def test_observations_stay_inside_the_box(env_id):
         ({"n_bins": 3, "bin_edges": (10.0,)}, "bin_edges must be 2 strictly increasing"),
         ({"max_batch_size": 0}, "max_batch_size must be an integer"),
         ({"sla": 0}, "sla must be a finite number > 0"),
+        (
+            {"dispatch_order": "newest"},
+            "dispatch_order must be one of ['oldest', 'oldest-in-time']",
+        ),
     ],
 )
 def test_bad_batch_arguments_fail_at_make_with_a_clear_message(kwargs, message):

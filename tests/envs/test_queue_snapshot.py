@@ -35,17 +35,31 @@ def test_copies_are_itself_and_pickling_keeps_only_the_waiting_entries():
     assert snapshot != QueueSnapshot.from_arrays([np.array([10.0, 11.0]), np.array([0.0])])
 
 
-def test_an_info_kept_from_an_earlier_step_still_shows_that_steps_queues():
-    env = gym.make("llmsched/BatchScheduling-v0", workload="demo2", arrival_rate=8.0, n_requests=60)
+@pytest.mark.parametrize("dispatch_order", ["oldest", "oldest-in-time"])
+def test_an_info_kept_from_an_earlier_step_still_shows_that_steps_queues(dispatch_order):
+    # Under "oldest-in-time" dispatches reorder the queued requests' positions (sla 1 s makes
+    # requests late while they wait); the infos of earlier steps must not see that.
+    env = gym.make(
+        "llmsched/BatchScheduling-v0",
+        workload="demo2",
+        arrival_rate=8.0,
+        n_requests=60,
+        sla=1.0,
+        dispatch_order=dispatch_order,
+    )
     _, info = env.reset(seed=3)
     kept = [info]
     frozen = [[a.copy() for a in info["queues"]]]
-    for _ in range(10):
+    moves = 0
+    for _ in range(20):
         _, _, terminated, _, info = env.step(np.array([1, 0]))
+        lo, hi = env.unwrapped.server.last_moved
+        moves += hi > lo
         kept.append(info)
         frozen.append([a.copy() for a in info["queues"]])
         if terminated:
             break
+    assert (moves > 0) == (dispatch_order == "oldest-in-time")
     for info, expected in zip(kept, frozen):
         assert [a.tolist() for a in info["queues"]] == [a.tolist() for a in expected]
     arrival = env.unwrapped.server.workload.arrival_s

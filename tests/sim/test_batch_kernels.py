@@ -76,7 +76,7 @@ def test_buffer_views_give_every_field_its_shape_and_share_the_buffers():
     assert 5.0 in floats and 7 in ints
 
 
-def _server(latency, seed=0, n=80, n_gpus=2):
+def _server(latency, seed=0, n=80, n_gpus=2, dispatch_order="oldest", deadline_s=2.0):
     rng = np.random.default_rng(seed)
     w = random_workload(rng, n)
     return BatchServer(
@@ -87,7 +87,8 @@ def _server(latency, seed=0, n=80, n_gpus=2):
         rng=rng,
         queue_of=rng.integers(0, 3, n),
         n_queues=3,
-        deadline_s=2.0,
+        deadline_s=deadline_s,
+        dispatch_order=dispatch_order,
     )
 
 
@@ -117,16 +118,29 @@ def _play(server, choices, *, use_decide):
             else:
                 server.dispatch(queue, size)
             due = server.advance()
-        trace.append((server.now, server.n_on_time, server.n_late, server.in_system_integral))
-    return trace, server.summary()
+        trace.append(
+            (
+                server.now,
+                server.n_on_time,
+                server.n_late,
+                server.in_system_integral,
+                server.last_moved,
+            )
+        )
+    return trace, server.summary(), server.order.tolist()
 
 
+@pytest.mark.parametrize("dispatch_order", ["oldest", "oldest-in-time"])
 @pytest.mark.parametrize("latency", [ENGINE, StaticBatchLatency(0.05, 0.001, 0.3)])
-def test_decide_is_dispatch_or_wait_then_advance(latency):
+def test_decide_is_dispatch_or_wait_then_advance(latency, dispatch_order):
     choices = [(0, 4), (1, 16), (2, 1), (3, 64), (0, 2)]
-    one_call = _play(_server(latency), choices, use_decide=True)
-    two_calls = _play(_server(latency), choices, use_decide=False)
+    # A deadline short enough that queues hold late requests ahead of ones in time.
+    kwargs = {"dispatch_order": dispatch_order, "deadline_s": 0.5}
+    one_call = _play(_server(latency, **kwargs), choices, use_decide=True)
+    two_calls = _play(_server(latency, **kwargs), choices, use_decide=False)
     assert repr(one_call) == repr(two_calls)  # bit for bit (repr: nan equals nan)
+    moved = [hi > lo for *_, (lo, hi) in one_call[0]]
+    assert any(moved) == (dispatch_order == "oldest-in-time")
 
 
 def test_decide_refuses_impossible_decisions_without_changing_anything():

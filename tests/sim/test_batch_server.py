@@ -217,3 +217,79 @@ def test_settled_counts_needs_a_deadline():
     w = make_workload([0.0], [1], [1])
     s = one_gpu_server(w)
     assert s.advance() and s.settled_counts() is None
+
+
+def test_oldest_in_time_serves_requests_in_time_ahead_of_late_ones():
+    # sla 1.5 s, 1 s batches of one. At t=2 request 2 (arrived 0) is late and request 3
+    # (arrived 1.8) is in time: FIFO serves 2 first and 3 ends late at 4.0 (> 3.3); with
+    # "oldest-in-time" 3 goes first and ends on time at 3.0, and 2 goes last.
+    w = make_workload([0.0, 0.0, 0.0, 1.8], [1] * 4, [1] * 4)
+    fifo_server = one_gpu_server(w, deadline_s=1.5)
+    simulate(fifo_server, fifo(1))
+    assert (fifo_server.n_on_time, fifo_server.n_late) == (1, 3)
+    s = one_gpu_server(w, deadline_s=1.5, dispatch_order="oldest-in-time")
+    for _ in range(2):
+        assert s.advance()
+        s.dispatch(0, 1)
+        assert s.last_moved[0] == s.last_moved[1]  # nothing late waits yet: FIFO
+    assert s.advance() and s.now == 2.0
+    np.testing.assert_array_equal(s.queue_ids(0), [2, 3])
+    assert s.dispatch(0, 8) == 1  # only the in-time request, not the late one behind it
+    assert s.last_moved == (2, 4)
+    np.testing.assert_array_equal(s.queue_ids(0), [2])
+    simulate(s, fifo(1))
+    assert (s.n_on_time, s.n_late) == (2, 2)
+    np.testing.assert_array_equal(s.records.start_s, [0.0, 1.0, 3.0, 2.0])
+    np.testing.assert_array_equal(s.records.completion_s, [1.0, 2.0, 4.0, 3.0])
+    np.testing.assert_array_equal(s.records.batch, [0, 1, 3, 2])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_oldest_in_time_keeps_positions_consistent_and_accounts_for_every_request(seed):
+    rng = np.random.default_rng(seed)
+    n = 120
+    w = random_workload(rng, n, rate=12.0)
+    s = BatchServer(
+        w,
+        n_gpus=2,
+        latency=StaticBatchLatency(alpha_s=0.2, beta_s_per_token=0.002, gamma=0.0),
+        kv_capacity_tokens=4000,
+        rng=rng,
+        queue_of=rng.integers(0, 3, n),
+        n_queues=3,
+        deadline_s=1.0,
+        dispatch_order="oldest-in-time",
+    )
+    moves = 0
+    while s.advance():
+        nonempty = [q for q, length in enumerate(s.queue_lengths()) if length]
+        queue = nonempty[int(rng.integers(len(nonempty)))]
+        deadlines = w.arrival_s[s.queue_ids(queue)] + 1.0
+        in_time = deadlines > s.now
+        size = s.dispatch(queue, int(rng.choice([1, 4, 16])))
+        moves += s.last_moved[1] > s.last_moved[0]
+        served = s.records.batch == s.records.batch.max()
+        assert served.sum() == size
+        # A batch holds late requests only if its queue held nothing else.
+        assert in_time.any() <= (w.arrival_s[served] + 1.0 > s.now).all()
+        # Every queue's waiting requests stay in arrival order, and positions agree.
+        for q in range(s.n_queues):
+            assert np.all(np.diff(s.queue_ids(q)) > 0)
+        order = s.order
+        assert sorted(order.tolist()) == list(range(n))  # no request is too large here
+        assert np.array_equal(
+            s._pos_kv_cumsum[1:], np.cumsum((w.prompt_tokens + w.output_tokens)[order])
+        )
+    assert moves > 0
+    assert s.n_completed == n and s.n_on_time + s.n_late == n
+    records = s.records
+    assert np.all(records.completion_s - w.arrival_s <= 1.0) == (s.n_late == 0)
+    assert np.count_nonzero(records.completion_s - w.arrival_s <= 1.0) == s.n_on_time
+
+
+def test_dispatch_order_errors_name_the_problem():
+    w = make_workload([0.0], [1], [1])
+    with pytest.raises(ValueError, match=r"dispatch_order must be one of .*'latest'"):
+        one_gpu_server(w, deadline_s=1.0, dispatch_order="latest")
+    with pytest.raises(ValueError, match="needs a deadline_s"):
+        one_gpu_server(w, dispatch_order="oldest-in-time")
