@@ -167,7 +167,7 @@ def env_config_changes(config: RunConfig, env: Any) -> dict[str, tuple[Any, Any]
         return {}
     now, _ = describe_env(env)
     defaults = {f.name: f.default for f in fields(env.unwrapped.config) if f.default is not MISSING}
-    unrecorded = {k: v for k, v in defaults.items() if k not in config.env_config and k in now}
+    unrecorded = {k: v for k, v in defaults.items() if k not in config.env_config}
     then = {**_plain(unrecorded), **config.env_config}
     keys = set(then) | set(now)
     return {k: (then.get(k), now.get(k)) for k in sorted(keys) if then.get(k) != now.get(k)}

@@ -298,8 +298,6 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         #: The latest ``info`` returned by ``reset`` or ``step`` (``None`` before ``reset``).
         self.last_info: dict[str, Any] | None = None
         self._queue_columns: tuple[np.ndarray, ...] = ()
-        # The per-request arrays the queue columns read (None: the request index itself).
-        self._queue_sources: tuple[np.ndarray | None, ...] = ()
         self._skips_late = cfg.dispatch_order == "oldest-in-time"
 
     def _bin_service_estimates(self, calibration: Workload) -> np.ndarray:
@@ -344,17 +342,7 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
             bin_service_s=self.bin_service_s,
             capacity_rps=self.capacity_rps,
         )
-        order = self.server.order
-        self._queue_sources = (
-            None,
-            workload.arrival_s,
-            workload.predicted_output_tokens,
-            workload.prompt_tokens,
-        )
-        self._queue_columns = tuple(
-            read_only(order.copy() if source is None else source[order])
-            for source in self._queue_sources
-        )
+        self._queue_columns = self._queue_columns_in_order()
         if not self.server.advance():
             raise ValueError(
                 "the episode has no scheduling decision: every one of its "
@@ -408,20 +396,28 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.last_info = info
         return self._observe(), float(reward), terminated, truncated, info
 
+    def _queue_columns_in_order(self) -> tuple[np.ndarray, ...]:
+        """Request index, arrival, predicted output and prompt at every position (read-only)."""
+        order = self.server.order
+        w = self.server.workload
+        return tuple(
+            read_only(values)
+            for values in (
+                order.copy(),
+                w.arrival_s[order],
+                w.predicted_output_tokens[order],
+                w.prompt_tokens[order],
+            )
+        )
+
     def _positions_moved(self, lo: int, hi: int) -> None:
         """Follow a dispatch that reordered positions ``lo .. hi - 1`` (late requests last).
 
-        The queue columns are replaced, not written, so that the snapshots of earlier infos keep
-        showing their step's queues.
+        The queue columns are made anew, not written, so that the snapshots of earlier infos
+        keep showing their step's queues.
         """
         self._observer.positions_moved(lo, hi)
-        order = self.server.order
-        columns = []
-        for values, source in zip(self._queue_columns, self._queue_sources):
-            values = values.copy()
-            values[lo:hi] = order[lo:hi] if source is None else source[order[lo:hi]]
-            columns.append(read_only(values))
-        self._queue_columns = tuple(columns)
+        self._queue_columns = self._queue_columns_in_order()
 
     def _fallback_choice(self) -> int:
         """The bin whose oldest waiting request is the oldest (first come, first served)."""

@@ -512,10 +512,11 @@ def _put_in_time_first(v, queue, max_count):
     the late ones, whose miss is already counted, keep waiting and go only when no request in
     time is left in the queue. A queue's waiting requests are in arrival order, so the late
     ones are its first ``d`` positions; this moves the ``m`` requests to serve from behind
-    them to the head (a rotation of positions ``head .. head + d + m - 1`` in every
-    per-position array, with the prefix sums redone over them and the moved requests'
-    ``position`` updated). The waiting requests stay in arrival order: the late ones, then the
-    requests after the served ones.
+    them to the head (a rotation of positions ``head .. head + d + m - 1`` in the arrays of
+    request values, with the prefix sums redone over them and the moved requests' ``position``
+    updated; the event arrays hold the same values for every waiting position, so they stay).
+    The waiting requests stay in arrival order: the late ones, then the requests after the
+    served ones.
 
     Returns the batch size to ask for, ``m`` (``max_count`` when nothing moves: the flag is
     off, or the queue holds only late or only in-time requests). ``counts[MOVED_LO]`` and
@@ -546,15 +547,12 @@ def _put_in_time_first(v, queue, max_count):
     end = min(first_in_time + max_count, tail)
     stop = max(fitting_end(kv_cumsum, counts[KV_CAPACITY], first_in_time, end), first_in_time + 1)
     order, prompt, output = v[V_ORDER], v[V_POS_PROMPT], v[V_POS_OUTPUT]
-    pos_f = v[V_POS_F]
+    # Waiting positions have no event times, batch or completion yet (nan, -1, False), so only
+    # the request values move.
     _rotate(order, head, first_in_time, stop)
     _rotate(prompt, head, first_in_time, stop)
     _rotate(output, head, first_in_time, stop)
     _rotate(pos_arrival, head, first_in_time, stop)
-    _rotate(v[V_POS_BATCH], head, first_in_time, stop)
-    _rotate(v[V_POS_COMPLETED], head, first_in_time, stop)
-    for row in range(pos_f.shape[0]):
-        _rotate(pos_f[row], head, first_in_time, stop)
     position = v[V_POSITION]
     for p in range(head, stop):
         position[order[p]] = p
