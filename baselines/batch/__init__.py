@@ -9,6 +9,7 @@ given to a factory override its defaults, e.g. ``make_policy("multibin", env, ba
 | ``static-fifo`` | oldest bin first, batches of up to 8, never waits |
 | ``multibin`` | Multi-Bin Algorithm 1: full batches of ``max_batch_size``, formation order |
 | ``multibin-wc`` | Multi-Bin, but a partial batch of the fullest bin instead of waiting |
+| ``multibin-wc-in-time`` | ``multibin-wc`` judging bins by their requests still in time |
 | ``sla-dynamic`` | one FIFO order, ``min(b_mem, b_SLA)`` with a per-token (TBT) controller |
 | ``sla-dynamic-e2e`` | the same, controller driven by batch latency against the deadline |
 | ``multibin-dynamic`` | bins served round-robin, each sized by its own ``min(b_mem, b_SLA)`` |
@@ -32,6 +33,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "static-fifo": StaticFIFO.from_env,
     "multibin": MultiBin.from_env,
     "multibin-wc": partial(MultiBin.from_env, work_conserving=True),
+    "multibin-wc-in-time": partial(MultiBin.from_env, work_conserving=True, in_time_only=True),
     "sla-dynamic": SLADynamic.from_env,
     "sla-dynamic-e2e": partial(SLADynamic.from_env, sla_signal="batch-latency"),
     "multibin-dynamic": MultiBinDynamic.from_env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -45,6 +46,13 @@ class MultiBin(BatchPolicy):
       ``"round-robin"`` or ``"longest-queue"`` (the reference simulator's two choices). In
       work-conserving mode without a full bin, round-robin cycles over the non-empty bins and
       longest-queue takes the fullest one; ``partial`` applies to formation order only.
+    * ``in_time_only=True``: bins count only their requests in time (deadline not yet passed)
+      when the policy judges which bins are full, their formation times and which is fullest.
+      A late request's miss is already counted, so neither waiting for it nor sizing a batch by
+      it earns anything; a bin holding 64 late requests and 2 in time is not a full bin. When
+      no request in time waits anywhere, every request counts again. Which requests a batch
+      takes is the env's ``dispatch_order``: with ``"oldest-in-time"`` the counted requests are
+      exactly the ones served first.
 
     Args:
         env: A ``BatchScheduling-v0`` environment.
@@ -54,6 +62,7 @@ class MultiBin(BatchPolicy):
         work_conserving: Serve partial batches instead of waiting.
         bin_choice: ``"formation"``, ``"round-robin"`` or ``"longest-queue"``.
         partial: ``"fullest"`` or ``"oldest"``: the bin of a work-conserving partial batch.
+        in_time_only: Judge bins by their requests in time only.
 
     Raises:
         ValueError: If an argument is not one of its allowed values.
@@ -69,6 +78,7 @@ class MultiBin(BatchPolicy):
         work_conserving: bool = False,
         bin_choice: BinChoice = "formation",
         partial: PartialChoice = "fullest",
+        in_time_only: bool = False,
     ) -> None:
         super().__init__(env)
         owner = type(self).__name__
@@ -80,12 +90,16 @@ class MultiBin(BatchPolicy):
             )
         self.batch_size = int(size)
         self._level = self.batch_sizes.index(self.batch_size)
-        if not isinstance(work_conserving, bool):
-            raise ValueError(f"{owner}: work_conserving must be a bool, got {work_conserving!r}")
+        for flag, value in (("work_conserving", work_conserving), ("in_time_only", in_time_only)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{owner}: {flag} must be a bool, got {value!r}")
         self.work_conserving = work_conserving
+        self.in_time_only = in_time_only
         self.bin_choice = check_choice(owner, "bin_choice", bin_choice, BIN_CHOICES)
         self.partial = check_choice(owner, "partial", partial, PARTIAL_CHOICES)
-        self.name = "multibin-wc" if work_conserving else "multibin"
+        self.name = ("multibin-wc" if work_conserving else "multibin") + (
+            "-in-time" if in_time_only else ""
+        )
         self._next_bin = 0
 
     def reset(self) -> None:
@@ -98,14 +112,30 @@ class MultiBin(BatchPolicy):
         self._next_bin = (chosen + 1) % self.n_bins
         return chosen
 
+    def _in_time(
+        self, queues: Sequence[np.ndarray], arrivals: Sequence[np.ndarray], now_s: float
+    ) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray]]:
+        """Each bin's requests whose deadline has not passed (all of them if none has).
+
+        A request is late once ``arrival + sla <= now``, the env's miss test.
+        """
+        keep = [arrival + self.sla_s > now_s for arrival in arrivals]
+        if not any(k.any() for k in keep):
+            return queues, arrivals
+        return (
+            [q[k] for q, k in zip(queues, keep, strict=True)],
+            [a[k] for a, k in zip(arrivals, keep, strict=True)],
+        )
+
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Serve a full bin, else WAIT (or a partial batch when work-conserving or at the end)."""
-        queues = info["queues"]
+        queues, arrivals = info["queues"], info["queue_arrival_s"]
+        if self.in_time_only:
+            queues, arrivals = self._in_time(queues, arrivals, info["time_s"])
         b = self.batch_size
         full = [j for j, q in enumerate(queues) if q.size >= b]
         if full:
             if self.bin_choice == "formation":
-                arrivals = info["queue_arrival_s"]
                 # Formation time, ties broken by the request index of the B-th request.
                 chosen = min(full, key=lambda j: (arrivals[j][b - 1], queues[j][b - 1]))
             elif self.bin_choice == "round-robin":

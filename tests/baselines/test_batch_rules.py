@@ -120,6 +120,7 @@ def test_registry_names_and_factories():
         (MultiBin, {"batch_size": 12}, r"size levels \[1, 2, 4, 8, 16\].*got 12"),
         (MultiBin, {"bin_choice": "random"}, "bin_choice must be one of"),
         (MultiBin, {"work_conserving": "yes"}, "work_conserving must be a bool"),
+        (MultiBin, {"in_time_only": 1}, "in_time_only must be a bool, got 1"),
         (SLADynamic, {"sla_signal": "ttft"}, "sla_signal must be one of"),
         (SLADynamic, {"alpha": 0}, "alpha must be an integer >= 1, got 0"),
         (SLADynamic, {"b_max": 32}, r"b_max must be an integer in \[1, 16\], got 32"),
@@ -235,6 +236,65 @@ def test_multibin_round_robin_and_longest_queue_choices():
     assert [rr.act(None, info)[0] for _ in range(4)] == [1, 2, 3, 1]
     longest = MultiBin.from_env(env, batch_size=2, bin_choice="longest-queue")
     assert longest.act(None, info)[0] == 2
+
+
+def test_multibin_in_time_judges_bins_by_their_requests_in_time():
+    env = make_env()  # sla 10 s; at time 20 requests that arrived at or before 10 s are late
+    late, in_time = [1.0, 2.0, 3.0, 10.0], [12.0, 13.0]
+    info = make_info(
+        [
+            requests([1, 2, 3, 4, 7, 8], arrival_s=late + in_time),  # 6 requests, 2 in time
+            requests([5, 6, 9], arrival_s=[11.0, 11.5, 14.0]),  # 3 in time
+            [],
+        ],
+        time_s=20.0,
+    )
+    plain = MultiBin.from_env(env, batch_size=4, work_conserving=True)
+    assert plain.act(None, info).tolist() == [1, 2]  # bin 0 counts as full
+    aware = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
+    assert aware.name == "multibin-wc-in-time"
+    assert aware.act(None, info).tolist() == [2, 2]  # no bin has 4 in time: the fullest in time
+    # Formation order by the B-th request in time: bin 1's second (11.5) before bin 0's (13).
+    two = MultiBin.from_env(env, batch_size=2, in_time_only=True)
+    assert two.act(None, info).tolist() == [2, 1]
+    assert MultiBin.from_env(env, batch_size=4, in_time_only=True).act(None, info)[0] == 0
+
+
+def test_multibin_in_time_uses_the_envs_miss_test():
+    """A request that arrived at 10.0 is late at 20.0 exactly (``arrival + sla <= now``)."""
+    env = make_env()
+    info = make_info([requests([1], arrival_s=[10.0]), requests([2], arrival_s=[15.0]), []])
+    aware = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
+    assert aware.act(None, {**info, "time_s": 20.0}).tolist() == [2, 2]
+    # A moment earlier both are in time, and the tie goes to the bin with the oldest request.
+    assert aware.act(None, {**info, "time_s": 19.999}).tolist() == [1, 2]
+
+
+def test_multibin_in_time_counts_every_request_when_none_is_in_time():
+    env = make_env()
+    info = make_info([requests([1, 2]), requests([3, 4, 5]), []], time_s=50.0)
+    aware = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
+    plain = MultiBin.from_env(env, batch_size=4, work_conserving=True)
+    assert aware.act(None, info).tolist() == plain.act(None, info).tolist() == [2, 2]
+
+
+def test_multibin_in_time_is_multibin_wc_while_no_request_is_late():
+    """With a deadline no request misses, the two policies take the same actions throughout."""
+    actions_of = {}
+    for name in ("multibin-wc", "multibin-wc-in-time"):
+        env = make_env(sla=1e6)
+        policy = make_policy(name, env)
+        obs, info = env.reset(seed=3)
+        actions = []
+        while True:
+            action = policy.act(obs, info)
+            actions.append(action.tolist())
+            obs, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                break
+        actions_of[name] = actions
+    assert len(actions) > 20
+    assert actions_of["multibin-wc"] == actions_of["multibin-wc-in-time"]
 
 
 # ---------------------------------------------------------------- Algorithm 1 (memory)
