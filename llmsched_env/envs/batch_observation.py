@@ -222,7 +222,6 @@ def _build(obs, bounds, values, floats, ints, layout) -> None:
     values[_LAST_TIME] = now
     total = values[_MISS_EMA] + values[_DONE_EMA]
     values[_VIOLATION_RATE] = values[_MISS_EMA] / total if total > 0 else 0.0
-    late_before = now - sla
     # Whether a batch skips the late requests at the head of its bin (dispatch_order).
     skip_late = counts[k.IN_TIME_FIRST] != 0
     i = 0
@@ -237,7 +236,7 @@ def _build(obs, bounds, values, floats, ints, layout) -> None:
             continue
         service = bin_service[j]
         wait = now - pos_arrival[h]
-        late = k.bisect_left(pos_arrival, late_before, h, t) - h
+        late = k.first_not_late(pos_arrival, sla, now, h, t) - h  # the miss test
         # Requests that miss their deadline even if served now arrived before doom_before
         # (a prefix of the FIFO bin); at risk: those that would if served one batch later.
         doom_before = now + service - sla
@@ -267,7 +266,7 @@ def _build(obs, bounds, values, floats, ints, layout) -> None:
         obs[i] = (gpu_f[k.FREE_AT, g] - now) / sla if gpu_i[k.BUSY, g] != 0 else 0.0
         i += 1
     n_arrived = counts[k.N_ARRIVED]
-    recent = n_arrived - k.bisect_right(arrival, late_before, 0, n_arrived)
+    recent = n_arrived - k.bisect_right(arrival, now - sla, 0, n_arrived)  # the last sla s
     obs[i] = recent / sla / values[_CAPACITY]
     obs[i + 1] = values[_VIOLATION_RATE]
     obs[i + 2] = n_arrived / arrival.shape[0]

@@ -331,6 +331,23 @@ def bisect_left(a, x, lo, hi):
 
 
 @njit(cache=True)
+def first_not_late(arrival, deadline_s, now, lo, hi):
+    """First index in ``[lo, hi)`` whose request is not late at ``now`` (``hi`` if none).
+
+    ``arrival`` is ascending over the range. A request is late once ``arrival + deadline_s <=
+    now``: the test that counts its miss, so the observation, the in-time-first dispatch and
+    the miss count agree on every request, to the last bit.
+    """
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if arrival[mid] + deadline_s <= now:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True)
 def bisect_right(a, x, lo, hi):
     """First index in ``[lo, hi)`` whose value is ``> x`` (``hi`` if none), as :mod:`bisect`."""
     while lo < hi:
@@ -531,16 +548,7 @@ def _put_in_time_first(v, queue, max_count):
     if counts[IN_TIME_FIRST] == 0 or math.isnan(deadline_s):
         return max_count
     pos_arrival = v[V_POS_ARRIVAL]
-    now = clock[NOW]
-    # First waiting position whose deadline is still ahead (the test of the miss count).
-    first_in_time = head
-    hi = tail
-    while first_in_time < hi:
-        mid = (first_in_time + hi) // 2
-        if pos_arrival[mid] + deadline_s <= now:
-            first_in_time = mid + 1
-        else:
-            hi = mid
+    first_in_time = first_not_late(pos_arrival, deadline_s, clock[NOW], head, tail)
     if first_in_time == head or first_in_time == tail:
         return max_count
     kv_cumsum, output_cumsum = v[V_KV_CUMSUM], v[V_OUTPUT_CUMSUM]

@@ -49,7 +49,7 @@ class ReferenceObservation:
         violation_rate = self.ema[0] / total if total > 0 else 0.0
         # Per position, from the current order (dispatches may reorder positions).
         w, order = s.workload, s.order
-        arrival, late_before = w.arrival_s[order].tolist(), now - sla
+        arrival = w.arrival_s[order].tolist()
         predicted = w.predicted_output_tokens[order].astype(np.float64)
         pred = [0.0, *np.cumsum(predicted).tolist()]
         need_sums = [0.0, *np.cumsum(predicted + w.prompt_tokens[order]).tolist()]
@@ -60,7 +60,8 @@ class ReferenceObservation:
                 values += [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
                 continue
             wait = now - arrival[h]
-            late = bisect_left(arrival, late_before, h, t) - h
+            # Late once arrival + sla <= now (the miss test), as a key on the arrivals.
+            late = bisect_right(arrival, now, h, t, key=lambda a: a + sla) - h
             doom_before = now + service - sla
             doomed = bisect_left(arrival, doom_before, h + late, t) - h
             at_risk = bisect_left(arrival, doom_before + self.next_chance, h + doomed, t)
@@ -82,7 +83,7 @@ class ReferenceObservation:
                 min(1.0, s.kv_capacity_tokens / max(need, 1.0)),
             ]
         values += [(f - now) / sla if b else 0.0 for f, b in zip(s.gpu_free_at, s.gpu_busy)]
-        recent = s.n_arrived - bisect_right(self.arrival, late_before, 0, s.n_arrived)
+        recent = s.n_arrived - bisect_right(self.arrival, now - sla, 0, s.n_arrived)
         values += [
             recent / sla / u.capacity_rps,
             violation_rate,

@@ -43,6 +43,33 @@ def test_bisections_are_the_bisect_module(values, x, data):
     assert k.bisect_right(a, x, lo, hi) == bisect.bisect_right(values, x, lo, hi)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    arrivals=st.lists(st.floats(0.0, 100.0), max_size=30),
+    deadline=st.sampled_from([0.1, 0.3, 1.0, 10.0]),
+    data=st.data(),
+)
+def test_first_not_late_is_the_miss_test(arrivals, deadline, data):
+    """Late means ``arrival + deadline <= now``, even where ``arrival < now - deadline`` differs."""
+    arrivals.sort()
+    lo = data.draw(st.integers(0, len(arrivals)))
+    hi = data.draw(st.integers(lo, len(arrivals)))
+    # Often exactly a request's deadline, where rounding decides.
+    now = data.draw(st.sampled_from([a + deadline for a in arrivals]) if arrivals else st.just(5.0))
+    a = np.array(arrivals, dtype=np.float64)
+    expected = bisect.bisect_right(arrivals, now, lo, hi, key=lambda x: x + deadline)
+    assert k.first_not_late(a, deadline, now, lo, hi) == expected
+    assert all(x + deadline <= now for x in arrivals[lo:expected])
+
+
+def test_first_not_late_where_subtracting_the_deadline_would_differ():
+    # At now = 0.3 + 0.6 the request's deadline has come, but now - 0.6 rounds below 0.3.
+    arrival, deadline, now = 0.3, 0.6, 0.3 + 0.6
+    a = np.array([arrival])
+    assert k.first_not_late(a, deadline, now, 0, 1) == 1  # late: its miss is counted
+    assert bisect.bisect_left([arrival], now - deadline) == 0  # the subtraction says in time
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     prompt=st.lists(st.integers(1, 5000), min_size=1, max_size=64),
