@@ -6,6 +6,8 @@ hand-written ``info`` dict over a real (small) environment.
 
 from __future__ import annotations
 
+from functools import partial
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -87,6 +89,20 @@ def batch(size, service_s, max_output_tokens, gpu=0, max_total_tokens=None):
         max_output_tokens=max_output_tokens,
         output_tokens=size * max_output_tokens,
     )
+
+
+def episode_actions(make_policy_for, env: gym.Env, seed: int) -> list[list[int]]:
+    """The actions of ``make_policy_for(env)`` over one whole episode of ``env``."""
+    policy = make_policy_for(env)
+    obs, info = env.reset(seed=seed)
+    policy.reset()
+    taken = []
+    while True:
+        action = policy.act(obs, info)
+        taken.append(action.tolist())
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            return taken
 
 
 # ---------------------------------------------------------------- registry and arguments
@@ -280,21 +296,12 @@ def test_multibin_in_time_counts_every_request_when_none_is_in_time():
 
 def test_multibin_in_time_is_multibin_wc_while_no_request_is_late():
     """With a deadline no request misses, the two policies take the same actions throughout."""
-    actions_of = {}
-    for name in ("multibin-wc", "multibin-wc-in-time"):
-        env = make_env(sla=1e6)
-        policy = make_policy(name, env)
-        obs, info = env.reset(seed=3)
-        actions = []
-        while True:
-            action = policy.act(obs, info)
-            actions.append(action.tolist())
-            obs, _, terminated, truncated, info = env.step(action)
-            if terminated or truncated:
-                break
-        actions_of[name] = actions
-    assert len(actions) > 20
-    assert actions_of["multibin-wc"] == actions_of["multibin-wc-in-time"]
+    plain, aware = (
+        episode_actions(partial(make_policy, name), make_env(sla=1e6), seed=3)
+        for name in ("multibin-wc", "multibin-wc-in-time")
+    )
+    assert len(plain) > 20
+    assert plain == aware
 
 
 # ---------------------------------------------------------------- Algorithm 1 (memory)
@@ -426,20 +433,10 @@ def test_multibin_dynamic_keeps_statistics_and_controllers_per_bin():
 def test_multibin_dynamic_with_one_bin_decides_like_sla_dynamic():
     kwargs = {"workload": "azure-conv", "n_bins": 1, "bin_edges": None, "arrival_rate": 25.0,
               "n_requests": 300, "max_batch_size": 64, "kv_memory": 40_000}  # fmt: skip
-    actions = []
-    for cls in (SLADynamic, MultiBinDynamic):
-        env = make_env(**kwargs)
-        policy = cls.from_env(env)
-        obs, info = env.reset(seed=5)
-        policy.reset()
-        taken = []
-        while True:
-            action = policy.act(obs, info)
-            taken.append(action.tolist())
-            obs, _, terminated, truncated, info = env.step(action)
-            if terminated or truncated:
-                break
-        actions.append(taken)
+    actions = [
+        episode_actions(cls.from_env, make_env(**kwargs), seed=5)
+        for cls in (SLADynamic, MultiBinDynamic)
+    ]
     assert actions[0] == actions[1]
     assert len({a[1] for a in actions[0]}) > 1  # the sizes did change during the episode
 
