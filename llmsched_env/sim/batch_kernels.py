@@ -331,6 +331,18 @@ def bisect_left(a, x, lo, hi):
 
 
 @njit(cache=True)
+def bisect_right(a, x, lo, hi):
+    """First index in ``[lo, hi)`` whose value is ``> x`` (``hi`` if none), as :mod:`bisect`."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < a[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit(cache=True)
 def first_not_late(arrival, deadline_s, now, lo, hi):
     """First index in ``[lo, hi)`` whose request is not late at ``now`` (``hi`` if none).
 
@@ -344,18 +356,6 @@ def first_not_late(arrival, deadline_s, now, lo, hi):
             lo = mid + 1
         else:
             hi = mid
-    return lo
-
-
-@njit(cache=True)
-def bisect_right(a, x, lo, hi):
-    """First index in ``[lo, hi)`` whose value is ``> x`` (``hi`` if none), as :mod:`bisect`."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if x < a[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
     return lo
 
 
@@ -578,7 +578,11 @@ def put_in_time_first(floats, ints, layout, queue, max_count):
 
 @njit(cache=True)
 def _dispatch_engine_batch(v, queue, max_count):
-    """:func:`fitting_end`, :func:`engine_batch_timing` and :func:`_start_batch` in one call."""
+    """A whole dispatch with the engine latency model, in one call.
+
+    :func:`_put_in_time_first` (which requests go), :func:`fitting_end` (how many fit),
+    :func:`engine_batch_timing` and :func:`_start_batch`.
+    """
     max_count = _put_in_time_first(v, queue, max_count)
     queues = v[V_QUEUES]
     head = queues[HEAD, queue]
@@ -735,13 +739,20 @@ def _advance(v):
 
 
 @njit(cache=True)
-def _fill_decision_mask(mask, counts, gpu_i, queues, n_requests):
-    """``mask[0]``: whether WAIT is safe; ``mask[1 + q]``: whether queue ``q`` holds requests."""
-    can_wait = counts[N_ARRIVED] < n_requests
+def _can_wait(counts, gpu_i, n_requests):
+    """Whether WAIT is safe: a request is still to arrive or a GPU is working."""
+    if counts[N_ARRIVED] < n_requests:
+        return True
     for g in range(gpu_i.shape[1]):
         if gpu_i[BUSY, g] != 0:
-            can_wait = True
-    mask[0] = can_wait
+            return True
+    return False
+
+
+@njit(cache=True)
+def _fill_decision_mask(mask, counts, gpu_i, queues, n_requests):
+    """``mask[0]``: whether WAIT is safe; ``mask[1 + q]``: whether queue ``q`` holds requests."""
+    mask[0] = _can_wait(counts, gpu_i, n_requests)
     for q in range(queues.shape[1]):
         mask[1 + q] = queues[HEAD, q] < queues[TAIL, q]
 
@@ -768,8 +779,8 @@ def start_batch(floats, ints, layout, queue, stop, service_s, first_token_s):
 @njit(cache=True)
 def fill_decision_mask(mask, floats, ints, layout):
     """``mask[0]``: whether WAIT is safe; ``mask[1 + q]``: whether queue ``q`` holds requests."""
-    views = state_views(floats, ints, layout)
-    _fill_decision_mask(mask, views[7], views[8], views[9], layout[_N])
+    v = state_views(floats, ints, layout)
+    _fill_decision_mask(mask, v[V_COUNTS], v[V_GPU_I], v[V_QUEUES], layout[_N])
 
 
 #: Codes :func:`decide` returns for a decision it refuses (nothing changes then).
@@ -792,11 +803,7 @@ def decide(floats, ints, layout, queue, max_count, mask):
     if gpu < 0:
         return NO_DECISION_DUE
     if queue < 0:
-        can_wait = counts[N_ARRIVED] < arrival.shape[0]
-        for g in range(gpu_i.shape[1]):
-            if gpu_i[BUSY, g] != 0:
-                can_wait = True
-        if not can_wait:
+        if not _can_wait(counts, gpu_i, arrival.shape[0]):
             return WAIT_DEADLOCKS
         gpu_i[DEFERRED, gpu] = 1
         counts[DECISION_GPU] = -1
@@ -817,14 +824,9 @@ def metric_columns(floats, ints, layout):
     :data:`~llmsched_env.metrics.STATUS_NAMES` (0 not arrived, 1 in system, 2 completed,
     3 rejected).
     """
-    views = state_views(floats, ints, layout)
-    pos_f, counts, reject_reason, order, pos_completed = (
-        views[5],
-        views[7],
-        views[11],
-        views[13],
-        views[17],
-    )
+    v = state_views(floats, ints, layout)
+    pos_f, counts, reject_reason = v[V_POS_F], v[V_COUNTS], v[V_REJECT_REASON]
+    order, pos_completed = v[V_ORDER], v[V_POS_COMPLETED]
     n = reject_reason.shape[0]
     start = np.full(n, np.nan)
     first_token = np.full(n, np.nan)
