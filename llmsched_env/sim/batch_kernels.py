@@ -536,16 +536,19 @@ def _put_in_time_first(v, queue, max_count):
     served ones.
 
     Returns the batch size to ask for, ``m`` (``max_count`` when nothing moves: the flag is
-    off, or the queue holds only late or only in-time requests). ``counts[MOVED_LO]`` and
-    ``counts[MOVED_HI]`` receive the bounds of the reordered positions (equal when none).
+    off, or the queue holds only late or only in-time requests). With the flag set,
+    ``counts[MOVED_LO]`` and ``counts[MOVED_HI]`` receive the bounds of the reordered positions
+    (equal when none); without it they stay 0.
     """
     counts, queues, clock = v[V_COUNTS], v[V_QUEUES], v[V_CLOCK]
+    if counts[IN_TIME_FIRST] == 0:  # FIFO: nothing moves, ever (MOVED_LO == MOVED_HI == 0)
+        return max_count
     head = queues[HEAD, queue]
     tail = queues[TAIL, queue]
     counts[MOVED_LO] = head
     counts[MOVED_HI] = head
     deadline_s = v[V_PARAMS][DEADLINE_S]
-    if counts[IN_TIME_FIRST] == 0 or math.isnan(deadline_s):
+    if math.isnan(deadline_s):
         return max_count
     pos_arrival = v[V_POS_ARRIVAL]
     first_in_time = first_not_late(pos_arrival, deadline_s, clock[NOW], head, tail)

@@ -380,7 +380,8 @@ class BatchServer(Engine):
         queues = self._queues
         if queues[k.HEAD, queue] == queues[k.TAIL, queue]:
             raise ValueError(f"queue {queue} is empty")
-        max_count = int(k.put_in_time_first(*self.state, queue, max_count))
+        if self.dispatch_order == "oldest-in-time":  # a FIFO dispatch moves nothing
+            max_count = int(k.put_in_time_first(*self.state, queue, max_count))
         head = int(queues[k.HEAD, queue])
         end = min(head + max_count, int(queues[k.TAIL, queue]))
         # A single request always fits: larger ones were rejected at arrival.
