@@ -10,6 +10,7 @@ given to a factory override its defaults, e.g. ``make_policy("multibin", env, ba
 | ``multibin`` | Multi-Bin Algorithm 1: full batches of ``max_batch_size``, formation order |
 | ``multibin-wc`` | Multi-Bin, but a partial batch of the fullest bin instead of waiting |
 | ``multibin-wc-in-time`` | ``multibin-wc`` judging bins by their requests still in time |
+| ``multibin-wc-viable`` | ``multibin-wc`` judging bins by requests that can still be on time |
 | ``sla-dynamic`` | one FIFO order, ``min(b_mem, b_SLA)`` with a per-token (TBT) controller |
 | ``sla-dynamic-e2e`` | the same, controller driven by batch latency against the deadline |
 | ``multibin-dynamic`` | bins served round-robin, each sized by its own ``min(b_mem, b_SLA)`` |
@@ -34,6 +35,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "multibin": MultiBin.from_env,
     "multibin-wc": partial(MultiBin.from_env, work_conserving=True),
     "multibin-wc-in-time": partial(MultiBin.from_env, work_conserving=True, in_time_only=True),
+    "multibin-wc-viable": partial(MultiBin.from_env, work_conserving=True, viable_fraction=0.5),
     "sla-dynamic": SLADynamic.from_env,
     "sla-dynamic-e2e": partial(SLADynamic.from_env, sla_signal="batch-latency"),
     "multibin-dynamic": MultiBinDynamic.from_env,

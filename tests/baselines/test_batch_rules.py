@@ -137,6 +137,9 @@ def test_registry_names_and_factories():
         (MultiBin, {"bin_choice": "random"}, "bin_choice must be one of"),
         (MultiBin, {"work_conserving": "yes"}, "work_conserving must be a bool"),
         (MultiBin, {"in_time_only": 1}, "in_time_only must be a bool, got 1"),
+        (MultiBin, {"viable_fraction": 0.0}, r"viable_fraction must be a number in \(0, 1\]"),
+        (MultiBin, {"viable_fraction": 1.5}, "or None, got 1.5"),
+        (MultiBin, {"viable_fraction": True}, "got True"),
         (SLADynamic, {"sla_signal": "ttft"}, "sla_signal must be one of"),
         (SLADynamic, {"alpha": 0}, "alpha must be an integer >= 1, got 0"),
         (SLADynamic, {"b_max": 32}, r"b_max must be an integer in \[1, 16\], got 32"),
@@ -302,6 +305,63 @@ def test_multibin_in_time_is_multibin_wc_while_no_request_is_late():
     )
     assert len(plain) > 20
     assert plain == aware
+
+
+def test_multibin_viable_judges_bins_by_requests_that_can_still_be_on_time():
+    """A request stops counting ``fraction * bin_service_s[j]`` before its deadline."""
+    env = make_env()
+    horizon = 0.5 * env.unwrapped.bin_service_s  # the registered fraction
+    now = 20.0
+    # Bin 0: four requests in time, but only one still viable; bin 1: two viable requests.
+    close = [now - 10.0 + 0.5 * horizon[0]] * 3  # in time, deadline within the horizon
+    info = make_info(
+        [
+            requests([1, 2, 3, 4], arrival_s=[*close, now - 1.0]),
+            requests([5, 6], arrival_s=[now - 2.0, now - 1.5]),
+            [],
+        ],
+        time_s=now,
+    )
+    in_time = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
+    assert in_time.act(None, info).tolist() == [1, 2]  # bin 0 counts as full
+    viable = make_policy("multibin-wc-viable", env, batch_size=4)
+    assert viable.name == "multibin-wc-viable"
+    assert viable.in_time_only
+    np.testing.assert_allclose(viable._horizon_s, horizon)
+    assert viable.act(None, info).tolist() == [2, 2]  # the fullest bin of viable requests
+
+
+def test_multibin_viable_boundary_is_the_miss_test_moved_by_the_horizon():
+    """At ``arrival + sla == now + horizon`` a request no longer counts; a moment later it does."""
+    env = make_env()
+    policy = MultiBin.from_env(env, batch_size=4, work_conserving=True, viable_fraction=1.0)
+    h = float(env.unwrapped.bin_service_s[0])
+    info = make_info([requests([1], arrival_s=[10.0]), requests([2], arrival_s=[12.0]), []])
+    # Bin 1's request is viable at both times; bin 0's only while 10 + 10 > now + h.
+    assert policy.act(None, {**info, "time_s": 20.0 - h}).tolist() == [2, 2]
+    assert policy.act(None, {**info, "time_s": 20.0 - h - 1e-3}).tolist() == [1, 2]
+
+
+def test_multibin_viable_falls_back_to_in_time_then_to_every_request():
+    env = make_env()
+    policy = make_policy("multibin-wc-viable", env, batch_size=4)
+    in_time = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
+    plain = MultiBin.from_env(env, batch_size=4, work_conserving=True)
+    h = env.unwrapped.bin_service_s
+    # Nothing viable, bin 0 holds the only request in time: the in-time judgement decides.
+    nothing_viable = make_info(
+        [
+            requests([1], arrival_s=[10.0 + 0.25 * h[0]]),
+            requests([2, 3], arrival_s=[5.0, 6.0]),
+            [],
+        ],
+        time_s=20.0,
+    )
+    assert policy.act(None, nothing_viable).tolist() == in_time.act(None, nothing_viable).tolist()
+    assert policy.act(None, nothing_viable).tolist() == [1, 2]
+    # Nothing in time: every request counts, as for multibin-wc.
+    all_late = make_info([requests([1, 2]), requests([3, 4, 5]), []], time_s=50.0)
+    assert policy.act(None, all_late).tolist() == plain.act(None, all_late).tolist() == [2, 2]
 
 
 # ---------------------------------------------------------------- Algorithm 1 (memory)
