@@ -11,6 +11,7 @@ import numpy as np
 from baselines.batch._common import (
     BatchPolicy,
     check_choice,
+    check_positive,
     fullest_bin,
     make_action,
     oldest_bin,
@@ -106,22 +107,16 @@ class MultiBin(BatchPolicy):
         for flag, value in (("work_conserving", work_conserving), ("in_time_only", in_time_only)):
             if not isinstance(value, bool):
                 raise ValueError(f"{owner}: {flag} must be a bool, got {value!r}")
-        if viable_fraction is not None and (
-            isinstance(viable_fraction, bool)
-            or not isinstance(viable_fraction, int | float)
-            or not 0.0 < viable_fraction <= 1.0
-        ):
-            raise ValueError(
-                f"{owner}: viable_fraction must be a number in (0, 1] or None, "
-                f"got {viable_fraction!r}"
-            )
         self.work_conserving = work_conserving
         self.in_time_only = in_time_only or viable_fraction is not None
         self.viable_fraction = viable_fraction
-        #: Per bin, how long before its deadline a request stops counting (0: at the deadline).
-        self._horizon_s = np.zeros(self.n_bins)
+        #: The per-bin horizons tried in turn: a request counts while ``arrival + sla > now +
+        #: horizon[bin]``; the last, all zeros, is the env's miss test.
+        self._horizons_s: tuple[np.ndarray, ...] = (np.zeros(self.n_bins),)
         if viable_fraction is not None:
-            self._horizon_s = viable_fraction * np.asarray(env.unwrapped.bin_service_s, float)
+            fraction = check_positive(owner, "viable_fraction", viable_fraction, at_most=1)
+            viable = fraction * np.asarray(env.unwrapped.bin_service_s, dtype=float)
+            self._horizons_s = (viable, *self._horizons_s)
         self.bin_choice = check_choice(owner, "bin_choice", bin_choice, BIN_CHOICES)
         self.partial = check_choice(owner, "partial", partial, PARTIAL_CHOICES)
         judged = "-viable" if viable_fraction is not None else "-in-time" if in_time_only else ""
@@ -147,8 +142,7 @@ class MultiBin(BatchPolicy):
         ``viable_fraction`` a request first stops counting its bin's horizon earlier
         (``arrival + sla <= now + horizon``); that test is dropped when no request passes it.
         """
-        horizons = [self._horizon_s] if self.viable_fraction is not None else []
-        for horizon_s in [*horizons, np.zeros(self.n_bins)]:
+        for horizon_s in self._horizons_s:
             keep = [
                 arrival + self.sla_s > now_s + horizon_s[j] for j, arrival in enumerate(arrivals)
             ]
