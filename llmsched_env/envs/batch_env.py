@@ -439,18 +439,19 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     def joint_action_mask(self) -> np.ndarray:
         """Exact validity of every action, shape ``nvec``, without duplicates.
 
-        WAIT is listed once (size level 0); a size level is listed for a bin only if it is the
-        first level that takes the whole bin or smaller, so no two allowed actions are the same.
+        WAIT is listed once (size level 0); a size level is listed for a bin only if it serves
+        more requests than the level below it (``BatchServer.batch_counts``: more of the bin's
+        requests that its next batch chooses among, and more that fit in KV memory), so no two
+        allowed actions start the same batch.
         """
         server = self.server
         if server is None:
             raise RuntimeError("call reset() before joint_action_mask()")
-        sizes = np.array(self.batch_sizes)
-        queue = np.array(server.tail) - np.array(server.head)
+        counts = server.batch_counts(self.batch_sizes)
         mask = np.zeros(self._nvec, dtype=bool)
         mask[0, 0] = server.can_wait()
-        smaller = np.concatenate([[0], sizes[:-1]])
-        mask[1:, :] = (queue[:, None] > 0) & (smaller[None, :] < queue[:, None])
+        mask[1:, 0] = counts[:, 0] > 0
+        mask[1:, 1:] = counts[:, 1:] > counts[:, :-1]
         return mask
 
     def is_settled(self) -> bool:

@@ -26,6 +26,7 @@ the attributes below read those arrays.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -347,6 +348,32 @@ class BatchServer(Engine):
         ahead of late ones; code that keeps values by position refreshes ``lo .. hi - 1``.
         """
         return int(self._counts[k.MOVED_LO]), int(self._counts[k.MOVED_HI])
+
+    def batch_counts(self, max_counts: Sequence[int]) -> np.ndarray:
+        """How many requests a dispatch from each queue would serve, for each ``max_count``.
+
+        Shape ``(n_queues, len(max_counts))``; 0 for an empty queue. A dispatch takes the
+        oldest requests of the queue (under ``dispatch_order="oldest-in-time"`` its oldest in
+        time, when it also holds late ones), at most ``max_count``, as many as fit together in
+        KV memory and at least one, exactly as :meth:`dispatch` does. Two size levels with the
+        same count serve the same batch.
+        """
+        queues, arrival, now = self._queues, self._pos_arrival, self.now
+        skip_late = self.dispatch_order == "oldest-in-time"
+        counts = np.zeros((self.n_queues, len(max_counts)), dtype=np.int64)
+        for queue, (head, tail) in enumerate(zip(queues[k.HEAD].tolist(), queues[k.TAIL].tolist())):
+            if head == tail:
+                continue
+            start = head
+            if skip_late:
+                first_in_time = int(k.first_not_late(arrival, self.deadline_s, now, head, tail))
+                if first_in_time < tail:
+                    start = first_in_time
+            for level, max_count in enumerate(max_counts):
+                end = min(start + int(max_count), tail)
+                stop = int(k.fitting_end(self._pos_kv_cumsum, self.kv_capacity_tokens, start, end))
+                counts[queue, level] = max(stop, start + 1) - start
+        return counts
 
     def fitting_count(self, queue: int, max_count: int) -> int:
         """How many of the oldest ``max_count`` requests of ``queue`` fit together in KV memory."""
