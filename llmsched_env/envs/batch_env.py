@@ -91,9 +91,10 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     **Masking.** ``action_masks()`` returns the concatenated per-component boolean mask that
     sb3-contrib's ``MaskablePPO`` expects: a bin is allowed when it holds requests; WAIT is allowed
     unless it would deadlock (no arrival left and no GPU working); every size level is allowed (a
-    level above the bin's length takes the whole bin). ``FlatBatchAction`` (in
-    ``llmsched_env.envs.wrappers``) exposes a ``Discrete`` action with exact joint masks, which
-    also removes sizes that duplicate a smaller one. A forbidden action is, by default, mapped to
+    level above the bin's length takes the whole bin). ``FlattenAction`` (in
+    ``llmsched_env.envs.wrappers``) exposes a ``Discrete`` action with exact joint masks
+    (``joint_action_mask()``), which also remove the size levels that would start the same
+    batch as a smaller one. A forbidden action is, by default, mapped to
     serving the bin whose oldest request is oldest (at the same size level) and reported in
     ``info["invalid_action"]``; ``invalid_action="raise"`` raises ``InvalidActionError``
     instead. An action outside the action space always raises ``ValueError``.
