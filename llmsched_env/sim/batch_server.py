@@ -360,7 +360,8 @@ class BatchServer(Engine):
         """
         queues, arrival, now = self._queues, self._pos_arrival, self.now
         skip_late = self.dispatch_order == "oldest-in-time"
-        counts = np.zeros((self.n_queues, len(max_counts)), dtype=np.int64)
+        sizes = np.asarray(max_counts, dtype=np.int64)
+        counts = np.zeros((self.n_queues, len(sizes)), dtype=np.int64)
         for queue, (head, tail) in enumerate(zip(queues[k.HEAD].tolist(), queues[k.TAIL].tolist())):
             if head == tail:
                 continue
@@ -369,10 +370,9 @@ class BatchServer(Engine):
                 first_in_time = int(k.first_not_late(arrival, self.deadline_s, now, head, tail))
                 if first_in_time < tail:
                     start = first_in_time
-            for level, max_count in enumerate(max_counts):
-                end = min(start + int(max_count), tail)
-                stop = int(k.fitting_end(self._pos_kv_cumsum, self.kv_capacity_tokens, start, end))
-                counts[queue, level] = max(stop, start + 1) - start
+            # fitting_end is monotone in its end, so one search serves every size level.
+            fit = int(k.fitting_end(self._pos_kv_cumsum, self.kv_capacity_tokens, start, tail))
+            counts[queue] = np.maximum(np.minimum(start + sizes, fit), start + 1) - start
         return counts
 
     def fitting_count(self, queue: int, max_count: int) -> int:

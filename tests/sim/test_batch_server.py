@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 
@@ -285,6 +287,39 @@ def test_oldest_in_time_keeps_positions_consistent_and_accounts_for_every_reques
     records = s.records
     assert np.all(records.completion_s - w.arrival_s <= 1.0) == (s.n_late == 0)
     assert np.count_nonzero(records.completion_s - w.arrival_s <= 1.0) == s.n_on_time
+
+
+@pytest.mark.parametrize("dispatch_order", ["oldest", "oldest-in-time"])
+def test_batch_counts_are_the_sizes_dispatches_start(dispatch_order):
+    rng = np.random.default_rng(7)
+    n, sizes = 150, (1, 2, 4, 8, 16, 32)
+    w = random_workload(rng, n, rate=14.0)
+    s = BatchServer(
+        w,
+        n_gpus=2,
+        latency=StaticBatchLatency(alpha_s=0.2, beta_s_per_token=0.002, gamma=0.0),
+        kv_capacity_tokens=3000,  # a few requests of ~200 tokens: KV binds below 32
+        rng=rng,
+        queue_of=rng.integers(0, 3, n),
+        n_queues=3,
+        deadline_s=1.0,
+        dispatch_order=dispatch_order,
+    )
+    below_length = 0  # counts a level cut below min(size, queue length): KV or late requests
+    while s.advance():
+        counts = s.batch_counts(sizes)
+        lengths = s.queue_lengths()
+        for queue in range(s.n_queues):
+            for level, size in enumerate(sizes):
+                if lengths[queue] == 0:
+                    assert counts[queue, level] == 0
+                    continue
+                probe = copy.deepcopy(s)
+                assert probe.dispatch(queue, size) == counts[queue, level], (queue, size)
+                below_length += counts[queue, level] < min(size, lengths[queue])
+        nonempty = [q for q, length in enumerate(lengths) if length]
+        s.dispatch(nonempty[int(rng.integers(len(nonempty)))], int(rng.choice(sizes)))
+    assert below_length > 0
 
 
 def test_dispatch_order_errors_name_the_problem():
