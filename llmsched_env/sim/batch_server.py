@@ -375,12 +375,6 @@ class BatchServer(Engine):
             counts[queue] = np.maximum(np.minimum(start + sizes, fit), start + 1) - start
         return counts
 
-    def fitting_count(self, queue: int, max_count: int) -> int:
-        """How many of the oldest ``max_count`` requests of ``queue`` fit together in KV memory."""
-        head = int(self._queues[k.HEAD, queue])
-        end = min(head + max_count, int(self._queues[k.TAIL, queue]))
-        return int(k.fitting_end(self._pos_kv_cumsum, self.kv_capacity_tokens, head, end)) - head
-
     def dispatch(self, queue: int, max_count: int) -> int:
         """Serve the oldest requests of ``queue`` as one batch on the deciding GPU.
 

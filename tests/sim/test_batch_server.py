@@ -73,7 +73,7 @@ def test_batch_is_cut_at_kv_capacity_and_oversize_requests_are_rejected():
     assert s.advance()
     assert s.n_rejected == 1
     assert s.records.reject_reason[3] == RejectReason.EXCEEDS_KV_CAPACITY
-    assert s.fitting_count(0, 8) == 2
+    assert s.batch_counts([8])[0, 0] == 2
     assert s.dispatch(0, 8) == 2
     simulate(s, fifo(8))
     assert s.n_completed == 3 and s.n_rejected == 1 and s.done
