@@ -99,6 +99,10 @@ def _pyplot() -> Any:
 
 
 def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` at 120 dpi and close it; return the path.
+
+    Closing matters: pyplot keeps every open figure alive, and a comparison writes several.
+    """
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
