@@ -360,6 +360,18 @@ def first_not_late(arrival, deadline_s, now, lo, hi):
 
 
 @njit(cache=True)
+def in_time_start(arrival, deadline_s, now, head, tail):
+    """Where an in-time-first dispatch from the queue at ``head .. tail - 1`` starts.
+
+    At its first request not late at ``now`` when late ones precede it, else at ``head`` (the
+    queue's requests are all in time, or all late). The one rule shared by the dispatch
+    (:func:`_put_in_time_first`) and the server's preview of batch sizes.
+    """
+    first = first_not_late(arrival, deadline_s, now, head, tail)
+    return first if first < tail else head
+
+
+@njit(cache=True)
 def fsum(a, lo, hi):
     """Correctly rounded sum of ``a[lo:hi]``, the algorithm of CPython's :func:`math.fsum`.
 
@@ -551,8 +563,8 @@ def _put_in_time_first(v, queue, max_count):
     if math.isnan(deadline_s):
         return max_count
     pos_arrival = v[V_POS_ARRIVAL]
-    first_in_time = first_not_late(pos_arrival, deadline_s, clock[NOW], head, tail)
-    if first_in_time == head or first_in_time == tail:
+    first_in_time = in_time_start(pos_arrival, deadline_s, clock[NOW], head, tail)
+    if first_in_time == head:
         return max_count
     kv_cumsum, output_cumsum = v[V_KV_CUMSUM], v[V_OUTPUT_CUMSUM]
     end = min(first_in_time + max_count, tail)

@@ -367,9 +367,7 @@ class BatchServer(Engine):
                 continue
             start = head
             if skip_late:
-                first_in_time = int(k.first_not_late(arrival, self.deadline_s, now, head, tail))
-                if first_in_time < tail:
-                    start = first_in_time
+                start = int(k.in_time_start(arrival, self.deadline_s, now, head, tail))
             # fitting_end is monotone in its end, so one search serves every size level.
             fit = int(k.fitting_end(self._pos_kv_cumsum, self.kv_capacity_tokens, start, tail))
             counts[queue] = np.maximum(np.minimum(start + sizes, fit), start + 1) - start
