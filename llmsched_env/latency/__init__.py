@@ -10,6 +10,8 @@ The simulator asks these models how long GPU work takes:
   :class:`LinearIterationLatency`).
 - :mod:`~llmsched_env.latency.memory`: KV-cache capacity in tokens (:class:`KVMemory`).
 - :mod:`~llmsched_env.latency.fit`: least-squares fit of ``T(b, L)`` to a latency grid.
+- :mod:`~llmsched_env.latency.splitwise`: static-batch prefill and decode fitted to the Splitwise
+  measurements of Llama2-70B and BLOOM-176B on A100 / H100 (the ``splitwise-*`` presets).
 - :mod:`~llmsched_env.latency.presets`: the named models, each with its source, and the
   ``make_*`` lookups used by the environments.
 
@@ -56,6 +58,13 @@ from llmsched_env.latency.presets import (
     make_iteration_latency,
     make_kv_memory,
 )
+from llmsched_env.latency.splitwise import (
+    SPLITWISE_FILE,
+    SplitwiseFit,
+    fit_splitwise,
+    load_splitwise_perf,
+    splitwise_batch_latency,
+)
 
 __all__ = [
     "BATCH_LATENCY_PRESETS",
@@ -63,6 +72,7 @@ __all__ = [
     "ITERATION_LATENCY_PRESETS",
     "KV_PRESETS",
     "QWEN3_GRID_FILE",
+    "SPLITWISE_FILE",
     "AffineIterationLatency",
     "BatchLatencyModel",
     "EngineStaticBatchLatency",
@@ -72,11 +82,15 @@ __all__ = [
     "LinearIterationLatency",
     "MaxServiceLatency",
     "StaticBatchFit",
+    "SplitwiseFit",
     "StaticBatchLatency",
+    "fit_splitwise",
     "fit_static_batch_latency",
     "kv_bytes_per_token",
     "load_latency_grid",
+    "load_splitwise_perf",
     "make_batch_latency",
     "make_iteration_latency",
     "make_kv_memory",
+    "splitwise_batch_latency",
 ]

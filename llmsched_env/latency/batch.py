@@ -168,24 +168,73 @@ class EngineStaticBatchLatency:
 
     (for ``o_i = M`` the member's term is ``M * (M - 1) / 2``, the sum ``1 + 2 + ... + (M - 1)``).
 
+    Three optional prefill terms describe engines whose prefill is not a plain decode iteration
+    with more tokens (measured static batches, as in the ``splitwise-*`` presets): a prefill with
+    its own fixed cost ``a0`` (``prefill_fixed_s``; ``b0`` when ``None``), a cost per squared
+    prompt token (each prompt's attention over itself), and a floor (a memory-bound prefill cannot
+    take less than reading the weights once)::
+
+        first_token_s = t_prefill = max(floor, a0 + b1 * P + a2 * sum_i p_i ** 2)
+
+    With the defaults (``None``, 0, 0) this is the formula above, computed in the same order.
+
     Attributes:
         iteration: The engine's per-iteration latency.
+        prefill_fixed_s: Fixed cost ``a0`` of the prefill, in seconds; ``None`` uses ``b0``.
+        prefill_s_per_squared_token: Cost ``a2`` per squared prompt token, ``sum_i p_i ** 2``.
+        prefill_floor_s: Smallest prefill time, in seconds.
 
     Example:
         >>> engine = EngineStaticBatchLatency(LinearIterationLatency(0.005, 1e-5, 1e-4))
         >>> timing = engine.batch_timing(np.array([100, 300]), np.array([3, 5]), None)
         >>> [round(t, 6) for t in timing]  # prefill 0.005 + 1e-5*400; 4 decodes of 0.005 + 2e-4
         [0.0298, 0.009]
+        >>> floored = EngineStaticBatchLatency(
+        ...     LinearIterationLatency(0.005, 1e-5, 1e-4), prefill_fixed_s=0.0, prefill_floor_s=0.02
+        ... )
+        >>> timing = floored.batch_timing(np.array([100, 300]), np.array([3, 5]), None)
+        >>> [round(t, 6) for t in timing]  # 0.004 of prefill work, held at the floor
+        [0.0408, 0.02]
     """
 
     iteration: LinearIterationLatency
+    prefill_fixed_s: float | None = None
+    prefill_s_per_squared_token: float = 0.0
+    prefill_floor_s: float = 0.0
 
     def __post_init__(self) -> None:
+        owner = type(self).__name__
         if not isinstance(self.iteration, LinearIterationLatency):
             raise TypeError(
-                f"{type(self).__name__}: expected `iteration` to be a LinearIterationLatency "
+                f"{owner}: expected `iteration` to be a LinearIterationLatency "
                 f"(the closed form needs a linear model), got {self.iteration!r}"
             )
+        if self.prefill_fixed_s is not None:
+            value = _checks.real(owner, "prefill_fixed_s", self.prefill_fixed_s)
+            object.__setattr__(self, "prefill_fixed_s", value)
+        for name in ("prefill_s_per_squared_token", "prefill_floor_s"):
+            object.__setattr__(self, name, _checks.real(owner, name, getattr(self, name)))
+
+    @property
+    def linear_prefill(self) -> bool:
+        """``True`` if the prefill is ``b0 + b1 * P`` (the three prefill terms at their defaults).
+
+        The static-batch simulator's compiled fast path computes only that form.
+        """
+        return (
+            self.prefill_fixed_s is None
+            and self.prefill_s_per_squared_token == 0.0
+            and self.prefill_floor_s == 0.0
+        )
+
+    def _prefill_s(self, total_prompt: float, squared_prompt: float) -> float:
+        """``max(floor, a0 + b1 * P + a2 * sum_i p_i ** 2)``; ``a0 = b0`` by default."""
+        it = self.iteration
+        fixed = it.b0_s if self.prefill_fixed_s is None else self.prefill_fixed_s
+        prefill_s = fixed + it.b1_s_per_prefill_token * total_prompt
+        if self.prefill_s_per_squared_token:
+            prefill_s += self.prefill_s_per_squared_token * squared_prompt
+        return prefill_s if prefill_s >= self.prefill_floor_s else self.prefill_floor_s
 
     def batch_timing(
         self, prompt_tokens: np.ndarray, output_tokens: np.ndarray, rng: np.random.Generator
@@ -214,7 +263,11 @@ class EngineStaticBatchLatency:
                 f"first token), got {output_tokens!r}"
             )
         decode_steps = longest_output - 1.0
-        prefill_s = it.b0_s + it.b1_s_per_prefill_token * total_prompt
+        squared_prompt = 0.0
+        if self.prefill_s_per_squared_token:
+            prompts = np.asarray(prompt_tokens, dtype=np.float64)
+            squared_prompt = float(np.dot(prompts, prompts))
+        prefill_s = self._prefill_s(total_prompt, squared_prompt)
         service_s = prefill_s + decode_steps * (it.b0_s + it.b2_s_per_decode_token * batch_size)
         if it.b3_s_per_context_token:
             out = np.asarray(output_tokens, dtype=np.float64)
@@ -239,7 +292,7 @@ class EngineStaticBatchLatency:
         it = self.iteration
         decode_steps = output_tokens - 1.0
         total_prompt = batch_size * prompt_tokens
-        service_s = it.b0_s + it.b1_s_per_prefill_token * total_prompt
+        service_s = self._prefill_s(total_prompt, total_prompt * prompt_tokens)
         service_s += decode_steps * (it.b0_s + it.b2_s_per_decode_token * batch_size)
         if it.b3_s_per_context_token:
             context = decode_steps * (total_prompt + 0.5 * batch_size * output_tokens)

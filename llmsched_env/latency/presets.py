@@ -8,6 +8,7 @@ closest one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from llmsched_env.latency.batch import (
@@ -23,6 +24,7 @@ from llmsched_env.latency.iteration import (
     LinearIterationLatency,
 )
 from llmsched_env.latency.memory import BYTES_PER_GB, KVMemory, kv_bytes_per_token
+from llmsched_env.latency.splitwise import SPLITWISE_GROUPS, splitwise_batch_latency
 from llmsched_env.registry import resolve
 
 _US = 1e-6  # seconds per microsecond: the BLIS fits are published in microseconds
@@ -99,6 +101,31 @@ BATCH_LATENCY_PRESETS: dict[str, Callable[[], BatchLatencyModel]] = {
 """Named batch latency models (factories), for static batching."""
 
 
+def splitwise_preset_name(model: str, hardware: str, tensor_parallel: int) -> str:
+    """Preset name of a Splitwise group, e.g. ``"splitwise-llama2-70b-a100-tp4"``.
+
+    Args:
+        model: Model name of the csv (``"llama2-70b"``, ``"bloom-176b"``).
+        hardware: Hardware name of the csv (``"a100-80gb"``, ``"h100-80gb"``, ``"h100-80gb-pcap"``).
+        tensor_parallel: Tensor parallelism.
+
+    Returns:
+        The name: ``"-80gb"`` is dropped, since every GPU of the data has 80 GB.
+    """
+    return f"splitwise-{model}-{hardware.replace('-80gb', '')}-tp{tensor_parallel}"
+
+
+# Static batches of Llama2-70B (TP 2/4/8) and BLOOM-176B (TP 8) on A100-80GB, H100-80GB and
+# power-capped H100, fitted (prefill with a floor, decode step linear in batch and context) to the
+# measurements of splitwise-sim's perf_model.csv (Patel et al., Splitwise, ISCA 2024; MIT) when a
+# preset is first built; see llmsched_env.latency.splitwise and docs/fidelity_static.md.
+for _group in SPLITWISE_GROUPS:
+    BATCH_LATENCY_PRESETS[splitwise_preset_name(*_group)] = functools.partial(
+        splitwise_batch_latency, *_group
+    )
+del _group
+
+
 LLAMA3_8B_KV_BYTES = kv_bytes_per_token(layers=32, kv_heads=8, head_dim=128, dtype_bytes=2)
 """KV bytes per token of Llama-3/3.1-8B in fp16 (32 layers, 8 KV heads of dim 128): 128 KiB."""
 
@@ -107,6 +134,18 @@ LLAMA3_8B_WEIGHTS_GB = 16.0
 
 VLLM_DEFAULT_MARGIN_GB = 8.0
 """Margin on an 80 GB GPU: vLLM's default ``gpu_memory_utilization=0.9`` leaves 10% of it unused."""
+
+LLAMA2_70B_KV_BYTES = kv_bytes_per_token(layers=80, kv_heads=8, head_dim=128, dtype_bytes=2)
+"""KV bytes per token of Llama2-70B in bf16 (80 layers, 8 KV heads of dim 128): 320 KiB."""
+
+LLAMA2_70B_WEIGHTS_GB = 140.0
+"""Weights of a 70B model in bf16 (70e9 parameters x 2 bytes), in GB."""
+
+BLOOM_176B_KV_BYTES = kv_bytes_per_token(layers=70, kv_heads=112, head_dim=128, dtype_bytes=2)
+"""KV bytes per token of BLOOM-176B in bf16 (70 layers, 112 heads of dim 128): 3.83 MiB."""
+
+BLOOM_176B_WEIGHTS_GB = 352.0
+"""Weights of a 176B model in bf16 (176e9 parameters x 2 bytes), in GB."""
 
 KV_PRESETS: dict[str, KVMemory] = {
     # 80 GB - 16 GB weights - 8 GB margin at 128 KiB/token = 427,246 tokens, near the "roughly
@@ -117,6 +156,27 @@ KV_PRESETS: dict[str, KVMemory] = {
     "a100-80gb-llama3.1-8b": KVMemory.from_gpu(
         80.0, LLAMA3_8B_WEIGHTS_GB, LLAMA3_8B_KV_BYTES, VLLM_DEFAULT_MARGIN_GB
     ),
+    # Llama2-70B with grouped-query attention (80 layers, 8 KV heads of dim 128, bf16):
+    # 2 * 80 * 8 * 128 * 2 = 327,680 bytes (320 KiB) per token. Its 70e9 parameters take 140 GB in
+    # bf16, spread over the TP GPUs of 80 GB; no margin is held back (activations and the runtime
+    # are not counted, so these are upper bounds): TP 2 leaves 20 GB = 61,035 tokens, TP 4 180 GB
+    # = 549,316 tokens, TP 8 500 GB = 1,525,878 tokens. A100-80GB and H100-80GB hold the same.
+    **{
+        f"{gpu}-80gb-llama2-70b-tp{tp}": KVMemory.from_gpu(
+            80.0 * tp, LLAMA2_70B_WEIGHTS_GB, LLAMA2_70B_KV_BYTES
+        )
+        for gpu in ("a100", "h100")
+        for tp in (2, 4, 8)
+    },
+    # BLOOM-176B without grouped-query attention (70 layers, 112 heads of dim 128, bf16):
+    # 2 * 70 * 112 * 128 * 2 = 4,014,080 bytes per token; its 176e9 parameters take 352 GB, so TP 8
+    # (640 GB) leaves 288 GB = 71,747 tokens, with no margin as above.
+    **{
+        f"{gpu}-80gb-bloom-176b-tp8": KVMemory.from_gpu(
+            640.0, BLOOM_176B_WEIGHTS_GB, BLOOM_176B_KV_BYTES
+        )
+        for gpu in ("a100", "h100")
+    },
     # llm-scheduler-sim's config (REFERENCE.md section 1): M_MAX = 12 GB, M_MODEL = 4 GB,
     # 1.875e-4 GB of KV per token, 1 GB margin: 37,333 tokens.
     "reference-sim": KVMemory.from_gpu(12.0, 4.0, 1.875e-4 * BYTES_PER_GB, margin_gb=1.0),

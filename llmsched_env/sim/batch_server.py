@@ -204,7 +204,11 @@ class BatchServer(Engine):
         self._bind_views()
         params = self._params
         params[k.DEADLINE_S] = deadline_s if deadline_s else np.nan
-        self._engine_latency = isinstance(latency, EngineStaticBatchLatency)
+        # The compiled path computes the linear prefill only; other engine models (and every
+        # other latency model) are called from Python.
+        self._engine_latency = (
+            isinstance(latency, EngineStaticBatchLatency) and latency.linear_prefill
+        )
         if self._engine_latency:
             it = latency.iteration
             params[k.B0 :] = (

@@ -33,6 +33,12 @@ def test_preset_tables_hold_the_documented_names():
         "llama3.1-8b-a100",
         "multibin-uniform",
         "mm1",
+        *(
+            f"splitwise-{model}-{gpu}-tp{tp}"
+            for model, tps in (("llama2-70b", (2, 4, 8)), ("bloom-176b", (8,)))
+            for gpu in ("a100", "h100", "h100-pcap")
+            for tp in tps
+        ),
     }
     assert set(ITERATION_LATENCY_PRESETS) == {
         "llama3-70b-a100",
@@ -46,6 +52,9 @@ def test_preset_tables_hold_the_documented_names():
     assert set(KV_PRESETS) == {
         "h100-80gb-llama3.1-8b",
         "a100-80gb-llama3.1-8b",
+        *(f"{gpu}-80gb-llama2-70b-tp{tp}" for gpu in ("a100", "h100") for tp in (2, 4, 8)),
+        "a100-80gb-bloom-176b-tp8",
+        "h100-80gb-bloom-176b-tp8",
         "reference-sim",
         "unlimited",
     }
