@@ -1,5 +1,6 @@
 """The ``llmsched`` command: evaluate baselines, estimate stability, train and compare agents.
 
+``llmsched validate`` replays real vLLM runs through the simulator and reports its error.
 Argument parsing lives here only; each subcommand maps its flags onto plain keyword arguments of
 library functions.
 """
@@ -213,6 +214,53 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_validation(result: Any) -> str:
+    """Render one run's validation as text: a header line, then one row per metric and stat.
+
+    Args:
+        result: A :class:`llmsched_env.validation.RunValidation`.
+    """
+    replay, run = result.replay, result.run
+    settings = replay.settings
+    lines = [
+        f"{run.name}: {len(run)} requests, policy {settings.policy}, latency {settings.latency}, "
+        f"replay {replay.wall_time_s:.2f} s wall ({replay.n_decisions} decisions)",
+        f"{'metric':<6}  {'stat':<4}  {'measured ms':>12}  {'simulated ms':>12}  {'error %':>8}  "
+        f"{'LLMServingSim %':>15}",
+    ]
+    for row in result.table.itertuples(index=False):
+        published = run.published_error_pct(row.metric, row.stat)
+        lines.append(
+            f"{row.metric:<6}  {row.stat:<4}  {row.measured_ms:12.1f}  {row.simulated_ms:12.1f}  "
+            f"{row.error_pct:+8.1f}  {published:+15.1f}"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from llmsched_env.validation import validate
+    from llmsched_env.validation.report import VALIDATION_CSV
+
+    out = Path(args.out)
+    written = [VALIDATION_CSV]
+
+    def report(result: Any) -> None:
+        print(format_validation(result), end="\n\n", flush=True)
+        figure = out / f"{result.run.name}.png"
+        if figure.exists():  # not without matplotlib (the plots extra)
+            written.append(figure.name)
+
+    validate(
+        args.runs,
+        out,
+        max_requests=args.max_requests,
+        overwrite=args.force,
+        on_run=report,
+    )
+    print(f"wrote {', '.join(written)} to {out}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from agents.extras import AgentsExtraMissingError
 
@@ -362,6 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", default="runs/stability", help="directory for the CSV and figure")
     st.add_argument("--quiet", action="store_true", help="do not print each tested rate")
     st.set_defaults(func=_cmd_stability)
+
+    va = sub.add_parser(
+        "validate", help="replay real vLLM runs in ContinuousBatching-v0 and report the error"
+    )
+    va.add_argument(
+        "--runs", nargs="+", metavar="RUN", help="shipped run names or run directories (all)"
+    )
+    va.add_argument("--out", default="runs/validate", help="directory for validation.csv, figures")
+    va.add_argument(
+        "--max-requests", type=int, help="replay only each run's first requests (quick check)"
+    )
+    va.add_argument("--force", action="store_true", help="overwrite an existing validation.csv")
+    va.set_defaults(func=_cmd_validate)
 
     tr = sub.add_parser("train", help="train an RL agent (needs the 'agents' extra)")
     _add_env_flags(tr)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
     from llmsched_env.stability import StabilityResult
+    from llmsched_env.validation import RunValidation
 
 PANELS = (
     ("return", "episode return"),
@@ -83,6 +85,52 @@ def plot_stability(result: StabilityResult, path: str | Path, title: str = "") -
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title or result.describe(), fontsize=9)
+    return _save(plt, fig, path)
+
+
+def plot_validation(result: RunValidation, path: str | Path, title: str = "") -> Path | None:
+    """A replay against its recorded run: E2E latency CDFs and requests over time.
+
+    Left: the empirical CDF of per-request end-to-end latency, measured and simulated. Right:
+    running and waiting requests at each tick, from the run's ``timeseries.csv`` and from the
+    replay.
+
+    Args:
+        result: A run's comparison from :func:`llmsched_env.validation.validate_run`.
+        path: Where to write the PNG.
+        title: Figure title (default: the run, the policy and the latency preset).
+
+    Returns:
+        The written path, or ``None`` when matplotlib is not installed.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for frame, label, style in (
+        (result.measured, "measured", "-"),
+        (result.simulated, "simulated", "--"),
+    ):
+        e2e = np.sort(frame["e2e_ms"].to_numpy()) / 1e3
+        left.step(e2e, np.arange(1, e2e.size + 1) / e2e.size, style, where="post", label=label)
+    left.set_xlabel("end-to-end latency (s)")
+    left.set_ylabel("fraction of requests")
+    measured, simulated = result.run.timeseries, result.replay.timeseries
+    for column, colour in (("running", "tab:blue"), ("waiting", "tab:orange")):
+        right.plot(measured["t"], measured[column], "-", color=colour, label=f"{column}, measured")
+        right.plot(
+            simulated["t"], simulated[column], "--", color=colour, label=f"{column}, simulated"
+        )
+    right.set_xlabel("time since the run started (s)")
+    right.set_ylabel("requests")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    settings = result.replay.settings
+    fig.suptitle(
+        title or f"{result.run.name}: policy {settings.policy}, latency {settings.latency}",
+        fontsize=9,
+    )
     return _save(plt, fig, path)
 
 
