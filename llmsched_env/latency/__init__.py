@@ -7,7 +7,10 @@ The simulator asks these models how long GPU work takes:
   :class:`EngineStaticBatchLatency`, :class:`MaxServiceLatency`, :class:`ExponentialBatchService`).
 - :mod:`~llmsched_env.latency.iteration`: one *iteration* of continuous batching: ``iteration_s``
   from its prefill tokens, decode sequences and KV context (:class:`AffineIterationLatency`,
-  :class:`LinearIterationLatency`).
+  :class:`LinearIterationLatency`, and :class:`ProfiledIterationLatency` in
+  :mod:`~llmsched_env.latency.profiled`, built from measured per-layer GPU profiles read by
+  :mod:`~llmsched_env.latency.profile_data`, for the models of
+  :mod:`~llmsched_env.latency.architectures`).
 - :mod:`~llmsched_env.latency.memory`: KV-cache capacity in tokens (:class:`KVMemory`).
 - :mod:`~llmsched_env.latency.fit`: least-squares fit of ``T(b, L)`` to a latency grid.
 - :mod:`~llmsched_env.latency.splitwise`: static-batch prefill and decode fitted to the Splitwise
@@ -30,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+from llmsched_env.latency.architectures import ARCHITECTURES, ModelArchitecture
 from llmsched_env.latency.batch import (
     BatchLatencyModel,
     EngineStaticBatchLatency,
@@ -58,6 +62,8 @@ from llmsched_env.latency.presets import (
     make_iteration_latency,
     make_kv_memory,
 )
+from llmsched_env.latency.profile_data import LayerProfile, ProfileDataError, load_layer_profile
+from llmsched_env.latency.profiled import InterconnectLink, ProfiledIterationLatency
 from llmsched_env.latency.splitwise import (
     SPLITWISE_FILE,
     SplitwiseFit,
@@ -67,6 +73,7 @@ from llmsched_env.latency.splitwise import (
 )
 
 __all__ = [
+    "ARCHITECTURES",
     "BATCH_LATENCY_PRESETS",
     "GRID_COLUMNS",
     "ITERATION_LATENCY_PRESETS",
@@ -77,10 +84,15 @@ __all__ = [
     "BatchLatencyModel",
     "EngineStaticBatchLatency",
     "ExponentialBatchService",
+    "InterconnectLink",
     "IterationLatencyModel",
     "KVMemory",
+    "LayerProfile",
     "LinearIterationLatency",
     "MaxServiceLatency",
+    "ModelArchitecture",
+    "ProfileDataError",
+    "ProfiledIterationLatency",
     "StaticBatchFit",
     "SplitwiseFit",
     "StaticBatchLatency",
@@ -89,6 +101,7 @@ __all__ = [
     "kv_bytes_per_token",
     "load_latency_grid",
     "load_splitwise_perf",
+    "load_layer_profile",
     "make_batch_latency",
     "make_iteration_latency",
     "make_kv_memory",

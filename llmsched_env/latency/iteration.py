@@ -33,15 +33,27 @@ class IterationLatencyModel(Protocol):
         ...
 
     def iteration_s(
-        self, prefill_tokens: int, decode_tokens: int, context_tokens: int, rng: np.random.Generator
+        self,
+        prefill_tokens: int,
+        decode_tokens: int,
+        context_tokens: int,
+        rng: np.random.Generator,
+        prefill_kv_tokens: int = 0,
+        prefill_sequences: int = 0,
     ) -> float:
         """Duration of one iteration.
 
         Args:
             prefill_tokens: Prompt tokens processed in this iteration (all prefill chunks together).
             decode_tokens: Running sequences that each get one new token in this iteration.
-            context_tokens: Total KV context of the decode sequences.
+            context_tokens: Total KV context of the decode sequences: the sum over them of their
+                prompt plus generated tokens.
             rng: Source of any randomness.
+            prefill_kv_tokens: Sum over this iteration's prefill chunks of the tokens their
+                sequence already had in its KV cache before the chunk (earlier chunks of the same
+                prompt, or of a recomputation); 0 when every chunk starts a prompt.
+            prefill_sequences: Sequences with a prefill chunk in this iteration, so the batch holds
+                ``prefill_sequences + decode_tokens`` sequences, each with one row of logits.
 
         Returns:
             The iteration's duration in seconds.
@@ -66,7 +78,12 @@ class IterationLatencyModel(Protocol):
         ...
 
     def estimate_s(
-        self, prefill_tokens: float, decode_tokens: float, context_tokens: float = 0.0
+        self,
+        prefill_tokens: float,
+        decode_tokens: float,
+        context_tokens: float = 0.0,
+        prefill_kv_tokens: float = 0.0,
+        prefill_sequences: float = 0,
     ) -> float:
         """Deterministic expected duration of an iteration; never draws randomness.
 
@@ -74,6 +91,9 @@ class IterationLatencyModel(Protocol):
             prefill_tokens: Prompt tokens processed in the iteration.
             decode_tokens: Decode sequences in the iteration.
             context_tokens: Total KV context of the decode sequences.
+            prefill_kv_tokens: KV tokens the prefill chunks' sequences held before their chunks
+                (see :meth:`iteration_s`).
+            prefill_sequences: Sequences with a prefill chunk in the iteration.
 
         Returns:
             The expected duration in seconds.
@@ -132,7 +152,13 @@ class AffineIterationLatency:
         object.__setattr__(self, "stochastic", bool(self.stochastic))
 
     def iteration_s(
-        self, prefill_tokens: int, decode_tokens: int, context_tokens: int, rng: np.random.Generator
+        self,
+        prefill_tokens: int,
+        decode_tokens: int,
+        context_tokens: int,
+        rng: np.random.Generator,
+        prefill_kv_tokens: int = 0,
+        prefill_sequences: int = 0,
     ) -> float:
         """Duration of one iteration; see the class docstring for the formula.
 
@@ -141,6 +167,8 @@ class AffineIterationLatency:
             decode_tokens: Decode sequences in this iteration.
             context_tokens: Total KV context (ignored by this model).
             rng: Source of the exponential draws when ``stochastic``; unused otherwise.
+            prefill_kv_tokens: KV tokens held before the prefill chunks (ignored by this model).
+            prefill_sequences: Sequences with a prefill chunk (ignored by this model).
 
         Returns:
             The iteration's duration in seconds.
@@ -175,7 +203,12 @@ class AffineIterationLatency:
         return self.a_s_per_token * (prompt_tokens + output_tokens - 1.0)
 
     def estimate_s(
-        self, prefill_tokens: float, decode_tokens: float, context_tokens: float = 0.0
+        self,
+        prefill_tokens: float,
+        decode_tokens: float,
+        context_tokens: float = 0.0,
+        prefill_kv_tokens: float = 0.0,
+        prefill_sequences: float = 0,
     ) -> float:
         """Expected duration ``c + a * max(0, prefill_tokens + decode_tokens - b0)``.
 
@@ -183,6 +216,8 @@ class AffineIterationLatency:
             prefill_tokens: Prompt tokens processed in the iteration.
             decode_tokens: Decode sequences in the iteration.
             context_tokens: Total KV context (ignored by this model).
+            prefill_kv_tokens: KV tokens held before the prefill chunks (ignored by this model).
+            prefill_sequences: Sequences with a prefill chunk (ignored by this model).
 
         Returns:
             The expected duration in seconds.
@@ -226,7 +261,13 @@ class LinearIterationLatency:
             object.__setattr__(self, name, _checks.real(owner, name, getattr(self, name)))
 
     def iteration_s(
-        self, prefill_tokens: int, decode_tokens: int, context_tokens: int, rng: np.random.Generator
+        self,
+        prefill_tokens: int,
+        decode_tokens: int,
+        context_tokens: int,
+        rng: np.random.Generator,
+        prefill_kv_tokens: int = 0,
+        prefill_sequences: int = 0,
     ) -> float:
         """Duration of one iteration; deterministic, ``rng`` is unused.
 
@@ -235,6 +276,8 @@ class LinearIterationLatency:
             decode_tokens: Decode sequences in this iteration.
             context_tokens: Total KV context of the decode sequences.
             rng: Unused (kept for the protocol).
+            prefill_kv_tokens: KV tokens held before the prefill chunks (ignored by this model).
+            prefill_sequences: Sequences with a prefill chunk (ignored by this model).
 
         Returns:
             The iteration's duration in seconds.
@@ -270,7 +313,12 @@ class LinearIterationLatency:
         return work
 
     def estimate_s(
-        self, prefill_tokens: float, decode_tokens: float, context_tokens: float = 0.0
+        self,
+        prefill_tokens: float,
+        decode_tokens: float,
+        context_tokens: float = 0.0,
+        prefill_kv_tokens: float = 0.0,
+        prefill_sequences: float = 0,
     ) -> float:
         """Expected duration; the same as :meth:`iteration_s`.
 
@@ -278,6 +326,8 @@ class LinearIterationLatency:
             prefill_tokens: Prompt tokens processed in the iteration.
             decode_tokens: Decode sequences in the iteration.
             context_tokens: Total KV context of the decode sequences.
+            prefill_kv_tokens: KV tokens held before the prefill chunks (ignored by this model).
+            prefill_sequences: Sequences with a prefill chunk (ignored by this model).
 
         Returns:
             The duration in seconds.

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from importlib.resources import files
+from pathlib import Path
 
+from llmsched_env.latency.architectures import ARCHITECTURES, ModelArchitecture
 from llmsched_env.latency.batch import (
     BatchLatencyModel,
     EngineStaticBatchLatency,
@@ -24,6 +27,8 @@ from llmsched_env.latency.iteration import (
     LinearIterationLatency,
 )
 from llmsched_env.latency.memory import BYTES_PER_GB, KVMemory, kv_bytes_per_token
+from llmsched_env.latency.profile_data import load_layer_profile
+from llmsched_env.latency.profiled import InterconnectLink, ProfiledIterationLatency
 from llmsched_env.latency.splitwise import SPLITWISE_GROUPS, splitwise_batch_latency
 from llmsched_env.registry import resolve
 
@@ -66,6 +71,97 @@ def llama3_70b_a100() -> AffineIterationLatency:
     return AffineIterationLatency(c_s=0.0455, a_s_per_token=0.30e-3, b0_tokens=64)
 
 
+def vllm_bench_profile_dir(name: str) -> Path:
+    """Folder of a shipped vLLM 0.19 per-layer profile (``data/vllm_bench/profiles/<name>``).
+
+    Args:
+        name: The folder, e.g. ``"RTX4090-Llama-3.1-8B"``.
+
+    Returns:
+        Its path on disk.
+    """
+    return Path(str(files("llmsched_env.data") / "vllm_bench" / "profiles" / name))
+
+
+RTXPRO6000_PAIR_LINK = InterconnectLink(bandwidth_gb_s=16.0, latency_s=20e-6)
+"""Link between the two RTX PRO 6000 GPUs of the vLLM 0.19 runs: 16 GB/s and 20 us per collective,
+the ``link_bw`` and ``link_latency`` of LLMServingSim 2.0's cluster configuration for those runs
+(the Server Edition has no NVLink; its GPUs talk over PCIe)."""
+
+
+def _profiled(
+    folder: str, model: str, tp_degree: int = 1, ep_degree: int = 1
+) -> ProfiledIterationLatency:
+    """Build a profiled model from a shipped folder (parsed once per process, then cached)."""
+    parallel = tp_degree > 1 or ep_degree > 1
+    return ProfiledIterationLatency(
+        load_layer_profile(vllm_bench_profile_dir(folder)),
+        ARCHITECTURES[model],
+        tp_degree=tp_degree,
+        ep_degree=ep_degree,
+        link=RTXPRO6000_PAIR_LINK if parallel else None,
+    )
+
+
+def vllm019_rtx4090_llama31_8b() -> ProfiledIterationLatency:
+    """Llama-3.1-8B, bf16, TP 1 on one RTX 4090 (vLLM 0.19.0), from measured per-layer times.
+
+    Source: the per-layer profile of LLMServingSim 2.0 (casys-kaist/LLMServingSim commit 5daddb2,
+    MIT) for this GPU and model, shipped in ``data/vllm_bench/profiles/RTX4090-Llama-3.1-8B``.
+    The matching real run used ``max_num_seqs`` 256 and ``max_num_batched_tokens`` 2048.
+
+    Returns:
+        A deterministic ``ProfiledIterationLatency``.
+    """
+    return _profiled("RTX4090-Llama-3.1-8B", "llama3.1-8b")
+
+
+def vllm019_rtxpro6000_llama31_8b() -> ProfiledIterationLatency:
+    """Llama-3.1-8B, bf16, TP 1 on one RTX PRO 6000 Blackwell Server Edition (vLLM 0.19.0).
+
+    Source: LLMServingSim 2.0's per-layer profile (commit 5daddb2, MIT), shipped in
+    ``data/vllm_bench/profiles/RTXPRO6000-Llama-3.1-8B``. The matching run used ``max_num_seqs``
+    128 and ``max_num_batched_tokens`` 2048.
+
+    Returns:
+        A deterministic ``ProfiledIterationLatency``.
+    """
+    return _profiled("RTXPRO6000-Llama-3.1-8B", "llama3.1-8b")
+
+
+def vllm019_rtxpro6000_qwen3_32b_tp2() -> ProfiledIterationLatency:
+    """Qwen3-32B, bf16, TP 2 on two RTX PRO 6000 GPUs (vLLM 0.19.0), emulated from TP 1 times.
+
+    Source: LLMServingSim 2.0's per-layer profile (commit 5daddb2, MIT) in
+    ``data/vllm_bench/profiles/RTXPRO6000-Qwen3-32B``; its csv files hold the TP 1 measurements
+    (e.g. ``qkv_proj`` at one token takes 70.8 us, the time to read the full 105 MB weight at
+    about 1.5 TB/s), so TP 2 is emulated: split ops at half their TP 1 time, plus two all-reduces
+    per layer over :data:`RTXPRO6000_PAIR_LINK`. The matching run used ``tensor_parallel_size``
+    2, ``max_num_seqs`` 128 and ``max_num_batched_tokens`` 2048.
+
+    Returns:
+        A deterministic ``ProfiledIterationLatency`` for the two-GPU engine.
+    """
+    return _profiled("RTXPRO6000-Qwen3-32B", "qwen3-32b", tp_degree=2)
+
+
+def vllm019_rtxpro6000_qwen3_30b_a3b_ep2() -> ProfiledIterationLatency:
+    """Qwen3-30B-A3B (MoE), bf16: one of two RTX PRO 6000 engines sharing experts (vLLM 0.19.0).
+
+    The two data-parallel engines split the 128 experts between them (expert parallelism).
+
+    Source: LLMServingSim 2.0's per-layer profile (commit 5daddb2, MIT) in
+    ``data/vllm_bench/profiles/RTXPRO6000-Qwen3-30B-A3B-Instruct-2507``, with the MoE block's
+    ``moe.csv``. The matching run used ``data_parallel_size`` 2 with ``enable_expert_parallel``
+    (two engines of one GPU each), ``max_num_seqs`` 128 and ``max_num_batched_tokens`` 2048; use
+    two GPUs in the environment, one per engine.
+
+    Returns:
+        A deterministic ``ProfiledIterationLatency`` for one engine.
+    """
+    return _profiled("RTXPRO6000-Qwen3-30B-A3B-Instruct-2507", "qwen3-30b-a3b", ep_degree=2)
+
+
 ITERATION_LATENCY_PRESETS: dict[str, Callable[[], IterationLatencyModel]] = {
     "llama3-70b-a100": llama3_70b_a100,
     # Course Simulator B, workload "demo2": c = 10 ms, a = 0.5 ms/token, b0 = 0 (REFERENCE.md §4).
@@ -78,6 +174,10 @@ ITERATION_LATENCY_PRESETS: dict[str, Callable[[], IterationLatencyModel]] = {
     "mm1": lambda: AffineIterationLatency(0.4, 0.0, b0_tokens=0, stochastic=True),
     "llama3.1-8b-h100": llama31_8b_h100,
     "llama3.1-8b-a100": llama31_8b_a100,
+    "vllm0.19-rtx4090-llama3.1-8b": vllm019_rtx4090_llama31_8b,
+    "vllm0.19-rtxpro6000-llama3.1-8b": vllm019_rtxpro6000_llama31_8b,
+    "vllm0.19-rtxpro6000-qwen3-32b-tp2": vllm019_rtxpro6000_qwen3_32b_tp2,
+    "vllm0.19-rtxpro6000-qwen3-30b-a3b-ep2": vllm019_rtxpro6000_qwen3_30b_a3b_ep2,
 }
 """Named iteration latency models (factories), for continuous batching."""
 
@@ -147,7 +247,84 @@ BLOOM_176B_KV_BYTES = kv_bytes_per_token(layers=70, kv_heads=112, head_dim=128, 
 BLOOM_176B_WEIGHTS_GB = 352.0
 """Weights of a 176B model in bf16 (176e9 parameters x 2 bytes), in GB."""
 
+VLLM_NON_KV_BYTES = 1.2376e9
+"""Memory a vLLM 0.19 engine holds besides weights and KV cache (peak activations of a 2048-token
+profiling step, CUDA graphs, the CUDA context and library workspaces), in bytes, calibrated on the
+one run that states its KV size.
+
+vLLM sizes its KV cache as ``gpu_memory_utilization * total memory - weights - peak non-KV
+memory``, in whole blocks of 16 tokens. The RTX 4090 run reports ``device_total_memory_bytes``
+25,250,627,584 and 2,588 blocks = 41,408 tokens at ``gpu_memory_utilization`` 0.9; Llama-3.1-8B
+holds 8,030,261,248 bf16 parameters (16,060,522,496 bytes) and 131,072 KV bytes per token, so
+``0.9 * 25,250,627,584 - 16,060,522,496 - 41,408 * 131,072 = 1,237,612,954`` bytes are neither
+weights nor KV (up to one 2 MB block of rounding). The other presets assume the same amount; it
+grows a little with the model's width and vocabulary, which moves them by well under 1%."""
+
+RTXPRO6000_MEMORY_BYTES = 95 * 2**30
+"""Memory of an RTX PRO 6000 Blackwell Server Edition as PyTorch reports it: 95.0 GiB (its nominal
+96 GB, in LLMServingSim's configuration ``mem_size`` 96, less what the driver reserves; nvidia-smi
+lists 97,887 MiB)."""
+
+RTX4090_MEMORY_BYTES = 25_250_627_584
+"""Memory of the RTX 4090 as PyTorch reported it in the vLLM 0.19 run (``meta.json``)."""
+
+
+def vllm_kv_memory(
+    device_bytes: float,
+    model: ModelArchitecture,
+    tp_degree: int = 1,
+    ep_degree: int = 1,
+    gpu_memory_utilization: float = 0.9,
+    non_kv_bytes: float = VLLM_NON_KV_BYTES,
+    block_tokens: int = 16,
+) -> KVMemory:
+    """KV capacity of a vLLM engine: what is left of each GPU's share, in whole blocks.
+
+    ``tokens = floor((u * device - weights per GPU - non_kv) / (kv bytes per token / tp) /
+    block) * block``: tensor parallelism splits each token's KV over ``tp_degree`` GPUs, expert
+    parallelism splits only the experts' weights.
+
+    Args:
+        device_bytes: Memory of one GPU, in bytes.
+        model: The model (weights, KV bytes per token).
+        tp_degree: Tensor-parallel degree.
+        ep_degree: Expert-parallel degree.
+        gpu_memory_utilization: vLLM's fraction of the GPU it may use.
+        non_kv_bytes: Non-KV memory besides the weights (see :data:`VLLM_NON_KV_BYTES`).
+        block_tokens: Tokens per KV block.
+
+    Returns:
+        The engine's KV memory.
+
+    Example:
+        >>> vllm_kv_memory(RTX4090_MEMORY_BYTES, ARCHITECTURES["llama3.1-8b"]).capacity_tokens
+        41408
+    """
+    free = gpu_memory_utilization * device_bytes - model.weight_bytes_per_gpu(tp_degree, ep_degree)
+    per_token = model.kv_bytes_per_token / tp_degree
+    blocks = int((free - non_kv_bytes) // (per_token * block_tokens))
+    return KVMemory(blocks * block_tokens)
+
+
 KV_PRESETS: dict[str, KVMemory] = {
+    # 41,408 tokens, as the vLLM 0.19 run on this GPU reported (2,588 blocks of 16).
+    "vllm0.19-rtx4090-llama3.1-8b": vllm_kv_memory(
+        RTX4090_MEMORY_BYTES, ARCHITECTURES["llama3.1-8b"]
+    ),
+    # 0.9 * 95 GiB - 16.06 GB weights - 1.24 GB at 128 KiB per token: 568,432 tokens.
+    "vllm0.19-rtxpro6000-llama3.1-8b": vllm_kv_memory(
+        RTXPRO6000_MEMORY_BYTES, ARCHITECTURES["llama3.1-8b"]
+    ),
+    # Per GPU 0.9 * 95 GiB - 32.76 GB (half the 65.5 GB of weights) - 1.24 GB, at 128 KiB per
+    # token (half of each token's 256 KiB): 441,008 tokens for the TP-2 engine.
+    "vllm0.19-rtxpro6000-qwen3-32b-tp2": vllm_kv_memory(
+        RTXPRO6000_MEMORY_BYTES, ARCHITECTURES["qwen3-32b"], tp_degree=2
+    ),
+    # Per engine (one GPU) 0.9 * 95 GiB - 32.07 GB (all non-expert weights and half of the
+    # experts) - 1.24 GB, at 96 KiB per token: 595,024 tokens.
+    "vllm0.19-rtxpro6000-qwen3-30b-a3b-ep2": vllm_kv_memory(
+        RTXPRO6000_MEMORY_BYTES, ARCHITECTURES["qwen3-30b-a3b"], ep_degree=2
+    ),
     # 80 GB - 16 GB weights - 8 GB margin at 128 KiB/token = 427,246 tokens, near the "roughly
     # 450k tokens on A100-80GB" of REFERENCE.md section 5. Both GPUs have 80 GB of HBM.
     "h100-80gb-llama3.1-8b": KVMemory.from_gpu(

@@ -48,6 +48,7 @@ def test_preset_tables_hold_the_documented_names():
         "mm1",
         "llama3.1-8b-h100",
         "llama3.1-8b-a100",
+        *PROFILED_PRESETS,
     }
     assert set(KV_PRESETS) == {
         "h100-80gb-llama3.1-8b",
@@ -56,6 +57,7 @@ def test_preset_tables_hold_the_documented_names():
         "a100-80gb-bloom-176b-tp8",
         "h100-80gb-bloom-176b-tp8",
         "reference-sim",
+        *PROFILED_PRESETS,
         "unlimited",
     }
 
@@ -71,6 +73,14 @@ def test_batch_presets_match_their_sources():
     )
     assert make_batch_latency("multibin-uniform") == MaxServiceLatency(0.01)
     assert make_batch_latency("mm1") == ExponentialBatchService(0.4)
+
+
+PROFILED_PRESETS = (
+    "vllm0.19-rtx4090-llama3.1-8b",
+    "vllm0.19-rtxpro6000-llama3.1-8b",
+    "vllm0.19-rtxpro6000-qwen3-32b-tp2",
+    "vllm0.19-rtxpro6000-qwen3-30b-a3b-ep2",
+)
 
 
 def test_iteration_presets_match_their_sources():
