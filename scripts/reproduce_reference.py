@@ -1,6 +1,6 @@
 """Redo the request-level reference simulator's comparison and write ``docs/reproduction.md``.
 
-The reference ("llm-scheduler-sim", REFERENCE.md section 1) compares static FIFO batching,
+The reference ("llm-scheduler-sim", TravisLeeTS/llm-scheduler-sim) compares static FIFO batching,
 dynamic batching without bins, Multi-Bin dynamic batching (K = 8) and a grid-searched "optimal"
 configuration (the fewest GPUs, then the best K, with at most 5% SLA violations) at three loads
 on BurstGPT, then varies K at 4 GPUs. This script runs the same comparison through

@@ -1,6 +1,6 @@
 """The token-budget schedulers of the course's Simulator B: decode-first, prefill-first, hybrid.
 
-From the Cornell ORIE 4580/5580 "LLM Serving System Simulator" (REFERENCE.md section 4): each
+From the Cornell ORIE 4580/5580 "LLM Serving System Simulator": each
 iteration takes at most ``max_tokens`` tokens (one per decoded sequence plus prefill tokens) and a
 GPU holds at most ``max_sequences`` requests; prompts are prefilled whole, or in chunks of
 ``chunk_size`` tokens when the env has chunked prefill on. The policies follow the env's settings:

@@ -1,6 +1,6 @@
 """The schedulers of the course's Simulator A: run-to-completion (A) and prefill-first with K (B).
 
-Both come from the Cornell ORIE 4580/5580 "LLM Serving Simulation" (REFERENCE.md section 4), where
+Both come from the Cornell ORIE 4580/5580 "LLM Serving Simulation", where
 a GPU iteration is either a prefill batch or a decode batch:
 
 * Scheduler A serves one job at a time: its prefill, then all its decode steps; the next job

@@ -70,7 +70,7 @@ def _check_batch(prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> int:
 
 @dataclass(frozen=True)
 class StaticBatchLatency:
-    """Batch time of the request-level reference simulator (REFERENCE.md section 1).
+    """Batch time of the request-level reference simulator, TravisLeeTS/llm-scheduler-sim.
 
     ``T(b, L) = alpha + beta * L * (1 + gamma * (b - 1) / b)``, floored at ``floor_s``, where ``b``
     is the batch size and ``L`` the largest ``prompt + output`` of the batch: the longest request
@@ -302,7 +302,7 @@ class EngineStaticBatchLatency:
 
 @dataclass(frozen=True)
 class MaxServiceLatency:
-    """The Multi-Bin Batching paper's model (Guldogan et al., arXiv 2412.04504; REFERENCE.md §2).
+    """The Multi-Bin Batching paper's model (Guldogan et al., arXiv 2412.04504).
 
     Each request has a service time proportional to its output length, and a batch takes the
     **max** of its members' service times: ``service_s = seconds_per_output_token * max(o_i)``.
@@ -363,7 +363,7 @@ class MaxServiceLatency:
 class ExponentialBatchService:
     """Service time ``~ Exp(mean_s)`` per batch, independent of the batch's content.
 
-    For the M/M/1 check of the course simulators (REFERENCE.md section 4): with batch size 1,
+    For the M/M/1 check of the Cornell ORIE 4580/5580 course simulators: with batch size 1,
     Poisson arrivals at rate ``lambda`` and ``mean_s = 0.4``, the mean response time is
     ``1 / (1 / mean_s - lambda)`` (2.0 s at ``lambda = 2``).
 

@@ -106,10 +106,10 @@ class AffineIterationLatency:
     """Affine iteration time with a free-work threshold: ``S(w) = c + a * max(0, w - b0)``.
 
     ``w = prefill_tokens + decode_tokens`` is the iteration's token work. This is the model of the
-    Cornell ORIE 4580/5580 serving simulators (REFERENCE.md section 4): a fixed per-iteration cost
-    ``c``, and ``a`` per token beyond the first ``b0`` tokens, which the GPU processes for free
-    because a small iteration is memory-bound. A mixed iteration is charged on the *sum* of its
-    prefill tokens and decode sequences; one reference simulator charges
+    Cornell ORIE 4580/5580 serving simulators (after Li, Dai and Peng, arXiv 2504.07347): a fixed
+    per-iteration cost ``c``, and ``a`` per token beyond the first ``b0`` tokens, which the GPU
+    processes for free because a small iteration is memory-bound. A mixed iteration is charged on
+    the *sum* of its prefill tokens and decode sequences; one reference simulator charges
     ``max(S(prefill), S(decode))`` instead, which undercharges mixed batches, and that is not copied
     here. The KV context does not enter this model.
 
@@ -231,9 +231,10 @@ class LinearIterationLatency:
     """Linear engine fit: ``t = b0 + b1 * prefill + b2 * decode + b3 * context``.
 
     The iteration time of real engines is close to linear in the work of the iteration
-    (REFERENCE.md section 5): ``b1`` per prompt token, ``b2`` per decode sequence and, optionally,
-    ``b3`` per token of decode KV context (attention reads the whole context). The presets use the
-    BLIS fits of vLLM 0.8.4 serving Llama-3.1-8B on one GPU, which have ``b3 = 0``.
+    (BLIS, the llm-d inference simulator, fits it so): ``b1`` per prompt token, ``b2`` per decode
+    sequence and, optionally, ``b3`` per token of decode KV context (attention reads the whole
+    context). The presets use the BLIS fits of vLLM 0.8.4 serving Llama-3.1-8B on one GPU, which
+    have ``b3 = 0``.
 
     Attributes:
         b0_s: Fixed cost of every iteration, in seconds; must be > 0.

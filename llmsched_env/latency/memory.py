@@ -20,7 +20,7 @@ def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype_bytes: i
     """Bytes of KV cache one token occupies: ``2 * layers * kv_heads * head_dim * dtype_bytes``.
 
     The factor 2 counts the key and the value. Models with grouped-query attention store only their
-    ``kv_heads`` key/value heads, not all attention heads (REFERENCE.md section 5).
+    ``kv_heads`` key/value heads, not all attention heads (Ainslie et al., GQA, EMNLP 2023).
 
     Args:
         layers: Transformer layers.

@@ -38,7 +38,7 @@ _US = 1e-6  # seconds per microsecond: the BLIS fits are published in microsecon
 def llama31_8b_h100() -> LinearIterationLatency:
     """Llama-3.1-8B on vLLM 0.8.4, TP1, H100: BLIS fit (5752.7 us, 17.25 us, 6.00 us).
 
-    Source: REFERENCE.md section 5 (BLIS per-iteration fits, in microseconds).
+    Source: the BLIS per-iteration fits (llm-d inference-sim), in microseconds.
 
     Returns:
         ``LinearIterationLatency`` with ``b0 = 5.7527 ms``, ``b1 = 17.25 us`` per prompt token and
@@ -50,7 +50,7 @@ def llama31_8b_h100() -> LinearIterationLatency:
 def llama31_8b_a100() -> LinearIterationLatency:
     """Llama-3.1-8B on vLLM 0.8.4, TP1, A100-80GB: BLIS fit (16441.5 us, 47.84 us, 18.21 us).
 
-    Source: REFERENCE.md section 5 (BLIS per-iteration fits, in microseconds).
+    Source: the BLIS per-iteration fits (llm-d inference-sim), in microseconds.
 
     Returns:
         ``LinearIterationLatency`` with ``b0 = 16.4415 ms``, ``b1 = 47.84 us`` per prompt token and
@@ -63,7 +63,7 @@ def llama3_70b_a100() -> AffineIterationLatency:
     """Llama-3-70B on A100: ``c = 45.5 ms``, ``a = 0.30 ms/token``, ``b0 = 64`` tokens.
 
     Source: Li, Dai and Peng, arXiv 2504.07347, as used by the Cornell ORIE 4580/5580 course
-    simulators (REFERENCE.md section 4; also their "demo3" constants).
+    simulators (also their "demo3" constants).
 
     Returns:
         A deterministic ``AffineIterationLatency``.
@@ -164,9 +164,9 @@ def vllm019_rtxpro6000_qwen3_30b_a3b_ep2() -> ProfiledIterationLatency:
 
 ITERATION_LATENCY_PRESETS: dict[str, Callable[[], IterationLatencyModel]] = {
     "llama3-70b-a100": llama3_70b_a100,
-    # Course Simulator B, workload "demo2": c = 10 ms, a = 0.5 ms/token, b0 = 0 (REFERENCE.md §4).
+    # Course Simulator B, workload "demo2": c = 10 ms, a = 0.5 ms/token, b0 = 0.
     "demo2": lambda: AffineIterationLatency(c_s=0.010, a_s_per_token=0.5e-3, b0_tokens=0),
-    # Course Simulator B, workload "demo3": the llama3-70b-a100 constants (REFERENCE.md §4).
+    # Course Simulator B, workload "demo3": the llama3-70b-a100 constants.
     "demo3": llama3_70b_a100,
     # Course Simulator A: C ~ Exp(mean 0.01 s), A ~ Exp(mean 0.001 s) per batch, b0 = 0 (§4).
     "sim-a": lambda: AffineIterationLatency(0.01, 0.001, b0_tokens=0, stochastic=True),
@@ -195,7 +195,7 @@ BATCH_LATENCY_PRESETS: dict[str, Callable[[], BatchLatencyModel]] = {
     "llama3.1-8b-a100": lambda: EngineStaticBatchLatency(llama31_8b_a100()),
     # Multi-Bin Batching (arXiv 2412.04504): batch time = max member time, 10 ms per output token.
     "multibin-uniform": lambda: MaxServiceLatency(0.01),
-    # Course M/M/1 check: Exp(mean 0.4 s) per batch of one (REFERENCE.md §4).
+    # Course M/M/1 check: Exp(mean 0.4 s) per batch of one (the course's check).
     "mm1": lambda: ExponentialBatchService(0.4),
 }
 """Named batch latency models (factories), for static batching."""
@@ -230,7 +230,7 @@ LLAMA3_8B_KV_BYTES = kv_bytes_per_token(layers=32, kv_heads=8, head_dim=128, dty
 """KV bytes per token of Llama-3/3.1-8B in fp16 (32 layers, 8 KV heads of dim 128): 128 KiB."""
 
 LLAMA3_8B_WEIGHTS_GB = 16.0
-"""Weights of an 8B model in fp16 (8.03e9 parameters x 2 bytes), in GB (REFERENCE.md section 5)."""
+"""Weights of an 8B model in fp16 (8.03e9 parameters x 2 bytes), in GB."""
 
 VLLM_DEFAULT_MARGIN_GB = 8.0
 """Margin on an 80 GB GPU: vLLM's default ``gpu_memory_utilization=0.9`` leaves 10% of it unused."""
@@ -326,7 +326,7 @@ KV_PRESETS: dict[str, KVMemory] = {
         RTXPRO6000_MEMORY_BYTES, ARCHITECTURES["qwen3-30b-a3b"], ep_degree=2
     ),
     # 80 GB - 16 GB weights - 8 GB margin at 128 KiB/token = 427,246 tokens, near the "roughly
-    # 450k tokens on A100-80GB" of REFERENCE.md section 5. Both GPUs have 80 GB of HBM.
+    # 450k tokens on A100-80GB" commonly quoted for Llama-3-8B. Both GPUs have 80 GB of HBM.
     "h100-80gb-llama3.1-8b": KVMemory.from_gpu(
         80.0, LLAMA3_8B_WEIGHTS_GB, LLAMA3_8B_KV_BYTES, VLLM_DEFAULT_MARGIN_GB
     ),
@@ -354,7 +354,7 @@ KV_PRESETS: dict[str, KVMemory] = {
         )
         for gpu in ("a100", "h100")
     },
-    # llm-scheduler-sim's config (REFERENCE.md section 1): M_MAX = 12 GB, M_MODEL = 4 GB,
+    # llm-scheduler-sim's config (TravisLeeTS/llm-scheduler-sim): M_MAX = 12 GB, M_MODEL = 4 GB,
     # 1.875e-4 GB of KV per token, 1 GB margin: 37,333 tokens.
     "reference-sim": KVMemory.from_gpu(12.0, 4.0, 1.875e-4 * BYTES_PER_GB, margin_gb=1.0),
     # For theory checks (queueing formulas) where memory must never bind: the largest integer a

@@ -1,6 +1,7 @@
 """Simulator B's demo2 through the env: the prefill/decode trade-off and chunked prefill.
 
-Course settings (REFERENCE.md section 4): c = 10 ms, a = 0.5 ms/token (latency ``"demo2"``),
+Course settings (Cornell ORIE 4580/5580 serving simulators): c = 10 ms, a = 0.5 ms/token
+(latency ``"demo2"``),
 max_sequences 1000, max_tokens 2048, no KV limit; chunked prefill only where stated. Every
 comparison uses the same seeds, hence the same requests, for both sides (common random numbers).
 """
