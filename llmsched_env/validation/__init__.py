@@ -5,6 +5,8 @@
 * :mod:`~llmsched_env.validation.settings`: how each run is replayed (:data:`RUN_SETTINGS`).
 * :mod:`~llmsched_env.validation.replay`: the replay itself (:func:`replay`).
 * :mod:`~llmsched_env.validation.report`: the comparison table and figures (:func:`validate`).
+* :mod:`~llmsched_env.validation.prefix_sharing`: how much prefill a prefix cache could skip in a
+  workload with token ids (:func:`prefix_sharing`).
 
 The shipped runs are LLMServingSim 2.0's vLLM 0.19.0 runs (casys-kaist/LLMServingSim, MIT).
 ``llmsched validate`` runs :func:`validate` from the shell.
@@ -15,6 +17,11 @@ from llmsched_env.validation.latencies import (
     STATS,
     latency_stats,
     request_latencies_ms,
+)
+from llmsched_env.validation.prefix_sharing import (
+    PrefixSharing,
+    prefix_sharing,
+    read_prompt_token_ids,
 )
 from llmsched_env.validation.replay import ReplayResult, replay, run_workload
 from llmsched_env.validation.report import (
@@ -34,6 +41,7 @@ from llmsched_env.validation.settings import RUN_SETTINGS, RunSettings, run_sett
 
 __all__ = [
     "METRICS",
+    "PrefixSharing",
     "RUN_SETTINGS",
     "STATS",
     "VALIDATION_COLUMNS",
@@ -45,6 +53,8 @@ __all__ = [
     "latency_stats",
     "load_run",
     "measured_latencies_ms",
+    "prefix_sharing",
+    "read_prompt_token_ids",
     "replay",
     "request_latencies_ms",
     "run_settings",
