@@ -33,7 +33,13 @@ class IterationLatencyModel(Protocol):
         ...
 
     def iteration_s(
-        self, prefill_tokens: int, decode_tokens: int, context_tokens: int, rng: np.random.Generator
+        self,
+        prefill_tokens: int,
+        decode_tokens: int,
+        context_tokens: int,
+        rng: np.random.Generator,
+        prefill_kv_tokens: int = 0,
+        prefill_sequences: int = 0,
     ) -> float:
         """Duration of one iteration.
 
@@ -42,6 +48,9 @@ class IterationLatencyModel(Protocol):
             decode_tokens: Running sequences that each get one new token in this iteration.
             context_tokens: Total KV context of the decode sequences.
             rng: Source of any randomness.
+            prefill_kv_tokens: Tokens the prefill chunks' sequences had in their KV cache before
+                their chunks.
+            prefill_sequences: Sequences with a prefill chunk in this iteration.
 
         Returns:
             The iteration's duration in seconds.
@@ -66,7 +75,12 @@ class IterationLatencyModel(Protocol):
         ...
 
     def estimate_s(
-        self, prefill_tokens: float, decode_tokens: float, context_tokens: float = 0.0
+        self,
+        prefill_tokens: float,
+        decode_tokens: float,
+        context_tokens: float = 0.0,
+        prefill_kv_tokens: float = 0.0,
+        prefill_sequences: float = 0,
     ) -> float:
         """Deterministic expected duration of an iteration; never draws randomness.
 
@@ -74,6 +88,8 @@ class IterationLatencyModel(Protocol):
             prefill_tokens: Prompt tokens processed in the iteration.
             decode_tokens: Decode sequences in the iteration.
             context_tokens: Total KV context of the decode sequences.
+            prefill_kv_tokens: Tokens the prefill chunks' sequences had in their KV cache.
+            prefill_sequences: Sequences with a prefill chunk.
 
         Returns:
             The expected duration in seconds.
@@ -132,7 +148,13 @@ class AffineIterationLatency:
         object.__setattr__(self, "stochastic", bool(self.stochastic))
 
     def iteration_s(
-        self, prefill_tokens: int, decode_tokens: int, context_tokens: int, rng: np.random.Generator
+        self,
+        prefill_tokens: int,
+        decode_tokens: int,
+        context_tokens: int,
+        rng: np.random.Generator,
+        prefill_kv_tokens: int = 0,
+        prefill_sequences: int = 0,
     ) -> float:
         """Duration of one iteration; see the class docstring for the formula.
 
@@ -141,6 +163,8 @@ class AffineIterationLatency:
             decode_tokens: Decode sequences in this iteration.
             context_tokens: Total KV context (ignored by this model).
             rng: Source of the exponential draws when ``stochastic``; unused otherwise.
+            prefill_kv_tokens: Ignored by this model.
+            prefill_sequences: Ignored by this model.
 
         Returns:
             The iteration's duration in seconds.
@@ -175,7 +199,12 @@ class AffineIterationLatency:
         return self.a_s_per_token * (prompt_tokens + output_tokens - 1.0)
 
     def estimate_s(
-        self, prefill_tokens: float, decode_tokens: float, context_tokens: float = 0.0
+        self,
+        prefill_tokens: float,
+        decode_tokens: float,
+        context_tokens: float = 0.0,
+        prefill_kv_tokens: float = 0.0,
+        prefill_sequences: float = 0,
     ) -> float:
         """Expected duration ``c + a * max(0, prefill_tokens + decode_tokens - b0)``.
 
@@ -183,6 +212,8 @@ class AffineIterationLatency:
             prefill_tokens: Prompt tokens processed in the iteration.
             decode_tokens: Decode sequences in the iteration.
             context_tokens: Total KV context (ignored by this model).
+            prefill_kv_tokens: Ignored by this model.
+            prefill_sequences: Ignored by this model.
 
         Returns:
             The expected duration in seconds.
@@ -226,7 +257,13 @@ class LinearIterationLatency:
             object.__setattr__(self, name, _checks.real(owner, name, getattr(self, name)))
 
     def iteration_s(
-        self, prefill_tokens: int, decode_tokens: int, context_tokens: int, rng: np.random.Generator
+        self,
+        prefill_tokens: int,
+        decode_tokens: int,
+        context_tokens: int,
+        rng: np.random.Generator,
+        prefill_kv_tokens: int = 0,
+        prefill_sequences: int = 0,
     ) -> float:
         """Duration of one iteration; deterministic, ``rng`` is unused.
 
@@ -235,6 +272,8 @@ class LinearIterationLatency:
             decode_tokens: Decode sequences in this iteration.
             context_tokens: Total KV context of the decode sequences.
             rng: Unused (kept for the protocol).
+            prefill_kv_tokens: Ignored by this model.
+            prefill_sequences: Ignored by this model.
 
         Returns:
             The iteration's duration in seconds.
@@ -270,7 +309,12 @@ class LinearIterationLatency:
         return work
 
     def estimate_s(
-        self, prefill_tokens: float, decode_tokens: float, context_tokens: float = 0.0
+        self,
+        prefill_tokens: float,
+        decode_tokens: float,
+        context_tokens: float = 0.0,
+        prefill_kv_tokens: float = 0.0,
+        prefill_sequences: float = 0,
     ) -> float:
         """Expected duration; the same as :meth:`iteration_s`.
 
@@ -278,6 +322,8 @@ class LinearIterationLatency:
             prefill_tokens: Prompt tokens processed in the iteration.
             decode_tokens: Decode sequences in the iteration.
             context_tokens: Total KV context of the decode sequences.
+            prefill_kv_tokens: Ignored by this model.
+            prefill_sequences: Ignored by this model.
 
         Returns:
             The duration in seconds.
