@@ -20,6 +20,11 @@ DispatchOrder = Literal["oldest", "oldest-in-time"]
 #: already late, whose miss is counted, go only when no request in time is left in the bin).
 DISPATCH_ORDERS = ("oldest", "oldest-in-time")
 RENDER_MODES = ("ansi", "rgb_array")
+KVAllocation = Literal["reserve", "paged"]
+#: How the iteration-level server allocates KV memory: ``"reserve"`` (a request's whole footprint
+#: at admission, never preempts) or ``"paged"`` (vLLM V1's blocks as tokens are computed, with
+#: preemption by recomputation).
+KV_ALLOCATIONS = ("reserve", "paged")
 
 
 def check_int(name: str, value: Any, low: int = 1, high: int | None = None) -> None:
@@ -172,6 +177,8 @@ class ContinuousEnvConfig:
         max_tokens: Token budget of one iteration.
         max_sequences: Most requests on one GPU at once.
         chunk_size: Chunk size of chunked prefill, ``None`` to prefill prompts whole.
+        kv_allocation: ``"reserve"`` or ``"paged"``, one of :data:`KV_ALLOCATIONS`.
+        kv_block_tokens: Tokens per KV block with ``kv_allocation="paged"``.
         decode_levels: Number of levels of the decode-share action component.
         prefill_levels: Number of levels of the prefill-budget action component.
         prompt_caps: Levels of the "most new prompts per iteration" component (0 means no cap).
@@ -196,6 +203,8 @@ class ContinuousEnvConfig:
     max_tokens: int = 2048
     max_sequences: int = 256
     chunk_size: int | None = 512
+    kv_allocation: KVAllocation = "reserve"
+    kv_block_tokens: int = 16
     decode_levels: int = 5
     prefill_levels: int = 5
     prompt_caps: tuple[int, ...] = field(default=(1, 2, 4, 8, 16, 0))
@@ -211,6 +220,8 @@ class ContinuousEnvConfig:
         check_int("max_sequences", self.max_sequences, 1)
         if self.chunk_size is not None:
             check_int("chunk_size", self.chunk_size, 1)
+        check_choice("kv_allocation", self.kv_allocation, KV_ALLOCATIONS)
+        check_int("kv_block_tokens", self.kv_block_tokens, 1)
         check_int("decode_levels", self.decode_levels, 2, 101)
         check_int("prefill_levels", self.prefill_levels, 2, 101)
         caps = tuple(self.prompt_caps)

@@ -254,6 +254,8 @@ def summarize(
     mean_batch_size: float,
     sla: SLATargets = SLATargets(),
     warmup_s: float = 0.0,
+    preemptions: int | None = None,
+    recomputed_tokens: int | None = None,
 ) -> dict[str, float]:
     """Summarise one run.
 
@@ -267,6 +269,10 @@ def summarize(
             level), computed by the server.
         sla: Objectives to judge requests against.
         warmup_s: Requests arriving before this time are excluded.
+        preemptions: Preemptions over the whole run, reported by servers that can preempt
+            (the iteration level; 0 with reserved KV memory). ``None`` leaves the key out.
+        recomputed_tokens: KV tokens the preemptions discarded (computed again), over the
+            whole run; ``None`` leaves the key out.
 
     Returns:
         A flat dict of metrics (all floats; counts are whole numbers). Keys: ``requests``,
@@ -275,7 +281,7 @@ def summarize(
         ``ttft_s_*``, ``tbt_s_*``, ``max_token_gap_s_*`` (each ``_mean``, ``_p50``, ``_p95``,
         ``_p99``), ``sla_attainment_e2e``/``_ttft``/``_tbt`` (for the objectives set),
         ``sla_attainment`` (all set objectives), ``goodput_rps``, ``gpu_utilization``,
-        ``mean_batch_size``.
+        ``mean_batch_size``, and ``preemptions`` and ``recomputed_tokens`` when given.
 
     Raises:
         ValueError: If ``warmup_s`` is not inside ``[0, end_s)`` (when ``end_s > 0``).
@@ -337,4 +343,8 @@ def summarize(
     out["goodput_rps"] = float(counts[_MET_ALL]) / duration if duration > 0 else float("nan")
     out["gpu_utilization"] = busy_s / (n_gpus * end_s) if end_s > 0 else float("nan")
     out["mean_batch_size"] = float(mean_batch_size)
+    if preemptions is not None:
+        out["preemptions"] = float(preemptions)
+    if recomputed_tokens is not None:
+        out["recomputed_tokens"] = float(recomputed_tokens)
     return out

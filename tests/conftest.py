@@ -30,3 +30,56 @@ def random_workload(rng: np.random.Generator, n: int, rate: float = 5.0) -> Work
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def check_iteration_accounting(server) -> None:
+    """Every arrived request of an ``IterationServer`` is in exactly one place; memory adds up.
+
+    The places: completed, rejected, the waiting queue (preempted requests at its front, then the
+    arrival-ordered rest), or a GPU's running or prefilling list. With paged KV, each GPU's blocks
+    in use are the sum of its requests' blocks and never exceed its capacity, and no request off
+    the GPUs holds blocks.
+    """
+    s = server
+    waiting = s.waiting_ids().tolist()
+    assert len(waiting) == s.n_waiting
+    assert waiting[: len(s.requeued)] == list(s.requeued)
+    on_gpus = []
+    for g in range(s.n_gpus):
+        mine = s.running[g].tolist() + list(s.prefilling[g])
+        on_gpus += mine
+        assert len(mine) == s.n_sequences[g] <= s.max_sequences
+        if s.paged:
+            assert sum(s.request_blocks[i] for i in mine) == s.blocks_used[g]
+            assert 0 <= s.blocks_used[g] <= s.capacity_blocks
+            assert s.kv_used[g] == s.kv_reserved[g] == s.blocks_used[g] * s.kv_block_tokens
+        else:
+            assert s.kv_reserved[g] <= s.kv_capacity_tokens
+    present = waiting + on_gpus
+    assert len(present) == len(set(present))
+    assert all(0 <= i < s.n_arrived for i in present)
+    records = s.records
+    assert not records.completed[present].any()
+    assert (records.reject_reason[present] == 0).all()
+    assert s.n_arrived == s.n_completed + s.n_rejected + len(present)
+    assert int(records.completed.sum()) == s.n_completed
+    assert sum(s.request_blocks) == sum(s.blocks_used)
+    assert int(records.preemptions.sum()) == s.n_preemptions
+    assert int(records.recomputed_tokens.sum()) == s.recomputed_tokens
+
+
+def check_deciding_gpu_blocks(server) -> None:
+    """Paged KV: on the deciding (idle) GPU every request holds exactly the blocks of the tokens
+    it has computed: ``p + g - 1`` for a decoding one, its prefilled tokens for a prefilling one."""
+    s = server
+    gpu = s.decision_gpu
+    if not s.paged or gpu < 0:
+        return
+    prompt = s.workload.prompt_tokens
+    b = s.kv_block_tokens
+    for i, g in zip(s.running[gpu].tolist(), s.running_tokens_generated(gpu).tolist()):
+        assert s.request_blocks[i] == -(-(int(prompt[i]) + g - 1) // b)
+    for i in s.prefilling[gpu]:
+        computed = int(prompt[i]) + int(s.records.tokens_generated[i]) - s.tokens_to_prefill(i)
+        assert computed > 0
+        assert s.request_blocks[i] == -(-computed // b)

@@ -155,3 +155,27 @@ def test_summary_is_the_numpy_statement_bit_for_bit(data, n, with_gaps):
     )
     expected = _numpy_statement(columns, end_s=120.0, warmup_s=warmup_s, sla=sla)
     assert repr({k: got[k] for k in expected}) == repr(expected)
+
+
+def test_preemption_counts_are_reported_only_when_given():
+    columns = {
+        "arrival_s": np.array([0.0]),
+        "start_s": np.array([0.0]),
+        "first_token_s": np.array([1.0]),
+        "completion_s": np.array([2.0]),
+        "output_tokens": np.array([2]),
+        "status": np.array([2], dtype=np.int8),
+    }
+    plain = summarize(columns, end_s=2.0, n_gpus=1, busy_s=2.0, mean_batch_size=1.0)
+    assert "preemptions" not in plain and "recomputed_tokens" not in plain
+    counted = summarize(
+        columns,
+        end_s=2.0,
+        n_gpus=1,
+        busy_s=2.0,
+        mean_batch_size=1.0,
+        preemptions=3,
+        recomputed_tokens=120,
+    )
+    assert counted["preemptions"] == 3.0 and counted["recomputed_tokens"] == 120.0
+    assert {k: v for k, v in counted.items() if k in plain} == plain

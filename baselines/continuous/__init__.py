@@ -17,6 +17,8 @@ whole budget" is prefill level ``P-1`` (``max_tokens`` minus the decoded sequenc
 | ``hybrid`` | Hybrid(0.5): ``[level nearest to 0.5 * max_sequences decoded, P-1, -]`` |
 | ``vllm`` | Prefill first: ``[largest level fitting beside the prefill, P-1, -]`` |
 | ``sarathi`` | Decode all, prefill chunks in the rest: ``[D-1, P-1, -]`` |
+| ``vllm-v1`` | vLLM V1 (0.19) default: ``[D-1, P-1, -]``, for paged KV and ``chunk_size = |
+| | max_tokens`` (the env allocates blocks and preempts) |
 | ``random`` | Uniform over the exact joint mask |
 
 (``-`` is the level with the largest cap: no cap by default.)
@@ -29,7 +31,7 @@ from functools import partial
 
 from baselines.base import Policy
 from baselines.continuous.budgeted import DecodePrioritizing, Hybrid, PrefillPrioritizing
-from baselines.continuous.engines import SarathiStyle, VLLMStyle
+from baselines.continuous.engines import VLLMV1, SarathiStyle, VLLMStyle
 from baselines.continuous.random_valid import RandomValid
 from baselines.continuous.simulator_a import PrefillPrioritizingK, RunToCompletion
 
@@ -43,6 +45,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "hybrid": Hybrid.from_env,
     "vllm": VLLMStyle.from_env,
     "sarathi": SarathiStyle.from_env,
+    "vllm-v1": VLLMV1.from_env,
     "random": RandomValid.from_env,
 }
 """Iteration-level baselines by the name users type (``llmsched evaluate --policies``)."""
@@ -56,5 +59,6 @@ __all__ = [
     "RandomValid",
     "RunToCompletion",
     "SarathiStyle",
+    "VLLMV1",
     "VLLMStyle",
 ]

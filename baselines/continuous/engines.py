@@ -1,6 +1,6 @@
-"""Engine-style token-budget schedulers: vLLM (prefill first) and Sarathi-Serve (decode first).
+"""Engine-style token-budget schedulers: vLLM (prefill first), Sarathi-Serve and vLLM V1.
 
-Both form *mixed* iterations within the token budget ``max_tokens``; they differ in who gets the
+All form *mixed* iterations within the token budget ``max_tokens``; they differ in who gets the
 budget first.
 
 * vLLM's default scheduler (Kwon et al., SOSP 2023) schedules waiting prefills before running
@@ -10,6 +10,9 @@ budget first.
   every iteration, and the rest of the budget is filled with prefill *chunks*, so a long prompt
   never stalls the decodes for a whole prefill. :class:`SarathiStyle` does exactly that with the
   env's ``chunk_size``.
+* vLLM V1's scheduler (the default of vLLM 0.19) is unified: every running request is scheduled
+  first, then waiting ones fill the rest of ``max_num_batched_tokens`` in chunks, with paged KV
+  blocks and preemption. :class:`VLLMV1` is its policy for an env that models those blocks.
 """
 
 from __future__ import annotations
@@ -86,6 +89,50 @@ class SarathiStyle(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode all, prefill chunks in the leftover budget."""
+        decode = self.decode_levels - 1 if info["running"].size else 0
+        prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
+        return self.action(decode, prefill)
+
+
+class VLLMV1(ContinuousPolicy):
+    """vLLM V1's default scheduling (vLLM 0.19): decode every running sequence, prefill the rest.
+
+    vLLM V1's scheduler (``vllm/v1/core/sched/scheduler.py``) has no prefill or decode phase:
+    each step it first gives every running request its next tokens (one for a decoding request,
+    a chunk for a partially prefilled one), then admits waiting requests first come first served
+    into what is left of the token budget ``max_num_batched_tokens``, chunking the last one, with
+    no cap on the number admitted; KV memory is paged (Kwon et al., PagedAttention, SOSP 2023)
+    and a request that cannot get its blocks preempts the most recently admitted one.
+
+    Action: ``[D-1, P-1, no cap]`` (``[D-1, 0, *]`` when the mask forbids prefill, ``[0, P-1,
+    no cap]`` when nothing runs). The env does the rest, so this is vLLM V1 only in an env built
+    with ``kv_allocation="paged"`` (the block allocation, preemption and head-of-line blocking)
+    and ``chunk_size=max_tokens`` (chunked prefill that may fill the whole budget, vLLM's
+    ``long_prefill_token_threshold = 0``); a ``UserWarning`` says when the env differs. One
+    difference remains: the env counts the decodes against the budget first, while vLLM serves
+    running requests in admission order, so an older partially prefilled request's chunk could
+    take budget from the decodes there.
+
+    Args:
+        env: A ``ContinuousBatching-v0`` environment, normally with ``kv_allocation="paged"``
+            and ``chunk_size`` equal to ``max_tokens``.
+    """
+
+    name = "vllm-v1"
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        cfg = self.env.config
+        if cfg.kv_allocation != "paged" or self.chunk_size != self.max_tokens:
+            self.warn(
+                f"vLLM V1 needs paged KV and chunks filling the budget, but the env has "
+                f"kv_allocation={cfg.kv_allocation!r} and chunk_size={self.chunk_size!r} "
+                f"(max_tokens={self.max_tokens}); build it with kv_allocation='paged' and "
+                f"chunk_size=max_tokens"
+            )
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """Decode all, give prefill the whole leftover budget."""
         decode = self.decode_levels - 1 if info["running"].size else 0
         prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
         return self.action(decode, prefill)

@@ -38,7 +38,17 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     ``max_sequences`` requests per GPU. Prompts wait in one FIFO queue shared by the GPUs; a GPU
     admits them from its head. The iteration that finishes a prompt's prefill emits its first
     token (TTFT); each decode step emits one more (TBT is the gap between consecutive tokens).
-    Admission reserves a request's full KV footprint, so memory never overflows.
+
+    KV memory (``kv_allocation``): by default (``"reserve"``) admission reserves a request's full
+    KV footprint, so memory never overflows and nothing is preempted. With ``"paged"`` the GPU
+    allocates blocks of ``kv_block_tokens`` tokens as tokens are computed, as vLLM V1 does: the
+    deciding GPU's admitted requests get their blocks first, in admission order, and when one
+    cannot, the most recently admitted request on the GPU is preempted (its KV is discarded and
+    it returns to the front of the queue, to recompute its prompt plus generated tokens when
+    readmitted; its next token comes when the recomputation ends). Waiting prompts are admitted
+    only in iterations without a preemption, and only while the head's first chunk finds free
+    blocks. If every request of an iteration was preempted, no iteration runs and the same GPU
+    decides again at once. ``llmsched_env.sim.iteration_server`` states the rules in full.
 
     The environment steps once per iteration: whenever a GPU is free and has work (running
     sequences, a started prompt, or a waiting prompt it can admit). The classic iteration
@@ -65,8 +75,15 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     needs prefill it can actually do (a started prompt, or an admissible head prompt that fits in
     that level's budget); level 0 of a component is allowed when the other component can be
     non-zero or WAIT is safe. WAIT (both 0) is forbidden only when it would deadlock, which
-    per-component masks cannot express: ``FlatContinuousAction`` gives exact joint masks. A
-    forbidden action is mapped to "decode all, full prefill budget, no cap" and flagged in
+    per-component masks cannot express: ``FlatContinuousAction`` gives exact joint masks. With
+    paged KV an admissible head prompt must also find free blocks for its first chunk at that
+    level's budget, so a larger budget (a larger chunk) can be forbidden where a smaller one is
+    allowed; beside running sequences (whose decodes shrink the budget) a started prompt or a
+    free block for the head suffices. A prefill-only action must make progress (the joint mask
+    says which): the oldest started prompt must get its blocks without preempting itself, since
+    repeating an iteration that only preempts its own prompt would never end. A
+    forbidden action is mapped to "decode all, full prefill budget, no cap" (paged, with nothing
+    running: the largest prefill level that makes progress) and flagged in
     ``info["invalid_action"]``, or raises ``InvalidActionError`` with ``invalid_action="raise"``.
     An action outside the action space always raises ``ValueError``.
 
@@ -78,9 +95,9 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     | name | meaning | normalisation | range |
     |------|---------|---------------|-------|
     | waiting | prompts waiting | / max_sequences | [0, 16] |
-    | waiting_tokens | their prompt tokens | / max_tokens | [0, 64] |
+    | waiting_tokens | their prompt tokens (to recompute, if preempted) | / max_tokens | [0, 64] |
     | oldest_wait | age of the oldest waiting prompt | / ttft_sla | [0, 8] |
-    | head_prompt | prompt tokens of the queue head | / max_tokens | [0, 8] |
+    | head_prompt | prompt tokens of the queue head (ditto) | / max_tokens | [0, 8] |
     | arrival_rate | arrivals per second over the last ttft_sla | / capacity | [0, 4] |
     | ttft_miss_rate | TTFT misses per finished request (moving) | - | [0, 1] |
     | tbt_miss_rate | TBT misses per finished request (moving) | - | [0, 1] |
@@ -90,8 +107,8 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     | gpu/mean_generated | mean tokens generated per running sequence | / length scale | [0, 4] |
     | gpu/mean_predicted_remaining | mean predicted tokens to go | / length scale | [0, 4] |
     | gpu/oldest_token_gap | time since its least recent token | / tbt_sla | [0, 4] |
-    | gpu/kv_used | KV memory in use | / capacity | [0, 1] |
-    | gpu/kv_reserved | KV memory reserved | / capacity | [0, 1] |
+    | gpu/kv_used | KV memory in use (paged: allocated blocks) | / capacity | [0, 1] |
+    | gpu/kv_reserved | KV memory reserved (paged: = kv_used) | / capacity | [0, 1] |
     | gpu/last_iteration | duration of its latest iteration | / tbt_sla | [0, 4] |
     | gpu{g}/busy_remaining | per GPU, time until its iteration ends | / tbt_sla | [0, 4] |
 
@@ -121,14 +138,17 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Information
 
-    ``time_s``, ``gpu`` (the deciding GPU), ``waiting`` (indices of the waiting prompts, oldest
-    first) with ``waiting_arrival_s`` and ``waiting_prompt_tokens``; ``running`` (the deciding
+    ``time_s``, ``gpu`` (the deciding GPU), ``waiting`` (indices of the waiting prompts, head
+    first: preempted requests, then the others oldest first) with ``waiting_arrival_s`` and
+    ``waiting_prompt_tokens`` (for a preempted request, its tokens to recompute); ``running`` (the
+    deciding
     GPU's decoding requests, oldest admitted first) with ``running_tokens_generated`` and
     ``running_predicted_output_tokens``; ``prefilling`` (its started prompts) and
     ``prefill_remaining_tokens``; per GPU ``n_running``, ``kv_reserved_tokens`` and
-    ``last_iteration_s``; ``action_mask``, ``invalid_action`` and ``applied_action``. Every
-    array is a fresh copy. ``reset`` adds the constants ``max_tokens``, ``max_sequences``,
-    ``chunk_size``, ``prompt_caps``, ``decode_levels``, ``prefill_levels``, ``ttft_sla_s``,
+    ``last_iteration_s``; ``preemptions`` (so far, all GPUs); ``action_mask``,
+    ``invalid_action`` and ``applied_action``. Every array is a fresh copy. ``reset`` adds the
+    constants ``max_tokens``, ``max_sequences``, ``chunk_size``, ``kv_allocation``,
+    ``kv_block_tokens``, ``prompt_caps``, ``decode_levels``, ``prefill_levels``, ``ttft_sla_s``,
     ``tbt_sla_s``, ``capacity_rps`` and ``arrival_rate_rps``. At the end of an episode:
     ``episode_metrics``. ``env.unwrapped.last_info`` is the latest ``info`` returned (what a
     heuristic's SB3-style ``predict`` reads when a vector env hides the infos).
@@ -151,6 +171,8 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     | max_tokens | 2048 | token budget per iteration |
     | max_sequences | 256 | requests per GPU |
     | chunk_size | 512 | chunked-prefill chunk (None: whole prompts) |
+    | kv_allocation | ``"reserve"`` | ``"reserve"`` (whole footprint at admission) or ``"paged"`` |
+    | kv_block_tokens | 16 | tokens per KV block with ``"paged"`` (vLLM's default) |
     | decode_levels, prefill_levels | 5, 5 | action granularity |
     | prompt_caps | (1, 2, 4, 8, 16, 0) | levels of the prompt cap |
     | invalid_action | ``"remap"`` | or ``"raise"`` |
@@ -165,12 +187,14 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     ## References
 
     * Agrawal et al., Sarathi-Serve (OSDI 2024): chunked prefill and stall-free batching.
-    * Kwon et al., vLLM / PagedAttention (SOSP 2023).
+    * Kwon et al., vLLM / PagedAttention (SOSP 2023); vLLM V1's scheduler
+      (``vllm/v1/core/sched/scheduler.py``) for paged allocation and preemption.
     * Li, Dai, Peng, throughput-optimal LLM scheduling, arXiv 2504.07347 (iteration cost model).
 
     ## Version History
 
-    * v0: Initial version.
+    * v0: Initial version. The ``kv_allocation="paged"`` option was added later; the default
+      (``"reserve"``) keeps the original dynamics.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
@@ -191,6 +215,8 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         max_tokens: int = 2048,
         max_sequences: int = 256,
         chunk_size: int | None = 512,
+        kv_allocation: str = "reserve",
+        kv_block_tokens: int = 16,
         decode_levels: int = 5,
         prefill_levels: int = 5,
         prompt_caps: tuple[int, ...] = (1, 2, 4, 8, 16, 0),
@@ -213,6 +239,8 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
             max_tokens=max_tokens,
             max_sequences=max_sequences,
             chunk_size=chunk_size,
+            kv_allocation=kv_allocation,  # type: ignore[arg-type]
+            kv_block_tokens=kv_block_tokens,
             decode_levels=decode_levels,
             prefill_levels=prefill_levels,
             prompt_caps=tuple(prompt_caps),
@@ -225,6 +253,12 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.source = make_workload_source(cfg.workload)
         self.latency = make_iteration_latency(cfg.latency)
         self.kv_capacity_tokens = make_kv_memory(cfg.kv_memory).capacity_tokens
+        self.paged = cfg.kv_allocation == "paged"
+        if self.paged and self.kv_capacity_tokens < cfg.kv_block_tokens:
+            raise ValueError(
+                f"kv_block_tokens={cfg.kv_block_tokens!r} is larger than the KV memory "
+                f"({self.kv_capacity_tokens} tokens): paged allocation needs at least one block"
+            )
         self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
         calibration = self.source.calibration()
         mean_prompt = float(np.mean(calibration.prompt_tokens))
@@ -278,6 +312,8 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
             chunk_size=cfg.chunk_size,
             ttft_deadline_s=cfg.ttft_sla,
             tbt_target_s=cfg.tbt_sla,
+            kv_allocation=cfg.kv_allocation,
+            kv_block_tokens=cfg.kv_block_tokens,
         )
         self._reward = self._reward_factory(cfg.sla_penalty, cfg.ttft_sla)
         self._reward.reset(self.server)
@@ -303,6 +339,8 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
             max_tokens=cfg.max_tokens,
             max_sequences=cfg.max_sequences,
             chunk_size=cfg.chunk_size,
+            kv_allocation=cfg.kv_allocation,
+            kv_block_tokens=cfg.kv_block_tokens,
             prompt_caps=cfg.prompt_caps,
             decode_levels=cfg.decode_levels,
             prefill_levels=cfg.prefill_levels,
@@ -356,7 +394,31 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._observe(), float(reward), terminated, truncated, info
 
     def _prefill_allowed(self, level: int) -> bool:
+        """Whether prefill ``level`` is allowed (the per-component mask).
+
+        Paged mode: a prefill-only iteration at this level would make progress, or running
+        sequences decode beside it and there is a started prompt or a free block for the head.
+        """
+        if self.paged:
+            if level == 0 or self._prefill_only_allowed(level):
+                return True
+            server = self.server
+            gpu = server.decision_gpu
+            if not server.running[gpu].size:
+                return False
+            return bool(server.prefilling[gpu]) or server.can_admit(gpu)
         return level == 0 or self._smallest_prefill_budget() <= self._level_budgets[level]
+
+    def _prefill_only_allowed(self, level: int) -> bool:
+        """Paged mode: whether ``[0, level, *]`` makes progress, exactly.
+
+        The oldest started prompt must get the blocks of its next chunk (preempting more recent
+        requests if need be, but not itself), or with none started the head's first chunk at this
+        level's budget must fit the free blocks (larger budgets make larger chunks, so the allowed
+        levels need not be the upper ones). See ``IterationServer.prefill_progresses``.
+        """
+        server = self.server
+        return server.prefill_progresses(server.decision_gpu, self._level_budgets[level])
 
     def _smallest_prefill_budget(self) -> float:
         """The least prefill budget that gives the deciding GPU prefill work (inf: none does).
@@ -372,7 +434,7 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
             return math.inf
         if self.config.chunk_size is not None:
             return 1
-        return int(server.workload.prompt_tokens[server.waiting_head()])
+        return server.waiting_head_tokens()
 
     def _allowed(self, decode: int, prefill: int) -> bool:
         server = self.server
@@ -380,15 +442,27 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
             return server.can_wait()
         if decode > 0 and server.running[server.decision_gpu].size == 0:
             return False
+        if self.paged and decode == 0:
+            return self._prefill_only_allowed(prefill)
         return self._prefill_allowed(prefill)
 
     def _fallback(self) -> tuple[int, int, int]:
-        """Decode every running sequence and give prefill the whole remaining budget."""
+        """Decode every running sequence and give prefill the whole remaining budget.
+
+        Paged mode without running sequences: the largest prefill level that forms an
+        iteration (the whole budget's first chunk may not fit the free blocks).
+        """
         server = self.server
         cfg = self.config
-        decode = cfg.decode_levels - 1 if server.running[server.decision_gpu].size else 0
+        running = server.running[server.decision_gpu].size > 0
+        decode = cfg.decode_levels - 1 if running else 0
+        cap = len(cfg.prompt_caps) - 1
+        if self.paged:
+            levels = range(cfg.prefill_levels - 1, 0, -1)
+            ok = self._prefill_allowed if running else self._prefill_only_allowed
+            return decode, next((v for v in levels if ok(v)), 0), cap
         prefill = cfg.prefill_levels - 1 if server.can_prefill(server.decision_gpu) else 0
-        return decode, prefill, len(cfg.prompt_caps) - 1
+        return decode, prefill, cap
 
     def action_masks(self) -> np.ndarray:
         """Per-component masks, concatenated, in the form sb3-contrib's MaskablePPO expects."""
@@ -403,10 +477,14 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         if gpu < 0:
             return np.zeros(d + p + c, dtype=bool)
         running = server.running[gpu].size > 0
-        smallest = self._smallest_prefill_budget()
-        # Budgets ascend with the level: the levels from the first large enough one are allowed.
-        first_ok = bisect_left(self._level_budgets, smallest, 1)
-        prefill_ok = [False] * (first_ok - 1) + [True] * (p - first_ok)
+        if self.paged:
+            prefill_ok = [self._prefill_allowed(level) for level in range(1, p)]
+        else:
+            smallest = self._smallest_prefill_budget()
+            # Budgets ascend with the level: the levels from the first large enough one are
+            # allowed.
+            first_ok = bisect_left(self._level_budgets, smallest, 1)
+            prefill_ok = [False] * (first_ok - 1) + [True] * (p - first_ok)
         can_wait = server.can_wait()
         mask = [can_wait or any(prefill_ok)]
         mask += [running] * (d - 1)
@@ -434,7 +512,7 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         mask[1:, 0, 0] = running
         for level in range(1, p):
             if self._prefill_allowed(level):
-                mask[0, level, :] = True
+                mask[0, level, :] = not self.paged or self._prefill_only_allowed(level)
                 mask[1:, level, :] = running
         return mask
 
@@ -490,14 +568,24 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         gpu = s.decision_gpu
         head, tail = s.queue_head, s.queue_tail
         order, arrival, prompt = self._queue_columns
+        waiting = order[head:tail].copy()
+        waiting_arrival = arrival[head:tail].copy()
+        waiting_tokens = prompt[head:tail].copy()
+        if s.requeued:
+            # Preempted requests wait at the front, with their tokens to recompute.
+            front = np.fromiter(s.requeued, np.int64, len(s.requeued))
+            waiting = np.concatenate([front, waiting])
+            waiting_arrival = np.concatenate([w.arrival_s[front], waiting_arrival])
+            tokens = [s.tokens_to_prefill(i) for i in s.requeued]
+            waiting_tokens = np.concatenate([np.array(tokens, dtype=prompt.dtype), waiting_tokens])
         running = s.running[gpu].copy() if gpu >= 0 else np.zeros(0, dtype=np.int64)
         self._mask = self._compute_mask()
         return {
             "time_s": s.now,
             "gpu": gpu,
-            "waiting": order[head:tail].copy(),
-            "waiting_arrival_s": arrival[head:tail].copy(),
-            "waiting_prompt_tokens": prompt[head:tail].copy(),
+            "waiting": waiting,
+            "waiting_arrival_s": waiting_arrival,
+            "waiting_prompt_tokens": waiting_tokens,
             "running": running,
             "running_tokens_generated": (
                 s.running_tokens_generated(gpu) if gpu >= 0 else np.zeros(0, dtype=np.int64)
@@ -507,6 +595,7 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
             "prefill_remaining_tokens": s.prefill_remaining_tokens(gpu) if gpu >= 0 else 0,
             "n_running": np.array([r.size for r in s.running]),
             "kv_reserved_tokens": np.array(s.kv_reserved),
+            "preemptions": s.n_preemptions,
             "last_iteration_s": np.array(s.last_iteration_s),
             "action_mask": self._mask.copy(),
             "invalid_action": invalid,

@@ -85,7 +85,6 @@ class IterationObservation:
         self.low, self.high = feature_bounds(server.n_gpus)
         # Python lists: the observation reads a few scalars, faster from lists than from numpy.
         self.arrival = server.workload.arrival_s.tolist()
-        self._prompt = server.workload.prompt_tokens.tolist()
         self._last = (0, 0, 0, 0.0)
         self._ema = [0.0, 0.0, 0.0]
         self.ttft_miss_rate = 0.0
@@ -111,9 +110,8 @@ class IterationObservation:
         gpu = max(s.decision_gpu, 0)
         n_waiting = s.n_waiting
         if n_waiting:
-            head = s.waiting_head()
-            oldest_wait = now - self.arrival[head]
-            head_prompt = self._prompt[head]
+            oldest_wait = now - self.arrival[s.oldest_waiting()]
+            head_prompt = s.waiting_head_tokens()
         else:
             oldest_wait = 0.0
             head_prompt = 0

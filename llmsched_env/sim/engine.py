@@ -167,7 +167,12 @@ class Engine:
             mean_batch_size=self.mean_batch_size(),
             sla=sla or SLATargets(),
             warmup_s=warmup_s,
+            **self._run_counts(),
         )
+
+    def _run_counts(self) -> dict[str, int]:
+        """Server-wide counts :func:`summarize` reports besides the per-request columns."""
+        return {}
 
     def _metric_columns(self) -> dict[str, np.ndarray]:
         """The per-request columns :func:`summarize` reads (``RequestRecords.columns``)."""

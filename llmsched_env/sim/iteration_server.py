@@ -9,21 +9,51 @@ Model, per GPU:
 
 * Waiting prompts sit in one global FIFO queue. A GPU admits prompts from its head (first come,
   first served; the head blocks the queue when it does not fit) when it forms an iteration.
-  Admission reserves the request's whole KV footprint (prompt plus output tokens) on that GPU, as
-  engines that reserve ``max_new_tokens`` do, so memory never overflows and nothing is preempted.
-  The KV memory *used* grows with every generated token and is what observations report.
+* KV memory is allocated in one of two ways (``kv_allocation``):
+
+  - ``"reserve"`` (default): admission reserves the request's whole KV footprint (prompt plus
+    output tokens) on that GPU, as engines that reserve ``max_new_tokens`` do, so memory never
+    overflows and nothing is preempted. The KV memory *used* grows with every generated token.
+  - ``"paged"``: vLLM V1's paged allocation (Kwon et al., PagedAttention, SOSP 2023; vLLM V1's
+    scheduler, ``vllm/v1/core/sched/scheduler.py``). The KV cache is split into blocks of
+    ``kv_block_tokens`` tokens, and a request holds the blocks for the tokens it has computed:
+    when an iteration schedules ``n`` new tokens of a request with ``c`` tokens in its cache, it
+    must hold ``ceil((c + n) / B)`` blocks, and the missing ones are taken from the GPU's free
+    blocks when the iteration is formed. A decode step of a request with prompt ``p`` and ``g``
+    generated tokens computes one token (the last sampled one), so it needs
+    ``ceil((p + g) / B)`` blocks. The deciding GPU first schedules its admitted requests (the
+    chosen decodes and the continuing chunks of started prompts) in admission order; when one
+    cannot get its blocks, the most recently admitted request on the GPU (possibly itself) is
+    *preempted*: its blocks are freed, its KV is discarded and it goes back to the front of the
+    waiting queue (several preempted in one iteration keep their admission order there), until
+    the blocks are free or the request itself was preempted, which ends this phase. Waiting
+    prompts are admitted only in iterations without a preemption, each needing the blocks of its
+    first chunk; when the head's are not free, admission stops (head-of-line blocking). A
+    preempted request recomputes when admitted again: it prefills its prompt plus the tokens it
+    generated (chunked as usual), and the iteration that finishes this emits its *next* token
+    (its TTFT stays the first one; the gap since its previous token counts for TBT). If every
+    request of an iteration was preempted, no iteration runs and the GPU decides again at once.
 * An iteration takes at most ``max_tokens`` tokens: one per decoded sequence plus the prefill
   tokens. Without chunked prefill a prompt is prefilled whole in one iteration, so a prompt longer
   than ``max_tokens`` could never run and is rejected at arrival
-  (:attr:`RejectReason.PROMPT_EXCEEDS_TOKEN_BUDGET`). With ``chunk_size`` set, a prompt is
+  (:attr:`RejectReason.PROMPT_EXCEEDS_TOKEN_BUDGET`; in paged mode, a request whose prompt plus
+  output minus one token exceeds ``max_tokens``, since a recomputation after a preemption could
+  need that many tokens in one iteration, as vLLM requires ``max_num_batched_tokens >=
+  max_model_len`` without chunked prefill). With ``chunk_size`` set, a prompt is
   prefilled over several iterations, at most ``chunk_size`` tokens per iteration, and a
   started prompt continues before new prompts are admitted.
+* A request whose prompt plus output tokens exceed one GPU's KV memory could never finish and is
+  rejected at arrival (:attr:`RejectReason.EXCEEDS_KV_CAPACITY`); in paged mode the memory is
+  that of the whole blocks, ``kv_capacity_tokens // B * B`` tokens. So a request alone on a GPU
+  can always get its blocks, and the oldest admitted request of a GPU is never preempted.
 * At most ``max_sequences`` requests (prefilling or decoding) are on a GPU at once.
 * The iteration that completes a prompt's prefill emits its first output token (TTFT is measured
   at the end of that iteration); every decode step emits one more token. A request completes
   with its last token and frees its KV memory.
 * The iteration's duration comes from the iteration latency model, charged on the iteration's
-  total work (a mixed prefill + decode iteration costs the model's time for the sum).
+  total work (a mixed prefill + decode iteration costs the model's time for the sum). The model
+  also gets the KV tokens each prefill chunk attends to beyond itself (the sequence's tokens
+  computed before the chunk) and the number of prefill chunks.
 
 SLA accounting (when targets are given): a request is on time when its first token came within
 ``ttft_deadline_s`` of its arrival and no gap between two of its consecutive tokens exceeded
@@ -35,12 +65,19 @@ request, when the token that ends the first too-long gap is produced.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 from numba import njit
 
+from llmsched_env.config import KV_ALLOCATIONS
 from llmsched_env.latency import IterationLatencyModel
 from llmsched_env.sim.engine import Engine
+from llmsched_env.sim.paged_kv import (
+    allocate_in_admission_order,
+    blocks_for,
+    decode_rows_needing_block,
+)
 from llmsched_env.sim.records import RejectReason, RequestRecords
 from llmsched_env.workload import Workload
 
@@ -117,10 +154,29 @@ class IterationServer(Engine):
         ttft_deadline_s: Time-to-first-token target; enables on-time/miss accounting.
         tbt_target_s: Time-between-tokens target (largest allowed gap between two consecutive
             output tokens of a request).
+        kv_allocation: ``"reserve"`` (whole footprint at admission, never preempts) or
+            ``"paged"`` (blocks as tokens are computed, preemption by recomputation); see the
+            module docstring.
+        kv_block_tokens: Tokens per KV block in paged mode (vLLM's default block size is 16).
 
     Attributes:
-        running: Per GPU, the decoding requests in admission order.
-        prefilling: Per GPU, the admitted requests whose prefill is not finished, in order.
+        running: Per GPU, the decoding requests, in the order they started decoding.
+        prefilling: Per GPU, the admitted requests whose prefill (or recomputation) is not
+            finished, in admission order.
+        requeued: Preempted requests waiting ahead of the arrival-ordered queue
+            ``queue_order[queue_head:queue_tail]``; the waiting queue is ``requeued`` followed
+            by that slice. Always empty in reserve mode.
+        kv_used: Per GPU, KV tokens in use (reserve mode: computed tokens plus the latest
+            sampled one; paged mode: the allocated blocks times ``kv_block_tokens``).
+        kv_reserved: Per GPU, KV tokens reserved (reserve mode: the admitted requests' whole
+            footprints; paged mode: equal to ``kv_used``, since blocks are taken only as
+            tokens are computed).
+        capacity_blocks: KV blocks of one GPU in paged mode (``kv_capacity_tokens //
+            kv_block_tokens``); 0 in reserve mode.
+        blocks_used: Per GPU, the KV blocks allocated (paged mode; zeros in reserve mode).
+        request_blocks: Per request, the KV blocks it holds (paged mode; zeros in reserve mode).
+        n_preemptions: Preemptions so far.
+        recomputed_tokens: KV tokens discarded by preemptions (to be computed again) so far.
         n_on_time: Requests completed meeting both targets so far.
         n_ttft_misses: TTFT deadlines that passed without a first token (plus rejections).
         n_tbt_misses: Requests that breached the TBT target.
@@ -141,8 +197,22 @@ class IterationServer(Engine):
         chunk_size: int | None = None,
         ttft_deadline_s: float | None = None,
         tbt_target_s: float | None = None,
+        kv_allocation: str = "reserve",
+        kv_block_tokens: int = 16,
     ) -> None:
         super().__init__(workload, n_gpus, rng)
+        if kv_allocation not in KV_ALLOCATIONS:
+            raise ValueError(
+                f"kv_allocation must be one of {list(KV_ALLOCATIONS)}, got {kv_allocation!r}"
+            )
+        whole = isinstance(kv_block_tokens, (int, np.integer))
+        if not whole or isinstance(kv_block_tokens, bool) or kv_block_tokens < 1:
+            raise ValueError(f"kv_block_tokens must be an integer >= 1, got {kv_block_tokens!r}")
+        if kv_allocation == "paged" and kv_capacity_tokens < kv_block_tokens:
+            raise ValueError(
+                f"kv_capacity_tokens={kv_capacity_tokens!r} holds no whole KV block of "
+                f"kv_block_tokens={kv_block_tokens!r} tokens; paged allocation needs at least one"
+            )
         for name, value in (
             ("kv_capacity_tokens", kv_capacity_tokens),
             ("max_tokens", max_tokens),
@@ -163,13 +233,20 @@ class IterationServer(Engine):
         self.ttft_deadline_s = ttft_deadline_s
         self.tbt_target_s = tbt_target_s
         self._tbt_target_or_nan = math.nan if tbt_target_s is None else float(tbt_target_s)
+        self.kv_allocation = kv_allocation
+        self.paged = kv_allocation == "paged"
+        self.kv_block_tokens = int(kv_block_tokens)
+        self.capacity_blocks = self.kv_capacity_tokens // self.kv_block_tokens if self.paged else 0
 
         prompt = workload.prompt_tokens
         self.kv_need = prompt + workload.output_tokens
         reason = np.full(len(workload), RejectReason.NONE, dtype=np.int8)
         if self.chunk_size is None:
-            reason[prompt > self.max_tokens] = RejectReason.PROMPT_EXCEEDS_TOKEN_BUDGET
-        reason[self.kv_need > self.kv_capacity_tokens] = RejectReason.EXCEEDS_KV_CAPACITY
+            # In paged mode a recomputation (prompt plus all but the last output token) must fit.
+            longest = self.kv_need - 1 if self.paged else prompt
+            reason[longest > self.max_tokens] = RejectReason.PROMPT_EXCEEDS_TOKEN_BUDGET
+        usable = self.capacity_blocks * self.kv_block_tokens if self.paged else kv_capacity_tokens
+        reason[self.kv_need > usable] = RejectReason.EXCEEDS_KV_CAPACITY
         self._reject_reason = reason
         self._admissible = (reason == RejectReason.NONE).tolist()
         #: Index of each request's times for the deadline scan (-1: rejected, never scanned).
@@ -187,6 +264,20 @@ class IterationServer(Engine):
         self._output = workload.output_tokens.tolist()
         self._kv_need = self.kv_need.tolist()
         self._prefilled = [0] * len(workload)
+        #: Tokens each request prefills before its next token: its prompt, or after a preemption
+        #: its prompt plus the tokens generated so far.
+        self._target = prompt.tolist()
+        self.requeued: deque[int] = deque()
+        self._requeued_tokens = 0
+        self.n_preemptions = 0
+        self.recomputed_tokens = 0
+        self.request_blocks = [0] * len(workload)
+        #: Per request, when it was last admitted (a counter; paged mode only).
+        self._admitted_at = [0] * len(workload)
+        self._admissions = 0
+        #: Token state of preempted requests that had produced tokens, until they resume:
+        #: generated tokens, last token time, longest gap, TBT missed (1.0 or 0.0).
+        self._resume_state: dict[int, tuple[float, float, float, float]] = {}
         self._ttft_deadline = (
             (workload.arrival_s + ttft_deadline_s).tolist() if ttft_deadline_s else None
         )
@@ -200,6 +291,7 @@ class IterationServer(Engine):
         self.prefilling: list[list[int]] = [[] for _ in range(g)]
         self.kv_reserved = [0] * g
         self.kv_used = [0] * g
+        self.blocks_used = [0] * g
         self._running_context = [0] * g
         #: Per GPU, sums over the running sequences of prompt and predicted output tokens.
         self.running_prompt_tokens = [0] * g
@@ -220,34 +312,121 @@ class IterationServer(Engine):
     # ------------------------------------------------------------------ what a GPU can do
     @property
     def n_waiting(self) -> int:
-        """Prompts waiting in the global queue (not yet admitted by any GPU)."""
-        return self.queue_tail - self.queue_head
+        """Requests waiting in the global queue (not admitted, or preempted and not readmitted)."""
+        return self.queue_tail - self.queue_head + len(self.requeued)
 
     def waiting_prompt_tokens(self) -> int:
-        """Prompt tokens of the prompts in the global queue."""
+        """Tokens the waiting requests must prefill (a preempted one: its tokens to recompute)."""
         c = self._queue_prompt_cumsum
-        return c[self.queue_tail] - c[self.queue_head]
+        return c[self.queue_tail] - c[self.queue_head] + self._requeued_tokens
 
     def waiting_head(self) -> int:
-        """Index of the oldest waiting prompt, -1 if none waits."""
+        """Index of the request at the head of the waiting queue, -1 if none waits."""
+        if self.requeued:
+            return self.requeued[0]
         return self._queue_list[self.queue_head] if self.queue_head < self.queue_tail else -1
 
+    def waiting_head_tokens(self) -> int:
+        """Tokens the head of the waiting queue must prefill (0 if none waits)."""
+        head = self.waiting_head()
+        return self._target[head] if head >= 0 else 0
+
+    def oldest_waiting(self) -> int:
+        """Index of the earliest-arrived waiting request, -1 if none waits.
+
+        The head, except after preemptions: requeued requests keep their admission order, which
+        need not be their arrival order. Requests are indexed in arrival order, and every requeued
+        request arrived before every request that was never admitted.
+        """
+        if self.requeued:
+            return min(self.requeued)
+        return self.waiting_head()
+
     def waiting_ids(self) -> np.ndarray:
-        """Indices of the waiting prompts, oldest first (a read-only view)."""
+        """Indices of the waiting requests, head first (read-only; a copy after preemptions)."""
         view = self.queue_order[self.queue_head : self.queue_tail]
+        if self.requeued:
+            view = np.concatenate([np.fromiter(self.requeued, np.int64), view])
         view.flags.writeable = False
         return view
 
+    def tokens_to_prefill(self, index: int) -> int:
+        """Tokens request ``index`` must still prefill before its next token."""
+        return self._target[index] - self._prefilled[index]
+
+    def free_blocks(self, gpu: int) -> int:
+        """Free KV blocks of ``gpu`` (paged mode)."""
+        return self.capacity_blocks - self.blocks_used[gpu]
+
     def can_admit(self, gpu: int) -> bool:
-        """Whether ``gpu`` could admit the prompt at the head of the waiting queue now."""
-        if self.queue_head == self.queue_tail or self.n_sequences[gpu] >= self.max_sequences:
+        """Whether ``gpu`` could admit the request at the head of the waiting queue now.
+
+        Reserve mode: a sequence slot is free and the head's whole footprint fits the unreserved
+        memory. Paged mode: a slot is free and the blocks of the smallest first chunk are free
+        (one block with chunked prefill; the blocks of the whole prompt, or recomputation,
+        without).
+        """
+        if self.n_sequences[gpu] >= self.max_sequences:
             return False
-        head = self._queue_list[self.queue_head]
+        if self.requeued:
+            head = self.requeued[0]
+        elif self.queue_head < self.queue_tail:
+            head = self._queue_list[self.queue_head]
+        else:
+            return False
+        if self.paged:
+            need = 1 if self.chunk_size is not None else self._blocks_for(self._target[head])
+            return need <= self.capacity_blocks - self.blocks_used[gpu]
         return self.kv_reserved[gpu] + self._kv_need[head] <= self.kv_capacity_tokens
+
+    def can_admit_within(self, gpu: int, budget_tokens: int) -> bool:
+        """Whether a prefill budget of ``budget_tokens`` (no decodes) admits the queue's head.
+
+        Started prompts, which come first, are ignored: this is about the waiting queue alone.
+        """
+        if not self.can_admit(gpu):
+            return False
+        target = self._target[self.waiting_head()]
+        take = target if self.chunk_size is None else min(target, self.chunk_size, budget_tokens)
+        if take < 1 or take > budget_tokens:
+            return False
+        return not self.paged or self._blocks_for(take) <= self.free_blocks(gpu)
+
+    def prefill_progresses(self, gpu: int, budget_tokens: int) -> bool:
+        """Whether a prefill-only iteration of ``gpu`` with this budget would make progress.
+
+        Its first request is the oldest started prompt, whose next chunk must get its blocks
+        (in paged mode by preempting more recent requests if need be, but not itself); with no
+        started prompt, the head of the waiting queue must be admitted (:meth:`can_admit_within`).
+        A prefill-only iteration that could only preempt its own prompt would change the state
+        without progress, and repeating it would livelock.
+        """
+        started = self.prefilling[gpu]
+        if not started:
+            return self.can_admit_within(gpu, budget_tokens)
+        first = started[0]
+        done = self._prefilled[first]
+        remaining = self._target[first] - done
+        take = min(remaining, budget_tokens, self.chunk_size or remaining)
+        if take < 1:
+            return False
+        if not self.paged:
+            return True
+        need = self._blocks_for(done + take) - self.request_blocks[first]
+        free = self.capacity_blocks - self.blocks_used[gpu]
+        if need <= free:
+            return True
+        since = self._admitted_at[first]
+        on_gpu = [*self.running[gpu].tolist(), *started]
+        later = sum(self.request_blocks[i] for i in on_gpu if self._admitted_at[i] > since)
+        return need <= free + later
 
     def can_prefill(self, gpu: int) -> bool:
         """Whether ``gpu`` has prefill work: a started prompt or an admissible waiting one."""
         return bool(self.prefilling[gpu]) or self.can_admit(gpu)
+
+    def _blocks_for(self, tokens: int) -> int:
+        return blocks_for(tokens, self.kv_block_tokens)
 
     # ------------------------------------------------------------------ the decision
     def run_iteration(
@@ -256,37 +435,66 @@ class IterationServer(Engine):
         """Form and start the deciding GPU's next iteration.
 
         Args:
-            decode_count: How many running sequences get one token, oldest admitted first
-                (capped by the number running and by the token budget).
+            decode_count: How many running sequences get one token, the first ones of
+                :attr:`running` (capped by the number running and by the token budget).
             prefill_budget_tokens: Most prefill tokens in this iteration (capped by what the
                 decode tokens leave of ``max_tokens``). Started prompts continue first; then
                 prompts are admitted from the head of the waiting queue.
             max_new_prompts: Most prompts admitted from the waiting queue in this iteration.
 
         Returns:
-            ``True`` if an iteration started; ``False`` if it would have been empty, in which
-            case nothing changed and the decision is still due.
+            ``True`` if the decision was made: an iteration started or, in paged mode, requests
+            were preempted (if every request of the iteration was, no iteration runs and the GPU
+            decides again at the same time). ``False`` if the iteration would have been empty,
+            in which case nothing changed and the decision is still due.
 
         Raises:
             RuntimeError: If no decision is due.
         """
         gpu = self._require_decision()
+        if self.paged:
+            return self._run_paged_iteration(
+                gpu, decode_count, prefill_budget_tokens, max_new_prompts
+            )
         running = self.running[gpu]
         k = min(decode_count, running.size, self.max_tokens)
         decode_ids = running[:k] if k > 0 else _EMPTY
         budget = min(prefill_budget_tokens, self.max_tokens - k)
         plan: list[tuple[int, int]] = []
-        prefill_tokens = 0
+        prefill_tokens = prefill_kv_tokens = 0
         if budget > 0:
-            prefill_tokens = self._plan_prefill(gpu, budget, max_new_prompts, plan)
+            prefill_tokens, prefill_kv_tokens = self._plan_continuations(gpu, budget, plan)
+            if prefill_tokens < budget:
+                prefill_tokens = self._plan_admissions(
+                    gpu, budget, prefill_tokens, max_new_prompts, plan
+                )
         if k == 0 and not plan:
             return False
-        if k == running.size:
+        self._start_iteration(gpu, plan, decode_ids, prefill_tokens, prefill_kv_tokens)
+        return True
+
+    def _start_iteration(
+        self,
+        gpu: int,
+        plan: list[tuple[int, int]],
+        decode_ids: np.ndarray,
+        prefill_tokens: int,
+        prefill_kv_tokens: int,
+    ) -> None:
+        """Charge the planned iteration on ``gpu`` and start it."""
+        k = decode_ids.size
+        if k == self.running[gpu].size:
             context = self._running_context[gpu]
         else:
-            state = self._run_state[gpu]
-            context = _context_tokens(state, k)
-        duration = self.latency.iteration_s(prefill_tokens, k, context, self.rng)
+            context = _context_tokens(self._run_state[gpu], k)
+        duration = self.latency.iteration_s(
+            prefill_tokens,
+            k,
+            context,
+            self.rng,
+            prefill_kv_tokens=prefill_kv_tokens,
+            prefill_sequences=len(plan),
+        )
         self._pending[gpu] = (plan, decode_ids)
         self.last_iteration_s[gpu] = duration
         self.n_iterations += 1
@@ -294,42 +502,195 @@ class IterationServer(Engine):
         self.prefill_tokens_processed += prefill_tokens
         self.decode_tokens_processed += k
         self._start_work(gpu, duration)
-        return True
 
-    def _plan_prefill(
-        self, gpu: int, budget: int, max_new_prompts: int, plan: list[tuple[int, int]]
-    ) -> int:
-        """Fill ``plan`` with (request, prefill tokens) within ``budget``; return the tokens."""
+    def _plan_continuations(
+        self, gpu: int, budget: int, plan: list[tuple[int, int]]
+    ) -> tuple[int, int]:
+        """Plan the next chunks of ``gpu``'s started prompts within ``budget``, oldest first.
+
+        Returns:
+            ``(tokens, kv_tokens)``: the planned prefill tokens, and the tokens those prompts
+            had computed before their chunks.
+        """
         chunk = self.chunk_size
-        prompt = self._prompt
+        target = self._target
         prefilled = self._prefilled
-        used = 0
+        used = kv = 0
         for index in self.prefilling[gpu]:
-            remaining = prompt[index] - prefilled[index]
+            done = prefilled[index]
+            remaining = target[index] - done
             take = min(remaining, budget - used, chunk or remaining)
             if take <= 0:
-                return used
+                break
             plan.append((index, take))
             used += take
-        admitted = 0
+            kv += done
+        return used, kv
+
+    def _plan_admissions(
+        self, gpu: int, budget: int, used: int, max_new_prompts: int, plan: list[tuple[int, int]]
+    ) -> int:
+        """Admit requests from the head of the waiting queue into ``plan``; return the tokens.
+
+        Reserve mode reserves each admitted request's footprint; paged mode gives it the blocks of
+        its first chunk and stops at a head whose blocks are not free.
+        """
+        chunk = self.chunk_size
+        target = self._target
         records = self._records
-        queue = self._queue_list
+        paged = self.paged
+        admitted = 0
         while used < budget and admitted < max_new_prompts and self.can_admit(gpu):
-            index = queue[self.queue_head]
-            p = prompt[index]
+            requeued = bool(self.requeued)
+            index = self.requeued[0] if requeued else self._queue_list[self.queue_head]
+            p = target[index]
             take = p if chunk is None else min(p, chunk, budget - used)
             if take > budget - used:
                 break  # whole prompts only: the head does not fit, and the queue is FIFO
-            self.queue_head += 1
+            if paged:
+                need = self._blocks_for(take)
+                if need > self.capacity_blocks - self.blocks_used[gpu]:
+                    break  # the head's blocks are not free: head-of-line blocking, as in vLLM
+                self.request_blocks[index] = need
+                self.blocks_used[gpu] += need
+                self._admissions += 1
+                self._admitted_at[index] = self._admissions
+            else:
+                self.kv_reserved[gpu] += self._kv_need[index]
+            if requeued:
+                self.requeued.popleft()
+                self._requeued_tokens -= p
+            else:
+                self.queue_head += 1
+                records.start_s[index] = self.now
             admitted += 1
             self.prefilling[gpu].append(index)
-            self.kv_reserved[gpu] += self._kv_need[index]
             self.n_sequences[gpu] += 1
-            records.start_s[index] = self.now
             records.gpu[index] = gpu
             plan.append((index, take))
             used += take
         return used
+
+    def _run_paged_iteration(
+        self, gpu: int, decode_count: int, prefill_budget_tokens: int, max_new_prompts: int
+    ) -> bool:
+        """:meth:`run_iteration` in paged mode (see the module docstring)."""
+        running = self.running[gpu]
+        k = min(decode_count, running.size, self.max_tokens)
+        budget = min(prefill_budget_tokens, self.max_tokens - k)
+        plan: list[tuple[int, int]] = []
+        prefill_tokens = prefill_kv_tokens = 0
+        if budget > 0:
+            prefill_tokens, prefill_kv_tokens = self._plan_continuations(gpu, budget, plan)
+        state = self._run_state[gpu]
+        held = self.request_blocks
+        rows = decode_rows_needing_block(state[_PROMPT], state[_GENERATED], k, self.kv_block_tokens)
+        chunk_blocks = [
+            self._blocks_for(self._prefilled[index] + take) - held[index] for index, take in plan
+        ]
+        need = rows.size + sum(chunk_blocks)
+        if need <= self.capacity_blocks - self.blocks_used[gpu]:
+            # Every scheduled request gets its blocks: the order does not matter.
+            for j in rows.tolist():
+                held[int(running[j])] += 1
+            for (index, _), blocks in zip(plan, chunk_blocks):
+                held[index] += blocks
+            self.blocks_used[gpu] += need
+            preempted = False
+        else:
+            k, prefill_tokens, prefill_kv_tokens, preempted = self._allocate_with_preemption(
+                gpu, k, rows.tolist(), plan, chunk_blocks
+            )
+            running = self.running[gpu]
+        if not preempted and prefill_tokens < budget:
+            prefill_tokens = self._plan_admissions(
+                gpu, budget, prefill_tokens, max_new_prompts, plan
+            )
+        self.kv_used[gpu] = self.kv_reserved[gpu] = self.blocks_used[gpu] * self.kv_block_tokens
+        if k == 0 and not plan:
+            if preempted:
+                self.decision_gpu = -1  # the GPU decides again, with the preempted ones waiting
+            return preempted
+        decode_ids = running[:k] if k > 0 else _EMPTY
+        self._start_iteration(gpu, plan, decode_ids, prefill_tokens, prefill_kv_tokens)
+        return True
+
+    def _allocate_with_preemption(
+        self,
+        gpu: int,
+        k: int,
+        new_block_rows: list[int],
+        plan: list[tuple[int, int]],
+        chunk_blocks: list[int],
+    ) -> tuple[int, int, int, bool]:
+        """Allocate the iteration's blocks in admission order, preempting as vLLM V1 does.
+
+        ``plan`` (the continuing chunks) loses the preempted requests' entries in place.
+
+        Returns:
+            The decode count, the prefill tokens and their earlier KV tokens that remain, and
+            whether any request was preempted.
+        """
+        running = self.running[gpu]
+        admitted_at = self._admitted_at
+        decodes = running[:k].tolist()
+        needs = dict.fromkeys(decodes, 0)
+        for j in new_block_rows:
+            needs[decodes[j]] = 1
+        for (index, _), blocks in zip(plan, chunk_blocks):
+            needs[index] = blocks
+        scheduled = sorted(needs, key=admitted_at.__getitem__)
+        on_gpu = sorted([*running.tolist(), *self.prefilling[gpu]], key=admitted_at.__getitem__)
+        free = self.capacity_blocks - self.blocks_used[gpu]
+        served, victims, _ = allocate_in_admission_order(
+            scheduled, [needs[i] for i in scheduled], on_gpu, self.request_blocks, free
+        )
+        self.blocks_used[gpu] += sum(needs[i] for i in scheduled[:served])
+        for victim in victims:
+            self._preempt(gpu, victim)
+        if victims:
+            gone = set(victims)
+            plan[:] = [item for item in plan if item[0] not in gone]
+            k -= sum(1 for i in decodes if i in gone)
+        prefilled = self._prefilled
+        tokens = sum(take for _, take in plan)
+        kv = sum(prefilled[index] for index, _ in plan)
+        return k, tokens, kv, bool(victims)
+
+    def _preempt(self, gpu: int, index: int) -> None:
+        """Free ``index``'s blocks, discard its KV and put it at the front of the waiting queue."""
+        records = self._records
+        prompt = self._prompt[index]
+        running = self.running[gpu]
+        where = np.flatnonzero(running == index)
+        if where.size:
+            j = int(where[0])
+            state = self._run_state[gpu]
+            generated, last_s, max_gap, missed = (float(x) for x in state[:_OUTPUT, j])
+            self._resume_state[index] = (generated, last_s, max_gap, missed)
+            records.tokens_generated[index] = int(generated)
+            records.max_token_gap_s[index] = max_gap
+            n_generated = int(generated)
+            discarded = prompt + n_generated - 1
+            self._target[index] = prompt + n_generated
+            self._running_context[gpu] -= prompt + n_generated
+            self.running_prompt_tokens[gpu] -= prompt
+            self.running_predicted_tokens[gpu] -= self._predicted[index]
+            self.running[gpu] = np.delete(running, j)
+            self._run_state[gpu] = np.ascontiguousarray(np.delete(state, j, axis=1))
+        else:
+            self.prefilling[gpu].remove(index)
+            discarded = self._prefilled[index]
+        self._prefilled[index] = 0
+        self.blocks_used[gpu] -= self.request_blocks[index]
+        self.request_blocks[index] = 0
+        self.n_sequences[gpu] -= 1
+        self.n_preemptions += 1
+        self.recomputed_tokens += discarded
+        records.preemptions[index] += 1
+        records.recomputed_tokens[index] += discarded
+        self.requeued.appendleft(index)
+        self._requeued_tokens += self._target[index]
 
     # ------------------------------------------------------------------ engine hooks
     def _find_decision_gpu(self) -> int:
@@ -360,15 +721,23 @@ class IterationServer(Engine):
         t = self.now
         records = self._records
         newly_running: list[int] = []
+        resumed: dict[int, tuple[float, float, float, float]] | None = None
         if plan:
             prompt = self._prompt
+            target = self._target
             prefilled = self._prefilled
+            resume_state = self._resume_state
             finished_prefill = False
             for index, take in plan:
                 prefilled[index] += take
                 self.kv_used[gpu] += take
-                if prefilled[index] == prompt[index]:
+                if prefilled[index] == target[index]:
                     finished_prefill = True
+                    if resume_state and index in resume_state:
+                        if resumed is None:
+                            resumed = {}
+                        self._resume(gpu, index, resume_state.pop(index), newly_running, resumed)
+                        continue
                     records.first_token_s[index] = t
                     records.tokens_generated[index] = 1
                     self.kv_used[gpu] += 1
@@ -380,7 +749,7 @@ class IterationServer(Engine):
                         self.running_prompt_tokens[gpu] += prompt[index]
                         self.running_predicted_tokens[gpu] += self._predicted[index]
             if finished_prefill:
-                self.prefilling[gpu] = [i for i in self.prefilling[gpu] if prefilled[i] < prompt[i]]
+                self.prefilling[gpu] = [i for i in self.prefilling[gpu] if prefilled[i] < target[i]]
         running = self.running[gpu]
         state = self._run_state[gpu]
         if decode_ids.size:
@@ -414,12 +783,16 @@ class IterationServer(Engine):
         if newly_running:
             # Rows in _GENERATED .. _PROMPT order: one token, its time, no gap, no TBT miss.
             n_new = len(newly_running)
+            if resumed is None:
+                token_rows = [[1.0] * n_new, [t] * n_new, [0.0] * n_new, [0.0] * n_new]
+            else:
+                # Recomputed requests resume with their own counts, gaps and TBT flags.
+                fresh = (1.0, t, 0.0, 0.0)
+                columns = [resumed.get(i, fresh) for i in newly_running]
+                token_rows = [list(row) for row in zip(*columns)]
             new_state = np.array(
                 [
-                    [1.0] * n_new,
-                    [t] * n_new,
-                    [0.0] * n_new,
-                    [0.0] * n_new,
+                    *token_rows,
                     [self._output[i] for i in newly_running],
                     [self._prompt[i] for i in newly_running],
                 ]
@@ -428,6 +801,44 @@ class IterationServer(Engine):
             state = np.concatenate([state, new_state], axis=1)
         self.running[gpu] = running
         self._run_state[gpu] = state
+        if self.paged:
+            self.kv_used[gpu] = self.kv_reserved[gpu] = self.blocks_used[gpu] * self.kv_block_tokens
+
+    def _resume(
+        self,
+        gpu: int,
+        index: int,
+        saved: tuple[float, float, float, float],
+        newly_running: list[int],
+        resumed: dict[int, tuple[float, float, float, float]],
+    ) -> None:
+        """Emit the next token of a preempted request whose recomputation just finished.
+
+        ``saved`` holds its generated tokens, last token time, longest gap and TBT flag from
+        before the preemption; the gap since that last token counts like any other.
+        """
+        t = self.now
+        generated, last_s, max_gap, missed = saved
+        gap = t - last_s
+        if gap > max_gap:
+            max_gap = gap
+        if gap > self._tbt_target_or_nan:
+            if missed == 0.0:
+                self.n_tbt_misses += 1
+            missed = 1.0
+        generated += 1.0
+        n_generated = int(generated)
+        self._records.tokens_generated[index] = n_generated
+        if n_generated >= self._output[index]:
+            self._records.max_token_gap_s[index] = max_gap
+            self._complete_one(gpu, index, n_generated, missed == 1.0)
+            return
+        prompt = self._prompt[index]
+        newly_running.append(index)
+        resumed[index] = (generated, t, max_gap, missed)
+        self._running_context[gpu] += prompt + n_generated
+        self.running_prompt_tokens[gpu] += prompt
+        self.running_predicted_tokens[gpu] += self._predicted[index]
 
     def _complete_one(self, gpu: int, index: int, generated: int, tbt_missed: bool) -> None:
         records = self._records
@@ -436,8 +847,12 @@ class IterationServer(Engine):
         records.completion_s[index] = t
         self.n_completed += 1
         self.n_sequences[gpu] -= 1
-        self.kv_reserved[gpu] -= self._kv_need[index]
-        self.kv_used[gpu] -= self._prompt[index] + generated
+        if self.paged:
+            self.blocks_used[gpu] -= self.request_blocks[index]
+            self.request_blocks[index] = 0
+        else:
+            self.kv_reserved[gpu] -= self._kv_need[index]
+            self.kv_used[gpu] -= self._prompt[index] + generated
         ttft_met = self._ttft_deadline is None or (
             records.first_token_s[index] <= self._ttft_deadline[index]
         )
@@ -452,12 +867,12 @@ class IterationServer(Engine):
             )
 
     def prefill_remaining_tokens(self, gpu: int) -> int:
-        """Prompt tokens still to prefill of the prompts ``gpu`` has started."""
+        """Tokens still to prefill (or recompute) of the prompts ``gpu`` has started."""
         started = self.prefilling[gpu]
         if not started:
             return 0
-        prompt, prefilled = self._prompt, self._prefilled
-        return sum(prompt[i] - prefilled[i] for i in started)
+        target, prefilled = self._target, self._prefilled
+        return sum(target[i] - prefilled[i] for i in started)
 
     def running_generated_tokens(self, gpu: int) -> int:
         """Output tokens generated so far by the sequences running on ``gpu``."""
@@ -485,6 +900,9 @@ class IterationServer(Engine):
                 records.tokens_generated[running] = state[_GENERATED]
                 records.max_token_gap_s[running] = state[_MAX_GAP_S]
         return records
+
+    def _run_counts(self) -> dict[str, int]:
+        return {"preemptions": self.n_preemptions, "recomputed_tokens": self.recomputed_tokens}
 
     @property
     def sla_misses(self) -> int:

@@ -47,6 +47,9 @@ class RequestRecords:
         completed: Whether the request has completed.
         tokens_generated: Output tokens produced so far (iteration-level server).
         max_token_gap_s: Longest time between two consecutive output tokens (iteration level).
+        preemptions: How many times the request was preempted (iteration level, paged KV).
+        recomputed_tokens: KV tokens of the request discarded by its preemptions, which it
+            computes again when readmitted.
     """
 
     def __init__(self, workload: Workload) -> None:
@@ -61,6 +64,8 @@ class RequestRecords:
         self.completed = np.zeros(n, dtype=bool)
         self.tokens_generated = np.zeros(n, dtype=np.int64)
         self.max_token_gap_s = np.zeros(n)
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.recomputed_tokens = np.zeros(n, dtype=np.int64)
         #: Whether the server resolves individual token times (iteration level) or not.
         self.tracks_token_gaps = True
 
@@ -114,6 +119,8 @@ class RequestRecords:
                 "gpu": self.gpu,
                 "batch": self.batch,
                 "max_token_gap_s": np.where(self.completed, self.max_token_gap_s, np.nan),
+                "preemptions": self.preemptions,
+                "recomputed_tokens": self.recomputed_tokens,
                 "status": pd.Categorical.from_codes(status, categories=list(STATUS_NAMES)),
                 "reject_reason": reasons[self.reject_reason],
             }

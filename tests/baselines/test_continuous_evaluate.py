@@ -14,7 +14,7 @@ from llmsched_env.evaluation import evaluate, mean_ci
 ENV_ID = "llmsched/ContinuousBatching-v0"
 
 
-@pytest.mark.filterwarnings("ignore:SarathiStyle:UserWarning")
+@pytest.mark.filterwarnings("ignore:SarathiStyle:UserWarning", "ignore:VLLMV1:UserWarning")
 def test_evaluate_command_writes_the_same_files_as_the_batch_version(tmp_path, capsys):
     """Every registered policy, 2 seeds: the table, episodes.csv, summary.csv (and the figure
     when matplotlib is installed), with 95% confidence half-widths."""

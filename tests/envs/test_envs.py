@@ -46,6 +46,9 @@ CONFIGS = [
                   "n_requests": 60}),
     (CONTINUOUS, {"workload": "sim-a", "latency": "sim-a", "arrival_rate": 2.0,
                   "prompt_caps": (1, 4), "n_requests": 40}),
+    (CONTINUOUS, {"workload": "demo2", "latency": "demo2", "arrival_rate": 6.0, "kv_memory": 900,
+                  "kv_allocation": "paged", "kv_block_tokens": 16, "chunk_size": 128,
+                  "n_requests": 60}),
 ]  # fmt: skip
 IDS = [f"{env_id.split('/')[1]}-{i}" for i, (env_id, _) in enumerate(CONFIGS)]
 
@@ -342,6 +345,9 @@ def test_bad_batch_arguments_fail_at_make_with_a_clear_message(kwargs, message):
         ({"tbt_sla": float("nan")}, "tbt_sla must be a finite number > 0"),
         ({"decode_levels": 1}, "decode_levels must be an integer in [2, 101]"),
         ({"prompt_caps": ()}, "prompt_caps must be a non-empty sequence"),
+        ({"kv_allocation": "page"}, "kv_allocation must be one of ['reserve', 'paged']"),
+        ({"kv_block_tokens": 0}, "kv_block_tokens must be an integer >= 1"),
+        ({"kv_allocation": "paged", "kv_memory": 8}, "kv_block_tokens=16 is larger than the KV"),
         ({"n_requests": 10**9}, "n_requests"),
     ],
 )

@@ -1,9 +1,14 @@
+import re
+
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmsched_env.latency import AffineIterationLatency
 from llmsched_env.sim import IterationServer, RejectReason, simulate
-from tests.conftest import make_workload
+from tests.conftest import make_workload, random_workload
 
 # Each iteration takes 10 ms plus 1 ms per token of work.
 LATENCY = AffineIterationLatency(c_s=0.01, a_s_per_token=0.001)
@@ -122,3 +127,186 @@ def test_gpus_share_the_queue_and_keep_their_sequences():
     s.run_iteration(0, 100, 2)
     simulate(s, decode_all_then_prefill)
     assert list(s.records.gpu) == [0, 1, 1]
+
+
+# ---------------------------------------------------------------------- paged KV allocation
+def paged(w, **kw):
+    return server(w, kv_allocation="paged", kv_block_tokens=4, **kw)
+
+
+def test_paged_allocates_blocks_as_tokens_are_computed():
+    w = make_workload([0.0], [6], [4])
+    s = paged(w, kv_capacity_tokens=40)
+    s.advance()
+    s.run_iteration(0, 100, 1)
+    assert s.request_blocks[0] == 2 and s.blocks_used == [2] and s.kv_used == [8]
+    s.advance()  # first token: 6 tokens computed, 2 blocks
+    s.run_iteration(1, 0, 1)  # decode computes token 7: still 2 blocks
+    assert s.request_blocks[0] == 2
+    s.advance()
+    s.run_iteration(1, 0, 1)  # token 8
+    s.advance()
+    s.run_iteration(1, 0, 1)  # token 9 needs a third block
+    assert s.request_blocks[0] == 3 and s.kv_reserved == s.kv_used == [12]
+    simulate(s, decode_all_then_prefill)
+    assert s.records.completed[0] and s.blocks_used == [0] and s.request_blocks == [0]
+
+
+def test_preempted_requests_go_to_the_front_in_admission_order_and_resume():
+    # 5 blocks of 4 tokens. Request 0 (19-token prompt) is prefilled in chunks of 8 while 1 and 2
+    # (4-token prompts) are admitted and start decoding; 0's last chunk needs 2 more blocks.
+    w = make_workload([0.0, 0.0, 0.0, 0.0], [19, 4, 4, 4], [1, 3, 3, 3])
+    s = paged(w, kv_capacity_tokens=20, chunk_size=8)
+    s.advance()
+    s.run_iteration(0, 4, 1)  # 0: 4 tokens, 1 block
+    s.advance()
+    s.run_iteration(0, 16, 2)  # 0: 8 more (3 blocks); 1 and 2 whole (1 block each)
+    s.advance()
+    assert s.running[0].tolist() == [1, 2] and s.prefilling[0] == [0] and s.free_blocks(0) == 0
+    first_token = s.records.first_token_s[[1, 2]].copy()
+    assert s.run_iteration(0, 8, 1)  # 0's last 7 tokens need 5 blocks: 2 then 1 are preempted
+    assert list(s.requeued) == [1, 2] and s.waiting_ids().tolist() == [1, 2, 3]
+    assert s.running[0].size == 0 and s.blocks_used == [5]
+    assert s.n_preemptions == 2 and s.recomputed_tokens == 8  # 4 computed tokens each
+    assert s.waiting_prompt_tokens() == 5 + 5 + 4  # recompute prompt + 1 generated
+    assert s.waiting_head() == 1 and s.waiting_head_tokens() == 5
+    simulate(s, decode_all_then_prefill)
+    r = s.records
+    assert r.completed.all() and (r.tokens_generated == w.output_tokens).all()
+    np.testing.assert_array_equal(r.first_token_s[[1, 2]], first_token)  # TTFT stays the first
+    assert list(r.preemptions[:3]) == [0, 1, 1] and list(r.recomputed_tokens[:3]) == [0, 4, 4]
+    summary = s.summary()
+    assert summary["preemptions"] == r.preemptions.sum() == s.n_preemptions >= 2
+    assert summary["recomputed_tokens"] == r.recomputed_tokens.sum() == s.recomputed_tokens
+    # The resumed token's gap spans the preemption: it comes after request 0 finished.
+    assert r.max_token_gap_s[1] >= r.completion_s[0] - first_token[0]
+
+
+def test_a_step_that_only_preempts_changes_the_state_and_decides_again():
+    # 3 blocks of 2 tokens. Request 0 prefills in chunks of 2; 1 is admitted later, decodes first.
+    w = make_workload([0.0, 0.0], [5, 2], [1, 3])
+    s = server(w, kv_allocation="paged", kv_block_tokens=2, kv_capacity_tokens=6, chunk_size=2)
+    s.advance()
+    s.run_iteration(0, 2, 1)  # 0: 2 tokens (1 block)
+    s.advance()
+    s.run_iteration(0, 4, 8)  # 0: 2 more (2 blocks); 1 whole (1 block)
+    s.advance()
+    assert s.running[0].tolist() == [1] and s.free_blocks(0) == 0
+    t = s.now
+    assert s.run_iteration(1, 0, 8)  # 1's decode needs a block: it preempts itself, no iteration
+    assert s.decision_gpu == -1 and not s.gpu_busy[0] and s.n_iterations == 2
+    assert list(s.requeued) == [1] and s.free_blocks(0) == 1
+    assert s.advance() and s.decision_gpu == 0 and s.now == t  # the GPU decides again at once
+    simulate(s, decode_all_then_prefill)
+    assert s.done and s.records.completed.all() and s.records.preemptions.tolist() == [0, 1]
+
+
+def test_prefill_only_iteration_that_could_only_preempt_itself_is_not_progress():
+    w = make_workload([0.0, 0.0], [8, 12], [8, 2])
+    s = paged(w, kv_capacity_tokens=20, chunk_size=4)
+    s.advance()
+    s.run_iteration(0, 4, 1)  # request 0: 4 tokens
+    s.advance()
+    s.run_iteration(0, 8, 1)  # 0 finishes its prompt, 1 starts: 2 + 1 blocks
+    s.advance()
+    s.run_iteration(1, 0, 1)  # 0 decodes (token 9 needs a third block)
+    s.advance()
+    s.run_iteration(0, 4, 1)  # 1 continues: 2 blocks, all 5 used
+    s.advance()
+    assert s.free_blocks(0) == 0 and s.prefilling[0] == [1]
+    assert not s.prefill_progresses(0, 4)  # 1 could only preempt itself
+    assert s.can_prefill(0)
+
+
+def test_paged_rejects_what_could_never_finish():
+    # 10 tokens of memory are 2 blocks of 4 = 8 usable tokens.
+    w = make_workload([0.0, 0.0, 0.0], [5, 5, 3], [4, 3, 4])
+    s = paged(w, kv_capacity_tokens=10, chunk_size=None, max_tokens=6)
+    simulate(s, decode_all_then_prefill)
+    reasons = s.records.reject_reason.tolist()
+    assert reasons[0] == RejectReason.EXCEEDS_KV_CAPACITY  # 9 tokens > 8
+    # Without chunks a recomputation (prompt + 2 generated = 7 tokens) must fit max_tokens = 6.
+    assert reasons[1] == RejectReason.PROMPT_EXCEEDS_TOKEN_BUDGET
+    assert reasons[2] == RejectReason.NONE and s.records.completed[2]
+    # Reserve mode accepts both: 9 tokens fit its 10, and the prompt of 5 fits the budget.
+    s = server(w, kv_capacity_tokens=10, max_tokens=6)
+    simulate(s, decode_all_then_prefill)
+    assert s.records.completed.all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kv_allocation": "pages"}, "kv_allocation must be one of ['reserve', 'paged']"),
+        ({"kv_allocation": "paged", "kv_block_tokens": 0}, "kv_block_tokens must be an integer"),
+        ({"kv_allocation": "paged", "kv_capacity_tokens": 8}, "holds no whole KV block"),
+    ],
+)
+def test_bad_paged_arguments_fail_clearly(kwargs, message):
+    args = {"kv_block_tokens": 16, **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        server(make_workload([0.0], [1], [1]), **args)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 40),
+    n_gpus=st.integers(1, 3),
+    chunk=st.sampled_from([None, 16, 200]),
+    block=st.sampled_from([1, 4, 16]),
+    stochastic=st.booleans(),
+    choices=st.lists(
+        st.tuples(st.integers(0, 20), st.integers(0, 600), st.integers(1, 5), st.booleans()),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_paged_without_memory_pressure_gives_the_reserve_schedule(
+    seed, n, n_gpus, chunk, block, stochastic, choices
+):
+    """With KV memory that never binds, paged and reserve mode run the same iterations."""
+    w = random_workload(np.random.default_rng(seed), n)
+    max_tokens = 512 if chunk else int((w.prompt_tokens + w.output_tokens).max())
+
+    def run(**kw):
+        s = IterationServer(
+            w,
+            n_gpus=n_gpus,
+            latency=AffineIterationLatency(0.01, 0.0005, stochastic=stochastic),
+            kv_capacity_tokens=10**9,
+            max_tokens=max_tokens,
+            max_sequences=8,
+            chunk_size=chunk,
+            rng=np.random.default_rng(seed),
+            ttft_deadline_s=0.5,
+            tbt_target_s=0.05,
+            **kw,
+        )
+        step = 0
+
+        def decide(server):
+            nonlocal step
+            decode, budget, cap, wait = choices[step % len(choices)]
+            step += 1
+            if wait and server.can_wait():
+                server.wait()
+            elif not server.run_iteration(decode, budget, cap):
+                if server.can_wait():
+                    server.wait()
+                else:
+                    server.run_iteration(10**9, 10**9, 10**9)
+
+        return simulate(s, decide)
+
+    reserve, paged_run = run(), run(kv_allocation="paged", kv_block_tokens=block)
+    assert paged_run.n_preemptions == 0
+    a = reserve.records.to_frame(reserve.n_arrived)
+    b = paged_run.records.to_frame(paged_run.n_arrived)
+    pd.testing.assert_frame_equal(a, b)
+    assert (reserve.n_on_time, reserve.n_ttft_misses, reserve.n_tbt_misses) == (
+        paged_run.n_on_time,
+        paged_run.n_ttft_misses,
+        paged_run.n_tbt_misses,
+    )
+    assert reserve.n_iterations == paged_run.n_iterations

@@ -1,0 +1,117 @@
+"""ContinuousBatching-v0 with paged KV memory: episodes end, and the queue and masks stay exact."""
+
+import pickle
+
+import gymnasium as gym
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import llmsched_env  # noqa: F401  (registers the env ids)
+from baselines import make_policy
+from tests.conftest import check_iteration_accounting, make_workload
+
+CONTINUOUS = "llmsched/ContinuousBatching-v0"
+MAX_STEPS = 20_000
+
+
+def tiny_env(data, *, chunk_is_budget=False):
+    """A paged env with tiny memory and budgets, and a workload of small requests."""
+    block = data.draw(st.sampled_from([1, 4, 16]), label="block")
+    max_tokens = data.draw(st.integers(4, 48), label="max_tokens")
+    chunks = [max_tokens] if chunk_is_budget else [None, 1, 3, max_tokens]
+    chunk = data.draw(st.sampled_from(chunks), label="chunk")
+    kv = data.draw(st.integers(max(block, 2), 96), label="kv")
+    n = data.draw(st.integers(1, 24), label="n")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    # Near-simultaneous arrivals, so that requests share the memory and preempt each other.
+    arrival = np.cumsum(rng.exponential(0.005, n))
+    prompt = rng.integers(1, 30, n)
+    output = rng.integers(1, 30, n)
+    prompt[0], output[0] = 1, 1  # never an episode with every request rejected
+    env = gym.make(
+        CONTINUOUS,
+        workload="demo2",
+        latency="demo2",
+        arrival_rate=1.0,
+        kv_memory=kv,
+        kv_allocation="paged",
+        kv_block_tokens=block,
+        max_tokens=max_tokens,
+        chunk_size=chunk,
+        max_sequences=data.draw(st.integers(1, 6), label="max_sequences"),
+        n_gpus=data.draw(st.integers(1, 2), label="n_gpus"),
+        invalid_action="raise",
+    )
+    return env, make_workload(arrival, prompt, output)
+
+
+def run_to_the_end(env, workload, act):
+    obs, info = env.reset(seed=0, options={"workload": workload})
+    server = env.unwrapped.server
+    for _ in range(MAX_STEPS):
+        obs, _, terminated, truncated, info = env.step(act(obs, info))
+        check_iteration_accounting(server)
+        if terminated or truncated:
+            break
+    assert terminated, "the episode did not end within the step bound"
+    assert server.n_completed + server.n_rejected == len(workload)
+    return info, server
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_random_valid_actions_end_every_tiny_paged_episode(data):
+    env, workload = tiny_env(data)
+    rng = np.random.default_rng(0)
+
+    def act(obs, info):
+        joint = env.unwrapped.joint_action_mask()
+        allowed = np.argwhere(joint)
+        return allowed[rng.integers(len(allowed))]
+
+    info, server = run_to_the_end(env, workload, act)
+    assert info["episode_metrics"]["preemptions"] == server.n_preemptions
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_vllm_v1_ends_every_tiny_paged_episode_without_invalid_actions(data):
+    env, workload = tiny_env(data, chunk_is_budget=True)
+    policy = make_policy("vllm-v1", env)
+    run_to_the_end(env, workload, lambda obs, info: policy.act(obs, info))
+
+
+def test_info_and_observation_see_the_preempted_requests_at_the_front():
+    env = gym.make(
+        CONTINUOUS,
+        workload="demo2",
+        latency="demo2",
+        arrival_rate=1.0,
+        kv_memory=20,
+        kv_allocation="paged",
+        kv_block_tokens=4,
+        max_tokens=16,
+        chunk_size=8,
+    )
+    w = make_workload([0.0] * 4, [19, 4, 4, 4], [1, 3, 3, 3])
+    obs, info = env.reset(seed=0, options={"workload": w})
+    names = env.unwrapped.obs_names
+    server = env.unwrapped.server
+    # Same schedule as the server test: 0's last chunk preempts 2, then 1.
+    for action in ([0, 1, 0], [0, 4, 1], [0, 2, 0]):
+        obs, _, _, _, info = env.step(np.array(action))
+    assert list(server.requeued) == [1, 2] and info["preemptions"] == 2
+    assert info["waiting"].tolist() == [1, 2, 3]
+    assert info["waiting_prompt_tokens"].tolist() == [5, 5, 4]
+    np.testing.assert_array_equal(info["waiting_arrival_s"], [0.0, 0.0, 0.0])
+    assert obs[names.index("head_prompt")] == np.float32(5 / 16)
+    assert obs[names.index("waiting_tokens")] == np.float32(14 / 16)
+    # Request 0 finished with that chunk (one output token) and freed its blocks.
+    assert obs[names.index("gpu/kv_used")] == obs[names.index("gpu/kv_reserved")] == 0.0
+    # The exact joint mask agrees with what a step does, on a copy of the env.
+    joint = env.unwrapped.joint_action_mask()
+    for index in np.argwhere(joint):
+        probe = pickle.loads(pickle.dumps(env.unwrapped))
+        *_, step_info = probe.step(index)
+        assert not step_info["invalid_action"]
