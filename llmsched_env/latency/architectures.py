@@ -42,9 +42,7 @@ class ModelArchitecture:
     head_dim: int
     parameters: int
     layer_ops: tuple[str, ...]
-    tp_stable_ops: frozenset[str] = frozenset(
-        {"layernorm", "qk_norm", "final_layernorm", "sampler"}
-    )
+    tp_stable_ops: tuple[str, ...] = ("final_layernorm", "layernorm", "qk_norm", "sampler")
     experts: int = 0
     active_experts: int = 0
     expert_parameters: int = 0
