@@ -40,6 +40,8 @@ class IterationLatencyModel(Protocol):
         rng: np.random.Generator,
         prefill_kv_tokens: int = 0,
         prefill_sequences: int = 0,
+        decode_kv_max: int = 0,
+        decode_kv_min: int = 0,
     ) -> float:
         """Duration of one iteration.
 
@@ -54,6 +56,10 @@ class IterationLatencyModel(Protocol):
                 prompt, or of a recomputation); 0 when every chunk starts a prompt.
             prefill_sequences: Sequences with a prefill chunk in this iteration, so the batch holds
                 ``prefill_sequences + decode_tokens`` sequences, each with one row of logits.
+            decode_kv_max: The longest KV context (prompt plus generated tokens) among the decode
+                sequences; given (with ``decode_kv_min``) only to models whose
+                ``uses_decode_spread`` attribute is true, 0 otherwise.
+            decode_kv_min: The shortest KV context among the decode sequences.
 
         Returns:
             The iteration's duration in seconds.
@@ -84,6 +90,8 @@ class IterationLatencyModel(Protocol):
         context_tokens: float = 0.0,
         prefill_kv_tokens: float = 0.0,
         prefill_sequences: float = 0,
+        decode_kv_max: float = 0.0,
+        decode_kv_min: float = 0.0,
     ) -> float:
         """Deterministic expected duration of an iteration; never draws randomness.
 
@@ -94,6 +102,8 @@ class IterationLatencyModel(Protocol):
             prefill_kv_tokens: KV tokens the prefill chunks' sequences held before their chunks
                 (see :meth:`iteration_s`).
             prefill_sequences: Sequences with a prefill chunk in the iteration.
+            decode_kv_max: The longest KV context among the decode sequences.
+            decode_kv_min: The shortest KV context among the decode sequences.
 
         Returns:
             The expected duration in seconds.
@@ -159,6 +169,8 @@ class AffineIterationLatency:
         rng: np.random.Generator,
         prefill_kv_tokens: int = 0,
         prefill_sequences: int = 0,
+        decode_kv_max: int = 0,
+        decode_kv_min: int = 0,
     ) -> float:
         """Duration of one iteration; see the class docstring for the formula.
 
@@ -169,6 +181,8 @@ class AffineIterationLatency:
             rng: Source of the exponential draws when ``stochastic``; unused otherwise.
             prefill_kv_tokens: KV tokens held before the prefill chunks (ignored by this model).
             prefill_sequences: Sequences with a prefill chunk (ignored by this model).
+            decode_kv_max: Longest decode context (ignored by this model).
+            decode_kv_min: Shortest decode context (ignored by this model).
 
         Returns:
             The iteration's duration in seconds.
@@ -209,6 +223,8 @@ class AffineIterationLatency:
         context_tokens: float = 0.0,
         prefill_kv_tokens: float = 0.0,
         prefill_sequences: float = 0,
+        decode_kv_max: float = 0.0,
+        decode_kv_min: float = 0.0,
     ) -> float:
         """Expected duration ``c + a * max(0, prefill_tokens + decode_tokens - b0)``.
 
@@ -218,6 +234,8 @@ class AffineIterationLatency:
             context_tokens: Total KV context (ignored by this model).
             prefill_kv_tokens: KV tokens held before the prefill chunks (ignored by this model).
             prefill_sequences: Sequences with a prefill chunk (ignored by this model).
+            decode_kv_max: Longest decode context (ignored by this model).
+            decode_kv_min: Shortest decode context (ignored by this model).
 
         Returns:
             The expected duration in seconds.
@@ -269,6 +287,8 @@ class LinearIterationLatency:
         rng: np.random.Generator,
         prefill_kv_tokens: int = 0,
         prefill_sequences: int = 0,
+        decode_kv_max: int = 0,
+        decode_kv_min: int = 0,
     ) -> float:
         """Duration of one iteration; deterministic, ``rng`` is unused.
 
@@ -279,6 +299,8 @@ class LinearIterationLatency:
             rng: Unused (kept for the protocol).
             prefill_kv_tokens: KV tokens held before the prefill chunks (ignored by this model).
             prefill_sequences: Sequences with a prefill chunk (ignored by this model).
+            decode_kv_max: Longest decode context (ignored by this model).
+            decode_kv_min: Shortest decode context (ignored by this model).
 
         Returns:
             The iteration's duration in seconds.
@@ -320,6 +342,8 @@ class LinearIterationLatency:
         context_tokens: float = 0.0,
         prefill_kv_tokens: float = 0.0,
         prefill_sequences: float = 0,
+        decode_kv_max: float = 0.0,
+        decode_kv_min: float = 0.0,
     ) -> float:
         """Expected duration; the same as :meth:`iteration_s`.
 
@@ -329,6 +353,8 @@ class LinearIterationLatency:
             context_tokens: Total KV context of the decode sequences.
             prefill_kv_tokens: KV tokens held before the prefill chunks (ignored by this model).
             prefill_sequences: Sequences with a prefill chunk (ignored by this model).
+            decode_kv_max: Longest decode context (ignored by this model).
+            decode_kv_min: Shortest decode context (ignored by this model).
 
         Returns:
             The duration in seconds.

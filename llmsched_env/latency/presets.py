@@ -29,6 +29,7 @@ from llmsched_env.latency.iteration import (
 from llmsched_env.latency.memory import BYTES_PER_GB, KVMemory, kv_bytes_per_token
 from llmsched_env.latency.profile_data import load_layer_profile
 from llmsched_env.latency.profiled import InterconnectLink, ProfiledIterationLatency
+from llmsched_env.latency.skew import load_skew_fit
 from llmsched_env.latency.splitwise import SPLITWISE_GROUPS, splitwise_batch_latency
 from llmsched_env.registry import resolve
 
@@ -90,16 +91,30 @@ the ``link_bw`` and ``link_latency`` of LLMServingSim 2.0's cluster configuratio
 
 
 def _profiled(
-    folder: str, model: str, tp_degree: int = 1, ep_degree: int = 1
+    folder: str,
+    model: str,
+    tp_degree: int = 1,
+    ep_degree: int = 1,
+    skew_alpha_default: float | None = None,
 ) -> ProfiledIterationLatency:
-    """Build a profiled model from a shipped folder (parsed once per process, then cached)."""
+    """Build a profiled model from a shipped folder (parsed once per process, then cached).
+
+    ``skew_alpha_default`` is the pooled ``alpha`` of the profiler's skew fit (its ``meta.yaml``)
+    when the profile has one, with its per-bucket ``skew_fit.csv`` beside the other files;
+    ``None`` when the profiler did not fit skew for this GPU (no correction, as LLMServingSim).
+    """
     parallel = tp_degree > 1 or ep_degree > 1
+    directory = vllm_bench_profile_dir(folder)
+    skew = None
+    if skew_alpha_default is not None:
+        skew = load_skew_fit(directory / "skew_fit.csv", skew_alpha_default)
     return ProfiledIterationLatency(
-        load_layer_profile(vllm_bench_profile_dir(folder)),
+        load_layer_profile(directory),
         ARCHITECTURES[model],
         tp_degree=tp_degree,
         ep_degree=ep_degree,
         link=RTXPRO6000_PAIR_LINK if parallel else None,
+        skew=skew,
     )
 
 
@@ -126,7 +141,7 @@ def vllm019_rtxpro6000_llama31_8b() -> ProfiledIterationLatency:
     Returns:
         A deterministic ``ProfiledIterationLatency``.
     """
-    return _profiled("RTXPRO6000-Llama-3.1-8B", "llama3.1-8b")
+    return _profiled("RTXPRO6000-Llama-3.1-8B", "llama3.1-8b", skew_alpha_default=0.0543)
 
 
 def vllm019_rtxpro6000_qwen3_32b_tp2() -> ProfiledIterationLatency:
@@ -142,7 +157,7 @@ def vllm019_rtxpro6000_qwen3_32b_tp2() -> ProfiledIterationLatency:
     Returns:
         A deterministic ``ProfiledIterationLatency`` for the two-GPU engine.
     """
-    return _profiled("RTXPRO6000-Qwen3-32B", "qwen3-32b", tp_degree=2)
+    return _profiled("RTXPRO6000-Qwen3-32B", "qwen3-32b", tp_degree=2, skew_alpha_default=0.057)
 
 
 def vllm019_rtxpro6000_qwen3_30b_a3b_ep2() -> ProfiledIterationLatency:
@@ -159,7 +174,12 @@ def vllm019_rtxpro6000_qwen3_30b_a3b_ep2() -> ProfiledIterationLatency:
     Returns:
         A deterministic ``ProfiledIterationLatency`` for one engine.
     """
-    return _profiled("RTXPRO6000-Qwen3-30B-A3B-Instruct-2507", "qwen3-30b-a3b", ep_degree=2)
+    return _profiled(
+        "RTXPRO6000-Qwen3-30B-A3B-Instruct-2507",
+        "qwen3-30b-a3b",
+        ep_degree=2,
+        skew_alpha_default=0.0645,
+    )
 
 
 ITERATION_LATENCY_PRESETS: dict[str, Callable[[], IterationLatencyModel]] = {

@@ -22,10 +22,12 @@ lookup takes the first value. Beyond the last grid value it extrapolates along t
 with its slope floored at zero, so a larger batch is never cheaper than the largest profiled one;
 the result is never NaN.
 
-Not modelled: LLMServingSim's skew correction (a batch whose decode contexts are uneven is a few
-percent slower than the uniform batch at the mean), because it needs the longest and shortest
-decode context, which the simulator does not pass. The profiles time GPU kernels in eager mode;
-a per-iteration CPU cost (scheduling, input preparation, sampling bookkeeping) is not in them and
+Uneven decode contexts: a batch whose decode sequences hold different KV lengths is slower than
+the uniform batch at their mean. With ``skew`` set (the profiler's fit, :mod:`.skew`), the decode
+attention of every layer becomes ``t_mean + alpha * (t_max - t_mean)``, ``t_max`` being the
+attention at the longest context, as in LLMServingSim 2.0; the simulator passes the longest and
+shortest decode context of every iteration. The profiles time GPU kernels in eager mode; a
+per-iteration CPU cost (scheduling, input preparation, sampling bookkeeping) is not in them and
 can be added with ``iteration_overhead_s``.
 """
 
@@ -41,6 +43,7 @@ from numba import njit
 from llmsched_env.latency import _checks
 from llmsched_env.latency.architectures import PROLOGUE_OPS, SEQUENCE_OPS, ModelArchitecture
 from llmsched_env.latency.profile_data import LayerProfile
+from llmsched_env.latency.skew import DecodeSkewCorrection
 
 _US = 1e-6
 
@@ -199,7 +202,10 @@ class ProfiledIterationLatency:
         chunk_tokens: Prefill chunk size assumed by :meth:`marginal_request_s` (the engine's
             ``max_num_batched_tokens``).
         iteration_overhead_s: Time added to every iteration (CPU work not in the profiles).
+        skew: The profiler's correction for uneven decode contexts; ``None`` leaves it out.
         stochastic: Always ``False``.
+        uses_decode_spread: Always ``True``: the model reads the longest and shortest decode
+            context, so the simulator computes them.
 
     Raises:
         ValueError: If the profile lacks an op the architecture needs, lacks ``moe.csv`` for a MoE
@@ -215,7 +221,9 @@ class ProfiledIterationLatency:
     profiled_tp_degree: int = 1
     chunk_tokens: int = 2048
     iteration_overhead_s: float = 0.0
+    skew: DecodeSkewCorrection | None = None
     stochastic: ClassVar[bool] = False
+    uses_decode_spread: ClassVar[bool] = True
     _args: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -308,7 +316,14 @@ class ProfiledIterationLatency:
                 )
 
     def _us(
-        self, prefill: float, decode: float, context: float, prefill_kv: float, sequences: float
+        self,
+        prefill: float,
+        decode: float,
+        context: float,
+        prefill_kv: float,
+        sequences: float,
+        kv_max: float = 0.0,
+        kv_min: float = 0.0,
     ) -> float:
         if sequences <= 0 and prefill > 0:
             sequences = 1.0  # a caller that does not count prefill sequences: at least one
@@ -322,6 +337,8 @@ class ProfiledIterationLatency:
             float(sequences + decode),
             *self._args,
         )
+        if self.skew is not None and decode > 1 and kv_max > mean_kv:
+            duration += self._skew_us(prefill, prefill_kv, decode, mean_kv, kv_max, kv_min)
         if not duration >= 0.0:  # also catches NaN from NaN inputs
             raise ValueError(
                 f"{type(self).__name__}: no valid time for prefill_tokens={prefill!r}, "
@@ -329,6 +346,24 @@ class ProfiledIterationLatency:
                 f"prefill_kv_tokens={prefill_kv!r}, prefill_sequences={sequences!r}"
             )
         return duration
+
+    def _skew_us(
+        self,
+        prefill: float,
+        prefill_kv: float,
+        decode: float,
+        kv_mean: float,
+        kv_max: float,
+        kv_min: float,
+    ) -> float:
+        """Extra attention time of uneven decode contexts, all layers (see the module doc)."""
+        alpha = self.skew.alpha(prefill, decode, kv_mean, kv_max, kv_min, prefill_kv)
+        if alpha == 0.0:
+            return 0.0
+        layers, a0, a1, a2, a3, grid = self._args[:6]
+        t_mean = _attention(a0, a1, a2, a3, grid, prefill, prefill_kv, decode, kv_mean)
+        t_max = _attention(a0, a1, a2, a3, grid, prefill, prefill_kv, decode, kv_max)
+        return layers * alpha * (t_max - t_mean) if t_max > t_mean else 0.0
 
     def iteration_s(
         self,
@@ -338,6 +373,8 @@ class ProfiledIterationLatency:
         rng: np.random.Generator,
         prefill_kv_tokens: int = 0,
         prefill_sequences: int = 0,
+        decode_kv_max: int = 0,
+        decode_kv_min: int = 0,
     ) -> float:
         """Duration of one iteration; deterministic, ``rng`` is unused.
 
@@ -349,6 +386,9 @@ class ProfiledIterationLatency:
             prefill_kv_tokens: KV tokens the chunks' sequences held before their chunks.
             prefill_sequences: Sequences with a prefill chunk; when 0 while ``prefill_tokens >
                 0`` (a caller that does not pass it), one is assumed.
+            decode_kv_max: Longest KV context among the decode sequences (0: not given, no
+                skew correction).
+            decode_kv_min: Shortest KV context among the decode sequences.
 
         Returns:
             The iteration's duration in seconds.
@@ -357,7 +397,13 @@ class ProfiledIterationLatency:
             ValueError: If an input is NaN.
         """
         us = self._us(
-            prefill_tokens, decode_tokens, context_tokens, prefill_kv_tokens, prefill_sequences
+            prefill_tokens,
+            decode_tokens,
+            context_tokens,
+            prefill_kv_tokens,
+            prefill_sequences,
+            decode_kv_max,
+            decode_kv_min,
         )
         return us * _US + self.iteration_overhead_s
 
@@ -368,6 +414,8 @@ class ProfiledIterationLatency:
         context_tokens: float = 0.0,
         prefill_kv_tokens: float = 0.0,
         prefill_sequences: float = 0,
+        decode_kv_max: float = 0.0,
+        decode_kv_min: float = 0.0,
     ) -> float:
         """Expected duration; the same value as :meth:`iteration_s`.
 
@@ -378,12 +426,20 @@ class ProfiledIterationLatency:
             prefill_kv_tokens: KV tokens the chunks' sequences held before their chunks.
             prefill_sequences: Sequences with a prefill chunk (at least one is assumed when
                 ``prefill_tokens > 0``).
+            decode_kv_max: Longest KV context among the decode sequences (0: not given).
+            decode_kv_min: Shortest KV context among the decode sequences.
 
         Returns:
             The duration in seconds.
         """
         us = self._us(
-            prefill_tokens, decode_tokens, context_tokens, prefill_kv_tokens, prefill_sequences
+            prefill_tokens,
+            decode_tokens,
+            context_tokens,
+            prefill_kv_tokens,
+            prefill_sequences,
+            decode_kv_max,
+            decode_kv_min,
         )
         return us * _US + self.iteration_overhead_s
 

@@ -129,6 +129,19 @@ def _context_tokens(state, k):
 
 
 @njit(cache=True)
+def _context_spread(state, k):
+    """Longest and shortest KV context (prompt plus generated) of running sequences ``0 .. k-1``."""
+    longest = shortest = state[_PROMPT, 0] + state[_GENERATED, 0]
+    for j in range(1, k):
+        context = state[_PROMPT, j] + state[_GENERATED, j]
+        if context > longest:
+            longest = context
+        elif context < shortest:
+            shortest = context
+    return int(longest), int(shortest)
+
+
+@njit(cache=True)
 def _oldest_token_s(state):
     """The smallest last-token time of the running sequences in ``state`` (at least one)."""
     oldest = state[_LAST_TOKEN_S, 0]
@@ -226,6 +239,8 @@ class IterationServer(Engine):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive or None, got {value!r}")
         self.latency = latency
+        # Models that correct for uneven decode contexts get the longest and shortest one.
+        self._latency_reads_spread = bool(getattr(latency, "uses_decode_spread", False))
         self.kv_capacity_tokens = int(kv_capacity_tokens)
         self.max_tokens = int(max_tokens)
         self.max_sequences = int(max_sequences)
@@ -487,14 +502,27 @@ class IterationServer(Engine):
             context = self._running_context[gpu]
         else:
             context = _context_tokens(self._run_state[gpu], k)
-        duration = self.latency.iteration_s(
-            prefill_tokens,
-            k,
-            context,
-            self.rng,
-            prefill_kv_tokens=prefill_kv_tokens,
-            prefill_sequences=len(plan),
-        )
+        if k > 1 and self._latency_reads_spread:
+            longest, shortest = _context_spread(self._run_state[gpu], k)
+            duration = self.latency.iteration_s(
+                prefill_tokens,
+                k,
+                context,
+                self.rng,
+                prefill_kv_tokens=prefill_kv_tokens,
+                prefill_sequences=len(plan),
+                decode_kv_max=longest,
+                decode_kv_min=shortest,
+            )
+        else:
+            duration = self.latency.iteration_s(
+                prefill_tokens,
+                k,
+                context,
+                self.rng,
+                prefill_kv_tokens=prefill_kv_tokens,
+                prefill_sequences=len(plan),
+            )
         self._pending[gpu] = (plan, decode_ids)
         self.last_iteration_s[gpu] = duration
         self.n_iterations += 1

@@ -310,3 +310,50 @@ def test_paged_without_memory_pressure_gives_the_reserve_schedule(
         paged_run.n_tbt_misses,
     )
     assert reserve.n_iterations == paged_run.n_iterations
+
+
+class _SpreadRecorder:
+    """An affine model that also records the decode-context spread the server passes."""
+
+    stochastic = False
+    uses_decode_spread = True
+
+    def __init__(self):
+        self.calls = []
+
+    def iteration_s(
+        self,
+        prefill,
+        decode,
+        context,
+        rng,
+        prefill_kv_tokens=0,
+        prefill_sequences=0,
+        decode_kv_max=0,
+        decode_kv_min=0,
+    ):
+        self.calls.append((decode, context, decode_kv_max, decode_kv_min))
+        return LATENCY.iteration_s(prefill, decode, context, rng)
+
+    def estimate_s(self, *args, **kwargs):
+        return LATENCY.estimate_s(*args[:3])
+
+    def marginal_request_s(self, p, o):
+        return LATENCY.marginal_request_s(p, o)
+
+
+def test_models_that_ask_get_the_longest_and_shortest_decode_context():
+    w = make_workload([0.0, 0.0, 0.0], [10, 30, 20], [6, 6, 6])
+    recorder = _SpreadRecorder()
+    s = server(w, latency=recorder)
+    simulate(s, decode_all_then_prefill)
+    decodes = [c for c in recorder.calls if c[0] > 1]
+    assert decodes
+    # After the prefill each sequence holds prompt + 1 tokens, then one more per decode.
+    first = decodes[0]
+    assert first[:2] == (3, 10 + 30 + 20 + 3)
+    assert (first[2], first[3]) == (31, 11)
+    for decode, context, longest, shortest in decodes:
+        assert shortest <= context / decode <= longest
+    single = [c for c in recorder.calls if c[0] <= 1]
+    assert all(c[2:] == (0, 0) for c in single)
