@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from llmsched_env.latency import KV_PRESETS
 from llmsched_env.registry import resolve
 
 #: The environment every run is replayed on.
@@ -56,7 +57,7 @@ class RunSettings:
     max_tokens: int
     max_sequences: int
     n_gpus: int = 1
-    policy: str = "vllm"
+    policy: str = "vllm-v1"
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     llmservingsim_mean_error_pct: tuple[float, float, float] = (float("nan"),) * 3
 
@@ -106,49 +107,59 @@ class RunSettings:
         }
 
 
-#: Placeholder KV capacity (tokens per replica) for the runs whose KV cache size was not
-#: recorded (the RTX PRO 6000 runs). A PLACEHOLDER: replace it with the profiled value.
-PLACEHOLDER_KV_TOKENS = 400_000
+#: How the runs are scheduled: vLLM V1's paged KV with preemption by recomputation.
+_VLLM_V1_KV = {"kv_allocation": "paged", "kv_block_tokens": 16}
 
-#: Today's latency preset for every run (an H100 fit). A PLACEHOLDER until profiled presets of
-#: these GPUs and models exist.
-PLACEHOLDER_LATENCY = "llama3.1-8b-h100"
 
-#: The settings of each shipped run, by run name.
+def _kv_tokens(preset: str) -> int:
+    return KV_PRESETS[preset].capacity_tokens
+
+
+#: The settings of each shipped run, by run name. Each run is replayed with the latency and KV
+#: presets of its GPU and model (``vllm0.19-*``, built from the per-layer profiles measured with
+#: the same vLLM on the same GPUs) and the ``vllm-v1`` policy.
 RUN_SETTINGS: dict[str, RunSettings] = {
     s.run: s
     for s in (
         RunSettings(
             run="RTX4090-Llama-3.1-8B",
-            latency=PLACEHOLDER_LATENCY,
-            kv_capacity_tokens=41_408,  # meta.json: 2,588 blocks x 16 tokens
+            latency="vllm0.19-rtx4090-llama3.1-8b",
+            kv_capacity_tokens=_kv_tokens("vllm0.19-rtx4090-llama3.1-8b"),  # 41,408 (meta.json)
             max_tokens=2048,
             max_sequences=256,
+            policy="vllm-v1",
+            env_kwargs=_VLLM_V1_KV,
             llmservingsim_mean_error_pct=(0.6, 0.2, 0.5),
         ),
         RunSettings(
             run="RTXPRO6000-Llama-3.1-8B",
-            latency=PLACEHOLDER_LATENCY,
-            kv_capacity_tokens=PLACEHOLDER_KV_TOKENS,  # placeholder: not recorded in meta.json
+            latency="vllm0.19-rtxpro6000-llama3.1-8b",
+            kv_capacity_tokens=_kv_tokens("vllm0.19-rtxpro6000-llama3.1-8b"),
             max_tokens=2048,
             max_sequences=128,
+            policy="vllm-v1",
+            env_kwargs=_VLLM_V1_KV,
             llmservingsim_mean_error_pct=(-4.0, -1.0, -1.8),
         ),
         RunSettings(
             run="RTXPRO6000-Qwen3-32B",  # one engine, tensor parallel over 2 GPUs
-            latency=PLACEHOLDER_LATENCY,
-            kv_capacity_tokens=PLACEHOLDER_KV_TOKENS,  # placeholder: not recorded in meta.json
+            latency="vllm0.19-rtxpro6000-qwen3-32b-tp2",
+            kv_capacity_tokens=_kv_tokens("vllm0.19-rtxpro6000-qwen3-32b-tp2"),
             max_tokens=2048,
             max_sequences=128,
+            policy="vllm-v1",
+            env_kwargs=_VLLM_V1_KV,
             llmservingsim_mean_error_pct=(1.3, 0.8, 1.0),
         ),
         RunSettings(
             run="RTXPRO6000-Qwen3-30B-A3B-Instruct-2507",  # MoE, data parallel 2: two replicas
-            latency=PLACEHOLDER_LATENCY,
-            kv_capacity_tokens=PLACEHOLDER_KV_TOKENS,  # placeholder: not recorded in meta.json
+            latency="vllm0.19-rtxpro6000-qwen3-30b-a3b-ep2",
+            kv_capacity_tokens=_kv_tokens("vllm0.19-rtxpro6000-qwen3-30b-a3b-ep2"),
             max_tokens=2048,
             max_sequences=128,
             n_gpus=2,
+            policy="vllm-v1",
+            env_kwargs=_VLLM_V1_KV,
             llmservingsim_mean_error_pct=(-13.6, -1.7, -2.2),
         ),
     )

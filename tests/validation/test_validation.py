@@ -24,6 +24,7 @@ from llmsched_env.validation import (
     replay,
     shipped_run_names,
     validate,
+    validate_run,
 )
 
 SHIPPED = [
@@ -344,10 +345,30 @@ def test_replay_maps_a_permuted_run_back_to_file_order(tmp_path):
         *REQUESTS[1:],
     ]
     run = load_run(write_run(tmp_path / "cycle", requests=rows))
-    settings = RunSettings("cycle", "llama3.1-8b-h100", 10_000, 2048, 8)
+    settings = RunSettings(
+        "cycle", "llama3.1-8b-h100", 10_000, 2048, 8, env_kwargs={"kv_allocation": "paged"}
+    )
     result = replay(run, settings)
     assert result.arrival_s == pytest.approx([0.8, 0.0, 0.5])
     assert result.output_tokens.tolist() == [5, 1, 3]
     assert result.first_token_s[1] == result.completion_s[1]  # r1: one token, prefill only
     assert (result.completion_s > result.first_token_s)[[0, 2]].all()
     assert (result.first_token_s > result.arrival_s).all()
+
+
+#: The fidelity goals on the dense-model runs: |error| of mean TPOT, mean E2E, p99 E2E and mean
+#: TTFT, in percent (docs/fidelity.md reports the measured errors).
+GOAL_BOUNDS_PCT = {
+    ("tpot", "mean"): 3.0,
+    ("e2e", "mean"): 5.0,
+    ("e2e", "p99"): 10.0,
+    ("ttft", "mean"): 10.0,
+}
+
+
+@pytest.mark.parametrize("name", ["RTXPRO6000-Llama-3.1-8B", "RTXPRO6000-Qwen3-32B"])
+def test_replays_of_dense_runs_stay_within_the_fidelity_goals(name):
+    table = validate_run(load_run(name)).table.set_index(["metric", "stat"])
+    for key, bound in GOAL_BOUNDS_PCT.items():
+        error = table.loc[key, "error_pct"]
+        assert abs(error) <= bound, f"{name} {key}: error {error:+.1f}% beyond {bound}%"
