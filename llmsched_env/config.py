@@ -187,14 +187,14 @@ class ContinuousEnvConfig:
         render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
     """
 
-    default_load: ClassVar[float] = 0.8
+    default_load: ClassVar[float] = 0.4
 
     workload: Any = "azure-conv"
     load: float | None = None
     arrival_rate: float | None = None
     n_gpus: int = 1
-    latency: Any = "llama3.1-8b-h100"
-    kv_memory: Any = "h100-80gb-llama3.1-8b"
+    latency: Any = "vllm0.19-rtxpro6000-llama3.1-8b"
+    kv_memory: Any = "vllm0.19-rtxpro6000-llama3.1-8b"
     n_requests: int = 300
     ttft_sla: float = 1.0
     tbt_sla: float = 0.1

@@ -158,11 +158,11 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     | argument | default | meaning |
     |----------|---------|---------|
     | workload | ``"azure-conv"`` | preset name or ``WorkloadSource`` |
-    | load | 0.8 | arrival rate as a fraction of the work-bound capacity |
+    | load | 0.4 | arrival rate as a fraction of the work-bound capacity |
     | arrival_rate | None | arrival rate in requests/s (instead of ``load``) |
     | n_gpus | 1 | GPUs (engine replicas) |
-    | latency | ``"llama3.1-8b-h100"`` | iteration latency preset or model |
-    | kv_memory | ``"h100-80gb-llama3.1-8b"`` | KV memory preset, tokens, or ``KVMemory`` |
+    | latency | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | iteration latency preset or model |
+    | kv_memory | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | KV memory preset, tokens, or ``KVMemory`` |
     | n_requests | 300 | requests per episode |
     | ttft_sla | 1.0 | TTFT target (s) |
     | tbt_sla | 0.1 | largest allowed gap between tokens (s) |
@@ -179,10 +179,15 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     | max_steps | None | truncation limit |
     | render_mode | None | ``"ansi"`` (text) or ``"rgb_array"`` (bars) |
 
-    Why these defaults: real Azure conversation traffic on Llama-3.1-8B/H100 iteration costs
-    (vLLM-calibrated), with vLLM's usual 2048-token budget and 512-token chunks; at 80% of the
-    work bound the prefill/decode trade-off decides whether requests meet a 1 s TTFT and a
-    100 ms TBT target, and the classic schedulers differ markedly.
+    Why these defaults: real Azure conversation traffic on Llama-3.1-8B served by vLLM 0.19 on
+    one RTX PRO 6000, with iteration times built from that GPU's measured per-layer profiles (a
+    setting ``llmsched validate`` checks against a real vLLM run: mean TPOT and E2E within 1%),
+    vLLM's usual 2048-token budget and 512-token chunks. The work bound (``capacity_rps``, 12.1
+    requests/s here) counts only each request's marginal GPU work, while a decode iteration
+    mostly reads the weights, so real batches sustain about half of it: at load 0.4 (4.8
+    requests/s) the best baseline meets both targets for most requests and stays stable, at 0.5
+    it meets them for about half, and the prefill/decode trade-off decides which requests make a
+    1 s TTFT and a 100 ms TBT target.
 
     ## References
 
@@ -205,8 +210,8 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
         load: float | None = None,
         arrival_rate: float | None = None,
         n_gpus: int = 1,
-        latency: Any = "llama3.1-8b-h100",
-        kv_memory: Any = "h100-80gb-llama3.1-8b",
+        latency: Any = "vllm0.19-rtxpro6000-llama3.1-8b",
+        kv_memory: Any = "vllm0.19-rtxpro6000-llama3.1-8b",
         n_requests: int = 300,
         ttft_sla: float = 1.0,
         tbt_sla: float = 0.1,
