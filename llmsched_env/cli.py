@@ -373,7 +373,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     report = say("train")
     report("loading torch and stable-baselines3")
     try:
-        from agents.training import TrainingInterrupted, resume, train
+        from agents.training import resume, train
 
         if args.resume:
             _warm_up(report)
@@ -422,7 +422,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except AgentsExtraMissingError as error:
         print(f"llmsched train: error: {error}", file=sys.stderr)
         return 2
-    except TrainingInterrupted as stop:
+    except KeyboardInterrupt as stop:
+        if not hasattr(stop, "run_dir"):  # before training started: nothing to save
+            raise
         print(
             f"llmsched train: stopped by {stop.signal_name} after {stop.steps} steps; saved "
             f"model.zip to {stop.run_dir} (continue with: llmsched train --resume {stop.run_dir} "
