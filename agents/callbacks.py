@@ -165,3 +165,77 @@ class BaselineEvalCallback(BaseCallback):
             if new:
                 writer.writeheader()
             writer.writerow(result)
+
+
+class StopOnRequest(BaseCallback):
+    """Ends training cleanly at the next step once ``stop.requested`` is set (a caught signal).
+
+    Returning ``False`` from ``_on_step`` makes stable-baselines3 leave ``learn`` at once, after
+    which the caller saves the model: the steps trained so far are kept.
+
+    Args:
+        stop: The :class:`agents.signals.StopRequest` that signal handlers set.
+    """
+
+    def __init__(self, stop: Any) -> None:
+        super().__init__(0)
+        self.stop = stop
+
+    def _on_step(self) -> bool:
+        return not self.stop.requested
+
+
+class StepProgressBar(BaseCallback):
+    """A tqdm bar of environment steps whose total is the number of steps that will really run.
+
+    stable-baselines3 collects whole rollouts, so ``learn(total_timesteps=20_000)`` with rollouts
+    of 2,048 steps runs 20,480 steps; its own bar then reads 20,480/20,000. This bar's total is
+    the requested steps rounded up to whole rollouts (:func:`steps_that_will_run`), and the count
+    never passes it.
+
+    Args:
+        total: Steps this session will run.
+    """
+
+    def __init__(self, total: int) -> None:
+        super().__init__(0)
+        self.total = int(total)
+        self._bar: Any = None
+        self._start = 0
+
+    def _on_training_start(self) -> None:
+        from tqdm import tqdm
+
+        self._start = self.num_timesteps
+        self._bar = tqdm(total=self.total, desc="train", unit="step", unit_scale=True)
+
+    def _on_step(self) -> bool:
+        if self._bar is not None:
+            self._bar.update(min(self.num_timesteps - self._start, self.total) - self._bar.n)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def steps_that_will_run(model: Any, steps: int) -> int:
+    """Environment steps ``model.learn(total_timesteps=steps)`` will run from step 0.
+
+    On-policy algorithms (PPO, A2C) collect rollouts of ``n_steps * n_envs`` steps; off-policy
+    ones (DQN) collect ``train_freq`` steps per env between updates. ``learn`` stops at the first
+    rollout that reaches ``steps``, so the count is ``steps`` rounded up to whole rollouts.
+    """
+    from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
+    n_envs = int(getattr(model, "n_envs", 1) or 1)
+    rollout = n_envs
+    if isinstance(model, OnPolicyAlgorithm):
+        rollout = int(model.n_steps) * n_envs
+    else:
+        freq = getattr(model, "train_freq", None)
+        unit = getattr(getattr(freq, "unit", None), "value", None)
+        if unit == "step":
+            rollout = int(freq.frequency) * n_envs
+    return -(-int(steps) // rollout) * rollout

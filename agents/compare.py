@@ -81,21 +81,37 @@ class Comparison:
     paired: dict[str, float]
 
     def verdict(self) -> str:
-        """One line: does the agent beat the best baseline, with non-overlapping 95% CIs?"""
+        """One line: is the agent above or below the best baseline, and are the 95% CIs apart?
+
+        "above (below) the best baseline, 95% CIs apart" when the intervals do not overlap;
+        "CIs overlap" otherwise, saying on which side the agent's mean lies; with one seed there
+        is no interval and the line says so.
+        """
         if self.best_baseline is None:
             return "no baseline to compare with"
         rows = self.summary.set_index("policy")
         agent, base = rows.loc[AGENT_NAME], rows.loc[self.best_baseline]
-        low = agent["return_mean"] - agent["return_ci95"]
-        high = base["return_mean"] + base["return_ci95"]
-        separated = bool(low > high)
+        a_mean, a_half = float(agent["return_mean"]), float(agent["return_ci95"])
+        b_mean, b_half = float(base["return_mean"]), float(base["return_ci95"])
+        side = "above" if a_mean > b_mean else "below" if a_mean < b_mean else "level with"
         p = self.paired
+        if not (math.isfinite(a_half) and math.isfinite(b_half)):
+            return (
+                f"agent {a_mean:.1f} vs best baseline {self.best_baseline} {b_mean:.1f}: "
+                f"{side} it by {abs(a_mean - b_mean):.1f} on {p['n']:.0f} seed (no confidence "
+                "interval with 1 seed; use --seeds 2 or more)"
+            )
+        if a_mean - a_half > b_mean + b_half:
+            finding = f"above the best baseline by {a_mean - b_mean:.1f}, 95% CIs apart"
+        elif a_mean + a_half < b_mean - b_half:
+            finding = f"below the best baseline by {b_mean - a_mean:.1f}, 95% CIs apart"
+        else:
+            finding = f"CIs overlap (agent {side} it by {abs(a_mean - b_mean):.1f})"
         return (
-            f"agent {agent['return_mean']:.1f} +/- {agent['return_ci95']:.1f} vs best baseline "
-            f"{self.best_baseline} {base['return_mean']:.1f} +/- {base['return_ci95']:.1f}: "
-            f"{'beats it with non-overlapping 95% CIs' if separated else 'CIs overlap or below'}"
-            f"; paired difference {p['mean']:+.1f} +/- {p['ci95']:.1f}, agent better on "
-            f"{p['wins']:.0f}/{p['n']:.0f} seeds"
+            f"agent {a_mean:.1f} +/- {a_half:.1f} vs best baseline {self.best_baseline} "
+            f"{b_mean:.1f} +/- {b_half:.1f}: {finding}; paired difference "
+            f"{p['mean']:+.1f} +/- {p['ci95']:.1f}, agent better on {p['wins']:.0f}/{p['n']:.0f} "
+            "seeds"
         )
 
 

@@ -10,6 +10,8 @@ always runs whole episodes).
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -45,6 +47,10 @@ def env_factory(
     plain = dict(env_kwargs)
 
     def make() -> gym.Env:
+        if multiprocessing.parent_process() is not None:
+            # A subprocess env worker: Ctrl-C is the main process's to handle (it saves the
+            # model, then closes the workers); a worker dying of it would break the pipes.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         env = gym.make(env_id, **build_env_kwargs(plain))
         if end_when_settled and EndWhenSettled.applies_to(env):
             env = EndWhenSettled(env)

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +39,46 @@ DEFAULT_EVAL_FREQ = 25_000
 DEFAULT_EVAL_EPISODES = {ENV_IDS["batch"]: 20, ENV_IDS["continuous"]: 5}
 #: Default environment steps between checkpoints.
 DEFAULT_CHECKPOINT_FREQ = 100_000
+#: Checkpoint files written by stable-baselines3's ``CheckpointCallback`` in ``checkpoints/``.
+_CHECKPOINT = re.compile(r"model_(\d+)_steps\.zip")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT or SIGTERM; the model and configuration were saved first.
+
+    A ``KeyboardInterrupt``, so that code which stops on Ctrl-C still does.
+
+    Attributes:
+        run_dir: Where ``model.zip`` (and the rest of the run) was saved.
+        steps: Steps trained in the interrupted session.
+        signal_name: ``"SIGINT"`` or ``"SIGTERM"``.
+    """
+
+    def __init__(self, run_dir: Path, steps: int, signal_name: str) -> None:
+        super().__init__(f"training stopped by {signal_name} after {steps} steps")
+        self.run_dir = run_dir
+        self.steps = steps
+        self.signal_name = signal_name
+
+
+def latest_checkpoint(run_dir: str | Path) -> tuple[Path, Path | None] | None:
+    """The checkpoint with the most steps in ``run_dir/checkpoints``, with its statistics.
+
+    Returns:
+        ``(model_<N>_steps.zip, model_vecnormalize_<N>_steps.pkl or None)`` for the largest
+        ``N``, or ``None`` when there is no checkpoint.
+    """
+    folder = Path(run_dir) / "checkpoints"
+    found = [
+        (int(m.group(1)), path)
+        for path in (folder.iterdir() if folder.is_dir() else [])
+        if (m := _CHECKPOINT.fullmatch(path.name))
+    ]
+    if not found:
+        return None
+    steps, model = max(found)
+    stats = folder / f"model_vecnormalize_{steps}_steps.pkl"
+    return model, (stats if stats.is_file() else None)
 
 
 @dataclass(frozen=True)
@@ -99,8 +140,13 @@ def train(
     overwrite: bool = False,
     command: str | None = None,
     verbose: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train an agent and save it, with its configuration, in ``out``.
+
+    SIGINT (Ctrl-C) or SIGTERM during training stops it at the next step; ``model.zip``, its
+    statistics and ``config.json`` are saved, then :class:`TrainingInterrupted` is raised, and
+    :func:`resume` continues the run.
 
     Args:
         env: ``"batch"``, ``"continuous"`` or an env id (ignored when ``scenario`` is given).
@@ -120,11 +166,12 @@ def train(
         eval_episodes: Validation episodes per comparison (default: 20 for BatchScheduling-v0,
             5 for ContinuousBatching-v0, see :data:`DEFAULT_EVAL_EPISODES`).
         checkpoint_freq: Steps between checkpoints (0 disables them).
-        progress_bar: Show stable-baselines3's progress bar (tqdm and rich).
+        progress_bar: Show a progress bar of the steps that will run (tqdm).
         torch_threads: Torch CPU threads during training (restored afterwards).
         overwrite: Allow ``out`` to exist already (its files are replaced).
         command: The command line to record in the configuration.
         verbose: 1 prints evaluation results and stable-baselines3's log.
+        log: Told, in one line each, what the session is doing (steps to run, a stop).
 
     Returns:
         The run directory, configuration, model and validation results.
@@ -132,6 +179,7 @@ def train(
     Raises:
         ValueError: For a bad argument (named in the message) or an existing ``out``.
         agents.extras.AgentsExtraMissingError: If the ``agents`` extra is not installed.
+        TrainingInterrupted: After saving, when SIGINT or SIGTERM stopped the training.
     """
     require_agents_extra()
     spec = get_algo(algo)
@@ -187,11 +235,12 @@ def train(
         config,
         spec,
         steps,
-        load_existing=False,
+        load_from=None,
         eval_freq=eval_freq,
         checkpoint_freq=checkpoint_freq,
         progress_bar=progress_bar,
         verbose=verbose,
+        log=log,
     )
 
 
@@ -203,12 +252,15 @@ def resume(
     checkpoint_freq: int = DEFAULT_CHECKPOINT_FREQ,
     progress_bar: bool = False,
     verbose: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Continue training a run from its final model and statistics.
+    """Continue training a run from its final model and statistics, or its latest checkpoint.
 
     The model, optimiser state and ``VecNormalize`` statistics are reloaded; the step counter
     continues (``reset_num_timesteps=False``). The training envs restart from the run's
-    training env seeds; the best model and validation history are kept and extended.
+    training env seeds; the best model and validation history are kept and extended. A run
+    without ``model.zip`` (a process killed before it could save) continues from its checkpoint
+    with the most steps, ``checkpoints/model_<N>_steps.zip``, and ``log`` is told which.
 
     Args:
         run_dir: A run directory written by :func:`train`.
@@ -217,12 +269,15 @@ def resume(
         checkpoint_freq: Steps between checkpoints (0 disables them).
         progress_bar: Show the progress bar.
         verbose: 1 prints evaluation results.
+        log: Told, in one line each, what the session is doing (which model it resumes).
 
     Returns:
         The run directory, updated configuration, model and this session's validation results.
 
     Raises:
-        ValueError: If ``run_dir`` is not a run with a final model, or an argument is bad.
+        ValueError: If ``run_dir`` is not a run with a final model or a checkpoint, or an
+            argument is bad.
+        TrainingInterrupted: After saving, when SIGINT or SIGTERM stopped the training.
     """
     require_agents_extra()
     _check_int("steps", steps, 1)
@@ -230,18 +285,29 @@ def resume(
     _check_int("checkpoint_freq", checkpoint_freq, 0)
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
-    if not (run_dir / "model.zip").is_file():
-        raise ValueError(f"run_dir {str(run_dir)!r} holds no model.zip to resume from")
+    model = run_dir / "model.zip"
+    stats: Path | None = run_dir / "vecnormalize.pkl"
+    if not model.is_file():
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise ValueError(
+                f"run_dir {str(run_dir)!r} holds no model.zip and no "
+                "checkpoints/model_<N>_steps.zip to resume from"
+            )
+        model, stats = checkpoint
+        if log:
+            log(f"no model.zip in {run_dir}; resuming from its latest checkpoint {model}")
     return _run_session(
         run_dir,
         config,
         get_algo(config.algo),
         steps,
-        load_existing=True,
+        load_from=(model, stats),
         eval_freq=eval_freq,
         checkpoint_freq=checkpoint_freq,
         progress_bar=progress_bar,
         verbose=verbose,
+        log=log,
     )
 
 
@@ -251,18 +317,28 @@ def _run_session(
     spec: AlgoSpec,
     steps: int,
     *,
-    load_existing: bool,
+    load_from: tuple[Path, Path | None] | None,
     eval_freq: int,
     checkpoint_freq: int,
     progress_bar: bool,
     verbose: int,
+    log: Callable[[str], None] | None,
 ) -> TrainResult:
+    """Train ``steps`` more steps (from ``load_from``: model and statistics, or from scratch)."""
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from agents.callbacks import BaselineEvalCallback
+    from agents.callbacks import (
+        BaselineEvalCallback,
+        StepProgressBar,
+        StopOnRequest,
+        steps_that_will_run,
+    )
+    from agents.signals import stop_requested_by_signals
     from baselines import policy_names
+
+    load_existing = load_from is not None
 
     settings = config.hyperparams
     algo_kwargs = dict(settings["algo_kwargs"])
@@ -281,13 +357,12 @@ def _run_session(
             normalize_reward=settings["normalize_reward"] and not load_existing,
             gamma=gamma,
         )
-        stats_path = run_dir / "vecnormalize.pkl"
-        if load_existing and stats_path.is_file():
-            venv = VecNormalize.load(str(stats_path), venv)
+        if load_from is not None and load_from[1] is not None and load_from[1].is_file():
+            venv = VecNormalize.load(str(load_from[1]), venv)
             venv.training = True
         cls = spec.load_class()
-        if load_existing:
-            model = cls.load(run_dir / "model.zip", env=venv, device="cpu")
+        if load_from is not None:
+            model = cls.load(load_from[0], env=venv, device="cpu")
         else:
             algo_kwargs["policy_kwargs"] = build_policy_kwargs(algo_kwargs.get("policy_kwargs"))
             for key in SCHEDULE_KEYS:
@@ -326,25 +401,38 @@ def _run_session(
                     save_vecnormalize=True,
                 )
             )
-        started = time.perf_counter()
-        model.learn(
-            total_timesteps=steps,
-            callback=CallbackList(callbacks),
-            progress_bar=progress_bar,
-            reset_num_timesteps=not load_existing,
+        first_step = int(model.num_timesteps) if load_existing else 0
+        planned = steps_that_will_run(model, steps)
+        if log:
+            rounding = "" if planned == steps else f" ({steps:,} rounded up to whole rollouts)"
+            log(f"training {planned:,} steps{rounding}; Ctrl-C or SIGTERM stops and saves")
+        message = (
+            "llmsched train: {signal} received: stopping at the next step and saving model.zip "
+            "(Ctrl-C again quits without saving)"
         )
+        started = time.perf_counter()
+        with stop_requested_by_signals(message if log else "") as stop:
+            callbacks.append(StopOnRequest(stop))
+            if progress_bar:
+                callbacks.append(StepProgressBar(planned))
+            model.learn(
+                total_timesteps=steps,
+                callback=CallbackList(callbacks),
+                reset_num_timesteps=not load_existing,
+            )
         wall = time.perf_counter() - started
-        model.save(run_dir / "model.zip")
-        if isinstance(venv, VecNormalize):
-            venv.save(str(stats_path))
+        trained = int(model.num_timesteps) - first_step
+        saved_in = _save_final(run_dir, model, venv, log)
         venv.close()
     evaluations = evaluator.results if evaluator else []
     session: dict[str, Any] = {
-        "steps": steps,
+        "steps": trained,
         "wall_time_s": round(wall, 2),
-        "steps_per_s": round(steps / wall, 1),
+        "steps_per_s": round(trained / wall, 1) if wall > 0 else 0.0,
         "total_timesteps": int(model.num_timesteps),
     }
+    if stop.requested:
+        session["stopped_by"] = stop.signal_name
     if evaluator is not None and evaluator.best_baseline is not None:
         session["best_baseline"] = evaluator.best_baseline
         session["best_baseline_validation_return"] = evaluator.best_baseline_return
@@ -354,8 +442,29 @@ def _run_session(
         total_timesteps=int(model.num_timesteps),
         sessions=[*config.sessions, session],
     )
-    config.save(run_dir)
-    return TrainResult(run_dir, config, model, evaluations)
+    config.save(saved_in)
+    if stop.requested:
+        raise TrainingInterrupted(saved_in, trained, stop.signal_name)
+    return TrainResult(saved_in, config, model, evaluations)
+
+
+def _save_final(run_dir: Path, model: Any, venv: Any, log: Callable[[str], None] | None) -> Path:
+    """Save the final model and statistics in ``run_dir``, or in a rescue directory.
+
+    Returns:
+        Where they were saved (``run_dir`` unless writing there failed).
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from llmsched_env.outputs import write_or_rescue
+
+    def write(target: Path) -> None:
+        model.save(target / "model.zip")
+        if isinstance(venv, VecNormalize):
+            venv.save(str(target / "vecnormalize.pkl"))
+
+    saved_in, _ = write_or_rescue(run_dir, write, warn=log)
+    return saved_in
 
 
 def _describe(env_id: str, env_kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -1,24 +1,49 @@
 """The ``llmsched`` command: evaluate baselines, estimate stability, train and compare agents.
 
 ``llmsched validate`` replays real vLLM runs through the simulator and reports its error.
-Argument parsing lives here only; each subcommand maps its flags onto plain keyword arguments of
-library functions.
+Argument parsing lives here and in :mod:`llmsched_env.cli_args`; each subcommand maps its flags
+onto plain keyword arguments of library functions.
+
+Every command checks its output directory before any work and never overwrites results without
+``--force`` (:mod:`llmsched_env.outputs`), prints progress on stderr from its first second
+(including while the simulator's kernels compile on a machine's first run), and stops on Ctrl-C
+with a one-line message and exit status 130. Bad input exits with status 2 and one line naming
+the bad value.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from llmsched_env import __version__
+from llmsched_env.cli_args import (
+    HelpFormatter,
+    check_env_kwargs,
+    check_policy_kwargs,
+    directory,
+    json_object,
+    listing,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
 
 ENV_IDS = {
     "batch": "llmsched/BatchScheduling-v0",
     "continuous": "llmsched/ContinuousBatching-v0",
 }
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+#: Files ``llmsched evaluate`` and ``llmsched compare`` write.
+RESULT_FILES = ("episodes.csv", "summary.csv", "comparison.png")
+RECORDS_FILE = "records.csv"
 
 #: Columns of the printed comparison table: (summary column, header, format).
 TABLE_COLUMNS = (
@@ -36,24 +61,44 @@ TABLE_COLUMNS = (
 
 
 def format_table(summary: Any) -> str:
-    """Render a summary DataFrame (one row per policy) as a fixed-width text table."""
+    """Render a summary DataFrame (one row per policy) as a fixed-width text table.
+
+    A confidence half-width that cannot be computed (one episode per policy) shows as ``n/a``,
+    with a note under the table.
+    """
     columns = [c for c in TABLE_COLUMNS if c[0] in summary.columns]
     width = max([len("policy"), *(len(str(p)) for p in summary["policy"])])
     header = f"{'policy':<{width}}  " + "  ".join(
         f"{h:>{len(fmt.format(0.0))}}" for _, h, fmt in columns
     )
     lines = [header, "-" * len(header)]
+    missing_ci = False
     for _, row in summary.iterrows():
-        cells = "  ".join(fmt.format(row[c]) for c, _, fmt in columns)
-        lines.append(f"{row['policy']:<{width}}  {cells}")
+        cells = []
+        for column, _, fmt in columns:
+            value = row[column]
+            if column.endswith("_ci95") and not math.isfinite(value):
+                missing_ci = True
+                cells.append(f"{'n/a':>{len(fmt.format(0.0))}}")
+            else:
+                cells.append(fmt.format(value))
+        lines.append(f"{row['policy']:<{width}}  " + "  ".join(cells))
+    if missing_ci:
+        episodes = int(summary["episodes"].min()) if "episodes" in summary else 1
+        lines.append(
+            f"+/- is the 95% CI half-width over seeds: n/a ({episodes} seed"
+            f"{'' if episodes == 1 else 's'}); use --seeds 2 or more for intervals"
+        )
     return "\n".join(lines)
 
 
 def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Collect the env keyword arguments given by named flags and ``--env-kwargs``."""
-    kwargs: dict[str, Any] = json.loads(args.env_kwargs) if args.env_kwargs else {}
-    if not isinstance(kwargs, dict):
-        raise SystemExit(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
+    """Collect the env keyword arguments given by named flags and ``--env-kwargs``.
+
+    Raises:
+        ValueError: If ``--env-kwargs`` is not a JSON object (the message names the flag).
+    """
+    kwargs = json_object("--env-kwargs", args.env_kwargs)
     named = {
         "workload": args.workload,
         "load": args.load,
@@ -63,6 +108,15 @@ def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
     kwargs.update({k: v for k, v in named.items() if v is not None})
     return kwargs
+
+
+def say(command: str) -> Callable[[str], None]:
+    """A printer of one-line progress messages on stderr, prefixed with the command."""
+
+    def report(message: str) -> None:
+        print(f"llmsched {command}: {message}", file=sys.stderr, flush=True)
+
+    return report
 
 
 def progress_printer(label: str) -> Callable[[int, int], None]:
@@ -88,13 +142,33 @@ def progress_printer(label: str) -> Callable[[int, int], None]:
     return update
 
 
+def _warm_up(report: Callable[[str], None]) -> None:
+    """Compile the simulator's kernels now, announcing a cold compilation."""
+    from llmsched_env.compilation import warm_up
+
+    warm_up(report)
+
+
+def _write(out: Path, write: Callable[[Path], list[str]], report: Callable[[str], None]) -> None:
+    """Write results into ``out`` (or a rescue directory) and print what went where."""
+    from llmsched_env.outputs import write_or_rescue
+
+    target, written = write_or_rescue(out, write, warn=report)
+    print(f"wrote {', '.join(written)} to {target}")
+
+
 def _add_env_flags(parser: argparse.ArgumentParser, default_env: str | None = "batch") -> None:
+    from llmsched_env.workload import WORKLOAD_PRESETS
+
     parser.add_argument("--env", choices=sorted(ENV_IDS), default=default_env, help="environment")
-    parser.add_argument("--workload", help="workload preset (env default if omitted)")
-    parser.add_argument("--load", type=float, help="arrival rate as a fraction of capacity")
-    parser.add_argument("--arrival-rate", type=float, help="arrival rate in requests/s")
-    parser.add_argument("--gpus", type=int, help="number of GPUs")
-    parser.add_argument("--n-requests", type=int, help="requests per episode")
+    parser.add_argument(
+        "--workload",
+        help=f"workload preset (env default if omitted): {listing(WORKLOAD_PRESETS)}",
+    )
+    parser.add_argument("--load", type=positive_float, help="arrival rate / capacity estimate")
+    parser.add_argument("--arrival-rate", type=positive_float, help="arrival rate in requests/s")
+    parser.add_argument("--gpus", type=positive_int, help="number of GPUs")
+    parser.add_argument("--n-requests", type=positive_int, help="requests per episode")
     parser.add_argument(
         "--env-kwargs", help="other env keyword arguments as JSON, e.g. '{\"sla\": 20}'"
     )
@@ -103,9 +177,11 @@ def _add_env_flags(parser: argparse.ArgumentParser, default_env: str | None = "b
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from baselines import policy_names
     from llmsched_env.evaluation import evaluate
+    from llmsched_env.outputs import check_output_dir
     from llmsched_env.plotting import plot_comparison
     from llmsched_env.registry import unknown_name_error
 
+    report = say("evaluate")
     available = policy_names(args.env)
     if args.policies == "all":
         policies = available
@@ -116,31 +192,54 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         for name in policies:
             if name not in available:
                 raise unknown_name_error(f"{args.env} policy", name, available)
+    env_id = ENV_IDS[args.env]
     env_kwargs = env_kwargs_from_args(args)
+    check_env_kwargs(env_id, env_kwargs)
+    if args.records and not args.out:
+        raise ValueError("--records needs --out, the directory for records.csv")
+    files = [*RESULT_FILES, *([RECORDS_FILE] if args.records else [])]
+    out = check_output_dir(args.out, files, overwrite=args.force) if args.out else None
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    episodes, summary = evaluate(
+    report(f"{len(policies)} policies x {args.seeds} seeds on {env_id}")
+    _warm_up(report)
+    result = evaluate(
         policies,
-        ENV_IDS[args.env],
+        env_id,
         env_kwargs,
         seeds,
         n_jobs=args.jobs,
         progress=None if args.quiet else progress_printer("evaluate"),
+        records=args.records,
     )
-    print(f"{ENV_IDS[args.env]} {json.dumps(env_kwargs)}, seeds {seeds.start}..{seeds.stop - 1}")
+    episodes, summary = result[0], result[1]
+    print(f"{env_id} {_json(env_kwargs)}, seeds {seeds.start}..{seeds.stop - 1}")
     print(format_table(summary))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        episodes.to_csv(out / "episodes.csv", index=False)
-        summary.to_csv(out / "summary.csv", index=False)
-        figure = plot_comparison(summary, out / "comparison.png", title=ENV_IDS[args.env])
-        written = ["episodes.csv", "summary.csv"] + ([figure.name] if figure else [])
-        print(f"wrote {', '.join(written)} to {out}")
+    if out is None:
+        return 0
+
+    def write(target: Path) -> list[str]:
+        episodes.to_csv(target / "episodes.csv", index=False)
+        summary.to_csv(target / "summary.csv", index=False)
+        written = ["episodes.csv", "summary.csv"]
+        if args.records:
+            result[2].to_csv(target / RECORDS_FILE, index=False)
+            written.append(RECORDS_FILE)
+        figure = plot_comparison(summary, target / "comparison.png", title=env_id)
+        return written + ([figure.name] if figure else [])
+
+    _write(out, write, report)
     return 0
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
 
 
 def _cmd_stability(args: argparse.Namespace) -> int:
     from baselines import policy_names
+    from llmsched_env.outputs import check_output_dir
     from llmsched_env.plotting import plot_stability
     from llmsched_env.registry import unknown_name_error
     from llmsched_env.stability import (
@@ -150,18 +249,18 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         estimate_stability,
     )
 
+    report = say("stability")
     available = policy_names("continuous")
     if args.policy not in available:
         raise unknown_name_error("continuous policy", args.policy, available)
-    env_kwargs: dict[str, Any] = json.loads(args.env_kwargs) if args.env_kwargs else {}
-    policy_kwargs: dict[str, Any] = json.loads(args.policy_kwargs) if args.policy_kwargs else {}
-    for flag, value in (("--env-kwargs", env_kwargs), ("--policy-kwargs", policy_kwargs)):
-        if not isinstance(value, dict):
-            raise ValueError(f"{flag} must be a JSON object, got {value!r}")
+    env_kwargs = json_object("--env-kwargs", args.env_kwargs)
+    policy_kwargs = json_object("--policy-kwargs", args.policy_kwargs)
     if args.workload is not None:
         env_kwargs["workload"] = args.workload
     if args.gpus is not None:
         env_kwargs["n_gpus"] = args.gpus
+    check_env_kwargs(ENV_ID, env_kwargs)
+    check_policy_kwargs("continuous", args.policy, policy_kwargs)
     settings = StabilitySettings(
         horizon_s=args.horizon,
         warmup_fraction=args.warmup,
@@ -172,8 +271,11 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         seed=args.seed,
         n_jobs=args.jobs,
     )
+    stem = f"{args.policy}_{env_kwargs.get('workload', 'default')}"
+    out = check_output_dir(args.out, [f"{stem}.csv", f"{stem}.png"], overwrite=args.force)
+    _warm_up(report)
 
-    def report(point: DriftPoint) -> None:
+    def tested(point: DriftPoint) -> None:
         verdict = "stable" if point.stable else "unstable"
         print(
             f"  lambda {point.arrival_rate_rps:9.4f} req/s: drift {point.drift_per_arrival:+.4f} "
@@ -189,9 +291,10 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         policy_kwargs=policy_kwargs,
         low_rps=args.low,
         high_rps=args.high,
-        progress=None if args.quiet else report,
+        progress=None if args.quiet else tested,
+        announce=None if args.quiet else report,
     )
-    print(f"{ENV_ID} {json.dumps(env_kwargs)}, policy {args.policy} {json.dumps(policy_kwargs)}")
+    print(f"{ENV_ID} {_json(env_kwargs)}, policy {args.policy} {_json(policy_kwargs)}")
     over = result.overload_point
     print(
         f"lambda* = {result.lambda_star_rps:.3f} req/s, interval [{result.lambda_low_rps:.3f}, "
@@ -199,18 +302,18 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     )
     print(
         f"throughput in overload: {over.throughput_rps:.3f} +/- {over.throughput_ci95:.3f} req/s "
-        f"at {over.arrival_rate_rps:.3f} req/s (work-bound estimate "
+        f"at {over.arrival_rate_rps:.3f} req/s (capacity estimate "
         f"{result.capacity_estimate_rps:.3f} req/s)"
     )
     if result.inconsistent_rates:
         print(f"warning: stability is not monotone here, see the rates {result.inconsistent_rates}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.policy}_{env_kwargs.get('workload', 'default')}"
-    result.to_frame().to_csv(out / f"{stem}.csv", index=False)
-    figure = plot_stability(result, out / f"{stem}.png")
-    written = [f"{stem}.csv"] + ([figure.name] if figure else [])
-    print(f"wrote {', '.join(written)} to {out}")
+
+    def write(target: Path) -> list[str]:
+        result.to_frame().to_csv(target / f"{stem}.csv", index=False)
+        figure = plot_stability(result, target / f"{stem}.png")
+        return [f"{stem}.csv"] + ([figure.name] if figure else [])
+
+    _write(out, write, report)
     return 0
 
 
@@ -239,12 +342,15 @@ def format_validation(result: Any) -> str:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from llmsched_env.validation import validate
-    from llmsched_env.validation.report import VALIDATION_CSV
+    from llmsched_env.validation.report import VALIDATION_CSV, check_output_dir
 
-    out = Path(args.out)
+    report = say("validate")
+    out = check_output_dir(args.out, args.force)
     written = [VALIDATION_CSV]
+    report(f"replaying {'every shipped run' if not args.runs else listing(args.runs)}")
+    _warm_up(report)
 
-    def report(result: Any) -> None:
+    def done(result: Any) -> None:
         print(format_validation(result), end="\n\n", flush=True)
         figure = out / f"{result.run.name}.png"
         if figure.exists():  # not without matplotlib (the plots extra)
@@ -255,7 +361,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         out,
         max_requests=args.max_requests,
         overwrite=args.force,
-        on_run=report,
+        on_run=done,
     )
     print(f"wrote {', '.join(written)} to {out}")
     return 0
@@ -264,10 +370,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from agents.extras import AgentsExtraMissingError
 
+    report = say("train")
+    report("loading torch and stable-baselines3")
     try:
         from agents.training import resume, train
 
         if args.resume:
+            _warm_up(report)
             result = resume(
                 args.resume,
                 steps=args.steps,
@@ -275,20 +384,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 checkpoint_freq=args.checkpoint_freq,
                 progress_bar=not args.quiet,
                 verbose=int(args.verbose),
+                log=report,
             )
         else:
             if not args.out:
                 raise ValueError("--out is required (the run directory to create)")
-            hyperparams = json.loads(args.hyperparams) if args.hyperparams else {}
-            if not isinstance(hyperparams, dict):
-                raise ValueError(f"--hyperparams must be a JSON object, got {args.hyperparams!r}")
+            from agents.scenarios import get_scenario
+            from llmsched_env.outputs import check_output_dir
+
+            hyperparams = json_object("--hyperparams", args.hyperparams)
+            env_kwargs = env_kwargs_from_args(args)
+            env_id = get_scenario(args.scenario).env_id if args.scenario else ENV_IDS[args.env]
+            check_env_kwargs(env_id, env_kwargs)
+            check_output_dir(args.out)
+            _warm_up(report)
             result = train(
                 args.env,
                 out=args.out,
                 steps=args.steps,
                 algo=args.algo,
                 scenario=args.scenario,
-                env_kwargs=env_kwargs_from_args(args),
+                env_kwargs=env_kwargs,
                 n_envs=args.n_envs,
                 seed=args.seed,
                 hyperparams=hyperparams,
@@ -301,10 +417,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 command=shlex.join(["llmsched", *args.argv]),
                 verbose=int(args.verbose),
+                log=report,
             )
     except AgentsExtraMissingError as error:
         print(f"llmsched train: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        if not hasattr(stop, "run_dir"):  # before training started: nothing to save
+            raise
+        print(
+            f"llmsched train: stopped by {stop.signal_name} after {stop.steps} steps; saved "
+            f"model.zip to {stop.run_dir} (continue with: llmsched train --resume {stop.run_dir} "
+            "--steps N)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     session = result.config.sessions[-1]
     print(
         f"trained {result.config.algo} on {result.config.env_id} for {session['steps']} steps "
@@ -323,7 +450,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from agents.extras import AgentsExtraMissingError
+    from llmsched_env.outputs import check_output_dir
 
+    report = say("compare")
     policies = None
     if args.policies != "all":
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -333,9 +462,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         out = Path(args.run) / "compare"
     else:
         out = Path("runs") / f"pretrained-{args.pretrained}" / "compare"
+    check_output_dir(out, RESULT_FILES, overwrite=args.force)
     try:
-        from agents.compare import compare
+        from agents.compare import compare, write_comparison
 
+        report(f"{args.seeds} seeds from {args.first_seed}; loading the agent")
+        _warm_up(report)
         result = compare(
             args.run,
             pretrained=args.pretrained,
@@ -344,7 +476,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             policies=policies,
             which=args.model,
             n_jobs=args.jobs,
-            out=out,
             progress=None if args.quiet else progress_printer("compare"),
             **_settled_policy_option(args.settled_policy),
         )
@@ -354,12 +485,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     config = result.config
     label = f" ({config.scenario})" if config.scenario else ""
     print(
-        f"{config.env_id}{label} {json.dumps(config.env_kwargs)}, seeds "
+        f"{config.env_id}{label} {_json(config.env_kwargs)}, seeds "
         f"{result.seeds[0]}..{result.seeds[-1]}"
     )
     print(format_table(result.summary))
     print(result.verdict())
-    print(f"wrote episodes.csv, summary.csv and comparison.png to {out}")
+    _write(out, lambda target: [p.name for p in write_comparison(result, target)], report)
     return 0
 
 
@@ -370,96 +501,173 @@ def _settled_policy_option(value: str | None) -> dict[str, Any]:
     return {"settled_policy": None if value == "none" else value}
 
 
+def _pretrained_names() -> list[str]:
+    from agents.compare import pretrained_names
+
+    return pretrained_names()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``llmsched`` argument parser."""
+    """The ``llmsched`` argument parser (valid names in the help come from the registries)."""
+    from agents.scenarios import SCENARIOS
+    from baselines import policy_names
+
     parser = argparse.ArgumentParser(
-        prog="llmsched", description="Scheduling environments for LLM inference."
+        prog="llmsched",
+        description="Scheduling environments for LLM inference. Progress goes to stderr, results "
+        "to stdout; output directories are checked before any work and results are never "
+        "overwritten without --force; Ctrl-C stops a command cleanly (exit status 130).",
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ev = sub.add_parser("evaluate", help="evaluate baseline policies on common seeds")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
+
+    ev = command("evaluate", "evaluate baseline policies on common seeds")
     _add_env_flags(ev)
-    ev.add_argument("--policies", default="all", help="'all' or comma-separated policy names")
-    ev.add_argument("--seeds", type=int, default=10, help="number of episodes per policy")
-    ev.add_argument("--first-seed", type=int, default=10_000, help="first evaluation seed")
-    ev.add_argument("--jobs", type=int, default=1, help="worker processes")
-    ev.add_argument("--out", help="directory for episodes.csv, summary.csv and a figure")
+    ev.add_argument(
+        "--policies",
+        default="all",
+        help="'all' or comma-separated policy names; batch: "
+        f"{listing(policy_names('batch'))}; continuous: {listing(policy_names('continuous'))}",
+    )
+    ev.add_argument("--seeds", type=positive_int, default=10, help="number of episodes per policy")
+    ev.add_argument("--first-seed", type=nonnegative_int, default=10_000, help="first seed")
+    ev.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
+    ev.add_argument(
+        "--out", type=directory, help="directory for episodes.csv, summary.csv and a figure"
+    )
+    ev.add_argument(
+        "--records",
+        action="store_true",
+        help="also write records.csv to --out: one row per request per policy and seed",
+    )
+    ev.add_argument("--force", action="store_true", help="overwrite results already in --out")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
 
-    st = sub.add_parser(
-        "stability", help="estimate the largest stable arrival rate of a continuous policy"
+    st = command("stability", "estimate the largest stable arrival rate of a continuous policy")
+    st.add_argument(
+        "--policy",
+        required=True,
+        help=f"continuous-batching baseline: {listing(policy_names('continuous'))}",
     )
-    st.add_argument("--policy", required=True, help="continuous-batching baseline name")
-    st.add_argument("--policy-kwargs", help="policy keyword arguments as JSON")
+    st.add_argument("--policy-kwargs", help="policy keyword arguments as a JSON object")
     st.add_argument("--workload", help="workload preset (env default if omitted)")
-    st.add_argument("--gpus", type=int, help="number of GPUs")
-    st.add_argument("--env-kwargs", help="other env keyword arguments as a JSON object")
-    st.add_argument("--low", type=float, help="start of the bracket in req/s")
-    st.add_argument("--high", type=float, help="end of the bracket in req/s")
-    st.add_argument("--horizon", type=float, default=2000.0, help="simulated seconds per run")
+    st.add_argument("--gpus", type=positive_int, help="number of GPUs")
+    st.add_argument(
+        "--env-kwargs",
+        help="other env keyword arguments as a JSON object (docs/stability.md gives the course "
+        'settings, e.g. \'{"latency": "demo2", "max_sequences": 1000, '
+        '"max_tokens": 2048, "chunk_size": null, "kv_memory": "unlimited"}\')',
+    )
+    st.add_argument("--low", type=positive_float, help="start of the bracket in req/s")
+    st.add_argument("--high", type=positive_float, help="end of the bracket in req/s")
+    st.add_argument(
+        "--horizon", type=positive_float, default=2000.0, help="simulated seconds per run"
+    )
     st.add_argument("--warmup", type=float, default=0.25, help="share of the run discarded")
-    st.add_argument("--replications", type=int, default=3, help="runs per arrival rate")
+    st.add_argument("--replications", type=positive_int, default=3, help="runs per arrival rate")
     st.add_argument(
         "--threshold", type=float, default=0.01, help="drift per arrival that means unstable"
     )
     st.add_argument("--rel-tol", type=float, default=0.02, help="relative width of the bracket")
-    st.add_argument("--grid", type=int, default=0, help="extra rates tested for the curve")
-    st.add_argument("--seed", type=int, default=0, help="first seed")
-    st.add_argument("--jobs", type=int, default=1, help="worker processes")
-    st.add_argument("--out", default="runs/stability", help="directory for the CSV and figure")
+    st.add_argument(
+        "--grid", type=nonnegative_int, default=0, help="extra rates tested for the curve"
+    )
+    st.add_argument("--seed", type=nonnegative_int, default=0, help="first seed")
+    st.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
+    st.add_argument(
+        "--out", type=directory, default="runs/stability", help="directory for the CSV and figure"
+    )
+    st.add_argument("--force", action="store_true", help="overwrite results already in --out")
     st.add_argument("--quiet", action="store_true", help="do not print each tested rate")
     st.set_defaults(func=_cmd_stability)
 
-    va = sub.add_parser(
-        "validate", help="replay real vLLM runs in ContinuousBatching-v0 and report the error"
-    )
+    va = command("validate", "replay real vLLM runs in ContinuousBatching-v0 and report the error")
     va.add_argument(
         "--runs", nargs="+", metavar="RUN", help="shipped run names or run directories (all)"
     )
-    va.add_argument("--out", default="runs/validate", help="directory for validation.csv, figures")
     va.add_argument(
-        "--max-requests", type=int, help="replay only each run's first requests (quick check)"
+        "--out", type=directory, default="runs/validate", help="directory for validation.csv"
+    )
+    va.add_argument(
+        "--max-requests",
+        type=positive_int,
+        help="replay only each run's first requests (quick check)",
     )
     va.add_argument("--force", action="store_true", help="overwrite an existing validation.csv")
     va.set_defaults(func=_cmd_validate)
 
-    tr = sub.add_parser("train", help="train an RL agent (needs the 'agents' extra)")
+    tr = command("train", "train an RL agent (needs the 'agents' extra)")
     _add_env_flags(tr)
-    tr.add_argument("--scenario", help="a named scenario (agents.scenarios); sets env and kwargs")
+    tr.add_argument(
+        "--scenario",
+        help=f"a named scenario; sets env and kwargs: {listing(SCENARIOS)}",
+    )
     tr.add_argument(
         "--algo", default="maskable-ppo", help="maskable-ppo, ppo, a2c or dqn (via FlattenAction)"
     )
-    tr.add_argument("--steps", type=int, default=300_000, help="environment steps to train")
-    tr.add_argument("--n-envs", type=int, help="parallel envs (default: per env and algo)")
-    tr.add_argument("--seed", type=int, default=0, help="training seed")
-    tr.add_argument("--out", help="run directory to create")
-    tr.add_argument("--resume", metavar="RUN", help="continue the run in this directory")
-    tr.add_argument("--hyperparams", help="hyperparameter overrides as JSON")
+    tr.add_argument("--steps", type=positive_int, default=300_000, help="environment steps")
+    tr.add_argument("--n-envs", type=positive_int, help="parallel envs (default: per env, algo)")
+    tr.add_argument("--seed", type=nonnegative_int, default=0, help="training seed")
+    tr.add_argument("--out", type=directory, help="run directory to create")
+    tr.add_argument(
+        "--resume",
+        metavar="RUN",
+        type=directory,
+        help="continue the run in this directory (from model.zip, else its latest checkpoint)",
+    )
+    tr.add_argument("--hyperparams", help="hyperparameter overrides as a JSON object")
     tr.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy")
     tr.add_argument(
-        "--eval-freq", type=int, default=25_000, help="steps between validations (0: none)"
+        "--eval-freq",
+        type=nonnegative_int,
+        default=25_000,
+        help="steps between validations (0: none)",
     )
-    tr.add_argument("--eval-episodes", type=int, help="validation seeds (default 20 or 5)")
+    tr.add_argument("--eval-episodes", type=positive_int, help="validation seeds (default 20 or 5)")
     tr.add_argument(
-        "--checkpoint-freq", type=int, default=100_000, help="steps between checkpoints (0: none)"
+        "--checkpoint-freq",
+        type=nonnegative_int,
+        default=100_000,
+        help="steps between checkpoints (0: none)",
     )
-    tr.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    tr.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out")
+    tr.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    tr.add_argument(
+        "--force",
+        "--overwrite",
+        dest="overwrite",
+        action="store_true",
+        help="reuse a non-empty --out",
+    )
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.add_argument("--verbose", action="store_true", help="print validation results")
     tr.set_defaults(func=_cmd_train)
 
-    co = sub.add_parser("compare", help="compare an agent with every baseline on common seeds")
+    co = command("compare", "compare an agent with every baseline on common seeds")
     source = co.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="a training run directory")
-    source.add_argument("--pretrained", help="a pretrained agent shipped with the package")
-    co.add_argument("--seeds", type=int, default=20, help="number of evaluation seeds")
-    co.add_argument("--first-seed", type=int, default=10_000, help="first evaluation seed")
+    source.add_argument("--run", type=directory, help="a training run directory")
+    source.add_argument(
+        "--pretrained",
+        help=f"a pretrained agent shipped with the package: {listing(_pretrained_names())}",
+    )
+    co.add_argument("--seeds", type=positive_int, default=20, help="number of evaluation seeds")
+    co.add_argument(
+        "--first-seed",
+        type=nonnegative_int,
+        default=10_000,
+        help="first evaluation seed (>= 10000)",
+    )
     co.add_argument("--policies", default="all", help="'all' or comma-separated baselines")
     co.add_argument("--model", choices=["best", "final"], default="best", help="which model")
-    co.add_argument("--jobs", type=int, default=1, help="worker processes")
-    co.add_argument("--out", help="output directory (default: RUN/compare)")
+    co.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
+    co.add_argument("--out", type=directory, help="output directory (default: RUN/compare)")
+    co.add_argument("--force", action="store_true", help="overwrite results already in --out")
     co.add_argument(
         "--settled-policy",
         help="baseline that acts for the agent once no action can change the return "
@@ -470,16 +678,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """Print warnings as one line (``llmsched: warning: ...``), without the source line."""
+
+    def formatwarning(message: Warning | str, *args: Any, **kwargs: Any) -> str:
+        return f"llmsched: warning: {message}\n"
+
+    warnings.formatwarning = formatwarning  # type: ignore[assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``llmsched`` command."""
+    """Entry point of the ``llmsched`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    _one_line_warnings()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a bad argument (already printed)
+        return stop.code if isinstance(stop.code, int) else 2
     args.argv = argv  # recorded with trained runs, so that a run says how it was made
     try:
         return int(args.func(args) or 0)
     except ValueError as error:  # bad configuration values: a clear message, no traceback
         print(f"llmsched {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"llmsched {args.command}: interrupted (Ctrl-C); nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

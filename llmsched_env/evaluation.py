@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal, overload
 
 import gymnasium as gym
 import numpy as np
 import pandas as pd
+
+from llmsched_env.parallel import run_jobs
 
 PolicySpec = str | Callable[[gym.Env], Any]
 
@@ -96,6 +97,7 @@ class EpisodeTask:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     reset_options: dict[str, Any] | None = None
+    keep_records: bool = False
 
 
 def policy_display_name(spec: PolicySpec) -> str:
@@ -125,8 +127,15 @@ def _build_policy(spec: PolicySpec, env: gym.Env) -> Any:
     return spec(env)
 
 
+_RECORDS_KEY = "_records"
+
+
 def run_episode(task: EpisodeTask) -> dict[str, Any]:
-    """Run one episode and return a flat row: policy, seed, return, steps and episode metrics."""
+    """Run one episode and return a flat row: policy, seed, return, steps and episode metrics.
+
+    With ``task.keep_records`` the row also holds, under ``"_records"``, the episode's
+    per-request records (``env.unwrapped.request_records()``).
+    """
     env = gym.make(task.env_id, **task.env_kwargs)
     try:
         policy = _build_policy(task.policy, env)
@@ -149,6 +158,8 @@ def run_episode(task: EpisodeTask) -> dict[str, Any]:
             "terminated": bool(terminated),
         }
         row.update(info["episode_metrics"])
+        if task.keep_records:
+            row[_RECORDS_KEY] = env.unwrapped.request_records()
         return row
     finally:
         env.close()
@@ -177,6 +188,34 @@ def summarize_episodes(episodes: pd.DataFrame) -> pd.DataFrame:
     return summary.sort_values("return_mean", ascending=False, kind="stable").reset_index(drop=True)
 
 
+@overload
+def evaluate(
+    policies: Iterable[PolicySpec] | PolicySpec,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = ...,
+    seeds: Iterable[int] = ...,
+    *,
+    n_jobs: int = ...,
+    names: Sequence[str] | None = ...,
+    progress: Callable[[int, int], None] | None = ...,
+    records: Literal[False] = ...,
+) -> tuple[pd.DataFrame, pd.DataFrame]: ...
+
+
+@overload
+def evaluate(
+    policies: Iterable[PolicySpec] | PolicySpec,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = ...,
+    seeds: Iterable[int] = ...,
+    *,
+    n_jobs: int = ...,
+    names: Sequence[str] | None = ...,
+    progress: Callable[[int, int], None] | None = ...,
+    records: Literal[True],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]: ...
+
+
 def evaluate(
     policies: Iterable[PolicySpec] | PolicySpec,
     env_id: str,
@@ -186,7 +225,8 @@ def evaluate(
     n_jobs: int = 1,
     names: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    records: bool = False,
+) -> tuple[pd.DataFrame, ...]:
     """Evaluate policies on common seeds.
 
     Args:
@@ -194,13 +234,17 @@ def evaluate(
         env_id: Registered env id (``"llmsched/BatchScheduling-v0"`` ...).
         env_kwargs: Keyword arguments for ``gym.make``; plain values keep tasks picklable.
         seeds: Episode seeds; every policy runs on every seed.
-        n_jobs: Worker processes (1 runs in this process).
+        n_jobs: Worker processes (1 runs in this process). Ctrl-C stops them all at once.
         names: Display names of the policies, unique (default: :func:`policy_display_name`).
         progress: Called as ``progress(done, total)`` after every finished episode.
+        records: Also return every episode's per-request records.
 
     Returns:
         ``(episodes, summary)``: one row per (policy, seed) episode with its return and metrics,
         and one row per policy with means and 95% confidence half-widths, best return first.
+        With ``records=True``, a third frame with one row per request per episode: ``policy``
+        and ``seed``, then the columns of ``env.unwrapped.request_records()``
+        (:data:`llmsched_env.envs.common.REQUEST_RECORD_COLUMNS`).
 
     Raises:
         ValueError: If there are no policies or seeds, or the names are not unique.
@@ -225,21 +269,17 @@ def evaluate(
     if not seeds:
         raise ValueError("seeds must not be empty")
     tasks = [
-        EpisodeTask(p, n, env_id, dict(env_kwargs or {}), s)
+        EpisodeTask(p, n, env_id, dict(env_kwargs or {}), s, keep_records=records)
         for p, n in zip(policies, names)
         for s in seeds
     ]
-    rows: list[dict[str, Any]] = []
-    if n_jobs <= 1:
-        for task in tasks:
-            rows.append(run_episode(task))
-            if progress:
-                progress(len(rows), len(tasks))
-    else:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            for row in pool.map(run_episode, tasks):
-                rows.append(row)
-                if progress:
-                    progress(len(rows), len(tasks))
+    rows = run_jobs(run_episode, tasks, n_jobs, progress)
+    frames = [row.pop(_RECORDS_KEY) for row in rows] if records else []
     episodes = pd.DataFrame(rows)
-    return episodes, summarize_episodes(episodes)
+    summary = summarize_episodes(episodes)
+    if not records:
+        return episodes, summary
+    for row, frame in zip(rows, frames):
+        frame.insert(0, "seed", row["seed"])
+        frame.insert(0, "policy", row["policy"])
+    return episodes, summary, pd.concat(frames, ignore_index=True)

@@ -22,6 +22,42 @@ PANELS = (
     ("goodput_rps", "goodput (req/s)"),
     ("latency_s_p99", "p99 latency (s)"),
 )
+#: The range each plotted quantity can take; error bars are clipped to it (``None``: unbounded).
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "return": (None, None),
+    "sla_attainment": (0.0, 1.0),
+    "goodput_rps": (0.0, None),
+    "latency_s_p99": (0.0, None),
+    "throughput_rps": (0.0, None),
+}
+CLIPPED_NOTE = "error bars: 95% CIs, clipped to the range the quantity can take"
+
+
+def clipped_errors(
+    means: np.ndarray, halves: np.ndarray, bounds: tuple[float | None, float | None]
+) -> tuple[np.ndarray, bool]:
+    """Asymmetric error bars ``[[below], [above]]`` of ``means +/- halves`` cut to ``bounds``.
+
+    Missing half-widths (``nan``, one episode) draw no bar.
+
+    Returns:
+        The ``(2, n)`` array matplotlib's ``xerr``/``yerr`` take, and whether any bar was cut.
+
+    Example:
+        >>> bars, cut = clipped_errors(np.array([0.2, 3.0]), np.array([0.5, 1.0]), (0.0, None))
+        >>> bars.tolist(), cut
+        ([[0.2, 1.0], [0.5, 1.0]], True)
+    """
+    halves = np.nan_to_num(np.asarray(halves, dtype=float), nan=0.0)
+    means = np.asarray(means, dtype=float)
+    below, above = halves.copy(), halves.copy()
+    low, high = bounds
+    if low is not None:
+        below = np.minimum(below, np.maximum(means - low, 0.0))
+    if high is not None:
+        above = np.minimum(above, np.maximum(high - means, 0.0))
+    cut = bool(np.any(below < halves) or np.any(above < halves))
+    return np.vstack([below, above]), cut
 
 
 def plot_comparison(summary: pd.DataFrame, path: str | Path, title: str = "") -> Path | None:
@@ -41,9 +77,13 @@ def plot_comparison(summary: pd.DataFrame, path: str | Path, title: str = "") ->
     panels = [p for p in PANELS if f"{p[0]}_mean" in summary.columns]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
     names = summary["policy"].astype(str).tolist()
+    any_cut = False
     for ax, (metric, label) in zip(axes[0], panels):
         means = summary[f"{metric}_mean"].to_numpy(dtype=float)
-        errors = summary[f"{metric}_ci95"].fillna(0.0).to_numpy(dtype=float)
+        errors, cut = clipped_errors(
+            means, summary[f"{metric}_ci95"].to_numpy(dtype=float), BOUNDS[metric]
+        )
+        any_cut |= cut
         ax.barh(names, means, xerr=errors, color="tab:blue", alpha=0.8, capsize=3)
         ax.set_xlabel(label)
         ax.invert_yaxis()
@@ -52,6 +92,8 @@ def plot_comparison(summary: pd.DataFrame, path: str | Path, title: str = "") ->
         ax.set_yticklabels([])
     if title:
         fig.suptitle(title)
+    if any_cut:
+        fig.text(0.01, 0.01, CLIPPED_NOTE, fontsize=7, color="0.35")
     return _save(plt, fig, path)
 
 
@@ -72,10 +114,18 @@ def plot_stability(result: StabilityResult, path: str | Path, title: str = "") -
     df = result.to_frame()
     rate = df["arrival_rate_rps"].to_numpy()
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    left.errorbar(rate, df["throughput_rps"], yerr=df["throughput_ci95"].fillna(0), fmt="o-")
+    throughput = df["throughput_rps"].to_numpy(dtype=float)
+    errors, cut = clipped_errors(
+        throughput, df["throughput_ci95"].to_numpy(dtype=float), BOUNDS["throughput_rps"]
+    )
+    left.errorbar(rate, throughput, yerr=errors, fmt="o-")
+    if cut:
+        fig.text(0.01, 0.01, CLIPPED_NOTE, fontsize=7, color="0.35")
     left.plot(rate, rate, "k:", label="throughput = arrival rate")
     left.set_ylabel("throughput (req/s)")
-    right.errorbar(rate, df["drift_per_arrival"], yerr=df["drift_ci95"].fillna(0), fmt="o-")
+    right.errorbar(
+        rate, df["drift_per_arrival"], yerr=df["drift_ci95"].fillna(0.0).to_numpy(), fmt="o-"
+    )
     right.axhline(result.settings.drift_threshold, color="tab:red", ls="--", label="threshold")
     right.set_ylabel("drift of N(t) per arrival")
     for ax in (left, right):

@@ -12,9 +12,10 @@ estimates lambda* for a scheduling policy on ``ContinuousBatching-v0`` by:
    ``1 - throughput / lambda > 0``. The rate is judged unstable when the mean drift over the
    replications exceeds ``drift_threshold`` (default 1%); its 95% confidence interval (Student t)
    is reported beside it.
-2. **Bisection on lambda.** A bracket ``[low, high]`` (default: 0.25 and 1.25 times the env's
-   capacity estimate) is widened until ``low`` is stable and ``high`` unstable, then halved until
-   ``high - low <= rel_tol * high``. lambda* is the bracket's midpoint and the bracket its interval.
+2. **Bisection on lambda.** A bracket ``[low, high]`` (default: 0.25 and 1.25 times the
+   capacity estimate of :func:`capacity_estimate_rps`) is widened until ``low`` is stable and
+   ``high`` unstable, then halved until ``high - low <= rel_tol * high``. lambda* is the
+   bracket's midpoint and the bracket its interval.
 3. **A cross-check in overload.** Past lambda* the queue never empties and the system runs in
    its saturated mode, so the throughput measured at the highest tested rate estimates the
    capacity directly (the fluid limit: lambda* equals the saturated throughput when the service
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,8 +46,10 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
+from llmsched_env.capacity import saturated_iteration_rps
 from llmsched_env.config import check_int, check_positive
 from llmsched_env.evaluation import mean_ci
+from llmsched_env.parallel import run_jobs
 
 ENV_ID = "llmsched/ContinuousBatching-v0"
 PolicySpec = str | Callable[[gym.Env], Any]
@@ -141,7 +143,8 @@ class StabilityResult:
         lambda_star_rps: Estimate of the largest stable arrival rate (the bracket's midpoint).
         lambda_low_rps: Largest rate judged stable by the bisection.
         lambda_high_rps: Smallest rate judged unstable by the bisection.
-        capacity_estimate_rps: The env's capacity estimate (work bound) for reference.
+        capacity_estimate_rps: The capacity estimate the bracket started from
+            (:func:`capacity_estimate_rps`).
         points: Every tested rate, sorted by rate.
         settings: The settings used.
     """
@@ -304,11 +307,7 @@ def drift_test(
         _Run(policy, kwargs, env_kwargs, rate, n_requests, settings.warmup_fraction, seed)
         for seed in range(settings.seed, settings.seed + settings.replications)
     ]
-    if settings.n_jobs <= 1:
-        rows = [_run_replication(r) for r in runs]
-    else:
-        with ProcessPoolExecutor(max_workers=min(settings.n_jobs, len(runs))) as pool:
-            rows = list(pool.map(_run_replication, runs))
+    rows = run_jobs(_run_replication, runs, settings.n_jobs)
     (drift, drift_half), (throughput, throughput_half) = (
         mean_ci([r[key] for r in rows]) for key in ("drift", "throughput")
     )
@@ -338,6 +337,36 @@ def _check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     return env_kwargs
 
 
+def capacity_estimate_rps(env_kwargs: dict[str, Any] | None = None) -> float:
+    """Where the search for lambda* starts: an estimate of the capacity of the env's GPUs.
+
+    The smaller of the env's own estimate (``capacity_rps``, the work bound that ``load`` is a
+    fraction of) and :func:`llmsched_env.capacity.saturated_iteration_rps`, which also charges
+    the per-iteration cost. The work bound alone can be far too high: on the default latency
+    model (5.75 ms per iteration, 256 sequences) with the ``demo2`` workload it is 367 req/s,
+    while prefill-first serves 108 (the saturated estimate is 161), and a bracket that starts
+    there simulates millions of requests per tested rate.
+
+    Args:
+        env_kwargs: ``gym.make`` keyword arguments of ``ContinuousBatching-v0``.
+    """
+    env = gym.make(ENV_ID, **dict(env_kwargs or {}))
+    try:
+        unwrapped = env.unwrapped
+        cfg = unwrapped.config
+        saturated = saturated_iteration_rps(
+            unwrapped.latency,
+            unwrapped.source.calibration(),
+            n_gpus=cfg.n_gpus,
+            max_sequences=cfg.max_sequences,
+            max_tokens=cfg.max_tokens,
+            kv_capacity_tokens=unwrapped.kv_capacity_tokens,
+        )
+        return float(min(unwrapped.capacity_rps, saturated))
+    finally:
+        env.close()
+
+
 def estimate_stability(
     policy: PolicySpec,
     env_kwargs: dict[str, Any] | None = None,
@@ -347,6 +376,7 @@ def estimate_stability(
     low_rps: float | None = None,
     high_rps: float | None = None,
     progress: Callable[[DriftPoint], None] | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> StabilityResult:
     """Estimate the largest stable arrival rate lambda* of ``policy`` by bisection.
 
@@ -356,9 +386,11 @@ def estimate_stability(
             latency, limits...), without the arrival rate and request count.
         settings: Drift test and bisection settings.
         policy_kwargs: Keyword arguments of the named baseline.
-        low_rps: Start of the bracket (default: 0.25 times the env's capacity estimate).
+        low_rps: Start of the bracket (default: 0.25 times :func:`capacity_estimate_rps`).
         high_rps: End of the bracket (default: 1.25 times the capacity estimate).
         progress: Called with every tested point.
+        announce: Told, in one line, the bracket and each rate before it is tested (a rate
+            can take minutes).
 
     Returns:
         lambda* with its bracket and the curve of every tested rate.
@@ -369,17 +401,23 @@ def estimate_stability(
     """
     settings = settings or StabilitySettings()
     env_kwargs = _check_env_kwargs(env_kwargs)
-    probe = gym.make(ENV_ID, **env_kwargs)
-    capacity = float(probe.unwrapped.capacity_rps)
-    probe.close()
+    capacity = capacity_estimate_rps(env_kwargs)
     low = 0.25 * capacity if low_rps is None else float(low_rps)
     high = 1.25 * capacity if high_rps is None else float(high_rps)
     if not 0 < low < high:
         raise ValueError(f"need 0 < low_rps < high_rps, got low_rps={low!r}, high_rps={high!r}")
+    if announce:
+        announce(
+            f"capacity estimate {capacity:.4g} req/s; searching from [{low:.4g}, {high:.4g}] "
+            f"req/s, {settings.replications} runs of {settings.horizon_s:g} simulated s per rate"
+        )
     points: dict[float, DriftPoint] = {}
 
     def test(rate: float) -> bool:
         if rate not in points:
+            if announce:
+                n = max(math.ceil(rate * settings.horizon_s), 2)
+                announce(f"testing {rate:.4f} req/s ({settings.replications} x {n:,} requests)")
             points[rate] = drift_test(
                 policy, rate, env_kwargs, settings, policy_kwargs=policy_kwargs
             )

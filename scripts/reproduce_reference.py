@@ -20,7 +20,6 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,8 +31,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from baselines.batch import MultiBinDynamic, SLADynamic, StaticFIFO  # noqa: E402
+from llmsched_env.compilation import warm_up  # noqa: E402
 from llmsched_env.envs import BatchSchedulingEnv  # noqa: E402
 from llmsched_env.evaluation import EpisodeTask, run_episode  # noqa: E402
+from llmsched_env.outputs import check_output_dir  # noqa: E402
+from llmsched_env.parallel import run_jobs  # noqa: E402
 
 ENV_ID = "llmsched/BatchScheduling-v0"
 SETTINGS = {
@@ -238,38 +240,42 @@ def run(
                 first += tasks("grid", METHODS["Multi-Bin dynamic"], gpus, k)
     rows: list[dict[str, Any]] = []
     started = time.time()
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        wave, done_gpus = first, {(s.key, level): {1} for s, level, _ in levels}
-        for gpus in GPUS[1:]:
-            rows += pool.map(run_episode, wave, chunksize=2)
-            print(f"{len(rows)} episodes, {time.time() - started:.0f} s", file=sys.stderr)
-            frame = to_frame(rows)
-            grid = frame[frame["method"] == "grid"]
-            wave = []
-            for scenario, level, rate in levels:
-                key = (scenario.key, level)
-                here = grid[
-                    (grid["scenario"] == scenario.key)
-                    & (grid["level"] == level)
-                    & (grid["gpus"] < gpus)
-                ]
-                means = here.groupby(["gpus", "k"])["violation_pct"].mean()
-                largest = means[means.index.get_level_values("gpus") == max(done_gpus[key])]
-                if (
-                    (means <= MAX_VIOLATION_PCT).any()
-                    or largest.min() <= floors[scenario.key] + 0.1
-                    or gpus in done_gpus[scenario.key, level]
-                ):
-                    continue
-                done_gpus[scenario.key, level].add(gpus)
-                for k in BINS:
-                    wave += episode_tasks(
-                        scenario, level, rate, "grid", METHODS["Multi-Bin dynamic"], gpus, k,
-                        n_requests, seeds,
-                    )  # fmt: skip
-            if not wave:
-                break
-        rows += pool.map(run_episode, wave, chunksize=2)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(total // 10, 1) == 0:
+            say(f"{len(rows) + done} episodes ({done}/{total} of this wave), "
+                f"{time.time() - started:.0f} s")  # fmt: skip
+
+    wave, done_gpus = first, {(s.key, level): {1} for s, level, _ in levels}
+    for gpus in GPUS[1:]:
+        rows += run_jobs(run_episode, wave, jobs, progress)
+        frame = to_frame(rows)
+        grid = frame[frame["method"] == "grid"]
+        wave = []
+        for scenario, level, rate in levels:
+            key = (scenario.key, level)
+            here = grid[
+                (grid["scenario"] == scenario.key)
+                & (grid["level"] == level)
+                & (grid["gpus"] < gpus)
+            ]
+            means = here.groupby(["gpus", "k"])["violation_pct"].mean()
+            largest = means[means.index.get_level_values("gpus") == max(done_gpus[key])]
+            if (
+                (means <= MAX_VIOLATION_PCT).any()
+                or largest.min() <= floors[scenario.key] + 0.1
+                or gpus in done_gpus[scenario.key, level]
+            ):
+                continue
+            done_gpus[scenario.key, level].add(gpus)
+            for k in BINS:
+                wave += episode_tasks(
+                    scenario, level, rate, "grid", METHODS["Multi-Bin dynamic"], gpus, k,
+                    n_requests, seeds,
+                )  # fmt: skip
+        if not wave:
+            break
+    rows += run_jobs(run_episode, wave, jobs, progress)
     return to_frame(rows)
 
 
@@ -761,8 +767,27 @@ larger configurations are not run (`.` in the grids).
     return text.splitlines()
 
 
+def say(message: str) -> None:
+    """Print one progress line on stderr."""
+    print(f"reproduce_reference: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the reproduction, print the headline table and write the report."""
+    """Run the reproduction, print the headline table and write the report.
+
+    Ctrl-C stops it with one line and exit status 130.
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        say("interrupted (Ctrl-C); nothing written")
+        return 130
+    except ValueError as error:
+        say(f"error: {error}")
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000, help="requests per episode")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
@@ -770,7 +795,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/reproduction.md", help="markdown report to write")
     parser.add_argument("--csv", help="also write every episode's metrics to this CSV file")
     args = parser.parse_args(argv)
+    check_output_dir(Path(args.out).parent or ".")
     started = time.time()
+    say(f"{args.seeds} seeds x {args.requests:,} requests per configuration, {args.jobs} workers")
+    warm_up(say)
     sets = scenarios()
     seeds = list(range(args.seeds))
     floors = {s.key: floor_pct(s, args.requests, seeds) for s in sets}

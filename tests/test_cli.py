@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import pandas as pd
+import pytest
+
+import llmsched_env
 from baselines import policy_names
 from llmsched_env.cli import build_parser, main
+from llmsched_env.envs.common import REQUEST_RECORD_COLUMNS
+from llmsched_env.workload import WORKLOAD_PRESETS
 
 TINY = ["--workload", "demo2", "--n-requests", "60", "--seeds", "2", "--quiet"]
 
@@ -55,7 +65,7 @@ def test_evaluate_reports_bad_configurations_without_a_traceback(capsys):
     assert main(["evaluate", *TINY, "--load", "0.5", "--arrival-rate", "3"]) == 2
     assert "exactly one of load" in capsys.readouterr().err
     assert main(["evaluate", *TINY[:-3], "--seeds", "0", "--quiet"]) == 2
-    assert "seeds must not be empty" in capsys.readouterr().err
+    assert "argument --seeds: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_evaluate_defaults():
@@ -67,3 +77,177 @@ def test_evaluate_defaults():
         10_000,
         1,
     )
+
+
+def _subcommand_help(name: str) -> str:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return "".join(action.choices[name].format_help().split())  # no wrapping
+
+
+# ---------------------------------------------------------------- help, version
+def test_help_shows_defaults_and_the_registered_names(capsys):
+    from agents.compare import pretrained_names
+    from agents.scenarios import SCENARIOS
+
+    text = _subcommand_help("evaluate")
+    assert "(default:10)" in text and "(default:10000)" in text and "(default:batch)" in text
+    for name in [*policy_names("batch"), *policy_names("continuous"), *WORKLOAD_PRESETS]:
+        assert name in text, name
+    text = _subcommand_help("train")
+    assert "(default:300000)" in text
+    assert all(name in text for name in SCENARIOS)
+    text = _subcommand_help("compare")
+    assert pretrained_names() and all(name in text for name in pretrained_names())
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"llmsched {llmsched_env.__version__}"
+
+
+# ---------------------------------------------------------------- bad input, before any work
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--first-seed", "-5"], "argument --first-seed: expected an integer >= 0, got '-5'"),
+        (["--jobs", "0"], "argument --jobs: expected an integer >= 1, got '0'"),
+        (["--out", ""], "argument --out: expected a directory path, got an empty string"),
+        (["--load", "-1"], "argument --load: expected a finite number > 0"),
+        (["--env-kwargs", "{sla: 3}"], "--env-kwargs is not valid JSON"),
+        (["--env-kwargs", "[1]"], "--env-kwargs must be a JSON object, got '[1]'"),
+        (["--env-kwargs", '{"n_gpu": 2}'], "Did you mean 'n_gpus'?"),
+        (["--records"], "--records needs --out"),
+    ],
+)
+def test_bad_arguments_fail_at_once_naming_the_flag(argv, message, capsys):
+    assert main(["evaluate", *TINY, *argv]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+    assert captured.out == ""  # nothing was evaluated
+
+
+def test_unknown_policy_kwargs_key_suggests_the_closest(tmp_path, capsys):
+    argv = ["stability", "--policy", "hybrid", "--policy-kwargs", '{"decode_shar": 0.5}']
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "unknown --policy-kwargs key for policy 'hybrid' 'decode_shar'" in error
+    assert "Did you mean 'decode_share'?" in error
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_output_locations_are_checked_before_any_work(tmp_path, capsys, where):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = blocker if where == "file" else blocker / "sub"
+    for command in (["evaluate", *TINY], ["stability", "--policy", "hybrid"]):
+        assert main([*command, "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert str(blocker) in captured.err and "is a file" in captured.err
+        assert captured.out == ""
+    assert main(["compare", "--pretrained", "batch-default", "--out", str(out)]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_results_are_not_overwritten_without_force(tmp_path, capsys):
+    argv = ["evaluate", *TINY, "--policies", "random", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    before = (tmp_path / "episodes.csv").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--seeds", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "exist; choose another output directory or overwrite them (--force)" in captured.err
+    assert captured.out == "" and (tmp_path / "episodes.csv").read_bytes() == before
+    assert main([*argv, "--seeds", "1", "--force"]) == 0
+    assert len(pd.read_csv(tmp_path / "episodes.csv")) == 1
+
+
+def test_results_go_to_a_temporary_directory_when_writing_fails(tmp_path, capsys, monkeypatch):
+    import llmsched_env.plotting
+
+    real = llmsched_env.plotting.plot_comparison
+    out = tmp_path / "results"
+
+    def failing(summary, path, title=""):
+        if str(path).startswith(str(out)):
+            raise OSError(28, "No space left on device")
+        return real(summary, path, title)
+
+    monkeypatch.setattr(llmsched_env.plotting, "plot_comparison", failing)
+    assert main(["evaluate", *TINY, "--policies", "random", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"could not write to '{out}' (No space left on device)" in captured.err
+    rescue = captured.out.strip().splitlines()[-1].rsplit(" to ", 1)[1]
+    assert rescue != str(out) and "llmsched-results-" in rescue
+    assert len(pd.read_csv(os.path.join(rescue, "episodes.csv"))) == 2
+
+
+# ---------------------------------------------------------------- output
+def test_one_seed_prints_no_interval_instead_of_nan(capsys):
+    assert main(["evaluate", *TINY[:-3], "--seeds", "1", "--policies", "edf", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "nan" not in printed
+    row = next(line for line in printed.splitlines() if line.startswith("edf"))
+    assert row.split()[2] == "n/a"
+    assert "n/a (1 seed)" in printed
+
+
+def test_warnings_are_one_line_without_source():
+    argv = [sys.executable, "-m", "llmsched_env.cli", "evaluate", "--env", "continuous"]
+    argv += ["--policies", "run-to-completion", "--n-requests", "20", "--seeds", "1", "--quiet"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    error = done.stderr
+    warning = [line for line in error.splitlines() if "RunToCompletion" in line]
+    assert len(warning) == 1 and warning[0].startswith("llmsched: warning: RunToCompletion:")
+    assert "UserWarning" not in error and "env.step(" not in error
+
+
+def test_records_csv_has_one_row_per_request_policy_and_seed(tmp_path, capsys):
+    argv = ["evaluate", *TINY, "--policies", "edf,random", "--records", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert "records.csv" in capsys.readouterr().out
+    records = pd.read_csv(tmp_path / "records.csv")
+    assert list(records.columns) == ["policy", "seed", *REQUEST_RECORD_COLUMNS]
+    assert len(records) == 2 * 2 * 60
+    per_episode = records.groupby(["policy", "seed"])["request"].apply(list)
+    assert all(v == list(range(60)) for v in per_episode)
+    assert set(records["status"]) <= {"completed", "rejected", "in_system", "not_arrived"}
+    episodes = pd.read_csv(tmp_path / "episodes.csv").set_index(["policy", "seed"])
+    done = records[records["status"] == "completed"].groupby(["policy", "seed"]).size()
+    assert (done == episodes.loc[done.index, "completed"]).all()
+
+
+# ---------------------------------------------------------------- progress and Ctrl-C
+def test_progress_starts_with_a_line_and_announces_a_cold_compilation(capsys, monkeypatch):
+    import llmsched_env.compilation
+
+    monkeypatch.setattr(llmsched_env.compilation, "kernels_cached", lambda *a: False)
+    assert main(["evaluate", *TINY, "--policies", "random"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "llmsched evaluate: 1 policies x 2 seeds on llmsched/BatchScheduling-v0"
+    assert lines[1].startswith("llmsched evaluate: compiling the simulator's kernels (first run")
+
+
+def test_keyboard_interrupt_is_one_line_and_exit_130(capsys, monkeypatch):
+    import llmsched_env.evaluation
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llmsched_env.evaluation, "evaluate", interrupted)
+    assert main(["evaluate", *TINY]) == 130
+    error = capsys.readouterr().err
+    assert error.splitlines()[-1] == "llmsched evaluate: interrupted (Ctrl-C); nothing written"
+    assert "Traceback" not in error
+
+
+def test_ctrl_c_stops_parallel_workers_cleanly(tmp_path):
+    argv = [sys.executable, "-m", "llmsched_env.cli", "evaluate", "--workload", "demo2"]
+    argv += ["--n-requests", "400", "--seeds", "500", "--jobs", "2", "--out", str(tmp_path)]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    first = process.stderr.readline()  # the first progress line: the work has started
+    assert first.startswith("llmsched evaluate: 11 policies x 500 seeds")
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err and "interrupted (Ctrl-C)" in err
+    assert not (tmp_path / "episodes.csv").exists()

@@ -139,3 +139,23 @@ def test_summary_means_and_confidence_half_widths():
     assert a["sla_attainment"] == pytest.approx(0.6)
     assert a["p99_latency_s"] == pytest.approx(4.0) and a["goodput_rps"] == 1.0
     assert a["invalid_actions"] == 1
+
+
+def test_records_are_the_request_records_of_every_episode():
+    from llmsched_env.envs.common import REQUEST_RECORD_COLUMNS
+
+    args = (["edf", "random"], BATCH, SMALL, [0, 1])
+    episodes, summary, records = evaluate(*args, records=True)
+    plain, plain_summary = evaluate(*args)
+    pd.testing.assert_frame_equal(episodes, plain)  # asking for records changes nothing else
+    pd.testing.assert_frame_equal(summary, plain_summary)
+    assert list(records.columns) == ["policy", "seed", *REQUEST_RECORD_COLUMNS]
+    for (policy, seed), group in records.groupby(["policy", "seed"]):
+        env = gym.make(BATCH, **SMALL)
+        env.reset(seed=seed)
+        workload = env.unwrapped.server.workload
+        assert group["arrival_s"].tolist() == workload.arrival_s.tolist()
+        row = episodes[(episodes["policy"] == policy) & (episodes["seed"] == seed)].iloc[0]
+        assert (group["status"] == "completed").sum() == row["completed"]
+    _, _, parallel = evaluate(*args, records=True, n_jobs=2)
+    pd.testing.assert_frame_equal(records, parallel)

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,3 +40,14 @@ def test_stability_figure_is_a_png(tmp_path):
     )
     path = plot_stability(result, tmp_path / "s.png")
     assert path.read_bytes()[:4] == PNG_MAGIC
+
+
+def test_error_bars_are_clipped_to_what_the_quantity_can_take():
+    from llmsched_env.plotting import BOUNDS, clipped_errors
+
+    means = np.array([0.05, 0.5, 0.98])
+    bars, cut = clipped_errors(means, np.array([0.1, 0.1, np.nan]), BOUNDS["sla_attainment"])
+    np.testing.assert_allclose(bars, [[0.05, 0.1, 0.0], [0.1, 0.1, 0.0]])
+    assert cut
+    bars, cut = clipped_errors(np.array([-5.0]), np.array([3.0]), BOUNDS["return"])
+    assert bars.tolist() == [[3.0], [3.0]] and not cut

@@ -151,3 +151,41 @@ def test_simulator_a_boundaries_match_the_closed_forms(policy, closed_form, sett
     low, high = bracket
     result = estimate_stability(policy, SIM_A, settings, low_rps=low, high_rps=high)
     assert result.lambda_star_rps == pytest.approx(closed_form, rel=0.02)
+
+
+def test_capacity_estimate_charges_the_per_iteration_cost():
+    # Default latency (5.75 ms per iteration, 256 sequences) on demo2: the work bound is 367
+    # req/s while prefill-first serves 108; the estimate the search starts from must be far
+    # closer (156-161 by the saturated-iteration formula, worked out by hand below).
+    import gymnasium as gym
+
+    from llmsched_env.capacity import saturated_iteration_rps
+    from llmsched_env.stability import ENV_ID, capacity_estimate_rps
+
+    env = gym.make(ENV_ID, workload="demo2").unwrapped
+    calibration = env.source.calibration()
+    prompt = calibration.prompt_tokens.mean()
+    steps = calibration.output_tokens.mean() - 1
+    d = 256  # max_sequences binds (KV memory and the token budget allow more)
+    hand = (d / steps) / (5752.7e-6 + 17.25e-6 * d * prompt / steps + 6.0e-6 * d)
+    estimate = capacity_estimate_rps({"workload": "demo2"})
+    assert estimate == pytest.approx(hand, rel=1e-3)
+    assert estimate < env.capacity_rps / 2
+    assert capacity_estimate_rps(MM1) == pytest.approx(2.5)  # no decode: the env's estimate
+    assert saturated_iteration_rps(
+        env.latency,
+        calibration,
+        n_gpus=2,
+        max_sequences=256,
+        max_tokens=2048,
+        kv_capacity_tokens=env.kv_capacity_tokens,
+    ) == pytest.approx(2 * hand, rel=1e-3)
+
+
+def test_the_search_is_announced_rate_by_rate():
+    said = []
+    settings = StabilitySettings(horizon_s=100.0, replications=2, rel_tol=0.3)
+    result = estimate_stability("run-to-completion", MM1, settings, announce=said.append)
+    assert said[0].startswith("capacity estimate 2.5 req/s; searching from [0.625, 3.125] req/s")
+    tested = [line for line in said[1:] if line.startswith("testing ")]
+    assert len(tested) == len(result.points)

@@ -12,7 +12,12 @@ from numba import njit
 from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch
 from llmsched_env.config import BatchEnvConfig
 from llmsched_env.envs.batch_observation import BatchObservation, feature_bounds, feature_names
-from llmsched_env.envs.common import InvalidActionError, episode_workload, parse_action
+from llmsched_env.envs.common import (
+    InvalidActionError,
+    RequestRecordsMixin,
+    episode_workload,
+    parse_action,
+)
 from llmsched_env.envs.queue_snapshot import QueueSnapshot, read_only
 from llmsched_env.envs.rendering import bars_image
 from llmsched_env.envs.rewards import REWARD_SHAPES
@@ -53,7 +58,7 @@ def equal_mass_edges(predicted_tokens: np.ndarray, n_bins: int) -> tuple[float, 
     return tuple(float(e) for e in edges)
 
 
-class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
+class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
     """Choose which bin of waiting LLM requests to serve as a static batch, and how large.
 
     ## Description
@@ -177,7 +182,9 @@ class BatchSchedulingEnv(gym.Env[np.ndarray, np.ndarray]):
     At the end of an episode (termination or truncation), ``info["episode_metrics"]`` holds the
     metrics summary of :func:`llmsched_env.metrics.summarize`. ``env.unwrapped.last_info`` is
     the latest ``info`` returned (what a heuristic's SB3-style ``predict`` reads when a vector
-    env hides the infos).
+    env hides the infos). ``env.unwrapped.request_records()`` gives one row per request of the
+    episode so far: arrival, start, first token, completion, tokens, GPU and outcome
+    (:meth:`~llmsched_env.envs.common.RequestRecordsMixin.request_records`).
 
     ## Arguments
 

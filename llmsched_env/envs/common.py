@@ -1,13 +1,71 @@
-"""Action checking, observation clipping and episode set-up shared by the environments."""
+"""Action checking, observation clipping, episode set-up and request records shared by the envs."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numba import njit
 
 from llmsched_env.workload import Workload, WorkloadSource
+
+#: Columns of :meth:`RequestRecordsMixin.request_records`, in order.
+REQUEST_RECORD_COLUMNS = (
+    "request",
+    "arrival_s",
+    "prompt_tokens",
+    "output_tokens",
+    "predicted_output_tokens",
+    "start_s",
+    "first_token_s",
+    "completion_s",
+    "tokens_generated",
+    "max_token_gap_s",
+    "gpu",
+    "batch",
+    "status",
+    "reject_reason",
+)
+
+
+class RequestRecordsMixin:
+    """Gives an env with a ``server`` (set by ``reset``) the public :meth:`request_records`."""
+
+    server: Any
+
+    def request_records(self) -> pd.DataFrame:
+        """One row per request of the current episode: its lengths, event times and outcome.
+
+        Columns (:data:`REQUEST_RECORD_COLUMNS`): ``request`` (index in arrival order),
+        ``arrival_s``, ``prompt_tokens``, ``output_tokens``, ``predicted_output_tokens``;
+        ``start_s`` (first scheduled on a GPU), ``first_token_s``, ``completion_s`` (last token),
+        all simulated seconds and ``nan`` until the event has happened by the current time (a
+        static batch's end is known when it starts, but is not reported before it); then
+        ``tokens_generated`` (output tokens produced so far), ``max_token_gap_s`` (longest gap
+        between consecutive tokens of a completed request; ``nan`` where the server does not
+        resolve token times, as in ``BatchScheduling-v0``), ``gpu`` and ``batch`` (-1 when
+        none), ``status`` (``completed``, ``rejected``, ``in_system`` or ``not_arrived``; every
+        request has exactly one) and ``reject_reason`` (``none``, ``exceeds_kv_capacity`` or
+        ``prompt_exceeds_token_budget``).
+
+        Raises:
+            RuntimeError: Before the first ``reset``.
+        """
+        server = getattr(self, "server", None)
+        if server is None:
+            raise RuntimeError("call reset() before request_records()")
+        records = server.records
+        frame = records.to_frame(server.n_arrived)
+        now = float(server.now)
+        for column in ("start_s", "first_token_s", "completion_s"):
+            values = frame[column].to_numpy(dtype=float)
+            frame[column] = np.where(values <= now, values, np.nan)
+        frame["tokens_generated"] = records.tokens_generated
+        if not records.tracks_token_gaps:
+            frame["max_token_gap_s"] = np.nan
+        frame.insert(0, "request", np.arange(len(frame)))
+        return frame[list(REQUEST_RECORD_COLUMNS)]
 
 
 class InvalidActionError(ValueError):

@@ -12,7 +12,12 @@ from gymnasium import spaces
 
 from llmsched_env.capacity import iteration_capacity_rps
 from llmsched_env.config import ContinuousEnvConfig
-from llmsched_env.envs.common import InvalidActionError, episode_workload, parse_action
+from llmsched_env.envs.common import (
+    InvalidActionError,
+    RequestRecordsMixin,
+    episode_workload,
+    parse_action,
+)
 from llmsched_env.envs.iteration_observation import (
     IterationObservation,
     feature_bounds,
@@ -27,7 +32,7 @@ from llmsched_env.sim.iteration_server import IterationServer
 from llmsched_env.workload import make_workload_source
 
 
-class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
+class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
     """Split each GPU iteration's token budget between decoding and prefilling LLM requests.
 
     ## Description
@@ -152,6 +157,9 @@ class ContinuousBatchingEnv(gym.Env[np.ndarray, np.ndarray]):
     ``tbt_sla_s``, ``capacity_rps`` and ``arrival_rate_rps``. At the end of an episode:
     ``episode_metrics``. ``env.unwrapped.last_info`` is the latest ``info`` returned (what a
     heuristic's SB3-style ``predict`` reads when a vector env hides the infos).
+    ``env.unwrapped.request_records()`` gives one row per request of the episode so far:
+    arrival, start, first token, completion, tokens, GPU and outcome
+    (:meth:`~llmsched_env.envs.common.RequestRecordsMixin.request_records`).
 
     ## Arguments
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from llmsched_env.outputs import check_output_dir as check_dir
 from llmsched_env.validation.latencies import latency_stats, request_latencies_ms
 from llmsched_env.validation.replay import ReplayResult, replay
 from llmsched_env.validation.runs import VllmRun, load_run
@@ -71,28 +71,14 @@ def validate_run(run: VllmRun, settings: RunSettings | None = None) -> RunValida
 def check_output_dir(out: str | Path, overwrite: bool = False) -> Path:
     """Check, without creating anything, that ``validation.csv`` can be written to ``out``.
 
-    ``out`` must be a writable directory, or not exist yet below a writable directory.
+    ``out`` must be a writable directory, or not exist yet below a writable directory (see
+    :func:`llmsched_env.outputs.check_output_dir`, shared by every command).
 
     Raises:
         ValueError: If ``out`` (or the nearest existing folder above it) is a file or not
             writable, or ``out`` already holds a ``validation.csv`` and ``overwrite`` is false.
     """
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"output {str(path)!r} is a file; expected a directory")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"cannot create the output directory {str(path)!r}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to the output directory {str(path)!r} ({existing})")
-    if (path / VALIDATION_CSV).exists() and not overwrite:
-        raise ValueError(
-            f"{str(path / VALIDATION_CSV)!r} exists; choose another output directory or "
-            "overwrite it (--force)"
-        )
-    return path
+    return check_dir(out, [VALIDATION_CSV], overwrite=overwrite)
 
 
 def validate(

@@ -129,7 +129,11 @@ def test_cli_train_then_compare(tmp_path, capsys):
     assert "agent" in printed and "random" in printed and "paired difference" in printed
     assert (out / "compare" / "summary.csv").is_file()
     base = ["compare", "--run", str(out), "--seeds", "1", "--policies", "random", "--quiet"]
+    assert main([*base, "--settled-policy", "none"]) == 2  # RUN/compare holds results already
+    assert "--force" in capsys.readouterr().err
+    base.append("--force")
     assert main([*base, "--settled-policy", "none"]) == 0
+    assert "no confidence interval with 1 seed" in capsys.readouterr().out
     assert main([*base, "--settled-policy", "fastest"]) == 2
     assert "settled_policy must be a BatchScheduling-v0 baseline" in capsys.readouterr().err
 
@@ -211,3 +215,37 @@ def test_agent_refuses_a_different_observation_layout(tiny_run):
     env = gym.make(agent.config.env_id, **agent.config.env_kwargs)
     with pytest.raises(ValueError, match="different observation layout"):
         AgentPolicy(env, moved)
+
+
+def _comparison(agent, baseline, n=20):
+    from agents.compare import Comparison
+
+    summary = pd.DataFrame(
+        {
+            "policy": ["agent", "multibin-wc"],
+            "return_mean": [agent[0], baseline[0]],
+            "return_ci95": [agent[1], baseline[1]],
+        }
+    )
+    paired = {"mean": agent[0] - baseline[0], "ci95": 1.0, "wins": 0.0, "n": float(n)}
+    return Comparison(None, list(range(n)), None, summary, "multibin-wc", paired)
+
+
+@pytest.mark.parametrize(
+    ("agent", "baseline", "expected"),
+    [
+        ((800.0, 10.0), (700.0, 10.0), "above the best baseline by 100.0, 95% CIs apart"),
+        ((300.0, 10.0), (727.0, 10.0), "below the best baseline by 427.0, 95% CIs apart"),
+        ((710.0, 20.0), (700.0, 20.0), "CIs overlap (agent above it by 10.0)"),
+        ((690.0, 20.0), (700.0, 20.0), "CIs overlap (agent below it by 10.0)"),
+    ],
+)
+def test_verdict_says_which_side_and_whether_the_intervals_separate(agent, baseline, expected):
+    verdict = _comparison(agent, baseline).verdict()
+    assert expected in verdict and "or below" not in verdict
+
+
+def test_verdict_with_one_seed_has_no_interval():
+    verdict = _comparison((300.0, float("nan")), (700.0, float("nan")), n=1).verdict()
+    assert "below it by 400.0 on 1 seed (no confidence interval with 1 seed" in verdict
+    assert "nan" not in verdict

@@ -1,4 +1,8 @@
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -195,3 +199,57 @@ def test_linear_schedule_decays_learning_rate_to_zero(tmp_path):
     model = result.model
     assert model.lr_schedule(1.0) == pytest.approx(1e-3)
     assert model.lr_schedule(0.0) == pytest.approx(0.0)
+
+
+def test_resume_continues_from_the_latest_checkpoint_without_model_zip(tmp_path):
+    first = tiny_train(tmp_path / "run", steps=384, checkpoint_freq=128)
+    (first.run_dir / "model.zip").unlink()
+    checkpoints = sorted((first.run_dir / "checkpoints").glob("model_*_steps.zip"))
+    assert len(checkpoints) >= 2
+    said = []
+    again = resume(first.run_dir, steps=128, eval_freq=0, checkpoint_freq=0, log=said.append)
+    latest = first.run_dir / "checkpoints" / "model_384_steps.zip"
+    assert f"resuming from its latest checkpoint {latest}" in said[0]
+    assert again.config.total_timesteps == 384 + 128
+    assert (first.run_dir / "model.zip").is_file()
+
+
+def test_resume_without_model_or_checkpoint_says_so(tmp_path):
+    first = tiny_train(tmp_path / "run", steps=128)
+    (first.run_dir / "model.zip").unlink()
+    with pytest.raises(ValueError, match="no model.zip and no checkpoints/model_<N>_steps.zip"):
+        resume(first.run_dir, steps=128)
+
+
+def test_steps_that_will_run_round_up_to_whole_rollouts(tmp_path):
+    from agents.callbacks import steps_that_will_run
+
+    result = tiny_train(tmp_path / "run", steps=100)  # rollouts of 64 steps x 2 envs
+    assert steps_that_will_run(result.model, 100) == 128 == result.config.total_timesteps
+    assert steps_that_will_run(result.model, 256) == 256
+    dqn = tiny_train(tmp_path / "dqn", algo="dqn", steps=10)  # train_freq 4, one env
+    assert steps_that_will_run(dqn.model, 10) == 12 == dqn.config.total_timesteps
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_training_saves_the_model_and_resume_continues(tmp_path, sig):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "llmsched_env.cli", "train", "--workload", "demo2"]
+    argv += ["--arrival-rate", "4", "--n-requests", "30", "--steps", "1000000", "--n-envs", "2"]
+    argv += ["--hyperparams", json.dumps(TINY_HYPERPARAMS["maskable-ppo"])]
+    argv += ["--eval-freq", "0", "--checkpoint-freq", "0", "--quiet", "--out", str(out)]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stderr.readline().startswith("llmsched train: ")  # progress at once
+    while not process.stderr.readline().startswith("llmsched train: training 1,000,064 steps"):
+        assert process.poll() is None
+    time.sleep(1.0)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert f"stopped by {sig.name} after" in err and "Traceback" not in err
+    config = json.loads((out / "config.json").read_text())
+    session = config["sessions"][-1]
+    assert session["stopped_by"] == sig.name and 0 < session["steps"] < 1_000_000
+    assert (out / "model.zip").is_file() and (out / "vecnormalize.pkl").is_file()
+    again = resume(out, steps=128, eval_freq=0, checkpoint_freq=0)
+    assert again.config.total_timesteps == config["total_timesteps"] + 128

@@ -1,0 +1,105 @@
+"""The simulator's compiled kernels: say when they compile, and compile them before the work.
+
+The hot paths run compiled with numba (``cache=True``): the first episode on a machine compiles
+them, which takes about :data:`COMPILE_SECONDS` seconds on one core, and numba caches the result
+(in ``__pycache__`` beside the sources, or numba's cache directory when that is read-only).
+:func:`warm_up` runs one tiny episode of each environment, so the compilation happens at a
+known moment, announced by a message when the cache is cold, instead of silently inside the
+first real episode (or once in every worker process).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+#: The largest compiled functions, one or more per module (module, function): the ones whose
+#: compilation takes the time. Smaller helpers compile with them.
+KEY_KERNELS = (
+    ("llmsched_env.sim.batch_kernels", "decide"),
+    ("llmsched_env.sim.batch_kernels", "advance"),
+    ("llmsched_env.sim.batch_kernels", "metric_columns"),
+    ("llmsched_env.sim.iteration_server", "_decode_tokens"),
+    ("llmsched_env.envs.batch_observation", "_build"),
+    ("llmsched_env.metrics", "_request_stats"),
+    ("llmsched_env.latency.profiled", "_iteration_us"),
+)
+#: Seconds a cold compilation of every kernel took (14 s measured on one core of a shared
+#: two-core machine; rounded up).
+COMPILE_SECONDS = 15
+
+#: Tiny episodes that reach every kernel: (env id, keyword arguments).
+_TINY_ENVS = (
+    (
+        "llmsched/BatchScheduling-v0",
+        {"workload": "demo2", "arrival_rate": 4.0, "n_requests": 20},
+    ),
+    (
+        "llmsched/BatchScheduling-v0",
+        {
+            "workload": "demo2",
+            "arrival_rate": 4.0,
+            "n_requests": 20,
+            "dispatch_order": "oldest-in-time",
+        },
+    ),
+    (
+        "llmsched/ContinuousBatching-v0",
+        {"workload": "demo2", "arrival_rate": 2.0, "n_requests": 8},
+    ),
+    (
+        "llmsched/ContinuousBatching-v0",
+        {
+            "workload": "demo2",
+            "arrival_rate": 2.0,
+            "n_requests": 8,
+            "kv_memory": "unlimited",
+            "latency": "vllm0.19-rtxpro6000-qwen3-30b-a3b-ep2",
+        },
+    ),
+)
+
+
+def kernels_cached(kernels: Iterable[tuple[str, str]] = KEY_KERNELS) -> bool:
+    """Whether numba's cache holds an entry for each of ``kernels`` (module, function).
+
+    An entry may still be stale (numba then recompiles); a missing one certainly compiles.
+    """
+    for module_name, function in kernels:
+        kernel = getattr(importlib.import_module(module_name), function)
+        cache = getattr(kernel, "_cache", None)
+        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        if index is None or not Path(index).is_file():
+            return False
+    return True
+
+
+def warm_up(log: Callable[[str], None] | None = None) -> None:
+    """Compile (or load from numba's cache) every kernel by running tiny episodes of both envs.
+
+    Args:
+        log: Told, before compiling, that a cold compilation is starting and how long it takes.
+    """
+    import gymnasium as gym
+
+    import llmsched_env  # noqa: F401  (registers the env ids)
+    from baselines import make_policy
+
+    if log is not None and not kernels_cached():
+        log(
+            "compiling the simulator's kernels (first run only, about "
+            f"{COMPILE_SECONDS} s; cached afterwards)"
+        )
+    for env_id, kwargs in _TINY_ENVS:
+        env = gym.make(env_id, **kwargs)
+        try:
+            policy = make_policy("random", env)
+            obs, info = env.reset(seed=0)
+            policy.reset()
+            while True:
+                obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+                if terminated or truncated:
+                    break
+        finally:
+            env.close()

@@ -1,0 +1,109 @@
+"""Output directories of the command-line tools: checked before any work, never lost after it.
+
+Every command that writes results (``llmsched evaluate``, ``compare``, ``stability``, ``train``,
+``validate``) follows the same three rules:
+
+1. :func:`check_output_dir` runs before any computation. A path naming a file, lying under a
+   file, empty or not writable fails at once with a message naming the path.
+2. Results are never overwritten silently: when one of the files a command writes already
+   exists, :func:`check_output_dir` refuses unless ``overwrite`` is true (the ``--force`` flag).
+3. :func:`write_or_rescue` writes the results; if that still fails (the disk filled up, the
+   directory was removed or made read-only meanwhile), it writes them to a fresh temporary
+   directory instead and says where, so a finished computation is never thrown away.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def check_output_dir(
+    out: str | Path,
+    files: Iterable[str] = (),
+    *,
+    overwrite: bool = False,
+    flag: str = "--force",
+) -> Path:
+    """Check, without creating anything, that ``files`` can be written into directory ``out``.
+
+    ``out`` must be a writable directory, or not exist yet below a writable directory.
+
+    Args:
+        out: The output directory.
+        files: Names of the files the command will write there.
+        overwrite: Allow replacing those files when they exist.
+        flag: The option that allows overwriting, for the message.
+
+    Returns:
+        ``out`` as a path.
+
+    Raises:
+        ValueError: If ``out`` is empty, is a file, lies under a file or in a place that is not
+            writable, or already holds one of ``files`` and ``overwrite`` is false.
+
+    Example:
+        >>> check_output_dir("")
+        Traceback (most recent call last):
+        ...
+        ValueError: the output directory must not be empty; expected a directory path
+    """
+    if not str(out).strip():
+        raise ValueError("the output directory must not be empty; expected a directory path")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output {str(path)!r} is a file; expected a directory")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot create the output directory {str(path)!r}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to the output directory {str(path)!r} ({existing})")
+    present = [name for name in files if (path / name).exists()]
+    if present and not overwrite:
+        listed = ", ".join(repr(str(path / name)) for name in present)
+        raise ValueError(
+            f"{listed} {'exists' if len(present) == 1 else 'exist'}; choose another output "
+            f"directory or overwrite {'it' if len(present) == 1 else 'them'} ({flag})"
+        )
+    return path
+
+
+def write_or_rescue(
+    out: str | Path,
+    write: Callable[[Path], T],
+    *,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[Path, T]:
+    """Create ``out`` and call ``write(out)``; on failure, write to a new temporary directory.
+
+    Args:
+        out: The output directory (created with its parents).
+        write: Writes the results into the directory it is given and returns anything.
+        warn: Told, in one line, why ``out`` failed and where the results went instead.
+
+    Returns:
+        ``(directory actually written, write's return value)``.
+
+    Raises:
+        OSError: If writing to the temporary directory fails as well.
+    """
+    target = Path(out)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        return target, write(target)
+    except OSError as error:
+        rescue = Path(tempfile.mkdtemp(prefix="llmsched-results-"))
+        result = write(rescue)
+        if warn is not None:
+            warn(
+                f"could not write to {str(target)!r} ({error.strerror or error}); "
+                f"the results were written to {rescue} instead"
+            )
+        return rescue, result
