@@ -154,7 +154,7 @@ def test_simulator_a_boundaries_match_the_closed_forms(policy, closed_form, sett
 
 
 def test_capacity_estimate_charges_the_per_iteration_cost():
-    # Default latency (5.75 ms per iteration, 256 sequences) on demo2: the work bound is 367
+    # The H100 latency (5.75 ms per iteration, 256 sequences) on demo2: the work bound is 367
     # req/s while prefill-first serves 108; the estimate the search starts from must be far
     # closer (156-161 by the saturated-iteration formula, worked out by hand below).
     import gymnasium as gym
@@ -162,13 +162,14 @@ def test_capacity_estimate_charges_the_per_iteration_cost():
     from llmsched_env.capacity import saturated_iteration_rps
     from llmsched_env.stability import ENV_ID, capacity_estimate_rps
 
-    env = gym.make(ENV_ID, workload="demo2").unwrapped
+    h100 = {"latency": "llama3.1-8b-h100", "kv_memory": "h100-80gb-llama3.1-8b"}
+    env = gym.make(ENV_ID, workload="demo2", **h100).unwrapped
     calibration = env.source.calibration()
     prompt = calibration.prompt_tokens.mean()
     steps = calibration.output_tokens.mean() - 1
     d = 256  # max_sequences binds (KV memory and the token budget allow more)
     hand = (d / steps) / (5752.7e-6 + 17.25e-6 * d * prompt / steps + 6.0e-6 * d)
-    estimate = capacity_estimate_rps({"workload": "demo2"})
+    estimate = capacity_estimate_rps({"workload": "demo2", **h100})
     assert estimate == pytest.approx(hand, rel=1e-3)
     assert estimate < env.capacity_rps / 2
     assert capacity_estimate_rps(MM1) == pytest.approx(2.5)  # no decode: the env's estimate

@@ -170,7 +170,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
     | arrival_rate | None | arrival rate in requests/s (instead of ``load``) |
     | n_gpus | 1 | GPUs (engine replicas) |
     | latency | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | iteration latency preset or model |
-    | kv_memory | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | KV memory preset, tokens, or ``KVMemory`` |
+    | kv_memory | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | KV memory preset, tokens or ``KVMemory`` |
     | n_requests | 300 | requests per episode |
     | ttft_sla | 1.0 | TTFT target (s) |
     | tbt_sla | 0.1 | largest allowed gap between tokens (s) |
