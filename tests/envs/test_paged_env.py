@@ -148,7 +148,13 @@ def test_shared_prompt_prefixes_skip_prefill_in_the_env():
     )
     metrics = {}
     for caching in (False, True):
-        env = gym.make(CONTINUOUS, kv_allocation="paged", prefix_caching=caching, n_requests=3)
+        env = gym.make(
+            CONTINUOUS,
+            kv_allocation="paged",
+            prefix_caching=caching,
+            n_requests=3,
+            chunk_size=2048,
+        )
         info, _ = run_to_the_end(env, w, make_policy("vllm-v1", env).act)
         metrics[caching] = info["episode_metrics"]
     assert metrics[True]["prefix_hit_tokens"] == 2 * 48
