@@ -179,6 +179,7 @@ class ContinuousEnvConfig:
         chunk_size: Chunk size of chunked prefill, ``None`` to prefill prompts whole.
         kv_allocation: ``"reserve"`` or ``"paged"``, one of :data:`KV_ALLOCATIONS`.
         kv_block_tokens: Tokens per KV block with ``kv_allocation="paged"``.
+        prefix_caching: Automatic prefix caching of KV blocks (needs ``kv_allocation="paged"``).
         decode_levels: Number of levels of the decode-share action component.
         prefill_levels: Number of levels of the prefill-budget action component.
         prompt_caps: Levels of the "most new prompts per iteration" component (0 means no cap).
@@ -205,6 +206,7 @@ class ContinuousEnvConfig:
     chunk_size: int | None = 512
     kv_allocation: KVAllocation = "reserve"
     kv_block_tokens: int = 16
+    prefix_caching: bool = False
     decode_levels: int = 5
     prefill_levels: int = 5
     prompt_caps: tuple[int, ...] = field(default=(1, 2, 4, 8, 16, 0))
@@ -222,6 +224,13 @@ class ContinuousEnvConfig:
             check_int("chunk_size", self.chunk_size, 1)
         check_choice("kv_allocation", self.kv_allocation, KV_ALLOCATIONS)
         check_int("kv_block_tokens", self.kv_block_tokens, 1)
+        if not isinstance(self.prefix_caching, bool):
+            raise ValueError(f"prefix_caching must be True or False, got {self.prefix_caching!r}")
+        if self.prefix_caching and self.kv_allocation != "paged":
+            raise ValueError(
+                "prefix_caching=True needs kv_allocation='paged' (prefix caching keeps freed KV "
+                f"blocks for reuse), got kv_allocation={self.kv_allocation!r}"
+            )
         check_int("decode_levels", self.decode_levels, 2, 101)
         check_int("prefill_levels", self.prefill_levels, 2, 101)
         caps = tuple(self.prompt_caps)

@@ -256,6 +256,8 @@ def summarize(
     warmup_s: float = 0.0,
     preemptions: int | None = None,
     recomputed_tokens: int | None = None,
+    prefix_hit_tokens: int | None = None,
+    prefix_queried_tokens: int | None = None,
 ) -> dict[str, float]:
     """Summarise one run.
 
@@ -273,6 +275,11 @@ def summarize(
             (the iteration level; 0 with reserved KV memory). ``None`` leaves the key out.
         recomputed_tokens: KV tokens the preemptions discarded (computed again), over the
             whole run; ``None`` leaves the key out.
+        prefix_hit_tokens: Tokens admissions skipped thanks to the prefix cache (0 without
+            one); ``None`` leaves the key out.
+        prefix_queried_tokens: Tokens admitted requests had to compute before the cache was
+            looked up (the hit rate is ``prefix_hit_tokens / prefix_queried_tokens``); ``None``
+            leaves the key out.
 
     Returns:
         A flat dict of metrics (all floats; counts are whole numbers). Keys: ``requests``,
@@ -281,7 +288,8 @@ def summarize(
         ``ttft_s_*``, ``tbt_s_*``, ``max_token_gap_s_*`` (each ``_mean``, ``_p50``, ``_p95``,
         ``_p99``), ``sla_attainment_e2e``/``_ttft``/``_tbt`` (for the objectives set),
         ``sla_attainment`` (all set objectives), ``goodput_rps``, ``gpu_utilization``,
-        ``mean_batch_size``, and ``preemptions`` and ``recomputed_tokens`` when given.
+        ``mean_batch_size``, and ``preemptions``, ``recomputed_tokens``, ``prefix_hit_tokens``
+        and ``prefix_queried_tokens`` when given.
 
     Raises:
         ValueError: If ``warmup_s`` is not inside ``[0, end_s)`` (when ``end_s > 0``).
@@ -347,4 +355,8 @@ def summarize(
         out["preemptions"] = float(preemptions)
     if recomputed_tokens is not None:
         out["recomputed_tokens"] = float(recomputed_tokens)
+    if prefix_hit_tokens is not None:
+        out["prefix_hit_tokens"] = float(prefix_hit_tokens)
+    if prefix_queried_tokens is not None:
+        out["prefix_queried_tokens"] = float(prefix_queried_tokens)
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -49,8 +51,11 @@ def check_iteration_accounting(server) -> None:
         mine = s.running[g].tolist() + list(s.prefilling[g])
         on_gpus += mine
         assert len(mine) == s.n_sequences[g] <= s.max_sequences
-        if s.paged:
+        if s.prefix_caching:
+            check_block_pool(s, g, mine)
+        elif s.paged:
             assert sum(s.request_blocks[i] for i in mine) == s.blocks_used[g]
+        if s.paged:
             assert 0 <= s.blocks_used[g] <= s.capacity_blocks
             assert s.kv_used[g] == s.kv_reserved[g] == s.blocks_used[g] * s.kv_block_tokens
         else:
@@ -63,9 +68,39 @@ def check_iteration_accounting(server) -> None:
     assert (records.reject_reason[present] == 0).all()
     assert s.n_arrived == s.n_completed + s.n_rejected + len(present)
     assert int(records.completed.sum()) == s.n_completed
-    assert sum(s.request_blocks) == sum(s.blocks_used)
+    if s.prefix_caching:
+        assert set(s._block_ids) <= set(on_gpus)  # requests off the GPUs hold no blocks
+        assert int(records.prefix_hit_tokens.sum()) == s.prefix_hit_tokens
+        assert 0 <= s.prefix_hit_tokens <= s.prefix_queried_tokens
+    else:
+        assert sum(s.request_blocks) == sum(s.blocks_used)
+        assert s.prefix_hit_tokens == s.prefix_queried_tokens == 0
     assert int(records.preemptions.sum()) == s.n_preemptions
     assert int(records.recomputed_tokens.sum()) == s.recomputed_tokens
+
+
+def check_block_pool(server, gpu: int, on_gpu: list[int]) -> None:
+    """Prefix caching: ``gpu``'s block pool is consistent with the requests holding blocks.
+
+    Referenced plus free blocks make the capacity, no block is both, each block's reference
+    count is the number of requests on the GPU holding it, each request holds its counted blocks
+    (no block twice), and every cache key names exactly one block that carries it.
+    """
+    s = server
+    pool = s._pools[gpu]
+    holders = Counter()
+    for i in on_gpu:
+        blocks = s._block_ids.get(i, [])
+        assert len(blocks) == s.request_blocks[i] and len(set(blocks)) == len(blocks)
+        holders.update(blocks)
+    referenced = [b for b in range(pool.n_blocks) if pool.ref_count[b] > 0]
+    assert all(pool.ref_count[b] == holders[b] for b in range(pool.n_blocks))
+    assert not set(referenced) & set(pool.free)
+    assert len(referenced) + pool.n_free == pool.n_blocks == s.capacity_blocks
+    assert s.blocks_used[gpu] == len(referenced)
+    keyed = {b: k for b, k in enumerate(pool.key) if k is not None}
+    assert len(keyed) == len(pool.cached) == len(set(keyed.values()))
+    assert all(pool.cached[k] == b for b, k in keyed.items())
 
 
 def check_deciding_gpu_blocks(server) -> None:

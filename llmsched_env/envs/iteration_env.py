@@ -55,6 +55,13 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
     blocks. If every request of an iteration was preempted, no iteration runs and the same GPU
     decides again at once. ``llmsched_env.sim.iteration_server`` states the rules in full.
 
+    Prefix caching (``prefix_caching=True``, paged only) keeps freed KV blocks cached until
+    they are evicted, least recently freed first, as vLLM V1's automatic prefix caching does: a
+    request admitted (or readmitted after a preemption) skips the prefill of its longest cached
+    block-aligned prefix, always computing at least its last token. A request finds its own
+    blocks again after a preemption; requests share prompt prefixes when the workload carries
+    ``prefix_block_hashes`` (``llmsched_env.workload.prefix_block_hashes_from_token_ids``).
+
     The environment steps once per iteration: whenever a GPU is free and has work (running
     sequences, a started prompt, or a waiting prompt it can admit). The classic iteration
     schedulers are policies over this action (``baselines``): run-to-completion, prefill-first with
@@ -150,11 +157,13 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
     GPU's decoding requests, oldest admitted first) with ``running_tokens_generated`` and
     ``running_predicted_output_tokens``; ``prefilling`` (its started prompts) and
     ``prefill_remaining_tokens``; per GPU ``n_running``, ``kv_reserved_tokens`` and
-    ``last_iteration_s``; ``preemptions`` (so far, all GPUs); ``action_mask``,
+    ``last_iteration_s``; ``preemptions`` (so far, all GPUs); ``prefix_hit_tokens`` (prefill
+    tokens skipped by the prefix cache so far, all GPUs); ``action_mask``,
     ``invalid_action`` and ``applied_action``. Every array is a fresh copy. ``reset`` adds the
     constants ``max_tokens``, ``max_sequences``, ``chunk_size``, ``kv_allocation``,
-    ``kv_block_tokens``, ``prompt_caps``, ``decode_levels``, ``prefill_levels``, ``ttft_sla_s``,
-    ``tbt_sla_s``, ``capacity_rps`` and ``arrival_rate_rps``. At the end of an episode:
+    ``kv_block_tokens``, ``prefix_caching``, ``prompt_caps``, ``decode_levels``,
+    ``prefill_levels``, ``ttft_sla_s``, ``tbt_sla_s``, ``capacity_rps`` and
+    ``arrival_rate_rps``. At the end of an episode:
     ``episode_metrics``. ``env.unwrapped.last_info`` is the latest ``info`` returned (what a
     heuristic's SB3-style ``predict`` reads when a vector env hides the infos).
     ``env.unwrapped.request_records()`` gives one row per request of the episode so far:
@@ -181,6 +190,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
     | chunk_size | 512 | chunked-prefill chunk (None: whole prompts) |
     | kv_allocation | ``"reserve"`` | ``"reserve"`` (whole footprint at admission) or ``"paged"`` |
     | kv_block_tokens | 16 | tokens per KV block with ``"paged"`` (vLLM's default) |
+    | prefix_caching | False | keep freed KV blocks cached for reuse (``"paged"`` only) |
     | decode_levels, prefill_levels | 5, 5 | action granularity |
     | prompt_caps | (1, 2, 4, 8, 16, 0) | levels of the prompt cap |
     | invalid_action | ``"remap"`` | or ``"raise"`` |
@@ -206,8 +216,8 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
 
     ## Version History
 
-    * v0: Initial version. The ``kv_allocation="paged"`` option was added later; the default
-      (``"reserve"``) keeps the original dynamics.
+    * v0: Initial version. The ``kv_allocation="paged"`` and ``prefix_caching`` options were
+      added later; the defaults (``"reserve"``, ``False``) keep the original dynamics.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
@@ -230,6 +240,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
         chunk_size: int | None = 512,
         kv_allocation: str = "reserve",
         kv_block_tokens: int = 16,
+        prefix_caching: bool = False,
         decode_levels: int = 5,
         prefill_levels: int = 5,
         prompt_caps: tuple[int, ...] = (1, 2, 4, 8, 16, 0),
@@ -254,6 +265,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
             chunk_size=chunk_size,
             kv_allocation=kv_allocation,  # type: ignore[arg-type]
             kv_block_tokens=kv_block_tokens,
+            prefix_caching=prefix_caching,
             decode_levels=decode_levels,
             prefill_levels=prefill_levels,
             prompt_caps=tuple(prompt_caps),
@@ -327,6 +339,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
             tbt_target_s=cfg.tbt_sla,
             kv_allocation=cfg.kv_allocation,
             kv_block_tokens=cfg.kv_block_tokens,
+            prefix_caching=cfg.prefix_caching,
         )
         self._reward = self._reward_factory(cfg.sla_penalty, cfg.ttft_sla)
         self._reward.reset(self.server)
@@ -354,6 +367,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
             chunk_size=cfg.chunk_size,
             kv_allocation=cfg.kv_allocation,
             kv_block_tokens=cfg.kv_block_tokens,
+            prefix_caching=cfg.prefix_caching,
             prompt_caps=cfg.prompt_caps,
             decode_levels=cfg.decode_levels,
             prefill_levels=cfg.prefill_levels,
@@ -609,6 +623,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
             "n_running": np.array([r.size for r in s.running]),
             "kv_reserved_tokens": np.array(s.kv_reserved),
             "preemptions": s.n_preemptions,
+            "prefix_hit_tokens": s.prefix_hit_tokens,
             "last_iteration_s": np.array(s.last_iteration_s),
             "action_mask": self._mask.copy(),
             "invalid_action": invalid,

@@ -33,6 +33,21 @@ Model, per GPU:
     generated (chunked as usual), and the iteration that finishes this emits its *next* token
     (its TTFT stays the first one; the gap since its previous token counts for TBT). If every
     request of an iteration was preempted, no iteration runs and the GPU decides again at once.
+  - ``"paged"`` with ``prefix_caching``: vLLM V1's automatic prefix caching on top
+    (``vllm/v1/core/kv_cache_manager.py``, ``block_pool.py``; :mod:`llmsched_env.sim.prefix_cache`
+    holds the block pool). Every full block of a request's computed tokens gets a content key:
+    its prompt blocks covered by the workload's ``prefix_block_hashes`` are keyed by those
+    hashes (shared between requests with equal prefixes; keyed as soon as their prefill chunk
+    is computed), every other block by a key of its own (request, block), so that only the same
+    request finds it again (keyed when the request frees its blocks). Freed blocks keep their key
+    and join the tail of the GPU's free queue (a request's blocks last first); new blocks come
+    from its head, evicting the key of a cached one. Admitting a waiting request (new or
+    preempted) first looks up the longest prefix of its block keys in the cache, at most
+    ``(tokens - 1) // B`` blocks (at least the last token is computed): it holds those blocks
+    (free ones leave the free queue and count against the free blocks in the admission check, as
+    in vLLM's ``allocate_slots``), its prefill starts after them, and the latency model sees them
+    as cached context (``prefill_kv_tokens``). Preemptions free only blocks no other request
+    holds, so each victim is released before the free blocks are counted again.
 * An iteration takes at most ``max_tokens`` tokens: one per decoded sequence plus the prefill
   tokens. Without chunked prefill a prompt is prefilled whole in one iteration, so a prompt longer
   than ``max_tokens`` could never run and is rejected at arrival
@@ -65,7 +80,8 @@ request, when the token that ends the first too-long gap is produced.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Hashable
 
 import numpy as np
 from numba import njit
@@ -78,6 +94,7 @@ from llmsched_env.sim.paged_kv import (
     blocks_for,
     decode_rows_needing_block,
 )
+from llmsched_env.sim.prefix_cache import BlockPool
 from llmsched_env.sim.records import RejectReason, RequestRecords
 from llmsched_env.workload import Workload
 
@@ -171,6 +188,10 @@ class IterationServer(Engine):
             ``"paged"`` (blocks as tokens are computed, preemption by recomputation); see the
             module docstring.
         kv_block_tokens: Tokens per KV block in paged mode (vLLM's default block size is 16).
+        prefix_caching: Automatic prefix caching of KV blocks (paged mode only; see the module
+            docstring). The workload's ``prefix_block_hashes``, if any, let requests share
+            prompt prefixes; their ``prefix_block_tokens`` and ``kv_block_tokens`` must divide
+            one another.
 
     Attributes:
         running: Per GPU, the decoding requests, in the order they started decoding.
@@ -189,7 +210,11 @@ class IterationServer(Engine):
         blocks_used: Per GPU, the KV blocks allocated (paged mode; zeros in reserve mode).
         request_blocks: Per request, the KV blocks it holds (paged mode; zeros in reserve mode).
         n_preemptions: Preemptions so far.
-        recomputed_tokens: KV tokens discarded by preemptions (to be computed again) so far.
+        recomputed_tokens: KV tokens discarded by preemptions (to be computed again) so far;
+            with prefix caching, minus those found in the cache when the request came back.
+        prefix_caching: Whether automatic prefix caching is on.
+        prefix_hit_tokens: Tokens admissions skipped because their blocks were cached.
+        prefix_queried_tokens: Tokens admitted requests had to compute, before cache hits.
         n_on_time: Requests completed meeting both targets so far.
         n_ttft_misses: TTFT deadlines that passed without a first token (plus rejections).
         n_tbt_misses: Requests that breached the TBT target.
@@ -212,6 +237,7 @@ class IterationServer(Engine):
         tbt_target_s: float | None = None,
         kv_allocation: str = "reserve",
         kv_block_tokens: int = 16,
+        prefix_caching: bool = False,
     ) -> None:
         super().__init__(workload, n_gpus, rng)
         if kv_allocation not in KV_ALLOCATIONS:
@@ -221,6 +247,24 @@ class IterationServer(Engine):
         whole = isinstance(kv_block_tokens, (int, np.integer))
         if not whole or isinstance(kv_block_tokens, bool) or kv_block_tokens < 1:
             raise ValueError(f"kv_block_tokens must be an integer >= 1, got {kv_block_tokens!r}")
+        if not isinstance(prefix_caching, (bool, np.bool_)):
+            raise ValueError(f"prefix_caching must be True or False, got {prefix_caching!r}")
+        if prefix_caching and kv_allocation != "paged":
+            raise ValueError(
+                f"prefix_caching=True needs kv_allocation='paged' (cached KV blocks), got "
+                f"kv_allocation={kv_allocation!r}"
+            )
+        hash_tokens = workload.prefix_block_tokens
+        if (
+            prefix_caching
+            and workload.prefix_block_hashes is not None
+            and hash_tokens % kv_block_tokens
+            and kv_block_tokens % hash_tokens
+        ):
+            raise ValueError(
+                f"the workload's prefix_block_tokens={hash_tokens} and kv_block_tokens="
+                f"{kv_block_tokens} must divide one another for prefix caching"
+            )
         if kv_allocation == "paged" and kv_capacity_tokens < kv_block_tokens:
             raise ValueError(
                 f"kv_capacity_tokens={kv_capacity_tokens!r} holds no whole KV block of "
@@ -287,6 +331,19 @@ class IterationServer(Engine):
         self.n_preemptions = 0
         self.recomputed_tokens = 0
         self.request_blocks = [0] * len(workload)
+        self.prefix_caching = bool(prefix_caching)
+        self.prefix_hit_tokens = 0
+        self.prefix_queried_tokens = 0
+        #: Prefix caching: per GPU, its block pool; per request, the blocks it holds in order;
+        #: per preempted request, the tokens its preemption discarded (see recomputed_tokens);
+        #: per request, the content keys of its hashed prompt blocks (built when first needed).
+        self._pools = (
+            [BlockPool(self.capacity_blocks) for _ in range(self.n_gpus)] if prefix_caching else []
+        )
+        self._block_ids: dict[int, list[int]] = {}
+        self._discarded: dict[int, int] = {}
+        self._shared_keys: dict[int, list[tuple[int, int]]] = {}
+        self._hit_memo: list[tuple[int, int, list[int], int]] = [(-1, -1, [], 0)] * self.n_gpus
         #: Per request, when it was last admitted (a counter; paged mode only).
         self._admitted_at = [0] * len(workload)
         self._admissions = 0
@@ -390,8 +447,14 @@ class IterationServer(Engine):
         else:
             return False
         if self.paged:
-            need = 1 if self.chunk_size is not None else self._blocks_for(self._target[head])
-            return need <= self.capacity_blocks - self.blocks_used[gpu]
+            free = self.capacity_blocks - self.blocks_used[gpu]
+            tokens = self._target[head]
+            if self.prefix_caching:
+                hits, evictable = self._cache_hits(gpu, head)
+                tokens -= len(hits) * self.kv_block_tokens
+                free -= evictable
+            need = 1 if self.chunk_size is not None else self._blocks_for(tokens)
+            return need <= free
         return self.kv_reserved[gpu] + self._kv_need[head] <= self.kv_capacity_tokens
 
     def can_admit_within(self, gpu: int, budget_tokens: int) -> bool:
@@ -401,11 +464,16 @@ class IterationServer(Engine):
         """
         if not self.can_admit(gpu):
             return False
-        target = self._target[self.waiting_head()]
+        head = self.waiting_head()
+        target = self._target[head]
+        evictable = 0
+        if self.prefix_caching:
+            hits, evictable = self._cache_hits(gpu, head)
+            target -= len(hits) * self.kv_block_tokens
         take = target if self.chunk_size is None else min(target, self.chunk_size, budget_tokens)
         if take < 1 or take > budget_tokens:
             return False
-        return not self.paged or self._blocks_for(take) <= self.free_blocks(gpu)
+        return not self.paged or self._blocks_for(take) <= self.free_blocks(gpu) - evictable
 
     def prefill_progresses(self, gpu: int, budget_tokens: int) -> bool:
         """Whether a prefill-only iteration of ``gpu`` with this budget would make progress.
@@ -433,8 +501,10 @@ class IterationServer(Engine):
             return True
         since = self._admitted_at[first]
         on_gpu = [*self.running[gpu].tolist(), *started]
-        later = sum(self.request_blocks[i] for i in on_gpu if self._admitted_at[i] > since)
-        return need <= free + later
+        later = [i for i in on_gpu if self._admitted_at[i] > since]
+        if self.prefix_caching:
+            return need <= free + self._freed_by(gpu, later)
+        return need <= free + sum(self.request_blocks[i] for i in later)
 
     def can_prefill(self, gpu: int) -> bool:
         """Whether ``gpu`` has prefill work: a started prompt or an admissible waiting one."""
@@ -442,6 +512,94 @@ class IterationServer(Engine):
 
     def _blocks_for(self, tokens: int) -> int:
         return blocks_for(tokens, self.kv_block_tokens)
+
+    # ------------------------------------------------------------------ prefix caching
+    def _block_key(self, index: int, j: int) -> Hashable:
+        """The content key of request ``index``'s block ``j`` (tokens ``j*B .. (j+1)*B - 1``).
+
+        A block covered by the workload's prefix hashes is keyed by the hash of the hashed
+        block that ends with (or contains) it and its position in that block; any other block
+        gets a key of its own, ``(index, j, 0)``, that only the same request can hit again.
+        """
+        shared = self._shared_keys.get(index)
+        if shared is None:
+            shared = self._prefix_keys(index)
+        return shared[j] if j < len(shared) else (index, j, 0)
+
+    def _prefix_keys(self, index: int) -> list[tuple[int, int]]:
+        """The keys of request ``index``'s blocks that its prefix hashes cover (memoised).
+
+        With hashed blocks of ``G`` tokens and KV blocks of ``B``, KV block ``j`` is keyed by
+        ``(hash of the hashed block holding its last token, (j * B mod G) // B)``: one hashed
+        block covers ``G / B`` KV blocks when ``G >= B``, and ``B / G`` hashed blocks make one KV
+        block (keyed by the last one's hash, which covers the whole prefix) when ``B > G``.
+        """
+        hashes = self.workload.prefix_block_hashes
+        keys: list[tuple[int, int]] = []
+        if hashes is not None:
+            chain = hashes[index].tolist()
+            g, b = self.workload.prefix_block_tokens, self.kv_block_tokens
+            n_blocks = len(chain) * g // b
+            keys = [(chain[((j + 1) * b - 1) // g], (j * b % g) // b) for j in range(n_blocks)]
+        self._shared_keys[index] = keys
+        return keys
+
+    def _cache_hits(self, gpu: int, index: int) -> tuple[list[int], int]:
+        """Cached blocks of the longest prefix of waiting ``index``'s blocks on ``gpu``.
+
+        At most ``(tokens - 1) // B`` blocks, so that at least the last token is computed (its
+        logits give the next token). Memoised per GPU until its pool changes.
+
+        Returns:
+            The blocks, and how many of them are free (their use takes them off the free queue).
+        """
+        pool = self._pools[gpu]
+        memo = self._hit_memo[gpu]
+        if memo[0] == index and memo[1] == pool.version:
+            return memo[2], memo[3]
+        most = (self._target[index] - 1) // self.kv_block_tokens
+        hits = pool.longest_hit(self._block_key(index, j) for j in range(most))
+        evictable = pool.evictable(hits)
+        self._hit_memo[gpu] = (index, pool.version, hits, evictable)
+        return hits, evictable
+
+    def _freed_by(self, gpu: int, requests: list[int]) -> int:
+        """Blocks of ``gpu`` that preempting all of ``requests`` would free (no other holder)."""
+        counts = Counter(b for i in requests for b in self._block_ids.get(i, ()))
+        ref_count = self._pools[gpu].ref_count
+        return sum(1 for block, n in counts.items() if n == ref_count[block])
+
+    def _grow(self, gpu: int, index: int, n: int) -> None:
+        """Give request ``index`` ``n`` new blocks from ``gpu``'s free queue (prefix caching)."""
+        blocks = self._pools[gpu].take(n)
+        self._block_ids.setdefault(index, []).extend(blocks)
+        self.request_blocks[index] += n
+        self.blocks_used[gpu] += n
+
+    def _release(self, gpu: int, index: int, computed: int) -> None:
+        """Free request ``index``'s blocks, keeping its ``computed`` tokens' full blocks cached."""
+        pool = self._pools[gpu]
+        blocks = self._block_ids.pop(index, [])
+        for j in range(computed // self.kv_block_tokens):
+            pool.cache(blocks[j], self._block_key(index, j))
+        self.blocks_used[gpu] -= pool.release(blocks)
+        self.request_blocks[index] = 0
+
+    def _cache_prompt_blocks(self, gpu: int, index: int, before: int, after: int) -> None:
+        """Key the hashed blocks of ``index`` that its tokens ``before .. after - 1`` completed.
+
+        Others can hit them while ``index`` still runs; its other blocks are keyed when freed.
+        """
+        shared = self._shared_keys.get(index)
+        if shared is None:
+            shared = self._prefix_keys(index)
+        b = self.kv_block_tokens
+        stop = min(after // b, len(shared))
+        if before // b < stop:
+            pool = self._pools[gpu]
+            blocks = self._block_ids[index]
+            for j in range(before // b, stop):
+                pool.cache(blocks[j], shared[j])
 
     # ------------------------------------------------------------------ the decision
     def run_iteration(
@@ -480,7 +638,7 @@ class IterationServer(Engine):
         if budget > 0:
             prefill_tokens, prefill_kv_tokens = self._plan_continuations(gpu, budget, plan)
             if prefill_tokens < budget:
-                prefill_tokens = self._plan_admissions(
+                prefill_tokens, _ = self._plan_admissions(
                     gpu, budget, prefill_tokens, max_new_prompts, plan
                 )
         if k == 0 and not plan:
@@ -557,30 +715,48 @@ class IterationServer(Engine):
 
     def _plan_admissions(
         self, gpu: int, budget: int, used: int, max_new_prompts: int, plan: list[tuple[int, int]]
-    ) -> int:
-        """Admit requests from the head of the waiting queue into ``plan``; return the tokens.
+    ) -> tuple[int, int]:
+        """Admit requests from the head of the waiting queue into ``plan``.
 
         Reserve mode reserves each admitted request's footprint; paged mode gives it the blocks of
-        its first chunk and stops at a head whose blocks are not free.
+        its first chunk and stops at a head whose blocks are not free. With prefix caching a
+        request first takes its cached prefix blocks (free ones count against the free blocks)
+        and its prefill starts after them.
+
+        Returns:
+            ``(tokens, kv_tokens)``: the prefill tokens planned so far (``used`` plus the
+            admissions'), and the cached tokens the admitted chunks attend to.
         """
         chunk = self.chunk_size
         target = self._target
         records = self._records
         paged = self.paged
-        admitted = 0
+        caching = self.prefix_caching
+        admitted = kv = 0
         while used < budget and admitted < max_new_prompts and self.can_admit(gpu):
             requeued = bool(self.requeued)
             index = self.requeued[0] if requeued else self._queue_list[self.queue_head]
             p = target[index]
-            take = p if chunk is None else min(p, chunk, budget - used)
+            hits: list[int] = []
+            if caching:
+                hits, evictable = self._cache_hits(gpu, index)
+                hit_tokens = len(hits) * self.kv_block_tokens
+                remaining = p - hit_tokens
+            else:
+                evictable = hit_tokens = 0
+                remaining = p
+            take = remaining if chunk is None else min(remaining, chunk, budget - used)
             if take > budget - used:
                 break  # whole prompts only: the head does not fit, and the queue is FIFO
             if paged:
                 need = self._blocks_for(take)
-                if need > self.capacity_blocks - self.blocks_used[gpu]:
+                if need > self.capacity_blocks - self.blocks_used[gpu] - evictable:
                     break  # the head's blocks are not free: head-of-line blocking, as in vLLM
-                self.request_blocks[index] = need
-                self.blocks_used[gpu] += need
+                if caching:
+                    self._admit_cached(gpu, index, hits, need)
+                else:
+                    self.request_blocks[index] = need
+                    self.blocks_used[gpu] += need
                 self._admissions += 1
                 self._admitted_at[index] = self._admissions
             else:
@@ -597,7 +773,29 @@ class IterationServer(Engine):
             records.gpu[index] = gpu
             plan.append((index, take))
             used += take
-        return used
+            kv += hit_tokens
+        return used, kv
+
+    def _admit_cached(self, gpu: int, index: int, hits: list[int], need: int) -> None:
+        """Give admitted ``index`` its cached prefix ``hits`` and ``need`` new blocks."""
+        pool = self._pools[gpu]
+        hit_tokens = len(hits) * self.kv_block_tokens
+        self.blocks_used[gpu] += pool.evictable(hits)  # free cached blocks now held again
+        pool.touch(hits)
+        self._block_ids[index] = list(hits)
+        self.request_blocks[index] = len(hits)
+        self._grow(gpu, index, need)
+        self._prefilled[index] = hit_tokens
+        self.prefix_hit_tokens += hit_tokens
+        self.prefix_queried_tokens += self._target[index]
+        records = self._records
+        records.prefix_hit_tokens[index] += hit_tokens
+        discarded = self._discarded.pop(index, 0)
+        if discarded and hit_tokens:
+            # Discarded tokens found in the cache are not computed again.
+            saved = min(discarded, hit_tokens)
+            self.recomputed_tokens -= saved
+            records.recomputed_tokens[index] -= saved
 
     def _run_paged_iteration(
         self, gpu: int, decode_count: int, prefill_budget_tokens: int, max_new_prompts: int
@@ -619,11 +817,18 @@ class IterationServer(Engine):
         need = rows.size + sum(chunk_blocks)
         if need <= self.capacity_blocks - self.blocks_used[gpu]:
             # Every scheduled request gets its blocks: the order does not matter.
-            for j in rows.tolist():
-                held[int(running[j])] += 1
-            for (index, _), blocks in zip(plan, chunk_blocks):
-                held[index] += blocks
-            self.blocks_used[gpu] += need
+            if self.prefix_caching:
+                for j in rows.tolist():
+                    self._grow(gpu, int(running[j]), 1)
+                for (index, _), blocks in zip(plan, chunk_blocks):
+                    if blocks:
+                        self._grow(gpu, index, blocks)
+            else:
+                for j in rows.tolist():
+                    held[int(running[j])] += 1
+                for (index, _), blocks in zip(plan, chunk_blocks):
+                    held[index] += blocks
+                self.blocks_used[gpu] += need
             preempted = False
         else:
             k, prefill_tokens, prefill_kv_tokens, preempted = self._allocate_with_preemption(
@@ -631,9 +836,10 @@ class IterationServer(Engine):
             )
             running = self.running[gpu]
         if not preempted and prefill_tokens < budget:
-            prefill_tokens = self._plan_admissions(
+            prefill_tokens, hit_tokens = self._plan_admissions(
                 gpu, budget, prefill_tokens, max_new_prompts, plan
             )
+            prefill_kv_tokens += hit_tokens
         self.kv_used[gpu] = self.kv_reserved[gpu] = self.blocks_used[gpu] * self.kv_block_tokens
         if k == 0 and not plan:
             if preempted:
@@ -669,13 +875,16 @@ class IterationServer(Engine):
             needs[index] = blocks
         scheduled = sorted(needs, key=admitted_at.__getitem__)
         on_gpu = sorted([*running.tolist(), *self.prefilling[gpu]], key=admitted_at.__getitem__)
-        free = self.capacity_blocks - self.blocks_used[gpu]
-        served, victims, _ = allocate_in_admission_order(
-            scheduled, [needs[i] for i in scheduled], on_gpu, self.request_blocks, free
-        )
-        self.blocks_used[gpu] += sum(needs[i] for i in scheduled[:served])
-        for victim in victims:
-            self._preempt(gpu, victim)
+        if self.prefix_caching:
+            victims = self._allocate_cached(gpu, scheduled, needs, on_gpu)
+        else:
+            free = self.capacity_blocks - self.blocks_used[gpu]
+            served, victims, _ = allocate_in_admission_order(
+                scheduled, [needs[i] for i in scheduled], on_gpu, self.request_blocks, free
+            )
+            self.blocks_used[gpu] += sum(needs[i] for i in scheduled[:served])
+            for victim in victims:
+                self._preempt(gpu, victim)
         if victims:
             gone = set(victims)
             plan[:] = [item for item in plan if item[0] not in gone]
@@ -684,6 +893,33 @@ class IterationServer(Engine):
         tokens = sum(take for _, take in plan)
         kv = sum(prefilled[index] for index, _ in plan)
         return k, tokens, kv, bool(victims)
+
+    def _allocate_cached(
+        self, gpu: int, scheduled: list[int], needs: dict[int, int], on_gpu: list[int]
+    ) -> list[int]:
+        """:func:`allocate_in_admission_order` with shared blocks: preempt, then count.
+
+        A victim frees only the blocks no other request holds, so each victim is preempted
+        (its blocks released) before the free blocks are counted again.
+
+        Returns:
+            The victims, in preemption order (already preempted).
+        """
+        pool = self._pools[gpu]
+        victims: list[int] = []
+        gone: set[int] = set()
+        for index in scheduled:
+            need = needs[index]
+            while index not in gone and need > pool.n_free:
+                victim = on_gpu.pop()
+                victims.append(victim)
+                gone.add(victim)
+                self._preempt(gpu, victim)
+            if index in gone:
+                break  # every later request is more recent, so preempted too
+            if need:
+                self._grow(gpu, index, need)
+        return victims
 
     def _preempt(self, gpu: int, index: int) -> None:
         """Free ``index``'s blocks, discard its KV and put it at the front of the waiting queue."""
@@ -709,9 +945,13 @@ class IterationServer(Engine):
         else:
             self.prefilling[gpu].remove(index)
             discarded = self._prefilled[index]
+        if self.prefix_caching:
+            self._release(gpu, index, discarded)
+            self._discarded[index] = discarded
+        else:
+            self.blocks_used[gpu] -= self.request_blocks[index]
+            self.request_blocks[index] = 0
         self._prefilled[index] = 0
-        self.blocks_used[gpu] -= self.request_blocks[index]
-        self.request_blocks[index] = 0
         self.n_sequences[gpu] -= 1
         self.n_preemptions += 1
         self.recomputed_tokens += discarded
@@ -756,7 +996,11 @@ class IterationServer(Engine):
             prefilled = self._prefilled
             resume_state = self._resume_state
             finished_prefill = False
+            caching = self.prefix_caching
             for index, take in plan:
+                if caching:
+                    done = prefilled[index]
+                    self._cache_prompt_blocks(gpu, index, done, done + take)
                 prefilled[index] += take
                 self.kv_used[gpu] += take
                 if prefilled[index] == target[index]:
@@ -875,7 +1119,9 @@ class IterationServer(Engine):
         records.completion_s[index] = t
         self.n_completed += 1
         self.n_sequences[gpu] -= 1
-        if self.paged:
+        if self.prefix_caching:
+            self._release(gpu, index, self._prompt[index] + generated - 1)
+        elif self.paged:
             self.blocks_used[gpu] -= self.request_blocks[index]
             self.request_blocks[index] = 0
         else:
@@ -930,7 +1176,12 @@ class IterationServer(Engine):
         return records
 
     def _run_counts(self) -> dict[str, int]:
-        return {"preemptions": self.n_preemptions, "recomputed_tokens": self.recomputed_tokens}
+        return {
+            "preemptions": self.n_preemptions,
+            "recomputed_tokens": self.recomputed_tokens,
+            "prefix_hit_tokens": self.prefix_hit_tokens,
+            "prefix_queried_tokens": self.prefix_queried_tokens,
+        }
 
     @property
     def sla_misses(self) -> int:

@@ -49,7 +49,10 @@ class RequestRecords:
         max_token_gap_s: Longest time between two consecutive output tokens (iteration level).
         preemptions: How many times the request was preempted (iteration level, paged KV).
         recomputed_tokens: KV tokens of the request discarded by its preemptions, which it
-            computes again when readmitted.
+            computes again when readmitted (with prefix caching, less those it then found
+            cached).
+        prefix_hit_tokens: Tokens its admissions skipped because their KV blocks were in the
+            prefix cache (iteration level, paged KV with prefix caching).
     """
 
     def __init__(self, workload: Workload) -> None:
@@ -66,6 +69,7 @@ class RequestRecords:
         self.max_token_gap_s = np.zeros(n)
         self.preemptions = np.zeros(n, dtype=np.int64)
         self.recomputed_tokens = np.zeros(n, dtype=np.int64)
+        self.prefix_hit_tokens = np.zeros(n, dtype=np.int64)
         #: Whether the server resolves individual token times (iteration level) or not.
         self.tracks_token_gaps = True
 
@@ -121,6 +125,7 @@ class RequestRecords:
                 "max_token_gap_s": np.where(self.completed, self.max_token_gap_s, np.nan),
                 "preemptions": self.preemptions,
                 "recomputed_tokens": self.recomputed_tokens,
+                "prefix_hit_tokens": self.prefix_hit_tokens,
                 "status": pd.Categorical.from_codes(status, categories=list(STATUS_NAMES)),
                 "reject_reason": reasons[self.reject_reason],
             }

@@ -7,6 +7,8 @@
 * :mod:`~llmsched_env.validation.report`: the comparison table and figures (:func:`validate`).
 * :mod:`~llmsched_env.validation.prefix_sharing`: how much prefill a prefix cache could skip in a
   workload with token ids (:func:`prefix_sharing`).
+* :mod:`~llmsched_env.validation.prompt_hashes`: the shipped prefix block hashes of a run's
+  prompts, for replays with prefix caching (:func:`shipped_prompt_hashes`).
 
 The shipped runs are LLMServingSim 2.0's vLLM 0.19.0 runs (casys-kaist/LLMServingSim, MIT).
 ``llmsched validate`` runs :func:`validate` from the shell.
@@ -22,6 +24,14 @@ from llmsched_env.validation.prefix_sharing import (
     PrefixSharing,
     prefix_sharing,
     read_prompt_token_ids,
+)
+from llmsched_env.validation.prompt_hashes import (
+    PromptHashes,
+    attach_prompt_hashes,
+    load_prompt_hashes,
+    prompt_hashes_from_jsonl,
+    save_prompt_hashes,
+    shipped_prompt_hashes,
 )
 from llmsched_env.validation.replay import ReplayResult, replay, run_workload
 from llmsched_env.validation.report import (
@@ -42,6 +52,7 @@ from llmsched_env.validation.settings import RUN_SETTINGS, RunSettings, run_sett
 __all__ = [
     "METRICS",
     "PrefixSharing",
+    "PromptHashes",
     "RUN_SETTINGS",
     "STATS",
     "VALIDATION_COLUMNS",
@@ -50,15 +61,20 @@ __all__ = [
     "RunSettings",
     "RunValidation",
     "VllmRun",
+    "attach_prompt_hashes",
     "latency_stats",
+    "load_prompt_hashes",
     "load_run",
     "measured_latencies_ms",
     "prefix_sharing",
+    "prompt_hashes_from_jsonl",
     "read_prompt_token_ids",
     "replay",
     "request_latencies_ms",
     "run_settings",
     "run_workload",
+    "save_prompt_hashes",
+    "shipped_prompt_hashes",
     "shipped_run_names",
     "validate",
     "validate_run",

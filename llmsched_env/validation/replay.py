@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
 import pandas as pd
 
 from llmsched_env.validation.latencies import request_latencies_ms
+from llmsched_env.validation.prompt_hashes import (
+    PromptHashes,
+    attach_prompt_hashes,
+    shipped_prompt_hashes,
+)
 from llmsched_env.validation.runs import VllmRun
 from llmsched_env.validation.settings import ENV_ID, RunSettings, run_settings
 from llmsched_env.workload import Workload
@@ -44,6 +50,7 @@ class ReplayResult:
         n_decisions: Scheduling decisions (env steps) taken.
         wall_time_s: Wall-clock time of the replay (env reset and every step, not building the
             env), from ``time.perf_counter``.
+        metrics: The episode's ``episode_metrics`` (preemptions, prefix cache hits, ...).
     """
 
     run: str
@@ -56,6 +63,7 @@ class ReplayResult:
     timeseries: pd.DataFrame
     n_decisions: int
     wall_time_s: float
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
     def latencies_ms(self) -> pd.DataFrame:
         """Simulated TTFT, TPOT and E2E per request (see ``request_latencies_ms``)."""
@@ -64,13 +72,23 @@ class ReplayResult:
         )
 
 
-def run_workload(run: VllmRun) -> tuple[Workload, np.ndarray]:
+def run_workload(
+    run: VllmRun, prompt_hashes: PromptHashes | None = None
+) -> tuple[Workload, np.ndarray]:
     """The run's requests as a workload sorted by arrival.
 
     Requests with equal ``queued_ts`` keep their file order (stable sort).
 
+    Args:
+        run: The run.
+        prompt_hashes: The prefix block hashes of the run's prompts (for prefix caching), from
+            ``shipped_prompt_hashes``; ``None`` for none.
+
     Returns:
         The workload, and ``order``: workload request ``i`` is ``run.requests`` row ``order[i]``.
+
+    Raises:
+        ValueError: If ``prompt_hashes`` do not match the run's requests (count or lengths).
     """
     requests = run.requests
     queued = requests["queued_ts"].to_numpy()
@@ -83,6 +101,8 @@ def run_workload(run: VllmRun) -> tuple[Workload, np.ndarray]:
         predicted_output_tokens=output,
         name=run.name,
     )
+    if prompt_hashes is not None:
+        workload = attach_prompt_hashes(workload, order, run, prompt_hashes)
     return workload, order
 
 
@@ -91,7 +111,9 @@ def replay(run: VllmRun, settings: RunSettings | None = None, *, seed: int = 0) 
 
     Args:
         run: A run from ``load_run`` (or ``run.head(n)`` for a quick subset).
-        settings: How to replay it; by default ``run_settings(run.name)``.
+        settings: How to replay it; by default ``run_settings(run.name)``. With
+            ``prefix_caching`` in its ``env_kwargs``, the workload gets the run's shipped prompt
+            hashes (``settings.prompt_hashes``), so prompts share cached prefixes.
         seed: The env's seed (matters only for stochastic latency models).
 
     Returns:
@@ -109,7 +131,10 @@ def replay(run: VllmRun, settings: RunSettings | None = None, *, seed: int = 0) 
         settings = run_settings(run.name)
     if settings.run != run.name:
         raise ValueError(f"settings are for run {settings.run!r}, not for run {run.name!r}")
-    workload, order = run_workload(run)
+    hashes = None
+    if settings.prefix_caching and settings.prompt_hashes is not None:
+        hashes = shipped_prompt_hashes(settings.prompt_hashes)
+    workload, order = run_workload(run, hashes)
     env = gym.make(ENV_ID, **settings.make_kwargs(len(workload)))
     start = time.perf_counter()
     try:
@@ -157,6 +182,7 @@ def replay(run: VllmRun, settings: RunSettings | None = None, *, seed: int = 0) 
         ),
         n_decisions=len(times) - 1,
         wall_time_s=wall_time_s,
+        metrics=info["episode_metrics"],
     )
 
 

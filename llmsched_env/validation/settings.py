@@ -42,7 +42,12 @@ class RunSettings:
         n_gpus: Engine replicas sharing the waiting queue (vLLM's data-parallel size).
         policy: Baseline policy that schedules the replay (a ``baselines`` name).
         env_kwargs: Further ``gym.make`` arguments (read-only mapping); it may not set the
-            arguments above.
+            arguments above. With ``prefix_caching=True`` (and ``kv_allocation="paged"``) the
+            replay gives the workload its prompts' prefix hashes, if the run has them.
+        prompt_hashes: Name of the shipped prefix block hashes of the run's prompts
+            (``llmsched_env.validation.prompt_hashes``), or ``None`` if its workload file has no
+            token ids. Used only with ``prefix_caching``; without hashes, preempted requests
+            still find their own cached blocks but prompts share none.
         llmservingsim_mean_error_pct: LLMServingSim 2.0's published errors of mean TTFT, TPOT
             and E2E on this run, in percent (from the run's summary file), for reference.
 
@@ -59,6 +64,7 @@ class RunSettings:
     n_gpus: int = 1
     policy: str = "vllm-v1"
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    prompt_hashes: str | None = None
     llmservingsim_mean_error_pct: tuple[float, float, float] = (float("nan"),) * 3
 
     def __post_init__(self) -> None:
@@ -81,6 +87,17 @@ class RunSettings:
                 f"{self.llmservingsim_mean_error_pct!r}"
             )
         object.__setattr__(self, "env_kwargs", MappingProxyType(dict(self.env_kwargs)))
+        if self.prompt_hashes is not None and (
+            not isinstance(self.prompt_hashes, str) or not self.prompt_hashes
+        ):
+            raise ValueError(
+                f"prompt_hashes must be a non-empty string or None, got {self.prompt_hashes!r}"
+            )
+
+    @property
+    def prefix_caching(self) -> bool:
+        """Whether the replay caches prefixes (``env_kwargs["prefix_caching"]``)."""
+        return bool(self.env_kwargs.get("prefix_caching", False))
 
     @property
     def chunk_size(self) -> int:
@@ -128,7 +145,10 @@ RUN_SETTINGS: dict[str, RunSettings] = {
             max_tokens=2048,
             max_sequences=256,
             policy="vllm-v1",
-            env_kwargs=_VLLM_V1_KV,
+            # vLLM had prefix caching on; the hashes of the prompts it served (from the workload
+            # file's token ids) let the replay find shared prefixes too.
+            env_kwargs={**_VLLM_V1_KV, "prefix_caching": True},
+            prompt_hashes="sharegpt-llama-3.1-8b-300-sps10",
             llmservingsim_mean_error_pct=(0.6, 0.2, 0.5),
         ),
         RunSettings(

@@ -34,6 +34,10 @@ from llmsched_env.workload.predictors import (
     PromptPowerLawPredictor,
     make_predictor,
 )
+from llmsched_env.workload.prefix_hashes import (
+    prefix_block_hashes,
+    prefix_block_hashes_from_token_ids,
+)
 from llmsched_env.workload.presets import WORKLOAD_PRESETS, make_workload_source
 from llmsched_env.workload.requests import Workload
 from llmsched_env.workload.sources import SyntheticSource, TraceSource, WorkloadSource
@@ -78,5 +82,7 @@ __all__ = [
     "load_burstgpt_trace",
     "make_predictor",
     "make_workload_source",
+    "prefix_block_hashes",
+    "prefix_block_hashes_from_token_ids",
     "shipped_data_path",
 ]

@@ -68,6 +68,47 @@ def _frozen_array(name: str, values: Any, dtype: type) -> np.ndarray:
     return array
 
 
+def _frozen_hashes(
+    hashes: Any, prompt_tokens: np.ndarray, block_tokens: int
+) -> tuple[np.ndarray, ...]:
+    """Check prefix block hashes against the prompts and freeze them as int64 arrays.
+
+    Unsigned hashes (for example 64-bit digests) are reinterpreted bit for bit as int64.
+    """
+    if isinstance(hashes, (str, bytes, np.ndarray)) or not isinstance(hashes, Sequence):
+        raise TypeError(
+            "prefix_block_hashes must be a sequence of one integer array per request, got "
+            f"{type(hashes).__name__}"
+        )
+    n = prompt_tokens.shape[0]
+    if len(hashes) != n:
+        raise ValueError(
+            f"prefix_block_hashes must hold one array per request ({n}), got {len(hashes)}"
+        )
+    frozen = []
+    for index, values in enumerate(hashes):
+        raw = np.asarray(values)
+        if raw.size == 0:
+            raw = raw.astype(np.int64)
+        if raw.ndim != 1 or raw.dtype.kind not in "iu":
+            raise ValueError(
+                f"prefix_block_hashes[{index}] must be a 1-D array of integers, got shape "
+                f"{raw.shape} and dtype {raw.dtype}"
+            )
+        most = int(prompt_tokens[index]) // block_tokens
+        if raw.shape[0] > most:
+            raise ValueError(
+                f"prefix_block_hashes[{index}] has {raw.shape[0]} hashes, but prompt_tokens"
+                f"[{index}] = {int(prompt_tokens[index])} holds only {most} full blocks of "
+                f"prefix_block_tokens = {block_tokens}"
+            )
+        # A copy the caller cannot change (uint64 digests keep their bits).
+        array = (raw.view(np.int64) if raw.dtype == np.uint64 else raw.astype(np.int64)).copy()
+        array.flags.writeable = False
+        frozen.append(array)
+    return tuple(frozen)
+
+
 def _check_at_least_one_token(name: str, values: np.ndarray) -> None:
     """Raise ``ValueError`` naming the first entry of ``values`` below one token."""
     bad = values < 1
@@ -91,12 +132,23 @@ class Workload:
         predicted_output_tokens: int64 ``(n,)`` output lengths as a scheduler's predictor sees
             them, ``>= 1``.
         name: A label for reports (for example the preset or trace name).
+        prefix_block_hashes: Optional content hashes of the prompts' full blocks, for prefix
+            caching (``IterationServer(prefix_caching=True)``): one int64 array per request, hash
+            ``j`` identifying the prompt's first ``(j + 1) * prefix_block_tokens`` tokens (a hash
+            chain, as vLLM's block hashes: equal hashes mean equal prefixes up to and including
+            that block). At most ``prompt_tokens // prefix_block_tokens`` hashes per request; an
+            empty array means no block is shareable. ``None``: no request shares a prefix with
+            another. Build them from token ids with :func:`prefix_block_hashes_from_token_ids`.
+        prefix_block_tokens: Tokens per hashed block (16 for vLLM-style hashes of token ids,
+            512 for Mooncake traces' ``hash_ids``).
 
     Raises:
         ValueError: If the arrays are empty, not 1-D, of unequal length, if the arrivals are not
-            finite, negative or not sorted (use :meth:`from_unsorted` to sort), or if a token
-            count is not a whole number ``>= 1``.
-        TypeError: If an array does not hold real numbers or ``name`` is not a string.
+            finite, negative or not sorted (use :meth:`from_unsorted` to sort), if a token
+            count is not a whole number ``>= 1``, or if the prefix hashes are not one integer
+            array per request with at most one hash per full prompt block.
+        TypeError: If an array does not hold real numbers, ``name`` is not a string or the
+            prefix hashes are not a sequence.
 
     Example:
         >>> w = Workload([0.0, 0.5, 2.0], [10, 20, 30], [5, 1, 7], [5, 1, 7], name="toy")
@@ -113,6 +165,8 @@ class Workload:
     output_tokens: np.ndarray
     predicted_output_tokens: np.ndarray
     name: str = "custom"
+    prefix_block_hashes: tuple[np.ndarray, ...] | None = None
+    prefix_block_tokens: int = 16
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -147,6 +201,11 @@ class Workload:
             )
         for field_name in _TOKEN_FIELDS:
             _check_at_least_one_token(field_name, getattr(self, field_name))
+        block_tokens = check_int("prefix_block_tokens", self.prefix_block_tokens, minimum=1)
+        object.__setattr__(self, "prefix_block_tokens", block_tokens)
+        if self.prefix_block_hashes is not None:
+            hashes = _frozen_hashes(self.prefix_block_hashes, self.prompt_tokens, block_tokens)
+            object.__setattr__(self, "prefix_block_hashes", hashes)
 
     @classmethod
     def _derived(
@@ -156,11 +215,14 @@ class Workload:
         output_tokens: np.ndarray,
         predicted_output_tokens: np.ndarray,
         name: str,
+        prefix_block_hashes: tuple[np.ndarray, ...] | None = None,
+        prefix_block_tokens: int = 16,
     ) -> Workload:
         """A workload from arrays derived from a validated one, without checking them again.
 
         The arrays must come from a valid workload by slicing, a shift or a positive scaling
-        that keeps arrivals sorted, finite and non-negative. Each episode samples its workload
+        that keeps arrivals sorted, finite and non-negative (and the prefix hashes, if any, are
+        the validated ones of the same requests). Each episode samples its workload
         this way; the checks of the constructor would cost more than the rest of the sampling.
         Arrays that are not read-only yet (new ones, not views of a caller's data) are frozen.
         """
@@ -174,7 +236,16 @@ class Workload:
             values.flags.writeable = False
             object.__setattr__(workload, field_name, values)
         object.__setattr__(workload, "name", name)
+        object.__setattr__(workload, "prefix_block_hashes", prefix_block_hashes)
+        object.__setattr__(workload, "prefix_block_tokens", prefix_block_tokens)
         return workload
+
+    def _prefix_kwargs(self, keep: slice | None = None) -> dict[str, Any]:
+        """The prefix-hash fields of a workload derived from this one (of requests ``keep``)."""
+        hashes = self.prefix_block_hashes
+        if hashes is not None and keep is not None:
+            hashes = hashes[keep]
+        return {"prefix_block_hashes": hashes, "prefix_block_tokens": self.prefix_block_tokens}
 
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
@@ -195,6 +266,8 @@ class Workload:
                 self.output_tokens,
                 self.predicted_output_tokens,
                 self.name,
+                self.prefix_block_hashes,
+                self.prefix_block_tokens,
             ),
         )
 
@@ -257,6 +330,7 @@ class Workload:
             self.output_tokens[start:stop],
             self.predicted_output_tokens[start:stop],
             self.name,
+            **self._prefix_kwargs(slice(start, stop)),
         )
 
     def time_scaled(self, speedup: float) -> Workload:
@@ -284,6 +358,7 @@ class Workload:
             self.output_tokens,
             self.predicted_output_tokens,
             self.name,
+            **self._prefix_kwargs(),
         )
 
     def with_predictions(
@@ -318,6 +393,30 @@ class Workload:
             self.output_tokens,
             predicted,
             self.name if name is None else name,
+            **self._prefix_kwargs(),
+        )
+
+    def with_prefix_hashes(
+        self, prefix_block_hashes: Sequence[ArrayLike] | None, block_tokens: int = 16
+    ) -> Workload:
+        """Return the workload with the prompts' prefix block hashes replaced.
+
+        Args:
+            prefix_block_hashes: One integer array per request (see the class attributes), or
+                ``None`` to drop them.
+            block_tokens: Tokens per hashed block.
+
+        Returns:
+            A new :class:`Workload` (checked as the constructor does).
+        """
+        return Workload(
+            self.arrival_s,
+            self.prompt_tokens,
+            self.output_tokens,
+            self.predicted_output_tokens,
+            self.name,
+            prefix_block_hashes=prefix_block_hashes,
+            prefix_block_tokens=block_tokens,
         )
 
     def to_frame(self) -> pd.DataFrame:

@@ -4,6 +4,7 @@ import pickle
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +30,16 @@ def tiny_env(data, *, chunk_is_budget=False):
     prompt = rng.integers(1, 30, n)
     output = rng.integers(1, 30, n)
     prompt[0], output[0] = 1, 1  # never an episode with every request rejected
+    caching = data.draw(st.booleans(), label="prefix_caching")
+    workload = make_workload(arrival, prompt, output)
+    if caching:
+        # Prompts start with a prefix of one of two documents (hashes of `block` tokens).
+        chains = []
+        for p in prompt.tolist():
+            shared = int(rng.integers(0, p // block + 1))
+            doc = int(rng.integers(0, 2))
+            chains.append([doc * 1000 + j for j in range(shared)])
+        workload = workload.with_prefix_hashes(chains, block)
     env = gym.make(
         CONTINUOUS,
         workload="demo2",
@@ -37,13 +48,14 @@ def tiny_env(data, *, chunk_is_budget=False):
         kv_memory=kv,
         kv_allocation="paged",
         kv_block_tokens=block,
+        prefix_caching=caching,
         max_tokens=max_tokens,
         chunk_size=chunk,
         max_sequences=data.draw(st.integers(1, 6), label="max_sequences"),
         n_gpus=data.draw(st.integers(1, 2), label="n_gpus"),
         invalid_action="raise",
     )
-    return env, make_workload(arrival, prompt, output)
+    return env, workload
 
 
 def run_to_the_end(env, workload, act):
@@ -72,6 +84,7 @@ def test_random_valid_actions_end_every_tiny_paged_episode(data):
 
     info, server = run_to_the_end(env, workload, act)
     assert info["episode_metrics"]["preemptions"] == server.n_preemptions
+    assert info["episode_metrics"]["prefix_hit_tokens"] == server.prefix_hit_tokens
 
 
 @settings(max_examples=60, deadline=None)
@@ -115,3 +128,36 @@ def test_info_and_observation_see_the_preempted_requests_at_the_front():
         probe = pickle.loads(pickle.dumps(env.unwrapped))
         *_, step_info = probe.step(index)
         assert not step_info["invalid_action"]
+
+
+def test_prefix_caching_is_an_env_option_of_paged_memory_only():
+    with pytest.raises(ValueError, match="prefix_caching=True needs kv_allocation='paged'"):
+        gym.make(CONTINUOUS, prefix_caching=True)
+    with pytest.raises(ValueError, match="prefix_caching must be True or False"):
+        gym.make(CONTINUOUS, kv_allocation="paged", prefix_caching="yes")
+    env = gym.make(CONTINUOUS, kv_allocation="paged", prefix_caching=True, n_requests=20)
+    _, info = env.reset(seed=0)
+    assert info["prefix_caching"] is True and info["prefix_hit_tokens"] == 0
+    assert env.unwrapped.server.prefix_caching
+
+
+def test_shared_prompt_prefixes_skip_prefill_in_the_env():
+    # Three 64-token prompts with the same first 48 tokens (3 blocks of 16), arriving apart.
+    w = make_workload([0.0, 5.0, 10.0], [64, 64, 64], [4, 4, 4]).with_prefix_hashes(
+        ([1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 6]), 16
+    )
+    metrics = {}
+    for caching in (False, True):
+        env = gym.make(
+            CONTINUOUS,
+            kv_allocation="paged",
+            prefix_caching=caching,
+            n_requests=3,
+            chunk_size=2048,
+        )
+        info, _ = run_to_the_end(env, w, make_policy("vllm-v1", env).act)
+        metrics[caching] = info["episode_metrics"]
+    assert metrics[True]["prefix_hit_tokens"] == 2 * 48
+    assert metrics[True]["prefix_queried_tokens"] == 3 * 64
+    assert metrics[False]["prefix_hit_tokens"] == metrics[False]["prefix_queried_tokens"] == 0
+    assert metrics[True]["ttft_s_mean"] < metrics[False]["ttft_s_mean"]

@@ -120,10 +120,73 @@ def test_paged_server_never_loses_or_duplicates_a_request_across_preemptions(
     assert (s.records.first_token_s[done] <= s.records.completion_s[done]).all()
 
 
-def run_random_iterations(seed, n, n_gpus, chunk, choices, **server_kwargs) -> IterationServer:
-    """Run decisions cycling through ``choices``, checking the accounting after each one."""
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 40),
+    n_gpus=st.integers(1, 2),
+    chunk=st.sampled_from([None, 1, 16, 200]),
+    block=st.sampled_from([1, 4, 16]),
+    hash_tokens=st.sampled_from([1, 4, 16, 32]),
+    kv=st.integers(16, 1500),
+    choices=st.lists(
+        st.tuples(st.integers(0, 20), st.integers(0, 600), st.integers(1, 5)),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_prefix_cached_server_keeps_blocks_and_requests_accounted_for(
+    seed, n, n_gpus, chunk, block, hash_tokens, kv, choices
+):
+    """Prefix caching under tight memory, with prompts sharing prefixes of a few documents.
+
+    After every decision (``check_iteration_accounting``): referenced plus free blocks make the
+    capacity, reference counts match the holders, cache keys are unique, and every request is in
+    exactly one place; the run ends with every request completed or rejected.
+    """
+    s = run_random_iterations(
+        seed,
+        n,
+        n_gpus,
+        chunk,
+        choices,
+        shared_prefix_tokens=hash_tokens,
+        kv_capacity_tokens=kv,
+        kv_allocation="paged",
+        kv_block_tokens=block,
+        prefix_caching=True,
+    )
+    assert not s.requeued and s.blocks_used == [0] * n_gpus
+    assert s.prefix_hit_tokens <= s.prefix_queried_tokens
+    assert (s.records.recomputed_tokens >= 0).all()
+
+
+def shared_prefix_hashes(rng, prompt_tokens, block_tokens):
+    """Hash chains of prompts that start with a prefix of one of three documents."""
+    chains = []
+    for i, p in enumerate(prompt_tokens.tolist()):
+        n = p // block_tokens
+        shared = int(rng.integers(0, n + 1))
+        doc = int(rng.integers(0, 3))
+        chains.append(
+            [doc * 10**6 + j for j in range(shared)]
+            + [-(i * 10**6 + j) - 1 for j in range(shared, n)]
+        )
+    return chains
+
+
+def run_random_iterations(
+    seed, n, n_gpus, chunk, choices, shared_prefix_tokens=None, **server_kwargs
+) -> IterationServer:
+    """Run decisions cycling through ``choices``, checking the accounting after each one.
+
+    ``shared_prefix_tokens``: give the prompts shared prefix hashes of that granularity.
+    """
     rng = np.random.default_rng(seed)
     w = random_workload(rng, n)
+    if shared_prefix_tokens is not None:
+        hashes = shared_prefix_hashes(rng, w.prompt_tokens, shared_prefix_tokens)
+        w = w.with_prefix_hashes(hashes, shared_prefix_tokens)
     s = IterationServer(
         w,
         n_gpus=n_gpus,

@@ -1,0 +1,85 @@
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llmsched_env.workload import (
+    Workload,
+    prefix_block_hashes,
+    prefix_block_hashes_from_token_ids,
+)
+
+
+def _workload(hashes, block_tokens=4):
+    return Workload(
+        [0.0, 1.0, 2.0],
+        [8, 9, 3],
+        [2, 2, 2],
+        [2, 2, 2],
+        prefix_block_hashes=hashes,
+        prefix_block_tokens=block_tokens,
+    )
+
+
+def test_hash_chain_equal_exactly_on_equal_prefixes():
+    a = prefix_block_hashes([1, 2, 3, 4, 5, 6, 7], block_tokens=2)
+    b = prefix_block_hashes([1, 2, 3, 4, 9, 6], block_tokens=2)
+    c = prefix_block_hashes([9, 2, 3, 4], block_tokens=2)
+    assert a.dtype == np.int64 and len(a) == 3 and len(b) == 3
+    assert a[0] == b[0] and a[1] == b[1] and a[2] != b[2]
+    # The chain: same second block after a different first block gives a different hash.
+    assert c[0] != a[0] and c[1] != a[1]
+    assert len(prefix_block_hashes([1], block_tokens=2)) == 0
+
+
+def test_hashes_are_the_same_in_another_process():
+    code = (
+        "from llmsched_env.workload import prefix_block_hashes;"
+        "print(prefix_block_hashes(list(range(40)), 16).tolist())"
+    )
+    here = prefix_block_hashes(list(range(40)), 16).tolist()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(here)
+
+
+def test_from_token_ids_names_the_bad_request():
+    chains = prefix_block_hashes_from_token_ids([[1] * 32, [2] * 5], block_tokens=16)
+    assert [len(c) for c in chains] == [2, 0] and not chains[0].flags.writeable
+    with pytest.raises(ValueError, match="request 1: token ids must be"):
+        prefix_block_hashes_from_token_ids([[1], [1.5]])
+    with pytest.raises(ValueError, match="block_tokens must be an integer >= 1"):
+        prefix_block_hashes([1, 2], block_tokens=0)
+
+
+def test_workload_validates_the_hashes():
+    ok = _workload(([1, 2], np.array([3, 4], dtype=np.uint64), []))
+    assert [h.dtype for h in ok.prefix_block_hashes] == [np.int64] * 3
+    assert not ok.prefix_block_hashes[0].flags.writeable
+    with pytest.raises(ValueError, match=r"one array per request \(3\), got 2"):
+        _workload(([1], [2]))
+    with pytest.raises(ValueError, match=r"prefix_block_hashes\[1\] has 3 hashes.*= 9 holds"):
+        _workload(([1], [1, 2, 3], []))
+    with pytest.raises(ValueError, match=r"prefix_block_hashes\[0\] must be a 1-D array"):
+        _workload(([0.5], [], []))
+    with pytest.raises(TypeError, match="sequence of one integer array"):
+        _workload(np.zeros((3, 1), dtype=np.int64))
+    with pytest.raises(ValueError, match="prefix_block_tokens"):
+        _workload(None, block_tokens=0)
+
+
+def test_derived_workloads_keep_the_hashes():
+    w = _workload(([1, 2], [1], []))
+    for derived in (
+        w.time_scaled(2.0),
+        w.with_predictions([1, 1, 1]),
+        pickle.loads(pickle.dumps(w)),
+    ):
+        assert [h.tolist() for h in derived.prefix_block_hashes] == [[1, 2], [1], []]
+        assert derived.prefix_block_tokens == 4
+    window = w.window(1, 2)
+    assert [h.tolist() for h in window.prefix_block_hashes] == [[1], []]
+    assert w.with_prefix_hashes(None).prefix_block_hashes is None
+    assert Workload([0.0], [3], [1], [1]).prefix_block_hashes is None
+    assert w.window(0).prefix_block_tokens == 4
