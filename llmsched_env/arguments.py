@@ -137,7 +137,12 @@ def real(
         >>> real("Env", "sla", np.float32(2.5), positive=True)
         2.5
     """
-    expectation = "a finite number" + (" > 0" if positive else "") + _range_text(minimum, maximum)
+    if positive and maximum is not None:
+        expectation = f"a finite number in (0, {maximum}]"
+    elif positive:
+        expectation = "a finite number > 0" + _range_text(minimum, None)
+    else:
+        expectation = "a finite number" + _range_text(minimum, maximum)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ArgumentTypeError(message(owner, name, expectation, value))
     number = float(value)
