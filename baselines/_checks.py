@@ -1,14 +1,17 @@
-"""Argument checks shared by the baseline policies of both environments."""
+"""Argument checks shared by the baseline policies of both environments.
+
+They delegate to :mod:`llmsched_env.arguments`, the library's one message format.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from llmsched_env import arguments
 
 
 def check_int(owner: str, name: str, value: Any, low: int, high: int | None = None) -> int:
-    """Return ``value`` if it is an integer in ``[low, high]``, else raise ``ValueError``.
+    """Return ``value`` if it is an integer (Python or numpy) in ``[low, high]``, else raise.
 
     Args:
         owner: The class whose argument is checked, for the message.
@@ -21,11 +24,9 @@ def check_int(owner: str, name: str, value: Any, low: int, high: int | None = No
         The value as an ``int``.
 
     Raises:
-        ValueError: If the value is not an integer in range; the message names the argument,
-            the value and the allowed range.
+        TypeError: If the value is not an integer (an ``ArgumentTypeError``, also a
+            ``ValueError``).
+        ValueError: If it is out of range; the message names the argument, the value and the
+            allowed range.
     """
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{owner}: {name} must be an integer {bound}, got {value!r}")
-    return int(value)
+    return arguments.integer(owner, name, value, minimum=low, maximum=high)

@@ -9,7 +9,9 @@ attributes, so a heuristic and a learned agent go through exactly the same code 
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -25,6 +27,12 @@ class Policy(ABC):
 
     #: Short name used in tables and on the command line.
     name: str = "policy"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Guard every subclass's ``act`` so a missing ``info`` fails clearly."""
+        super().__init_subclass__(**kwargs)
+        if "act" in cls.__dict__ and not getattr(cls.__dict__["act"], "_checks_arguments", False):
+            cls.act = _checked_act(cls.__dict__["act"])  # type: ignore[method-assign]
 
     def __init__(self, env: gym.Env) -> None:
         self.env = env.unwrapped
@@ -88,3 +96,25 @@ class Policy(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _checked_act(act: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """Wrap ``act`` to refuse an ``info`` that is not a dict with a clear TypeError.
+
+    Heuristics read ``info`` (queues, GPU states), so ``act(None, None)`` would otherwise fail
+    deep inside with an unrelated ``NoneType`` error. The observation is not checked: the
+    heuristics do not read it (unit tests pass ``None``).
+    """
+
+    @functools.wraps(act)
+    def checked(self: Policy, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        if not isinstance(info, dict):
+            raise TypeError(
+                f"{type(self).__name__}.act: act(obs, info) needs the observation and the info "
+                "dict that env.reset() or env.step() returned, got "
+                f"obs={type(obs).__name__}, info={type(info).__name__}"
+            )
+        return act(self, obs, info)
+
+    checked._checks_arguments = True  # type: ignore[attr-defined]
+    return checked

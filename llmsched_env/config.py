@@ -1,16 +1,21 @@
 """Validated, immutable configurations of the two environments.
 
 The environments' keyword arguments map one to one onto these frozen dataclasses, which check
-every value in ``__post_init__`` and raise ``ValueError`` naming the argument, the bad value and
-what is allowed. Building a config has no side effects; derived objects (the workload source, the
-latency model) are built by the environment from it.
+every value in ``__post_init__`` with :mod:`llmsched_env.arguments` and raise ``ValueError`` (or
+``TypeError`` for a wrong type) naming the environment, the argument, the bad value and what is
+allowed. Numpy scalars are accepted and stored as Python scalars; a non-finite ``sla_penalty`` or
+bin edge is refused, since it would make rewards nan or put every request in one bin. Building a
+config has no side effects; derived objects (the workload source, the latency model) are built by
+the environment from it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+
+from llmsched_env import arguments
+from llmsched_env.arguments import ArgumentTypeError
 
 InvalidActionMode = Literal["remap", "raise"]
 INVALID_ACTION_MODES = ("remap", "raise")
@@ -27,61 +32,85 @@ KVAllocation = Literal["reserve", "paged"]
 KV_ALLOCATIONS = ("reserve", "paged")
 
 
-def check_int(name: str, value: Any, low: int = 1, high: int | None = None) -> None:
-    """Raise unless ``value`` is an integer in ``[low, high]``."""
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+def check_int(name: str, value: Any, low: int = 1, high: int | None = None, owner: str = "") -> int:
+    """Return ``value`` as an ``int`` if it is an integer (Python or numpy) in ``[low, high]``.
+
+    Raises:
+        TypeError: If ``value`` is not an integer (an
+            :class:`~llmsched_env.arguments.ArgumentTypeError`, which is also a ``ValueError``).
+        ValueError: If it is out of range.
+    """
+    return arguments.integer(owner, name, value, minimum=low, maximum=high)
 
 
-def check_positive(name: str, value: Any, *, allow_none: bool = False) -> None:
+def check_positive(name: str, value: Any, *, allow_none: bool = False, owner: str = "") -> None:
     """Raise unless ``value`` is a finite number > 0 (or ``None`` when allowed)."""
     if value is None and allow_none:
         return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be a finite number > 0{extra}, got {value!r}")
+    if value is None:
+        raise arguments.ArgumentTypeError(
+            arguments.message(owner, name, "a finite number > 0", value)
+        )
+    arguments.real(owner, name, value, positive=True)
 
 
-def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+def check_choice(name: str, value: Any, choices: tuple[Any, ...], owner: str = "") -> None:
     """Raise unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    arguments.one_of(owner, name, value, choices)
 
 
-def check_rate(load: float | None, arrival_rate: float | None) -> None:
+def check_rate(load: float | None, arrival_rate: float | None, owner: str = "") -> None:
     """Exactly one of ``load`` and ``arrival_rate`` must be given, and it must be positive."""
     if (load is None) == (arrival_rate is None):
+        prefix = f"{owner}: " if owner else ""
         raise ValueError(
-            f"give exactly one of load (fraction of estimated capacity) and arrival_rate "
+            f"{prefix}give exactly one of load (fraction of estimated capacity) and arrival_rate "
             f"(requests/s), got load={load!r}, arrival_rate={arrival_rate!r}"
         )
-    check_positive("load", load, allow_none=True)
-    check_positive("arrival_rate", arrival_rate, allow_none=True)
+    check_positive("load", load, allow_none=True, owner=owner)
+    check_positive("arrival_rate", arrival_rate, allow_none=True, owner=owner)
+
+
+def _set(cfg: Any, name: str, value: Any) -> None:
+    """Store a normalised value (numpy scalars become Python scalars) in a frozen config."""
+    object.__setattr__(cfg, name, value)
+
+
+def _int_field(cfg: Any, name: str, low: int, high: int | None = None) -> None:
+    _set(
+        cfg, name, arguments.integer(cfg.owner, name, getattr(cfg, name), minimum=low, maximum=high)
+    )
+
+
+def _positive_field(cfg: Any, name: str) -> None:
+    _set(cfg, name, arguments.real(cfg.owner, name, getattr(cfg, name), positive=True))
 
 
 def _check_common(cfg: BatchEnvConfig | ContinuousEnvConfig) -> None:
-    check_int("n_gpus", cfg.n_gpus, 1, 1024)
-    check_int("n_requests", cfg.n_requests, 1)
+    owner = cfg.owner
+    _int_field(cfg, "n_gpus", 1, 1024)
+    _int_field(cfg, "n_requests", 1)
     if cfg.load is None and cfg.arrival_rate is None:
-        object.__setattr__(cfg, "load", cfg.default_load)
-    check_rate(cfg.load, cfg.arrival_rate)
-    penalty = cfg.sla_penalty
-    if not isinstance(penalty, (int, float)) or isinstance(penalty, bool) or not penalty >= 0:
-        raise ValueError(f"sla_penalty must be a number >= 0, got {cfg.sla_penalty!r}")
-    check_choice("invalid_action", cfg.invalid_action, INVALID_ACTION_MODES)
+        _set(cfg, "load", cfg.default_load)
+    check_rate(cfg.load, cfg.arrival_rate, owner)
+    for name in ("load", "arrival_rate"):
+        if getattr(cfg, name) is not None:
+            _positive_field(cfg, name)
+    # A penalty must be finite: an infinite one makes every reward nan (inf - inf, 0 * inf).
+    _set(cfg, "sla_penalty", arguments.real(owner, "sla_penalty", cfg.sla_penalty, minimum=0))
+    check_choice("invalid_action", cfg.invalid_action, INVALID_ACTION_MODES, owner)
     if cfg.max_steps is not None:
-        check_int("max_steps", cfg.max_steps, 1)
+        _int_field(cfg, "max_steps", 1)
     if cfg.render_mode is not None:
-        check_choice("render_mode", cfg.render_mode, RENDER_MODES)
+        check_choice("render_mode", cfg.render_mode, RENDER_MODES, owner)
     if not isinstance(cfg.workload, str) and not hasattr(cfg.workload, "sample"):
-        raise ValueError(
-            f"workload must be a preset name or a WorkloadSource, got {type(cfg.workload).__name__}"
+        raise arguments.ArgumentTypeError(
+            arguments.message(owner, "workload", "a preset name or a WorkloadSource", cfg.workload)
         )
     if not isinstance(cfg.reward, str):
-        raise ValueError(f"reward must be the name of a reward shape, got {cfg.reward!r}")
+        raise arguments.ArgumentTypeError(
+            arguments.message(owner, "reward", "the name of a reward shape", cfg.reward)
+        )
 
 
 @dataclass(frozen=True)
@@ -112,6 +141,7 @@ class BatchEnvConfig:
     """
 
     default_load: ClassVar[float] = 1.0
+    owner: ClassVar[str] = "BatchScheduling-v0"
 
     workload: Any = "azure-conv"
     load: float | None = None
@@ -133,18 +163,13 @@ class BatchEnvConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        check_positive("sla", self.sla)
-        check_choice("dispatch_order", self.dispatch_order, DISPATCH_ORDERS)
-        check_int("n_bins", self.n_bins, 1, 64)
-        check_int("max_batch_size", self.max_batch_size, 1, 4096)
+        owner = self.owner
+        _positive_field(self, "sla")
+        check_choice("dispatch_order", self.dispatch_order, DISPATCH_ORDERS, owner)
+        _int_field(self, "n_bins", 1, 64)
+        _int_field(self, "max_batch_size", 1, 4096)
         if self.bin_edges is not None:
-            edges = tuple(self.bin_edges)
-            if len(edges) != self.n_bins - 1 or any(b <= a for a, b in zip(edges, edges[1:])):
-                raise ValueError(
-                    f"bin_edges must be {self.n_bins - 1} strictly increasing token counts "
-                    f"(n_bins - 1), got {self.bin_edges!r}"
-                )
-            object.__setattr__(self, "bin_edges", edges)
+            _set(self, "bin_edges", _checked_edges(owner, self.bin_edges, self.n_bins))
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:
@@ -189,6 +214,7 @@ class ContinuousEnvConfig:
     """
 
     default_load: ClassVar[float] = 0.4
+    owner: ClassVar[str] = "ContinuousBatching-v0"
 
     workload: Any = "azure-conv"
     load: float | None = None
@@ -216,27 +242,55 @@ class ContinuousEnvConfig:
 
     def __post_init__(self) -> None:
         _check_common(self)
-        check_positive("ttft_sla", self.ttft_sla)
-        check_positive("tbt_sla", self.tbt_sla)
-        check_int("max_tokens", self.max_tokens, 1)
-        check_int("max_sequences", self.max_sequences, 1)
+        owner = self.owner
+        _positive_field(self, "ttft_sla")
+        _positive_field(self, "tbt_sla")
+        _int_field(self, "max_tokens", 1)
+        _int_field(self, "max_sequences", 1)
         if self.chunk_size is not None:
-            check_int("chunk_size", self.chunk_size, 1)
-        check_choice("kv_allocation", self.kv_allocation, KV_ALLOCATIONS)
-        check_int("kv_block_tokens", self.kv_block_tokens, 1)
-        if not isinstance(self.prefix_caching, bool):
-            raise ValueError(f"prefix_caching must be True or False, got {self.prefix_caching!r}")
+            _int_field(self, "chunk_size", 1)
+        check_choice("kv_allocation", self.kv_allocation, KV_ALLOCATIONS, owner)
+        _int_field(self, "kv_block_tokens", 1)
+        _set(
+            self, "prefix_caching", arguments.boolean(owner, "prefix_caching", self.prefix_caching)
+        )
         if self.prefix_caching and self.kv_allocation != "paged":
             raise ValueError(
-                "prefix_caching=True needs kv_allocation='paged' (prefix caching keeps freed KV "
-                f"blocks for reuse), got kv_allocation={self.kv_allocation!r}"
+                f"{owner}: prefix_caching=True needs kv_allocation='paged' (prefix caching keeps "
+                f"freed KV blocks for reuse), got kv_allocation={self.kv_allocation!r}"
             )
-        check_int("decode_levels", self.decode_levels, 2, 101)
-        check_int("prefill_levels", self.prefill_levels, 2, 101)
-        caps = tuple(self.prompt_caps)
-        if not caps or any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in caps):
-            raise ValueError(
-                f"prompt_caps must be a non-empty sequence of integers >= 0 (0 = no cap), "
-                f"got {self.prompt_caps!r}"
-            )
-        object.__setattr__(self, "prompt_caps", caps)
+        _int_field(self, "decode_levels", 2, 101)
+        _int_field(self, "prefill_levels", 2, 101)
+        expectation = "a non-empty sequence of integers >= 0 (0 = no cap)"
+        caps = arguments.sequence(owner, "prompt_caps", self.prompt_caps, expectation)
+        if not caps:
+            raise ValueError(arguments.message(owner, "prompt_caps", expectation, self.prompt_caps))
+        checked = []
+        for i, cap in enumerate(caps):
+            try:
+                checked.append(arguments.integer(owner, "prompt_caps", cap, minimum=0))
+            except (TypeError, ValueError) as error:
+                kind = ArgumentTypeError if isinstance(error, TypeError) else ValueError
+                raise kind(
+                    arguments.message(owner, "prompt_caps", expectation, self.prompt_caps)
+                    + f" (entry {i} is {cap!r})"
+                ) from None
+        _set(self, "prompt_caps", tuple(checked))
+
+
+def _checked_edges(owner: str, edges: Any, n_bins: int) -> tuple[float, ...]:
+    """``bin_edges`` as a tuple of floats: ``n_bins - 1`` finite, strictly increasing numbers."""
+    expectation = f"{n_bins - 1} finite, strictly increasing token counts (n_bins - 1)"
+    values = arguments.sequence(owner, "bin_edges", edges, expectation)
+    if len(values) != n_bins - 1:
+        raise ValueError(arguments.message(owner, "bin_edges", expectation, edges))
+    checked = []
+    for value in values:
+        try:
+            checked.append(arguments.real(owner, "bin_edges", value))
+        except (TypeError, ValueError) as error:
+            kind = ArgumentTypeError if isinstance(error, TypeError) else ValueError
+            raise kind(arguments.message(owner, "bin_edges", expectation, edges)) from None
+    if any(b <= a for a, b in zip(checked, checked[1:])):
+        raise ValueError(arguments.message(owner, "bin_edges", expectation, edges))
+    return tuple(checked)

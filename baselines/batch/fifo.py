@@ -23,11 +23,13 @@ class StaticFIFO(BatchPolicy):
 
     ``batch_size`` is mapped to the largest size level of the env that is ``<= batch_size``
     (the levels are powers of two and ``max_batch_size``; 8 is a level whenever
-    ``max_batch_size >= 8``).
+    ``max_batch_size >= 8``). By default it is ``min(8, max_batch_size)``: the reference
+    simulator's 8, capped so that the policy runs in an env with smaller batches.
 
     Args:
         env: A ``BatchScheduling-v0`` environment.
-        batch_size: Largest batch, in requests (``1 <= batch_size <= max_batch_size``).
+        batch_size: Largest batch, in requests (``1 <= batch_size <= max_batch_size``);
+            ``None`` for ``min(8, max_batch_size)``.
 
     Raises:
         ValueError: If ``batch_size`` is out of range.
@@ -35,8 +37,10 @@ class StaticFIFO(BatchPolicy):
 
     name = "static-fifo"
 
-    def __init__(self, env: gym.Env, batch_size: int = 8) -> None:
+    def __init__(self, env: gym.Env, batch_size: int | None = None) -> None:
         super().__init__(env)
+        if batch_size is None:
+            batch_size = min(8, self.max_batch_size)
         self.batch_size = check_int(
             type(self).__name__, "batch_size", batch_size, 1, self.max_batch_size
         )

@@ -78,14 +78,18 @@ class Hybrid(ContinuousPolicy):
 
     Args:
         env: A ``ContinuousBatching-v0`` environment.
-        decode_share: ``r`` in ``(0, 1]``, with ``r * max_sequences >= 1``.
+        decode_share: ``r`` in ``(0, 1]``, with ``r * max_sequences >= 1``; ``None`` for
+            ``max(0.5, 1 / max_sequences)``: one half, raised to one sequence when
+            ``max_sequences = 1`` so the default runs in every env.
 
     Raises:
         ValueError: If ``decode_share`` is out of range.
     """
 
-    def __init__(self, env: gym.Env, decode_share: float = 0.5) -> None:
+    def __init__(self, env: gym.Env, decode_share: float | None = None) -> None:
         super().__init__(env)
+        if decode_share is None:
+            decode_share = max(0.5, 1.0 / self.max_sequences)
         r = decode_share
         ok = isinstance(r, (int, float, np.integer, np.floating)) and not isinstance(r, bool)
         if not ok or not 0 < r <= 1 or r * self.max_sequences < 1:

@@ -18,6 +18,7 @@ from llmsched_env.envs.common import (
     episode_workload,
     parse_action,
 )
+from llmsched_env.envs.footprint import BATCH_BYTES_PER_REQUEST, check_episode_fits
 from llmsched_env.envs.queue_snapshot import QueueSnapshot, read_only
 from llmsched_env.envs.rendering import bars_image
 from llmsched_env.envs.rewards import REWARD_SHAPES
@@ -42,6 +43,35 @@ def _bin_of(predicted_tokens: np.ndarray, edges: np.ndarray) -> np.ndarray:
     for j in range(predicted_tokens.shape[0]):
         bins[j] = bisect_right(edges, float(predicted_tokens[j]), 0, edges.shape[0])
     return bins
+
+
+def check_bins_reachable(owner: str, edges: tuple[float, ...], predicted: np.ndarray) -> None:
+    """Refuse explicit ``bin_edges`` that leave a bin outside the workload's predicted lengths.
+
+    Bin ``j`` holds predicted lengths in ``[edge_{j-1}, edge_j)`` (bin 0 from 0, the last bin
+    without upper end). A bin lying wholly below the smallest or at or above the largest predicted
+    length of the calibration data can never hold a request: the agent would see an empty queue
+    forever and the action component that picks it would be dead, so this is a configuration
+    error, not a warning. Bins inside the range that the calibration sample happens to leave
+    empty are allowed (the episode's requests may still fall into them).
+
+    Args:
+        owner: The environment, for the message.
+        edges: The interior edges (already checked finite and strictly increasing).
+        predicted: Predicted output lengths of the workload's calibration data.
+
+    Raises:
+        ValueError: Naming the edges, the unreachable bins and the workload's length range.
+    """
+    low, high = float(np.min(predicted)), float(np.max(predicted))
+    bounds = [-np.inf, *edges, np.inf]
+    dead = [j for j in range(len(edges) + 1) if bounds[j + 1] <= low or bounds[j] > high]
+    if dead:
+        raise ValueError(
+            f"{owner}: bin_edges must leave every bin reachable by the workload's predicted "
+            f"output lengths (calibration data: {low:g} to {high:g} tokens), got {edges!r}: "
+            f"bin(s) {dead} can never hold a request"
+        )
 
 
 def equal_mass_edges(predicted_tokens: np.ndarray, n_bins: int) -> tuple[float, ...]:
@@ -269,6 +299,7 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
             max_steps=max_steps,
             render_mode=render_mode,
         )
+        check_episode_fits(cfg.owner, cfg.n_requests, BATCH_BYTES_PER_REQUEST)
         self.config = cfg
         self.render_mode = render_mode
         self.source = make_workload_source(cfg.workload)
@@ -277,6 +308,8 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
         calibration = self.source.calibration()
         predicted = calibration.predicted_output_tokens
+        if cfg.bin_edges is not None:
+            check_bins_reachable(cfg.owner, cfg.bin_edges, predicted)
         self.bin_edges = cfg.bin_edges or equal_mass_edges(predicted, cfg.n_bins)
         self._edges = np.asarray(self.bin_edges, dtype=np.float64)
         self.batch_sizes = cfg.batch_sizes
@@ -381,7 +414,9 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         if invalid:
             if self.config.invalid_action == "raise":
                 raise InvalidActionError(
-                    f"action {[choice, level]} is forbidden by the mask {self._mask.tolist()}"
+                    f"action {[choice, level]} is forbidden by the mask {self._mask.tolist()} "
+                    f"(component 0, bin choice {choice}, is masked: "
+                    + ("WAIT is not allowed now)" if choice == WAIT else "that bin is empty)")
                 )
             choice = self._fallback_choice()
         decision_due = server.decide(choice - 1, self.batch_sizes[level], self._mask)

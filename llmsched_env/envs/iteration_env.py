@@ -18,6 +18,7 @@ from llmsched_env.envs.common import (
     episode_workload,
     parse_action,
 )
+from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST, check_episode_fits
 from llmsched_env.envs.iteration_observation import (
     IterationObservation,
     feature_bounds,
@@ -268,11 +269,12 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
             prefix_caching=prefix_caching,
             decode_levels=decode_levels,
             prefill_levels=prefill_levels,
-            prompt_caps=tuple(prompt_caps),
+            prompt_caps=prompt_caps,
             invalid_action=invalid_action,  # type: ignore[arg-type]
             max_steps=max_steps,
             render_mode=render_mode,
         )
+        check_episode_fits(cfg.owner, cfg.n_requests, CONTINUOUS_BYTES_PER_REQUEST)
         self.config = cfg
         self.render_mode = render_mode
         self.source = make_workload_source(cfg.workload)
@@ -388,9 +390,9 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
         invalid = not self._allowed(decode, prefill)
         if invalid:
             if self.config.invalid_action == "raise":
+                why = self._why_forbidden(decode, prefill)
                 raise InvalidActionError(
-                    f"action {[decode, prefill, cap]} is forbidden by the mask "
-                    f"{self._mask.tolist()}"
+                    f"action {[decode, prefill, cap]} is forbidden by the mask rules: {why}"
                 )
             decode, prefill, cap = self._fallback()
         if decode == 0 and prefill == 0:
@@ -472,6 +474,36 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
         if self.paged and decode == 0:
             return self._prefill_only_allowed(prefill)
         return self._prefill_allowed(prefill)
+
+    def _why_forbidden(self, decode: int, prefill: int) -> str:
+        """Which rule forbids ``(decode, prefill)``, with the mask that encodes it.
+
+        The per-component mask of :meth:`action_masks` cannot express the joint rules (WAIT is
+        ``decode = prefill = 0``, allowed only while something is in flight; decode levels need
+        running sequences), so the message states the joint rule instead of a per-component
+        mask that may allow both components separately.
+        """
+        server = self.server
+        d = self._nvec[0]
+        decode_mask = self._mask[:d].tolist()
+        prefill_mask = self._mask[d : d + self._nvec[1]].tolist()
+        if decode == 0 and prefill == 0:
+            return (
+                "decode level 0 with prefill level 0 is WAIT, which is allowed only while an "
+                "iteration is running or a request is yet to arrive (joint rule: can_wait() is "
+                f"False now); per-component masks: decode {decode_mask}, prefill {prefill_mask}"
+            )
+        gpu = server.decision_gpu
+        if decode > 0 and server.running[gpu].size == 0:
+            return (
+                f"decode level {decode} needs running sequences and GPU {gpu} has none "
+                f"(decode mask {decode_mask})"
+            )
+        return (
+            f"prefill level {prefill} cannot form an iteration with decode level {decode} "
+            f"(no waiting prompt fits the budget or the free KV memory; prefill mask "
+            f"{prefill_mask})"
+        )
 
     def _fallback(self) -> tuple[int, int, int]:
         """Decode every running sequence and give prefill the whole remaining budget.

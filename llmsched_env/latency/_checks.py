@@ -3,13 +3,12 @@
 Each check names the class, the parameter, the bad value and what was expected, and returns the
 value converted to a plain Python ``float`` or ``int``: the models are evaluated once per simulated
 batch or iteration, and arithmetic on Python scalars is several times faster than on numpy scalars.
+They delegate to :mod:`llmsched_env.arguments`, the library's one message format.
 """
 
 from __future__ import annotations
 
-import math
-import operator
-from numbers import Real
+from llmsched_env import arguments
 
 
 def real(owner: str, name: str, value: object, *, positive: bool = False) -> float:
@@ -18,23 +17,19 @@ def real(owner: str, name: str, value: object, *, positive: bool = False) -> flo
     Args:
         owner: The class being built, for the message.
         name: The parameter name, for the message.
-        value: The value to check.
+        value: The value to check (a Python or numpy real number; ``bool`` is refused).
         positive: Require a strictly positive value instead of a non-negative one.
 
     Returns:
         ``float(value)``.
 
     Raises:
-        TypeError: If ``value`` is not a real number (``bool`` is refused too).
+        TypeError: If ``value`` is not a real number.
         ValueError: If ``value`` is negative (or zero when ``positive``), infinite or nan.
     """
-    expected = "a finite number > 0" if positive else "a finite number >= 0"
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{owner}: expected `{name}` to be {expected}, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0.0 or (positive and number == 0.0):
-        raise ValueError(f"{owner}: expected `{name}` to be {expected}, got {value!r}")
-    return number
+    if positive:
+        return arguments.real(owner, name, value, positive=True)
+    return arguments.real(owner, name, value, minimum=0)
 
 
 def integer(owner: str, name: str, value: object, *, minimum: int) -> int:
@@ -53,13 +48,4 @@ def integer(owner: str, name: str, value: object, *, minimum: int) -> int:
         TypeError: If ``value`` is not an integer.
         ValueError: If ``value < minimum``.
     """
-    expected = f"an integer >= {minimum}"
-    if isinstance(value, bool):
-        raise TypeError(f"{owner}: expected `{name}` to be {expected}, got {value!r}")
-    try:
-        number = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{owner}: expected `{name}` to be {expected}, got {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{owner}: expected `{name}` to be {expected}, got {value!r}")
-    return number
+    return arguments.integer(owner, name, value, minimum=minimum)

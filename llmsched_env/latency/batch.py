@@ -206,7 +206,7 @@ class EngineStaticBatchLatency:
         owner = type(self).__name__
         if not isinstance(self.iteration, LinearIterationLatency):
             raise TypeError(
-                f"{owner}: expected `iteration` to be a LinearIterationLatency "
+                f"{owner}: iteration must be a LinearIterationLatency "
                 f"(the closed form needs a linear model), got {self.iteration!r}"
             )
         if self.prefill_fixed_s is not None:

@@ -93,7 +93,7 @@ def load_latency_grid(source: pd.DataFrame | str | os.PathLike[str] | None = Non
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"latency grid: expected every `{column}` to be {expected}, got "
+                f"latency grid: every {column} must be {expected}, got "
                 f"{grid[column].iloc[row]!r} in row {row}"
             )
         grid[column] = values
@@ -165,13 +165,11 @@ def fit_static_batch_latency(
     """
     low, high = gamma_bounds
     if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low < high):
-        raise ValueError(
-            f"expected `gamma_bounds` to be finite with 0 <= low < high, got {gamma_bounds!r}"
-        )
+        raise ValueError(f"gamma_bounds must be finite with 0 <= low < high, got {gamma_bounds!r}")
     if coarse_points < 3:
-        raise ValueError(f"expected `coarse_points` to be >= 3, got {coarse_points!r}")
+        raise ValueError(f"coarse_points must be >= 3, got {coarse_points!r}")
     if not gamma_tol > 0.0:
-        raise ValueError(f"expected `gamma_tol` to be > 0, got {gamma_tol!r}")
+        raise ValueError(f"gamma_tol must be > 0, got {gamma_tol!r}")
 
     grid = load_latency_grid(grid)
     batch = grid["batch_size"].to_numpy()

@@ -158,7 +158,7 @@ class AffineIterationLatency:
             self, "b0_tokens", _checks.integer(owner, "b0_tokens", self.b0_tokens, minimum=0)
         )
         if not isinstance(self.stochastic, (bool, np.bool_)):
-            raise TypeError(f"{owner}: expected `stochastic` to be a bool, got {self.stochastic!r}")
+            raise TypeError(f"{owner}: stochastic must be a bool, got {self.stochastic!r}")
         object.__setattr__(self, "stochastic", bool(self.stochastic))
 
     def iteration_s(

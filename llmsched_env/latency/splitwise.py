@@ -171,7 +171,7 @@ def _raise_on_bad(name: str, frame: pd.DataFrame, column: str, bad: np.ndarray, 
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"{name}: expected every `{column}` to be {expected}, got "
+            f"{name}: every {column} must be {expected}, got "
             f"{frame[column].iloc[row]!r} in data row {row + 1}"
         )
 
@@ -210,7 +210,7 @@ def flag_inconsistent(frame: pd.DataFrame, tolerance: float = E2E_TOLERANCE) -> 
         [False, True]
     """
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance > 0):
-        raise ValueError(f"expected `tolerance` to be a finite number > 0, got {tolerance!r}")
+        raise ValueError(f"tolerance must be a finite number > 0, got {tolerance!r}")
     return np.abs(e2e_gap(frame)) > tolerance
 
 

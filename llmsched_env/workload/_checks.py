@@ -2,16 +2,16 @@
 
 Each helper raises ``ValueError`` (or ``TypeError`` for a wrong type) with a message that names the
 argument, shows the bad value and says what was expected, so every public constructor fails the same
-way.
+way. The number checks delegate to :mod:`llmsched_env.arguments`, the library's one message format.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 
 import numpy as np
+
+from llmsched_env import arguments
 
 
 def check_rng(rng: object, name: str = "rng") -> np.random.Generator:
@@ -51,12 +51,7 @@ def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
         TypeError: If ``value`` is not an integer.
         ValueError: If ``value`` is below ``minimum``.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    result = int(value)
-    if minimum is not None and result < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {result}")
-    return result
+    return arguments.integer("", name, value, minimum=minimum)
 
 
 def check_float(
@@ -83,18 +78,7 @@ def check_float(
         TypeError: If ``value`` is not a real number.
         ValueError: If ``value`` is not finite or is out of range.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    result = float(value)
-    if not math.isfinite(result):
-        raise ValueError(f"{name} must be finite, got {result}")
-    if positive and result <= 0:
-        raise ValueError(f"{name} must be > 0, got {result}")
-    if minimum is not None and result < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {result}")
-    if maximum is not None and result > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {result}")
-    return result
+    return arguments.real("", name, value, minimum=minimum, maximum=maximum, positive=positive)
 
 
 def check_count(n: object, name: str = "n") -> int:

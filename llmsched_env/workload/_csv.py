@@ -13,6 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: The largest token count a trace may hold: far above any model's context window, and small
+#: enough that sums over millions of requests stay exact in int64 (a count such as 1e30 would
+#: otherwise overflow the conversion to int64 silently).
+MAX_TOKENS = 2**31 - 1
+
 
 class DataFileNotFoundError(FileNotFoundError, ValueError):
     """A trace or data file does not exist (both a ``FileNotFoundError`` and a ``ValueError``)."""
@@ -21,15 +26,25 @@ class DataFileNotFoundError(FileNotFoundError, ValueError):
 def read_table(path: str | os.PathLike[str], required: Iterable[str]) -> pd.DataFrame:
     """Read a CSV trace and check that it has rows and the ``required`` columns."""
     file = Path(path)
+    required = tuple(required)
     if not file.exists():
         raise DataFileNotFoundError(f"trace file {str(file)!r} does not exist")
     if not file.is_file():
         raise ValueError(f"trace path {str(file)!r} is not a file")
+    expected = f"a comma-separated text file with a header line naming the columns {list(required)}"
     try:
         frame = pd.read_csv(file)
     except pd.errors.EmptyDataError:
+        size = file.stat().st_size
+        what = "is empty (0 bytes)" if size == 0 else f"holds only whitespace ({size} bytes)"
         raise ValueError(
-            f"trace file {str(file)!r} is empty (0 bytes); expected a header line and rows"
+            f"trace file {str(file)!r} {what} and no rows; expected {expected}, then rows"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"trace file {str(file)!r} could not be read as CSV ({reason}); is it a binary or "
+            f"compressed file? expected {expected}"
         ) from None
     frame.columns = [str(column).strip() for column in frame.columns]
     missing = [column for column in required if column not in frame.columns]
@@ -66,13 +81,13 @@ def numeric_column(frame: pd.DataFrame, column: str, file: Path, expected: str) 
 def token_column(
     frame: pd.DataFrame, column: str, file: Path, minimum: int, zero_hint: str = ""
 ) -> np.ndarray:
-    """Return ``column`` as int64 token counts, each a whole number ``>= minimum``.
+    """Return ``column`` as int64 token counts, each a whole number in ``[minimum, MAX_TOKENS]``.
 
     ``zero_hint`` is appended to the message when the offending value is 0.
     """
-    expected = f"a whole number of tokens >= {minimum}"
+    expected = f"a whole number of tokens in [{minimum}, {MAX_TOKENS}]"
     values = numeric_column(frame, column, file, expected)
-    bad = (values != np.floor(values)) | (values < minimum)
+    bad = (values != np.floor(values)) | (values < minimum) | (values > MAX_TOKENS)
     if bad.any():
         index = int(np.argmax(bad))
         message = expected + (zero_hint if values[index] == 0 else "")

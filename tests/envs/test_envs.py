@@ -320,10 +320,10 @@ def test_observations_stay_inside_the_box(env_id):
         ({"latency": "nope"}, "unknown"),
         ({"reward": "slaa"}, "Did you mean 'sla'"),
         ({"n_requests": 0}, "n_requests must be an integer"),
-        ({"sla_penalty": -1}, "sla_penalty must be a number >= 0"),
+        ({"sla_penalty": -1}, "sla_penalty must be a finite number >= 0"),
         ({"invalid_action": "ignore"}, "invalid_action must be one of"),
         ({"render_mode": "rgb"}, "render_mode must be one of"),
-        ({"n_bins": 3, "bin_edges": (10.0,)}, "bin_edges must be 2 strictly increasing"),
+        ({"n_bins": 3, "bin_edges": (10.0,)}, "bin_edges must be 2 finite, strictly increasing"),
         ({"max_batch_size": 0}, "max_batch_size must be an integer"),
         ({"sla": 0}, "sla must be a finite number > 0"),
         (

@@ -62,12 +62,12 @@ def test_static_batch_coefficients_become_python_floats():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"alpha_s": -0.01}, ValueError, r"`alpha_s` to be a finite number >= 0, got -0\.01"),
-        ({"beta_s_per_token": math.nan}, ValueError, r"`beta_s_per_token`.*got nan"),
-        ({"gamma": math.inf}, ValueError, r"`gamma`.*got inf"),
-        ({"floor_s": 0.0}, ValueError, r"`floor_s` to be a finite number > 0, got 0\.0"),
-        ({"gamma": "0.3"}, TypeError, r"`gamma`.*got '0\.3'"),
-        ({"alpha_s": True}, TypeError, r"`alpha_s`.*got True"),
+        ({"alpha_s": -0.01}, ValueError, r"alpha_s must be a finite number >= 0, got -0\.01"),
+        ({"beta_s_per_token": math.nan}, ValueError, r"beta_s_per_token.*got nan"),
+        ({"gamma": math.inf}, ValueError, r"gamma.*got inf"),
+        ({"floor_s": 0.0}, ValueError, r"floor_s must be a finite number > 0, got 0\.0"),
+        ({"gamma": "0.3"}, TypeError, r"gamma.*got '0\.3'"),
+        ({"alpha_s": True}, TypeError, r"alpha_s.*got True"),
     ],
 )
 def test_static_batch_rejects_bad_parameters(kwargs, exc, match):
@@ -140,7 +140,7 @@ def test_engine_static_batch_estimate_matches_uniform_batch():
 
 
 def test_engine_static_batch_errors():
-    with pytest.raises(TypeError, match="`iteration` to be a LinearIterationLatency"):
+    with pytest.raises(TypeError, match="iteration must be a LinearIterationLatency"):
         EngineStaticBatchLatency(AffineIterationLatency(0.01, 0.001))
     model = EngineStaticBatchLatency(ENGINE_ITERATION)
     with pytest.raises(ValueError, match="longest `output_tokens` of a batch to be >= 1"):
@@ -161,7 +161,7 @@ def test_max_service_is_max_member_service_and_ignores_prompts():
 
 
 def test_max_service_rejects_nonpositive_rate():
-    with pytest.raises(ValueError, match=r"`seconds_per_output_token` to be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"seconds_per_output_token must be a finite number > 0"):
         MaxServiceLatency(0.0)
 
 
@@ -188,5 +188,5 @@ def test_exponential_batch_service_is_deterministic_under_a_seed():
 
 
 def test_exponential_batch_service_rejects_bad_mean():
-    with pytest.raises(ValueError, match=r"`mean_s` to be a finite number > 0, got -1"):
+    with pytest.raises(ValueError, match=r"mean_s must be a finite number > 0, got -1"):
         ExponentialBatchService(-1)

@@ -83,12 +83,12 @@ def test_fit_names_missing_columns():
         (
             "mean_latency_sec",
             -1.0,
-            r"every `mean_latency_sec` to be a finite number > 0, got -1\.0",
+            r"every mean_latency_sec must be a finite number > 0, got -1\.0",
         ),
-        ("mean_latency_sec", "fast", r"`mean_latency_sec`.*got 'fast' in row 3"),
-        ("max_seq_len", np.nan, r"every `max_seq_len` to be a finite number > 0, got nan"),
-        ("batch_size", 2.5, r"every `batch_size` to be an integer >= 1, got 2\.5"),
-        ("batch_size", 0, r"every `batch_size` to be an integer >= 1, got 0"),
+        ("mean_latency_sec", "fast", r"mean_latency_sec.*got 'fast' in row 3"),
+        ("max_seq_len", np.nan, r"every max_seq_len must be a finite number > 0, got nan"),
+        ("batch_size", 2.5, r"every batch_size must be an integer >= 1, got 2\.5"),
+        ("batch_size", 0, r"every batch_size must be an integer >= 1, got 0"),
     ],
 )
 def test_fit_rejects_bad_values(column, value, match):
@@ -106,9 +106,9 @@ def test_fit_needs_two_batch_sizes():
 
 def test_fit_rejects_bad_search_settings_and_sources():
     grid = _grid(0.02, 0.001, 0.5)
-    with pytest.raises(ValueError, match=r"`gamma_bounds`.*got \(1\.0, 0\.5\)"):
+    with pytest.raises(ValueError, match=r"gamma_bounds.*got \(1\.0, 0\.5\)"):
         fit_static_batch_latency(grid, gamma_bounds=(1.0, 0.5))
-    with pytest.raises(ValueError, match="`coarse_points` to be >= 3, got 2"):
+    with pytest.raises(ValueError, match="coarse_points must be >= 3, got 2"):
         fit_static_batch_latency(grid, coarse_points=2)
     with pytest.raises(TypeError, match="pandas DataFrame, a CSV path or None, got 42"):
         fit_static_batch_latency(42)  # type: ignore[arg-type]

@@ -93,12 +93,12 @@ def test_affine_marginal_request_and_demo2_work_bound():
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"c_s": 0.0}, ValueError, r"`c_s` to be a finite number > 0, got 0\.0"),
-        ({"a_s_per_token": -1e-3}, ValueError, r"`a_s_per_token` to be a finite number >= 0"),
-        ({"a_s_per_token": math.nan}, ValueError, r"`a_s_per_token`.*got nan"),
-        ({"b0_tokens": -1}, ValueError, r"`b0_tokens` to be an integer >= 0, got -1"),
-        ({"b0_tokens": 1.5}, TypeError, r"`b0_tokens` to be an integer >= 0, got 1\.5"),
-        ({"stochastic": "yes"}, TypeError, r"`stochastic` to be a bool, got 'yes'"),
+        ({"c_s": 0.0}, ValueError, r"c_s must be a finite number > 0, got 0\.0"),
+        ({"a_s_per_token": -1e-3}, ValueError, r"a_s_per_token must be a finite number >= 0"),
+        ({"a_s_per_token": math.nan}, ValueError, r"a_s_per_token.*got nan"),
+        ({"b0_tokens": -1}, ValueError, r"b0_tokens must be an integer >= 0, got -1"),
+        ({"b0_tokens": 1.5}, TypeError, r"b0_tokens must be an integer >= 0, got 1\.5"),
+        ({"stochastic": "yes"}, TypeError, r"stochastic must be a bool, got 'yes'"),
     ],
 )
 def test_affine_rejects_bad_parameters(kwargs, exc, match):
@@ -134,10 +134,10 @@ def test_linear_marginal_request_sums_the_requests_token_work():
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        ((0.0, 1e-5, 1e-5), r"`b0_s` to be a finite number > 0, got 0\.0"),
-        ((0.005, -1e-5, 1e-5), r"`b1_s_per_prefill_token` to be a finite number >= 0"),
-        ((0.005, 1e-5, math.inf), r"`b2_s_per_decode_token`.*got inf"),
-        ((0.005, 1e-5, 1e-5, -1.0), r"`b3_s_per_context_token`.*got -1\.0"),
+        ((0.0, 1e-5, 1e-5), r"b0_s must be a finite number > 0, got 0\.0"),
+        ((0.005, -1e-5, 1e-5), r"b1_s_per_prefill_token must be a finite number >= 0"),
+        ((0.005, 1e-5, math.inf), r"b2_s_per_decode_token.*got inf"),
+        ((0.005, 1e-5, 1e-5, -1.0), r"b3_s_per_context_token.*got -1\.0"),
     ],
 )
 def test_linear_rejects_bad_parameters(args, match):

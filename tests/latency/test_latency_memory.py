@@ -26,17 +26,17 @@ def test_from_gpu_llama3_8b_on_80gb():
 
 
 def test_kv_memory_rejects_bad_values():
-    with pytest.raises(ValueError, match=r"`capacity_tokens` to be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"capacity_tokens must be an integer >= 1, got 0"):
         KVMemory(0)
-    with pytest.raises(TypeError, match=r"`capacity_tokens` to be an integer >= 1, got 1\.5"):
+    with pytest.raises(TypeError, match=r"capacity_tokens must be an integer >= 1, got 1\.5"):
         KVMemory(1.5)
     with pytest.raises(ValueError, match="no room for KV cache: gpu_memory_gb=8.0 minus"):
         KVMemory.from_gpu(8.0, 7.0, 1e6, margin_gb=1.0)
-    with pytest.raises(ValueError, match=r"`margin_gb` to be a finite number >= 0, got -1\.0"):
+    with pytest.raises(ValueError, match=r"margin_gb must be a finite number >= 0, got -1\.0"):
         KVMemory.from_gpu(80.0, 16.0, 131_072, margin_gb=-1.0)
-    with pytest.raises(ValueError, match=r"`kv_bytes_per_token` to be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"kv_bytes_per_token must be a finite number > 0"):
         KVMemory.from_gpu(80.0, 16.0, 0)
-    with pytest.raises(ValueError, match=r"`kv_heads` to be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"kv_heads must be an integer >= 1, got 0"):
         kv_bytes_per_token(32, 0, 128, 2)
 
 

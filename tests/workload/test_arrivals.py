@@ -75,11 +75,11 @@ def test_zero_arrivals() -> None:
 @pytest.mark.parametrize(
     ("build", "error", "message"),
     [
-        (lambda: PoissonArrivals(0.0), ValueError, "rate_rps must be > 0, got 0.0"),
-        (lambda: PoissonArrivals(float("nan")), ValueError, "rate_rps must be finite"),
-        (lambda: GammaArrivals(1.0, -1.0), ValueError, "cv must be > 0, got -1.0"),
-        (lambda: GammaArrivals(1.0, "2"), TypeError, "cv must be a real number"),
-        (lambda: GammaArrivals.from_shape(1.0, 0.0), ValueError, "shape must be > 0"),
+        (lambda: PoissonArrivals(0.0), ValueError, "rate_rps must be a finite number > 0, got 0.0"),
+        (lambda: PoissonArrivals(float("nan")), ValueError, "rate_rps must be a finite number"),
+        (lambda: GammaArrivals(1.0, -1.0), ValueError, "cv must be a finite number > 0, got -1.0"),
+        (lambda: GammaArrivals(1.0, "2"), TypeError, "cv must be a finite number > 0, got '2'"),
+        (lambda: GammaArrivals.from_shape(1.0, 0.0), ValueError, "shape must be a finite number"),
     ],
 )
 def test_constructor_errors(build, error, message: str) -> None:
@@ -91,7 +91,7 @@ def test_sample_errors() -> None:
     process = PoissonArrivals(1.0)
     with pytest.raises(ValueError, match="n must be an integer >= 0, got -1"):
         process.sample_times(-1, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="rate_rps must be > 0, got -3.0"):
+    with pytest.raises(ValueError, match="rate_rps must be a finite number > 0, got -3.0"):
         process.sample_times(3, np.random.default_rng(0), rate_rps=-3.0)
     with pytest.raises(TypeError, match="numpy.random.Generator"):
         process.sample_times(3, np.random.RandomState(0))

@@ -108,7 +108,7 @@ def test_synthetic_constructor_errors(kwargs: dict, error: type, message: str) -
 def test_synthetic_sample_errors() -> None:
     with pytest.raises(ValueError, match="n_requests must be an integer >= 1, got 0"):
         synthetic().sample(0, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="arrival_rate_rps must be > 0, got -1.0"):
+    with pytest.raises(ValueError, match="arrival_rate_rps must be a finite number > 0, got -1.0"):
         synthetic().sample(3, np.random.default_rng(0), arrival_rate_rps=-1.0)
 
 
@@ -178,7 +178,7 @@ def test_trace_source_errors() -> None:
         source.sample(81, np.random.default_rng(0))
     with pytest.raises(ValueError, match="start must be <= 70 .* got 71"):
         source.sample(10, np.random.default_rng(0), start=71)
-    with pytest.raises(ValueError, match="calibration_fraction must be > 0"):
+    with pytest.raises(ValueError, match=r"calibration_fraction must be a finite number in \(0"):
         TraceSource("t", trace(100), calibration_fraction=0.0)
     with pytest.raises(ValueError, match="gives 0 calibration requests"):
         TraceSource("t", trace(3), calibration_fraction=0.2)

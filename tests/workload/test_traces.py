@@ -221,3 +221,29 @@ def test_burstgpt_more_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"missing columns \['Model'\]"):
         load_burstgpt_trace(path, models="ChatGPT")
     assert len(load_burstgpt_trace(path)) == 1  # Model / Log Type only needed for filtering
+
+
+_AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+
+
+@pytest.mark.parametrize("loader", [load_azure_trace, load_burstgpt_trace])
+def test_unreadable_files_name_the_file_and_the_expected_format(tmp_path: Path, loader) -> None:
+    binary = tmp_path / "trace.csv"
+    binary.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match=r"trace\.csv' could not be read as CSV.*header line"):
+        loader(binary)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("a,b\n1,2\n1,2,3,4\n")
+    with pytest.raises(ValueError, match=r"ragged\.csv' could not be read as CSV"):
+        loader(ragged)
+    blank = tmp_path / "blank.csv"
+    blank.write_text("  \n\n \t\n")
+    with pytest.raises(ValueError, match=r"blank\.csv' holds only whitespace \(7 bytes\)"):
+        loader(blank)
+
+
+def test_a_huge_token_count_names_file_row_column_and_value(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(_AZURE_HEADER + "2023-11-16 18:15:46,5,5\n2023-11-16 18:15:47,7,1e30\n")
+    with pytest.raises(ValueError, match=r"t\.csv', column 'GeneratedTokens', row 1: got 1e\+30"):
+        load_azure_trace(path)

@@ -1,0 +1,104 @@
+"""The environments refuse silent nonsense, say why, and accept numpy scalars."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import llmsched_env
+from llmsched_env.envs.footprint import (
+    BATCH_BYTES_PER_REQUEST,
+    available_memory_bytes,
+    check_episode_fits,
+)
+
+BATCH = "llmsched/BatchScheduling-v0"
+CONTINUOUS = "llmsched/ContinuousBatching-v0"
+
+
+@pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS])
+@pytest.mark.parametrize("penalty", [float("inf"), float("nan"), -1.0])
+def test_a_non_finite_or_negative_penalty_is_refused(env_id, penalty):
+    with pytest.raises(ValueError, match=r"sla_penalty must be a finite number >= 0, got"):
+        gym.make(env_id, sla_penalty=penalty, n_requests=10)
+
+
+@pytest.mark.parametrize(
+    "edges", [(np.nan, np.nan, np.nan), (1.0, np.inf, 5.0), (30.0, 20.0, 40.0), (1, "a", 3)]
+)
+def test_non_finite_or_unsorted_bin_edges_are_refused(edges):
+    with pytest.raises(ValueError, match=r"BatchScheduling-v0: bin_edges must be 3 finite"):
+        gym.make(BATCH, bin_edges=edges, n_requests=10)
+
+
+@pytest.mark.parametrize("edges", [(1e6, 2e6, 3e6), (0.5, 1.0, 1.5), (10.0, 20.0, 1e9)])
+def test_bin_edges_leaving_a_bin_unreachable_are_refused(edges):
+    with pytest.raises(ValueError, match=r"can never hold a request") as error:
+        gym.make(BATCH, bin_edges=edges, n_requests=10)
+    assert "bin_edges" in str(error.value) and "calibration data:" in str(error.value)
+
+
+def test_bin_edges_inside_the_length_range_are_accepted():
+    env = gym.make(BATCH, bin_edges=(50, np.int64(100), np.float32(400.0)), n_requests=10)
+    assert env.unwrapped.bin_edges == (50.0, 100.0, 400.0)
+    env.reset(seed=0)
+
+
+@pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS])
+def test_an_episode_larger_than_memory_is_refused_before_it_is_built(env_id):
+    with pytest.raises(ValueError, match=r"n_requests must fit in memory") as error:
+        gym.make(env_id, n_requests=10**13)
+    text = str(error.value)
+    assert "is available" in text and "the largest n_requests that fits is" in text
+
+
+def test_the_memory_check_gives_estimate_available_and_largest_size():
+    with pytest.raises(ValueError) as error:
+        check_episode_fits("Env", 1000, BATCH_BYTES_PER_REQUEST, available_bytes=100_000)
+    text = str(error.value)
+    assert "Env: n_requests" in text and "390.6 KB" in text and "97.7 KB" in text
+    assert f"fits is {100_000 // BATCH_BYTES_PER_REQUEST:,}" in text
+    assert check_episode_fits("Env", 10, 400, available_bytes=4000) == 4000
+    available = available_memory_bytes()
+    assert available is None or available > 0
+
+
+@pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS])
+@pytest.mark.parametrize("value", [1e3, 10.0, np.float64(20)])
+def test_a_float_count_is_a_type_error_naming_the_argument(env_id, value):
+    with pytest.raises(TypeError, match=r"n_requests must be an integer >= 1, got .*a float"):
+        gym.make(env_id, n_requests=value)
+
+
+@pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS])
+def test_numpy_scalars_are_accepted_and_stored_as_python_scalars(env_id):
+    env = gym.make(
+        env_id,
+        n_gpus=np.int64(2),
+        n_requests=np.int32(20),
+        sla_penalty=np.float32(0.5),
+        load=np.float64(0.3),
+        max_steps=np.uint16(50),
+    )
+    cfg = env.unwrapped.config
+    for name in ("n_gpus", "n_requests", "max_steps"):
+        assert type(getattr(cfg, name)) is int
+    assert type(cfg.sla_penalty) is float and type(cfg.load) is float
+    env.reset(seed=0)
+
+
+@pytest.mark.parametrize("caps", [5, "1,2", None, (), (1, -1), (1, 2.0), np.int64(3)])
+def test_bad_prompt_caps_are_a_clear_error(caps):
+    with pytest.raises((TypeError, ValueError), match=r"ContinuousBatching-v0: prompt_caps must"):
+        gym.make(CONTINUOUS, prompt_caps=caps, n_requests=10)
+
+
+def test_a_forbidden_joint_wait_names_the_joint_rule():
+    env = gym.make(CONTINUOUS, n_requests=1, invalid_action="raise")
+    env.reset(seed=0)
+    assert env.unwrapped.action_masks()[0]  # decode level 0 is allowed on its own
+    with pytest.raises(llmsched_env.envs.InvalidActionError) as error:
+        env.step(np.array([0, 0, 0]))
+    text = str(error.value)
+    assert "is WAIT" in text and "joint rule" in text and "can_wait() is False" in text
