@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from llmsched_env.workload import Workload
@@ -118,3 +119,18 @@ def check_deciding_gpu_blocks(server) -> None:
         computed = int(prompt[i]) + int(s.records.tokens_generated[i]) - s.tokens_to_prefill(i)
         assert computed > 0
         assert s.request_blocks[i] == -(-computed // b)
+
+
+def assert_same_workload_per_seed(episodes: pd.DataFrame) -> None:
+    """Every policy served the same requests on a seed, and different seeds differ.
+
+    Reads the ``workload_sha256`` fingerprint the evaluation harness records per episode.
+    """
+    per_seed = episodes.groupby("seed")["workload_sha256"]
+    differing = per_seed.nunique()
+    assert (differing == 1).all(), (
+        "policies served different requests on seeds "
+        f"{differing[differing > 1].index.tolist()}:\n"
+        f"{episodes[['policy', 'seed', 'workload_sha256']].to_string()}"
+    )
+    assert per_seed.first().nunique() == episodes["seed"].nunique()
