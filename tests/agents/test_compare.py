@@ -13,6 +13,7 @@ from agents.compare import (
     pretrained_names,
 )
 from llmsched_env.cli import main
+from tests.conftest import assert_same_workload_per_seed
 
 
 def test_paired_difference_is_per_seed():
@@ -41,7 +42,11 @@ def test_compare_scores_agent_and_baselines_on_common_seeds(tiny_run, tmp_path):
     assert set(result.summary["policy"]) == {AGENT_NAME, "random", "edf"}
     assert result.seeds == [10_005, 10_006]
     assert sorted(result.episodes["seed"].unique()) == [10_005, 10_006]
-    assert result.best_baseline in {"random", "edf"}
+    # The best mean return; a tie goes to the baseline listed first.
+    returns = result.episodes.groupby("policy")["return"].mean()
+    best = max(returns[p] for p in ("random", "edf"))
+    assert result.best_baseline == next(p for p in ("random", "edf") if returns[p] == best)
+    assert_same_workload_per_seed(result.episodes)
     assert "vs best baseline" in result.verdict()
     written = {p.name for p in (tmp_path / "cmp").iterdir()}
     assert {"episodes.csv", "summary.csv"} <= written
