@@ -10,8 +10,11 @@ first real episode (or once in every worker process).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable, Iterable
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 #: The largest compiled functions, one or more per module (module, function): the ones whose
@@ -81,16 +84,48 @@ def warm_up(log: Callable[[str], None] | None = None) -> None:
     Args:
         log: Told, before compiling, that a cold compilation is starting and how long it takes.
     """
-    import gymnasium as gym
-
-    import llmsched_env  # noqa: F401  (registers the env ids)
-    from baselines import make_policy
-
     if log is not None and not kernels_cached():
         log(
             "compiling the simulator's kernels (first run only, about "
             f"{COMPILE_SECONDS} s; cached afterwards)"
         )
+    with _ctrl_c_not_lost():
+        _run_tiny_episodes()
+
+
+@contextlib.contextmanager
+def _ctrl_c_not_lost() -> Iterator[None]:
+    """Make sure a Ctrl-C during compilation stops the program.
+
+    Compiling creates and frees many LLVM objects; a ``KeyboardInterrupt`` raised while one of
+    their finalizers runs is printed as "Exception ignored" and lost, so the program would carry
+    on. Here Ctrl-C is also noted, and a noted one is raised again once the compilation is over.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+
+    def note_and_interrupt(signum: int, frame: object) -> None:
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, note_and_interrupt)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if noted:
+        raise KeyboardInterrupt
+
+
+def _run_tiny_episodes() -> None:
+    import gymnasium as gym
+
+    import llmsched_env  # noqa: F401  (registers the env ids)
+    from baselines import make_policy
+
     for env_id, kwargs in _TINY_ENVS:
         env = gym.make(env_id, **kwargs)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import llmsched_env.compilation as compilation
 
 
@@ -29,3 +31,19 @@ def test_a_missing_cache_entry_counts_as_cold():
 
 def _not_compiled():  # a plain function: no numba cache at all
     return None
+
+
+def test_a_ctrl_c_swallowed_during_compilation_still_stops_the_program():
+    import os
+    import signal
+
+    from llmsched_env.compilation import _ctrl_c_not_lost
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with _ctrl_c_not_lost():
+            try:  # a finalizer that swallows the interrupt, as LLVM objects' do
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                pass
+    assert signal.getsignal(signal.SIGINT) is before

@@ -238,7 +238,7 @@ def splitwise_preset_name(model: str, hardware: str, tensor_parallel: int) -> st
 # Static batches of Llama2-70B (TP 2/4/8) and BLOOM-176B (TP 8) on A100-80GB, H100-80GB and
 # power-capped H100, fitted (prefill with a floor, decode step linear in batch and context) to the
 # measurements of splitwise-sim's perf_model.csv (Patel et al., Splitwise, ISCA 2024; MIT) when a
-# preset is first built; see llmsched_env.latency.splitwise and docs/fidelity_static.md.
+# preset is first built; see llmsched_env.latency.splitwise and docs/fidelity.md.
 for _group in SPLITWISE_GROUPS:
     BATCH_LATENCY_PRESETS[splitwise_preset_name(*_group)] = functools.partial(
         splitwise_batch_latency, *_group

@@ -432,16 +432,16 @@ class ProfiledIterationLatency:
         Returns:
             The duration in seconds.
         """
-        us = self._us(
+        return self.iteration_s(
             prefill_tokens,
             decode_tokens,
             context_tokens,
+            None,
             prefill_kv_tokens,
             prefill_sequences,
             decode_kv_max,
             decode_kv_min,
         )
-        return us * _US + self.iteration_overhead_s
 
     def marginal_request_s(self, prompt_tokens: float, output_tokens: float) -> float:
         """GPU time one request adds to a large batch (no per-iteration costs).

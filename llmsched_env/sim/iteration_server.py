@@ -660,27 +660,19 @@ class IterationServer(Engine):
             context = self._running_context[gpu]
         else:
             context = _context_tokens(self._run_state[gpu], k)
+        longest = shortest = 0
         if k > 1 and self._latency_reads_spread:
             longest, shortest = _context_spread(self._run_state[gpu], k)
-            duration = self.latency.iteration_s(
-                prefill_tokens,
-                k,
-                context,
-                self.rng,
-                prefill_kv_tokens=prefill_kv_tokens,
-                prefill_sequences=len(plan),
-                decode_kv_max=longest,
-                decode_kv_min=shortest,
-            )
-        else:
-            duration = self.latency.iteration_s(
-                prefill_tokens,
-                k,
-                context,
-                self.rng,
-                prefill_kv_tokens=prefill_kv_tokens,
-                prefill_sequences=len(plan),
-            )
+        duration = self.latency.iteration_s(
+            prefill_tokens,
+            k,
+            context,
+            self.rng,
+            prefill_kv_tokens=prefill_kv_tokens,
+            prefill_sequences=len(plan),
+            decode_kv_max=longest,
+            decode_kv_min=shortest,
+        )
         self._pending[gpu] = (plan, decode_ids)
         self.last_iteration_s[gpu] = duration
         self.n_iterations += 1

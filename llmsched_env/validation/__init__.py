@@ -6,7 +6,7 @@
 * :mod:`~llmsched_env.validation.replay`: the replay itself (:func:`replay`).
 * :mod:`~llmsched_env.validation.report`: the comparison table and figures (:func:`validate`).
 * :mod:`~llmsched_env.validation.prefix_sharing`: how much prefill a prefix cache could skip in a
-  workload with token ids (:func:`prefix_sharing`).
+  workload whose prompts have block hashes (:func:`prefix_sharing`).
 * :mod:`~llmsched_env.validation.prompt_hashes`: the shipped prefix block hashes of a run's
   prompts, for replays with prefix caching (:func:`shipped_prompt_hashes`).
 
@@ -23,7 +23,6 @@ from llmsched_env.validation.latencies import (
 from llmsched_env.validation.prefix_sharing import (
     PrefixSharing,
     prefix_sharing,
-    read_prompt_token_ids,
 )
 from llmsched_env.validation.prompt_hashes import (
     PromptHashes,
@@ -68,7 +67,6 @@ __all__ = [
     "measured_latencies_ms",
     "prefix_sharing",
     "prompt_hashes_from_jsonl",
-    "read_prompt_token_ids",
     "replay",
     "request_latencies_ms",
     "run_settings",

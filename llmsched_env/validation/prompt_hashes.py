@@ -164,7 +164,8 @@ def attach_prompt_hashes(
     """Give a run's workload the hash chains of its prompts.
 
     The run's requests (``run.requests``, file order) are the workload file's requests in the
-    same order: this is checked on every request's prompt and output lengths.
+    same order (for a subset from ``run.head``, those at its ``file_rows``): this is checked on
+    every request's prompt and output lengths.
 
     Args:
         workload: The run's workload, from ``run_workload(run)``.
@@ -180,14 +181,20 @@ def attach_prompt_hashes(
             the first such request).
     """
     requests = run.requests
-    if len(requests) != len(prompt_hashes):
+    rows = np.arange(len(requests)) if run.file_rows is None else np.asarray(run.file_rows)
+    if run.file_rows is None and len(requests) != len(prompt_hashes):
         raise ValueError(
             f"run {run.name!r} has {len(requests)} requests, but the prompt hashes of "
             f"{prompt_hashes.name!r} cover {len(prompt_hashes)}"
         )
+    if rows.size and rows.max() >= len(prompt_hashes):
+        raise ValueError(
+            f"run {run.name!r} holds request line {int(rows.max())}, but the prompt hashes of "
+            f"{prompt_hashes.name!r} cover only {len(prompt_hashes)} requests"
+        )
     for column, expected in (
-        ("input_toks", prompt_hashes.input_toks),
-        ("output_toks", prompt_hashes.output_toks),
+        ("input_toks", prompt_hashes.input_toks[rows]),
+        ("output_toks", prompt_hashes.output_toks[rows]),
     ):
         mismatch = np.flatnonzero(requests[column].to_numpy() != expected)
         if mismatch.size:
@@ -198,7 +205,7 @@ def attach_prompt_hashes(
                 f"{int(requests[column].iloc[row])}, the workload has {int(expected[row])} "
                 f"({mismatch.size} rows differ)"
             )
-    chains = [prompt_hashes.hashes[i] for i in np.asarray(order).tolist()]
+    chains = [prompt_hashes.hashes[i] for i in rows[np.asarray(order)].tolist()]
     return workload.with_prefix_hashes(chains, prompt_hashes.block_tokens)
 
 

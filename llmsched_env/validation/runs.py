@@ -86,6 +86,8 @@ class VllmRun:
         llmservingsim: LLMServingSim's published comparison, one row per (metric, stat), columns
             ``metric`` (ttft, tpot, e2e), ``stat`` (mean, p50, p90, p95, p99), ``measured_ms``,
             ``simulated_ms`` and ``error_pct``.
+        file_rows: For a subset made by :meth:`head`, the line index (0-based) in the run's
+            ``requests.jsonl`` of each of its requests; ``None`` for the whole run.
     """
 
     name: str
@@ -95,6 +97,7 @@ class VllmRun:
     tick_s: float
     meta: dict[str, Any]
     llmservingsim: pd.DataFrame
+    file_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -111,7 +114,9 @@ class VllmRun:
         if isinstance(n_requests, bool) or not isinstance(n_requests, int) or n_requests < 1:
             raise ValueError(f"n_requests must be an integer >= 1, got {n_requests!r}")
         order = np.argsort(self.requests["queued_ts"].to_numpy(), kind="stable")[:n_requests]
-        subset = self.requests.iloc[np.sort(order)].reset_index(drop=True)
+        kept = np.sort(order)
+        subset = self.requests.iloc[kept].reset_index(drop=True)
+        rows = self.file_rows[kept] if self.file_rows is not None else kept
         return VllmRun(
             self.name,
             self.path,
@@ -120,6 +125,7 @@ class VllmRun:
             self.tick_s,
             self.meta,
             self.llmservingsim,
+            rows,
         )
 
     def published_error_pct(self, metric: str, stat: str) -> float:

@@ -69,8 +69,9 @@ def test_shipped_hashes_match_the_rtx4090_run_and_its_token_ids():
 def test_a_run_that_does_not_match_the_hashes_is_refused():
     run = load_run(RUN)
     hashes = shipped_prompt_hashes(RUN_SETTINGS[RUN].prompt_hashes)
+    cut = dataclasses.replace(run, requests=run.requests.iloc[:10])  # not a head(): no rows
     with pytest.raises(ValueError, match=r"has 10 requests, but the prompt hashes .* cover 300"):
-        run_workload(run.head(10), hashes)
+        run_workload(cut, hashes)
     shuffled = dataclasses.replace(hashes, input_toks=hashes.input_toks[::-1])
     with pytest.raises(ValueError, match=r"request row 0 \(bench-0\) has input_toks = 2358"):
         run_workload(run, shuffled)
@@ -78,13 +79,8 @@ def test_a_run_that_does_not_match_the_hashes_is_refused():
 
 def test_replay_with_prefix_caching_shares_prompt_prefixes():
     run = load_run(RUN)
-    settings = dataclasses.replace(
-        RUN_SETTINGS[RUN],
-        latency="vllm0.19-rtx4090-llama3.1-8b",
-        policy="vllm-v1",
-        env_kwargs={"kv_allocation": "paged", "prefix_caching": True},
-    )
-    assert settings.prefix_caching and not RUN_SETTINGS[RUN].prefix_caching
+    settings = RUN_SETTINGS[RUN]
+    assert settings.prefix_caching and settings.prompt_hashes is not None
     result = replay(run, settings)
     assert np.isfinite(result.completion_s).all()
     metrics = result.metrics
@@ -92,3 +88,16 @@ def test_replay_with_prefix_caching_shares_prompt_prefixes():
     assert metrics["prefix_hit_tokens"] > 0 and metrics["prefix_queried_tokens"] > 257_239
     plain = replay(run, dataclasses.replace(settings, prompt_hashes=None))
     assert plain.metrics["prefix_hit_tokens"] < metrics["prefix_hit_tokens"]
+
+
+def test_a_subset_of_the_run_gets_the_hashes_of_its_own_requests():
+    run = load_run(RUN)
+    subset = run.head(30)
+    hashes = shipped_prompt_hashes(RUN_SETTINGS[RUN].prompt_hashes)
+    workload, order = run_workload(subset, hashes)
+    rows = subset.file_rows[order]
+    assert [len(c) for c in workload.prefix_block_hashes] == [len(hashes.hashes[r]) for r in rows]
+    assert all(
+        (workload.prefix_block_hashes[i] == hashes.hashes[r]).all() for i, r in enumerate(rows)
+    )
+    assert np.isfinite(replay(subset).completion_s).all()

@@ -366,7 +366,9 @@ GOAL_BOUNDS_PCT = {
 }
 
 
-@pytest.mark.parametrize("name", ["RTXPRO6000-Llama-3.1-8B", "RTXPRO6000-Qwen3-32B"])
+@pytest.mark.parametrize(
+    "name", ["RTX4090-Llama-3.1-8B", "RTXPRO6000-Llama-3.1-8B", "RTXPRO6000-Qwen3-32B"]
+)
 def test_replays_of_dense_runs_stay_within_the_fidelity_goals(name):
     table = validate_run(load_run(name)).table.set_index(["metric", "stat"])
     for key, bound in GOAL_BOUNDS_PCT.items():
