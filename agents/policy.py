@@ -19,12 +19,15 @@ the latency and goodput metrics of the rest of the episode then measure.
 :class:`AgentPolicyFactory` is the picklable ``env -> Policy`` callable that the harness takes;
 it loads the model once per process.
 
-Example:
-    >>> from agents.policy import AgentPolicyFactory  # doctest: +SKIP
-    >>> from llmsched_env.evaluation import evaluate  # doctest: +SKIP
-    >>> agent = AgentPolicyFactory("runs/batch-default")  # doctest: +SKIP
+Example (the shipped agent; a training run's directory works the same):
+    >>> from agents.compare import pretrained_dir
+    >>> from agents.policy import AgentPolicyFactory
+    >>> from llmsched_env.evaluation import evaluate
+    >>> agent = AgentPolicyFactory(str(pretrained_dir("batch-default")), name="agent")
     >>> episodes, summary = evaluate([agent, "edf"], "llmsched/BatchScheduling-v0",
-    ...                              seeds=range(10_000, 10_020))  # doctest: +SKIP
+    ...                              seeds=range(10_000, 10_002))
+    >>> episodes[["policy", "seed", "return"]].values.tolist()
+    [['agent', 10000, 626.0], ['agent', 10001, 812.0], ['edf', 10000, 268.0], ['edf', 10001, 56.0]]
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def export(args: argparse.Namespace) -> None:
     from agents.compare import pretrained_root
     from agents.runs import export_run, load_run_config
 
-    dest = pretrained_root() / args.name
+    dest = Path(args.dest) if args.dest else pretrained_root() / args.name
     written = export_run(args.run, dest, which="best")
     config = load_run_config(args.run)
     if not config.env_config:  # runs of older versions did not record it: record it now
@@ -181,6 +181,7 @@ def main() -> None:
     e = sub.add_parser("export", help="copy a run into agents/pretrained/NAME")
     e.add_argument("--run", required=True, help="the run directory")
     e.add_argument("--name", required=True, help="name of the pretrained agent")
+    e.add_argument("--dest", help="directory to write instead (default: agents/pretrained/NAME)")
     e.set_defaults(func=export)
     args = parser.parse_args()
     args.func(args)

@@ -133,6 +133,10 @@ _RECORDS_KEY = "_records"
 def run_episode(task: EpisodeTask) -> dict[str, Any]:
     """Run one episode and return a flat row: policy, seed, return, steps and episode metrics.
 
+    ``workload_sha256`` is the fingerprint (:meth:`Workload.fingerprint`) of the requests the
+    episode served, taken right after ``reset``: equal on one seed for every policy when the
+    comparison is fair (common random numbers).
+
     With ``task.keep_records`` the row also holds, under ``"_records"``, the episode's
     per-request records (``env.unwrapped.request_records()``).
     """
@@ -140,6 +144,7 @@ def run_episode(task: EpisodeTask) -> dict[str, Any]:
     try:
         policy = _build_policy(task.policy, env)
         obs, info = env.reset(seed=task.seed, options=task.reset_options)
+        fingerprint = env.unwrapped.server.workload.fingerprint()
         policy.reset()
         total, steps, invalid = 0.0, 0, 0
         while True:
@@ -156,6 +161,7 @@ def run_episode(task: EpisodeTask) -> dict[str, Any]:
             "steps": steps,
             "invalid_actions": invalid,
             "terminated": bool(terminated),
+            "workload_sha256": fingerprint,
         }
         row.update(info["episode_metrics"])
         if task.keep_records:
@@ -240,8 +246,9 @@ def evaluate(
         records: Also return every episode's per-request records.
 
     Returns:
-        ``(episodes, summary)``: one row per (policy, seed) episode with its return and metrics,
-        and one row per policy with means and 95% confidence half-widths, best return first.
+        ``(episodes, summary)``: one row per (policy, seed) episode with its return, metrics and
+        ``workload_sha256`` (the fingerprint of its requests), and one row per policy with
+        means and 95% confidence half-widths, best return first.
         With ``records=True``, a third frame with one row per request per episode: ``policy``
         and ``seed``, then the columns of ``env.unwrapped.request_records()``
         (:data:`llmsched_env.envs.common.REQUEST_RECORD_COLUMNS`).

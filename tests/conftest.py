@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from llmsched_env.workload import Workload
@@ -118,3 +119,37 @@ def check_deciding_gpu_blocks(server) -> None:
         computed = int(prompt[i]) + int(s.records.tokens_generated[i]) - s.tokens_to_prefill(i)
         assert computed > 0
         assert s.request_blocks[i] == -(-computed // b)
+
+
+def assert_same_workload_per_seed(episodes: pd.DataFrame) -> None:
+    """Every policy served the same requests on a seed, and different seeds differ.
+
+    Reads the ``workload_sha256`` fingerprint the evaluation harness records per episode.
+    """
+    per_seed = episodes.groupby("seed")["workload_sha256"]
+    differing = per_seed.nunique()
+    assert (differing == 1).all(), (
+        "policies served different requests on seeds "
+        f"{differing[differing > 1].index.tolist()}:\n"
+        f"{episodes[['policy', 'seed', 'workload_sha256']].to_string()}"
+    )
+    assert per_seed.first().nunique() == episodes["seed"].nunique()
+
+
+def multibin_batch_time_by_integration(
+    k: int, batch_size: int, l_min: float = 1.0, l_max: float = 20.0, n_points: int = 200_000
+) -> float:
+    """Mean service time of a full batch under Multi-Bin batching, by numerical integration.
+
+    An independent route to Theorem 4.2 of Guldogan et al. (Multi-Bin Batching for Increasing
+    LLM Inference Throughput, arXiv 2412.04504): service times are uniform on
+    ``[l_min, l_max]``, the k bins split that range into k equal intervals (equally likely), and a
+    batch takes as long as its longest member. For a bin ``[a, b]`` the longest of ``B`` draws has
+    ``E[max] = a + integral_a^b (1 - F(x)^B) dx`` with ``F(x) = (x - a) / (b - a)``; this
+    integrates that with the midpoint rule and averages over the bins (no closed form used).
+    """
+    edges = np.linspace(l_min, l_max, k + 1)
+    u = (np.arange(n_points) + 0.5) / n_points  # midpoints of [0, 1]
+    tail_integral = float(np.mean(1.0 - u**batch_size))  # integral_0^1 (1 - u^B) du
+    maxima = [a + (b - a) * tail_integral for a, b in zip(edges[:-1], edges[1:])]
+    return float(np.mean(maxima))

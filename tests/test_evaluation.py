@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import partial
 
 import gymnasium as gym
@@ -13,6 +14,7 @@ import pytest
 import llmsched_env  # noqa: F401 (registers the env ids)
 from baselines import make_policy
 from baselines.batch import MultiBin, StaticFIFO
+from llmsched_env import evaluation
 from llmsched_env.evaluation import (
     EpisodeTask,
     evaluate,
@@ -22,6 +24,7 @@ from llmsched_env.evaluation import (
     summarize_episodes,
     t_quantile_975,
 )
+from tests.conftest import assert_same_workload_per_seed
 
 BATCH = "llmsched/BatchScheduling-v0"
 SMALL = {"workload": "azure-conv", "load": 1.0, "n_requests": 120}
@@ -29,9 +32,7 @@ SMALL = {"workload": "azure-conv", "load": 1.0, "n_requests": 120}
 
 def test_policies_on_one_seed_see_the_same_workload():
     episodes, _ = evaluate(["static-fifo", "random", "edf"], BATCH, SMALL, seeds=[3, 4])
-    for _, group in episodes.groupby("seed"):
-        assert group["requests"].nunique() == 1
-        assert group["arrived"].nunique() == 1
+    assert_same_workload_per_seed(episodes)
     # The requests themselves: reset with the seed, then play different policies to the end.
     workloads = []
     for name in ("static-fifo", "random"):
@@ -50,6 +51,35 @@ def test_policies_on_one_seed_see_the_same_workload():
     other = gym.make(BATCH, **SMALL)
     other.reset(seed=4)
     assert not np.array_equal(other.unwrapped.server.workload.arrival_s, first.arrival_s)
+
+
+def test_workload_check_fails_when_one_policy_is_reseeded(monkeypatch):
+    """The fingerprint check catches a harness that reseeds one policy differently."""
+    honest = evaluation.run_episode
+
+    def reseeding_run_episode(task: EpisodeTask) -> dict:
+        if task.policy_name != "random":
+            return honest(task)
+        row = honest(replace(task, seed=task.seed + 1000))
+        row["seed"] = task.seed  # the row still claims the seed it was asked for
+        return row
+
+    monkeypatch.setattr(evaluation, "run_episode", reseeding_run_episode)
+    episodes, _ = evaluate(["static-fifo", "random"], BATCH, SMALL, seeds=[3, 4])
+    assert (episodes["arrived"] == SMALL["n_requests"]).all()  # the old check sees nothing
+    with pytest.raises(AssertionError, match="different requests on seeds"):
+        assert_same_workload_per_seed(episodes)
+
+
+def test_workload_fingerprint_is_the_served_requests():
+    """The recorded fingerprint is that of the workload the env serves after reset."""
+    episodes, _ = evaluate(["static-fifo"], BATCH, SMALL, seeds=[5])
+    env = gym.make(BATCH, **SMALL)
+    env.reset(seed=5)
+    workload = env.unwrapped.server.workload
+    assert episodes["workload_sha256"].item() == workload.fingerprint()
+    assert workload.fingerprint() == workload.window(0).fingerprint()  # a copy, same requests
+    assert workload.fingerprint() != workload.window(1).fingerprint()
 
 
 def test_same_call_gives_identical_episodes():

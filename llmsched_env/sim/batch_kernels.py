@@ -632,6 +632,29 @@ def _admit(counts, queues, order, rejected, reject_reason, has_deadline, lo, hi)
 
 
 @njit(cache=True)
+def _admitted_arrival_s(arrival, rejected, lo, hi, now):
+    """Request-seconds between ``now`` and the arrivals ``lo .. hi - 1`` not rejected.
+
+    ``sum(arrival) - count * now`` over the admitted ones, summed exactly (:func:`fsum`) as
+    :meth:`Engine._admit_arrivals_before` does.
+    """
+    first = bisect_left(rejected, lo, 0, rejected.shape[0])
+    last = bisect_left(rejected, hi, first, rejected.shape[0])
+    if first == last:
+        return fsum(arrival, lo, hi) - (hi - lo) * now
+    admitted = np.empty(hi - lo - (last - first), dtype=np.float64)
+    k = first
+    m = 0
+    for j in range(lo, hi):
+        if k < last and rejected[k] == j:
+            k += 1
+        else:
+            admitted[m] = arrival[j]
+            m += 1
+    return fsum(admitted, 0, m) - m * now
+
+
+@njit(cache=True)
 def _mark_idle_until_now(clock, gpu_f, gpu_i):
     """Set the ``UNTIL`` time of idle GPUs to now."""
     for g in range(gpu_i.shape[1]):
@@ -674,11 +697,12 @@ def _advance(v):
         lo = counts[N_ARRIVED]
         if n_busy == n_gpus:
             # Every GPU works: admit the arrivals before the first end in one go, without
-            # moving the clock; each counts in the integral from its own arrival.
+            # moving the clock; each admitted one counts in the integral from its own arrival
+            # (a rejected one never enters the system).
             t = first_end
             hi = bisect_left(arrival, t, lo, n_requests)
             if hi > lo:
-                clock[IN_SYSTEM] -= fsum(arrival, lo, hi) - (hi - lo) * clock[NOW]
+                clock[IN_SYSTEM] -= _admitted_arrival_s(arrival, rejected, lo, hi, clock[NOW])
                 _admit(counts, queues, order, rejected, reject_reason, has_deadline, lo, hi)
         else:
             t = arrival[lo] if lo < n_requests else math.inf

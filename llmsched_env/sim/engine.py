@@ -207,15 +207,21 @@ class Engine:
     def _admit_arrivals_before(self, t: float) -> None:
         """Admit every arrival strictly before ``t`` without stopping the clock at each one.
 
-        The clock stays where it is; the in-system integral is corrected so that each request
-        counts only from its own arrival time.
+        The clock stays where it is; the in-system integral is corrected so that each admitted
+        request counts only from its own arrival time. A request rejected at arrival never
+        enters the system: the next clock move does not count it, so it gets no correction.
         """
         lo = self.n_arrived
         hi = bisect_left(self._arrival, t, lo)
         if hi == lo:
             return
-        self.in_system_integral -= math.fsum(self._arrival[lo:hi]) - (hi - lo) * self.now
+        n_rejected = self.n_rejected
         self._on_arrivals(lo, hi)
+        arrivals = self._arrival[lo:hi]
+        if self.n_rejected != n_rejected:
+            rejected = self.records.reject_reason[lo:hi].tolist()
+            arrivals = [a for a, reason in zip(arrivals, rejected) if not reason]
+        self.in_system_integral -= math.fsum(arrivals) - len(arrivals) * self.now
 
     def _advance_to(self, t: float) -> None:
         """Move the clock to ``t`` and process every event due at or before ``t``."""

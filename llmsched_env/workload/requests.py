@@ -11,6 +11,7 @@ token, so a request with ``output_tokens = n`` needs ``n - 1`` decode iterations
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -294,6 +295,33 @@ class Workload:
             return float("nan")
         span = self.span_s
         return float("inf") if span == 0 else (n - 1) / span
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the requests: arrivals, true and predicted lengths, prefix hashes.
+
+        Two workloads have the same fingerprint exactly when they hold the same requests, bit
+        for bit (the ``name`` label does not count). The evaluation harness records it per
+        episode, so that "every policy faced the same requests on a seed" can be checked.
+
+        Example:
+            >>> a = Workload([0.0, 1.0], [10, 20], [5, 6], [5, 6], name="a")
+            >>> b = Workload([0.0, 1.0], [10, 20], [5, 6], [5, 6], name="b")
+            >>> a.fingerprint() == b.fingerprint(), len(a.fingerprint())
+            (True, 64)
+            >>> a.fingerprint() == Workload([0.0, 1.0], [10, 20], [5, 7], [5, 6]).fingerprint()
+            False
+        """
+        digest = hashlib.sha256()
+        for name in ("arrival_s", *_TOKEN_FIELDS):
+            values = getattr(self, name)
+            digest.update(f"{name}:{values.dtype.str}:{values.size};".encode())
+            digest.update(values.tobytes())
+        if self.prefix_block_hashes is not None:
+            digest.update(f"prefix_block_hashes:{self.prefix_block_tokens};".encode())
+            for chain in self.prefix_block_hashes:
+                digest.update(f"{chain.size};".encode())
+                digest.update(np.ascontiguousarray(chain, dtype=np.int64).tobytes())
+        return digest.hexdigest()
 
     def window(self, start: int = 0, count: int | None = None, rebase: bool = True) -> Workload:
         """Return ``count`` consecutive requests starting at index ``start``.

@@ -10,8 +10,10 @@ import pytest
 from agents.algorithms import ALGOS
 from agents.policy import AgentPolicy, AgentPolicyFactory, load_agent
 from agents.runs import load_run_config
+from agents.scenarios import build_env_kwargs
 from agents.seeds import TRAIN_SEED_LIMIT
 from agents.training import resume, train
+from baselines import policy_names
 from llmsched_env.evaluation import evaluate
 from tests.agents.conftest import TINY_ENVS, TINY_HYPERPARAMS, tiny_train
 
@@ -75,7 +77,18 @@ def test_seed_ranges_are_disjoint(tiny_run):
 def test_callback_compares_with_best_baseline(tiny_run):
     evaluations = tiny_run.evaluations
     assert [e["timesteps"] for e in evaluations][:2] == [128, 256]
-    assert evaluations[0]["best_baseline"]  # a registered baseline name
+    # The best of every batch baseline on the validation seeds, evaluated here independently.
+    config = tiny_run.config
+    _, summary = evaluate(
+        policy_names("batch"),
+        config.env_id,
+        build_env_kwargs(config.env_kwargs),
+        config.validation_seeds,
+    )
+    for e in evaluations:
+        assert e["best_baseline"] == summary["policy"].iloc[0]
+        assert e["best_baseline_return"] == summary["return_mean"].iloc[0]
+        assert e["margin"] == e["agent_return"] - e["best_baseline_return"]
     best = max(e["agent_return"] for e in evaluations)
     assert tiny_run.config.sessions[0]["best_agent_validation_return"] == best
 

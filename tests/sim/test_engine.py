@@ -1,5 +1,7 @@
 """Invariants of the event core under arbitrary valid decisions (property tests)."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,7 +9,12 @@ from hypothesis import strategies as st
 
 from llmsched_env.latency import AffineIterationLatency, StaticBatchLatency
 from llmsched_env.sim import BatchServer, IterationServer, simulate
-from tests.conftest import check_deciding_gpu_blocks, check_iteration_accounting, random_workload
+from tests.conftest import (
+    check_deciding_gpu_blocks,
+    check_iteration_accounting,
+    make_workload,
+    random_workload,
+)
 
 
 def check_batch_accounting(s: BatchServer) -> None:
@@ -255,3 +262,75 @@ def test_in_system_integral_is_the_total_time_in_system():
     done = s.records.completed
     expected = float(np.sum(s.records.completion_s[done] - w.arrival_s[done]))
     assert s.in_system_integral == pytest.approx(expected, rel=1e-9)
+
+
+def test_batch_server_rejected_request_spends_no_time_in_system():
+    """A request rejected while every GPU works adds nothing to the request-seconds.
+
+    One 10 s batch holds the 2-token request from 0 s; the 500-token request arriving at 3 s
+    exceeds the 100-token KV memory and is rejected, so the integral is 10 request-seconds.
+    """
+    w = make_workload([0.0, 3.0], [1, 250], [1, 250])
+    s = BatchServer(
+        w,
+        n_gpus=1,
+        latency=StaticBatchLatency(10.0, 0.0, 0.0),
+        kv_capacity_tokens=100,
+        rng=np.random.default_rng(0),
+    )
+    simulate(s, lambda server: server.dispatch(0, 8))
+    assert s.n_rejected == 1 and s.n_completed == 1
+    assert s.in_system_integral == 10.0
+
+
+def test_iteration_server_rejected_request_spends_no_time_in_system():
+    """The same rejection while the only GPU runs a 10 s iteration (prefill and one decode)."""
+    w = make_workload([0.0, 3.0], [1, 250], [2, 250])
+    s = IterationServer(
+        w,
+        n_gpus=1,
+        latency=AffineIterationLatency(c_s=10.0, a_s_per_token=0.0),
+        kv_capacity_tokens=100,
+        max_tokens=100,
+        max_sequences=4,
+        rng=np.random.default_rng(0),
+    )
+    simulate(s, lambda server: server.run_iteration(10**9, 10**9, 10**9))
+    assert s.n_rejected == 1 and s.n_completed == 1
+    assert s.records.completion_s[0] == 20.0
+    assert s.in_system_integral == 20.0
+
+
+def total_time_in_system(s) -> float:
+    """Sum of completion minus arrival over the completed requests (rejected ones count 0)."""
+    done = s.records.completed
+    return math.fsum((s.records.completion_s[done] - s.workload.arrival_s[done]).tolist())
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_gpus=st.integers(1, 3), kv=st.integers(40, 400))
+def test_in_system_integral_with_rejections_is_the_total_time_in_system(seed, n_gpus, kv):
+    """Little's law bookkeeping when a tight KV memory rejects some requests, both servers."""
+    rng = np.random.default_rng(seed)
+    w = random_workload(rng, 60, rate=20.0)
+    batch = BatchServer(
+        w,
+        n_gpus=n_gpus,
+        latency=StaticBatchLatency(0.05, 0.001, 0.3),
+        kv_capacity_tokens=kv,
+        rng=np.random.default_rng(seed),
+    )
+    simulate(batch, lambda server: server.dispatch(0, 4))
+    iteration = IterationServer(
+        w,
+        n_gpus=n_gpus,
+        latency=AffineIterationLatency(c_s=0.05, a_s_per_token=0.001),
+        kv_capacity_tokens=kv,
+        max_tokens=200,
+        max_sequences=8,
+        rng=np.random.default_rng(seed),
+    )
+    simulate(iteration, lambda server: server.run_iteration(10**9, 10**9, 10**9))
+    for s in (batch, iteration):
+        assert s.done
+        assert s.in_system_integral == pytest.approx(total_time_in_system(s), rel=1e-9, abs=1e-9)
