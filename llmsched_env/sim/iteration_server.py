@@ -521,9 +521,7 @@ class IterationServer(Engine):
         block that ends with (or contains) it and its position in that block; any other block
         gets a key of its own, ``(index, j, 0)``, that only the same request can hit again.
         """
-        shared = self._shared_keys.get(index)
-        if shared is None:
-            shared = self._prefix_keys(index)
+        shared = self._prefix_keys(index)
         return shared[j] if j < len(shared) else (index, j, 0)
 
     def _prefix_keys(self, index: int) -> list[tuple[int, int]]:
@@ -534,8 +532,11 @@ class IterationServer(Engine):
         block covers ``G / B`` KV blocks when ``G >= B``, and ``B / G`` hashed blocks make one KV
         block (keyed by the last one's hash, which covers the whole prefix) when ``B > G``.
         """
+        keys = self._shared_keys.get(index)
+        if keys is not None:
+            return keys
         hashes = self.workload.prefix_block_hashes
-        keys: list[tuple[int, int]] = []
+        keys = []
         if hashes is not None:
             chain = hashes[index].tolist()
             g, b = self.workload.prefix_block_tokens, self.kv_block_tokens
@@ -570,14 +571,23 @@ class IterationServer(Engine):
         return sum(1 for block, n in counts.items() if n == ref_count[block])
 
     def _grow(self, gpu: int, index: int, n: int) -> None:
-        """Give request ``index`` ``n`` new blocks from ``gpu``'s free queue (prefix caching)."""
-        blocks = self._pools[gpu].take(n)
-        self._block_ids.setdefault(index, []).extend(blocks)
+        """Give request ``index`` ``n`` new blocks of ``gpu`` (from its pool's free queue head)."""
+        if self.prefix_caching:
+            blocks = self._pools[gpu].take(n)
+            self._block_ids.setdefault(index, []).extend(blocks)
         self.request_blocks[index] += n
         self.blocks_used[gpu] += n
 
     def _release(self, gpu: int, index: int, computed: int) -> None:
-        """Free request ``index``'s blocks, keeping its ``computed`` tokens' full blocks cached."""
+        """Free request ``index``'s blocks (paged mode).
+
+        With prefix caching the full blocks of its ``computed`` tokens stay cached, and only the
+        blocks no other request holds become free.
+        """
+        if not self.prefix_caching:
+            self.blocks_used[gpu] -= self.request_blocks[index]
+            self.request_blocks[index] = 0
+            return
         pool = self._pools[gpu]
         blocks = self._block_ids.pop(index, [])
         for j in range(computed // self.kv_block_tokens):
@@ -590,9 +600,7 @@ class IterationServer(Engine):
 
         Others can hit them while ``index`` still runs; its other blocks are keyed when freed.
         """
-        shared = self._shared_keys.get(index)
-        if shared is None:
-            shared = self._prefix_keys(index)
+        shared = self._prefix_keys(index)
         b = self.kv_block_tokens
         stop = min(after // b, len(shared))
         if before // b < stop:
@@ -747,8 +755,7 @@ class IterationServer(Engine):
                 if caching:
                     self._admit_cached(gpu, index, hits, need)
                 else:
-                    self.request_blocks[index] = need
-                    self.blocks_used[gpu] += need
+                    self._grow(gpu, index, need)
                 self._admissions += 1
                 self._admitted_at[index] = self._admissions
             else:
@@ -809,18 +816,11 @@ class IterationServer(Engine):
         need = rows.size + sum(chunk_blocks)
         if need <= self.capacity_blocks - self.blocks_used[gpu]:
             # Every scheduled request gets its blocks: the order does not matter.
-            if self.prefix_caching:
-                for j in rows.tolist():
-                    self._grow(gpu, int(running[j]), 1)
-                for (index, _), blocks in zip(plan, chunk_blocks):
-                    if blocks:
-                        self._grow(gpu, index, blocks)
-            else:
-                for j in rows.tolist():
-                    held[int(running[j])] += 1
-                for (index, _), blocks in zip(plan, chunk_blocks):
-                    held[index] += blocks
-                self.blocks_used[gpu] += need
+            for j in rows.tolist():
+                self._grow(gpu, int(running[j]), 1)
+            for (index, _), blocks in zip(plan, chunk_blocks):
+                if blocks:
+                    self._grow(gpu, index, blocks)
             preempted = False
         else:
             k, prefill_tokens, prefill_kv_tokens, preempted = self._allocate_with_preemption(
@@ -937,12 +937,9 @@ class IterationServer(Engine):
         else:
             self.prefilling[gpu].remove(index)
             discarded = self._prefilled[index]
+        self._release(gpu, index, discarded)
         if self.prefix_caching:
-            self._release(gpu, index, discarded)
             self._discarded[index] = discarded
-        else:
-            self.blocks_used[gpu] -= self.request_blocks[index]
-            self.request_blocks[index] = 0
         self._prefilled[index] = 0
         self.n_sequences[gpu] -= 1
         self.n_preemptions += 1
@@ -1111,11 +1108,8 @@ class IterationServer(Engine):
         records.completion_s[index] = t
         self.n_completed += 1
         self.n_sequences[gpu] -= 1
-        if self.prefix_caching:
+        if self.paged:
             self._release(gpu, index, self._prompt[index] + generated - 1)
-        elif self.paged:
-            self.blocks_used[gpu] -= self.request_blocks[index]
-            self.request_blocks[index] = 0
         else:
             self.kv_reserved[gpu] -= self._kv_need[index]
             self.kv_used[gpu] -= self._prompt[index] + generated
