@@ -1,6 +1,7 @@
 """Default training hyperparameters per environment and algorithm (rl-zoo3 style).
 
-:data:`HYPERPARAMS` is keyed by env id, then algorithm name; each entry is a
+:data:`BATCH_DEFAULTS` and :data:`CONTINUOUS_DEFAULTS` (named by their env kind's row in
+:data:`llmsched_env.kinds.ENV_KINDS`) are keyed by algorithm name; each entry is a
 :class:`TrainingDefaults`: the number of parallel envs, whether observations and rewards are
 normalised with ``VecNormalize``, and the keyword arguments of the algorithm's constructor.
 ``policy_kwargs`` use plain values (``activation_fn`` is a name from :data:`ACTIVATIONS`), and
@@ -45,6 +46,7 @@ from types import MappingProxyType
 from typing import Any
 
 from agents.algorithms import get_algo
+from llmsched_env.kinds import kind_of_id
 from llmsched_env.registry import resolve
 
 #: Activation functions by the name used in ``policy_kwargs``.
@@ -80,7 +82,7 @@ class TrainingDefaults:
 
 _NET = {"net_arch": [64, 64], "activation_fn": "tanh"}
 
-_BATCH = {
+BATCH_DEFAULTS: dict[str, TrainingDefaults] = {
     "maskable-ppo": TrainingDefaults(
         end_when_settled=True,
         algo_kwargs={
@@ -138,7 +140,7 @@ _BATCH = {
     ),
 }
 
-_CONTINUOUS = {
+CONTINUOUS_DEFAULTS: dict[str, TrainingDefaults] = {
     "maskable-ppo": TrainingDefaults(
         algo_kwargs={
             "learning_rate": 3e-4,
@@ -192,11 +194,6 @@ _CONTINUOUS = {
     ),
 }
 
-#: Defaults by env id, then algorithm name.
-HYPERPARAMS: dict[str, dict[str, TrainingDefaults]] = {
-    "llmsched/BatchScheduling-v0": _BATCH,
-    "llmsched/ContinuousBatching-v0": _CONTINUOUS,
-}
 
 #: Algorithm arguments that may be a linear schedule, written ``"lin_<start value>"``.
 SCHEDULE_KEYS = ("learning_rate", "clip_range")
@@ -217,7 +214,7 @@ def default_hyperparams(env_id: str, algo: str) -> TrainingDefaults:
     Raises:
         ValueError: For an env id or algorithm without defaults (the message lists them).
     """
-    return resolve("algorithm", algo, resolve("env id", env_id, HYPERPARAMS))
+    return resolve("algorithm", algo, kind_of_id(env_id).hyperparams_table())
 
 
 def resolve_hyperparams(

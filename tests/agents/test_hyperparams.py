@@ -1,9 +1,10 @@
 import pytest
 
 from agents.algorithms import ALGOS
-from agents.hyperparams import HYPERPARAMS, default_hyperparams, resolve_hyperparams
+from agents.hyperparams import default_hyperparams, resolve_hyperparams
+from llmsched_env.kinds import ENV_KINDS
 
-ENV_IDS = sorted(HYPERPARAMS)
+ENV_IDS = sorted(kind.env_id for kind in ENV_KINDS.values() if kind.hyperparams)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
