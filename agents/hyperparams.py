@@ -46,6 +46,7 @@ from types import MappingProxyType
 from typing import Any
 
 from agents.algorithms import get_algo
+from llmsched_env import arguments
 from llmsched_env.kinds import kind_of_id
 from llmsched_env.registry import resolve
 
@@ -262,13 +263,9 @@ def resolve_hyperparams(
                 f"{sorted(allowed)}"
             )
         if key == "n_envs":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"n_envs must be an integer >= 1, got {value!r}")
-            result[key] = value
+            result[key] = arguments.integer("", key, value, minimum=1)
         elif key in SETTINGS_KEYS:
-            if not isinstance(value, bool):
-                raise ValueError(f"{key} must be true or false, got {value!r}")
-            result[key] = value
+            result[key] = arguments.boolean("", key, value)
         elif key == "policy_kwargs":
             if not isinstance(value, Mapping):
                 raise ValueError(f"policy_kwargs must be a mapping, got {value!r}")

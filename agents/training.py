@@ -29,6 +29,7 @@ from agents.hyperparams import SCHEDULE_KEYS, parse_schedule, resolve_hyperparam
 from agents.runs import RunConfig, load_run_config
 from agents.scenarios import get_scenario
 from agents.seeds import training_env_seeds, validation_seeds
+from llmsched_env import arguments
 from llmsched_env.kinds import ENV_KINDS, kind_of_id, resolve_kind
 
 #: Default environment steps between evaluations of the callback.
@@ -108,9 +109,7 @@ def resolve_env_id(env: str) -> str:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return arguments.integer("", name, value, minimum=minimum)
 
 
 def train(
