@@ -10,7 +10,8 @@ from ``value`` to 0 over the training session), so a run's configuration stays J
 Command-line or API overrides are merged over these defaults by :func:`resolve_hyperparams`,
 which rejects unknown keys.
 
-Why these values (measured on the scenarios of :mod:`agents.scenarios`; see ``docs/results.md``):
+Why these values (the measurements behind them, on the scenarios of :mod:`agents.scenarios`,
+are in ``docs/results.md``):
 
 * BatchScheduling-v0 episodes are short (25 to 80 decisions for 1,000 requests) and each
   decision moves tens of requests, so per-step rewards are large (tens) and noisy. Reward
@@ -21,17 +22,12 @@ Why these values (measured on the scenarios of :mod:`agents.scenarios`; see ``do
 * ``end_when_settled``: under overload most decisions of a whole episode come after every
   request has arrived and every waiting one is past its deadline, when no action can change the
   return; ending training episodes there (``EndWhenSettled``, same return) removes those
-  samples. It trains faster and learns sooner on ``batch-multi-gpu``, where it ends +17 +/- 18
-  per seed higher on seeds no training or model selection used; elsewhere it ends where whole
-  episodes do.
+  samples, so training spends its steps on decisions that can change the return.
 * PPO: 4 envs x 512 steps per rollout, minibatches of 256, 10 epochs, a small entropy bonus
   (the 5 x 7 action has many near-equivalent choices early on) and a 64-64 tanh MLP: the
-  observation has 42 numbers (44 with 4 GPUs). Tried against this recipe, mostly on
-  ``batch-multi-gpu``, on validation seeds and on seeds that neither training nor model
-  selection used: a 256-256 network and the joint ``FlattenAction`` action learn faster but
-  end within noise of it, no entropy bonus and 8 parallel envs end within noise too, while
-  ``gamma = 0.995``, ``gae_lambda = 0.8`` and linear learning-rate decay (``"lin_3e-4"``,
-  ``"lin_1e-3"``) end lower; none is the default.
+  observation has 42 numbers (44 with 4 GPUs). The alternatives tried against this recipe
+  (larger networks, the joint ``FlattenAction`` action, other ``gamma``, ``gae_lambda`` and
+  learning-rate schedules) ended within noise of it or lower, so none is the default.
 * ContinuousBatching-v0 episodes are long (2,000 to 4,000 iterations), so rollouts are longer
   (1,024 steps per env) and ``gamma = 0.995``.
 * A2C and DQN use the same networks with the usual SB3 defaults adapted to these step counts;
