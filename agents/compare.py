@@ -27,9 +27,10 @@ import pandas as pd
 
 from agents.policy import SETTLED_POLICY, AgentPolicyFactory
 from agents.runs import ModelChoice, RunConfig, load_run_config
-from agents.scenarios import ENV_IDS, build_env_kwargs
+from agents.scenarios import build_env_kwargs
 from agents.seeds import evaluation_seeds
 from llmsched_env.evaluation import evaluate, mean_ci
+from llmsched_env.kinds import kind_of_id
 from llmsched_env.registry import unknown_name_error
 
 AGENT_NAME = "agent"
@@ -179,7 +180,7 @@ def compare(
     directory = Path(run_dir) if run_dir is not None else pretrained_dir(str(pretrained))
     config = load_run_config(directory)
     seeds = evaluation_seeds(n_seeds, first_seed)
-    kind = next(k for k, v in ENV_IDS.items() if v == config.env_id)
+    kind = kind_of_id(config.env_id).name
     available = policy_names(kind)
     chosen = available if policies is None else list(policies)
     unknown = [p for p in chosen if p not in available]

@@ -1,6 +1,7 @@
 """Default training hyperparameters per environment and algorithm (rl-zoo3 style).
 
-:data:`HYPERPARAMS` is keyed by env id, then algorithm name; each entry is a
+:data:`BATCH_DEFAULTS` and :data:`CONTINUOUS_DEFAULTS` (named by their env kind's row in
+:data:`llmsched_env.kinds.ENV_KINDS`) are keyed by algorithm name; each entry is a
 :class:`TrainingDefaults`: the number of parallel envs, whether observations and rewards are
 normalised with ``VecNormalize``, and the keyword arguments of the algorithm's constructor.
 ``policy_kwargs`` use plain values (``activation_fn`` is a name from :data:`ACTIVATIONS`), and
@@ -9,7 +10,8 @@ from ``value`` to 0 over the training session), so a run's configuration stays J
 Command-line or API overrides are merged over these defaults by :func:`resolve_hyperparams`,
 which rejects unknown keys.
 
-Why these values (measured on the scenarios of :mod:`agents.scenarios`; see ``docs/results.md``):
+Why these values (the measurements behind them, on the scenarios of :mod:`agents.scenarios`,
+are in ``docs/results.md``):
 
 * BatchScheduling-v0 episodes are short (25 to 80 decisions for 1,000 requests) and each
   decision moves tens of requests, so per-step rewards are large (tens) and noisy. Reward
@@ -20,17 +22,12 @@ Why these values (measured on the scenarios of :mod:`agents.scenarios`; see ``do
 * ``end_when_settled``: under overload most decisions of a whole episode come after every
   request has arrived and every waiting one is past its deadline, when no action can change the
   return; ending training episodes there (``EndWhenSettled``, same return) removes those
-  samples. It trains faster and learns sooner on ``batch-multi-gpu``, where it ends +17 +/- 18
-  per seed higher on seeds no training or model selection used; elsewhere it ends where whole
-  episodes do.
+  samples, so training spends its steps on decisions that can change the return.
 * PPO: 4 envs x 512 steps per rollout, minibatches of 256, 10 epochs, a small entropy bonus
   (the 5 x 7 action has many near-equivalent choices early on) and a 64-64 tanh MLP: the
-  observation has 42 numbers (44 with 4 GPUs). Tried against this recipe, mostly on
-  ``batch-multi-gpu``, on validation seeds and on seeds that neither training nor model
-  selection used: a 256-256 network and the joint ``FlattenAction`` action learn faster but
-  end within noise of it, no entropy bonus and 8 parallel envs end within noise too, while
-  ``gamma = 0.995``, ``gae_lambda = 0.8`` and linear learning-rate decay (``"lin_3e-4"``,
-  ``"lin_1e-3"``) end lower; none is the default.
+  observation has 42 numbers (44 with 4 GPUs). The alternatives tried against this recipe
+  (larger networks, the joint ``FlattenAction`` action, other ``gamma``, ``gae_lambda`` and
+  learning-rate schedules) ended within noise of it or lower, so none is the default.
 * ContinuousBatching-v0 episodes are long (2,000 to 4,000 iterations), so rollouts are longer
   (1,024 steps per env) and ``gamma = 0.995``.
 * A2C and DQN use the same networks with the usual SB3 defaults adapted to these step counts;
@@ -45,6 +42,8 @@ from types import MappingProxyType
 from typing import Any
 
 from agents.algorithms import get_algo
+from llmsched_env import arguments
+from llmsched_env.kinds import kind_of_id
 from llmsched_env.registry import resolve
 
 #: Activation functions by the name used in ``policy_kwargs``.
@@ -80,7 +79,7 @@ class TrainingDefaults:
 
 _NET = {"net_arch": [64, 64], "activation_fn": "tanh"}
 
-_BATCH = {
+BATCH_DEFAULTS: dict[str, TrainingDefaults] = {
     "maskable-ppo": TrainingDefaults(
         end_when_settled=True,
         algo_kwargs={
@@ -138,7 +137,7 @@ _BATCH = {
     ),
 }
 
-_CONTINUOUS = {
+CONTINUOUS_DEFAULTS: dict[str, TrainingDefaults] = {
     "maskable-ppo": TrainingDefaults(
         algo_kwargs={
             "learning_rate": 3e-4,
@@ -192,11 +191,6 @@ _CONTINUOUS = {
     ),
 }
 
-#: Defaults by env id, then algorithm name.
-HYPERPARAMS: dict[str, dict[str, TrainingDefaults]] = {
-    "llmsched/BatchScheduling-v0": _BATCH,
-    "llmsched/ContinuousBatching-v0": _CONTINUOUS,
-}
 
 #: Algorithm arguments that may be a linear schedule, written ``"lin_<start value>"``.
 SCHEDULE_KEYS = ("learning_rate", "clip_range")
@@ -217,7 +211,7 @@ def default_hyperparams(env_id: str, algo: str) -> TrainingDefaults:
     Raises:
         ValueError: For an env id or algorithm without defaults (the message lists them).
     """
-    return resolve("algorithm", algo, resolve("env id", env_id, HYPERPARAMS))
+    return resolve("algorithm", algo, kind_of_id(env_id).hyperparams_table())
 
 
 def resolve_hyperparams(
@@ -265,13 +259,9 @@ def resolve_hyperparams(
                 f"{sorted(allowed)}"
             )
         if key == "n_envs":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"n_envs must be an integer >= 1, got {value!r}")
-            result[key] = value
+            result[key] = arguments.integer("", key, value, minimum=1)
         elif key in SETTINGS_KEYS:
-            if not isinstance(value, bool):
-                raise ValueError(f"{key} must be true or false, got {value!r}")
-            result[key] = value
+            result[key] = arguments.boolean("", key, value)
         elif key == "policy_kwargs":
             if not isinstance(value, Mapping):
                 raise ValueError(f"policy_kwargs must be a mapping, got {value!r}")

@@ -23,8 +23,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
+from llmsched_env.kinds import get_kind
 from llmsched_env.registry import resolve
 from llmsched_env.workload import (
     Empirical,
@@ -34,12 +35,6 @@ from llmsched_env.workload import (
     WorkloadSource,
 )
 from llmsched_env.workload.presets import azure_conv
-
-#: Env ids by environment kind.
-ENV_IDS: dict[str, str] = {
-    "batch": "llmsched/BatchScheduling-v0",
-    "continuous": "llmsched/ContinuousBatching-v0",
-}
 
 #: Coefficient of variation of the gaps between arrivals of the bursty workload.
 BURSTY_CV = 4.0
@@ -103,27 +98,26 @@ class Scenario:
 
     Attributes:
         name: Scenario name, e.g. ``"batch-bursty"``.
-        env: Environment kind, ``"batch"`` or ``"continuous"``.
+        env: Environment kind, a name of :data:`llmsched_env.kinds.ENV_KINDS`.
         env_kwargs: Plain keyword arguments of the env (see :func:`build_env_kwargs`).
         description: One line for tables.
         train_steps: Training budget (environment steps) of the reported agent.
     """
 
     name: str
-    env: Literal["batch", "continuous"]
+    env: str
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     train_steps: int = 500_000
 
     def __post_init__(self) -> None:
-        if self.env not in ENV_IDS:
-            raise ValueError(f"env must be one of {sorted(ENV_IDS)}, got {self.env!r}")
+        get_kind(self.env)  # an unknown kind is an error naming the kinds
         object.__setattr__(self, "env_kwargs", MappingProxyType(dict(self.env_kwargs)))
 
     @property
     def env_id(self) -> str:
         """The registered env id."""
-        return ENV_IDS[self.env]
+        return get_kind(self.env).env_id
 
     def make_env_kwargs(self) -> dict[str, Any]:
         """``gym.make`` keyword arguments of the scenario (workload objects built)."""

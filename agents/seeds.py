@@ -20,6 +20,8 @@ share requests (with different length predictions), as two days of traffic share
 
 from __future__ import annotations
 
+from llmsched_env import arguments
+
 #: First seed of the evaluation (test) range; reported comparisons use seeds from here.
 EVAL_SEED_START = 10_000
 #: First seed of the validation range used for model selection during training.
@@ -45,14 +47,10 @@ def training_env_seeds(seed: int, n_envs: int) -> list[int]:
         >>> training_env_seeds(2, 4)
         [8, 9, 10, 11]
     """
-    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
-        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
+    n_envs = arguments.integer("", "n_envs", n_envs, minimum=1)
     largest = TRAIN_SEED_LIMIT // n_envs - 1
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= largest:
-        raise ValueError(
-            f"seed must be an integer in [0, {largest}] with n_envs={n_envs}, so that training "
-            f"env seeds stay below {TRAIN_SEED_LIMIT}, got {seed!r}"
-        )
+    reason = f"with n_envs={n_envs}, so that training env seeds stay below {TRAIN_SEED_LIMIT}"
+    seed = arguments.integer("", "seed", seed, minimum=0, maximum=largest, reason=reason)
     return [seed * n_envs + i for i in range(n_envs)]
 
 
@@ -63,8 +61,7 @@ def validation_seeds(n: int) -> list[int]:
         ValueError: If ``n`` is not in ``[1, 1000]``.
     """
     largest = EVAL_SEED_START - VALIDATION_SEED_START
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= largest:
-        raise ValueError(f"n must be an integer in [1, {largest}], got {n!r}")
+    n = arguments.integer("", "n", n, minimum=1, maximum=largest)
     return list(range(VALIDATION_SEED_START, VALIDATION_SEED_START + n))
 
 
@@ -74,11 +71,7 @@ def evaluation_seeds(n: int = 20, first: int = EVAL_SEED_START) -> list[int]:
     Raises:
         ValueError: If ``n < 1`` or ``first`` is below :data:`EVAL_SEED_START`.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    if isinstance(first, bool) or not isinstance(first, int) or first < EVAL_SEED_START:
-        raise ValueError(
-            f"first must be an integer >= {EVAL_SEED_START} (evaluation seeds never overlap "
-            f"training or validation seeds), got {first!r}"
-        )
+    n = arguments.integer("", "n", n, minimum=1)
+    reason = "evaluation seeds never overlap training or validation seeds"
+    first = arguments.integer("", "first", first, minimum=EVAL_SEED_START, reason=reason)
     return list(range(first, first + n))

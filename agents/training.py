@@ -27,16 +27,17 @@ from agents.envs import VEC_ENV_KINDS, VecEnvKind, make_training_env
 from agents.extras import require_agents_extra
 from agents.hyperparams import SCHEDULE_KEYS, parse_schedule, resolve_hyperparams
 from agents.runs import RunConfig, load_run_config
-from agents.scenarios import ENV_IDS, get_scenario
+from agents.scenarios import get_scenario
 from agents.seeds import training_env_seeds, validation_seeds
+from llmsched_env import arguments
+from llmsched_env.kinds import ENV_KINDS, kind_of_id, resolve_kind
 
 #: Default environment steps between evaluations of the callback.
 DEFAULT_EVAL_FREQ = 25_000
-#: Default number of validation seeds of the callback, per env id. BatchScheduling-v0 episodes
-#: are a few dozen steps, so 20 cost about a second and make the choice of the best model
-#: reliable (with 5, the validation-best model of ``batch-multi-gpu`` was 38 below the final
-#: one on the evaluation seeds); ContinuousBatching-v0 episodes are thousands of steps.
-DEFAULT_EVAL_EPISODES = {ENV_IDS["batch"]: 20, ENV_IDS["continuous"]: 5}
+#: Default number of validation seeds of the callback, per env id (each kind's
+#: ``eval_episodes``): short episodes afford more seeds, which make the choice of the best model
+#: reliable (see ``docs/results.md``).
+DEFAULT_EVAL_EPISODES = {kind.env_id: kind.eval_episodes for kind in ENV_KINDS.values()}
 #: Default environment steps between checkpoints.
 DEFAULT_CHECKPOINT_FREQ = 100_000
 #: Checkpoint files written by stable-baselines3's ``CheckpointCallback`` in ``checkpoints/``.
@@ -104,20 +105,11 @@ def resolve_env_id(env: str) -> str:
     Raises:
         ValueError: For anything else (the message lists the kinds and ids).
     """
-    if env in ENV_IDS:
-        return ENV_IDS[env]
-    if env in ENV_IDS.values():
-        return env
-    raise ValueError(
-        f"env must be one of {sorted(ENV_IDS)} or an env id in {sorted(ENV_IDS.values())}, "
-        f"got {env!r}"
-    )
+    return resolve_kind(env).env_id
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return arguments.integer("", name, value, minimum=minimum)
 
 
 def train(
@@ -381,7 +373,7 @@ def _run_session(
         callbacks: list[Any] = []
         evaluator = None
         if eval_freq:
-            kind = "batch" if config.env_id == ENV_IDS["batch"] else "continuous"
+            kind = kind_of_id(config.env_id).name
             evaluator = BaselineEvalCallback(
                 config,
                 spec,

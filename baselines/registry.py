@@ -8,34 +8,33 @@ from typing import Any
 import gymnasium as gym
 
 from baselines.base import Policy
-from baselines.batch import POLICIES as BATCH_POLICIES
-from baselines.continuous import POLICIES as CONTINUOUS_POLICIES
+from llmsched_env.kinds import ENV_KINDS, get_kind, kind_of_env
 from llmsched_env.registry import resolve
 
 PolicyFactory = Callable[..., Policy]
 
-#: Policy tables by environment kind (``"batch"`` or ``"continuous"``).
+#: Policy tables by environment kind (the kinds of :data:`llmsched_env.kinds.ENV_KINDS`).
 POLICY_TABLES: dict[str, dict[str, PolicyFactory]] = {
-    "batch": BATCH_POLICIES,
-    "continuous": CONTINUOUS_POLICIES,
+    name: kind.policy_table() for name, kind in ENV_KINDS.items()
 }
 
 
 def env_kind(env: gym.Env) -> str:
-    """``"batch"`` for ``BatchScheduling-v0``, ``"continuous"`` for ``ContinuousBatching-v0``."""
-    from llmsched_env.envs import BatchSchedulingEnv, ContinuousBatchingEnv
+    """The name of ``env``'s kind (``"batch"`` for ``BatchScheduling-v0`` ...).
 
-    unwrapped = env.unwrapped
-    if isinstance(unwrapped, BatchSchedulingEnv):
-        return "batch"
-    if isinstance(unwrapped, ContinuousBatchingEnv):
-        return "continuous"
-    raise TypeError(f"no baselines for environment {type(unwrapped).__name__}")
+    Raises:
+        TypeError: If ``env`` is no environment of ``llmsched_env``.
+    """
+    return kind_of_env(env).name
 
 
 def policy_names(kind: str) -> list[str]:
-    """Names of the baselines for an environment kind, in table order."""
-    return list(resolve("environment kind", kind, POLICY_TABLES))
+    """Names of the baselines for an environment kind, in table order.
+
+    Raises:
+        ValueError: For an unknown kind (the message lists the kinds).
+    """
+    return list(POLICY_TABLES[get_kind(kind).name])
 
 
 def make_policy(name: str, env: gym.Env, **kwargs: Any) -> Policy:

@@ -16,19 +16,17 @@ Example:
     True
 """
 
-from gymnasium.envs.registration import register, registry
+from gymnasium.envs.registration import register
+from gymnasium.envs.registration import registry as gym_registry
+
+from llmsched_env.kinds import ENV_KINDS
 
 __version__ = "0.1.0"
 
-_ENVS = {
-    "llmsched/BatchScheduling-v0": "llmsched_env.envs.batch_env:BatchSchedulingEnv",
-    "llmsched/ContinuousBatching-v0": "llmsched_env.envs.iteration_env:ContinuousBatchingEnv",
-}
+for _kind in ENV_KINDS.values():
+    if _kind.env_id not in gym_registry:
+        register(id=_kind.env_id, entry_point=_kind.entry_point)
 
-for _env_id, _entry_point in _ENVS.items():
-    if _env_id not in registry:
-        register(id=_env_id, entry_point=_entry_point)
-
-ENV_IDS = tuple(_ENVS)
+ENV_IDS = tuple(kind.env_id for kind in ENV_KINDS.values())
 
 __all__ = ["ENV_IDS", "__version__"]

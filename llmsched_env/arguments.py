@@ -69,6 +69,7 @@ def integer(
     *,
     minimum: int | None = None,
     maximum: int | None = None,
+    reason: str = "",
 ) -> int:
     """Return ``value`` as a Python ``int`` after checking its type and range.
 
@@ -78,6 +79,7 @@ def integer(
         value: A Python or numpy integer (``bool`` and floats are refused).
         minimum: The smallest allowed value, or ``None``.
         maximum: The largest allowed value, or ``None``.
+        reason: Why the range is what it is, appended to the expectation in parentheses.
 
     Returns:
         ``int(value)``.
@@ -90,7 +92,7 @@ def integer(
         >>> integer("Env", "n_gpus", np.int64(2), minimum=1)
         2
     """
-    expectation = "an integer" + _range_text(minimum, maximum)
+    expectation = "an integer" + _range_text(minimum, maximum) + (f" ({reason})" if reason else "")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         hint = ""
         if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):

@@ -34,11 +34,8 @@ from llmsched_env.cli_args import (
     positive_float,
     positive_int,
 )
+from llmsched_env.kinds import ENV_IDS
 
-ENV_IDS = {
-    "batch": "llmsched/BatchScheduling-v0",
-    "continuous": "llmsched/ContinuousBatching-v0",
-}
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 #: Files ``llmsched evaluate`` and ``llmsched compare`` write.

@@ -162,9 +162,9 @@ def check_policy_kwargs(kind: str, policy: str, kwargs: dict[str, Any]) -> None:
     Raises:
         ValueError: Naming the key, the policy and the closest valid key.
     """
-    from baselines import POLICY_TABLES
+    from llmsched_env.kinds import get_kind
 
-    factory = POLICY_TABLES[kind].get(policy)
+    factory = get_kind(kind).policy_table().get(policy)
     if factory is not None:
         check_keys("--policy-kwargs", f"policy {policy!r}", kwargs, accepted_keywords(factory))
 

@@ -11,7 +11,7 @@ the environment from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 from llmsched_env import arguments
@@ -113,8 +113,25 @@ def _check_common(cfg: BatchEnvConfig | ContinuousEnvConfig) -> None:
         )
 
 
+class EnvConfig:
+    """What every env configuration has: its fields are the env's keyword arguments.
+
+    The config dataclass is the one place that names the env's arguments, their defaults and
+    their meanings (``Attributes:``); the env's ``__init__`` signature and its docstring's
+    Arguments table are tested against it (``tests/envs/test_config_signature.py``).
+    """
+
+    owner: ClassVar[str]
+    default_load: ClassVar[float]
+
+    @classmethod
+    def from_arguments(cls, arguments: dict[str, Any]) -> Any:
+        """Build the config from an env constructor's ``locals()`` (one entry per field)."""
+        return cls(**{f.name: arguments[f.name] for f in fields(cls)})
+
+
 @dataclass(frozen=True)
-class BatchEnvConfig:
+class BatchEnvConfig(EnvConfig):
     """Configuration of ``llmsched/BatchScheduling-v0`` (see the env's docstring for meanings).
 
     Attributes:
@@ -184,7 +201,7 @@ class BatchEnvConfig:
 
 
 @dataclass(frozen=True)
-class ContinuousEnvConfig:
+class ContinuousEnvConfig(EnvConfig):
     """Configuration of ``llmsched/ContinuousBatching-v0`` (see the env's docstring).
 
     Attributes:

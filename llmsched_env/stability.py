@@ -49,9 +49,10 @@ import pandas as pd
 from llmsched_env.capacity import saturated_iteration_rps
 from llmsched_env.config import check_int, check_positive
 from llmsched_env.evaluation import mean_ci
+from llmsched_env.kinds import ENV_KINDS
 from llmsched_env.parallel import run_jobs
 
-ENV_ID = "llmsched/ContinuousBatching-v0"
+ENV_ID = ENV_KINDS["continuous"].env_id
 PolicySpec = str | Callable[[gym.Env], Any]
 _GRID_POINTS = 512
 

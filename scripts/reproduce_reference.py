@@ -34,10 +34,11 @@ from baselines.batch import MultiBinDynamic, SLADynamic, StaticFIFO  # noqa: E40
 from llmsched_env.compilation import warm_up  # noqa: E402
 from llmsched_env.envs import BatchSchedulingEnv  # noqa: E402
 from llmsched_env.evaluation import EpisodeTask, run_episode  # noqa: E402
+from llmsched_env.kinds import ENV_KINDS  # noqa: E402
 from llmsched_env.outputs import check_output_dir  # noqa: E402
 from llmsched_env.parallel import run_jobs  # noqa: E402
 
-ENV_ID = "llmsched/BatchScheduling-v0"
+ENV_ID = ENV_KINDS["batch"].env_id
 SETTINGS = {
     "latency": "calibrated",
     "kv_memory": "reference-sim",

@@ -25,10 +25,14 @@ from collections.abc import Callable
 from functools import partial
 
 from baselines.base import Policy
+from baselines.batch.bin_choice import (
+    EarliestDeadlineFirst,
+    RandomBinAndSize,
+    ShortestPredictedFirst,
+)
 from baselines.batch.dynamic import MultiBinDynamic, SLADynamic
 from baselines.batch.fifo import StaticFIFO
 from baselines.batch.multibin import MultiBin
-from baselines.batch.sanity import EarliestDeadlineFirst, RandomValid, ShortestPredictedFirst
 
 POLICIES: dict[str, Callable[..., Policy]] = {
     "static-fifo": StaticFIFO.from_env,
@@ -41,7 +45,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "multibin-dynamic": MultiBinDynamic.from_env,
     "spf": ShortestPredictedFirst.from_env,
     "edf": EarliestDeadlineFirst.from_env,
-    "random": RandomValid.from_env,
+    "random": RandomBinAndSize.from_env,
 }
 """Request-level baselines by the name users type (``llmsched evaluate --policies``)."""
 
@@ -50,7 +54,7 @@ __all__ = [
     "EarliestDeadlineFirst",
     "MultiBin",
     "MultiBinDynamic",
-    "RandomValid",
+    "RandomBinAndSize",
     "SLADynamic",
     "ShortestPredictedFirst",
     "StaticFIFO",

@@ -32,7 +32,7 @@ from functools import partial
 from baselines.base import Policy
 from baselines.continuous.budgeted import DecodePrioritizing, Hybrid, PrefillPrioritizing
 from baselines.continuous.engines import VLLMV1, SarathiStyle, VLLMStyle
-from baselines.continuous.random_valid import RandomValid
+from baselines.continuous.random_valid import RandomJointAction
 from baselines.continuous.simulator_a import PrefillPrioritizingK, RunToCompletion
 
 POLICIES: dict[str, Callable[..., Policy]] = {
@@ -46,7 +46,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "vllm": VLLMStyle.from_env,
     "sarathi": SarathiStyle.from_env,
     "vllm-v1": VLLMV1.from_env,
-    "random": RandomValid.from_env,
+    "random": RandomJointAction.from_env,
 }
 """Iteration-level baselines by the name users type (``llmsched evaluate --policies``)."""
 
@@ -56,7 +56,7 @@ __all__ = [
     "Hybrid",
     "PrefillPrioritizing",
     "PrefillPrioritizingK",
-    "RandomValid",
+    "RandomJointAction",
     "RunToCompletion",
     "SarathiStyle",
     "VLLMV1",

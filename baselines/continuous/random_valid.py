@@ -11,7 +11,7 @@ from baselines._checks import check_int
 from baselines.continuous._common import ContinuousPolicy
 
 
-class RandomValid(ContinuousPolicy):
+class RandomJointAction(ContinuousPolicy):
     """Uniformly random over the distinct valid actions of the current decision.
 
     The per-component mask in ``info["action_mask"]`` cannot say when WAIT (decode 0, prefill 0)

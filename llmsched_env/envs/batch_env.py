@@ -4,30 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from numba import njit
 
 from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch
 from llmsched_env.config import BatchEnvConfig
+from llmsched_env.envs.base import SchedulingEnv
 from llmsched_env.envs.batch_observation import BatchObservation, feature_bounds, feature_names
-from llmsched_env.envs.common import (
-    InvalidActionError,
-    RequestRecordsMixin,
-    episode_workload,
-    parse_action,
-)
-from llmsched_env.envs.footprint import BATCH_BYTES_PER_REQUEST, check_episode_fits
+from llmsched_env.envs.common import InvalidActionError, parse_action
+from llmsched_env.envs.footprint import BATCH_BYTES_PER_REQUEST
 from llmsched_env.envs.queue_snapshot import QueueSnapshot, read_only
-from llmsched_env.envs.rendering import bars_image
 from llmsched_env.envs.rewards import REWARD_SHAPES
-from llmsched_env.latency import make_batch_latency, make_kv_memory
+from llmsched_env.latency import make_batch_latency
 from llmsched_env.metrics import SLATargets
-from llmsched_env.registry import resolve
 from llmsched_env.sim.batch_kernels import bisect_right
 from llmsched_env.sim.batch_server import BatchServer
-from llmsched_env.workload import Workload, make_workload_source
+from llmsched_env.workload import Workload
 
 WAIT = 0
 
@@ -88,7 +81,7 @@ def equal_mass_edges(predicted_tokens: np.ndarray, n_bins: int) -> tuple[float, 
     return tuple(float(e) for e in edges)
 
 
-class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
+class BatchSchedulingEnv(SchedulingEnv):
     """Choose which bin of waiting LLM requests to serve as a static batch, and how large.
 
     ## Description
@@ -258,7 +251,7 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
     * v0: Initial version.
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    config_class = BatchEnvConfig
 
     def __init__(
         self,
@@ -280,32 +273,8 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         max_steps: int | None = None,
         render_mode: str | None = None,
     ) -> None:
-        cfg = BatchEnvConfig(
-            workload=workload,
-            load=load,
-            arrival_rate=arrival_rate,
-            n_gpus=n_gpus,
-            latency=latency,
-            kv_memory=kv_memory,
-            n_requests=n_requests,
-            sla=sla,
-            sla_penalty=sla_penalty,
-            reward=reward,
-            n_bins=n_bins,
-            bin_edges=bin_edges,
-            max_batch_size=max_batch_size,
-            dispatch_order=dispatch_order,  # type: ignore[arg-type]
-            invalid_action=invalid_action,  # type: ignore[arg-type]
-            max_steps=max_steps,
-            render_mode=render_mode,
-        )
-        check_episode_fits(cfg.owner, cfg.n_requests, BATCH_BYTES_PER_REQUEST)
-        self.config = cfg
-        self.render_mode = render_mode
-        self.source = make_workload_source(cfg.workload)
+        cfg: BatchEnvConfig = self._set_up(locals(), BATCH_BYTES_PER_REQUEST)
         self.latency = make_batch_latency(cfg.latency)
-        self.kv_capacity_tokens = make_kv_memory(cfg.kv_memory).capacity_tokens
-        self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
         calibration = self.source.calibration()
         predicted = calibration.predicted_output_tokens
         if cfg.bin_edges is not None:
@@ -334,11 +303,6 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         self._mask = np.ones(cfg.n_bins + 1 + len(self.batch_sizes), dtype=bool)
         self.server: BatchServer | None = None
         self._observer: BatchObservation | None = None
-        self._steps = 0
-        self._episode_over = False
-        #: The latest ``info`` returned by ``reset`` or ``step`` (``None`` before ``reset``).
-        self.last_info: dict[str, Any] | None = None
-        self._queue_columns: tuple[np.ndarray, ...] = ()
         self._skips_late = cfg.dispatch_order == "oldest-in-time"
 
     def _bin_service_estimates(self, calibration: Workload) -> np.ndarray:
@@ -354,11 +318,8 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode; see the class docstring's Starting State."""
-        super().reset(seed=seed)
+        workload = self._new_episode(seed, options)
         cfg = self.config
-        workload = episode_workload(
-            self.source, cfg.n_requests, self.np_random, self.arrival_rate_rps, options or {}
-        )
         bins = _bin_of(workload.predicted_output_tokens, self._edges)
         self.server = BatchServer(
             workload,
@@ -373,7 +334,6 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         )
         self._reward = self._reward_factory(cfg.sla_penalty, cfg.sla)
         self._reward.reset(self.server)
-        self._steps = 0
         self._pending_reward = 0.0
         self._observer = BatchObservation(
             self.server,
@@ -384,14 +344,8 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
             capacity_rps=self.capacity_rps,
         )
         self._queue_columns = self._queue_columns_in_order()
-        if not self.server.advance():
-            raise ValueError(
-                "the episode has no scheduling decision: every one of its "
-                f"{len(workload)} requests was rejected at arrival (KV capacity "
-                f"{self.kv_capacity_tokens} tokens)"
-            )
+        self._first_decision(workload, f"KV capacity {self.kv_capacity_tokens} tokens")
         self.server.fill_decision_mask(self._mask)
-        self._episode_over = False
         info = self._info(invalid=False, applied=None)
         info.update(
             batch_sizes=self.batch_sizes,
@@ -406,9 +360,7 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Carry out one scheduling decision and advance to the next one."""
-        server = self.server
-        if server is None or self._episode_over:
-            raise RuntimeError("call reset() before step() (the episode is over or not started)")
+        server = self._running_server()
         choice, level = parse_action(action, self._nvec)
         invalid = not self._mask[choice]
         if invalid:
@@ -424,20 +376,7 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
             lo, hi = server.last_moved
             if hi > lo:
                 self._positions_moved(lo, hi)
-        self._steps += 1
-        reward = self._reward(server)
-        terminated = not decision_due
-        truncated = (
-            not terminated
-            and self.config.max_steps is not None
-            and (self._steps >= self.config.max_steps)
-        )
-        info = self._info(invalid=invalid, applied=(choice, level))
-        if terminated or truncated:
-            self._episode_over = True
-            info["episode_metrics"] = self.episode_metrics()
-        self.last_info = info
-        return self._observe(), float(reward), terminated, truncated, info
+        return self._finish_step(decision_due, invalid, (choice, level))
 
     def _queue_columns_in_order(self) -> tuple[np.ndarray, ...]:
         """Request index, arrival, predicted output and prompt at every position (read-only)."""
@@ -473,12 +412,6 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
                     best, best_index = j + 1, index
         return best
 
-    def action_masks(self) -> np.ndarray:
-        """Per-component masks, concatenated, in the form sb3-contrib's MaskablePPO expects."""
-        if self.server is None:
-            raise RuntimeError("call reset() before action_masks()")
-        return self._mask.copy()
-
     def joint_action_mask(self) -> np.ndarray:
         """Exact validity of every action, shape ``nvec``, without duplicates.
 
@@ -513,29 +446,23 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
             and self.server.settled_counts() is not None
         )
 
-    def episode_metrics(self) -> dict[str, float]:
-        """Metrics of the episode so far (see :func:`llmsched_env.metrics.summarize`)."""
-        if self.server is None:
-            raise RuntimeError("call reset() first")
-        return self.server.summary(SLATargets(e2e_s=self.config.sla))
+    def _sla_targets(self) -> SLATargets:
+        return SLATargets(e2e_s=self.config.sla)
 
-    def render(self) -> str | np.ndarray | None:
-        """Snapshot of queues and GPUs: text (``"ansi"``) or bars in an RGB array (``"rgb_array"``).
-
-        The image has one bar per bin (queue length / max_batch_size) and one per GPU (remaining
-        busy time / sla).
-        """
-        if self.render_mode is None or self.server is None:
-            return None
+    def _bars(self) -> tuple[list[float], list[int]]:
+        """One bar per bin (queue length / max_batch_size), one per GPU (busy time left / sla)."""
         s = self.server
-        if self.render_mode == "rgb_array":
-            queues = [q / self.config.max_batch_size for q in s.queue_lengths()]
-            busy = [(t - s.now) / self.config.sla for t in s.busy_until()]
-            return bars_image(queues + busy, [0] * len(queues) + [1] * len(busy))
-        lines = [
-            f"t={s.now:10.3f}s  arrived {s.n_arrived}/{s.n_requests}  completed {s.n_completed}  "
-            f"rejected {s.n_rejected}  on-time {s.n_on_time}  late {s.n_late}"
-        ]
+        queues = [q / self.config.max_batch_size for q in s.queue_lengths()]
+        busy = [(t - s.now) / self.config.sla for t in s.busy_until()]
+        return queues + busy, [0] * len(queues) + [1] * len(busy)
+
+    def _outcome_text(self) -> str:
+        return f"late {self.server.n_late}"
+
+    def _render_lines(self) -> list[str]:
+        """One line per bin (its length range and queue), one per GPU."""
+        s = self.server
+        lines = []
         edges = [0, *self.bin_edges, float("inf")]
         for j, n in enumerate(s.queue_lengths()):
             lo, hi = edges[j], edges[j + 1]
@@ -546,7 +473,7 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
             state = f"busy until {until:10.3f}s" if s.gpu_busy[g] else "idle"
             marker = "  <- deciding" if g == s.decision_gpu else ""
             lines.append(f"  gpu {g}: {state}{marker}")
-        return "\n".join(lines) + "\n"
+        return lines
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a pickled or deep-copied env; copies of arrays come back writable."""

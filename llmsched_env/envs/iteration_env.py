@@ -6,34 +6,25 @@ import math
 from bisect import bisect_left
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from llmsched_env.capacity import iteration_capacity_rps
 from llmsched_env.config import ContinuousEnvConfig
-from llmsched_env.envs.common import (
-    InvalidActionError,
-    RequestRecordsMixin,
-    episode_workload,
-    parse_action,
-)
-from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST, check_episode_fits
+from llmsched_env.envs.base import SchedulingEnv
+from llmsched_env.envs.common import InvalidActionError, parse_action
+from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST
 from llmsched_env.envs.iteration_observation import (
     IterationObservation,
     feature_bounds,
     feature_names,
 )
-from llmsched_env.envs.rendering import bars_image
-from llmsched_env.envs.rewards import REWARD_SHAPES
-from llmsched_env.latency import make_iteration_latency, make_kv_memory
+from llmsched_env.latency import make_iteration_latency
 from llmsched_env.metrics import SLATargets
-from llmsched_env.registry import resolve
 from llmsched_env.sim.iteration_server import IterationServer
-from llmsched_env.workload import make_workload_source
 
 
-class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
+class ContinuousBatchingEnv(SchedulingEnv):
     """Split each GPU iteration's token budget between decoding and prefilling LLM requests.
 
     ## Description
@@ -88,7 +79,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
     needs prefill it can actually do (a started prompt, or an admissible head prompt that fits in
     that level's budget); level 0 of a component is allowed when the other component can be
     non-zero or WAIT is safe. WAIT (both 0) is forbidden only when it would deadlock, which
-    per-component masks cannot express: ``FlatContinuousAction`` gives exact joint masks. With
+    per-component masks cannot express: ``FlattenAction`` gives exact joint masks. With
     paged KV an admissible head prompt must also find free blocks for its first chunk at that
     level's budget, so a larger budget (a larger chunk) can be forbidden where a smaller one is
     allowed; beside running sequences (whose decodes shrink the budget) a started prompt or a
@@ -221,7 +212,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
       added later; the defaults (``"reserve"``, ``False``) keep the original dynamics.
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    config_class = ContinuousEnvConfig
 
     def __init__(
         self,
@@ -249,44 +240,14 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
         max_steps: int | None = None,
         render_mode: str | None = None,
     ) -> None:
-        cfg = ContinuousEnvConfig(
-            workload=workload,
-            load=load,
-            arrival_rate=arrival_rate,
-            n_gpus=n_gpus,
-            latency=latency,
-            kv_memory=kv_memory,
-            n_requests=n_requests,
-            ttft_sla=ttft_sla,
-            tbt_sla=tbt_sla,
-            sla_penalty=sla_penalty,
-            reward=reward,
-            max_tokens=max_tokens,
-            max_sequences=max_sequences,
-            chunk_size=chunk_size,
-            kv_allocation=kv_allocation,  # type: ignore[arg-type]
-            kv_block_tokens=kv_block_tokens,
-            prefix_caching=prefix_caching,
-            decode_levels=decode_levels,
-            prefill_levels=prefill_levels,
-            prompt_caps=prompt_caps,
-            invalid_action=invalid_action,  # type: ignore[arg-type]
-            max_steps=max_steps,
-            render_mode=render_mode,
-        )
-        check_episode_fits(cfg.owner, cfg.n_requests, CONTINUOUS_BYTES_PER_REQUEST)
-        self.config = cfg
-        self.render_mode = render_mode
-        self.source = make_workload_source(cfg.workload)
+        cfg: ContinuousEnvConfig = self._set_up(locals(), CONTINUOUS_BYTES_PER_REQUEST)
         self.latency = make_iteration_latency(cfg.latency)
-        self.kv_capacity_tokens = make_kv_memory(cfg.kv_memory).capacity_tokens
         self.paged = cfg.kv_allocation == "paged"
         if self.paged and self.kv_capacity_tokens < cfg.kv_block_tokens:
             raise ValueError(
                 f"kv_block_tokens={cfg.kv_block_tokens!r} is larger than the KV memory "
                 f"({self.kv_capacity_tokens} tokens): paged allocation needs at least one block"
             )
-        self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
         calibration = self.source.calibration()
         mean_prompt = float(np.mean(calibration.prompt_tokens))
         mean_output = float(np.mean(calibration.output_tokens))
@@ -312,22 +273,14 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
         self._level_budgets = [int(round(f * cfg.max_tokens)) for f in fractions]
         self.server: IterationServer | None = None
         self._observer: IterationObservation | None = None
-        self._episode_over = False
-        #: The latest ``info`` returned by ``reset`` or ``step`` (``None`` before ``reset``).
-        self.last_info: dict[str, Any] | None = None
-        self._queue_columns: tuple[np.ndarray, ...] = ()
-        self._steps = 0
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode; see the class docstring's Starting State."""
-        super().reset(seed=seed)
+        workload = self._new_episode(seed, options)
         cfg = self.config
-        workload = episode_workload(
-            self.source, cfg.n_requests, self.np_random, self.arrival_rate_rps, options or {}
-        )
         self.server = IterationServer(
             workload,
             n_gpus=cfg.n_gpus,
@@ -355,13 +308,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
         order = self.server.queue_order
         # The waiting queue is a slice of these (queue order), so infos copy slices.
         self._queue_columns = (order, workload.arrival_s[order], workload.prompt_tokens[order])
-        self._steps = 0
-        if not self.server.advance():
-            raise ValueError(
-                f"the episode has no scheduling decision: every one of its {len(workload)} "
-                "requests was rejected at arrival (see RejectReason)"
-            )
-        self._episode_over = False
+        self._first_decision(workload, "see RejectReason")
         info = self._info(invalid=False, applied=None)
         info.update(
             max_tokens=cfg.max_tokens,
@@ -383,9 +330,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Form the deciding GPU's next iteration and advance to the next decision."""
-        server = self.server
-        if server is None or self._episode_over:
-            raise RuntimeError("call reset() before step() (the episode is over or not started)")
+        server = self._running_server()
         decode, prefill, cap = parse_action(action, self._nvec)
         invalid = not self._allowed(decode, prefill)
         if invalid:
@@ -406,21 +351,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
                 prefill / (cfg.prefill_levels - 1) * (cfg.max_tokens - min(k, cfg.max_tokens))
             )
             server.run_iteration(k, budget, self.prompt_caps[cap])
-        decision_due = server.advance()
-        self._steps += 1
-        reward = self._reward(server)
-        terminated = not decision_due
-        truncated = (
-            not terminated
-            and self.config.max_steps is not None
-            and (self._steps >= self.config.max_steps)
-        )
-        info = self._info(invalid=invalid, applied=(decode, prefill, cap))
-        if terminated or truncated:
-            self._episode_over = True
-            info["episode_metrics"] = self.episode_metrics()
-        self.last_info = info
-        return self._observe(), float(reward), terminated, truncated, info
+        return self._finish_step(server.advance(), invalid, (decode, prefill, cap))
 
     def _prefill_allowed(self, level: int) -> bool:
         """Whether prefill ``level`` is allowed (the per-component mask).
@@ -523,12 +454,6 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
         prefill = cfg.prefill_levels - 1 if server.can_prefill(server.decision_gpu) else 0
         return decode, prefill, cap
 
-    def action_masks(self) -> np.ndarray:
-        """Per-component masks, concatenated, in the form sb3-contrib's MaskablePPO expects."""
-        if self.server is None:
-            raise RuntimeError("call reset() before action_masks()")
-        return self._mask.copy()
-
     def _compute_mask(self) -> np.ndarray:
         server = self.server
         d, p, c = self._nvec
@@ -575,38 +500,30 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
                 mask[1:, level, :] = running
         return mask
 
-    def episode_metrics(self) -> dict[str, float]:
-        """Metrics of the episode so far (see :func:`llmsched_env.metrics.summarize`)."""
-        if self.server is None:
-            raise RuntimeError("call reset() first")
-        cfg = self.config
-        return self.server.summary(SLATargets(ttft_s=cfg.ttft_sla, tbt_s=cfg.tbt_sla))
+    def _sla_targets(self) -> SLATargets:
+        return SLATargets(ttft_s=self.config.ttft_sla, tbt_s=self.config.tbt_sla)
 
-    def render(self) -> str | np.ndarray | None:
-        """Snapshot of the queue and GPUs: text (``"ansi"``) or bars (``"rgb_array"``).
-
-        The image has one bar for the waiting prompt tokens (/ max_tokens, capped) and, per GPU,
-        one for its running sequences (/ max_sequences) and one for its KV memory in use.
-        """
-        if self.render_mode is None or self.server is None:
-            return None
+    def _bars(self) -> tuple[list[float], list[int]]:
+        """Waiting prompt tokens (/ 4 max_tokens); per GPU, running sequences and KV in use."""
         s = self.server
-        if self.render_mode == "rgb_array":
-            fractions = [s.waiting_prompt_tokens() / (4 * s.max_tokens)]
-            groups = [0]
-            for g in range(s.n_gpus):
-                fractions += [
-                    s.running[g].size / s.max_sequences,
-                    s.kv_used[g] / s.kv_capacity_tokens,
-                ]
-                groups += [1, 2]
-            return bars_image(fractions, groups)
-        lines = [
-            f"t={s.now:10.3f}s  arrived {s.n_arrived}/{s.n_requests}  completed {s.n_completed}  "
-            f"rejected {s.n_rejected}  on-time {s.n_on_time}  TTFT misses {s.n_ttft_misses}  "
-            f"TBT misses {s.n_tbt_misses}",
-            f"  waiting: {s.n_waiting} prompts, {s.waiting_prompt_tokens()} tokens",
-        ]
+        fractions = [s.waiting_prompt_tokens() / (4 * s.max_tokens)]
+        groups = [0]
+        for g in range(s.n_gpus):
+            fractions += [
+                s.running[g].size / s.max_sequences,
+                s.kv_used[g] / s.kv_capacity_tokens,
+            ]
+            groups += [1, 2]
+        return fractions, groups
+
+    def _outcome_text(self) -> str:
+        s = self.server
+        return f"TTFT misses {s.n_ttft_misses}  TBT misses {s.n_tbt_misses}"
+
+    def _render_lines(self) -> list[str]:
+        """The waiting queue, then one line per GPU."""
+        s = self.server
+        lines = [f"  waiting: {s.n_waiting} prompts, {s.waiting_prompt_tokens()} tokens"]
         for g in range(s.n_gpus):
             state = f"busy until {s.gpu_free_at[g]:10.3f}s" if s.gpu_busy[g] else "idle"
             marker = "  <- deciding" if g == s.decision_gpu else ""
@@ -614,7 +531,7 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
                 f"  gpu {g}: {state}, {s.running[g].size} decoding, {len(s.prefilling[g])} "
                 f"prefilling, KV {s.kv_used[g]}/{s.kv_capacity_tokens} tokens{marker}"
             )
-        return "\n".join(lines) + "\n"
+        return lines
 
     # ------------------------------------------------------------------ helpers
     def _observe(self) -> np.ndarray:

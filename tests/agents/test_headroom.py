@@ -1,7 +1,7 @@
 import numpy as np
 
 from agents.headroom import lookahead_episode, lookahead_returns, main, summary_lines
-from agents.scenarios import ENV_IDS
+from llmsched_env.kinds import ENV_IDS
 from tests.agents.conftest import TINY_ENVS
 
 BATCH = ENV_IDS["batch"]

@@ -1,9 +1,10 @@
 import pytest
 
 from agents.algorithms import ALGOS
-from agents.hyperparams import HYPERPARAMS, default_hyperparams, resolve_hyperparams
+from agents.hyperparams import default_hyperparams, resolve_hyperparams
+from llmsched_env.kinds import ENV_KINDS
 
-ENV_IDS = sorted(HYPERPARAMS)
+ENV_IDS = sorted(kind.env_id for kind in ENV_KINDS.values() if kind.hyperparams)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -41,8 +42,8 @@ def test_overrides_merge_over_defaults_without_mutating_them():
         ("maskable-ppo", {"n_step": 8}, r"unknown hyperparameter 'n_step'.*'n_steps'"),
         ("maskable-ppo", {"seed": 1}, "unknown hyperparameter 'seed'"),
         ("ppo", {"n_envs": 0}, "n_envs must be an integer >= 1, got 0"),
-        ("ppo", {"normalize_obs": "yes"}, "normalize_obs must be true or false"),
-        ("ppo", {"end_when_settled": 1}, "end_when_settled must be true or false, got 1"),
+        ("ppo", {"normalize_obs": "yes"}, "normalize_obs must be True or False"),
+        ("ppo", {"end_when_settled": 1}, "end_when_settled must be True or False, got 1"),
         ("dqn", {"flatten_action": False}, "flatten_action must be true for algo 'dqn'"),
         ("a2c", {"policy_kwargs": {"activation_fn": "gelu"}}, "activation_fn must be one of"),
         ("sac", {}, "unknown algorithm 'sac'"),

@@ -19,7 +19,7 @@ from baselines.batch import (
     EarliestDeadlineFirst,
     MultiBin,
     MultiBinDynamic,
-    RandomValid,
+    RandomBinAndSize,
     ShortestPredictedFirst,
     SLADynamic,
     StaticFIFO,
@@ -151,7 +151,7 @@ def test_registry_names_and_factories():
         (SLADynamic, {"tbt_sla_s": -1.0}, "tbt_sla_s must be a finite number > 0"),
         (SLADynamic, {"size_rounding": "up"}, "size_rounding must be one of"),
         (MultiBinDynamic, {"bin_choice": "formation"}, "bin_choice must be one of"),
-        (RandomValid, {"seed": -1}, "seed must be an integer >= 0"),
+        (RandomBinAndSize, {"seed": -1}, "seed must be an integer >= 0"),
         (EarliestDeadlineFirst, {"batch_size": 0}, "batch_size must be an integer"),
     ],
 )
@@ -509,7 +509,7 @@ def test_multibin_dynamic_with_one_bin_decides_like_sla_dynamic():
 def test_random_valid_draws_only_allowed_values_and_is_reproducible():
     env = make_env()
     info = make_info([[], requests([1]), []], wait_allowed=False)
-    policy = RandomValid.from_env(env, seed=3)
+    policy = RandomBinAndSize.from_env(env, seed=3)
     first = [policy.act(None, info).tolist() for _ in range(50)]
     assert {a[0] for a in first} == {2}
     assert {a[1] for a in first} == set(range(5))

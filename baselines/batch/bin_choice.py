@@ -1,8 +1,9 @@
-"""Sanity baselines: shortest predicted first, earliest deadline (least slack) first, random.
+"""Simple bin-choice rules: shortest predicted first, earliest deadline first, random.
 
-They bracket the paper schedulers: SPF and EDF are the textbook answers to "which bin next?"
-for mean latency and deadlines, and :class:`RandomValid` is the floor every reasonable policy
-must beat.
+Each decision serves one bin chosen by a fixed rule, with no model of batch time. They bracket
+the Multi-Bin and SLA-dynamic schedulers: SPF and EDF are the textbook answers to "which bin
+next?" for mean latency and deadlines, and :class:`RandomBinAndSize` (a random bin and batch size
+among those the mask allows) is the floor every reasonable policy must beat.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class EarliestDeadlineFirst(_BinScorer):
         return float(info["queue_arrival_s"][j][0]) + self.sla_s - info["time_s"] - service_s
 
 
-class RandomValid(BatchPolicy):
+class RandomBinAndSize(BatchPolicy):
     """Uniformly random over the actions the mask allows: the floor every policy must beat.
 
     Each component is drawn uniformly from the values allowed by ``info["action_mask"]`` (the

@@ -1,0 +1,196 @@
+"""The skeleton every scheduling env shares: set-up, reset preamble, step tail, masks, metrics.
+
+An env of this package is a Gymnasium env over a discrete-event server (``self.server``, built by
+``reset``) that stops at each scheduling decision. What differs between envs (the server, the
+observation, the action and its mask, the ``info`` contents) is written in the env; what is the
+same is written here once:
+
+* construction from a validated config (:meth:`SchedulingEnv._set_up`): memory check, workload
+  source, KV capacity, reward shape, empty episode state;
+* the reset preamble (:meth:`SchedulingEnv._new_episode`) and the first decision
+  (:meth:`SchedulingEnv._first_decision`);
+* the step tail (:meth:`SchedulingEnv._finish_step`): reward, termination, truncation at
+  ``max_steps``, the final ``episode_metrics``, ``last_info``;
+* ``action_masks``, ``episode_metrics``, ``request_records`` and the ``render`` frame.
+
+A subclass sets ``config_class`` and implements ``_observe``, ``_info``, ``_sla_targets``,
+``_outcome_text``, ``_render_lines`` and ``_bars``, and keeps ``self._mask`` (the per-component
+action mask) current.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from llmsched_env.envs.common import RequestRecordsMixin, episode_workload
+from llmsched_env.envs.footprint import check_episode_fits
+from llmsched_env.envs.rendering import bars_image
+from llmsched_env.envs.rewards import REWARD_SHAPES
+from llmsched_env.latency import make_kv_memory
+from llmsched_env.metrics import SLATargets
+from llmsched_env.registry import resolve
+from llmsched_env.workload import Workload, make_workload_source
+
+
+class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
+    """Base class of the scheduling envs (see the module docstring for what it provides).
+
+    Attributes:
+        config_class: The frozen config dataclass whose fields are the env's keyword arguments.
+        config: The env's validated configuration.
+        server: The episode's simulated server (``None`` before the first ``reset``).
+        last_info: The latest ``info`` returned by ``reset`` or ``step`` (``None`` before
+            ``reset``).
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    config_class: ClassVar[type]
+
+    server: Any
+    _mask: np.ndarray
+
+    def _set_up(self, arguments: dict[str, Any], bytes_per_request: int) -> Any:
+        """Validate the constructor's arguments and build what every env needs from them.
+
+        Args:
+            arguments: The constructor's keyword arguments by name (``locals()`` of
+                ``__init__``); every field of ``config_class`` must be among them.
+            bytes_per_request: Peak memory of one request of an episode
+                (:mod:`llmsched_env.envs.footprint`).
+
+        Returns:
+            The validated config (also stored as ``self.config``).
+        """
+        cfg = self.config_class.from_arguments(arguments)
+        check_episode_fits(cfg.owner, cfg.n_requests, bytes_per_request)
+        self.config = cfg
+        self.render_mode = cfg.render_mode
+        self.source = make_workload_source(cfg.workload)
+        self.kv_capacity_tokens = make_kv_memory(cfg.kv_memory).capacity_tokens
+        self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
+        self.server = None
+        self._observer: Any = None
+        self._steps = 0
+        self._episode_over = False
+        self.last_info: dict[str, Any] | None = None
+        self._queue_columns: tuple[np.ndarray, ...] = ()
+        return cfg
+
+    # ------------------------------------------------------------------ episode skeleton
+    def _new_episode(self, seed: int | None, options: dict[str, Any] | None) -> Workload:
+        """Seed the env's generator and draw the episode's requests (``reset``'s preamble)."""
+        gym.Env.reset(self, seed=seed)
+        return episode_workload(
+            self.source,
+            self.config.n_requests,
+            self.np_random,
+            self.arrival_rate_rps,
+            options or {},
+        )
+
+    def _first_decision(self, workload: Workload, why: str) -> None:
+        """Advance the new episode to its first decision.
+
+        Raises:
+            ValueError: If the episode has none (every request rejected at arrival); ``why``
+                says where to look.
+        """
+        self._steps = 0
+        if not self.server.advance():
+            raise ValueError(
+                "the episode has no scheduling decision: every one of its "
+                f"{len(workload)} requests was rejected at arrival ({why})"
+            )
+        self._episode_over = False
+
+    def _running_server(self) -> Any:
+        """The server of the running episode (what ``step`` acts on).
+
+        Raises:
+            RuntimeError: Before ``reset`` or after the episode ended.
+        """
+        if self.server is None or self._episode_over:
+            raise RuntimeError("call reset() before step() (the episode is over or not started)")
+        return self.server
+
+    def _finish_step(
+        self, decision_due: bool, invalid: bool, applied: tuple[int, ...]
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """The tail of ``step``: count the step, collect the reward, end or truncate the episode.
+
+        Args:
+            decision_due: Whether the server stopped at a next decision (else the episode is
+                over: termination).
+            invalid: Whether the agent's action was forbidden by the mask.
+            applied: The action carried out.
+
+        Returns:
+            ``step``'s result: observation, reward, terminated, truncated, info.
+        """
+        self._steps += 1
+        reward = self._reward(self.server)
+        terminated = not decision_due
+        max_steps = self.config.max_steps
+        truncated = not terminated and max_steps is not None and (self._steps >= max_steps)
+        info = self._info(invalid=invalid, applied=applied)
+        if terminated or truncated:
+            self._episode_over = True
+            info["episode_metrics"] = self.episode_metrics()
+        self.last_info = info
+        return self._observe(), float(reward), terminated, truncated, info
+
+    # ------------------------------------------------------------------ shared public API
+    def action_masks(self) -> np.ndarray:
+        """Per-component masks, concatenated, in the form sb3-contrib's MaskablePPO expects."""
+        if self.server is None:
+            raise RuntimeError("call reset() before action_masks()")
+        return self._mask.copy()
+
+    def episode_metrics(self) -> dict[str, float]:
+        """Metrics of the episode so far (see :func:`llmsched_env.metrics.summarize`)."""
+        if self.server is None:
+            raise RuntimeError("call reset() first")
+        return self.server.summary(self._sla_targets())
+
+    def render(self) -> str | np.ndarray | None:
+        """Snapshot of the server: text (``"ansi"``) or bars in an RGB array (``"rgb_array"``).
+
+        The text starts with the time and the request counts, then the env's own lines; the
+        image's bars are the env's (see its ``_bars``).
+        """
+        if self.render_mode is None or self.server is None:
+            return None
+        if self.render_mode == "rgb_array":
+            return bars_image(*self._bars())
+        s = self.server
+        header = (
+            f"t={s.now:10.3f}s  arrived {s.n_arrived}/{s.n_requests}  completed {s.n_completed}  "
+            f"rejected {s.n_rejected}  on-time {s.n_on_time}  {self._outcome_text()}"
+        )
+        return "\n".join([header, *self._render_lines()]) + "\n"
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _observe(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _info(self, *, invalid: bool, applied: tuple[int, ...] | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _sla_targets(self) -> SLATargets:
+        """The targets the episode's metrics are measured against."""
+        raise NotImplementedError
+
+    def _outcome_text(self) -> str:
+        """The end of the render header: the counts of missed targets."""
+        raise NotImplementedError
+
+    def _render_lines(self) -> list[str]:
+        """The text render's lines after the header."""
+        raise NotImplementedError
+
+    def _bars(self) -> tuple[list[float], list[int]]:
+        """The image render's bar heights (fractions) and colour groups."""
+        raise NotImplementedError
