@@ -1,6 +1,7 @@
 """llmsched-env: Gymnasium environments for learning to schedule LLM inference.
 
-Importing the package registers the environments:
+Importing the package registers the environments (in a process that has not imported it,
+``gym.make("llmsched_env:llmsched/BatchScheduling-v0")`` imports it first):
 
 * ``llmsched/BatchScheduling-v0``: request-level static batching (which bin, how large a batch);
 * ``llmsched/ContinuousBatching-v0``: iteration-level continuous batching (how to split each
@@ -25,10 +26,22 @@ _ENVS = {
     "llmsched/ContinuousBatching-v0": "llmsched_env.envs.iteration_env:ContinuousBatchingEnv",
 }
 
-for _env_id, _entry_point in _ENVS.items():
-    if _env_id not in registry:
-        register(id=_env_id, entry_point=_entry_point)
+
+def register_envs() -> None:
+    """Register every env id with Gymnasium (idempotent; importing the package calls it).
+
+    It is also the package's ``gymnasium.envs`` plugin entry point (``pyproject.toml``).
+    Gymnasium 1.x no longer loads plugins by itself, so a process that has not imported
+    ``llmsched_env`` (a Ray worker, a fresh interpreter) names the module in the id instead:
+    ``gym.make("llmsched_env:llmsched/BatchScheduling-v0")`` imports it, then makes the env.
+    """
+    for env_id, entry_point in _ENVS.items():
+        if env_id not in registry:
+            register(id=env_id, entry_point=entry_point)
+
+
+register_envs()
 
 ENV_IDS = tuple(_ENVS)
 
-__all__ = ["ENV_IDS", "__version__"]
+__all__ = ["ENV_IDS", "__version__", "register_envs"]
