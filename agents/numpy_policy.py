@@ -265,6 +265,7 @@ def export_numpy_policy(model_path: str | Path, stats_path: str | Path | None = 
     model = _load_sb3_model(Path(model_path), INFERENCE_CUSTOM_OBJECTS)
     policy = model.policy
     import torch
+
     if not hasattr(policy, "mlp_extractor") or not hasattr(policy, "action_net"):
         raise ValueError(
             f"{str(model_path)!r} holds a {type(policy).__name__}, not an actor-critic MLP "
