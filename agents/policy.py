@@ -7,6 +7,12 @@ action space. The evaluation harness (:func:`llmsched_env.evaluation.evaluate`) 
 agent through exactly the code path of a baseline: a plain ``gym.make`` env, the same seeds,
 the same metrics.
 
+**Without torch.** When a numpy export of the model (``model.npz`` beside ``model.zip``,
+written by ``scripts/export_numpy_policy.py``, see :mod:`agents.numpy_policy`) is present and
+matches the model's SHA-256, :func:`load_agent` runs the actor with numpy instead of loading
+stable-baselines3: the shipped agents ship one, so ``llmsched compare --pretrained`` needs no
+torch. Its actions equal the torch model's (tested at every step of full evaluation episodes).
+
 **Settled episodes.** Once a ``BatchScheduling-v0`` episode is settled
 (``env.unwrapped.is_settled()``: every request has arrived and every waiting one is late, so no
 action can change the return), the policy hands its decisions to a heuristic,
@@ -32,6 +38,7 @@ Example (the shipped agent; a training run's directory works the same):
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 from dataclasses import dataclass
@@ -44,6 +51,7 @@ import numpy as np
 
 from agents.algorithms import AlgoSpec, get_algo
 from agents.extras import require_agents_extra
+from agents.numpy_policy import NumpyPolicy, file_sha256, numpy_path
 from agents.runs import ModelChoice, RunConfig, load_run_config, model_paths
 from baselines.base import Policy
 
@@ -65,7 +73,8 @@ class LoadedAgent:
     """A model ready to act.
 
     Attributes:
-        model: The stable-baselines3 model.
+        model: The stable-baselines3 model, or its numpy export
+            (:class:`~agents.numpy_policy.NumpyPolicy`, same ``predict`` for acting).
         normalizer: Frozen observation statistics, or ``None`` (no normalisation).
         algo: The algorithm's spec.
         config: The run configuration it was trained with.
@@ -137,9 +146,14 @@ def load_agent(run_dir: str | Path, which: ModelChoice = "best") -> LoadedAgent:
     Returns:
         The loaded agent.
 
+    The model runs with numpy when a matching export (``.npz`` beside its ``.zip``) exists,
+    with stable-baselines3 otherwise.
+
     Raises:
-        ValueError: If the directory is not a run or holds no model.
-        agents.extras.AgentsExtraMissingError: If the ``agents`` extra is not installed.
+        ValueError: If the directory is not a run, holds no model, or its numpy export was
+            made from another model (stale).
+        agents.extras.AgentsExtraMissingError: If there is no numpy export and the ``agents``
+            extra is not installed.
     """
     model_path, _ = model_paths(run_dir, which)
     stamp = os.stat(model_path).st_mtime_ns
@@ -148,14 +162,25 @@ def load_agent(run_dir: str | Path, which: ModelChoice = "best") -> LoadedAgent:
 
 @lru_cache(maxsize=8)
 def _load_agent_cached(run_dir: str, which: ModelChoice, stamp: int) -> LoadedAgent:
-    require_agents_extra()
     config = load_run_config(run_dir)
     algo = get_algo(config.algo)
     model_path, stats_path = model_paths(run_dir, which)
+    exported = numpy_path(model_path)
+    if exported.is_file():
+        model = NumpyPolicy.load(exported, expected_sha256=file_sha256(model_path))
+        return LoadedAgent(model, _export_normalizer(model), algo, config)
+    require_agents_extra()
     model = algo.load_class().load(
         model_path, device="cpu", custom_objects=INFERENCE_CUSTOM_OBJECTS
     )
     return LoadedAgent(model, load_normalizer(stats_path), algo, config)
+
+
+def _export_normalizer(model: NumpyPolicy) -> ObsNormalizer | None:
+    """The observation statistics stored in a numpy export (``None``: not normalised)."""
+    if model.obs_mean is None or model.obs_var is None:
+        return None
+    return ObsNormalizer(model.obs_mean, model.obs_var, model.clip_obs, model.epsilon)
 
 
 class AgentPolicy(Policy):
@@ -319,8 +344,10 @@ class AgentPolicyFactory:
 
     def __call__(self, env: gym.Env) -> AgentPolicy:
         """Build the policy for ``env``."""
-        if self.torch_threads is not None:
-            require_agents_extra()["torch"].set_num_threads(self.torch_threads)
+        if self.torch_threads is not None and importlib.util.find_spec("torch") is not None:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
         return AgentPolicy.from_run(
             env, self.run_dir, self.which, self.name, settled_policy=self.settled_policy
         )

@@ -127,10 +127,16 @@ def throughput(args: argparse.Namespace) -> None:
 
 def export(args: argparse.Namespace) -> None:
     from agents.compare import pretrained_root
+    from agents.numpy_policy import export_numpy_policy
     from agents.runs import export_run, load_run_config
 
     dest = Path(args.dest) if args.dest else pretrained_root() / args.name
     written = export_run(args.run, dest, which="best")
+    stats = dest / "vecnormalize.pkl"
+    try:  # the actor as numpy arrays, so the agent acts without torch (agents.numpy_policy)
+        written.append(export_numpy_policy(dest / "model.zip", stats if stats.is_file() else None))
+    except ValueError as error:
+        print(f"no numpy export, the agent will need torch: {error}")
     config = load_run_config(args.run)
     if not config.env_config:  # runs of older versions did not record it: record it now
         import dataclasses

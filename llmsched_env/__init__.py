@@ -1,6 +1,7 @@
 """llmsched-env: Gymnasium environments for learning to schedule LLM inference.
 
-Importing the package registers the environments:
+Importing the package registers the environments (in a process that has not imported it,
+``gym.make("llmsched_env:llmsched/BatchScheduling-v0")`` imports it first):
 
 * ``llmsched/BatchScheduling-v0``: request-level static batching (which bin, how large a batch);
 * ``llmsched/ContinuousBatching-v0``: iteration-level continuous batching (how to split each
@@ -23,10 +24,22 @@ from llmsched_env.kinds import ENV_KINDS
 
 __version__ = "0.1.0"
 
-for _kind in ENV_KINDS.values():
-    if _kind.env_id not in gym_registry:
-        register(id=_kind.env_id, entry_point=_kind.entry_point)
+
+def register_envs() -> None:
+    """Register every env id with Gymnasium (idempotent; importing the package calls it).
+
+    It is also the package's ``gymnasium.envs`` plugin entry point (``pyproject.toml``).
+    Gymnasium 1.x no longer loads plugins by itself, so a process that has not imported
+    ``llmsched_env`` (a Ray worker, a fresh interpreter) names the module in the id instead:
+    ``gym.make("llmsched_env:llmsched/BatchScheduling-v0")`` imports it, then makes the env.
+    """
+    for kind in ENV_KINDS.values():
+        if kind.env_id not in gym_registry:
+            register(id=kind.env_id, entry_point=kind.entry_point)
+
+
+register_envs()
 
 ENV_IDS = tuple(kind.env_id for kind in ENV_KINDS.values())
 
-__all__ = ["ENV_IDS", "__version__"]
+__all__ = ["ENV_IDS", "__version__", "register_envs"]

@@ -367,6 +367,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from agents.extras import AgentsExtraMissingError
 
+    if args.framework == "rllib":
+        return _cmd_train_rllib(args)
     report = say("train")
     report("loading torch and stable-baselines3")
     try:
@@ -442,6 +444,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{last['agent_return']:.1f}, best {session['best_agent_validation_return']:.1f}; "
             f"best baseline {last['best_baseline']} {last['best_baseline_return']:.1f}"
         )
+    return 0
+
+
+def _cmd_train_rllib(args: argparse.Namespace) -> int:
+    """``llmsched train --framework rllib``: masked PPO with Ray RLlib (docs/scaling.md)."""
+    from agents.rllib import RLlibSettings, require_rllib, train_rllib
+    from llmsched_env.outputs import check_output_dir
+
+    report = say("train")
+    if args.resume or args.scenario or args.algo != "maskable-ppo":
+        raise ValueError(
+            "--framework rllib trains masked PPO from scratch: drop --resume, --scenario and --algo"
+        )
+    if not args.out:
+        raise ValueError("--out is required (the run directory to create)")
+    env_id = ENV_IDS[args.env]
+    env_kwargs = env_kwargs_from_args(args)
+    check_env_kwargs(env_id, env_kwargs)
+    check_output_dir(args.out)
+    batch = min(4000, args.steps)
+    settings = RLlibSettings(
+        env_id,
+        env_kwargs,
+        iterations=-(-args.steps // batch),
+        num_env_runners=args.env_runners,
+        num_envs_per_env_runner=args.n_envs or 2,
+        train_batch_size=batch,
+        minibatch_size=min(256, batch),
+        seed=args.seed,
+    )
+    try:
+        ray = require_rllib()
+    except ImportError as error:
+        print(f"llmsched train: error: {error}", file=sys.stderr)
+        return 2
+    report(f"connecting to Ray ({args.ray_address or 'a local instance'})")
+    ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=not args.quiet)
+    try:
+        result = train_rllib(settings, out=args.out, log=report)
+    finally:
+        ray.shutdown()
+    print(
+        f"trained masked PPO (RLlib) on {env_id} for {result.env_steps} env steps; last mean "
+        f"episode return {result.returns[-1]:.1f}; checkpoint saved to {result.checkpoint}"
+    )
     return 0
 
 
@@ -635,6 +682,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="steps between checkpoints (0: none)",
     )
     tr.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    tr.add_argument(
+        "--framework",
+        choices=["sb3", "rllib"],
+        default="sb3",
+        help="stable-baselines3 on this machine, or Ray RLlib's masked PPO on a Ray cluster "
+        "(needs the 'rllib' extra; see docs/scaling.md)",
+    )
+    tr.add_argument("--env-runners", type=nonnegative_int, default=2, help="rllib: sampling actors")
+    tr.add_argument("--ray-address", help="rllib: Ray cluster to join (default: a local one)")
     tr.add_argument(
         "--force",
         "--overwrite",

@@ -1,0 +1,125 @@
+"""RLlib's view of the envs (flat action, mask in a Dict observation) and masked PPO training."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents.rllib import RLlibEnv, RLlibSettings, scalar_info
+from tests.agents.conftest import TINY_ENVS
+
+ENV_IDS = {
+    "batch": "llmsched/BatchScheduling-v0",
+    "continuous": "llmsched/ContinuousBatching-v0",
+}
+
+
+def tiny_config(kind: str) -> dict:
+    return {"env_id": ENV_IDS[kind], "env_kwargs": TINY_ENVS[kind]}
+
+
+@pytest.mark.parametrize("kind", sorted(ENV_IDS))
+def test_masks_are_the_joint_masks_and_masked_episodes_match_the_env(kind):
+    """A masked random episode through RLlibEnv is the unwrapped env's, step for step."""
+    env = RLlibEnv(tiny_config(kind))
+    plain = gym.make(ENV_IDS[kind], **TINY_ENVS[kind])
+    nvec = tuple(int(n) for n in plain.action_space.nvec)
+    rng = np.random.default_rng(0)
+    obs, info = env.reset(seed=3)
+    plain_obs, _ = plain.reset(seed=3)
+    steps, total = 0, 0.0
+    while True:
+        assert env.observation_space.contains(obs)
+        np.testing.assert_array_equal(obs["observations"], plain_obs)
+        mask = obs["action_mask"]
+        np.testing.assert_array_equal(mask, plain.unwrapped.joint_action_mask().ravel())
+        assert all(np.ndim(v) == 0 for v in info.values())
+        action = int(rng.choice(np.flatnonzero(mask)))
+        obs, reward, terminated, truncated, info = env.step(action)
+        plain_obs, plain_reward, *_ = plain.step(np.array(np.unravel_index(action, nvec)))
+        total += reward
+        steps += 1
+        if terminated or truncated:
+            break
+    assert steps > 5
+    assert np.isfinite(total)
+
+
+@pytest.mark.parametrize("kind", sorted(ENV_IDS))
+def test_vector_env_of_rllib_envs_steps(kind):
+    """What an RLlib env runner builds: a Gymnasium vector env of the creator's envs."""
+    vec = gym.vector.SyncVectorEnv([lambda: RLlibEnv(tiny_config(kind))] * 2)
+    obs, _ = vec.reset(seed=0)
+    for _ in range(20):
+        actions = [int(np.flatnonzero(m)[0]) for m in obs["action_mask"]]
+        obs, rewards, *_ = vec.step(np.array(actions))
+    assert obs["observations"].shape == (2, *vec.single_observation_space["observations"].shape)
+
+
+def test_bad_config_and_settings_are_named():
+    with pytest.raises(ValueError, match="env_config must have 'env_id'.*'workload'"):
+        RLlibEnv({"env_id": ENV_IDS["batch"], "workload": "demo2"})
+    with pytest.raises(ValueError, match="minibatch_size must be in"):
+        RLlibSettings(ENV_IDS["batch"], train_batch_size=64, minibatch_size=128)
+    with pytest.raises(ValueError, match="num_env_runners must be >= 0, got -1"):
+        RLlibSettings(ENV_IDS["batch"], num_env_runners=-1)
+
+
+def test_scalar_info_keeps_numbers_only():
+    info = {"a": 1, "b": 2.5, "c": np.float32(1), "d": np.zeros(3), "e": [1], "f": True}
+    assert sorted(scalar_info(info)) == ["a", "b", "c", "f"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.rllib")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(ENV_IDS))
+def test_masked_ppo_trains_two_iterations_with_two_runners(kind, local_ray, tmp_path):
+    from agents.rllib import train_rllib
+
+    settings = RLlibSettings(
+        ENV_IDS[kind],
+        TINY_ENVS[kind],
+        iterations=2,
+        num_env_runners=2,
+        num_envs_per_env_runner=2,
+        train_batch_size=256,
+        minibatch_size=64,
+        num_epochs=2,
+    )
+    lines: list[str] = []
+    result = train_rllib(settings, out=tmp_path, log=lines.append)
+    assert len(result.returns) == 2 and len(lines) == 2
+    assert result.env_steps >= 2 * 256
+    assert np.isfinite(result.returns[-1])
+    assert (tmp_path / "checkpoint").is_dir()
+    assert (tmp_path / "rllib_settings.json").is_file()
+
+
+def test_cli_refuses_options_rllib_does_not_take(capsys, tmp_path):
+    from llmsched_env.cli import main
+
+    status = main(["train", "--framework", "rllib", "--algo", "dqn", "--out", str(tmp_path / "r")])
+    assert status == 2
+    assert "--framework rllib trains masked PPO from scratch" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_trains_with_rllib(tmp_path, capsys):
+    pytest.importorskip("ray.rllib")
+    from llmsched_env.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--framework", "rllib", "--env", "continuous", "--workload", "mm1"]
+    argv += ["--arrival-rate", "4", "--n-requests", "30", "--steps", "256", "--env-runners", "1"]
+    assert main([*argv, "--n-envs", "2", "--quiet", "--out", str(out)]) == 0
+    assert "trained masked PPO (RLlib) on llmsched/ContinuousBatching-v0" in capsys.readouterr().out
+    assert (out / "checkpoint").is_dir()
