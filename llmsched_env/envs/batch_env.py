@@ -25,7 +25,7 @@ from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.latency import make_batch_latency, make_kv_memory
 from llmsched_env.metrics import SLATargets
 from llmsched_env.registry import resolve
-from llmsched_env.sim.batch_kernels import bisect_right
+from llmsched_env.sim.batch_rules import bisect_right
 from llmsched_env.sim.batch_server import BatchServer
 from llmsched_env.workload import Workload, make_workload_source
 
