@@ -8,8 +8,6 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-from llmsched_env.sim.batch_rules import is_late
-
 from baselines.batch._common import (
     BatchPolicy,
     check_choice,
@@ -18,6 +16,7 @@ from baselines.batch._common import (
     make_action,
     oldest_bin,
 )
+from llmsched_env.sim.batch_rules import is_late
 
 BinChoice = Literal["formation", "round-robin", "longest-queue"]
 BIN_CHOICES = ("formation", "round-robin", "longest-queue")
@@ -147,7 +146,8 @@ class MultiBin(BatchPolicy):
         late = is_late.py_func  # the NumPy form of the compiled rule
         for horizon_s in self._horizons_s:
             keep = [
-                ~late(arrival, self.sla_s, now_s + horizon_s[j]) for j, arrival in enumerate(arrivals)
+                ~late(arrival, self.sla_s, now_s + horizon_s[j])
+                for j, arrival in enumerate(arrivals)
             ]
             if any(k.any() for k in keep):
                 return (

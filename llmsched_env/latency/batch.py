@@ -180,9 +180,7 @@ class StaticBatchLatency:
 
     def compiled_timing(self) -> tuple[int, np.ndarray]:
         """``(STATIC_TIMING, params)`` for :func:`static_batch_timing`."""
-        return STATIC_TIMING, _params(
-            self.alpha_s, self.beta_s_per_token, self.gamma, self.floor_s
-        )
+        return STATIC_TIMING, _params(self.alpha_s, self.beta_s_per_token, self.gamma, self.floor_s)
 
 
 @njit(cache=True)

@@ -44,7 +44,9 @@ from llmsched_env.sim.batch_state import state_view
 REJECT_EXCEEDS_KV = 1
 
 #: Codes a decision function returns when it refuses a decision (nothing changes then).
-NO_DECISION_DUE, WAIT_DEADLOCKS, QUEUE_OUT_OF_RANGE, COUNT_BELOW_ONE, EMPTY_QUEUE = range(-1, -6, -1)
+NO_DECISION_DUE, WAIT_DEADLOCKS, QUEUE_OUT_OF_RANGE, COUNT_BELOW_ONE, EMPTY_QUEUE = range(
+    -1, -6, -1
+)
 
 
 @njit(cache=True)

@@ -317,7 +317,7 @@ class BatchServer:
         return min(t, self.next_completion_s())
 
     def _check(self, code: int, queue: int, max_count: int) -> None:
-        """Raise the error of a refusal ``code`` of the kernels (nothing to do for ``code >= 0``)."""
+        """Raise the error of the kernels' refusal ``code`` (none for ``code >= 0``)."""
         if code >= 0:
             return
         error, message = _REFUSALS[code]
