@@ -267,6 +267,15 @@ class EngineStaticBatchLatency:
         for name in ("prefill_s_per_squared_token", "prefill_floor_s"):
             object.__setattr__(self, name, _checks.real(owner, name, getattr(self, name)))
 
+    @property
+    def linear_prefill(self) -> bool:
+        """Whether the prefill is ``b0 + b1 * P`` (the three prefill terms at their defaults)."""
+        return (
+            self.prefill_fixed_s is None
+            and self.prefill_s_per_squared_token == 0.0
+            and self.prefill_floor_s == 0.0
+        )
+
     def _prefill_s(self, total_prompt: float, squared_prompt: float) -> float:
         """``max(floor, a0 + b1 * P + a2 * sum_i p_i ** 2)``; ``a0 = b0`` by default."""
         it = self.iteration
