@@ -215,7 +215,7 @@ def _stacked_bounds(n_bins: int, n_gpus: int) -> np.ndarray:
     return bounds
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _update_rates(own, server):
     """Fold the misses and on-time completions since the previous observation into the rates.
 
@@ -234,7 +234,7 @@ def _update_rates(own, server):
     own.violation_rate[0] = own.miss_ema[0] / total if total > 0 else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _bin_features(own, server, j):
     """The entries of bin ``j``, in the order of :data:`BIN_FEATURES`."""
     q = rules.queue_length(server, j)

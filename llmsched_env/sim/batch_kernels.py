@@ -192,7 +192,7 @@ def _rotate(a, lo, mid, hi):
     _reverse(a, lo, hi)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _refusal(state, waits, queue, max_count):
     """The code of the reason a decision cannot be made now, or 0 if it can.
 
@@ -213,7 +213,7 @@ def _refusal(state, waits, queue, max_count):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _take(state, queue, max_count):
     """Bring the requests a dispatch serves to the head of ``queue``; return the batch's end.
 
@@ -252,7 +252,7 @@ def _take(state, queue, max_count):
     return head + (stop - start)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _start_batch(state, queue, stop, service_s, first_token_s):
     """Start the waiting positions of ``queue`` up to ``stop`` as a batch on the deciding GPU."""
     gpu = state.decision_gpu[0]
@@ -295,7 +295,7 @@ def _start_batch(state, queue, stop, service_s, first_token_s):
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _dispatch(state, queue, max_count):
     """A whole dispatch timed by the compiled latency model; returns the batch size."""
     stop = _take(state, queue, max_count)
@@ -306,7 +306,7 @@ def _dispatch(state, queue, max_count):
     return _start_batch(state, queue, stop, service_s, first_token_s)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _wait(state):
     """Let the deciding GPU idle until the next event."""
     state.gpu_deferred[state.decision_gpu[0]] = 1
@@ -314,7 +314,7 @@ def _wait(state):
 
 
 # ---------------------------------------------------------------------------------- events
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _admit(state, has_deadline, lo, hi):
     """Admit requests ``lo .. hi - 1``: move each queue's tail past its arrived members."""
     order, rejected = state.order, state.rejected
@@ -360,7 +360,7 @@ def _admitted_arrival_s(arrival, rejected, lo, hi, now):
     return fsum(admitted, 0, m) - m * now
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _mark_idle_until_now(state):
     """Set the ``gpu_until`` time of idle GPUs to now."""
     for g in range(state.gpu_busy.shape[0]):
@@ -368,7 +368,7 @@ def _mark_idle_until_now(state):
             state.gpu_until[g] = state.now[0]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _finish_batch(state, gpu, has_deadline):
     """The batch of ``gpu`` ends now: complete its members and count the on-time ones."""
     state.gpu_busy[gpu] = 0

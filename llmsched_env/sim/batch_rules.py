@@ -13,7 +13,7 @@ from numba import njit
 
 
 # ---------------------------------------------------------------------------------- deadlines
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def is_late(arrival_s, deadline_s, now_s):
     """Whether a request's deadline has passed at ``now_s``: ``arrival_s + deadline_s <= now_s``.
 
@@ -24,7 +24,7 @@ def is_late(arrival_s, deadline_s, now_s):
     return arrival_s + deadline_s <= now_s
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def meets_deadline(arrival_s, deadline_s, completion_s):
     """Whether a request completing at ``completion_s`` is on time: not after its deadline."""
     return completion_s <= arrival_s + deadline_s
@@ -95,7 +95,7 @@ def fitting_end(kv_cumsum, capacity, head, end):
     return bisect_right(kv_cumsum, limit, head, end + 1) - 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def dispatch_range(state, queue, max_count):
     """The positions ``(start, stop)`` a dispatch of at most ``max_count`` from ``queue`` serves.
 
@@ -133,13 +133,13 @@ def fill_batch_counts(state, max_counts, counts):
 
 
 # ---------------------------------------------------------------------------------- questions
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def n_requests(state):
     """Number of requests of the run."""
     return state.arrival_s.shape[0]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def can_wait(state):
     """Whether WAIT is safe: a request is still to arrive or a GPU is working."""
     if state.n_arrived[0] < n_requests(state):
@@ -150,13 +150,13 @@ def can_wait(state):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def queue_length(state, queue):
     """Number of requests waiting in ``queue``."""
     return state.queue_tail[queue] - state.queue_head[queue]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def fill_decision_mask(state, mask):
     """``mask[0]``: whether WAIT is safe; ``mask[1 + q]``: whether queue ``q`` holds requests."""
     mask[0] = can_wait(state)
@@ -164,26 +164,26 @@ def fill_decision_mask(state, mask):
         mask[1 + q] = queue_length(state, q) > 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def waiting_positions(state, queue):
     """``(head, tail)``: the waiting requests of ``queue`` are positions ``head .. tail - 1``."""
     return state.queue_head[queue], state.queue_tail[queue]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def n_late_waiting(state, queue):
     """Waiting requests of ``queue`` whose deadline has passed (0 without a deadline)."""
     head, tail = state.queue_head[queue], state.queue_tail[queue]
     return first_not_late(state.pos_arrival_s, state.deadline_s[0], state.now[0], head, tail) - head
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def waiting_arrival_s(state, queue, k):
     """Arrival time of the ``k``-th oldest waiting request of ``queue`` (from 0)."""
     return state.pos_arrival_s[state.queue_head[queue] + k]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def n_waiting_arrived_before(state, queue, t, at_least):
     """Waiting requests of ``queue`` that arrived before ``t``, counted from the ``at_least``-th.
 
@@ -194,14 +194,14 @@ def n_waiting_arrived_before(state, queue, t, at_least):
     return bisect_left(state.pos_arrival_s, t, head + at_least, tail) - head
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def n_arrived_since(state, t):
     """Requests that arrived after time ``t`` (and by now)."""
     n_arrived = state.n_arrived[0]
     return n_arrived - bisect_right(state.arrival_s, t, 0, n_arrived)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def busy_remaining_s(state, gpu):
     """How long ``gpu``'s running batch still takes (0 for an idle GPU)."""
     if state.gpu_busy[gpu] != 0:

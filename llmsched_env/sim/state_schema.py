@@ -154,4 +154,4 @@ class StateSchema:
         exec(code, namespace)
         function = namespace[f"view_{self.tuple_type.__name__}"]
         function.__module__ = module
-        return njit(cache=True)(function)
+        return njit(cache=True, inline="always")(function)
