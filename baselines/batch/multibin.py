@@ -16,6 +16,7 @@ from baselines.batch._common import (
     make_action,
     oldest_bin,
 )
+from llmsched_env.sim.batch_rules import is_late
 
 BinChoice = Literal["formation", "round-robin", "longest-queue"]
 BIN_CHOICES = ("formation", "round-robin", "longest-queue")
@@ -138,13 +139,15 @@ class MultiBin(BatchPolicy):
     ) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray]]:
         """Each bin's requests that can still be on time, else those in time, else all.
 
-        A request is late once ``arrival + sla <= now``, the env's miss test. With
-        ``viable_fraction`` a request first stops counting its bin's horizon earlier
-        (``arrival + sla <= now + horizon``); that test is dropped when no request passes it.
+        A request is late by the env's miss test (:func:`~llmsched_env.sim.batch_rules.
+        is_late`). With ``viable_fraction`` a request first stops counting its bin's horizon
+        earlier (late at ``now + horizon``); that test is dropped when no request passes it.
         """
+        late = is_late.py_func  # the NumPy form of the compiled rule
         for horizon_s in self._horizons_s:
             keep = [
-                arrival + self.sla_s > now_s + horizon_s[j] for j, arrival in enumerate(arrivals)
+                ~late(arrival, self.sla_s, now_s + horizon_s[j])
+                for j, arrival in enumerate(arrivals)
             ]
             if any(k.any() for k in keep):
                 return (

@@ -18,7 +18,7 @@ from llmsched_env.envs.queue_snapshot import QueueSnapshot, read_only
 from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.latency import make_batch_latency
 from llmsched_env.metrics import SLATargets
-from llmsched_env.sim.batch_kernels import bisect_right
+from llmsched_env.sim.batch_rules import bisect_right
 from llmsched_env.sim.batch_server import BatchServer
 from llmsched_env.workload import Workload
 

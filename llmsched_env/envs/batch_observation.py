@@ -1,11 +1,13 @@
 """Observation of ``BatchScheduling-v0``: a flat float32 vector, built by compiled code.
 
 The layout (per bin, then per GPU, then global) and each entry's normalisation are documented in
-the environment's docstring; :data:`BIN_FEATURES` and :data:`GLOBAL_FEATURES` are the single source
-of the names, bounds and order. Every per-step quantity is computed from the
-server's queue pointers and prefix sums prepared at reset, so building an observation reads a
-few scalars per bin (and a few binary searches) whatever the queue lengths; it runs compiled
-(numba), like the server's event loop.
+the environment's docstring; :data:`BIN_FEATURES`, :data:`GPU_FEATURES` and
+:data:`GLOBAL_FEATURES` are the single source of the names, bounds and order. Every per-step
+quantity comes from questions the server answers in a few binary searches
+(:mod:`llmsched_env.sim.batch_rules`: queue lengths, waiting arrivals, late counts) and from
+prefix sums of predicted lengths by position that the observation keeps itself, so building an
+observation costs the same whatever the queue lengths; it runs compiled (numba), like the
+server's event loop. The observation's own state is declared once, in :data:`OBSERVATION_STATE`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import numpy as np
 from numba import njit
 
 from llmsched_env.envs.common import clip_in_place
-from llmsched_env.sim import batch_kernels as k
+from llmsched_env.sim import batch_rules as rules
 from llmsched_env.sim.batch_server import BatchServer
+from llmsched_env.sim.batch_state import state_view
+from llmsched_env.sim.state_schema import Field, StateSchema
 
 #: (name, low, high) of each per-bin entry, in order.
 BIN_FEATURES: tuple[tuple[str, float, float], ...] = (
@@ -43,10 +47,6 @@ GLOBAL_FEATURES: tuple[tuple[str, float, float], ...] = (
 )
 
 
-#: Values of an empty bin: nothing waits, full slack, everything fits.
-_EMPTY_BIN = np.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
-
-
 def feature_names(n_bins: int, n_gpus: int) -> list[str]:
     """Names of the observation entries, e.g. ``bin0/queue_len``, ``gpu1/busy_remaining``."""
     names = [f"bin{j}/{name}" for j in range(n_bins) for name, _, _ in BIN_FEATURES]
@@ -65,13 +65,33 @@ def feature_bounds(n_bins: int, n_gpus: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-# The observation's own values, one float64 array: parameters, moving rates (updated at every
-# observation), the values of an empty bin, then per bin its service estimate, then per position
-# the prefix sums of predicted output and of predicted KV need.
-_SLA, _MAX_BATCH, _LENGTH_SCALE, _KV, _NEXT_CHANCE, _CAPACITY = range(6)
-_MISS_EMA, _DONE_EMA, _LAST_MISSES, _LAST_ON_TIME, _LAST_TIME, _VIOLATION_RATE = range(6, 12)
-_EMPTY = 12
-_BIN_SERVICE = _EMPTY + len(_EMPTY_BIN)
+#: The observation's own values: parameters, moving rates (updated at every observation), per
+#: bin its service estimate, per position the prefix sums of predicted output and KV need.
+OBSERVATION_STATE = StateSchema(
+    "BatchObservationState",
+    __name__,
+    ("n_bins", "n_queued"),
+    (
+        Field("sla_s", "f", 1, "end-to-end deadline, the unit of times"),
+        Field("max_batch_size", "i", 1, "largest batch size, the unit of counts"),
+        Field("length_scale_tokens", "f", 1, "unit of predicted lengths"),
+        Field("kv_capacity_tokens", "f", 1, "KV-cache tokens of one GPU"),
+        Field("next_chance_s", "f", 1, "how long a bin passed over waits for its next batch"),
+        Field("capacity_rps", "f", 1, "estimated capacity, the unit of the arrival rate"),
+        Field("n_gpus", "i", 1, "number of GPUs"),
+        Field("miss_ema", "f", 1, "misses, decaying with time constant sla_s"),
+        Field("done_ema", "f", 1, "on-time completions, decaying with time constant sla_s"),
+        Field("last_misses", "f", 1, "the server's miss count at the previous observation"),
+        Field("last_on_time", "f", 1, "its on-time count then"),
+        Field("last_time_s", "f", 1, "the time of the previous observation"),
+        Field("violation_rate", "f", 1, "miss_ema / (miss_ema + done_ema), 0 before any"),
+        Field("bin_service_s", "f", "n_bins", "estimated service time of a full batch"),
+        Field("predicted_cumsum", "f", "n_queued + 1", "prefix sums of predicted output"),
+        Field("need_cumsum", "f", "n_queued + 1", "prefix sums of predicted output plus prompt"),
+    ),
+)
+#: Compiled ``view(floats, ints, layout)`` of :data:`OBSERVATION_STATE`.
+_observation_view = OBSERVATION_STATE.view
 
 
 class BatchObservation:
@@ -97,34 +117,45 @@ class BatchObservation:
         capacity_rps: float,
     ) -> None:
         self.server = server
-        self._bounds = _stacked_bounds(server.n_queues, server.n_gpus)
         service = [float(x) for x in bin_service_s]
-        if len(service) != server.n_queues:
+        n_bins = len(service)
+        if n_bins != server.n_queues:
             raise ValueError(
-                f"bin_service_s must have one value per bin ({server.n_queues}), got {len(service)}"
+                f"bin_service_s must have one value per bin ({server.n_queues}), got {n_bins}"
             )
+        self._bounds = _stacked_bounds(n_bins, server.n_gpus)
         w = server.workload
         order = server.order
-        n_queued = len(order)
-        values = np.zeros(_BIN_SERVICE + len(service) + 2 * (n_queued + 1))
+        self._buffers = OBSERVATION_STATE.allocate(n_bins=n_bins, n_queued=len(order))
+        state = self._state = OBSERVATION_STATE.views(*self._buffers)
+        state.sla_s[0] = sla_s
+        state.max_batch_size[0] = max_batch_size
+        state.length_scale_tokens[0] = length_scale_tokens
+        state.kv_capacity_tokens[0] = server.kv_capacity_tokens
         # How long a bin passed over now typically waits for its next chance: one batch.
-        next_chance_s = sum(service) / len(service)
-        values[:_MISS_EMA] = (
-            sla_s,
-            max_batch_size,
-            length_scale_tokens,
-            server.kv_capacity_tokens,
-            next_chance_s,
-            capacity_rps,
-        )
-        values[_EMPTY:_BIN_SERVICE] = _EMPTY_BIN
-        pred_start = _BIN_SERVICE + len(service)
-        values[_BIN_SERVICE:pred_start] = service
+        state.next_chance_s[0] = sum(service) / n_bins
+        state.capacity_rps[0] = capacity_rps
+        state.n_gpus[0] = server.n_gpus
+        state.bin_service_s[:] = service
         _prefix_sums(
-            values, pred_start, order, w.predicted_output_tokens, w.prompt_tokens, 0, n_queued
+            state.predicted_cumsum,
+            state.need_cumsum,
+            order,
+            w.predicted_output_tokens,
+            w.prompt_tokens,
+            0,
+            len(order),
         )
-        self._values = values
-        self._pred_start = pred_start
+
+    def __getstate__(self) -> dict:
+        # Copies and pickles keep the buffers; the named views are made anew from them.
+        state = self.__dict__.copy()
+        del state["_state"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._state = OBSERVATION_STATE.views(*self._buffers)
 
     def positions_moved(self, lo: int, hi: int) -> None:
         """Redo the prefix sums over positions ``lo .. hi - 1``, whose requests were reordered.
@@ -134,8 +165,8 @@ class BatchObservation:
         """
         w = self.server.workload
         _prefix_sums(
-            self._values,
-            self._pred_start,
+            self._state.predicted_cumsum,
+            self._state.need_cumsum,
             self.server.order,
             w.predicted_output_tokens,
             w.prompt_tokens,
@@ -146,7 +177,7 @@ class BatchObservation:
     @property
     def violation_rate(self) -> float:
         """Share of misses among the recent misses and on-time completions (moving rates)."""
-        return float(self._values[_VIOLATION_RATE])
+        return float(self._state.violation_rate[0])
 
     def build(self) -> np.ndarray:
         """The observation at the server's current decision.
@@ -155,28 +186,25 @@ class BatchObservation:
         the moving rates, so it is called once per decision.
         """
         obs = np.empty(self._bounds.shape[1], dtype=np.float32)
-        _build(obs, self._bounds, self._values, *self.server.state)
+        _build(obs, self._bounds, *self._buffers, *self.server.buffers)
         return obs
 
 
 @njit(cache=True)
-def _prefix_sums(values, start, order, predicted, prompt, lo, hi) -> None:
+def _prefix_sums(predicted_cumsum, need_cumsum, order, predicted, prompt, lo, hi) -> None:
     """Write the prefix sums of predicted output and of predicted KV need along the positions.
 
-    ``values[start:]`` holds ``n + 1`` sums of the predicted outputs (from 0), then ``n + 1``
-    of predicted output plus prompt, ``n`` being the number of positions; this writes the sums
-    that end at positions ``lo + 1 .. hi`` (all of them for ``lo = 0, hi = n``).
+    Both arrays hold ``n + 1`` sums (from 0), ``n`` being the number of positions; this writes
+    the sums that end at positions ``lo + 1 .. hi`` (all of them for ``lo = 0, hi = n``).
     """
-    n = order.shape[0]
-    need_start = start + n + 1
     if lo == 0:
-        values[start] = 0.0
-        values[need_start] = 0.0
+        predicted_cumsum[0] = 0.0
+        need_cumsum[0] = 0.0
     for p in range(lo, hi):
         j = order[p]
         predicted_tokens = float(predicted[j])
-        values[start + p + 1] = values[start + p] + predicted_tokens
-        values[need_start + p + 1] = values[need_start + p] + (predicted_tokens + prompt[j])
+        predicted_cumsum[p + 1] = predicted_cumsum[p] + predicted_tokens
+        need_cumsum[p + 1] = need_cumsum[p] + (predicted_tokens + prompt[j])
 
 
 @cache
@@ -187,88 +215,94 @@ def _stacked_bounds(n_bins: int, n_gpus: int) -> np.ndarray:
     return bounds
 
 
-@njit(cache=True)
-def _build(obs, bounds, values, floats, ints, layout) -> None:
-    """Fill ``obs`` in the order of :func:`feature_names`, clipped to ``bounds``."""
-    views = k.state_views(floats, ints, layout)
-    clock, gpu_f, arrival, pos_arrival = (
-        views[k.V_CLOCK],
-        views[k.V_GPU_F],
-        views[k.V_ARRIVAL],
-        views[k.V_POS_ARRIVAL],
+@njit(cache=True, inline="always")
+def _update_rates(own, server):
+    """Fold the misses and on-time completions since the previous observation into the rates.
+
+    Both decay with time constant ``sla_s``.
+    """
+    now = server.now[0]
+    misses = server.n_late[0]
+    on_time = server.n_on_time[0]
+    decay = math.exp(-(now - own.last_time_s[0]) / own.sla_s[0])
+    own.miss_ema[0] = own.miss_ema[0] * decay + (misses - own.last_misses[0])
+    own.done_ema[0] = own.done_ema[0] * decay + (on_time - own.last_on_time[0])
+    own.last_misses[0] = misses
+    own.last_on_time[0] = on_time
+    own.last_time_s[0] = now
+    total = own.miss_ema[0] + own.done_ema[0]
+    own.violation_rate[0] = own.miss_ema[0] / total if total > 0 else 0.0
+
+
+@njit(cache=True, inline="always")
+def _bin_features(own, server, j):
+    """The entries of bin ``j``, in the order of :data:`BIN_FEATURES`."""
+    q = rules.queue_length(server, j)
+    if q == 0:  # nothing waits: full slack, everything fits
+        return (0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    h, t = rules.waiting_positions(server, j)
+    now = server.now[0]
+    sla = own.sla_s[0]
+    max_batch = own.max_batch_size[0]
+    service = own.bin_service_s[j]
+    wait = now - rules.waiting_arrival_s(server, j, 0)
+    late = rules.n_late_waiting(server, j)
+    # Requests that miss their deadline even if served now arrived before doom_before
+    # (a prefix of the FIFO bin); at risk: those that would if served one batch later.
+    doom_before = now + service - sla
+    doomed = rules.n_waiting_arrived_before(server, j, doom_before, late)
+    at_risk = (
+        rules.n_waiting_arrived_before(server, j, doom_before + own.next_chance_s[0], doomed)
+        - doomed
     )
-    counts, gpu_i, queues = views[k.V_COUNTS], views[k.V_GPU_I], views[k.V_QUEUES]
-    n_bins = queues.shape[1]
-    n_queued = pos_arrival.shape[0]
-    empty_bin = values[_EMPTY:_BIN_SERVICE]
-    bin_service = values[_BIN_SERVICE : _BIN_SERVICE + n_bins]
-    pred = values[_BIN_SERVICE + n_bins : _BIN_SERVICE + n_bins + n_queued + 1]
-    need = values[_BIN_SERVICE + n_bins + n_queued + 1 :]
-    low, high = bounds[0], bounds[1]
-    now = clock[k.NOW]
-    sla = values[_SLA]
-    max_batch = int(values[_MAX_BATCH])
-    scale = values[_LENGTH_SCALE]
-    kv = values[_KV]
-    next_chance = values[_NEXT_CHANCE]
-    # Moving rates: misses and on-time completions decay with time constant sla.
-    misses = counts[k.N_LATE]
-    on_time = counts[k.N_ON_TIME]
-    decay = math.exp(-(now - values[_LAST_TIME]) / sla)
-    values[_MISS_EMA] = values[_MISS_EMA] * decay + (misses - values[_LAST_MISSES])
-    values[_DONE_EMA] = values[_DONE_EMA] * decay + (on_time - values[_LAST_ON_TIME])
-    values[_LAST_MISSES] = misses
-    values[_LAST_ON_TIME] = on_time
-    values[_LAST_TIME] = now
-    total = values[_MISS_EMA] + values[_DONE_EMA]
-    values[_VIOLATION_RATE] = values[_MISS_EMA] / total if total > 0 else 0.0
-    # Whether a batch skips the late requests at the head of its bin (dispatch_order).
-    skip_late = counts[k.IN_TIME_FIRST] != 0
+    batch = min(q, max_batch)
+    need = own.need_cumsum
+    full_batch_need = (need[t] - need[h]) / q * batch
+    # The next batch: the bin's oldest requests, or its oldest in time when late ones are
+    # skipped.
+    first_wait = wait
+    next_batch, next_doomed = batch, doomed
+    if server.in_time_first[0] != 0 and late < q:
+        first_wait = now - rules.waiting_arrival_s(server, j, late)
+        next_batch = min(q - late, max_batch)
+        next_doomed = doomed - late
+    pred = own.predicted_cumsum
+    return (
+        q / max_batch,
+        wait / sla,
+        (sla - first_wait - service) / sla,
+        late / q,
+        doomed / q,
+        max(next_batch - next_doomed, 0) / max_batch,
+        at_risk / max_batch,
+        (pred[t] - pred[h]) / q / own.length_scale_tokens[0],
+        min(1.0, own.kv_capacity_tokens[0] / max(full_batch_need, 1.0)),
+    )
+
+
+@njit(cache=True)
+def _build(obs, bounds, own_floats, own_ints, own_layout, floats, ints, layout) -> None:
+    """Fill ``obs`` in the order of :func:`feature_names`, clipped to ``bounds``."""
+    own = _observation_view(own_floats, own_ints, own_layout)
+    server = state_view(floats, ints, layout)
+    _update_rates(own, server)
+    sla = own.sla_s[0]
     i = 0
-    for j in range(n_bins):
-        h = queues[k.HEAD, j]
-        t = queues[k.TAIL, j]
-        q = t - h
-        if q == 0:
-            for v in empty_bin:
-                obs[i] = v
-                i += 1
-            continue
-        service = bin_service[j]
-        wait = now - pos_arrival[h]
-        late = k.first_not_late(pos_arrival, sla, now, h, t) - h  # the miss test
-        # Requests that miss their deadline even if served now arrived before doom_before
-        # (a prefix of the FIFO bin); at risk: those that would if served one batch later.
-        doom_before = now + service - sla
-        doomed = k.bisect_left(pos_arrival, doom_before, h + late, t) - h
-        at_risk = k.bisect_left(pos_arrival, doom_before + next_chance, h + doomed, t) - h - doomed
-        batch = min(q, max_batch)
-        full_batch_need = (need[t] - need[h]) / q * batch
-        # The next batch: the bin's oldest requests, or its oldest in time when late ones
-        # are skipped.
-        first_wait = wait
-        next_batch, next_doomed = batch, doomed
-        if skip_late and late < q:
-            first_wait = now - pos_arrival[h + late]
-            next_batch = min(q - late, max_batch)
-            next_doomed = doomed - late
-        obs[i] = q / max_batch
-        obs[i + 1] = wait / sla
-        obs[i + 2] = (sla - first_wait - service) / sla
-        obs[i + 3] = late / q
-        obs[i + 4] = doomed / q
-        obs[i + 5] = max(next_batch - next_doomed, 0) / max_batch
-        obs[i + 6] = at_risk / max_batch
-        obs[i + 7] = (pred[t] - pred[h]) / q / scale
-        obs[i + 8] = min(1.0, kv / max(full_batch_need, 1.0))
-        i += 9
-    for g in range(gpu_i.shape[1]):
-        obs[i] = (gpu_f[k.FREE_AT, g] - now) / sla if gpu_i[k.BUSY, g] != 0 else 0.0
+    for j in range(own.bin_service_s.shape[0]):
+        for value in _bin_features(own, server, j):
+            obs[i] = value
+            i += 1
+    for g in range(own.n_gpus[0]):
+        obs[i] = rules.busy_remaining_s(server, g) / sla
         i += 1
-    n_arrived = counts[k.N_ARRIVED]
-    recent = n_arrived - k.bisect_right(arrival, now - sla, 0, n_arrived)  # the last sla s
-    obs[i] = recent / sla / values[_CAPACITY]
-    obs[i + 1] = values[_VIOLATION_RATE]
-    obs[i + 2] = n_arrived / arrival.shape[0]
-    obs[i + 3] = counts[k.N_WAITING] / max_batch
-    clip_in_place(obs, low, high)
+    n_arrived = server.n_arrived[0]
+    global_features = (
+        rules.n_arrived_since(server, server.now[0] - sla) / sla / own.capacity_rps[0],
+        own.violation_rate[0],
+        n_arrived / rules.n_requests(server),
+        server.n_waiting[0] / own.max_batch_size[0],
+    )
+    for value in global_features:
+        obs[i] = value
+        i += 1
+    clip_in_place(obs, bounds[0], bounds[1])

@@ -1,9 +1,17 @@
 """Request-level latency models, for static batching.
 
 A static batch starts on an idle GPU and all its requests complete together when it ends. These
-models give the batch's service time from its members' prompt and output lengths. The simulator
-calls :meth:`batch_timing` once per batch with the members' lengths as numpy arrays; the models
-reduce those arrays with one or two numpy calls and do the rest in Python floats.
+models give the batch's service time from its members' prompt and output lengths:
+:meth:`batch_timing` takes the members' lengths as numpy arrays and computes in Python.
+
+A deterministic model also owns a compiled form of the same formula, which the simulator's
+compiled dispatch calls (no Python per batch): a numba function ``timing(params, prompt, output,
+head, stop)`` over positions ``head .. stop - 1`` of the length arrays, and a method
+``compiled_timing()`` that returns the model's code and parameter array.
+:func:`compiled_batch_timing` dispatches on the code. A model without a compiled form (a
+stochastic one, whose draws come from the run's numpy generator) returns ``None`` there and is
+timed in Python. The compiled forms do the arithmetic of :meth:`batch_timing` in the same order;
+their sums are sums of integers below 2**53, exact in any order, so both give the same bits.
 
 Token convention (as in :mod:`llmsched_env.latency.iteration`): ``output_tokens`` counts every
 output token, including the first one, which the prefill emits.
@@ -16,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from numba import njit
 
 from llmsched_env.latency import _checks
 from llmsched_env.latency.iteration import LinearIterationLatency
@@ -55,6 +64,28 @@ class BatchLatencyModel(Protocol):
             The expected service time in seconds, for capacity estimates and observations.
         """
         ...
+
+    def compiled_timing(self) -> tuple[int, np.ndarray] | None:
+        """The code and parameters of the model's compiled timing, or ``None`` if it has none.
+
+        The simulator times a batch with ``compiled_batch_timing(code, params, ...)`` when this
+        gives a code, and with :meth:`batch_timing` otherwise (also when a model does not
+        define this method).
+        """
+        ...
+
+
+#: Codes of the compiled timings; 0 means the model is timed in Python.
+PYTHON_TIMING, STATIC_TIMING, ENGINE_TIMING, MAX_SERVICE_TIMING = range(4)
+#: Length of every compiled model's parameter array.
+N_TIMING_PARAMS = 8
+
+
+def _params(*values: float) -> np.ndarray:
+    """A parameter array of :data:`N_TIMING_PARAMS` entries, zero-padded."""
+    params = np.zeros(N_TIMING_PARAMS)
+    params[: len(values)] = values
+    return params
 
 
 def _check_batch(prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> int:
@@ -147,6 +178,27 @@ class StaticBatchLatency:
         """
         return self.service_s(batch_size, prompt_tokens + output_tokens)
 
+    def compiled_timing(self) -> tuple[int, np.ndarray]:
+        """``(STATIC_TIMING, params)`` for :func:`static_batch_timing`."""
+        return STATIC_TIMING, _params(self.alpha_s, self.beta_s_per_token, self.gamma, self.floor_s)
+
+
+@njit(cache=True)
+def static_batch_timing(params, prompt, output, head, stop):
+    """:meth:`StaticBatchLatency.batch_timing` of positions ``head .. stop - 1``, compiled.
+
+    ``params``: ``alpha_s, beta_s_per_token, gamma, floor_s``.
+    """
+    alpha, beta, gamma, floor = params[0], params[1], params[2], params[3]
+    batch_size = stop - head
+    longest = 0
+    for p in range(head, stop):
+        if prompt[p] + output[p] > longest:
+            longest = prompt[p] + output[p]
+    per_token = beta * (1.0 + gamma * (batch_size - 1) / batch_size)
+    service = alpha + per_token * float(longest)
+    return (service if service > floor else floor), math.nan
+
 
 @dataclass(frozen=True)
 class EngineStaticBatchLatency:
@@ -217,10 +269,7 @@ class EngineStaticBatchLatency:
 
     @property
     def linear_prefill(self) -> bool:
-        """``True`` if the prefill is ``b0 + b1 * P`` (the three prefill terms at their defaults).
-
-        The static-batch simulator's compiled fast path computes only that form.
-        """
+        """Whether the prefill is ``b0 + b1 * P`` (the three prefill terms at their defaults)."""
         return (
             self.prefill_fixed_s is None
             and self.prefill_s_per_squared_token == 0.0
@@ -299,6 +348,57 @@ class EngineStaticBatchLatency:
             service_s += it.b3_s_per_context_token * context
         return service_s
 
+    def compiled_timing(self) -> tuple[int, np.ndarray]:
+        """``(ENGINE_TIMING, params)`` for :func:`engine_batch_timing`."""
+        it = self.iteration
+        fixed = it.b0_s if self.prefill_fixed_s is None else self.prefill_fixed_s
+        return ENGINE_TIMING, _params(
+            it.b0_s,
+            it.b1_s_per_prefill_token,
+            it.b2_s_per_decode_token,
+            it.b3_s_per_context_token,
+            fixed,
+            self.prefill_s_per_squared_token,
+            self.prefill_floor_s,
+        )
+
+
+@njit(cache=True)
+def engine_batch_timing(params, prompt, output, head, stop):
+    """:meth:`EngineStaticBatchLatency.batch_timing` of positions ``head .. stop - 1``, compiled.
+
+    ``params``: ``b0, b1, b2, b3, a0, a2, floor`` (the prefill's fixed cost ``a0`` is ``b0``
+    unless the model sets its own).
+    """
+    b0, b1, b2, b3 = params[0], params[1], params[2], params[3]
+    fixed, squared_cost, floor = params[4], params[5], params[6]
+    size = stop - head
+    total_prompt = 0
+    squared_prompt = 0
+    longest = 0
+    for p in range(head, stop):
+        total_prompt += prompt[p]
+        squared_prompt += prompt[p] * prompt[p]
+        if output[p] > longest:
+            longest = output[p]
+    total_prompt_f = float(total_prompt)
+    longest_f = float(longest)
+    decode_steps = longest_f - 1.0
+    prefill_s = fixed + b1 * total_prompt_f
+    if squared_cost != 0.0:
+        prefill_s += squared_cost * float(squared_prompt)
+    if not prefill_s >= floor:
+        prefill_s = floor
+    service_s = prefill_s + decode_steps * (b0 + b2 * size)
+    if b3 != 0.0:
+        generated = 0.0
+        for p in range(head, stop):
+            out = float(output[p])
+            generated += out * (2.0 * longest_f - 1.0 - out)
+        generated = 0.5 * generated
+        service_s += b3 * (decode_steps * total_prompt_f + generated)
+    return service_s, prefill_s
+
 
 @dataclass(frozen=True)
 class MaxServiceLatency:
@@ -358,6 +458,20 @@ class MaxServiceLatency:
         """
         return self.seconds_per_output_token * output_tokens
 
+    def compiled_timing(self) -> tuple[int, np.ndarray]:
+        """``(MAX_SERVICE_TIMING, params)`` for :func:`max_service_timing`."""
+        return MAX_SERVICE_TIMING, _params(self.seconds_per_output_token)
+
+
+@njit(cache=True)
+def max_service_timing(params, prompt, output, head, stop):
+    """:meth:`MaxServiceLatency.batch_timing` of positions ``head .. stop - 1``, compiled."""
+    longest = 0
+    for p in range(head, stop):
+        if output[p] > longest:
+            longest = output[p]
+    return params[0] * float(longest), math.nan
+
 
 @dataclass(frozen=True)
 class ExponentialBatchService:
@@ -411,3 +525,21 @@ class ExponentialBatchService:
             The mean service time in seconds.
         """
         return self.mean_s
+
+    def compiled_timing(self) -> None:
+        """``None``: the draws come from the run's numpy generator, in Python."""
+        return None
+
+
+@njit(cache=True)
+def compiled_batch_timing(code, params, prompt, output, head, stop):
+    """``(service_s, first_token_s)`` of positions ``head .. stop - 1`` by the model ``code``.
+
+    ``code`` and ``params`` are what the model's ``compiled_timing()`` returns; ``code`` must
+    not be :data:`PYTHON_TIMING`.
+    """
+    if code == ENGINE_TIMING:
+        return engine_batch_timing(params, prompt, output, head, stop)
+    if code == STATIC_TIMING:
+        return static_batch_timing(params, prompt, output, head, stop)
+    return max_service_timing(params, prompt, output, head, stop)

@@ -4,6 +4,7 @@ from llmsched_env.sim.batch_server import BatchServer, FinishedBatch
 from llmsched_env.sim.engine import Engine, simulate
 from llmsched_env.sim.iteration_server import IterationServer
 from llmsched_env.sim.records import STATUS_NAMES, RejectReason, RequestRecords
+from llmsched_env.sim.server import Server
 
 __all__ = [
     "STATUS_NAMES",
@@ -13,5 +14,6 @@ __all__ = [
     "IterationServer",
     "RejectReason",
     "RequestRecords",
+    "Server",
     "simulate",
 ]

@@ -18,23 +18,26 @@ per-request values and event times by position, so that a dispatch or a completi
 slices and binary searches whatever the batch size; :attr:`BatchServer.records` presents them in
 request order.
 
-The state lives in numpy arrays and the event loop and the dispatch run compiled
-(:mod:`llmsched_env.sim.batch_kernels`), because ``BatchScheduling-v0`` steps once per dispatch;
-the attributes below read those arrays.
+The state is declared once in :mod:`llmsched_env.sim.batch_state`; the event loop and the
+dispatch run compiled (:mod:`llmsched_env.sim.batch_kernels`), because ``BatchScheduling-v0``
+steps once per dispatch, and the rules they apply live in :mod:`llmsched_env.sim.batch_rules`.
+The server implements :class:`~llmsched_env.sim.server.Server`; its attributes read the state.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from llmsched_env.config import DISPATCH_ORDERS, DispatchOrder, check_choice
-from llmsched_env.latency import BatchLatencyModel, EngineStaticBatchLatency
+from llmsched_env.latency import BatchLatencyModel
+from llmsched_env.metrics import SLATargets, summarize
 from llmsched_env.sim import batch_kernels as k
-from llmsched_env.sim.engine import Engine
+from llmsched_env.sim.batch_state import BatchState, allocate, state_views
 from llmsched_env.sim.records import RequestRecords
 from llmsched_env.workload import Workload
 
@@ -77,47 +80,36 @@ class FinishedBatch(NamedTuple):
     output_tokens: int
 
 
-class _Scalar:
-    """A number kept in element ``index`` of the server's array ``array`` (read as ``kind``)."""
+def _counter(name: str, kind: Callable[[Any], Any]) -> property:
+    """A read-only attribute: the one-element state array ``name``, as ``kind``."""
 
-    def __init__(self, array: str, index: int, kind: type) -> None:
-        self.array, self.index, self.kind = array, index, kind
+    def read(server: BatchServer) -> Any:
+        return kind(getattr(server.state, name)[0])
 
-    def __get__(self, server: Any, owner: type | None = None) -> Any:
-        if server is None:
-            return self
-        return self.kind(getattr(server, self.array)[self.index])
-
-    def __set__(self, server: Any, value: float) -> None:
-        getattr(server, self.array)[self.index] = value
+    return property(read, doc=f"``state.{name}[0]``, as {kind.__name__}.")
 
 
-class _GpuRow:
-    """A per-GPU list attribute kept in row ``row`` of the server's array ``array``.
-
-    Reading gives a list (of bools for ``as_bool``); assigning writes the row.
-    """
-
-    def __init__(self, array: str, row: int, *, as_bool: bool = False) -> None:
-        self.array, self.row, self.as_bool = array, row, as_bool
-
-    def __get__(self, server: Any, owner: type | None = None) -> Any:
-        if server is None:
-            return self
-        values = getattr(server, self.array)[self.row].tolist()
-        return [v != 0 for v in values] if self.as_bool else values
-
-    def __set__(self, server: Any, value: list[Any]) -> None:
-        getattr(server, self.array)[self.row] = value
+#: The message of each refusal code of :mod:`~llmsched_env.sim.batch_kernels`.
+_REFUSALS: dict[int, tuple[type[Exception], str]] = {
+    k.NO_DECISION_DUE: (RuntimeError, "no scheduling decision is due; call advance() first"),
+    k.WAIT_DEADLOCKS: (
+        RuntimeError,
+        "WAIT would deadlock: no request is left to arrive and no GPU is working",
+    ),
+    k.QUEUE_OUT_OF_RANGE: (ValueError, "queue must be in [0, {n_queues}), got {queue!r}"),
+    k.COUNT_BELOW_ONE: (ValueError, "max_count must be >= 1, got {max_count!r}"),
+    k.EMPTY_QUEUE: (ValueError, "queue {queue} is empty"),
+}
 
 
-class BatchServer(Engine):
+class BatchServer:
     """Static-batching server with FIFO queues that stops at every dispatch decision.
 
     Args:
         workload: Requests sorted by arrival.
         n_gpus: Number of identical GPUs.
-        latency: Service-time model of a batch.
+        latency: Service-time model of a batch; a model with a compiled timing
+            (``compiled_timing()``) is timed inside the compiled dispatch, any other in Python.
         kv_capacity_tokens: KV-cache tokens one GPU holds; a batch needs the sum of its members'
             prompt plus output tokens.
         rng: Source of randomness for stochastic service times.
@@ -133,6 +125,8 @@ class BatchServer(Engine):
             last); the latter needs ``deadline_s``.
 
     Attributes:
+        state: The state's arrays by name (:data:`~llmsched_env.sim.batch_state.BatchState`,
+            numpy views); read-only by convention, the compiled kernels write them.
         n_waiting: Requests waiting in all queues.
         n_on_time: Requests completed within their deadline so far.
         n_late: Requests whose deadline passed unfinished, plus rejected requests, so far.
@@ -141,22 +135,17 @@ class BatchServer(Engine):
         finished_batches: Batches finished since the caller last cleared this list.
     """
 
-    now = _Scalar("_clock", k.NOW, float)
-    in_system_integral = _Scalar("_clock", k.IN_SYSTEM, float)
-    n_arrived = _Scalar("_counts", k.N_ARRIVED, int)
-    n_completed = _Scalar("_counts", k.N_COMPLETED, int)
-    n_rejected = _Scalar("_counts", k.N_REJECTED, int)
-    n_waiting = _Scalar("_counts", k.N_WAITING, int)
-    n_on_time = _Scalar("_counts", k.N_ON_TIME, int)
-    n_late = _Scalar("_counts", k.N_LATE, int)
-    on_time_output_tokens = _Scalar("_counts", k.ON_TIME_TOKENS, int)
-    decision_gpu = _Scalar("_counts", k.DECISION_GPU, int)
-    #: Whether each GPU is working.
-    gpu_busy = _GpuRow("_gpu_i", k.BUSY, as_bool=True)
-    #: When each GPU's latest work ends (or ended).
-    gpu_free_at = _GpuRow("_gpu_f", k.FREE_AT)
-    #: Total time each GPU spent working (work still running counts in full).
-    busy_s = _GpuRow("_gpu_f", k.BUSY_S)
+    now = _counter("now", float)
+    in_system_integral = _counter("in_system_s", float)
+    n_arrived = _counter("n_arrived", int)
+    n_completed = _counter("n_completed", int)
+    n_rejected = _counter("n_rejected", int)
+    n_waiting = _counter("n_waiting", int)
+    n_on_time = _counter("n_on_time", int)
+    n_late = _counter("n_late", int)
+    sla_misses = _counter("n_late", int)
+    on_time_output_tokens = _counter("on_time_tokens", int)
+    decision_gpu = _counter("decision_gpu", int)
 
     def __init__(
         self,
@@ -193,32 +182,29 @@ class BatchServer(Engine):
         self.n_queues = int(n_queues if n_queues is not None else highest + 1)
         if highest >= self.n_queues:
             raise ValueError(f"queue_of has index {highest} >= n_queues={self.n_queues}")
+        self.workload = workload
+        self.n_gpus = int(n_gpus)
+        self.n_requests = n
+        self.rng = rng
+        self.latency = latency
+        self.kv_capacity_tokens = kv_capacity_tokens
+        self.deadline_s = deadline_s
+        self.dispatch_order = dispatch_order
         n_rejected = k.count_too_large(
             workload.prompt_tokens, workload.output_tokens, kv_capacity_tokens
         )
-        # The state: two buffers, and every array of batch_kernels as a view of one of them
-        # (the engine's attributes below read those views).
-        self._floats, self._ints, self._layout = k.make_layout(
-            n, n - n_rejected, n_rejected, int(n_gpus), self.n_queues
+        self._floats, self._ints, self._layout = allocate(
+            n, n - n_rejected, n_rejected, self.n_gpus, self.n_queues
         )
-        self._bind_views()
-        params = self._params
-        params[k.DEADLINE_S] = deadline_s if deadline_s else np.nan
-        # The compiled path computes the linear prefill only; other engine models (and every
-        # other latency model) are called from Python.
-        self._engine_latency = (
-            isinstance(latency, EngineStaticBatchLatency) and latency.linear_prefill
-        )
-        if self._engine_latency:
-            it = latency.iteration
-            params[k.B0 :] = (
-                it.b0_s,
-                it.b1_s_per_prefill_token,
-                it.b2_s_per_decode_token,
-                it.b3_s_per_context_token,
-            )
-        self._counts[k.KV_CAPACITY] = kv_capacity_tokens
-        self._counts[k.IN_TIME_FIRST] = dispatch_order == "oldest-in-time"
+        self.state: BatchState = state_views(self._floats, self._ints, self._layout)
+        state = self.state
+        state.deadline_s[0] = deadline_s if deadline_s else np.nan
+        state.kv_capacity[0] = kv_capacity_tokens
+        state.in_time_first[0] = dispatch_order == "oldest-in-time"
+        compiled_timing = getattr(latency, "compiled_timing", lambda: None)()
+        self._compiled_timing = compiled_timing is not None
+        if compiled_timing is not None:
+            state.latency_code[0], state.latency_params[:] = compiled_timing
         k.arrange(
             self._floats,
             self._ints,
@@ -228,91 +214,101 @@ class BatchServer(Engine):
             workload.output_tokens,
             workload.arrival_s,
         )
-        super().__init__(workload, n_gpus, rng)
-        self.latency = latency
-        self.kv_capacity_tokens = kv_capacity_tokens
-        self.deadline_s = deadline_s
-        self.dispatch_order = dispatch_order
+        self._mask = np.zeros(1 + self.n_queues, dtype=bool)
         self._finished_read = 0
         self._finished_batches: list[FinishedBatch] = []
         self._records_version = (-1, -1, -1)
 
-    #: The attributes that are views of the state buffers, and their fields in batch_kernels.
-    #: ``order`` holds the request indices grouped by queue, in arrival order within each queue:
-    #: a request's place in it is its *position*, each queue is a contiguous range of positions,
-    #: and requests too large for KV memory have none (they are rejected at arrival).
-    _VIEWS = {
-        "_clock": "clock",
-        "_params": "params",
-        "_counts": "counts",
-        "_gpu_f": "gpu_f",
-        "_gpu_i": "gpu_i",
-        "_queues": "queues",
-        "order": "order",
-        "_pos_prompt": "pos_prompt",
-        "_pos_output": "pos_output",
-        "_pos_arrival": "pos_arrival",
-        "_output_cumsum": "output_cumsum",
-        "_pos_kv_cumsum": "kv_cumsum",
-        "_pos_times": "pos_f",
-        "_pos_batch": "pos_batch",
-        "_pos_completed": "pos_completed",
-        "_reject_reason": "reject_reason",
-        "_batch_i": "batch_i",
-        "_batch_f": "batch_f",
-        "_finished": "finished",
-    }
-
-    def _bind_views(self) -> None:
-        views = k.buffer_views(self._floats, self._ints, self._layout)
-        for attribute, field in self._VIEWS.items():
-            setattr(self, attribute, views[field])
-
     def __getstate__(self) -> dict[str, Any]:
-        # Copies and pickles keep the buffers; the views are made anew from them.
+        # Copies and pickles keep the buffers; the named views are made anew from them.
         state = self.__dict__.copy()
-        for attribute in self._VIEWS:
-            del state[attribute]
+        del state["state"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._bind_views()
+        self.state = state_views(self._floats, self._ints, self._layout)
 
-    # ------------------------------------------------------------------ state, read from arrays
+    # ------------------------------------------------------------------ state
     @property
-    def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(floats, ints, layout)``: the state buffers, for compiled code (see batch_kernels)."""
+    def buffers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(floats, ints, layout)``: the state's buffers, for compiled code.
+
+        A compiled function views them as a :data:`~llmsched_env.sim.batch_state.BatchState`
+        with :func:`~llmsched_env.sim.batch_state.state_view`.
+        """
         return self._floats, self._ints, self._layout
+
+    @property
+    def order(self) -> np.ndarray:
+        """Request index at each position: the requests grouped by queue, in arrival order.
+
+        A request's place in this array is its *position*; each queue is a contiguous range of
+        positions, and requests too large for KV memory have none (they are rejected at arrival).
+        """
+        return self.state.order
 
     @property
     def head(self) -> list[int]:
         """Per queue, the position of its oldest waiting request (a copy)."""
-        return self._queues[k.HEAD].tolist()
+        return self.state.queue_head.tolist()
 
     @property
     def tail(self) -> list[int]:
         """Per queue, one past the position of its newest waiting request (a copy)."""
-        return self._queues[k.TAIL].tolist()
+        return self.state.queue_tail.tolist()
+
+    @property
+    def gpu_busy(self) -> list[bool]:
+        """Whether each GPU is working."""
+        return [b != 0 for b in self.state.gpu_busy.tolist()]
+
+    @property
+    def gpu_free_at(self) -> list[float]:
+        """When each GPU's latest work ends (or ended)."""
+        return self.state.gpu_free_at.tolist()
+
+    @property
+    def busy_s(self) -> list[float]:
+        """Total time each GPU spent working (work still running counts in full)."""
+        return self.state.gpu_busy_s.tolist()
+
+    @property
+    def n_in_system(self) -> int:
+        """Requests that arrived and are neither completed nor rejected."""
+        return self.n_arrived - self.n_completed - self.n_rejected
+
+    @property
+    def done(self) -> bool:
+        """Whether every request has completed or been rejected."""
+        return self.n_completed + self.n_rejected == self.n_requests
 
     # ------------------------------------------------------------------ the decision loop
     def advance(self) -> bool:
-        """Process events until a decision is due (see :meth:`Engine.advance`)."""
+        """Process events until a decision is due.
+
+        Events at the same time go in a fixed order: GPU work that ends (lowest GPU first),
+        then arrivals, then deadlines.
+
+        Returns:
+            ``True`` when a decision is due (:attr:`decision_gpu` names the GPU that decides),
+            ``False`` when nothing is left to happen: every request has arrived and no GPU works.
+        """
         return k.advance(self._floats, self._ints, self._layout)
 
     def wait(self) -> None:
-        """Let the deciding GPU idle until the next event (see :meth:`Engine.wait`)."""
-        gpu = self._require_decision()
-        if not self.can_wait():
-            raise RuntimeError(
-                "WAIT would deadlock: no request is left to arrive and no GPU is working"
-            )
-        self._gpu_i[k.DEFERRED, gpu] = 1
-        self._counts[k.DECISION_GPU] = -1
+        """Let the deciding GPU idle until the next event (the WAIT decision).
+
+        Other idle GPUs still get their own decisions at the current time before the clock moves.
+
+        Raises:
+            RuntimeError: If no decision is due, or waiting would deadlock (:meth:`can_wait`).
+        """
+        self._check(k.wait(self._floats, self._ints, self._layout), -1, 1)
 
     def can_wait(self) -> bool:
         """Whether WAIT is safe: some event (an arrival or the end of GPU work) is still ahead."""
-        return self.n_arrived < self.n_requests or any(self._gpu_i[k.BUSY].tolist())
+        return self.n_arrived < self.n_requests or any(self.state.gpu_busy.tolist())
 
     def next_event_time(self) -> float:
         """Time of the next arrival or end of GPU work, ``inf`` if there is none."""
@@ -320,15 +316,21 @@ class BatchServer(Engine):
         t = float(self.workload.arrival_s[n_arrived]) if n_arrived < self.n_requests else math.inf
         return min(t, self.next_completion_s())
 
+    def _check(self, code: int, queue: int, max_count: int) -> None:
+        """Raise the error of the kernels' refusal ``code`` (none for ``code >= 0``)."""
+        if code >= 0:
+            return
+        error, message = _REFUSALS[code]
+        raise error(message.format(n_queues=self.n_queues, queue=queue, max_count=max_count))
+
     # ------------------------------------------------------------------ decisions
     def queue_lengths(self) -> list[int]:
         """Number of waiting requests in each queue."""
-        return (self._queues[k.TAIL] - self._queues[k.HEAD]).tolist()
+        return (self.state.queue_tail - self.state.queue_head).tolist()
 
     def queue_bounds(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """``(heads, tails)``: each queue's waiting requests are positions ``head .. tail - 1``."""
-        heads, tails, _ = self._queues.tolist()
-        return tuple(heads), tuple(tails)
+        return tuple(self.state.queue_head.tolist()), tuple(self.state.queue_tail.tolist())
 
     def fill_decision_mask(self, mask: np.ndarray) -> None:
         """Mark the decisions allowed now in ``mask``: WAIT, then dispatching from each queue.
@@ -336,11 +338,12 @@ class BatchServer(Engine):
         ``mask[0]`` becomes whether WAIT is safe (:meth:`can_wait`) and ``mask[1 + q]`` whether
         queue ``q`` holds requests; entries after those are left alone.
         """
-        k.fill_decision_mask(mask, self._floats, self._ints, self._layout)
+        k.fill_decision_mask(self._floats, self._ints, self._layout, mask)
 
     def queue_ids(self, queue: int) -> np.ndarray:
         """Indices of the requests waiting in ``queue``, oldest first (a read-only view)."""
-        view = self.order[self._queues[k.HEAD, queue] : self._queues[k.TAIL, queue]]
+        state = self.state
+        view = state.order[state.queue_head[queue] : state.queue_tail[queue]]
         view.flags.writeable = False
         return view
 
@@ -351,30 +354,21 @@ class BatchServer(Engine):
         Empty (``lo == hi``) unless ``dispatch_order="oldest-in-time"`` moved in-time requests
         ahead of late ones; code that keeps values by position refreshes ``lo .. hi - 1``.
         """
-        return int(self._counts[k.MOVED_LO]), int(self._counts[k.MOVED_HI])
+        return int(self.state.moved_lo[0]), int(self.state.moved_hi[0])
 
     def batch_counts(self, max_counts: Sequence[int]) -> np.ndarray:
         """How many requests a dispatch from each queue would serve, for each ``max_count``.
 
-        Shape ``(n_queues, len(max_counts))``; 0 for an empty queue. A dispatch takes the
-        oldest requests of the queue (under ``dispatch_order="oldest-in-time"`` its oldest in
-        time, when it also holds late ones), at most ``max_count``, as many as fit together in
-        KV memory and at least one, exactly as :meth:`dispatch` does. Two size levels with the
-        same count serve the same batch.
+        Shape ``(n_queues, len(max_counts))``; 0 for an empty queue. The sizes are those
+        :meth:`dispatch` starts (the one rule, :func:`~llmsched_env.sim.batch_rules.
+        dispatch_range`): the oldest requests of the queue (under
+        ``dispatch_order="oldest-in-time"`` its oldest in time, when it also holds late ones),
+        at most ``max_count``, as many as fit together in KV memory and at least one. Two size
+        levels with the same count serve the same batch.
         """
-        queues, arrival, now = self._queues, self._pos_arrival, self.now
-        skip_late = self.dispatch_order == "oldest-in-time"
         sizes = np.asarray(max_counts, dtype=np.int64)
         counts = np.zeros((self.n_queues, len(sizes)), dtype=np.int64)
-        for queue, (head, tail) in enumerate(zip(queues[k.HEAD].tolist(), queues[k.TAIL].tolist())):
-            if head == tail:
-                continue
-            start = head
-            if skip_late:
-                start = int(k.in_time_start(arrival, self.deadline_s, now, head, tail))
-            # fitting_end is monotone in its end, so one search serves every size level.
-            fit = int(k.fitting_end(self._pos_kv_cumsum, self.kv_capacity_tokens, start, tail))
-            counts[queue] = np.maximum(np.minimum(start + sizes, fit), start + 1) - start
+        k.batch_counts(self._floats, self._ints, self._layout, sizes, counts)
         return counts
 
     def dispatch(self, queue: int, max_count: int) -> int:
@@ -395,29 +389,16 @@ class BatchServer(Engine):
             RuntimeError: If no decision is due.
             ValueError: If the queue index is out of range, the queue is empty or ``max_count < 1``.
         """
-        self._require_decision()
-        if not 0 <= queue < self.n_queues:
-            raise ValueError(f"queue must be in [0, {self.n_queues}), got {queue!r}")
-        if max_count < 1:
-            raise ValueError(f"max_count must be >= 1, got {max_count!r}")
-        queues = self._queues
-        if queues[k.HEAD, queue] == queues[k.TAIL, queue]:
-            raise ValueError(f"queue {queue} is empty")
-        if self.dispatch_order == "oldest-in-time":  # a FIFO dispatch moves nothing
-            max_count = int(k.put_in_time_first(*self.state, queue, max_count))
-        head = int(queues[k.HEAD, queue])
-        end = min(head + max_count, int(queues[k.TAIL, queue]))
-        # A single request always fits: larger ones were rejected at arrival.
-        fitting = int(k.fitting_end(self._pos_kv_cumsum, self.kv_capacity_tokens, head, end))
-        stop = max(fitting, head + 1)
-        if self._engine_latency:
-            service_s, first_token_s = k.engine_batch_timing(
-                self._pos_prompt, self._pos_output, head, stop, self._params[k.B0 :]
-            )
-        else:  # any other model is called from Python with the members' lengths
-            service_s, first_token_s = self.latency.batch_timing(
-                self._pos_prompt[head:stop], self._pos_output[head:stop], self.rng
-            )
+        if self._compiled_timing:
+            size = k.dispatch(self._floats, self._ints, self._layout, queue, max_count)
+            self._check(size, queue, max_count)
+            return size
+        head, stop = k.take(self._floats, self._ints, self._layout, queue, max_count)
+        self._check(head, queue, max_count)
+        state = self.state
+        service_s, first_token_s = self.latency.batch_timing(
+            state.pos_prompt[head:stop], state.pos_output[head:stop], self.rng
+        )
         return k.start_batch(
             self._floats,
             self._ints,
@@ -448,38 +429,35 @@ class BatchServer(Engine):
             ValueError: If the queue index is out of range, the queue is empty or
                 ``max_count < 1``.
         """
-        if not self._engine_latency or queue >= self.n_queues or max_count < 1 or mask is None:
-            # The general path, which also raises the errors of a bad queue or count.
-            if queue < 0:
-                self.wait()
-            else:
-                self.dispatch(queue, max_count)
-            due = self.advance()
-            if mask is not None:
-                self.fill_decision_mask(mask)
-            return due
-        code = k.decide(self._floats, self._ints, self._layout, queue, max_count, mask)
-        if code < 0:
-            # Refused and nothing changed: the checks of wait() and dispatch() raise the error.
-            if queue < 0:
-                self.wait()
-            else:
-                self.dispatch(queue, max_count)
-        return code == 1
+        if mask is None:
+            mask = self._mask
+        if self._compiled_timing or queue < 0:
+            code = k.decide(self._floats, self._ints, self._layout, queue, max_count, mask)
+            self._check(code, queue, max_count)
+            return code == 1
+        self.dispatch(queue, max_count)
+        due = self.advance()
+        self.fill_decision_mask(mask)
+        return due
 
     # ------------------------------------------------------------------ results
     @property
     def finished_batches(self) -> list[FinishedBatch]:
         """Batches finished since the caller last cleared this list (assign ``[]`` to clear)."""
-        n_finished = int(self._counts[k.N_FINISHED])
+        state = self.state
+        n_finished = int(state.n_finished[0])
         if n_finished > self._finished_read:
-            batch_i, batch_f = self._batch_i, self._batch_f
-            for b in self._finished[self._finished_read : n_finished].tolist():
-                gpu, queue, size, _, max_total, max_output, output_tokens = batch_i[b].tolist()
-                start_s, service_s = batch_f[b].tolist()
+            for b in state.finished[self._finished_read : n_finished].tolist():
                 self._finished_batches.append(
                     FinishedBatch(
-                        gpu, queue, size, start_s, service_s, max_total, max_output, output_tokens
+                        int(state.batch_gpu[b]),
+                        int(state.batch_queue[b]),
+                        int(state.batch_size[b]),
+                        float(state.batch_start_s[b]),
+                        float(state.batch_service_s[b]),
+                        int(state.batch_max_total[b]),
+                        int(state.batch_max_output[b]),
+                        int(state.batch_output_tokens[b]),
                     )
                 )
             self._finished_read = n_finished
@@ -487,7 +465,7 @@ class BatchServer(Engine):
 
     @finished_batches.setter
     def finished_batches(self, value: list[FinishedBatch]) -> None:
-        self._finished_read = int(self._counts[k.N_FINISHED])  # what finished so far is dropped
+        self._finished_read = int(self.state.n_finished[0])  # what finished so far is dropped
         self._finished_batches = value
 
     def take_finished_batches(self) -> list[FinishedBatch]:
@@ -499,40 +477,47 @@ class BatchServer(Engine):
     @property
     def batches(self) -> list[tuple[int, float, float, int]]:
         """Every dispatched batch as ``(gpu, start_s, service_s, size)``, in dispatch order."""
-        n = int(self._counts[k.N_BATCHES])
-        gpus = self._batch_i[:n, k.B_GPU].tolist()
-        sizes = self._batch_i[:n, k.B_SIZE].tolist()
-        starts = self._batch_f[:n, k.B_START].tolist()
-        services = self._batch_f[:n, k.B_SERVICE].tolist()
+        state = self.state
+        n = int(state.n_batches[0])
+        gpus = state.batch_gpu[:n].tolist()
+        sizes = state.batch_size[:n].tolist()
+        starts = state.batch_start_s[:n].tolist()
+        services = state.batch_service_s[:n].tolist()
         return list(zip(gpus, starts, services, sizes))
+
+    @cached_property
+    def _records(self) -> RequestRecords:
+        """The records, made when first read."""
+        return RequestRecords(self.workload)
 
     @property
     def records(self) -> RequestRecords:
         """Per-request event times and states of the run so far (in request order)."""
         records = self._records
         records.tracks_token_gaps = False  # static batches do not resolve token times
-        counts = self._counts
-        version = (int(counts[k.N_BATCHES]), int(counts[k.N_FINISHED]), int(counts[k.N_REJECTED]))
+        state = self.state
+        version = (int(state.n_batches[0]), int(state.n_finished[0]), int(state.n_rejected[0]))
         if version != self._records_version:
-            records.reject_reason[:] = self._reject_reason
-            order = self.order
-            records.start_s[order] = self._pos_times[k.START]
-            records.first_token_s[order] = self._pos_times[k.FIRST_TOKEN]
-            records.completion_s[order] = self._pos_times[k.COMPLETION]
-            batch = self._pos_batch
-            records.gpu[order] = np.where(batch >= 0, self._batch_i[batch, k.B_GPU], -1)
+            records.reject_reason[:] = state.reject_reason
+            order = state.order
+            records.start_s[order] = state.pos_start_s
+            records.first_token_s[order] = state.pos_first_token_s
+            records.completion_s[order] = state.pos_completion_s
+            batch = state.pos_batch
+            records.gpu[order] = np.where(batch >= 0, state.batch_gpu[batch], -1)
             records.batch[order] = batch
-            records.completed[order] = self._pos_completed
-            records.tokens_generated[order] = np.where(self._pos_completed, self._pos_output, 0)
+            completed = state.pos_completed != 0
+            records.completed[order] = completed
+            records.tokens_generated[order] = np.where(completed, state.pos_output, 0)
             self._records_version = version
         return records
 
-    def _metric_columns(self) -> dict[str, np.ndarray]:
-        # The columns straight from the position arrays, without building the full records.
+    def summary(self, sla: SLATargets | None = None, warmup_s: float = 0.0) -> dict[str, float]:
+        """The metrics of the run so far (see :func:`llmsched_env.metrics.summarize`)."""
         start, first_token, completion, status = k.metric_columns(
             self._floats, self._ints, self._layout
         )
-        return {
+        columns = {
             "arrival_s": self.workload.arrival_s,
             "start_s": start,
             "first_token_s": first_token,
@@ -540,11 +525,15 @@ class BatchServer(Engine):
             "output_tokens": self.workload.output_tokens,
             "status": status,
         }
-
-    @property
-    def sla_misses(self) -> int:
-        """Deadlines that passed unfinished, plus rejections, so far."""
-        return int(self._counts[k.N_LATE])
+        return summarize(
+            columns,
+            end_s=self.now,
+            n_gpus=self.n_gpus,
+            busy_s=self.busy_time_s(),
+            mean_batch_size=self.mean_batch_size(),
+            sla=sla or SLATargets(),
+            warmup_s=warmup_s,
+        )
 
     def settled_counts(self) -> SettledCounts | None:
         """The run's final SLA counters if no decision can change them any more, else ``None``.
@@ -555,44 +544,26 @@ class BatchServer(Engine):
         does from then on changes the counters' final values, only when requests complete.
         Always ``None`` for a server without a deadline.
         """
-        if self.deadline_s is None or self.n_arrived < self.n_requests:
-            return None
-        now, deadline_s = self.now, self.deadline_s
-        arrival = self._pos_arrival
-        queues = self._queues
-        for head, tail in zip(queues[k.HEAD].tolist(), queues[k.TAIL].tolist()):
-            if head < tail and arrival[tail - 1] + deadline_s > now:  # the youngest is in time
-                return None
-        n_on_time, n_late, tokens = self.n_on_time, self.n_late, self.on_time_output_tokens
-        for gpu, batch in enumerate(self._gpu_i[k.RUNNING].tolist()):
-            if batch < 0:
-                continue
-            head = int(self._batch_i[batch, k.B_HEAD])
-            stop = head + int(self._batch_i[batch, k.B_SIZE])
-            end = self._gpu_f[k.FREE_AT, gpu]
-            # Deadlines ascend along a batch: its on-time members are a suffix (deadline at or
-            # after the end, which lies after now), and before them come the late ones whose
-            # deadline is still ahead, not counted yet.
-            deadlines = arrival[head:stop] + deadline_s
-            first_on_time = head + int(np.searchsorted(deadlines, end, side="left"))
-            first_unpaid = head + int(np.searchsorted(deadlines, now, side="right"))
-            n_on_time += stop - first_on_time
-            n_late += first_on_time - first_unpaid
-            tokens += int(self._output_cumsum[stop] - self._output_cumsum[first_on_time])
-        return SettledCounts(n_on_time, n_late, tokens)
+        known, n_on_time, n_late, tokens = k.settled_counts(self._floats, self._ints, self._layout)
+        return SettledCounts(int(n_on_time), int(n_late), int(tokens)) if known else None
 
     @property
     def n_running(self) -> int:
         """Requests in the batches that GPUs are running now."""
-        running = self._gpu_i[k.RUNNING]
-        return int(self._batch_i[running[running >= 0], k.B_SIZE].sum())
+        running = self.state.gpu_batch
+        return int(self.state.batch_size[running[running >= 0]].sum())
 
     def mean_batch_size(self) -> float:
         """Mean size of the batches dispatched so far (nan before the first)."""
-        n = int(self._counts[k.N_BATCHES])
+        n = int(self.state.n_batches[0])
         if n == 0:
             return float("nan")
-        return sum(self._batch_i[:n, k.B_SIZE].tolist()) / n
+        return sum(self.state.batch_size[:n].tolist()) / n
+
+    def busy_time_s(self) -> float:
+        """Total time all GPUs have worked up to now (work still running counts up to now)."""
+        ahead = sum(t - self.now for t, b in zip(self.gpu_free_at, self.gpu_busy) if b)
+        return sum(self.busy_s) - ahead
 
     def next_completion_s(self) -> float:
         """Time at which the next running batch ends, ``inf`` if no GPU works."""
@@ -600,4 +571,4 @@ class BatchServer(Engine):
 
     def busy_until(self) -> np.ndarray:
         """For every GPU, the time its current batch ends (``now`` for an idle GPU); a copy."""
-        return self._gpu_f[k.UNTIL].copy()
+        return self.state.gpu_until.copy()

@@ -1,4 +1,4 @@
-"""The discrete-event core shared by both servers: a clock that stops at scheduling decisions.
+"""The discrete-event core of the iteration-level server: a clock that stops at decisions.
 
 Nothing here runs a workload to completion on its own. The caller alternates two calls:
 
@@ -14,10 +14,10 @@ first), then arrivals (in arrival order), then deadlines. Arrivals come from the
 array, so only the GPUs' end times need a heap, keyed by ``(time, gpu)``; ties are therefore
 broken deterministically.
 
-The iteration-level server runs this loop as written here. The request-level server, the hot
-path of ``BatchScheduling-v0``, runs the same rules compiled
-(:mod:`llmsched_env.sim.batch_kernels`) and overrides the loop's methods; it keeps the public
-API of this class.
+:class:`~llmsched_env.sim.iteration_server.IterationServer` builds on this class. The
+request-level server, the hot path of ``BatchScheduling-v0``, does not: it runs the same event
+rules compiled (:mod:`llmsched_env.sim.batch_kernels`) on its own state, and both implement
+:class:`~llmsched_env.sim.server.Server`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 
 from llmsched_env.metrics import SLATargets, summarize
 from llmsched_env.sim.records import RequestRecords
+from llmsched_env.sim.server import Server
 from llmsched_env.workload import Workload
 
 INF = math.inf
@@ -286,7 +287,7 @@ class Engine:
         """Process deadlines that passed at or before ``t``."""
 
 
-ServerT = TypeVar("ServerT", bound=Engine)
+ServerT = TypeVar("ServerT", bound=Server)
 
 
 def simulate(

@@ -12,10 +12,13 @@ import llmsched_env  # noqa: F401
 from llmsched_env.envs.batch_observation import (
     BIN_FEATURES,
     GLOBAL_FEATURES,
+    OBSERVATION_STATE,
+    _bin_features,
     _prefix_sums,
     feature_bounds,
     feature_names,
 )
+from llmsched_env.sim.batch_state import state_view
 
 
 class ReferenceObservation:
@@ -123,16 +126,29 @@ def test_prefix_sums_are_cumulative_sums_along_the_positions():
     order = np.array([2, 0, 1], dtype=np.int64)
     predicted = np.array([5, 7, 11], dtype=np.int64)
     prompt = np.array([100, 200, 300], dtype=np.int64)
-    values = np.full(2 + 2 * 4, -1.0)
-    _prefix_sums(values, 2, order, predicted, prompt, 0, 3)
-    assert values[:2].tolist() == [-1.0, -1.0]
-    assert values[2:6].tolist() == [0.0, 11.0, 16.0, 23.0]
-    assert values[6:].tolist() == [0.0, 311.0, 416.0, 623.0]
+    predicted_cumsum, need_cumsum = np.full(4, -1.0), np.full(4, -1.0)
+    _prefix_sums(predicted_cumsum, need_cumsum, order, predicted, prompt, 0, 3)
+    assert predicted_cumsum.tolist() == [0.0, 11.0, 16.0, 23.0]
+    assert need_cumsum.tolist() == [0.0, 311.0, 416.0, 623.0]
     # Positions 1 and 2 swap requests: only the sum that ends between them changes.
     order[1:3] = [1, 0]
-    _prefix_sums(values, 2, order, predicted, prompt, 1, 3)
-    assert values[2:6].tolist() == [0.0, 11.0, 18.0, 23.0]
-    assert values[6:].tolist() == [0.0, 311.0, 518.0, 623.0]
+    _prefix_sums(predicted_cumsum, need_cumsum, order, predicted, prompt, 1, 3)
+    assert predicted_cumsum.tolist() == [0.0, 11.0, 18.0, 23.0]
+    assert need_cumsum.tolist() == [0.0, 311.0, 518.0, 623.0]
+
+
+def test_a_bin_has_as_many_computed_entries_as_feature_names():
+    env = gym.make("llmsched/BatchScheduling-v0", n_requests=50, n_bins=2)
+    env.reset(seed=0)
+    u = env.unwrapped
+    own = u._observer._state
+    server = u.server
+    for j in range(2):
+        features = _bin_features(
+            OBSERVATION_STATE.view(*u._observer._buffers), state_view(*server.buffers), j
+        )
+        assert len(features) == len(BIN_FEATURES)
+    assert own.n_gpus[0] == server.n_gpus
 
 
 def test_names_and_bounds_follow_the_feature_tables():

@@ -15,6 +15,7 @@ from llmsched_env.latency import (
     MaxServiceLatency,
     StaticBatchLatency,
 )
+from llmsched_env.latency.batch import compiled_batch_timing
 
 RNG = np.random.default_rng(0)
 SYNTHETIC = StaticBatchLatency(alpha_s=0.010, beta_s_per_token=0.0002, gamma=0.3)
@@ -190,3 +191,38 @@ def test_exponential_batch_service_is_deterministic_under_a_seed():
 def test_exponential_batch_service_rejects_bad_mean():
     with pytest.raises(ValueError, match=r"mean_s must be a finite number > 0, got -1"):
         ExponentialBatchService(-1)
+
+
+# --- compiled timings -------------------------------------------------------------------------
+
+DETERMINISTIC_MODELS = [
+    SYNTHETIC,
+    StaticBatchLatency(alpha_s=0.0597, beta_s_per_token=0.005742, gamma=0.3157),  # "calibrated"
+    StaticBatchLatency(alpha_s=0.0, beta_s_per_token=1e-6, gamma=0.0, floor_s=0.05),  # floored
+    EngineStaticBatchLatency(LinearIterationLatency(0.0057, 1.7e-5, 6e-6, 2e-8)),
+    EngineStaticBatchLatency(LinearIterationLatency(0.005, 1e-5, 1e-4)),
+    EngineStaticBatchLatency(
+        LinearIterationLatency(0.004, 2e-5, 3e-5, 1e-8),
+        prefill_fixed_s=0.01,
+        prefill_s_per_squared_token=3e-9,
+        prefill_floor_s=0.03,
+    ),
+    MaxServiceLatency(0.01),
+]
+
+
+@pytest.mark.parametrize("model", DETERMINISTIC_MODELS, ids=lambda m: repr(m)[:40])
+def test_compiled_timing_is_batch_timing_bit_for_bit(model):
+    code, params = model.compiled_timing()
+    rng = np.random.default_rng(1)
+    for size in (1, 2, 7, 64, 300):
+        prompt = rng.integers(1, 6000, 2 * size)
+        output = rng.integers(1, 4000, 2 * size)
+        head, stop = size // 2, size // 2 + size  # a range inside longer arrays
+        compiled = compiled_batch_timing(code, params, prompt, output, head, stop)
+        expected = model.batch_timing(prompt[head:stop], output[head:stop], None)
+        assert repr(compiled) == repr(tuple(float(x) for x in expected))  # nan equals nan
+
+
+def test_a_stochastic_model_has_no_compiled_timing():
+    assert ExponentialBatchService(0.4).compiled_timing() is None

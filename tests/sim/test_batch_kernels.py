@@ -12,11 +12,14 @@ from hypothesis import strategies as st
 
 from llmsched_env.latency import (
     EngineStaticBatchLatency,
+    ExponentialBatchService,
     LinearIterationLatency,
     StaticBatchLatency,
 )
 from llmsched_env.sim import BatchServer
 from llmsched_env.sim import batch_kernels as k
+from llmsched_env.sim import batch_rules as r
+from llmsched_env.sim.batch_state import SCHEMA, allocate, state_views
 from tests.conftest import random_workload
 
 ENGINE = EngineStaticBatchLatency(LinearIterationLatency(0.0057, 1.7e-5, 6e-6, 2e-8))
@@ -39,8 +42,8 @@ def test_bisections_are_the_bisect_module(values, x, data):
     lo = data.draw(st.integers(0, len(values)))
     hi = data.draw(st.integers(lo, len(values)))
     a = np.array(values, dtype=np.int64)
-    assert k.bisect_left(a, x, lo, hi) == bisect.bisect_left(values, x, lo, hi)
-    assert k.bisect_right(a, x, lo, hi) == bisect.bisect_right(values, x, lo, hi)
+    assert r.bisect_left(a, x, lo, hi) == bisect.bisect_left(values, x, lo, hi)
+    assert r.bisect_right(a, x, lo, hi) == bisect.bisect_right(values, x, lo, hi)
 
 
 @settings(max_examples=200, deadline=None)
@@ -58,7 +61,8 @@ def test_first_not_late_is_the_miss_test(arrivals, deadline, data):
     now = data.draw(st.sampled_from([a + deadline for a in arrivals]) if arrivals else st.just(5.0))
     a = np.array(arrivals, dtype=np.float64)
     expected = bisect.bisect_right(arrivals, now, lo, hi, key=lambda x: x + deadline)
-    assert k.first_not_late(a, deadline, now, lo, hi) == expected
+    assert r.first_not_late(a, deadline, now, lo, hi) == expected
+    assert r.is_late.py_func(a[lo:hi], deadline, now).sum() == expected - lo
     assert all(x + deadline <= now for x in arrivals[lo:expected])
 
 
@@ -66,24 +70,8 @@ def test_first_not_late_where_subtracting_the_deadline_would_differ():
     # At now = 0.3 + 0.6 the request's deadline has come, but now - 0.6 rounds below 0.3.
     arrival, deadline, now = 0.3, 0.6, 0.3 + 0.6
     a = np.array([arrival])
-    assert k.first_not_late(a, deadline, now, 0, 1) == 1  # late: its miss is counted
+    assert r.first_not_late(a, deadline, now, 0, 1) == 1  # late: its miss is counted
     assert bisect.bisect_left([arrival], now - deadline) == 0  # the subtraction says in time
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    prompt=st.lists(st.integers(1, 5000), min_size=1, max_size=64),
-    data=st.data(),
-)
-def test_engine_batch_timing_is_the_latency_model_bit_for_bit(prompt, data):
-    output = data.draw(st.lists(st.integers(1, 4000), min_size=len(prompt), max_size=len(prompt)))
-    p, o = np.array(prompt, dtype=np.int64), np.array(output, dtype=np.int64)
-    it = ENGINE.iteration
-    coefficients = np.array(
-        [it.b0_s, it.b1_s_per_prefill_token, it.b2_s_per_decode_token, it.b3_s_per_context_token]
-    )
-    compiled = k.engine_batch_timing(p, o, 0, len(p), coefficients)
-    assert compiled == ENGINE.batch_timing(p, o, None)
 
 
 def test_min_max_and_count_too_large():
@@ -92,14 +80,18 @@ def test_min_max_and_count_too_large():
     assert k.count_too_large(np.array([10, 20, 30]), np.array([1, 1, 1]), 21) == 1
 
 
-def test_buffer_views_give_every_field_its_shape_and_share_the_buffers():
-    floats, ints, layout = k.make_layout(10, 8, 2, 3, 4)
-    views = k.buffer_views(floats, ints, layout)
-    assert set(views) == {*k.FLOAT_FIELDS, *k.INT_FIELDS}
-    for name, shape in k.field_shapes(10, 8, 2, 3, 4).items():
-        assert views[name].shape == shape, name
-    views["gpu_f"][k.UNTIL, 2] = 5.0
-    views["queues"][k.TAIL, 3] = 7
+def test_every_field_of_the_state_has_its_declared_length_and_shares_the_buffers():
+    sizes = {"n": 10, "n_queued": 8, "n_rejected": 2, "n_gpus": 3, "n_queues": 4}
+    floats, ints, layout = allocate(**sizes)
+    python, compiled = state_views(floats, ints, layout), SCHEMA.view(floats, ints, layout)
+    assert python._fields == compiled._fields == tuple(f.name for f in SCHEMA.fields)
+    for field in SCHEMA.fields:
+        assert getattr(python, field.name).shape == (field.size(sizes),), field.name
+        assert getattr(compiled, field.name).shape == (field.size(sizes),), field.name
+    assert python.kv_cumsum.shape == (9,) and python.queue_head.shape == (4,)
+    compiled.gpu_until[2] = 5.0
+    python.queue_tail[3] = 7
+    assert python.gpu_until[2] == 5.0 and compiled.queue_tail[3] == 7
     assert 5.0 in floats and 7 in ints
 
 
@@ -158,7 +150,9 @@ def _play(server, choices, *, use_decide):
 
 
 @pytest.mark.parametrize("dispatch_order", ["oldest", "oldest-in-time"])
-@pytest.mark.parametrize("latency", [ENGINE, StaticBatchLatency(0.05, 0.001, 0.3)])
+@pytest.mark.parametrize(
+    "latency", [ENGINE, StaticBatchLatency(0.05, 0.001, 0.3), ExponentialBatchService(0.4)]
+)
 def test_decide_is_dispatch_or_wait_then_advance(latency, dispatch_order):
     choices = [(0, 4), (1, 16), (2, 1), (3, 64), (0, 2)]
     # A deadline short enough that queues hold late requests ahead of ones in time.
@@ -177,7 +171,7 @@ def test_decide_refuses_impossible_decisions_without_changing_anything():
         s.decide(0, 1, mask)
     assert s.advance()
     empty = [q for q, n in enumerate(s.queue_lengths()) if n == 0]
-    before = (s.state[0].copy(), s.state[1].copy())
+    before = (s.buffers[0].copy(), s.buffers[1].copy())
     if empty:
         with pytest.raises(ValueError, match="is empty"):
             s.decide(empty[0], 1, mask)
@@ -185,8 +179,8 @@ def test_decide_refuses_impossible_decisions_without_changing_anything():
         s.decide(7, 1, mask)
     with pytest.raises(ValueError, match="max_count must be >= 1"):
         s.decide(0, 0, mask)
-    assert np.array_equal(before[0], s.state[0], equal_nan=True)
-    assert np.array_equal(before[1], s.state[1])
+    assert np.array_equal(before[0], s.buffers[0], equal_nan=True)
+    assert np.array_equal(before[1], s.buffers[1])
 
 
 @pytest.mark.parametrize("duplicate", [copy.deepcopy, lambda s: pickle.loads(pickle.dumps(s))])
@@ -200,3 +194,114 @@ def test_a_copied_server_continues_exactly_like_the_original(duplicate):
         _play(twin, choices, use_decide=True)
     )
     np.testing.assert_array_equal(original.records.completion_s, twin.records.completion_s)
+
+
+def _reference_run(w, n_gpus, latency, kv, queue_of, n_queues, deadline, in_time_first, choices):
+    """The request-level server's event rules in plain Python, one event at a time.
+
+    Returns per-request start and completion times, the on-time and late counts, and the
+    in-system integral.
+    """
+    arrival = w.arrival_s.tolist()
+    prompt, output = w.prompt_tokens.tolist(), w.output_tokens.tolist()
+    n = len(arrival)
+    too_large = [p + o > kv for p, o in zip(prompt, output)]
+    queues = [[] for _ in range(n_queues)]
+    busy_until = [None] * n_gpus
+    members = [[] for _ in range(n_gpus)]
+    deferred = set()
+    start, completion = [math.nan] * n, [math.nan] * n
+    now = integral = 0.0
+    arrived = checked = in_system = on_time = late = step = 0
+    while True:
+        idle = [g for g in range(n_gpus) if busy_until[g] is None and g not in deferred]
+        if any(queues) and idle:
+            g = idle[0]
+            pick, size = choices[step % len(choices)]
+            step += 1
+            if pick == 0 and (arrived < n or any(b is not None for b in busy_until)):
+                deferred.add(g)
+                continue
+            nonempty = [q for q in range(n_queues) if queues[q]]
+            queue = queues[nonempty[pick % len(nonempty)]]
+            first = 0
+            if in_time_first:
+                in_time = [i for i, j in enumerate(queue) if not arrival[j] + deadline <= now]
+                first = in_time[0] if in_time else 0
+            batch, need = [], 0
+            for j in queue[first:]:
+                if len(batch) == size or (batch and need + prompt[j] + output[j] > kv):
+                    break
+                batch.append(j)
+                need += prompt[j] + output[j]
+            for j in batch:
+                queue.remove(j)
+            service_s, _ = latency.batch_timing(
+                np.array([prompt[j] for j in batch]), np.array([output[j] for j in batch]), None
+            )
+            busy_until[g], members[g] = now + service_s, batch
+            for j in batch:
+                start[j], completion[j] = now, now + service_s
+            continue
+        ends = [b for b in busy_until if b is not None]
+        t = min([*ends, arrival[arrived] if arrived < n else math.inf])
+        if t == math.inf:
+            return start, completion, on_time, late, integral
+        integral += in_system * (t - now)
+        now = t
+        deferred.clear()
+        for _, g in sorted((b, g) for g, b in enumerate(busy_until) if b is not None and b <= t):
+            for j in members[g]:
+                in_system -= 1
+                on_time += completion[j] <= arrival[j] + deadline
+            busy_until[g], members[g] = None, []
+        while arrived < n and arrival[arrived] <= t:
+            if too_large[arrived]:
+                late += 1
+            else:
+                queues[queue_of[arrived]].append(arrived)
+                in_system += 1
+            arrived += 1
+        while checked < n and arrival[checked] + deadline <= t:
+            if not too_large[checked] and not completion[checked] <= arrival[checked] + deadline:
+                late += 1
+            checked += 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_gpus=st.integers(1, 3),
+    n_queues=st.integers(1, 3),
+    kv=st.integers(300, 3000),
+    in_time_first=st.booleans(),
+    choices=st.lists(st.tuples(st.integers(0, 4), st.integers(1, 16)), min_size=1, max_size=20),
+)
+def test_compiled_server_follows_the_python_statement_of_its_rules(
+    seed, n_gpus, n_queues, kv, in_time_first, choices
+):
+    rng = np.random.default_rng(seed)
+    n, deadline = 60, 0.8
+    w = random_workload(rng, n)
+    queue_of = rng.integers(0, n_queues, n)
+    latency = StaticBatchLatency(0.05, 0.001, 0.3)
+    s = BatchServer(
+        w,
+        n_gpus=n_gpus,
+        latency=latency,
+        kv_capacity_tokens=kv,
+        rng=rng,
+        queue_of=queue_of,
+        n_queues=n_queues,
+        deadline_s=deadline,
+        dispatch_order="oldest-in-time" if in_time_first else "oldest",
+    )
+    _play(s, choices, use_decide=True)
+    start, completion, on_time, late, integral = _reference_run(
+        w, n_gpus, latency, kv, queue_of.tolist(), n_queues, deadline, in_time_first, choices
+    )
+    np.testing.assert_array_equal(s.records.start_s, start)
+    np.testing.assert_array_equal(s.records.completion_s, completion)
+    assert (s.n_on_time, s.n_late) == (on_time, late)
+    # The server admits arrivals in bulk while every GPU works, so the sum's rounding differs.
+    assert s.in_system_integral == pytest.approx(integral, rel=1e-12, abs=1e-12)

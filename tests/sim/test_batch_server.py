@@ -280,7 +280,7 @@ def test_oldest_in_time_keeps_positions_consistent_and_accounts_for_every_reques
         order = s.order
         assert sorted(order.tolist()) == list(range(n))  # no request is too large here
         assert np.array_equal(
-            s._pos_kv_cumsum[1:], np.cumsum((w.prompt_tokens + w.output_tokens)[order])
+            s.state.kv_cumsum[1:], np.cumsum((w.prompt_tokens + w.output_tokens)[order])
         )
     assert moves > 0
     assert s.n_completed == n and s.n_on_time + s.n_late == n
