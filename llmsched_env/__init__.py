@@ -25,9 +25,20 @@ _ENVS = {
     "llmsched/ContinuousBatching-v0": "llmsched_env.envs.iteration_env:ContinuousBatchingEnv",
 }
 
+#: Vector entry points: ``gym.make_vec`` builds these unless asked for "sync" or "async".
+_VECTOR_ENVS = {
+    "llmsched/BatchScheduling-v0": (
+        "llmsched_env.envs.batch_vector_env:BatchSchedulingVectorEnv"
+    ),
+}
+
 for _env_id, _entry_point in _ENVS.items():
     if _env_id not in registry:
-        register(id=_env_id, entry_point=_entry_point)
+        register(
+            id=_env_id,
+            entry_point=_entry_point,
+            vector_entry_point=_VECTOR_ENVS.get(_env_id),
+        )
 
 ENV_IDS = tuple(_ENVS)
 
