@@ -35,7 +35,11 @@ def register_envs() -> None:
     """
     for kind in ENV_KINDS.values():
         if kind.env_id not in gym_registry:
-            register(id=kind.env_id, entry_point=kind.entry_point)
+            register(
+                id=kind.env_id,
+                entry_point=kind.entry_point,
+                vector_entry_point=kind.vector_entry_point,
+            )
 
 
 register_envs()

@@ -49,6 +49,8 @@ class EnvKind:
             ``agents.hyperparams.TrainingDefaults``), or ``None`` when agents cannot train on it.
         eval_episodes: Default validation episodes of a training run's evaluation callback
             (short episodes afford more).
+        vector_entry_point: ``"module:Class"`` of a native vector env, which
+            ``gym.make_vec`` builds unless asked for ``"sync"`` or ``"async"`` (``None``: none).
     """
 
     name: str
@@ -58,6 +60,7 @@ class EnvKind:
     policies: str
     hyperparams: str | None = None
     eval_episodes: int = 5
+    vector_entry_point: str | None = None
 
     @property
     def env_class(self) -> type:
@@ -92,6 +95,7 @@ ENV_KINDS: dict[str, EnvKind] = {
             hyperparams="agents.hyperparams:BATCH_DEFAULTS",
             # Episodes are a few dozen steps: 20 cost about a second.
             eval_episodes=20,
+            vector_entry_point="llmsched_env.envs.batch_vector_env:BatchSchedulingVectorEnv",
         ),
         EnvKind(
             name="continuous",

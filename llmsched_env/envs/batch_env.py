@@ -403,14 +403,7 @@ class BatchSchedulingEnv(SchedulingEnv):
 
     def _fallback_choice(self) -> int:
         """The bin whose oldest waiting request is the oldest (first come, first served)."""
-        server = self.server
-        best, best_index = WAIT, -1
-        for j, (h, t) in enumerate(zip(server.head, server.tail)):
-            if h < t:
-                index = int(server.order[h])
-                if best_index < 0 or index < best_index:
-                    best, best_index = j + 1, index
-        return best
+        return 1 + self.server.oldest_queue()
 
     def joint_action_mask(self) -> np.ndarray:
         """Exact validity of every action, shape ``nvec``, without duplicates.

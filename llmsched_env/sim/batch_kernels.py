@@ -37,6 +37,7 @@ from llmsched_env.sim.batch_rules import (
 )
 from llmsched_env.sim.batch_rules import fill_batch_counts as _fill_batch_counts
 from llmsched_env.sim.batch_rules import fill_decision_mask as _fill_decision_mask
+from llmsched_env.sim.batch_rules import oldest_queue as _oldest_queue
 from llmsched_env.sim.batch_rules import settled_counts as _settled_counts
 from llmsched_env.sim.batch_state import state_view
 
@@ -550,6 +551,12 @@ def decide(floats, ints, layout, queue, max_count, mask):
 def fill_decision_mask(floats, ints, layout, mask):
     """:func:`~llmsched_env.sim.batch_rules.fill_decision_mask` on the buffers."""
     _fill_decision_mask(state_view(floats, ints, layout), mask)
+
+
+@njit(cache=True)
+def oldest_queue(floats, ints, layout):
+    """:func:`~llmsched_env.sim.batch_rules.oldest_queue` on the buffers."""
+    return _oldest_queue(state_view(floats, ints, layout))
 
 
 @njit(cache=True)

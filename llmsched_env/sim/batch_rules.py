@@ -165,6 +165,22 @@ def fill_decision_mask(state, mask):
 
 
 @njit(cache=True, inline="always")
+def oldest_queue(state):
+    """The queue whose oldest waiting request arrived first (``-1`` if every queue is empty).
+
+    First come, first served across queues: where a forbidden action is remapped
+    (``invalid_action="remap"``).
+    """
+    best, best_index = -1, -1
+    for q in range(state.queue_head.shape[0]):
+        if queue_length(state, q) > 0:
+            index = state.order[state.queue_head[q]]
+            if best_index < 0 or index < best_index:
+                best, best_index = q, index
+    return best
+
+
+@njit(cache=True, inline="always")
 def waiting_positions(state, queue):
     """``(head, tail)``: the waiting requests of ``queue`` are positions ``head .. tail - 1``."""
     return state.queue_head[queue], state.queue_tail[queue]

@@ -310,6 +310,10 @@ class BatchServer:
         """Whether WAIT is safe: some event (an arrival or the end of GPU work) is still ahead."""
         return self.n_arrived < self.n_requests or any(self.state.gpu_busy.tolist())
 
+    def oldest_queue(self) -> int:
+        """The queue whose oldest waiting request arrived first (-1 if every queue is empty)."""
+        return int(k.oldest_queue(self._floats, self._ints, self._layout))
+
     def next_event_time(self) -> float:
         """Time of the next arrival or end of GPU work, ``inf`` if there is none."""
         n_arrived = self.n_arrived

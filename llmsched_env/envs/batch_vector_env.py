@@ -1,0 +1,367 @@
+"""``BatchScheduling-v0`` as a compiled vector env: N episodes stepped in one compiled call.
+
+``gym.make_vec("llmsched/BatchScheduling-v0", num_envs=N)`` builds it (its registered
+``vector_entry_point``); ``vectorization_mode="sync"`` or ``"async"`` still give Gymnasium's
+generic vector envs over the single env.
+
+Each sub-env is a :class:`~llmsched_env.envs.batch_env.BatchSchedulingEnv`. Its ``reset`` runs
+in Python as usual (sampling the workload and building the server); its steps run in
+:func:`_step_envs`, which carries out every sub-env's decision, advances its server to the next
+decision, pays its reward and builds its observation and mask, without returning to Python in
+between. The arithmetic is the single env's, so sub-env ``i`` reset with seed ``seed + i`` and
+given the same actions produces the single env's episode bit for bit (a test steps both side by
+side).
+
+Autoreset follows Gymnasium's default, :attr:`AutoresetMode.NEXT_STEP`: the step after a
+sub-env's episode ends resets it (its action is ignored) and returns the first observation of
+the new episode with reward 0. Until then, :meth:`action_masks` gives an ended sub-env the mask
+that allows WAIT only, so a masked agent always has a valid action to send.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from numba import njit
+from numba.typed import List
+
+from llmsched_env.envs import batch_observation as bo
+from llmsched_env.envs.batch_env import WAIT, BatchSchedulingEnv
+from llmsched_env.envs.common import InvalidActionError
+from llmsched_env.sim import batch_kernels as k
+from llmsched_env.sim import batch_rules as rules
+from llmsched_env.sim.batch_state import state_view
+
+#: Codes of the reward shapes in :func:`_objective` (by ``reward`` argument).
+_REWARD_CODES = {"sla": 0, "goodput-tokens": 1, "queue": 2}
+
+
+class BatchSchedulingVectorEnv(VectorEnv):
+    """``num_envs`` independent ``BatchScheduling-v0`` episodes, stepped together compiled.
+
+    Args:
+        num_envs: Number of sub-envs.
+        **kwargs: Arguments of :class:`~llmsched_env.envs.batch_env.BatchSchedulingEnv`, the same
+            for every sub-env (``render_mode`` is not supported).
+
+    Observations, rewards, terminations and truncations are batched along the first axis;
+    actions are an ``(num_envs, 2)`` integer array. ``info`` holds, per sub-env,
+    ``time_s``, ``invalid_action`` and ``gpu`` (arrays of ``num_envs`` values) and, for the
+    sub-envs whose episode ended in this step, ``episode_metrics`` (Gymnasium's vector info
+    form: arrays with a ``_episode_metrics`` mask).
+
+    Example:
+        >>> import gymnasium as gym
+        >>> envs = gym.make_vec("llmsched/BatchScheduling-v0", num_envs=4, n_requests=50)
+        >>> obs, info = envs.reset(seed=0)
+        >>> obs.shape
+        (4, 41)
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int, **kwargs: Any) -> None:
+        if not isinstance(num_envs, int | np.integer) or isinstance(num_envs, bool):
+            raise TypeError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if kwargs.get("render_mode") is not None:
+            raise ValueError(
+                "the compiled vector env does not render; build it with "
+                "vectorization_mode='sync' to render sub-envs"
+            )
+        kwargs.pop("max_episode_steps", None)  # make_vec passes the spec's (None for ours)
+        first = BatchSchedulingEnv(**kwargs)
+        compiled_timing = getattr(first.latency, "compiled_timing", None)
+        if compiled_timing is None or compiled_timing() is None:
+            raise ValueError(
+                f"the compiled vector env needs a latency model with a compiled batch timing, "
+                f"got {first.config.latency!r} (timed in Python); use "
+                "vectorization_mode='sync' for this model"
+            )
+        # The sub-envs share the first one's calibration (capacity, bins): copies, not rebuilds.
+        self.envs = (first, *(copy.deepcopy(first) for _ in range(int(num_envs) - 1)))
+        self.num_envs = int(num_envs)
+        self.config = first.config
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(first.observation_space, self.num_envs)
+        self.action_space = batch_space(first.action_space, self.num_envs)
+        self._nvec = np.asarray(first.action_space.nvec, dtype=np.int64)
+        self._batch_sizes = np.asarray(first.batch_sizes, dtype=np.int64)
+        self._bounds = bo._stacked_bounds(self.config.n_bins, self.config.n_gpus)
+        n_obs = first.observation_space.shape[0]
+        self._obs = np.zeros((self.num_envs, n_obs), dtype=np.float32)
+        self._rewards = np.zeros(self.num_envs)
+        self._terminated = np.zeros(self.num_envs, dtype=bool)
+        self._truncated = np.zeros(self.num_envs, dtype=bool)
+        self._invalid = np.zeros(self.num_envs, dtype=bool)
+        self._masks = np.ones((self.num_envs, first._mask.shape[0]), dtype=bool)
+        self._ended = np.zeros(self.num_envs, dtype=bool)
+        self._steps = np.zeros(self.num_envs, dtype=np.int64)
+        self._last_objective = np.zeros(self.num_envs)
+        self._reward_code = _REWARD_CODES[self.config.reward]
+        self._max_steps = self.config.max_steps or 0
+        self._skip_late = self.config.dispatch_order == "oldest-in-time"
+        self._raise_invalid = self.config.invalid_action == "raise"
+        # Per sub-env, the arrays of its episode that the compiled step works on (see
+        # _episode_arrays), replaced at each of its resets. One list, because each typed list
+        # passed to a compiled function costs microseconds to unbox.
+        self._episodes: Any = List()
+        self._started = False
+
+    # ------------------------------------------------------------------ Gymnasium API
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every sub-env; sub-env ``i`` gets ``seed + i`` (or ``seed[i]``)."""
+        if seed is None or isinstance(seed, int | np.integer):
+            seeds: list[int | None] = [
+                None if seed is None else int(seed) + i for i in range(self.num_envs)
+            ]
+        else:
+            seeds = list(seed)
+            if len(seeds) != self.num_envs:
+                raise ValueError(
+                    f"seed must be an int, None or {self.num_envs} seeds (one per sub-env), "
+                    f"got {len(seeds)} seeds"
+                )
+        for i, env_seed in enumerate(seeds):
+            self._reset_env(i, env_seed, options)
+        self._started = True
+        return self._obs.copy(), self._info(np.ones(self.num_envs, dtype=bool))
+
+    def step(
+        self, actions: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Carry out one decision in every sub-env (resetting those whose episode ended)."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        actions = self._checked_actions(actions)
+        resetting = self._ended.copy()
+        if self._raise_invalid:
+            allowed = self._masks[np.arange(self.num_envs), actions[:, 0]]
+            rows = np.flatnonzero(~resetting & ~allowed)
+            if rows.size:
+                i = int(rows[0])
+                raise InvalidActionError(
+                    f"action {actions[i].tolist()} of sub-env {i} is forbidden by its mask "
+                    f"{self._masks[i].tolist()} (component 0, bin choice {actions[i, 0]}, "
+                    "is masked)"
+                )
+        _step_envs(
+            actions,
+            resetting,
+            self._episodes,
+            self._bounds,
+            self._batch_sizes,
+            self._masks,
+            self._obs,
+            self._rewards,
+            self._terminated,
+            self._truncated,
+            self._invalid,
+            self._steps,
+            self._last_objective,
+            self._reward_code,
+            self.config.sla_penalty,
+            self.config.sla,
+            self._max_steps,
+            self._skip_late,
+        )
+        for i in np.flatnonzero(resetting):
+            self._reset_env(int(i), None, None)
+            self._rewards[i] = 0.0
+            self._terminated[i] = self._truncated[i] = self._invalid[i] = False
+        self._ended[:] = self._terminated | self._truncated
+        info = self._info(resetting)
+        return (
+            self._obs.copy(),
+            self._rewards.copy(),
+            self._terminated.copy(),
+            self._truncated.copy(),
+            info,
+        )
+
+    def action_masks(self) -> np.ndarray:
+        """Per sub-env, its per-component mask (as the single env's ``action_masks``).
+
+        A sub-env whose episode has ended (it resets at the next step, ignoring its action)
+        allows WAIT and every size level, so a masked agent always has a valid action.
+        """
+        masks = self._masks.copy()
+        if self._ended.any():
+            n_choices = int(self._nvec[0])
+            masks[self._ended, :n_choices] = False
+            masks[self._ended, WAIT] = True
+        return masks
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call a method of every sub-env (``action_masks`` answers for the vector env).
+
+        As Gymnasium's ``SyncVectorEnv.call``: returns one result per sub-env; a non-callable
+        attribute is returned as it is.
+        """
+        if name == "action_masks":
+            return tuple(self.action_masks())
+        results = []
+        for env in self.envs:
+            attribute = getattr(env, name)
+            results.append(attribute(*args, **kwargs) if callable(attribute) else attribute)
+        return tuple(results)
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """An attribute of every sub-env."""
+        return tuple(getattr(env, name) for env in self.envs)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Close the sub-envs."""
+        for env in self.envs:
+            env.close()
+
+    # ------------------------------------------------------------------ helpers
+    def _checked_actions(self, actions: Any) -> np.ndarray:
+        """``actions`` as an ``(num_envs, 2)`` int64 array, or a ValueError naming the fault."""
+        a = np.asarray(actions)
+        if a.shape != (self.num_envs, 2):
+            raise ValueError(
+                f"actions must have shape ({self.num_envs}, 2), one (bin choice, size level) per "
+                f"sub-env, got shape {a.shape}"
+            )
+        if a.dtype.kind not in "iu":
+            if a.dtype.kind != "f" or not np.all(np.mod(a, 1) == 0):
+                raise ValueError(f"actions must hold integers, got dtype {a.dtype}")
+        a = a.astype(np.int64, copy=False)
+        bad = (a < 0) | (a >= self._nvec)
+        if bad.any():
+            i, j = (int(x) for x in np.argwhere(bad)[0])
+            raise ValueError(
+                f"action {a[i].tolist()} of sub-env {i} is outside the action space: component "
+                f"{j} must be in [0, {self._nvec[j] - 1}], got {a[i, j]}"
+            )
+        return a
+
+    def _reset_env(self, i: int, seed: int | None, options: dict[str, Any] | None) -> None:
+        """Reset sub-env ``i`` in Python and hand its state to the compiled step."""
+        env = self.envs[i]
+        obs, _ = env.reset(seed=seed, options=options)
+        arrays = _episode_arrays(env)
+        if len(self._episodes) > i:
+            self._episodes[i] = arrays
+        else:
+            self._episodes.append(arrays)
+        self._obs[i] = obs
+        self._masks[i] = env._mask
+        self._steps[i] = 0
+        self._last_objective[i] = env._reward._last
+        self._ended[i] = False
+
+    def _info(self, fresh: np.ndarray) -> dict[str, Any]:
+        """The vector ``info``: fixed-shape values per sub-env, and ended episodes' metrics."""
+        info: dict[str, Any] = {
+            "time_s": np.array([env.server.now for env in self.envs]),
+            "gpu": np.array([env.server.decision_gpu for env in self.envs]),
+            "invalid_action": self._invalid.copy(),
+        }
+        ended = np.flatnonzero((self._terminated | self._truncated) & ~fresh)
+        for i in ended:
+            info = self._add_info(
+                info, {"episode_metrics": self.envs[int(i)].episode_metrics()}, int(i)
+            )
+        return info
+
+
+def _episode_arrays(env: BatchSchedulingEnv) -> tuple[np.ndarray, ...]:
+    """The arrays of an episode that the compiled step works on.
+
+    The server's state buffers (:mod:`llmsched_env.sim.batch_state`), the observation's own
+    buffers (:data:`~llmsched_env.envs.batch_observation.OBSERVATION_STATE`) and the
+    workload's lengths, which a dispatch that reorders positions needs to redo the
+    observation's prefix sums.
+    """
+    workload = env.server.workload
+    return (
+        *env.server.buffers,
+        *env._observer._buffers,
+        workload.predicted_output_tokens.astype(np.int64, copy=False),
+        workload.prompt_tokens.astype(np.int64, copy=False),
+    )
+
+
+@njit(cache=True)
+def _objective(state, reward_code, sla_penalty, time_scale_s):
+    """The reward shape's cumulative objective (see :mod:`llmsched_env.envs.rewards`)."""
+    if reward_code == 0:
+        return state.n_on_time[0] - sla_penalty * state.n_late[0]
+    if reward_code == 1:
+        return state.on_time_tokens[0] / 1000.0
+    return -state.in_system_s[0] / time_scale_s
+
+
+@njit(cache=True)
+def _step_envs(
+    actions,
+    skip,
+    episodes,
+    bounds,
+    batch_sizes,
+    masks,
+    obs,
+    rewards,
+    terminated,
+    truncated,
+    invalid,
+    steps,
+    last_objective,
+    reward_code,
+    sla_penalty,
+    time_scale_s,
+    max_steps,
+    skip_late,
+):
+    """One decision in every sub-env not in ``skip``: the single env's ``step``, compiled.
+
+    Forbidden bin choices are remapped to the queue whose oldest waiting request arrived first,
+    as ``invalid_action="remap"`` does (``"raise"`` is checked before the call).
+    """
+    for e in range(actions.shape[0]):
+        if skip[e]:
+            continue
+        floats, ints, layout, own_floats, own_ints, own_layout, predicted, prompt = episodes[e]
+        state = state_view(floats, ints, layout)
+        mask = masks[e]
+        choice = actions[e, 0]
+        invalid[e] = not mask[choice]
+        queue = rules.oldest_queue(state) if invalid[e] else choice - 1
+        if queue < 0:
+            k._wait(state)
+        else:
+            k._dispatch(state, queue, batch_sizes[actions[e, 1]])
+        due = k._advance(state)
+        rules.fill_decision_mask(state, mask)
+        if skip_late and queue >= 0 and state.moved_hi[0] > state.moved_lo[0]:
+            own = bo._observation_view(own_floats, own_ints, own_layout)
+            bo._prefix_sums(
+                own.predicted_cumsum,
+                own.need_cumsum,
+                state.order,
+                predicted,
+                prompt,
+                state.moved_lo[0],
+                state.moved_hi[0],
+            )
+        steps[e] += 1
+        objective = _objective(state, reward_code, sla_penalty, time_scale_s)
+        rewards[e] = objective - last_objective[e]
+        last_objective[e] = objective
+        terminated[e] = not due
+        truncated[e] = not terminated[e] and max_steps > 0 and steps[e] >= max_steps
+        bo._build(obs[e], bounds, own_floats, own_ints, own_layout, floats, ints, layout)

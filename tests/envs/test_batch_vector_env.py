@@ -1,0 +1,148 @@
+"""The compiled vector env of ``BatchScheduling-v0`` against the single env, step by step."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import llmsched_env  # noqa: F401  (registers the env ids)
+from llmsched_env.envs.batch_vector_env import BatchSchedulingVectorEnv
+from llmsched_env.envs.common import InvalidActionError
+from llmsched_env.latency import ExponentialBatchService
+
+ENV_ID = "llmsched/BatchScheduling-v0"
+
+
+def _random_actions(masks: np.ndarray, nvec: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random allowed bin choice and size level per sub-env."""
+    n_choices = int(nvec[0])
+    actions = []
+    for mask in masks:
+        choices = np.flatnonzero(mask[:n_choices])
+        levels = np.flatnonzero(mask[n_choices:])
+        actions.append([rng.choice(choices), rng.choice(levels)])
+    return np.array(actions)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_requests": 120},
+        {"n_requests": 120, "latency": "calibrated", "n_bins": 2},
+        {"n_requests": 150, "dispatch_order": "oldest-in-time", "reward": "queue", "n_gpus": 3},
+        {"n_requests": 150, "reward": "goodput-tokens", "load": 1.5, "max_steps": 25},
+    ],
+)
+def test_each_sub_env_replays_the_single_env_bit_for_bit(kwargs: dict) -> None:
+    n = 3
+    envs = gym.make_vec(ENV_ID, num_envs=n, **kwargs)
+    assert isinstance(envs.unwrapped, BatchSchedulingVectorEnv)
+    singles = [gym.make(ENV_ID, **kwargs).unwrapped for _ in range(n)]
+    obs, _ = envs.reset(seed=11)
+    for i, single in enumerate(singles):
+        np.testing.assert_array_equal(obs[i], single.reset(seed=11 + i)[0])
+    rng = np.random.default_rng(0)
+    nvec = np.asarray(envs.single_action_space.nvec)
+    ended = np.zeros(n, dtype=bool)
+    episodes = 0
+    for t in range(400):
+        masks = envs.unwrapped.action_masks()
+        actions = _random_actions(masks, nvec, rng)
+        forbidden = np.flatnonzero(~masks[t % n, : nvec[0]])
+        if t % 5 == 0 and forbidden.size:
+            actions[t % n, 0] = forbidden[0]  # remapped, as the single env does
+        obs, rewards, terminated, truncated, info = envs.step(actions)
+        for i, single in enumerate(singles):
+            if ended[i]:  # autoreset (next step): the action is ignored
+                np.testing.assert_array_equal(obs[i], single.reset()[0])
+                assert rewards[i] == 0.0 and not terminated[i] and not truncated[i]
+                ended[i] = False
+                episodes += 1
+                continue
+            o, r, te, tr, single_info = single.step(actions[i])
+            np.testing.assert_array_equal(obs[i], o)
+            assert rewards[i] == r and terminated[i] == te and truncated[i] == tr
+            assert info["invalid_action"][i] == single_info["invalid_action"]
+            assert info["time_s"][i] == single_info["time_s"]
+            if te or tr:
+                ended[i] = True
+                assert info["_episode_metrics"][i]
+                expected = single_info["episode_metrics"]
+                got = {
+                    key: values[i]
+                    for key, values in info["episode_metrics"].items()
+                    if not key.startswith("_")
+                }
+                assert got.keys() == expected.keys()
+                np.testing.assert_array_equal(list(got.values()), list(expected.values()))
+            else:
+                np.testing.assert_array_equal(masks_now(envs)[i], single.action_masks())
+    assert episodes >= 3
+
+
+def masks_now(envs: gym.vector.VectorEnv) -> np.ndarray:
+    return envs.unwrapped.action_masks()
+
+
+def test_masks_are_batched_and_always_allow_an_action() -> None:
+    envs = gym.make_vec(ENV_ID, num_envs=4, n_requests=60)
+    envs.reset(seed=0)
+    nvec = np.asarray(envs.single_action_space.nvec)
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        masks = envs.unwrapped.action_masks()
+        assert masks.shape == (4, int(nvec.sum()))
+        assert masks[:, : nvec[0]].any(axis=1).all() and masks[:, nvec[0] :].any(axis=1).all()
+        np.testing.assert_array_equal(np.stack(envs.call("action_masks")), masks)
+        envs.step(_random_actions(masks, nvec, rng))
+
+
+def test_seeds_and_options_reach_every_sub_env() -> None:
+    envs = gym.make_vec(ENV_ID, num_envs=2, n_requests=40)
+    a, _ = envs.reset(seed=[5, 6])
+    b, _ = envs.reset(seed=5)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="2 seeds"):
+        envs.reset(seed=[1, 2, 3])
+
+
+def test_bad_actions_name_the_sub_env() -> None:
+    envs = gym.make_vec(ENV_ID, num_envs=2, n_requests=40)
+    envs.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(2, 2\)"):
+        envs.step(np.zeros((3, 2), dtype=int))
+    with pytest.raises(ValueError, match="sub-env 1 is outside the action space"):
+        envs.step(np.array([[0, 0], [0, 99]]))
+    with pytest.raises(ValueError, match="integers"):
+        envs.step(np.array([[0.5, 0], [0, 0]]))
+
+
+def test_forbidden_actions_raise_when_asked() -> None:
+    envs = gym.make_vec(ENV_ID, num_envs=2, n_requests=40, invalid_action="raise")
+    envs.reset(seed=0)
+    masks = envs.unwrapped.action_masks()
+    nvec = np.asarray(envs.single_action_space.nvec)
+    forbidden = np.flatnonzero(~masks[1, : nvec[0]])
+    assert forbidden.size  # at the first decision most bins are empty
+    actions = _random_actions(masks, nvec, np.random.default_rng(0))
+    actions[1, 0] = forbidden[0]
+    with pytest.raises(InvalidActionError, match="sub-env 1"):
+        envs.step(actions)
+
+
+def test_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="num_envs"):
+        BatchSchedulingVectorEnv(0)
+    with pytest.raises(ValueError, match="does not render"):
+        BatchSchedulingVectorEnv(2, render_mode="ansi")
+    with pytest.raises(ValueError, match="compiled batch timing"):
+        BatchSchedulingVectorEnv(2, latency=ExponentialBatchService(mean_s=0.4))
+    envs = BatchSchedulingVectorEnv(2, n_requests=30)
+    with pytest.raises(RuntimeError, match="reset"):
+        envs.step(np.zeros((2, 2), dtype=int))
+
+
+def test_sync_and_async_modes_still_give_gymnasium_vector_envs() -> None:
+    sync = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="sync", n_requests=40)
+    assert isinstance(sync, gym.vector.SyncVectorEnv)
