@@ -47,7 +47,9 @@ CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 def _update(digest: Any, value: Any) -> None:
     """Feed one value into ``digest`` in a form that does not depend on the platform."""
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+        digest.update(repr(value.tolist()).encode())  # object arrays: values, not pointers
+    elif isinstance(value, np.ndarray):
         digest.update(str(value.dtype).encode())
         digest.update(np.ascontiguousarray(value).tobytes())
     elif isinstance(value, float | np.floating):

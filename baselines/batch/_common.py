@@ -56,16 +56,31 @@ def size_level(batch_sizes: Sequence[int], batch_size: float) -> int:
 def make_action(bin_index: int | None, level: int) -> np.ndarray:
     """The env action serving bin ``bin_index`` at size level ``level`` (``None``: WAIT)."""
     choice = WAIT if bin_index is None else bin_index + 1
-    return np.array([choice, level], dtype=np.int64)
+    return np.array((choice, level), dtype=np.int64)
 
 
 def oldest_bin(queues: Sequence[np.ndarray]) -> int:
     """The bin whose oldest waiting request arrived first; ``-1`` when every bin is empty."""
     best, best_index = -1, -1
     for j, queue in enumerate(queues):
-        if queue.size and (best < 0 or queue[0] < best_index):
-            best, best_index = j, int(queue[0])
+        if len(queue) and (best < 0 or queue[0] < best_index):
+            best, best_index = j, queue[0]
     return best
+
+
+def first_non_empty(queues: Sequence[np.ndarray], start: int) -> int:
+    """The first non-empty bin at or after ``start``, cyclically; ``-1`` when every bin is empty.
+
+    Example:
+        >>> first_non_empty([np.array([3]), np.array([], dtype=int), np.array([])], 1)
+        0
+    """
+    n = len(queues)
+    for k in range(n):
+        j = (start + k) % n
+        if len(queues[j]):
+            return j
+    return -1
 
 
 def fullest_bin(queues: Sequence[np.ndarray]) -> int:
