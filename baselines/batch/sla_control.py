@@ -21,6 +21,7 @@ resident: ``L0 = 0`` and ``N_decode = 0``, and ``eta`` is the env's ``kv_capacit
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -195,9 +196,9 @@ class RequestLengthStats:
     request completes, so its *predicted* output length stands in for ``l_out`` (that is the
     information a scheduler has when it sizes a batch).
 
-    :meth:`observe` runs at every decision, so it touches a bin's lengths only when the bin's
-    newest request is new. Token counts are integers and their sums stay far below 2**53, so
-    the sums are exact whatever the order in which requests are added.
+    :meth:`observe` runs at every decision, so it reads a bin's lengths only when the bin's
+    newest request is new, and sums the few new ones as Python integers (exact, and cheaper than
+    numpy's reductions on arrays of a few elements).
 
     Args:
         n_bins: Number of bins of the env.
@@ -213,8 +214,8 @@ class RequestLengthStats:
         self.group_of_bin = list(group_of_bin) if group_of_bin is not None else [0] * n_bins
         n_groups = max(self.group_of_bin) + 1
         self.count = [0] * n_groups
-        self.total = [0.0] * n_groups
-        self.total_sq = [0.0] * n_groups
+        self.total = [0] * n_groups
+        self.total_sq = [0] * n_groups
         self._last_seen = [-1] * n_bins
 
     def observe(self, info: dict) -> None:
@@ -226,14 +227,13 @@ class RequestLengthStats:
                 continue
             seen = last_seen[j]
             start = 0 if queue[0] > seen else int(queue.searchsorted(seen, side="right"))
-            tokens = (
-                info["queue_prompt_tokens"][j][start:]
-                + info["queue_predicted_output_tokens"][j][start:]
-            )
+            prompts = info["queue_prompt_tokens"][j][start:].tolist()
+            predicted = info["queue_predicted_output_tokens"][j][start:].tolist()
+            tokens = list(map(operator.add, prompts, predicted))
             g = self.group_of_bin[j]
-            self.count[g] += n - start
-            self.total[g] += float(tokens.sum())
-            self.total_sq[g] += float(tokens @ tokens)
+            self.count[g] += len(tokens)
+            self.total[g] += sum(tokens)
+            self.total_sq[g] += sum(map(operator.mul, tokens, tokens))
             last_seen[j] = int(queue[n - 1])
 
     def mean(self, group: int) -> float:
