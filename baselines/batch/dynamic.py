@@ -141,7 +141,7 @@ class _DynamicBatching(BatchPolicy):
         finished = info["finished_batches"]
         if not finished:
             return
-        updated = set()
+        updated = []
         for batch in finished:
             group = self._group_on_gpu[batch.gpu]
             if group < 0:  # a batch this policy did not dispatch
@@ -149,8 +149,8 @@ class _DynamicBatching(BatchPolicy):
             self._group_on_gpu[batch.gpu] = -1
             self._signals[group].append(self.measure(batch))
             self._sizes[group].append(int(batch.size))
-            updated.add(group)
-        for group in sorted(updated):
+            updated.append(group)
+        for group in sorted(set(updated)) if len(updated) > 1 else updated:
             signals, sizes = self._signals[group], self._sizes[group]
             self.controllers[group].update(
                 sum(signals) / len(signals), round(sum(sizes) / len(sizes))

@@ -223,10 +223,12 @@ class RequestLengthStats:
         last_seen = self._last_seen
         for j, queue in enumerate(info["queues"]):
             n = len(queue)
-            if not n or queue[n - 1] <= last_seen[j]:
+            if not n:
                 continue
-            seen = last_seen[j]
-            start = 0 if queue[0] > seen else int(queue.searchsorted(seen, side="right"))
+            newest, seen = queue.item(n - 1), last_seen[j]  # .item(): a Python int, cheaply
+            if newest <= seen:
+                continue
+            start = 0 if queue.item(0) > seen else int(queue.searchsorted(seen, side="right"))
             prompts = info["queue_prompt_tokens"][j][start:].tolist()
             predicted = info["queue_predicted_output_tokens"][j][start:].tolist()
             tokens = list(map(operator.add, prompts, predicted))
@@ -234,7 +236,7 @@ class RequestLengthStats:
             self.count[g] += len(tokens)
             self.total[g] += sum(tokens)
             self.total_sq[g] += sum(map(operator.mul, tokens, tokens))
-            last_seen[j] = int(queue[n - 1])
+            last_seen[j] = newest
 
     def mean(self, group: int) -> float:
         """Mean tokens per request of ``group`` (``nan`` before any request)."""
