@@ -1,7 +1,7 @@
 """Requests per second of CPU time through ``env.step`` in the reference simulator's configuration.
 
-Run: ``python benchmarks/bench_reference.py`` (about a minute). Each episode is a full episode
-of ``--requests`` ``burstgpt-synthetic`` requests of ``llmsched/BatchScheduling-v0`` in the
+Run: ``python benchmarks/bench_reference.py`` (a few minutes). Each episode is a full episode of
+``--requests`` ``burstgpt-synthetic`` requests of ``llmsched/BatchScheduling-v0`` in the
 configuration ``scripts/reproduce_reference.py`` builds for the reference simulator
 (llm-scheduler-sim: ``latency="calibrated"``, ``kv_memory="reference-sim"``, a 20 s deadline,
 B_max = 128, and its three methods with their bins: FIFO with batches of 8 and dynamic batching
@@ -12,14 +12,15 @@ own ``scenarios`` and ``episode_tasks``, so the benchmark cannot drift from the 
 Only the decision loop is timed (``policy.act`` then ``env.step`` until the episode ends, after
 ``gym.make`` and ``reset``), in ``time.process_time`` (CPU time of the process, so other
 processes on a shared machine disturb it less than wall time), after one short untimed episode
-of each policy (lazy imports and caches). The policies run interleaved
-(A B C A B C ...) for ``--repeats`` rounds; the median of each is printed.
+of each policy (lazy imports and caches). The policies run interleaved (A B C A B C ...) for
+``--repeats`` rounds; the median of each is printed.
 
 ``--baseline-path CHECKOUT`` also runs the same episodes with the code of another checkout of
-the project (for example the main branch), interleaved with this one's (A A' B B' C C' ...), and
-prints the ratio of the medians. Each checkout runs in its own worker process, which imports the
-packages and ``scripts/reproduce_reference.py`` of that checkout only; the episodes' metrics of
-both are compared, so a ratio is only printed for identical episodes.
+the project (for example the main branch), interleaved with this one's (A A' B B' C C', then
+A' A B' B C' C, ...), and prints the ratio of the medians. Each checkout runs in its own worker
+process, which imports the packages and ``scripts/reproduce_reference.py`` of that checkout
+only; the episodes' metrics of both are compared, so a ratio is only printed for identical
+episodes.
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for repeat in range(args.repeats):
             for name in POLICIES:
-                for label, worker in workers.items():
+                order = list(workers.items())
+                for label, worker in order if repeat % 2 == 0 else order[::-1]:
                     result = worker.run(name)
                     rate = args.requests / result["cpu_s"]
                     rates.setdefault((name, label), []).append(rate)

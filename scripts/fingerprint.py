@@ -41,7 +41,11 @@ CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         "continuous-paged",
         {"kv_allocation": "paged", "chunk_size": 2048, "prefix_caching": True, "load": 0.6},
     ),
-    ("llmsched/ContinuousBatching-v0", "continuous-no-chunk", {"chunk_size": None, "reward": "queue"}),
+    (
+        "llmsched/ContinuousBatching-v0",
+        "continuous-no-chunk",
+        {"chunk_size": None, "reward": "queue"},
+    ),
 )
 
 

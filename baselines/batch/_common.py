@@ -63,8 +63,10 @@ def oldest_bin(queues: Sequence[np.ndarray]) -> int:
     """The bin whose oldest waiting request arrived first; ``-1`` when every bin is empty."""
     best, best_index = -1, -1
     for j, queue in enumerate(queues):
-        if len(queue) and (best < 0 or queue[0] < best_index):
-            best, best_index = j, queue[0]
+        if len(queue):
+            first = queue.item(0)
+            if best < 0 or first < best_index:
+                best, best_index = j, first
     return best
 
 
