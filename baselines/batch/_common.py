@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from baselines.base import Policy
+from llmsched_env.envs.queue_snapshot import QueueSnapshot
 
 WAIT = 0
 """Component 0 of the action: idle the deciding GPU until the next arrival or batch end."""
@@ -68,6 +69,21 @@ def oldest_bin(queues: Sequence[np.ndarray]) -> int:
             if best < 0 or first < best_index:
                 best, best_index = j, first
     return best
+
+
+def newest_entries(queues: Sequence[np.ndarray]) -> list[Any]:
+    """The newest (last) entry of each bin as a Python scalar, ``None`` for an empty bin.
+
+    The env's ``info["queues"]`` answers without building a view per bin
+    (``QueueSnapshot.newest``); any other sequence of arrays is read bin by bin.
+
+    Example:
+        >>> newest_entries([np.array([3, 5]), np.array([], dtype=np.int64)])
+        [5, None]
+    """
+    if isinstance(queues, QueueSnapshot):
+        return queues.newest()
+    return [q.item(-1) if len(q) else None for q in queues]
 
 
 def first_non_empty(queues: Sequence[np.ndarray], start: int) -> int:

@@ -28,6 +28,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from baselines.batch._common import newest_entries
+
 
 def memory_bound(
     eta_tokens: float,
@@ -196,9 +198,9 @@ class RequestLengthStats:
     request completes, so its *predicted* output length stands in for ``l_out`` (that is the
     information a scheduler has when it sizes a batch).
 
-    :meth:`observe` runs at every decision, so it reads a bin's lengths only when the bin's
-    newest request is new, and sums the few new ones as Python integers (exact, and cheaper than
-    numpy's reductions on arrays of a few elements).
+    :meth:`observe` runs at every decision, so it reads one number per bin (its newest
+    request) and a bin's lengths only when that request is new; it sums the few new ones as
+    Python integers (exact, and cheaper than numpy's reductions on arrays of a few elements).
 
     Args:
         n_bins: Number of bins of the env.
@@ -220,14 +222,13 @@ class RequestLengthStats:
 
     def observe(self, info: dict) -> None:
         """Count the requests of ``info["queues"]`` not seen before."""
+        queues = info["queues"]
         last_seen = self._last_seen
-        for j, queue in enumerate(info["queues"]):
-            n = len(queue)
-            if not n:
+        for j, newest in enumerate(newest_entries(queues)):
+            seen = last_seen[j]
+            if newest is None or newest <= seen:
                 continue
-            newest, seen = queue.item(n - 1), last_seen[j]  # .item(): a Python int, cheaply
-            if newest <= seen:
-                continue
+            queue = queues[j]
             start = 0 if queue.item(0) > seen else int(queue.searchsorted(seen, side="right"))
             prompts = info["queue_prompt_tokens"][j][start:].tolist()
             predicted = info["queue_predicted_output_tokens"][j][start:].tolist()
