@@ -228,8 +228,12 @@ class RequestLengthStats:
             seen = last_seen[j]
             if newest is None or newest <= seen:
                 continue
+            # The new requests are the last ones of the bin: step back over them (each request
+            # is stepped over once, and a bin holds few new ones at a decision).
             queue = queues[j]
-            start = 0 if queue.item(0) > seen else int(queue.searchsorted(seen, side="right"))
+            start = len(queue) - 1
+            while start and queue.item(start - 1) > seen:
+                start -= 1
             prompts = info["queue_prompt_tokens"][j][start:].tolist()
             predicted = info["queue_predicted_output_tokens"][j][start:].tolist()
             tokens = list(map(operator.add, prompts, predicted))
