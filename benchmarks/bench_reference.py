@@ -26,6 +26,7 @@ episodes.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -81,6 +82,7 @@ class _Episodes:
         obs, info = env.reset(seed=task.seed)
         policy.reset()
         steps = 0
+        gc.collect()  # earlier episodes' garbage is not this episode's cost
         started = time.process_time()
         while True:
             obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
