@@ -21,7 +21,6 @@ resident: ``L0 = 0`` and ``N_decode = 0``, and ``eta`` is the env's ``kv_capacit
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -200,7 +199,7 @@ class RequestLengthStats:
 
     :meth:`observe` runs at every decision, so it reads one number per bin (its newest
     request) and a bin's lengths only when that request is new; it sums the few new ones as
-    Python integers (exact, and cheaper than numpy's reductions on arrays of a few elements).
+    Python integers (exact: token counts are integers).
 
     Args:
         n_bins: Number of bins of the env.
@@ -228,19 +227,25 @@ class RequestLengthStats:
             seen = last_seen[j]
             if newest is None or newest <= seen:
                 continue
-            # The new requests are the last ones of the bin: step back over them (each request
-            # is stepped over once, and a bin holds few new ones at a decision).
+            # The new requests are the last ones of the bin: step back over them, then add
+            # their lengths one by one (each request is visited once, and a bin holds few new
+            # ones at a decision, so this is cheaper than slicing and numpy reductions).
             queue = queues[j]
-            start = len(queue) - 1
+            n = len(queue)
+            start = n - 1
             while start and queue.item(start - 1) > seen:
                 start -= 1
-            prompts = info["queue_prompt_tokens"][j][start:].tolist()
-            predicted = info["queue_predicted_output_tokens"][j][start:].tolist()
-            tokens = list(map(operator.add, prompts, predicted))
+            prompts = info["queue_prompt_tokens"][j]
+            predicted = info["queue_predicted_output_tokens"][j]
+            total = total_sq = 0
+            for i in range(start, n):
+                tokens = prompts.item(i) + predicted.item(i)
+                total += tokens
+                total_sq += tokens * tokens
             g = self.group_of_bin[j]
-            self.count[g] += len(tokens)
-            self.total[g] += sum(tokens)
-            self.total_sq[g] += sum(map(operator.mul, tokens, tokens))
+            self.count[g] += n - start
+            self.total[g] += total
+            self.total_sq[g] += total_sq
             last_seen[j] = newest
 
     def mean(self, group: int) -> float:
