@@ -124,9 +124,9 @@ class _DynamicBatching(BatchPolicy):
         ]
         self._sizes: list[deque[int]] = [deque(maxlen=self.window) for _ in range(self.n_groups)]
         self._group_on_gpu = [-1] * self.n_gpus
-        # Each group's size level and the request count it was computed at (-1: recompute).
+        # Each group's size level, and the (request count, b_SLA) it was computed at.
         self._levels = [0] * self.n_groups
-        self._levels_at = [-1] * self.n_groups
+        self._levels_at: list[tuple[int, int] | None] = [None] * self.n_groups
 
     def measure(self, batch: Any) -> float:
         """The latency signal of one ``FinishedBatch`` (see the module docstring)."""
@@ -155,7 +155,6 @@ class _DynamicBatching(BatchPolicy):
             self.controllers[group].update(
                 sum(signals) / len(signals), round(sum(sizes) / len(sizes))
             )
-            self._levels_at[group] = -1
 
     def b_mem(self, group: int) -> int:
         """Algorithm 1 for a static batch on an idle GPU (``L0 = 0``, ``N_decode = 0``)."""
@@ -179,18 +178,18 @@ class _DynamicBatching(BatchPolicy):
     def size_level(self, group: int) -> int:
         """The size level serving ``batch_size(group)`` requests (see the module docstring).
 
-        It changes only when the group counts new requests or its controller moves, so it is
-        kept until one of those happens.
+        It depends only on the group's request count (through ``b_mem``) and its ``b_SLA``, so
+        it is kept until one of those changes.
         """
-        count = self.stats.count[group]
-        if self._levels_at[group] == count:
+        key = (self.stats.count[group], self.b_sla(group))
+        if self._levels_at[group] == key:
             return self._levels[group]
         b = self.batch_size(group)
         level = self.level(b)
         if self.size_rounding == "nearest" and level + 1 < len(self.batch_sizes):
             if self.batch_sizes[level + 1] - b <= b - self.batch_sizes[level]:
                 level += 1
-        self._levels[group], self._levels_at[group] = level, count
+        self._levels[group], self._levels_at[group] = level, key
         return level
 
     def _serve(self, info: dict[str, Any], bin_index: int) -> np.ndarray:
