@@ -17,10 +17,11 @@ of each policy (lazy imports and caches). The policies run interleaved (A B C A 
 
 ``--baseline-path CHECKOUT`` also runs the same episodes with the code of another checkout of
 the project (for example the main branch), interleaved with this one's (A A' B B' C C', then
-A' A B' B C' C, ...), and prints the ratio of the medians. Each checkout runs in its own worker
-process, which imports the packages and ``scripts/reproduce_reference.py`` of that checkout
-only; the episodes' metrics of both are compared, so a ratio is only printed for identical
-episodes.
+A' A B' B C' C, ...), and prints the ratio of the medians and the median of the rounds' ratios
+(the two episodes of a round run back to back, so they share the machine's load). Each checkout
+runs in its own worker process, which imports the packages and
+``scripts/reproduce_reference.py`` of that checkout only; the episodes' metrics of both are
+compared, so a ratio is only printed for identical episodes.
 """
 
 from __future__ import annotations
@@ -202,7 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         if "baseline" in workers:
             base = statistics.median(rates[name, "baseline"])
             ratio = statistics.median(rates[name, "this"]) / base
-            line += f"   baseline {base:12,.0f} req/s   ratio {ratio:.2f}x"
+            paired = statistics.median(
+                a / b for a, b in zip(rates[name, "this"], rates[name, "baseline"], strict=True)
+            )
+            line += (
+                f"   baseline {base:12,.0f} req/s   ratio {ratio:.2f}x "
+                f"(median of the rounds' ratios {paired:.2f}x)"
+            )
         print(line)
     return 0
 
