@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from baselines.base import Policy
+from llmsched_env.envs.queue_snapshot import QueueSnapshot
 
 WAIT = 0
 """Component 0 of the action: idle the deciding GPU until the next arrival or batch end."""
@@ -56,16 +57,48 @@ def size_level(batch_sizes: Sequence[int], batch_size: float) -> int:
 def make_action(bin_index: int | None, level: int) -> np.ndarray:
     """The env action serving bin ``bin_index`` at size level ``level`` (``None``: WAIT)."""
     choice = WAIT if bin_index is None else bin_index + 1
-    return np.array([choice, level], dtype=np.int64)
+    return np.array((choice, level), dtype=np.int64)
 
 
 def oldest_bin(queues: Sequence[np.ndarray]) -> int:
     """The bin whose oldest waiting request arrived first; ``-1`` when every bin is empty."""
     best, best_index = -1, -1
     for j, queue in enumerate(queues):
-        if queue.size and (best < 0 or queue[0] < best_index):
-            best, best_index = j, int(queue[0])
+        if len(queue):
+            first = queue.item(0)
+            if best < 0 or first < best_index:
+                best, best_index = j, first
     return best
+
+
+def newest_entries(queues: Sequence[np.ndarray]) -> list[Any]:
+    """The newest (last) entry of each bin as a Python scalar, ``None`` for an empty bin.
+
+    The env's ``info["queues"]`` answers without building a view per bin
+    (``QueueSnapshot.newest``); any other sequence of arrays is read bin by bin.
+
+    Example:
+        >>> newest_entries([np.array([3, 5]), np.array([], dtype=np.int64)])
+        [5, None]
+    """
+    if isinstance(queues, QueueSnapshot):
+        return queues.newest()
+    return [q.item(-1) if len(q) else None for q in queues]
+
+
+def first_non_empty(queues: Sequence[np.ndarray], start: int) -> int:
+    """The first non-empty bin at or after ``start``, cyclically; ``-1`` when every bin is empty.
+
+    Example:
+        >>> first_non_empty([np.array([3]), np.array([], dtype=int), np.array([])], 1)
+        0
+    """
+    n = len(queues)
+    for k in range(n):
+        j = (start + k) % n
+        if len(queues[j]):
+            return j
+    return -1
 
 
 def fullest_bin(queues: Sequence[np.ndarray]) -> int:

@@ -41,6 +41,7 @@ from baselines.batch._common import (
     BatchPolicy,
     check_choice,
     check_positive,
+    first_non_empty,
     make_action,
     oldest_bin,
 )
@@ -117,10 +118,15 @@ class _DynamicBatching(BatchPolicy):
             )
             for _ in range(self.n_groups)
         ]
-        self._windows: list[deque[tuple[float, int]]] = [
+        # The last ``window`` measurements and batch sizes of each group's finished batches.
+        self._signals: list[deque[float]] = [
             deque(maxlen=self.window) for _ in range(self.n_groups)
         ]
+        self._sizes: list[deque[int]] = [deque(maxlen=self.window) for _ in range(self.n_groups)]
         self._group_on_gpu = [-1] * self.n_gpus
+        # Each group's size level, and the (request count, b_SLA) it was computed at.
+        self._levels = [0] * self.n_groups
+        self._levels_at: list[tuple[int, int] | None] = [None] * self.n_groups
 
     def measure(self, batch: Any) -> float:
         """The latency signal of one ``FinishedBatch`` (see the module docstring)."""
@@ -132,19 +138,23 @@ class _DynamicBatching(BatchPolicy):
     def _absorb(self, info: dict[str, Any]) -> None:
         """Take in new requests' lengths and finished batches; update the controllers."""
         self.stats.observe(info)
-        updated = set()
-        for batch in info["finished_batches"]:
+        finished = info["finished_batches"]
+        if not finished:
+            return
+        updated = []
+        for batch in finished:
             group = self._group_on_gpu[batch.gpu]
             if group < 0:  # a batch this policy did not dispatch
                 continue
             self._group_on_gpu[batch.gpu] = -1
-            self._windows[group].append((self.measure(batch), int(batch.size)))
-            updated.add(group)
-        for group in sorted(updated):
-            window = self._windows[group]
-            signal = sum(m for m, _ in window) / len(window)
-            b_avg = round(sum(b for _, b in window) / len(window))
-            self.controllers[group].update(signal, b_avg)
+            self._signals[group].append(self.measure(batch))
+            self._sizes[group].append(int(batch.size))
+            updated.append(group)
+        for group in sorted(set(updated)) if len(updated) > 1 else updated:
+            signals, sizes = self._signals[group], self._sizes[group]
+            self.controllers[group].update(
+                sum(signals) / len(signals), round(sum(sizes) / len(sizes))
+            )
 
     def b_mem(self, group: int) -> int:
         """Algorithm 1 for a static batch on an idle GPU (``L0 = 0``, ``N_decode = 0``)."""
@@ -165,15 +175,27 @@ class _DynamicBatching(BatchPolicy):
         """``b* = max(min(b_mem, b_SLA), 1)``, before mapping to a size level."""
         return max(min(self.b_mem(group), self.b_sla(group)), 1)
 
-    def _serve(self, info: dict[str, Any], bin_index: int) -> np.ndarray:
-        group = self.group_of_bin[bin_index]
-        self._group_on_gpu[info["gpu"]] = group
+    def size_level(self, group: int) -> int:
+        """The size level serving ``batch_size(group)`` requests (see the module docstring).
+
+        It depends only on the group's request count (through ``b_mem``) and its ``b_SLA``, so
+        it is kept until one of those changes.
+        """
+        key = (self.stats.count[group], self.b_sla(group))
+        if self._levels_at[group] == key:
+            return self._levels[group]
         b = self.batch_size(group)
         level = self.level(b)
         if self.size_rounding == "nearest" and level + 1 < len(self.batch_sizes):
             if self.batch_sizes[level + 1] - b <= b - self.batch_sizes[level]:
                 level += 1
-        return make_action(bin_index, level)
+        self._levels[group], self._levels_at[group] = level, key
+        return level
+
+    def _serve(self, info: dict[str, Any], bin_index: int) -> np.ndarray:
+        group = self.group_of_bin[bin_index]
+        self._group_on_gpu[info["gpu"]] = group
+        return make_action(bin_index, self.size_level(group))
 
 
 class SLADynamic(_DynamicBatching):
@@ -258,10 +280,10 @@ class MultiBinDynamic(_DynamicBatching):
         """Choose a non-empty bin and serve it with its ``min(b_mem, b_SLA)`` requests."""
         self._absorb(info)
         queues = info["queues"]
-        non_empty = [j for j, q in enumerate(queues) if q.size]
         if self.bin_choice == "round-robin":
-            chosen = min(non_empty, key=lambda j: (j - self._next_bin) % self.n_bins)
+            chosen = first_non_empty(queues, self._next_bin)
             self._next_bin = (chosen + 1) % self.n_bins
         else:
+            non_empty = [j for j, q in enumerate(queues) if q.size]
             chosen = max(non_empty, key=lambda j: (queues[j].size, -queues[j][0]))
         return self._serve(info, chosen)

@@ -27,6 +27,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from baselines.batch._common import newest_entries
+
 
 def memory_bound(
     eta_tokens: float,
@@ -195,44 +197,67 @@ class RequestLengthStats:
     request completes, so its *predicted* output length stands in for ``l_out`` (that is the
     information a scheduler has when it sizes a batch).
 
+    :meth:`observe` runs at every decision, so it reads one number per bin (its newest
+    request) and a bin's lengths only when that request is new; it sums the few new ones as
+    Python integers (exact: token counts are integers).
+
     Args:
         n_bins: Number of bins of the env.
         group_of_bin: The statistics group of each bin (``None``: one group for all bins).
+
+    Attributes:
+        count: Requests counted, per group.
+        total: Sum of their tokens, per group.
+        total_sq: Sum of their squared tokens, per group.
     """
 
     def __init__(self, n_bins: int, group_of_bin: Sequence[int] | None = None) -> None:
         self.group_of_bin = list(group_of_bin) if group_of_bin is not None else [0] * n_bins
         n_groups = max(self.group_of_bin) + 1
-        self.count = np.zeros(n_groups)
-        self.total = np.zeros(n_groups)
-        self.total_sq = np.zeros(n_groups)
+        self.count = [0] * n_groups
+        self.total = [0] * n_groups
+        self.total_sq = [0] * n_groups
         self._last_seen = [-1] * n_bins
 
     def observe(self, info: dict) -> None:
         """Count the requests of ``info["queues"]`` not seen before."""
         queues = info["queues"]
-        prompts = info["queue_prompt_tokens"]
-        predicted = info["queue_predicted_output_tokens"]
-        for j, queue in enumerate(queues):
-            if not queue.size or queue[-1] <= self._last_seen[j]:
+        last_seen = self._last_seen
+        for j, newest in enumerate(newest_entries(queues)):
+            seen = last_seen[j]
+            if newest is None or newest <= seen:
                 continue
-            start = int(np.searchsorted(queue, self._last_seen[j], side="right"))
-            tokens = prompts[j][start:].astype(np.float64) + predicted[j][start:]
+            # The new requests are the last ones of the bin: step back over them, then add
+            # their lengths one by one (each request is visited once, and a bin holds few new
+            # ones at a decision, so this is cheaper than slicing and numpy reductions).
+            queue = queues[j]
+            n = len(queue)
+            start = n - 1
+            while start and queue.item(start - 1) > seen:
+                start -= 1
+            prompts = info["queue_prompt_tokens"][j]
+            predicted = info["queue_predicted_output_tokens"][j]
+            total = total_sq = 0
+            for i in range(start, n):
+                tokens = prompts.item(i) + predicted.item(i)
+                total += tokens
+                total_sq += tokens * tokens
             g = self.group_of_bin[j]
-            self.count[g] += tokens.size
-            self.total[g] += tokens.sum()
-            self.total_sq[g] += np.dot(tokens, tokens)
-            self._last_seen[j] = int(queue[-1])
+            self.count[g] += n - start
+            self.total[g] += total
+            self.total_sq[g] += total_sq
+            last_seen[j] = newest
 
     def mean(self, group: int) -> float:
         """Mean tokens per request of ``group`` (``nan`` before any request)."""
         n = self.count[group]
-        return float(self.total[group] / n) if n else math.nan
+        return self.total[group] / n if n else math.nan
 
     def std(self, group: int) -> float:
         """Standard deviation of tokens per request of ``group`` (0 for fewer than 2)."""
-        n = self.count[group]
+        n = np.float64(self.count[group])
         if n < 2:
             return 0.0
-        var = (self.total_sq[group] - self.total[group] ** 2 / n) / (n - 1)
+        total = np.float64(self.total[group])
+        var = (self.total_sq[group] - total**2 / n) / (n - 1)
         return float(math.sqrt(max(var, 0.0)))

@@ -75,6 +75,19 @@ class QueueSnapshot(Sequence[np.ndarray]):
             return tuple(self[j] for j in range(*index.indices(len(self))))
         return self._values[self._heads[index] : self._tails[index]]
 
+    def newest(self) -> list[Any]:
+        """The last (newest) entry of each bin as a Python scalar, ``None`` for an empty bin.
+
+        The same as ``[q[-1].item() if len(q) else None for q in snapshot]``, without making a
+        view per bin: a policy that only looks for new requests reads one number per bin.
+
+        Example:
+            >>> QueueSnapshot(read_only(np.array([10, 11, 12, 20])), (1, 3), (3, 3)).newest()
+            [12, None]
+        """
+        values = self._values
+        return [values.item(t - 1) if t > h else None for h, t in zip(self._heads, self._tails)]
+
     def __iter__(self) -> Iterator[np.ndarray]:
         values = self._values
         for h, t in zip(self._heads, self._tails):

@@ -31,6 +31,7 @@ from baselines.batch.sla_control import (
     memory_bound,
     memory_bound_clt,
 )
+from llmsched_env.envs.queue_snapshot import QueueSnapshot
 from llmsched_env.sim.batch_server import FinishedBatch
 
 BATCH = "llmsched/BatchScheduling-v0"
@@ -395,6 +396,26 @@ def test_length_stats_count_each_request_once():
     assert stats.count[0] == 4
     assert stats.mean(0) == pytest.approx(tokens.mean())
     assert stats.std(0) == pytest.approx(tokens.std(ddof=1))
+
+
+def test_length_stats_read_env_snapshots_as_they_read_arrays():
+    # The env's QueueSnapshot infos take a faster path; along a real episode the statistics
+    # must equal those of the same infos given as plain tuples of arrays.
+    env = make_env(n_bins=3, n_requests=200, arrival_rate=20.0)
+    policy = SLADynamic.from_env(env)
+    fast, plain = RequestLengthStats(3), RequestLengthStats(3)
+    obs, info = env.reset(seed=1)
+    policy.reset()
+    keys = ("queues", "queue_prompt_tokens", "queue_predicted_output_tokens")
+    while True:
+        assert isinstance(info["queues"], QueueSnapshot)
+        fast.observe(info)
+        plain.observe({key: tuple(np.array(q) for q in info[key]) for key in keys})
+        assert (fast.count, fast.total, fast.total_sq) == (plain.count, plain.total, plain.total_sq)
+        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+        if terminated or truncated:
+            break
+    assert fast.count[0] == 200
 
 
 def test_sla_dynamic_b_mem_uses_the_kv_capacity_and_the_mean_request():

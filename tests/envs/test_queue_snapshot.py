@@ -21,6 +21,13 @@ def test_behaves_like_a_tuple_of_read_only_arrays():
         snapshot[3]
 
 
+def test_newest_is_the_last_entry_of_each_bin():
+    snapshot = QueueSnapshot(read_only(np.arange(10, 20)), (0, 4, 4, 9), (2, 4, 7, 10))
+    assert snapshot.newest() == [11, None, 16, 19]
+    assert snapshot.newest() == [q[-1].item() if len(q) else None for q in snapshot]
+    assert all(type(v) is int for v in snapshot.newest() if v is not None)
+
+
 def test_needs_a_read_only_array():
     with pytest.raises(ValueError, match="read-only array"):
         QueueSnapshot(np.arange(3), (0,), (3,))
