@@ -19,7 +19,6 @@ GPUs over the whole run ``[0, end_s]``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -61,37 +60,6 @@ class SLATargets:
                 )
 
 
-def percentiles(values: np.ndarray, ps: tuple[float, ...]) -> list[float]:
-    """``np.percentile(values, ps)`` (its default ``"linear"`` method), bit for bit, but faster.
-
-    NumPy's general implementation costs tens of microseconds per call in argument handling,
-    which dominated the metrics of an episode. This partially sorts once (only the order
-    statistics it needs land in place) and interpolates like NumPy does: virtual index
-    ``(n - 1) * p / 100``, and ``a + (b - a) * g`` below ``g = 0.5`` but ``b - (b - a) * (1 - g)``
-    from it. ``values`` must be non-empty and free of nan.
-
-    Example:
-        >>> percentiles(np.array([1.0, 2.0, 3.0, 4.0]), (50, 95))
-        [2.5, 3.8499999999999996]
-    """
-    last = len(values) - 1
-    spots = []  # (below, g) per percentile; below == last means the maximum
-    for p in ps:
-        virtual = last * (p / 100)
-        below = last if virtual >= last else math.floor(virtual)
-        spots.append((below, virtual - below))
-    needed = sorted({i for below, _ in spots for i in (below, min(below + 1, last))})
-    ordered = np.partition(values, needed)
-    result = []
-    for below, g in spots:
-        if below == last:
-            result.append(float(ordered[last]))
-            continue
-        a, b = float(ordered[below]), float(ordered[below + 1])
-        result.append(a + (b - a) * g if g < 0.5 else b - (b - a) * (1 - g))
-    return result
-
-
 def _describe(prefix: str, values: np.ndarray, out: dict[str, float]) -> None:
     """Mean and percentiles of ``values`` (finite values only, as :func:`_request_stats` gives)."""
     if values.size == 0:
@@ -99,38 +67,9 @@ def _describe(prefix: str, values: np.ndarray, out: dict[str, float]) -> None:
         for p in PERCENTILES:
             out[f"{prefix}_p{p}"] = float("nan")
         return
-    out[f"{prefix}_mean"] = _pairwise_sum(values, 0, values.size) / values.size  # values.mean()
-    for p, v in zip(PERCENTILES, percentiles(values, PERCENTILES)):
+    out[f"{prefix}_mean"] = float(values.mean())
+    for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES)):
         out[f"{prefix}_p{p}"] = float(v)
-
-
-@njit(cache=True)
-def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
-    """``np.add.reduce(a[lo:lo + n])`` bit for bit: NumPy's pairwise summation of float64.
-
-    Blocks of up to 128 values are summed with eight interleaved accumulators, longer runs are
-    split in two (at a multiple of 8) and summed recursively; runs below 8 are summed in order.
-    """
-    if n < 8:
-        total = 0.0
-        for i in range(n):
-            total += a[lo + i]
-        return total
-    if n <= 128:
-        r = a[lo : lo + 8].copy()
-        i = 8
-        while i < n - (n % 8):
-            for j in range(8):
-                r[j] += a[lo + i + j]
-            i += 8
-        total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-        while i < n:
-            total += a[lo + i]
-            i += 1
-        return total
-    half = n // 2
-    half -= half % 8
-    return _pairwise_sum(a, lo, half) + _pairwise_sum(a, lo + half, n - half)
 
 
 # What _request_stats counts, in its ``counts`` array.
