@@ -41,13 +41,19 @@ CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
         "continuous-paged",
         {"kv_allocation": "paged", "chunk_size": 2048, "prefix_caching": True, "load": 0.6},
     ),
-    ("llmsched/ContinuousBatching-v0", "continuous-no-chunk", {"chunk_size": None, "reward": "queue"}),
+    (
+        "llmsched/ContinuousBatching-v0",
+        "continuous-no-chunk",
+        {"chunk_size": None, "reward": "queue"},
+    ),
 )
 
 
 def _update(digest: Any, value: Any) -> None:
     """Feed one value into ``digest`` in a form that does not depend on the platform."""
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+        digest.update(repr(value.tolist()).encode())  # object arrays: values, not pointers
+    elif isinstance(value, np.ndarray):
         digest.update(str(value.dtype).encode())
         digest.update(np.ascontiguousarray(value).tobytes())
     elif isinstance(value, float | np.floating):

@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.continuous._common import ContinuousPolicy, largest_decode_level_within
+from baselines.continuous._common import ContinuousPolicy
 
 
 class VLLMStyle(ContinuousPolicy):
@@ -47,8 +47,8 @@ class VLLMStyle(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Prefill first, decode in the leftover budget."""
-        running = info["running"].size
-        prefill_tokens = self.planned_prefill_tokens(info, self.max_tokens)
+        running = self.running(info)
+        prefill_tokens = self.planned_prefill_tokens(info)
         if prefill_tokens == 0:
             return self.action(self.decode_levels - 1 if running else 0, 0)
         left = self.max_tokens - prefill_tokens
@@ -57,7 +57,7 @@ class VLLMStyle(ContinuousPolicy):
         elif running <= left:
             decode = self.decode_levels - 1
         else:
-            decode = largest_decode_level_within(running, left, self.decode_levels)
+            decode = self.codec.largest_decode_level_within(running, left)
         return self.action(decode, self.prefill_levels - 1)
 
 
@@ -89,7 +89,7 @@ class SarathiStyle(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode all, prefill chunks in the leftover budget."""
-        decode = self.decode_levels - 1 if info["running"].size else 0
+        decode = self.decode_levels - 1 if self.running(info) else 0
         prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
         return self.action(decode, prefill)
 
@@ -133,6 +133,6 @@ class VLLMV1(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode all, give prefill the whole leftover budget."""
-        decode = self.decode_levels - 1 if info["running"].size else 0
+        decode = self.decode_levels - 1 if self.running(info) else 0
         prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
         return self.action(decode, prefill)

@@ -60,9 +60,9 @@ class RunToCompletion(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode the running job, or prefill the next one alone."""
-        if info["running"].size:
+        if self.running(info):
             return self.action(self.decode_levels - 1, 0, self._one)
-        if not info["prefilling"]:
+        if not self.prefilling(info):
             return self.action(0, self.prefill_levels - 1, self._one)
         # A chunked prompt in progress: continue it and use the budget up, so nothing is admitted.
         piece = min(int(info["prefill_remaining_tokens"]), self.chunk_size or self.max_tokens)
