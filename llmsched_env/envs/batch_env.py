@@ -563,6 +563,10 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         finished = s.take_finished_batches()
         heads, tails = s.queue_bounds()
         ids, arrival, predicted, prompt = self._queue_columns
+        if s.decision_gpu < 0:
+            # The episode is over: allow WAIT only, a valid mask for the action a vector env
+            # passes to a finished episode (it resets instead of carrying the action out).
+            self._mask[0] = True
         return {
             "time_s": s.now,
             "gpu": s.decision_gpu,
@@ -574,5 +578,5 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
             "finished_batches": finished,
             "action_mask": self._mask.copy(),
             "invalid_action": invalid,
-            "applied_action": applied,
+            "applied_action": np.array(applied if applied is not None else (-1, -1)),
         }
