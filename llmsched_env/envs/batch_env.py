@@ -205,9 +205,12 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
     ``queue_prompt_tokens``; ``gpu_busy_until_s`` (per GPU), ``finished_batches``
     (``FinishedBatch`` records of the batches that ended since the previous step: size, service
     time, longest lengths), ``action_mask`` (the per-component masks), ``invalid_action`` and
-    ``applied_action`` (the action actually carried out). Writable arrays are fresh copies; the
-    queue snapshots are views of per-episode arrays that never change, so an ``info`` kept from
-    an earlier step keeps showing that step's queues. ``reset`` adds ``batch_sizes``,
+    ``applied_action`` (the action actually carried out, an array of 2; ``[-1, -1]`` at
+    ``reset``). Once the episode is over the mask allows WAIT only (a valid mask for the action a
+    vector env passes to a finished episode, which it resets instead). Writable arrays are fresh
+    copies; the queue snapshots are views of per-episode arrays that never change, so an
+    ``info`` kept from an earlier step keeps showing that step's queues, and each costs the same
+    whatever the queue's length (a vector env stacks them as objects). ``reset`` adds ``batch_sizes``,
     ``bin_edges``, ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and ``arrival_rate_rps``.
     At the end of an episode (termination or truncation), ``info["episode_metrics"]`` holds the
     metrics summary of :func:`llmsched_env.metrics.summarize`. ``env.unwrapped.last_info`` is

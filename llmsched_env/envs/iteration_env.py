@@ -100,7 +100,9 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
     forbidden action is mapped to "decode all, full prefill budget, no cap" (paged, with nothing
     running: the largest prefill level that makes progress) and flagged in
     ``info["invalid_action"]``, or raises ``InvalidActionError`` with ``invalid_action="raise"``.
-    An action outside the action space always raises ``ValueError``.
+    An action outside the action space always raises ``ValueError``. Once the episode is over
+    no decision is due and both masks allow WAIT only: a valid mask for the action a vector env
+    passes to a finished episode, which it resets instead of carrying out.
 
     ## Observation Space
 
@@ -153,25 +155,30 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
 
     ## Information
 
-    ``time_s``, ``gpu`` (the deciding GPU), ``waiting`` (indices of the waiting prompts, head
-    first: preempted requests, then the others oldest first) with ``waiting_arrival_s`` and
-    ``waiting_prompt_tokens`` (for a preempted request, its tokens to recompute); ``running`` (the
-    deciding
-    GPU's decoding requests, oldest admitted first) with ``running_tokens_generated`` and
-    ``running_predicted_output_tokens``; ``prefilling`` (its started prompts) and
-    ``prefill_remaining_tokens``; per GPU ``n_running``, ``kv_reserved_tokens`` and
-    ``last_iteration_s``; ``preemptions`` (so far, all GPUs); ``prefix_hit_tokens`` (prefill
-    tokens skipped by the prefix cache so far, all GPUs); ``action_mask``,
-    ``invalid_action`` and ``applied_action``. Every array is a fresh copy. ``reset`` adds the
-    constants ``max_tokens``, ``max_sequences``, ``chunk_size``, ``kv_allocation``,
-    ``kv_block_tokens``, ``prefix_caching``, ``prompt_caps``, ``decode_levels``,
-    ``prefill_levels``, ``ttft_sla_s``, ``tbt_sla_s``, ``capacity_rps`` and
-    ``arrival_rate_rps``. At the end of an episode:
+    Every ``info`` holds values of a fixed shape only, so that vector envs can stack them:
+    ``time_s``, ``gpu`` (the deciding GPU, -1 once the episode is over),
+    ``prefill_remaining_tokens`` (of its started prompts), per GPU ``n_running``,
+    ``kv_reserved_tokens`` and ``last_iteration_s``; ``preemptions`` (so far, all GPUs);
+    ``prefix_hit_tokens`` (prefill tokens skipped by the prefix cache so far, all GPUs);
+    ``action_mask``, ``invalid_action`` and ``applied_action`` (the action carried out, an array
+    of 3; ``[-1, -1, -1]`` at ``reset``). Arrays are fresh copies. ``reset`` adds the constants
+    ``max_tokens``, ``max_sequences``, ``chunk_size``, ``kv_allocation``, ``kv_block_tokens``,
+    ``prefix_caching``, ``prompt_caps``, ``decode_levels``, ``prefill_levels``, ``ttft_sla_s``,
+    ``tbt_sla_s``, ``capacity_rps`` and ``arrival_rate_rps``. At the end of an episode:
     ``episode_metrics``. ``env.unwrapped.last_info`` is the latest ``info`` returned (what a
     heuristic's SB3-style ``predict`` reads when a vector env hides the infos).
-    ``env.unwrapped.request_records()`` gives one row per request of the episode so far:
-    arrival, start, first token, completion, tokens, GPU and outcome
-    (:meth:`~llmsched_env.envs.common.RequestRecordsMixin.request_records`).
+
+    Queue contents vary in length and are not in ``info``: ``env.unwrapped.queue_snapshot()``
+    returns a :class:`~llmsched_env.envs.queue_snapshot.WaitingQueueSnapshot` of the current
+    decision, whose cost does not grow with the queue: the waiting prompts (preempted ones at
+    the head, then the others oldest first, as read-only views) with their arrival times and
+    tokens to prefill, and the deciding GPU's running requests (with their generated and
+    predicted output tokens) and started prompts. ``env.unwrapped.prefill_plan(level, cap)``
+    says what the action ``[0, level, cap]`` would prefill now (a dry run), and
+    ``env.unwrapped.action_codec`` maps action levels to decode counts and prefill budgets
+    (:mod:`llmsched_env.envs.continuous_action`). ``env.unwrapped.request_records()`` gives one
+    row per request of the episode so far: arrival, start, first token, completion, tokens, GPU
+    and outcome (:meth:`~llmsched_env.envs.common.RequestRecordsMixin.request_records`).
 
     ## Arguments
 
@@ -220,7 +227,10 @@ class ContinuousBatchingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]
     ## Version History
 
     * v0: Initial version. The ``kv_allocation="paged"`` and ``prefix_caching`` options were
-      added later; the defaults (``"reserve"``, ``False``) keep the original dynamics.
+      added later; the defaults (``"reserve"``, ``False``) keep the original dynamics. The
+      queue arrays of ``info`` (``waiting``, ``waiting_arrival_s``, ``waiting_prompt_tokens``,
+      ``running``, ``running_tokens_generated``, ``running_predicted_output_tokens``,
+      ``prefilling``) moved to ``queue_snapshot()``; the dynamics did not change.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
