@@ -28,9 +28,10 @@ from baselines.continuous._common import ContinuousPolicy
 class VLLMStyle(ContinuousPolicy):
     """Prefill first within the token budget; the decodes take what the prefill leaves.
 
-    Each decision computes, from ``info``, the prefill tokens ``p`` the env would take with the
-    whole budget (started chunks, then FIFO prompts while they fit and sequence slots remain),
-    then decodes ``min(running, max_tokens - p)`` sequences in the same iteration.
+    Each decision asks the env for the prefill tokens ``p`` it would take with the whole budget
+    (its dry run ``prefill_plan()``: started chunks, then FIFO prompts while they fit, sequence
+    slots remain and KV memory allows), then decodes ``min(running, max_tokens - p)`` sequences
+    in the same iteration.
 
     Action: ``[v, P-1, no cap]`` where ``v = D-1`` (decode all) when every running sequence fits
     in ``max_tokens - p``; otherwise ``v`` is the largest decode level whose count

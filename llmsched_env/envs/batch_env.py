@@ -210,8 +210,9 @@ class BatchSchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
     vector env passes to a finished episode, which it resets instead). Writable arrays are fresh
     copies; the queue snapshots are views of per-episode arrays that never change, so an
     ``info`` kept from an earlier step keeps showing that step's queues, and each costs the same
-    whatever the queue's length (a vector env stacks them as objects). ``reset`` adds ``batch_sizes``,
-    ``bin_edges``, ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and ``arrival_rate_rps``.
+    whatever the queue's length (a vector env stacks them as objects). ``reset`` adds
+    ``batch_sizes``, ``bin_edges``, ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and
+    ``arrival_rate_rps``.
     At the end of an episode (termination or truncation), ``info["episode_metrics"]`` holds the
     metrics summary of :func:`llmsched_env.metrics.summarize`. ``env.unwrapped.last_info`` is
     the latest ``info`` returned (what a heuristic's SB3-style ``predict`` reads when a vector

@@ -75,6 +75,14 @@ SLA accounting (when targets are given): a request is on time when its first tok
 ``tbt_target_s``. A TTFT miss is counted at the moment the deadline passes without a first token
 (a rejected request counts as a TTFT miss at its rejection); a TBT miss is counted once per
 request, when the token that ends the first too-long gap is produced.
+
+This module holds the server's state, its waiting queue and its engine hooks; its other jobs
+live beside it: :mod:`~llmsched_env.sim.iteration_planning` (admission and prefill queries,
+including the dry-run :meth:`~IterationServer.plan_prefill`, and the iteration's prefill plan),
+:mod:`~llmsched_env.sim.iteration_kv` (paged KV blocks, prefix caching, preemption),
+:mod:`~llmsched_env.sim.iteration_run` (forming, charging and completing an iteration) and
+:mod:`~llmsched_env.sim.running_state` (the running sequences' token state and its compiled
+loops).
 """
 
 from __future__ import annotations
