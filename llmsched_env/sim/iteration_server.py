@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -326,6 +327,12 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         self.sequences_processed = 0
         self.prefill_tokens_processed = 0
         self.decode_tokens_processed = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled or deep-copied server; its queue columns come back read-only."""
+        self.__dict__.update(state)
+        for values in (self.queue_order, self.queue_arrival_s, self.queue_prompt_tokens):
+            values.flags.writeable = False
 
     # ------------------------------------------------------------------ what a GPU can do
     @property
