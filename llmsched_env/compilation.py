@@ -23,7 +23,7 @@ KEY_KERNELS = (
     ("llmsched_env.sim.batch_kernels", "decide"),
     ("llmsched_env.sim.batch_kernels", "advance"),
     ("llmsched_env.sim.batch_kernels", "metric_columns"),
-    ("llmsched_env.sim.iteration_server", "_decode_tokens"),
+    ("llmsched_env.sim.running_state", "decode_tokens"),
     ("llmsched_env.envs.batch_observation", "_build"),
     ("llmsched_env.metrics", "_request_stats"),
     ("llmsched_env.latency.profiled", "_iteration_us"),

@@ -32,8 +32,8 @@ from functools import partial
 from baselines.base import Policy
 from baselines.continuous.budgeted import DecodePrioritizing, Hybrid, PrefillPrioritizing
 from baselines.continuous.engines import VLLMV1, SarathiStyle, VLLMStyle
+from baselines.continuous.prefill_or_decode import PrefillPrioritizingK, RunToCompletion
 from baselines.continuous.random_valid import RandomJointAction
-from baselines.continuous.simulator_a import PrefillPrioritizingK, RunToCompletion
 
 POLICIES: dict[str, Callable[..., Policy]] = {
     "run-to-completion": RunToCompletion.from_env,

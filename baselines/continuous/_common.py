@@ -1,73 +1,21 @@
 """What every iteration-level baseline shares: the env's constants and the action's levels.
 
-A baseline sees ``ContinuousBatching-v0`` only through its public configuration (read once in
-:class:`ContinuousPolicy`) and the documented ``info`` fields of each step. The action is
-``[decode_level, prefill_level, prompt_cap_level]``; with ``D`` decode and ``P`` prefill levels
-the env decodes ``k = ceil(decode_level / (D - 1) * running)`` of the deciding GPU's running
-sequences (oldest first) and gives prefill a budget of
-``round(prefill_level / (P - 1) * (max_tokens - k))`` tokens, admitting at most
-``prompt_caps[prompt_cap_level]`` new prompts from the head of the shared FIFO queue. So
-``decode_level = D - 1`` decodes every running sequence (up to ``max_tokens``) and
-``prefill_level = P - 1`` hands prefill whatever the decodes leave of the token budget.
+A baseline sees ``ContinuousBatching-v0`` only through its public interface: its configuration
+and action codec (``env.unwrapped.action_codec``, which says what each action level means; see
+:mod:`llmsched_env.envs.continuous_action`), the documented ``info`` fields of each step, and
+the env's queries (``prefill_plan()``, ``queue_snapshot()``, ``joint_action_mask()``), the
+same calls an agent can make.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from baselines.base import Policy
-
-
-def decoded_count(level: int, running: int, decode_levels: int) -> int:
-    """Sequences the env decodes at ``level`` with ``running`` sequences: ``ceil(l/(D-1) * n)``.
-
-    Example:
-        >>> [decoded_count(level, 10, 5) for level in range(5)]
-        [0, 3, 5, 8, 10]
-    """
-    return math.ceil(level / (decode_levels - 1) * running)
-
-
-def nearest_decode_level(running: int, target: float, decode_levels: int) -> int:
-    """The decode level whose decoded count is nearest to ``target`` (ties: fewer decoded).
-
-    Never level 0 while ``target >= 1`` and sequences run, so decoding always progresses.
-
-    Example:
-        >>> nearest_decode_level(running=200, target=128, decode_levels=5)  # 100 or 150 decoded
-        3
-        >>> nearest_decode_level(running=100, target=128, decode_levels=5)  # all of them
-        4
-    """
-    if running <= 0:
-        return 0
-    if target >= running:
-        return decode_levels - 1
-    counts = [decoded_count(v, running, decode_levels) for v in range(decode_levels)]
-    best = min(range(1, decode_levels), key=lambda v: (abs(counts[v] - target), counts[v]))
-    return best if target >= 1 else 0
-
-
-def largest_decode_level_within(running: int, limit: int, decode_levels: int) -> int:
-    """The largest decode level that decodes at most ``limit`` sequences (0 if none does).
-
-    Example:
-        >>> largest_decode_level_within(running=300, limit=48, decode_levels=5)
-        0
-        >>> largest_decode_level_within(running=300, limit=160, decode_levels=5)
-        2
-    """
-    best = 0
-    for v in range(1, decode_levels):
-        if decoded_count(v, running, decode_levels) <= limit:
-            best = v
-    return best
 
 
 class ContinuousPolicy(Policy):
@@ -82,6 +30,7 @@ class ContinuousPolicy(Policy):
         prompt_caps: The env's prompt-cap levels with 0 ("no cap") resolved to
             ``max_sequences`` (``env.unwrapped.prompt_caps``).
         uncapped: The prompt-cap level with the largest cap (no cap when the env offers one).
+        codec: The env's action codec (decode counts and prefill budgets of the levels).
 
     Raises:
         TypeError: If ``env`` is not a ``ContinuousBatching-v0`` environment.
@@ -102,8 +51,20 @@ class ContinuousPolicy(Policy):
         self.chunk_size: int | None = cfg.chunk_size
         self.decode_levels = int(cfg.decode_levels)
         self.prefill_levels = int(cfg.prefill_levels)
-        self.prompt_caps: tuple[int, ...] = tuple(int(c) for c in self.env.prompt_caps)
-        self.uncapped = int(np.argmax(self.prompt_caps))
+        self.codec = self.env.action_codec
+        self.prompt_caps: tuple[int, ...] = tuple(int(c) for c in self.codec.prompt_caps)
+        self.uncapped = self.codec.uncapped
+
+    # ------------------------------------------------------------------ the decision
+    @staticmethod
+    def running(info: dict[str, Any]) -> int:
+        """Sequences decoding on the deciding GPU (``info["n_running"][info["gpu"]]``)."""
+        return int(info["n_running"][info["gpu"]])
+
+    @staticmethod
+    def prefilling(info: dict[str, Any]) -> bool:
+        """Whether the deciding GPU has started prompts (prefill tokens remain)."""
+        return info["prefill_remaining_tokens"] > 0
 
     # ------------------------------------------------------------------ action building
     def action(
@@ -134,42 +95,19 @@ class ContinuousPolicy(Policy):
 
     def level_budget(self, level: int) -> int:
         """Prefill budget in tokens of ``level`` when nothing is decoded."""
-        return int(round(level / (self.prefill_levels - 1) * self.max_tokens))
+        return self.codec.prefill_budget(level, 0)
 
     def warn(self, message: str) -> None:
         """Warn (once per call site) that the env cannot express this policy's rule exactly."""
         warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=3)
 
-    def planned_prefill_tokens(self, info: dict[str, Any], budget_tokens: int) -> int:
-        """Prefill tokens the env would take with a budget of ``budget_tokens`` and no cap.
+    def planned_prefill_tokens(self, info: dict[str, Any]) -> int:
+        """Prefill tokens the env would take with the whole budget and no cap (0 if masked).
 
-        Mirrors the env's FIFO plan from ``info``: the deciding GPU's started prompts continue
-        first (at most ``chunk_size`` tokens each; only their total remainder is known, so this
-        is an upper bound when several are started), then waiting prompts are admitted from the
-        head of the queue while sequence slots remain (whole prompts, or chunks with chunked
-        prefill). KV memory is not checked: it only ever admits fewer prompts.
-
-        Args:
-            info: The step's ``info``.
-            budget_tokens: The prefill budget.
-
-        Returns:
-            The planned prefill tokens, at most ``budget_tokens``.
+        The env's dry run of the action ``[0, P-1, no cap]`` (``prefill_plan()``): the deciding
+        GPU's started prompts continue first, then waiting prompts are admitted from the head of
+        the queue while the budget, the sequence slots and KV memory allow.
         """
         if not self.prefill_allowed(info):
             return 0
-        chunk = self.chunk_size
-        started = len(info["prefilling"])
-        remaining = int(info["prefill_remaining_tokens"])
-        used = min(remaining, budget_tokens if chunk is None else started * chunk, budget_tokens)
-        slots = self.max_sequences - started - len(info["running"])
-        prompts: Sequence[int] = info["waiting_prompt_tokens"]
-        for p in prompts:
-            if used >= budget_tokens or slots <= 0:
-                break
-            take = int(p) if chunk is None else min(int(p), chunk, budget_tokens - used)
-            if take > budget_tokens - used:
-                break
-            used += take
-            slots -= 1
-        return used
+        return self.env.prefill_plan(self.prefill_levels - 1, self.uncapped).tokens

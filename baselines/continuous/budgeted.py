@@ -17,7 +17,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.continuous._common import ContinuousPolicy, nearest_decode_level
+from baselines.continuous._common import ContinuousPolicy
 
 
 class DecodePrioritizing(ContinuousPolicy):
@@ -36,7 +36,7 @@ class DecodePrioritizing(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode all when anything runs, else fill the budget with prefill."""
-        if info["running"].size:
+        if self.running(info):
             return self.action(self.decode_levels - 1, 0)
         return self.action(0, self.prefill_levels - 1)
 
@@ -103,6 +103,6 @@ class Hybrid(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode up to the decode share, prefill with the remaining budget."""
-        decode = nearest_decode_level(info["running"].size, self.decode_slots, self.decode_levels)
+        decode = self.codec.nearest_decode_level(self.running(info), self.decode_slots)
         prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
         return self.action(decode, prefill)

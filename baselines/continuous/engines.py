@@ -22,15 +22,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from baselines.continuous._common import ContinuousPolicy, largest_decode_level_within
+from baselines.continuous._common import ContinuousPolicy
 
 
 class VLLMStyle(ContinuousPolicy):
     """Prefill first within the token budget; the decodes take what the prefill leaves.
 
-    Each decision computes, from ``info``, the prefill tokens ``p`` the env would take with the
-    whole budget (started chunks, then FIFO prompts while they fit and sequence slots remain),
-    then decodes ``min(running, max_tokens - p)`` sequences in the same iteration.
+    Each decision asks the env for the prefill tokens ``p`` it would take with the whole budget
+    (its dry run ``prefill_plan()``: started chunks, then FIFO prompts while they fit, sequence
+    slots remain and KV memory allows), then decodes ``min(running, max_tokens - p)`` sequences
+    in the same iteration.
 
     Action: ``[v, P-1, no cap]`` where ``v = D-1`` (decode all) when every running sequence fits
     in ``max_tokens - p``; otherwise ``v`` is the largest decode level whose count
@@ -47,8 +48,8 @@ class VLLMStyle(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Prefill first, decode in the leftover budget."""
-        running = info["running"].size
-        prefill_tokens = self.planned_prefill_tokens(info, self.max_tokens)
+        running = self.running(info)
+        prefill_tokens = self.planned_prefill_tokens(info)
         if prefill_tokens == 0:
             return self.action(self.decode_levels - 1 if running else 0, 0)
         left = self.max_tokens - prefill_tokens
@@ -57,7 +58,7 @@ class VLLMStyle(ContinuousPolicy):
         elif running <= left:
             decode = self.decode_levels - 1
         else:
-            decode = largest_decode_level_within(running, left, self.decode_levels)
+            decode = self.codec.largest_decode_level_within(running, left)
         return self.action(decode, self.prefill_levels - 1)
 
 
@@ -89,7 +90,7 @@ class SarathiStyle(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode all, prefill chunks in the leftover budget."""
-        decode = self.decode_levels - 1 if info["running"].size else 0
+        decode = self.decode_levels - 1 if self.running(info) else 0
         prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
         return self.action(decode, prefill)
 
@@ -133,6 +134,6 @@ class VLLMV1(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode all, give prefill the whole leftover budget."""
-        decode = self.decode_levels - 1 if info["running"].size else 0
+        decode = self.decode_levels - 1 if self.running(info) else 0
         prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
         return self.action(decode, prefill)

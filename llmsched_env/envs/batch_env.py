@@ -198,10 +198,14 @@ class BatchSchedulingEnv(SchedulingEnv):
     ``queue_prompt_tokens``; ``gpu_busy_until_s`` (per GPU), ``finished_batches``
     (``FinishedBatch`` records of the batches that ended since the previous step: size, service
     time, longest lengths), ``action_mask`` (the per-component masks), ``invalid_action`` and
-    ``applied_action`` (the action actually carried out). Writable arrays are fresh copies; the
-    queue snapshots are views of per-episode arrays that never change, so an ``info`` kept from
-    an earlier step keeps showing that step's queues. ``reset`` adds ``batch_sizes``,
-    ``bin_edges``, ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and ``arrival_rate_rps``.
+    ``applied_action`` (the action actually carried out, an array of 2; ``[-1, -1]`` at
+    ``reset``). Once the episode is over the mask allows WAIT only (a valid mask for the action a
+    vector env passes to a finished episode, which it resets instead). Writable arrays are fresh
+    copies; the queue snapshots are views of per-episode arrays that never change, so an
+    ``info`` kept from an earlier step keeps showing that step's queues, and each costs the same
+    whatever the queue's length (a vector env stacks them as objects). ``reset`` adds
+    ``batch_sizes``, ``bin_edges``, ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and
+    ``arrival_rate_rps``.
     At the end of an episode (termination or truncation), ``info["episode_metrics"]`` holds the
     metrics summary of :func:`llmsched_env.metrics.summarize`. ``env.unwrapped.last_info`` is
     the latest ``info`` returned (what a heuristic's SB3-style ``predict`` reads when a vector
@@ -483,6 +487,10 @@ class BatchSchedulingEnv(SchedulingEnv):
         finished = s.take_finished_batches()
         heads, tails = s.queue_bounds()
         ids, arrival, predicted, prompt = self._queue_columns
+        if s.decision_gpu < 0:
+            # The episode is over: allow WAIT only, a valid mask for the action a vector env
+            # passes to a finished episode (it resets instead of carrying the action out).
+            self._mask[0] = True
         return {
             "time_s": s.now,
             "gpu": s.decision_gpu,
@@ -494,5 +502,5 @@ class BatchSchedulingEnv(SchedulingEnv):
             "finished_batches": finished,
             "action_mask": self._mask.copy(),
             "invalid_action": invalid,
-            "applied_action": applied,
+            "applied_action": np.array(applied if applied is not None else (-1, -1)),
         }

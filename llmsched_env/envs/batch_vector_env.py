@@ -60,7 +60,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
         >>> envs = gym.make_vec("llmsched/BatchScheduling-v0", num_envs=4, n_requests=50)
         >>> obs, info = envs.reset(seed=0)
         >>> obs.shape
-        (4, 41)
+        (4, 42)
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}

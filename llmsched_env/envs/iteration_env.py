@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
 from typing import Any
 
@@ -13,14 +12,17 @@ from llmsched_env.capacity import iteration_capacity_rps
 from llmsched_env.config import ContinuousEnvConfig
 from llmsched_env.envs.base import SchedulingEnv
 from llmsched_env.envs.common import InvalidActionError, parse_action
+from llmsched_env.envs.continuous_action import ContinuousActionCodec
 from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST
 from llmsched_env.envs.iteration_observation import (
     IterationObservation,
     feature_bounds,
     feature_names,
 )
+from llmsched_env.envs.queue_snapshot import WaitingQueueSnapshot
 from llmsched_env.latency import make_iteration_latency
 from llmsched_env.metrics import SLATargets
+from llmsched_env.sim.iteration_planning import PrefillPlan
 from llmsched_env.sim.iteration_server import IterationServer
 
 
@@ -89,7 +91,9 @@ class ContinuousBatchingEnv(SchedulingEnv):
     forbidden action is mapped to "decode all, full prefill budget, no cap" (paged, with nothing
     running: the largest prefill level that makes progress) and flagged in
     ``info["invalid_action"]``, or raises ``InvalidActionError`` with ``invalid_action="raise"``.
-    An action outside the action space always raises ``ValueError``.
+    An action outside the action space always raises ``ValueError``. Once the episode is over
+    no decision is due and both masks allow WAIT only: a valid mask for the action a vector env
+    passes to a finished episode, which it resets instead of carrying out.
 
     ## Observation Space
 
@@ -142,25 +146,30 @@ class ContinuousBatchingEnv(SchedulingEnv):
 
     ## Information
 
-    ``time_s``, ``gpu`` (the deciding GPU), ``waiting`` (indices of the waiting prompts, head
-    first: preempted requests, then the others oldest first) with ``waiting_arrival_s`` and
-    ``waiting_prompt_tokens`` (for a preempted request, its tokens to recompute); ``running`` (the
-    deciding
-    GPU's decoding requests, oldest admitted first) with ``running_tokens_generated`` and
-    ``running_predicted_output_tokens``; ``prefilling`` (its started prompts) and
-    ``prefill_remaining_tokens``; per GPU ``n_running``, ``kv_reserved_tokens`` and
-    ``last_iteration_s``; ``preemptions`` (so far, all GPUs); ``prefix_hit_tokens`` (prefill
-    tokens skipped by the prefix cache so far, all GPUs); ``action_mask``,
-    ``invalid_action`` and ``applied_action``. Every array is a fresh copy. ``reset`` adds the
-    constants ``max_tokens``, ``max_sequences``, ``chunk_size``, ``kv_allocation``,
-    ``kv_block_tokens``, ``prefix_caching``, ``prompt_caps``, ``decode_levels``,
-    ``prefill_levels``, ``ttft_sla_s``, ``tbt_sla_s``, ``capacity_rps`` and
-    ``arrival_rate_rps``. At the end of an episode:
+    Every ``info`` holds values of a fixed shape only, so that vector envs can stack them:
+    ``time_s``, ``gpu`` (the deciding GPU, -1 once the episode is over),
+    ``prefill_remaining_tokens`` (of its started prompts), per GPU ``n_running``,
+    ``kv_reserved_tokens`` and ``last_iteration_s``; ``preemptions`` (so far, all GPUs);
+    ``prefix_hit_tokens`` (prefill tokens skipped by the prefix cache so far, all GPUs);
+    ``action_mask``, ``invalid_action`` and ``applied_action`` (the action carried out, an array
+    of 3; ``[-1, -1, -1]`` at ``reset``). Arrays are fresh copies. ``reset`` adds the constants
+    ``max_tokens``, ``max_sequences``, ``chunk_size``, ``kv_allocation``, ``kv_block_tokens``,
+    ``prefix_caching``, ``prompt_caps``, ``decode_levels``, ``prefill_levels``, ``ttft_sla_s``,
+    ``tbt_sla_s``, ``capacity_rps`` and ``arrival_rate_rps``. At the end of an episode:
     ``episode_metrics``. ``env.unwrapped.last_info`` is the latest ``info`` returned (what a
     heuristic's SB3-style ``predict`` reads when a vector env hides the infos).
-    ``env.unwrapped.request_records()`` gives one row per request of the episode so far:
-    arrival, start, first token, completion, tokens, GPU and outcome
-    (:meth:`~llmsched_env.envs.common.RequestRecordsMixin.request_records`).
+
+    Queue contents vary in length and are not in ``info``: ``env.unwrapped.queue_snapshot()``
+    returns a :class:`~llmsched_env.envs.queue_snapshot.WaitingQueueSnapshot` of the current
+    decision, whose cost does not grow with the queue: the waiting prompts (preempted ones at
+    the head, then the others oldest first, as read-only views) with their arrival times and
+    tokens to prefill, and the deciding GPU's running requests (with their generated and
+    predicted output tokens) and started prompts. ``env.unwrapped.prefill_plan(level, cap)``
+    says what the action ``[0, level, cap]`` would prefill now (a dry run), and
+    ``env.unwrapped.action_codec`` maps action levels to decode counts and prefill budgets
+    (:mod:`llmsched_env.envs.continuous_action`). ``env.unwrapped.request_records()`` gives one
+    row per request of the episode so far: arrival, start, first token, completion, tokens, GPU
+    and outcome (:meth:`~llmsched_env.envs.common.RequestRecordsMixin.request_records`).
 
     ## Arguments
 
@@ -209,7 +218,10 @@ class ContinuousBatchingEnv(SchedulingEnv):
     ## Version History
 
     * v0: Initial version. The ``kv_allocation="paged"`` and ``prefix_caching`` options were
-      added later; the defaults (``"reserve"``, ``False``) keep the original dynamics.
+      added later; the defaults (``"reserve"``, ``False``) keep the original dynamics. The
+      queue arrays of ``info`` (``waiting``, ``waiting_arrival_s``, ``waiting_prompt_tokens``,
+      ``running``, ``running_tokens_generated``, ``running_predicted_output_tokens``,
+      ``prefilling``) moved to ``queue_snapshot()``; the dynamics did not change.
     """
 
     config_class = ContinuousEnvConfig
@@ -266,11 +278,15 @@ class ContinuousBatchingEnv(SchedulingEnv):
         self.obs_names = feature_names(cfg.n_gpus)
         low, high = feature_bounds(cfg.n_gpus)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self._nvec = (cfg.decode_levels, cfg.prefill_levels, len(cfg.prompt_caps))
+        #: The meaning of an action (decode count, prefill budget, prompt cap), shared with the
+        #: baselines.
+        self.action_codec = ContinuousActionCodec(
+            cfg.decode_levels, cfg.prefill_levels, self.prompt_caps, cfg.max_tokens
+        )
+        self._nvec = self.action_codec.nvec
         self.action_space = spaces.MultiDiscrete(list(self._nvec))
         # Prefill budget of each prefill level when nothing is decoded (for the mask).
-        fractions = np.arange(cfg.prefill_levels) / (cfg.prefill_levels - 1)
-        self._level_budgets = [int(round(f * cfg.max_tokens)) for f in fractions]
+        self._level_budgets = list(self.action_codec.level_budgets)
         self.server: IterationServer | None = None
         self._observer: IterationObservation | None = None
 
@@ -305,9 +321,6 @@ class ContinuousBatchingEnv(SchedulingEnv):
             length_scale_tokens=self.length_scale_tokens,
             capacity_rps=self.capacity_rps,
         )
-        order = self.server.queue_order
-        # The waiting queue is a slice of these (queue order), so infos copy slices.
-        self._queue_columns = (order, workload.arrival_s[order], workload.prompt_tokens[order])
         self._first_decision(workload, "see RejectReason")
         info = self._info(invalid=False, applied=None)
         info.update(
@@ -343,58 +356,24 @@ class ContinuousBatchingEnv(SchedulingEnv):
         if decode == 0 and prefill == 0:
             server.wait()
         else:
-            gpu = server.decision_gpu
-            n_running = server.running[gpu].size
-            cfg = self.config
-            k = math.ceil(decode / (cfg.decode_levels - 1) * n_running)
-            budget = round(
-                prefill / (cfg.prefill_levels - 1) * (cfg.max_tokens - min(k, cfg.max_tokens))
-            )
-            server.run_iteration(k, budget, self.prompt_caps[cap])
+            running = server.running[server.decision_gpu].size
+            server.run_iteration(*self.action_codec.decode((decode, prefill, cap), running))
         return self._finish_step(server.advance(), invalid, (decode, prefill, cap))
 
     def _prefill_allowed(self, level: int) -> bool:
-        """Whether prefill ``level`` is allowed (the per-component mask).
-
-        Paged mode: a prefill-only iteration at this level would make progress, or running
-        sequences decode beside it and there is a started prompt or a free block for the head.
-        """
-        if self.paged:
-            if level == 0 or self._prefill_only_allowed(level):
-                return True
-            server = self.server
-            gpu = server.decision_gpu
-            if not server.running[gpu].size:
-                return False
-            return bool(server.prefilling[gpu]) or server.can_admit(gpu)
-        return level == 0 or self._smallest_prefill_budget() <= self._level_budgets[level]
+        """Whether prefill ``level`` is allowed beside decodes (the per-component mask)."""
+        server = self.server
+        budget = self._level_budgets[level]
+        return level == 0 or server.prefill_allowed(server.decision_gpu, budget, True)
 
     def _prefill_only_allowed(self, level: int) -> bool:
         """Paged mode: whether ``[0, level, *]`` makes progress, exactly.
 
-        The oldest started prompt must get the blocks of its next chunk (preempting more recent
-        requests if need be, but not itself), or with none started the head's first chunk at this
-        level's budget must fit the free blocks (larger budgets make larger chunks, so the allowed
-        levels need not be the upper ones). See ``IterationServer.prefill_progresses``.
+        See ``IterationServer.prefill_progresses``: larger budgets make larger chunks, so the
+        allowed levels need not be the upper ones.
         """
         server = self.server
-        return server.prefill_progresses(server.decision_gpu, self._level_budgets[level])
-
-    def _smallest_prefill_budget(self) -> float:
-        """The least prefill budget that gives the deciding GPU prefill work (inf: none does).
-
-        A started prompt can always continue; a new prompt needs one token of budget with
-        chunked prefill, and its whole length without.
-        """
-        server = self.server
-        gpu = server.decision_gpu
-        if server.prefilling[gpu]:
-            return 0
-        if not server.can_admit(gpu):
-            return math.inf
-        if self.config.chunk_size is not None:
-            return 1
-        return server.waiting_head_tokens()
+        return server.prefill_allowed(server.decision_gpu, self._level_budgets[level], False)
 
     def _allowed(self, decode: int, prefill: int) -> bool:
         server = self.server
@@ -455,16 +434,25 @@ class ContinuousBatchingEnv(SchedulingEnv):
         return decode, prefill, cap
 
     def _compute_mask(self) -> np.ndarray:
+        """The per-component mask of the decision, from the server's queries.
+
+        After the episode's last step no decision is due; the mask then allows WAIT only (decode
+        and prefill level 0, every cap), a valid mask for the action a vector env passes to a
+        finished episode (it resets instead of carrying the action out).
+        """
         server = self.server
         d, p, c = self._nvec
         gpu = server.decision_gpu
         if gpu < 0:
-            return np.zeros(d + p + c, dtype=bool)
+            mask = np.zeros(d + p + c, dtype=bool)
+            mask[0] = mask[d] = True
+            mask[d + p :] = True
+            return mask
         running = server.running[gpu].size > 0
         if self.paged:
             prefill_ok = [self._prefill_allowed(level) for level in range(1, p)]
         else:
-            smallest = self._smallest_prefill_budget()
+            smallest = server.smallest_prefill_budget(gpu)
             # Budgets ascend with the level: the levels from the first large enough one are
             # allowed.
             first_ok = bisect_left(self._level_budgets, smallest, 1)
@@ -490,6 +478,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         mask = np.zeros(self._nvec, dtype=bool)
         gpu = server.decision_gpu
         if gpu < 0:
+            mask[0, 0, 0] = True  # the episode is over: WAIT only, as in action_masks()
             return mask
         running = server.running[gpu].size > 0
         mask[0, 0, 0] = server.can_wait()
@@ -502,6 +491,52 @@ class ContinuousBatchingEnv(SchedulingEnv):
 
     def _sla_targets(self) -> SLATargets:
         return SLATargets(ttft_s=self.config.ttft_sla, tbt_s=self.config.tbt_sla)
+
+    def queue_snapshot(self) -> WaitingQueueSnapshot:
+        """The waiting queue and the deciding GPU's requests now, as read-only views.
+
+        Its cost does not grow with the queue (see :class:`WaitingQueueSnapshot`); this is where
+        heuristics and agents read queue contents, which ``info`` does not carry.
+        """
+        s = self.server
+        if s is None:
+            raise RuntimeError("call reset() before queue_snapshot()")
+        preempted = np.fromiter(s.requeued, np.int64, len(s.requeued))
+        head, tail = s.queue_head, s.queue_tail
+        gpu = s.decision_gpu
+        running = s.running[gpu].view() if gpu >= 0 else np.zeros(0, dtype=np.int64)
+        running.flags.writeable = False
+        return WaitingQueueSnapshot(
+            gpu=gpu,
+            preempted=preempted,
+            preempted_arrival_s=s.workload.arrival_s[preempted],
+            preempted_tokens=np.array(
+                [s.tokens_to_prefill(i) for i in s.requeued], dtype=s.queue_prompt_tokens.dtype
+            ),
+            queued=s.queue_order[head:tail],
+            queued_arrival_s=s.queue_arrival_s[head:tail],
+            queued_prompt_tokens=s.queue_prompt_tokens[head:tail],
+            running=running,
+            running_tokens_generated=(
+                s.running_tokens_generated(gpu) if gpu >= 0 else np.zeros(0, dtype=np.int64)
+            ),
+            running_predicted_output_tokens=s.workload.predicted_output_tokens[running],
+            prefilling=tuple(s.prefilling[gpu]) if gpu >= 0 else (),
+        )
+
+    def prefill_plan(self, prefill_level: int, cap_level: int) -> PrefillPlan:
+        """What the action ``[0, prefill_level, cap_level]`` would prefill now, without acting.
+
+        The server's dry run (``IterationServer.plan_prefill``): the started prompts' chunks,
+        then the prompts admitted from the head of the queue within the level's budget, the cap,
+        the sequence slots and KV memory.
+        """
+        s = self.server
+        if s is None or s.decision_gpu < 0:
+            raise RuntimeError("prefill_plan() needs a decision: call reset() (or step())")
+        codec = self.action_codec
+        budget = codec.prefill_budget(prefill_level, 0)
+        return s.plan_prefill(s.decision_gpu, budget, codec.prompt_caps[cap_level])
 
     def _bars(self) -> tuple[list[float], list[int]]:
         """Waiting prompt tokens (/ 4 max_tokens); per GPU, running sequences and KV in use."""
@@ -539,35 +574,18 @@ class ContinuousBatchingEnv(SchedulingEnv):
         return self._observer.build()
 
     def _info(self, *, invalid: bool, applied: tuple[int, int, int] | None) -> dict[str, Any]:
+        """The step's ``info``: scalars and arrays whose shape is fixed for the episode.
+
+        Queue contents vary in length, so they are read from :meth:`queue_snapshot` instead
+        (vector envs stack every ``info`` value, and copying the queue at every step would make
+        a step's cost grow with the queue).
+        """
         s = self.server
-        w = s.workload
         gpu = s.decision_gpu
-        head, tail = s.queue_head, s.queue_tail
-        order, arrival, prompt = self._queue_columns
-        waiting = order[head:tail].copy()
-        waiting_arrival = arrival[head:tail].copy()
-        waiting_tokens = prompt[head:tail].copy()
-        if s.requeued:
-            # Preempted requests wait at the front, with their tokens to recompute.
-            front = np.fromiter(s.requeued, np.int64, len(s.requeued))
-            waiting = np.concatenate([front, waiting])
-            waiting_arrival = np.concatenate([w.arrival_s[front], waiting_arrival])
-            tokens = [s.tokens_to_prefill(i) for i in s.requeued]
-            waiting_tokens = np.concatenate([np.array(tokens, dtype=prompt.dtype), waiting_tokens])
-        running = s.running[gpu].copy() if gpu >= 0 else np.zeros(0, dtype=np.int64)
         self._mask = self._compute_mask()
         return {
             "time_s": s.now,
             "gpu": gpu,
-            "waiting": waiting,
-            "waiting_arrival_s": waiting_arrival,
-            "waiting_prompt_tokens": waiting_tokens,
-            "running": running,
-            "running_tokens_generated": (
-                s.running_tokens_generated(gpu) if gpu >= 0 else np.zeros(0, dtype=np.int64)
-            ),
-            "running_predicted_output_tokens": w.predicted_output_tokens[running],
-            "prefilling": tuple(s.prefilling[gpu]) if gpu >= 0 else (),
             "prefill_remaining_tokens": s.prefill_remaining_tokens(gpu) if gpu >= 0 else 0,
             "n_running": np.array([r.size for r in s.running]),
             "kv_reserved_tokens": np.array(s.kv_reserved),
@@ -576,5 +594,5 @@ class ContinuousBatchingEnv(SchedulingEnv):
             "last_iteration_s": np.array(s.last_iteration_s),
             "action_mask": self._mask.copy(),
             "invalid_action": invalid,
-            "applied_action": applied,
+            "applied_action": np.array(applied if applied is not None else (-1, -1, -1)),
         }

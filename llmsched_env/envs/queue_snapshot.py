@@ -1,4 +1,9 @@
-"""Per-bin contents of the waiting queues at one decision, without copying them.
+"""The contents of the waiting queues at one decision, without copying them.
+
+:class:`QueueSnapshot` holds the per-bin queues of ``BatchScheduling-v0``;
+:class:`WaitingQueueSnapshot` the waiting queue and the deciding GPU's requests of
+``ContinuousBatching-v0`` (``env.unwrapped.queue_snapshot()``). Both take the same time whatever
+the queue's length, so reading the queues never makes an overloaded episode slower per step.
 
 ``BatchScheduling-v0`` reports in every ``info`` what waits in each bin (request indices,
 arrival times, predicted output lengths, prompt lengths). Copying four arrays per bin at every
@@ -13,6 +18,7 @@ steps' infos can alter each other: item ``j`` is a read-only view.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
@@ -111,3 +117,59 @@ class QueueSnapshot(Sequence[np.ndarray]):
 
     def __repr__(self) -> str:
         return f"QueueSnapshot({[a.tolist() for a in self]!r})"
+
+
+@dataclass(frozen=True)
+class WaitingQueueSnapshot:
+    """The waiting prompts and the deciding GPU's requests of ``ContinuousBatching-v0``.
+
+    ``env.unwrapped.queue_snapshot()`` returns one for the current decision. The waiting queue
+    is the preempted requests (head first) followed by the never-admitted ones (oldest first).
+    The never-admitted part is a read-only view of per-episode arrays that never change, so
+    taking a snapshot costs the same however long the queue is, and a snapshot kept from an
+    earlier step keeps showing that step's queue. The other arrays are small copies: at most
+    ``n_gpus * max_sequences`` requests can be preempted at once, and at most
+    ``max_sequences`` run on a GPU.
+
+    Attributes:
+        gpu: The deciding GPU (-1 when no decision is due: the episode is over).
+        preempted: Preempted requests waiting at the head of the queue, head first.
+        preempted_arrival_s: Their arrival times.
+        preempted_tokens: Tokens each must prefill again (prompt plus generated tokens).
+        queued: Never-admitted waiting requests, oldest first (read-only view).
+        queued_arrival_s: Their arrival times (read-only view).
+        queued_prompt_tokens: Their prompt tokens (read-only view).
+        running: The deciding GPU's decoding requests, oldest admitted first.
+        running_tokens_generated: Output tokens each has generated.
+        running_predicted_output_tokens: Their predicted output lengths.
+        prefilling: The deciding GPU's started prompts (prefill or recomputation unfinished).
+    """
+
+    gpu: int
+    preempted: np.ndarray
+    preempted_arrival_s: np.ndarray
+    preempted_tokens: np.ndarray
+    queued: np.ndarray
+    queued_arrival_s: np.ndarray
+    queued_prompt_tokens: np.ndarray
+    running: np.ndarray
+    running_tokens_generated: np.ndarray
+    running_predicted_output_tokens: np.ndarray
+    prefilling: tuple[int, ...]
+
+    @property
+    def n_waiting(self) -> int:
+        """Requests waiting (preempted plus never admitted)."""
+        return self.preempted.size + self.queued.size
+
+    def waiting(self) -> np.ndarray:
+        """Every waiting request, head first (a new array: its cost grows with the queue)."""
+        return np.concatenate([self.preempted, self.queued])
+
+    def waiting_arrival_s(self) -> np.ndarray:
+        """Arrival times of :meth:`waiting` (a new array)."""
+        return np.concatenate([self.preempted_arrival_s, self.queued_arrival_s])
+
+    def waiting_prompt_tokens(self) -> np.ndarray:
+        """Tokens each of :meth:`waiting` must prefill (preempted: to recompute; a new array)."""
+        return np.concatenate([self.preempted_tokens, self.queued_prompt_tokens])

@@ -75,100 +75,43 @@ SLA accounting (when targets are given): a request is on time when its first tok
 ``tbt_target_s``. A TTFT miss is counted at the moment the deadline passes without a first token
 (a rejected request counts as a TTFT miss at its rejection); a TBT miss is counted once per
 request, when the token that ends the first too-long gap is produced.
+
+This module holds the server's state, its waiting queue and its engine hooks; its other jobs
+live beside it: :mod:`~llmsched_env.sim.iteration_planning` (admission and prefill queries,
+including the dry-run :meth:`~IterationServer.plan_prefill`, and the iteration's prefill plan),
+:mod:`~llmsched_env.sim.iteration_kv` (paged KV blocks, prefix caching, preemption),
+:mod:`~llmsched_env.sim.iteration_run` (forming, charging and completing an iteration) and
+:mod:`~llmsched_env.sim.running_state` (the running sequences' token state and its compiled
+loops).
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
-from collections.abc import Hashable
+from collections import deque
+from typing import Any
 
 import numpy as np
-from numba import njit
 
 from llmsched_env.config import KV_ALLOCATIONS
 from llmsched_env.latency import IterationLatencyModel
 from llmsched_env.sim.engine import Engine
-from llmsched_env.sim.paged_kv import (
-    allocate_in_admission_order,
-    blocks_for,
-    decode_rows_needing_block,
-)
+from llmsched_env.sim.iteration_kv import PagedKVAccounting
+from llmsched_env.sim.iteration_planning import PrefillPlanning
+from llmsched_env.sim.iteration_run import IterationRun
 from llmsched_env.sim.prefix_cache import BlockPool
 from llmsched_env.sim.records import RejectReason, RequestRecords
+from llmsched_env.sim.running_state import EMPTY, GENERATED, MAX_GAP_S, N_FIELDS, oldest_token_time
 from llmsched_env.workload import Workload
 
-_EMPTY = np.zeros(0, dtype=np.int64)
 
-#: Fields of a GPU's running-sequence state: one row per field, one column per running
-#: sequence in ``running`` order (rows are contiguous, so a decode step's updates are fast).
-#: Counts are held as floats, exactly (they stay far below 2**53).
-_N_FIELDS = 6
-_GENERATED, _LAST_TOKEN_S, _MAX_GAP_S, _TBT_MISSED, _OUTPUT, _PROMPT = range(_N_FIELDS)
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """``values`` with writing disabled (in place)."""
+    values.flags.writeable = False
+    return values
 
 
-@njit(cache=True)
-def _decode_tokens(state, k, t, tbt_target_s):
-    """Give running sequences ``0 .. k - 1`` (columns of ``state``) a token at time ``t``.
-
-    Updates their token counts, last-token times, longest gaps and TBT flags (a gap above
-    ``tbt_target_s`` marks a miss; ``nan`` means no target). Compiled, because every decode
-    iteration runs it; it does per sequence the arithmetic numpy would do on the columns.
-
-    Returns:
-        ``(new_tbt_misses, n_done)``: sequences whose first TBT miss this is, and sequences that
-        have now generated all their output tokens.
-    """
-    new_misses = 0
-    n_done = 0
-    for j in range(k):
-        state[_GENERATED, j] += 1.0
-        gap = t - state[_LAST_TOKEN_S, j]
-        if gap > state[_MAX_GAP_S, j]:
-            state[_MAX_GAP_S, j] = gap
-        state[_LAST_TOKEN_S, j] = t
-        if gap > tbt_target_s:
-            if state[_TBT_MISSED, j] == 0.0:
-                new_misses += 1
-            state[_TBT_MISSED, j] = 1.0
-        if state[_GENERATED, j] >= state[_OUTPUT, j]:
-            n_done += 1
-    return new_misses, n_done
-
-
-@njit(cache=True)
-def _context_tokens(state, k):
-    """Prompt plus generated tokens of running sequences ``0 .. k - 1`` (whole numbers, exact)."""
-    total = 0.0
-    for j in range(k):
-        total += state[_PROMPT, j] + state[_GENERATED, j]
-    return int(total)
-
-
-@njit(cache=True)
-def _context_spread(state, k):
-    """Longest and shortest KV context (prompt plus generated) of running sequences ``0 .. k-1``."""
-    longest = shortest = state[_PROMPT, 0] + state[_GENERATED, 0]
-    for j in range(1, k):
-        context = state[_PROMPT, j] + state[_GENERATED, j]
-        if context > longest:
-            longest = context
-        elif context < shortest:
-            shortest = context
-    return int(longest), int(shortest)
-
-
-@njit(cache=True)
-def _oldest_token_s(state):
-    """The smallest last-token time of the running sequences in ``state`` (at least one)."""
-    oldest = state[_LAST_TOKEN_S, 0]
-    for j in range(1, state.shape[1]):
-        if state[_LAST_TOKEN_S, j] < oldest:
-            oldest = state[_LAST_TOKEN_S, j]
-    return oldest
-
-
-class IterationServer(Engine):
+class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
     """Continuous-batching server that stops whenever a GPU forms an iteration.
 
     Args:
@@ -314,7 +257,11 @@ class IterationServer(Engine):
         ).tolist()
         #: Admissible request indices in arrival order: the global waiting queue is
         #: ``queue_order[queue_head:queue_tail]``.
-        self.queue_order = np.flatnonzero(reason == RejectReason.NONE)
+        self.queue_order = _read_only(np.flatnonzero(reason == RejectReason.NONE))
+        #: Arrival times and prompt tokens of :attr:`queue_order`'s requests (read-only), so
+        #: that the never-admitted part of the queue is a slice of these, never a copy.
+        self.queue_arrival_s = _read_only(workload.arrival_s[self.queue_order])
+        self.queue_prompt_tokens = _read_only(prompt[self.queue_order])
         self._queue_list = self.queue_order.tolist()
         self._queue_prompt_cumsum = [0, *np.cumsum(prompt[self.queue_order]).tolist()]
         self.queue_head = 0
@@ -355,11 +302,11 @@ class IterationServer(Engine):
         )
 
         g = self.n_gpus
-        self.running: list[np.ndarray] = [_EMPTY] * g
+        self.running: list[np.ndarray] = [EMPTY] * g
         # Per GPU, the state of its running sequences, column i for running[gpu][i]. A decode
         # step serves a prefix of ``running``, so it updates this state with slices, not
         # gathers; :attr:`records` reads the tokens and gaps of running sequences from here.
-        self._run_state: list[np.ndarray] = [np.zeros((_N_FIELDS, 0))] * g
+        self._run_state: list[np.ndarray] = [np.zeros((N_FIELDS, 0))] * g
         self.prefilling: list[list[int]] = [[] for _ in range(g)]
         self.kv_reserved = [0] * g
         self.kv_used = [0] * g
@@ -380,6 +327,12 @@ class IterationServer(Engine):
         self.sequences_processed = 0
         self.prefill_tokens_processed = 0
         self.decode_tokens_processed = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled or deep-copied server; its queue columns come back read-only."""
+        self.__dict__.update(state)
+        for values in (self.queue_order, self.queue_arrival_s, self.queue_prompt_tokens):
+            values.flags.writeable = False
 
     # ------------------------------------------------------------------ what a GPU can do
     @property
@@ -415,539 +368,20 @@ class IterationServer(Engine):
         return self.waiting_head()
 
     def waiting_ids(self) -> np.ndarray:
-        """Indices of the waiting requests, head first (read-only; a copy after preemptions)."""
-        view = self.queue_order[self.queue_head : self.queue_tail]
-        if self.requeued:
-            view = np.concatenate([np.fromiter(self.requeued, np.int64), view])
-        view.flags.writeable = False
-        return view
+        """Indices of the waiting requests, head first (a new array: its cost grows with the queue).
+
+        Per-step code reads the two parts instead: :attr:`requeued` (at most ``n_gpus *
+        max_sequences`` requests) and :meth:`queued_ids` (a view).
+        """
+        return np.concatenate([np.fromiter(self.requeued, np.int64), self.queued_ids()])
+
+    def queued_ids(self) -> np.ndarray:
+        """Indices of the never-admitted waiting requests, oldest first (a read-only view)."""
+        return self.queue_order[self.queue_head : self.queue_tail]
 
     def tokens_to_prefill(self, index: int) -> int:
         """Tokens request ``index`` must still prefill before its next token."""
         return self._target[index] - self._prefilled[index]
-
-    def free_blocks(self, gpu: int) -> int:
-        """Free KV blocks of ``gpu`` (paged mode)."""
-        return self.capacity_blocks - self.blocks_used[gpu]
-
-    def can_admit(self, gpu: int) -> bool:
-        """Whether ``gpu`` could admit the request at the head of the waiting queue now.
-
-        Reserve mode: a sequence slot is free and the head's whole footprint fits the unreserved
-        memory. Paged mode: a slot is free and the blocks of the smallest first chunk are free
-        (one block with chunked prefill; the blocks of the whole prompt, or recomputation,
-        without).
-        """
-        if self.n_sequences[gpu] >= self.max_sequences:
-            return False
-        if self.requeued:
-            head = self.requeued[0]
-        elif self.queue_head < self.queue_tail:
-            head = self._queue_list[self.queue_head]
-        else:
-            return False
-        if self.paged:
-            free = self.capacity_blocks - self.blocks_used[gpu]
-            tokens = self._target[head]
-            if self.prefix_caching:
-                hits, evictable = self._cache_hits(gpu, head)
-                tokens -= len(hits) * self.kv_block_tokens
-                free -= evictable
-            need = 1 if self.chunk_size is not None else self._blocks_for(tokens)
-            return need <= free
-        return self.kv_reserved[gpu] + self._kv_need[head] <= self.kv_capacity_tokens
-
-    def can_admit_within(self, gpu: int, budget_tokens: int) -> bool:
-        """Whether a prefill budget of ``budget_tokens`` (no decodes) admits the queue's head.
-
-        Started prompts, which come first, are ignored: this is about the waiting queue alone.
-        """
-        if not self.can_admit(gpu):
-            return False
-        head = self.waiting_head()
-        target = self._target[head]
-        evictable = 0
-        if self.prefix_caching:
-            hits, evictable = self._cache_hits(gpu, head)
-            target -= len(hits) * self.kv_block_tokens
-        take = target if self.chunk_size is None else min(target, self.chunk_size, budget_tokens)
-        if take < 1 or take > budget_tokens:
-            return False
-        return not self.paged or self._blocks_for(take) <= self.free_blocks(gpu) - evictable
-
-    def prefill_progresses(self, gpu: int, budget_tokens: int) -> bool:
-        """Whether a prefill-only iteration of ``gpu`` with this budget would make progress.
-
-        Its first request is the oldest started prompt, whose next chunk must get its blocks
-        (in paged mode by preempting more recent requests if need be, but not itself); with no
-        started prompt, the head of the waiting queue must be admitted (:meth:`can_admit_within`).
-        A prefill-only iteration that could only preempt its own prompt would change the state
-        without progress, and repeating it would livelock.
-        """
-        started = self.prefilling[gpu]
-        if not started:
-            return self.can_admit_within(gpu, budget_tokens)
-        first = started[0]
-        done = self._prefilled[first]
-        remaining = self._target[first] - done
-        take = min(remaining, budget_tokens, self.chunk_size or remaining)
-        if take < 1:
-            return False
-        if not self.paged:
-            return True
-        need = self._blocks_for(done + take) - self.request_blocks[first]
-        free = self.capacity_blocks - self.blocks_used[gpu]
-        if need <= free:
-            return True
-        since = self._admitted_at[first]
-        on_gpu = [*self.running[gpu].tolist(), *started]
-        later = [i for i in on_gpu if self._admitted_at[i] > since]
-        if self.prefix_caching:
-            return need <= free + self._freed_by(gpu, later)
-        return need <= free + sum(self.request_blocks[i] for i in later)
-
-    def can_prefill(self, gpu: int) -> bool:
-        """Whether ``gpu`` has prefill work: a started prompt or an admissible waiting one."""
-        return bool(self.prefilling[gpu]) or self.can_admit(gpu)
-
-    def _blocks_for(self, tokens: int) -> int:
-        return blocks_for(tokens, self.kv_block_tokens)
-
-    # ------------------------------------------------------------------ prefix caching
-    def _block_key(self, index: int, j: int) -> Hashable:
-        """The content key of request ``index``'s block ``j`` (tokens ``j*B .. (j+1)*B - 1``).
-
-        A block covered by the workload's prefix hashes is keyed by the hash of the hashed
-        block that ends with (or contains) it and its position in that block; any other block
-        gets a key of its own, ``(index, j, 0)``, that only the same request can hit again.
-        """
-        shared = self._prefix_keys(index)
-        return shared[j] if j < len(shared) else (index, j, 0)
-
-    def _prefix_keys(self, index: int) -> list[tuple[int, int]]:
-        """The keys of request ``index``'s blocks that its prefix hashes cover (memoised).
-
-        With hashed blocks of ``G`` tokens and KV blocks of ``B``, KV block ``j`` is keyed by
-        ``(hash of the hashed block holding its last token, (j * B mod G) // B)``: one hashed
-        block covers ``G / B`` KV blocks when ``G >= B``, and ``B / G`` hashed blocks make one KV
-        block (keyed by the last one's hash, which covers the whole prefix) when ``B > G``.
-        """
-        keys = self._shared_keys.get(index)
-        if keys is not None:
-            return keys
-        hashes = self.workload.prefix_block_hashes
-        keys = []
-        if hashes is not None:
-            chain = hashes[index].tolist()
-            g, b = self.workload.prefix_block_tokens, self.kv_block_tokens
-            n_blocks = len(chain) * g // b
-            keys = [(chain[((j + 1) * b - 1) // g], (j * b % g) // b) for j in range(n_blocks)]
-        self._shared_keys[index] = keys
-        return keys
-
-    def _cache_hits(self, gpu: int, index: int) -> tuple[list[int], int]:
-        """Cached blocks of the longest prefix of waiting ``index``'s blocks on ``gpu``.
-
-        At most ``(tokens - 1) // B`` blocks, so that at least the last token is computed (its
-        logits give the next token). Memoised per GPU until its pool changes.
-
-        Returns:
-            The blocks, and how many of them are free (their use takes them off the free queue).
-        """
-        pool = self._pools[gpu]
-        memo = self._hit_memo[gpu]
-        if memo[0] == index and memo[1] == pool.version:
-            return memo[2], memo[3]
-        most = (self._target[index] - 1) // self.kv_block_tokens
-        hits = pool.longest_hit(self._block_key(index, j) for j in range(most))
-        evictable = pool.evictable(hits)
-        self._hit_memo[gpu] = (index, pool.version, hits, evictable)
-        return hits, evictable
-
-    def _freed_by(self, gpu: int, requests: list[int]) -> int:
-        """Blocks of ``gpu`` that preempting all of ``requests`` would free (no other holder)."""
-        counts = Counter(b for i in requests for b in self._block_ids.get(i, ()))
-        ref_count = self._pools[gpu].ref_count
-        return sum(1 for block, n in counts.items() if n == ref_count[block])
-
-    def _grow(self, gpu: int, index: int, n: int) -> None:
-        """Give request ``index`` ``n`` new blocks of ``gpu`` (from its pool's free queue head)."""
-        if self.prefix_caching:
-            blocks = self._pools[gpu].take(n)
-            self._block_ids.setdefault(index, []).extend(blocks)
-        self.request_blocks[index] += n
-        self.blocks_used[gpu] += n
-
-    def _release(self, gpu: int, index: int, computed: int) -> None:
-        """Free request ``index``'s blocks (paged mode).
-
-        With prefix caching the full blocks of its ``computed`` tokens stay cached, and only the
-        blocks no other request holds become free.
-        """
-        if not self.prefix_caching:
-            self.blocks_used[gpu] -= self.request_blocks[index]
-            self.request_blocks[index] = 0
-            return
-        pool = self._pools[gpu]
-        blocks = self._block_ids.pop(index, [])
-        for j in range(computed // self.kv_block_tokens):
-            pool.cache(blocks[j], self._block_key(index, j))
-        self.blocks_used[gpu] -= pool.release(blocks)
-        self.request_blocks[index] = 0
-
-    def _cache_prompt_blocks(self, gpu: int, index: int, before: int, after: int) -> None:
-        """Key the hashed blocks of ``index`` that its tokens ``before .. after - 1`` completed.
-
-        Others can hit them while ``index`` still runs; its other blocks are keyed when freed.
-        """
-        shared = self._prefix_keys(index)
-        b = self.kv_block_tokens
-        stop = min(after // b, len(shared))
-        if before // b < stop:
-            pool = self._pools[gpu]
-            blocks = self._block_ids[index]
-            for j in range(before // b, stop):
-                pool.cache(blocks[j], shared[j])
-
-    # ------------------------------------------------------------------ the decision
-    def run_iteration(
-        self, decode_count: int, prefill_budget_tokens: int, max_new_prompts: int
-    ) -> bool:
-        """Form and start the deciding GPU's next iteration.
-
-        Args:
-            decode_count: How many running sequences get one token, the first ones of
-                :attr:`running` (capped by the number running and by the token budget).
-            prefill_budget_tokens: Most prefill tokens in this iteration (capped by what the
-                decode tokens leave of ``max_tokens``). Started prompts continue first; then
-                prompts are admitted from the head of the waiting queue.
-            max_new_prompts: Most prompts admitted from the waiting queue in this iteration.
-
-        Returns:
-            ``True`` if the decision was made: an iteration started or, in paged mode, requests
-            were preempted (if every request of the iteration was, no iteration runs and the GPU
-            decides again at the same time). ``False`` if the iteration would have been empty,
-            in which case nothing changed and the decision is still due.
-
-        Raises:
-            RuntimeError: If no decision is due.
-        """
-        gpu = self._require_decision()
-        if self.paged:
-            return self._run_paged_iteration(
-                gpu, decode_count, prefill_budget_tokens, max_new_prompts
-            )
-        running = self.running[gpu]
-        k = min(decode_count, running.size, self.max_tokens)
-        decode_ids = running[:k] if k > 0 else _EMPTY
-        budget = min(prefill_budget_tokens, self.max_tokens - k)
-        plan: list[tuple[int, int]] = []
-        prefill_tokens = prefill_kv_tokens = 0
-        if budget > 0:
-            prefill_tokens, prefill_kv_tokens = self._plan_continuations(gpu, budget, plan)
-            if prefill_tokens < budget:
-                prefill_tokens, _ = self._plan_admissions(
-                    gpu, budget, prefill_tokens, max_new_prompts, plan
-                )
-        if k == 0 and not plan:
-            return False
-        self._start_iteration(gpu, plan, decode_ids, prefill_tokens, prefill_kv_tokens)
-        return True
-
-    def _start_iteration(
-        self,
-        gpu: int,
-        plan: list[tuple[int, int]],
-        decode_ids: np.ndarray,
-        prefill_tokens: int,
-        prefill_kv_tokens: int,
-    ) -> None:
-        """Charge the planned iteration on ``gpu`` and start it."""
-        k = decode_ids.size
-        if k == self.running[gpu].size:
-            context = self._running_context[gpu]
-        else:
-            context = _context_tokens(self._run_state[gpu], k)
-        longest = shortest = 0
-        if k > 1 and self._latency_reads_spread:
-            longest, shortest = _context_spread(self._run_state[gpu], k)
-        duration = self.latency.iteration_s(
-            prefill_tokens,
-            k,
-            context,
-            self.rng,
-            prefill_kv_tokens=prefill_kv_tokens,
-            prefill_sequences=len(plan),
-            decode_kv_max=longest,
-            decode_kv_min=shortest,
-        )
-        self._pending[gpu] = (plan, decode_ids)
-        self.last_iteration_s[gpu] = duration
-        self.n_iterations += 1
-        self.sequences_processed += k + len(plan)
-        self.prefill_tokens_processed += prefill_tokens
-        self.decode_tokens_processed += k
-        self._start_work(gpu, duration)
-
-    def _plan_continuations(
-        self, gpu: int, budget: int, plan: list[tuple[int, int]]
-    ) -> tuple[int, int]:
-        """Plan the next chunks of ``gpu``'s started prompts within ``budget``, oldest first.
-
-        Returns:
-            ``(tokens, kv_tokens)``: the planned prefill tokens, and the tokens those prompts
-            had computed before their chunks.
-        """
-        chunk = self.chunk_size
-        target = self._target
-        prefilled = self._prefilled
-        used = kv = 0
-        for index in self.prefilling[gpu]:
-            done = prefilled[index]
-            remaining = target[index] - done
-            take = min(remaining, budget - used, chunk or remaining)
-            if take <= 0:
-                break
-            plan.append((index, take))
-            used += take
-            kv += done
-        return used, kv
-
-    def _plan_admissions(
-        self, gpu: int, budget: int, used: int, max_new_prompts: int, plan: list[tuple[int, int]]
-    ) -> tuple[int, int]:
-        """Admit requests from the head of the waiting queue into ``plan``.
-
-        Reserve mode reserves each admitted request's footprint; paged mode gives it the blocks of
-        its first chunk and stops at a head whose blocks are not free. With prefix caching a
-        request first takes its cached prefix blocks (free ones count against the free blocks)
-        and its prefill starts after them.
-
-        Returns:
-            ``(tokens, kv_tokens)``: the prefill tokens planned so far (``used`` plus the
-            admissions'), and the cached tokens the admitted chunks attend to.
-        """
-        chunk = self.chunk_size
-        target = self._target
-        records = self._records
-        paged = self.paged
-        caching = self.prefix_caching
-        admitted = kv = 0
-        while used < budget and admitted < max_new_prompts and self.can_admit(gpu):
-            requeued = bool(self.requeued)
-            index = self.requeued[0] if requeued else self._queue_list[self.queue_head]
-            p = target[index]
-            hits: list[int] = []
-            if caching:
-                hits, evictable = self._cache_hits(gpu, index)
-                hit_tokens = len(hits) * self.kv_block_tokens
-                remaining = p - hit_tokens
-            else:
-                evictable = hit_tokens = 0
-                remaining = p
-            take = remaining if chunk is None else min(remaining, chunk, budget - used)
-            if take > budget - used:
-                break  # whole prompts only: the head does not fit, and the queue is FIFO
-            if paged:
-                need = self._blocks_for(take)
-                if need > self.capacity_blocks - self.blocks_used[gpu] - evictable:
-                    break  # the head's blocks are not free: head-of-line blocking, as in vLLM
-                if caching:
-                    self._admit_cached(gpu, index, hits, need)
-                else:
-                    self._grow(gpu, index, need)
-                self._admissions += 1
-                self._admitted_at[index] = self._admissions
-            else:
-                self.kv_reserved[gpu] += self._kv_need[index]
-            if requeued:
-                self.requeued.popleft()
-                self._requeued_tokens -= p
-            else:
-                self.queue_head += 1
-                records.start_s[index] = self.now
-            admitted += 1
-            self.prefilling[gpu].append(index)
-            self.n_sequences[gpu] += 1
-            records.gpu[index] = gpu
-            plan.append((index, take))
-            used += take
-            kv += hit_tokens
-        return used, kv
-
-    def _admit_cached(self, gpu: int, index: int, hits: list[int], need: int) -> None:
-        """Give admitted ``index`` its cached prefix ``hits`` and ``need`` new blocks."""
-        pool = self._pools[gpu]
-        hit_tokens = len(hits) * self.kv_block_tokens
-        self.blocks_used[gpu] += pool.evictable(hits)  # free cached blocks now held again
-        pool.touch(hits)
-        self._block_ids[index] = list(hits)
-        self.request_blocks[index] = len(hits)
-        self._grow(gpu, index, need)
-        self._prefilled[index] = hit_tokens
-        self.prefix_hit_tokens += hit_tokens
-        self.prefix_queried_tokens += self._target[index]
-        records = self._records
-        records.prefix_hit_tokens[index] += hit_tokens
-        discarded = self._discarded.pop(index, 0)
-        if discarded and hit_tokens:
-            # Discarded tokens found in the cache are not computed again.
-            saved = min(discarded, hit_tokens)
-            self.recomputed_tokens -= saved
-            records.recomputed_tokens[index] -= saved
-
-    def _run_paged_iteration(
-        self, gpu: int, decode_count: int, prefill_budget_tokens: int, max_new_prompts: int
-    ) -> bool:
-        """:meth:`run_iteration` in paged mode (see the module docstring)."""
-        running = self.running[gpu]
-        k = min(decode_count, running.size, self.max_tokens)
-        budget = min(prefill_budget_tokens, self.max_tokens - k)
-        plan: list[tuple[int, int]] = []
-        prefill_tokens = prefill_kv_tokens = 0
-        if budget > 0:
-            prefill_tokens, prefill_kv_tokens = self._plan_continuations(gpu, budget, plan)
-        state = self._run_state[gpu]
-        held = self.request_blocks
-        rows = decode_rows_needing_block(state[_PROMPT], state[_GENERATED], k, self.kv_block_tokens)
-        chunk_blocks = [
-            self._blocks_for(self._prefilled[index] + take) - held[index] for index, take in plan
-        ]
-        need = rows.size + sum(chunk_blocks)
-        if need <= self.capacity_blocks - self.blocks_used[gpu]:
-            # Every scheduled request gets its blocks: the order does not matter.
-            for j in rows.tolist():
-                self._grow(gpu, int(running[j]), 1)
-            for (index, _), blocks in zip(plan, chunk_blocks):
-                if blocks:
-                    self._grow(gpu, index, blocks)
-            preempted = False
-        else:
-            k, prefill_tokens, prefill_kv_tokens, preempted = self._allocate_with_preemption(
-                gpu, k, rows.tolist(), plan, chunk_blocks
-            )
-            running = self.running[gpu]
-        if not preempted and prefill_tokens < budget:
-            prefill_tokens, hit_tokens = self._plan_admissions(
-                gpu, budget, prefill_tokens, max_new_prompts, plan
-            )
-            prefill_kv_tokens += hit_tokens
-        self.kv_used[gpu] = self.kv_reserved[gpu] = self.blocks_used[gpu] * self.kv_block_tokens
-        if k == 0 and not plan:
-            if preempted:
-                self.decision_gpu = -1  # the GPU decides again, with the preempted ones waiting
-            return preempted
-        decode_ids = running[:k] if k > 0 else _EMPTY
-        self._start_iteration(gpu, plan, decode_ids, prefill_tokens, prefill_kv_tokens)
-        return True
-
-    def _allocate_with_preemption(
-        self,
-        gpu: int,
-        k: int,
-        new_block_rows: list[int],
-        plan: list[tuple[int, int]],
-        chunk_blocks: list[int],
-    ) -> tuple[int, int, int, bool]:
-        """Allocate the iteration's blocks in admission order, preempting as vLLM V1 does.
-
-        ``plan`` (the continuing chunks) loses the preempted requests' entries in place.
-
-        Returns:
-            The decode count, the prefill tokens and their earlier KV tokens that remain, and
-            whether any request was preempted.
-        """
-        running = self.running[gpu]
-        admitted_at = self._admitted_at
-        decodes = running[:k].tolist()
-        needs = dict.fromkeys(decodes, 0)
-        for j in new_block_rows:
-            needs[decodes[j]] = 1
-        for (index, _), blocks in zip(plan, chunk_blocks):
-            needs[index] = blocks
-        scheduled = sorted(needs, key=admitted_at.__getitem__)
-        on_gpu = sorted([*running.tolist(), *self.prefilling[gpu]], key=admitted_at.__getitem__)
-        if self.prefix_caching:
-            victims = self._allocate_cached(gpu, scheduled, needs, on_gpu)
-        else:
-            free = self.capacity_blocks - self.blocks_used[gpu]
-            served, victims, _ = allocate_in_admission_order(
-                scheduled, [needs[i] for i in scheduled], on_gpu, self.request_blocks, free
-            )
-            self.blocks_used[gpu] += sum(needs[i] for i in scheduled[:served])
-            for victim in victims:
-                self._preempt(gpu, victim)
-        if victims:
-            gone = set(victims)
-            plan[:] = [item for item in plan if item[0] not in gone]
-            k -= sum(1 for i in decodes if i in gone)
-        prefilled = self._prefilled
-        tokens = sum(take for _, take in plan)
-        kv = sum(prefilled[index] for index, _ in plan)
-        return k, tokens, kv, bool(victims)
-
-    def _allocate_cached(
-        self, gpu: int, scheduled: list[int], needs: dict[int, int], on_gpu: list[int]
-    ) -> list[int]:
-        """:func:`allocate_in_admission_order` with shared blocks: preempt, then count.
-
-        A victim frees only the blocks no other request holds, so each victim is preempted
-        (its blocks released) before the free blocks are counted again.
-
-        Returns:
-            The victims, in preemption order (already preempted).
-        """
-        pool = self._pools[gpu]
-        victims: list[int] = []
-        gone: set[int] = set()
-        for index in scheduled:
-            need = needs[index]
-            while index not in gone and need > pool.n_free:
-                victim = on_gpu.pop()
-                victims.append(victim)
-                gone.add(victim)
-                self._preempt(gpu, victim)
-            if index in gone:
-                break  # every later request is more recent, so preempted too
-            if need:
-                self._grow(gpu, index, need)
-        return victims
-
-    def _preempt(self, gpu: int, index: int) -> None:
-        """Free ``index``'s blocks, discard its KV and put it at the front of the waiting queue."""
-        records = self._records
-        prompt = self._prompt[index]
-        running = self.running[gpu]
-        where = np.flatnonzero(running == index)
-        if where.size:
-            j = int(where[0])
-            state = self._run_state[gpu]
-            generated, last_s, max_gap, missed = (float(x) for x in state[:_OUTPUT, j])
-            self._resume_state[index] = (generated, last_s, max_gap, missed)
-            records.tokens_generated[index] = int(generated)
-            records.max_token_gap_s[index] = max_gap
-            n_generated = int(generated)
-            discarded = prompt + n_generated - 1
-            self._target[index] = prompt + n_generated
-            self._running_context[gpu] -= prompt + n_generated
-            self.running_prompt_tokens[gpu] -= prompt
-            self.running_predicted_tokens[gpu] -= self._predicted[index]
-            self.running[gpu] = np.delete(running, j)
-            self._run_state[gpu] = np.ascontiguousarray(np.delete(state, j, axis=1))
-        else:
-            self.prefilling[gpu].remove(index)
-            discarded = self._prefilled[index]
-        self._release(gpu, index, discarded)
-        if self.prefix_caching:
-            self._discarded[index] = discarded
-        self._prefilled[index] = 0
-        self.n_sequences[gpu] -= 1
-        self.n_preemptions += 1
-        self.recomputed_tokens += discarded
-        records.preemptions[index] += 1
-        records.recomputed_tokens[index] += discarded
-        self.requeued.appendleft(index)
-        self._requeued_tokens += self._target[index]
 
     # ------------------------------------------------------------------ engine hooks
     def _find_decision_gpu(self) -> int:
@@ -968,157 +402,6 @@ class IterationServer(Engine):
         self.n_rejected += 1
         if self._ttft_deadline is not None:
             self.n_ttft_misses += 1
-
-    def _on_work_done(self, gpu: int) -> None:
-        pending = self._pending[gpu]
-        self._pending[gpu] = None
-        if pending is None:
-            return
-        plan, decode_ids = pending
-        t = self.now
-        records = self._records
-        newly_running: list[int] = []
-        resumed: dict[int, tuple[float, float, float, float]] | None = None
-        if plan:
-            prompt = self._prompt
-            target = self._target
-            prefilled = self._prefilled
-            resume_state = self._resume_state
-            finished_prefill = False
-            caching = self.prefix_caching
-            for index, take in plan:
-                if caching:
-                    done = prefilled[index]
-                    self._cache_prompt_blocks(gpu, index, done, done + take)
-                prefilled[index] += take
-                self.kv_used[gpu] += take
-                if prefilled[index] == target[index]:
-                    finished_prefill = True
-                    if resume_state and index in resume_state:
-                        if resumed is None:
-                            resumed = {}
-                        self._resume(gpu, index, resume_state.pop(index), newly_running, resumed)
-                        continue
-                    records.first_token_s[index] = t
-                    records.tokens_generated[index] = 1
-                    self.kv_used[gpu] += 1
-                    if self._output[index] == 1:
-                        self._complete_one(gpu, index, 1, False)
-                    else:
-                        newly_running.append(index)
-                        self._running_context[gpu] += prompt[index] + 1
-                        self.running_prompt_tokens[gpu] += prompt[index]
-                        self.running_predicted_tokens[gpu] += self._predicted[index]
-            if finished_prefill:
-                self.prefilling[gpu] = [i for i in self.prefilling[gpu] if prefilled[i] < target[i]]
-        running = self.running[gpu]
-        state = self._run_state[gpu]
-        if decode_ids.size:
-            k = decode_ids.size
-            new_misses, n_done = _decode_tokens(state, k, t, self._tbt_target_or_nan)
-            self.n_tbt_misses += new_misses
-            self.kv_used[gpu] += k
-            self._running_context[gpu] += k
-            if n_done:
-                decoded = state[:, :k]
-                generated = decoded[_GENERATED]
-                max_gap = decoded[_MAX_GAP_S]
-                done = generated >= decoded[_OUTPUT]
-                for row in done.nonzero()[0].tolist():
-                    index = int(decode_ids[row])
-                    n_generated = int(generated[row])
-                    records.tokens_generated[index] = n_generated
-                    records.max_token_gap_s[index] = max_gap[row]
-                    self._complete_one(gpu, index, n_generated, bool(decoded[_TBT_MISSED, row]))
-                    self._running_context[gpu] -= self._prompt[index] + self._output[index]
-                    self.running_prompt_tokens[gpu] -= self._prompt[index]
-                    self.running_predicted_tokens[gpu] -= self._predicted[index]
-                keep = ~done
-                # (compress keeps the state C-ordered, so that its rows stay contiguous)
-                kept = np.compress(keep, decoded, axis=1)
-                if k == running.size:
-                    running, state = decode_ids[keep], kept
-                else:
-                    running = np.concatenate([decode_ids[keep], running[k:]])
-                    state = np.concatenate([kept, state[:, k:]], axis=1)
-        if newly_running:
-            # Rows in _GENERATED .. _PROMPT order: one token, its time, no gap, no TBT miss.
-            n_new = len(newly_running)
-            if resumed is None:
-                token_rows = [[1.0] * n_new, [t] * n_new, [0.0] * n_new, [0.0] * n_new]
-            else:
-                # Recomputed requests resume with their own counts, gaps and TBT flags.
-                fresh = (1.0, t, 0.0, 0.0)
-                columns = [resumed.get(i, fresh) for i in newly_running]
-                token_rows = [list(row) for row in zip(*columns)]
-            new_state = np.array(
-                [
-                    *token_rows,
-                    [self._output[i] for i in newly_running],
-                    [self._prompt[i] for i in newly_running],
-                ]
-            )
-            running = np.concatenate([running, np.array(newly_running, dtype=np.int64)])
-            state = np.concatenate([state, new_state], axis=1)
-        self.running[gpu] = running
-        self._run_state[gpu] = state
-        if self.paged:
-            self.kv_used[gpu] = self.kv_reserved[gpu] = self.blocks_used[gpu] * self.kv_block_tokens
-
-    def _resume(
-        self,
-        gpu: int,
-        index: int,
-        saved: tuple[float, float, float, float],
-        newly_running: list[int],
-        resumed: dict[int, tuple[float, float, float, float]],
-    ) -> None:
-        """Emit the next token of a preempted request whose recomputation just finished.
-
-        ``saved`` holds its generated tokens, last token time, longest gap and TBT flag from
-        before the preemption; the gap since that last token counts like any other.
-        """
-        t = self.now
-        generated, last_s, max_gap, missed = saved
-        gap = t - last_s
-        if gap > max_gap:
-            max_gap = gap
-        if gap > self._tbt_target_or_nan:
-            if missed == 0.0:
-                self.n_tbt_misses += 1
-            missed = 1.0
-        generated += 1.0
-        n_generated = int(generated)
-        self._records.tokens_generated[index] = n_generated
-        if n_generated >= self._output[index]:
-            self._records.max_token_gap_s[index] = max_gap
-            self._complete_one(gpu, index, n_generated, missed == 1.0)
-            return
-        prompt = self._prompt[index]
-        newly_running.append(index)
-        resumed[index] = (generated, t, max_gap, missed)
-        self._running_context[gpu] += prompt + n_generated
-        self.running_prompt_tokens[gpu] += prompt
-        self.running_predicted_tokens[gpu] += self._predicted[index]
-
-    def _complete_one(self, gpu: int, index: int, generated: int, tbt_missed: bool) -> None:
-        records = self._records
-        t = self.now
-        records.completed[index] = True
-        records.completion_s[index] = t
-        self.n_completed += 1
-        self.n_sequences[gpu] -= 1
-        if self.paged:
-            self._release(gpu, index, self._prompt[index] + generated - 1)
-        else:
-            self.kv_reserved[gpu] -= self._kv_need[index]
-            self.kv_used[gpu] -= self._prompt[index] + generated
-        ttft_met = self._ttft_deadline is None or (
-            records.first_token_s[index] <= self._ttft_deadline[index]
-        )
-        if ttft_met and not tbt_missed:
-            self.n_on_time += 1
-            self.on_time_output_tokens += self._output[index]
 
     def _on_time_passed(self, t: float) -> None:
         if self._ttft_deadline is not None:
@@ -1141,11 +424,11 @@ class IterationServer(Engine):
     def oldest_token_s(self, gpu: int) -> float:
         """Time of the least recent token among ``gpu``'s running sequences (``now`` if none)."""
         state = self._run_state[gpu]
-        return _oldest_token_s(state) if state.shape[1] else self.now
+        return oldest_token_time(state) if state.shape[1] else self.now
 
     def running_tokens_generated(self, gpu: int) -> np.ndarray:
         """Output tokens generated so far by each of ``gpu``'s running sequences (a new array)."""
-        return self._run_state[gpu][_GENERATED].astype(np.int64)
+        return self._run_state[gpu][GENERATED].astype(np.int64)
 
     @property
     def records(self) -> RequestRecords:
@@ -1157,8 +440,8 @@ class IterationServer(Engine):
         records = self._records
         for running, state in zip(self.running, self._run_state):
             if running.size:
-                records.tokens_generated[running] = state[_GENERATED]
-                records.max_token_gap_s[running] = state[_MAX_GAP_S]
+                records.tokens_generated[running] = state[GENERATED]
+                records.max_token_gap_s[running] = state[MAX_GAP_S]
         return records
 
     def _run_counts(self) -> dict[str, int]:

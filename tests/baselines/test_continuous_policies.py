@@ -15,12 +15,9 @@ from baselines.continuous import (
     RunToCompletion,
     SarathiStyle,
 )
-from baselines.continuous._common import (
-    decoded_count,
-    largest_decode_level_within,
-    nearest_decode_level,
-)
+from llmsched_env.envs.continuous_action import ContinuousActionCodec
 from llmsched_env.sim import RejectReason
+from llmsched_env.sim.iteration_planning import PrefillPlan
 
 ENV_ID = "llmsched/ContinuousBatching-v0"
 SMALL = dict(workload="demo2", latency="demo2", arrival_rate=4.0, n_requests=40)
@@ -32,11 +29,25 @@ def make_env(**kwargs):
 
 
 def fake_info(env, *, running=0, waiting=(), prefilling=(), prefill_remaining=0, can_prefill=None):
-    """A decision's info as the env documents it, for a hand-made state of the deciding GPU."""
+    """A decision's info as the env documents it, for a hand-made state of the deciding GPU.
+
+    ``waiting`` lists the prompt tokens of the waiting prompts; the env's dry run of a prefill
+    level (``prefill_plan``) is replaced by the FIFO plan of whole prompts within its budget.
+    """
     cfg = env.unwrapped.config
     d, p, c = cfg.decode_levels, cfg.prefill_levels, len(cfg.prompt_caps)
     if can_prefill is None:
         can_prefill = bool(waiting) or bool(prefilling)
+
+    def prefill_plan(level, cap_level):
+        budget, used, admitted = env.unwrapped.action_codec.prefill_budget(level, 0), 0, 0
+        for tokens in waiting:
+            if used + tokens > budget or running + admitted >= cfg.max_sequences:
+                break
+            used, admitted = used + tokens, admitted + 1
+        return PrefillPlan(used, 0, admitted)
+
+    env.unwrapped.prefill_plan = prefill_plan
     mask = np.zeros(d + p + c, dtype=bool)
     mask[0] = True
     mask[1:d] = running > 0
@@ -44,11 +55,9 @@ def fake_info(env, *, running=0, waiting=(), prefilling=(), prefill_remaining=0,
     mask[d + 1 : d + p] = can_prefill
     mask[d + p :] = True
     return {
-        "running": np.arange(running, dtype=np.int64),
-        "waiting": np.arange(len(waiting), dtype=np.int64),
-        "waiting_prompt_tokens": np.asarray(waiting, dtype=np.int64),
-        "prefilling": tuple(prefilling),
-        "prefill_remaining_tokens": prefill_remaining,
+        "gpu": 0,
+        "n_running": np.array([running]),
+        "prefill_remaining_tokens": prefill_remaining if prefilling else 0,
         "action_mask": mask,
     }
 
@@ -159,10 +168,38 @@ def test_sarathi_decodes_all_and_fills_with_chunks():
 
 
 def test_level_helpers():
-    assert [decoded_count(v, 7, 5) for v in range(5)] == [0, 2, 4, 6, 7]
-    assert nearest_decode_level(0, 10, 5) == 0
-    assert nearest_decode_level(1000, 1, 5) == 1  # never starves the decodes
-    assert largest_decode_level_within(8, 8, 5) == 4
+    codec = ContinuousActionCodec(5, 5, (1, 0), 2048)
+    assert [codec.decode_count(v, 7) for v in range(5)] == [0, 2, 4, 6, 7]
+    assert codec.nearest_decode_level(0, 10) == 0
+    assert codec.nearest_decode_level(1000, 1) == 1  # never starves the decodes
+    assert codec.largest_decode_level_within(8, 8) == 4
+
+
+def test_policies_share_the_env_codec():
+    env = make_env(max_tokens=1000, prefill_levels=3)
+    policy = make_policy("hybrid", env)
+    assert policy.codec is env.unwrapped.action_codec
+    assert policy.level_budget(1) == 500 == env.unwrapped.action_codec.prefill_budget(1, 0)
+
+
+def test_vllm_plans_with_the_env_dry_run_and_the_env_agrees():
+    """In a real episode, the prefill the policy plans is what the iteration prefills."""
+    env = make_env(chunk_size=64, max_tokens=256)
+    vllm = make_policy("vllm", env)
+    obs, info = env.reset(seed=0)
+    server = env.unwrapped.server
+    checked = 0
+    done = False
+    while not done:
+        planned = vllm.planned_prefill_tokens(info)
+        before = server.prefill_tokens_processed
+        action = vllm.act(obs, info)
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        if action[1] == vllm.prefill_levels - 1:
+            assert server.prefill_tokens_processed - before == planned
+            checked += 1
+    assert checked > 10
 
 
 def test_policies_need_the_continuous_env():
@@ -210,8 +247,14 @@ def test_every_policy_acts_within_the_mask_and_finishes(name, config):
 def test_run_to_completion_holds_one_job_per_gpu():
     for config in ("whole prompts", "chunked 64", "2 gpus, small limits"):
         env = make_env(**CONFIGS[config])
-        for info in run_to_end("run-to-completion", env):
-            assert info["running"].size + len(info["prefilling"]) <= 1, config
+        policy = make_policy("run-to-completion", env)
+        obs, info = env.reset(seed=0)
+        done = False
+        while not done:
+            snapshot = env.unwrapped.queue_snapshot()
+            assert snapshot.running.size + len(snapshot.prefilling) <= 1, config
+            obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+            done = terminated or truncated
 
 
 @pytest.mark.parametrize("name", list(POLICIES))
@@ -240,8 +283,8 @@ def test_rejections_name_their_reason():
 
 def test_random_is_reproducible_and_uniform_over_the_joint_mask():
     env = make_env()
-    first = [i["applied_action"] for i in run_to_end("random", env, seed=1)[1:]]
-    second = [i["applied_action"] for i in run_to_end("random", env, seed=1)[1:]]
+    first = [i["applied_action"].tolist() for i in run_to_end("random", env, seed=1)[1:]]
+    second = [i["applied_action"].tolist() for i in run_to_end("random", env, seed=1)[1:]]
     assert first == second
     env.reset(seed=2)
     policy = make_policy("random", env, seed=5)

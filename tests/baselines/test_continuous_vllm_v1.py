@@ -69,7 +69,7 @@ def test_vllm_v1_follows_the_hand_worked_schedule():
         if terminated or truncated:
             break
         times.append(server.now)
-        waiting.append(info["waiting"].tolist())
+        waiting.append(env.unwrapped.queue_snapshot().waiting().tolist())
         blocks.append(list(server.request_blocks))  # at the decision: before scheduling
     assert times == [3.0, 5.0, 6.5, 7.75, 9.0, 12.0, 13.75]
     assert waiting == [[2], [2], [2], [1, 2], [1, 2], [], []]

@@ -95,7 +95,7 @@ def test_vllm_v1_ends_every_tiny_paged_episode_without_invalid_actions(data):
     run_to_the_end(env, workload, lambda obs, info: policy.act(obs, info))
 
 
-def test_info_and_observation_see_the_preempted_requests_at_the_front():
+def test_queue_snapshot_and_observation_see_the_preempted_requests_at_the_front():
     env = gym.make(
         CONTINUOUS,
         workload="demo2",
@@ -115,9 +115,11 @@ def test_info_and_observation_see_the_preempted_requests_at_the_front():
     for action in ([0, 1, 0], [0, 4, 1], [0, 2, 0]):
         obs, _, _, _, info = env.step(np.array(action))
     assert list(server.requeued) == [1, 2] and info["preemptions"] == 2
-    assert info["waiting"].tolist() == [1, 2, 3]
-    assert info["waiting_prompt_tokens"].tolist() == [5, 5, 4]
-    np.testing.assert_array_equal(info["waiting_arrival_s"], [0.0, 0.0, 0.0])
+    snapshot = env.unwrapped.queue_snapshot()
+    assert snapshot.preempted.tolist() == [1, 2] and snapshot.queued.tolist() == [3]
+    assert snapshot.waiting().tolist() == [1, 2, 3]
+    assert snapshot.waiting_prompt_tokens().tolist() == [5, 5, 4]
+    np.testing.assert_array_equal(snapshot.waiting_arrival_s(), [0.0, 0.0, 0.0])
     assert obs[names.index("head_prompt")] == np.float32(5 / 16)
     assert obs[names.index("waiting_tokens")] == np.float32(14 / 16)
     # Request 0 finished with that chunk (one output token) and freed its blocks.

@@ -73,3 +73,30 @@ def test_an_info_kept_from_an_earlier_step_still_shows_that_steps_queues(dispatc
     for info in kept:
         for ids, times in zip(info["queues"], info["queue_arrival_s"]):
             assert np.array_equal(arrival[ids], times)
+
+
+def test_continuous_snapshot_views_do_not_copy_and_survive_later_steps():
+    env = gym.make(
+        "llmsched/ContinuousBatching-v0",
+        workload="demo2",
+        latency="demo2",
+        arrival_rate=50.0,
+        n_requests=60,
+    )
+    env.reset(seed=0)
+    server = env.unwrapped.server
+    for _ in range(5):
+        env.step(np.array([4, 4, 5]))
+    snapshot = env.unwrapped.queue_snapshot()
+    assert snapshot.queued.base is not None and not snapshot.queued.flags.writeable
+    assert np.shares_memory(snapshot.queued, server.queue_order)
+    kept = snapshot.waiting().tolist()
+    assert kept == server.waiting_ids().tolist() and snapshot.n_waiting == server.n_waiting
+    np.testing.assert_array_equal(
+        snapshot.waiting_arrival_s(), server.workload.arrival_s[snapshot.waiting()]
+    )
+    for _ in range(5):
+        env.step(np.array([4, 4, 5]))
+    assert snapshot.waiting().tolist() == kept  # a kept snapshot still shows its step
+    clone = pickle.loads(pickle.dumps(env.unwrapped))
+    assert not clone.queue_snapshot().queued.flags.writeable

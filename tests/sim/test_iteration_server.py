@@ -357,3 +357,55 @@ def test_models_that_ask_get_the_longest_and_shortest_decode_context():
         assert shortest <= context / decode <= longest
     single = [c for c in recorder.calls if c[0] <= 1]
     assert all(c[2:] == (0, 0) for c in single)
+
+
+def test_plan_prefill_changes_nothing_and_names_the_fifo_admissions():
+    # Whole prompts: 1000 and 900 fit a 2048-token budget, 200 more would not, FIFO stops there.
+    w = make_workload([0.0, 0.0, 0.0], [1000, 900, 200], [3, 3, 3])
+    s = server(w, max_tokens=2048)
+    s.advance()
+    before = (s.queue_head, s.n_sequences[0], s.kv_reserved[0])
+    assert tuple(s.plan_prefill(0, 2048, 10**9)) == (1900, 0, 2)
+    assert tuple(s.plan_prefill(0, 2048, 1)) == (1000, 0, 1)
+    assert tuple(s.plan_prefill(0, 999, 10**9)) == (0, 0, 0)
+    assert (s.queue_head, s.n_sequences[0], s.kv_reserved[0]) == before
+    # KV memory for the first footprint only (1003 tokens of 1905; the second needs 903).
+    s = server(w, max_tokens=2048, kv_capacity_tokens=1905)
+    s.advance()
+    assert tuple(s.plan_prefill(0, 2048, 10**9)) == (1000, 0, 1)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(chunk_size=None),
+        dict(chunk_size=16, max_sequences=3),
+        dict(chunk_size=32, kv_capacity_tokens=300),
+        dict(kv_allocation="paged", kv_block_tokens=4, kv_capacity_tokens=400, chunk_size=24),
+    ],
+)
+def test_plan_prefill_matches_the_prefill_only_iteration_it_plans(kw):
+    """A dry run and the iteration run with the same budget and cap prefill the same tokens
+    (paged mode: at decisions where the continuing chunks' blocks are free)."""
+    rng = np.random.default_rng(1)
+    arrival = np.cumsum(rng.exponential(0.01, 200))
+    w = make_workload(arrival, rng.integers(1, 90, 200), rng.integers(1, 12, 200))
+    s = server(w, **kw)
+    checked = 0
+    while s.advance():
+        gpu = s.decision_gpu
+        budget, cap = int(rng.integers(1, 120)), int(rng.integers(1, 5))
+        plan = s.plan_prefill(gpu, budget, cap)
+        before = s.prefill_tokens_processed
+        preemptions = s.n_preemptions
+        if rng.random() < 0.3 and s.running[gpu].size:
+            s.run_iteration(10**9, 10**9, 10**9)
+            continue
+        if not s.run_iteration(0, budget, cap):
+            assert plan.tokens == 0
+            s.run_iteration(10**9, 10**9, 10**9) or s.wait()
+            continue
+        if s.n_preemptions == preemptions:
+            assert s.prefill_tokens_processed - before == plan.tokens
+            checked += 1
+    assert checked > 20

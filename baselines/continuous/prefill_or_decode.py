@@ -1,7 +1,7 @@
-"""The schedulers of the course's Simulator A: run-to-completion (A) and prefill-first with K (B).
+"""Schedulers whose iterations are either a prefill batch or a decode batch, never mixed.
 
-Both come from the Cornell ORIE 4580/5580 "LLM Serving Simulation", where
-a GPU iteration is either a prefill batch or a decode batch:
+Run-to-completion (Scheduler A) and prefill-first with K (Scheduler B) of the Cornell ORIE
+4580/5580 "LLM Serving Simulation" (its Simulator A):
 
 * Scheduler A serves one job at a time: its prefill, then all its decode steps; the next job
   waits. Capacity ``1 / ((E[C] + L E[a]) + B (E[C] + E[a]))`` for prompt ``L`` and ``B`` decode
@@ -60,9 +60,9 @@ class RunToCompletion(ContinuousPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode the running job, or prefill the next one alone."""
-        if info["running"].size:
+        if self.running(info):
             return self.action(self.decode_levels - 1, 0, self._one)
-        if not info["prefilling"]:
+        if not self.prefilling(info):
             return self.action(0, self.prefill_levels - 1, self._one)
         # A chunked prompt in progress: continue it and use the budget up, so nothing is admitted.
         piece = min(int(info["prefill_remaining_tokens"]), self.chunk_size or self.max_tokens)
