@@ -479,12 +479,19 @@ def _cmd_train_rllib(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"llmsched train: error: {error}", file=sys.stderr)
         return 2
-    report(f"connecting to Ray ({args.ray_address or 'a local instance'})")
-    ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=not args.quiet)
+    # Called from a process that already runs Ray (a notebook, a test session), train there and
+    # leave that instance running; otherwise start or join one and shut it down afterwards.
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        report(f"connecting to Ray ({args.ray_address or 'a local instance'})")
+        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=not args.quiet)
+    else:
+        report("using the Ray instance already running in this process")
     try:
         result = train_rllib(settings, out=args.out, log=report)
     finally:
-        ray.shutdown()
+        if started_ray:
+            ray.shutdown()
     print(
         f"trained masked PPO (RLlib) on {env_id} for {result.env_steps} env steps; last mean "
         f"episode return {result.returns[-1]:.1f}; checkpoint saved to {result.checkpoint}"

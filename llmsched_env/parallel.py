@@ -3,7 +3,10 @@
 Ctrl-C in a terminal sends SIGINT to every process of the foreground group, workers included.
 Workers here ignore it, so only the main process sees a ``KeyboardInterrupt``; it then terminates
 the workers at once (a worker may be in the middle of a minutes-long simulation) instead of
-waiting for them, and no worker prints a traceback.
+waiting for them, and no worker prints a traceback. The workers are forked with SIGINT blocked:
+a Ctrl-C that lands in the middle of ``fork()`` would otherwise be raised inside the
+interpreter's at-fork handlers, where it is reported as ignored and lost; blocked, it is
+delivered as soon as the workers exist.
 """
 
 from __future__ import annotations
@@ -19,6 +22,19 @@ R = TypeVar("R")
 
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _block_sigint() -> set[int] | None:
+    """Block SIGINT in this thread and return the previous mask (None where masks do not exist)."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: workers are spawned, not forked
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _restore_mask(previous: set[int] | None) -> None:
+    """Restore the mask; a Ctrl-C that arrived while blocked is raised now."""
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def run_jobs(
@@ -47,8 +63,16 @@ def run_jobs(
             if on_result:
                 on_result(len(results), len(jobs))
         return results
-    pool = multiprocessing.get_context().Pool(min(n_jobs, len(jobs)), initializer=_ignore_sigint)
+    previous_mask = _block_sigint()
     try:
+        pool = multiprocessing.get_context().Pool(
+            min(n_jobs, len(jobs)), initializer=_ignore_sigint
+        )
+    except BaseException:
+        _restore_mask(previous_mask)
+        raise
+    try:
+        _restore_mask(previous_mask)
         for result in pool.imap(function, jobs):
             results.append(result)
             if on_result:

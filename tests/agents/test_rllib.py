@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -112,14 +115,31 @@ def test_cli_refuses_options_rllib_does_not_take(capsys, tmp_path):
     assert "--framework rllib trains masked PPO from scratch" in capsys.readouterr().err
 
 
+RLLIB_CLI_ARGS = ["train", "--framework", "rllib", "--env", "continuous", "--workload", "mm1"]
+RLLIB_CLI_ARGS += ["--arrival-rate", "4", "--n-requests", "30", "--steps", "256"]
+RLLIB_CLI_ARGS += ["--env-runners", "1", "--n-envs", "2", "--quiet"]
+
+
 @pytest.mark.slow
-def test_cli_trains_with_rllib(tmp_path, capsys):
-    pytest.importorskip("ray.rllib")
+def test_cli_trains_with_rllib_in_a_process_already_running_ray(local_ray, tmp_path, capsys):
     from llmsched_env.cli import main
 
     out = tmp_path / "run"
-    argv = ["train", "--framework", "rllib", "--env", "continuous", "--workload", "mm1"]
-    argv += ["--arrival-rate", "4", "--n-requests", "30", "--steps", "256", "--env-runners", "1"]
-    assert main([*argv, "--n-envs", "2", "--quiet", "--out", str(out)]) == 0
-    assert "trained masked PPO (RLlib) on llmsched/ContinuousBatching-v0" in capsys.readouterr().out
+    assert main([*RLLIB_CLI_ARGS, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "trained masked PPO (RLlib) on llmsched/ContinuousBatching-v0" in captured.out
+    assert "using the Ray instance already running in this process" in captured.err
+    assert (out / "checkpoint").is_dir()
+    assert local_ray.is_initialized(), "the CLI shut down a Ray instance it did not start"
+
+
+@pytest.mark.slow
+def test_cli_starts_and_stops_its_own_ray(tmp_path):
+    pytest.importorskip("ray.rllib")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "llmsched_env.cli", *RLLIB_CLI_ARGS, "--out", str(out)]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "connecting to Ray (a local instance)" in finished.stderr
+    assert "trained masked PPO (RLlib) on llmsched/ContinuousBatching-v0" in finished.stdout
     assert (out / "checkpoint").is_dir()
