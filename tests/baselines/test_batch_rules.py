@@ -231,8 +231,8 @@ def test_edf_serves_the_bin_with_the_least_slack():
     ]
     expected = int(np.argmin(slack))
     assert act(policy, info).tolist() == [expected + 1, 2]
-    assert policy.score(info, 0, 1) == pytest.approx(slack[0])
-    assert policy.score(info, 1, 2) == pytest.approx(slack[1])
+    assert policy.score(snapshot_of(info), info, 0, 1) == pytest.approx(slack[0])
+    assert policy.score(snapshot_of(info), info, 1, 2) == pytest.approx(slack[1])
 
 
 # ---------------------------------------------------------------- Multi-Bin
@@ -265,18 +265,18 @@ def test_multibin_work_conserving_serves_a_partial_batch():
     env = make_env()
     info = make_info([requests([1]), requests([2, 3, 4]), requests([5])])
     fullest = MultiBin.from_env(env, batch_size=8, work_conserving=True)
-    assert fullest.act(None, info).tolist() == [2, 3]
+    assert act(fullest, info).tolist() == [2, 3]
     oldest = MultiBin.from_env(env, batch_size=8, work_conserving=True, partial="oldest")
-    assert oldest.act(None, info).tolist() == [1, 3]
+    assert act(oldest, info).tolist() == [1, 3]
 
 
 def test_multibin_round_robin_and_longest_queue_choices():
     env = make_env()
     info = make_info([requests([1, 2]), requests([3, 4, 5]), requests([6, 7])])
     rr = MultiBin.from_env(env, batch_size=2, bin_choice="round-robin")
-    assert [rr.act(None, info)[0] for _ in range(4)] == [1, 2, 3, 1]
+    assert [act(rr, info)[0] for _ in range(4)] == [1, 2, 3, 1]
     longest = MultiBin.from_env(env, batch_size=2, bin_choice="longest-queue")
-    assert longest.act(None, info)[0] == 2
+    assert act(longest, info)[0] == 2
 
 
 def test_multibin_in_time_judges_bins_by_their_requests_in_time():
@@ -291,14 +291,14 @@ def test_multibin_in_time_judges_bins_by_their_requests_in_time():
         time_s=20.0,
     )
     plain = MultiBin.from_env(env, batch_size=4, work_conserving=True)
-    assert plain.act(None, info).tolist() == [1, 2]  # bin 0 counts as full
+    assert act(plain, info).tolist() == [1, 2]  # bin 0 counts as full
     aware = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
     assert aware.name == "multibin-wc-in-time"
-    assert aware.act(None, info).tolist() == [2, 2]  # no bin has 4 in time: the fullest in time
+    assert act(aware, info).tolist() == [2, 2]  # no bin has 4 in time: the fullest in time
     # Formation order by the B-th request in time: bin 1's second (11.5) before bin 0's (13).
     two = MultiBin.from_env(env, batch_size=2, in_time_only=True)
-    assert two.act(None, info).tolist() == [2, 1]
-    assert MultiBin.from_env(env, batch_size=4, in_time_only=True).act(None, info)[0] == 0
+    assert act(two, info).tolist() == [2, 1]
+    assert act(MultiBin.from_env(env, batch_size=4, in_time_only=True), info)[0] == 0
 
 
 def test_multibin_in_time_uses_the_envs_miss_test():
@@ -306,9 +306,9 @@ def test_multibin_in_time_uses_the_envs_miss_test():
     env = make_env()
     info = make_info([requests([1], arrival_s=[10.0]), requests([2], arrival_s=[15.0]), []])
     aware = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
-    assert aware.act(None, {**info, "time_s": 20.0}).tolist() == [2, 2]
+    assert act(aware, {**info, "time_s": 20.0}).tolist() == [2, 2]
     # A moment earlier both are in time, and the tie goes to the bin with the oldest request.
-    assert aware.act(None, {**info, "time_s": 19.999}).tolist() == [1, 2]
+    assert act(aware, {**info, "time_s": 19.999}).tolist() == [1, 2]
 
 
 def test_multibin_in_time_counts_every_request_when_none_is_in_time():
@@ -316,7 +316,7 @@ def test_multibin_in_time_counts_every_request_when_none_is_in_time():
     info = make_info([requests([1, 2]), requests([3, 4, 5]), []], time_s=50.0)
     aware = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
     plain = MultiBin.from_env(env, batch_size=4, work_conserving=True)
-    assert aware.act(None, info).tolist() == plain.act(None, info).tolist() == [2, 2]
+    assert act(aware, info).tolist() == act(plain, info).tolist() == [2, 2]
 
 
 def test_multibin_in_time_is_multibin_wc_while_no_request_is_late():
@@ -345,12 +345,12 @@ def test_multibin_viable_judges_bins_by_requests_that_can_still_be_on_time():
         time_s=now,
     )
     in_time = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
-    assert in_time.act(None, info).tolist() == [1, 2]  # bin 0 counts as full
+    assert act(in_time, info).tolist() == [1, 2]  # bin 0 counts as full
     viable = make_policy("multibin-wc-viable", env, batch_size=4)
     assert viable.name == "multibin-wc-viable"
     assert viable.in_time_only
     np.testing.assert_allclose(viable._horizons_s[0], horizon)
-    assert viable.act(None, info).tolist() == [2, 2]  # the fullest bin of viable requests
+    assert act(viable, info).tolist() == [2, 2]  # the fullest bin of viable requests
 
 
 def test_multibin_viable_boundary_is_the_miss_test_moved_by_the_horizon():
@@ -379,11 +379,11 @@ def test_multibin_viable_falls_back_to_in_time_then_to_every_request():
         ],
         time_s=20.0,
     )
-    assert act(policy, nothing_viable).tolist() == in_time.act(None, nothing_viable).tolist()
+    assert act(policy, nothing_viable).tolist() == act(in_time, nothing_viable).tolist()
     assert act(policy, nothing_viable).tolist() == [1, 2]
     # Nothing in time: every request counts, as for multibin-wc.
     all_late = make_info([requests([1, 2]), requests([3, 4, 5]), []], time_s=50.0)
-    assert act(policy, all_late).tolist() == plain.act(None, all_late).tolist() == [2, 2]
+    assert act(policy, all_late).tolist() == act(plain, all_late).tolist() == [2, 2]
 
 
 # ---------------------------------------------------------------- Algorithm 1 (memory)
@@ -452,7 +452,7 @@ def test_sla_dynamic_b_mem_uses_the_kv_capacity_and_the_mean_request():
     assert policy.batch_size(0) == 8
     assert act(policy, info).tolist() == [1, 3]
     clt = SLADynamic.from_env(env, memory="clt", eps_m=0.05)
-    clt.act(None, info)
+    act(clt, info)
     assert clt.b_mem(0) == memory_bound_clt(1_000, 100.0, clt.stats.std(0), 16, eps_m=0.05)
 
 
@@ -520,9 +520,9 @@ def test_size_rounding_nearest_takes_the_closer_level():
     env = make_env(kv_memory=10**6)
     info = make_info([requests([0]), [], []])
     nearest = SLADynamic.from_env(env, size_rounding="nearest", b_max=12)
-    assert nearest.batch_size(0) == 6 and nearest.act(None, info).tolist() == [1, 3]  # 6 -> 8
+    assert nearest.batch_size(0) == 6 and act(nearest, info).tolist() == [1, 3]  # 6 -> 8
     down = SLADynamic.from_env(env, b_max=12)
-    assert down.act(None, info).tolist() == [1, 2]  # 6 -> 4
+    assert act(down, info).tolist() == [1, 2]  # 6 -> 4
 
 
 def test_multibin_dynamic_keeps_statistics_and_controllers_per_bin():
