@@ -1,9 +1,10 @@
 """What every request-level baseline shares: the env's constants, size levels and bin choices.
 
 A baseline sees the environment only through its public configuration (read once in
-:class:`BatchPolicy`) and the documented ``info`` fields of each step. Requests are indexed in
-arrival order and every bin in ``info["queues"]`` is a FIFO, so the first entry of a bin is its
-oldest request and a smaller index means an earlier arrival.
+:class:`BatchPolicy`), the documented ``info`` fields of each step and the env's queries
+(``queue_snapshot()``, ``finished_batches()``). Requests are indexed in arrival order and every
+bin of ``queue_snapshot().ids`` is a FIFO, so the first entry of a bin is its oldest request and
+a smaller index means an earlier arrival.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def oldest_bin(queues: Sequence[np.ndarray]) -> int:
 def newest_entries(queues: Sequence[np.ndarray]) -> list[Any]:
     """The newest (last) entry of each bin as a Python scalar, ``None`` for an empty bin.
 
-    The env's ``info["queues"]`` answers without building a view per bin
+    The env's ``queue_snapshot().ids`` answers without building a view per bin
     (``QueueSnapshot.newest``); any other sequence of arrays is read bin by bin.
 
     Example:

@@ -15,6 +15,7 @@ import numpy as np
 
 from baselines._checks import check_int
 from baselines.batch._common import BatchPolicy, make_action
+from llmsched_env.envs.queue_snapshot import BinQueueSnapshot
 
 
 class _BinScorer(BatchPolicy):
@@ -26,16 +27,20 @@ class _BinScorer(BatchPolicy):
         self.batch_size = check_int(type(self).__name__, "batch_size", size, 1, self.max_batch_size)
         self._level = self.level(self.batch_size)
 
-    def score(self, info: dict[str, Any], j: int, take: int) -> float:
-        """Score of serving the oldest ``take`` requests of bin ``j`` (smaller is served first)."""
+    def score(self, queues: BinQueueSnapshot, info: dict[str, Any], j: int, take: int) -> float:
+        """Score of serving the oldest ``take`` requests of bin ``j`` (smaller is served first).
+
+        ``queues`` is the env's ``queue_snapshot()`` at the decision.
+        """
         raise NotImplementedError
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Serve the non-empty bin with the smallest score (ties: the lower bin index)."""
         best, best_score = -1, np.inf
-        for j, queue in enumerate(info["queues"]):
+        queues = self.env.queue_snapshot()
+        for j, queue in enumerate(queues.ids):
             if queue.size:
-                score = self.score(info, j, min(queue.size, self.batch_size))
+                score = self.score(queues, info, j, min(queue.size, self.batch_size))
                 if best < 0 or score < best_score:
                     best, best_score = j, score
         return make_action(best, self._level)
@@ -61,9 +66,9 @@ class ShortestPredictedFirst(_BinScorer):
 
     name = "spf"
 
-    def score(self, info: dict[str, Any], j: int, take: int) -> float:
+    def score(self, queues: BinQueueSnapshot, info: dict[str, Any], j: int, take: int) -> float:
         """The largest predicted output length among the batch's members."""
-        return float(info["queue_predicted_output_tokens"][j][:take].max())
+        return float(queues.predicted_output_tokens[j][:take].max())
 
 
 class EarliestDeadlineFirst(_BinScorer):
@@ -87,12 +92,12 @@ class EarliestDeadlineFirst(_BinScorer):
 
     name = "edf"
 
-    def score(self, info: dict[str, Any], j: int, take: int) -> float:
+    def score(self, queues: BinQueueSnapshot, info: dict[str, Any], j: int, take: int) -> float:
         """The slack of bin ``j`` in seconds."""
-        prompt = float(info["queue_prompt_tokens"][j][:take].max())
-        output = float(info["queue_predicted_output_tokens"][j][:take].max())
+        prompt = float(queues.prompt_tokens[j][:take].max())
+        output = float(queues.predicted_output_tokens[j][:take].max())
         service_s = self.latency.estimate_s(take, prompt, output)
-        return float(info["queue_arrival_s"][j][0]) + self.sla_s - info["time_s"] - service_s
+        return float(queues.arrival_s[j][0]) + self.sla_s - info["time_s"] - service_s
 
 
 class RandomBinAndSize(BatchPolicy):

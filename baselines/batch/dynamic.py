@@ -137,8 +137,8 @@ class _DynamicBatching(BatchPolicy):
 
     def _absorb(self, info: dict[str, Any]) -> None:
         """Take in new requests' lengths and finished batches; update the controllers."""
-        self.stats.observe(info)
-        finished = info["finished_batches"]
+        self.stats.observe(self.env.queue_snapshot())
+        finished = self.env.finished_batches()
         if not finished:
             return
         updated = []
@@ -239,7 +239,7 @@ class SLADynamic(_DynamicBatching):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Serve the oldest bin with ``min(b_mem, b_SLA)`` requests."""
         self._absorb(info)
-        return self._serve(info, oldest_bin(info["queues"]))
+        return self._serve(info, oldest_bin(self.env.queue_snapshot().ids))
 
 
 class MultiBinDynamic(_DynamicBatching):
@@ -279,7 +279,7 @@ class MultiBinDynamic(_DynamicBatching):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Choose a non-empty bin and serve it with its ``min(b_mem, b_SLA)`` requests."""
         self._absorb(info)
-        queues = info["queues"]
+        queues = self.env.queue_snapshot().ids
         if self.bin_choice == "round-robin":
             chosen = first_non_empty(queues, self._next_bin)
             self._next_bin = (chosen + 1) % self.n_bins

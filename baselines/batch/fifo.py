@@ -48,4 +48,4 @@ class StaticFIFO(BatchPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Serve the oldest bin with up to ``batch_size`` requests."""
-        return make_action(oldest_bin(info["queues"]), self._level)
+        return make_action(oldest_bin(self.env.queue_snapshot().ids), self._level)

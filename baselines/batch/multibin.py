@@ -158,7 +158,8 @@ class MultiBin(BatchPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Serve a full bin, else WAIT (or a partial batch when work-conserving or at the end)."""
-        queues, arrivals = info["queues"], info["queue_arrival_s"]
+        snapshot = self.env.queue_snapshot()
+        queues, arrivals = snapshot.ids, snapshot.arrival_s
         if self.in_time_only:
             queues, arrivals = self._in_time(queues, arrivals, info["time_s"])
         b = self.batch_size

@@ -9,7 +9,7 @@ Dynamic Batching" (arXiv 2503.05248):
   feedback: :class:`SLAController`.
 
 :class:`RequestLengthStats` keeps the per-request length statistics Algorithm 1 needs, from the
-requests seen waiting in ``info["queues"]``.
+requests seen waiting in the env's ``queue_snapshot()``.
 
 **Static batching on an idle GPU.** The paper's ``eta`` is the number of tokens that fit in KV
 memory, ``L0`` the tokens already held by running (decoding) requests and ``N_decode`` the
@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -190,7 +191,7 @@ class SLAController:
 class RequestLengthStats:
     """Running mean and standard deviation of ``prompt + predicted output`` tokens per request.
 
-    Every request that has arrived (and was not rejected) appears in ``info["queues"]`` at
+    Every request that has arrived (and was not rejected) appears in a ``queue_snapshot()`` at
     least once before it is served. Each call of :meth:`observe` adds the requests that are new
     since the previous call: a bin is a FIFO of increasing request indices, so its new requests
     are those after the last index already counted. Output lengths are not known before a
@@ -219,9 +220,15 @@ class RequestLengthStats:
         self.total_sq = [0] * n_groups
         self._last_seen = [-1] * n_bins
 
-    def observe(self, info: dict) -> None:
-        """Count the requests of ``info["queues"]`` not seen before."""
-        queues = info["queues"]
+    def observe(self, snapshot: Any) -> None:
+        """Count the requests of ``snapshot`` not seen before.
+
+        Args:
+            snapshot: The env's ``queue_snapshot()`` (a
+                :class:`~llmsched_env.envs.queue_snapshot.BinQueueSnapshot`; any object with
+                per-bin ``ids``, ``prompt_tokens`` and ``predicted_output_tokens`` will do).
+        """
+        queues = snapshot.ids
         last_seen = self._last_seen
         for j, newest in enumerate(newest_entries(queues)):
             seen = last_seen[j]
@@ -235,8 +242,8 @@ class RequestLengthStats:
             start = n - 1
             while start and queue.item(start - 1) > seen:
                 start -= 1
-            prompts = info["queue_prompt_tokens"][j]
-            predicted = info["queue_predicted_output_tokens"][j]
+            prompts = snapshot.prompt_tokens[j]
+            predicted = snapshot.predicted_output_tokens[j]
             total = total_sq = 0
             for i in range(start, n):
                 tokens = prompts.item(i) + predicted.item(i)

@@ -11,15 +11,21 @@ from numba import njit
 from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch
 from llmsched_env.config import BatchEnvConfig
 from llmsched_env.envs.base import SchedulingEnv
-from llmsched_env.envs.batch_observation import BatchObservation, feature_bounds, feature_names
+from llmsched_env.envs.batch_observation import (
+    BatchObservation,
+    _stacked_bounds,
+    feature_bounds,
+    feature_names,
+)
+from llmsched_env.envs.batch_step import REWARD_CODES, episode_arrays, step_one
 from llmsched_env.envs.common import InvalidActionError, parse_action
 from llmsched_env.envs.footprint import BATCH_BYTES_PER_REQUEST
-from llmsched_env.envs.queue_snapshot import QueueSnapshot, read_only
+from llmsched_env.envs.queue_snapshot import BinQueueSnapshot, QueueSnapshot, read_only
 from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.latency import make_batch_latency
 from llmsched_env.metrics import SLATargets
 from llmsched_env.sim.batch_rules import bisect_right
-from llmsched_env.sim.batch_server import BatchServer
+from llmsched_env.sim.batch_server import BatchServer, FinishedBatch
 from llmsched_env.workload import Workload
 
 WAIT = 0
@@ -192,20 +198,21 @@ class BatchSchedulingEnv(SchedulingEnv):
 
     ## Information
 
-    Every ``info`` holds ``time_s`` (simulated time), ``gpu`` (the deciding GPU), per bin
-    (``QueueSnapshot`` sequences of read-only arrays, one per bin, oldest request first)
-    ``queues`` (request indices), ``queue_arrival_s``, ``queue_predicted_output_tokens`` and
-    ``queue_prompt_tokens``; ``gpu_busy_until_s`` (per GPU), ``finished_batches``
-    (``FinishedBatch`` records of the batches that ended since the previous step: size, service
-    time, longest lengths), ``action_mask`` (the per-component masks), ``invalid_action`` and
-    ``applied_action`` (the action actually carried out, an array of 2; ``[-1, -1]`` at
-    ``reset``). Once the episode is over the mask allows WAIT only (a valid mask for the action a
-    vector env passes to a finished episode, which it resets instead). Writable arrays are fresh
-    copies; the queue snapshots are views of per-episode arrays that never change, so an
-    ``info`` kept from an earlier step keeps showing that step's queues, and each costs the same
-    whatever the queue's length (a vector env stacks them as objects). ``reset`` adds
-    ``batch_sizes``, ``bin_edges``, ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and
-    ``arrival_rate_rps``.
+    Every ``info`` holds ``time_s`` (simulated time), ``gpu`` (the deciding GPU, -1 once the
+    episode is over), ``gpu_busy_until_s`` (per GPU), ``action_mask`` (the per-component masks),
+    ``invalid_action`` and ``applied_action`` (the action actually carried out, an array of 2;
+    ``[-1, -1]`` at ``reset``). Once the episode is over the mask allows WAIT only (a valid mask
+    for the action a vector env passes to a finished episode, which it resets instead), and so
+    does ``joint_action_mask()``. Arrays are fresh copies, and every ``info`` has the same keys
+    and shapes whatever the queues hold. ``reset`` adds ``batch_sizes``, ``bin_edges``,
+    ``sla_s``, ``kv_capacity_tokens``, ``capacity_rps`` and ``arrival_rate_rps``.
+
+    Queue contents vary in length and are not in ``info``: ``env.unwrapped.queue_snapshot()``
+    returns a :class:`~llmsched_env.envs.queue_snapshot.BinQueueSnapshot` of the current
+    decision, per bin (oldest request first, read-only views whose cost does not grow with the
+    queue) the request indices, arrival times, predicted output lengths and prompt lengths;
+    ``env.unwrapped.finished_batches()`` gives the ``FinishedBatch`` records of the batches that
+    ended during the latest step (GPU, bin, size, start, service time, longest lengths).
     At the end of an episode (termination or truncation), ``info["episode_metrics"]`` holds the
     metrics summary of :func:`llmsched_env.metrics.summarize`. ``env.unwrapped.last_info`` is
     the latest ``info`` returned (what a heuristic's SB3-style ``predict`` reads when a vector
@@ -252,7 +259,10 @@ class BatchSchedulingEnv(SchedulingEnv):
 
     ## Version History
 
-    * v0: Initial version.
+    * v0: Initial version. The queue contents of ``info`` (``queues``, ``queue_arrival_s``,
+      ``queue_predicted_output_tokens``, ``queue_prompt_tokens``) moved to
+      ``queue_snapshot()`` and ``finished_batches`` to ``finished_batches()``; the dynamics did
+      not change.
     """
 
     config_class = BatchEnvConfig
@@ -308,6 +318,17 @@ class BatchSchedulingEnv(SchedulingEnv):
         self.server: BatchServer | None = None
         self._observer: BatchObservation | None = None
         self._skips_late = cfg.dispatch_order == "oldest-in-time"
+        # The compiled step (batch_step.step_one) needs the latency model's compiled timing;
+        # a model timed in Python steps through the server's Python path.
+        compiled_timing = getattr(self.latency, "compiled_timing", None)
+        self._compiled_step = compiled_timing is not None and compiled_timing() is not None
+        self._bounds = _stacked_bounds(cfg.n_bins, cfg.n_gpus)
+        self._batch_sizes = np.asarray(self.batch_sizes, dtype=np.int64)
+        self._reward_code = REWARD_CODES[cfg.reward]
+        self._episode: tuple[np.ndarray, ...] = ()
+        # Batches finished during the latest step: positions finished_from .. n_finished - 1
+        # of the server's list of finished batches.
+        self._finished_from = 0
 
     def _bin_service_estimates(self, calibration: Workload) -> np.ndarray:
         """Estimated service time of a full batch of each bin (its upper length, mean prompt)."""
@@ -347,8 +368,10 @@ class BatchSchedulingEnv(SchedulingEnv):
             bin_service_s=self.bin_service_s,
             capacity_rps=self.capacity_rps,
         )
-        self._queue_columns = self._queue_columns_in_order()
+        self._queue_columns = ()
+        self._episode = episode_arrays(self.server, self._observer)
         self._first_decision(workload, f"KV capacity {self.kv_capacity_tokens} tokens")
+        self._finished_from = 0
         self.server.fill_decision_mask(self._mask)
         info = self._info(invalid=False, applied=None)
         info.update(
@@ -363,27 +386,118 @@ class BatchSchedulingEnv(SchedulingEnv):
         return self._observe(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """Carry out one scheduling decision and advance to the next one."""
+        """Carry out one scheduling decision and advance to the next one.
+
+        With a compiled latency model the whole decision, the advance to the next one, the
+        reward and the observation are one compiled call (:func:`~llmsched_env.envs.
+        batch_step.step_one`, shared with the compiled vector env); here remain the action's
+        checks, the ``info`` and the episode's end.
+        """
         server = self._running_server()
         choice, level = parse_action(action, self._nvec)
+        mask = self._mask
+        if not mask[choice] and self.config.invalid_action == "raise":
+            raise InvalidActionError(
+                f"action {[choice, level]} is forbidden by the mask {mask.tolist()} "
+                f"(component 0, bin choice {choice}, is masked: "
+                + ("WAIT is not allowed now)" if choice == WAIT else "that bin is empty)")
+            )
+        if not self._compiled_step:
+            return self._python_step(server, choice, level)
+        obs = np.empty(self._bounds.shape[1], dtype=np.float32)
+        cfg = self.config
+        invalid, queue, due, moved, objective, now, gpu, self._finished_from = step_one(
+            choice,
+            level,
+            self._episode,
+            self._bounds,
+            self._batch_sizes,
+            mask,
+            obs,
+            self._reward_code,
+            cfg.sla_penalty,
+            cfg.sla,
+            self._skips_late,
+        )
+        if moved:
+            self._queue_columns = ()  # made anew when next asked for (queue_snapshot)
+        reward_shape = self._reward
+        reward = objective - reward_shape._last
+        reward_shape._last = objective
+        self._steps += 1
+        max_steps = cfg.max_steps
+        truncated = due and max_steps is not None and self._steps >= max_steps
+        if not due:
+            mask[0] = True  # the episode is over: WAIT only (see _info)
+        info = {
+            "time_s": now,
+            "gpu": gpu,
+            "gpu_busy_until_s": server.state.gpu_until.copy(),
+            "action_mask": mask.copy(),
+            "invalid_action": invalid,
+            "applied_action": np.array((queue + 1, level)),
+        }
+        if truncated or not due:
+            self._episode_over = True
+            info["episode_metrics"] = self.episode_metrics()
+        self.last_info = info
+        return obs, reward, not due, truncated, info
+
+    def _python_step(
+        self, server: BatchServer, choice: int, level: int
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """``step`` with a latency model timed in Python (the server's Python dispatch)."""
         invalid = not self._mask[choice]
         if invalid:
-            if self.config.invalid_action == "raise":
-                raise InvalidActionError(
-                    f"action {[choice, level]} is forbidden by the mask {self._mask.tolist()} "
-                    f"(component 0, bin choice {choice}, is masked: "
-                    + ("WAIT is not allowed now)" if choice == WAIT else "that bin is empty)")
-                )
             choice = self._fallback_choice()
+        self._finished_from = int(server.state.n_finished[0])
         decision_due = server.decide(choice - 1, self.batch_sizes[level], self._mask)
         if self._skips_late and choice != WAIT:
             lo, hi = server.last_moved
             if hi > lo:
-                self._positions_moved(lo, hi)
+                self._observer.positions_moved(lo, hi)
+                self._queue_columns = ()
         return self._finish_step(decision_due, invalid, (choice, level))
 
+    def queue_snapshot(self) -> BinQueueSnapshot:
+        """The waiting requests of every bin now, oldest first, as read-only views.
+
+        Its cost does not grow with the queues (see :class:`~llmsched_env.envs.queue_snapshot.
+        QueueSnapshot`); this is where heuristics and agents read queue contents, which
+        ``info`` does not carry. A snapshot kept from an earlier step keeps showing that step's
+        queues.
+        """
+        s = self.server
+        if s is None:
+            raise RuntimeError("call reset() before queue_snapshot()")
+        if not self._queue_columns:
+            self._queue_columns = self._queue_columns_in_order()
+        heads, tails = s.queue_bounds()
+        ids, arrival, predicted, prompt = self._queue_columns
+        return BinQueueSnapshot(
+            ids=QueueSnapshot(ids, heads, tails),
+            arrival_s=QueueSnapshot(arrival, heads, tails),
+            predicted_output_tokens=QueueSnapshot(predicted, heads, tails),
+            prompt_tokens=QueueSnapshot(prompt, heads, tails),
+        )
+
+    def finished_batches(self) -> list[FinishedBatch]:
+        """The batches that finished during the latest step (none after ``reset``).
+
+        What schedulers that learn from measured latency read (size, service time, longest
+        lengths); the list is made when asked for, from the server's record of batches.
+        """
+        s = self.server
+        if s is None:
+            raise RuntimeError("call reset() before finished_batches()")
+        return s.finished_between(self._finished_from, int(s.state.n_finished[0]))
+
     def _queue_columns_in_order(self) -> tuple[np.ndarray, ...]:
-        """Request index, arrival, predicted output and prompt at every position (read-only)."""
+        """Request index, arrival, predicted output and prompt at every position (read-only).
+
+        They are made anew (never written) when a dispatch reorders positions, so that the
+        snapshots of earlier steps keep showing their step's queues.
+        """
         order = self.server.order
         w = self.server.workload
         return tuple(
@@ -395,15 +509,6 @@ class BatchSchedulingEnv(SchedulingEnv):
                 w.prompt_tokens[order],
             )
         )
-
-    def _positions_moved(self, lo: int, hi: int) -> None:
-        """Follow a dispatch that reordered positions ``lo .. hi - 1`` (late requests last).
-
-        The queue columns are made anew, not written, so that the snapshots of earlier infos
-        keep showing their step's queues.
-        """
-        self._observer.positions_moved(lo, hi)
-        self._queue_columns = self._queue_columns_in_order()
 
     def _fallback_choice(self) -> int:
         """The bin whose oldest waiting request is the oldest (first come, first served)."""
@@ -420,8 +525,13 @@ class BatchSchedulingEnv(SchedulingEnv):
         server = self.server
         if server is None:
             raise RuntimeError("call reset() before joint_action_mask()")
-        counts = server.batch_counts(self.batch_sizes)
         mask = np.zeros(self._nvec, dtype=bool)
+        if server.decision_gpu < 0:
+            # The episode is over: WAIT only, as action_masks() (a valid action for a vector
+            # env to pass to a finished episode, which it resets instead).
+            mask[0, 0] = True
+            return mask
+        counts = server.batch_counts(self.batch_sizes)
         mask[0, 0] = server.can_wait()
         mask[1:, 0] = counts[:, 0] > 0
         mask[1:, 1:] = counts[:, 1:] > counts[:, :-1]
@@ -472,21 +582,28 @@ class BatchSchedulingEnv(SchedulingEnv):
             lines.append(f"  gpu {g}: {state}{marker}")
         return lines
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The compiled step's arrays are the server's and the observation's: made anew from
+        # them, so that a copy's step works on the copy's buffers.
+        state = self.__dict__.copy()
+        state["_episode"] = ()
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a pickled or deep-copied env; copies of arrays come back writable."""
         self.__dict__.update(state)
         for values in self._queue_columns:
             read_only(values)
+        if self.server is not None:
+            self._episode = episode_arrays(self.server, self._observer)
 
     # ------------------------------------------------------------------ helpers
     def _observe(self) -> np.ndarray:
         return self._observer.build()
 
     def _info(self, *, invalid: bool, applied: tuple[int, int] | None) -> dict[str, Any]:
+        """The ``info`` of ``reset`` and of the Python step (``step`` builds its own, alike)."""
         s = self.server
-        finished = s.take_finished_batches()
-        heads, tails = s.queue_bounds()
-        ids, arrival, predicted, prompt = self._queue_columns
         if s.decision_gpu < 0:
             # The episode is over: allow WAIT only, a valid mask for the action a vector env
             # passes to a finished episode (it resets instead of carrying the action out).
@@ -494,12 +611,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         return {
             "time_s": s.now,
             "gpu": s.decision_gpu,
-            "queues": QueueSnapshot(ids, heads, tails),
-            "queue_arrival_s": QueueSnapshot(arrival, heads, tails),
-            "queue_predicted_output_tokens": QueueSnapshot(predicted, heads, tails),
-            "queue_prompt_tokens": QueueSnapshot(prompt, heads, tails),
             "gpu_busy_until_s": s.busy_until(),
-            "finished_batches": finished,
             "action_mask": self._mask.copy(),
             "invalid_action": invalid,
             "applied_action": np.array(applied if applied is not None else (-1, -1)),

@@ -32,13 +32,8 @@ from numba.typed import List
 
 from llmsched_env.envs import batch_observation as bo
 from llmsched_env.envs.batch_env import WAIT, BatchSchedulingEnv
+from llmsched_env.envs.batch_step import REWARD_CODES, step_episode
 from llmsched_env.envs.common import InvalidActionError
-from llmsched_env.sim import batch_kernels as k
-from llmsched_env.sim import batch_rules as rules
-from llmsched_env.sim.batch_state import state_view
-
-#: Codes of the reward shapes in :func:`_objective` (by ``reward`` argument).
-_REWARD_CODES = {"sla": 0, "goodput-tokens": 1, "queue": 2}
 
 
 class BatchSchedulingVectorEnv(VectorEnv):
@@ -105,13 +100,13 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self._ended = np.zeros(self.num_envs, dtype=bool)
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
         self._last_objective = np.zeros(self.num_envs)
-        self._reward_code = _REWARD_CODES[self.config.reward]
+        self._reward_code = REWARD_CODES[self.config.reward]
         self._max_steps = self.config.max_steps or 0
         self._skip_late = self.config.dispatch_order == "oldest-in-time"
         self._raise_invalid = self.config.invalid_action == "raise"
         # Per sub-env, the arrays of its episode that the compiled step works on (see
-        # _episode_arrays), replaced at each of its resets. One list, because each typed list
-        # passed to a compiled function costs microseconds to unbox.
+        # batch_step.episode_arrays), replaced at each of its resets. One list, because each
+        # typed list passed to a compiled function costs microseconds to unbox.
         self._episodes: Any = List()
         self._started = False
 
@@ -253,7 +248,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
         """Reset sub-env ``i`` in Python and hand its state to the compiled step."""
         env = self.envs[i]
         obs, _ = env.reset(seed=seed, options=options)
-        arrays = _episode_arrays(env)
+        arrays = env._episode
         if len(self._episodes) > i:
             self._episodes[i] = arrays
         else:
@@ -279,33 +274,6 @@ class BatchSchedulingVectorEnv(VectorEnv):
         return info
 
 
-def _episode_arrays(env: BatchSchedulingEnv) -> tuple[np.ndarray, ...]:
-    """The arrays of an episode that the compiled step works on.
-
-    The server's state buffers (:mod:`llmsched_env.sim.batch_state`), the observation's own
-    buffers (:data:`~llmsched_env.envs.batch_observation.OBSERVATION_STATE`) and the
-    workload's lengths, which a dispatch that reorders positions needs to redo the
-    observation's prefix sums.
-    """
-    workload = env.server.workload
-    return (
-        *env.server.buffers,
-        *env._observer._buffers,
-        workload.predicted_output_tokens.astype(np.int64, copy=False),
-        workload.prompt_tokens.astype(np.int64, copy=False),
-    )
-
-
-@njit(cache=True)
-def _objective(state, reward_code, sla_penalty, time_scale_s):
-    """The reward shape's cumulative objective (see :mod:`llmsched_env.envs.rewards`)."""
-    if reward_code == 0:
-        return state.n_on_time[0] - sla_penalty * state.n_late[0]
-    if reward_code == 1:
-        return state.on_time_tokens[0] / 1000.0
-    return -state.in_system_s[0] / time_scale_s
-
-
 @njit(cache=True)
 def _step_envs(
     actions,
@@ -329,39 +297,27 @@ def _step_envs(
 ):
     """One decision in every sub-env not in ``skip``: the single env's ``step``, compiled.
 
-    Forbidden bin choices are remapped to the queue whose oldest waiting request arrived first,
-    as ``invalid_action="remap"`` does (``"raise"`` is checked before the call).
+    Each sub-env's decision is :func:`~llmsched_env.envs.batch_step.step_episode`; this adds
+    the step count, the reward (the objective's change) and the episode's end.
     """
     for e in range(actions.shape[0]):
         if skip[e]:
             continue
-        floats, ints, layout, own_floats, own_ints, own_layout, predicted, prompt = episodes[e]
-        state = state_view(floats, ints, layout)
-        mask = masks[e]
-        choice = actions[e, 0]
-        invalid[e] = not mask[choice]
-        queue = rules.oldest_queue(state) if invalid[e] else choice - 1
-        if queue < 0:
-            k._wait(state)
-        else:
-            k._dispatch(state, queue, batch_sizes[actions[e, 1]])
-        due = k._advance(state)
-        rules.fill_decision_mask(state, mask)
-        if skip_late and queue >= 0 and state.moved_hi[0] > state.moved_lo[0]:
-            own = bo._observation_view(own_floats, own_ints, own_layout)
-            bo._prefix_sums(
-                own.predicted_cumsum,
-                own.need_cumsum,
-                state.order,
-                predicted,
-                prompt,
-                state.moved_lo[0],
-                state.moved_hi[0],
-            )
+        invalid[e], _, due, _, objective = step_episode(
+            actions[e, 0],
+            actions[e, 1],
+            episodes[e],
+            bounds,
+            batch_sizes,
+            masks[e],
+            obs[e],
+            reward_code,
+            sla_penalty,
+            time_scale_s,
+            skip_late,
+        )
         steps[e] += 1
-        objective = _objective(state, reward_code, sla_penalty, time_scale_s)
         rewards[e] = objective - last_objective[e]
         last_objective[e] = objective
         terminated[e] = not due
         truncated[e] = not terminated[e] and max_steps > 0 and steps[e] >= max_steps
-        bo._build(obs[e], bounds, own_floats, own_ints, own_layout, floats, ints, layout)

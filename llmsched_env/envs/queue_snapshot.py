@@ -1,18 +1,19 @@
 """The contents of the waiting queues at one decision, without copying them.
 
-:class:`QueueSnapshot` holds the per-bin queues of ``BatchScheduling-v0``;
+:class:`BinQueueSnapshot` holds the per-bin queues of ``BatchScheduling-v0``;
 :class:`WaitingQueueSnapshot` the waiting queue and the deciding GPU's requests of
-``ContinuousBatching-v0`` (``env.unwrapped.queue_snapshot()``). Both take the same time whatever
-the queue's length, so reading the queues never makes an overloaded episode slower per step.
+``ContinuousBatching-v0``. Each env returns one from ``env.unwrapped.queue_snapshot()``; both
+take the same time whatever the queue's length, so reading the queues never makes an overloaded
+episode slower per step, and queue contents stay out of ``info``, which keeps a fixed shape.
 
-``BatchScheduling-v0`` reports in every ``info`` what waits in each bin (request indices,
-arrival times, predicted output lengths, prompt lengths). Copying four arrays per bin at every
-step costs more than the rest of the observation, and most consumers (an RL agent, a vector env)
-never read them. A :class:`QueueSnapshot` instead holds a reference to one read-only,
-per-episode array (the attribute of every request, bins one after another in arrival order) and
-the bounds of each bin's waiting part at the decision. Because that array never changes during
-the episode, a snapshot kept from an earlier step still shows that step's queues, and no two
-steps' infos can alter each other: item ``j`` is a read-only view.
+``BatchScheduling-v0`` tells what waits in each bin (request indices, arrival times, predicted
+output lengths, prompt lengths). Copying four arrays per bin at every step would cost more than
+the rest of the observation, and most consumers (an RL agent, a vector env) never read them. A
+:class:`QueueSnapshot` instead holds a reference to one read-only, per-episode array (the
+attribute of every request, bins one after another in arrival order) and the bounds of each
+bin's waiting part at the decision. Because that array never changes during the episode, a
+snapshot kept from an earlier step still shows that step's queues: item ``j`` is a read-only
+view.
 """
 
 from __future__ import annotations
@@ -117,6 +118,27 @@ class QueueSnapshot(Sequence[np.ndarray]):
 
     def __repr__(self) -> str:
         return f"QueueSnapshot({[a.tolist() for a in self]!r})"
+
+
+@dataclass(frozen=True)
+class BinQueueSnapshot:
+    """The waiting requests of every bin of ``BatchScheduling-v0`` at one decision.
+
+    ``env.unwrapped.queue_snapshot()`` returns one. Each attribute is a :class:`QueueSnapshot`
+    (``n_bins`` read-only arrays, oldest request first), and entry ``i`` of bin ``j`` of every
+    attribute belongs to the same request.
+
+    Attributes:
+        ids: Request indices (in arrival order, so a smaller index arrived earlier).
+        arrival_s: Arrival times.
+        predicted_output_tokens: Predicted output lengths.
+        prompt_tokens: Prompt lengths.
+    """
+
+    ids: QueueSnapshot
+    arrival_s: QueueSnapshot
+    predicted_output_tokens: QueueSnapshot
+    prompt_tokens: QueueSnapshot
 
 
 @dataclass(frozen=True)

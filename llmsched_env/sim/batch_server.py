@@ -448,22 +448,9 @@ class BatchServer:
     @property
     def finished_batches(self) -> list[FinishedBatch]:
         """Batches finished since the caller last cleared this list (assign ``[]`` to clear)."""
-        state = self.state
-        n_finished = int(state.n_finished[0])
+        n_finished = int(self.state.n_finished[0])
         if n_finished > self._finished_read:
-            for b in state.finished[self._finished_read : n_finished].tolist():
-                self._finished_batches.append(
-                    FinishedBatch(
-                        int(state.batch_gpu[b]),
-                        int(state.batch_queue[b]),
-                        int(state.batch_size[b]),
-                        float(state.batch_start_s[b]),
-                        float(state.batch_service_s[b]),
-                        int(state.batch_max_total[b]),
-                        int(state.batch_max_output[b]),
-                        int(state.batch_output_tokens[b]),
-                    )
-                )
+            self._finished_batches += self.finished_between(self._finished_read, n_finished)
             self._finished_read = n_finished
         return self._finished_batches
 
@@ -471,6 +458,28 @@ class BatchServer:
     def finished_batches(self, value: list[FinishedBatch]) -> None:
         self._finished_read = int(self.state.n_finished[0])  # what finished so far is dropped
         self._finished_batches = value
+
+    def finished_between(self, lo: int, hi: int) -> list[FinishedBatch]:
+        """The ``lo``-th to ``(hi - 1)``-th batches to finish in the run, in the order they ended.
+
+        ``state.n_finished`` counts the batches finished so far, so the batches that finish
+        during some calls are ``finished_between(n_before, n_after)`` of its values before and
+        after them (what ``BatchScheduling-v0`` reports per step).
+        """
+        state = self.state
+        return [
+            FinishedBatch(
+                int(state.batch_gpu[b]),
+                int(state.batch_queue[b]),
+                int(state.batch_size[b]),
+                float(state.batch_start_s[b]),
+                float(state.batch_service_s[b]),
+                int(state.batch_max_total[b]),
+                int(state.batch_max_output[b]),
+                int(state.batch_output_tokens[b]),
+            )
+            for b in state.finished[lo:hi].tolist()
+        ]
 
     def take_finished_batches(self) -> list[FinishedBatch]:
         """The batches finished since the previous call (or :attr:`finished_batches` clearing)."""

@@ -30,13 +30,15 @@ def test_sb3_evaluate_policy_scores_a_heuristic_like_act_does(env_id):
     returns, _ = evaluate_policy(policy, env, n_eval_episodes=3, return_episode_rewards=True)
     expected_env = gym.make(env_id, **SMALL[env_id])
     expected_env.reset(seed=5)
+    expected_policy = make_policy(POLICY[env_id], expected_env)  # reads its own env's queues
     expected = []
     for _ in range(3):
         obs, info = expected_env.reset()
-        policy.reset()
+        expected_policy.reset()
         total, done = 0.0, False
         while not done:
-            obs, reward, terminated, truncated, info = expected_env.step(policy.act(obs, info))
+            action = expected_policy.act(obs, info)
+            obs, reward, terminated, truncated, info = expected_env.step(action)
             total += reward
             done = terminated or truncated
         expected.append(total)

@@ -67,7 +67,7 @@ def run(policy_name: str, env_kwargs: dict, seed: int = 0, check=None, **policy_
 def test_baselines_take_only_allowed_actions(name, config):
     def allowed(policy, info, action):
         mask = info["action_mask"]
-        n_choices = len(info["queues"]) + 1
+        n_choices = policy.n_bins + 1
         assert action.shape == (2,) and action.dtype.kind == "i"
         assert mask[action[0]] and mask[n_choices + action[1]]
 
@@ -79,7 +79,7 @@ def test_baselines_take_only_allowed_actions(name, config):
 def test_multibin_never_emits_a_partial_batch_before_the_end():
     def full_or_final(policy, info, action):
         if action[0] != 0:
-            waiting = len(info["queues"][action[0] - 1])
+            waiting = len(policy.env.queue_snapshot().ids[action[0] - 1])
             assert waiting >= policy.batch_size or not info["action_mask"][0]
 
     config = {**CONFIGS["demo2-3gpu"], "arrival_rate": 5.0}
@@ -145,7 +145,7 @@ def multibin_throughput_through_the_env(k: int, batches_per_bin: int = 60) -> fl
     served, busy_s = 0, 0.0
     while True:
         obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
-        for batch in info["finished_batches"]:
+        for batch in env.unwrapped.finished_batches():
             if batch.size == B:
                 served += batch.size
                 busy_s += batch.service_s

@@ -1,12 +1,14 @@
 """Each request-level baseline's rule, pinned on hand-made decision states.
 
-The policies read only ``info`` and the env's public configuration, so a decision state is a
-hand-written ``info`` dict over a real (small) environment.
+The policies read only ``info``, the env's queries (``queue_snapshot()``,
+``finished_batches()``) and its public configuration, so a decision state is a hand-written
+``info`` dict over a real (small) environment whose queries :func:`act` answers from it.
 """
 
 from __future__ import annotations
 
 from functools import partial
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -31,7 +33,7 @@ from baselines.batch.sla_control import (
     memory_bound,
     memory_bound_clt,
 )
-from llmsched_env.envs.queue_snapshot import QueueSnapshot
+from llmsched_env.envs.queue_snapshot import BinQueueSnapshot, QueueSnapshot
 from llmsched_env.sim.batch_server import FinishedBatch
 
 BATCH = "llmsched/BatchScheduling-v0"
@@ -72,6 +74,21 @@ def make_info(bins, *, time_s=10.0, gpu=0, wait_allowed=True, finished=(), n_lev
         "finished_batches": list(finished),
         "action_mask": mask,
     }
+
+
+def snapshot_of(info) -> BinQueueSnapshot:
+    """The queues of a :func:`make_info` dict as the env's ``queue_snapshot()`` gives them."""
+    keys = ("queues", "queue_arrival_s", "queue_predicted_output_tokens", "queue_prompt_tokens")
+    return BinQueueSnapshot(*(QueueSnapshot.from_arrays(info[key]) for key in keys))
+
+
+def act(policy, info):
+    """``policy.act`` at the decision state ``info``, whose queues and finished batches the
+    env's ``queue_snapshot()`` and ``finished_batches()`` return."""
+    snapshot = snapshot_of(info)
+    policy.env.queue_snapshot = lambda: snapshot
+    policy.env.finished_batches = lambda: list(info["finished_batches"])
+    return policy.act(None, info)
 
 
 def requests(indices, arrival_s=None, prompt=100, predicted=50):
@@ -176,14 +193,14 @@ def test_size_level_is_the_largest_level_not_above_the_size():
 def test_static_fifo_serves_the_bin_with_the_oldest_request():
     policy = StaticFIFO.from_env(make_env())
     info = make_info([requests([5, 6]), requests([2, 9]), requests([3])])
-    assert policy.act(None, info).tolist() == [2, 3]  # bin 1, level of 8
+    assert act(policy, info).tolist() == [2, 3]  # bin 1, level of 8
     info = make_info([requests([5, 6]), [], requests([3])], wait_allowed=False)
-    assert policy.act(None, info).tolist() == [3, 3]
+    assert act(policy, info).tolist() == [3, 3]
 
 
 def test_static_fifo_is_work_conserving():
     policy = StaticFIFO.from_env(make_env(), batch_size=4)
-    assert policy.act(None, make_info([[], requests([7]), []])).tolist() == [2, 2]
+    assert act(policy, make_info([[], requests([7]), []])).tolist() == [2, 2]
 
 
 def test_spf_serves_the_batch_with_the_shortest_predicted_longest_output():
@@ -195,7 +212,7 @@ def test_spf_serves_the_batch_with_the_shortest_predicted_longest_output():
             [(6, 6.0, 10, 70)],
         ]
     )
-    assert policy.act(None, info).tolist() == [2, 1]
+    assert act(policy, info).tolist() == [2, 1]
 
 
 def test_edf_serves_the_bin_with_the_least_slack():
@@ -213,16 +230,16 @@ def test_edf_serves_the_bin_with_the_least_slack():
         2.0 + 10.0 - 5.0 - latency.estimate_s(2, 500, 250),
     ]
     expected = int(np.argmin(slack))
-    assert policy.act(None, info).tolist() == [expected + 1, 2]
-    assert policy.score(info, 0, 1) == pytest.approx(slack[0])
-    assert policy.score(info, 1, 2) == pytest.approx(slack[1])
+    assert act(policy, info).tolist() == [expected + 1, 2]
+    assert policy.score(snapshot_of(info), info, 0, 1) == pytest.approx(slack[0])
+    assert policy.score(snapshot_of(info), info, 1, 2) == pytest.approx(slack[1])
 
 
 # ---------------------------------------------------------------- Multi-Bin
 def test_multibin_waits_until_a_bin_is_full():
     policy = MultiBin.from_env(make_env(), batch_size=4)
     info = make_info([requests([1, 2, 3]), requests([4, 5]), []])
-    assert policy.act(None, info)[0] == 0  # WAIT
+    assert act(policy, info)[0] == 0  # WAIT
 
 
 def test_multibin_serves_full_bins_in_formation_order():
@@ -235,31 +252,31 @@ def test_multibin_serves_full_bins_in_formation_order():
             requests([4, 5, 6], arrival_s=[4.0, 5.0, 6.0]),
         ]
     )
-    assert policy.act(None, info).tolist() == [3, 1]
+    assert act(policy, info).tolist() == [3, 1]
 
 
 def test_multibin_flushes_the_fullest_bin_when_waiting_is_masked():
     policy = MultiBin.from_env(make_env(), batch_size=4)
     info = make_info([requests([1]), requests([2, 3, 4]), requests([5])], wait_allowed=False)
-    assert policy.act(None, info).tolist() == [2, 2]
+    assert act(policy, info).tolist() == [2, 2]
 
 
 def test_multibin_work_conserving_serves_a_partial_batch():
     env = make_env()
     info = make_info([requests([1]), requests([2, 3, 4]), requests([5])])
     fullest = MultiBin.from_env(env, batch_size=8, work_conserving=True)
-    assert fullest.act(None, info).tolist() == [2, 3]
+    assert act(fullest, info).tolist() == [2, 3]
     oldest = MultiBin.from_env(env, batch_size=8, work_conserving=True, partial="oldest")
-    assert oldest.act(None, info).tolist() == [1, 3]
+    assert act(oldest, info).tolist() == [1, 3]
 
 
 def test_multibin_round_robin_and_longest_queue_choices():
     env = make_env()
     info = make_info([requests([1, 2]), requests([3, 4, 5]), requests([6, 7])])
     rr = MultiBin.from_env(env, batch_size=2, bin_choice="round-robin")
-    assert [rr.act(None, info)[0] for _ in range(4)] == [1, 2, 3, 1]
+    assert [act(rr, info)[0] for _ in range(4)] == [1, 2, 3, 1]
     longest = MultiBin.from_env(env, batch_size=2, bin_choice="longest-queue")
-    assert longest.act(None, info)[0] == 2
+    assert act(longest, info)[0] == 2
 
 
 def test_multibin_in_time_judges_bins_by_their_requests_in_time():
@@ -274,14 +291,14 @@ def test_multibin_in_time_judges_bins_by_their_requests_in_time():
         time_s=20.0,
     )
     plain = MultiBin.from_env(env, batch_size=4, work_conserving=True)
-    assert plain.act(None, info).tolist() == [1, 2]  # bin 0 counts as full
+    assert act(plain, info).tolist() == [1, 2]  # bin 0 counts as full
     aware = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
     assert aware.name == "multibin-wc-in-time"
-    assert aware.act(None, info).tolist() == [2, 2]  # no bin has 4 in time: the fullest in time
+    assert act(aware, info).tolist() == [2, 2]  # no bin has 4 in time: the fullest in time
     # Formation order by the B-th request in time: bin 1's second (11.5) before bin 0's (13).
     two = MultiBin.from_env(env, batch_size=2, in_time_only=True)
-    assert two.act(None, info).tolist() == [2, 1]
-    assert MultiBin.from_env(env, batch_size=4, in_time_only=True).act(None, info)[0] == 0
+    assert act(two, info).tolist() == [2, 1]
+    assert act(MultiBin.from_env(env, batch_size=4, in_time_only=True), info)[0] == 0
 
 
 def test_multibin_in_time_uses_the_envs_miss_test():
@@ -289,9 +306,9 @@ def test_multibin_in_time_uses_the_envs_miss_test():
     env = make_env()
     info = make_info([requests([1], arrival_s=[10.0]), requests([2], arrival_s=[15.0]), []])
     aware = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
-    assert aware.act(None, {**info, "time_s": 20.0}).tolist() == [2, 2]
+    assert act(aware, {**info, "time_s": 20.0}).tolist() == [2, 2]
     # A moment earlier both are in time, and the tie goes to the bin with the oldest request.
-    assert aware.act(None, {**info, "time_s": 19.999}).tolist() == [1, 2]
+    assert act(aware, {**info, "time_s": 19.999}).tolist() == [1, 2]
 
 
 def test_multibin_in_time_counts_every_request_when_none_is_in_time():
@@ -299,7 +316,7 @@ def test_multibin_in_time_counts_every_request_when_none_is_in_time():
     info = make_info([requests([1, 2]), requests([3, 4, 5]), []], time_s=50.0)
     aware = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
     plain = MultiBin.from_env(env, batch_size=4, work_conserving=True)
-    assert aware.act(None, info).tolist() == plain.act(None, info).tolist() == [2, 2]
+    assert act(aware, info).tolist() == act(plain, info).tolist() == [2, 2]
 
 
 def test_multibin_in_time_is_multibin_wc_while_no_request_is_late():
@@ -328,12 +345,12 @@ def test_multibin_viable_judges_bins_by_requests_that_can_still_be_on_time():
         time_s=now,
     )
     in_time = MultiBin.from_env(env, batch_size=4, work_conserving=True, in_time_only=True)
-    assert in_time.act(None, info).tolist() == [1, 2]  # bin 0 counts as full
+    assert act(in_time, info).tolist() == [1, 2]  # bin 0 counts as full
     viable = make_policy("multibin-wc-viable", env, batch_size=4)
     assert viable.name == "multibin-wc-viable"
     assert viable.in_time_only
     np.testing.assert_allclose(viable._horizons_s[0], horizon)
-    assert viable.act(None, info).tolist() == [2, 2]  # the fullest bin of viable requests
+    assert act(viable, info).tolist() == [2, 2]  # the fullest bin of viable requests
 
 
 def test_multibin_viable_boundary_is_the_miss_test_moved_by_the_horizon():
@@ -343,8 +360,8 @@ def test_multibin_viable_boundary_is_the_miss_test_moved_by_the_horizon():
     h = float(env.unwrapped.bin_service_s[0])
     info = make_info([requests([1], arrival_s=[10.0]), requests([2], arrival_s=[12.0]), []])
     # Bin 1's request is viable at both times; bin 0's only while 10 + 10 > now + h.
-    assert policy.act(None, {**info, "time_s": 20.0 - h}).tolist() == [2, 2]
-    assert policy.act(None, {**info, "time_s": 20.0 - h - 1e-3}).tolist() == [1, 2]
+    assert act(policy, {**info, "time_s": 20.0 - h}).tolist() == [2, 2]
+    assert act(policy, {**info, "time_s": 20.0 - h - 1e-3}).tolist() == [1, 2]
 
 
 def test_multibin_viable_falls_back_to_in_time_then_to_every_request():
@@ -362,11 +379,11 @@ def test_multibin_viable_falls_back_to_in_time_then_to_every_request():
         ],
         time_s=20.0,
     )
-    assert policy.act(None, nothing_viable).tolist() == in_time.act(None, nothing_viable).tolist()
-    assert policy.act(None, nothing_viable).tolist() == [1, 2]
+    assert act(policy, nothing_viable).tolist() == act(in_time, nothing_viable).tolist()
+    assert act(policy, nothing_viable).tolist() == [1, 2]
     # Nothing in time: every request counts, as for multibin-wc.
     all_late = make_info([requests([1, 2]), requests([3, 4, 5]), []], time_s=50.0)
-    assert policy.act(None, all_late).tolist() == plain.act(None, all_late).tolist() == [2, 2]
+    assert act(policy, all_late).tolist() == act(plain, all_late).tolist() == [2, 2]
 
 
 # ---------------------------------------------------------------- Algorithm 1 (memory)
@@ -390,8 +407,10 @@ def test_clt_memory_bound_solves_the_quadratic():
 
 def test_length_stats_count_each_request_once():
     stats = RequestLengthStats(n_bins=2)
-    stats.observe(make_info([[(0, 0.0, 100, 50), (2, 1.0, 300, 50)], [(1, 0.5, 10, 40)]]))
-    stats.observe(make_info([[(2, 1.0, 300, 50), (3, 2.0, 500, 100)], []]))
+    stats.observe(
+        snapshot_of(make_info([[(0, 0.0, 100, 50), (2, 1.0, 300, 50)], [(1, 0.5, 10, 40)]]))
+    )
+    stats.observe(snapshot_of(make_info([[(2, 1.0, 300, 50), (3, 2.0, 500, 100)], []])))
     tokens = np.array([150, 350, 50, 600], dtype=float)
     assert stats.count[0] == 4
     assert stats.mean(0) == pytest.approx(tokens.mean())
@@ -399,18 +418,23 @@ def test_length_stats_count_each_request_once():
 
 
 def test_length_stats_read_env_snapshots_as_they_read_arrays():
-    # The env's QueueSnapshot infos take a faster path; along a real episode the statistics
-    # must equal those of the same infos given as plain tuples of arrays.
+    # The env's QueueSnapshot queues take a faster path; along a real episode the statistics
+    # must equal those of the same queues given as plain tuples of arrays.
     env = make_env(n_bins=3, n_requests=200, arrival_rate=20.0)
     policy = SLADynamic.from_env(env)
     fast, plain = RequestLengthStats(3), RequestLengthStats(3)
     obs, info = env.reset(seed=1)
     policy.reset()
-    keys = ("queues", "queue_prompt_tokens", "queue_predicted_output_tokens")
+    keys = ("ids", "prompt_tokens", "predicted_output_tokens")
     while True:
-        assert isinstance(info["queues"], QueueSnapshot)
-        fast.observe(info)
-        plain.observe({key: tuple(np.array(q) for q in info[key]) for key in keys})
+        snapshot = env.unwrapped.queue_snapshot()
+        assert isinstance(snapshot.ids, QueueSnapshot)
+        fast.observe(snapshot)
+        plain.observe(
+            SimpleNamespace(
+                **{key: tuple(np.array(q) for q in getattr(snapshot, key)) for key in keys}
+            )
+        )
         assert (fast.count, fast.total, fast.total_sq) == (plain.count, plain.total, plain.total_sq)
         obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
         if terminated or truncated:
@@ -422,13 +446,13 @@ def test_sla_dynamic_b_mem_uses_the_kv_capacity_and_the_mean_request():
     env = make_env(kv_memory=1_000)
     policy = SLADynamic.from_env(env)
     info = make_info([[(0, 0.0, 100, 50)], [(1, 1.0, 30, 20)], []])
-    policy.act(None, info)
+    act(policy, info)
     assert policy.b_mem(0) == 1_000 // ((150 + 50) / 2)  # 10
     # b* = min(b_mem, b_SLA) = min(10, (1 + 16) // 2 = 8) = 8 -> level of 8
     assert policy.batch_size(0) == 8
-    assert policy.act(None, info).tolist() == [1, 3]
+    assert act(policy, info).tolist() == [1, 3]
     clt = SLADynamic.from_env(env, memory="clt", eps_m=0.05)
-    clt.act(None, info)
+    act(clt, info)
     assert clt.b_mem(0) == memory_bound_clt(1_000, 100.0, clt.stats.std(0), 16, eps_m=0.05)
 
 
@@ -467,19 +491,19 @@ def test_sla_dynamic_drives_algorithm_2_by_measured_time_per_token():
     policy = SLADynamic.from_env(env, tbt_sla_s=0.010, eps_s=0.001, alpha=4, delta=2, window=2)
     queue = [requests([0, 1, 2, 3])]
     info = make_info([*queue, [], []])
-    assert policy.act(None, info).tolist() == [1, 3]  # b_SLA = (1 + 16) // 2 = 8
+    assert act(policy, info).tolist() == [1, 3]  # b_SLA = (1 + 16) // 2 = 8
     # The batch ends: 8 requests, 4 s for 200 output tokens = 20 ms per token > 10 ms + 1 ms.
     info = make_info([*queue, [], []], finished=[batch(8, 4.0, 200)])
-    action = policy.act(None, info)
+    action = act(policy, info)
     # high = max(8, 1 + 4) = 8, low = max(1 - 2, 1) = 1 -> b_SLA = 4
     assert (policy.controllers[0].low, policy.controllers[0].high) == (1, 8)
     assert action.tolist() == [1, 2]
     # A batch of 4 at 5 ms per token: the window mean is 12.5 ms, b_avg = 6: still too slow.
     info = make_info([*queue, [], []], finished=[batch(4, 1.0, 200)])
-    policy.act(None, info)
+    act(policy, info)
     assert (policy.controllers[0].low, policy.controllers[0].high) == (1, 6)
     # A decision without a newly finished batch does not move the interval.
-    policy.act(None, make_info([*queue, [], []]))
+    act(policy, make_info([*queue, [], []]))
     assert (policy.controllers[0].low, policy.controllers[0].high) == (1, 6)
 
 
@@ -496,21 +520,21 @@ def test_size_rounding_nearest_takes_the_closer_level():
     env = make_env(kv_memory=10**6)
     info = make_info([requests([0]), [], []])
     nearest = SLADynamic.from_env(env, size_rounding="nearest", b_max=12)
-    assert nearest.batch_size(0) == 6 and nearest.act(None, info).tolist() == [1, 3]  # 6 -> 8
+    assert nearest.batch_size(0) == 6 and act(nearest, info).tolist() == [1, 3]  # 6 -> 8
     down = SLADynamic.from_env(env, b_max=12)
-    assert down.act(None, info).tolist() == [1, 2]  # 6 -> 4
+    assert act(down, info).tolist() == [1, 2]  # 6 -> 4
 
 
 def test_multibin_dynamic_keeps_statistics_and_controllers_per_bin():
     env = make_env(kv_memory=1_000, n_gpus=2)
     policy = MultiBinDynamic.from_env(env, window=1)
     bins = [[(0, 0.0, 50, 50)], [(1, 1.0, 400, 100)], []]
-    assert policy.act(None, make_info(bins, gpu=0)).tolist() == [1, 3]  # bin 0: min(10, 8) = 8
+    assert act(policy, make_info(bins, gpu=0)).tolist() == [1, 3]  # bin 0: min(10, 8) = 8
     assert policy.b_mem(0) == 10 and policy.b_mem(1) == 2
-    assert policy.act(None, make_info(bins, gpu=1)).tolist() == [2, 1]  # bin 1: min(2, 8) = 2
+    assert act(policy, make_info(bins, gpu=1)).tolist() == [2, 1]  # bin 1: min(2, 8) = 2
     # GPU 1's batch (bin 1) ends at 100 ms per token: only bin 1's controller moves.
     info = make_info(bins, gpu=1, finished=[batch(2, 10.0, 100, gpu=1)])
-    policy.act(None, info)
+    act(policy, info)
     assert (policy.controllers[1].low, policy.controllers[1].high) == (1, 9)
     assert (policy.controllers[0].low, policy.controllers[0].high) == (1, 16)
 
@@ -531,12 +555,12 @@ def test_random_valid_draws_only_allowed_values_and_is_reproducible():
     env = make_env()
     info = make_info([[], requests([1]), []], wait_allowed=False)
     policy = RandomBinAndSize.from_env(env, seed=3)
-    first = [policy.act(None, info).tolist() for _ in range(50)]
+    first = [act(policy, info).tolist() for _ in range(50)]
     assert {a[0] for a in first} == {2}
     assert {a[1] for a in first} == set(range(5))
     policy.reset()
-    assert [policy.act(None, info).tolist() for _ in range(50)] == first
+    assert [act(policy, info).tolist() for _ in range(50)] == first
     policy.reset(seed=4)
-    assert [policy.act(None, info).tolist() for _ in range(50)] != first
+    assert [act(policy, info).tolist() for _ in range(50)] != first
     info = make_info([requests([0]), requests([1]), []])
-    assert {policy.act(None, info)[0] for _ in range(100)} == {0, 1, 2}
+    assert {act(policy, info)[0] for _ in range(100)} == {0, 1, 2}

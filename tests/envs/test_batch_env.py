@@ -28,10 +28,10 @@ def test_bins_are_searchsorted_right_of_the_edges(predicted, edges):
 def _served_batch(env: BatchSchedulingEnv, action: tuple[int, int]) -> frozenset[int]:
     """The requests that ``action`` would start, played on a copy of ``env``."""
     probe = pickle.loads(pickle.dumps(env))
-    waiting = set(np.concatenate(probe.last_info["queues"]).tolist())
+    waiting = set(np.concatenate(probe.queue_snapshot().ids).tolist())
     *_, info = probe.step(np.array(action))
     assert not info["invalid_action"]
-    return frozenset(waiting - set(np.concatenate(info["queues"]).tolist()))
+    return frozenset(waiting - set(np.concatenate(probe.queue_snapshot().ids).tolist()))
 
 
 @pytest.mark.parametrize("dispatch_order", ["oldest", "oldest-in-time"])
@@ -52,7 +52,7 @@ def test_joint_mask_lists_every_distinct_batch_once(dispatch_order):
     beyond_queue_length = 0
     for _ in range(25):
         joint = env.joint_action_mask()
-        queue_lengths = [len(q) for q in env.last_info["queues"]]
+        queue_lengths = [len(q) for q in env.queue_snapshot().ids]
         batches = {}
         for bin_ in range(1, n_bins + 1):
             for level in range(n_levels):
@@ -72,3 +72,87 @@ def test_joint_mask_lists_every_distinct_batch_once(dispatch_order):
         if terminated:
             break
     assert beyond_queue_length > 0  # levels were removed that the bins' lengths alone allow
+
+
+def _episode(env: BatchSchedulingEnv, seed: int, *, compiled: bool) -> list:
+    """Every step's outputs of a seeded episode of random allowed actions."""
+    env._compiled_step = compiled
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed)
+    steps = [(obs, info)]
+    while True:
+        mask = env.action_masks()
+        choices = np.flatnonzero(mask[: env._nvec[0]])
+        # Also forbidden choices, which the env remaps.
+        choice = int(rng.choice(choices)) if rng.random() < 0.8 else int(rng.integers(0, 5))
+        action = np.array([choice, rng.integers(0, env._nvec[1])])
+        obs, reward, terminated, truncated, info = env.step(action)
+        steps.append((obs, reward, terminated, truncated, info, env.finished_batches()))
+        if terminated or truncated:
+            return steps
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"dispatch_order": "oldest-in-time", "sla": 2.0, "load": 1.5, "reward": "queue"},
+        {"reward": "goodput-tokens", "max_steps": 40},
+    ],
+)
+def test_compiled_step_equals_the_python_step(kwargs):
+    # The compiled step (batch_step.step_one) and the server's Python path give the same
+    # episode, bit for bit, and keep the reward object's objective in step.
+    env = gym.make("llmsched/BatchScheduling-v0", n_requests=150, **kwargs).unwrapped
+    assert env._compiled_step
+    compiled = _episode(env, 5, compiled=True)
+    last = env._reward._last
+    python = _episode(env, 5, compiled=False)
+    assert env._reward._last == last
+    assert len(compiled) == len(python)
+    assert pickle.dumps(compiled) == pickle.dumps(python)
+
+
+def test_info_has_fixed_keys_and_queues_come_from_queue_snapshot():
+    env = gym.make("llmsched/BatchScheduling-v0", n_requests=100, load=1.5).unwrapped
+    _, info = env.reset(seed=0)
+    keys = {"time_s", "gpu", "gpu_busy_until_s", "action_mask", "invalid_action"}
+    assert keys | {"applied_action"} <= set(info)
+    assert env.finished_batches() == []
+    seen = 0
+    while True:
+        snapshot = env.queue_snapshot()
+        w = env.server.workload
+        for j, ids in enumerate(snapshot.ids):
+            assert len(ids) == env.server.queue_lengths()[j]
+            np.testing.assert_array_equal(w.arrival_s[ids], snapshot.arrival_s[j])
+            np.testing.assert_array_equal(w.prompt_tokens[ids], snapshot.prompt_tokens[j])
+        n_finished = int(env.server.state.n_finished[0])
+        *_, terminated, truncated, info = env.step(
+            np.array([0 if info["action_mask"][0] else 1, 0])
+        )
+        finished = env.finished_batches()
+        assert len(finished) == int(env.server.state.n_finished[0]) - n_finished
+        seen += len(finished)
+        assert set(info) == keys | {"applied_action"} | (
+            {"episode_metrics"} if terminated or truncated else set()
+        )
+        if terminated or truncated:
+            break
+    assert seen == int(env.server.state.n_batches[0])
+    assert sum(b.size for b in env.server.finished_between(0, seen)) == env.server.n_completed
+
+
+def test_joint_mask_allows_only_wait_once_the_episode_is_over():
+    env = gym.make("llmsched/BatchScheduling-v0", n_requests=30).unwrapped
+    env.reset(seed=0)
+    terminated = truncated = False
+    while not (terminated or truncated):
+        joint = env.joint_action_mask()
+        flat = np.argmax(joint.ravel())
+        _, _, terminated, truncated, _ = env.step(np.array(np.unravel_index(flat, joint.shape)))
+    joint = env.joint_action_mask()
+    expected = np.zeros_like(joint)
+    expected[0, 0] = True
+    np.testing.assert_array_equal(joint, expected)
+    assert env.action_masks()[0] and not env.action_masks()[1 : env._nvec[0]].any()

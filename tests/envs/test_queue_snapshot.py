@@ -43,9 +43,9 @@ def test_copies_are_itself_and_pickling_keeps_only_the_waiting_entries():
 
 
 @pytest.mark.parametrize("dispatch_order", ["oldest", "oldest-in-time"])
-def test_an_info_kept_from_an_earlier_step_still_shows_that_steps_queues(dispatch_order):
+def test_a_snapshot_kept_from_an_earlier_step_still_shows_that_steps_queues(dispatch_order):
     # Under "oldest-in-time" dispatches reorder the queued requests' positions (sla 1 s makes
-    # requests late while they wait); the infos of earlier steps must not see that.
+    # requests late while they wait); the snapshots of earlier steps must not see that.
     env = gym.make(
         "llmsched/BatchScheduling-v0",
         workload="demo2",
@@ -54,25 +54,30 @@ def test_an_info_kept_from_an_earlier_step_still_shows_that_steps_queues(dispatc
         sla=1.0,
         dispatch_order=dispatch_order,
     )
-    _, info = env.reset(seed=3)
-    kept = [info]
-    frozen = [[a.copy() for a in info["queues"]]]
+    env.reset(seed=3)
+    snapshot = env.unwrapped.queue_snapshot()
+    kept = [snapshot]
+    frozen = [[a.copy() for a in snapshot.ids]]
     moves = 0
     for _ in range(20):
-        _, _, terminated, _, info = env.step(np.array([1, 0]))
+        _, _, terminated, _, _ = env.step(np.array([1, 0]))
         lo, hi = env.unwrapped.server.last_moved
         moves += hi > lo
-        kept.append(info)
-        frozen.append([a.copy() for a in info["queues"]])
+        snapshot = env.unwrapped.queue_snapshot()
+        kept.append(snapshot)
+        frozen.append([a.copy() for a in snapshot.ids])
         if terminated:
             break
     assert (moves > 0) == (dispatch_order == "oldest-in-time")
-    for info, expected in zip(kept, frozen):
-        assert [a.tolist() for a in info["queues"]] == [a.tolist() for a in expected]
-    arrival = env.unwrapped.server.workload.arrival_s
-    for info in kept:
-        for ids, times in zip(info["queues"], info["queue_arrival_s"]):
-            assert np.array_equal(arrival[ids], times)
+    for snapshot, expected in zip(kept, frozen):
+        assert [a.tolist() for a in snapshot.ids] == [a.tolist() for a in expected]
+    w = env.unwrapped.server.workload
+    for snapshot in kept:
+        columns = (snapshot.arrival_s, snapshot.predicted_output_tokens, snapshot.prompt_tokens)
+        for ids, times, predicted, prompt in zip(snapshot.ids, *columns):
+            assert np.array_equal(w.arrival_s[ids], times)
+            assert np.array_equal(w.predicted_output_tokens[ids], predicted)
+            assert np.array_equal(w.prompt_tokens[ids], prompt)
 
 
 def test_continuous_snapshot_views_do_not_copy_and_survive_later_steps():

@@ -1,0 +1,167 @@
+"""One ``BatchScheduling-v0`` step, compiled: the one home of the env's step arithmetic.
+
+:func:`step_episode` carries out one decision of one episode and advances it to the next:
+the remap of a forbidden bin choice, WAIT or the dispatch, the event loop up to the next
+decision, the new action mask, the observation's prefix sums over positions a dispatch
+reordered, the reward and the new observation. The single env
+(:class:`~llmsched_env.envs.batch_env.BatchSchedulingEnv`, through :func:`step_one`) and the
+compiled vector env (:mod:`llmsched_env.envs.batch_vector_env`) both call it, so their episodes
+agree bit for bit. It needs a latency model with a compiled batch timing; a model timed in
+Python (``ExponentialBatchService``) takes the server's Python path instead.
+
+The reward is the change of the reward shape's cumulative objective (:func:`objective`, the
+compiled form of :mod:`llmsched_env.envs.rewards`); the caller keeps the objective's previous
+value (the single env in its reward object's ``_last``, so both paths stay in step).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from llmsched_env.envs import batch_observation as bo
+from llmsched_env.sim import batch_kernels as k
+from llmsched_env.sim import batch_rules as rules
+from llmsched_env.sim.batch_state import state_view
+
+#: Codes of the reward shapes in :func:`objective` (by ``reward`` argument).
+REWARD_CODES = {"sla": 0, "goodput-tokens": 1, "queue": 2}
+
+
+def episode_arrays(server: Any, observer: Any) -> tuple[np.ndarray, ...]:
+    """The arrays of an episode that the compiled step works on.
+
+    The server's state buffers (:mod:`llmsched_env.sim.batch_state`), the observation's own
+    buffers (:data:`~llmsched_env.envs.batch_observation.OBSERVATION_STATE`) and the
+    workload's lengths, which a dispatch that reorders positions needs to redo the
+    observation's prefix sums.
+
+    Args:
+        server: The episode's :class:`~llmsched_env.sim.batch_server.BatchServer`.
+        observer: Its :class:`~llmsched_env.envs.batch_observation.BatchObservation`.
+    """
+    workload = server.workload
+    return (
+        *server.buffers,
+        *observer._buffers,
+        workload.predicted_output_tokens.astype(np.int64, copy=False),
+        workload.prompt_tokens.astype(np.int64, copy=False),
+    )
+
+
+@njit(cache=True)
+def objective(state, reward_code, sla_penalty, time_scale_s):
+    """The reward shape's cumulative objective (see :mod:`llmsched_env.envs.rewards`)."""
+    if reward_code == 0:
+        return state.n_on_time[0] - sla_penalty * state.n_late[0]
+    if reward_code == 1:
+        return state.on_time_tokens[0] / 1000.0
+    return -state.in_system_s[0] / time_scale_s
+
+
+@njit(cache=True, inline="always")
+def step_episode(
+    choice,
+    level,
+    episode,
+    bounds,
+    batch_sizes,
+    mask,
+    obs,
+    reward_code,
+    sla_penalty,
+    time_scale_s,
+    skip_late,
+):
+    """One decision of one episode: the single env's ``step``, compiled.
+
+    A forbidden bin choice (by ``mask``) is remapped to the queue whose oldest waiting request
+    arrived first, as ``invalid_action="remap"`` does (``"raise"`` is checked before the call).
+    ``mask`` is then refilled for the next decision and ``obs`` filled with its observation.
+
+    Args:
+        choice: Component 0 of the action (0 WAIT, ``j`` bin ``j - 1``), in range.
+        level: Component 1 (index into ``batch_sizes``), in range.
+        episode: :func:`episode_arrays` of the episode.
+        bounds: Observation bounds, ``(2, n_obs)``.
+        batch_sizes: The size levels.
+        mask: The per-component action mask (its WAIT and bin entries are written).
+        obs: Where the next observation goes.
+        reward_code: :data:`REWARD_CODES` of the reward shape.
+        sla_penalty: Reward lost per miss (``"sla"``).
+        time_scale_s: The deadline, the unit of the ``"queue"`` objective.
+        skip_late: Whether ``dispatch_order="oldest-in-time"``.
+
+    Returns:
+        ``(invalid, queue, due, moved, objective)``: whether the choice was forbidden, the queue
+        served (-1: WAIT), whether a next decision is due (else the episode is over), whether
+        the dispatch reordered positions, and the objective after the step.
+    """
+    floats, ints, layout, own_floats, own_ints, own_layout, predicted, prompt = episode
+    state = state_view(floats, ints, layout)
+    invalid = not mask[choice]
+    queue = rules.oldest_queue(state) if invalid else choice - 1
+    if queue < 0:
+        k._wait(state)
+    else:
+        k._dispatch(state, queue, batch_sizes[level])
+    due = k._advance(state)
+    rules.fill_decision_mask(state, mask)
+    moved = skip_late and queue >= 0 and state.moved_hi[0] > state.moved_lo[0]
+    if moved:
+        own = bo._observation_view(own_floats, own_ints, own_layout)
+        bo._prefix_sums(
+            own.predicted_cumsum,
+            own.need_cumsum,
+            state.order,
+            predicted,
+            prompt,
+            state.moved_lo[0],
+            state.moved_hi[0],
+        )
+    value = objective(state, reward_code, sla_penalty, time_scale_s)
+    bo._build(obs, bounds, own_floats, own_ints, own_layout, floats, ints, layout)
+    return invalid, queue, due, moved, value
+
+
+@njit(cache=True)
+def step_one(
+    choice,
+    level,
+    episode,
+    bounds,
+    batch_sizes,
+    mask,
+    obs,
+    reward_code,
+    sla_penalty,
+    time_scale_s,
+    skip_late,
+):
+    """:func:`step_episode` for the single env, with what its ``info`` needs.
+
+    Returns:
+        ``(invalid, queue, due, moved, objective, now, gpu, n_finished_before)``: those of
+        :func:`step_episode`, then the time and deciding GPU after the step, and the count of
+        finished batches before it (the batches finished during the step follow it in the
+        state's ``finished`` list).
+    """
+    floats, ints, layout = episode[0], episode[1], episode[2]
+    state = state_view(floats, ints, layout)
+    n_finished = state.n_finished[0]
+    invalid, queue, due, moved, value = step_episode(
+        choice,
+        level,
+        episode,
+        bounds,
+        batch_sizes,
+        mask,
+        obs,
+        reward_code,
+        sla_penalty,
+        time_scale_s,
+        skip_late,
+    )
+    return invalid, queue, due, moved, value, state.now[0], state.decision_gpu[0], n_finished
