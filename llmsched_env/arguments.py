@@ -92,6 +92,9 @@ def integer(
         >>> integer("Env", "n_gpus", np.int64(2), minimum=1)
         2
     """
+    if type(value) is int:  # the common case, without the abstract type checks
+        if (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+            return value
     expectation = "an integer" + _range_text(minimum, maximum) + (f" ({reason})" if reason else "")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         hint = ""
@@ -139,23 +142,31 @@ def real(
         >>> real("Env", "sla", np.float32(2.5), positive=True)
         2.5
     """
-    if positive and maximum is not None:
-        expectation = f"a finite number in (0, {maximum}]"
-    elif positive:
-        expectation = "a finite number > 0" + _range_text(minimum, None)
-    else:
-        expectation = "a finite number" + _range_text(minimum, maximum)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if type(value) is float:  # the common case, without the abstract type checks
+        number = value
+    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        expectation = _real_expectation(minimum, maximum, positive)
         raise ArgumentTypeError(message(owner, name, expectation, value))
-    number = float(value)
+    else:
+        number = float(value)
     if (
         not math.isfinite(number)
         or (positive and number <= 0)
         or (minimum is not None and number < minimum)
         or (maximum is not None and number > maximum)
     ):
+        expectation = _real_expectation(minimum, maximum, positive)
         raise ValueError(message(owner, name, expectation, value))
     return number
+
+
+def _real_expectation(minimum: float | None, maximum: float | None, positive: bool) -> str:
+    """What :func:`real` expected, for its message."""
+    if positive and maximum is not None:
+        return f"a finite number in (0, {maximum}]"
+    if positive:
+        return "a finite number > 0" + _range_text(minimum, None)
+    return "a finite number" + _range_text(minimum, maximum)
 
 
 def optional_real(owner: str, name: str, value: Any, **bounds: Any) -> float | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from functools import cache
 
 import numpy as np
 
@@ -57,6 +58,14 @@ def feature_bounds(n_gpus: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
+@cache
+def _shared_bounds(n_gpus: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`feature_bounds`, read-only and made once per GPU count (every reset needs them)."""
+    low, high = feature_bounds(n_gpus)
+    low.flags.writeable = high.flags.writeable = False
+    return low, high
+
+
 class IterationObservation:
     """Builds observations for one episode of an :class:`IterationServer`.
 
@@ -82,7 +91,7 @@ class IterationObservation:
         self.tbt_sla_s = tbt_sla_s
         self.length_scale = length_scale_tokens
         self.capacity_rps = capacity_rps
-        self.low, self.high = feature_bounds(server.n_gpus)
+        self.low, self.high = _shared_bounds(server.n_gpus)
         # Python lists: the observation reads a few scalars, faster from lists than from numpy.
         self.arrival = server.workload.arrival_s.tolist()
         self._last = (0, 0, 0, 0.0)

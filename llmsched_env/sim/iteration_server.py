@@ -240,9 +240,10 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         self.kv_block_tokens = int(kv_block_tokens)
         self.capacity_blocks = self.kv_capacity_tokens // self.kv_block_tokens if self.paged else 0
 
+        n = len(workload)
         prompt = workload.prompt_tokens
         self.kv_need = prompt + workload.output_tokens
-        reason = np.full(len(workload), RejectReason.NONE, dtype=np.int8)
+        reason = np.full(n, RejectReason.NONE, dtype=np.int8)
         if self.chunk_size is None:
             # In paged mode a recomputation (prompt plus all but the last output token) must fit.
             longest = self.kv_need - 1 if self.paged else prompt
@@ -250,34 +251,33 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         usable = self.capacity_blocks * self.kv_block_tokens if self.paged else kv_capacity_tokens
         reason[self.kv_need > usable] = RejectReason.EXCEEDS_KV_CAPACITY
         self._reject_reason = reason
-        self._admissible = (reason == RejectReason.NONE).tolist()
+        admissible = reason == RejectReason.NONE
+        self._admissible = admissible.tolist()
         #: Index of each request's times for the deadline scan (-1: rejected, never scanned).
-        self._deadline_slot = np.where(
-            reason == RejectReason.NONE, np.arange(len(workload)), -1
-        ).tolist()
+        self._deadline_slot = np.where(admissible, np.arange(n), -1).tolist()
         #: Admissible request indices in arrival order: the global waiting queue is
         #: ``queue_order[queue_head:queue_tail]``.
-        self.queue_order = _read_only(np.flatnonzero(reason == RejectReason.NONE))
+        self.queue_order = _read_only(np.flatnonzero(admissible))
         #: Arrival times and prompt tokens of :attr:`queue_order`'s requests (read-only), so
         #: that the never-admitted part of the queue is a slice of these, never a copy.
         self.queue_arrival_s = _read_only(workload.arrival_s[self.queue_order])
         self.queue_prompt_tokens = _read_only(prompt[self.queue_order])
         self._queue_list = self.queue_order.tolist()
-        self._queue_prompt_cumsum = [0, *np.cumsum(prompt[self.queue_order]).tolist()]
+        self._queue_prompt_cumsum = [0, *np.cumsum(self.queue_prompt_tokens).tolist()]
         self.queue_head = 0
         self.queue_tail = 0
         self._prompt = prompt.tolist()
         self._output = workload.output_tokens.tolist()
         self._kv_need = self.kv_need.tolist()
-        self._prefilled = [0] * len(workload)
+        self._prefilled = [0] * n
         #: Tokens each request prefills before its next token: its prompt, or after a preemption
         #: its prompt plus the tokens generated so far.
-        self._target = prompt.tolist()
+        self._target = self._prompt.copy()
         self.requeued: deque[int] = deque()
         self._requeued_tokens = 0
         self.n_preemptions = 0
         self.recomputed_tokens = 0
-        self.request_blocks = [0] * len(workload)
+        self.request_blocks = [0] * n
         self.prefix_caching = bool(prefix_caching)
         self.prefix_hit_tokens = 0
         self.prefix_queried_tokens = 0
@@ -292,7 +292,7 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         self._shared_keys: dict[int, list[tuple[int, int]]] = {}
         self._hit_memo: list[tuple[int, int, list[int], int]] = [(-1, -1, [], 0)] * self.n_gpus
         #: Per request, when it was last admitted (a counter; paged mode only).
-        self._admitted_at = [0] * len(workload)
+        self._admitted_at = [0] * n
         self._admissions = 0
         #: Token state of preempted requests that had produced tokens, until they resume:
         #: generated tokens, last token time, longest gap, TBT missed (1.0 or 0.0).

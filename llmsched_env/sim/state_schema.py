@@ -15,7 +15,6 @@ one-element array, so compiled code can write it. Adding a field is one line.
 from __future__ import annotations
 
 import collections
-import itertools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,6 +45,13 @@ class Field:
             return self.length
         name, _, extra = self.length.partition("+")
         return sizes[name.strip()] + (int(extra) if extra else 0)
+
+    def terms(self) -> tuple[str | None, int]:
+        """The length as ``(size name or None, constant)``; ``"n_queued + 1"`` gives both."""
+        if isinstance(self.length, int):
+            return None, self.length
+        name, _, extra = self.length.partition("+")
+        return name.strip(), int(extra) if extra else 0
 
 
 class StateSchema:
@@ -82,40 +88,67 @@ class StateSchema:
         self._ints = [f for f in fields if f.kind == "i"]
         self._float_start = len(size_names)
         self._int_start = self._float_start + len(self._floats) + 1
+        self._layout_constant, self._layout_matrix = self._linear_layout()
+        # Per field in declaration order: (0 for the float buffer or 1, index of its start in
+        # the layout), so that views() slices without looking anything up.
+        starts = {f.name: (0, self._float_start + k) for k, f in enumerate(self._floats)}
+        starts.update({f.name: (1, self._int_start + k) for k, f in enumerate(self._ints)})
+        self._slices = tuple(starts[f.name] for f in fields)
         self.view = self._compile_view(module)
 
     def sizes(self, layout: np.ndarray) -> dict[str, int]:
         """The run sizes a layout records."""
         return dict(zip(self.size_names, layout[: len(self.size_names)].tolist()))
 
+    def _linear_layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """The layout as a linear function of the run sizes: ``constant + matrix @ sizes``.
+
+        Every field's length is a constant plus at most one size, so its offset (a sum of the
+        lengths before it) is linear in the sizes too; :meth:`allocate` then costs one small
+        matrix product instead of a loop over the fields.
+        """
+        n_sizes = len(self.size_names)
+        rows: list[tuple[int, list[int]]] = [
+            (0, [int(i == j) for j in range(n_sizes)]) for i in range(n_sizes)
+        ]
+        for group in (self._floats, self._ints):
+            constant, coefficients = 0, [0] * n_sizes
+            rows.append((constant, list(coefficients)))
+            for f in group:
+                name, extra = f.terms()
+                if name is not None:
+                    if name not in self.size_names:
+                        raise ValueError(
+                            f"field {f.name!r} has length {f.length!r}: {name!r} is not one of "
+                            f"the run sizes {list(self.size_names)}"
+                        )
+                    coefficients[self.size_names.index(name)] += 1
+                constant += extra
+                rows.append((constant, list(coefficients)))
+        constant_column = np.array([r[0] for r in rows], dtype=np.int64)
+        matrix = np.array([r[1] for r in rows], dtype=np.int64).reshape(len(rows), n_sizes)
+        return constant_column, matrix
+
     def allocate(self, **sizes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Zeroed buffers for a run of the given sizes: ``(floats, ints, layout)``."""
-        missing = set(self.size_names) - set(sizes)
-        if missing:
-            raise ValueError(f"missing run sizes {sorted(missing)}")
-        layout = [sizes[name] for name in self.size_names]
-        totals = []
-        for group in (self._floats, self._ints):
-            offsets = [0, *itertools.accumulate(f.size(sizes) for f in group)]
-            layout += offsets
-            totals.append(offsets[-1])
-        return (
-            np.zeros(totals[0]),
-            np.zeros(totals[1], dtype=np.int64),
-            np.array(layout, dtype=np.int64),
-        )
+        try:
+            values = [sizes[name] for name in self.size_names]
+        except KeyError:
+            missing = set(self.size_names) - set(sizes)
+            raise ValueError(f"missing run sizes {sorted(missing)}") from None
+        layout = self._layout_constant + self._layout_matrix @ np.array(values, dtype=np.int64)
+        n_floats = int(layout[self._int_start - 1])
+        n_ints = int(layout[-1])
+        return np.zeros(n_floats), np.zeros(n_ints, dtype=np.int64), layout
 
     def views(self, floats: np.ndarray, ints: np.ndarray, layout: np.ndarray) -> Any:
         """The named tuple of views into the buffers (for Python code)."""
-        arrays = {}
-        for group, buffer, start in (
-            (self._floats, floats, self._float_start),
-            (self._ints, ints, self._int_start),
-        ):
-            offsets = layout[start : start + len(group) + 1].tolist()
-            for f, lo, hi in zip(group, offsets, offsets[1:]):
-                arrays[f.name] = buffer[lo:hi]
-        return self.tuple_type(**arrays)
+        offsets = layout.tolist()
+        buffers = (floats, ints)
+        return tuple.__new__(
+            self.tuple_type,
+            [buffers[b][offsets[k] : offsets[k + 1]] for b, k in self._slices],
+        )
 
     def describe(self) -> str:
         """One line per field: name, dtype, length and meaning."""

@@ -46,8 +46,10 @@ def _lengths(prompt_tokens: Any, output_tokens: Any) -> tuple[np.ndarray, np.nda
 
 
 def _round_at_least_one(values: np.ndarray) -> np.ndarray:
-    """Round to the nearest integer (ties to even) and clip below at 1."""
-    return np.maximum(np.rint(values), 1.0).astype(np.int64)
+    """Round to the nearest integer (ties to even) and clip below at 1 (overwrites ``values``)."""
+    np.rint(values, out=values)
+    np.maximum(values, 1.0, out=values)
+    return values.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class LogNormalNoisePredictor:
         """Return noisy predictions of ``output_tokens``."""
         _, output = _lengths(prompt_tokens, output_tokens)
         noise = check_rng(rng).lognormal(0.0, self.sigma, size=output.shape[0])
-        return _round_at_least_one(output * noise)
+        return _round_at_least_one(np.multiply(output, noise, out=noise))
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,18 @@ class NeighbourBinPredictor:
             return output.copy()
         return np.where(is_error, guess, output)
 
+
+#: The ``predict`` methods of this module, which return a new int64 array of one prediction
+#: ``>= 1`` per request whenever the true lengths are ``>= 1`` (a workload's are). A source
+#: takes their result as it is; the result of any other predictor is checked (and copied).
+VALID_BY_CONSTRUCTION = frozenset(
+    (
+        OraclePredictor.predict,
+        LogNormalNoisePredictor.predict,
+        PromptPowerLawPredictor.predict,
+        NeighbourBinPredictor.predict,
+    )
+)
 
 PREDICTORS: dict[str, Callable[..., OutputLengthPredictor]] = {
     "oracle": OraclePredictor,

@@ -12,6 +12,7 @@ token, so a request with ``output_tokens = n`` needs ``n - 1`` decode iterations
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,39 @@ def _frozen_hashes(
         array.flags.writeable = False
         frozen.append(array)
     return tuple(frozen)
+
+
+def scaled_arrivals(arrival_s: np.ndarray, speedup: float) -> np.ndarray:
+    """Sorted, non-negative arrival times divided by ``speedup`` (a new array).
+
+    Raises:
+        ValueError: If ``speedup`` is not a positive number or so small that the last arrival
+            overflows (the last is the largest, so checking it alone covers every arrival; the
+            check divides it as a Python float, which rounds as numpy does, before the array is).
+    """
+    speedup = check_float("speedup", speedup, positive=True)
+    last = float(arrival_s[-1]) / speedup
+    if not math.isfinite(last):
+        raise ValueError(f"speedup={speedup!r} is too small: the last arrival becomes {last}")
+    return arrival_s / speedup
+
+
+def checked_predictions(predicted_output_tokens: ArrayLike, n_requests: int) -> np.ndarray:
+    """Predicted output lengths as a read-only int64 array, checked as :class:`Workload` does.
+
+    Raises:
+        ValueError: If they are not one whole number ``>= 1`` per request (``n_requests``).
+        TypeError: If they are not real numbers.
+    """
+    field = "predicted_output_tokens"
+    predicted = _frozen_array(field, predicted_output_tokens, np.int64)
+    if predicted.shape != (n_requests,):
+        raise ValueError(
+            f"{field} must have the same length as the workload ({n_requests} requests), "
+            f"got {predicted.shape[0]}"
+        )
+    _check_at_least_one_token(field, predicted)
+    return predicted
 
 
 def _check_at_least_one_token(name: str, values: np.ndarray) -> None:
@@ -373,15 +407,8 @@ class Workload:
         Returns:
             A new :class:`Workload`.
         """
-        speedup = check_float("speedup", speedup, positive=True)
-        with np.errstate(over="ignore"):  # an overflow is reported below, with the speedup
-            arrival_s = self.arrival_s / speedup
-        if not np.isfinite(arrival_s[-1]):
-            raise ValueError(
-                f"speedup={speedup!r} is too small: the last arrival becomes {arrival_s[-1]}"
-            )
         return Workload._derived(
-            arrival_s,
+            scaled_arrivals(self.arrival_s, speedup),
             self.prompt_tokens,
             self.output_tokens,
             self.predicted_output_tokens,
@@ -405,14 +432,7 @@ class Workload:
             ValueError: If the predictions are not one whole number ``>= 1`` per request.
             TypeError: If they are not real numbers.
         """
-        field = "predicted_output_tokens"
-        predicted = _frozen_array(field, predicted_output_tokens, np.int64)
-        if predicted.shape != self.arrival_s.shape:
-            raise ValueError(
-                f"{field} must have the same length as the workload ({len(self)} requests), "
-                f"got {predicted.shape[0]}"
-            )
-        _check_at_least_one_token(field, predicted)
+        predicted = checked_predictions(predicted_output_tokens, len(self))
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r} ({type(name).__name__})")
         return Workload._derived(

@@ -24,8 +24,12 @@ import numpy as np
 from llmsched_env.workload._checks import check_float, check_int, check_rng
 from llmsched_env.workload.arrivals import ArrivalProcess
 from llmsched_env.workload.lengths import LengthDistribution
-from llmsched_env.workload.predictors import OraclePredictor, OutputLengthPredictor
-from llmsched_env.workload.requests import Workload
+from llmsched_env.workload.predictors import (
+    VALID_BY_CONSTRUCTION,
+    OraclePredictor,
+    OutputLengthPredictor,
+)
+from llmsched_env.workload.requests import Workload, checked_predictions, scaled_arrivals
 
 
 @runtime_checkable
@@ -281,11 +285,28 @@ class TraceSource:
                     f"start must be <= {last_start} so that n_requests={n} requests fit in the "
                     f"{available}-request episode region, got {offset}"
                 )
-        window = self.trace.window(self.calibration_size + offset, n, rebase=True)
+        # The window, rebased and scaled, as Workload.window and time_scaled make it, without
+        # their argument checks (the bounds were checked above).
+        trace = self.trace
+        lo = self.calibration_size + offset
+        hi = lo + n
+        arrival_s = trace.arrival_s[lo:hi]
+        arrival_s = arrival_s - arrival_s[0]
         if rate is not None:
-            window = window.time_scaled(rate / self.natural_rate_rps)
-        predicted = self.predictor.predict(window.prompt_tokens, window.output_tokens, rng)
-        return window.with_predictions(predicted, name=self.name)
+            arrival_s = scaled_arrivals(arrival_s, rate / self.natural_rate_rps)
+        prompt = trace.prompt_tokens[lo:hi]
+        output = trace.output_tokens[lo:hi]
+        predicted = self.predictor.predict(prompt, output, rng)
+        if type(self.predictor).predict not in VALID_BY_CONSTRUCTION:
+            predicted = checked_predictions(predicted, n)
+        return Workload._derived(
+            arrival_s,
+            prompt,
+            output,
+            predicted,
+            self.name,
+            **trace._prefix_kwargs(slice(lo, hi)),
+        )
 
     def calibration(self) -> Workload:
         """Return the history: the first :attr:`calibration_size` requests, rebased to 0 s.

@@ -172,6 +172,46 @@ def test_trace_source_predictions_from_the_episode_rng() -> None:
     )
 
 
+def test_trace_source_sample_equals_window_scaling_and_predictions() -> None:
+    # sample() builds the window itself; it must equal the public methods' result bit for bit.
+    t = trace(100)
+    source = TraceSource("named", t, predictor=LogNormalNoisePredictor(0.7))
+    rate = 3.7 * source.natural_rate_rps
+    w = source.sample(40, np.random.default_rng(8), start=13, arrival_rate_rps=rate)
+    rng = np.random.default_rng(8)
+    window = t.window(source.calibration_size + 13, 40).time_scaled(rate / source.natural_rate_rps)
+    predicted = source.predictor.predict(window.prompt_tokens, window.output_tokens, rng)
+    expected = window.with_predictions(predicted, name="named")
+    assert w.fingerprint() == expected.fingerprint() and w.name == "named"
+    for field in ("arrival_s", "prompt_tokens", "output_tokens", "predicted_output_tokens"):
+        assert not getattr(w, field).flags.writeable
+
+
+class _BadPredictor:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def predict(self, prompt_tokens, output_tokens, rng) -> np.ndarray:
+        return np.full(len(output_tokens), self.value)
+
+
+def test_trace_source_checks_and_copies_a_custom_predictors_output() -> None:
+    source = TraceSource("t", trace(100), predictor=_BadPredictor(0))
+    with pytest.raises(ValueError, match=r"predicted_output_tokens\[0\] = 0"):
+        source.sample(10, np.random.default_rng(0))
+    w = TraceSource("t", trace(100), predictor=_BadPredictor(3)).sample(
+        10, np.random.default_rng(0)
+    )
+    assert w.predicted_output_tokens.tolist() == [3] * 10
+    assert not w.predicted_output_tokens.flags.writeable
+
+
+def test_trace_source_refuses_a_rate_that_overflows_the_arrivals() -> None:
+    source = TraceSource("t", trace(100))
+    with pytest.raises(ValueError, match="too small: the last arrival becomes inf"):
+        source.sample(10, np.random.default_rng(0), start=5, arrival_rate_rps=1e-310)
+
+
 def test_trace_source_errors() -> None:
     source = TraceSource("t", trace(100))
     with pytest.raises(ValueError, match="n_requests=81 is more than the 80 requests"):
