@@ -122,8 +122,14 @@ def _window_and_build(
     name: str,
     predictor: OutputLengthPredictor | None,
     rng: np.random.Generator | None,
+    prefix_block_hashes: list[np.ndarray] | None = None,
+    prefix_block_tokens: int = 16,
 ) -> Workload:
-    """Apply ``start_s``, ``start`` and ``count`` to sorted rows, rebase, predict and build."""
+    """Apply ``start_s``, ``start`` and ``count`` to sorted rows, rebase, predict and build.
+
+    ``prefix_block_hashes``, when given, holds one hash chain per sorted row and is windowed with
+    the rows.
+    """
     start = check_int("start", start, minimum=0)
     keep = np.ones(seconds.shape[0], dtype=bool)
     if start_s is not None:
@@ -149,7 +155,18 @@ def _window_and_build(
         if rng is None:
             raise ValueError("rng is required when a predictor is given, got rng=None")
         predicted = predictor.predict(prompt, output, check_rng(rng))
-    return Workload(arrival_s, prompt, output, predicted, name=name)
+    hashes = None
+    if prefix_block_hashes is not None:
+        hashes = [prefix_block_hashes[row] for row in rows]
+    return Workload(
+        arrival_s,
+        prompt,
+        output,
+        predicted,
+        name=name,
+        prefix_block_hashes=hashes,
+        prefix_block_tokens=prefix_block_tokens,
+    )
 
 
 def load_azure_trace(

@@ -17,6 +17,8 @@ from llmsched_env.workload.presets import BURSTGPT_PUBLISHED_STATS
 EXPECTED_RATES = {
     "azure-conv": 5.53,
     "azure-conv-oracle": 5.53,
+    "mooncake-conversation": 3.40,
+    "mooncake-synthetic": 3.91,
     "burstgpt-synthetic": 1 / 3.69,
     "demo2": 2.0,
     "demo3": 1.0,
