@@ -6,6 +6,8 @@
 * :mod:`~llmsched_env.workload.length_mixtures`: tables of lengths, mixtures, resampled lengths.
 * :mod:`~llmsched_env.workload.predictors`: output-length predictors.
 * :mod:`~llmsched_env.workload.traces`: loaders for the Azure and BurstGPT trace formats.
+* :mod:`~llmsched_env.workload.mooncake`: the loader for Mooncake traces (with prefix hashes).
+* :mod:`~llmsched_env.workload.trace_files`: format detection, :func:`load_trace`, trace sources.
 * :mod:`~llmsched_env.workload.sources`: what an environment samples each episode from.
 * :mod:`~llmsched_env.workload.presets`: named sources and :func:`make_workload_source`.
 """
@@ -25,6 +27,7 @@ from llmsched_env.workload.lengths import (
     LogNormal,
     UniformInt,
 )
+from llmsched_env.workload.mooncake import load_mooncake_trace
 from llmsched_env.workload.predictors import (
     PREDICTORS,
     LogNormalNoisePredictor,
@@ -41,6 +44,12 @@ from llmsched_env.workload.prefix_hashes import (
 from llmsched_env.workload.presets import WORKLOAD_PRESETS, make_workload_source
 from llmsched_env.workload.requests import Workload
 from llmsched_env.workload.sources import SyntheticSource, TraceSource, WorkloadSource
+from llmsched_env.workload.trace_files import (
+    TRACE_FORMATS,
+    detect_trace_format,
+    load_trace,
+    trace_source,
+)
 from llmsched_env.workload.traces import (
     AZURE_CONV_TRACE,
     QWEN_LATENCY_GRID,
@@ -54,6 +63,7 @@ __all__ = [
     "AZURE_CONV_TRACE",
     "PREDICTORS",
     "QWEN_LATENCY_GRID",
+    "TRACE_FORMATS",
     "WORKLOAD_PRESETS",
     "ArrivalProcess",
     "DataFileNotFoundError",
@@ -78,11 +88,15 @@ __all__ = [
     "UniformInt",
     "Workload",
     "WorkloadSource",
+    "detect_trace_format",
     "load_azure_trace",
     "load_burstgpt_trace",
+    "load_mooncake_trace",
+    "load_trace",
     "make_predictor",
     "make_workload_source",
     "prefix_block_hashes",
     "prefix_block_hashes_from_token_ids",
     "shipped_data_path",
+    "trace_source",
 ]

@@ -43,6 +43,11 @@ from llmsched_env.workload.predictors import (
 )
 from llmsched_env.workload.requests import Workload
 from llmsched_env.workload.sources import SyntheticSource, TraceSource, WorkloadSource
+from llmsched_env.workload.trace_files import (
+    TRACE_SPEC_PREFIX,
+    parse_trace_spec,
+    trace_source,
+)
 from llmsched_env.workload.traces import AZURE_CONV_TRACE, load_azure_trace, shipped_data_path
 
 #: Published statistics of BurstGPT_1.csv that :func:`burstgpt_synthetic` is fitted to.
@@ -237,10 +242,13 @@ WORKLOAD_PRESETS: dict[str, Callable[[], WorkloadSource]] = {
 
 
 def make_workload_source(name_or_source: str | WorkloadSource) -> WorkloadSource:
-    """Return a workload source, building presets by name.
+    """Return a workload source, building presets by name and trace files by ``trace:`` strings.
 
     Args:
-        name_or_source: A name in :data:`WORKLOAD_PRESETS` or a source object (returned as is).
+        name_or_source: A name in :data:`WORKLOAD_PRESETS`, ``"trace:[FORMAT:]PATH"`` for a
+            trace file (:func:`~llmsched_env.workload.trace_files.trace_source`; ``FORMAT`` is
+            ``azure``, ``burstgpt`` or ``mooncake``, detected when omitted), or a source object
+            (returned as is).
 
     Returns:
         The workload source.
@@ -257,6 +265,8 @@ def make_workload_source(name_or_source: str | WorkloadSource) -> WorkloadSource
         ...
         ValueError: unknown workload preset 'demo-2'; expected one of [...]. Did you mean 'demo2'?
     """
+    if isinstance(name_or_source, str) and name_or_source.startswith(TRACE_SPEC_PREFIX):
+        return trace_source(*parse_trace_spec(name_or_source))
     if isinstance(name_or_source, str):
         return resolve("workload preset", name_or_source, WORKLOAD_PRESETS)()
     if not isinstance(name_or_source, WorkloadSource):

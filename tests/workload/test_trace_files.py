@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmsched_env.workload import (
+    DataFileNotFoundError,
+    TraceSource,
+    detect_trace_format,
+    load_azure_trace,
+    load_trace,
+    make_workload_source,
+    trace_source,
+)
+from llmsched_env.workload.trace_files import parse_trace_spec, trace_spec
+
+from .stats_helpers import FIXTURES
+
+
+def mooncake_file(path: Path, n: int = 10) -> Path:
+    rows = [
+        {"timestamp": 250 * i, "input_length": 600 + i, "output_length": 3, "hash_ids": [0, i]}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_formats_are_detected_from_the_content_not_the_name(tmp_path: Path) -> None:
+    assert detect_trace_format(FIXTURES / "azure_small.csv") == "azure"
+    assert detect_trace_format(FIXTURES / "burstgpt_small.csv") == "burstgpt"
+    assert detect_trace_format(mooncake_file(tmp_path / "m.jsonl")) == "mooncake"
+    renamed = tmp_path / "trace.txt"  # a misleading extension does not matter
+    renamed.write_text((FIXTURES / "burstgpt_small.csv").read_text())
+    assert detect_trace_format(renamed) == "burstgpt"
+    quoted = tmp_path / "q.csv"
+    quoted.write_text('"TIMESTAMP","ContextTokens","GeneratedTokens"\n')
+    assert detect_trace_format(quoted) == "azure"
+
+
+def test_an_unknown_format_lists_the_formats_and_their_columns(tmp_path: Path) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("time,prompt,output\n1,2,3\n")
+    with pytest.raises(
+        ValueError,
+        match=r"no known trace format: its first line has columns "
+        r"\['time', 'prompt', 'output'\]",
+    ) as info:
+        detect_trace_format(other)
+    message = str(info.value)
+    for expected in (
+        "azure: CSV with columns ['TIMESTAMP'",
+        "burstgpt: CSV with columns",
+        "'Request tokens'",
+        "mooncake: JSON lines with keys ['timestamp'",
+    ):
+        assert expected in message
+    json_other = tmp_path / "o.jsonl"
+    json_other.write_text('{"ts": 1, "input_length": 5}\n')
+    with pytest.raises(ValueError, match=r"JSON keys \['input_length', 'ts'\]"):
+        detect_trace_format(json_other)
+    with pytest.raises(ValueError, match="is empty"):
+        detect_trace_format(FIXTURES / "empty.csv")
+    with pytest.raises(DataFileNotFoundError):
+        detect_trace_format(tmp_path / "missing.csv")
+
+
+def test_load_trace_detects_or_takes_the_format(tmp_path: Path) -> None:
+    path = FIXTURES / "azure_small.csv"
+    direct = load_azure_trace(path, count=4)
+    detected = load_trace(path, count=4)
+    named = load_trace(path, "azure", count=4)
+    assert direct.fingerprint() == detected.fingerprint() == named.fingerprint()
+    assert load_trace(mooncake_file(tmp_path / "m.jsonl")).prefix_block_tokens == 512
+    with pytest.raises(ValueError, match=r"unknown trace format 'mooncak'.*'mooncake'\?"):
+        load_trace(path, "mooncak")
+
+
+def test_trace_specs_round_trip() -> None:
+    assert parse_trace_spec(trace_spec("a/b.csv", "burstgpt")) == ("a/b.csv", "burstgpt")
+    assert parse_trace_spec("trace:C:/x.csv") == ("C:/x.csv", None)  # not a format name
+    with pytest.raises(ValueError, match="names no file"):
+        parse_trace_spec("trace:")
+
+
+def test_a_trace_file_is_a_workload_source_by_its_spec(tmp_path: Path) -> None:
+    path = mooncake_file(tmp_path / "mine.jsonl", n=20)
+    source = make_workload_source(f"trace:{path}")
+    assert isinstance(source, TraceSource) and source.name == "mine"
+    assert source.calibration_size == 4 and source.natural_rate_rps == pytest.approx(4.0)
+    a = source.sample(5, np.random.default_rng(3))
+    b = make_workload_source(f"trace:mooncake:{path}").sample(5, np.random.default_rng(3))
+    assert a.fingerprint() == b.fingerprint()  # same seed, same episode
+    assert a.prefix_block_hashes is not None
+
+
+def test_a_trace_too_short_to_split_names_the_file(tmp_path: Path) -> None:
+    path = mooncake_file(tmp_path / "tiny.jsonl", n=3)
+    with pytest.raises(ValueError, match=r"tiny.jsonl.*gives 0 calibration requests"):
+        trace_source(path)
