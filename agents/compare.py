@@ -17,8 +17,8 @@ are served.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from agents.policy import SETTLED_POLICY, AgentPolicyFactory
 from agents.runs import ModelChoice, RunConfig, load_run_config
 from agents.scenarios import build_env_kwargs
 from agents.seeds import evaluation_seeds
+from llmsched_env.cli_args import check_env_kwargs
 from llmsched_env.evaluation import evaluate, mean_ci
 from llmsched_env.kinds import kind_of_id
 from llmsched_env.registry import unknown_name_error
@@ -148,8 +149,15 @@ def compare(
     out: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     settled_policy: str | None = SETTLED_POLICY,
+    env_overrides: Mapping[str, Any] | None = None,
 ) -> Comparison:
     """Evaluate the agent and the baselines on common evaluation seeds.
+
+    ``env_overrides`` replaces env settings the agent was trained with (another workload or
+    trace, load, arrival rate, GPU count, ...), to score the agent and the baselines in a setting
+    of the user's choice. Overrides that change the observation or action space (the network's
+    input or output, e.g. ``n_gpus`` or ``n_bins`` in ``BatchScheduling-v0``) are refused, naming
+    the setting.
 
     Args:
         run_dir: A training run directory (exactly one of ``run_dir`` and ``pretrained``).
@@ -163,6 +171,9 @@ def compare(
         progress: Called as ``progress(done, total)`` after each episode.
         settled_policy: The baseline that acts for the agent once an episode is settled, or
             ``None`` for the model to the end (:class:`~agents.policy.AgentPolicy`).
+        env_overrides: Plain env keyword arguments that replace the run's (workload names or
+            ``"trace:[FORMAT:]PATH"`` strings, numbers); the returned comparison's config holds
+            the merged settings.
 
     Returns:
         The :class:`Comparison`.
@@ -189,6 +200,10 @@ def compare(
     if AGENT_NAME in chosen:
         raise ValueError(f"{AGENT_NAME!r} is reserved for the agent; rename the baseline")
     _warn_on_env_changes(config)
+    if env_overrides:
+        check_env_kwargs(config.env_id, dict(env_overrides))
+        check_same_spaces(config, env_overrides)
+        config = replace(config, env_kwargs={**config.env_kwargs, **env_overrides})
     agent = AgentPolicyFactory(
         str(directory), which=which, name=AGENT_NAME, settled_policy=settled_policy
     )
@@ -237,6 +252,53 @@ def _warn_on_env_changes(config: RunConfig) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def _spaces(env_id: str, env_kwargs: Mapping[str, Any]) -> tuple[tuple[Any, ...], Any]:
+    """The observation space, action space and observation names of the env, and its config."""
+    import gymnasium as gym
+
+    env = gym.make(env_id, **build_env_kwargs(env_kwargs))
+    try:
+        names = [str(n) for n in env.unwrapped.obs_names]
+        return (env.observation_space, env.action_space, names), env.unwrapped.config
+    finally:
+        env.close()
+
+
+def _describe(space: Any) -> str:
+    """A short description of a space: a Box by its shape, others as Gymnasium prints them."""
+    shape = getattr(space, "shape", None)
+    return f"Box{shape}" if type(space).__name__ == "Box" else str(space)
+
+
+def check_same_spaces(config: RunConfig, env_overrides: Mapping[str, Any]) -> None:
+    """Refuse env overrides that change the observation or action space the agent was trained on.
+
+    Raises:
+        ValueError: Naming the overridden settings that change a space, and how.
+    """
+    trained, trained_config = _spaces(config.env_id, config.env_kwargs)
+    merged, _ = _spaces(config.env_id, {**config.env_kwargs, **env_overrides})
+    if merged == trained:
+        return
+    culprits = [
+        key
+        for key, value in env_overrides.items()
+        if _spaces(config.env_id, {**config.env_kwargs, key: value})[0] != trained
+    ] or list(env_overrides)
+    named = ", ".join(
+        f"{key}={env_overrides[key]!r} (trained with {getattr(trained_config, key, None)!r})"
+        for key in culprits
+    )
+    parts = ("observation space", "action space", "observation layout")
+    what = [part for part, a, b in zip(parts, trained, merged) if a != b]
+    raise ValueError(
+        f"the env settings {named} change the {' and '.join(what)} the agent was trained on "
+        f"({config.env_id}: observation {_describe(trained[0])}, action {trained[1]}; with the "
+        f"overrides: observation {_describe(merged[0])}, action {merged[1]}); keep these "
+        "settings as trained, or train an agent for them"
+    )
 
 
 def write_comparison(comparison: Comparison, out: str | Path) -> list[Path]:

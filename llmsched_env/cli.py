@@ -97,7 +97,7 @@ def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """
     kwargs = json_object("--env-kwargs", args.env_kwargs)
     named = {
-        "workload": args.workload,
+        "workload": _trace_workload(args) or args.workload,
         "load": args.load,
         "arrival_rate": args.arrival_rate,
         "n_gpus": args.gpus,
@@ -105,6 +105,24 @@ def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
     kwargs.update({k: v for k, v in named.items() if v is not None})
     return kwargs
+
+
+def _trace_workload(args: argparse.Namespace) -> str | None:
+    """The ``workload`` string of ``--trace`` (format from ``--trace-format`` or detected).
+
+    Raises:
+        ValueError: For ``--trace-format`` without ``--trace``, or a trace file that is missing
+            or in no known format (the message lists the formats and their columns).
+    """
+    from llmsched_env.workload import detect_trace_format
+    from llmsched_env.workload.trace_files import trace_spec
+
+    if args.trace is None:
+        if args.trace_format is not None:
+            raise ValueError("--trace-format needs --trace, the trace file to read")
+        return None
+    trace_format = args.trace_format or detect_trace_format(args.trace)
+    return trace_spec(args.trace, trace_format)
 
 
 def say(command: str) -> Callable[[str], None]:
@@ -155,12 +173,28 @@ def _write(out: Path, write: Callable[[Path], list[str]], report: Callable[[str]
 
 
 def _add_env_flags(parser: argparse.ArgumentParser, default_env: str | None = "batch") -> None:
-    from llmsched_env.workload import WORKLOAD_PRESETS
+    """Add the env flags; ``default_env=None`` leaves out ``--env`` (the run fixes it)."""
+    from llmsched_env.workload import TRACE_FORMATS, WORKLOAD_PRESETS
 
-    parser.add_argument("--env", choices=sorted(ENV_IDS), default=default_env, help="environment")
-    parser.add_argument(
+    if default_env is not None:
+        parser.add_argument(
+            "--env", choices=sorted(ENV_IDS), default=default_env, help="environment"
+        )
+    workload = parser.add_mutually_exclusive_group()
+    workload.add_argument(
         "--workload",
         help=f"workload preset (env default if omitted): {listing(WORKLOAD_PRESETS)}",
+    )
+    workload.add_argument(
+        "--trace",
+        metavar="PATH",
+        help="replay your own trace file (Azure CSV, BurstGPT CSV or Mooncake JSONL) instead of "
+        "a preset; episodes are windows of it after its first 20%% (calibration history)",
+    )
+    parser.add_argument(
+        "--trace-format",
+        choices=sorted(TRACE_FORMATS),
+        help="format of --trace (detected from its header or JSON keys if omitted)",
     )
     parser.add_argument("--load", type=positive_float, help="arrival rate / capacity estimate")
     parser.add_argument("--arrival-rate", type=positive_float, help="arrival rate in requests/s")
@@ -513,6 +547,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         out = Path(args.run) / "compare"
     else:
         out = Path("runs") / f"pretrained-{args.pretrained}" / "compare"
+    env_overrides = env_kwargs_from_args(args)
     check_output_dir(out, RESULT_FILES, overwrite=args.force)
     try:
         from agents.compare import compare, write_comparison
@@ -528,6 +563,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             which=args.model,
             n_jobs=args.jobs,
             progress=None if args.quiet else progress_printer("compare"),
+            env_overrides=env_overrides,
             **_settled_policy_option(args.settled_policy),
         )
     except AgentsExtraMissingError as error:
@@ -734,6 +770,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(only late requests left), or 'none' (default: multibin-wc)",
     )
     co.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_env_flags(co, default_env=None)
+    co.epilog = (
+        "The env flags override the settings the agent was trained with (e.g. --trace my.csv "
+        "--load 0.9); settings that change its observation or action space are refused."
+    )
     co.set_defaults(func=_cmd_compare)
     return parser
 

@@ -251,3 +251,103 @@ def test_ctrl_c_stops_parallel_workers_cleanly(tmp_path):
     assert process.returncode == 130
     assert "Traceback" not in err and "interrupted (Ctrl-C)" in err
     assert not (tmp_path / "episodes.csv").exists()
+
+
+# ---------------------------------------------------------------- bring your own trace
+def _tiny_traces(tmp_path):
+    """One tiny trace per format (40 requests each); returns {format: path}."""
+    import json
+
+    azure = tmp_path / "azure.csv"
+    azure.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        + "".join(f"2023-11-16 18:00:{i:02d}.5000000,{100 + 9 * i},{20 + i}\n" for i in range(40))
+    )
+    burst = tmp_path / "burst.log"  # the extension does not matter
+    burst.write_text(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        + "".join(f"{2 * i},ChatGPT,{50 + i},{30 + i},{80 + 2 * i},API log\n" for i in range(40))
+    )
+    mooncake = tmp_path / "mc.jsonl"
+    rows = [
+        {"timestamp": 400 * i, "input_length": 600 + i, "output_length": 25, "hash_ids": [0, i]}
+        for i in range(40)
+    ]
+    mooncake.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"azure": azure, "burstgpt": burst, "mooncake": mooncake}
+
+
+BYO = ["--n-requests", "15", "--seeds", "1", "--quiet", "--policies", "edf"]
+
+
+@pytest.mark.parametrize("trace_format", ["azure", "burstgpt", "mooncake"])
+def test_evaluate_on_a_trace_file_detects_its_format(tmp_path, capsys, trace_format):
+    path = _tiny_traces(tmp_path)[trace_format]
+    assert main(["evaluate", "--trace", str(path), *BYO]) == 0
+    printed = capsys.readouterr().out
+    assert f'"workload": "trace:{trace_format}:{path}"' in printed
+    assert "edf" in printed
+
+
+def test_evaluate_on_a_trace_with_a_named_format_and_the_continuous_env(tmp_path, capsys):
+    path = _tiny_traces(tmp_path)["mooncake"]
+    argv = ["evaluate", "--env", "continuous", "--trace", str(path), "--trace-format", "mooncake"]
+    argv += ["--n-requests", "15", "--seeds", "1", "--quiet", "--policies", "vllm"]
+    argv += ["--env-kwargs", '{"kv_allocation": "paged", "prefix_caching": true}']
+    assert main(argv) == 0
+    assert "vllm" in capsys.readouterr().out
+
+
+def test_trace_flags_fail_clearly(tmp_path, capsys):
+    paths = _tiny_traces(tmp_path)
+    assert main(["evaluate", "--trace", str(paths["azure"]), "--workload", "demo2", *BYO]) == 2
+    assert "argument --workload: not allowed with argument --trace" in capsys.readouterr().err
+    assert main(["evaluate", "--trace-format", "azure", *BYO]) == 2
+    assert "--trace-format needs --trace" in capsys.readouterr().err
+    other = tmp_path / "other.csv"
+    other.write_text("t,prompt,output\n1,2,3\n")
+    assert main(["evaluate", "--trace", str(other), *BYO]) == 2
+    err = capsys.readouterr().err
+    assert "no known trace format" in err and "mooncake: JSON lines with keys" in err
+    assert main(["evaluate", "--trace", str(tmp_path / "nope.csv"), *BYO]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    # A named format the file does not hold: the loader names the missing columns.
+    argv = ["evaluate", "--trace", str(paths["azure"]), "--trace-format", "burstgpt", *BYO]
+    assert main(argv) == 2
+    assert "is missing columns ['Timestamp'" in capsys.readouterr().err
+
+
+def test_compare_on_a_trace_with_overrides(tmp_path, capsys):
+    path = _tiny_traces(tmp_path)["azure"]
+    out = tmp_path / "cmp"
+    argv = ["compare", "--pretrained", "batch-default", "--trace", str(path), "--load", "0.8"]
+    argv += ["--n-requests", "15", "--seeds", "1", "--quiet", "--policies", "edf"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f'"workload": "trace:azure:{path}"' in printed and '"load": 0.8' in printed
+    assert set(pd.read_csv(out / "summary.csv")["policy"]) == {"agent", "edf"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gpus", "3"], "n_gpus=3 (trained with 2) change the observation space"),
+        (
+            ["--env-kwargs", '{"n_bins": 3}'],
+            "n_bins=3 (trained with 4) change the observation space and action space",
+        ),
+        (["--env-kwargs", '{"n_binz": 3}'], "Did you mean 'n_bins'?"),
+    ],
+)
+def test_compare_refuses_overrides_that_change_the_agent_s_spaces(tmp_path, capsys, flags, message):
+    argv = ["compare", "--pretrained", "batch-default", *flags, "--seeds", "1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "cmp")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_takes_a_trace_too(tmp_path):
+    from llmsched_env.cli import env_kwargs_from_args
+
+    path = _tiny_traces(tmp_path)["burstgpt"]
+    args = build_parser().parse_args(["train", "--trace", str(path), "--out", str(tmp_path / "r")])
+    assert env_kwargs_from_args(args) == {"workload": f"trace:burstgpt:{path}"}
