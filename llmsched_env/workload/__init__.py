@@ -8,6 +8,8 @@
 * :mod:`~llmsched_env.workload.traces`: loaders for the Azure and BurstGPT trace formats.
 * :mod:`~llmsched_env.workload.mooncake`: the loader for Mooncake traces (with prefix hashes).
 * :mod:`~llmsched_env.workload.trace_files`: format detection, :func:`load_trace`, trace sources.
+* :mod:`~llmsched_env.workload.shared_prefixes`: synthetic prefix sharing (system prompts,
+  multi-turn sessions).
 * :mod:`~llmsched_env.workload.sources`: what an environment samples each episode from.
 * :mod:`~llmsched_env.workload.presets`: named sources and :func:`make_workload_source`.
 """
@@ -43,6 +45,7 @@ from llmsched_env.workload.prefix_hashes import (
 )
 from llmsched_env.workload.presets import WORKLOAD_PRESETS, make_workload_source
 from llmsched_env.workload.requests import Workload
+from llmsched_env.workload.shared_prefixes import PrefixSharingSource
 from llmsched_env.workload.sources import SyntheticSource, TraceSource, WorkloadSource
 from llmsched_env.workload.trace_files import (
     TRACE_FORMATS,
@@ -82,6 +85,7 @@ __all__ = [
     "OraclePredictor",
     "OutputLengthPredictor",
     "PoissonArrivals",
+    "PrefixSharingSource",
     "PromptPowerLawPredictor",
     "SyntheticSource",
     "TraceSource",

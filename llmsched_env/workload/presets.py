@@ -7,6 +7,7 @@ name                        what                                                
 ``azure-conv-oracle``       the same trace with exact output lengths               5.53 req/s
 ``mooncake-conversation``   Mooncake conversation trace with prefix block hashes   3.40 req/s
 ``mooncake-synthetic``      Mooncake synthetic trace with prefix block hashes      3.91 req/s
+``prefix-sharing``          SYNTHETIC system prompts and multi-turn sessions       2 req/s
 ``burstgpt-synthetic``      SYNTHETIC stream fitted to BurstGPT's statistics       0.271 req/s
 ``demo2``                   Simulator B's demo2 workload                           2 req/s
 ``demo3``                   Simulator B's demo3 workload                           1 req/s
@@ -42,6 +43,7 @@ from llmsched_env.workload.predictors import (
     PromptPowerLawPredictor,
 )
 from llmsched_env.workload.requests import Workload
+from llmsched_env.workload.shared_prefixes import PrefixSharingSource
 from llmsched_env.workload.sources import SyntheticSource, TraceSource, WorkloadSource
 from llmsched_env.workload.trace_files import (
     TRACE_SPEC_PREFIX,
@@ -226,6 +228,16 @@ def uniform() -> SyntheticSource:
     return SyntheticSource("uniform", PoissonArrivals(10.0), Fixed(1), UniformInt(100, 2000))
 
 
+def prefix_sharing() -> PrefixSharingSource:
+    """SYNTHETIC prompts sharing prefixes: 4 system prompts of 1,024 tokens, sessions of 4 turns.
+
+    Share rate 0.75 (three quarters of the prompt tokens are a prefix an earlier prompt had),
+    16-token block hashes, lognormal outputs (median 148 tokens), Poisson arrivals at 2 req/s,
+    oracle predictions; see :mod:`llmsched_env.workload.shared_prefixes`.
+    """
+    return PrefixSharingSource()
+
+
 WORKLOAD_PRESETS: dict[str, Callable[[], WorkloadSource]] = {
     "azure-conv": azure_conv,
     "azure-conv-oracle": azure_conv_oracle,
@@ -236,6 +248,7 @@ WORKLOAD_PRESETS: dict[str, Callable[[], WorkloadSource]] = {
     "demo3": demo3,
     "sim-a": sim_a,
     "mm1": mm1,
+    "prefix-sharing": prefix_sharing,
     "uniform": uniform,
 }
 """Workload presets: name -> zero-argument factory of a :class:`WorkloadSource`."""

@@ -24,6 +24,7 @@ EXPECTED_RATES = {
     "demo3": 1.0,
     "sim-a": 1.0,
     "mm1": 2.0,
+    "prefix-sharing": 2.0,
     "uniform": 10.0,
 }
 
