@@ -15,7 +15,6 @@ different problems.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,15 +154,13 @@ def compare_runs(
     )
     run_of = dict(zip(agent_names, labels))
     episodes, summary = _label_runs(episodes, run_of), _label_runs(summary, run_of)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", UserWarning)
-        reliable = reliable_statistics(
-            episodes,
-            scenario=config.scenario or "default",
-            seed=bootstrap_seed,
-            reps=reps,
-            profile_reps=profile_reps,
-        )
+    reliable = reliable_statistics(
+        episodes,
+        scenario=config.scenario or "default",
+        seed=bootstrap_seed,
+        reps=reps,
+        profile_reps=profile_reps,
+    )
     comparison = RunsComparison(config, labels, seeds, episodes, summary, reliable)
     if out is not None:
         write_runs_comparison(comparison, out)

@@ -174,7 +174,7 @@ def test_scenario_sets_env_and_kwargs(tmp_path):
         ({"algo": "sac"}, "unknown algorithm 'sac'"),
         ({"steps": 0}, "steps must be an integer >= 1, got 0"),
         ({"env": "atari"}, "unknown environment kind or env id 'atari'"),
-        ({"seed": 5000}, r"seed must be an integer in \[0, 2249\]"),
+        ({"seed": 5000}, r"seed must be an integer in \[0, 561\] \(with n_envs=16"),
         ({"hyperparams": {"learning_rat": 1e-3}}, "unknown hyperparameter 'learning_rat'"),
         ({"vec_env": "ray"}, "vec_env must be one of"),
         ({"env_kwargs": {"workload": object()}}, "env_kwargs must be plain JSON values"),
