@@ -30,7 +30,7 @@ are in ``docs/results.md``):
   (larger networks, the joint ``FlattenAction`` action, other ``gamma``, ``gae_lambda`` and
   learning-rate schedules) ended within noise of it or lower, so none is the default.
   Earlier runs took the same rollout from 4 envs x 512 steps: 16 envs step the network on
-  batches four times larger, which trains 40-50% more steps per second at the same rollout
+  batches four times larger, which trains about 1.5x the steps per second at the same rollout
   size (``benchmarks/bench_training.py``); ``DummyVecEnv`` stays, since ``SubprocVecEnv`` was
   4x slower on 2 cores.
 * ContinuousBatching-v0 episodes are long (2,000 to 4,000 iterations), so rollouts are longer

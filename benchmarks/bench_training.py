@@ -13,8 +13,12 @@ update) and every other hyperparameter at the env's default:
 * ``after``: the current defaults, 16 envs x 128 steps (x 256), validation off during training
   (``agents.training.distribution_validation_off``).
 
+``--settings all`` adds the two halves of the change, to see what each is worth: ``envs``
+(16 envs, validation on) and ``no-validation`` (4 envs, validation off).
+
 The settings alternate round by round (A, B, A, B, ...) so that a change in the machine's load
-hits both alike; the script prints each run's steps/s and the ratio of the medians.
+hits all alike; the script prints each run's steps/s and each setting's median relative to
+``before``.
 """
 
 from __future__ import annotations
@@ -32,18 +36,26 @@ from agents.training import resolve_env_id, train
 
 #: The previous defaults' rollout per env (n_envs = 4) by env kind.
 BEFORE_STEPS = {"batch": 512, "continuous": 1024}
+#: Setting name: (the previous 4 envs, torch's distribution checks on).
+SETTINGS = {
+    "before": (True, True),
+    "envs": (False, True),
+    "no-validation": (True, False),
+    "after": (False, False),
+}
 
 
 def run(env: str, steps: int, setting: str, out: Path) -> float:
-    """Train ``steps`` steps with ``setting`` (``before`` or ``after``); return steps/s."""
+    """Train ``steps`` steps with ``setting`` (a key of :data:`SETTINGS`); return steps/s."""
     defaults = resolve_hyperparams(resolve_env_id(env), "maskable-ppo")
     rollout = defaults["n_envs"] * defaults["algo_kwargs"]["n_steps"]
+    old_envs, validate = SETTINGS[setting]
     hyper: dict = {}
     validation_off = training.distribution_validation_off
-    if setting == "before":
+    if old_envs:
         hyper = {"n_envs": 4, "n_steps": BEFORE_STEPS[env]}
         assert 4 * BEFORE_STEPS[env] == rollout, "the rollout size must stay the same"
-        # The old code trained with torch's default (validation on).
+    if validate:  # the old code trained with torch's default (checks on)
         training.distribution_validation_off = contextlib.nullcontext
     try:
         started = time.perf_counter()
@@ -67,17 +79,21 @@ def main() -> None:
     parser.add_argument("--env", choices=sorted(BEFORE_STEPS), default="batch")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--settings", choices=["before,after", "all"], default="before,after")
     args = parser.parse_args()
-    rates: dict[str, list[float]] = {"before": [], "after": []}
+    names = list(SETTINGS) if args.settings == "all" else ["before", "after"]
+    rates: dict[str, list[float]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         run(args.env, 2_048, "after", Path(tmp) / "warm-up")  # compile the simulator's kernels
         for i in range(args.rounds):
             for setting in rates:
                 rate = run(args.env, args.steps, setting, Path(tmp) / f"{setting}-{i}")
                 rates[setting].append(rate)
-                print(f"round {i + 1} {setting:6s} {rate:8.0f} steps/s", flush=True)
-    before, after = (statistics.median(rates[k]) for k in ("before", "after"))
-    print(f"median before {before:.0f} steps/s, after {after:.0f} steps/s: x{after / before:.2f}")
+                print(f"round {i + 1} {setting:13s} {rate:8.0f} steps/s", flush=True)
+    before = statistics.median(rates["before"])
+    for name, values in rates.items():
+        median = statistics.median(values)
+        print(f"median {name:13s} {median:8.0f} steps/s  x{median / before:.2f}")
 
 
 if __name__ == "__main__":
