@@ -108,3 +108,27 @@ def test_the_import_shim_restores_pandas():
         pass
     import_rliable("metrics")
     assert _decorators.deprecate_kwarg is original
+
+
+def test_each_scenario_is_normalised_by_its_own_baselines():
+    a = episodes().assign(scenario="a")
+    b = episodes().assign(scenario="b")
+    b["return"] = b["return"] * 2
+    result = stats(pd.concat([a, b], ignore_index=True))
+    assert result.table["scenario"].tolist() == ["a", "b"]
+    assert result.table["best_heuristic_mean"].tolist() == [20.0, 40.0]
+    # Doubling every return leaves the normalised scores unchanged.
+    scores = result.run_scores.pivot_table(index="run", columns="scenario", values="score")
+    np.testing.assert_allclose(scores["a"], scores["b"])
+    with pytest.raises(ValueError, match="same number of runs"):
+        stats(pd.concat([a, b[b["run"] != "r4"]], ignore_index=True))
+
+
+def test_the_profile_figure_is_skipped_without_matplotlib(monkeypatch, tmp_path):
+    from agents import reliable
+
+    result = stats(episodes())
+    assert reliable.plot_performance_profile(result, tmp_path / "p.png") == tmp_path / "p.png"
+    monkeypatch.setattr("llmsched_env.plotting._pyplot", lambda: None)
+    assert reliable.plot_performance_profile(result, tmp_path / "q.png") is None
+    assert not (tmp_path / "q.png").exists()
