@@ -84,3 +84,10 @@ def test_cli_compare_runs(two_runs, tmp_path, capsys):
     assert "agent (seed0)" in printed and "normalised IQM" in printed
     assert (out / "reliable.csv").is_file()
     assert main(["compare", "--run", str(two_runs[0]), "--runs", str(two_runs[1])]) == 2
+
+
+def test_the_cli_checks_the_files_compare_runs_writes():
+    from agents.compare_runs import RUNS_FILES
+    from llmsched_env.cli import RUNS_OUTPUT_FILES
+
+    assert RUNS_OUTPUT_FILES == RUNS_FILES
