@@ -407,11 +407,12 @@ def _run_session(
             callbacks.append(StopOnRequest(stop))
             if progress_bar:
                 callbacks.append(StepProgressBar(planned))
-            model.learn(
-                total_timesteps=steps,
-                callback=CallbackList(callbacks),
-                reset_num_timesteps=not load_existing,
-            )
+            with distribution_validation_off():
+                model.learn(
+                    total_timesteps=steps,
+                    callback=CallbackList(callbacks),
+                    reset_num_timesteps=not load_existing,
+                )
         wall = time.perf_counter() - started
         trained = int(model.num_timesteps) - first_step
         saved_in = _save_final(run_dir, model, venv, log)
@@ -505,6 +506,29 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextmanager
+def distribution_validation_off() -> Iterator[None]:
+    """Run the block without torch's argument checks of distributions, then restore them.
+
+    By default torch checks the parameters of every distribution it builds (probabilities on
+    the simplex, finite logits) and the support of every value passed to ``log_prob``. A
+    rollout builds one masked categorical per env step and an update one per minibatch, so on
+    these small networks the checks cost 20-30% of training steps per second
+    (``benchmarks/bench_training.py``). They can never fail here: the logits come from the
+    network and masking only replaces some by a large negative number, and the actions scored
+    are the ones sampled. Turning them off changes no number, only speed; the previous
+    default is restored so that other code in the process keeps torch's behaviour.
+    """
+    from torch.distributions import Distribution
+
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)
 
 
 def _json_ready(kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,15 @@ EXIT_INTERRUPTED = 130
 #: Files ``llmsched evaluate`` and ``llmsched compare`` write.
 RESULT_FILES = ("episodes.csv", "summary.csv", "comparison.png")
 RECORDS_FILE = "records.csv"
+#: Files ``llmsched compare --runs`` writes (as ``agents.compare_runs.RUNS_FILES``).
+RUNS_OUTPUT_FILES = (
+    "episodes.csv",
+    "summary.csv",
+    "reliable.csv",
+    "run_scores.csv",
+    "comparison.png",
+    "performance_profile.png",
+)
 
 #: Columns of the printed comparison table: (summary column, header, format).
 TABLE_COLUMNS = (
@@ -541,6 +550,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     policies = None
     if args.policies != "all":
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if args.runs:
+        return _compare_runs(args, policies)
     if args.out:
         out = Path(args.out)
     elif args.run:
@@ -579,6 +590,52 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(result.verdict())
     _write(out, lambda target: [p.name for p in write_comparison(result, target)], report)
     return 0
+
+
+def _compare_runs(args: argparse.Namespace, policies: list[str] | None) -> int:
+    """``llmsched compare --runs``: every run's agent and the baselines, pooled statistics."""
+    import os
+
+    from agents.extras import AgentsExtraMissingError
+    from llmsched_env.outputs import check_output_dir
+
+    report = say("compare")
+    out = Path(args.out) if args.out else Path(os.path.commonpath(args.runs)) / "compare"
+    check_output_dir(out, RUNS_OUTPUT_FILES, overwrite=args.force)
+    try:
+        from agents.compare_runs import compare_runs, write_runs_comparison
+
+        report(f"{len(args.runs)} runs, {args.seeds} seeds from {args.first_seed}")
+        _warm_up(report)
+        result = compare_runs(
+            args.runs,
+            n_seeds=args.seeds,
+            first_seed=args.first_seed,
+            policies=policies,
+            which=args.model,
+            n_jobs=args.jobs,
+            progress=None if args.quiet else progress_printer("compare"),
+            reps=args.bootstrap_reps,
+            **_settled_policy_option(args.settled_policy),
+        )
+    except (AgentsExtraMissingError, ImportError) as error:
+        print(f"llmsched compare: error: {error}", file=sys.stderr)
+        return 2
+    config = result.config
+    label = f" ({config.scenario})" if config.scenario else ""
+    print(
+        f"{config.env_id}{label} {_json(config.env_kwargs)}, {len(result.runs)} runs, seeds "
+        f"{result.seeds[0]}..{result.seeds[-1]}"
+    )
+    print(format_table(result.summary.assign(policy=_run_labels(result.summary))))
+    print("\n".join(result.reliable.lines()))
+    _write(out, lambda target: [p.name for p in write_runs_comparison(result, target)], report)
+    return 0
+
+
+def _run_labels(summary: Any) -> list[str]:
+    """``agent (<run>)`` for an agent's row of a multi-run summary, the policy otherwise."""
+    return [f"{p} ({r})" if r else str(p) for p, r in zip(summary["policy"], summary["run"])]
 
 
 def _settled_policy_option(value: str | None) -> dict[str, Any]:
@@ -749,6 +806,16 @@ def build_parser() -> argparse.ArgumentParser:
     source = co.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=directory, help="a training run directory")
     source.add_argument(
+        "--runs",
+        nargs="+",
+        type=directory,
+        metavar="DIR",
+        help="several training runs of one env configuration (independent training seeds, 5 "
+        "or more): adds normalised IQM, P(agent > best heuristic) with bootstrap CIs, paired "
+        "per-seed differences and a performance profile (default --out: their common parent "
+        "directory's compare/)",
+    )
+    source.add_argument(
         "--pretrained",
         help=f"a pretrained agent shipped with the package: {listing(_pretrained_names())}",
     )
@@ -768,6 +835,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--settled-policy",
         help="baseline that acts for the agent once no action can change the return "
         "(only late requests left), or 'none' (default: multibin-wc)",
+    )
+    co.add_argument(
+        "--bootstrap-reps",
+        type=positive_int,
+        default=10_000,
+        help="with --runs: bootstrap replications of the IQM and P(improvement) intervals",
     )
     co.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_env_flags(co, default_env=None)

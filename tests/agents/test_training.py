@@ -132,6 +132,39 @@ def test_evaluation_is_deterministic_and_independent_of_workers(tiny_run):
     assert first[columns].equals(parallel[columns])
 
 
+def test_distribution_checks_are_off_only_during_training_and_change_no_number(
+    tmp_path, monkeypatch
+):
+    import contextlib
+
+    from torch.distributions import Distribution
+
+    from agents import training
+
+    before = Distribution._validate_args
+    seen = []
+    original = training.distribution_validation_off
+
+    @contextlib.contextmanager
+    def recording():
+        with original():
+            seen.append(Distribution._validate_args)
+            yield
+
+    monkeypatch.setattr(training, "distribution_validation_off", recording)
+    fast = tiny_train(tmp_path / "fast", seed=5)
+    assert seen == [False] and Distribution._validate_args == before
+    monkeypatch.setattr(training, "distribution_validation_off", contextlib.nullcontext)
+    Distribution.set_default_validate_args(True)
+    try:
+        checked = tiny_train(tmp_path / "checked", seed=5)
+    finally:
+        Distribution.set_default_validate_args(before)
+    params = [r.model.policy.state_dict() for r in (fast, checked)]
+    for key in params[0]:
+        assert params[0][key].equal(params[1][key]), key
+
+
 def test_same_seed_runs_are_identical(tmp_path):
     import gymnasium as gym
 
@@ -174,7 +207,7 @@ def test_scenario_sets_env_and_kwargs(tmp_path):
         ({"algo": "sac"}, "unknown algorithm 'sac'"),
         ({"steps": 0}, "steps must be an integer >= 1, got 0"),
         ({"env": "atari"}, "unknown environment kind or env id 'atari'"),
-        ({"seed": 5000}, r"seed must be an integer in \[0, 2249\]"),
+        ({"seed": 5000}, r"seed must be an integer in \[0, 561\] \(with n_envs=16"),
         ({"hyperparams": {"learning_rat": 1e-3}}, "unknown hyperparameter 'learning_rat'"),
         ({"vec_env": "ray"}, "vec_env must be one of"),
         ({"env_kwargs": {"workload": object()}}, "env_kwargs must be plain JSON values"),

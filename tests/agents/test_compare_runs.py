@@ -1,0 +1,93 @@
+import json
+import shutil
+
+import pytest
+
+from agents.compare import AGENT_NAME, compare
+from agents.compare_runs import compare_runs
+from llmsched_env.cli import main
+from tests.agents.conftest import tiny_train
+
+#: A tiny env under load, where random and the heuristics differ.
+LOADED = {"n_requests": 60, "load": 1.5}
+SEEDS = {"n_seeds": 2, "first_seed": 10_005}
+FAST = {"reps": 100, "profile_reps": 20}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("group")
+    for seed in (0, 1):
+        tiny_train(root / f"seed{seed}", seed=seed, env_kwargs=LOADED)
+    return [root / "seed0", root / "seed1"]
+
+
+def test_runs_are_pooled_and_baselines_run_once(two_runs, tmp_path):
+    with pytest.warns(UserWarning, match="2 training runs"):
+        result = compare_runs(two_runs, policies=["edf"], out=tmp_path / "cmp", **SEEDS, **FAST)
+    episodes = result.episodes
+    assert list(episodes.columns[:3]) == ["policy", "run", "seed"] and "return" in episodes
+    counts = episodes.groupby(["policy", "run"]).size().to_dict()
+    # random is added to anchor score 0; every baseline plays each seed once.
+    assert counts == {
+        (AGENT_NAME, "seed0"): 2,
+        (AGENT_NAME, "seed1"): 2,
+        ("edf", ""): 2,
+        ("random", ""): 2,
+    }
+    assert result.runs == ["seed0", "seed1"]
+    row = result.reliable.table.iloc[0]
+    assert (row["n_runs"], row["n_seeds"], row["paired_n"]) == (2, 2, 2)
+    assert row["best_heuristic"] == "edf"
+    written = {p.name for p in (tmp_path / "cmp").iterdir()}
+    assert {"episodes.csv", "summary.csv", "reliable.csv", "run_scores.csv"} <= written
+    assert "performance_profile.png" in written
+    # Each run's agent plays exactly as in a single-run comparison.
+    single = compare(two_runs[1], policies=["edf"], **SEEDS).episodes
+    pooled = episodes[episodes["run"] == "seed1"]
+    assert pooled["return"].tolist() == single[single["policy"] == AGENT_NAME]["return"].tolist()
+
+
+def test_runs_of_different_env_settings_are_refused(two_runs, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(two_runs[1], other)
+    config = json.loads((other / "config.json").read_text())
+    config["env_kwargs"]["load"] = 2.0
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"different env settings \(env_kwargs differ: load: "):
+        compare_runs([two_runs[0], other], **SEEDS, **FAST)
+    with pytest.raises(ValueError, match="given more than once"):
+        compare_runs([two_runs[0], two_runs[0]], **SEEDS, **FAST)
+
+
+@pytest.mark.filterwarnings("ignore:2 training runs per scenario")
+def test_cli_compare_runs(two_runs, tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = [
+        "compare",
+        "--runs",
+        *map(str, two_runs),
+        "--seeds",
+        "2",
+        "--first-seed",
+        "10005",
+        "--policies",
+        "edf,multibin-wc",
+        "--bootstrap-reps",
+        "100",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "agent (seed0)" in printed and "normalised IQM" in printed
+    assert (out / "reliable.csv").is_file()
+    assert main(["compare", "--run", str(two_runs[0]), "--runs", str(two_runs[1])]) == 2
+
+
+def test_the_cli_checks_the_files_compare_runs_writes():
+    from agents.compare_runs import RUNS_FILES
+    from llmsched_env.cli import RUNS_OUTPUT_FILES
+
+    assert RUNS_OUTPUT_FILES == RUNS_FILES
