@@ -11,10 +11,10 @@ Usage::
     python scripts/fingerprint.py --quick    # fewer seeds and requests (for CI)
     python scripts/fingerprint.py --parts    # also a hash per part and per baseline's outcome
 
-``--parts`` says what changed when the total does: the observations, masks, ``info`` values and
-rewards over all baselines, and each baseline's outcome (episode metrics and request records).
-A change of the action space alone, for instance, changes the masks but no deterministic
-baseline's outcome.
+``--parts`` says what changed when the total does: the action masks over all baselines, and,
+per baseline, everything else (observations, ``info`` values, rewards, episode metrics and
+request records). A change of the action space alone, for instance, changes the masks but no
+deterministic baseline's episodes.
 """
 
 from __future__ import annotations
@@ -91,17 +91,15 @@ def fingerprint_config(
         kwargs: Its keyword arguments (besides ``n_requests``).
         seeds: The episodes' seeds.
         n_requests: Requests per episode.
-        parts: If given, filled with one SHA-256 object per part (``observations``, ``masks``,
-            ``info``, ``rewards``, and ``outcome/<baseline>`` for each baseline's episode
-            metrics and request records).
+        parts: If given, filled with one SHA-256 object per part: ``masks`` (the action masks
+            of every baseline's episodes) and, per baseline, ``episodes/<baseline>`` (the rest).
 
     Returns:
         The hexadecimal digest of everything.
     """
     digest = hashlib.sha256()
     parts = {} if parts is None else parts
-    for part in ("observations", "masks", "info", "rewards"):
-        parts[part] = hashlib.sha256()
+    masks = parts["masks"] = hashlib.sha256()
     env = gym.make(env_id, n_requests=n_requests, **kwargs)
     kind = "batch" if "Batch" in env_id.split("/")[1][:5] else "continuous"
     for name in policy_names(kind):
@@ -110,30 +108,28 @@ def fingerprint_config(
                 policy = make_policy(name, env)
             except ValueError as error:  # a baseline that refuses this configuration
                 digest.update(f"{name}: {error}".encode())
-                parts.setdefault(f"outcome/{name}", hashlib.sha256()).update(str(error).encode())
+                parts.setdefault(f"episodes/{name}", hashlib.sha256()).update(str(error).encode())
                 continue
-            outcome = parts.setdefault(f"outcome/{name}", hashlib.sha256())
+            episodes = parts.setdefault(f"episodes/{name}", hashlib.sha256())
             obs, info = env.reset(seed=seed)
             policy.reset()
             done = False
             while not done:
-                for d in (digest, parts["observations"]):
+                for d in (digest, episodes):
                     _update(d, obs)
-                for d in (digest, parts["masks"]):
+                for d in (digest, masks):
                     _update(d, env.unwrapped.action_masks())
-                for d in (digest, parts["info"]):
+                for d in (digest, episodes):
                     _info_digest(d, info)
                 action = policy.act(obs, info)
                 obs, reward, terminated, truncated, info = env.step(action)
-                for d in (digest, parts["rewards"]):
+                for d in (digest, episodes):
                     _update(d, reward)
                     _update(d, (terminated, truncated))
                 done = terminated or truncated
-            for d in (digest, parts["observations"]):
+            for d in (digest, episodes):
                 _update(d, obs)
-            for d in (digest, parts["info"]):
                 _info_digest(d, info)
-            for d in (digest, outcome):
                 for key, value in sorted(env.unwrapped.episode_metrics().items()):
                     d.update(key.encode())
                     _update(d, value)
