@@ -228,7 +228,9 @@ class ContinuousBatchingEnv(SchedulingEnv):
       added later; the defaults (``"reserve"``, ``False``) keep the original dynamics. The
       queue arrays of ``info`` (``waiting``, ``waiting_arrival_s``, ``waiting_prompt_tokens``,
       ``running``, ``running_tokens_generated``, ``running_predicted_output_tokens``,
-      ``prefilling``) moved to ``queue_snapshot()``; the dynamics did not change.
+      ``prefilling``) moved to ``queue_snapshot()``; the dynamics did not change. Before the
+      first release the prompt-cap levels changed meaning: 0 admits no new prompt (it meant no
+      cap) and ``None`` is no cap; the default levels became ``(0, 1, 2, 4, 8, 16, None)``.
     """
 
     config_class = ContinuousEnvConfig
