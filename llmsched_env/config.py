@@ -224,7 +224,9 @@ class ContinuousEnvConfig(EnvConfig):
         prefix_caching: Automatic prefix caching of KV blocks (needs ``kv_allocation="paged"``).
         decode_levels: Number of levels of the decode-share action component.
         prefill_levels: Number of levels of the prefill-budget action component.
-        prompt_caps: Levels of the "most new prompts per iteration" component (0 means no cap).
+        prompt_caps: Levels of the "most new prompts per iteration" component: each a
+            non-negative integer (0: admit none, only started prompts continue) or ``None`` (no
+            cap); at least one level must admit prompts (be positive or ``None``).
         invalid_action: ``"remap"`` or ``"raise"``.
         max_steps: Truncate after this many steps (``None``: never).
         render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
@@ -252,7 +254,7 @@ class ContinuousEnvConfig(EnvConfig):
     prefix_caching: bool = False
     decode_levels: int = 5
     prefill_levels: int = 5
-    prompt_caps: tuple[int, ...] = field(default=(1, 2, 4, 8, 16, 0))
+    prompt_caps: tuple[int | None, ...] = field(default=(0, 1, 2, 4, 8, 16, None))
     invalid_action: InvalidActionMode = "remap"
     max_steps: int | None = None
     render_mode: str | None = None
@@ -278,12 +280,17 @@ class ContinuousEnvConfig(EnvConfig):
             )
         _int_field(self, "decode_levels", 2, 101)
         _int_field(self, "prefill_levels", 2, 101)
-        expectation = "a non-empty sequence of integers >= 0 (0 = no cap)"
+        expectation = (
+            "a non-empty sequence of integers >= 0 (0 = admit no new prompt) or None (no cap)"
+        )
         caps = arguments.sequence(owner, "prompt_caps", self.prompt_caps, expectation)
         if not caps:
             raise ValueError(arguments.message(owner, "prompt_caps", expectation, self.prompt_caps))
-        checked = []
+        checked: list[int | None] = []
         for i, cap in enumerate(caps):
+            if cap is None:
+                checked.append(None)
+                continue
             try:
                 checked.append(arguments.integer(owner, "prompt_caps", cap, minimum=0))
             except (TypeError, ValueError) as error:
@@ -292,6 +299,16 @@ class ContinuousEnvConfig(EnvConfig):
                     arguments.message(owner, "prompt_caps", expectation, self.prompt_caps)
                     + f" (entry {i} is {cap!r})"
                 ) from None
+        if all(cap == 0 for cap in checked):
+            raise ValueError(
+                arguments.message(
+                    owner,
+                    "prompt_caps",
+                    "a sequence with a level that admits prompts (an integer >= 1 or None: "
+                    "0 now means 'admit no new prompt', no longer 'no cap')",
+                    self.prompt_caps,
+                )
+            )
         _set(self, "prompt_caps", tuple(checked))
 
 

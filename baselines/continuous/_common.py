@@ -27,8 +27,8 @@ class ContinuousPolicy(Policy):
         chunk_size: Chunk size of chunked prefill, ``None`` when prompts are prefilled whole.
         decode_levels: Number of decode levels ``D``; level ``D - 1`` decodes all.
         prefill_levels: Number of prefill levels ``P``; level ``P - 1`` is the whole budget.
-        prompt_caps: The env's prompt-cap levels with 0 ("no cap") resolved to
-            ``max_sequences`` (``env.unwrapped.prompt_caps``).
+        prompt_caps: The env's prompt-cap levels with ``None`` ("no cap") resolved to
+            ``max_sequences`` (``env.unwrapped.prompt_caps``); 0 admits no new prompt.
         uncapped: The prompt-cap level with the largest cap (no cap when the env offers one).
         codec: The env's action codec (decode counts and prefill budgets of the levels).
 
@@ -83,7 +83,8 @@ class ContinuousPolicy(Policy):
         if cap not in self.prompt_caps:
             raise ValueError(
                 f"{type(self).__name__}: a prompt cap of {cap} is not one of the env's prompt_caps "
-                f"levels {self.prompt_caps} (0 = no cap, shown as max_sequences); build the env "
+                f"levels {self.prompt_caps} (None = no cap, shown as max_sequences; 0 = admit "
+                f"none); build the env "
                 f"with prompt_caps including {cap}"
             )
         return self.prompt_caps.index(cap)

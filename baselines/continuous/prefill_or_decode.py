@@ -34,11 +34,12 @@ class RunToCompletion(ContinuousPolicy):
     ``max_tokens`` is rejected at arrival with ``PROMPT_EXCEEDS_TOKEN_BUDGET``. With chunked
     prefill, a prompt longer than ``chunk_size`` is prefilled over several iterations; each
     continuation uses the largest prefill level whose budget does not exceed the next piece, so
-    that the budget is used up and nothing new is admitted. The action cannot say "admit no new
-    prompt" (cap 0 means no cap), so when the last piece is shorter than the smallest non-zero
-    level's budget (``max_tokens / (P - 1)``), the next job's prefill starts in the same
-    iteration. Such overlaps are counted in :attr:`n_overlaps` and reported once with a
-    ``UserWarning``. (A prompt-cap level meaning "no new prompts" would make this exact.)
+    that the budget is used up and nothing new is admitted. When the last piece is shorter than
+    the smallest non-zero level's budget (``max_tokens / (P - 1)``), the next job's prefill
+    starts in the same iteration. Such overlaps are counted in :attr:`n_overlaps` and reported
+    once with a ``UserWarning``. The env's cap of 0 ("admit no new prompt") could make this
+    exact; the policy keeps its cap of 1 so that its results stay comparable with those
+    published before that level existed.
 
     Args:
         env: A ``ContinuousBatching-v0`` environment whose ``prompt_caps`` include 1.

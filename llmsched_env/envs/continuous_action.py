@@ -4,9 +4,11 @@ The action is ``[decode_level, prefill_level, prompt_cap_level]`` in
 ``MultiDiscrete([D, P, len(prompt_caps)])``. With ``running`` sequences on the deciding GPU it
 asks for an iteration that decodes ``k = ceil(decode_level / (D - 1) * running)`` of them
 (oldest first), gives prefill a budget of ``round(prefill_level / (P - 1) * (max_tokens -
-min(k, max_tokens)))`` tokens and admits at most ``prompt_caps[prompt_cap_level]`` new prompts.
-So ``decode_level = D - 1`` decodes every running sequence and ``prefill_level = P - 1`` hands
-prefill whatever the decodes leave of the token budget. ``[0, 0, *]`` is WAIT.
+min(k, max_tokens)))`` tokens and admits at most ``prompt_caps[prompt_cap_level]`` new prompts
+(a cap of 0 admits none: only started prompts continue; the env's ``None``, no cap, is resolved
+to ``max_sequences`` here). So ``decode_level = D - 1`` decodes every running sequence and
+``prefill_level = P - 1`` hands prefill whatever the decodes leave of the token budget.
+``[0, 0, *]`` is WAIT.
 
 The env decodes actions with :class:`ContinuousActionCodec`, builds its mask from the prefill
 budgets it lists, and the baselines choose levels with it, so the rule lives here only.
@@ -45,8 +47,8 @@ class ContinuousActionCodec:
     Args:
         decode_levels: ``D``, the number of decode levels (at least 2).
         prefill_levels: ``P``, the number of prefill levels (at least 2).
-        prompt_caps: Most new prompts of each cap level, with "no cap" already resolved to
-            ``max_sequences`` (``env.unwrapped.prompt_caps``).
+        prompt_caps: Most new prompts of each cap level (0: none), with "no cap" (``None``)
+            already resolved to ``max_sequences`` (``env.unwrapped.prompt_caps``).
         max_tokens: Token budget of one iteration.
 
     Example:

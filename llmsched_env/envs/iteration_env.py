@@ -70,18 +70,25 @@ class ContinuousBatchingEnv(SchedulingEnv):
     |-----------|-------------|---------|
     | 0 decode | 0..D-1 | decode the ``ceil(v/(D-1) * running)`` oldest running sequences |
     | 1 prefill | 0..P-1 | prefill budget ``round(v/(P-1) * (max_tokens - decoded))`` tokens |
-    | 2 prompt cap | c | admit at most ``prompt_caps[c]`` new prompts (0 means no cap) |
+    | 2 prompt cap | c | admit at most ``prompt_caps[c]`` new prompts (``None``: no cap) |
 
     Prefill continues the GPU's started prompts first, then admits prompts from the head of the
-    queue (whole prompts, or chunks of at most ``chunk_size`` tokens). ``[0, 0, *]`` is WAIT: the
-    GPU idles until the next event. Defaults: D = P = 5 and caps ``(1, 2, 4, 8, 16, 0)``.
+    queue (whole prompts, or chunks of at most ``chunk_size`` tokens). A cap of 0 admits no new
+    prompt: the iteration decodes and continues the started prompts only ("finish what was
+    started"). ``[0, 0, *]`` is WAIT: the GPU idles until the next event. Defaults: D = P = 5
+    and caps ``(0, 1, 2, 4, 8, 16, None)``. (Before 0.1.0 was released, 0 meant "no cap"; it now
+    means "admit none", and ``None`` is "no cap".)
 
     **Masking.** ``action_masks()`` returns the concatenated per-component mask (sb3-contrib's
     MaskablePPO format): decode levels above 0 need running sequences; a prefill level above 0
     needs prefill it can actually do (a started prompt, or an admissible head prompt that fits in
     that level's budget); level 0 of a component is allowed when the other component can be
-    non-zero or WAIT is safe. WAIT (both 0) is forbidden only when it would deadlock, which
-    per-component masks cannot express: ``FlattenAction`` gives exact joint masks. With
+    non-zero or WAIT is safe; a cap that admits prompts is always allowed, and a cap of 0 when
+    WAIT is safe, sequences run, or a started prompt's next chunk fits some prefill level. WAIT
+    (both 0) is forbidden only when it would deadlock, and ``[0, p, cap 0]`` only runs when a
+    started prompt continues at level ``p``, which per-component masks cannot express:
+    ``joint_action_mask()`` (behind ``FlattenAction``) is exact, and an iteration that would
+    do nothing (nothing decoded, nothing prefilled) is never allowed. With
     paged KV an admissible head prompt must also find free blocks for its first chunk at that
     level's budget, so a larger budget (a larger chunk) can be forbidden where a smaller one is
     allowed; beside running sequences (whose decodes shrink the budget) a started prompt or a
@@ -193,7 +200,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
     | kv_block_tokens | 16 | tokens per KV block with ``"paged"`` (vLLM's default) |
     | prefix_caching | False | keep freed KV blocks cached for reuse (``"paged"`` only) |
     | decode_levels, prefill_levels | 5, 5 | action granularity |
-    | prompt_caps | (1, 2, 4, 8, 16, 0) | levels of the prompt cap |
+    | prompt_caps | (0, 1, 2, 4, 8, 16, None) | levels of the prompt cap (0: none, None: no cap) |
     | invalid_action | ``"remap"`` | or ``"raise"`` |
     | max_steps | None | truncation limit |
     | render_mode | None | ``"ansi"`` (text) or ``"rgb_array"`` (bars) |
@@ -203,10 +210,13 @@ class ContinuousBatchingEnv(SchedulingEnv):
     setting ``llmsched validate`` checks against a real vLLM run: mean TPOT and E2E within 1%),
     vLLM's usual 2048-token budget and 512-token chunks. The work bound (``capacity_rps``, 12.1
     requests/s here) counts only each request's marginal GPU work, while a decode iteration
-    mostly reads the weights, so real batches sustain about half of it: at load 0.4 (4.8
-    requests/s) the best baseline meets both targets for most requests and stays stable, at 0.5
-    it meets them for about half, and the prefill/decode trade-off decides which requests make a
-    1 s TTFT and a 100 ms TBT target.
+    mostly reads the weights, so real batches sustain about half of it. The load is where
+    scheduling matters: the largest tested load at which the best baseline stays stable but is
+    stressed. At 0.4 (4.8 requests/s; 5 seeds of 300 requests) Sarathi-style scheduling meets
+    both targets for 84% of the requests with a flat queue, prefill-first for 10%; at 0.5 the
+    best baseline's queue grows (7% of the arrivals accumulate) and it meets them for 51%
+    (``docs/continuous-batching.md`` has the table). The prefill/decode trade-off decides which
+    requests make a 1 s TTFT and a 100 ms TBT target.
 
     ## References
 
@@ -221,7 +231,9 @@ class ContinuousBatchingEnv(SchedulingEnv):
       added later; the defaults (``"reserve"``, ``False``) keep the original dynamics. The
       queue arrays of ``info`` (``waiting``, ``waiting_arrival_s``, ``waiting_prompt_tokens``,
       ``running``, ``running_tokens_generated``, ``running_predicted_output_tokens``,
-      ``prefilling``) moved to ``queue_snapshot()``; the dynamics did not change.
+      ``prefilling``) moved to ``queue_snapshot()``; the dynamics did not change. Before the
+      first release the prompt-cap levels changed meaning: 0 admits no new prompt (it meant no
+      cap) and ``None`` is no cap; the default levels became ``(0, 1, 2, 4, 8, 16, None)``.
     """
 
     config_class = ContinuousEnvConfig
@@ -247,7 +259,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         prefix_caching: bool = False,
         decode_levels: int = 5,
         prefill_levels: int = 5,
-        prompt_caps: tuple[int, ...] = (1, 2, 4, 8, 16, 0),
+        prompt_caps: tuple[int | None, ...] = (0, 1, 2, 4, 8, 16, None),
         invalid_action: str = "remap",
         max_steps: int | None = None,
         render_mode: str | None = None,
@@ -274,7 +286,8 @@ class ContinuousBatchingEnv(SchedulingEnv):
             self.capacity_rps = cfg.n_gpus / one_at_a_time_s
         self.arrival_rate_rps = cfg.arrival_rate or cfg.load * self.capacity_rps
         self.length_scale_tokens = float(max(np.quantile(calibration.output_tokens, 0.99), 1.0))
-        self.prompt_caps = tuple(c if c > 0 else cfg.max_sequences for c in cfg.prompt_caps)
+        #: The prompt caps with ``None`` (no cap) resolved to ``max_sequences``.
+        self.prompt_caps = tuple(cfg.max_sequences if c is None else c for c in cfg.prompt_caps)
         self.obs_names = feature_names(cfg.n_gpus)
         low, high = feature_bounds(cfg.n_gpus)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
@@ -345,10 +358,10 @@ class ContinuousBatchingEnv(SchedulingEnv):
         """Form the deciding GPU's next iteration and advance to the next decision."""
         server = self._running_server()
         decode, prefill, cap = parse_action(action, self._nvec)
-        invalid = not self._allowed(decode, prefill)
+        invalid = not self._allowed(decode, prefill, cap)
         if invalid:
             if self.config.invalid_action == "raise":
-                why = self._why_forbidden(decode, prefill)
+                why = self._why_forbidden(decode, prefill, cap)
                 raise InvalidActionError(
                     f"action {[decode, prefill, cap]} is forbidden by the mask rules: {why}"
                 )
@@ -375,17 +388,34 @@ class ContinuousBatchingEnv(SchedulingEnv):
         server = self.server
         return server.prefill_allowed(server.decision_gpu, self._level_budgets[level], False)
 
-    def _allowed(self, decode: int, prefill: int) -> bool:
+    def _continue_only_allowed(self, level: int) -> bool:
+        """Whether ``[0, level, cap 0]`` makes progress: a started prompt's chunk runs.
+
+        Cap 0 admits no prompt, so a prefill-only iteration needs a started prompt whose next
+        chunk fits the level's budget (and, paged, gets its blocks without preempting itself:
+        ``IterationServer.prefill_progresses`` checks the oldest started prompt, which comes
+        first). Otherwise the iteration would be empty, a no-op that is never allowed.
+        """
+        server = self.server
+        gpu = server.decision_gpu
+        return bool(server.prefilling[gpu]) and server.prefill_progresses(
+            gpu, self._level_budgets[level]
+        )
+
+    def _allowed(self, decode: int, prefill: int, cap: int) -> bool:
+        """Whether ``[decode, prefill, cap]`` is allowed: exactly :meth:`joint_action_mask`."""
         server = self.server
         if decode == 0 and prefill == 0:
             return server.can_wait()
-        if decode > 0 and server.running[server.decision_gpu].size == 0:
-            return False
-        if self.paged and decode == 0:
+        if decode > 0:
+            return server.running[server.decision_gpu].size > 0 and self._prefill_allowed(prefill)
+        if self.prompt_caps[cap] == 0:
+            return self._continue_only_allowed(prefill)
+        if self.paged:
             return self._prefill_only_allowed(prefill)
         return self._prefill_allowed(prefill)
 
-    def _why_forbidden(self, decode: int, prefill: int) -> str:
+    def _why_forbidden(self, decode: int, prefill: int, cap: int) -> str:
         """Which rule forbids ``(decode, prefill)``, with the mask that encodes it.
 
         The per-component mask of :meth:`action_masks` cannot express the joint rules (WAIT is
@@ -409,6 +439,14 @@ class ContinuousBatchingEnv(SchedulingEnv):
                 f"decode level {decode} needs running sequences and GPU {gpu} has none "
                 f"(decode mask {decode_mask})"
             )
+        if decode == 0 and self.prompt_caps[cap] == 0:
+            return (
+                f"prompt-cap level {cap} admits no new prompt, so prefill level {prefill} without "
+                f"decodes needs a started prompt on GPU {gpu} whose next chunk fits its budget "
+                f"({self._level_budgets[prefill]} tokens) and its free KV memory; GPU {gpu} has "
+                f"{len(server.prefilling[gpu])} started prompts (an empty iteration is never "
+                f"allowed)"
+            )
         return (
             f"prefill level {prefill} cannot form an iteration with decode level {decode} "
             f"(no waiting prompt fits the budget or the free KV memory; prefill mask "
@@ -425,7 +463,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         cfg = self.config
         running = server.running[server.decision_gpu].size > 0
         decode = cfg.decode_levels - 1 if running else 0
-        cap = len(cfg.prompt_caps) - 1
+        cap = self.action_codec.uncapped
         if self.paged:
             levels = range(cfg.prefill_levels - 1, 0, -1)
             ok = self._prefill_allowed if running else self._prefill_only_allowed
@@ -462,7 +500,12 @@ class ContinuousBatchingEnv(SchedulingEnv):
         mask += [running] * (d - 1)
         mask.append(can_wait or running)
         mask += prefill_ok
-        mask += [True] * c
+        # A cap of 0 forms an iteration beside decodes, as WAIT, or with a started prompt's
+        # chunk; a cap that admits prompts goes with every allowed decode and prefill level.
+        zero_ok = can_wait or running
+        if not zero_ok and 0 in self.prompt_caps:
+            zero_ok = any(self._continue_only_allowed(level) for level in range(1, p))
+        mask += [zero_ok or cap > 0 for cap in self.prompt_caps]
         return np.array(mask)
 
     def joint_action_mask(self) -> np.ndarray:
@@ -483,9 +526,12 @@ class ContinuousBatchingEnv(SchedulingEnv):
         running = server.running[gpu].size > 0
         mask[0, 0, 0] = server.can_wait()
         mask[1:, 0, 0] = running
+        admits = np.array([cap > 0 for cap in self.prompt_caps])
         for level in range(1, p):
             if self._prefill_allowed(level):
-                mask[0, level, :] = not self.paged or self._prefill_only_allowed(level)
+                alone = not self.paged or self._prefill_only_allowed(level)
+                # Cap 0 admits nothing: without decodes, a started prompt must continue.
+                mask[0, level, :] = alone & (admits | self._continue_only_allowed(level))
                 mask[1:, level, :] = running
         return mask
 

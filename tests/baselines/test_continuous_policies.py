@@ -89,54 +89,54 @@ def test_registry_names_and_lookup():
 def test_run_to_completion_actions():
     env = make_env(chunk_size=None)
     rtc = make_policy("run-to-completion", env)
-    assert act(rtc, fake_info(env, running=1, waiting=[32, 32])) == [4, 0, 0]
-    assert act(rtc, fake_info(env, waiting=[32, 32])) == [0, 4, 0]
+    assert act(rtc, fake_info(env, running=1, waiting=[32, 32])) == [4, 0, 1]
+    assert act(rtc, fake_info(env, waiting=[32, 32])) == [0, 4, 1]
 
 
 def test_run_to_completion_continues_a_chunk_without_admitting():
     env = make_env(chunk_size=64, max_tokens=256)  # level budgets 0, 64, 128, 192, 256
     rtc = make_policy("run-to-completion", env)
     info = fake_info(env, waiting=[32], prefilling=[0], prefill_remaining=448)
-    assert act(rtc, info) == [0, 1, 0]  # exactly one 64-token chunk: the budget is used up
+    assert act(rtc, info) == [0, 1, 1]  # exactly one 64-token chunk: the budget is used up
     assert rtc.n_overlaps == 0
     info = fake_info(env, waiting=[32], prefilling=[0], prefill_remaining=20)
     with pytest.warns(UserWarning, match="chunk_size=None"):
-        assert act(rtc, info) == [0, 1, 0]
+        assert act(rtc, info) == [0, 1, 1]
     assert rtc.n_overlaps == 1
 
 
 def test_prefill_k_actions_and_cap_check():
     env = make_env()
     b4 = make_policy("prefill-k4", env)
-    assert act(b4, fake_info(env, running=3, waiting=[32] * 6)) == [0, 4, 2]
-    assert act(b4, fake_info(env, running=3)) == [4, 0, 2]
+    assert act(b4, fake_info(env, running=3, waiting=[32] * 6)) == [0, 4, 3]
+    assert act(b4, fake_info(env, running=3)) == [4, 0, 3]
     # Prompts wait but the GPU cannot admit them (sequence limit or KV): decode.
-    assert act(b4, fake_info(env, running=3, waiting=[32], can_prefill=False)) == [4, 0, 2]
+    assert act(b4, fake_info(env, running=3, waiting=[32], can_prefill=False)) == [4, 0, 3]
     with pytest.raises(ValueError, match=r"prompt cap of 3 is not one of .*prompt_caps"):
         PrefillPrioritizingK(env, k=3)
     with pytest.raises(ValueError, match="k must be an integer >= 1, got 0"):
         PrefillPrioritizingK(env, k=0)
     with pytest.raises(ValueError, match="prompt cap of 1"):
-        RunToCompletion(make_env(prompt_caps=(2, 0)))
+        RunToCompletion(make_env(prompt_caps=(2, 0, None)))
 
 
 def test_decode_first_and_prefill_first_actions():
     env = make_env()
     df = make_policy("decode-first", env)
     pf = make_policy("prefill-first", env)
-    assert act(df, fake_info(env, running=5, waiting=[32])) == [4, 0, 5]
-    assert act(df, fake_info(env, waiting=[32])) == [0, 4, 5]
-    assert act(pf, fake_info(env, running=5, waiting=[32])) == [0, 4, 5]
-    assert act(pf, fake_info(env, running=5)) == [4, 0, 5]
+    assert act(df, fake_info(env, running=5, waiting=[32])) == [4, 0, 6]
+    assert act(df, fake_info(env, waiting=[32])) == [0, 4, 6]
+    assert act(pf, fake_info(env, running=5, waiting=[32])) == [0, 4, 6]
+    assert act(pf, fake_info(env, running=5)) == [4, 0, 6]
 
 
 def test_hybrid_maps_the_decode_share_onto_the_nearest_level():
     env = make_env(max_sequences=256)
     hybrid = make_policy("hybrid", env)  # r = 0.5: 128 decode slots
-    assert act(hybrid, fake_info(env, running=100, waiting=[32])) == [4, 4, 5]  # exact
+    assert act(hybrid, fake_info(env, running=100, waiting=[32])) == [4, 4, 6]  # exact
     # 200 running: levels decode 0, 50, 100, 150, 200; 150 is nearest to 128.
-    assert act(hybrid, fake_info(env, running=200, waiting=[32])) == [3, 4, 5]
-    assert act(hybrid, fake_info(env, running=200)) == [3, 0, 5]
+    assert act(hybrid, fake_info(env, running=200, waiting=[32])) == [3, 4, 6]
+    assert act(hybrid, fake_info(env, running=200)) == [3, 0, 6]
     for bad in (0.0, 1.5, 0.001, "half"):
         with pytest.raises(ValueError, match="decode_share must be"):
             Hybrid(env, decode_share=bad)
@@ -147,22 +147,22 @@ def test_vllm_gives_prefill_the_budget_first():
     vllm = make_policy("vllm", env)
     # 1900 prompt tokens fit (the 200-token prompt does not): 148 tokens left for 100 decodes.
     info = fake_info(env, running=100, waiting=[1000, 900, 200])
-    assert act(vllm, info) == [4, 4, 5]
+    assert act(vllm, info) == [4, 4, 6]
     # 300 running and 148 left: levels decode 75, 150, ...; 75 is the largest that fits.
-    assert act(vllm, fake_info(env, running=300, waiting=[1000, 900, 200])) == [1, 4, 5]
-    assert act(vllm, fake_info(env, running=300, waiting=[2000])) == [0, 4, 5]
-    assert act(vllm, fake_info(env, running=300)) == [4, 0, 5]
-    assert act(vllm, fake_info(env, waiting=[100])) == [0, 4, 5]
+    assert act(vllm, fake_info(env, running=300, waiting=[1000, 900, 200])) == [1, 4, 6]
+    assert act(vllm, fake_info(env, running=300, waiting=[2000])) == [0, 4, 6]
+    assert act(vllm, fake_info(env, running=300)) == [4, 0, 6]
+    assert act(vllm, fake_info(env, waiting=[100])) == [0, 4, 6]
     # No free sequence slot: nothing can be admitted, so everything decodes.
-    assert act(vllm, fake_info(env, running=1000, waiting=[100])) == [4, 0, 5]
+    assert act(vllm, fake_info(env, running=1000, waiting=[100])) == [4, 0, 6]
 
 
 def test_sarathi_decodes_all_and_fills_with_chunks():
     env = make_env(chunk_size=64)
     sarathi = make_policy("sarathi", env)
-    assert act(sarathi, fake_info(env, running=7, waiting=[512])) == [4, 4, 5]
-    assert act(sarathi, fake_info(env, running=7)) == [4, 0, 5]
-    assert act(sarathi, fake_info(env, waiting=[512])) == [0, 4, 5]
+    assert act(sarathi, fake_info(env, running=7, waiting=[512])) == [4, 4, 6]
+    assert act(sarathi, fake_info(env, running=7)) == [4, 0, 6]
+    assert act(sarathi, fake_info(env, waiting=[512])) == [0, 4, 6]
     with pytest.warns(UserWarning, match="no prefill chunks"):
         SarathiStyle(make_env(chunk_size=None))
 

@@ -16,7 +16,8 @@ BATCH_CONFIGS = [
     {"max_batch_size": 5, "n_gpus": 3, "n_bins": 2, "dispatch_order": "oldest-in-time"},
 ]
 CONTINUOUS_CONFIGS = [
-    {"decode_levels": 2, "prefill_levels": 2, "prompt_caps": (0,), "max_sequences": 1},
+    {"decode_levels": 2, "prefill_levels": 2, "prompt_caps": (None,), "max_sequences": 1},
+    {"prompt_caps": (0, 1), "max_tokens": 128, "chunk_size": 32},
     {"max_tokens": 64, "chunk_size": None, "n_gpus": np.int64(2), "prompt_caps": [3]},
     {"kv_allocation": "paged", "kv_block_tokens": 1, "max_tokens": 100, "chunk_size": 7},
 ]

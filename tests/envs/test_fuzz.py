@@ -78,7 +78,7 @@ CONTINUOUS_ARGS = {
     "kv_block_tokens": st.sampled_from([1, 16]),
     "decode_levels": st.integers(2, 6),
     "prefill_levels": st.integers(2, 6),
-    "prompt_caps": st.sampled_from([(0,), (1, 2, 0), [3], (np.int64(1),)]),
+    "prompt_caps": st.sampled_from([(None,), (0, 1, 2, None), [3], (np.int64(1), 0)]),
 }
 
 

@@ -88,7 +88,7 @@ def test_numpy_scalars_are_accepted_and_stored_as_python_scalars(env_id):
     env.reset(seed=0)
 
 
-@pytest.mark.parametrize("caps", [5, "1,2", None, (), (1, -1), (1, 2.0), np.int64(3)])
+@pytest.mark.parametrize("caps", [5, "1,2", None, (), (1, -1), (1, 2.0), np.int64(3), (0,)])
 def test_bad_prompt_caps_are_a_clear_error(caps):
     with pytest.raises((TypeError, ValueError), match=r"ContinuousBatching-v0: prompt_caps must"):
         gym.make(CONTINUOUS, prompt_caps=caps, n_requests=10)
