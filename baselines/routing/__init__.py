@@ -1,0 +1,3 @@
+"""Routers for Routing-v0 (placeholder, filled below)."""
+
+POLICIES: dict = {}
