@@ -384,7 +384,9 @@ class RoutingEnvConfig(EnvConfig):
         if not isinstance(self.replica_policy, str):
             raise arguments.ArgumentTypeError(
                 arguments.message(
-                    owner, "replica_policy", "the name of a ContinuousBatching-v0 baseline",
+                    owner,
+                    "replica_policy",
+                    "the name of a ContinuousBatching-v0 baseline",
                     self.replica_policy,
                 )
             )
@@ -404,8 +406,10 @@ def _per_replica(owner: str, name: str, value: Any, n_replicas: int) -> Any:
     if len(value) != n_replicas:
         raise ValueError(
             arguments.message(
-                owner, name, f"one value for all replicas or a sequence of n_replicas="
-                f"{n_replicas} values", value,
+                owner,
+                name,
+                f"one value for all replicas or a sequence of n_replicas={n_replicas} values",
+                value,
             )
         )
     return tuple(value)

@@ -106,8 +106,12 @@ class EstimatedTTFT(RoutingPolicy):
     * prefill tokens ahead ``W = waiting_tokens + prefill_remaining_tokens + prompt - cached``
       (the queued prompts, the started ones, then this request's uncached part);
     * each iteration prefills ``b = max(M - n, 1)`` tokens beside ``n`` decodes, so this takes
-      ``ceil(W / b)`` iterations of ``L.estimate_s(min(b, W), n)`` seconds;
-    * estimated TTFT ``= busy_remaining_s + ceil(W / b) * L.estimate_s(min(b, W), n)``.
+      ``k = W // b`` full iterations and one of the remaining ``W - k b`` tokens;
+    * estimated TTFT ``= busy_remaining_s + k * L.estimate_s(b, n) + L.estimate_s(W - k b, n)``
+      (the last term only when ``W - k b > 0``).
+
+    It ignores the sequence limit (``max_sequences``) and preemptions: a replica whose slots
+    are full looks as fast as one with free slots.
 
     Ties go to fewer outstanding requests, then the lower index. Replicas' own latency models
     (``env.unwrapped.replica_latencies``) make the estimate heterogeneous-aware.
@@ -134,8 +138,9 @@ class EstimatedTTFT(RoutingPolicy):
             work = int(ahead[r])
             n = int(running[r])
             budget = max(self.max_tokens - n, 1)
-            iterations = -(-work // budget)
-            out[r] = busy[r] + iterations * latency.estimate_s(min(budget, work), n)
+            full, rest = divmod(work, budget)
+            estimate = busy[r] + full * latency.estimate_s(budget, n)
+            out[r] = estimate + latency.estimate_s(rest, n) if rest else estimate
         return out
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.int64:

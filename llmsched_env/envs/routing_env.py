@@ -76,10 +76,10 @@ class RoutingEnv(SchedulingEnv):
     | waiting | waiting requests (incl. preempted) | / max_sequences | [0, 16] |
     | waiting_tokens | their tokens to prefill | / max_tokens | [0, 64] |
     | running | requests on its GPU (decoding or prefilling) | / max_sequences | [0, 1] |
-    | outstanding_tokens | prompt + predicted output tokens, waiting and running | / its KV memory | [0, 16] |
+    | outstanding_tokens | prompt + predicted output tokens of both | / its KV memory | [0, 16] |
     | kv_used | KV memory in use (allocated blocks) | / its KV memory | [0, 1] |
-    | cached_prefix | longest cached prefix of the request's prompt there | / prompt tokens | [0, 1] |
-    | recent_ttft | moving TTFT of its requests (weight 1/8 per new first token) | / ttft_sla | [0, 8] |
+    | cached_prefix | longest cached prefix of the request's prompt | / prompt tokens | [0, 1] |
+    | recent_ttft | moving TTFT of its requests (weight 1/8 per new one) | / ttft_sla | [0, 8] |
     | busy_remaining | time until its current iteration ends | / tbt_sla | [0, 4] |
 
     Then the request: ``request/prompt_tokens`` (/ max_tokens, [0, 64]),
@@ -136,8 +136,8 @@ class RoutingEnv(SchedulingEnv):
     | load | 0.4 | arrival rate as a fraction of the replicas' summed capacity |
     | arrival_rate | None | arrival rate in requests/s (instead of ``load``) |
     | n_replicas | 4 | engine replicas (one GPU each) |
-    | latency | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | latency preset or model, or one per replica |
-    | kv_memory | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | KV memory (preset, tokens), or one per replica |
+    | latency | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | latency preset or model, or per replica |
+    | kv_memory | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | KV preset or tokens, or per replica |
     | replica_policy | ``"vllm-v1"`` | the ``ContinuousBatching-v0`` baseline each replica runs |
     | n_requests | 1000 | requests per episode |
     | ttft_sla | 1.0 | TTFT target (s) |

@@ -119,9 +119,7 @@ def test_same_seed_gives_the_same_episode_bit_for_bit(kwargs):
 
 
 def test_make_vec_sync_steps_and_autoresets():
-    envs = gym.make_vec(
-        ROUTING, num_envs=2, vectorization_mode="sync", n_replicas=3, n_requests=20
-    )
+    envs = gym.make_vec(ROUTING, num_envs=2, vectorization_mode="sync", n_replicas=3, n_requests=20)
     obs, info = envs.reset(seed=0)
     assert obs.shape == (2, 8 * 3 + 3)
     rng = np.random.default_rng(0)
@@ -160,8 +158,9 @@ def test_every_request_is_completed_rejected_or_in_the_system():
 
 
 def test_mask_forbids_replicas_the_request_can_never_fit():
-    env = gym.make(ROUTING, workload="demo2", latency="demo2", kv_memory=(300, 100_000),
-                   n_replicas=2, arrival_rate=4.0, n_requests=60, invalid_action="raise")  # fmt: skip
+    kwargs = {"workload": "demo2", "latency": "demo2", "kv_memory": (300, 100_000),
+              "n_replicas": 2, "arrival_rate": 4.0, "n_requests": 60}  # fmt: skip
+    env = gym.make(ROUTING, invalid_action="raise", **kwargs)
     obs, info = env.reset(seed=0)
     for _ in range(59):
         mask = env.unwrapped.action_masks()
@@ -176,8 +175,7 @@ def test_mask_forbids_replicas_the_request_can_never_fit():
         pytest.fail("no request was too large for replica 0")
     with pytest.raises(ValueError, match="replica index"):
         env.step(2)
-    remapping = gym.make(ROUTING, workload="demo2", latency="demo2", kv_memory=(300, 100_000),
-                         n_replicas=2, arrival_rate=4.0, n_requests=60)  # fmt: skip
+    remapping = gym.make(ROUTING, **kwargs)
     obs, info = remapping.reset(seed=0)
     while info["action_mask"][0]:
         obs, _, _, _, info = remapping.step(0)
@@ -191,7 +189,12 @@ def shared_prefix_workload() -> Workload:
     shared = [1, 2, 3]
     hashes = [np.array(shared + [100 + i], dtype=np.int64) for i in range(n)]
     return Workload(
-        np.arange(n) * 0.5, [256] * n, [4] * n, [4] * n, name="shared", prefix_block_hashes=hashes,
+        np.arange(n) * 0.5,
+        [256] * n,
+        [4] * n,
+        [4] * n,
+        name="shared",
+        prefix_block_hashes=hashes,
         prefix_block_tokens=64,
     )
 
