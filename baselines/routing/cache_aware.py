@@ -47,8 +47,10 @@ class WeightedScorer(RoutingPolicy):
     * KV score ``1 - kv_used_r / kv_capacity_r``.
 
     The replica with the highest ``prefix_weight * prefix + queue_weight * queue + kv_weight *
-    kv`` wins; ties go to the lower index. The defaults are llm-d's default profile (prefix 3,
-    queue 2, no KV scorer), which favours cache reuse over even load.
+    kv`` wins; ties go to fewer outstanding (waiting plus running) requests, then the lower
+    index (llm-d's picker breaks them at random; with idle queues, which are common, a fixed
+    index would send every request to one replica). The defaults are llm-d's default profile
+    (prefix 3, queue 2, no KV scorer), which favours cache reuse over even load.
 
     Args:
         env: A ``Routing-v0`` environment.
@@ -92,7 +94,7 @@ class WeightedScorer(RoutingPolicy):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.int64:
         """The allowed replica with the highest weighted score."""
-        return np.int64(np.argmax(self.scores(info)))
+        return self.pick_min(info, -self.scores(info), self.outstanding_requests(info))
 
 
 class EstimatedTTFT(RoutingPolicy):

@@ -143,3 +143,17 @@ def test_queueing_order_power_of_two_near_shortest_queue_far_ahead_of_random():
     jsq, p2, rnd = (mean_ttft(r) for r in ("least-requests", "power-of-two", "random"))
     assert jsq < p2 < 1.4 * jsq
     assert rnd > 2.0 * p2
+
+
+def test_llmsched_evaluate_runs_the_routers_through_the_harness(tmp_path, capsys):
+    import pandas as pd
+
+    from llmsched_env.cli import main
+
+    argv = ["evaluate", "--env", "routing", "--workload", "demo2", "--gpus", "3"]
+    argv += ["--n-requests", "40", "--seeds", "2", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    assert '"n_replicas": 3' in capsys.readouterr().out
+    episodes = pd.read_csv(tmp_path / "episodes.csv")
+    assert sorted(set(episodes["policy"])) == sorted(ROUTERS)
+    assert (episodes["invalid_actions"] == 0).all()
