@@ -33,7 +33,7 @@ class RoutingEnv(SchedulingEnv):
     ## Description
 
     R replicas serve LLM requests, each an iteration-level continuous-batching server of one GPU
-    (``llmsched.sim.iteration_server``, with paged KV memory as vLLM V1's, optionally with
+    (``llmsched_env.sim.iteration_server``, with paged KV memory as vLLM V1's, optionally with
     automatic prefix caching) run by a fixed in-replica scheduler: a ``ContinuousBatching-v0``
     baseline, vLLM V1's scheduler (``"vllm-v1"``) by default. A router in front of them picks
     the replica of every request when it arrives; the replica then queues, batches, preempts and
