@@ -157,3 +157,34 @@ def test_llmsched_evaluate_runs_the_routers_through_the_harness(tmp_path, capsys
     episodes = pd.read_csv(tmp_path / "episodes.csv")
     assert sorted(set(episodes["policy"])) == sorted(ROUTERS)
     assert (episodes["invalid_actions"] == 0).all()
+
+
+def shared_system_prompts(n=240, seed=0):
+    """Requests whose prompts start with one of 48 system prompts of 1024 tokens (16 blocks)."""
+    from tests.conftest import make_workload
+
+    rng = np.random.default_rng(seed)
+    arrival = np.cumsum(rng.exponential(0.08, n))
+    suffix = rng.integers(16, 256, n)
+    output = rng.integers(8, 128, n)
+    docs = rng.integers(0, 48, n)
+    workload = make_workload(arrival, 1024 + suffix, output)
+    chains = [[int(d) * 1000 + j for j in range(16)] for d in docs]
+    return workload.with_prefix_hashes(chains, 64)
+
+
+@pytest.mark.parametrize("router", ["prefix-affinity", "llm-d-scorer", "min-ttft"])
+def test_cache_aware_routers_hit_the_prefix_cache_more_than_random(router):
+    # Each replica caches about 20 of the 48 prompts: random routing evicts what it will need.
+    env = gym.make(ROUTING, n_replicas=4, n_requests=240, arrival_rate=12.0, kv_memory=24_000)
+    hits = {}
+    for name in ("random", router):
+        obs, info = env.reset(seed=0, options={"workload": shared_system_prompts()})
+        agent = make_policy(name, env)
+        while True:
+            obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
+            if terminated or truncated:
+                break
+        metrics = info["episode_metrics"]
+        hits[name] = metrics["prefix_hit_tokens"] / metrics["prefix_queried_tokens"]
+    assert hits[router] > hits["random"] + 0.1, hits
