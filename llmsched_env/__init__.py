@@ -5,7 +5,9 @@ Importing the package registers the environments (in a process that has not impo
 
 * ``llmsched/BatchScheduling-v0``: request-level static batching (which bin, how large a batch);
 * ``llmsched/ContinuousBatching-v0``: iteration-level continuous batching (how to split each
-  iteration's token budget between decoding and prefilling).
+  iteration's token budget between decoding and prefilling);
+* ``llmsched/Routing-v0``: request routing across continuous-batching replicas (which replica
+  serves each arriving request).
 
 Example:
     >>> import gymnasium as gym

@@ -34,7 +34,7 @@ from llmsched_env.cli_args import (
     positive_float,
     positive_int,
 )
-from llmsched_env.kinds import ENV_IDS
+from llmsched_env.kinds import ENV_IDS, resolve_kind
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
@@ -105,11 +105,14 @@ def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ValueError: If ``--env-kwargs`` is not a JSON object (the message names the flag).
     """
     kwargs = json_object("--env-kwargs", args.env_kwargs)
+    # --gpus counts the env's servers: GPUs, or the replicas of Routing-v0.
+    env = getattr(args, "env", None)
+    units = resolve_kind(env).config_class.units_field if env is not None else "n_gpus"
     named = {
         "workload": _trace_workload(args) or args.workload,
         "load": args.load,
         "arrival_rate": args.arrival_rate,
-        "n_gpus": args.gpus,
+        units: args.gpus,
         "n_requests": args.n_requests,
     }
     kwargs.update({k: v for k, v in named.items() if v is not None})
@@ -207,7 +210,9 @@ def _add_env_flags(parser: argparse.ArgumentParser, default_env: str | None = "b
     )
     parser.add_argument("--load", type=positive_float, help="arrival rate / capacity estimate")
     parser.add_argument("--arrival-rate", type=positive_float, help="arrival rate in requests/s")
-    parser.add_argument("--gpus", type=positive_int, help="number of GPUs")
+    parser.add_argument(
+        "--gpus", type=positive_int, help="number of GPUs (Routing-v0: of replicas)"
+    )
     parser.add_argument("--n-requests", type=positive_int, help="requests per episode")
     parser.add_argument(
         "--env-kwargs", help="other env keyword arguments as JSON, e.g. '{\"sla\": 20}'"

@@ -1,4 +1,4 @@
-"""Validated, immutable configurations of the two environments.
+"""Validated, immutable configurations of the environments.
 
 The environments' keyword arguments map one to one onto these frozen dataclasses, which check
 every value in ``__post_init__`` with :mod:`llmsched_env.arguments` and raise ``ValueError`` (or
@@ -86,9 +86,9 @@ def _positive_field(cfg: Any, name: str) -> None:
     _set(cfg, name, arguments.real(cfg.owner, name, getattr(cfg, name), positive=True))
 
 
-def _check_common(cfg: BatchEnvConfig | ContinuousEnvConfig) -> None:
+def _check_common(cfg: BatchEnvConfig | ContinuousEnvConfig | RoutingEnvConfig) -> None:
     owner = cfg.owner
-    _int_field(cfg, "n_gpus", 1, 1024)
+    _int_field(cfg, cfg.units_field, 1, 1024)
     _int_field(cfg, "n_requests", 1)
     if cfg.load is None and cfg.arrival_rate is None:
         _set(cfg, "load", cfg.default_load)
@@ -123,6 +123,8 @@ class EnvConfig:
 
     owner: ClassVar[str]
     default_load: ClassVar[float]
+    #: The field that counts the env's servers (GPUs, or replicas).
+    units_field: ClassVar[str] = "n_gpus"
 
     @classmethod
     def from_arguments(cls, arguments: dict[str, Any]) -> Any:
@@ -328,3 +330,103 @@ def _checked_edges(owner: str, edges: Any, n_bins: int) -> tuple[float, ...]:
     if any(b <= a for a, b in zip(checked, checked[1:])):
         raise ValueError(arguments.message(owner, "bin_edges", expectation, edges))
     return tuple(checked)
+
+
+@dataclass(frozen=True)
+class RoutingEnvConfig(EnvConfig):
+    """Configuration of ``llmsched/Routing-v0`` (see the env's docstring).
+
+    Attributes:
+        workload: Workload preset name or a ``WorkloadSource``.
+        load: Arrival rate as a fraction of the replicas' summed work-bound capacity.
+        arrival_rate: Arrival rate in requests per second.
+        n_replicas: Number of engine replicas (one GPU each).
+        latency: Iteration latency preset name or model, or a sequence of them (one per
+            replica: heterogeneous replicas).
+        kv_memory: KV memory preset name, capacity in tokens or ``KVMemory``, or one per replica.
+        replica_policy: Name of the ``ContinuousBatching-v0`` baseline every replica runs.
+        n_requests: Requests per episode.
+        ttft_sla: Time-to-first-token target in seconds.
+        tbt_sla: Largest allowed gap between consecutive output tokens, in seconds.
+        sla_penalty: Reward lost per missed target.
+        reward: Name of the reward shape.
+        max_tokens: Token budget of one iteration.
+        max_sequences: Most requests on one replica at once.
+        chunk_size: Chunk size of chunked prefill, ``None`` to prefill prompts whole.
+        kv_block_tokens: Tokens per KV block (paged KV memory).
+        prefix_caching: Automatic prefix caching of KV blocks in every replica.
+        invalid_action: ``"remap"`` or ``"raise"``.
+        max_steps: Truncate after this many steps (``None``: never).
+        render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
+    """
+
+    default_load: ClassVar[float] = 0.4
+    owner: ClassVar[str] = "Routing-v0"
+    units_field: ClassVar[str] = "n_replicas"
+
+    workload: Any = "azure-conv"
+    load: float | None = None
+    arrival_rate: float | None = None
+    n_replicas: int = 4
+    latency: Any = "vllm0.19-rtxpro6000-llama3.1-8b"
+    kv_memory: Any = "vllm0.19-rtxpro6000-llama3.1-8b"
+    replica_policy: str = "vllm-v1"
+    n_requests: int = 1000
+    ttft_sla: float = 1.0
+    tbt_sla: float = 0.1
+    sla_penalty: float = 1.0
+    reward: str = "sla"
+    max_tokens: int = 2048
+    max_sequences: int = 256
+    chunk_size: int | None = 2048
+    kv_block_tokens: int = 16
+    prefix_caching: bool = True
+    invalid_action: InvalidActionMode = "remap"
+    max_steps: int | None = None
+    render_mode: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        owner = self.owner
+        _positive_field(self, "ttft_sla")
+        _positive_field(self, "tbt_sla")
+        _int_field(self, "max_tokens", 1)
+        _int_field(self, "max_sequences", 1)
+        if self.chunk_size is not None:
+            _int_field(self, "chunk_size", 1)
+        _int_field(self, "kv_block_tokens", 1)
+        _set(
+            self, "prefix_caching", arguments.boolean(owner, "prefix_caching", self.prefix_caching)
+        )
+        if not isinstance(self.replica_policy, str):
+            raise arguments.ArgumentTypeError(
+                arguments.message(
+                    owner,
+                    "replica_policy",
+                    "the name of a ContinuousBatching-v0 baseline",
+                    self.replica_policy,
+                )
+            )
+        for name in ("latency", "kv_memory"):
+            _set(self, name, _per_replica(owner, name, getattr(self, name), self.n_replicas))
+
+    def replica_value(self, name: str, replica: int) -> Any:
+        """The ``latency`` or ``kv_memory`` of one replica (the shared value, or its own)."""
+        value = getattr(self, name)
+        return value[replica] if isinstance(value, tuple) else value
+
+
+def _per_replica(owner: str, name: str, value: Any, n_replicas: int) -> Any:
+    """One value for every replica, or a tuple of ``n_replicas`` values (lists become tuples)."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    if len(value) != n_replicas:
+        raise ValueError(
+            arguments.message(
+                owner,
+                name,
+                f"one value for all replicas or a sequence of n_replicas={n_replicas} values",
+                value,
+            )
+        )
+    return tuple(value)

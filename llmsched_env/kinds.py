@@ -24,7 +24,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from llmsched_env.config import BatchEnvConfig, ContinuousEnvConfig
+from llmsched_env.config import BatchEnvConfig, ContinuousEnvConfig, RoutingEnvConfig
 from llmsched_env.registry import resolve, unknown_name_error
 
 
@@ -105,6 +105,15 @@ ENV_KINDS: dict[str, EnvKind] = {
             policies="baselines.continuous:POLICIES",
             hyperparams="agents.hyperparams:CONTINUOUS_DEFAULTS",
             # Episodes are thousands of steps.
+            eval_episodes=5,
+        ),
+        EnvKind(
+            name="routing",
+            env_id="llmsched/Routing-v0",
+            entry_point="llmsched_env.envs.routing_env:RoutingEnv",
+            config_class=RoutingEnvConfig,
+            policies="baselines.routing:POLICIES",
+            # One step per request: an episode is n_requests steps.
             eval_episodes=5,
         ),
     )

@@ -3,6 +3,7 @@
 from llmsched_env.envs.batch_env import BatchSchedulingEnv
 from llmsched_env.envs.common import InvalidActionError
 from llmsched_env.envs.iteration_env import ContinuousBatchingEnv
+from llmsched_env.envs.routing_env import RoutingEnv
 from llmsched_env.envs.wrappers import EndWhenSettled, FlattenAction
 
 __all__ = [
@@ -11,4 +12,5 @@ __all__ = [
     "EndWhenSettled",
     "FlattenAction",
     "InvalidActionError",
+    "RoutingEnv",
 ]

@@ -357,6 +357,19 @@ class ContinuousBatchingEnv(SchedulingEnv):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Form the deciding GPU's next iteration and advance to the next decision."""
         server = self._running_server()
+        invalid, applied = self._carry_out(action)
+        return self._finish_step(server.advance(), invalid, applied)
+
+    def _carry_out(self, action: Any) -> tuple[bool, tuple[int, int, int]]:
+        """Check ``action`` against the mask and make the deciding GPU's decision, no more.
+
+        The server is left right after the decision (``step`` then advances it to the next
+        one); ``llmsched/Routing-v0`` drives its replicas' servers through this too.
+
+        Returns:
+            Whether the action was forbidden, and the action carried out.
+        """
+        server = self.server
         decode, prefill, cap = parse_action(action, self._nvec)
         invalid = not self._allowed(decode, prefill, cap)
         if invalid:
@@ -371,7 +384,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         else:
             running = server.running[server.decision_gpu].size
             server.run_iteration(*self.action_codec.decode((decode, prefill, cap), running))
-        return self._finish_step(server.advance(), invalid, (decode, prefill, cap))
+        return invalid, (decode, prefill, cap)
 
     def _prefill_allowed(self, level: int) -> bool:
         """Whether prefill ``level`` is allowed beside decodes (the per-component mask)."""

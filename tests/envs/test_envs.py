@@ -77,8 +77,8 @@ def rollout(env: gym.Env, seed: int, policy_seed: int = 0, max_steps: int = 100_
     return observations, rewards, infos, terminated, truncated
 
 
-def test_both_ids_are_registered_and_listed():
-    assert set(llmsched_env.ENV_IDS) == {BATCH, CONTINUOUS}
+def test_every_id_is_registered_and_listed():
+    assert set(llmsched_env.ENV_IDS) == {BATCH, CONTINUOUS, "llmsched/Routing-v0"}
     for env_id in llmsched_env.ENV_IDS:
         assert env_id in gym.registry
 

@@ -1,0 +1,150 @@
+"""Routers that weigh prefix-cache hits: prefix affinity, llm-d's scorer, Mooncake's TTFT estimate.
+
+* :class:`PrefixAffinity`: the replica holding the longest cached prefix of the prompt, ties to
+  the least loaded (session affinity by cache content).
+* :class:`WeightedScorer`: a weighted sum of per-replica scores in ``[0, 1]``, the highest
+  wins, in the manner of the llm-d inference scheduler's scorer plugins
+  (llm-d/llm-d-inference-scheduler: ``prefix-cache-scorer``, ``queue-scorer``,
+  ``kv-cache-utilization-scorer``; its default profile weighs prefix 3 and queue 2).
+* :class:`EstimatedTTFT`: the replica with the smallest estimated time to first token, queueing
+  plus the prefill of the uncached part of the prompt, in the manner of Mooncake's global
+  scheduler (Qin et al., Mooncake, FAST 2025).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from baselines.routing._common import RoutingPolicy
+
+
+class PrefixAffinity(RoutingPolicy):
+    """The longest cached prefix of the request's prompt; ties to fewer outstanding requests.
+
+    With no cached prefix anywhere this is join-the-shortest-queue (``least-requests``).
+    """
+
+    name = "prefix-affinity"
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.int64:
+        """The allowed replica with the most cached prompt tokens, then the least loaded."""
+        cached = info["cached_prefix_tokens"]
+        return self.pick_min(info, -cached, self.outstanding_requests(info))
+
+
+class WeightedScorer(RoutingPolicy):
+    """Score each replica by prefix hit, queue and KV use; pick the highest weighted sum.
+
+    Per allowed replica ``r``, with ``q`` its waiting requests and ``c`` its cached prefix:
+
+    * prefix score ``c_r / prompt_tokens`` (the share of the prompt cached there);
+    * queue score ``(max q - q_r) / (max q - min q)`` over the allowed replicas (1 when equal),
+      a min-max normalised queue depth as llm-d's queue scorer;
+    * KV score ``1 - kv_used_r / kv_capacity_r``.
+
+    The replica with the highest ``prefix_weight * prefix + queue_weight * queue + kv_weight *
+    kv`` wins; ties go to fewer outstanding (waiting plus running) requests, then the lower
+    index (llm-d's picker breaks them at random; with idle queues, which are common, a fixed
+    index would send every request to one replica). The defaults are llm-d's default profile
+    (prefix 3, queue 2, no KV scorer), which favours cache reuse over even load.
+
+    Args:
+        env: A ``Routing-v0`` environment.
+        prefix_weight: Weight of the prefix score (>= 0).
+        queue_weight: Weight of the queue score (>= 0).
+        kv_weight: Weight of the KV score (>= 0).
+    """
+
+    name = "llm-d-scorer"
+
+    def __init__(
+        self,
+        env: gym.Env,
+        prefix_weight: float = 3.0,
+        queue_weight: float = 2.0,
+        kv_weight: float = 0.0,
+    ) -> None:
+        super().__init__(env)
+        weights = {"prefix_weight": prefix_weight, "queue_weight": queue_weight}
+        weights["kv_weight"] = kv_weight
+        for key, value in weights.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"{type(self).__name__}: {key} must be a finite number >= 0, got {value!r}"
+                )
+        self.prefix_weight = float(prefix_weight)
+        self.queue_weight = float(queue_weight)
+        self.kv_weight = float(kv_weight)
+        self.kv_capacity = np.asarray(self.env.kv_capacity_tokens, dtype=float)
+
+    def scores(self, info: dict[str, Any]) -> np.ndarray:
+        """The weighted score of every replica (forbidden ones: ``-inf``)."""
+        allowed = np.asarray(info["action_mask"], dtype=bool)
+        prefix = info["cached_prefix_tokens"] / max(info["prompt_tokens"], 1)
+        queue = info["waiting"].astype(float)
+        low, high = queue[allowed].min(), queue[allowed].max()
+        queue_score = (high - queue) / (high - low) if high > low else np.ones_like(queue)
+        kv = 1.0 - info["kv_used_tokens"] / self.kv_capacity
+        total = self.prefix_weight * prefix + self.queue_weight * queue_score + self.kv_weight * kv
+        return np.where(allowed, total, -np.inf)
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.int64:
+        """The allowed replica with the highest weighted score."""
+        return self.pick_min(info, -self.scores(info), self.outstanding_requests(info))
+
+
+class EstimatedTTFT(RoutingPolicy):
+    """The smallest estimated TTFT: queueing ahead plus the prefill of the uncached prompt.
+
+    Mooncake's global scheduler picks, per request, the prefill instance with the least
+    estimated queueing time plus prefill time of the prompt's part not in that instance's cache.
+    A replica here does prefill and decode in the same iterations (chunked prefill), so for
+    replica ``r`` with ``n`` requests running, latency model ``L`` and token budget ``M``:
+
+    * prefill tokens ahead ``W = waiting_tokens + prefill_remaining_tokens + prompt - cached``
+      (the queued prompts, the started ones, then this request's uncached part);
+    * each iteration prefills ``b = max(M - n, 1)`` tokens beside ``n`` decodes, so this takes
+      ``k = W // b`` full iterations and one of the remaining ``W - k b`` tokens;
+    * estimated TTFT ``= busy_remaining_s + k * L.estimate_s(b, n) + L.estimate_s(W - k b, n)``
+      (the last term only when ``W - k b > 0``).
+
+    It ignores the sequence limit (``max_sequences``) and preemptions: a replica whose slots
+    are full looks as fast as one with free slots.
+
+    Ties go to fewer outstanding requests, then the lower index. Replicas' own latency models
+    (``env.unwrapped.replica_latencies``) make the estimate heterogeneous-aware.
+
+    Args:
+        env: A ``Routing-v0`` environment.
+    """
+
+    name = "min-ttft"
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.latencies = self.env.replica_latencies
+        self.max_tokens = int(self.env.config.max_tokens)
+
+    def estimates_s(self, info: dict[str, Any]) -> np.ndarray:
+        """Estimated TTFT of the request on every replica, in seconds."""
+        uncached = info["prompt_tokens"] - info["cached_prefix_tokens"]
+        ahead = info["waiting_tokens"] + info["prefill_remaining_tokens"] + uncached
+        running = info["running"]
+        busy = info["busy_remaining_s"]
+        out = np.empty(self.n_replicas)
+        for r, latency in enumerate(self.latencies):
+            work = int(ahead[r])
+            n = int(running[r])
+            budget = max(self.max_tokens - n, 1)
+            full, rest = divmod(work, budget)
+            estimate = busy[r] + full * latency.estimate_s(budget, n)
+            out[r] = estimate + latency.estimate_s(rest, n) if rest else estimate
+        return out
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.int64:
+        """The allowed replica with the smallest estimated TTFT."""
+        return self.pick_min(info, self.estimates_s(info), self.outstanding_requests(info))

@@ -1,0 +1,412 @@
+"""``llmsched/Routing-v0``: route each arriving request to one of R continuous-batching replicas."""
+
+from __future__ import annotations
+
+import copy
+import operator
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from llmsched_env.config import RoutingEnvConfig
+from llmsched_env.envs.base import SchedulingEnv
+from llmsched_env.envs.common import InvalidActionError
+from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST, check_episode_fits
+from llmsched_env.envs.iteration_env import ContinuousBatchingEnv
+from llmsched_env.envs.rewards import REWARD_SHAPES
+from llmsched_env.envs.routing_cluster import Cluster, Replica
+from llmsched_env.envs.routing_observation import (
+    ReplicaLoads,
+    RoutingObservation,
+    feature_bounds,
+    feature_names,
+)
+from llmsched_env.metrics import SLATargets
+from llmsched_env.registry import resolve
+from llmsched_env.workload import make_workload_source
+
+
+class RoutingEnv(SchedulingEnv):
+    """Route each arriving LLM request to one of R engine replicas.
+
+    ## Description
+
+    R replicas serve LLM requests, each an iteration-level continuous-batching server of one GPU
+    (``llmsched_env.sim.iteration_server``, with paged KV memory as vLLM V1's, optionally with
+    automatic prefix caching) run by a fixed in-replica scheduler: a ``ContinuousBatching-v0``
+    baseline, vLLM V1's scheduler (``"vllm-v1"``) by default. A router in front of them picks
+    the replica of every request when it arrives; the replica then queues, batches, preempts and
+    caches it by its own rules. Between two arrivals every replica runs its own iterations
+    (event-driven; given the routing, replicas are independent). The router trades load (queues,
+    KV memory in use) against prefix-cache hits: a replica that holds a request's prompt prefix
+    skips the prefill of the cached blocks. Replicas may differ (``latency``, ``kv_memory``).
+
+    How a replica is run: each has a one-GPU ``ContinuousBatchingEnv`` as a *view* over its
+    server, and the in-replica baseline decides from that view exactly as in
+    ``ContinuousBatching-v0`` (:mod:`llmsched_env.envs.routing_cluster`). With one replica and
+    no prefix sharing, every router reproduces ``ContinuousBatching-v0`` with that baseline, bit
+    for bit (same requests, records and metrics). A replica's clock also stops at the arrivals
+    routed elsewhere (nothing happens there, but its GPU, if it chose to WAIT, decides again;
+    work-conserving schedulers such as vllm-v1 never wait with work at hand).
+
+    ## Action Space
+
+    ``Discrete(n_replicas)``: the replica that gets the request.
+
+    **Masking.** ``action_masks()`` (sb3-contrib's MaskablePPO format) allows the replicas that
+    can admit the request: those where it can ever fit, i.e. whose KV memory holds its prompt
+    plus output tokens in whole blocks (and, with ``chunk_size=None``, whose token budget holds
+    its recomputation). Load never masks a replica: a full one queues the request. A request
+    that no replica can admit takes no step: it goes to replica 0 and is rejected there at
+    arrival with its reason (``info["rejected_without_decision"]`` counts them). A forbidden
+    action is mapped to the first allowed replica and flagged in ``info["invalid_action"]``, or
+    raises ``InvalidActionError`` with ``invalid_action="raise"``; an action outside the space
+    raises ``ValueError``. After the episode's last step every replica is allowed (a valid mask
+    for the action a vector env passes to a finished episode, which it resets instead).
+
+    ## Observation Space
+
+    A float32 ``Box`` of ``8 * n_replicas + 3`` entries; ``env.unwrapped.obs_names`` names each.
+    Per replica ``r`` (``replica{r}/...``), measured when the request arrives (requests routed to
+    a replica whose current iteration started before their arrival count as waiting there):
+
+    | name | meaning | normalisation | range |
+    |------|---------|---------------|-------|
+    | waiting | waiting requests (incl. preempted) | / max_sequences | [0, 16] |
+    | waiting_tokens | their tokens to prefill | / max_tokens | [0, 64] |
+    | running | requests on its GPU (decoding or prefilling) | / max_sequences | [0, 1] |
+    | outstanding_tokens | prompt + predicted output tokens of both | / its KV memory | [0, 16] |
+    | kv_used | KV memory in use (allocated blocks) | / its KV memory | [0, 1] |
+    | cached_prefix | longest cached prefix of the request's prompt | / prompt tokens | [0, 1] |
+    | recent_ttft | moving TTFT of its requests (weight 1/8 per new one) | / ttft_sla | [0, 8] |
+    | busy_remaining | time until its current iteration ends | / tbt_sla | [0, 4] |
+
+    Then the request: ``request/prompt_tokens`` (/ max_tokens, [0, 64]),
+    ``request/predicted_output`` (predicted output tokens / length scale, [0, 4]; the length
+    scale is the 99th percentile of output lengths in the calibration data) and
+    ``arrived_fraction`` (share of the episode's requests arrived, [0, 1]). Values are clipped.
+
+    ## Rewards
+
+    ``ContinuousBatching-v0``'s shapes (``llmsched_env.envs.rewards``), over all replicas:
+    ``reward="sla"`` (default) pays +1 when a request finishes having met both its TTFT and TBT
+    targets and ``-sla_penalty`` per TTFT miss (a rejection counts) and per TBT miss, so the
+    return is ``on_time - sla_penalty * (ttft_misses + tbt_misses)``; ``"goodput-tokens"`` and
+    ``"queue"`` as there. A step's reward is what happened in the replicas between this arrival
+    and the next one (each replica's ``"queue"`` integral up to its own clock); the return is
+    the episode's objective exactly.
+
+    ## Starting State
+
+    ``reset(seed=...)`` draws the episode's requests (as ``ContinuousBatching-v0`` does, at the
+    rate ``load`` times the replicas' summed capacity) and runs to the first arrival that some
+    replica can admit. ``options={"start": i}`` or ``{"workload": w}`` replays fixed inputs (a
+    ``Workload`` with ``prefix_block_hashes`` shares prompt prefixes between requests).
+
+    ## Episode End
+
+    * Termination: every request has been routed and every replica has finished its requests.
+    * Truncation: ``max_steps`` steps were taken (when set); unfinished requests are reported as
+      ``in_system`` (or ``not_arrived``).
+
+    ## Information
+
+    Fixed-shape values only: ``time_s`` (the request's arrival; at the end, the latest replica
+    clock), ``request`` (its index, -1 at the end), ``prompt_tokens`` and
+    ``predicted_output_tokens`` (of the request; 0 at the end); per replica arrays (fresh
+    copies) of the :class:`~llmsched_env.envs.routing_observation.ReplicaLoads` fields
+    ``waiting``, ``waiting_tokens``, ``running``, ``prefill_remaining_tokens``,
+    ``outstanding_tokens``, ``kv_used_tokens``, ``cached_prefix_tokens``, ``recent_ttft_s``,
+    ``busy_remaining_s``, and ``replica_decisions`` (in-replica decisions so far);
+    ``preemptions`` and ``prefix_hit_tokens`` (all replicas, so far);
+    ``rejected_without_decision``; ``action_mask``, ``invalid_action`` and ``applied_action``
+    (-1 at ``reset``). ``reset`` adds the constants ``n_replicas``, ``replica_policy``,
+    ``max_tokens``, ``max_sequences``, ``chunk_size``, ``kv_block_tokens``, ``prefix_caching``,
+    ``kv_capacity_tokens`` (per replica), ``ttft_sla_s``, ``tbt_sla_s``, ``capacity_rps`` and
+    ``arrival_rate_rps``. At the end: ``episode_metrics`` (``gpu`` is the replica). The latency
+    models are ``env.unwrapped.replica_latencies`` (what an estimating router reads), and
+    ``env.unwrapped.request_records()`` gives one row per request, ``gpu`` being its replica.
+
+    ## Arguments
+
+    | argument | default | meaning |
+    |----------|---------|---------|
+    | workload | ``"azure-conv"`` | preset name or ``WorkloadSource`` |
+    | load | 0.4 | arrival rate as a fraction of the replicas' summed capacity |
+    | arrival_rate | None | arrival rate in requests/s (instead of ``load``) |
+    | n_replicas | 4 | engine replicas (one GPU each) |
+    | latency | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | latency preset or model, or per replica |
+    | kv_memory | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | KV preset or tokens, or per replica |
+    | replica_policy | ``"vllm-v1"`` | the ``ContinuousBatching-v0`` baseline each replica runs |
+    | n_requests | 1000 | requests per episode |
+    | ttft_sla | 1.0 | TTFT target (s) |
+    | tbt_sla | 0.1 | largest allowed gap between tokens (s) |
+    | sla_penalty | 1.0 | reward lost per missed target |
+    | reward | ``"sla"`` | reward shape |
+    | max_tokens | 2048 | token budget per iteration |
+    | max_sequences | 256 | requests per replica |
+    | chunk_size | 2048 | chunked-prefill chunk (``max_tokens``: vLLM V1's) |
+    | kv_block_tokens | 16 | tokens per KV block |
+    | prefix_caching | True | keep freed KV blocks cached for reuse |
+    | invalid_action | ``"remap"`` | or ``"raise"`` |
+    | max_steps | None | truncation limit |
+    | render_mode | None | ``"ansi"`` (text) or ``"rgb_array"`` (bars) |
+
+    KV memory is always paged (vLLM V1's blocks and preemption).
+
+    ## References
+
+    * llm-d inference scheduler (llm-d/llm-d-inference-scheduler): prefix-cache and load
+      scorers combined by weights.
+    * Qin et al., Mooncake: a KVCache-centric architecture for serving LLM chatbots (FAST 2025):
+      routing by estimated TTFT (queueing plus prefill of the uncached prefix).
+    * Mitzenmacher, The power of two choices in randomized load balancing (IEEE TPDS 2001).
+    * Kwon et al., vLLM / PagedAttention (SOSP 2023); vLLM V1's scheduler and prefix caching.
+
+    ## Version History
+
+    * v0: Initial version.
+    """
+
+    config_class = RoutingEnvConfig
+
+    def __init__(
+        self,
+        workload: Any = "azure-conv",
+        load: float | None = None,
+        arrival_rate: float | None = None,
+        n_replicas: int = 4,
+        latency: Any = "vllm0.19-rtxpro6000-llama3.1-8b",
+        kv_memory: Any = "vllm0.19-rtxpro6000-llama3.1-8b",
+        replica_policy: str = "vllm-v1",
+        n_requests: int = 1000,
+        ttft_sla: float = 1.0,
+        tbt_sla: float = 0.1,
+        sla_penalty: float = 1.0,
+        reward: str = "sla",
+        max_tokens: int = 2048,
+        max_sequences: int = 256,
+        chunk_size: int | None = 2048,
+        kv_block_tokens: int = 16,
+        prefix_caching: bool = True,
+        invalid_action: str = "remap",
+        max_steps: int | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        cfg = RoutingEnvConfig.from_arguments(locals())
+        check_episode_fits(cfg.owner, cfg.n_requests, CONTINUOUS_BYTES_PER_REQUEST)
+        self.config = cfg
+        self.render_mode = cfg.render_mode
+        self.source = make_workload_source(cfg.workload)
+        self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
+        self.server: Cluster | None = None
+        self._steps = 0
+        self._episode_over = False
+        self.last_info: dict[str, Any] | None = None
+        self._queue_columns: tuple[np.ndarray, ...] = ()
+        self._views = self._make_views(cfg)
+        from llmsched_env.kinds import get_kind  # the baselines are imported when first needed
+
+        table = get_kind("continuous").policy_table()
+        factory = resolve("ContinuousBatching-v0 baseline", cfg.replica_policy, table)
+        self._replicas = [Replica(view, factory) for view in self._views]
+        #: Per replica, its iteration latency model.
+        self.replica_latencies = tuple(v.latency for v in self._views)
+        #: Per replica, its KV memory in tokens.
+        self.kv_capacity_tokens = tuple(int(v.kv_capacity_tokens) for v in self._views)
+        self.capacity_rps = float(sum(v.capacity_rps for v in self._views))
+        self.arrival_rate_rps = cfg.arrival_rate or cfg.load * self.capacity_rps
+        self.length_scale_tokens = self._views[0].length_scale_tokens
+        self.obs_names = feature_names(cfg.n_replicas)
+        low, high = feature_bounds(cfg.n_replicas)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = spaces.Discrete(cfg.n_replicas)
+        self._builder = RoutingObservation(
+            max_tokens=cfg.max_tokens,
+            max_sequences=cfg.max_sequences,
+            kv_capacity_tokens=list(self.kv_capacity_tokens),
+            ttft_sla_s=cfg.ttft_sla,
+            tbt_sla_s=cfg.tbt_sla,
+            length_scale_tokens=self.length_scale_tokens,
+        )
+        self._loads: ReplicaLoads | None = None
+        self._mask = np.ones(cfg.n_replicas, dtype=bool)
+
+    @staticmethod
+    def _make_views(cfg: RoutingEnvConfig) -> list[ContinuousBatchingEnv]:
+        """One ``ContinuousBatching-v0`` of one GPU per replica (copies for equal settings)."""
+        views: list[ContinuousBatchingEnv] = []
+        built: dict[tuple[str, str], ContinuousBatchingEnv] = {}
+        for r in range(cfg.n_replicas):
+            latency = cfg.replica_value("latency", r)
+            kv_memory = cfg.replica_value("kv_memory", r)
+            key = (repr(latency), repr(kv_memory))
+            if key in built:
+                views.append(copy.copy(built[key]))
+                continue
+            view = ContinuousBatchingEnv(
+                workload=cfg.workload,
+                arrival_rate=1.0,  # unused: the routing env draws the requests
+                n_gpus=1,
+                latency=latency,
+                kv_memory=kv_memory,
+                n_requests=cfg.n_requests,
+                ttft_sla=cfg.ttft_sla,
+                tbt_sla=cfg.tbt_sla,
+                sla_penalty=cfg.sla_penalty,
+                reward=cfg.reward,
+                max_tokens=cfg.max_tokens,
+                max_sequences=cfg.max_sequences,
+                chunk_size=cfg.chunk_size,
+                kv_allocation="paged",
+                kv_block_tokens=cfg.kv_block_tokens,
+                prefix_caching=cfg.prefix_caching,
+            )
+            built[key] = view
+            views.append(view)
+        return views
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode; see the class docstring's Starting State."""
+        workload = self._new_episode(seed, options)
+        cfg = self.config
+        n = cfg.n_replicas
+        # Replica 0 uses the env's generator (as ContinuousBatching-v0's server does); the
+        # others get generators seeded from it.
+        rngs = [self.np_random]
+        if n > 1:
+            seeds = self.np_random.integers(2**63, size=n - 1)
+            rngs += [np.random.default_rng(int(s)) for s in seeds]
+        routed_to = [-1] * len(workload)
+        for r, replica in enumerate(self._replicas):
+            replica.start(workload, r, routed_to, rngs[r])
+        self.server = Cluster(workload, self._replicas, routed_to)
+        self._reward = self._reward_factory(cfg.sla_penalty, cfg.ttft_sla)
+        self._reward.reset(self.server)
+        self._first_decision(workload, "no replica can admit any of them; see RejectReason")
+        info = self._info(invalid=False, applied=None)
+        info.update(
+            n_replicas=n,
+            replica_policy=cfg.replica_policy,
+            max_tokens=cfg.max_tokens,
+            max_sequences=cfg.max_sequences,
+            chunk_size=cfg.chunk_size,
+            kv_block_tokens=cfg.kv_block_tokens,
+            prefix_caching=cfg.prefix_caching,
+            kv_capacity_tokens=np.array(self.kv_capacity_tokens),
+            ttft_sla_s=cfg.ttft_sla,
+            tbt_sla_s=cfg.tbt_sla,
+            capacity_rps=self.capacity_rps,
+            arrival_rate_rps=self.arrival_rate_rps,
+        )
+        self.last_info = info
+        return self._observe(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Send the arriving request to replica ``action`` and run to the next arrival."""
+        cluster = self._running_server()
+        replica = self._parse_action(action)
+        invalid = not cluster.mask[replica]
+        if invalid:
+            if self.config.invalid_action == "raise":
+                raise InvalidActionError(
+                    f"replica {replica} cannot admit request {cluster.request} (its "
+                    f"{self.server.workload.prompt_tokens[cluster.request]} prompt tokens plus "
+                    f"output do not fit its KV memory); allowed replicas: "
+                    f"{np.flatnonzero(cluster.mask).tolist()}"
+                )
+            replica = cluster.mask.index(True)
+        cluster.route(replica)
+        return self._finish_step(cluster.advance(), invalid, (replica,))
+
+    def _parse_action(self, action: Any) -> int:
+        """The replica index of ``action`` (an integer, or an array of one integer)."""
+        n = self.config.n_replicas
+        a = np.asarray(action)
+        if a.size != 1 or a.dtype.kind not in "iu":
+            if a.size == 1 and a.dtype.kind == "f" and float(a.reshape(-1)[0]).is_integer():
+                a = a.astype(np.int64)
+            else:
+                raise ValueError(
+                    f"action {action!r} must be one integer, a replica index in [0, {n})"
+                )
+        replica = operator.index(a.reshape(-1)[0].item())
+        if not 0 <= replica < n:
+            raise ValueError(f"action {action!r} is not a replica index in [0, {n})")
+        return replica
+
+    def _sla_targets(self) -> SLATargets:
+        return SLATargets(ttft_s=self.config.ttft_sla, tbt_s=self.config.tbt_sla)
+
+    # ------------------------------------------------------------------ helpers
+    def _observe(self) -> np.ndarray:
+        cluster = self.server
+        i = cluster.request
+        w = cluster.workload
+        prompt = int(w.prompt_tokens[i]) if i >= 0 else 0
+        predicted = int(w.predicted_output_tokens[i]) if i >= 0 else 0
+        arrived = cluster.n_arrived / cluster.n_requests
+        return self._builder.build(self._loads, prompt, predicted, arrived)
+
+    def _info(self, *, invalid: bool, applied: tuple[int, ...] | None) -> dict[str, Any]:
+        cluster = self.server
+        loads = ReplicaLoads.measure(cluster)
+        self._loads = loads
+        i = cluster.request
+        w = cluster.workload
+        if i >= 0:
+            self._mask = np.array(cluster.mask)
+        else:
+            self._mask = np.ones(self.config.n_replicas, dtype=bool)
+        servers = cluster.servers
+        info = {
+            "time_s": cluster.now,
+            "request": i,
+            "prompt_tokens": int(w.prompt_tokens[i]) if i >= 0 else 0,
+            "predicted_output_tokens": int(w.predicted_output_tokens[i]) if i >= 0 else 0,
+        }
+        info.update({name: value.copy() for name, value in vars(loads).items()})
+        info.update(
+            replica_decisions=np.array([r.decisions for r in cluster.replicas]),
+            preemptions=sum(s.n_preemptions for s in servers),
+            prefix_hit_tokens=sum(s.prefix_hit_tokens for s in servers),
+            rejected_without_decision=cluster.n_rejected_undecided,
+            action_mask=self._mask.copy(),
+            invalid_action=invalid,
+            applied_action=applied[0] if applied is not None else -1,
+        )
+        return info
+
+    def _outcome_text(self) -> str:
+        s = self.server
+        return f"TTFT misses {s.n_ttft_misses}  TBT misses {s.n_tbt_misses}"
+
+    def _render_lines(self) -> list[str]:
+        """The request to route, then one line per replica."""
+        s = self.server
+        loads = self._loads
+        lines = [f"  request {s.request}"]
+        for r, server in enumerate(s.servers):
+            lines.append(
+                f"  replica {r}: {loads.waiting[r]} waiting, {loads.running[r]} running, KV "
+                f"{loads.kv_used_tokens[r]}/{server.kv_capacity_tokens} tokens, cached prefix "
+                f"{loads.cached_prefix_tokens[r]} tokens"
+            )
+        return lines
+
+    def _bars(self) -> tuple[list[float], list[int]]:
+        """Per replica, waiting requests (/ max_sequences) and KV memory in use."""
+        loads = self._loads
+        fractions: list[float] = []
+        groups: list[int] = []
+        for r, capacity in enumerate(self.kv_capacity_tokens):
+            fractions += [
+                min(loads.waiting[r] / self.config.max_sequences, 1.0),
+                loads.kv_used_tokens[r] / capacity,
+            ]
+            groups += [0, 1]
+        return fractions, groups

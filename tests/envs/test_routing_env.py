@@ -1,0 +1,234 @@
+"""llmsched/Routing-v0: equivalence with ContinuousBatching-v0, checkers, masks, conservation."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+
+import llmsched_env  # noqa: F401 (registers the envs)
+from baselines import make_policy
+from llmsched_env.envs import InvalidActionError
+from llmsched_env.workload import Workload
+
+ROUTING = "llmsched/Routing-v0"
+CONTINUOUS = "llmsched/ContinuousBatching-v0"
+
+#: (ContinuousBatching-v0 baseline, shared settings): paged KV, with preemptions and rejections.
+EQUIVALENCE = [
+    ("vllm-v1", {"n_requests": 150, "load": 0.7, "chunk_size": 2048, "kv_memory": 40_000}),
+    ("vllm-v1", {"n_requests": 150, "load": 0.5, "chunk_size": 2048, "prefix_caching": True}),
+    ("sarathi", {"workload": "demo2", "latency": "demo2", "arrival_rate": 6.0, "kv_memory": 700,
+                 "chunk_size": 128, "n_requests": 120}),
+    ("random", {"workload": "demo3", "latency": "demo3", "load": 0.9, "chunk_size": 64,
+                "kv_memory": 3000, "n_requests": 80}),
+    ("vllm", {"workload": "sim-a", "latency": "sim-a", "arrival_rate": 2.0, "chunk_size": None,
+              "n_requests": 60, "reward": "queue"}),
+]  # fmt: skip
+
+
+def run_continuous(policy: str, seed: int, **kwargs):
+    kwargs = {"prefix_caching": False, **kwargs}
+    env = gym.make(CONTINUOUS, kv_allocation="paged", **kwargs)
+    obs, info = env.reset(seed=seed)
+    agent = make_policy(policy, env)
+    total = 0.0
+    while True:
+        obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+        total += reward
+        if terminated or truncated:
+            return env.unwrapped.request_records(), info["episode_metrics"], total
+
+
+def run_routing(router: str, seed: int, **kwargs):
+    kwargs = {"prefix_caching": False, **kwargs}
+    env = gym.make(ROUTING, **kwargs)
+    obs, info = env.reset(seed=seed)
+    agent = make_policy(router, env)
+    total = 0.0
+    while True:
+        obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+        total += reward
+        if terminated or truncated:
+            return env.unwrapped.request_records(), info["episode_metrics"], total, env
+
+
+@pytest.mark.parametrize(("policy", "kwargs"), EQUIVALENCE, ids=[p for p, _ in EQUIVALENCE])
+@pytest.mark.parametrize("router", ["random", "least-tokens"])
+def test_one_replica_reproduces_continuous_batching_bit_for_bit(policy, kwargs, router):
+    records, metrics, total = run_continuous(policy, 4, **kwargs)
+    routed, routed_metrics, routed_total, env = run_routing(
+        router, 4, n_replicas=1, replica_policy=policy, **kwargs
+    )
+    pd.testing.assert_frame_equal(records, routed, check_exact=True)
+    np.testing.assert_equal(routed_metrics, metrics)
+    assert routed_total == total
+    assert env.unwrapped.server.replicas[0].decisions > 0
+
+
+def test_the_equivalence_configs_exercise_preemption_and_rejection():
+    _, metrics, _ = run_continuous("vllm-v1", 4, **EQUIVALENCE[0][1])
+    assert metrics["preemptions"] > 0
+    records, metrics, _ = run_continuous("sarathi", 4, **EQUIVALENCE[2][1])
+    assert metrics["preemptions"] > 0 and metrics["rejected"] > 0
+
+
+CHECKED = [
+    {"n_replicas": 2, "n_requests": 60},
+    {"workload": "demo2", "latency": ("demo2", "sim-a", "demo2"), "kv_memory": (900, 4000, 2000),
+     "n_replicas": 3, "arrival_rate": 8.0, "chunk_size": 128, "n_requests": 60,
+     "reward": "goodput-tokens", "replica_policy": "sarathi"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kwargs", CHECKED)
+def test_gymnasium_and_sb3_env_checkers_pass(kwargs):
+    sb3_checker = pytest.importorskip("stable_baselines3.common.env_checker")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(gym.make(ROUTING, **kwargs).unwrapped, skip_render_check=False)
+        sb3_checker.check_env(gym.make(ROUTING, **kwargs).unwrapped, warn=True)
+
+
+def rollout(env, seed, router="random"):
+    obs, info = env.reset(seed=seed)
+    agent = make_policy(router, env)
+    observations, rewards = [obs], []
+    while True:
+        obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+        observations.append(obs)
+        rewards.append(reward)
+        if terminated or truncated:
+            return observations, rewards, info
+
+
+@pytest.mark.parametrize("kwargs", CHECKED)
+def test_same_seed_gives_the_same_episode_bit_for_bit(kwargs):
+    obs_a, rew_a, info_a = rollout(gym.make(ROUTING, **kwargs), 5)
+    obs_b, rew_b, info_b = rollout(gym.make(ROUTING, **kwargs), 5)
+    assert len(obs_a) == len(obs_b)
+    assert all(np.array_equal(a, b) for a, b in zip(obs_a, obs_b))
+    assert rew_a == rew_b
+    np.testing.assert_equal(info_a["episode_metrics"], info_b["episode_metrics"])
+    obs_c, *_ = rollout(gym.make(ROUTING, **kwargs), 6)
+    assert len(obs_c) != len(obs_a) or not all(np.array_equal(a, c) for a, c in zip(obs_a, obs_c))
+
+
+def test_make_vec_sync_steps_and_autoresets():
+    envs = gym.make_vec(ROUTING, num_envs=2, vectorization_mode="sync", n_replicas=3, n_requests=20)
+    obs, info = envs.reset(seed=0)
+    assert obs.shape == (2, 8 * 3 + 3)
+    rng = np.random.default_rng(0)
+    finished = 0
+    for _ in range(60):
+        actions = np.array([rng.choice(np.flatnonzero(m)) for m in info["action_mask"]])
+        obs, reward, terminated, truncated, info = envs.step(actions)
+        finished += int(terminated.sum())
+    assert finished >= 2
+    envs.close()
+
+
+def test_every_request_is_completed_rejected_or_in_the_system():
+    kwargs = {"workload": "demo2", "latency": "demo2", "kv_memory": (300, 600), "n_replicas": 2,
+              "arrival_rate": 6.0, "n_requests": 150}  # fmt: skip
+    records, metrics, _, env = run_routing("least-requests", 2, **kwargs)
+    assert set(records["status"].astype(str)) == {"completed", "rejected"}
+    assert 150 == metrics["completed"] + metrics["rejected"]
+    rejected = records[records["status"] == "rejected"]
+    assert (rejected["reject_reason"] != "none").all() and len(rejected) > 0
+    # demo2's largest requests (512 + 256 tokens) fit neither replica: rejected without a step.
+    total = records["prompt_tokens"] + records["output_tokens"]
+    assert (records.loc[total > 600, "status"] == "rejected").all()
+    assert env.unwrapped.last_info["rejected_without_decision"] == (total > 608).sum()
+    # Requests that fit only replica 1 went there.
+    only_big = (total > 304) & (total <= 600)
+    assert (records.loc[only_big, "gpu"] == 1).all() and only_big.any()
+
+    truncated_env = gym.make(ROUTING, max_steps=40, **kwargs)
+    _, _, info = rollout(truncated_env, 2)
+    frame = truncated_env.unwrapped.request_records()
+    assert set(frame["status"].astype(str)) <= {"completed", "rejected", "in_system", "not_arrived"}
+    m = info["episode_metrics"]
+    assert m["completed"] + m["rejected"] + m["in_system"] + m["not_arrived"] == 150
+    assert m["in_system"] > 0 and m["not_arrived"] > 0
+
+
+def test_mask_forbids_replicas_the_request_can_never_fit():
+    kwargs = {"workload": "demo2", "latency": "demo2", "kv_memory": (300, 100_000),
+              "n_replicas": 2, "arrival_rate": 4.0, "n_requests": 60}  # fmt: skip
+    env = gym.make(ROUTING, invalid_action="raise", **kwargs)
+    obs, info = env.reset(seed=0)
+    for _ in range(59):
+        mask = env.unwrapped.action_masks()
+        assert mask[1]
+        if not mask[0]:
+            with pytest.raises(InvalidActionError, match="cannot admit"):
+                env.step(0)
+            break
+        obs, _, terminated, _, info = env.step(1)
+        assert not terminated
+    else:
+        pytest.fail("no request was too large for replica 0")
+    with pytest.raises(ValueError, match="replica index"):
+        env.step(2)
+    remapping = gym.make(ROUTING, **kwargs)
+    obs, info = remapping.reset(seed=0)
+    while info["action_mask"][0]:
+        obs, _, _, _, info = remapping.step(0)
+    obs, _, _, _, info = remapping.step(0)
+    assert info["invalid_action"] and info["applied_action"] == 1
+
+
+def shared_prefix_workload() -> Workload:
+    """Six requests, 0.5 s apart, whose 256-token prompts share their first 192 tokens."""
+    n = 6
+    shared = [1, 2, 3]
+    hashes = [np.array(shared + [100 + i], dtype=np.int64) for i in range(n)]
+    return Workload(
+        np.arange(n) * 0.5,
+        [256] * n,
+        [4] * n,
+        [4] * n,
+        name="shared",
+        prefix_block_hashes=hashes,
+        prefix_block_tokens=64,
+    )
+
+
+def test_cached_prefix_is_observed_and_prefix_affinity_follows_it():
+    env = gym.make(ROUTING, n_replicas=3, n_requests=6, arrival_rate=2.0)
+    obs, info = env.reset(seed=0, options={"workload": shared_prefix_workload()})
+    assert info["cached_prefix_tokens"].tolist() == [0, 0, 0]
+    obs, _, _, _, info = env.step(2)
+    # Request 0 finished on replica 2 before request 1 arrived: its blocks are cached there.
+    assert info["cached_prefix_tokens"].tolist() == [0, 0, 192]
+    names = env.unwrapped.obs_names
+    assert obs[names.index("replica2/cached_prefix")] == pytest.approx(192 / 256)
+    agent = make_policy("prefix-affinity", env)
+    assert agent.act(obs, info) == 2
+    _, _, _, _, info = env.step(2)
+    assert info["prefix_hit_tokens"] == 192
+
+
+def test_observation_names_bounds_and_info_shapes():
+    env = gym.make(ROUTING, n_replicas=3, n_requests=30)
+    obs, info = env.reset(seed=1)
+    unwrapped = env.unwrapped
+    assert len(unwrapped.obs_names) == obs.shape[0] == 3 * 8 + 3
+    assert env.observation_space.contains(obs)
+    for key in ("waiting", "running", "outstanding_tokens", "kv_used_tokens", "recent_ttft_s"):
+        assert info[key].shape == (3,)
+    assert info["applied_action"] == -1 and info["n_replicas"] == 3
+
+
+def test_bad_per_replica_settings_name_the_value():
+    with pytest.raises(ValueError, match="latency.*n_replicas=3"):
+        gym.make(ROUTING, n_replicas=3, latency=("demo2", "demo2"))
+    with pytest.raises(ValueError, match="replica_policy|baseline"):
+        gym.make(ROUTING, n_replicas=2, replica_policy="vllm-v2")
+    with pytest.raises(ValueError, match="n_replicas"):
+        gym.make(ROUTING, n_replicas=0)
