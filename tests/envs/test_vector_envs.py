@@ -1,4 +1,4 @@
-"""Both envs run whole episodes in vector envs (Gymnasium's and SB3's), with autoreset.
+"""Every env runs whole episodes in vector envs (Gymnasium's and SB3's), with autoreset.
 
 Vector envs stack every ``info`` value across envs, so ``info`` must hold fixed-shape values
 only; and they ask for ``action_masks`` after every step, episode ends included, so every mask
@@ -124,3 +124,40 @@ def test_finished_episode_masks_allow_wait_only():
         nvec = env.action_space.nvec
         check_mask(mask, nvec)
         assert mask[0] and not mask[1 : nvec[0]].any(), env_id
+
+
+ROUTING = "llmsched/Routing-v0"
+ROUTING_KWARGS = dict(n_replicas=3, n_requests=30)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "sb3-dummy"])
+def test_routing_runs_episodes_in_vector_envs_with_valid_masks(mode):
+    # Routing-v0's action is one Discrete replica index: its mask has one group.
+    if mode == "sb3-dummy":
+        vec_env = pytest.importorskip("stable_baselines3.common.vec_env")
+        vec = vec_env.DummyVecEnv([lambda: gym.make(ROUTING, **ROUTING_KWARGS)] * 2)
+        vec.seed(0)
+        vec.reset()
+        n_actions = vec.action_space.n
+    else:
+        vec = gym.make_vec(ROUTING, num_envs=2, vectorization_mode=mode, **ROUTING_KWARGS)
+        vec.reset(seed=0)
+        n_actions = vec.single_action_space.n
+    rng = np.random.default_rng(0)
+    episode_ends = 0
+    for _ in range(500):
+        masks = vec.env_method("action_masks") if mode == "sb3-dummy" else vec.call("action_masks")
+        for mask in masks:
+            assert mask.shape == (n_actions,) and mask.any()
+        actions = np.array([rng.choice(np.flatnonzero(m)) for m in masks])
+        if mode == "sb3-dummy":
+            _, _, dones, infos = vec.step(actions)
+            assert all("episode_metrics" in infos[i] for i in np.flatnonzero(dones))
+        else:
+            _, _, terminated, truncated, _ = vec.step(actions)
+            dones = terminated | truncated
+        episode_ends += int(np.sum(dones))
+        if episode_ends >= 4:
+            break
+    vec.close()
+    assert episode_ends >= 4
