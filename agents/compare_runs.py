@@ -15,14 +15,14 @@ different problems.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from agents.compare import AGENT_NAME, _title, _warn_on_env_changes
+from agents.compare import AGENT_NAME, _title, _warn_on_env_changes, check_same_spaces
 from agents.policy import SETTLED_POLICY, AgentPolicyFactory
 from agents.reliable import (
     INTERVAL_REPS,
@@ -35,6 +35,7 @@ from agents.reliable import (
 from agents.runs import ModelChoice, RunConfig, load_run_config
 from agents.scenarios import build_env_kwargs
 from agents.seeds import evaluation_seeds
+from llmsched_env.cli_args import check_env_kwargs
 from llmsched_env.evaluation import evaluate
 from llmsched_env.kinds import kind_of_id
 
@@ -86,6 +87,7 @@ def compare_runs(
     bootstrap_seed: int = 0,
     reps: int = INTERVAL_REPS,
     profile_reps: int = PROFILE_REPS,
+    env_overrides: Mapping[str, Any] | None = None,
 ) -> RunsComparison:
     """Evaluate several runs' agents and the baselines on common seeds; pool the runs.
 
@@ -103,6 +105,8 @@ def compare_runs(
         bootstrap_seed: Seed of the bootstrap intervals.
         reps: Bootstrap replications of the IQM and probability intervals.
         profile_reps: Bootstrap replications of the performance-profile bands.
+        env_overrides: Env settings that replace the runs' (as in
+            :func:`agents.compare.compare`: refused when they change the agents' spaces).
 
     Returns:
         The :class:`RunsComparison`.
@@ -135,6 +139,10 @@ def compare_runs(
     if RANDOM_POLICY not in chosen:
         chosen = [*chosen, RANDOM_POLICY]
     _warn_on_env_changes(config)
+    if env_overrides:
+        check_env_kwargs(config.env_id, dict(env_overrides))
+        check_same_spaces(config, env_overrides)
+        config = replace(config, env_kwargs={**config.env_kwargs, **env_overrides})
     agent_names = [f"{AGENT_NAME}[{label}]" for label in labels]
     clash = sorted(set(agent_names) & set(chosen))
     if clash:

@@ -621,6 +621,7 @@ def _compare_runs(args: argparse.Namespace, policies: list[str] | None) -> int:
             n_jobs=args.jobs,
             progress=None if args.quiet else progress_printer("compare"),
             reps=args.bootstrap_reps,
+            env_overrides=env_kwargs_from_args(args),
             **_settled_policy_option(args.settled_policy),
         )
     except (AgentsExtraMissingError, ImportError) as error:

@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import pandas as pd
 import pytest
 
 from agents.compare import AGENT_NAME, compare
@@ -91,3 +92,22 @@ def test_the_cli_checks_the_files_compare_runs_writes():
     from llmsched_env.cli import RUNS_OUTPUT_FILES
 
     assert RUNS_OUTPUT_FILES == RUNS_FILES
+
+
+@pytest.mark.filterwarnings("ignore:2 training runs per scenario")
+def test_env_overrides_reach_every_run_and_space_changes_are_refused(two_runs, tmp_path):
+    # The runs are scored on the overridden env, exactly as a single-run comparison would be.
+    pooled = compare_runs(two_runs, policies=["edf"], env_overrides={"load": 1.2}, **SEEDS, **FAST)
+    assert pooled.config.env_kwargs["load"] == 1.2
+    single = compare(two_runs[0], policies=["edf"], env_overrides={"load": 1.2}, **SEEDS).episodes
+    agent = pooled.episodes[pooled.episodes["run"] == "seed0"]
+    assert agent["return"].tolist() == single[single["policy"] == AGENT_NAME]["return"].tolist()
+    with pytest.raises(ValueError, match="n_gpus"):
+        compare_runs(two_runs, env_overrides={"n_gpus": 3}, **SEEDS, **FAST)
+    # From the command line: the env flags are applied, not dropped.
+    argv = ["compare", "--runs", *map(str, two_runs), "--seeds", "2", "--first-seed", "10005"]
+    argv += ["--policies", "edf", "--bootstrap-reps", "100", "--quiet", "--load", "1.2"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    written = pd.read_csv(tmp_path / "cli" / "episodes.csv")
+    from_cli = written[written["policy"] == AGENT_NAME]["return"].tolist()
+    assert from_cli == pooled.episodes[pooled.episodes["policy"] == AGENT_NAME]["return"].tolist()
