@@ -131,11 +131,13 @@ class Scenario:
     def __post_init__(self) -> None:
         get_kind(self.env)  # an unknown kind is an error naming the kinds
         object.__setattr__(self, "env_kwargs", MappingProxyType(dict(self.env_kwargs)))
-        if self.training is not None and self.env != "batch":
-            raise ValueError(
-                f"scenario {self.name!r}: a training mixture mixes BatchScheduling-v0 envs, so "
-                f"env must be 'batch', got {self.env!r}"
-            )
+        if self.training is not None:
+            if self.env != "batch":
+                raise ValueError(
+                    f"scenario {self.name!r}: a training mixture mixes BatchScheduling-v0 envs, "
+                    f"so env must be 'batch', got {self.env!r}"
+                )
+            object.__setattr__(self, "training", MappingProxyType(dict(self.training)))
 
     @property
     def env_id(self) -> str:

@@ -89,7 +89,7 @@ def test_general_scenario_holds_out_its_evaluation_workloads():
     from agents.scenarios import GENERAL_HELD_OUT, GENERAL_TRAINING, HELD_OUT_WORKLOADS
 
     general = get_scenario("batch-general")
-    assert general.training is GENERAL_TRAINING
+    assert general.training == GENERAL_TRAINING
     trained_on = {c["workload"] for c in GENERAL_TRAINING["components"]}
     assert trained_on == {"azure-conv", "burstgpt-synthetic", "mooncake-conversation"}
     assert not trained_on & set(HELD_OUT_WORKLOADS)

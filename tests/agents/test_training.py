@@ -221,6 +221,9 @@ def test_general_scenario_trains_on_its_mixture_and_compares_on_a_held_out_workl
     )
     assert set(comparison.summary["policy"]) == {"agent", "edf"}
     assert comparison.config.env_kwargs["workload"] == "sharegpt"
+    again = resume(result.run_dir, steps=128, eval_freq=0, checkpoint_freq=0)
+    assert again.config.training_mixture == config.training_mixture
+    assert again.config.total_timesteps > config.total_timesteps
 
 
 @pytest.mark.parametrize(

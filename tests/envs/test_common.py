@@ -128,3 +128,11 @@ def test_workload_option_cannot_be_combined_with_load():
 def test_episode_arrival_rate_without_load_is_the_configured_rate():
     assert episode_arrival_rate({}, 3.5, 2.0) == 3.5
     assert episode_arrival_rate({"load": 1.5}, 3.5, 2.0) == 3.0
+
+
+def test_load_option_sets_the_routing_env_rate_too():
+    env = gym.make("llmsched/Routing-v0", n_requests=30)
+    _, info = env.reset(seed=0, options={"load": 0.7})
+    assert info["arrival_rate_rps"] == 0.7 * env.unwrapped.capacity_rps
+    _, info = env.reset(seed=0)
+    assert info["arrival_rate_rps"] == env.unwrapped.arrival_rate_rps
