@@ -45,6 +45,8 @@ _DRAWN = ("load", "arrival_rate")
 def _check_range(name: str, value: Any) -> tuple[float, float]:
     """``value`` as ``(low, high)`` with ``0 < low <= high < inf``, or a ``ValueError``."""
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
