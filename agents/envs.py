@@ -6,6 +6,11 @@ that need a ``Discrete`` action :class:`~llmsched_env.envs.wrappers.FlattenActio
 the env and its reward allow it, :class:`~llmsched_env.envs.wrappers.EndWhenSettled`, which ends
 an episode with the same return as soon as no action can change it (the evaluation harness
 always runs whole episodes).
+
+A run trained on a distribution of workloads (a scenario with a ``training`` mixture, recorded
+as the run's ``training_mixture``) builds each training env as a
+:class:`~llmsched_env.envs.mixture.BatchMixtureEnv` instead (:func:`make_mixture_env`), its
+components sharing the run's other env keyword arguments.
 """
 
 from __future__ import annotations
@@ -20,7 +25,37 @@ import gymnasium as gym
 import llmsched_env  # noqa: F401  (registers the env ids)
 from agents.extras import require_agents_extra
 from agents.scenarios import build_env_kwargs
+from llmsched_env.envs.mixture import BatchMixtureEnv
+from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.envs.wrappers import EndWhenSettled, FlattenAction
+
+#: Env keyword arguments a mixture's components do not share: each has its own workload, and
+#: the mixture draws every episode's load.
+_PER_COMPONENT = ("workload", "load", "arrival_rate")
+
+
+def make_mixture_env(
+    mixture: Mapping[str, Any], env_kwargs: Mapping[str, Any], *, end_when_settled: bool = False
+) -> BatchMixtureEnv:
+    """Build the training distribution of a run: a :class:`BatchMixtureEnv`.
+
+    Args:
+        mixture: Plain keyword arguments of :class:`BatchMixtureEnv` (``components``, each a
+            mapping of plain env keyword arguments, ``load``, ``arrival_cv``,
+            ``source_arrivals``).
+        env_kwargs: The run's plain env keyword arguments; all but ``workload``, ``load`` and
+            ``arrival_rate`` are shared by every component (so the spaces match the run's env).
+        end_when_settled: Wrap each component in ``EndWhenSettled`` if its reward settles.
+    """
+    shared = {k: v for k, v in build_env_kwargs(env_kwargs).items() if k not in _PER_COMPONENT}
+    options = dict(mixture)
+    components = [build_env_kwargs(c) for c in options.pop("components", ())]
+    reward = {**shared, **(components[0] if components else {})}.get("reward", "sla")
+    settles = reward in REWARD_SHAPES and REWARD_SHAPES[reward].settles_when_all_late
+    return BatchMixtureEnv(
+        components, end_when_settled=end_when_settled and settles, **options, **shared
+    )
+
 
 VecEnvKind = Literal["dummy", "subproc"]
 VEC_ENV_KINDS = ("dummy", "subproc")
@@ -33,6 +68,7 @@ def env_factory(
     flat_action: bool,
     end_when_settled: bool = False,
     monitor: bool = True,
+    mixture: Mapping[str, Any] | None = None,
 ) -> Callable[[], gym.Env]:
     """A zero-argument function that builds one training env (picklable for subprocesses).
 
@@ -43,17 +79,23 @@ def env_factory(
         end_when_settled: Wrap in ``EndWhenSettled`` if the env and its reward allow it (see
             :meth:`EndWhenSettled.applies_to`).
         monitor: Wrap in stable-baselines3's ``Monitor`` to log episode returns.
+        mixture: Keyword arguments of a :class:`BatchMixtureEnv` to train on instead of
+            ``env_id`` (see :func:`make_mixture_env`), or ``None``.
     """
     plain = dict(env_kwargs)
+    plain_mixture = None if mixture is None else dict(mixture)
 
     def make() -> gym.Env:
         if multiprocessing.parent_process() is not None:
             # A subprocess env worker: Ctrl-C is the main process's to handle (it saves the
             # model, then closes the workers); a worker dying of it would break the pipes.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        env = gym.make(env_id, **build_env_kwargs(plain))
-        if end_when_settled and EndWhenSettled.applies_to(env):
-            env = EndWhenSettled(env)
+        if plain_mixture is not None:
+            env: gym.Env = make_mixture_env(plain_mixture, plain, end_when_settled=end_when_settled)
+        else:
+            env = gym.make(env_id, **build_env_kwargs(plain))
+            if end_when_settled and EndWhenSettled.applies_to(env):
+                env = EndWhenSettled(env)
         if flat_action:
             env = FlattenAction(env)
         if monitor:
@@ -77,6 +119,7 @@ def make_training_env(
     normalize_obs: bool = True,
     normalize_reward: bool = True,
     gamma: float = 0.99,
+    mixture: Mapping[str, Any] | None = None,
 ) -> Any:
     """Build the vectorised (and possibly ``VecNormalize``-wrapped) training env.
 
@@ -93,6 +136,8 @@ def make_training_env(
         normalize_obs: Normalise observations with running statistics.
         normalize_reward: Scale rewards by a running std of the discounted return.
         gamma: Discount used by the reward normalisation (the algorithm's ``gamma``).
+        mixture: Train on this :class:`BatchMixtureEnv` (its keyword arguments) instead of
+            ``env_id``, or ``None``.
 
     Returns:
         A stable-baselines3 ``VecEnv``.
@@ -106,7 +151,11 @@ def make_training_env(
     if vec_env not in VEC_ENV_KINDS:
         raise ValueError(f"vec_env must be one of {list(VEC_ENV_KINDS)}, got {vec_env!r}")
     factory = env_factory(
-        env_id, env_kwargs, flat_action=flat_action, end_when_settled=end_when_settled
+        env_id,
+        env_kwargs,
+        flat_action=flat_action,
+        end_when_settled=end_when_settled,
+        mixture=mixture,
     )
     factories = [factory] * n_envs
     venv = DummyVecEnv(factories) if vec_env == "dummy" else SubprocVecEnv(factories)

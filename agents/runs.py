@@ -73,6 +73,9 @@ class RunConfig:
             name), to detect later changes of env defaults (:func:`env_config_changes`).
         obs_names: The env's observation layout (``env.unwrapped.obs_names``) the model reads.
         command: The command line that started the run, when started from the CLI.
+        training_mixture: Keyword arguments of the
+            :class:`~llmsched_env.envs.mixture.BatchMixtureEnv` the training envs sample
+            episodes from (a scenario's ``training``), or ``None`` when they are the run's env.
         sessions: One record per training session: steps, wall time, env steps per second.
         versions: Package versions of the first session.
         format_version: Version of this file's layout.
@@ -92,6 +95,7 @@ class RunConfig:
     env_config: dict[str, Any] = field(default_factory=dict)
     obs_names: list[str] = field(default_factory=list)
     command: str | None = None
+    training_mixture: dict[str, Any] | None = None
     sessions: list[dict[str, Any]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=package_versions)
     format_version: int = FORMAT_VERSION

@@ -14,7 +14,20 @@ scenario                 what
 ``batch-multi-gpu``      4 GPUs (500 requests each, as the default) at 1.5 times capacity
 ``continuous-default``   ``ContinuousBatching-v0`` with its defaults
 ``continuous-bursty``    Gamma arrivals of coefficient of variation 4, continuous batching
+``batch-general``        trained on a mixture of workloads, loads 0.6-1.5 and burstiness
+``batch-heldout-*``      ShareGPT and Mooncake synthetic at loads 0.8, 1 and 1.25: never
+                         seen in ``batch-general``'s training
 =======================  ==================================================================
+
+**Generalisation.** A scenario with a ``training`` mixture trains on
+:class:`~llmsched_env.envs.mixture.BatchMixtureEnv` (a random component workload, load and
+arrival burstiness per episode) and is validated and compared on its plain env
+(``env_kwargs``). ``batch-general`` trains on the Azure conversation trace,
+``burstgpt-synthetic`` and the Mooncake conversation trace (:data:`GENERAL_TRAINING`); the
+``batch-heldout-*`` scenarios (:data:`GENERAL_HELD_OUT`) use workloads none of them holds:
+LLMServingSim 2.0's ShareGPT lengths (``sharegpt``) and Mooncake's synthetic trace
+(``mooncake-synthetic``). ``llmsched compare --run RUN --workload sharegpt --load 1.25`` scores a
+``batch-general`` run on one of them.
 """
 
 from __future__ import annotations
@@ -102,6 +115,10 @@ class Scenario:
         env_kwargs: Plain keyword arguments of the env (see :func:`build_env_kwargs`).
         description: One line for tables.
         train_steps: Training budget (environment steps) of the reported agent.
+        training: Keyword arguments (plain JSON) of the
+            :class:`~llmsched_env.envs.mixture.BatchMixtureEnv` that training envs sample
+            episodes from, or ``None`` to train on the scenario's env itself. Validation and
+            comparison always use the scenario's env.
     """
 
     name: str
@@ -109,10 +126,18 @@ class Scenario:
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     train_steps: int = 500_000
+    training: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         get_kind(self.env)  # an unknown kind is an error naming the kinds
         object.__setattr__(self, "env_kwargs", MappingProxyType(dict(self.env_kwargs)))
+        if self.training is not None:
+            if self.env != "batch":
+                raise ValueError(
+                    f"scenario {self.name!r}: a training mixture mixes BatchScheduling-v0 envs, "
+                    f"so env must be 'batch', got {self.env!r}"
+                )
+            object.__setattr__(self, "training", MappingProxyType(dict(self.training)))
 
     @property
     def env_id(self) -> str:
@@ -122,6 +147,41 @@ class Scenario:
     def make_env_kwargs(self) -> dict[str, Any]:
         """``gym.make`` keyword arguments of the scenario (workload objects built)."""
         return build_env_kwargs(self.env_kwargs)
+
+
+#: The training distribution of ``batch-general``: keyword arguments of
+#: :class:`~llmsched_env.envs.mixture.BatchMixtureEnv` (plain JSON; the scenario's own
+#: ``env_kwargs`` other than the workload and load are shared by every component).
+GENERAL_TRAINING: Mapping[str, Any] = MappingProxyType(
+    {
+        "components": [
+            {"workload": "azure-conv"},
+            {"workload": "burstgpt-synthetic"},
+            {"workload": "mooncake-conversation"},
+        ],
+        "load": [0.6, 1.5],
+        "arrival_cv": [1.0, BURSTY_CV],
+        "source_arrivals": 0.25,
+    }
+)
+
+#: Workloads and loads held out from ``batch-general``'s training.
+HELD_OUT_WORKLOADS = ("sharegpt", "mooncake-synthetic")
+HELD_OUT_LOADS = (0.8, 1.0, 1.25)
+
+
+def _held_out_scenarios() -> list[Scenario]:
+    """One ``batch-heldout-<workload>-<load>`` scenario per held-out workload and load."""
+    return [
+        Scenario(
+            f"batch-heldout-{workload}-{load:g}",
+            "batch",
+            {"workload": workload, "load": load},
+            f"held out from batch-general's training: {workload} at {load:g}x estimated capacity",
+        )
+        for workload in HELD_OUT_WORKLOADS
+        for load in HELD_OUT_LOADS
+    ]
 
 
 #: Benchmark scenarios by name.
@@ -156,8 +216,20 @@ SCENARIOS: dict[str, Scenario] = {
             {"workload": "azure-conv-bursty"},
             f"Azure lengths, Gamma arrivals cv {BURSTY_CV:g}",
         ),
+        Scenario(
+            "batch-general",
+            "batch",
+            {},
+            "trained on Azure, burstgpt-synthetic and Mooncake conversation at loads 0.6-1.5, "
+            f"Gamma arrivals cv 1-{BURSTY_CV:g}; validated on the defaults",
+            training=GENERAL_TRAINING,
+        ),
+        *_held_out_scenarios(),
     )
 }
+
+#: The scenarios whose workloads ``batch-general`` never trains on.
+GENERAL_HELD_OUT = tuple(s for s in SCENARIOS if s.startswith("batch-heldout-"))
 
 
 def get_scenario(name: str) -> Scenario:

@@ -176,10 +176,13 @@ def train(
     require_agents_extra()
     spec = get_algo(algo)
     kwargs: dict[str, Any] = {}
+    mixture: dict[str, Any] | None = None
     if scenario is not None:
         chosen = get_scenario(scenario)
         env_id = chosen.env_id
         kwargs.update(chosen.env_kwargs)
+        if chosen.training is not None:
+            mixture = _json_ready(chosen.training)
     else:
         env_id = resolve_env_id(env)
     kwargs.update(env_kwargs or {})
@@ -196,7 +199,7 @@ def train(
     if n_envs is not None:
         overrides["n_envs"] = _check_int("n_envs", n_envs, 1)
     settings = resolve_hyperparams(env_id, spec.name, overrides)
-    env_config, obs_names = _describe(env_id, kwargs)
+    env_config, obs_names = _describe(env_id, kwargs, mixture)
     run_dir = Path(out)
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise ValueError(
@@ -217,6 +220,7 @@ def train(
         env_config=env_config,
         obs_names=obs_names,
         command=command,
+        training_mixture=mixture,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("evaluations.csv", "best_model.zip", "best_vecnormalize.pkl"):
@@ -348,6 +352,7 @@ def _run_session(
             normalize_obs=settings["normalize_obs"] and not load_existing,
             normalize_reward=settings["normalize_reward"] and not load_existing,
             gamma=gamma,
+            mixture=config.training_mixture,
         )
         if load_from is not None and load_from[1] is not None and load_from[1].is_file():
             venv = VecNormalize.load(str(load_from[1]), venv)
@@ -460,16 +465,41 @@ def _save_final(run_dir: Path, model: Any, venv: Any, log: Callable[[str], None]
     return saved_in
 
 
-def _describe(env_id: str, env_kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Build the env once: checks its arguments and records its full configuration."""
+def _describe(
+    env_id: str, env_kwargs: Mapping[str, Any], mixture: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Build the env once: checks its arguments and records its full configuration.
+
+    With a training ``mixture``, it is built too, and its spaces and observation names must be
+    the env's (an agent trained on it is evaluated on the env).
+
+    Raises:
+        ValueError: If the mixture's spaces or observation names differ from the env's.
+    """
     import gymnasium as gym
 
+    from agents.envs import make_mixture_env
     from agents.runs import describe_env
     from agents.scenarios import build_env_kwargs
 
     env = gym.make(env_id, **build_env_kwargs(_json_ready(env_kwargs)))
     try:
-        return describe_env(env)
+        described = describe_env(env)
+        if mixture is not None:
+            mixed = make_mixture_env(mixture, env_kwargs)
+            if (
+                mixed.observation_space != env.observation_space
+                or mixed.action_space != env.action_space
+                or list(mixed.obs_names) != list(env.unwrapped.obs_names)
+            ):
+                raise ValueError(
+                    f"the training mixture's spaces (observation {mixed.observation_space}, "
+                    f"action {mixed.action_space}) differ from the env's (observation "
+                    f"{env.observation_space}, action {env.action_space}); give the "
+                    "components the env's n_bins, n_gpus and max_batch_size"
+                )
+            mixed.close()
+        return described
     finally:
         env.close()
 

@@ -25,7 +25,11 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from llmsched_env.envs.common import RequestRecordsMixin, episode_workload
+from llmsched_env.envs.common import (
+    RequestRecordsMixin,
+    episode_arrival_rate,
+    episode_workload,
+)
 from llmsched_env.envs.footprint import check_episode_fits
 from llmsched_env.envs.rendering import bars_image
 from llmsched_env.envs.rewards import REWARD_SHAPES
@@ -83,12 +87,17 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
     def _new_episode(self, seed: int | None, options: dict[str, Any] | None) -> Workload:
         """Seed the env's generator and draw the episode's requests (``reset``'s preamble)."""
         gym.Env.reset(self, seed=seed)
+        options = options or {}
+        # The configured rate, or options["load"] times the capacity estimate.
+        self.episode_arrival_rate_rps = episode_arrival_rate(
+            options, self.arrival_rate_rps, self.capacity_rps
+        )
         return episode_workload(
             self.source,
             self.config.n_requests,
             self.np_random,
-            self.arrival_rate_rps,
-            options or {},
+            self.episode_arrival_rate_rps,
+            options,
         )
 
     def _first_decision(self, workload: Workload, why: str) -> None:

@@ -185,6 +185,13 @@ class BatchSchedulingEnv(SchedulingEnv):
     the first decision. ``reset(options={"start": i})`` replays the trace window starting at index
     ``i`` of the source's episode region, ``options={"workload": w}`` serves an explicit
     :class:`~llmsched_env.workload.Workload`, so that different policies see identical inputs.
+    ``options={"load": x}`` runs this episode at ``x`` times the capacity estimate (the same
+    episode, bit for bit, as an env built with ``load=x``; ``info["arrival_rate_rps"]`` reports
+    the episode's rate, and the ``arrival_rate`` feature follows the actual arrivals), and
+    ``options={"arrival_cv": c}`` replaces the arrival times by Gamma gaps of coefficient of
+    variation ``c`` at the episode's rate (:func:`~llmsched_env.envs.common.episode_workload`);
+    a training distribution over loads and burstiness draws these per episode
+    (:class:`~llmsched_env.envs.mixture.BatchMixtureEnv`).
 
     ## Episode End
 
@@ -380,7 +387,7 @@ class BatchSchedulingEnv(SchedulingEnv):
             sla_s=cfg.sla,
             kv_capacity_tokens=self.kv_capacity_tokens,
             capacity_rps=self.capacity_rps,
-            arrival_rate_rps=self.arrival_rate_rps,
+            arrival_rate_rps=self.episode_arrival_rate_rps,
         )
         self.last_info = info
         return self._observe(), info

@@ -9,6 +9,7 @@ import pandas as pd
 from numba import njit
 
 from llmsched_env.workload import Workload, WorkloadSource
+from llmsched_env.workload.arrivals import GammaArrivals
 
 #: Columns of :meth:`RequestRecordsMixin.request_records`, in order.
 REQUEST_RECORD_COLUMNS = (
@@ -118,6 +119,41 @@ def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(values)
 
 
+#: The options ``reset(options=...)`` of every scheduling env understands.
+RESET_OPTIONS = ("start", "workload", "load", "arrival_cv")
+
+
+def _positive_option(options: dict[str, Any], name: str) -> float:
+    """The reset option ``name`` as a finite float > 0, or a ``ValueError`` naming it."""
+    value = options[name]
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"options[{name!r}] must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def episode_arrival_rate(
+    options: dict[str, Any], arrival_rate_rps: float, capacity_rps: float
+) -> float:
+    """The arrival rate of a new episode: ``options["load"]`` times the capacity, if given.
+
+    ``load * capacity_rps`` is computed exactly as the env's constructor computes it for its
+    ``load`` argument, so ``reset(options={"load": x})`` and an env built with ``load=x`` draw
+    the same episode, bit for bit.
+
+    Args:
+        options: ``reset`` options.
+        arrival_rate_rps: The env's configured arrival rate (used without a ``load`` option).
+        capacity_rps: The env's capacity estimate.
+
+    Raises:
+        ValueError: If ``options["load"]`` is not a finite number > 0.
+    """
+    if "load" not in options:
+        return arrival_rate_rps
+    return _positive_option(options, "load") * capacity_rps
+
+
 def episode_workload(
     source: WorkloadSource,
     n_requests: int,
@@ -131,23 +167,52 @@ def episode_workload(
         source: The env's workload source.
         n_requests: Requests per episode.
         rng: The env's random generator (seeded by ``reset``).
-        arrival_rate_rps: Arrival rate to scale the source to.
-        options: ``reset`` options: ``{"start": i}`` replays the source's window at index ``i``;
-            ``{"workload": w}`` serves the given :class:`Workload`.
+        arrival_rate_rps: Arrival rate to scale the source to (the episode's rate, see
+            :func:`episode_arrival_rate`).
+        options: ``reset`` options (:data:`RESET_OPTIONS`): ``{"start": i}`` replays the
+            source's window at index ``i``; ``{"workload": w}`` serves the given
+            :class:`Workload`; ``{"load": x}`` is read by :func:`episode_arrival_rate`;
+            ``{"arrival_cv": c}`` replaces the arrival times by a Gamma renewal process at the
+            same rate with gap coefficient of variation ``c``
+            (:class:`~llmsched_env.workload.arrivals.GammaArrivals`, the process of the bursty
+            scenario workloads), drawn from ``rng`` after the source's draws; lengths,
+            predictions and prefix hashes are kept.
 
     Raises:
-        ValueError: For an unknown option or a ``workload`` option that is not a ``Workload``.
+        ValueError: For an unknown option, a ``workload`` option that is not a ``Workload`` or
+            given together with ``load`` or ``arrival_cv``, or an ``arrival_cv`` that is not a
+            finite number > 0.
     """
-    unknown = set(options) - {"start", "workload"}
+    unknown = set(options) - set(RESET_OPTIONS)
     if unknown:
-        raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'start' or 'workload'")
+        raise ValueError(
+            f"unknown reset options {sorted(unknown)}; expected some of {list(RESET_OPTIONS)}"
+        )
     if "workload" in options:
         workload = options["workload"]
         if not isinstance(workload, Workload):
             raise ValueError(
                 f"options['workload'] must be a Workload, got {type(workload).__name__}"
             )
+        clash = sorted({"load", "arrival_cv"} & set(options))
+        if clash:
+            raise ValueError(
+                f"options['workload'] serves a given workload as it is; it cannot be combined "
+                f"with {clash}"
+            )
         return workload
-    return source.sample(
+    cv = _positive_option(options, "arrival_cv") if "arrival_cv" in options else None
+    workload = source.sample(
         n_requests, rng, arrival_rate_rps=arrival_rate_rps, start=options.get("start")
+    )
+    if cv is None:
+        return workload
+    arrival_s = GammaArrivals(rate_rps=arrival_rate_rps, cv=cv).sample_times(len(workload), rng)
+    return Workload._derived(
+        arrival_s,
+        workload.prompt_tokens,
+        workload.output_tokens,
+        workload.predicted_output_tokens,
+        workload.name,
+        **workload._prefix_kwargs(),
     )

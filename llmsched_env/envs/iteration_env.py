@@ -143,7 +143,8 @@ class ContinuousBatchingEnv(SchedulingEnv):
     ## Starting State
 
     As in ``BatchScheduling-v0``: ``reset(seed=...)`` draws the episode's requests and advances
-    to the first iteration; ``options={"start": i}`` or ``{"workload": w}`` replays fixed inputs.
+    to the first iteration; ``options={"start": i}`` or ``{"workload": w}`` replays fixed inputs;
+    ``{"load": x}`` and ``{"arrival_cv": c}`` set this episode's load and arrival burstiness.
 
     ## Episode End
 
@@ -349,7 +350,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
             ttft_sla_s=cfg.ttft_sla,
             tbt_sla_s=cfg.tbt_sla,
             capacity_rps=self.capacity_rps,
-            arrival_rate_rps=self.arrival_rate_rps,
+            arrival_rate_rps=self.episode_arrival_rate_rps,
         )
         self.last_info = info
         return self._observe(), info

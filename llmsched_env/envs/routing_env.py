@@ -102,7 +102,8 @@ class RoutingEnv(SchedulingEnv):
     ``reset(seed=...)`` draws the episode's requests (as ``ContinuousBatching-v0`` does, at the
     rate ``load`` times the replicas' summed capacity) and runs to the first arrival that some
     replica can admit. ``options={"start": i}`` or ``{"workload": w}`` replays fixed inputs (a
-    ``Workload`` with ``prefix_block_hashes`` shares prompt prefixes between requests).
+    ``Workload`` with ``prefix_block_hashes`` shares prompt prefixes between requests);
+    ``{"load": x}`` and ``{"arrival_cv": c}`` set this episode's load and arrival burstiness.
 
     ## Episode End
 
@@ -301,7 +302,7 @@ class RoutingEnv(SchedulingEnv):
             ttft_sla_s=cfg.ttft_sla,
             tbt_sla_s=cfg.tbt_sla,
             capacity_rps=self.capacity_rps,
-            arrival_rate_rps=self.arrival_rate_rps,
+            arrival_rate_rps=self.episode_arrival_rate_rps,
         )
         self.last_info = info
         return self._observe(), info

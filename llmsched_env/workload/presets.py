@@ -9,6 +9,7 @@ name                        what                                                
 ``mooncake-synthetic``      Mooncake synthetic trace with prefix block hashes      3.91 req/s
 ``prefix-sharing``          SYNTHETIC system prompts and multi-turn sessions       2 req/s
 ``burstgpt-synthetic``      SYNTHETIC stream fitted to BurstGPT's statistics       0.271 req/s
+``sharegpt``                ShareGPT lengths of LLMServingSim 2.0, Poisson         10 req/s
 ``demo2``                   Simulator B's demo2 workload                           2 req/s
 ``demo3``                   Simulator B's demo3 workload                           1 req/s
 ``sim-a``                   Simulator A: prompt 128, 64 decode steps               1 req/s
@@ -28,9 +29,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 
+import numpy as np
+
 from llmsched_env.registry import resolve
 from llmsched_env.workload.arrivals import GammaArrivals, PoissonArrivals
-from llmsched_env.workload.length_mixtures import Discrete, Mixture
+from llmsched_env.workload.length_mixtures import Discrete, Empirical, Mixture
 from llmsched_env.workload.lengths import Fixed, Geometric, LogNormal, UniformInt
 from llmsched_env.workload.mooncake import (
     MOONCAKE_CONVERSATION_TRACE,
@@ -171,6 +174,52 @@ def burstgpt_synthetic() -> SyntheticSource:
     )
 
 
+#: The shipped file holding the prompt and output lengths of LLMServingSim 2.0's ShareGPT workload
+#: (arrays ``input_toks`` and ``output_toks``, beside the prompts' prefix hashes).
+SHAREGPT_LENGTHS = "vllm_bench/workloads/sharegpt-llama-3.1-8b-300-sps10.prefix-hashes.npz"
+
+#: Mean arrival rate of the ShareGPT workload file (300 requests at about 10 req/s).
+SHAREGPT_RATE_RPS = 10.0
+
+
+@lru_cache(maxsize=1)
+def _sharegpt_lengths() -> tuple[np.ndarray, np.ndarray]:
+    """Prompt and output lengths of the 300 ShareGPT requests, read once per process."""
+    path = shipped_data_path(SHAREGPT_LENGTHS)
+    with np.load(path) as data:
+        prompt, output = data["input_toks"], data["output_toks"]
+    if prompt.shape != (300,) or output.shape != (300,):
+        raise ValueError(
+            f"{path}: expected input_toks and output_toks of 300 requests, got shapes "
+            f"{prompt.shape} and {output.shape}"
+        )
+    return prompt, output
+
+
+def sharegpt() -> SyntheticSource:
+    """ShareGPT conversations as LLMServingSim 2.0 replays them, with Poisson arrivals.
+
+    The lengths are those of the 300 ShareGPT requests of LLMServingSim 2.0's workload file
+    ``sharegpt-llama-3.1-8b-300-sps10.jsonl`` (casys-kaist/LLMServingSim, MIT; Llama-3.1-8B
+    tokens), which its real vLLM runs served: prompts 262 to 3,998 tokens (mean 857, median 732),
+    outputs 512 to 1,021 tokens (mean 653; the file keeps only requests of at least 512 output
+    tokens). The package ships them in the prompts' prefix-hash file
+    (:data:`SHAREGPT_LENGTHS`, ``data/README.md``). Prompt and output lengths are resampled
+    independently (their correlation in the file is 0.16), as for the bursty Azure scenario
+    workload; arrivals are Poisson at the file's 10 req/s (its gaps have cv 0.94), rescaled by
+    the env's ``load``; predictions are ``LogNormalNoisePredictor(sigma=0.5)`` as for the traces.
+    Used as a workload held out from training (``agents.scenarios``).
+    """
+    prompt, output = _sharegpt_lengths()
+    return SyntheticSource(
+        "sharegpt",
+        PoissonArrivals(SHAREGPT_RATE_RPS),
+        Empirical(prompt),
+        Empirical(output),
+        LogNormalNoisePredictor(sigma=0.5),
+    )
+
+
 def demo2() -> SyntheticSource:
     """Simulator B's ``demo2``: prompts {32, 128, 512} w.p. {0.6, 0.3, 0.1}, outputs {64, 256}.
 
@@ -244,6 +293,7 @@ WORKLOAD_PRESETS: dict[str, Callable[[], WorkloadSource]] = {
     "mooncake-conversation": mooncake_conversation,
     "mooncake-synthetic": mooncake_synthetic,
     "burstgpt-synthetic": burstgpt_synthetic,
+    "sharegpt": sharegpt,
     "demo2": demo2,
     "demo3": demo3,
     "sim-a": sim_a,

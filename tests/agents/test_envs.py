@@ -59,3 +59,41 @@ def test_vectorised_training_env_steps_with_masks():
     venv.reset()
     masks = venv.env_method("action_masks")
     assert len(masks) == 2 and all(m.any() for m in masks)
+
+
+MIXTURE = {
+    "components": [{"workload": "demo2"}, {"workload": "burstgpt-synthetic"}],
+    "load": [0.8, 1.2],
+    "arrival_cv": [1.0, 4.0],
+}
+
+
+@pytest.mark.parametrize(("reward", "settles"), [("sla", True), ("queue", False)])
+def test_a_training_mixture_shares_the_run_kwargs_and_settles_inside(reward, settles):
+    from stable_baselines3.common.monitor import Monitor
+
+    from llmsched_env.envs.mixture import BatchMixtureEnv
+
+    kwargs = {**TINY_ENVS["batch"], "reward": reward}
+    env = env_factory(BATCH, kwargs, flat_action=False, end_when_settled=True, mixture=MIXTURE)()
+    assert type(env) is Monitor and isinstance(env.unwrapped, BatchMixtureEnv)
+    mixture = env.unwrapped
+    assert mixture.component_names == ("demo2", "burstgpt-synthetic")
+    # The run's kwargs other than workload and rate are every component's.
+    assert all(c.config.n_requests == 40 and c.config.reward == reward for c in mixture.components)
+    assert all(isinstance(s, EndWhenSettled) is settles for s in mixture._steppers)
+
+
+def test_vectorised_mixture_training_env_steps_with_masks():
+    venv = make_training_env(
+        BATCH,
+        TINY_ENVS["batch"],
+        flat_action=False,
+        end_when_settled=True,
+        n_envs=2,
+        first_seed=0,
+        mixture=MIXTURE,
+    )
+    venv.reset()
+    masks = venv.env_method("action_masks")
+    assert len(masks) == 2 and all(m.any() for m in masks)

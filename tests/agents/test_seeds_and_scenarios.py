@@ -83,3 +83,29 @@ def test_build_env_kwargs_replaces_only_scenario_workloads():
     }
     built = build_env_kwargs({"workload": "azure-conv-bursty"})
     assert built["workload"] is scenario_workload("azure-conv-bursty")
+
+
+def test_general_scenario_holds_out_its_evaluation_workloads():
+    from agents.scenarios import GENERAL_HELD_OUT, GENERAL_TRAINING, HELD_OUT_WORKLOADS
+
+    general = get_scenario("batch-general")
+    assert general.training == GENERAL_TRAINING
+    trained_on = {c["workload"] for c in GENERAL_TRAINING["components"]}
+    assert trained_on == {"azure-conv", "burstgpt-synthetic", "mooncake-conversation"}
+    assert not trained_on & set(HELD_OUT_WORKLOADS)
+    assert len(GENERAL_HELD_OUT) == 6
+    spaces = gym.make(general.env_id, **general.make_env_kwargs())
+    for name in GENERAL_HELD_OUT:
+        held_out = get_scenario(name)
+        assert held_out.training is None
+        assert held_out.env_kwargs["workload"] not in trained_on
+        env = gym.make(held_out.env_id, **held_out.make_env_kwargs())
+        assert env.observation_space == spaces.observation_space
+        assert env.action_space == spaces.action_space
+
+
+def test_a_training_mixture_needs_the_batch_env():
+    from agents.scenarios import Scenario
+
+    with pytest.raises(ValueError, match="env must be 'batch', got 'continuous'"):
+        Scenario("x", "continuous", training={"components": [{}]})

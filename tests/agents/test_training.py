@@ -201,6 +201,31 @@ def test_scenario_sets_env_and_kwargs(tmp_path):
     assert config.env_kwargs["n_requests"] == 40
 
 
+def test_general_scenario_trains_on_its_mixture_and_compares_on_a_held_out_workload(tmp_path):
+    from agents.compare import compare
+    from agents.scenarios import GENERAL_TRAINING
+
+    result = tiny_train(
+        tmp_path / "run", steps=256, scenario="batch-general", env_kwargs={"n_requests": 60}
+    )
+    config = result.config
+    assert config.scenario == "batch-general"
+    assert config.training_mixture["components"] == GENERAL_TRAINING["components"]
+    assert config.env_kwargs == {"n_requests": 60}
+    assert result.model.num_timesteps >= 256
+    comparison = compare(
+        result.run_dir,
+        n_seeds=2,
+        policies=["edf"],
+        env_overrides={"workload": "sharegpt", "load": 1.25},
+    )
+    assert set(comparison.summary["policy"]) == {"agent", "edf"}
+    assert comparison.config.env_kwargs["workload"] == "sharegpt"
+    again = resume(result.run_dir, steps=128, eval_freq=0, checkpoint_freq=0)
+    assert again.config.training_mixture == config.training_mixture
+    assert again.config.total_timesteps > config.total_timesteps
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

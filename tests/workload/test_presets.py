@@ -20,6 +20,7 @@ EXPECTED_RATES = {
     "mooncake-conversation": 3.40,
     "mooncake-synthetic": 3.91,
     "burstgpt-synthetic": 1 / 3.69,
+    "sharegpt": 10.0,
     "demo2": 2.0,
     "demo3": 1.0,
     "sim-a": 1.0,
@@ -124,3 +125,17 @@ def test_burstgpt_synthetic_matches_published_statistics() -> None:
     assert source.prompt.mean == pytest.approx(611, abs=0.1)
     assert source.output.mean == pytest.approx(123, abs=0.1)
     assert w.predicted_output_tokens.min() >= 1 and w.predicted_output_tokens.max() <= 4096
+
+
+def test_sharegpt_resamples_the_shipped_lengths() -> None:
+    from llmsched_env.workload.presets import _sharegpt_lengths
+
+    prompt, output = _sharegpt_lengths()
+    assert (prompt.min(), prompt.max(), output.min(), output.max()) == (262, 3998, 512, 1021)
+    assert prompt.mean() == pytest.approx(857.46, abs=0.01)
+    w = make_workload_source("sharegpt").sample(2000, np.random.default_rng(0))
+    assert set(w.prompt_tokens.tolist()) <= set(prompt.tolist())
+    assert set(w.output_tokens.tolist()) <= set(output.tolist())
+    gaps = np.diff(w.arrival_s)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.1)  # Poisson
+    assert w.mean_rate_rps == pytest.approx(10.0, rel=0.1)
