@@ -2,14 +2,15 @@
 
 Run from the repository root (needs the ``agents`` extra)::
 
-    python benchmarks/train_scenarios.py run                    # all scenarios
+    python benchmarks/train_scenarios.py run                    # every trainable scenario
     python benchmarks/train_scenarios.py run --scenarios batch-default,batch-bursty
     python benchmarks/train_scenarios.py throughput             # env and training steps/s
     python benchmarks/train_scenarios.py export --run runs/scenarios/batch-default \
         --name batch-default                                    # ship as a pretrained agent
 
-``run`` does, for each scenario of :data:`agents.scenarios.SCENARIOS`, exactly what these
-commands do::
+``run`` does, for each scenario of :data:`agents.scenarios.SCENARIOS` (``all`` leaves out the
+``batch-heldout-*`` scenarios, which exist to evaluate ``batch-general`` on workloads it never
+trained on), exactly what these commands do::
 
     llmsched train --scenario NAME --steps STEPS --seed 0 --out runs/scenarios/NAME
     llmsched compare --run runs/scenarios/NAME --out runs/scenarios/NAME/compare
@@ -31,12 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from agents.compare import compare, markdown_table
-from agents.scenarios import SCENARIOS, get_scenario
+from agents.scenarios import GENERAL_HELD_OUT, SCENARIOS, get_scenario
 from agents.training import train
 
 
 def run(args: argparse.Namespace) -> None:
-    names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
+    if args.scenarios == "all":
+        names = [name for name in SCENARIOS if name not in GENERAL_HELD_OUT]
+    else:
+        names = args.scenarios.split(",")
     root = Path(args.runs_dir)
     sections = []
     for name in names:
@@ -173,7 +177,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train and compare on each scenario")
-    r.add_argument("--scenarios", default="all", help="'all' or comma-separated names")
+    r.add_argument(
+        "--scenarios",
+        default="all",
+        help="'all' (every scenario but batch-heldout-*) or comma-separated names",
+    )
     r.add_argument("--steps", type=int, help="training steps (default: the scenario's budget)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--runs-dir", default="runs/scenarios")
