@@ -38,6 +38,8 @@ from llmsched_env.kinds import ENV_IDS, resolve_kind
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+#: Training steps of ``llmsched train`` without ``--steps`` or ``--scenario``.
+DEFAULT_TRAIN_STEPS = 300_000
 #: Files ``llmsched evaluate`` and ``llmsched compare`` write.
 RESULT_FILES = ("episodes.csv", "summary.csv", "comparison.png")
 RECORDS_FILE = "records.csv"
@@ -426,7 +428,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             _warm_up(report)
             result = resume(
                 args.resume,
-                steps=args.steps,
+                steps=args.steps or DEFAULT_TRAIN_STEPS,
                 eval_freq=args.eval_freq,
                 checkpoint_freq=args.checkpoint_freq,
                 progress_bar=not args.quiet,
@@ -441,14 +443,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
             hyperparams = json_object("--hyperparams", args.hyperparams)
             env_kwargs = env_kwargs_from_args(args)
-            env_id = get_scenario(args.scenario).env_id if args.scenario else ENV_IDS[args.env]
+            scenario = get_scenario(args.scenario) if args.scenario else None
+            env_id = scenario.env_id if scenario else ENV_IDS[args.env]
+            steps = args.steps or (scenario.train_steps if scenario else DEFAULT_TRAIN_STEPS)
             check_env_kwargs(env_id, env_kwargs)
             check_output_dir(args.out)
             _warm_up(report)
             result = train(
                 args.env,
                 out=args.out,
-                steps=args.steps,
+                steps=steps,
                 algo=args.algo,
                 scenario=args.scenario,
                 env_kwargs=env_kwargs,
@@ -511,11 +515,12 @@ def _cmd_train_rllib(args: argparse.Namespace) -> int:
     env_kwargs = env_kwargs_from_args(args)
     check_env_kwargs(env_id, env_kwargs)
     check_output_dir(args.out)
-    batch = min(4000, args.steps)
+    steps = args.steps or DEFAULT_TRAIN_STEPS
+    batch = min(4000, steps)
     settings = RLlibSettings(
         env_id,
         env_kwargs,
-        iterations=-(-args.steps // batch),
+        iterations=-(-steps // batch),
         num_env_runners=args.env_runners,
         num_envs_per_env_runner=args.n_envs or 2,
         train_batch_size=batch,
@@ -762,7 +767,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--algo", default="maskable-ppo", help="maskable-ppo, ppo, a2c or dqn (via FlattenAction)"
     )
-    tr.add_argument("--steps", type=positive_int, default=300_000, help="environment steps")
+    tr.add_argument(
+        "--steps",
+        type=positive_int,
+        help=f"environment steps (default: the scenario's budget with --scenario, "
+        f"else {DEFAULT_TRAIN_STEPS:,}; with --resume, the steps to add)",
+    )
     tr.add_argument("--n-envs", type=positive_int, help="parallel envs (default: per env, algo)")
     tr.add_argument("--seed", type=nonnegative_int, default=0, help="training seed")
     tr.add_argument("--out", type=directory, help="run directory to create")

@@ -351,3 +351,28 @@ def test_train_takes_a_trace_too(tmp_path):
     path = _tiny_traces(tmp_path)["burstgpt"]
     args = build_parser().parse_args(["train", "--trace", str(path), "--out", str(tmp_path / "r")])
     assert env_kwargs_from_args(args) == {"workload": f"trace:burstgpt:{path}"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected_steps"),
+    [
+        (["--scenario", "batch-general"], 500_000),
+        (["--scenario", "batch-general", "--steps", "1000"], 1000),
+        (["--env", "continuous"], 300_000),
+    ],
+)
+def test_train_steps_default_to_the_scenario_s_budget(tmp_path, monkeypatch, flags, expected_steps):
+    pytest.importorskip("stable_baselines3")
+    import agents.training
+    from agents.scenarios import get_scenario
+
+    assert get_scenario("batch-general").train_steps == 500_000
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(agents.training, "train", record)
+    assert main(["train", *flags, "--out", str(tmp_path / "run"), "--quiet"]) == 130
+    assert seen["steps"] == expected_steps
