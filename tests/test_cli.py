@@ -95,7 +95,7 @@ def test_help_shows_defaults_and_the_registered_names(capsys):
     for name in [*policy_names("batch"), *policy_names("continuous"), *WORKLOAD_PRESETS]:
         assert name in text, name
     text = _subcommand_help("train")
-    assert "(default:300000)" in text
+    assert "(default:thescenario'sbudgetwith--scenario,else300,000;" in text
     assert all(name in text for name in SCENARIOS)
     text = _subcommand_help("compare")
     assert pretrained_names() and all(name in text for name in pretrained_names())
