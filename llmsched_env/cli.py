@@ -62,9 +62,11 @@ TABLE_COLUMNS = (
     ("throughput_rps_mean", "thru/s", "{:8.2f}"),
     ("latency_s_p50_mean", "p50 lat", "{:8.2f}"),
     ("latency_s_p99_mean", "p99 lat", "{:8.2f}"),
+    ("ttft_s_p50_mean", "p50 TTFT", "{:8.3f}"),
     ("ttft_s_p99_mean", "p99 TTFT", "{:8.3f}"),
     ("mean_batch_size_mean", "batch", "{:6.1f}"),
     ("gpu_utilization_mean", "GPU util", "{:8.3f}"),
+    ("prefix_hit_rate_mean", "prefix hit", "{:10.3f}"),
 )
 
 

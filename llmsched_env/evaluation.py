@@ -35,9 +35,11 @@ SUMMARY_METRICS = (
     "latency_s_mean",
     "latency_s_p50",
     "latency_s_p99",
+    "ttft_s_p50",
     "ttft_s_p99",
     "mean_batch_size",
     "gpu_utilization",
+    "prefix_hit_rate",
 )
 
 # Two-sided 95% Student t quantiles for 1..30 degrees of freedom.
@@ -133,6 +135,9 @@ _RECORDS_KEY = "_records"
 def run_episode(task: EpisodeTask) -> dict[str, Any]:
     """Run one episode and return a flat row: policy, seed, return, steps and episode metrics.
 
+    Where the episode looked up a prefix cache, the row also holds ``prefix_hit_rate``: the
+    share of the looked-up prompt tokens that were cached.
+
     ``workload_sha256`` is the fingerprint (:meth:`Workload.fingerprint`) of the requests the
     episode served, taken right after ``reset``: equal on one seed for every policy when the
     comparison is fair (common random numbers).
@@ -164,6 +169,8 @@ def run_episode(task: EpisodeTask) -> dict[str, Any]:
             "workload_sha256": fingerprint,
         }
         row.update(info["episode_metrics"])
+        if row.get("prefix_queried_tokens"):  # only where a prefix cache was looked up
+            row["prefix_hit_rate"] = row["prefix_hit_tokens"] / row["prefix_queried_tokens"]
         if task.keep_records:
             row[_RECORDS_KEY] = env.unwrapped.request_records()
         return row

@@ -128,6 +128,19 @@ def test_run_episode_row():
     )
 
 
+def test_prefix_hit_rate_is_reported_where_a_prefix_cache_was_looked_up():
+    routing = {"n_replicas": 2, "workload": "prefix-sharing", "n_requests": 60}
+    episodes, summary = evaluate(["prefix-affinity"], "llmsched/Routing-v0", routing, seeds=[3])
+    row = episodes.iloc[0]
+    assert row["prefix_queried_tokens"] > 0
+    assert row["prefix_hit_rate"] == row["prefix_hit_tokens"] / row["prefix_queried_tokens"]
+    assert 0 < summary["prefix_hit_rate_mean"].iloc[0] <= 1
+    assert "ttft_s_p50_mean" in summary
+    # ContinuousBatching-v0 caches no prefix by default: no hit rate to report.
+    episodes, summary = evaluate(["hybrid"], "llmsched/ContinuousBatching-v0", {"n_requests": 30})
+    assert "prefix_hit_rate" not in episodes and "prefix_hit_rate_mean" not in summary
+
+
 def test_t_quantiles():
     assert t_quantile_975(1) == 12.706 and t_quantile_975(30) == 2.042
     assert t_quantile_975(31) == pytest.approx(2.0395, abs=2e-4)
