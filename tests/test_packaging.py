@@ -1,0 +1,46 @@
+"""What ``pip install .`` ships: every package and every data file of the source tree.
+
+An editable install (the tests' own) finds modules from the source tree, so a package or data
+file missing from ``pyproject.toml`` only shows in a regular install; these checks catch it here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib", reason="the standard library reads TOML from Python 3.11")
+
+ROOT = Path(__file__).resolve().parents[1]
+SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def _package_dir(package: str) -> Path:
+    mapped = SETUPTOOLS.get("package-dir", {})
+    return ROOT / (mapped[package] if package in mapped else package.replace(".", "/"))
+
+
+def test_every_package_of_the_source_tree_is_installed():
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("llmsched_env", "baselines", "agents")
+        for init in (ROOT / top).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    listed = set(SETUPTOOLS["packages"])
+    assert on_disk - listed == set(), "packages missing from [tool.setuptools] packages"
+    assert all(_package_dir(p).is_dir() for p in listed)
+
+
+def test_every_data_file_is_installed():
+    data_dir = _package_dir("llmsched_env.data")
+    patterns = SETUPTOOLS["package-data"]["llmsched_env.data"]
+    shipped = {path for pattern in patterns for path in data_dir.glob(pattern)}
+    on_disk = {
+        path
+        for path in data_dir.rglob("*")
+        if path.is_file() and path.suffix != ".py" and "__pycache__" not in path.parts
+    }
+    missing = sorted(str(p.relative_to(data_dir)) for p in on_disk - shipped)
+    assert missing == [], f"data files not matched by package-data: {missing}"
