@@ -1,9 +1,10 @@
 """Default training hyperparameters per environment and algorithm (rl-zoo3 style).
 
-:data:`BATCH_DEFAULTS` and :data:`CONTINUOUS_DEFAULTS` (named by their env kind's row in
-:data:`llmsched_env.kinds.ENV_KINDS`) are keyed by algorithm name; each entry is a
-:class:`TrainingDefaults`: the number of parallel envs, whether observations and rewards are
-normalised with ``VecNormalize``, and the keyword arguments of the algorithm's constructor.
+:data:`BATCH_DEFAULTS`, :data:`CONTINUOUS_DEFAULTS` and :data:`ROUTING_DEFAULTS` (named by
+their env kind's row in :data:`llmsched_env.kinds.ENV_KINDS`) are keyed by algorithm name; each
+entry is a :class:`TrainingDefaults`: the number of parallel envs, whether observations and
+rewards are normalised with ``VecNormalize``, and the keyword arguments of the algorithm's
+constructor.
 ``policy_kwargs`` use plain values (``activation_fn`` is a name from :data:`ACTIVATIONS`), and
 ``learning_rate`` or ``clip_range`` may be ``"lin_<value>"`` (rl-zoo3's notation: decay linearly
 from ``value`` to 0 over the training session), so a run's configuration stays JSON.
@@ -35,6 +36,10 @@ are in ``docs/results.md``):
   4x slower on 2 cores.
 * ContinuousBatching-v0 episodes are long (2,000 to 4,000 iterations), so rollouts are longer
   (16 envs x 256 steps, 4,096 steps; earlier 4 x 1,024) and ``gamma = 0.995``.
+* Routing-v0 steps once per request (an episode is ``n_requests`` steps) and pays a request's
+  reward when it completes, typically tens of routing steps after the decision: 8 envs x 256
+  steps per rollout and ``gamma = 0.99`` (a horizon of about 100 requests). Its action is
+  already ``Discrete``, so DQN needs no ``FlattenAction``.
 * A2C and DQN use the same networks with the usual SB3 defaults adapted to these step counts;
   they are provided for comparison and are not tuned as carefully as MaskablePPO.
 """
@@ -200,6 +205,62 @@ CONTINUOUS_DEFAULTS: dict[str, TrainingDefaults] = {
     ),
 }
 
+#: Routing-v0: one step per request, already a ``Discrete`` action (no ``FlattenAction``).
+ROUTING_DEFAULTS: dict[str, TrainingDefaults] = {
+    "maskable-ppo": TrainingDefaults(
+        n_envs=8,
+        algo_kwargs={
+            "learning_rate": 3e-4,
+            "n_steps": 256,
+            "batch_size": 256,
+            "n_epochs": 10,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "clip_range": 0.2,
+            "ent_coef": 0.01,
+            "policy_kwargs": _NET,
+        },
+    ),
+    "ppo": TrainingDefaults(
+        n_envs=8,
+        algo_kwargs={
+            "learning_rate": 3e-4,
+            "n_steps": 256,
+            "batch_size": 256,
+            "n_epochs": 10,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "ent_coef": 0.01,
+            "policy_kwargs": _NET,
+        },
+    ),
+    "a2c": TrainingDefaults(
+        algo_kwargs={
+            "learning_rate": 7e-4,
+            "n_steps": 32,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "ent_coef": 0.01,
+            "policy_kwargs": _NET,
+        }
+    ),
+    "dqn": TrainingDefaults(
+        n_envs=1,
+        algo_kwargs={
+            "learning_rate": 1e-4,
+            "buffer_size": 100_000,
+            "learning_starts": 5_000,
+            "batch_size": 64,
+            "gamma": 0.99,
+            "train_freq": 4,
+            "target_update_interval": 2_000,
+            "exploration_fraction": 0.2,
+            "exploration_final_eps": 0.02,
+            "policy_kwargs": {"net_arch": [64, 64], "activation_fn": "relu"},
+        },
+    ),
+}
+
 
 #: Algorithm arguments that may be a linear schedule, written ``"lin_<start value>"``.
 SCHEDULE_KEYS = ("learning_rate", "clip_range")
@@ -279,7 +340,12 @@ def resolve_hyperparams(
             result["algo_kwargs"]["policy_kwargs"] = merged
         else:
             result["algo_kwargs"][key] = value
-    if get_algo(algo).flat_action and not result["flatten_action"]:
+    if kind_of_id(env_id).discrete_action:
+        if result["flatten_action"]:
+            raise ValueError(
+                f"flatten_action must be false on {env_id}, whose action is already Discrete"
+            )
+    elif get_algo(algo).flat_action and not result["flatten_action"]:
         raise ValueError(
             f"flatten_action must be true for algo {algo!r}, which needs a Discrete action"
         )

@@ -217,7 +217,12 @@ class AgentPolicy(Policy):
         self.model = agent.model
         self.algo = agent.algo
         self.normalizer = agent.normalizer
-        self.nvec = tuple(int(n) for n in self.env.action_space.nvec)
+        # A Discrete action (Routing-v0) is one component of n choices.
+        action_space = self.env.action_space
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.nvec = (
+            (int(action_space.n),) if self.discrete else tuple(int(n) for n in action_space.nvec)
+        )
         expected_obs = self.model.observation_space.shape
         if self.env.observation_space.shape != expected_obs:
             raise ValueError(
@@ -234,8 +239,10 @@ class AgentPolicy(Policy):
             )
         space = self.model.action_space
         self.flat_action = agent.flat_action
-        if self.flat_action:
-            matches = int(space.n) == int(np.prod(self.nvec))
+        if self.flat_action or self.discrete:
+            matches = isinstance(space, gym.spaces.Discrete) and int(space.n) == int(
+                np.prod(self.nvec)
+            )
         else:
             matches = tuple(int(n) for n in space.nvec) == self.nvec
         if not matches:
@@ -269,6 +276,15 @@ class AgentPolicy(Policy):
         if self.settled_policy is not None and self.env.is_settled():
             return self.settled_policy.act(obs, info)
         x = self.normalizer.normalize_obs(obs) if self.normalizer is not None else obs
+        if self.discrete:
+            mask = np.asarray(info["action_mask"], dtype=bool)
+            if self.algo.name == "dqn":
+                return np.int64(self._masked_q_argmax(x, mask))
+            if self.algo.masked:
+                action, _ = self.model.predict(x, action_masks=mask, deterministic=True)
+            else:
+                action, _ = self.model.predict(x, deterministic=True)
+            return np.int64(action)
         if not self.flat_action:
             if self.algo.masked:
                 action, _ = self.model.predict(

@@ -217,6 +217,14 @@ SCENARIOS: dict[str, Scenario] = {
             f"Azure lengths, Gamma arrivals cv {BURSTY_CV:g}",
         ),
         Scenario(
+            "routing-prefix-sharing",
+            "routing",
+            {"workload": "prefix-sharing", "load": 0.6, "n_requests": 400},
+            "4 replicas with prefix caching, shared system prompts and multi-turn sessions, "
+            "load 0.6",
+            train_steps=60_000,
+        ),
+        Scenario(
             "batch-general",
             "batch",
             {},

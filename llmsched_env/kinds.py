@@ -51,6 +51,8 @@ class EnvKind:
             (short episodes afford more).
         vector_entry_point: ``"module:Class"`` of a native vector env, which
             ``gym.make_vec`` builds unless asked for ``"sync"`` or ``"async"`` (``None``: none).
+        discrete_action: The action is one ``Discrete`` choice (algorithms that need one, such
+            as DQN, use it as it is), not a ``MultiDiscrete`` one that ``FlattenAction`` joins.
     """
 
     name: str
@@ -61,6 +63,7 @@ class EnvKind:
     hyperparams: str | None = None
     eval_episodes: int = 5
     vector_entry_point: str | None = None
+    discrete_action: bool = False
 
     @property
     def env_class(self) -> type:
@@ -113,6 +116,8 @@ ENV_KINDS: dict[str, EnvKind] = {
             entry_point="llmsched_env.envs.routing_env:RoutingEnv",
             config_class=RoutingEnvConfig,
             policies="baselines.routing:POLICIES",
+            hyperparams="agents.hyperparams:ROUTING_DEFAULTS",
+            discrete_action=True,
             # One step per request: an episode is n_requests steps.
             eval_episodes=5,
         ),

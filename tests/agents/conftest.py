@@ -13,6 +13,7 @@ pytest.importorskip("sb3_contrib")
 TINY_ENVS = {
     "batch": {"workload": "demo2", "arrival_rate": 4.0, "n_requests": 40},
     "continuous": {"workload": "mm1", "arrival_rate": 4.0, "n_requests": 30},
+    "routing": {"workload": "prefix-sharing", "n_replicas": 2, "load": 0.5, "n_requests": 40},
 }
 
 #: Hyperparameters that make an update happen within a few hundred steps.

@@ -12,7 +12,9 @@ ENV_IDS = sorted(kind.env_id for kind in ENV_KINDS.values() if kind.hyperparams)
 def test_every_env_and_algo_has_defaults_the_algorithm_accepts(env_id, algo):
     settings = resolve_hyperparams(env_id, algo)
     assert settings["n_envs"] >= 1
-    assert settings["flatten_action"] == ALGOS[algo].flat_action
+    # Routing-v0's action is already Discrete: nothing to flatten, whatever the algorithm.
+    discrete = ENV_KINDS["routing"].env_id == env_id
+    assert settings["flatten_action"] == (ALGOS[algo].flat_action and not discrete)
     assert "policy_kwargs" in settings["algo_kwargs"]
     resolve_hyperparams(env_id, algo, settings["algo_kwargs"])  # every default key is accepted
 
@@ -55,6 +57,11 @@ def test_overrides_merge_over_defaults_without_mutating_them():
 def test_bad_overrides_raise_value_error(algo, overrides, match):
     with pytest.raises(ValueError, match=match):
         resolve_hyperparams("llmsched/BatchScheduling-v0", algo, overrides)
+
+
+def test_flattening_a_discrete_action_is_refused():
+    with pytest.raises(ValueError, match="flatten_action must be false on llmsched/Routing-v0"):
+        resolve_hyperparams("llmsched/Routing-v0", "ppo", {"flatten_action": True})
 
 
 def test_unknown_env_id_lists_the_known_ones():

@@ -17,12 +17,16 @@ from baselines import policy_names
 from llmsched_env.evaluation import evaluate
 from tests.agents.conftest import TINY_ENVS, TINY_HYPERPARAMS, tiny_train
 
-ENV_IDS = {"batch": "llmsched/BatchScheduling-v0", "continuous": "llmsched/ContinuousBatching-v0"}
+ENV_IDS = {
+    "batch": "llmsched/BatchScheduling-v0",
+    "continuous": "llmsched/ContinuousBatching-v0",
+    "routing": "llmsched/Routing-v0",
+}
 
 
-@pytest.mark.parametrize("env", ["batch", "continuous"])
+@pytest.mark.parametrize("env", ["batch", "continuous", "routing"])
 @pytest.mark.parametrize("algo", sorted(ALGOS))
-def test_smoke_training_every_algo_on_both_envs(tmp_path, env, algo):
+def test_smoke_training_every_algo_on_every_env(tmp_path, env, algo):
     result = tiny_train(tmp_path / "run", env=env, algo=algo)
     assert result.model.num_timesteps >= 256
     assert (tmp_path / "run" / "model.zip").is_file()
