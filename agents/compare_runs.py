@@ -162,9 +162,12 @@ def compare_runs(
     )
     run_of = dict(zip(agent_names, labels))
     episodes, summary = _label_runs(episodes, run_of), _label_runs(summary, run_of)
+    scenario = config.scenario or "default"
+    if env_overrides:  # scored away from the training settings: say where
+        scenario += " (" + ", ".join(f"{k}={v}" for k, v in env_overrides.items()) + ")"
     reliable = reliable_statistics(
         episodes,
-        scenario=config.scenario or "default",
+        scenario=scenario,
         seed=bootstrap_seed,
         reps=reps,
         profile_reps=profile_reps,

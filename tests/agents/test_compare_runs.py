@@ -99,6 +99,9 @@ def test_env_overrides_reach_every_run_and_space_changes_are_refused(two_runs, t
     # The runs are scored on the overridden env, exactly as a single-run comparison would be.
     pooled = compare_runs(two_runs, policies=["edf"], env_overrides={"load": 1.2}, **SEEDS, **FAST)
     assert pooled.config.env_kwargs["load"] == 1.2
+    assert pooled.reliable.table["scenario"].tolist() == [
+        f"{pooled.config.scenario or 'default'} (load=1.2)"
+    ]
     single = compare(two_runs[0], policies=["edf"], env_overrides={"load": 1.2}, **SEEDS).episodes
     agent = pooled.episodes[pooled.episodes["run"] == "seed0"]
     assert agent["return"].tolist() == single[single["policy"] == AGENT_NAME]["return"].tolist()
