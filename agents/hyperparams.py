@@ -89,178 +89,87 @@ class TrainingDefaults:
 
 _NET = {"net_arch": [64, 64], "activation_fn": "tanh"}
 
-BATCH_DEFAULTS: dict[str, TrainingDefaults] = {
-    "maskable-ppo": TrainingDefaults(
-        n_envs=16,
-        end_when_settled=True,
-        algo_kwargs={
-            "learning_rate": 3e-4,
-            "n_steps": 128,
-            "batch_size": 256,
-            "n_epochs": 10,
-            "gamma": 0.99,
-            "gae_lambda": 0.95,
-            "clip_range": 0.2,
-            "ent_coef": 0.01,
-            "policy_kwargs": _NET,
-        },
-    ),
-    "ppo": TrainingDefaults(
-        n_envs=16,
-        end_when_settled=True,
-        algo_kwargs={
-            "learning_rate": 3e-4,
-            "n_steps": 128,
-            "batch_size": 256,
-            "n_epochs": 10,
-            "gamma": 0.99,
-            "gae_lambda": 0.95,
-            "ent_coef": 0.01,
-            "policy_kwargs": _NET,
-        },
-    ),
-    "a2c": TrainingDefaults(
-        end_when_settled=True,
-        algo_kwargs={
-            "learning_rate": 7e-4,
-            "n_steps": 16,
-            "gamma": 0.99,
-            "gae_lambda": 0.95,
-            "ent_coef": 0.01,
-            "policy_kwargs": _NET,
-        },
-    ),
-    "dqn": TrainingDefaults(
-        n_envs=1,
-        end_when_settled=True,
-        flatten_action=True,
-        algo_kwargs={
-            "learning_rate": 1e-4,
-            "buffer_size": 100_000,
-            "learning_starts": 5_000,
-            "batch_size": 64,
-            "gamma": 0.99,
-            "train_freq": 4,
-            "target_update_interval": 2_000,
-            "exploration_fraction": 0.2,
-            "exploration_final_eps": 0.02,
-            "policy_kwargs": {"net_arch": [64, 64], "activation_fn": "relu"},
-        },
-    ),
-}
 
-CONTINUOUS_DEFAULTS: dict[str, TrainingDefaults] = {
-    "maskable-ppo": TrainingDefaults(
-        n_envs=16,
-        algo_kwargs={
-            "learning_rate": 3e-4,
-            "n_steps": 256,
-            "batch_size": 256,
-            "n_epochs": 10,
-            "gamma": 0.995,
-            "gae_lambda": 0.95,
-            "clip_range": 0.2,
-            "ent_coef": 0.01,
-            "policy_kwargs": _NET,
-        },
-    ),
-    "ppo": TrainingDefaults(
-        n_envs=16,
-        algo_kwargs={
-            "learning_rate": 3e-4,
-            "n_steps": 256,
-            "batch_size": 256,
-            "n_epochs": 10,
-            "gamma": 0.995,
-            "gae_lambda": 0.95,
-            "ent_coef": 0.01,
-            "policy_kwargs": _NET,
-        },
-    ),
-    "a2c": TrainingDefaults(
-        algo_kwargs={
-            "learning_rate": 7e-4,
-            "n_steps": 32,
-            "gamma": 0.995,
-            "gae_lambda": 0.95,
-            "ent_coef": 0.01,
-            "policy_kwargs": _NET,
-        }
-    ),
-    "dqn": TrainingDefaults(
-        n_envs=1,
-        flatten_action=True,
-        algo_kwargs={
-            "learning_rate": 1e-4,
-            "buffer_size": 100_000,
-            "learning_starts": 5_000,
-            "batch_size": 64,
-            "gamma": 0.995,
-            "train_freq": 4,
-            "target_update_interval": 5_000,
-            "exploration_fraction": 0.2,
-            "exploration_final_eps": 0.02,
-            "policy_kwargs": {"net_arch": [64, 64], "activation_fn": "relu"},
-        },
-    ),
-}
+def _recipes(
+    *,
+    n_envs: int,
+    n_steps: int,
+    a2c_steps: int,
+    gamma: float,
+    dqn_target_update: int,
+    end_when_settled: bool = False,
+    dqn_flatten: bool = True,
+) -> dict[str, TrainingDefaults]:
+    """One env's defaults for every algorithm.
 
+    The settings that differ between envs are arguments; the rest (minibatches of 256, 10
+    epochs, a small entropy bonus, the 64-64 MLP, DQN's replay and exploration) are shared.
+    """
+    ppo_kwargs = {
+        "learning_rate": 3e-4,
+        "n_steps": n_steps,
+        "batch_size": 256,
+        "n_epochs": 10,
+        "gamma": gamma,
+        "gae_lambda": 0.95,
+    }
+    return {
+        "maskable-ppo": TrainingDefaults(
+            n_envs=n_envs,
+            end_when_settled=end_when_settled,
+            algo_kwargs={**ppo_kwargs, "clip_range": 0.2, "ent_coef": 0.01, "policy_kwargs": _NET},
+        ),
+        "ppo": TrainingDefaults(
+            n_envs=n_envs,
+            end_when_settled=end_when_settled,
+            algo_kwargs={**ppo_kwargs, "ent_coef": 0.01, "policy_kwargs": _NET},
+        ),
+        "a2c": TrainingDefaults(
+            end_when_settled=end_when_settled,
+            algo_kwargs={
+                "learning_rate": 7e-4,
+                "n_steps": a2c_steps,
+                "gamma": gamma,
+                "gae_lambda": 0.95,
+                "ent_coef": 0.01,
+                "policy_kwargs": _NET,
+            },
+        ),
+        "dqn": TrainingDefaults(
+            n_envs=1,
+            end_when_settled=end_when_settled,
+            flatten_action=dqn_flatten,
+            algo_kwargs={
+                "learning_rate": 1e-4,
+                "buffer_size": 100_000,
+                "learning_starts": 5_000,
+                "batch_size": 64,
+                "gamma": gamma,
+                "train_freq": 4,
+                "target_update_interval": dqn_target_update,
+                "exploration_fraction": 0.2,
+                "exploration_final_eps": 0.02,
+                "policy_kwargs": {"net_arch": [64, 64], "activation_fn": "relu"},
+            },
+        ),
+    }
+
+
+BATCH_DEFAULTS = _recipes(
+    n_envs=16,
+    n_steps=128,
+    a2c_steps=16,
+    gamma=0.99,
+    dqn_target_update=2_000,
+    end_when_settled=True,
+)
+CONTINUOUS_DEFAULTS = _recipes(
+    n_envs=16, n_steps=256, a2c_steps=32, gamma=0.995, dqn_target_update=5_000
+)
 #: Routing-v0: one step per request, already a ``Discrete`` action (no ``FlattenAction``).
-ROUTING_DEFAULTS: dict[str, TrainingDefaults] = {
-    "maskable-ppo": TrainingDefaults(
-        n_envs=8,
-        algo_kwargs={
-            "learning_rate": 3e-4,
-            "n_steps": 256,
-            "batch_size": 256,
-            "n_epochs": 10,
-            "gamma": 0.99,
-            "gae_lambda": 0.95,
-            "clip_range": 0.2,
-            "ent_coef": 0.01,
-            "policy_kwargs": _NET,
-        },
-    ),
-    "ppo": TrainingDefaults(
-        n_envs=8,
-        algo_kwargs={
-            "learning_rate": 3e-4,
-            "n_steps": 256,
-            "batch_size": 256,
-            "n_epochs": 10,
-            "gamma": 0.99,
-            "gae_lambda": 0.95,
-            "ent_coef": 0.01,
-            "policy_kwargs": _NET,
-        },
-    ),
-    "a2c": TrainingDefaults(
-        algo_kwargs={
-            "learning_rate": 7e-4,
-            "n_steps": 32,
-            "gamma": 0.99,
-            "gae_lambda": 0.95,
-            "ent_coef": 0.01,
-            "policy_kwargs": _NET,
-        }
-    ),
-    "dqn": TrainingDefaults(
-        n_envs=1,
-        algo_kwargs={
-            "learning_rate": 1e-4,
-            "buffer_size": 100_000,
-            "learning_starts": 5_000,
-            "batch_size": 64,
-            "gamma": 0.99,
-            "train_freq": 4,
-            "target_update_interval": 2_000,
-            "exploration_fraction": 0.2,
-            "exploration_final_eps": 0.02,
-            "policy_kwargs": {"net_arch": [64, 64], "activation_fn": "relu"},
-        },
-    ),
-}
-
+ROUTING_DEFAULTS = _recipes(
+    n_envs=8, n_steps=256, a2c_steps=32, gamma=0.99, dqn_target_update=2_000, dqn_flatten=False
+)
 
 #: Algorithm arguments that may be a linear schedule, written ``"lin_<start value>"``.
 SCHEDULE_KEYS = ("learning_rate", "clip_range")
