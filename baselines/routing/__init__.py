@@ -15,6 +15,7 @@ arguments override its defaults, e.g. ``make_policy("llm-d-scorer", env, kv_weig
 | ``prefix-affinity`` | longest cached prefix of the prompt, ties to the least loaded |
 | ``llm-d-scorer`` | weighted prefix, queue and KV scores (llm-d inference scheduler) |
 | ``min-ttft`` | least estimated queueing + uncached prefill time (Mooncake) |
+| ``length-split`` | long prefills to a reserved replica, the rest elsewhere, each by ``min-ttft`` |
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Callable
 
 from baselines.base import Policy
 from baselines.routing.cache_aware import EstimatedTTFT, PrefixAffinity, WeightedScorer
+from baselines.routing.length_split import LengthSplit
 from baselines.routing.load import (
     LeastKVUtilization,
     LeastOutstandingRequests,
@@ -42,6 +44,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "prefix-affinity": PrefixAffinity.from_env,
     "llm-d-scorer": WeightedScorer.from_env,
     "min-ttft": EstimatedTTFT.from_env,
+    "length-split": LengthSplit.from_env,
 }
 """Routers by the name users type (``llmsched evaluate --env routing --policies``)."""
 
@@ -51,6 +54,7 @@ __all__ = [
     "LeastKVUtilization",
     "LeastOutstandingRequests",
     "LeastOutstandingTokens",
+    "LengthSplit",
     "PowerOfTwoChoices",
     "PrefixAffinity",
     "RandomRouter",

@@ -16,7 +16,7 @@ ROUTERS = policy_names("routing")
 def test_every_listed_router_exists():
     assert ROUTERS == [
         "random", "round-robin", "least-requests", "least-tokens", "power-of-two", "least-kv",
-        "prefix-affinity", "llm-d-scorer", "min-ttft",
+        "prefix-affinity", "llm-d-scorer", "min-ttft", "length-split",
     ]  # fmt: skip
 
 
@@ -117,6 +117,34 @@ def test_min_ttft_estimates_queueing_plus_uncached_prefill(env):
     # A long queue outweighs a cached prompt.
     info = info_of(waiting_tokens=[0, 40_000, 40_000], cached_prefix_tokens=[0, 496, 496])
     assert agent.act(None, info) == 0
+
+
+def test_length_split_keeps_long_prefills_on_the_reserved_replica(env):
+    agent = make_policy("length-split", env, threshold_tokens=1000)
+    # Short prompt: the rest of the replicas, even though replica 0 is idle and the others busy.
+    busy = info_of(prompt_tokens=500, waiting_tokens=[0, 8000, 9000])
+    assert agent.act(None, busy) == 1
+    # Long prompt: the reserved replica, however busy it is.
+    assert agent.act(None, info_of(prompt_tokens=3000, waiting_tokens=[9000, 0, 0])) == 0
+    # Long, but cached enough everywhere to be short: the short pool (least estimated TTFT).
+    cached = info_of(prompt_tokens=3000, cached_prefix_tokens=[2500, 2500, 2600])
+    assert agent.act(None, cached) == 2
+    # Its pool forbidden: the best allowed replica of the other pool.
+    blocked = info_of(prompt_tokens=3000, action_mask=[False, True, True], waiting_tokens=[0, 9, 0])
+    assert agent.act(None, blocked) == 2
+    two = make_policy("length-split", env, long_replicas=2, threshold_tokens=1000)
+    assert two.act(None, info_of(prompt_tokens=3000, waiting_tokens=[9000, 0, 0])) == 1
+    assert make_policy("length-split", env).threshold_tokens == env.unwrapped.config.max_tokens
+
+
+def test_length_split_refuses_what_it_cannot_split(env):
+    with pytest.raises(ValueError, match="long_replicas must be .*got 3"):
+        make_policy("length-split", env, long_replicas=3)
+    # One replica: nothing to split, every request goes to it.
+    single = make_policy("length-split", gym.make(ROUTING, n_replicas=1, n_requests=10))
+    one = {k: v[:1] if isinstance(v, np.ndarray) else v for k, v in info_of().items()}
+    assert single.act(None, {**one, "prompt_tokens": 500}) == 0
+    assert single.act(None, {**one, "prompt_tokens": 50_000}) == 0
 
 
 def mean_ttft(router: str, seeds=(0, 1)) -> float:
