@@ -26,7 +26,6 @@ import llmsched_env  # noqa: F401  (registers the env ids)
 from agents.extras import require_agents_extra
 from agents.scenarios import build_env_kwargs
 from llmsched_env.envs.mixture import BatchMixtureEnv
-from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.envs.wrappers import EndWhenSettled, FlattenAction
 
 #: Env keyword arguments a mixture's components do not share: each has its own workload, and
@@ -50,11 +49,7 @@ def make_mixture_env(
     shared = {k: v for k, v in build_env_kwargs(env_kwargs).items() if k not in _PER_COMPONENT}
     options = dict(mixture)
     components = [build_env_kwargs(c) for c in options.pop("components", ())]
-    reward = {**shared, **(components[0] if components else {})}.get("reward", "sla")
-    settles = reward in REWARD_SHAPES and REWARD_SHAPES[reward].settles_when_all_late
-    return BatchMixtureEnv(
-        components, end_when_settled=end_when_settled and settles, **options, **shared
-    )
+    return BatchMixtureEnv(components, end_when_settled=end_when_settled, **options, **shared)
 
 
 VecEnvKind = Literal["dummy", "subproc"]

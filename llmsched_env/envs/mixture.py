@@ -92,9 +92,10 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
             component's own arrivals.
         source_arrivals: Probability, in ``[0, 1]``, that an episode keeps the component's own
             arrivals (ignored when ``arrival_cv`` is ``None``).
-        end_when_settled: Wrap each component in
-            :class:`~llmsched_env.envs.wrappers.EndWhenSettled` (for training; the mixture
-            itself is not a ``BatchSchedulingEnv``, so the wrapper cannot go around it).
+        end_when_settled: Wrap each component whose reward settles (see
+            :meth:`~llmsched_env.envs.wrappers.EndWhenSettled.applies_to`) in ``EndWhenSettled``
+            (for training; the mixture itself is not a ``BatchSchedulingEnv``, so the wrapper
+            cannot go around it).
         render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``, passed to the components.
         **shared: ``BatchScheduling-v0`` keyword arguments of every component (a component's
             own entry wins).
@@ -163,7 +164,7 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
                         "the load of every episode (set the range with load=(low, high))"
                     )
             env: gym.Env = BatchSchedulingEnv(**{**shared, **component, "render_mode": render_mode})
-            if end_when_settled:
+            if end_when_settled and EndWhenSettled.applies_to(env):
                 env = EndWhenSettled(env)
             self._steppers.append(env)
         #: The component envs (unwrapped), in order: baselines are evaluated on these.
