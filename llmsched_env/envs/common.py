@@ -207,12 +207,4 @@ def episode_workload(
     )
     if cv is None:
         return workload
-    arrival_s = GammaArrivals(rate_rps=arrival_rate_rps, cv=cv).sample_times(len(workload), rng)
-    return Workload._derived(
-        arrival_s,
-        workload.prompt_tokens,
-        workload.output_tokens,
-        workload.predicted_output_tokens,
-        workload.name,
-        **workload._prefix_kwargs(),
-    )
+    return workload.retimed(GammaArrivals(rate_rps=arrival_rate_rps, cv=cv), rng)

@@ -15,12 +15,15 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from llmsched_env.workload._checks import check_float, check_int
+
+if TYPE_CHECKING:
+    from llmsched_env.workload.arrivals import ArrivalProcess
 
 ArrayLike = np.ndarray | Sequence[float] | Sequence[int]
 
@@ -409,6 +412,29 @@ class Workload:
         """
         return Workload._derived(
             scaled_arrivals(self.arrival_s, speedup),
+            self.prompt_tokens,
+            self.output_tokens,
+            self.predicted_output_tokens,
+            self.name,
+            **self._prefix_kwargs(),
+        )
+
+    def retimed(self, arrivals: ArrivalProcess, rng: np.random.Generator) -> Workload:
+        """Return the workload with its arrival times redrawn from ``arrivals``.
+
+        Lengths, predictions and prefix hashes are kept; only the clock of each request
+        changes (the processes of :mod:`llmsched_env.workload.arrivals` draw sorted, finite,
+        non-negative times, so the result needs no check).
+
+        Args:
+            arrivals: An arrival process, e.g. ``GammaArrivals(rate_rps=2.0, cv=4.0)``.
+            rng: The generator the times are drawn from.
+
+        Returns:
+            A new :class:`Workload` with the same name.
+        """
+        return Workload._derived(
+            arrivals.sample_times(len(self), rng),
             self.prompt_tokens,
             self.output_tokens,
             self.predicted_output_tokens,

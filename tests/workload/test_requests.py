@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmsched_env.workload import Workload
+from llmsched_env.workload import GammaArrivals, Workload
 
 
 def make(n: int = 5, name: str = "w") -> Workload:
@@ -137,6 +137,18 @@ def test_window() -> None:
 def test_window_errors(start: int, count: int | None, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make(5).window(start, count)
+
+
+def test_retimed_redraws_only_the_clock() -> None:
+    w = make(50)
+    process = GammaArrivals(rate_rps=2.0, cv=4.0)
+    again = w.retimed(process, np.random.default_rng(7))
+    np.testing.assert_array_equal(
+        again.arrival_s, process.sample_times(50, np.random.default_rng(7))
+    )
+    for field in ("prompt_tokens", "output_tokens", "predicted_output_tokens"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(w, field))
+    assert again.name == w.name and not again.arrival_s.flags.writeable
 
 
 def test_time_scaled() -> None:
