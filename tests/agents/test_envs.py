@@ -47,20 +47,6 @@ def test_flat_action_wraps_outside_the_settled_end():
     assert types.index(FlattenAction) < types.index(EndWhenSettled)
 
 
-def test_vectorised_training_env_steps_with_masks():
-    venv = make_training_env(
-        BATCH,
-        TINY_ENVS["batch"],
-        flat_action=False,
-        end_when_settled=True,
-        n_envs=2,
-        first_seed=0,
-    )
-    venv.reset()
-    masks = venv.env_method("action_masks")
-    assert len(masks) == 2 and all(m.any() for m in masks)
-
-
 MIXTURE = {
     "components": [{"workload": "demo2"}, {"workload": "burstgpt-synthetic"}],
     "load": [0.8, 1.2],
@@ -84,7 +70,8 @@ def test_a_training_mixture_shares_the_run_kwargs_and_settles_inside(reward, set
     assert all(isinstance(s, EndWhenSettled) is settles for s in mixture._steppers)
 
 
-def test_vectorised_mixture_training_env_steps_with_masks():
+@pytest.mark.parametrize("mixture", [None, MIXTURE], ids=["env", "mixture"])
+def test_vectorised_training_env_steps_with_masks(mixture):
     venv = make_training_env(
         BATCH,
         TINY_ENVS["batch"],
@@ -92,7 +79,7 @@ def test_vectorised_mixture_training_env_steps_with_masks():
         end_when_settled=True,
         n_envs=2,
         first_seed=0,
-        mixture=MIXTURE,
+        mixture=mixture,
     )
     venv.reset()
     masks = venv.env_method("action_masks")
