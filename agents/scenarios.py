@@ -5,19 +5,20 @@ configuration is plain JSON). Workloads that are not workload presets but are bu
 scenario, such as the bursty Azure workload, are named in :data:`SCENARIO_WORKLOADS`;
 :func:`build_env_kwargs` replaces such a name with the workload object before ``gym.make``.
 
-=======================  ==================================================================
-scenario                 what
-=======================  ==================================================================
-``batch-default``        ``BatchScheduling-v0`` with its defaults (Azure trace, 2 GPUs, load 1)
-``batch-overload``       the default at 1.25 times the estimated capacity, late requests last
-``batch-bursty``         Azure lengths, Gamma arrivals of coefficient of variation 4, load 1.25
-``batch-multi-gpu``      4 GPUs (500 requests each, as the default) at 1.5 times capacity
-``continuous-default``   ``ContinuousBatching-v0`` with its defaults
-``continuous-bursty``    Gamma arrivals of coefficient of variation 4, continuous batching
-``batch-general``        trained on a mixture of workloads, loads 0.6-1.5 and burstiness
-``batch-heldout-*``      ShareGPT and Mooncake synthetic at loads 0.8, 1 and 1.25: never
-                         seen in ``batch-general``'s training
-=======================  ==================================================================
+==========================  ==================================================================
+scenario                    what
+==========================  ==================================================================
+``batch-default``           ``BatchScheduling-v0`` with its defaults (Azure trace, 2 GPUs, load 1)
+``batch-overload``          the default at 1.25 times the estimated capacity, late requests last
+``batch-bursty``            Azure lengths, Gamma arrivals of coefficient of variation 4, load 1.25
+``batch-multi-gpu``         4 GPUs (500 requests each, as the default) at 1.5 times capacity
+``continuous-default``      ``ContinuousBatching-v0`` with its defaults
+``continuous-bursty``       Gamma arrivals of coefficient of variation 4, continuous batching
+``routing-prefix-sharing``  ``Routing-v0``, 4 replicas, shared prompt prefixes at load 0.6
+``batch-general``           trained on a mixture of workloads, loads 0.6-1.5 and burstiness
+``batch-heldout-*``         ShareGPT and Mooncake synthetic at loads 0.8, 1 and 1.25: never
+                            seen in ``batch-general``'s training
+==========================  ==================================================================
 
 **Generalisation.** A scenario with a ``training`` mixture trains on
 :class:`~llmsched_env.envs.mixture.BatchMixtureEnv` (a random component workload, load and
