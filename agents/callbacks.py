@@ -34,6 +34,19 @@ _FIELDS = (
 )
 
 
+def best_baseline(
+    env_id: str, env_kwargs: dict[str, Any], seeds: Sequence[int], baselines: Sequence[str]
+) -> tuple[str, float]:
+    """The baseline with the highest mean return on ``seeds``, and that return.
+
+    Every baseline runs on every seed through the evaluation harness (ties go to the first in
+    ``baselines``' order).
+    """
+    _, summary = evaluate(list(baselines), env_id, env_kwargs, list(seeds), n_jobs=1)
+    best = summary.iloc[0]
+    return str(best["policy"]), float(best["return_mean"])
+
+
 class BaselineEvalCallback(BaseCallback):
     """Every ``eval_freq`` steps, score the agent and the best baseline on validation seeds.
 
@@ -54,6 +67,10 @@ class BaselineEvalCallback(BaseCallback):
         eval_freq: Environment steps (summed over the parallel envs) between evaluations.
         baselines: Baseline names to compare with (all of the env's baselines when empty).
         verbose: 1 prints one line per evaluation.
+        best: The best baseline and its validation return when already known (from
+            :func:`best_baseline` on the same seeds), so they are not evaluated again.
+        evaluate_at_start: Also score the model before the first step (a warm-started model
+            is then a candidate for ``best_model.zip``).
     """
 
     def __init__(
@@ -65,6 +82,8 @@ class BaselineEvalCallback(BaseCallback):
         eval_freq: int,
         baselines: Sequence[str] = (),
         verbose: int = 0,
+        best: tuple[str, float] | None = None,
+        evaluate_at_start: bool = False,
     ) -> None:
         super().__init__(verbose)
         if eval_freq < 1:
@@ -76,8 +95,9 @@ class BaselineEvalCallback(BaseCallback):
         self.eval_freq = int(eval_freq)
         self.baselines = list(baselines)
         self.env_kwargs = build_env_kwargs(config.env_kwargs)
-        self.best_baseline: str | None = None
-        self.best_baseline_return = float("-inf")
+        self.best_baseline: str | None = None if best is None else best[0]
+        self.best_baseline_return = float("-inf") if best is None else float(best[1])
+        self.evaluate_at_start = evaluate_at_start
         self.best_agent_return = float("-inf")
         self._last_eval = 0
         self._started = time.perf_counter()
@@ -92,17 +112,16 @@ class BaselineEvalCallback(BaseCallback):
         self._started = time.perf_counter()
         self._last_eval = self.num_timesteps
         if self.best_baseline is None and self.baselines:
-            _, summary = evaluate(
-                self.baselines, self.config.env_id, self.env_kwargs, self.seeds, n_jobs=1
+            self.best_baseline, self.best_baseline_return = best_baseline(
+                self.config.env_id, self.env_kwargs, self.seeds, self.baselines
             )
-            best = summary.iloc[0]
-            self.best_baseline = str(best["policy"])
-            self.best_baseline_return = float(best["return_mean"])
             if self.verbose:
                 print(
                     f"validation: best baseline {self.best_baseline} "
                     f"return {self.best_baseline_return:.1f} on seeds {self.seeds}"
                 )
+        if self.evaluate_at_start:
+            self._evaluate()
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self._last_eval >= self.eval_freq:

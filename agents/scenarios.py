@@ -210,12 +210,19 @@ SCENARIOS: dict[str, Scenario] = {
             {"n_gpus": 4, "load": 1.5, "n_requests": 2000},
             "4 GPUs, 2,000 requests, 1.5x estimated capacity",
         ),
-        Scenario("continuous-default", "continuous", {}, "ContinuousBatching-v0 defaults"),
+        Scenario(
+            "continuous-default",
+            "continuous",
+            {},
+            "ContinuousBatching-v0 defaults",
+            train_steps=300_000,
+        ),
         Scenario(
             "continuous-bursty",
             "continuous",
             {"workload": "azure-conv-bursty"},
             f"Azure lengths, Gamma arrivals cv {BURSTY_CV:g}",
+            train_steps=300_000,
         ),
         Scenario(
             "routing-prefix-sharing",

@@ -26,6 +26,7 @@ from agents.algorithms import DEFAULT_ALGO, AlgoSpec, get_algo
 from agents.envs import VEC_ENV_KINDS, VecEnvKind, make_training_env
 from agents.extras import require_agents_extra
 from agents.hyperparams import SCHEDULE_KEYS, parse_schedule, resolve_hyperparams
+from agents.imitation import Imitation
 from agents.runs import RunConfig, load_run_config
 from agents.scenarios import get_scenario
 from agents.seeds import training_env_seeds, validation_seeds
@@ -199,6 +200,20 @@ def train(
     if n_envs is not None:
         overrides["n_envs"] = _check_int("n_envs", n_envs, 1)
     settings = resolve_hyperparams(env_id, spec.name, overrides)
+    imitated = (settings["imitation"] or {}).get("baseline")
+    if imitated is not None and imitated != "best":
+        from baselines import policy_names
+
+        arguments.one_of(
+            "imitation", "baseline", imitated, ["best", *policy_names(kind_of_id(env_id).name)]
+        )
+    if settings["imitation"] is not None and (vec_env != "dummy" or mixture is not None):
+        raise ValueError(
+            "imitation (the warm start by behaviour cloning) runs the baseline on the training "
+            "envs in this process and on one workload: it needs vec_env='dummy' and no "
+            f"training mixture (got vec_env={vec_env!r}, scenario {scenario!r}); pass "
+            "hyperparams={'imitation': None} (--imitate none) to train from scratch"
+        )
     env_config, obs_names = _describe(env_id, kwargs, mixture)
     run_dir = Path(out)
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
@@ -371,6 +386,12 @@ def _run_session(
             model = cls("MlpPolicy", venv, seed=config.seed, device="cpu", verbose=0, **algo_kwargs)
         # The algorithm's seeding set env seeds seed + i; use the run's training env seeds.
         venv.seed(config.training_env_seeds[0])
+        kind = kind_of_id(config.env_id).name
+        best = None
+        cloning = None
+        imitation = None if load_existing else Imitation.from_setting(settings.get("imitation"))
+        if imitation is not None:
+            best, cloning = _warm_start(model, venv, config, imitation, gamma, log)
         formats = ["csv"] + (["stdout"] if verbose else [])
         if importlib.util.find_spec("tensorboard") is not None:
             formats.append("tensorboard")
@@ -378,7 +399,6 @@ def _run_session(
         callbacks: list[Any] = []
         evaluator = None
         if eval_freq:
-            kind = kind_of_id(config.env_id).name
             evaluator = BaselineEvalCallback(
                 config,
                 spec,
@@ -387,6 +407,8 @@ def _run_session(
                 eval_freq,
                 baselines=policy_names(kind),
                 verbose=verbose,
+                best=best,
+                evaluate_at_start=cloning is not None,
             )
             callbacks.append(evaluator)
         if checkpoint_freq:
@@ -429,6 +451,8 @@ def _run_session(
         "steps_per_s": round(trained / wall, 1) if wall > 0 else 0.0,
         "total_timesteps": int(model.num_timesteps),
     }
+    if cloning is not None:
+        session["imitation"] = cloning
     if stop.requested:
         session["stopped_by"] = stop.signal_name
     if evaluator is not None and evaluator.best_baseline is not None:
@@ -444,6 +468,65 @@ def _run_session(
     if stop.requested:
         raise TrainingInterrupted(saved_in, trained, stop.signal_name)
     return TrainResult(saved_in, config, model, evaluations)
+
+
+def _warm_start(
+    model: Any,
+    venv: Any,
+    config: RunConfig,
+    imitation: Imitation,
+    gamma: float,
+    log: Callable[[str], None] | None,
+) -> tuple[tuple[str, float] | None, dict[str, Any]]:
+    """Clone a baseline into ``model`` before training (see :mod:`agents.imitation`).
+
+    Returns:
+        The best baseline on the validation seeds with its return (when ``"best"`` was asked
+        for, else ``None``), and the cloning report with its wall time.
+    """
+    from agents.callbacks import best_baseline
+    from agents.imitation import BEST, clone_into, collect_demonstrations
+    from agents.scenarios import build_env_kwargs
+    from baselines import policy_names
+
+    if config.training_mixture is not None:
+        raise ValueError(
+            "imitation cannot warm-start a run trained on a mixture of workloads (a baseline is "
+            "built for one env); set imitation to null"
+        )
+    started = time.perf_counter()
+    best = None
+    baseline = imitation.baseline
+    if baseline == BEST:
+        best = best_baseline(
+            config.env_id,
+            build_env_kwargs(config.env_kwargs),
+            config.validation_seeds,
+            policy_names(kind_of_id(config.env_id).name),
+        )
+        baseline = best[0]
+    if log:
+        log(
+            f"warm start: cloning {baseline} from {imitation.steps:,} demonstration steps "
+            f"({imitation.epochs} epochs)"
+        )
+    demonstrations = collect_demonstrations(venv, baseline, imitation.steps)
+    report = clone_into(
+        model,
+        venv,
+        demonstrations,
+        imitation,
+        baseline=baseline,
+        gamma=gamma,
+        seed=config.seed,
+    ).to_dict()
+    report["wall_time_s"] = round(time.perf_counter() - started, 2)
+    if log:
+        log(
+            f"warm start: the policy's deterministic action is {baseline}'s at "
+            f"{report['agreement']:.1%} of the demonstration decisions"
+        )
+    return best, report
 
 
 def _save_final(run_dir: Path, model: Any, venv: Any, log: Callable[[str], None] | None) -> Path:

@@ -427,6 +427,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from agents.training import resume, train
 
         if args.resume:
+            if args.imitate is not None:
+                raise ValueError(
+                    "--imitate warm-starts a new run; a resumed run continues from its model"
+                )
             _warm_up(report)
             result = resume(
                 args.resume,
@@ -444,6 +448,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             from llmsched_env.outputs import check_output_dir
 
             hyperparams = json_object("--hyperparams", args.hyperparams)
+            if args.imitate is not None:
+                hyperparams = {**(hyperparams or {}), "imitation": args.imitate}
             env_kwargs = env_kwargs_from_args(args)
             scenario = get_scenario(args.scenario) if args.scenario else None
             env_id = scenario.env_id if scenario else ENV_IDS[args.env]
@@ -507,9 +513,10 @@ def _cmd_train_rllib(args: argparse.Namespace) -> int:
     from llmsched_env.outputs import check_output_dir
 
     report = say("train")
-    if args.resume or args.scenario or args.algo != "maskable-ppo":
+    if args.resume or args.scenario or args.algo != "maskable-ppo" or args.imitate:
         raise ValueError(
-            "--framework rllib trains masked PPO from scratch: drop --resume, --scenario and --algo"
+            "--framework rllib trains masked PPO from scratch: drop --resume, --scenario, --algo "
+            "and --imitate"
         )
     if not args.out:
         raise ValueError("--out is required (the run directory to create)")
@@ -785,6 +792,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in this directory (from model.zip, else its latest checkpoint)",
     )
     tr.add_argument("--hyperparams", help="hyperparameter overrides as a JSON object")
+    tr.add_argument(
+        "--imitate",
+        metavar="BASELINE",
+        help="warm start: clone this baseline ('best': the best on the validation seeds) before "
+        "training; 'none' trains from a random network (default: the env's recipe, "
+        "'best' for ContinuousBatching-v0)",
+    )
     tr.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy")
     tr.add_argument(
         "--eval-freq",

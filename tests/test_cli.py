@@ -376,3 +376,48 @@ def test_train_steps_default_to_the_scenario_s_budget(tmp_path, monkeypatch, fla
     monkeypatch.setattr(agents.training, "train", record)
     assert main(["train", *flags, "--out", str(tmp_path / "run"), "--quiet"]) == 130
     assert seen["steps"] == expected_steps
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {}),
+        (["--imitate", "sarathi"], {"imitation": "sarathi"}),
+        (
+            ["--imitate", "none", "--hyperparams", '{"n_envs": 2}'],
+            {"n_envs": 2, "imitation": "none"},
+        ),
+    ],
+)
+def test_train_imitate_sets_the_warm_start(tmp_path, monkeypatch, flags, expected):
+    pytest.importorskip("stable_baselines3")
+    import agents.training
+
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(agents.training, "train", record)
+    argv = ["train", "--env", "continuous", *flags, "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(argv) == 130
+    assert seen["hyperparams"] == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--resume", "RUN"], "--imitate warm-starts a new run"),
+        (
+            ["--framework", "rllib", "--out", "OUT"],
+            "drop --resume, --scenario, --algo and --imitate",
+        ),
+    ],
+)
+def test_train_imitate_is_refused_where_it_cannot_apply(tmp_path, capsys, flags, message):
+    pytest.importorskip("stable_baselines3")
+    (tmp_path / "RUN").mkdir()
+    flags = [str(tmp_path / f) if f in ("RUN", "OUT") else f for f in flags]
+    assert main(["train", "--imitate", "hybrid", *flags, "--quiet"]) == 2
+    assert message in capsys.readouterr().err

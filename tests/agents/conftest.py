@@ -24,16 +24,22 @@ TINY_HYPERPARAMS = {
     "dqn": {"learning_starts": 50, "buffer_size": 1_000, "train_freq": 4, "batch_size": 32},
 }
 
+#: The warm start of ContinuousBatching-v0's recipe, shortened.
+TINY_IMITATION = {"steps": 128, "epochs": 1}
+
 
 def tiny_train(out: Path, env: str = "batch", algo: str = "maskable-ppo", **kwargs):
     """Train for a few hundred steps without callbacks (unless asked) and return the result."""
     from agents.training import train
 
+    hyperparams = dict(TINY_HYPERPARAMS[algo])
+    if algo == "maskable-ppo":  # the recipe's warm start, on a few demonstration steps
+        hyperparams["imitation"] = TINY_IMITATION if env == "continuous" else None
     options = {
         "steps": 256,
         "eval_freq": 0,
         "checkpoint_freq": 0,
-        "hyperparams": TINY_HYPERPARAMS[algo],
+        "hyperparams": hyperparams,
         "env_kwargs": TINY_ENVS[env],
     }
     options.update(kwargs)

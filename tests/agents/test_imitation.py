@@ -1,0 +1,195 @@
+"""Warm start by behaviour cloning: settings, demonstrations, cloning and its use in training."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from agents.hyperparams import resolve_hyperparams
+from agents.imitation import (
+    Imitation,
+    clone_into,
+    collect_demonstrations,
+    discounted_returns,
+)
+from agents.policy import AgentPolicy
+from agents.runs import load_run_config
+from agents.training import train
+from baselines import make_policy
+from tests.agents.conftest import TINY_ENVS, TINY_HYPERPARAMS, tiny_train
+
+CONTINUOUS = "llmsched/ContinuousBatching-v0"
+BATCH = "llmsched/BatchScheduling-v0"
+
+
+def test_continuous_recipe_warm_starts_from_the_best_baseline_and_batch_does_not():
+    assert resolve_hyperparams(CONTINUOUS, "maskable-ppo")["imitation"] == Imitation().to_dict()
+    assert resolve_hyperparams(BATCH, "maskable-ppo")["imitation"] is None
+    assert resolve_hyperparams(CONTINUOUS, "ppo")["imitation"] is None
+
+
+@pytest.mark.parametrize("off", [None, False, "none"])
+def test_imitation_can_be_turned_off(off):
+    assert resolve_hyperparams(CONTINUOUS, "maskable-ppo", {"imitation": off})["imitation"] is None
+
+
+def test_a_name_or_fields_merge_over_the_recipe():
+    named = resolve_hyperparams(CONTINUOUS, "maskable-ppo", {"imitation": "sarathi"})["imitation"]
+    assert named == {**Imitation().to_dict(), "baseline": "sarathi"}
+    fields = resolve_hyperparams(BATCH, "maskable-ppo", {"imitation": {"steps": 100}})
+    assert fields["imitation"] == {**Imitation().to_dict(), "steps": 100}
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (5, "imitation must be null, a baseline name or a mapping"),
+        ({"stepz": 1}, r"unknown settings \['stepz'\]"),
+        ({"steps": 0}, "steps must be an integer >= 1, got 0"),
+        ({"entropy_coef": -1.0}, "entropy_coef must be"),
+        ({"baseline": ""}, "baseline must be a baseline name"),
+    ],
+)
+def test_bad_settings_are_named(value, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_hyperparams(CONTINUOUS, "maskable-ppo", {"imitation": value})
+
+
+def test_algorithms_without_an_actor_critic_policy_refuse_imitation():
+    with pytest.raises(ValueError, match="needs an actor-critic algorithm.*'dqn'"):
+        resolve_hyperparams(CONTINUOUS, "dqn", {"imitation": "hybrid"})
+
+
+def test_discounted_returns_stop_at_episode_ends():
+    rewards = np.array([[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]])
+    dones = np.array([[False, True], [True, False], [False, False]])
+    np.testing.assert_allclose(
+        discounted_returns(rewards, dones, 0.5), [[1.5, 2.0], [1.0, 3.0], [1.0, 2.0]]
+    )
+
+
+def _tiny_model(env: str, n_envs: int = 2):
+    """A MaskablePPO model on the tiny env's training venv (VecNormalize over DummyVecEnv)."""
+    from sb3_contrib import MaskablePPO
+
+    from agents.envs import make_training_env
+    from agents.training import build_policy_kwargs
+
+    env_id = {"continuous": CONTINUOUS, "routing": "llmsched/Routing-v0"}[env]
+    settings = resolve_hyperparams(env_id, "maskable-ppo", {"n_envs": n_envs})
+    kwargs = dict(settings["algo_kwargs"])
+    kwargs["policy_kwargs"] = build_policy_kwargs(kwargs["policy_kwargs"])
+    venv = make_training_env(
+        env_id, TINY_ENVS[env], flat_action=False, n_envs=n_envs, first_seed=1_000
+    )
+    return MaskablePPO("MlpPolicy", venv, seed=0, device="cpu", **kwargs), venv, env_id
+
+
+@pytest.mark.parametrize(
+    # hybrid is nearly one action per state kind; least-tokens compares two replicas' loads
+    # (chance agreement about 1/2), which 2,000 decisions teach less exactly.
+    ("env", "baseline", "least"),
+    [("continuous", "hybrid", 0.97), ("routing", "least-tokens", 0.9)],
+)
+def test_cloned_policy_acts_as_the_baseline(env, baseline, least):
+    model, venv, env_id = _tiny_model(env)
+    demos = collect_demonstrations(venv, baseline, 2_000)
+    assert len(demos) == 2_000 and demos.action_masks.dtype == bool
+    assert demos.dones.any()  # whole episodes, the policy reset between them
+    report = clone_into(
+        model, venv, demos, Imitation(epochs=20), baseline=baseline, gamma=0.99, seed=0
+    )
+    assert report.agreement >= least, report
+    # On a fresh evaluation episode the deterministic policy mostly takes the baseline's action.
+    from agents.algorithms import get_algo
+    from agents.policy import LoadedAgent, ObsNormalizer
+    from agents.runs import RunConfig
+
+    config = RunConfig(
+        env_id, dict(TINY_ENVS[env]), "maskable-ppo", {"flatten_action": False}, 0, [], []
+    )
+    agent = LoadedAgent(
+        model, ObsNormalizer.from_vecnormalize(venv), get_algo("maskable-ppo"), config
+    )
+    plain = gym.make(env_id, **TINY_ENVS[env])
+    cloned, teacher = AgentPolicy(plain, agent), make_policy(baseline, plain)
+    obs, info = plain.reset(seed=10_000)
+    same = total = 0
+    while True:
+        action = teacher.act(obs, info)
+        same += bool(np.array_equal(cloned.act(obs, info), action))
+        total += 1
+        obs, _, terminated, truncated, info = plain.step(action)
+        if terminated or truncated:
+            break
+    assert same / total >= least - 0.1, (same, total)
+
+
+def test_the_entropy_bonus_keeps_the_cloned_policy_exploring():
+    reports = []
+    for coef in (0.0, 0.6):
+        model, venv, _ = _tiny_model("continuous")
+        demos = collect_demonstrations(venv, "hybrid", 2_000)
+        reports.append(
+            clone_into(
+                model,
+                venv,
+                demos,
+                Imitation(epochs=20, entropy_coef=coef),
+                baseline="hybrid",
+                gamma=0.99,
+                seed=0,
+            )
+        )
+    plain, bonus = reports
+    assert plain.agreement >= 0.97 and bonus.agreement >= 0.97
+    assert bonus.entropy > plain.entropy + 0.5, (plain, bonus)
+    assert plain.nll < bonus.nll
+
+
+def test_training_records_the_warm_start_and_validates_the_cloned_model_first(tmp_path):
+    result = tiny_train(tmp_path / "run", env="continuous", eval_freq=128, eval_episodes=2)
+    session = load_run_config(result.run_dir).sessions[-1]
+    cloning = session["imitation"]
+    assert cloning["baseline"] == session["best_baseline"]  # "best" resolved on validation
+    assert cloning["steps"] >= 128 and 0.0 <= cloning["agreement"] <= 1.0
+    assert result.evaluations[0]["timesteps"] == 0
+
+
+def test_same_seed_warm_started_runs_are_identical(tmp_path):
+    runs = [tiny_train(tmp_path / f"run{i}", env="continuous", seed=2) for i in range(2)]
+    params = [r.model.policy.state_dict() for r in runs]
+    for key in params[0]:
+        assert params[0][key].equal(params[1][key]), key
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"vec_env": "subproc"}, "needs vec_env='dummy' and no training mixture"),
+        ({"hyperparams": {"imitation": "edf"}}, "imitation: baseline must be one of"),
+    ],
+)
+def test_imitation_refuses_what_it_cannot_do(tmp_path, kwargs, match):
+    options = {"hyperparams": {**TINY_HYPERPARAMS["maskable-ppo"], "imitation": "hybrid"}}
+    options.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        train(
+            "continuous",
+            out=tmp_path / "run",
+            steps=64,
+            env_kwargs=TINY_ENVS["continuous"],
+            **options,
+        )
+
+
+def test_a_mixture_scenario_refuses_imitation(tmp_path):
+    with pytest.raises(ValueError, match="no training mixture"):
+        train(
+            "batch",
+            out=tmp_path / "run",
+            steps=64,
+            scenario="batch-general",
+            hyperparams={**TINY_HYPERPARAMS["maskable-ppo"], "imitation": "static-fifo"},
+        )
