@@ -13,7 +13,8 @@ scenario                    what
 ``batch-bursty``            Azure lengths, Gamma arrivals of coefficient of variation 4, load 1.25
 ``batch-multi-gpu``         4 GPUs (500 requests each, as the default) at 1.5 times capacity
 ``continuous-default``      ``ContinuousBatching-v0`` with its defaults
-``continuous-bursty``       Gamma arrivals of coefficient of variation 4, continuous batching
+``continuous-bursty``       Gamma arrivals of coefficient of variation 4 at load 0.1, continuous
+                            batching
 ``routing-prefix-sharing``  ``Routing-v0``, 4 replicas, shared prompt prefixes at load 0.6
 ``batch-general``           trained on a mixture of workloads, loads 0.6-1.5 and burstiness
 ``batch-heldout-*``         ShareGPT and Mooncake synthetic at loads 0.8, 1 and 1.25: never
@@ -220,8 +221,10 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "continuous-bursty",
             "continuous",
-            {"workload": "azure-conv-bursty"},
-            f"Azure lengths, Gamma arrivals cv {BURSTY_CV:g}",
+            # At the env's default load (0.4) bursts overwhelm every baseline (the best attains
+            # 0.26 of the SLA); at 0.1 the best attains about 0.76 (docs/results.md).
+            {"workload": "azure-conv-bursty", "load": 0.1},
+            f"Azure lengths, Gamma arrivals cv {BURSTY_CV:g}, load 0.1",
             train_steps=300_000,
         ),
         Scenario(

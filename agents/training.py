@@ -26,7 +26,7 @@ from agents.algorithms import DEFAULT_ALGO, AlgoSpec, get_algo
 from agents.envs import VEC_ENV_KINDS, VecEnvKind, make_training_env
 from agents.extras import require_agents_extra
 from agents.hyperparams import SCHEDULE_KEYS, parse_schedule, resolve_hyperparams
-from agents.imitation import Imitation
+from agents.imitation import BEST, Imitation
 from agents.runs import RunConfig, load_run_config
 from agents.scenarios import get_scenario
 from agents.seeds import training_env_seeds, validation_seeds
@@ -152,7 +152,9 @@ def train(
         n_envs: Parallel training envs (default: the algorithm's default for the env).
         seed: Training seed: network initialisation, action sampling and training env seeds
             (:func:`agents.seeds.training_env_seeds`).
-        hyperparams: Overrides of the defaults of :mod:`agents.hyperparams`.
+        hyperparams: Overrides of the defaults of :mod:`agents.hyperparams` (``"imitation"``:
+            the warm start by behaviour cloning of :mod:`agents.imitation`; ``None`` turns it
+            off).
         vec_env: ``"dummy"`` (envs stepped in this process) or ``"subproc"`` (one process each).
         eval_freq: Steps between comparisons with the best baseline on validation seeds
             (0 disables the evaluation callback, and no best model is kept).
@@ -201,11 +203,11 @@ def train(
         overrides["n_envs"] = _check_int("n_envs", n_envs, 1)
     settings = resolve_hyperparams(env_id, spec.name, overrides)
     imitated = (settings["imitation"] or {}).get("baseline")
-    if imitated is not None and imitated != "best":
+    if imitated is not None and imitated != BEST:
         from baselines import policy_names
 
         arguments.one_of(
-            "imitation", "baseline", imitated, ["best", *policy_names(kind_of_id(env_id).name)]
+            "imitation", "baseline", imitated, [BEST, *policy_names(kind_of_id(env_id).name)]
         )
     if settings["imitation"] is not None and (vec_env != "dummy" or mixture is not None):
         raise ValueError(
@@ -485,7 +487,7 @@ def _warm_start(
         for, else ``None``), and the cloning report with its wall time.
     """
     from agents.callbacks import best_baseline
-    from agents.imitation import BEST, clone_into, collect_demonstrations
+    from agents.imitation import clone_into, collect_demonstrations
     from agents.scenarios import build_env_kwargs
     from baselines import policy_names
 
