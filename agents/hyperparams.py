@@ -345,18 +345,12 @@ def parse_schedule(key: str, value: str) -> float:
 def _imitation(default: Mapping[str, Any] | None, override: Any) -> dict[str, Any] | None:
     """The resolved ``imitation`` setting: all fields, or ``None`` for no warm start.
 
-    ``override`` is ``None``, ``False`` or ``"none"`` (no warm start), a baseline name, or a
-    mapping of fields; names and mappings are merged over the ``default`` fields.
+    ``override`` is read by :meth:`agents.imitation.Imitation.from_setting`, over the
+    ``default`` fields.
     """
     from agents.imitation import Imitation
 
-    if override is None or override is False or override == "none":
-        return None
-    if isinstance(override, str):
-        override = {"baseline": override}
-    if not isinstance(override, Mapping):
-        Imitation.from_setting(override)  # raises, naming the bad value
-    settings = Imitation.from_setting({**(default or {}), **override})
+    settings = Imitation.from_setting(override, defaults=default)
     return None if settings is None else settings.to_dict()
 
 

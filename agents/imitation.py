@@ -25,6 +25,7 @@ run records how it was warm-started; ``llmsched train --imitate BASELINE`` sets 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -76,20 +77,23 @@ class Imitation:
         arguments.integer(_OWNER, "batch_size", self.batch_size, minimum=1)
 
     @classmethod
-    def from_setting(cls, value: Any) -> Imitation | None:
+    def from_setting(
+        cls, value: Any, defaults: Mapping[str, Any] | None = None
+    ) -> Imitation | None:
         """Read an ``"imitation"`` hyperparameter.
 
         Args:
-            value: ``None`` or ``False`` (no warm start), a baseline name, or a mapping of this
-                class's fields.
+            value: ``None``, ``False`` or ``"none"`` (no warm start), a baseline name, or a
+                mapping of this class's fields.
+            defaults: Fields that a name or a mapping is merged over (a recipe's setting).
 
         Raises:
             ValueError: For an unknown field or a bad value (named in the message).
         """
-        if value is None or value is False:
+        if value is None or value is False or value == "none":
             return None
         if isinstance(value, str):
-            return cls(baseline=value)
+            value = {"baseline": value}
         if not isinstance(value, Mapping):
             raise arguments.ArgumentTypeError(
                 arguments.message(
@@ -102,7 +106,7 @@ class Imitation:
             raise ValueError(
                 f"imitation: unknown settings {unknown}; expected some of {sorted(known)}"
             )
-        return cls(**value)
+        return cls(**{**(defaults or {}), **value})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values, as stored in the run's hyperparameters."""
@@ -268,7 +272,7 @@ def clone_into(
             f"imitation needs an actor-critic algorithm (PPO, MaskablePPO, A2C); "
             f"{type(model).__name__} has no policy to clone into"
         )
-    masked = "action_masks" in _parameters(policy.evaluate_actions)
+    masked = "action_masks" in inspect.signature(policy.evaluate_actions).parameters
     demo = demonstrations
     returns = discounted_returns(demo.rewards, demo.dones, gamma)
     observations = demo.observations.reshape(-1, demo.observations.shape[-1])
@@ -279,10 +283,8 @@ def clone_into(
             returns = returns / np.sqrt(venv.ret_rms.var + venv.epsilon)
     count = len(demo)
     x = torch.as_tensor(observations, dtype=torch.float32)
-    # A Discrete action is one number per decision; a MultiDiscrete one a row of components.
-    actions = torch.as_tensor(
-        demo.actions.reshape(count) if demo.actions.ndim == 2 else demo.actions.reshape(count, -1)
-    )
+    # One row per decision: a number (Discrete) or the components (MultiDiscrete).
+    actions = torch.as_tensor(demo.actions.reshape(count, *demo.actions.shape[2:]))
     masks = torch.as_tensor(demo.action_masks.reshape(count, -1))
     targets = torch.as_tensor(returns.reshape(-1), dtype=torch.float32)
     optimizer = torch.optim.Adam(policy.parameters(), lr=settings.learning_rate)
@@ -320,9 +322,3 @@ def clone_into(
         entropy=entropy_sum / count,
         value_loss=value_sum / count,
     )
-
-
-def _parameters(function: Any) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(function).parameters)

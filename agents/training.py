@@ -491,11 +491,6 @@ def _warm_start(
     from agents.scenarios import build_env_kwargs
     from baselines import policy_names
 
-    if config.training_mixture is not None:
-        raise ValueError(
-            "imitation cannot warm-start a run trained on a mixture of workloads (a baseline is "
-            "built for one env); set imitation to null"
-        )
     started = time.perf_counter()
     best = None
     baseline = imitation.baseline
