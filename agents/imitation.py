@@ -47,6 +47,9 @@ class Imitation:
     Attributes:
         baseline: The baseline to clone: a name of the env's baselines, or ``"best"`` for the
             one with the best mean return on the run's validation seeds.
+        baseline_kwargs: Keyword arguments of the baseline (a tuned setting, e.g.
+            ``{"threshold_tokens": 1024, "long_replicas": 2}`` for ``length-split``), or
+            ``None`` for its defaults. Not with ``"best"``, which compares the defaults.
         steps: Demonstration steps, summed over the training envs.
         epochs: Passes of supervised learning over the demonstrations.
         entropy_coef: Weight of the entropy bonus (per decision, summed over the action's
@@ -57,6 +60,7 @@ class Imitation:
     """
 
     baseline: str = BEST
+    baseline_kwargs: Mapping[str, Any] | None = None
     steps: int = 50_000
     epochs: int = 4
     entropy_coef: float = 0.6
@@ -69,6 +73,23 @@ class Imitation:
             raise arguments.ArgumentTypeError(
                 arguments.message(_OWNER, "baseline", "a baseline name or 'best'", self.baseline)
             )
+        kwargs = self.baseline_kwargs
+        if kwargs is not None:
+            if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+                raise arguments.ArgumentTypeError(
+                    arguments.message(
+                        _OWNER,
+                        "baseline_kwargs",
+                        "null or a mapping of the baseline's keyword arguments",
+                        kwargs,
+                    )
+                )
+            if self.baseline == BEST:
+                raise ValueError(
+                    f"imitation: baseline_kwargs {dict(kwargs)} need a named baseline, not "
+                    f"{BEST!r} (which picks among the baselines' defaults)"
+                )
+            object.__setattr__(self, "baseline_kwargs", dict(kwargs))
         arguments.integer(_OWNER, "steps", self.steps, minimum=1)
         arguments.integer(_OWNER, "epochs", self.epochs, minimum=1)
         arguments.real(_OWNER, "entropy_coef", self.entropy_coef, minimum=0.0)
@@ -112,6 +133,33 @@ class Imitation:
         """Plain JSON values, as stored in the run's hyperparameters."""
         return asdict(self)
 
+    def check_baseline(self, kind: str, env: Any = None) -> None:
+        """Check the baseline against the baselines of the env kind ``kind``.
+
+        Args:
+            kind: The env kind's name (``"batch"``, ``"continuous"``, ``"routing"``).
+            env: An env of that kind: the baseline is also built on it with
+                :attr:`baseline_kwargs`, so that a keyword it does not take or a value it
+                refuses is reported before training.
+
+        Raises:
+            ValueError: For a name that is not one of ``kind``'s baselines (the message lists
+                them), a keyword the baseline does not take, or a value it refuses.
+        """
+        from baselines import make_policy, policy_names
+
+        if self.baseline == BEST:
+            return
+        arguments.one_of(_OWNER, "baseline", self.baseline, [BEST, *policy_names(kind)])
+        if env is not None and self.baseline_kwargs:
+            try:
+                make_policy(self.baseline, env, **self.baseline_kwargs)
+            except TypeError as error:
+                raise ValueError(
+                    f"imitation: baseline {self.baseline!r} does not take baseline_kwargs "
+                    f"{self.baseline_kwargs}: {error}"
+                ) from None
+
 
 @dataclass(frozen=True)
 class Demonstrations:
@@ -136,7 +184,9 @@ class Demonstrations:
         return int(self.rewards.size)
 
 
-def collect_demonstrations(venv: Any, baseline: str, steps: int) -> Demonstrations:
+def collect_demonstrations(
+    venv: Any, baseline: str, steps: int, baseline_kwargs: Mapping[str, Any] | None = None
+) -> Demonstrations:
     """Run ``baseline`` on every env of ``venv`` for ``steps`` steps in total.
 
     Args:
@@ -144,6 +194,7 @@ def collect_demonstrations(venv: Any, baseline: str, steps: int) -> Demonstratio
             ``VecNormalize`` (whose statistics are updated, as in training).
         baseline: A baseline name of the env's kind.
         steps: Steps summed over the envs (rounded up to whole steps of every env).
+        baseline_kwargs: Keyword arguments of the baseline (``None``: its defaults).
 
     Raises:
         ValueError: For an unknown baseline (the message lists them) or a vectorised env
@@ -160,7 +211,7 @@ def collect_demonstrations(venv: Any, baseline: str, steps: int) -> Demonstratio
             f"{type(inner).__name__}"
         )
     envs = [env.unwrapped for env in inner.envs]
-    policies = [make_policy(baseline, env) for env in envs]
+    policies = [make_policy(baseline, env, **(baseline_kwargs or {})) for env in envs]
     obs = venv.reset()
     for policy in policies:
         policy.reset()

@@ -202,21 +202,17 @@ def train(
     if n_envs is not None:
         overrides["n_envs"] = _check_int("n_envs", n_envs, 1)
     settings = resolve_hyperparams(env_id, spec.name, overrides)
-    imitated = (settings["imitation"] or {}).get("baseline")
-    if imitated is not None and imitated != BEST:
-        from baselines import policy_names
-
-        arguments.one_of(
-            "imitation", "baseline", imitated, [BEST, *policy_names(kind_of_id(env_id).name)]
-        )
-    if settings["imitation"] is not None and (vec_env != "dummy" or mixture is not None):
+    imitation = Imitation.from_setting(settings["imitation"])
+    if imitation is not None:
+        imitation.check_baseline(kind_of_id(env_id).name)
+    if imitation is not None and (vec_env != "dummy" or mixture is not None):
         raise ValueError(
             "imitation (the warm start by behaviour cloning) runs the baseline on the training "
             "envs in this process and on one workload: it needs vec_env='dummy' and no "
             f"training mixture (got vec_env={vec_env!r}, scenario {scenario!r}); pass "
             "hyperparams={'imitation': None} (--imitate none) to train from scratch"
         )
-    env_config, obs_names = _describe(env_id, kwargs, mixture)
+    env_config, obs_names = _describe(env_id, kwargs, mixture, imitation)
     run_dir = Path(out)
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise ValueError(
@@ -503,11 +499,14 @@ def _warm_start(
         )
         baseline = best[0]
     if log:
+        setting = f" {imitation.baseline_kwargs}" if imitation.baseline_kwargs else ""
         log(
-            f"warm start: cloning {baseline} from {imitation.steps:,} demonstration steps "
-            f"({imitation.epochs} epochs)"
+            f"warm start: cloning {baseline}{setting} from {imitation.steps:,} demonstration "
+            f"steps ({imitation.epochs} epochs)"
         )
-    demonstrations = collect_demonstrations(venv, baseline, imitation.steps)
+    demonstrations = collect_demonstrations(
+        venv, baseline, imitation.steps, imitation.baseline_kwargs
+    )
     report = clone_into(
         model,
         venv,
@@ -546,15 +545,20 @@ def _save_final(run_dir: Path, model: Any, venv: Any, log: Callable[[str], None]
 
 
 def _describe(
-    env_id: str, env_kwargs: Mapping[str, Any], mixture: Mapping[str, Any] | None = None
+    env_id: str,
+    env_kwargs: Mapping[str, Any],
+    mixture: Mapping[str, Any] | None = None,
+    imitation: Imitation | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Build the env once: checks its arguments and records its full configuration.
 
     With a training ``mixture``, it is built too, and its spaces and observation names must be
-    the env's (an agent trained on it is evaluated on the env).
+    the env's (an agent trained on it is evaluated on the env). The baseline of an
+    ``imitation`` is built on the env with its keyword arguments.
 
     Raises:
-        ValueError: If the mixture's spaces or observation names differ from the env's.
+        ValueError: If the mixture's spaces or observation names differ from the env's, or
+            the imitated baseline refuses its keyword arguments.
     """
     import gymnasium as gym
 
@@ -565,6 +569,8 @@ def _describe(
     env = gym.make(env_id, **build_env_kwargs(_json_ready(env_kwargs)))
     try:
         described = describe_env(env)
+        if imitation is not None:
+            imitation.check_baseline(kind_of_id(env_id).name, env)
         if mixture is not None:
             mixed = make_mixture_env(mixture, env_kwargs)
             if (

@@ -49,6 +49,8 @@ def test_a_name_or_fields_merge_over_the_recipe():
         ({"steps": 0}, "steps must be an integer >= 1, got 0"),
         ({"entropy_coef": -1.0}, "entropy_coef must be"),
         ({"baseline": ""}, "baseline must be a baseline name"),
+        ({"baseline": "best", "baseline_kwargs": {"a": 1}}, "need a named baseline, not 'best'"),
+        ({"baseline": "hybrid", "baseline_kwargs": [1]}, "baseline_kwargs must be null or a"),
     ],
 )
 def test_bad_settings_are_named(value, match):
@@ -126,6 +128,18 @@ def test_cloned_policy_acts_as_the_baseline(env, baseline, least):
     assert same / total >= least - 0.1, (same, total)
 
 
+def test_demonstrations_follow_the_baseline_with_its_arguments():
+    # length-split with every prompt long and one long replica sends everything to replica 0;
+    # with its defaults (long: above the iteration budget) most prompts go to replica 1.
+    _, venv, _ = _tiny_model("routing")
+    tuned = collect_demonstrations(
+        venv, "length-split", 400, {"threshold_tokens": 0, "long_replicas": 1}
+    )
+    default = collect_demonstrations(venv, "length-split", 400)
+    assert (tuned.actions == 0).mean() > 0.95, np.bincount(tuned.actions.ravel())
+    assert (default.actions == 0).mean() < 0.5, np.bincount(default.actions.ravel())
+
+
 def test_the_entropy_bonus_keeps_the_cloned_policy_exploring():
     reports = []
     for coef in (0.0, 0.6):
@@ -169,6 +183,10 @@ def test_same_seed_warm_started_runs_are_identical(tmp_path):
     [
         ({"vec_env": "subproc"}, "needs vec_env='dummy' and no training mixture"),
         ({"hyperparams": {"imitation": "edf"}}, "imitation: baseline must be one of"),
+        (
+            {"hyperparams": {"imitation": {"baseline": "sarathi", "baseline_kwargs": {"x": 1}}}},
+            r"baseline 'sarathi' does not take baseline_kwargs \{'x': 1\}",
+        ),
     ],
 )
 def test_imitation_refuses_what_it_cannot_do(tmp_path, kwargs, match):
