@@ -215,6 +215,8 @@ class ContinuousEnvConfig(EnvConfig):
         kv_memory: KV memory preset name, capacity in tokens, or a ``KVMemory``.
         n_requests: Requests per episode.
         ttft_sla: Time-to-first-token target in seconds.
+        ttft_sla_per_token: Seconds added to a request's TTFT target per prompt token (0: one
+            target for every request).
         tbt_sla: Largest allowed gap between consecutive output tokens, in seconds.
         sla_penalty: Reward lost per missed target.
         reward: Name of the reward shape.
@@ -245,6 +247,7 @@ class ContinuousEnvConfig(EnvConfig):
     kv_memory: Any = "vllm0.19-rtxpro6000-llama3.1-8b"
     n_requests: int = 300
     ttft_sla: float = 1.0
+    ttft_sla_per_token: float = 0.0
     tbt_sla: float = 0.1
     sla_penalty: float = 1.0
     reward: str = "sla"
@@ -265,6 +268,11 @@ class ContinuousEnvConfig(EnvConfig):
         _check_common(self)
         owner = self.owner
         _positive_field(self, "ttft_sla")
+        _set(
+            self,
+            "ttft_sla_per_token",
+            arguments.real(owner, "ttft_sla_per_token", self.ttft_sla_per_token, minimum=0.0),
+        )
         _positive_field(self, "tbt_sla")
         _int_field(self, "max_tokens", 1)
         _int_field(self, "max_sequences", 1)
@@ -347,6 +355,8 @@ class RoutingEnvConfig(EnvConfig):
         replica_policy: Name of the ``ContinuousBatching-v0`` baseline every replica runs.
         n_requests: Requests per episode.
         ttft_sla: Time-to-first-token target in seconds.
+        ttft_sla_per_token: Seconds added to a request's TTFT target per prompt token (0: one
+            target for every request).
         tbt_sla: Largest allowed gap between consecutive output tokens, in seconds.
         sla_penalty: Reward lost per missed target.
         reward: Name of the reward shape.
@@ -373,6 +383,7 @@ class RoutingEnvConfig(EnvConfig):
     replica_policy: str = "vllm-v1"
     n_requests: int = 1000
     ttft_sla: float = 1.0
+    ttft_sla_per_token: float = 0.0
     tbt_sla: float = 0.1
     sla_penalty: float = 1.0
     reward: str = "sla"
@@ -389,6 +400,11 @@ class RoutingEnvConfig(EnvConfig):
         _check_common(self)
         owner = self.owner
         _positive_field(self, "ttft_sla")
+        _set(
+            self,
+            "ttft_sla_per_token",
+            arguments.real(owner, "ttft_sla_per_token", self.ttft_sla_per_token, minimum=0.0),
+        )
         _positive_field(self, "tbt_sla")
         _int_field(self, "max_tokens", 1)
         _int_field(self, "max_sequences", 1)

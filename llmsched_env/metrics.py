@@ -33,8 +33,11 @@ PERCENTILES = (50, 95, 99)
 _NUMERIC_COLUMNS = ("arrival_s", "start_s", "first_token_s", "completion_s", "output_tokens")
 #: Reported only by servers that resolve individual token times (the iteration level).
 _GAP_COLUMN = "max_token_gap_s"
+#: Read when present: token gaps, and prompt lengths (for a TTFT target per prompt token).
+_OPTIONAL_COLUMNS = (_GAP_COLUMN, "prompt_tokens")
 _NOT_ARRIVED, _IN_SYSTEM, _COMPLETED, _REJECTED = range(4)
-_NO_GAPS = np.zeros(0)
+#: An empty array: "not given" for the optional per-request arrays of _request_stats.
+_EMPTY = np.zeros(0)
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,17 @@ class SLATargets:
         e2e_s: End-to-end latency target (deadline after arrival).
         ttft_s: Time-to-first-token target.
         tbt_s: Largest allowed gap between two consecutive output tokens.
+        ttft_per_token_s: Time added to the TTFT target per prompt token: request *i* must
+            see its first token within ``ttft_s + ttft_per_token_s * p_i`` of its arrival
+            (``p_i`` its prompt tokens), a target that grows with the prefill work, for
+            workloads whose long prompts no fixed target suits. 0 (the default) keeps one
+            target for every request.
     """
 
     e2e_s: float | None = None
     ttft_s: float | None = None
     tbt_s: float | None = None
+    ttft_per_token_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("e2e_s", "ttft_s", "tbt_s"):
@@ -58,6 +67,24 @@ class SLATargets:
                 raise ValueError(
                     f"SLA target {name} must be a positive number or None, got {value!r}"
                 )
+        per_token = self.ttft_per_token_s
+        if not (np.isfinite(per_token) and per_token >= 0):
+            raise ValueError(
+                f"SLA target ttft_per_token_s must be a finite number >= 0, got {per_token!r}"
+            )
+        if per_token > 0 and self.ttft_s is None:
+            raise ValueError(
+                f"ttft_per_token_s={per_token!r} extends a TTFT target, but ttft_s is None"
+            )
+
+    def ttft_targets(self, prompt_tokens: np.ndarray) -> np.ndarray:
+        """Each request's TTFT target (seconds) from its prompt tokens (``ttft_s`` must be set)."""
+        if self.ttft_s is None:
+            raise ValueError("no TTFT target is set (ttft_s is None)")
+        prompt = np.asarray(prompt_tokens, dtype=np.float64)
+        if self.ttft_per_token_s == 0:
+            return np.full(prompt.shape, float(self.ttft_s))
+        return self.ttft_s + self.ttft_per_token_s * prompt
 
 
 def _describe(prefix: str, values: np.ndarray, out: dict[str, float]) -> None:
@@ -91,7 +118,7 @@ _LATENCY, _QUEUEING, _TTFT, _TBT, _GAP = range(5)
 
 @njit(cache=True)
 def _request_stats(
-    arrival, start, first_token, completion, output, status, gaps, warmup_s, targets
+    arrival, start, first_token, completion, output, status, gaps, warmup_s, targets, ttft_each
 ):
     """One pass over the requests: what :func:`summarize` reports, before percentiles.
 
@@ -105,6 +132,8 @@ def _request_stats(
         gaps: Largest token gap per request, or an empty array when not resolved.
         warmup_s: Start of the measurement window.
         targets: ``[e2e_s, ttft_s, tbt_s]``, ``nan`` for an objective that is not set.
+        ttft_each: Per request TTFT targets that replace ``ttft_s`` (a target per prompt
+            token), or an empty array.
 
     Returns:
         ``(counts, values, lengths)``: counts indexed by ``_ARRIVED`` ... ``_MET_ALL``; per
@@ -113,6 +142,7 @@ def _request_stats(
     """
     n = arrival.shape[0]
     has_gaps = gaps.shape[0] == n
+    has_ttft_each = ttft_each.shape[0] == n
     counts = np.zeros(10, dtype=np.int64)
     values = np.empty((5, n))
     lengths = np.zeros(5, dtype=np.int64)
@@ -154,7 +184,7 @@ def _request_stats(
             counts[_MET_E2E] += met
             met_all = met_all and met
         if not np.isnan(ttft_target):
-            met = ttft <= ttft_target
+            met = ttft <= (ttft_each[i] if has_ttft_each else ttft_target)
             counts[_MET_TTFT] += met
             met_all = met_all and met
         if not np.isnan(tbt_target):
@@ -168,7 +198,7 @@ def _request_stats(
 def _columns(requests: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The per-request columns as numpy arrays, with ``status`` as codes into STATUS_NAMES."""
     if isinstance(requests, pd.DataFrame):
-        names = [*_NUMERIC_COLUMNS, *([_GAP_COLUMN] if _GAP_COLUMN in requests else [])]
+        names = [*_NUMERIC_COLUMNS, *(c for c in _OPTIONAL_COLUMNS if c in requests)]
         columns = {name: requests[name].to_numpy() for name in names}
         status = requests["status"]
         if isinstance(status.dtype, pd.CategoricalDtype):
@@ -180,7 +210,7 @@ def _columns(requests: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, np.
     missing = [c for c in (*_NUMERIC_COLUMNS, "status") if c not in requests]
     if missing:
         raise ValueError(f"request records lack the columns {missing}")
-    names = [*_NUMERIC_COLUMNS, "status", *([_GAP_COLUMN] if _GAP_COLUMN in requests else [])]
+    names = [*_NUMERIC_COLUMNS, "status", *(c for c in _OPTIONAL_COLUMNS if c in requests)]
     return {name: np.asarray(requests[name]) for name in names}
 
 
@@ -242,6 +272,13 @@ def summarize(
     targets = np.array(
         [np.nan if t is None else float(t) for t in (sla.e2e_s, sla.ttft_s, sla.tbt_s)]
     )
+    ttft_each = _EMPTY
+    if sla.ttft_per_token_s > 0:
+        if "prompt_tokens" not in col:
+            raise ValueError(
+                "a TTFT target per prompt token needs the requests' prompt_tokens column"
+            )
+        ttft_each = sla.ttft_targets(col["prompt_tokens"])
     counts, values, lengths = _request_stats(
         np.asarray(col["arrival_s"], dtype=np.float64),
         np.asarray(col["start_s"], dtype=np.float64),
@@ -249,9 +286,10 @@ def summarize(
         np.asarray(col["completion_s"], dtype=np.float64),
         np.asarray(col["output_tokens"], dtype=np.int64),
         np.asarray(col["status"], dtype=np.int64),
-        np.asarray(col[_GAP_COLUMN], dtype=np.float64) if has_gaps else _NO_GAPS,
+        np.asarray(col[_GAP_COLUMN], dtype=np.float64) if has_gaps else _EMPTY,
         float(warmup_s),
         targets,
+        ttft_each,
     )
     counts = counts.tolist()
     lengths = lengths.tolist()

@@ -96,9 +96,12 @@ def _numpy_statement(columns, *, end_s, warmup_s, sla):
             out[f"{prefix}_p{p}"] = float(np.percentile(values, p)) if values.size else float("nan")
     met_all = np.ones(a.size, dtype=bool)
     denominator = max(int(out["arrived"]), 1)
+    ttft_target = sla.ttft_s
+    if sla.ttft_per_token_s > 0:
+        ttft_target = sla.ttft_s + sla.ttft_per_token_s * columns["prompt_tokens"][done]
     for name, target, values in (
         ("e2e", sla.e2e_s, c - a),
-        ("ttft", sla.ttft_s, f - a),
+        ("ttft", ttft_target, f - a),
         ("tbt", sla.tbt_s, gaps),
     ):
         if target is not None:
@@ -123,14 +126,17 @@ def test_summary_is_the_numpy_statement_bit_for_bit(data, n, with_gaps):
         "first_token_s": first,
         "completion_s": completion,
         "output_tokens": rng.integers(1, 50, n),
+        "prompt_tokens": rng.integers(1, 20_000, n),
         "status": rng.integers(0, 4, n).astype(np.int8),
     }
     if with_gaps:
         columns["max_token_gap_s"] = np.where(rng.random(n) < 0.1, np.nan, rng.exponential(1, n))
+    ttft_s = data.draw(st.none() | st.floats(0.5, 10))
     sla = SLATargets(
         e2e_s=data.draw(st.none() | st.floats(0.5, 10)),
-        ttft_s=data.draw(st.none() | st.floats(0.5, 10)),
+        ttft_s=ttft_s,
         tbt_s=data.draw(st.none() | st.floats(0.1, 3)) if with_gaps else None,
+        ttft_per_token_s=0.0 if ttft_s is None else data.draw(st.sampled_from([0.0, 1e-4])),
     )
     warmup_s = data.draw(st.sampled_from([0.0, 10.0, 50.0]))
     got = summarize(
@@ -138,6 +144,33 @@ def test_summary_is_the_numpy_statement_bit_for_bit(data, n, with_gaps):
     )
     expected = _numpy_statement(columns, end_s=120.0, warmup_s=warmup_s, sla=sla)
     assert repr({k: got[k] for k in expected}) == repr(expected)
+
+
+def test_ttft_target_per_prompt_token_by_hand():
+    # TTFTs 0.6 s and 1.5 s; prompts 1,000 and 8,000 tokens; targets 0.5 s + 0.1 ms per token:
+    # 0.6 s (met, on the boundary) and 1.3 s (missed).
+    records = _records([0.0, 1.0], [0.2, 1.2], [0.6, 2.5], [1.0, 3.0], [5, 3], [2, 2])
+    records["prompt_tokens"] = np.array([1_000, 8_000])
+    sla = SLATargets(ttft_s=0.5, ttft_per_token_s=1e-4)
+    out = summarize(records, end_s=10.0, n_gpus=1, busy_s=1.0, mean_batch_size=1.0, sla=sla)
+    assert out["sla_attainment_ttft"] == 0.5
+    np.testing.assert_allclose(sla.ttft_targets(records["prompt_tokens"]), [0.6, 1.3])
+    del records["prompt_tokens"]
+    with pytest.raises(ValueError, match="needs the requests' prompt_tokens column"):
+        summarize(records, end_s=10.0, n_gpus=1, busy_s=1.0, mean_batch_size=1.0, sla=sla)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ttft_s": 1.0, "ttft_per_token_s": -1e-4}, r"finite number >= 0, got -0.0001"),
+        ({"ttft_s": 1.0, "ttft_per_token_s": float("nan")}, r"finite number >= 0, got nan"),
+        ({"ttft_per_token_s": 1e-4}, r"extends a TTFT target, but ttft_s is None"),
+    ],
+)
+def test_ttft_target_per_prompt_token_is_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SLATargets(**kwargs)
 
 
 def test_preemption_counts_are_reported_only_when_given():

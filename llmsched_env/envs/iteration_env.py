@@ -132,7 +132,8 @@ class ContinuousBatchingEnv(SchedulingEnv):
     ## Rewards
 
     ``reward="sla"`` (default): +1 when a request finishes having met both its TTFT and TBT
-    targets; ``-sla_penalty`` once when its TTFT deadline passes without a first token (a request
+    targets; ``-sla_penalty`` once when its TTFT deadline (arrival plus ``ttft_sla``, plus
+    ``ttft_sla_per_token`` per prompt token) passes without a first token (a request
     rejected at arrival counts here), and once when a gap between two of its tokens first exceeds
     ``tbt_sla`` (paid when the late token is produced). The return is exactly
     ``on_time - sla_penalty * (ttft_misses + tbt_misses)``. Example: a request whose first token
@@ -159,13 +160,13 @@ class ContinuousBatchingEnv(SchedulingEnv):
     ``prefill_remaining_tokens`` (of its started prompts), per GPU ``n_running``,
     ``kv_reserved_tokens`` and ``last_iteration_s``; ``preemptions`` (so far, all GPUs);
     ``prefix_hit_tokens`` (prefill tokens skipped by the prefix cache so far, all GPUs);
-    ``action_mask``, ``invalid_action`` and ``applied_action`` (the action carried out, an array
-    of 3; ``[-1, -1, -1]`` at ``reset``). Arrays are fresh copies. ``reset`` adds the constants
+    ``action_mask``, ``invalid_action`` and ``applied_action`` (the action carried out, an array of
+    3; ``[-1, -1, -1]`` at ``reset``). Arrays are fresh copies. ``reset`` adds the constants
     ``max_tokens``, ``max_sequences``, ``chunk_size``, ``kv_allocation``, ``kv_block_tokens``,
     ``prefix_caching``, ``prompt_caps``, ``decode_levels``, ``prefill_levels``, ``ttft_sla_s``,
-    ``tbt_sla_s``, ``capacity_rps`` and ``arrival_rate_rps``. At the end of an episode:
-    ``episode_metrics``. ``env.unwrapped.last_info`` is the latest ``info`` returned (what a
-    heuristic's SB3-style ``predict`` reads when a vector env hides the infos).
+    ``ttft_sla_per_token_s``, ``tbt_sla_s``, ``capacity_rps`` and ``arrival_rate_rps``. At the end
+    of an episode: ``episode_metrics``. ``env.unwrapped.last_info`` is the latest ``info`` returned
+    (what a heuristic's SB3-style ``predict`` reads when a vector env hides the infos).
 
     Queue contents vary in length and are not in ``info``: ``env.unwrapped.queue_snapshot()``
     returns a :class:`~llmsched_env.envs.queue_snapshot.WaitingQueueSnapshot` of the current
@@ -191,6 +192,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
     | kv_memory | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | KV memory preset, tokens or ``KVMemory`` |
     | n_requests | 300 | requests per episode |
     | ttft_sla | 1.0 | TTFT target (s) |
+    | ttft_sla_per_token | 0.0 | seconds added to the TTFT target per prompt token |
     | tbt_sla | 0.1 | largest allowed gap between tokens (s) |
     | sla_penalty | 1.0 | reward lost per missed target |
     | reward | ``"sla"`` | reward shape |
@@ -249,6 +251,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         kv_memory: Any = "vllm0.19-rtxpro6000-llama3.1-8b",
         n_requests: int = 300,
         ttft_sla: float = 1.0,
+        ttft_sla_per_token: float = 0.0,
         tbt_sla: float = 0.1,
         sla_penalty: float = 1.0,
         reward: str = "sla",
@@ -321,6 +324,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
             rng=self.np_random,
             chunk_size=cfg.chunk_size,
             ttft_deadline_s=cfg.ttft_sla,
+            ttft_per_token_s=cfg.ttft_sla_per_token,
             tbt_target_s=cfg.tbt_sla,
             kv_allocation=cfg.kv_allocation,
             kv_block_tokens=cfg.kv_block_tokens,
@@ -348,6 +352,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
             decode_levels=cfg.decode_levels,
             prefill_levels=cfg.prefill_levels,
             ttft_sla_s=cfg.ttft_sla,
+            ttft_sla_per_token_s=cfg.ttft_sla_per_token,
             tbt_sla_s=cfg.tbt_sla,
             capacity_rps=self.capacity_rps,
             arrival_rate_rps=self.episode_arrival_rate_rps,
@@ -550,7 +555,10 @@ class ContinuousBatchingEnv(SchedulingEnv):
         return mask
 
     def _sla_targets(self) -> SLATargets:
-        return SLATargets(ttft_s=self.config.ttft_sla, tbt_s=self.config.tbt_sla)
+        cfg = self.config
+        return SLATargets(
+            ttft_s=cfg.ttft_sla, tbt_s=cfg.tbt_sla, ttft_per_token_s=cfg.ttft_sla_per_token
+        )
 
     def queue_snapshot(self) -> WaitingQueueSnapshot:
         """The waiting queue and the deciding GPU's requests now, as read-only views.

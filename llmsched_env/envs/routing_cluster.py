@@ -70,6 +70,7 @@ class Replica:
             rng=rng,
             chunk_size=cfg.chunk_size,
             ttft_deadline_s=cfg.ttft_sla,
+            ttft_per_token_s=cfg.ttft_sla_per_token,
             tbt_target_s=cfg.tbt_sla,
             kv_allocation=cfg.kv_allocation,
             kv_block_tokens=cfg.kv_block_tokens,

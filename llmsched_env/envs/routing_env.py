@@ -124,10 +124,11 @@ class RoutingEnv(SchedulingEnv):
     ``rejected_without_decision``; ``action_mask``, ``invalid_action`` and ``applied_action``
     (-1 at ``reset``). ``reset`` adds the constants ``n_replicas``, ``replica_policy``,
     ``max_tokens``, ``max_sequences``, ``chunk_size``, ``kv_block_tokens``, ``prefix_caching``,
-    ``kv_capacity_tokens`` (per replica), ``ttft_sla_s``, ``tbt_sla_s``, ``capacity_rps`` and
-    ``arrival_rate_rps``. At the end: ``episode_metrics`` (``gpu`` is the replica). The latency
-    models are ``env.unwrapped.replica_latencies`` (what an estimating router reads), and
-    ``env.unwrapped.request_records()`` gives one row per request, ``gpu`` being its replica.
+    ``kv_capacity_tokens`` (per replica), ``ttft_sla_s``, ``ttft_sla_per_token_s``,
+    ``tbt_sla_s``, ``capacity_rps`` and ``arrival_rate_rps``. At the end: ``episode_metrics``
+    (``gpu`` is the replica). The latency models are ``env.unwrapped.replica_latencies`` (what an
+    estimating router reads), and ``env.unwrapped.request_records()`` gives one row per request,
+    ``gpu`` being its replica.
 
     ## Arguments
 
@@ -142,6 +143,7 @@ class RoutingEnv(SchedulingEnv):
     | replica_policy | ``"vllm-v1"`` | the ``ContinuousBatching-v0`` baseline each replica runs |
     | n_requests | 1000 | requests per episode |
     | ttft_sla | 1.0 | TTFT target (s) |
+    | ttft_sla_per_token | 0.0 | seconds added to the TTFT target per prompt token |
     | tbt_sla | 0.1 | largest allowed gap between tokens (s) |
     | sla_penalty | 1.0 | reward lost per missed target |
     | reward | ``"sla"`` | reward shape |
@@ -183,6 +185,7 @@ class RoutingEnv(SchedulingEnv):
         replica_policy: str = "vllm-v1",
         n_requests: int = 1000,
         ttft_sla: float = 1.0,
+        ttft_sla_per_token: float = 0.0,
         tbt_sla: float = 0.1,
         sla_penalty: float = 1.0,
         reward: str = "sla",
@@ -254,6 +257,7 @@ class RoutingEnv(SchedulingEnv):
                 kv_memory=kv_memory,
                 n_requests=cfg.n_requests,
                 ttft_sla=cfg.ttft_sla,
+                ttft_sla_per_token=cfg.ttft_sla_per_token,
                 tbt_sla=cfg.tbt_sla,
                 sla_penalty=cfg.sla_penalty,
                 reward=cfg.reward,
@@ -300,6 +304,7 @@ class RoutingEnv(SchedulingEnv):
             prefix_caching=cfg.prefix_caching,
             kv_capacity_tokens=np.array(self.kv_capacity_tokens),
             ttft_sla_s=cfg.ttft_sla,
+            ttft_sla_per_token_s=cfg.ttft_sla_per_token,
             tbt_sla_s=cfg.tbt_sla,
             capacity_rps=self.capacity_rps,
             arrival_rate_rps=self.episode_arrival_rate_rps,
@@ -341,7 +346,10 @@ class RoutingEnv(SchedulingEnv):
         return replica
 
     def _sla_targets(self) -> SLATargets:
-        return SLATargets(ttft_s=self.config.ttft_sla, tbt_s=self.config.tbt_sla)
+        cfg = self.config
+        return SLATargets(
+            ttft_s=cfg.ttft_sla, tbt_s=cfg.tbt_sla, ttft_per_token_s=cfg.ttft_sla_per_token
+        )
 
     # ------------------------------------------------------------------ helpers
     def _observe(self) -> np.ndarray:

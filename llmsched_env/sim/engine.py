@@ -240,20 +240,27 @@ class Engine:
         self._on_time_passed(t)
 
     def _deadlines_missed_until(
-        self, t: float, deadline: list[float], met_s: np.ndarray, slot: list[int]
+        self,
+        t: float,
+        deadline: list[float],
+        met_s: np.ndarray,
+        slot: list[int],
+        order: list[int] | None = None,
     ) -> int:
         """Move past the deadlines at or before ``t``; count those that passed unmet.
 
-        Deadlines follow arrival order (one target for every request), so one pointer suffices.
-        Request ``i`` met its deadline if ``met_s[slot[i]]`` (its completion or first-token
-        time) is at or before it; ``nan`` (not yet) counts as missed. Requests whose slot is
-        negative (rejected) are skipped: they were counted at rejection.
+        ``deadline`` is sorted, so one pointer suffices: position ``k`` is request ``k`` when
+        deadlines follow arrival order (one target for every request, ``order`` ``None``), else
+        request ``order[k]``. Request ``i`` met its deadline if ``met_s[slot[i]]`` (its
+        completion or first-token time) is at or before it; ``nan`` (not yet) counts as
+        missed. Requests whose slot is negative (rejected) are skipped: they were counted at
+        rejection.
         """
         ptr = self._deadline_ptr
         n = self.n_requests
         missed = 0
         while ptr < n and deadline[ptr] <= t:
-            i = slot[ptr]
+            i = slot[ptr if order is None else order[ptr]]
             if i >= 0 and not met_s[i] <= deadline[ptr]:
                 missed += 1
             ptr += 1

@@ -71,10 +71,10 @@ Model, per GPU:
   computed before the chunk) and the number of prefill chunks.
 
 SLA accounting (when targets are given): a request is on time when its first token came within
-``ttft_deadline_s`` of its arrival and no gap between two of its consecutive tokens exceeded
-``tbt_target_s``. A TTFT miss is counted at the moment the deadline passes without a first token
-(a rejected request counts as a TTFT miss at its rejection); a TBT miss is counted once per
-request, when the token that ends the first too-long gap is produced.
+``ttft_deadline_s`` (plus ``ttft_per_token_s`` per prompt token) of its arrival and no gap between
+two of its consecutive tokens exceeded ``tbt_target_s``. A TTFT miss is counted at the moment the
+deadline passes without a first token (a rejected request counts as a TTFT miss at its rejection); a
+TBT miss is counted once per request, when the token that ends the first too-long gap is produced.
 
 This module holds the server's state, its waiting queue and its engine hooks; its other jobs
 live beside it: :mod:`~llmsched_env.sim.iteration_planning` (admission and prefill queries,
@@ -125,6 +125,8 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
             prefill off (prompts are prefilled whole).
         rng: Source of randomness for stochastic iteration times.
         ttft_deadline_s: Time-to-first-token target; enables on-time/miss accounting.
+        ttft_per_token_s: Time added to a request's TTFT target per prompt token (0: the same
+            target for every request; needs ``ttft_deadline_s``).
         tbt_target_s: Time-between-tokens target (largest allowed gap between two consecutive
             output tokens of a request).
         kv_allocation: ``"reserve"`` (whole footprint at admission, never preempts) or
@@ -177,6 +179,7 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         rng: np.random.Generator,
         chunk_size: int | None = None,
         ttft_deadline_s: float | None = None,
+        ttft_per_token_s: float = 0.0,
         tbt_target_s: float | None = None,
         kv_allocation: str = "reserve",
         kv_block_tokens: int = 16,
@@ -225,6 +228,10 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         for name, value in (("ttft_deadline_s", ttft_deadline_s), ("tbt_target_s", tbt_target_s)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive or None, got {value!r}")
+        if not (math.isfinite(ttft_per_token_s) and ttft_per_token_s >= 0):
+            raise ValueError(f"ttft_per_token_s must be a number >= 0, got {ttft_per_token_s!r}")
+        if ttft_per_token_s > 0 and ttft_deadline_s is None:
+            raise ValueError("ttft_per_token_s needs a TTFT target (ttft_deadline_s)")
         self.latency = latency
         # Models that correct for uneven decode contexts get the longest and shortest one.
         self._latency_reads_spread = bool(getattr(latency, "uses_decode_spread", False))
@@ -233,6 +240,7 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         self.max_sequences = int(max_sequences)
         self.chunk_size = None if chunk_size is None else int(chunk_size)
         self.ttft_deadline_s = ttft_deadline_s
+        self.ttft_per_token_s = float(ttft_per_token_s)
         self.tbt_target_s = tbt_target_s
         self._tbt_target_or_nan = math.nan if tbt_target_s is None else float(tbt_target_s)
         self.kv_allocation = kv_allocation
@@ -297,9 +305,22 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         #: Token state of preempted requests that had produced tokens, until they resume:
         #: generated tokens, last token time, longest gap, TBT missed (1.0 or 0.0).
         self._resume_state: dict[int, tuple[float, float, float, float]] = {}
-        self._ttft_deadline = (
-            (workload.arrival_s + ttft_deadline_s).tolist() if ttft_deadline_s else None
-        )
+        #: Per request, its TTFT deadline (absolute time); with targets that grow with the
+        #: prompt, deadlines are not in arrival order, so the miss scan walks them in
+        #: ``_ttft_scan_order`` (``None``: arrival order).
+        self._ttft_deadline: list[float] | None = None
+        self._ttft_scan_deadline: list[float] | None = None
+        self._ttft_scan_order: list[int] | None = None
+        if ttft_deadline_s:
+            deadline = workload.arrival_s + ttft_deadline_s
+            if self.ttft_per_token_s > 0:
+                deadline = deadline + self.ttft_per_token_s * prompt
+                order = np.argsort(deadline, kind="stable")
+                self._ttft_scan_deadline = deadline[order].tolist()
+                self._ttft_scan_order = order.tolist()
+            self._ttft_deadline = deadline.tolist()
+            if self._ttft_scan_order is None:
+                self._ttft_scan_deadline = self._ttft_deadline
 
         g = self.n_gpus
         self.running: list[np.ndarray] = [EMPTY] * g
@@ -406,7 +427,11 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
     def _on_time_passed(self, t: float) -> None:
         if self._ttft_deadline is not None:
             self.n_ttft_misses += self._deadlines_missed_until(
-                t, self._ttft_deadline, self._records.first_token_s, self._deadline_slot
+                t,
+                self._ttft_scan_deadline,
+                self._records.first_token_s,
+                self._deadline_slot,
+                self._ttft_scan_order,
             )
 
     def prefill_remaining_tokens(self, gpu: int) -> int:

@@ -96,6 +96,7 @@ class RequestRecords:
             "first_token_s": self.first_token_s,
             "completion_s": self.completion_s,
             "output_tokens": self.workload.output_tokens,
+            "prompt_tokens": self.workload.prompt_tokens,
             "status": self.status(n_arrived),
         }
         if self.tracks_token_gaps:

@@ -167,6 +167,52 @@ def test_continuous_return_counts_ttft_and_tbt_misses():
     assert server.n_ttft_misses > 0 and server.n_tbt_misses > 0  # the check is not vacuous
 
 
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "per_token"),
+    [
+        (CONTINUOUS, {"latency": "demo2", "arrival_rate": 6.0}, 5e-4),
+        ("llmsched/Routing-v0", {"n_replicas": 2, "load": 0.9}, 2e-4),
+    ],
+)
+def test_ttft_target_per_prompt_token_in_reward_and_metrics(env_id, kwargs, per_token):
+    """Each request's TTFT target is ttft_sla plus ttft_sla_per_token per prompt token, in the
+    reward's miss count and in the episode's attainment alike."""
+    env = gym.make(env_id, workload="demo2", n_requests=80, ttft_sla=0.05,
+                   ttft_sla_per_token=per_token, tbt_sla=10.0, **kwargs)  # fmt: skip
+    _, info = env.reset(seed=4)
+    assert info["ttft_sla_per_token_s"] == per_token
+    rng = np.random.default_rng(0)
+    rewards, terminated, truncated = [], False, False
+    while not (terminated or truncated):  # random valid actions, whatever the action space
+        mask = np.asarray(env.unwrapped.action_masks())
+        space = env.action_space
+        nvec = space.nvec if hasattr(space, "nvec") else [space.n]
+        action, offset = [], 0
+        for n in nvec:
+            action.append(rng.choice(np.flatnonzero(mask[offset : offset + n])))
+            offset += n
+        chosen = np.array(action) if len(action) > 1 else int(action[0])
+        _, reward, terminated, truncated, info = env.step(chosen)
+        rewards.append(reward)
+    assert terminated
+    records = env.unwrapped.request_records()
+    target = 0.05 + per_token * records["prompt_tokens"].to_numpy()
+    ttft = (records["first_token_s"] - records["arrival_s"]).to_numpy()
+    met = (records["status"] == "completed").to_numpy() & (ttft <= target)
+    metrics = info["episode_metrics"]
+    assert metrics["sla_attainment_ttft"] == pytest.approx(met.mean())
+    assert sum(rewards) == pytest.approx(met.sum() - (len(met) - met.sum()))  # no TBT misses
+    fixed_met = (records["status"] == "completed").to_numpy() & (ttft <= 0.05)
+    assert 0 < fixed_met.sum() < met.sum() < len(met)  # the per-token part decides some requests
+
+
+@pytest.mark.parametrize("env_id", [CONTINUOUS, "llmsched/Routing-v0"])
+@pytest.mark.parametrize("value", [-1e-4, float("inf"), "0.001"])
+def test_ttft_sla_per_token_refuses_a_bad_value(env_id, value):
+    with pytest.raises((ValueError, TypeError), match=r"ttft_sla_per_token must be"):
+        gym.make(env_id, ttft_sla_per_token=value)
+
+
 @pytest.mark.parametrize(("env_id", "kwargs"), CONFIGS, ids=IDS)
 def test_every_allowed_action_is_accepted_and_every_forbidden_one_flagged(env_id, kwargs):
     env = gym.make(env_id, **kwargs)

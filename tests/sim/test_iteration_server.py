@@ -116,6 +116,60 @@ def test_ttft_and_tbt_accounting():
     assert (s.n_on_time, s.n_ttft_misses, s.n_tbt_misses) == (1, 0, 0)
 
 
+def test_ttft_target_per_prompt_token_counts_a_miss_when_its_own_deadline_passes():
+    # Both arrive at 0 and are prefilled together: first tokens at 10 + 60 = 70 ms. Targets
+    # 50 ms + 1 ms per prompt token: 100 ms for request 0 (met), 60 ms for request 1 (missed),
+    # so the deadlines are out of arrival order.
+    w = make_workload([0.0, 0.0], [50, 10], [2, 2])
+    s = server(w, ttft_deadline_s=0.05, ttft_per_token_s=0.001)
+    assert s.advance()
+    assert s.run_iteration(0, 100, 8)
+    assert s.advance()
+    assert s.now == pytest.approx(0.07)
+    assert s.n_ttft_misses == 1  # request 1's deadline (60 ms) has passed, request 0's not
+    simulate(s, decode_all_then_prefill)
+    assert (s.n_on_time, s.n_ttft_misses) == (1, 1)
+    fixed = server(w, ttft_deadline_s=0.05)
+    simulate(fixed, decode_all_then_prefill)
+    assert (fixed.n_on_time, fixed.n_ttft_misses) == (0, 2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), per_token=st.sampled_from([1e-4, 1e-3, 1e-2]))
+def test_ttft_misses_are_the_passed_deadlines_without_a_first_token(seed, per_token):
+    """At every decision, the TTFT misses so far are the requests whose own deadline passed
+    without a first token by then (or that were rejected), whatever the deadlines' order."""
+    rng = np.random.default_rng(seed)
+    w = random_workload(rng, 40, rate=20.0)
+    s = server(w, max_tokens=256, ttft_deadline_s=0.2, ttft_per_token_s=per_token)
+    deadline = w.arrival_s + 0.2 + per_token * w.prompt_tokens
+
+    def decide(server):
+        rejected = server.records.reject_reason != RejectReason.NONE
+        passed = deadline <= server.now
+        late = ~(server.records.first_token_s <= deadline)  # nan: no first token yet
+        expected = np.count_nonzero(rejected | (passed & late & ~rejected))
+        assert server.n_ttft_misses == expected
+        level = int(rng.integers(0, 3))
+        if level == 0 and server.can_wait():
+            server.wait()
+        elif not server.run_iteration(10**9, 64 * (level + 1), 4):
+            server.run_iteration(10**9, 10**9, 10**9)
+
+    simulate(s, decide)
+    first = s.records.first_token_s
+    missed = (s.records.reject_reason != RejectReason.NONE) | ~(first <= deadline)
+    assert s.n_ttft_misses == np.count_nonzero(missed)
+
+
+def test_ttft_per_token_needs_a_ttft_target_and_a_number_at_least_zero():
+    w = make_workload([0.0], [10], [2])
+    with pytest.raises(ValueError, match=r"ttft_per_token_s needs a TTFT target"):
+        server(w, ttft_per_token_s=0.001)
+    with pytest.raises(ValueError, match=r"ttft_per_token_s must be a number >= 0, got -0.001"):
+        server(w, ttft_deadline_s=1.0, ttft_per_token_s=-0.001)
+
+
 def test_gpus_share_the_queue_and_keep_their_sequences():
     w = make_workload([0.0, 0.0, 0.0], [10, 10, 10], [3, 3, 3])
     s = server(w, n_gpus=2)
