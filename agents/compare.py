@@ -164,7 +164,8 @@ def compare(
         pretrained: Name of a shipped pretrained agent (:func:`pretrained_names`).
         n_seeds: Number of evaluation seeds.
         first_seed: First evaluation seed, ``>= 10,000``.
-        policies: Baselines to include (default: every baseline of the env).
+        policies: Baselines to include, names or settings such as
+            ``"length-split(long_replicas=2)"`` (default: every baseline of the env).
         which: ``"best"`` (validation-selected) or ``"final"`` model of the run.
         n_jobs: Worker processes of the evaluation harness.
         out: When given, write ``episodes.csv``, ``summary.csv`` and ``comparison.png`` there.
@@ -181,7 +182,7 @@ def compare(
     Raises:
         ValueError: For a bad argument (named in the message).
     """
-    from baselines import policy_names
+    from baselines import check_policies, policy_names
 
     if (run_dir is None) == (pretrained is None):
         raise ValueError(
@@ -194,9 +195,7 @@ def compare(
     kind = kind_of_id(config.env_id).name
     available = policy_names(kind)
     chosen = available if policies is None else list(policies)
-    unknown = [p for p in chosen if p not in available]
-    if unknown:
-        raise ValueError(f"policies {unknown} are not baselines of {kind!r}; known: {available}")
+    check_policies(kind, chosen)
     if AGENT_NAME in chosen:
         raise ValueError(f"{AGENT_NAME!r} is reserved for the agent; rename the baseline")
     _warn_on_env_changes(config)

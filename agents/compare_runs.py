@@ -95,7 +95,8 @@ def compare_runs(
         run_dirs: Training run directories (independent training seeds of one recipe).
         n_seeds: Number of evaluation seeds.
         first_seed: First evaluation seed, ``>= 10,000``.
-        policies: Baselines to include (default: every baseline of the env); ``random`` is
+        policies: Baselines to include, names or settings such as
+            ``"length-split(long_replicas=2)"`` (default: every baseline of the env); ``random`` is
             added when missing.
         which: ``"best"`` (validation-selected) or ``"final"`` model of each run.
         n_jobs: Worker processes of the evaluation harness.
@@ -115,7 +116,7 @@ def compare_runs(
         ValueError: For no runs, a run given twice, runs trained on different env settings,
             or a bad argument (named in the message).
     """
-    from baselines import policy_names
+    from baselines import check_policies, policy_names
 
     if not run_dirs:
         raise ValueError("run_dirs is empty; give one or more training run directories")
@@ -133,9 +134,7 @@ def compare_runs(
     kind = kind_of_id(config.env_id).name
     available = policy_names(kind)
     chosen = available if policies is None else list(policies)
-    unknown = [p for p in chosen if p not in available]
-    if unknown:
-        raise ValueError(f"policies {unknown} are not baselines of {kind!r}; known: {available}")
+    check_policies(kind, chosen)
     if RANDOM_POLICY not in chosen:
         chosen = [*chosen, RANDOM_POLICY]
     _warn_on_env_changes(config)

@@ -224,23 +224,20 @@ def _add_env_flags(parser: argparse.ArgumentParser, default_env: str | None = "b
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from baselines import policy_names
+    from baselines import check_policies, policy_names, split_policies
     from llmsched_env.evaluation import evaluate
     from llmsched_env.outputs import check_output_dir
     from llmsched_env.plotting import plot_comparison
-    from llmsched_env.registry import unknown_name_error
 
     report = say("evaluate")
     available = policy_names(args.env)
     if args.policies == "all":
         policies = available
     else:
-        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        policies = split_policies(args.policies)
         if not policies:
             raise ValueError(f"--policies names no policy; expected 'all' or some of {available}")
-        for name in policies:
-            if name not in available:
-                raise unknown_name_error(f"{args.env} policy", name, available)
+        check_policies(args.env, policies)
     env_id = ENV_IDS[args.env]
     env_kwargs = env_kwargs_from_args(args)
     check_env_kwargs(env_id, env_kwargs)
@@ -568,7 +565,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     report = say("compare")
     policies = None
     if args.policies != "all":
-        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        from baselines import split_policies
+
+        policies = split_policies(args.policies)
     if args.runs:
         return _compare_runs(args, policies)
     if args.out:
@@ -696,7 +695,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--policies",
         default="all",
-        help="'all' or comma-separated policy names; batch: "
+        help="'all' or comma-separated policy names or settings, e.g. "
+        "'vllm,length-split(threshold_tokens=1024,long_replicas=2)'; batch: "
         f"{listing(policy_names('batch'))}; continuous: {listing(policy_names('continuous'))}",
     )
     ev.add_argument("--seeds", type=positive_int, default=10, help="number of episodes per policy")
@@ -858,7 +858,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=10_000,
         help="first evaluation seed (>= 10000)",
     )
-    co.add_argument("--policies", default="all", help="'all' or comma-separated baselines")
+    co.add_argument(
+        "--policies",
+        default="all",
+        help="'all' or comma-separated baselines, names or settings such as "
+        "'length-split(threshold_tokens=1024,long_replicas=2)'",
+    )
     co.add_argument("--model", choices=["best", "final"], default="best", help="which model")
     co.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
     co.add_argument("--out", type=directory, help="output directory (default: RUN/compare)")

@@ -61,6 +61,17 @@ def test_evaluate_rejects_unknown_policies_with_a_suggestion(capsys):
     assert "names no policy" in capsys.readouterr().err
 
 
+def test_evaluate_scores_a_baseline_setting_under_its_spelling(tmp_path, capsys):
+    setting = "static-fifo(batch_size=1)"
+    argv = ["evaluate", *TINY, "--policies", f"static-fifo, {setting}", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    episodes = pd.read_csv(tmp_path / "episodes.csv")
+    assert sorted(episodes["policy"].unique()) == ["static-fifo", setting]
+    assert setting in capsys.readouterr().out
+    assert main(["evaluate", *TINY, "--policies", "static-fifo(size=1)"]) == 2
+    assert "static-fifo does not take the arguments {'size': 1}" in capsys.readouterr().err
+
+
 def test_evaluate_reports_bad_configurations_without_a_traceback(capsys):
     assert main(["evaluate", *TINY, "--load", "0.5", "--arrival-rate", "3"]) == 2
     assert "exactly one of load" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def test_compare_scores_agent_and_baselines_on_common_seeds(tiny_run, tmp_path):
     [
         ({}, "give exactly one of run_dir and pretrained"),
         ({"first_seed": 9_000}, "first must be an integer >= 10000"),
-        ({"policies": ["fifo"]}, r"policies \['fifo'\] are not baselines of 'batch'"),
+        ({"policies": ["fifo"]}, "unknown batch policy 'fifo'"),
         ({"which": "last"}, "which must be one of"),
         ({"settled_policy": "fastest"}, "settled_policy must be .*got 'fastest'"),
     ],

@@ -49,6 +49,19 @@ def test_runs_are_pooled_and_baselines_run_once(two_runs, tmp_path):
     assert pooled["return"].tolist() == single[single["policy"] == AGENT_NAME]["return"].tolist()
 
 
+@pytest.mark.filterwarnings("ignore:2 training runs per scenario")
+def test_a_baseline_setting_is_scored_beside_its_defaults(two_runs):
+    setting = "static-fifo(batch_size=1)"
+    result = compare_runs(two_runs, policies=["static-fifo", setting], **SEEDS, **FAST)
+    returns = result.episodes.groupby("policy")["return"].mean()
+    assert {"static-fifo", setting, "random"} <= set(returns.index)
+    assert returns["static-fifo"] != returns[setting]  # batches of 8 against batches of 1
+    best = max(("static-fifo", setting), key=lambda p: returns[p])
+    assert result.reliable.table.iloc[0]["best_heuristic"] == best
+    with pytest.raises(ValueError, match="unknown batch policy 'static-fif'"):
+        compare_runs(two_runs, policies=["static-fif(batch_size=1)"], **SEEDS, **FAST)
+
+
 def test_runs_of_different_env_settings_are_refused(two_runs, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(two_runs[1], other)
