@@ -152,13 +152,7 @@ class Imitation:
             return
         arguments.one_of(_OWNER, "baseline", self.baseline, [BEST, *policy_names(kind)])
         if env is not None and self.baseline_kwargs:
-            try:
-                make_policy(self.baseline, env, **self.baseline_kwargs)
-            except TypeError as error:
-                raise ValueError(
-                    f"imitation: baseline {self.baseline!r} does not take baseline_kwargs "
-                    f"{self.baseline_kwargs}: {error}"
-                ) from None
+            make_policy(self.baseline, env, **self.baseline_kwargs)
 
 
 @dataclass(frozen=True)

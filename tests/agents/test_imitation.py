@@ -185,7 +185,7 @@ def test_same_seed_warm_started_runs_are_identical(tmp_path):
         ({"hyperparams": {"imitation": "edf"}}, "imitation: baseline must be one of"),
         (
             {"hyperparams": {"imitation": {"baseline": "sarathi", "baseline_kwargs": {"x": 1}}}},
-            r"baseline 'sarathi' does not take baseline_kwargs \{'x': 1\}",
+            r"sarathi does not take the arguments \{'x': 1\}",
         ),
     ],
 )
