@@ -45,11 +45,14 @@ class Imitation:
     """How to warm-start a run by behaviour cloning.
 
     Attributes:
-        baseline: The baseline to clone: a name of the env's baselines, or ``"best"`` for the
-            one with the best mean return on the run's validation seeds.
-        baseline_kwargs: Keyword arguments of the baseline (a tuned setting, e.g.
-            ``{"threshold_tokens": 1024, "long_replicas": 2}`` for ``length-split``), or
-            ``None`` for its defaults. Not with ``"best"``, which compares the defaults.
+        baseline: The baseline to clone: a name or setting of the env's baselines (such as
+            ``"length-split(threshold_tokens=1024,long_replicas=2)"``, see
+            :func:`baselines.make_policy`), or ``"best"`` for the one with the best mean
+            return on the run's validation seeds.
+        baseline_kwargs: Keyword arguments of the baseline, the structured form of a setting
+            (merged over the setting's), e.g. ``{"threshold_tokens": 1024, "long_replicas":
+            2}`` for ``length-split``; ``None`` for none. Not with ``"best"``, which compares
+            the baselines' defaults.
         steps: Demonstration steps, summed over the training envs.
         epochs: Passes of supervised learning over the demonstrations.
         entropy_coef: Weight of the entropy bonus (per decision, summed over the action's
@@ -146,13 +149,14 @@ class Imitation:
             ValueError: For a name that is not one of ``kind``'s baselines (the message lists
                 them), a keyword the baseline does not take, or a value it refuses.
         """
-        from baselines import make_policy, policy_names
+        from baselines import make_policy, parse_policy, policy_names
 
         if self.baseline == BEST:
             return
-        arguments.one_of(_OWNER, "baseline", self.baseline, [BEST, *policy_names(kind)])
-        if env is not None and self.baseline_kwargs:
-            make_policy(self.baseline, env, **self.baseline_kwargs)
+        name, setting = parse_policy(self.baseline)
+        arguments.one_of(_OWNER, "baseline", name, [BEST, *policy_names(kind)])
+        if env is not None and (setting or self.baseline_kwargs):
+            make_policy(self.baseline, env, **(self.baseline_kwargs or {}))
 
 
 @dataclass(frozen=True)

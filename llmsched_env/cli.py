@@ -795,9 +795,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--imitate",
         metavar="BASELINE",
-        help="warm start: clone this baseline ('best': the best on the validation seeds) before "
-        "training; 'none' trains from a random network (default: the env's recipe, "
-        "'best' for ContinuousBatching-v0)",
+        help="warm start: clone this baseline, a name or a setting such as "
+        "'length-split(threshold_tokens=1024,long_replicas=2)' ('best': the best on the "
+        "validation seeds) before training; 'none' trains from a random network (default: the "
+        "env's recipe, 'best' for ContinuousBatching-v0)",
     )
     tr.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy")
     tr.add_argument(

@@ -136,6 +136,8 @@ def test_demonstrations_follow_the_baseline_with_its_arguments():
         venv, "length-split", 400, {"threshold_tokens": 0, "long_replicas": 1}
     )
     default = collect_demonstrations(venv, "length-split", 400)
+    spelled = collect_demonstrations(venv, "length-split(threshold_tokens=0,long_replicas=1)", 400)
+    assert (spelled.actions == 0).mean() > 0.95
     assert (tuned.actions == 0).mean() > 0.95, np.bincount(tuned.actions.ravel())
     assert (default.actions == 0).mean() < 0.5, np.bincount(default.actions.ravel())
 
@@ -183,6 +185,7 @@ def test_same_seed_warm_started_runs_are_identical(tmp_path):
     [
         ({"vec_env": "subproc"}, "needs vec_env='dummy' and no training mixture"),
         ({"hyperparams": {"imitation": "edf"}}, "imitation: baseline must be one of"),
+        ({"hyperparams": {"imitation": "sarathi(x=1)"}}, r"does not take the arguments \{'x': 1\}"),
         (
             {"hyperparams": {"imitation": {"baseline": "sarathi", "baseline_kwargs": {"x": 1}}}},
             r"sarathi does not take the arguments \{'x': 1\}",
