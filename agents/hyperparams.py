@@ -214,7 +214,11 @@ def default_hyperparams(env_id: str, algo: str) -> TrainingDefaults:
 
 
 def resolve_hyperparams(
-    env_id: str, algo: str, overrides: Mapping[str, Any] | None = None
+    env_id: str,
+    algo: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    base: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge ``overrides`` over the defaults into one flat, JSON-ready dict.
 
@@ -222,12 +226,14 @@ def resolve_hyperparams(
     ``end_when_settled``, ``algo_kwargs`` and ``imitation`` (all fields of
     :class:`agents.imitation.Imitation`, or ``None``). An override key is either one of
     :data:`SETTINGS_KEYS` or an algorithm keyword argument; ``policy_kwargs`` overrides are
-    merged key by key.
+    merged key by key, and ``imitation`` fields over the imitation set so far.
 
     Args:
         env_id: Registered env id.
         algo: Algorithm name (see :data:`agents.algorithms.ALGOS`).
-        overrides: Values replacing the defaults.
+        overrides: Values replacing the defaults (and ``base``).
+        base: Values applied before ``overrides``, in the same form: a scenario's own
+            settings (:attr:`agents.scenarios.Scenario.hyperparams`).
 
     Returns:
         The resolved settings.
@@ -253,7 +259,8 @@ def resolve_hyperparams(
         "imitation": _imitation(None, defaults.imitation),
     }
     allowed = set(SETTINGS_KEYS) | algo_kwarg_names(algo)
-    for key, value in (overrides or {}).items():
+    layered = [*(base or {}).items(), *(overrides or {}).items()]
+    for key, value in layered:
         if key not in allowed:
             raise ValueError(
                 f"unknown hyperparameter {key!r} for algo {algo!r}; expected one of "
@@ -262,7 +269,7 @@ def resolve_hyperparams(
         if key == "n_envs":
             result[key] = arguments.integer("", key, value, minimum=1)
         elif key == "imitation":
-            result[key] = _imitation(defaults.imitation, value)
+            result[key] = _imitation(result["imitation"], value)
         elif key in SETTINGS_KEYS:
             result[key] = arguments.boolean("", key, value)
         elif key == "policy_kwargs":

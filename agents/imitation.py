@@ -109,7 +109,9 @@ class Imitation:
         Args:
             value: ``None``, ``False`` or ``"none"`` (no warm start), a baseline name, or a
                 mapping of this class's fields.
-            defaults: Fields that a name or a mapping is merged over (a recipe's setting).
+            defaults: Fields that a name or a mapping is merged over (a recipe's setting); a
+                value that names the baseline drops the defaults' ``baseline_kwargs`` unless
+                it gives its own.
 
         Raises:
             ValueError: For an unknown field or a bad value (named in the message).
@@ -130,7 +132,10 @@ class Imitation:
             raise ValueError(
                 f"imitation: unknown settings {unknown}; expected some of {sorted(known)}"
             )
-        return cls(**{**(defaults or {}), **value})
+        merged = {**(defaults or {}), **value}
+        if "baseline" in value and "baseline_kwargs" not in value:
+            merged["baseline_kwargs"] = None  # a baseline named anew takes no inherited arguments
+        return cls(**merged)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values, as stored in the run's hyperparameters."""

@@ -30,6 +30,11 @@ arrival burstiness per episode) and is validated and compared on its plain env
 LLMServingSim 2.0's ShareGPT lengths (``sharegpt``) and Mooncake's synthetic trace
 (``mooncake-synthetic``). ``llmsched compare --run RUN --workload sharegpt --load 1.25`` scores a
 ``batch-general`` run on one of them.
+
+**A scenario's recipe.** A scenario may set hyperparameters per algorithm
+(``Scenario.hyperparams``), applied over the env's defaults and under the user's:
+``routing-prefix-sharing`` warm-starts MaskablePPO from ``length-split`` at the setting tuned on
+the validation seeds (:data:`ROUTING_WARM_START`); ``--imitate none`` trains from scratch.
 """
 
 from __future__ import annotations
@@ -121,6 +126,9 @@ class Scenario:
             :class:`~llmsched_env.envs.mixture.BatchMixtureEnv` that training envs sample
             episodes from, or ``None`` to train on the scenario's env itself. Validation and
             comparison always use the scenario's env.
+        hyperparams: Per algorithm name, hyperparameters of this scenario's recipe, applied
+            over the env's defaults and under the user's (see
+            :func:`agents.hyperparams.resolve_hyperparams`, ``base``).
     """
 
     name: str
@@ -129,6 +137,7 @@ class Scenario:
     description: str = ""
     train_steps: int = 500_000
     training: Mapping[str, Any] | None = None
+    hyperparams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         get_kind(self.env)  # an unknown kind is an error naming the kinds
@@ -140,6 +149,7 @@ class Scenario:
                     f"so env must be 'batch', got {self.env!r}"
                 )
             object.__setattr__(self, "training", MappingProxyType(dict(self.training)))
+        object.__setattr__(self, "hyperparams", MappingProxyType(dict(self.hyperparams)))
 
     @property
     def env_id(self) -> str:
@@ -150,6 +160,15 @@ class Scenario:
         """``gym.make`` keyword arguments of the scenario (workload objects built)."""
         return build_env_kwargs(self.env_kwargs)
 
+
+#: The warm start of ``routing-prefix-sharing``'s MaskablePPO runs (an ``imitation`` setting).
+ROUTING_WARM_START: Mapping[str, Any] = MappingProxyType(
+    {
+        "baseline": "length-split",
+        "baseline_kwargs": {"threshold_tokens": 1024, "long_replicas": 2},
+        "entropy_coef": 0.1,
+    }
+)
 
 #: The training distribution of ``batch-general``: keyword arguments of
 #: :class:`~llmsched_env.envs.mixture.BatchMixtureEnv` (plain JSON; the scenario's own
@@ -234,6 +253,10 @@ SCENARIOS: dict[str, Scenario] = {
             "4 replicas with prefix caching, shared system prompts and multi-turn sessions, "
             "load 0.6",
             train_steps=60_000,
+            # A warm start from length-split at the setting tuned on the validation seeds, the
+            # best router here; a small entropy bonus, since a routing action has 4 values
+            # (docs/routing.md, "Starting from the tuned rule").
+            hyperparams={"maskable-ppo": {"imitation": ROUTING_WARM_START}},
         ),
         Scenario(
             "batch-general",

@@ -201,7 +201,8 @@ def train(
     overrides = dict(hyperparams or {})
     if n_envs is not None:
         overrides["n_envs"] = _check_int("n_envs", n_envs, 1)
-    settings = resolve_hyperparams(env_id, spec.name, overrides)
+    base = chosen.hyperparams.get(spec.name) if scenario is not None else None
+    settings = resolve_hyperparams(env_id, spec.name, overrides, base=base)
     imitation = Imitation.from_setting(settings["imitation"])
     if imitation is not None:
         imitation.check_baseline(kind_of_id(env_id).name)

@@ -67,3 +67,26 @@ def test_flattening_a_discrete_action_is_refused():
 def test_unknown_env_id_lists_the_known_ones():
     with pytest.raises(ValueError, match="unknown env id 'llmsched/Batch-v0'"):
         default_hyperparams("llmsched/Batch-v0", "ppo")
+
+
+ROUTING = "llmsched/Routing-v0"
+WARM = {"imitation": {"baseline": "length-split", "baseline_kwargs": {"long_replicas": 2}}}
+
+
+def test_a_base_applies_before_the_overrides_and_imitation_fields_merge_over_it():
+    based = resolve_hyperparams(ROUTING, "maskable-ppo", base=WARM)
+    assert based["imitation"]["baseline"] == "length-split"
+    assert based["imitation"]["baseline_kwargs"] == {"long_replicas": 2}
+    steps = resolve_hyperparams(ROUTING, "maskable-ppo", {"imitation": {"steps": 10}}, base=WARM)
+    assert steps["imitation"] == {**based["imitation"], "steps": 10}
+    off = resolve_hyperparams(ROUTING, "maskable-ppo", {"imitation": None}, base=WARM)
+    assert off["imitation"] is None
+    # Another baseline does not inherit the base's arguments.
+    other = resolve_hyperparams(ROUTING, "maskable-ppo", {"imitation": "min-ttft"}, base=WARM)
+    assert (other["imitation"]["baseline"], other["imitation"]["baseline_kwargs"]) == (
+        "min-ttft",
+        None,
+    )
+    assert (
+        resolve_hyperparams(ROUTING, "maskable-ppo")["imitation"] is None
+    )  # no base, no warm start

@@ -109,3 +109,17 @@ def test_a_training_mixture_needs_the_batch_env():
 
     with pytest.raises(ValueError, match="env must be 'batch', got 'continuous'"):
         Scenario("x", "continuous", training={"components": [{}]})
+
+
+def test_routing_scenario_warm_starts_maskable_ppo_from_the_tuned_length_split():
+    from agents.hyperparams import resolve_hyperparams
+    from agents.imitation import Imitation
+
+    scenario = get_scenario("routing-prefix-sharing")
+    base = scenario.hyperparams["maskable-ppo"]
+    imitation = Imitation.from_setting(
+        resolve_hyperparams(scenario.env_id, "maskable-ppo", base=base)["imitation"]
+    )
+    assert imitation.baseline == "length-split" and imitation.entropy_coef == 0.1
+    imitation.check_baseline("routing", gym.make(scenario.env_id, **scenario.make_env_kwargs()))
+    assert "dqn" not in scenario.hyperparams  # other algorithms keep their recipes
