@@ -206,13 +206,13 @@ def train(
     imitation = Imitation.from_setting(settings["imitation"])
     if imitation is not None:
         imitation.check_baseline(kind_of_id(env_id).name)
-    if imitation is not None and (vec_env != "dummy" or mixture is not None):
-        raise ValueError(
-            "imitation (the warm start by behaviour cloning) runs the baseline on the training "
-            "envs in this process and on one workload: it needs vec_env='dummy' and no "
-            f"training mixture (got vec_env={vec_env!r}, scenario {scenario!r}); pass "
-            "hyperparams={'imitation': None} (--imitate none) to train from scratch"
-        )
+        if vec_env != "dummy" or mixture is not None:
+            raise ValueError(
+                "imitation (the warm start by behaviour cloning) runs the baseline on the "
+                "training envs in this process and on one workload: it needs vec_env='dummy' "
+                f"and no training mixture (got vec_env={vec_env!r}, scenario {scenario!r}); "
+                "pass hyperparams={'imitation': None} (--imitate none) to train from scratch"
+            )
     env_config, obs_names = _describe(env_id, kwargs, mixture, imitation)
     run_dir = Path(out)
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:

@@ -86,6 +86,10 @@ def _positive_field(cfg: Any, name: str) -> None:
     _set(cfg, name, arguments.real(cfg.owner, name, getattr(cfg, name), positive=True))
 
 
+def _nonnegative_field(cfg: Any, name: str) -> None:
+    _set(cfg, name, arguments.real(cfg.owner, name, getattr(cfg, name), minimum=0.0))
+
+
 def _check_common(cfg: BatchEnvConfig | ContinuousEnvConfig | RoutingEnvConfig) -> None:
     owner = cfg.owner
     _int_field(cfg, cfg.units_field, 1, 1024)
@@ -268,11 +272,7 @@ class ContinuousEnvConfig(EnvConfig):
         _check_common(self)
         owner = self.owner
         _positive_field(self, "ttft_sla")
-        _set(
-            self,
-            "ttft_sla_per_token",
-            arguments.real(owner, "ttft_sla_per_token", self.ttft_sla_per_token, minimum=0.0),
-        )
+        _nonnegative_field(self, "ttft_sla_per_token")
         _positive_field(self, "tbt_sla")
         _int_field(self, "max_tokens", 1)
         _int_field(self, "max_sequences", 1)
@@ -400,11 +400,7 @@ class RoutingEnvConfig(EnvConfig):
         _check_common(self)
         owner = self.owner
         _positive_field(self, "ttft_sla")
-        _set(
-            self,
-            "ttft_sla_per_token",
-            arguments.real(owner, "ttft_sla_per_token", self.ttft_sla_per_token, minimum=0.0),
-        )
+        _nonnegative_field(self, "ttft_sla_per_token")
         _positive_field(self, "tbt_sla")
         _int_field(self, "max_tokens", 1)
         _int_field(self, "max_sequences", 1)

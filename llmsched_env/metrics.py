@@ -81,10 +81,7 @@ class SLATargets:
         """Each request's TTFT target (seconds) from its prompt tokens (``ttft_s`` must be set)."""
         if self.ttft_s is None:
             raise ValueError("no TTFT target is set (ttft_s is None)")
-        prompt = np.asarray(prompt_tokens, dtype=np.float64)
-        if self.ttft_per_token_s == 0:
-            return np.full(prompt.shape, float(self.ttft_s))
-        return self.ttft_s + self.ttft_per_token_s * prompt
+        return self.ttft_s + self.ttft_per_token_s * np.asarray(prompt_tokens, dtype=np.float64)
 
 
 def _describe(prefix: str, values: np.ndarray, out: dict[str, float]) -> None:

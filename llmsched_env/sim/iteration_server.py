@@ -305,22 +305,21 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         #: Token state of preempted requests that had produced tokens, until they resume:
         #: generated tokens, last token time, longest gap, TBT missed (1.0 or 0.0).
         self._resume_state: dict[int, tuple[float, float, float, float]] = {}
-        #: Per request, its TTFT deadline (absolute time); with targets that grow with the
-        #: prompt, deadlines are not in arrival order, so the miss scan walks them in
-        #: ``_ttft_scan_order`` (``None``: arrival order).
+        #: Per request, its TTFT deadline (absolute time). The miss scan walks the deadlines
+        #: sorted: ``_ttft_scan_deadline`` in ``_ttft_scan_order`` (``None``: arrival order,
+        #: which is already sorted when every request has the same target).
         self._ttft_deadline: list[float] | None = None
         self._ttft_scan_deadline: list[float] | None = None
         self._ttft_scan_order: list[int] | None = None
         if ttft_deadline_s:
             deadline = workload.arrival_s + ttft_deadline_s
-            if self.ttft_per_token_s > 0:
+            self._ttft_scan_deadline = self._ttft_deadline = deadline.tolist()
+            if self.ttft_per_token_s > 0:  # targets grow with the prompt: deadlines out of order
                 deadline = deadline + self.ttft_per_token_s * prompt
                 order = np.argsort(deadline, kind="stable")
+                self._ttft_deadline = deadline.tolist()
                 self._ttft_scan_deadline = deadline[order].tolist()
                 self._ttft_scan_order = order.tolist()
-            self._ttft_deadline = deadline.tolist()
-            if self._ttft_scan_order is None:
-                self._ttft_scan_deadline = self._ttft_deadline
 
         g = self.n_gpus
         self.running: list[np.ndarray] = [EMPTY] * g
