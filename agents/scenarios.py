@@ -16,6 +16,8 @@ scenario                    what
 ``continuous-bursty``       Gamma arrivals of coefficient of variation 4 at load 0.1, continuous
                             batching
 ``routing-prefix-sharing``  ``Routing-v0``, 4 replicas, shared prompt prefixes at load 0.6
+``routing-mooncake``        ``Routing-v0``, 4 replicas, the Mooncake conversation trace at load
+                            0.3, TTFT targets that grow with the prompt
 ``batch-general``           trained on a mixture of workloads, loads 0.6-1.5 and burstiness
 ``batch-heldout-*``         ShareGPT and Mooncake synthetic at loads 0.8, 1 and 1.25: never
                             seen in ``batch-general``'s training
@@ -33,8 +35,9 @@ LLMServingSim 2.0's ShareGPT lengths (``sharegpt``) and Mooncake's synthetic tra
 
 **A scenario's recipe.** A scenario may set hyperparameters per algorithm
 (``Scenario.hyperparams``), applied over the env's defaults and under the user's:
-``routing-prefix-sharing`` warm-starts MaskablePPO from ``length-split`` at the setting tuned on
-the validation seeds (:data:`ROUTING_WARM_START`); ``--imitate none`` trains from scratch.
+``routing-prefix-sharing`` and ``routing-mooncake`` warm-start MaskablePPO from ``length-split``
+at the setting tuned on each one's validation seeds (:data:`ROUTING_WARM_START`,
+:data:`MOONCAKE_WARM_START`); ``--imitate none`` trains from scratch.
 """
 
 from __future__ import annotations
@@ -170,6 +173,20 @@ ROUTING_WARM_START: Mapping[str, Any] = MappingProxyType(
     }
 )
 
+#: The warm start of ``routing-mooncake``'s MaskablePPO runs: ``length-split`` at the setting
+#: with the best return on the validation seeds among thresholds of 3,000-10,000 tokens and 1-3
+#: long replicas (docs/routing.md, "The Mooncake conversation trace").
+MOONCAKE_WARM_START: Mapping[str, Any] = MappingProxyType(
+    {
+        "baseline": "length-split",
+        "baseline_kwargs": {"threshold_tokens": 5000, "long_replicas": 3},
+        # Fewer demonstrations than routing-prefix-sharing's 50,000: this trace's long prompts
+        # make a routing step about ten times as costly.
+        "steps": 20_000,
+        "entropy_coef": 0.1,
+    }
+)
+
 #: The training distribution of ``batch-general``: keyword arguments of
 #: :class:`~llmsched_env.envs.mixture.BatchMixtureEnv` (plain JSON; the scenario's own
 #: ``env_kwargs`` other than the workload and load are shared by every component).
@@ -257,6 +274,23 @@ SCENARIOS: dict[str, Scenario] = {
             # best router here; a small entropy bonus, since a routing action has 4 values
             # (docs/routing.md, "Starting from the tuned rule").
             hyperparams={"maskable-ppo": {"imitation": ROUTING_WARM_START}},
+        ),
+        Scenario(
+            "routing-mooncake",
+            "routing",
+            # Mooncake's long prompts miss a fixed 1 s TTFT whatever the routing; a target of
+            # 1 s + 0.1 ms per prompt token (2.5x the unloaded prefill time per token) leaves
+            # the routing to decide it. At load 0.3 the best router attains about 0.5 of the SLA.
+            {
+                "workload": "mooncake-conversation",
+                "load": 0.3,
+                "n_requests": 400,
+                "ttft_sla_per_token": 1e-4,
+            },
+            "4 replicas with prefix caching, the Mooncake conversation trace at load 0.3, "
+            "TTFT target 1 s + 0.1 ms per prompt token",
+            train_steps=40_000,
+            hyperparams={"maskable-ppo": {"imitation": MOONCAKE_WARM_START}},
         ),
         Scenario(
             "batch-general",
