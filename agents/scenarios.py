@@ -289,7 +289,7 @@ SCENARIOS: dict[str, Scenario] = {
             },
             "4 replicas with prefix caching, the Mooncake conversation trace at load 0.3, "
             "TTFT target 1 s + 0.1 ms per prompt token",
-            train_steps=40_000,
+            train_steps=100_000,
             hyperparams={"maskable-ppo": {"imitation": MOONCAKE_WARM_START}},
         ),
         Scenario(

@@ -111,15 +111,23 @@ def test_a_training_mixture_needs_the_batch_env():
         Scenario("x", "continuous", training={"components": [{}]})
 
 
-def test_routing_scenario_warm_starts_maskable_ppo_from_the_tuned_length_split():
+@pytest.mark.parametrize(
+    ("name", "tuned"),
+    [
+        ("routing-prefix-sharing", {"threshold_tokens": 1024, "long_replicas": 2}),
+        ("routing-mooncake", {"threshold_tokens": 5000, "long_replicas": 3}),
+    ],
+)
+def test_routing_scenarios_warm_start_maskable_ppo_from_the_tuned_length_split(name, tuned):
     from agents.hyperparams import resolve_hyperparams
     from agents.imitation import Imitation
 
-    scenario = get_scenario("routing-prefix-sharing")
+    scenario = get_scenario(name)
     base = scenario.hyperparams["maskable-ppo"]
     imitation = Imitation.from_setting(
         resolve_hyperparams(scenario.env_id, "maskable-ppo", base=base)["imitation"]
     )
     assert imitation.baseline == "length-split" and imitation.entropy_coef == 0.1
+    assert dict(imitation.baseline_kwargs) == tuned
     imitation.check_baseline("routing", gym.make(scenario.env_id, **scenario.make_env_kwargs()))
     assert "dqn" not in scenario.hyperparams  # other algorithms keep their recipes
