@@ -42,6 +42,7 @@ from llmsched_env.workload.predictors import (
 from llmsched_env.workload.prefix_hashes import (
     prefix_block_hashes,
     prefix_block_hashes_from_token_ids,
+    reusable_prefix_fraction,
 )
 from llmsched_env.workload.presets import WORKLOAD_PRESETS, make_workload_source
 from llmsched_env.workload.requests import Workload
@@ -101,6 +102,7 @@ __all__ = [
     "make_workload_source",
     "prefix_block_hashes",
     "prefix_block_hashes_from_token_ids",
+    "reusable_prefix_fraction",
     "shipped_data_path",
     "trace_source",
 ]

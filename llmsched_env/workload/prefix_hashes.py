@@ -94,3 +94,61 @@ def prefix_block_hashes_from_token_ids(
         chain.flags.writeable = False
         chains.append(chain)
     return tuple(chains)
+
+
+def reusable_prefix_fraction(
+    prompt_tokens: Sequence[int] | np.ndarray,
+    prefix_block_hashes: Sequence[np.ndarray] | None,
+    block_tokens: int,
+) -> float:
+    """The prefix hit rate an unbounded cache shared by every request would reach.
+
+    Requests are taken in order (arrival order, for a workload); each one's hit is the longest
+    prefix of its hashed blocks that some earlier request's prompt held, at most all but its last
+    token (as a cache lookup leaves the last token to compute). The result, hit tokens over
+    prompt tokens, bounds what prefix-aware routing can gain on the requests: a real cache is
+    split across replicas and evicts under memory pressure, and a preempted request's own
+    blocks are not counted. Hash chains make "the first ``k`` blocks were seen" the same as
+    "block ``k - 1``'s hash was seen".
+
+    Args:
+        prompt_tokens: Each request's prompt length in tokens.
+        prefix_block_hashes: Each request's hash chain (:func:`prefix_block_hashes`), or
+            ``None`` for a workload without hashes (nothing is shared: 0).
+        block_tokens: Tokens per hashed block.
+
+    Returns:
+        Hit tokens over prompt tokens, 0 when there are no prompt tokens.
+
+    Raises:
+        ValueError: If the two sequences differ in length or ``block_tokens`` is not >= 1.
+
+    Example:
+        >>> shared = list(range(32))
+        >>> chains = prefix_block_hashes_from_token_ids([shared + [7], shared + [8] * 16])
+        >>> reusable_prefix_fraction([33, 48], chains, 16)  # the second reuses 32 of 48 tokens
+        0.3950617283950617
+    """
+    if isinstance(block_tokens, bool) or not isinstance(block_tokens, (int, np.integer)):
+        raise ValueError(f"block_tokens must be an integer >= 1, got {block_tokens!r}")
+    if block_tokens < 1:
+        raise ValueError(f"block_tokens must be an integer >= 1, got {block_tokens!r}")
+    prompts = np.asarray(prompt_tokens, dtype=np.int64)
+    total = int(prompts.sum())
+    if prefix_block_hashes is None or total == 0:
+        return 0.0
+    if len(prefix_block_hashes) != len(prompts):
+        raise ValueError(
+            f"{len(prefix_block_hashes)} hash chains for {len(prompts)} prompts; expected one "
+            f"chain per prompt"
+        )
+    seen: set[int] = set()
+    hit = 0
+    for tokens, chain in zip(prompts.tolist(), prefix_block_hashes, strict=True):
+        hashes = np.asarray(chain).tolist()
+        k = 0
+        while k < len(hashes) and hashes[k] in seen:
+            k += 1
+        hit += min(k * block_tokens, max(tokens - 1, 0))
+        seen.update(hashes)
+    return hit / total

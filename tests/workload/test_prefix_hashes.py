@@ -9,6 +9,7 @@ from llmsched_env.workload import (
     Workload,
     prefix_block_hashes,
     prefix_block_hashes_from_token_ids,
+    reusable_prefix_fraction,
 )
 
 
@@ -83,3 +84,37 @@ def test_derived_workloads_keep_the_hashes():
     assert w.with_prefix_hashes(None).prefix_block_hashes is None
     assert Workload([0.0], [3], [1], [1]).prefix_block_hashes is None
     assert w.window(0).prefix_block_tokens == 4
+
+
+def test_reusable_prefix_fraction_counts_prefixes_seen_earlier():
+    # Blocks of 2 tokens. b's first two blocks are a's; so are c's two full blocks, 4 tokens,
+    # which are also its 5 tokens less the last (a cache lookup leaves that one to compute).
+    a = [1, 2, 3, 4, 5, 6]
+    b = [1, 2, 3, 4, 9, 9, 9]
+    c = [1, 2, 3, 4, 9]
+    chains = prefix_block_hashes_from_token_ids([a, b, c], block_tokens=2)
+    assert reusable_prefix_fraction([6, 7, 5], chains, 2) == (0 + 4 + 4) / 18
+    # Order matters: the first request never hits.
+    assert reusable_prefix_fraction([6], chains[:1], 2) == 0.0
+    # A prefix must start at the first block: equal later blocks after a different first
+    # block are different hashes.
+    d = [7, 7, 3, 4, 5, 6]
+    chains = prefix_block_hashes_from_token_ids([a, d], block_tokens=2)
+    assert reusable_prefix_fraction([6, 6], chains, 2) == 0.0
+
+
+def test_reusable_prefix_fraction_without_hashes_or_tokens_is_zero():
+    assert reusable_prefix_fraction([5, 6], None, 16) == 0.0
+    assert reusable_prefix_fraction([], (), 16) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (([4, 4], (np.zeros(1, np.int64),), 2), "1 hash chains for 2 prompts"),
+        (([4], (np.zeros(1, np.int64),), 0), "block_tokens must be an integer >= 1, got 0"),
+    ],
+)
+def test_reusable_prefix_fraction_refuses_bad_input(args, message):
+    with pytest.raises(ValueError, match=message):
+        reusable_prefix_fraction(*args)
