@@ -174,8 +174,8 @@ ROUTING_WARM_START: Mapping[str, Any] = MappingProxyType(
 )
 
 #: The warm start of ``routing-mooncake``'s MaskablePPO runs: ``length-split`` at the setting
-#: with the best return on the validation seeds among thresholds of 3,000-10,000 tokens and 1-3
-#: long replicas (docs/routing.md, "The Mooncake conversation trace").
+#: with the best return on the validation seeds among thresholds of 3,000-20,000 tokens and 1-3
+#: long replicas (docs/routing.md, "On the Mooncake conversation trace").
 MOONCAKE_WARM_START: Mapping[str, Any] = MappingProxyType(
     {
         "baseline": "length-split",
