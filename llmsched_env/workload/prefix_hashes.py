@@ -22,6 +22,16 @@ import numpy as np
 _ROOT = (0).to_bytes(8, "little", signed=True)
 
 
+def _check_block_tokens(block_tokens: object) -> None:
+    """Refuse a block size that is not an integer >= 1 (naming the value)."""
+    if (
+        isinstance(block_tokens, bool)
+        or not isinstance(block_tokens, (int, np.integer))
+        or block_tokens < 1
+    ):
+        raise ValueError(f"block_tokens must be an integer >= 1, got {block_tokens!r}")
+
+
 def prefix_block_hashes(
     token_ids: Sequence[int] | np.ndarray, block_tokens: int = 16
 ) -> np.ndarray:
@@ -44,10 +54,7 @@ def prefix_block_hashes(
         >>> len(a), bool(a[0] == b[0]), bool(a[1] == b[1])
         (2, True, False)
     """
-    if isinstance(block_tokens, bool) or not isinstance(block_tokens, (int, np.integer)):
-        raise ValueError(f"block_tokens must be an integer >= 1, got {block_tokens!r}")
-    if block_tokens < 1:
-        raise ValueError(f"block_tokens must be an integer >= 1, got {block_tokens!r}")
+    _check_block_tokens(block_tokens)
     ids = np.asarray(token_ids)
     if ids.size == 0:
         ids = ids.astype(np.int64)
@@ -129,10 +136,7 @@ def reusable_prefix_fraction(
         >>> reusable_prefix_fraction([33, 48], chains, 16)  # the second reuses 32 of 48 tokens
         0.3950617283950617
     """
-    if isinstance(block_tokens, bool) or not isinstance(block_tokens, (int, np.integer)):
-        raise ValueError(f"block_tokens must be an integer >= 1, got {block_tokens!r}")
-    if block_tokens < 1:
-        raise ValueError(f"block_tokens must be an integer >= 1, got {block_tokens!r}")
+    _check_block_tokens(block_tokens)
     prompts = np.asarray(prompt_tokens, dtype=np.int64)
     total = int(prompts.sum())
     if prefix_block_hashes is None or total == 0:
