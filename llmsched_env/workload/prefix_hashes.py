@@ -113,10 +113,10 @@ def reusable_prefix_fraction(
     Requests are taken in order (arrival order, for a workload); each one's hit is the longest
     prefix of its hashed blocks that some earlier request's prompt held, at most all but its last
     token (as a cache lookup leaves the last token to compute). The result, hit tokens over
-    prompt tokens, bounds what prefix-aware routing can gain on the requests: a real cache is
-    split across replicas and evicts under memory pressure, and a preempted request's own
-    blocks are not counted. Hash chains make "the first ``k`` blocks were seen" the same as
-    "block ``k - 1``'s hash was seen".
+    prompt tokens, bounds what prefix-aware routing can gain from prompts shared between
+    requests: a real cache is split across replicas and evicts under memory pressure. (A
+    simulated hit rate can still exceed it through preempted requests finding their own blocks
+    again, which this does not count.)
 
     Args:
         prompt_tokens: Each request's prompt length in tokens.
