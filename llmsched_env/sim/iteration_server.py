@@ -312,14 +312,14 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         self._ttft_scan_deadline: list[float] | None = None
         self._ttft_scan_order: list[int] | None = None
         if ttft_deadline_s:
-            deadline = workload.arrival_s + ttft_deadline_s
-            self._ttft_scan_deadline = self._ttft_deadline = deadline.tolist()
+            deadline = workload.arrival_s + ttft_deadline_s + self.ttft_per_token_s * prompt
+            self._ttft_deadline = deadline.tolist()
             if self.ttft_per_token_s > 0:  # targets grow with the prompt: deadlines out of order
-                deadline = deadline + self.ttft_per_token_s * prompt
                 order = np.argsort(deadline, kind="stable")
-                self._ttft_deadline = deadline.tolist()
                 self._ttft_scan_deadline = deadline[order].tolist()
                 self._ttft_scan_order = order.tolist()
+            else:
+                self._ttft_scan_deadline = self._ttft_deadline
 
         g = self.n_gpus
         self.running: list[np.ndarray] = [EMPTY] * g
