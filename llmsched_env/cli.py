@@ -697,7 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="'all' or comma-separated policy names or settings, e.g. "
         "'vllm,length-split(threshold_tokens=1024,long_replicas=2)'; batch: "
-        f"{listing(policy_names('batch'))}; continuous: {listing(policy_names('continuous'))}",
+        f"{listing(policy_names('batch'))}; continuous: {listing(policy_names('continuous'))}; "
+        f"routing: {listing(policy_names('routing'))}",
     )
     ev.add_argument("--seeds", type=positive_int, default=10, help="number of episodes per policy")
     ev.add_argument("--first-seed", type=nonnegative_int, default=10_000, help="first seed")

@@ -13,6 +13,7 @@ arguments override its defaults, e.g. ``make_policy("llm-d-scorer", env, kv_weig
 | ``power-of-two`` | the less loaded of two random allowed replicas (seeded) |
 | ``least-kv`` | smallest share of KV memory in use |
 | ``prefix-affinity`` | longest cached prefix of the prompt, ties to the least loaded |
+| ``balanced-affinity`` | prefix affinity while loads are balanced (SGLang's cache-aware router) |
 | ``llm-d-scorer`` | weighted prefix, queue and KV scores (llm-d inference scheduler) |
 | ``min-ttft`` | least estimated queueing + uncached prefill time (Mooncake) |
 | ``length-split`` | long prefills to a reserved replica, the rest elsewhere, each by ``min-ttft`` |
@@ -23,7 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from baselines.base import Policy
-from baselines.routing.cache_aware import EstimatedTTFT, PrefixAffinity, WeightedScorer
+from baselines.routing.cache_aware import (
+    BalancedPrefixAffinity,
+    EstimatedTTFT,
+    PrefixAffinity,
+    WeightedScorer,
+)
 from baselines.routing.length_split import LengthSplit
 from baselines.routing.load import (
     LeastKVUtilization,
@@ -42,6 +48,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "power-of-two": PowerOfTwoChoices.from_env,
     "least-kv": LeastKVUtilization.from_env,
     "prefix-affinity": PrefixAffinity.from_env,
+    "balanced-affinity": BalancedPrefixAffinity.from_env,
     "llm-d-scorer": WeightedScorer.from_env,
     "min-ttft": EstimatedTTFT.from_env,
     "length-split": LengthSplit.from_env,
@@ -50,6 +57,7 @@ POLICIES: dict[str, Callable[..., Policy]] = {
 
 __all__ = [
     "POLICIES",
+    "BalancedPrefixAffinity",
     "EstimatedTTFT",
     "LeastKVUtilization",
     "LeastOutstandingRequests",

@@ -2,6 +2,10 @@
 
 * :class:`PrefixAffinity`: the replica holding the longest cached prefix of the prompt, ties to
   the least loaded (session affinity by cache content).
+* :class:`BalancedPrefixAffinity`: prefix affinity with a load guard, in the manner of SGLang's
+  cache-aware router (sgl-router, now the SGLang Model Gateway): the longest cached prefix when
+  enough of the prompt is cached and the replicas' loads are balanced, the least loaded
+  otherwise.
 * :class:`WeightedScorer`: a weighted sum of per-replica scores in ``[0, 1]``, the highest
   wins, in the manner of the llm-d inference scheduler's scorer plugins
   (llm-d/llm-d-inference-scheduler: ``prefix-cache-scorer``, ``queue-scorer``,
@@ -34,6 +38,79 @@ class PrefixAffinity(RoutingPolicy):
         """The allowed replica with the most cached prompt tokens, then the least loaded."""
         cached = info["cached_prefix_tokens"]
         return self.pick_min(info, -cached, self.outstanding_requests(info))
+
+
+class BalancedPrefixAffinity(RoutingPolicy):
+    """Prefix affinity while the load is balanced; the least loaded replica otherwise.
+
+    SGLang's cache-aware router keeps a radix tree of what every worker has cached and decides
+    in two states. Per allowed replica ``r`` with load ``n_r`` (waiting plus running requests):
+
+    * **imbalanced**, when ``max n - min n > balance_abs_threshold`` and ``max n >
+      balance_rel_threshold * min n``: the least loaded replica;
+    * **balanced** otherwise: the replica with the longest cached prefix of the prompt if that
+      prefix is more than ``cache_threshold`` of the prompt (ties to the least loaded), else the
+      least loaded replica.
+
+    The guard is what pure ``prefix-affinity`` lacks: a replica that holds a popular prefix
+    keeps drawing requests however long its queue grows. The env's ``cached_prefix_tokens`` is
+    the exact cache content that SGLang's tree approximates. Ties in load go to fewer
+    outstanding tokens, then the lower index. The defaults are the gateway's (cache threshold
+    0.3, absolute 64, relative 1.5); with a few replicas at moderate load its absolute
+    threshold is rarely crossed, so the cache threshold does most of the work.
+
+    Args:
+        env: A ``Routing-v0`` environment.
+        cache_threshold: Cached share of the prompt above which the cache decides, in
+            ``[0, 1]``.
+        balance_abs_threshold: Load difference (requests, >= 0) that, together with the
+            relative one, makes the replicas imbalanced.
+        balance_rel_threshold: Ratio of the largest to the smallest load (>= 1) that, together
+            with the absolute one, makes the replicas imbalanced.
+    """
+
+    name = "balanced-affinity"
+
+    def __init__(
+        self,
+        env: gym.Env,
+        cache_threshold: float = 0.3,
+        balance_abs_threshold: float = 64.0,
+        balance_rel_threshold: float = 1.5,
+    ) -> None:
+        super().__init__(env)
+        name = type(self).__name__
+        for key, value, low, high in (
+            ("cache_threshold", cache_threshold, 0.0, 1.0),
+            ("balance_abs_threshold", balance_abs_threshold, 0.0, math.inf),
+            ("balance_rel_threshold", balance_rel_threshold, 1.0, math.inf),
+        ):
+            if not (
+                isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high
+            ):
+                raise ValueError(
+                    f"{name}: {key} must be a finite number in [{low}, {high}], got {value!r}"
+                )
+        self.cache_threshold = float(cache_threshold)
+        self.balance_abs_threshold = float(balance_abs_threshold)
+        self.balance_rel_threshold = float(balance_rel_threshold)
+
+    def imbalanced(self, info: dict[str, Any]) -> bool:
+        """Whether the allowed replicas' loads exceed both balance thresholds."""
+        load = self.outstanding_requests(info)[self.allowed(info)]
+        high, low = int(load.max()), int(load.min())
+        return high - low > self.balance_abs_threshold and high > self.balance_rel_threshold * low
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.int64:
+        """The replica holding the prompt's longest prefix when balanced and cached enough."""
+        load = self.outstanding_requests(info)
+        tokens = info["outstanding_tokens"]
+        if not self.imbalanced(info):
+            cached = info["cached_prefix_tokens"]
+            longest = cached[self.allowed(info)].max()
+            if longest > self.cache_threshold * max(info["prompt_tokens"], 1):
+                return self.pick_min(info, -cached, load, tokens)
+        return self.pick_min(info, load, tokens)
 
 
 class WeightedScorer(RoutingPolicy):

@@ -16,7 +16,7 @@ ROUTERS = policy_names("routing")
 def test_every_listed_router_exists():
     assert ROUTERS == [
         "random", "round-robin", "least-requests", "least-tokens", "power-of-two", "least-kv",
-        "prefix-affinity", "llm-d-scorer", "min-ttft", "length-split",
+        "prefix-affinity", "balanced-affinity", "llm-d-scorer", "min-ttft", "length-split",
     ]  # fmt: skip
 
 
@@ -93,6 +93,39 @@ def test_prefix_affinity_prefers_the_cache_then_the_load(env):
     agent = make_policy("prefix-affinity", env)
     assert agent.act(None, info_of(cached_prefix_tokens=[0, 256, 256], waiting=[0, 4, 2])) == 2
     assert agent.act(None, info_of(waiting=[3, 1, 2])) == 1
+
+
+def test_balanced_affinity_follows_the_cache_only_while_balanced_and_cached_enough(env):
+    agent = make_policy("balanced-affinity", env)
+    # Balanced, 256 of 512 prompt tokens cached (0.5 > 0.3): the cache wins over a longer queue.
+    cached = info_of(cached_prefix_tokens=[0, 256, 0], waiting=[0, 5, 1])
+    assert not agent.imbalanced(cached)
+    assert agent.act(None, cached) == 1
+    # Too little cached (128 / 512 = 0.25 <= 0.3): the least loaded.
+    assert agent.act(None, info_of(cached_prefix_tokens=[0, 128, 0], waiting=[2, 5, 1])) == 2
+    # Equal cached prefixes: the less loaded of the two holders.
+    assert agent.act(None, info_of(cached_prefix_tokens=[0, 256, 256], waiting=[0, 5, 3])) == 2
+    # Imbalanced (difference 70 > 64 and 80 > 1.5 * 10): the least loaded, cache or not.
+    busy = info_of(cached_prefix_tokens=[0, 512, 0], waiting=[10, 80, 30])
+    assert agent.imbalanced(busy)
+    assert agent.act(None, busy) == 0
+    # One threshold crossed is still balanced: a difference of 70 > 64 but 80 <= 10 * 10 ...
+    assert make_policy("balanced-affinity", env, balance_rel_threshold=10.0).act(None, busy) == 1
+    # ... or a ratio of 8 > 1.5 but a difference of 70 <= 100.
+    assert make_policy("balanced-affinity", env, balance_abs_threshold=100).act(None, busy) == 1
+    # A forbidden replica is never chosen, however much it holds.
+    masked = info_of(cached_prefix_tokens=[0, 512, 0], action_mask=[True, False, True])
+    assert agent.act(None, masked) == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("cache_threshold", 1.5), ("cache_threshold", -0.1), ("balance_abs_threshold", -1),
+     ("balance_rel_threshold", 0.5), ("balance_rel_threshold", float("nan"))],
+)  # fmt: skip
+def test_balanced_affinity_refuses_thresholds_out_of_range(env, key, value):
+    with pytest.raises(ValueError, match=key):
+        make_policy("balanced-affinity", env, **{key: value})
 
 
 def test_llm_d_scorer_weighs_prefix_against_queue(env):
@@ -201,7 +234,9 @@ def shared_system_prompts(n=240, seed=0):
     return workload.with_prefix_hashes(chains, 64)
 
 
-@pytest.mark.parametrize("router", ["prefix-affinity", "llm-d-scorer", "min-ttft"])
+@pytest.mark.parametrize(
+    "router", ["prefix-affinity", "balanced-affinity", "llm-d-scorer", "min-ttft"]
+)
 def test_cache_aware_routers_hit_the_prefix_cache_more_than_random(router):
     # Each replica caches about 20 of the 48 prompts: random routing evicts what it will need.
     env = gym.make(ROUTING, n_replicas=4, n_requests=240, arrival_rate=12.0, kv_memory=24_000)
