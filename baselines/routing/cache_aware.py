@@ -17,13 +17,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from baselines.routing._common import RoutingPolicy
+from llmsched_env.arguments import real
 
 
 class PrefixAffinity(RoutingPolicy):
@@ -79,36 +79,33 @@ class BalancedPrefixAffinity(RoutingPolicy):
         balance_rel_threshold: float = 1.5,
     ) -> None:
         super().__init__(env)
-        name = type(self).__name__
-        for key, value, low, high in (
-            ("cache_threshold", cache_threshold, 0.0, 1.0),
-            ("balance_abs_threshold", balance_abs_threshold, 0.0, math.inf),
-            ("balance_rel_threshold", balance_rel_threshold, 1.0, math.inf),
-        ):
-            if not (
-                isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high
-            ):
-                raise ValueError(
-                    f"{name}: {key} must be a finite number in [{low}, {high}], got {value!r}"
-                )
-        self.cache_threshold = float(cache_threshold)
-        self.balance_abs_threshold = float(balance_abs_threshold)
-        self.balance_rel_threshold = float(balance_rel_threshold)
+        owner = type(self).__name__
+        self.cache_threshold = real(
+            owner, "cache_threshold", cache_threshold, minimum=0.0, maximum=1.0
+        )
+        self.balance_abs_threshold = real(
+            owner, "balance_abs_threshold", balance_abs_threshold, minimum=0.0
+        )
+        self.balance_rel_threshold = real(
+            owner, "balance_rel_threshold", balance_rel_threshold, minimum=1.0
+        )
 
     def imbalanced(self, info: dict[str, Any]) -> bool:
         """Whether the allowed replicas' loads exceed both balance thresholds."""
-        load = self.outstanding_requests(info)[self.allowed(info)]
-        high, low = int(load.max()), int(load.min())
+        return self._imbalanced(self.outstanding_requests(info)[self.allowed(info)])
+
+    def _imbalanced(self, allowed_load: np.ndarray) -> bool:
+        high, low = int(allowed_load.max()), int(allowed_load.min())
         return high - low > self.balance_abs_threshold and high > self.balance_rel_threshold * low
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.int64:
         """The replica holding the prompt's longest prefix when balanced and cached enough."""
         load = self.outstanding_requests(info)
         tokens = info["outstanding_tokens"]
-        if not self.imbalanced(info):
+        allowed = self.allowed(info)
+        if not self._imbalanced(load[allowed]):
             cached = info["cached_prefix_tokens"]
-            longest = cached[self.allowed(info)].max()
-            if longest > self.cache_threshold * max(info["prompt_tokens"], 1):
+            if cached[allowed].max() > self.cache_threshold * max(info["prompt_tokens"], 1):
                 return self.pick_min(info, -cached, load, tokens)
         return self.pick_min(info, load, tokens)
 
@@ -146,16 +143,10 @@ class WeightedScorer(RoutingPolicy):
         kv_weight: float = 0.0,
     ) -> None:
         super().__init__(env)
-        weights = {"prefix_weight": prefix_weight, "queue_weight": queue_weight}
-        weights["kv_weight"] = kv_weight
-        for key, value in weights.items():
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(
-                    f"{type(self).__name__}: {key} must be a finite number >= 0, got {value!r}"
-                )
-        self.prefix_weight = float(prefix_weight)
-        self.queue_weight = float(queue_weight)
-        self.kv_weight = float(kv_weight)
+        owner = type(self).__name__
+        self.prefix_weight = real(owner, "prefix_weight", prefix_weight, minimum=0.0)
+        self.queue_weight = real(owner, "queue_weight", queue_weight, minimum=0.0)
+        self.kv_weight = real(owner, "kv_weight", kv_weight, minimum=0.0)
         self.kv_capacity = np.asarray(self.env.kv_capacity_tokens, dtype=float)
 
     def scores(self, info: dict[str, Any]) -> np.ndarray:
