@@ -26,10 +26,14 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from llmsched_env.statistics import describe_rows
+
 #: The states a request ends a run in; ``status`` columns hold indices into this tuple (see
 #: :mod:`llmsched_env.sim.records`).
 STATUS_NAMES = ("not_arrived", "in_system", "completed", "rejected")
 PERCENTILES = (50, 95, 99)
+#: The percentiles as fractions, divided as ``np.percentile`` divides them.
+_PERCENTILE_FRACTIONS = np.true_divide(PERCENTILES, 100)
 _NUMERIC_COLUMNS = ("arrival_s", "start_s", "first_token_s", "completion_s", "output_tokens")
 #: Reported only by servers that resolve individual token times (the iteration level).
 _GAP_COLUMN = "max_token_gap_s"
@@ -82,18 +86,6 @@ class SLATargets:
         if self.ttft_s is None:
             raise ValueError("no TTFT target is set (ttft_s is None)")
         return self.ttft_s + self.ttft_per_token_s * np.asarray(prompt_tokens, dtype=np.float64)
-
-
-def _describe(prefix: str, values: np.ndarray, out: dict[str, float]) -> None:
-    """Mean and percentiles of ``values`` (finite values only, as :func:`_request_stats` gives)."""
-    if values.size == 0:
-        out[f"{prefix}_mean"] = float("nan")
-        for p in PERCENTILES:
-            out[f"{prefix}_p{p}"] = float("nan")
-        return
-    out[f"{prefix}_mean"] = float(values.mean())
-    for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES)):
-        out[f"{prefix}_p{p}"] = float(v)
 
 
 # What _request_stats counts, in its ``counts`` array.
@@ -289,7 +281,6 @@ def summarize(
         ttft_each,
     )
     counts = counts.tolist()
-    lengths = lengths.tolist()
     out: dict[str, float] = {
         "requests": float(len(col["status"])),
         "arrived": float(counts[_ARRIVED]),
@@ -305,6 +296,8 @@ def summarize(
     out["throughput_tokens_per_s"] = (
         float(counts[_OUTPUT_TOKENS]) / duration if duration > 0 else float("nan")
     )
+    # Mean and percentiles of each quantity, as np.mean and np.percentile give them.
+    described = describe_rows(values, lengths, _PERCENTILE_FRACTIONS).tolist()
     for prefix, row in (
         ("latency_s", _LATENCY),
         ("queueing_delay_s", _QUEUEING),
@@ -312,7 +305,9 @@ def summarize(
         ("tbt_s", _TBT),
         *((("max_token_gap_s", _GAP),) if has_gaps else ()),
     ):
-        _describe(prefix, values[row, : lengths[row]], out)
+        out[f"{prefix}_mean"] = described[row][0]
+        for p, value in zip(PERCENTILES, described[row][1:]):
+            out[f"{prefix}_p{p}"] = value
     denominator = max(counts[_ARRIVED], 1)
     for name, target, met in (
         ("e2e", sla.e2e_s, counts[_MET_E2E]),

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import literal_unroll, njit
+from numba.core.errors import TypingError
 
-from llmsched_env.sim.state_schema import Field, StateSchema
+from llmsched_env.sim.state_schema import Field, StateSchema, borrowed_slice
 
 SCHEMA = StateSchema(
     "ToyState",
@@ -40,3 +42,48 @@ def test_allocate_names_missing_sizes_and_schemas_unknown_ones() -> None:
         SCHEMA.allocate(n=3)
     with pytest.raises(ValueError, match="'k' is not one of the run sizes"):
         StateSchema("Bad", __name__, ("n",), (Field("x", "f", "k", "unknown size"),))
+
+
+_toy_view = SCHEMA.view
+
+
+@njit
+def _fill_through_compiled_view(floats, ints, layout):
+    """Write, through the compiled view, each field's index into every entry of the field."""
+    k = 0
+    for field in literal_unroll(_toy_view(floats, ints, layout)):
+        for i in range(field.shape[0]):
+            field[i] = k
+        k += 1
+
+
+@pytest.mark.parametrize(("n", "m"), [(0, 0), (1, 5), (7, 3)])
+def test_compiled_view_covers_the_same_memory_as_the_python_view(n: int, m: int) -> None:
+    floats, ints, layout = SCHEMA.allocate(n=n, m=m)
+    _fill_through_compiled_view(floats, ints, layout)
+    state = SCHEMA.views(floats, ints, layout)
+    for k, name in enumerate(state._fields):
+        assert getattr(state, name).tolist() == [k] * getattr(state, name).shape[0], name
+
+
+@njit
+def _write_through_borrowed_slice(a, lo, hi):
+    borrowed = borrowed_slice(a, lo, hi)
+    sliced = a[lo:hi]
+    borrowed[:] = -1.0
+    return sliced.sum()
+
+
+def test_borrowed_slice_is_the_slice_with_the_slices_type() -> None:
+    a = np.arange(10.0)
+    assert _write_through_borrowed_slice(a, 2, 7) == -5.0
+    assert a.tolist() == [0.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0, 7.0, 8.0, 9.0]
+    (signature,) = _write_through_borrowed_slice.signatures
+    typemap = _write_through_borrowed_slice.overloads[signature].type_annotation.typemap
+    assert typemap["borrowed"] == typemap["sliced"]  # array(float64, 1d, C): same code paths
+
+
+@pytest.mark.parametrize("array", [np.zeros((2, 2)), np.zeros(6)[::2]])
+def test_borrowed_slice_refuses_arrays_it_cannot_view(array: np.ndarray) -> None:
+    with pytest.raises(TypingError, match="borrowed_slice"):
+        njit(lambda a: borrowed_slice(a, 0, 1)[0])(array)
