@@ -27,6 +27,10 @@ class Policy(ABC):
 
     #: Short name used in tables and on the command line.
     name: str = "policy"
+    #: Whether :meth:`act` reads its ``obs`` argument. The heuristics decide from ``info`` and
+    #: the env's queries (``queue_snapshot()`` ...), so a caller that only drives a policy may
+    #: pass ``None`` instead of building an observation (``Routing-v0``'s replicas do).
+    reads_observation: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Guard every subclass's ``act`` so a missing ``info`` fails clearly."""

@@ -135,9 +135,12 @@ class _DynamicBatching(BatchPolicy):
         tokens = batch.max_output_tokens if self.tbt_tokens == "output" else batch.max_total_tokens
         return float(batch.service_s) / max(int(tokens), 1)
 
-    def _absorb(self, info: dict[str, Any]) -> None:
-        """Take in new requests' lengths and finished batches; update the controllers."""
-        self.stats.observe(self.env.queue_snapshot())
+    def _absorb(self, queues: Any) -> None:
+        """Take in new requests' lengths and finished batches; update the controllers.
+
+        ``queues`` is the env's ``queue_snapshot()`` at this decision.
+        """
+        self.stats.observe(queues)
         finished = self.env.finished_batches()
         if not finished:
             return
@@ -238,8 +241,9 @@ class SLADynamic(_DynamicBatching):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Serve the oldest bin with ``min(b_mem, b_SLA)`` requests."""
-        self._absorb(info)
-        return self._serve(info, oldest_bin(self.env.queue_snapshot().ids))
+        queues = self.env.queue_snapshot()
+        self._absorb(queues)
+        return self._serve(info, oldest_bin(queues.ids))
 
 
 class MultiBinDynamic(_DynamicBatching):
@@ -278,8 +282,9 @@ class MultiBinDynamic(_DynamicBatching):
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Choose a non-empty bin and serve it with its ``min(b_mem, b_SLA)`` requests."""
-        self._absorb(info)
-        queues = self.env.queue_snapshot().ids
+        snapshot = self.env.queue_snapshot()
+        self._absorb(snapshot)
+        queues = snapshot.ids
         if self.bin_choice == "round-robin":
             chosen = first_non_empty(queues, self._next_bin)
             self._next_bin = (chosen + 1) % self.n_bins

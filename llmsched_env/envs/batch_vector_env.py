@@ -34,6 +34,7 @@ from llmsched_env.envs import batch_observation as bo
 from llmsched_env.envs.batch_env import WAIT, BatchSchedulingEnv
 from llmsched_env.envs.batch_step import REWARD_CODES, step_episode
 from llmsched_env.envs.common import InvalidActionError
+from llmsched_env.sim.batch_state import state_view
 
 
 class BatchSchedulingVectorEnv(VectorEnv):
@@ -100,6 +101,9 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self._ended = np.zeros(self.num_envs, dtype=bool)
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
         self._last_objective = np.zeros(self.num_envs)
+        # Each sub-env's time and deciding GPU after its latest step or reset (for ``info``).
+        self._time_s = np.zeros(self.num_envs)
+        self._gpu = np.full(self.num_envs, -1, dtype=np.int64)
         self._reward_code = REWARD_CODES[self.config.reward]
         self._max_steps = self.config.max_steps or 0
         self._skip_late = self.config.dispatch_order == "oldest-in-time"
@@ -166,6 +170,8 @@ class BatchSchedulingVectorEnv(VectorEnv):
             self._invalid,
             self._steps,
             self._last_objective,
+            self._time_s,
+            self._gpu,
             self._reward_code,
             self.config.sla_penalty,
             self.config.sla,
@@ -257,21 +263,46 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self._masks[i] = env._mask
         self._steps[i] = 0
         self._last_objective[i] = env._reward._last
+        self._time_s[i] = env.server.now
+        self._gpu[i] = env.server.decision_gpu
         self._ended[i] = False
 
     def _info(self, fresh: np.ndarray) -> dict[str, Any]:
         """The vector ``info``: fixed-shape values per sub-env, and ended episodes' metrics."""
         info: dict[str, Any] = {
-            "time_s": np.array([env.server.now for env in self.envs]),
-            "gpu": np.array([env.server.decision_gpu for env in self.envs]),
+            "time_s": self._time_s.copy(),
+            "gpu": self._gpu.copy(),
             "invalid_action": self._invalid.copy(),
         }
         ended = np.flatnonzero((self._terminated | self._truncated) & ~fresh)
-        for i in ended:
-            info = self._add_info(
-                info, {"episode_metrics": self.envs[int(i)].episode_metrics()}, int(i)
-            )
+        if ended.size:
+            info["episode_metrics"] = self._episode_metrics(ended)
+            info["_episode_metrics"] = self._present(ended)
         return info
+
+    def _episode_metrics(self, ended: np.ndarray) -> dict[str, np.ndarray]:
+        """The metrics of the episodes of sub-envs ``ended``, in Gymnasium's vector info form.
+
+        The form ``VectorEnv._add_info`` gives, built at once rather than sub-env by sub-env:
+        per metric an array of ``num_envs`` values (0 where no episode ended) followed by its
+        mask ``_name``. The sub-envs share their configuration, so their metrics have the same
+        names.
+        """
+        rows = [self.envs[int(i)].episode_metrics() for i in ended]
+        names = list(rows[0])
+        table = np.zeros((len(names), self.num_envs))
+        table[:, ended] = np.array([list(row.values()) for row in rows]).T
+        metrics: dict[str, np.ndarray] = {}
+        for name, values in zip(names, table):
+            metrics[name] = values
+            metrics[f"_{name}"] = self._present(ended)
+        return metrics
+
+    def _present(self, indices: np.ndarray) -> np.ndarray:
+        """A mask of the sub-envs: True at ``indices``."""
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[indices] = True
+        return mask
 
 
 @njit(cache=True)
@@ -289,6 +320,8 @@ def _step_envs(
     invalid,
     steps,
     last_objective,
+    time_s,
+    gpu,
     reward_code,
     sla_penalty,
     time_scale_s,
@@ -298,15 +331,17 @@ def _step_envs(
     """One decision in every sub-env not in ``skip``: the single env's ``step``, compiled.
 
     Each sub-env's decision is :func:`~llmsched_env.envs.batch_step.step_episode`; this adds
-    the step count, the reward (the objective's change) and the episode's end.
+    the step count, the reward (the objective's change), the episode's end, and the time and
+    deciding GPU after the step.
     """
     for e in range(actions.shape[0]):
         if skip[e]:
             continue
+        episode = episodes[e]
         invalid[e], _, due, _, objective = step_episode(
             actions[e, 0],
             actions[e, 1],
-            episodes[e],
+            episode,
             bounds,
             batch_sizes,
             masks[e],
@@ -321,3 +356,6 @@ def _step_envs(
         last_objective[e] = objective
         terminated[e] = not due
         truncated[e] = not terminated[e] and max_steps > 0 and steps[e] >= max_steps
+        state = state_view(episode[0], episode[1], episode[2])
+        time_s[e] = state.now[0]
+        gpu[e] = state.decision_gpu[0]

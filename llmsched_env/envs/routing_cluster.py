@@ -8,7 +8,8 @@ prompts, the action mask), its configuration and action codec, and its queries
 ``server`` is the replica's :class:`~llmsched_env.sim.replica_server.ReplicaServer`, and the
 baseline, built from the view as from any env, sees exactly what it would see in
 ``ContinuousBatching-v0``. :meth:`Replica.run` is that env's step loop without the env's
-episode logic: build the decision's ``info`` and observation, ask the policy, carry the action
+episode logic: build the decision's ``info`` and observation (the latter only for a policy
+whose ``reads_observation`` is true; no heuristic reads it), ask the policy, carry the action
 out (the env's own ``_carry_out``), and advance, until the replica's server stops at the
 routing horizon or has nothing left to do. The policy's decisions are therefore the ones it
 would take in ``ContinuousBatching-v0``, and with one replica that receives every request the
@@ -94,11 +95,15 @@ class Replica:
     def run(self) -> None:
         """Make the replica's decisions until it reaches the routing horizon or the end."""
         view, server, policy = self.view, self.server, self.policy
+        # A policy that decides from info alone (every heuristic) gets no observation: building
+        # one is a tenth of a routing step and changes nothing the policy does.
+        observes = getattr(policy, "reads_observation", True)
         invalid, applied = False, None
         while server.advance():
             info = view._info(invalid=invalid, applied=applied)
             view.last_info = info
-            invalid, applied = view._carry_out(policy.act(view._observe(), info))
+            obs = view._observe() if observes else None
+            invalid, applied = view._carry_out(policy.act(obs, info))
             self.decisions += 1
 
 

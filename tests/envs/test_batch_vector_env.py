@@ -65,6 +65,7 @@ def test_each_sub_env_replays_the_single_env_bit_for_bit(kwargs: dict) -> None:
             assert rewards[i] == r and terminated[i] == te and truncated[i] == tr
             assert info["invalid_action"][i] == single_info["invalid_action"]
             assert info["time_s"][i] == single_info["time_s"]
+            assert info["gpu"][i] == single_info["gpu"]
             if te or tr:
                 ended[i] = True
                 assert info["_episode_metrics"][i]
@@ -79,6 +80,36 @@ def test_each_sub_env_replays_the_single_env_bit_for_bit(kwargs: dict) -> None:
             else:
                 np.testing.assert_array_equal(masks_now(envs)[i], single.action_masks())
     assert episodes >= 3
+
+
+def test_ended_episodes_metrics_take_gymnasiums_vector_info_form() -> None:
+    """The metrics info equals what ``VectorEnv._add_info`` builds sub-env by sub-env."""
+    n = 4
+    envs = gym.make_vec(ENV_ID, num_envs=n, n_requests=40)
+    envs.reset(seed=3)
+    rng = np.random.default_rng(2)
+    nvec = np.asarray(envs.single_action_space.nvec)
+    checked = 0
+    for _ in range(300):
+        _, _, terminated, truncated, info = envs.step(
+            _random_actions(envs.unwrapped.action_masks(), nvec, rng)
+        )
+        ended = np.flatnonzero(terminated | truncated)
+        if not ended.size:
+            assert "episode_metrics" not in info and "_episode_metrics" not in info
+            continue
+        expected: dict = {}
+        for i in ended:
+            metrics = envs.unwrapped.envs[int(i)].episode_metrics()
+            expected = envs.unwrapped._add_info(expected, {"episode_metrics": metrics}, int(i))
+        assert list(info["episode_metrics"]) == list(expected["episode_metrics"])
+        for key, values in expected["episode_metrics"].items():
+            got = info["episode_metrics"][key]
+            assert got.dtype == values.dtype, key
+            np.testing.assert_array_equal(got, values)
+        np.testing.assert_array_equal(info["_episode_metrics"], expected["_episode_metrics"])
+        checked += len(ended)
+    assert checked >= n
 
 
 def masks_now(envs: gym.vector.VectorEnv) -> np.ndarray:

@@ -70,6 +70,38 @@ def test_one_replica_reproduces_continuous_batching_bit_for_bit(policy, kwargs, 
     assert env.unwrapped.server.replicas[0].decisions > 0
 
 
+@pytest.mark.parametrize("reads_observation", [False, True])
+def test_replicas_build_an_observation_only_for_a_policy_that_reads_it(reads_observation):
+    env = gym.make(ROUTING, n_replicas=2, n_requests=40).unwrapped
+    obs, info = env.reset(seed=1)
+    seen = []
+    for replica in env._replicas:
+        heuristic = replica.policy
+
+        class Recording:
+            def __init__(self, heuristic=heuristic):
+                self.heuristic = heuristic
+
+            def act(self, obs, info):
+                seen.append(obs)
+                return self.heuristic.act(obs, info)
+
+        recording = Recording()
+        recording.reads_observation = reads_observation
+        replica.policy = recording
+    while True:
+        obs, _, terminated, truncated, info = env.step(int(np.flatnonzero(info["action_mask"])[0]))
+        if terminated or truncated:
+            break
+    assert seen
+    if reads_observation:
+        shape = env._views[0].observation_space.shape
+        assert all(isinstance(o, np.ndarray) and o.shape == shape for o in seen)
+    else:
+        assert all(o is None for o in seen)
+    assert not make_policy("vllm-v1", gym.make(CONTINUOUS)).reads_observation
+
+
 def test_the_equivalence_configs_exercise_preemption_and_rejection():
     _, metrics, _ = run_continuous("vllm-v1", 4, **EQUIVALENCE[0][1])
     assert metrics["preemptions"] > 0
