@@ -109,9 +109,11 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self._skip_late = self.config.dispatch_order == "oldest-in-time"
         self._raise_invalid = self.config.invalid_action == "raise"
         # Per sub-env, the arrays of its episode that the compiled step works on (see
-        # batch_step.episode_arrays), replaced at each of its resets. One list, because each
-        # typed list passed to a compiled function costs microseconds to unbox.
-        self._episodes: Any = List()
+        # batch_step.episode_arrays), replaced at each of its resets. One typed list, because
+        # each array passed to a compiled function costs a fraction of a microsecond to unbox;
+        # made and filled by compiled functions, whose code numba caches (a typed list's own
+        # methods compile anew in every process, about 0.7 s).
+        self._episodes: Any = None
         self._started = False
 
     # ------------------------------------------------------------------ Gymnasium API
@@ -255,10 +257,10 @@ class BatchSchedulingVectorEnv(VectorEnv):
         env = self.envs[i]
         obs, _ = env.reset(seed=seed, options=options)
         arrays = env._episode
-        if len(self._episodes) > i:
-            self._episodes[i] = arrays
+        if self._episodes is None:  # the first reset, of sub-env 0
+            self._episodes = _episode_list(arrays)
         else:
-            self._episodes.append(arrays)
+            _store_episode(self._episodes, i, arrays)
         self._obs[i] = obs
         self._masks[i] = env._mask
         self._steps[i] = 0
@@ -303,6 +305,23 @@ class BatchSchedulingVectorEnv(VectorEnv):
         mask = np.zeros(self.num_envs, dtype=bool)
         mask[indices] = True
         return mask
+
+
+@njit(cache=True)
+def _episode_list(first):
+    """A typed list of episodes' arrays that holds ``first``."""
+    episodes = List()
+    episodes.append(first)
+    return episodes
+
+
+@njit(cache=True)
+def _store_episode(episodes, i, arrays):
+    """Make ``arrays`` sub-env ``i``'s episode (``i`` at most the list's length)."""
+    if i < len(episodes):
+        episodes[i] = arrays
+    else:
+        episodes.append(arrays)
 
 
 @njit(cache=True)
