@@ -66,14 +66,21 @@ _TINY_ENVS = (
 
 
 def kernels_cached(kernels: Iterable[tuple[str, str]] = KEY_KERNELS) -> bool:
-    """Whether numba's cache holds an entry for each of ``kernels`` (module, function).
+    """Whether numba's cache holds a fresh entry for each of ``kernels`` (module, function).
 
-    An entry may still be stale (numba then recompiles); a missing one certainly compiles.
+    numba's index of a kernel's cached versions is empty when missing or stale (made from other
+    sources, see :mod:`llmsched_env.numba_cache`); then the kernel compiles. Where this numba
+    does not say (no index loader), an index file that exists counts.
     """
     for module_name, function in kernels:
         kernel = getattr(importlib.import_module(module_name), function)
-        cache = getattr(kernel, "_cache", None)
-        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        cache_file = getattr(getattr(kernel, "_cache", None), "_cache_file", None)
+        load_index = getattr(cache_file, "_load_index", None)
+        if load_index is not None:
+            if not load_index():
+                return False
+            continue
+        index = getattr(cache_file, "_index_path", None)
         if index is None or not Path(index).is_file():
             return False
     return True

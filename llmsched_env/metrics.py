@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from numba import njit
 
+from llmsched_env.jit import njit
 from llmsched_env.statistics import describe_rows
 
 #: The states a request ends a run in; ``status`` columns hold indices into this tuple (see

@@ -18,7 +18,8 @@ computed it:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from llmsched_env.jit import njit
 
 #: NumPy's block size of pairwise summation (``PW_BLOCKSIZE``).
 _BLOCK = 128

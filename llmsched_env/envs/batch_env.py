@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from numba import njit
 
 from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch
 from llmsched_env.config import BatchEnvConfig
@@ -22,6 +21,7 @@ from llmsched_env.envs.common import InvalidActionError, parse_action
 from llmsched_env.envs.footprint import BATCH_BYTES_PER_REQUEST
 from llmsched_env.envs.queue_snapshot import BinQueueSnapshot, QueueSnapshot, read_only
 from llmsched_env.envs.rewards import REWARD_SHAPES
+from llmsched_env.jit import njit
 from llmsched_env.latency import make_batch_latency
 from llmsched_env.metrics import SLATargets
 from llmsched_env.sim.batch_rules import bisect_right

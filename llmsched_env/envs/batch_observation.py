@@ -16,9 +16,9 @@ import math
 from functools import cache
 
 import numpy as np
-from numba import njit
 
 from llmsched_env.envs.common import clip_in_place
+from llmsched_env.jit import njit
 from llmsched_env.sim import batch_rules as rules
 from llmsched_env.sim.batch_server import BatchServer
 from llmsched_env.sim.batch_state import state_view

@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from llmsched_env.envs import batch_observation as bo
+from llmsched_env.jit import njit
 from llmsched_env.sim import batch_kernels as k
 from llmsched_env.sim import batch_rules as rules
 from llmsched_env.sim.batch_state import state_view

@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from numba import njit
 from numba.typed import List
 
 from llmsched_env.envs import batch_observation as bo
 from llmsched_env.envs.batch_env import WAIT, BatchSchedulingEnv
 from llmsched_env.envs.batch_step import REWARD_CODES, step_episode
 from llmsched_env.envs.common import InvalidActionError
+from llmsched_env.jit import njit
 from llmsched_env.sim.batch_state import state_view
 
 

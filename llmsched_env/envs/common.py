@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numba import njit
 
+from llmsched_env.jit import njit
 from llmsched_env.workload import Workload, WorkloadSource
 from llmsched_env.workload.arrivals import GammaArrivals
 

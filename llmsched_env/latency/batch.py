@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from numba import njit
 
+from llmsched_env.jit import njit
 from llmsched_env.latency import _checks
 from llmsched_env.latency.iteration import LinearIterationLatency
 

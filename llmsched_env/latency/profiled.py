@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from numba import njit
 
+from llmsched_env.jit import njit
 from llmsched_env.latency import _checks
 from llmsched_env.latency.architectures import PROLOGUE_OPS, SEQUENCE_OPS, ModelArchitecture
 from llmsched_env.latency.profile_data import LayerProfile

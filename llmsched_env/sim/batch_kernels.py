@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
+from llmsched_env.jit import njit
 from llmsched_env.latency.batch import compiled_batch_timing
 from llmsched_env.sim.batch_rules import (
     bisect_left,

@@ -9,7 +9,7 @@ dispatch sizing and the mask have one definition each. A rule's plain Python/Num
 
 from __future__ import annotations
 
-from numba import njit
+from llmsched_env.jit import njit
 
 
 # ---------------------------------------------------------------------------------- deadlines

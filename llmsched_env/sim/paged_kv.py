@@ -14,7 +14,8 @@ their results to its requests.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from llmsched_env.jit import njit
 
 
 def blocks_for(tokens: int, block_tokens: int) -> int:

@@ -9,7 +9,8 @@ slices, not gathers; the loops here run once per decode iteration, so they are c
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from llmsched_env.jit import njit
 
 #: Request indices of nobody (an empty decode set).
 EMPTY = np.zeros(0, dtype=np.int64)
