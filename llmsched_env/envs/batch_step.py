@@ -95,9 +95,10 @@ def step_episode(
         skip_late: Whether ``dispatch_order="oldest-in-time"``.
 
     Returns:
-        ``(invalid, queue, due, moved, objective)``: whether the choice was forbidden, the queue
-        served (-1: WAIT), whether a next decision is due (else the episode is over), whether
-        the dispatch reordered positions, and the objective after the step.
+        ``(invalid, queue, due, moved, objective, now, gpu)``: whether the choice was
+        forbidden, the queue served (-1: WAIT), whether a next decision is due (else the episode
+        is over), whether the dispatch reordered positions, the objective, the time and the
+        deciding GPU after the step.
     """
     floats, ints, layout, own_floats, own_ints, own_layout, predicted, prompt = episode
     state = state_view(floats, ints, layout)
@@ -123,7 +124,7 @@ def step_episode(
         )
     value = objective(state, reward_code, sla_penalty, time_scale_s)
     bo._build(obs, bounds, own_floats, own_ints, own_layout, floats, ints, layout)
-    return invalid, queue, due, moved, value
+    return invalid, queue, due, moved, value, state.now[0], state.decision_gpu[0]
 
 
 @njit(cache=True)
@@ -144,14 +145,11 @@ def step_one(
 
     Returns:
         ``(invalid, queue, due, moved, objective, now, gpu, n_finished_before)``: those of
-        :func:`step_episode`, then the time and deciding GPU after the step, and the count of
-        finished batches before it (the batches finished during the step follow it in the
-        state's ``finished`` list).
+        :func:`step_episode`, then the count of finished batches before the step (the batches
+        finished during it follow it in the state's ``finished`` list).
     """
-    floats, ints, layout = episode[0], episode[1], episode[2]
-    state = state_view(floats, ints, layout)
-    n_finished = state.n_finished[0]
-    invalid, queue, due, moved, value = step_episode(
+    n_finished = state_view(episode[0], episode[1], episode[2]).n_finished[0]
+    invalid, queue, due, moved, value, now, gpu = step_episode(
         choice,
         level,
         episode,
@@ -164,4 +162,4 @@ def step_one(
         time_scale_s,
         skip_late,
     )
-    return invalid, queue, due, moved, value, state.now[0], state.decision_gpu[0], n_finished
+    return invalid, queue, due, moved, value, now, gpu, n_finished

@@ -34,7 +34,6 @@ from llmsched_env.envs.batch_env import WAIT, BatchSchedulingEnv
 from llmsched_env.envs.batch_step import REWARD_CODES, step_episode
 from llmsched_env.envs.common import InvalidActionError
 from llmsched_env.jit import njit
-from llmsched_env.sim.batch_state import state_view
 
 
 class BatchSchedulingVectorEnv(VectorEnv):
@@ -349,18 +348,17 @@ def _step_envs(
 ):
     """One decision in every sub-env not in ``skip``: the single env's ``step``, compiled.
 
-    Each sub-env's decision is :func:`~llmsched_env.envs.batch_step.step_episode`; this adds
-    the step count, the reward (the objective's change), the episode's end, and the time and
-    deciding GPU after the step.
+    Each sub-env's decision is :func:`~llmsched_env.envs.batch_step.step_episode` (which also
+    gives the time and deciding GPU after it); this adds the step count, the reward (the
+    objective's change) and the episode's end.
     """
     for e in range(actions.shape[0]):
         if skip[e]:
             continue
-        episode = episodes[e]
-        invalid[e], _, due, _, objective = step_episode(
+        invalid[e], _, due, _, objective, time_s[e], gpu[e] = step_episode(
             actions[e, 0],
             actions[e, 1],
-            episode,
+            episodes[e],
             bounds,
             batch_sizes,
             masks[e],
@@ -375,6 +373,3 @@ def _step_envs(
         last_objective[e] = objective
         terminated[e] = not due
         truncated[e] = not terminated[e] and max_steps > 0 and steps[e] >= max_steps
-        state = state_view(episode[0], episode[1], episode[2])
-        time_s[e] = state.now[0]
-        gpu[e] = state.decision_gpu[0]
