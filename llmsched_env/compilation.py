@@ -20,7 +20,7 @@ from pathlib import Path
 #: The largest compiled functions, one or more per module (module, function): the ones whose
 #: compilation takes the time. Smaller helpers compile with them.
 KEY_KERNELS = (
-    ("llmsched_env.sim.batch_kernels", "decide"),
+    ("llmsched_env.envs.batch_step", "step_one"),
     ("llmsched_env.sim.batch_kernels", "advance"),
     ("llmsched_env.sim.batch_kernels", "metric_columns"),
     ("llmsched_env.sim.running_state", "decode_tokens"),

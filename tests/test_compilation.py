@@ -47,3 +47,26 @@ def test_a_ctrl_c_swallowed_during_compilation_still_stops_the_program():
             except KeyboardInterrupt:
                 pass
     assert signal.getsignal(signal.SIGINT) is before
+
+
+_WARM_UP = "import llmsched_env.compilation as c; c.warm_up()"
+_CACHED = "import llmsched_env.compilation as c; print(c.kernels_cached())"
+
+
+@pytest.mark.slow
+def test_the_warm_up_reaches_every_key_kernel(tmp_path):
+    """On an empty cache, the warm-up's tiny episodes leave every key kernel cached.
+
+    A key kernel that the warm-up never runs would keep the cache "cold" for ever, and every
+    command would announce a compilation that does not happen.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    cold = subprocess.run([sys.executable, "-c", _CACHED], env=env, capture_output=True, text=True)
+    assert cold.stdout.strip() == "False", cold.stderr
+    subprocess.run([sys.executable, "-c", _WARM_UP], env=env, check=True)
+    warm = subprocess.run([sys.executable, "-c", _CACHED], env=env, capture_output=True, text=True)
+    assert warm.stdout.strip() == "True", warm.stderr
