@@ -206,12 +206,17 @@ def train(
     imitation = Imitation.from_setting(settings["imitation"])
     if imitation is not None:
         imitation.check_baseline(kind_of_id(env_id).name)
-        if vec_env != "dummy" or mixture is not None:
+        if vec_env != "dummy":
             raise ValueError(
                 "imitation (the warm start by behaviour cloning) runs the baseline on the "
-                "training envs in this process and on one workload: it needs vec_env='dummy' "
-                f"and no training mixture (got vec_env={vec_env!r}, scenario {scenario!r}); "
+                f"training envs in this process: it needs vec_env='dummy', got {vec_env!r}; "
                 "pass hyperparams={'imitation': None} (--imitate none) to train from scratch"
+            )
+        if mixture is not None and imitation.baseline == BEST:
+            raise ValueError(
+                f"imitation: baseline {BEST!r} picks the best baseline on the validation env, "
+                "one workload, but this run trains on a mixture of workloads; name the "
+                "baseline to clone (it acts on every component of the mixture)"
             )
     env_config, obs_names = _describe(env_id, kwargs, mixture, imitation)
     run_dir = Path(out)

@@ -133,12 +133,18 @@ def check_policies(kind: str, specs: list[str]) -> None:
 def make_policy(name: str, env: gym.Env, **kwargs: Any) -> Policy:
     """Build the baseline called ``name`` (a registry name or a setting) for ``env``.
 
-    Keyword arguments given here are merged over those of the setting.
+    Keyword arguments given here are merged over those of the setting. For a
+    :class:`~llmsched_env.envs.mixture.BatchMixtureEnv` it is built on every component
+    (:class:`~baselines.mixture.PerComponentPolicy`).
 
     Raises:
         ValueError: If ``name`` is not a baseline of ``env``'s kind (the message lists them),
             is a malformed setting, or gives the baseline an argument it does not take.
     """
+    from baselines.mixture import BatchMixtureEnv, PerComponentPolicy
+
+    if isinstance(getattr(env, "unwrapped", env), BatchMixtureEnv):
+        return PerComponentPolicy(env, lambda component: make_policy(name, component, **kwargs))
     table = POLICY_TABLES[env_kind(env)]
     base, given = parse_policy(name)
     factory = resolve("baseline policy", base, table)

@@ -20,10 +20,11 @@ probability ``source_arrivals`` an episode keeps the component's own arrival pro
 (a trace's recorded gaps, rescaled to the load).
 
 **Baselines.** The heuristics of ``baselines.batch`` read one env's constants (bin edges, size
-levels, service estimates) once, when they are built, so they cannot follow a switch of
-component: ``make_policy(name, mixture)`` raises a ``TypeError``. Evaluate baselines on the
-component envs (:attr:`BatchMixtureEnv.components`) or on plain ``BatchScheduling-v0`` envs of
-the same workloads, which is what the scenarios do.
+levels, service estimates) once, when they are built, so one heuristic cannot follow a switch
+of component. ``make_policy(name, mixture)`` therefore builds one per component and acts with
+the active component's (:class:`baselines.mixture.PerComponentPolicy`): that is how a
+heuristic demonstrates the mixture for a warm start. Scores of baselines are taken on plain
+``BatchScheduling-v0`` envs of the same workloads, which is what the scenarios do.
 """
 
 from __future__ import annotations
@@ -258,15 +259,24 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------------ the active component
     @property
-    def active(self) -> BatchSchedulingEnv:
-        """The component env of the current episode (unwrapped).
+    def active_index(self) -> int:
+        """The index in :attr:`components` of the current episode's component.
 
         Raises:
             RuntimeError: Before the first ``reset``.
         """
         if self._index is None:
             raise RuntimeError("call reset() first: no component is active yet")
-        return self.components[self._index]
+        return self._index
+
+    @property
+    def active(self) -> BatchSchedulingEnv:
+        """The component env of the current episode (unwrapped).
+
+        Raises:
+            RuntimeError: Before the first ``reset``.
+        """
+        return self.components[self.active_index]
 
     @property
     def last_info(self) -> dict[str, Any] | None:

@@ -183,7 +183,7 @@ def test_same_seed_warm_started_runs_are_identical(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"vec_env": "subproc"}, "needs vec_env='dummy' and no training mixture"),
+        ({"vec_env": "subproc"}, "needs vec_env='dummy', got 'subproc'"),
         ({"hyperparams": {"imitation": "edf"}}, "imitation: baseline must be one of"),
         ({"hyperparams": {"imitation": "sarathi(x=1)"}}, r"does not take the arguments \{'x': 1\}"),
         (
@@ -205,12 +205,27 @@ def test_imitation_refuses_what_it_cannot_do(tmp_path, kwargs, match):
         )
 
 
-def test_a_mixture_scenario_refuses_imitation(tmp_path):
-    with pytest.raises(ValueError, match="no training mixture"):
+def test_a_mixture_scenario_refuses_the_best_baseline(tmp_path):
+    with pytest.raises(ValueError, match="trains on a mixture of workloads; name the baseline"):
         train(
             "batch",
             out=tmp_path / "run",
             steps=64,
             scenario="batch-general",
-            hyperparams={**TINY_HYPERPARAMS["maskable-ppo"], "imitation": "static-fifo"},
+            hyperparams={**TINY_HYPERPARAMS["maskable-ppo"], "imitation": "best"},
         )
+
+
+def test_a_mixture_run_clones_the_named_baseline_on_its_components(tmp_path):
+    result = tiny_train(
+        tmp_path / "run",
+        scenario="batch-general",
+        env_kwargs={"n_requests": 60},
+        hyperparams={
+            **TINY_HYPERPARAMS["maskable-ppo"],
+            "imitation": {"baseline": "multibin-wc-viable", "steps": 600, "epochs": 2},
+        },
+    )
+    cloning = load_run_config(result.run_dir).sessions[-1]["imitation"]
+    assert cloning["baseline"] == "multibin-wc-viable"
+    assert cloning["steps"] >= 600 and 0.0 < cloning["agreement"] <= 1.0

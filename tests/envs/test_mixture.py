@@ -8,7 +8,6 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import llmsched_env  # noqa: F401  (registers the env ids)
-from baselines import make_policy
 from llmsched_env.envs import BatchSchedulingEnv, FlattenAction
 from llmsched_env.envs.mixture import BatchMixtureEnv
 
@@ -141,16 +140,6 @@ def test_end_when_settled_wraps_each_component():
             done = terminated or truncated
         settled |= bool(info.get("settled"))
     assert settled
-
-
-def test_baselines_refuse_the_mixture_and_run_on_its_components():
-    env = _mixture()
-    env.reset(seed=0)
-    with pytest.raises(TypeError, match="BatchMixtureEnv"):
-        make_policy("edf", env)
-    policy = make_policy("edf", env.components[0])
-    obs, info = env.components[0].reset(seed=0)
-    assert env.components[0].action_space.contains(policy.act(obs, info))
 
 
 def test_step_before_reset_is_an_error():
