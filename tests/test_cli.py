@@ -367,7 +367,7 @@ def test_train_takes_a_trace_too(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "expected_steps"),
     [
-        (["--scenario", "batch-general"], 500_000),
+        (["--scenario", "batch-general"], 1_000_000),
         (["--scenario", "batch-general", "--steps", "1000"], 1000),
         (["--env", "continuous"], 300_000),
     ],
@@ -377,7 +377,7 @@ def test_train_steps_default_to_the_scenario_s_budget(tmp_path, monkeypatch, fla
     import agents.training
     from agents.scenarios import get_scenario
 
-    assert get_scenario("batch-general").train_steps == 500_000
+    assert get_scenario("batch-general").train_steps == 1_000_000
     seen = {}
 
     def record(*args, **kwargs):

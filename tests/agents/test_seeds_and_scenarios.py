@@ -52,7 +52,9 @@ def test_scenarios_cover_defaults_bursty_and_multi_gpu():
     assert any(s.env_kwargs.get("n_gpus", 1) > 2 for s in SCENARIOS.values())
     bursty = [s for s in SCENARIOS.values() if s.env_kwargs.get("workload") in SCENARIO_WORKLOADS]
     assert {s.env for s in bursty} >= {"batch"}
-    assert all(s.train_steps <= 500_000 for s in SCENARIOS.values() if s.env == "batch")
+    # Budgets that train in minutes on 2 cores; a training mixture gets twice a workload's.
+    batch = [s for s in SCENARIOS.values() if s.env == "batch"]
+    assert all(s.train_steps <= (1_000_000 if s.training else 500_000) for s in batch)
     with pytest.raises(ValueError, match="Did you mean 'batch-bursty'"):
         get_scenario("batch-burst")
 
@@ -131,3 +133,23 @@ def test_routing_scenarios_warm_start_maskable_ppo_from_the_tuned_length_split(n
     assert dict(imitation.baseline_kwargs) == tuned
     imitation.check_baseline("routing", gym.make(scenario.env_id, **scenario.make_env_kwargs()))
     assert "dqn" not in scenario.hyperparams  # other algorithms keep their recipes
+
+
+def test_the_general_scenario_warm_starts_from_multibin_wc_viable_on_its_mixture():
+    from agents.envs import make_mixture_env
+    from agents.hyperparams import resolve_hyperparams
+    from agents.imitation import Imitation
+    from baselines import make_policy
+    from baselines.mixture import PerComponentPolicy
+
+    scenario = get_scenario("batch-general")
+    base = scenario.hyperparams["maskable-ppo"]
+    imitation = Imitation.from_setting(
+        resolve_hyperparams(scenario.env_id, "maskable-ppo", base=base)["imitation"]
+    )
+    assert imitation.baseline == "multibin-wc-viable" and imitation.baseline_kwargs is None
+    mixture = make_mixture_env(scenario.training, {"n_requests": 40})
+    demonstrator = make_policy(imitation.baseline, mixture)
+    assert isinstance(demonstrator, PerComponentPolicy)
+    assert len(demonstrator.policies) == len(scenario.training["components"])
+    assert "ppo" not in scenario.hyperparams  # other algorithms keep their recipes
