@@ -17,6 +17,8 @@ from typing import Any
 import gymnasium as gym
 
 from baselines.base import Policy
+from baselines.mixture import PerComponentPolicy
+from llmsched_env.envs.mixture import BatchMixtureEnv
 from llmsched_env.kinds import ENV_KINDS, get_kind, kind_of_env
 from llmsched_env.registry import resolve, unknown_name_error
 
@@ -141,8 +143,6 @@ def make_policy(name: str, env: gym.Env, **kwargs: Any) -> Policy:
         ValueError: If ``name`` is not a baseline of ``env``'s kind (the message lists them),
             is a malformed setting, or gives the baseline an argument it does not take.
     """
-    from baselines.mixture import BatchMixtureEnv, PerComponentPolicy
-
     if isinstance(getattr(env, "unwrapped", env), BatchMixtureEnv):
         return PerComponentPolicy(env, lambda component: make_policy(name, component, **kwargs))
     table = POLICY_TABLES[env_kind(env)]

@@ -11,13 +11,13 @@ numba loading its compiled functions at their first call, the same in both runs;
 the first episode's end because the end-of-episode metrics are first called there, after
 about 2,800 steps of ``ContinuousBatching-v0``.)
 
-The count of a whole run still varies a little between identical runs (by some 10-25 million
-of about 6 billion instructions, with Python's hash seed fixed as here), so the run without the
+The count of a whole run still varies between identical runs (by up to about 30 million of
+4.5-6 billion instructions, with Python's hash seed fixed as here), so the run without the
 counted steps is made twice, before and after the counted one: the difference is subtracted
 from their mean, and their gap divided by the steps is printed as the count's uncertainty.
-That gap is a lower bound on the spread: separate invocations on the same code have differed
-by more (87,400 to 102,900 instructions per ``BatchScheduling-v0`` step at 3,000 steps), so
-compare two versions by several alternated invocations, with thousands of steps each.
+That gap is a lower bound on the spread: five invocations on the same code gave 83,600 to
+102,900 instructions per ``BatchScheduling-v0`` step at 3,000 steps, so compare two versions
+by several alternated invocations, with thousands of steps each.
 
 The compiled (numba) parts are compiled once natively before the counted runs, into a
 temporary cache that the counted runs load, so compilation is not counted: numba is told to
