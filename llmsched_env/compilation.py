@@ -27,7 +27,7 @@ KEY_KERNELS = (
     ("llmsched_env.envs.batch_observation", "_build"),
     ("llmsched_env.metrics", "_request_stats"),
     ("llmsched_env.statistics", "describe_rows"),
-    ("llmsched_env.latency.profiled", "_iteration_us"),
+    ("llmsched_env.latency.profiled", "_iteration_s"),
 )
 #: Seconds a cold compilation of every kernel took (14 s measured on one core of a shared
 #: two-core machine; rounded up).

@@ -43,7 +43,8 @@ from llmsched_env.jit import njit
 from llmsched_env.latency import _checks
 from llmsched_env.latency.architectures import PROLOGUE_OPS, SEQUENCE_OPS, ModelArchitecture
 from llmsched_env.latency.profile_data import LayerProfile
-from llmsched_env.latency.skew import DecodeSkewCorrection
+from llmsched_env.latency.skew import DecodeSkewCorrection, skew_alpha
+from llmsched_env.sim.state_schema import Field, StateSchema
 
 _US = 1e-6
 
@@ -149,6 +150,120 @@ def _iteration_us(
     return total + _interp1(seq_axis, seq_us, sequences)
 
 
+#: The tables of one :class:`ProfiledIterationLatency`, in one float and one int buffer: a
+#: compiled call then unboxes three arrays (the buffers and their layout) instead of thirty.
+#: Grids of several dimensions are stored flat (C order) and reshaped by :func:`_iteration_s`.
+LATENCY_TABLES = StateSchema(
+    "ProfiledLatencyTables",
+    __name__,
+    (
+        "n_chunk",
+        "n_history",
+        "n_decode",
+        "n_context",
+        "n_attention",
+        "n_dense",
+        "n_sequences",
+        "n_moe_tokens",
+        "n_moe_experts",
+        "n_moe_cells",
+        "n_skew",
+    ),
+    (
+        Field("layers", "f", 1, "decoder layers"),
+        Field("a0", "f", "n_chunk", "attention axis: prefill chunk tokens"),
+        Field("a1", "f", "n_history", "attention axis: KV the chunks' sequences held before"),
+        Field("a2", "f", "n_decode", "attention axis: decode sequences"),
+        Field("a3", "f", "n_context", "attention axis: mean decode KV context"),
+        Field("attention", "f", "n_attention", "attention time per layer on that grid, flat"),
+        Field("dense_tokens", "f", "n_dense", "token axis of the dense ops"),
+        Field("layer_dense", "f", "n_dense", "one layer's dense ops"),
+        Field("once_dense", "f", "n_dense", "the ops run once (embedding, final norm)"),
+        Field("seq_axis", "f", "n_sequences", "sequence axis of the per-sequence ops"),
+        Field("seq_us", "f", "n_sequences", "per-sequence ops (lm_head, sampler)"),
+        Field("moe_tokens", "f", "n_moe_tokens", "token axis of the MoE table (empty: dense)"),
+        Field("moe_experts", "f", "n_moe_experts", "expert-count axis of the MoE table"),
+        Field("moe_us", "f", "n_moe_cells", "MoE block time per token row and expert count, flat"),
+        Field("moe_valid", "i", "n_moe_tokens", "measured expert counts of each token row"),
+        Field("experts_local", "f", 1, "experts on one GPU"),
+        Field("route_miss", "f", 1, "1 - top_k / experts: a token's chance to miss an expert"),
+        Field("gathered", "f", 1, "engines whose tokens an MoE layer gathers"),
+        Field("comm0", "f", 1, "collectives' fixed time per layer"),
+        Field("comm1", "f", 1, "collectives' time per token per layer"),
+        Field("has_skew", "i", 1, "1: correct decode attention for uneven contexts"),
+        Field("alpha_default", "f", 1, "skew weight of a batch shape without a fitted bucket"),
+        Field("skew_key", "i", "n_skew", "fitted bucket keys, sorted"),
+        Field("skew_alpha", "f", "n_skew", "their skew weights"),
+    ),
+)
+#: Compiled ``view(floats, ints, layout)`` of :data:`LATENCY_TABLES`.
+_tables_view = LATENCY_TABLES.view
+
+
+@njit(cache=True)
+def _iteration_s(
+    prefill, decode, context, prefill_kv, sequences, kv_max, kv_min, floats, ints, layout
+):  # pragma: no cover - numba
+    """One iteration in microseconds, the skew correction included; all inputs are floats.
+
+    :meth:`ProfiledIterationLatency.iteration_s` before its unit and overhead, in one compiled
+    call over the model's :data:`LATENCY_TABLES` buffers.
+    """
+    t = _tables_view(floats, ints, layout)
+    grid = t.attention.reshape((t.a0.size, t.a1.size, t.a2.size, t.a3.size))
+    moe_us = t.moe_us.reshape((t.moe_tokens.size, t.moe_experts.size))
+    if sequences <= 0.0 and prefill > 0.0:
+        sequences = 1.0  # a caller that does not count prefill sequences: at least one
+    mean_kv = context / decode if decode > 0.0 else 0.0
+    layers = t.layers[0]
+    duration = _iteration_us(
+        prefill,
+        prefill_kv,
+        decode,
+        mean_kv,
+        prefill + decode,
+        sequences + decode,
+        layers,
+        t.a0,
+        t.a1,
+        t.a2,
+        t.a3,
+        grid,
+        t.dense_tokens,
+        t.layer_dense,
+        t.once_dense,
+        t.seq_axis,
+        t.seq_us,
+        t.moe_tokens,
+        t.moe_experts,
+        moe_us,
+        t.moe_valid,
+        t.experts_local[0],
+        t.route_miss[0],
+        t.gathered[0],
+        t.comm0[0],
+        t.comm1[0],
+    )
+    if t.has_skew[0] and decode > 1.0 and kv_max > mean_kv:
+        alpha = skew_alpha(
+            t.skew_key,
+            t.skew_alpha,
+            t.alpha_default[0],
+            prefill,
+            decode,
+            mean_kv,
+            kv_max,
+            kv_min,
+            prefill_kv,
+        )
+        if alpha != 0.0:
+            t_mean = _attention(t.a0, t.a1, t.a2, t.a3, grid, prefill, prefill_kv, decode, mean_kv)
+            t_max = _attention(t.a0, t.a1, t.a2, t.a3, grid, prefill, prefill_kv, decode, kv_max)
+            if t_max > t_mean:
+                duration += layers * alpha * (t_max - t_mean)
+    return duration
+
+
 @dataclass(frozen=True)
 class InterconnectLink:
     """The GPU-to-GPU link that tensor- and expert-parallel collectives cross (alpha-beta model).
@@ -225,6 +340,7 @@ class ProfiledIterationLatency:
     stochastic: ClassVar[bool] = False
     uses_decode_spread: ClassVar[bool] = True
     _args: tuple = field(init=False, repr=False, compare=False)
+    _tables: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -300,6 +416,59 @@ class ProfiledIterationLatency:
             comm1,
         )
         object.__setattr__(self, "_args", args)
+        object.__setattr__(self, "_tables", self._pack_tables(args))
+
+    def _pack_tables(self, args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:data:`LATENCY_TABLES` buffers ``(floats, ints, layout)`` holding ``args``' tables."""
+        (layers, a0, a1, a2, a3, grid, dense_tokens, layer, once, seq_axis, seq_us) = args[:11]
+        moe_tokens, moe_experts, moe_us, moe_valid = args[11:15]
+        experts_local, route_miss, gathered, comm0, comm1 = args[15:]
+        skew_keys, skew_alphas = (
+            self.skew.bucket_table() if self.skew is not None else (np.zeros(0), np.zeros(0))
+        )
+        floats, ints, layout = LATENCY_TABLES.allocate(
+            n_chunk=a0.size,
+            n_history=a1.size,
+            n_decode=a2.size,
+            n_context=a3.size,
+            n_attention=grid.size,
+            n_dense=dense_tokens.size,
+            n_sequences=seq_axis.size,
+            n_moe_tokens=moe_tokens.size,
+            n_moe_experts=moe_experts.size,
+            n_moe_cells=moe_us.size,
+            n_skew=skew_keys.size,
+        )
+        t = LATENCY_TABLES.views(floats, ints, layout)
+        values = {
+            "layers": layers,
+            "a0": a0,
+            "a1": a1,
+            "a2": a2,
+            "a3": a3,
+            "attention": grid.ravel(),
+            "dense_tokens": dense_tokens,
+            "layer_dense": layer,
+            "once_dense": once,
+            "seq_axis": seq_axis,
+            "seq_us": seq_us,
+            "moe_tokens": moe_tokens,
+            "moe_experts": moe_experts,
+            "moe_us": moe_us.ravel(),
+            "moe_valid": moe_valid,
+            "experts_local": experts_local,
+            "route_miss": route_miss,
+            "gathered": gathered,
+            "comm0": comm0,
+            "comm1": comm1,
+            "has_skew": int(self.skew is not None),
+            "alpha_default": self.skew.alpha_default if self.skew is not None else 0.0,
+            "skew_key": skew_keys,
+            "skew_alpha": skew_alphas,
+        }
+        for name, value in values.items():
+            getattr(t, name)[:] = value
+        return floats, ints, layout
 
     def _check_ops(self) -> None:
         """Raise ``ValueError`` naming the file if an op the architecture runs was not profiled."""
@@ -325,20 +494,16 @@ class ProfiledIterationLatency:
         kv_max: float = 0.0,
         kv_min: float = 0.0,
     ) -> float:
-        if sequences <= 0 and prefill > 0:
-            sequences = 1.0  # a caller that does not count prefill sequences: at least one
-        mean_kv = context / decode if decode > 0 else 0.0
-        duration = _iteration_us(
+        duration = _iteration_s(
             float(prefill),
-            float(prefill_kv),
             float(decode),
-            float(mean_kv),
-            float(prefill + decode),
-            float(sequences + decode),
-            *self._args,
+            float(context),
+            float(prefill_kv),
+            float(sequences),
+            float(kv_max),
+            float(kv_min),
+            *self._tables,
         )
-        if self.skew is not None and decode > 1 and kv_max > mean_kv:
-            duration += self._skew_us(prefill, prefill_kv, decode, mean_kv, kv_max, kv_min)
         if not duration >= 0.0:  # also catches NaN from NaN inputs
             raise ValueError(
                 f"{type(self).__name__}: no valid time for prefill_tokens={prefill!r}, "
@@ -346,24 +511,6 @@ class ProfiledIterationLatency:
                 f"prefill_kv_tokens={prefill_kv!r}, prefill_sequences={sequences!r}"
             )
         return duration
-
-    def _skew_us(
-        self,
-        prefill: float,
-        prefill_kv: float,
-        decode: float,
-        kv_mean: float,
-        kv_max: float,
-        kv_min: float,
-    ) -> float:
-        """Extra attention time of uneven decode contexts, all layers (see the module doc)."""
-        alpha = self.skew.alpha(prefill, decode, kv_mean, kv_max, kv_min, prefill_kv)
-        if alpha == 0.0:
-            return 0.0
-        layers, a0, a1, a2, a3, grid = self._args[:6]
-        t_mean = _attention(a0, a1, a2, a3, grid, prefill, prefill_kv, decode, kv_mean)
-        t_max = _attention(a0, a1, a2, a3, grid, prefill, prefill_kv, decode, kv_max)
-        return layers * alpha * (t_max - t_mean) if t_max > t_mean else 0.0
 
     def iteration_s(
         self,

@@ -21,6 +21,7 @@ an edge ``e[i + 1]`` closes bucket ``i`` on the right.
 from __future__ import annotations
 
 import functools
+import math
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from llmsched_env.jit import njit
 from llmsched_env.latency import _checks
 
 #: Bucket edges and labels of the profiler's skew fit, per axis: ``(edges, labels)``.
@@ -59,6 +61,65 @@ def _bucket(axis: str, value: float) -> int:
     """Index of the bucket of ``value`` on ``axis`` (right-closed; the last one is open)."""
     edges, labels = SKEW_BUCKET_AXES[axis]
     return min(bisect_left(edges, value, 1) - 1, len(labels) - 1)
+
+
+#: The bucket edges of each axis as arrays, in key order, for compiled code.
+_N_EDGES, _SKEW_EDGES, _KV_EDGES, _KP_EDGES = (
+    np.array(SKEW_BUCKET_AXES[axis][0], dtype=np.float64) for axis in _LABEL_COLUMNS
+)
+#: Radix of each bucket index in a bucket's integer key (every axis has fewer buckets).
+_KEY_RADIX = 16
+
+
+@njit(cache=True)
+def bucket_key(chunk: int, n: int, skew_rate: int, kv_big: int, kp: int) -> int:
+    """One integer for a bucket ``(prefill chunk, decode count, skew rate, longest, prefill KV)``.
+
+    The four bucket indices are digits in base :data:`_KEY_RADIX` below the chunk, so keys of
+    different buckets differ and sort by chunk first.
+    """
+    return (((chunk * _KEY_RADIX + n) * _KEY_RADIX + skew_rate) * _KEY_RADIX + kv_big) * (
+        _KEY_RADIX
+    ) + kp
+
+
+@njit(cache=True)
+def _compiled_bucket(edges: np.ndarray, value: float) -> int:  # pragma: no cover - numba
+    """:func:`_bucket` on an axis's edges: ``bisect_left(edges, value, 1) - 1``, clamped."""
+    return min(np.searchsorted(edges[1:], value), edges.shape[0] - 2)
+
+
+@njit(cache=True)
+def skew_alpha(
+    keys: np.ndarray,
+    alphas: np.ndarray,
+    alpha_default: float,
+    prefill_chunk: float,
+    n_decode: float,
+    kv_mean: float,
+    kv_max: float,
+    kv_min: float,
+    prefill_kv: float,
+) -> float:  # pragma: no cover - numba
+    """:meth:`DecodeSkewCorrection.alpha` for compiled code.
+
+    ``keys`` and ``alphas`` are the correction's :meth:`~DecodeSkewCorrection.bucket_table`.
+    """
+    if prefill_chunk != math.floor(prefill_chunk) or keys.shape[0] == 0:
+        return alpha_default
+    gap = kv_max - kv_min
+    skew_rate = (kv_mean - kv_min) / gap if gap > 0 else 0.5
+    key = bucket_key(
+        int(prefill_chunk),
+        _compiled_bucket(_N_EDGES, n_decode),
+        _compiled_bucket(_SKEW_EDGES, min(max(skew_rate, 0.0), 1.0)),
+        _compiled_bucket(_KV_EDGES, kv_max),
+        _compiled_bucket(_KP_EDGES, prefill_kv),
+    )
+    i = np.searchsorted(keys, key)
+    if i < keys.shape[0] and keys[i] == key:
+        return alphas[i]
+    return alpha_default
 
 
 class SkewFitError(ValueError):
@@ -129,6 +190,15 @@ class DecodeSkewCorrection:
             _bucket("kp_label", prefill_kv),
         )
         return self.alpha_by_bucket.get(key, self.alpha_default)
+
+    def bucket_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted buckets for :func:`skew_alpha`: sorted :func:`bucket_key` keys, ``alpha``."""
+        keyed = sorted(
+            (bucket_key(*bucket), alpha) for bucket, alpha in self.alpha_by_bucket.items()
+        )
+        keys = np.array([key for key, _ in keyed], dtype=np.int64)
+        alphas = np.array([alpha for _, alpha in keyed], dtype=np.float64)
+        return keys, alphas
 
 
 def load_skew_fit(path: str | Path, alpha_default: float) -> DecodeSkewCorrection:

@@ -23,6 +23,7 @@ from llmsched_env.latency.profiled import (
     ProfiledIterationLatency,
     _attention,
     _interp1,
+    _iteration_us,
 )
 
 RNG = np.random.default_rng(0)
@@ -94,6 +95,37 @@ def test_more_work_is_never_faster(name: str) -> None:
     assert steps == sorted(steps)
     decode = [model.estimate_s(0, 64, 64 * kv) for kv in (100, 1000, 4000, 16_000, 40_000)]
     assert decode == sorted(decode)
+
+
+def _composed_s(model: ProfiledIterationLatency, c, n, context, p, seqs, kv_max, kv_min) -> float:
+    """The model's formula composed in Python from its unpacked tables (the reference)."""
+    seqs = 1 if seqs <= 0 and c > 0 else seqs
+    mean_kv = context / n if n > 0 else 0.0
+    us = _iteration_us(float(c), float(p), float(n), mean_kv, c + n, seqs + n, *model._args)
+    if model.skew is not None and n > 1 and kv_max > mean_kv:
+        alpha = model.skew.alpha(c, n, mean_kv, kv_max, kv_min, p)
+        grid = model._args[1:6]
+        t_mean = _attention(*grid, c, p, n, mean_kv)
+        t_max = _attention(*grid, c, p, n, kv_max)
+        us += model._args[0] * alpha * (t_max - t_mean) if t_max > t_mean else 0.0
+    return us * 1e-6 + model.iteration_overhead_s
+
+
+@pytest.mark.parametrize("name", PROFILED)
+def test_one_compiled_call_equals_the_formula_composed_piece_by_piece(name: str) -> None:
+    """The packed tables and the compiled skew lookup change no bit of any iteration's time."""
+    model = make_iteration_latency(name)
+    rng = np.random.default_rng(3)
+    for _ in range(2_000):
+        n = int(rng.integers(0, 300))
+        c = int(rng.choice([0, 512, 1024, 2048, rng.integers(1, 9_000)]))
+        kv_min = int(rng.integers(0, 20_000))
+        kv_max = kv_min + int(rng.choice([0, rng.integers(1, 30_000)]))
+        context = int(rng.integers(kv_min * n, kv_max * n + 1))
+        p, seqs = int(rng.choice([0, rng.integers(1, 20_000)])), int(rng.integers(0, 4))
+        shape = (c, n, context, p, seqs, kv_max, kv_min)
+        got = model.iteration_s(c, n, context, RNG, p, seqs, kv_max, kv_min)
+        assert got == _composed_s(model, *shape), shape
 
 
 @pytest.mark.parametrize("name", PROFILED)

@@ -15,6 +15,7 @@ from llmsched_env.latency.skew import (
     DecodeSkewCorrection,
     SkewFitError,
     load_skew_fit,
+    skew_alpha,
 )
 
 RNG = np.random.default_rng(0)
@@ -42,6 +43,28 @@ def test_shipped_fit_reads_every_bucket_of_its_file():
     row = table.iloc[0]
     key = (int(row.pc),) + tuple(SKEW_BUCKET_AXES[c][1].index(row[c]) for c in SKEW_BUCKET_AXES)
     assert fit.alpha_by_bucket[key] == pytest.approx(row.alpha)
+
+
+@pytest.mark.parametrize("profile", [LLAMA, "RTXPRO6000-Qwen3-32B"])
+def test_compiled_lookup_equals_the_fit_on_fitted_and_unfitted_batches(profile):
+    fit = load_skew_fit(vllm_bench_profile_dir(profile) / "skew_fit.csv", 0.05)
+    keys, alphas = fit.bucket_table()
+    assert np.all(np.diff(keys) > 0)  # sorted, one key per bucket
+    chunks = sorted({chunk for chunk, *_ in fit.alpha_by_bucket})
+    rng = np.random.default_rng(1)
+    fitted = 0
+    for _ in range(5_000):
+        chunk = float(rng.choice(chunks)) if rng.random() < 0.8 else rng.uniform(0, 4096)
+        n = float(rng.integers(0, 400))
+        kv_min = float(rng.integers(0, 20_000))
+        kv_max = kv_min + float(rng.choice([0, rng.integers(1, 40_000)]))
+        kv_mean = rng.uniform(kv_min, kv_max)
+        prefill_kv = float(rng.choice([0, rng.integers(1, 12_000)]))
+        shape = (chunk, n, kv_mean, kv_max, kv_min, prefill_kv)
+        expected = fit.alpha(*shape)
+        fitted += expected != fit.alpha_default
+        assert skew_alpha(keys, alphas, fit.alpha_default, *shape) == expected, shape
+    assert fitted > 200  # the draws reach fitted buckets, not only the default
 
 
 def test_correction_is_alpha_times_the_gap_to_the_longest_context():
