@@ -9,6 +9,7 @@ a smaller index means an earlier arrival.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
@@ -56,9 +57,26 @@ def size_level(batch_sizes: Sequence[int], batch_size: float) -> int:
 
 
 def make_action(bin_index: int | None, level: int) -> np.ndarray:
-    """The env action serving bin ``bin_index`` at size level ``level`` (``None``: WAIT)."""
-    choice = WAIT if bin_index is None else bin_index + 1
-    return np.array((choice, level), dtype=np.int64)
+    """The env action serving bin ``bin_index`` at size level ``level`` (``None``: WAIT).
+
+    Actions are read-only arrays shared between calls (one per value, made on first use): a
+    policy decides many times a second, and making a new array is a large part of the cost of
+    a simple rule's decision.
+
+    Example:
+        >>> make_action(2, 5)
+        array([3, 5])
+        >>> make_action(None, 0) is make_action(None, 0)
+        True
+    """
+    return _action(WAIT if bin_index is None else bin_index + 1, level)
+
+
+@functools.cache
+def _action(choice: int, level: int) -> np.ndarray:
+    action = np.array((choice, level), dtype=np.int64)
+    action.flags.writeable = False
+    return action
 
 
 def oldest_bin(queues: Sequence[np.ndarray]) -> int:

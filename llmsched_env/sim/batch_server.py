@@ -466,17 +466,19 @@ class BatchServer:
         during some calls are ``finished_between(n_before, n_after)`` of its values before and
         after them (what ``BatchScheduling-v0`` reports per step).
         """
+        if hi <= lo:
+            return []  # most steps: no batch finished
         state = self.state
         return [
             FinishedBatch(
-                int(state.batch_gpu[b]),
-                int(state.batch_queue[b]),
-                int(state.batch_size[b]),
-                float(state.batch_start_s[b]),
-                float(state.batch_service_s[b]),
-                int(state.batch_max_total[b]),
-                int(state.batch_max_output[b]),
-                int(state.batch_output_tokens[b]),
+                state.batch_gpu.item(b),
+                state.batch_queue.item(b),
+                state.batch_size.item(b),
+                state.batch_start_s.item(b),
+                state.batch_service_s.item(b),
+                state.batch_max_total.item(b),
+                state.batch_max_output.item(b),
+                state.batch_output_tokens.item(b),
             )
             for b in state.finished[lo:hi].tolist()
         ]
