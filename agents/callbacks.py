@@ -6,6 +6,7 @@ only after checking that the ``agents`` extra is installed.
 
 from __future__ import annotations
 
+import copy
 import csv
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.algorithms import AlgoSpec
+from agents.averaging import AVERAGED_MODEL_FILE, WeightAveraging
 from agents.policy import AgentPolicy, LoadedAgent, ObsNormalizer
 from agents.runs import RunConfig
 from agents.scenarios import build_env_kwargs
@@ -184,6 +186,53 @@ class BaselineEvalCallback(BaseCallback):
             if new:
                 writer.writeheader()
             writer.writerow(result)
+
+
+class WeightAveragingCallback(BaseCallback):
+    """Keeps the running mean of the policy's weights over the snapshots of ``schedule``.
+
+    See :mod:`agents.averaging`.
+
+    Args:
+        schedule: When to take snapshots.
+        n_envs: Parallel training envs (a callback step is ``n_envs`` env steps).
+    """
+
+    def __init__(self, schedule: WeightAveraging, n_envs: int) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self._every_calls = max(schedule.every // n_envs, 1)
+        self.snapshot_steps: list[int] = []
+        self._averaged: Any = None
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self._every_calls == 0 and self.num_timesteps >= self.schedule.start:
+            self._take_snapshot()
+        return True
+
+    def _take_snapshot(self) -> None:
+        from torch.optim.swa_utils import AveragedModel
+
+        if self._averaged is None:
+            self._averaged = AveragedModel(self.model.policy)
+        self._averaged.update_parameters(self.model.policy)
+        self.snapshot_steps.append(int(self.num_timesteps))
+
+    def save(self, run_dir: Path, model: Any) -> Path | None:
+        """Write the averaged policy as ``run_dir/averaged_model.zip`` (``None``: no snapshot).
+
+        ``model`` keeps its own (final) weights.
+        """
+        if self._averaged is None:
+            return None
+        final_weights = copy.deepcopy(model.policy.state_dict())
+        model.policy.load_state_dict(self._averaged.module.state_dict())
+        try:
+            path = Path(run_dir) / AVERAGED_MODEL_FILE
+            model.save(path)
+        finally:
+            model.policy.load_state_dict(final_weights)
+        return path
 
 
 class StopOnRequest(BaseCallback):

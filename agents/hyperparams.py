@@ -59,6 +59,7 @@ from types import MappingProxyType
 from typing import Any
 
 from agents.algorithms import get_algo
+from agents.averaging import WeightAveraging
 from llmsched_env import arguments
 from llmsched_env.kinds import kind_of_id
 from llmsched_env.registry import resolve
@@ -83,6 +84,8 @@ class TrainingDefaults:
         algo_kwargs: Keyword arguments of the algorithm's constructor (plain values).
         imitation: Warm start by behaviour cloning before training (the fields of
             :class:`agents.imitation.Imitation`), or ``None`` to start from a random network.
+        weight_averaging: Snapshots whose mean weights the run also saves (the fields of
+            :class:`agents.averaging.WeightAveraging`), or ``None`` for none.
     """
 
     n_envs: int = 4
@@ -92,6 +95,7 @@ class TrainingDefaults:
     end_when_settled: bool = False
     algo_kwargs: Mapping[str, Any] = field(default_factory=dict)
     imitation: Mapping[str, Any] | None = None
+    weight_averaging: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algo_kwargs", MappingProxyType(dict(self.algo_kwargs)))
@@ -206,6 +210,7 @@ SETTINGS_KEYS = (
     "flatten_action",
     "end_when_settled",
     "imitation",
+    "weight_averaging",
 )
 
 
@@ -228,10 +233,11 @@ def resolve_hyperparams(
     """Merge ``overrides`` over the defaults into one flat, JSON-ready dict.
 
     The result holds ``n_envs``, ``normalize_obs``, ``normalize_reward``, ``flatten_action``,
-    ``end_when_settled``, ``algo_kwargs`` and ``imitation`` (all fields of
-    :class:`agents.imitation.Imitation`, or ``None``). An override key is either one of
-    :data:`SETTINGS_KEYS` or an algorithm keyword argument; ``policy_kwargs`` overrides are
-    merged key by key, and ``imitation`` fields over the imitation set so far.
+    ``end_when_settled``, ``algo_kwargs``, ``imitation`` (all fields of
+    :class:`agents.imitation.Imitation`, or ``None``) and ``weight_averaging`` (``{"start",
+    "every"}`` of :class:`agents.averaging.WeightAveraging`, or ``None``). An override key is
+    either one of :data:`SETTINGS_KEYS` or an algorithm keyword argument; ``policy_kwargs``
+    overrides are merged key by key, and ``imitation`` fields over the imitation set so far.
 
     Args:
         env_id: Registered env id.
@@ -262,6 +268,7 @@ def resolve_hyperparams(
         "end_when_settled": defaults.end_when_settled,
         "algo_kwargs": {k: _copy(v) for k, v in defaults.algo_kwargs.items()},
         "imitation": _imitation(None, defaults.imitation),
+        "weight_averaging": _weight_averaging(defaults.weight_averaging),
     }
     allowed = set(SETTINGS_KEYS) | algo_kwarg_names(algo)
     layered = [*(base or {}).items(), *(overrides or {}).items()]
@@ -275,6 +282,8 @@ def resolve_hyperparams(
             result[key] = arguments.integer("", key, value, minimum=1)
         elif key == "imitation":
             result[key] = _imitation(result["imitation"], value)
+        elif key == "weight_averaging":
+            result[key] = _weight_averaging(value)
         elif key in SETTINGS_KEYS:
             result[key] = arguments.boolean("", key, value)
         elif key == "policy_kwargs":
@@ -364,6 +373,12 @@ def _imitation(default: Mapping[str, Any] | None, override: Any) -> dict[str, An
 
     settings = Imitation.from_setting(override, defaults=default)
     return None if settings is None else settings.to_dict()
+
+
+def _weight_averaging(setting: Any) -> dict[str, int] | None:
+    """The resolved ``weight_averaging`` setting (checked), or ``None``."""
+    schedule = WeightAveraging.from_setting(setting)
+    return None if schedule is None else schedule.as_setting()
 
 
 def _copy(value: Any) -> Any:

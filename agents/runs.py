@@ -25,11 +25,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from agents.averaging import AVERAGED_MODEL_FILE
+
 CONFIG_FILE = "config.json"
 FORMAT_VERSION = 1
 
-ModelChoice = Literal["best", "final"]
-MODEL_CHOICES = ("best", "final")
+ModelChoice = Literal["best", "final", "averaged"]
+MODEL_CHOICES = ("best", "final", "averaged")
 
 #: Packages whose versions are recorded in every run configuration.
 VERSIONED_PACKAGES = (
@@ -195,17 +197,27 @@ def model_paths(run_dir: str | Path, which: ModelChoice = "best") -> tuple[Path,
     Args:
         run_dir: The run directory.
         which: ``"best"`` (the model kept by the evaluation callback; the final model when the
-            run has none) or ``"final"``.
+            run has none), ``"final"``, or ``"averaged"`` (the mean weights of the run's late
+            snapshots, :mod:`agents.averaging`, with the final statistics).
 
     Returns:
         ``(model, statistics)``; statistics is ``None`` when the run did not normalise.
 
     Raises:
-        ValueError: If ``which`` is unknown or the run holds no model.
+        ValueError: If ``which`` is unknown or the run holds no such model.
     """
     if which not in MODEL_CHOICES:
         raise ValueError(f"which must be one of {list(MODEL_CHOICES)}, got {which!r}")
     run_dir = Path(run_dir)
+    if which == "averaged":
+        model = run_dir / AVERAGED_MODEL_FILE
+        if not model.is_file():
+            raise ValueError(
+                f"run_dir {str(run_dir)!r} holds no {AVERAGED_MODEL_FILE}: the run was trained "
+                "without the weight_averaging setting (or stopped before its first snapshot)"
+            )
+        stats = run_dir / "vecnormalize.pkl"
+        return model, (stats if stats.is_file() else None)
     prefix = "best_" if which == "best" and (run_dir / "best_model.zip").is_file() else ""
     model = run_dir / f"{prefix}model.zip"
     if not model.is_file():
@@ -223,7 +235,7 @@ def export_run(run_dir: str | Path, dest: str | Path, which: ModelChoice = "best
     Args:
         run_dir: The run directory.
         dest: The directory to write (created; existing files of the same names are replaced).
-        which: ``"best"`` or ``"final"`` model.
+        which: ``"best"``, ``"final"`` or ``"averaged"`` model (see :func:`model_paths`).
 
     Returns:
         The written files.

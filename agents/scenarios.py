@@ -38,7 +38,8 @@ LLMServingSim 2.0's ShareGPT lengths (``sharegpt``) and Mooncake's synthetic tra
 ``routing-prefix-sharing`` and ``routing-mooncake`` warm-start MaskablePPO from ``length-split``
 at the setting tuned on each one's validation seeds (:data:`ROUTING_WARM_START`,
 :data:`MOONCAKE_WARM_START`), ``batch-general`` from ``multibin-wc-viable`` on every workload of
-its mixture (:data:`GENERAL_WARM_START`); ``--imitate none`` trains from scratch.
+its mixture (:data:`GENERAL_WARM_START`), and averages the weights of its last snapshots
+(:data:`GENERAL_WEIGHT_AVERAGING`); ``--imitate none`` trains from scratch.
 """
 
 from __future__ import annotations
@@ -210,6 +211,11 @@ GENERAL_TRAINING: Mapping[str, Any] = MappingProxyType(
 #: "Generalisation"); the held-out workloads played no part in the choice.
 GENERAL_WARM_START: Mapping[str, Any] = MappingProxyType({"baseline": "multibin-wc-viable"})
 
+#: ``batch-general``'s weight averaging (:mod:`agents.averaging`): the mean of the snapshots at
+#: 600,000, 700,000, ..., 1,000,000 steps, the last 40% of its budget, at its checkpoints' steps.
+#: Its runs are scored with ``--model averaged`` (docs/results.md, "Generalisation").
+GENERAL_WEIGHT_AVERAGING: Mapping[str, Any] = MappingProxyType({"start": 600_000, "every": 100_000})
+
 #: Workloads and loads held out from ``batch-general``'s training.
 HELD_OUT_WORKLOADS = ("sharegpt", "mooncake-synthetic")
 HELD_OUT_LOADS = (0.8, 1.0, 1.25)
@@ -309,7 +315,12 @@ SCENARIOS: dict[str, Scenario] = {
             # Warm-started runs kept improving on the held-out workloads from 500,000 to
             # 1,000,000 steps (docs/results.md, "Generalisation").
             train_steps=1_000_000,
-            hyperparams={"maskable-ppo": {"imitation": GENERAL_WARM_START}},
+            hyperparams={
+                "maskable-ppo": {
+                    "imitation": GENERAL_WARM_START,
+                    "weight_averaging": GENERAL_WEIGHT_AVERAGING,
+                }
+            },
         ),
         *_held_out_scenarios(),
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.algorithms import DEFAULT_ALGO, AlgoSpec, get_algo
+from agents.averaging import AVERAGED_MODEL_FILE, WeightAveraging
 from agents.envs import VEC_ENV_KINDS, VecEnvKind, make_training_env
 from agents.extras import require_agents_extra
 from agents.hyperparams import SCHEDULE_KEYS, parse_schedule, resolve_hyperparams
@@ -242,7 +243,12 @@ def train(
         training_mixture=mixture,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("evaluations.csv", "best_model.zip", "best_vecnormalize.pkl"):
+    for stale in (
+        "evaluations.csv",
+        "best_model.zip",
+        "best_vecnormalize.pkl",
+        AVERAGED_MODEL_FILE,
+    ):
         (run_dir / stale).unlink(missing_ok=True)
     config.save(run_dir)
     return _run_session(
@@ -348,6 +354,7 @@ def _run_session(
         BaselineEvalCallback,
         StepProgressBar,
         StopOnRequest,
+        WeightAveragingCallback,
         steps_that_will_run,
     )
     from agents.signals import stop_requested_by_signals
@@ -424,6 +431,11 @@ def _run_session(
                     save_vecnormalize=True,
                 )
             )
+        averager = None
+        averaging = WeightAveraging.from_setting(settings.get("weight_averaging"))
+        if averaging is not None:
+            averager = WeightAveragingCallback(averaging, settings["n_envs"])
+            callbacks.append(averager)
         first_step = int(model.num_timesteps) if load_existing else 0
         planned = steps_that_will_run(model, steps)
         if log:
@@ -447,6 +459,11 @@ def _run_session(
         wall = time.perf_counter() - started
         trained = int(model.num_timesteps) - first_step
         saved_in = _save_final(run_dir, model, venv, log)
+        if averager is not None and averager.save(saved_in, model) is None and log:
+            log(
+                f"weight averaging: no snapshot was taken (the first is at step "
+                f"{averaging.start:,}), so no {AVERAGED_MODEL_FILE} was written"
+            )
         venv.close()
     evaluations = evaluator.results if evaluator else []
     session: dict[str, Any] = {
@@ -457,6 +474,8 @@ def _run_session(
     }
     if cloning is not None:
         session["imitation"] = cloning
+    if averager is not None:
+        session["averaged_snapshots"] = averager.snapshot_steps
     if stop.requested:
         session["stopped_by"] = stop.signal_name
     if evaluator is not None and evaluator.best_baseline is not None:

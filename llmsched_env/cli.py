@@ -866,7 +866,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="'all' or comma-separated baselines, names or settings such as "
         "'length-split(threshold_tokens=1024,long_replicas=2)'",
     )
-    co.add_argument("--model", choices=["best", "final"], default="best", help="which model")
+    co.add_argument(
+        "--model",
+        choices=["best", "final", "averaged"],
+        default="best",
+        help="which model of each run: validation-best, final, or averaged weights (a run "
+        "trained with weight_averaging)",
+    )
     co.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
     co.add_argument("--out", type=directory, help="output directory (default: RUN/compare)")
     co.add_argument("--force", action="store_true", help="overwrite results already in --out")
