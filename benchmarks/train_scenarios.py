@@ -19,7 +19,8 @@ and writes ``runs/scenarios/results.md`` with one Markdown table per scenario (t
 ``docs/results.md``). ``throughput`` measures environment steps per second through
 stable-baselines3's ``DummyVecEnv`` and ``SubprocVecEnv`` (random masked actions), and training
 steps per second of MaskablePPO with each, for 1, 2 and 4 envs. ``export`` copies a run's
-validation-selected model, statistics and configuration into ``agents/pretrained/NAME/``.
+model (``--model``: validation-selected by default, ``final`` or ``averaged``), statistics and
+configuration into ``agents/pretrained/NAME/``.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def export(args: argparse.Namespace) -> None:
     from agents.runs import export_run, load_run_config
 
     dest = Path(args.dest) if args.dest else pretrained_root() / args.name
-    written = export_run(args.run, dest, which="best")
+    written = export_run(args.run, dest, which=args.model)
     stats = dest / "vecnormalize.pkl"
     try:  # the actor as numpy arrays, so the agent acts without torch (agents.numpy_policy)
         written.append(export_numpy_policy(dest / "model.zip", stats if stats.is_file() else None))
@@ -159,14 +160,24 @@ def export(args: argparse.Namespace) -> None:
     command = config.command
     if "--eval-episodes" not in command:  # the default has changed over versions: be explicit
         command += f" --eval-episodes {len(seeds)}"
+    if args.model == "averaged":
+        snapshots = config.sessions[-1].get("averaged_snapshots", [])
+        chosen = (
+            f"the mean weights of its snapshots at steps {', '.join(f'{s:,}' for s in snapshots)}"
+        )
+    elif args.model == "final":
+        chosen = "the final one"
+    else:
+        chosen = f"the one with the best validation return on seeds {seeds[0]:,}-{seeds[-1]:,}"
+    model_option = "" if args.model == "best" else f" --model {args.model}"
     (dest / "README.md").write_text(
         f"# Pretrained agent `{args.name}`\n\n"
         f"{config.algo} on `{config.env_id}` with `{config.env_kwargs}`, trained for "
-        f"{config.total_timesteps:,} steps with seed {config.seed}; the model is the one with "
-        f"the best validation return on seeds {seeds[0]:,}-{seeds[-1]:,}. Reproduce it with:\n\n"
+        f"{config.total_timesteps:,} steps with seed {config.seed}; the model is {chosen}. "
+        f"Reproduce it with:\n\n"
         f"```\n{command}\npython benchmarks/train_scenarios.py export --run "
-        f"{args.run} --name {args.name}\n```\n\nand compare it with every baseline with "
-        f"`llmsched compare --pretrained {args.name}`.\n",
+        f"{args.run} --name {args.name}{model_option}\n```\n\nand compare it with every "
+        f"baseline with `llmsched compare --pretrained {args.name}`.\n",
         encoding="utf-8",
     )
     size = sum(p.stat().st_size for p in dest.iterdir())
@@ -196,6 +207,12 @@ def main() -> None:
     e.add_argument("--run", required=True, help="the run directory")
     e.add_argument("--name", required=True, help="name of the pretrained agent")
     e.add_argument("--dest", help="directory to write instead (default: agents/pretrained/NAME)")
+    e.add_argument(
+        "--model",
+        choices=["best", "final", "averaged"],
+        default="best",
+        help="which model of the run: validation-best, final, or averaged weights",
+    )
     e.set_defaults(func=export)
     args = parser.parse_args()
     args.func(args)
