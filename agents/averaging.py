@@ -13,7 +13,8 @@ A run trained with ``weight_averaging`` (a training setting, :func:`WeightAverag
 takes a snapshot every ``every`` steps from step ``start`` on (the same steps as the checkpoints
 when ``every`` is the checkpoint frequency) and saves their mean as ``averaged_model.zip`` beside
 ``model.zip``; it is used with the final observation statistics (``vecnormalize.pkl``).
-``llmsched compare --model averaged`` (and ``evaluate``) score it.
+``llmsched compare --model averaged`` scores it. A resumed session (``llmsched train
+--resume``) replaces it with the mean of the snapshots it takes itself, if it takes any.
 """
 
 from __future__ import annotations

@@ -166,7 +166,8 @@ def compare(
         first_seed: First evaluation seed, ``>= 10,000``.
         policies: Baselines to include, names or settings such as
             ``"length-split(long_replicas=2)"`` (default: every baseline of the env).
-        which: ``"best"`` (validation-selected) or ``"final"`` model of the run.
+        which: ``"best"`` (validation-selected), ``"final"`` or ``"averaged"`` model of the
+            run (:func:`agents.runs.model_paths`).
         n_jobs: Worker processes of the evaluation harness.
         out: When given, write ``episodes.csv``, ``summary.csv`` and ``comparison.png`` there.
         progress: Called as ``progress(done, total)`` after each episode.

@@ -98,7 +98,8 @@ def compare_runs(
         policies: Baselines to include, names or settings such as
             ``"length-split(long_replicas=2)"`` (default: every baseline of the env); ``random`` is
             added when missing.
-        which: ``"best"`` (validation-selected) or ``"final"`` model of each run.
+        which: ``"best"`` (validation-selected), ``"final"`` or ``"averaged"`` model of each
+            run (:func:`agents.runs.model_paths`).
         n_jobs: Worker processes of the evaluation harness.
         out: When given, write the files of :func:`write_runs_comparison` there.
         progress: Called as ``progress(done, total)`` after each episode.

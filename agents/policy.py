@@ -141,7 +141,8 @@ def load_agent(run_dir: str | Path, which: ModelChoice = "best") -> LoadedAgent:
     Args:
         run_dir: A run directory written by :func:`agents.training.train` (or a pretrained
             agent's directory).
-        which: ``"best"`` (validation-selected, the default) or ``"final"``.
+        which: ``"best"`` (validation-selected, the default), ``"final"`` or ``"averaged"``
+            (:func:`agents.runs.model_paths`).
 
     Returns:
         The loaded agent.
@@ -341,7 +342,7 @@ class AgentPolicyFactory:
 
     Attributes:
         run_dir: Run directory (or pretrained agent directory).
-        which: ``"best"`` or ``"final"`` model.
+        which: ``"best"``, ``"final"`` or ``"averaged"`` model.
         name: Name of the policy in tables.
         torch_threads: Torch CPU threads set in the process that builds the policy (1 keeps
             parallel evaluation workers from oversubscribing the CPU; ``None`` leaves it).

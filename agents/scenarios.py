@@ -310,7 +310,8 @@ SCENARIOS: dict[str, Scenario] = {
             "batch",
             {},
             "trained on Azure, burstgpt-synthetic and Mooncake conversation at loads 0.6-1.5, "
-            f"Gamma arrivals cv 1-{BURSTY_CV:g}; validated on the defaults",
+            f"Gamma arrivals cv 1-{BURSTY_CV:g}; validated on the defaults; scored with the "
+            "weights averaged over its last 400,000 steps (--model averaged)",
             training=GENERAL_TRAINING,
             # Warm-started runs kept improving on the held-out workloads from 500,000 to
             # 1,000,000 steps (docs/results.md, "Generalisation").
