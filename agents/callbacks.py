@@ -202,7 +202,8 @@ class WeightAveragingCallback(BaseCallback):
         super().__init__()
         self.schedule = schedule
         self._every_calls = max(schedule.every // n_envs, 1)
-        self.snapshot_steps: list[int] = []
+        self.n_snapshots = 0
+        self.first_step = self.last_step = -1
         self._averaged: Any = None
 
     def _on_step(self) -> bool:
@@ -216,7 +217,18 @@ class WeightAveragingCallback(BaseCallback):
         if self._averaged is None:
             self._averaged = AveragedModel(self.model.policy)
         self._averaged.update_parameters(self.model.policy)
-        self.snapshot_steps.append(int(self.num_timesteps))
+        self.n_snapshots += 1
+        self.last_step = int(self.num_timesteps)
+        if self.first_step < 0:
+            self.first_step = self.last_step
+
+    def record(self) -> dict[str, int]:
+        """What a run's session records: the number of snapshots, the first and last step."""
+        return {
+            "count": self.n_snapshots,
+            "first_step": self.first_step,
+            "last_step": self.last_step,
+        }
 
     def save(self, run_dir: Path, model: Any) -> Path | None:
         """Write the averaged policy as ``run_dir/averaged_model.zip`` (``None``: no snapshot).

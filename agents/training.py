@@ -475,7 +475,7 @@ def _run_session(
     if cloning is not None:
         session["imitation"] = cloning
     if averager is not None:
-        session["averaged_snapshots"] = averager.snapshot_steps
+        session["averaged_snapshots"] = averager.record()
     if stop.requested:
         session["stopped_by"] = stop.signal_name
     if evaluator is not None and evaluator.best_baseline is not None:

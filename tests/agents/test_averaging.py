@@ -53,7 +53,8 @@ def test_averaged_model_is_the_mean_of_the_snapshots_at_the_checkpoint_steps(tmp
     hyperparams["weight_averaging"] = {"start": 256, "every": 128}
     result = tiny_train(tmp_path / "run", steps=512, checkpoint_freq=128, hyperparams=hyperparams)
     run = result.run_dir
-    assert result.config.sessions[-1]["averaged_snapshots"] == [256, 384, 512]
+    taken = result.config.sessions[-1]["averaged_snapshots"]
+    assert taken == {"count": 3, "first_step": 256, "last_step": 512}
     snapshots = [_weights(run / "checkpoints" / f"model_{k}_steps.zip") for k in (256, 384, 512)]
     averaged = _weights(run / AVERAGED_MODEL_FILE)
     for name, value in averaged.items():
@@ -84,6 +85,6 @@ def test_no_snapshot_before_the_start_writes_no_averaged_model(tmp_path):
     hyperparams["weight_averaging"] = {"start": 10_000, "every": 128}
     messages: list[str] = []
     result = tiny_train(tmp_path / "run", steps=128, hyperparams=hyperparams, log=messages.append)
-    assert result.config.sessions[-1]["averaged_snapshots"] == []
+    assert result.config.sessions[-1]["averaged_snapshots"]["count"] == 0
     assert not (result.run_dir / AVERAGED_MODEL_FILE).exists()
     assert any("no snapshot was taken" in m for m in messages)
