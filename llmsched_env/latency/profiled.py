@@ -151,7 +151,8 @@ def _iteration_us(
 
 
 #: The tables of one :class:`ProfiledIterationLatency`, in one float and one int buffer: a
-#: compiled call then unboxes three arrays (the buffers and their layout) instead of thirty.
+#: compiled call then unboxes three arrays (the buffers and their layout) instead of fourteen
+#: arrays and six numbers.
 #: Grids of several dimensions are stored flat (C order) and reshaped by :func:`_iteration_s`.
 LATENCY_TABLES = StateSchema(
     "ProfiledLatencyTables",
@@ -192,8 +193,8 @@ LATENCY_TABLES = StateSchema(
         Field("comm1", "f", 1, "collectives' time per token per layer"),
         Field("has_skew", "i", 1, "1: correct decode attention for uneven contexts"),
         Field("alpha_default", "f", 1, "skew weight of a batch shape without a fitted bucket"),
-        Field("skew_key", "i", "n_skew", "fitted bucket keys, sorted"),
-        Field("skew_alpha", "f", "n_skew", "their skew weights"),
+        Field("skew_keys", "i", "n_skew", "fitted bucket keys, sorted"),
+        Field("skew_alphas", "f", "n_skew", "their skew weights"),
     ),
 )
 #: Compiled ``view(floats, ints, layout)`` of :data:`LATENCY_TABLES`.
@@ -246,8 +247,8 @@ def _iteration_s(
     )
     if t.has_skew[0] and decode > 1.0 and kv_max > mean_kv:
         alpha = skew_alpha(
-            t.skew_key,
-            t.skew_alpha,
+            t.skew_keys,
+            t.skew_alphas,
             t.alpha_default[0],
             prefill,
             decode,
@@ -463,8 +464,8 @@ class ProfiledIterationLatency:
             "comm1": comm1,
             "has_skew": int(self.skew is not None),
             "alpha_default": self.skew.alpha_default if self.skew is not None else 0.0,
-            "skew_key": skew_keys,
-            "skew_alpha": skew_alphas,
+            "skew_keys": skew_keys,
+            "skew_alphas": skew_alphas,
         }
         for name, value in values.items():
             getattr(t, name)[:] = value
