@@ -161,9 +161,11 @@ def export(args: argparse.Namespace) -> None:
     if "--eval-episodes" not in command:  # the default has changed over versions: be explicit
         command += f" --eval-episodes {len(seeds)}"
     if args.model == "averaged":
-        snapshots = config.sessions[-1].get("averaged_snapshots", [])
+        taken = config.sessions[-1]["averaged_snapshots"]
+        every = config.hyperparams["weight_averaging"]["every"]
         chosen = (
-            f"the mean weights of its snapshots at steps {', '.join(f'{s:,}' for s in snapshots)}"
+            f"the mean weights of its {taken['count']} snapshots, every {every:,} steps from "
+            f"step {taken['first_step']:,} to {taken['last_step']:,}"
         )
     elif args.model == "final":
         chosen = "the final one"
