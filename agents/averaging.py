@@ -34,8 +34,10 @@ class WeightAveraging:
     """When to take the snapshots whose weights are averaged.
 
     Attributes:
-        start: First training step (counted over the run) at which a snapshot is taken.
-        every: Steps between snapshots.
+        start: Snapshots are taken from this training step on (steps counted over the run).
+        every: Steps between snapshots, counted from the start of the training session as the
+            checkpoints are (a first session: snapshots at the multiples of ``every`` from
+            ``start`` on).
     """
 
     start: int
