@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import math
-from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +56,6 @@ _LABEL_COLUMNS = tuple(SKEW_BUCKET_AXES)
 _COLUMNS = ("pc", *_LABEL_COLUMNS, "alpha")
 
 
-def _bucket(axis: str, value: float) -> int:
-    """Index of the bucket of ``value`` on ``axis`` (right-closed; the last one is open)."""
-    edges, labels = SKEW_BUCKET_AXES[axis]
-    return min(bisect_left(edges, value, 1) - 1, len(labels) - 1)
-
-
 #: The bucket edges of each axis as arrays, in key order, for compiled code.
 _N_EDGES, _SKEW_EDGES, _KV_EDGES, _KP_EDGES = (
     np.array(SKEW_BUCKET_AXES[axis][0], dtype=np.float64) for axis in _LABEL_COLUMNS
@@ -84,8 +77,8 @@ def bucket_key(chunk: int, n: int, skew_rate: int, kv_big: int, kp: int) -> int:
 
 
 @njit(cache=True)
-def _compiled_bucket(edges: np.ndarray, value: float) -> int:  # pragma: no cover - numba
-    """:func:`_bucket` on an axis's edges: ``bisect_left(edges, value, 1) - 1``, clamped."""
+def _bucket(edges: np.ndarray, value: float) -> int:  # pragma: no cover - numba
+    """Index of the bucket of ``value`` on an axis (right-closed; the last one is open)."""
     return min(np.searchsorted(edges[1:], value), edges.shape[0] - 2)
 
 
@@ -101,7 +94,7 @@ def skew_alpha(
     kv_min: float,
     prefill_kv: float,
 ) -> float:  # pragma: no cover - numba
-    """:meth:`DecodeSkewCorrection.alpha` for compiled code.
+    """``alpha`` of one batch (:meth:`DecodeSkewCorrection.alpha`), callable from compiled code.
 
     ``keys`` and ``alphas`` are the correction's :meth:`~DecodeSkewCorrection.bucket_table`.
     """
@@ -111,10 +104,10 @@ def skew_alpha(
     skew_rate = (kv_mean - kv_min) / gap if gap > 0 else 0.5
     key = bucket_key(
         int(prefill_chunk),
-        _compiled_bucket(_N_EDGES, n_decode),
-        _compiled_bucket(_SKEW_EDGES, min(max(skew_rate, 0.0), 1.0)),
-        _compiled_bucket(_KV_EDGES, kv_max),
-        _compiled_bucket(_KP_EDGES, prefill_kv),
+        _bucket(_N_EDGES, n_decode),
+        _bucket(_SKEW_EDGES, min(max(skew_rate, 0.0), 1.0)),
+        _bucket(_KV_EDGES, kv_max),
+        _bucket(_KP_EDGES, prefill_kv),
     )
     i = np.searchsorted(keys, key)
     if i < keys.shape[0] and keys[i] == key:
@@ -150,6 +143,7 @@ class DecodeSkewCorrection:
     alpha_by_bucket: Mapping[tuple[int, int, int, int, int], float] = field(
         default_factory=dict, repr=False
     )
+    _table: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -157,6 +151,7 @@ class DecodeSkewCorrection:
         object.__setattr__(self, "alpha_default", value)
         # A private copy (a plain dict, so the model pickles for subprocess vector envs).
         object.__setattr__(self, "alpha_by_bucket", dict(self.alpha_by_bucket))
+        object.__setattr__(self, "_table", self.bucket_table())
 
     def alpha(
         self,
@@ -180,16 +175,18 @@ class DecodeSkewCorrection:
         Returns:
             The bucket's ``alpha``, or :attr:`alpha_default` for a batch without a bucket.
         """
-        gap = kv_max - kv_min
-        skew_rate = (kv_mean - kv_min) / gap if gap > 0 else 0.5
-        key = (
-            int(prefill_chunk) if prefill_chunk == int(prefill_chunk) else -1,
-            _bucket("n_label", n_decode),
-            _bucket("skew_rate_label", min(max(skew_rate, 0.0), 1.0)),
-            _bucket("kv_big_label", kv_max),
-            _bucket("kp_label", prefill_kv),
+        keys, alphas = self._table
+        return skew_alpha(
+            keys,
+            alphas,
+            self.alpha_default,
+            float(prefill_chunk),
+            float(n_decode),
+            float(kv_mean),
+            float(kv_max),
+            float(kv_min),
+            float(prefill_kv),
         )
-        return self.alpha_by_bucket.get(key, self.alpha_default)
 
     def bucket_table(self) -> tuple[np.ndarray, np.ndarray]:
         """The fitted buckets for :func:`skew_alpha`: sorted :func:`bucket_key` keys, ``alpha``."""
