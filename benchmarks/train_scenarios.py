@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.compare import compare, markdown_table
+from agents.runs import MODEL_CHOICES
 from agents.scenarios import GENERAL_HELD_OUT, SCENARIOS, get_scenario
 from agents.training import train
 
@@ -211,7 +212,7 @@ def main() -> None:
     e.add_argument("--dest", help="directory to write instead (default: agents/pretrained/NAME)")
     e.add_argument(
         "--model",
-        choices=["best", "final", "averaged"],
+        choices=MODEL_CHOICES,
         default="best",
         help="which model of the run: validation-best, final, or averaged weights",
     )

@@ -672,6 +672,7 @@ def _pretrained_names() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``llmsched`` argument parser (valid names in the help come from the registries)."""
+    from agents.runs import MODEL_CHOICES
     from agents.scenarios import SCENARIOS
     from baselines import policy_names
 
@@ -868,7 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     co.add_argument(
         "--model",
-        choices=["best", "final", "averaged"],
+        choices=MODEL_CHOICES,
         default="best",
         help="which model of each run: validation-best, final, or averaged weights (a run "
         "trained with weight_averaging)",
