@@ -420,53 +420,35 @@ class ProfiledIterationLatency:
         object.__setattr__(self, "_tables", self._pack_tables(args))
 
     def _pack_tables(self, args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:data:`LATENCY_TABLES` buffers ``(floats, ints, layout)`` holding ``args``' tables."""
-        (layers, a0, a1, a2, a3, grid, dense_tokens, layer, once, seq_axis, seq_us) = args[:11]
-        moe_tokens, moe_experts, moe_us, moe_valid = args[11:15]
-        experts_local, route_miss, gathered, comm0, comm1 = args[15:]
-        skew_keys, skew_alphas = (
-            self.skew.bucket_table() if self.skew is not None else (np.zeros(0), np.zeros(0))
+        """:data:`LATENCY_TABLES` buffers ``(floats, ints, layout)`` holding ``args``' tables.
+
+        ``args`` are :func:`_iteration_us`'s table arguments, which the first fields of
+        :data:`LATENCY_TABLES` name in the same order; the skew correction's fields follow.
+        """
+        values = dict(zip((f.name for f in LATENCY_TABLES.fields), args))
+        values["attention"] = values["attention"].ravel()
+        values["moe_us"] = values["moe_us"].ravel()
+        keys, alphas = self.skew.bucket_table() if self.skew is not None else (np.zeros(0),) * 2
+        values.update(
+            has_skew=int(self.skew is not None),
+            alpha_default=self.skew.alpha_default if self.skew is not None else 0.0,
+            skew_keys=keys,
+            skew_alphas=alphas,
         )
         floats, ints, layout = LATENCY_TABLES.allocate(
-            n_chunk=a0.size,
-            n_history=a1.size,
-            n_decode=a2.size,
-            n_context=a3.size,
-            n_attention=grid.size,
-            n_dense=dense_tokens.size,
-            n_sequences=seq_axis.size,
-            n_moe_tokens=moe_tokens.size,
-            n_moe_experts=moe_experts.size,
-            n_moe_cells=moe_us.size,
-            n_skew=skew_keys.size,
+            n_chunk=values["a0"].size,
+            n_history=values["a1"].size,
+            n_decode=values["a2"].size,
+            n_context=values["a3"].size,
+            n_attention=values["attention"].size,
+            n_dense=values["dense_tokens"].size,
+            n_sequences=values["seq_axis"].size,
+            n_moe_tokens=values["moe_tokens"].size,
+            n_moe_experts=values["moe_experts"].size,
+            n_moe_cells=values["moe_us"].size,
+            n_skew=keys.size,
         )
         t = LATENCY_TABLES.views(floats, ints, layout)
-        values = {
-            "layers": layers,
-            "a0": a0,
-            "a1": a1,
-            "a2": a2,
-            "a3": a3,
-            "attention": grid.ravel(),
-            "dense_tokens": dense_tokens,
-            "layer_dense": layer,
-            "once_dense": once,
-            "seq_axis": seq_axis,
-            "seq_us": seq_us,
-            "moe_tokens": moe_tokens,
-            "moe_experts": moe_experts,
-            "moe_us": moe_us.ravel(),
-            "moe_valid": moe_valid,
-            "experts_local": experts_local,
-            "route_miss": route_miss,
-            "gathered": gathered,
-            "comm0": comm0,
-            "comm1": comm1,
-            "has_skew": int(self.skew is not None),
-            "alpha_default": self.skew.alpha_default if self.skew is not None else 0.0,
-            "skew_keys": skew_keys,
-            "skew_alphas": skew_alphas,
-        }
         for name, value in values.items():
             getattr(t, name)[:] = value
         return floats, ints, layout
