@@ -101,18 +101,61 @@ def _block_sum(a, lo, n):
 
 
 @njit(cache=True)
+def _select(a, lo, hi, k):
+    """Reorder ``a[lo:hi]`` so that ``a[k]`` holds its value of rank ``k`` (``lo <= k < hi``).
+
+    Hoare's selection (quickselect) with a median-of-three pivot: afterwards nothing in
+    ``a[lo:k]`` is above ``a[k]`` and nothing in ``a[k + 1 : hi]`` is below it. ``a`` holds no
+    NaN. Expected cost linear in ``hi - lo``.
+    """
+    hi -= 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while pivot < a[j]:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        # Now a[lo : j + 1] <= pivot <= a[i : hi + 1], and everything between equals the pivot.
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@njit(cache=True)
 def percentiles(values, fractions, out):
     """Write ``np.percentile(values, 100 * fractions)`` of non-empty ``values`` to ``out``.
 
-    ``fractions`` are the percentiles divided by 100 as NumPy divides them
-    (``np.true_divide(q, 100)``). A partial sort places only the order statistics the
-    interpolation reads (``values`` is not changed).
+    ``values`` holds no NaN; ``fractions`` are the percentiles divided by 100 as NumPy divides
+    them (``np.true_divide(q, 100)``). Only the order statistics the interpolation reads are
+    placed, by selection in rank order, each in the part of a copy above the previous one
+    (``values`` is not changed): about three passes over the values for the usual 50th, 95th
+    and 99th percentiles, where a sort would take ``log2(n)``.
     """
     n = values.shape[0]
     positions = (n - 1) * fractions
     below = np.minimum(np.floor(positions).astype(np.int64), n - 1)
     above = np.minimum(below + 1, n - 1)
-    ranked = np.partition(values, np.unique(np.concatenate((below, above))))
+    ranked = values.copy()
+    start = 0
+    for rank in np.unique(np.concatenate((below, above))):
+        _select(ranked, start, n, rank)
+        start = rank + 1
     for k in range(fractions.shape[0]):
         if positions[k] >= n - 1:
             out[k] = ranked[n - 1]

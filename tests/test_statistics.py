@@ -50,3 +50,26 @@ def test_describe_rows_gives_mean_and_percentiles_per_row_and_nan_for_empty_rows
         row = values[r, :n]
         expected = [np.mean(row), *np.percentile(row, (50, 95, 99))] if n else [np.nan] * 4
         np.testing.assert_array_equal(out[r], expected)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 100, 1001])
+@pytest.mark.parametrize(
+    "shape", ["sorted", "reversed", "constant", "two-values", "organ-pipe", "random"]
+)
+def test_percentiles_select_the_right_order_statistics_of_adversarial_orders(
+    n: int, shape: str
+) -> None:
+    rng = np.random.default_rng(n)
+    values = {
+        "sorted": np.arange(n, dtype=np.float64),
+        "reversed": np.arange(n, 0, -1, dtype=np.float64),
+        "constant": np.full(n, 3.5),
+        "two-values": rng.integers(0, 2, n).astype(np.float64),
+        "organ-pipe": np.minimum(np.arange(n), np.arange(n)[::-1]).astype(np.float64),
+        "random": rng.lognormal(0.0, 2.0, n),
+    }[shape]
+    fractions = np.true_divide(np.array([0, 1, 25, 50, 75, 90, 95, 99, 99.9, 100]), 100)
+    out = np.empty(fractions.shape[0])
+    percentiles(values, fractions, out)
+    expected = np.percentile(values, [0, 1, 25, 50, 75, 90, 95, 99, 99.9, 100])
+    assert out.tolist() == expected.tolist()
