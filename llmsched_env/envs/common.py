@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -110,12 +111,12 @@ def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:
         if a.dtype.kind not in "iu" and (a.dtype.kind != "f" or not np.all(np.mod(a, 1) == 0)):
             raise ValueError(f"action {action!r} must hold integers, got dtype {a.dtype}")
         values = [int(v) for v in a]
-    for i, (v, n) in enumerate(zip(values, nvec)):
-        if not 0 <= v < n:
-            raise ValueError(
-                f"action {action!r} is outside the action space: component {i} must be in "
-                f"[0, {n - 1}], got {v}"
-            )
+    if min(values) < 0 or not all(map(operator.lt, values, nvec)):
+        i, v, n = next((i, v, n) for i, (v, n) in enumerate(zip(values, nvec)) if not 0 <= v < n)
+        raise ValueError(
+            f"action {action!r} is outside the action space: component {i} must be in "
+            f"[0, {n - 1}], got {v}"
+        )
     return tuple(values)
 
 
