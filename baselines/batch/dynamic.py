@@ -184,10 +184,11 @@ class _DynamicBatching(BatchPolicy):
         It depends only on the group's request count (through ``b_mem``) and its ``b_SLA``, so
         it is kept until one of those changes.
         """
-        key = (self.stats.count[group], self.b_sla(group))
+        b_sla = self.controllers[group].b_sla
+        key = (self.stats.count[group], b_sla)
         if self._levels_at[group] == key:
             return self._levels[group]
-        b = self.batch_size(group)
+        b = max(min(self.b_mem(group), b_sla), 1)  # batch_size(group), b_SLA read once
         level = self.level(b)
         if self.size_rounding == "nearest" and level + 1 < len(self.batch_sizes):
             if self.batch_sizes[level + 1] - b <= b - self.batch_sizes[level]:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from baselines.batch._common import newest_entries
+from llmsched_env.jit import njit
 
 
 def memory_bound(
@@ -199,8 +200,8 @@ class RequestLengthStats:
     information a scheduler has when it sizes a batch).
 
     :meth:`observe` runs at every decision, so it reads one number per bin (its newest
-    request) and a bin's lengths only when that request is new; it sums the few new ones as
-    Python integers (exact: token counts are integers).
+    request) and a bin's lengths only when that request is new; it sums the new ones in one
+    compiled call (:func:`_new_request_tokens`, exact: token counts are integers).
 
     Args:
         n_bins: Number of bins of the env.
@@ -234,23 +235,11 @@ class RequestLengthStats:
             seen = last_seen[j]
             if newest is None or newest <= seen:
                 continue
-            # The new requests are the last ones of the bin: step back over them, then add
-            # their lengths one by one (each request is visited once, and a bin holds few new
-            # ones at a decision, so this is cheaper than slicing and numpy reductions).
-            queue = queues[j]
-            n = len(queue)
-            start = n - 1
-            while start and queue.item(start - 1) > seen:
-                start -= 1
-            prompts = snapshot.prompt_tokens[j]
-            predicted = snapshot.predicted_output_tokens[j]
-            total = total_sq = 0
-            for i in range(start, n):
-                tokens = prompts.item(i) + predicted.item(i)
-                total += tokens
-                total_sq += tokens * tokens
+            count, total, total_sq = _new_request_tokens(
+                queues[j], snapshot.prompt_tokens[j], snapshot.predicted_output_tokens[j], seen
+            )
             g = self.group_of_bin[j]
-            self.count[g] += n - start
+            self.count[g] += count
             self.total[g] += total
             self.total_sq[g] += total_sq
             last_seen[j] = newest
@@ -268,3 +257,26 @@ class RequestLengthStats:
         total = np.float64(self.total[group])
         var = (self.total_sq[group] - total**2 / n) / (n - 1)
         return float(math.sqrt(max(var, 0.0)))
+
+
+@njit(cache=True)
+def _new_request_tokens(queue, prompt_tokens, predicted_output_tokens, seen):
+    """Count, sum and sum of squares of ``prompt + predicted`` tokens of a bin's new requests.
+
+    A bin is a FIFO of increasing request indices, so the requests not counted yet (index
+    above ``seen``) are its last ones: this steps back over them from the newest. A decision
+    finds a few new requests per bin, and a Python loop over them cost more than the rest of a
+    dynamic-batching decision. Integer sums, exact while the squares of one call's new
+    requests add up to less than ``2**63`` (a request's tokens fit in KV memory).
+    """
+    n = queue.shape[0]
+    start = n
+    while start > 0 and queue[start - 1] > seen:
+        start -= 1
+    total = 0
+    total_sq = 0
+    for i in range(start, n):
+        tokens = np.int64(prompt_tokens[i]) + np.int64(predicted_output_tokens[i])
+        total += tokens
+        total_sq += tokens * tokens
+    return n - start, total, total_sq

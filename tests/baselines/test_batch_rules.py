@@ -413,6 +413,7 @@ def test_length_stats_count_each_request_once():
     stats.observe(snapshot_of(make_info([[(2, 1.0, 300, 50), (3, 2.0, 500, 100)], []])))
     tokens = np.array([150, 350, 50, 600], dtype=float)
     assert stats.count[0] == 4
+    assert (stats.total[0], stats.total_sq[0]) == (1_150, 150**2 + 350**2 + 50**2 + 600**2)
     assert stats.mean(0) == pytest.approx(tokens.mean())
     assert stats.std(0) == pytest.approx(tokens.std(ddof=1))
 
