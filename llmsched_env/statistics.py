@@ -144,8 +144,8 @@ def percentiles(values, fractions, out):
     ``values`` holds no NaN; ``fractions`` are the percentiles divided by 100 as NumPy divides
     them (``np.true_divide(q, 100)``). Only the order statistics the interpolation reads are
     placed, by selection in rank order, each in the part of a copy above the previous one
-    (``values`` is not changed): about three passes over the values for the usual 50th, 95th
-    and 99th percentiles, where a sort would take ``log2(n)``.
+    (``values`` is not changed): expected time linear in ``n``, a few passes over the values
+    for the usual 50th, 95th and 99th percentiles.
     """
     n = values.shape[0]
     positions = (n - 1) * fractions

@@ -265,7 +265,7 @@ def _new_request_tokens(queue, prompt_tokens, predicted_output_tokens, seen):
 
     A bin is a FIFO of increasing request indices, so the requests not counted yet (index
     above ``seen``) are its last ones: this steps back over them from the newest. A decision
-    finds a few new requests per bin, and a Python loop over them cost more than the rest of a
+    finds a few new requests per bin; a Python loop over them was the largest part of a
     dynamic-batching decision. Integer sums, exact while the squares of one call's new
     requests add up to less than ``2**63`` (a request's tokens fit in KV memory).
     """
