@@ -507,7 +507,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
             return mask
         running = server.running[gpu].size > 0
         if self.paged:
-            prefill_ok = [self._prefill_allowed(level) for level in range(1, p)]
+            prefill_ok = server.prefill_allowed_budgets(gpu, self._level_budgets[1:], True)
         else:
             smallest = server.smallest_prefill_budget(gpu)
             # Budgets ascend with the level: the levels from the first large enough one are

@@ -11,7 +11,7 @@ prompts continue first, oldest first; then prompts are admitted from the head of
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 
@@ -144,13 +144,28 @@ class PrefillPlanning:
             budget_tokens: The prefill budget when nothing is decoded.
             alongside_decodes: Whether running sequences decode in the same iteration.
         """
+        return self.prefill_allowed_budgets(gpu, (budget_tokens,), alongside_decodes)[0]
+
+    def prefill_allowed_budgets(
+        self, gpu: int, budgets_tokens: Sequence[int], alongside_decodes: bool
+    ) -> list[bool]:
+        """:meth:`prefill_allowed` for each of ``budgets_tokens``, at the cost of about one.
+
+        An action mask asks about every prefill level of a decision. What does not depend on
+        the budget is asked once: the smallest allowed budget in reserve mode; in paged mode,
+        whether decodes beside the prefill already change the state (then every budget is
+        allowed), before each budget's :meth:`prefill_progresses`.
+        """
         if not self.paged:
-            return self.smallest_prefill_budget(gpu) <= budget_tokens
-        if self.prefill_progresses(gpu, budget_tokens):
-            return True
-        if not alongside_decodes or not self.running[gpu].size:
-            return False
-        return bool(self.prefilling[gpu]) or self.can_admit(gpu)
+            smallest = self.smallest_prefill_budget(gpu)
+            return [smallest <= budget for budget in budgets_tokens]
+        if (
+            alongside_decodes
+            and self.running[gpu].size
+            and (self.prefilling[gpu] or self.can_admit(gpu))
+        ):
+            return [True] * len(budgets_tokens)
+        return [self.prefill_progresses(gpu, budget) for budget in budgets_tokens]
 
     def plan_prefill(self, gpu: int, budget_tokens: int, max_new_prompts: int) -> PrefillPlan:
         """What a prefill-only iteration of ``gpu`` would prefill, without changing anything.
