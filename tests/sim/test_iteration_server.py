@@ -272,6 +272,36 @@ def test_prefill_only_iteration_that_could_only_preempt_itself_is_not_progress()
     assert s.can_prefill(0)
 
 
+@pytest.mark.parametrize("allocation", ["reserve", "paged"])
+def test_prefill_allowed_budgets_is_the_rule_asked_budget_by_budget(allocation: str) -> None:
+    # Along an episode under memory pressure, at every decision: the budget-independent part is
+    # asked once, but each answer is the documented rule for that budget.
+    w = random_workload(np.random.default_rng(3), 60, rate=40.0)
+    kw = {"kv_block_tokens": 4} if allocation == "paged" else {}
+    s = server(w, kv_allocation=allocation, kv_capacity_tokens=1_500, chunk_size=32, **kw)
+    budgets = [1, 8, 32, 64, 100]
+    checked = 0
+
+    def check_then_decide(s: IterationServer) -> None:
+        nonlocal checked
+        g = s.decision_gpu
+        for alongside in (True, False):
+            if allocation == "reserve":
+                expected = [s.smallest_prefill_budget(g) <= b for b in budgets]
+            else:
+                decodes_progress = bool(
+                    alongside and s.running[g].size and (s.prefilling[g] or s.can_admit(g))
+                )
+                expected = [s.prefill_progresses(g, b) or decodes_progress for b in budgets]
+            assert s.prefill_allowed_budgets(g, budgets, alongside) == expected
+            assert [s.prefill_allowed(g, b, alongside) for b in budgets] == expected
+        checked += 1
+        decode_all_then_prefill(s)
+
+    simulate(s, check_then_decide)
+    assert checked > 50 and s.done
+
+
 def test_paged_rejects_what_could_never_finish():
     # 10 tokens of memory are 2 blocks of 4 = 8 usable tokens.
     w = make_workload([0.0, 0.0, 0.0], [5, 5, 3], [4, 3, 4])
