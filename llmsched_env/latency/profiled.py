@@ -595,14 +595,17 @@ class ProfiledIterationLatency:
         Returns:
             Seconds of GPU time.
         """
-        layers, a0, a1, a2, a3, grid = self._args[:6]
+        t = LATENCY_TABLES.views(*self._tables)
+        layers, a0, a1, a2, a3 = t.layers[0], t.a0, t.a1, t.a2, t.a3
+        grid = t.attention.reshape((a0.size, a1.size, a2.size, a3.size))
         per_token = 0.0
         for tokens, sign in ((2048.0, 1.0), (1024.0, -1.0)):  # one prefill, attention removed
             work = self._us(tokens, 0.0, 0.0, 0.0, 1.0)
             work -= layers * _attention(a0, a1, a2, a3, grid, tokens, 0.0, 0.0, 0.0)
             per_token += sign * work / 1024.0
-        seq_axis, seq_us = self._args[9], self._args[10]
-        per_row = (_interp1(seq_axis, seq_us, 256.0) - _interp1(seq_axis, seq_us, 128.0)) / 128.0
+        per_row = (
+            _interp1(t.seq_axis, t.seq_us, 256.0) - _interp1(t.seq_axis, t.seq_us, 128.0)
+        ) / 128.0
         per_kv = layers * (
             _attention(a0, a1, a2, a3, grid, 0.0, 0.0, 128.0, 8192.0)
             - _attention(a0, a1, a2, a3, grid, 0.0, 0.0, 128.0, 4096.0)
