@@ -46,10 +46,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from types import MappingProxyType
 from typing import Any
 
+from agents.length_mixes import LENGTH_MIX_NAMES, length_mix
 from llmsched_env.kinds import get_kind
 from llmsched_env.registry import resolve
 from llmsched_env.workload import (
@@ -90,6 +91,7 @@ def azure_conv_bursty() -> SyntheticSource:
 #: Workloads built for scenarios (names that are not workload presets).
 SCENARIO_WORKLOADS: dict[str, Callable[[], WorkloadSource]] = {
     "azure-conv-bursty": azure_conv_bursty,
+    **{name: partial(length_mix, i) for i, name in enumerate(LENGTH_MIX_NAMES)},
 }
 
 
