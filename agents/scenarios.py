@@ -27,8 +27,9 @@ scenario                    what
 :class:`~llmsched_env.envs.mixture.BatchMixtureEnv` (a random component workload, load and
 arrival burstiness per episode) and is validated and compared on its plain env
 (``env_kwargs``). ``batch-general`` trains on the Azure conversation trace,
-``burstgpt-synthetic`` and the Mooncake conversation trace (:data:`GENERAL_TRAINING`); the
-``batch-heldout-*`` scenarios (:data:`GENERAL_HELD_OUT`) use workloads none of them holds:
+``burstgpt-synthetic``, the Mooncake conversation trace and the synthetic length mixes of
+:mod:`agents.length_mixes` (:data:`GENERAL_TRAINING`); the ``batch-heldout-*`` scenarios
+(:data:`GENERAL_HELD_OUT`) use workloads none of them holds:
 LLMServingSim 2.0's ShareGPT lengths (``sharegpt``) and Mooncake's synthetic trace
 (``mooncake-synthetic``). ``llmsched compare --run RUN --workload sharegpt --load 1.25`` scores a
 ``batch-general`` run on one of them.
@@ -50,7 +51,7 @@ from functools import cache, partial
 from types import MappingProxyType
 from typing import Any
 
-from agents.length_mixes import LENGTH_MIX_NAMES, length_mix
+from agents.length_mixes import LENGTH_MIX_NAMES, N_LENGTH_MIXES, length_mix
 from llmsched_env.kinds import get_kind
 from llmsched_env.registry import resolve
 from llmsched_env.workload import (
@@ -200,6 +201,9 @@ GENERAL_TRAINING: Mapping[str, Any] = MappingProxyType(
             {"workload": "azure-conv"},
             {"workload": "burstgpt-synthetic"},
             {"workload": "mooncake-conversation"},
+            # Many more length mixes, chosen by leaving one of the three traces out of
+            # training (docs/results.md, "Many more length mixes").
+            *({"workload": name} for name in LENGTH_MIX_NAMES),
         ],
         "load": [0.6, 1.5],
         "arrival_cv": [1.0, BURSTY_CV],
@@ -311,7 +315,8 @@ SCENARIOS: dict[str, Scenario] = {
             "batch-general",
             "batch",
             {},
-            "trained on Azure, burstgpt-synthetic and Mooncake conversation at loads 0.6-1.5, "
+            "trained on Azure, burstgpt-synthetic, Mooncake conversation and "
+            f"{N_LENGTH_MIXES} synthetic length mixes at loads 0.6-1.5, "
             f"Gamma arrivals cv 1-{BURSTY_CV:g}; validated on the defaults; scored with the "
             "weights averaged over its last 400,000 steps (--model averaged)",
             training=GENERAL_TRAINING,

@@ -88,12 +88,14 @@ def test_build_env_kwargs_replaces_only_scenario_workloads():
 
 
 def test_general_scenario_holds_out_its_evaluation_workloads():
+    from agents.length_mixes import LENGTH_MIX_NAMES
     from agents.scenarios import GENERAL_HELD_OUT, GENERAL_TRAINING, HELD_OUT_WORKLOADS
 
     general = get_scenario("batch-general")
     assert general.training == GENERAL_TRAINING
     trained_on = {c["workload"] for c in GENERAL_TRAINING["components"]}
-    assert trained_on == {"azure-conv", "burstgpt-synthetic", "mooncake-conversation"}
+    traces = {"azure-conv", "burstgpt-synthetic", "mooncake-conversation"}
+    assert trained_on == traces | set(LENGTH_MIX_NAMES)
     assert not trained_on & set(HELD_OUT_WORKLOADS)
     assert len(GENERAL_HELD_OUT) == 6
     spaces = gym.make(general.env_id, **general.make_env_kwargs())
