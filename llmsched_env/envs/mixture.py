@@ -29,7 +29,9 @@ heuristic demonstrates the mixture for a warm start. Scores of baselines are tak
 
 from __future__ import annotations
 
+import itertools
 import math
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,13 +58,32 @@ def _check_range(name: str, value: Any) -> tuple[float, float]:
     return low, high
 
 
+def _check_weights(weights: Any, n_components: int) -> tuple[int, ...]:
+    """``weights`` as one positive integer per component (``None``: all 1), or a ValueError."""
+    if weights is None:
+        return (1,) * n_components
+    if isinstance(weights, (str, bytes, Mapping)) or not isinstance(weights, Sequence):
+        raise ValueError(
+            f"weights must be a sequence of {n_components} positive integers, got {weights!r}"
+        )
+    if len(weights) != n_components or not all(
+        isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in weights
+    ):
+        raise ValueError(
+            f"weights must hold one positive integer per component ({n_components}), got "
+            f"{list(weights)!r}"
+        )
+    return tuple(int(w) for w in weights)
+
+
 class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
     """Each episode: a random component workload, load and burstiness of ``BatchScheduling-v0``.
 
     ## Episodes
 
     ``reset(seed=...)`` seeds the mixture's generator (as any Gymnasium env); every ``reset``
-    then draws, always in this order, the component ``k`` (uniform), the load (uniform on
+    then draws, always in this order, the component ``k`` (with probability proportional to its
+    weight; uniform by default), the load (uniform on
     ``load``), a uniform number that decides whether the episode keeps the component's own
     arrivals (probability ``source_arrivals``), the gap coefficient of variation (log-uniform on
     ``arrival_cv``) and the seed of the component's ``reset``. The same seed therefore gives the
@@ -86,6 +107,10 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
         components: One mapping of ``BatchScheduling-v0`` keyword arguments per component,
             e.g. ``[{"workload": "azure-conv"}, {"workload": "burstgpt-synthetic"}]``; at least
             one. ``load`` and ``arrival_rate`` are drawn per episode and may not be set.
+        weights: One positive integer per component: an episode is drawn from component ``k``
+            with probability ``weights[k] / sum(weights)`` (one draw of an integer below the
+            sum, so that weights ``w`` draw exactly as a list holding component ``k``
+            ``w[k]`` times would). ``None``: every component weighs 1.
         load: ``(low, high)``: each episode's load is uniform on this range (arrival rate =
             load times the component's capacity estimate).
         arrival_cv: ``(low, high)``: the gap coefficient of variation of an episode with
@@ -119,6 +144,7 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
         self,
         components: Sequence[Mapping[str, Any]],
         *,
+        weights: Sequence[int] | None = None,
         load: Sequence[float] = (0.6, 1.5),
         arrival_cv: Sequence[float] | None = (1.0, 4.0),
         source_arrivals: float = 0.25,
@@ -138,6 +164,9 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
                     f"BatchMixtureEnv draws the load of every episode; {name}={shared[name]!r} "
                     "may not be given (set the range with load=(low, high))"
                 )
+        #: The components' weights (probabilities proportional to them).
+        self.weights = _check_weights(weights, len(components))
+        self._weight_ends = tuple(itertools.accumulate(self.weights))
         self.load_range = _check_range("load", load)
         self.arrival_cv_range = (
             None if arrival_cv is None else _check_range("arrival_cv", arrival_cv)
@@ -196,7 +225,7 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
     def _draw(self, options: Mapping[str, Any]) -> tuple[int, float, float | None, int]:
         """Draw (and apply the pinned options to) the next episode's component and settings."""
         rng = self.np_random
-        index = int(rng.integers(len(self.components)))
+        index = bisect_right(self._weight_ends, int(rng.integers(self._weight_ends[-1])))
         load = float(rng.uniform(*self.load_range))
         keep_source = bool(rng.random() < self.source_arrivals)
         low, high = self.arrival_cv_range or (1.0, 1.0)

@@ -151,3 +151,34 @@ def test_gym_wrapped_env_is_not_needed():
     env = _mixture()
     assert not isinstance(env, gym.Wrapper)
     assert env.unwrapped is env
+
+
+def _draws(env, seed, n):
+    """(component index, load, arrival cv) of ``n`` resets after seeding with ``seed``."""
+    env.reset(seed=seed)
+    draws = []
+    for _ in range(n):
+        _, info = env.reset()
+        draws.append((info["component_index"], info["load"], info["arrival_cv"]))
+    return draws
+
+
+def test_weights_draw_exactly_as_repeating_a_component():
+    weighted = BatchMixtureEnv(COMPONENTS, weights=[3, 1], n_requests=20)
+    repeated = BatchMixtureEnv([COMPONENTS[0]] * 3 + [COMPONENTS[1]], n_requests=20)
+    by_weight = _draws(weighted, seed=3, n=40)
+    by_copy = _draws(repeated, seed=3, n=40)
+    # Copies 0-2 of the first component are its three slots.
+    assert by_weight == [(int(k == 3), load, cv) for k, load, cv in by_copy]
+    shares = np.bincount([k for k, _, _ in by_weight], minlength=2) / len(by_weight)
+    assert 0.5 < shares[0] < 0.95  # 3/4 expected
+
+
+def test_unit_weights_draw_as_no_weights():
+    assert _draws(_mixture(weights=[1, 1]), seed=5, n=12) == _draws(_mixture(), seed=5, n=12)
+
+
+@pytest.mark.parametrize("weights", [[1], [1, 0], [1, -2], [1, 1.5], [True, 1], "ab", {"a": 1}])
+def test_bad_weights_are_named(weights):
+    with pytest.raises(ValueError, match="weights must"):
+        _mixture(weights=weights)
