@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any
 
 import numpy as np
@@ -304,6 +303,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         self.action_space = spaces.MultiDiscrete(list(self._nvec))
         # Prefill budget of each prefill level when nothing is decoded (for the mask).
         self._level_budgets = list(self.action_codec.level_budgets)
+        self._prefill_budgets = self._level_budgets[1:]  # of the levels that prefill
         self.server: IterationServer | None = None
         self._observer: IterationObservation | None = None
 
@@ -506,14 +506,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
             mask[d + p :] = True
             return mask
         running = server.running[gpu].size > 0
-        if self.paged:
-            prefill_ok = server.prefill_allowed_budgets(gpu, self._level_budgets[1:], True)
-        else:
-            smallest = server.smallest_prefill_budget(gpu)
-            # Budgets ascend with the level: the levels from the first large enough one are
-            # allowed.
-            first_ok = bisect_left(self._level_budgets, smallest, 1)
-            prefill_ok = [False] * (first_ok - 1) + [True] * (p - first_ok)
+        prefill_ok = server.prefill_allowed_budgets(gpu, self._prefill_budgets, True)
         can_wait = server.can_wait()
         mask = [can_wait or any(prefill_ok)]
         mask += [running] * (d - 1)
