@@ -53,7 +53,7 @@ def test_a_bad_index_is_named(index):
 def test_a_mix_is_a_scenario_workload_an_env_runs():
     kwargs = build_env_kwargs({"workload": LENGTH_MIX_NAMES[0], "load": 1.0, "n_requests": 50})
     env = gym.make("llmsched/BatchScheduling-v0", **kwargs)
-    _, info = env.reset(seed=0)
+    env.reset(seed=0)
     workload = env.unwrapped.server.workload
     assert len(workload) == 50
     assert np.all(workload.prompt_tokens <= 32_768) and np.all(workload.output_tokens <= 8_192)
