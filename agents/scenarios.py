@@ -39,8 +39,9 @@ LLMServingSim 2.0's ShareGPT lengths (``sharegpt``) and Mooncake's synthetic tra
 ``routing-prefix-sharing`` and ``routing-mooncake`` warm-start MaskablePPO from ``length-split``
 at the setting tuned on each one's validation seeds (:data:`ROUTING_WARM_START`,
 :data:`MOONCAKE_WARM_START`), ``batch-general`` from ``multibin-wc-viable`` on every workload of
-its mixture (:data:`GENERAL_WARM_START`), and averages the weights of its last snapshots
-(:data:`GENERAL_WEIGHT_AVERAGING`); ``--imitate none`` trains from scratch.
+its mixture (:data:`GENERAL_WARM_START`), averages the weights of its last snapshots
+(:data:`GENERAL_WEIGHT_AVERAGING`) and feeds the network the observations as the env scales
+them (:data:`GENERAL_NORMALIZE_OBS`); ``--imitate none`` trains from scratch.
 """
 
 from __future__ import annotations
@@ -222,6 +223,14 @@ GENERAL_WARM_START: Mapping[str, Any] = MappingProxyType({"baseline": "multibin-
 #: Its runs are scored with ``--model averaged`` (docs/results.md, "Generalisation").
 GENERAL_WEIGHT_AVERAGING: Mapping[str, Any] = MappingProxyType({"start": 600_000, "every": 100_000})
 
+#: Whether ``batch-general`` normalises its observations with ``VecNormalize``'s running
+#: statistics: no. Its entries are already scaled by quantities the env knows, and an entry that
+#: hardly varies in training (``kv_fit``, almost always 1 there) gets a running standard
+#: deviation near 0, so that a value never seen in training (KV memory that binds, on long
+#: prompts) reaches the network hundreds of standard deviations out, clipped at 10; raw entries
+#: reach it as they are (docs/results.md, "Observations as the env scales them").
+GENERAL_NORMALIZE_OBS = False
+
 #: Workloads and loads held out from ``batch-general``'s training.
 HELD_OUT_WORKLOADS = ("sharegpt", "mooncake-synthetic")
 HELD_OUT_LOADS = (0.8, 1.0, 1.25)
@@ -327,6 +336,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "maskable-ppo": {
                     "imitation": GENERAL_WARM_START,
                     "weight_averaging": GENERAL_WEIGHT_AVERAGING,
+                    "normalize_obs": GENERAL_NORMALIZE_OBS,
                 }
             },
         ),

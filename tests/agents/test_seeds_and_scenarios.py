@@ -150,6 +150,8 @@ def test_the_general_scenario_warm_starts_from_multibin_wc_viable_on_its_mixture
         resolve_hyperparams(scenario.env_id, "maskable-ppo", base=base)["imitation"]
     )
     assert imitation.baseline == "multibin-wc-viable" and imitation.baseline_kwargs is None
+    resolved = resolve_hyperparams(scenario.env_id, "maskable-ppo", base=base)
+    assert resolved["normalize_obs"] is False and resolved["normalize_reward"] is True
     mixture = make_mixture_env(scenario.training, {"n_requests": 40})
     demonstrator = make_policy(imitation.baseline, mixture)
     assert isinstance(demonstrator, PerComponentPolicy)

@@ -1,4 +1,5 @@
 import json
+import pickle
 import signal
 import subprocess
 import sys
@@ -217,6 +218,11 @@ def test_general_scenario_trains_on_its_mixture_and_compares_on_a_held_out_workl
     assert config.training_mixture["components"] == GENERAL_TRAINING["components"]
     assert config.env_kwargs == {"n_requests": 60}
     assert result.model.num_timesteps >= 256
+    # Raw observations: the rewards are still scaled, the observations are not.
+    assert config.hyperparams["normalize_obs"] is False
+    stats = pickle.loads((result.run_dir / "vecnormalize.pkl").read_bytes())
+    assert stats.norm_obs is False and stats.norm_reward is True
+    assert load_agent(result.run_dir, "final").normalizer is None
     comparison = compare(
         result.run_dir,
         n_seeds=2,
@@ -227,6 +233,7 @@ def test_general_scenario_trains_on_its_mixture_and_compares_on_a_held_out_workl
     assert comparison.config.env_kwargs["workload"] == "sharegpt"
     again = resume(result.run_dir, steps=128, eval_freq=0, checkpoint_freq=0)
     assert again.config.training_mixture == config.training_mixture
+    assert pickle.loads((result.run_dir / "vecnormalize.pkl").read_bytes()).norm_obs is False
     assert again.config.total_timesteps > config.total_timesteps
 
 
