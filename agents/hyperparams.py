@@ -17,7 +17,9 @@ are in ``docs/results.md``):
 * BatchScheduling-v0 episodes are short (25 to 80 decisions for 1,000 requests) and each
   decision moves tens of requests, so per-step rewards are large (tens) and noisy. Reward
   normalisation (``VecNormalize``) keeps the value loss well scaled; observations are already
-  in fixed ranges but differ in scale by up to 16x, so they are normalised too.
+  in fixed ranges but differ in scale by up to 16x, so they are normalised too (except for the
+  generalist ``batch-general``, whose unseen workloads put entries far outside the running
+  statistics of its training: ``agents.scenarios.GENERAL_NORMALIZE_OBS``).
 * ``gamma = 0.99`` over a few dozen decisions weighs a whole episode, which matters because a
   batch started now delays every later decision of that GPU.
 * ``end_when_settled``: under overload most decisions of a whole episode come after every
