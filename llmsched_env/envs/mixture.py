@@ -38,8 +38,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from llmsched_env import arguments
 from llmsched_env.envs.batch_env import BatchSchedulingEnv
 from llmsched_env.envs.wrappers import EndWhenSettled
+
+_OWNER = "BatchMixtureEnv"
 
 #: Keyword arguments a component may not set: the mixture draws the load of every episode.
 _DRAWN = ("load", "arrival_rate")
@@ -62,18 +65,14 @@ def _check_weights(weights: Any, n_components: int) -> tuple[int, ...]:
     """``weights`` as one positive integer per component (``None``: all 1), or a ValueError."""
     if weights is None:
         return (1,) * n_components
-    if isinstance(weights, (str, bytes, Mapping)) or not isinstance(weights, Sequence):
-        raise ValueError(
-            f"weights must be a sequence of {n_components} positive integers, got {weights!r}"
-        )
-    if len(weights) != n_components or not all(
-        isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in weights
-    ):
-        raise ValueError(
-            f"weights must hold one positive integer per component ({n_components}), got "
-            f"{list(weights)!r}"
-        )
-    return tuple(int(w) for w in weights)
+    expectation = f"one positive integer per component ({n_components})"
+    values = arguments.sequence(_OWNER, "weights", weights, expectation)
+    if len(values) != n_components:
+        raise ValueError(arguments.message(_OWNER, "weights", expectation, list(values)))
+    return tuple(
+        arguments.integer(_OWNER, "weights", w, minimum=1, reason="one per component")
+        for w in values
+    )
 
 
 class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
