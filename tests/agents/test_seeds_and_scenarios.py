@@ -146,11 +146,9 @@ def test_the_general_scenario_warm_starts_from_multibin_wc_viable_on_its_mixture
 
     scenario = get_scenario("batch-general")
     base = scenario.hyperparams["maskable-ppo"]
-    imitation = Imitation.from_setting(
-        resolve_hyperparams(scenario.env_id, "maskable-ppo", base=base)["imitation"]
-    )
-    assert imitation.baseline == "multibin-wc-viable" and imitation.baseline_kwargs is None
     resolved = resolve_hyperparams(scenario.env_id, "maskable-ppo", base=base)
+    imitation = Imitation.from_setting(resolved["imitation"])
+    assert imitation.baseline == "multibin-wc-viable" and imitation.baseline_kwargs is None
     assert resolved["normalize_obs"] is False and resolved["normalize_reward"] is True
     mixture = make_mixture_env(scenario.training, {"n_requests": 40})
     demonstrator = make_policy(imitation.baseline, mixture)
