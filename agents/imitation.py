@@ -19,15 +19,23 @@ leaves it (measured: 200,000 PPO steps at exactly ``hybrid``'s validation return
 bonus the cloned policy still acts as the baseline when deterministic (the largest probability
 is the baseline's action) and samples alternatives around it when training.
 
+**Several baselines.** No single heuristic is best on every workload and load of a training
+mixture (on ``batch-general``'s, ``multibin-wc-viable`` leads on most draws and ``spf`` in deep
+overload). Given several baselines, each demonstration episode is first played by every one of
+them on a copy of the training env (same arrivals, same random state); the one with the
+highest return then demonstrates it, so the network clones the better heuristic of each
+episode (docs/results.md, "A teacher chosen per episode").
+
 The settings live in the run's hyperparameters (``"imitation"``, see :class:`Imitation`), so a
 run records how it was warm-started; ``llmsched train --imitate BASELINE`` sets them.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,12 +55,15 @@ class Imitation:
     Attributes:
         baseline: The baseline to clone: a name or setting of the env's baselines (such as
             ``"length-split(threshold_tokens=1024,long_replicas=2)"``, see
-            :func:`baselines.make_policy`), or ``"best"`` for the one with the best mean
-            return on the run's validation seeds.
+            :func:`baselines.make_policy`); ``"best"`` for the one with the best mean return
+            on the run's validation seeds; or a sequence of two or more names or settings,
+            whose best on each demonstration episode demonstrates it (ties go to the first
+            listed; see :func:`collect_demonstrations`).
         baseline_kwargs: Keyword arguments of the baseline, the structured form of a setting
             (merged over the setting's), e.g. ``{"threshold_tokens": 1024, "long_replicas":
-            2}`` for ``length-split``; ``None`` for none. Not with ``"best"``, which compares
-            the baselines' defaults.
+            2}`` for ``length-split``; ``None`` for none. Only with one named baseline: not
+            with ``"best"``, which compares the baselines' defaults, nor with several, which
+            take theirs in their settings.
         steps: Demonstration steps, summed over the training envs.
         epochs: Passes of supervised learning over the demonstrations.
         entropy_coef: Weight of the entropy bonus (per decision, summed over the action's
@@ -62,7 +73,7 @@ class Imitation:
         batch_size: Minibatch size of the cloning.
     """
 
-    baseline: str = BEST
+    baseline: str | tuple[str, ...] = BEST
     baseline_kwargs: Mapping[str, Any] | None = None
     steps: int = 50_000
     epochs: int = 4
@@ -72,11 +83,21 @@ class Imitation:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if not isinstance(self.baseline, str) or not self.baseline:
+        if not isinstance(self.baseline, str):
+            object.__setattr__(self, "baseline", self._check_candidates(self.baseline))
+        elif not self.baseline:
             raise arguments.ArgumentTypeError(
-                arguments.message(_OWNER, "baseline", "a baseline name or 'best'", self.baseline)
+                arguments.message(
+                    _OWNER, "baseline", "a baseline name, 'best' or a list of names", ""
+                )
             )
         kwargs = self.baseline_kwargs
+        if kwargs is not None and isinstance(self.baseline, tuple):
+            raise ValueError(
+                f"imitation: baseline_kwargs {dict(kwargs)} need one named baseline, not "
+                f"{list(self.baseline)}; give each its arguments in its setting, such as "
+                "'length-split(threshold_tokens=1024)'"
+            )
         if kwargs is not None:
             if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
                 raise arguments.ArgumentTypeError(
@@ -100,6 +121,37 @@ class Imitation:
         arguments.real(_OWNER, "learning_rate", self.learning_rate, positive=True)
         arguments.integer(_OWNER, "batch_size", self.batch_size, minimum=1)
 
+    @staticmethod
+    def _check_candidates(value: Any) -> tuple[str, ...]:
+        """The baselines of a per-episode choice: two or more distinct names, not ``"best"``."""
+        names = arguments.sequence(_OWNER, "baseline", value, "a baseline name or a list of names")
+        if (
+            len(names) < 2
+            or not all(isinstance(name, str) and name for name in names)
+            or BEST in names
+            or len(set(names)) < len(names)
+        ):
+            raise arguments.ArgumentTypeError(
+                arguments.message(
+                    _OWNER,
+                    "baseline",
+                    f"one name, or a list of two or more distinct baseline names (not {BEST!r})",
+                    list(names),
+                )
+            )
+        return tuple(names)
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """The baselines that may demonstrate (one, unless a list was given)."""
+        return self.baseline if isinstance(self.baseline, tuple) else (self.baseline,)
+
+    def describe(self) -> str:
+        """The baseline as logs and reports name it (``"best of a, b"`` for several)."""
+        if isinstance(self.baseline, tuple):
+            return "best of " + ", ".join(self.baseline)
+        return self.baseline
+
     @classmethod
     def from_setting(
         cls, value: Any, defaults: Mapping[str, Any] | None = None
@@ -107,8 +159,9 @@ class Imitation:
         """Read an ``"imitation"`` hyperparameter.
 
         Args:
-            value: ``None``, ``False`` or ``"none"`` (no warm start), a baseline name, or a
-                mapping of this class's fields.
+            value: ``None``, ``False`` or ``"none"`` (no warm start), a baseline name, a list
+                of names (the best of them on each episode), or a mapping of this class's
+                fields.
             defaults: Fields that a name or a mapping is merged over (a recipe's setting); a
                 value that names the baseline drops the defaults' ``baseline_kwargs`` unless
                 it gives its own.
@@ -118,12 +171,15 @@ class Imitation:
         """
         if value is None or value is False or value == "none":
             return None
-        if isinstance(value, str):
+        if isinstance(value, (str, list, tuple)):
             value = {"baseline": value}
         if not isinstance(value, Mapping):
             raise arguments.ArgumentTypeError(
                 arguments.message(
-                    _OWNER, "imitation", "null, a baseline name or a mapping of settings", value
+                    _OWNER,
+                    "imitation",
+                    "null, a baseline name, a list of names or a mapping of settings",
+                    value,
                 )
             )
         known = set(cls.__dataclass_fields__)
@@ -139,7 +195,10 @@ class Imitation:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values, as stored in the run's hyperparameters."""
-        return asdict(self)
+        values = asdict(self)
+        if isinstance(self.baseline, tuple):
+            values["baseline"] = list(self.baseline)
+        return values
 
     def check_baseline(self, kind: str, env: Any = None) -> None:
         """Check the baseline against the baselines of the env kind ``kind``.
@@ -158,10 +217,11 @@ class Imitation:
 
         if self.baseline == BEST:
             return
-        name, setting = parse_policy(self.baseline)
-        arguments.one_of(_OWNER, "baseline", name, [BEST, *policy_names(kind)])
-        if env is not None and (setting or self.baseline_kwargs):
-            make_policy(self.baseline, env, **(self.baseline_kwargs or {}))
+        for baseline in self.candidates:
+            name, setting = parse_policy(baseline)
+            arguments.one_of(_OWNER, "baseline", name, [BEST, *policy_names(kind)])
+            if env is not None and (setting or self.baseline_kwargs):
+                make_policy(baseline, env, **(self.baseline_kwargs or {}))
 
 
 @dataclass(frozen=True)
@@ -175,6 +235,8 @@ class Demonstrations:
         action_masks: The env's action masks at each decision.
         rewards: Raw rewards that followed.
         dones: Whether the episode ended with that step.
+        episodes: How many episodes each baseline demonstrated (begun, the last ones cut at
+            the last step).
     """
 
     observations: np.ndarray
@@ -182,22 +244,34 @@ class Demonstrations:
     action_masks: np.ndarray
     rewards: np.ndarray
     dones: np.ndarray
+    episodes: Mapping[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.rewards.size)
 
 
 def collect_demonstrations(
-    venv: Any, baseline: str, steps: int, baseline_kwargs: Mapping[str, Any] | None = None
+    venv: Any,
+    baseline: str | Sequence[str],
+    steps: int,
+    baseline_kwargs: Mapping[str, Any] | None = None,
 ) -> Demonstrations:
     """Run ``baseline`` on every env of ``venv`` for ``steps`` steps in total.
+
+    With several baselines, each episode of each env is first played to its end by every
+    one of them on a deep copy of that env (its wrappers, workload and random state), from the
+    state the episode starts in; the baseline with the highest return then plays it for real
+    (ties: the first listed). The copies leave the training env and its ``VecNormalize``
+    statistics untouched, so the demonstration is the one that would have been recorded had
+    that baseline been the only one.
 
     Args:
         venv: The training env: stable-baselines3's ``DummyVecEnv``, possibly inside
             ``VecNormalize`` (whose statistics are updated, as in training).
-        baseline: A baseline name of the env's kind.
+        baseline: A baseline name of the env's kind, or several.
         steps: Steps summed over the envs (rounded up to whole steps of every env).
-        baseline_kwargs: Keyword arguments of the baseline (``None``: its defaults).
+        baseline_kwargs: Keyword arguments of the baseline (``None``: its defaults); one
+            baseline only.
 
     Raises:
         ValueError: For an unknown baseline (the message lists them) or a vectorised env
@@ -213,17 +287,35 @@ def collect_demonstrations(
             f"imitation needs the training envs in this process (vec_env='dummy'), got "
             f"{type(inner).__name__}"
         )
+    names = (baseline,) if isinstance(baseline, str) else tuple(baseline)
     envs = [env.unwrapped for env in inner.envs]
-    policies = [make_policy(baseline, env, **(baseline_kwargs or {})) for env in envs]
+    policies = {
+        name: [make_policy(name, env, **(baseline_kwargs or {})) for env in envs] for name in names
+    }
+    episodes = dict.fromkeys(names, 0)
+    demonstrator = [names[0]] * len(envs)
+
+    def begin(i: int, observation: np.ndarray) -> None:
+        """Choose who demonstrates env ``i``'s episode that starts at ``observation``."""
+        if len(names) > 1:
+            returns = [
+                _episode_return(inner.envs[i], name, observation, baseline_kwargs) for name in names
+            ]
+            demonstrator[i] = names[int(np.argmax(returns))]
+        episodes[demonstrator[i]] += 1
+        policies[demonstrator[i]][i].reset()
+
     obs = venv.reset()
-    for policy in policies:
-        policy.reset()
+    raw = venv.get_original_obs() if isinstance(venv, VecNormalize) else obs
+    for i in range(len(envs)):
+        begin(i, raw[i])
     per_env = -(-int(steps) // len(envs))
     observations, actions, masks, rewards, dones = [], [], [], [], []
     for _ in range(per_env):
         raw = venv.get_original_obs() if isinstance(venv, VecNormalize) else obs
-        infos = [env.last_info for env in envs]
-        chosen = [policy.act(raw[i], infos[i]) for i, policy in enumerate(policies)]
+        chosen = [
+            policies[demonstrator[i]][i].act(raw[i], env.last_info) for i, env in enumerate(envs)
+        ]
         observations.append(np.array(raw, copy=True))
         actions.append(np.stack([np.asarray(a) for a in chosen]))
         masks.append(np.stack([np.asarray(env.action_masks(), dtype=bool) for env in envs]))
@@ -231,15 +323,38 @@ def collect_demonstrations(
         original = venv.get_original_reward() if isinstance(venv, VecNormalize) else reward
         rewards.append(np.array(original, dtype=np.float64, copy=True))
         dones.append(np.array(done, dtype=bool, copy=True))
-        for i in np.flatnonzero(done):
-            policies[i].reset()
+        if done.any():
+            raw = venv.get_original_obs() if isinstance(venv, VecNormalize) else obs
+            for i in np.flatnonzero(done):
+                begin(int(i), raw[i])
     return Demonstrations(
         np.stack(observations),
         np.stack(actions),
         np.stack(masks),
         np.stack(rewards),
         np.stack(dones),
+        episodes,
     )
+
+
+def _episode_return(
+    env: Any,
+    baseline: str,
+    observation: np.ndarray,
+    baseline_kwargs: Mapping[str, Any] | None = None,
+) -> float:
+    """The return of ``baseline`` over the rest of ``env``'s episode, played on a deep copy."""
+    from baselines import make_policy
+
+    trial = copy.deepcopy(env)
+    policy = make_policy(baseline, trial.unwrapped, **(baseline_kwargs or {}))
+    policy.reset()
+    obs, info, total = observation.copy(), trial.unwrapped.last_info, 0.0
+    while True:
+        obs, reward, terminated, truncated, info = trial.step(policy.act(obs, info))
+        total += float(reward)
+        if terminated or truncated:
+            return total
 
 
 def discounted_returns(rewards: np.ndarray, dones: np.ndarray, gamma: float) -> np.ndarray:
@@ -275,6 +390,8 @@ class CloningReport:
         nll: Mean negative log-likelihood of the baseline's actions after the last epoch.
         entropy: Mean entropy of the policy on the demonstrations after the last epoch.
         value_loss: Mean squared error of the value head (normalised returns).
+        episodes: Demonstration episodes per baseline (several when the best of several
+            demonstrated each episode).
     """
 
     baseline: str
@@ -284,10 +401,13 @@ class CloningReport:
     nll: float
     entropy: float
     value_loss: float
+    episodes: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (rounded), for the run's configuration."""
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        values = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        values["episodes"] = dict(self.episodes)
+        return values
 
 
 def clone_into(
@@ -310,7 +430,7 @@ def clone_into(
         venv: The training env the demonstrations came from.
         demonstrations: What :func:`collect_demonstrations` returned.
         settings: Epochs, minibatch size, learning rate and loss weights.
-        baseline: The name of the baseline cloned (for the report).
+        baseline: The name of the baseline cloned, or of the baselines (for the report).
         gamma: Discount of the value targets (the algorithm's).
         seed: Seed of the minibatch order.
 
@@ -375,4 +495,5 @@ def clone_into(
         nll=nll_sum / count,
         entropy=entropy_sum / count,
         value_loss=value_sum / count,
+        episodes=dict(demonstrations.episodes),
     )

@@ -38,10 +38,11 @@ LLMServingSim 2.0's ShareGPT lengths (``sharegpt``) and Mooncake's synthetic tra
 (``Scenario.hyperparams``), applied over the env's defaults and under the user's:
 ``routing-prefix-sharing`` and ``routing-mooncake`` warm-start MaskablePPO from ``length-split``
 at the setting tuned on each one's validation seeds (:data:`ROUTING_WARM_START`,
-:data:`MOONCAKE_WARM_START`), ``batch-general`` from ``multibin-wc-viable`` on every workload of
-its mixture (:data:`GENERAL_WARM_START`), averages the weights of its last snapshots
-(:data:`GENERAL_WEIGHT_AVERAGING`) and feeds the network the observations as the env scales
-them (:data:`GENERAL_NORMALIZE_OBS`); ``--imitate none`` trains from scratch.
+:data:`MOONCAKE_WARM_START`), ``batch-general`` from the better of ``multibin-wc-viable`` and
+``spf`` on each demonstration episode of its mixture (:data:`GENERAL_WARM_START`), averages
+the weights of its last snapshots (:data:`GENERAL_WEIGHT_AVERAGING`) and feeds the network the
+observations as the env scales them (:data:`GENERAL_NORMALIZE_OBS`); ``--imitate none`` trains
+from scratch.
 """
 
 from __future__ import annotations
@@ -212,11 +213,15 @@ GENERAL_TRAINING: Mapping[str, Any] = MappingProxyType(
     }
 )
 
-#: The warm start of ``batch-general``'s MaskablePPO runs: ``multibin-wc-viable`` on every
-#: component of the mixture (one instance per component workload), the batch heuristic with the
-#: best validation return on most of the training workloads and loads (docs/results.md,
-#: "Generalisation"); the held-out workloads played no part in the choice.
-GENERAL_WARM_START: Mapping[str, Any] = MappingProxyType({"baseline": "multibin-wc-viable"})
+#: The warm start of ``batch-general``'s MaskablePPO runs: each demonstration episode is played
+#: by the better on it of ``multibin-wc-viable``, the batch heuristic with the best validation
+#: return on most of the training workloads and loads, and ``spf``, the best in deep overload
+#: (:func:`agents.imitation.collect_demonstrations`; docs/results.md, "Generalisation" and "A
+#: teacher chosen per episode"). Chosen on the training traces; the held-out workloads played
+#: no part in the choice.
+GENERAL_WARM_START: Mapping[str, Any] = MappingProxyType(
+    {"baseline": ("multibin-wc-viable", "spf")}
+)
 
 #: ``batch-general``'s weight averaging (:mod:`agents.averaging`): the mean of the snapshots at
 #: 600,000, 700,000, ..., 1,000,000 steps, the last 40% of its budget, at its checkpoints' steps.

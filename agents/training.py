@@ -523,10 +523,11 @@ def _warm_start(
             policy_names(kind_of_id(config.env_id).name),
         )
         baseline = best[0]
+    name = best[0] if best is not None else imitation.describe()
     if log:
         setting = f" {imitation.baseline_kwargs}" if imitation.baseline_kwargs else ""
         log(
-            f"warm start: cloning {baseline}{setting} from {imitation.steps:,} demonstration "
+            f"warm start: cloning {name}{setting} from {imitation.steps:,} demonstration "
             f"steps ({imitation.epochs} epochs)"
         )
     demonstrations = collect_demonstrations(
@@ -537,15 +538,16 @@ def _warm_start(
         venv,
         demonstrations,
         imitation,
-        baseline=baseline,
+        baseline=name,
         gamma=gamma,
         seed=config.seed,
     ).to_dict()
     report["wall_time_s"] = round(time.perf_counter() - started, 2)
     if log:
+        by = ", ".join(f"{k} {v}" for k, v in report["episodes"].items())
         log(
-            f"warm start: the policy's deterministic action is {baseline}'s at "
-            f"{report['agreement']:.1%} of the demonstration decisions"
+            f"warm start: the policy's deterministic action is the demonstrator's at "
+            f"{report['agreement']:.1%} of the demonstration decisions (episodes: {by})"
         )
     return best, report
 

@@ -446,7 +446,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
             hyperparams = json_object("--hyperparams", args.hyperparams)
             if args.imitate is not None:
-                hyperparams = {**(hyperparams or {}), "imitation": args.imitate}
+                # One name, or several whose best on each episode demonstrates it.
+                imitate = args.imitate[0] if len(args.imitate) == 1 else args.imitate
+                hyperparams = {**(hyperparams or {}), "imitation": imitate}
             env_kwargs = env_kwargs_from_args(args)
             scenario = get_scenario(args.scenario) if args.scenario else None
             env_id = scenario.env_id if scenario else ENV_IDS[args.env]
@@ -797,10 +799,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--imitate",
         metavar="BASELINE",
+        nargs="+",
         help="warm start: clone this baseline, a name or a setting such as "
         "'length-split(threshold_tokens=1024,long_replicas=2)' ('best': the best on the "
-        "validation seeds) before training; 'none' trains from a random network (default: the "
-        "env's recipe, 'best' for ContinuousBatching-v0)",
+        "validation seeds) before training; several names: each demonstration episode is "
+        "played by the one of them with the best return on it; 'none' trains from a random "
+        "network (default: the env's recipe, 'best' for ContinuousBatching-v0)",
     )
     tr.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy")
     tr.add_argument(

@@ -394,6 +394,7 @@ def test_train_steps_default_to_the_scenario_s_budget(tmp_path, monkeypatch, fla
     [
         ([], {}),
         (["--imitate", "sarathi"], {"imitation": "sarathi"}),
+        (["--imitate", "sarathi", "vllm"], {"imitation": ["sarathi", "vllm"]}),
         (
             ["--imitate", "none", "--hyperparams", '{"n_envs": 2}'],
             {"n_envs": 2, "imitation": "none"},

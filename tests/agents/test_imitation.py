@@ -44,18 +44,36 @@ def test_a_name_or_fields_merge_over_the_recipe():
 @pytest.mark.parametrize(
     ("value", "match"),
     [
-        (5, "imitation must be null, a baseline name or a mapping"),
+        (5, "imitation must be null, a baseline name, a list of names or a mapping"),
         ({"stepz": 1}, r"unknown settings \['stepz'\]"),
         ({"steps": 0}, "steps must be an integer >= 1, got 0"),
         ({"entropy_coef": -1.0}, "entropy_coef must be"),
         ({"baseline": ""}, "baseline must be a baseline name"),
         ({"baseline": "best", "baseline_kwargs": {"a": 1}}, "need a named baseline, not 'best'"),
         ({"baseline": "hybrid", "baseline_kwargs": [1]}, "baseline_kwargs must be null or a"),
+        ({"baseline": ["hybrid"]}, r"two or more distinct baseline names.*got \['hybrid'\]"),
+        ({"baseline": ["hybrid", "hybrid"]}, "two or more distinct"),
+        ({"baseline": ["best", "hybrid"]}, "two or more distinct baseline names"),
+        ({"baseline": ["hybrid", 3]}, "two or more distinct baseline names"),
+        ({"baseline": {"hybrid": 1}}, "baseline must be a baseline name or a list of names"),
+        (
+            {"baseline": ["hybrid", "vllm"], "baseline_kwargs": {"a": 1}},
+            r"need one named baseline, not \['hybrid', 'vllm'\]",
+        ),
     ],
 )
 def test_bad_settings_are_named(value, match):
     with pytest.raises(ValueError, match=match):
         resolve_hyperparams(CONTINUOUS, "maskable-ppo", {"imitation": value})
+
+
+def test_several_baselines_are_kept_in_order_and_stored_as_a_list():
+    resolved = resolve_hyperparams(CONTINUOUS, "maskable-ppo", {"imitation": ["vllm", "hybrid"]})
+    assert resolved["imitation"]["baseline"] == ["vllm", "hybrid"]  # plain JSON
+    imitation = Imitation.from_setting(resolved["imitation"])
+    assert imitation.baseline == ("vllm", "hybrid") and imitation.candidates == ("vllm", "hybrid")
+    assert imitation.describe() == "best of vllm, hybrid"
+    assert Imitation(baseline="hybrid").candidates == ("hybrid",)
 
 
 def test_algorithms_without_an_actor_critic_policy_refuse_imitation():
@@ -140,6 +158,42 @@ def test_demonstrations_follow_the_baseline_with_its_arguments():
     assert (spelled.actions == 0).mean() > 0.95
     assert (tuned.actions == 0).mean() > 0.95, np.bincount(tuned.actions.ravel())
     assert (default.actions == 0).mean() < 0.5, np.bincount(default.actions.ravel())
+
+
+def _first_episodes(demos) -> list[tuple[float, np.ndarray]]:
+    """Each env's first episode in ``demos``: its return and its actions."""
+    episodes = []
+    for i in range(demos.rewards.shape[1]):
+        end = int(np.flatnonzero(demos.dones[:, i])[0]) + 1
+        episodes.append((float(demos.rewards[:end, i].sum()), demos.actions[:end, i]))
+    return episodes
+
+
+def test_the_best_of_several_baselines_demonstrates_each_episode():
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents.envs import make_training_env
+
+    def demonstrate(baseline):
+        # Overloaded enough that the heuristics' returns differ; episodes of 9-21 decisions.
+        overloaded = {"workload": "burstgpt-synthetic", "load": 1.5, "n_requests": 120}
+        venv = make_training_env(BATCH, overloaded, flat_action=False, n_envs=4, first_seed=3_000)
+        assert isinstance(venv, VecNormalize)
+        return collect_demonstrations(venv, baseline, 4 * 30)
+
+    candidates = ("static-fifo", "spf", "multibin-wc-viable")
+    alone = {name: _first_episodes(demonstrate(name)) for name in candidates}
+    chosen = demonstrate(list(candidates))
+    assert sum(chosen.episodes.values()) == int(chosen.dones.sum()) + 4  # begun episodes
+    for i, (total, actions) in enumerate(_first_episodes(chosen)):
+        returns = [alone[name][i][0] for name in candidates]
+        best = candidates[int(np.argmax(returns))]
+        # The demonstrator's episode is exactly the one it plays alone: the trial runs on
+        # copies left the env, its random state and the normalisation statistics untouched.
+        assert total == max(returns), (i, returns, total)
+        np.testing.assert_array_equal(actions, alone[best][i][1])
+    winners = {candidates[int(np.argmax([alone[n][i][0] for n in candidates]))] for i in range(4)}
+    assert len(winners) >= 2, winners  # the env seeds make the choice matter
 
 
 def test_the_entropy_bonus_keeps_the_cloned_policy_exploring():
@@ -229,3 +283,19 @@ def test_a_mixture_run_clones_the_named_baseline_on_its_components(tmp_path):
     cloning = load_run_config(result.run_dir).sessions[-1]["imitation"]
     assert cloning["baseline"] == "multibin-wc-viable"
     assert cloning["steps"] >= 600 and 0.0 < cloning["agreement"] <= 1.0
+    assert set(cloning["episodes"]) == {"multibin-wc-viable"}
+
+
+def test_a_run_records_which_of_several_baselines_demonstrated(tmp_path):
+    result = tiny_train(
+        tmp_path / "run",
+        scenario="batch-general",
+        env_kwargs={"n_requests": 60},
+        hyperparams={**TINY_HYPERPARAMS["maskable-ppo"], "imitation": {"steps": 600}},
+    )
+    config = load_run_config(result.run_dir)
+    assert config.hyperparams["imitation"]["baseline"] == ["multibin-wc-viable", "spf"]
+    cloning = config.sessions[-1]["imitation"]
+    assert cloning["baseline"] == "best of multibin-wc-viable, spf"
+    assert set(cloning["episodes"]) == {"multibin-wc-viable", "spf"}
+    assert sum(cloning["episodes"].values()) >= 2

@@ -137,7 +137,7 @@ def test_routing_scenarios_warm_start_maskable_ppo_from_the_tuned_length_split(n
     assert "dqn" not in scenario.hyperparams  # other algorithms keep their recipes
 
 
-def test_the_general_scenario_warm_starts_from_multibin_wc_viable_on_its_mixture():
+def test_the_general_scenario_warm_starts_from_the_better_of_two_heuristics_on_its_mixture():
     from agents.envs import make_mixture_env
     from agents.hyperparams import resolve_hyperparams
     from agents.imitation import Imitation
@@ -148,10 +148,12 @@ def test_the_general_scenario_warm_starts_from_multibin_wc_viable_on_its_mixture
     base = scenario.hyperparams["maskable-ppo"]
     resolved = resolve_hyperparams(scenario.env_id, "maskable-ppo", base=base)
     imitation = Imitation.from_setting(resolved["imitation"])
-    assert imitation.baseline == "multibin-wc-viable" and imitation.baseline_kwargs is None
+    assert imitation.baseline == ("multibin-wc-viable", "spf")
+    assert imitation.baseline_kwargs is None
     assert resolved["normalize_obs"] is False and resolved["normalize_reward"] is True
     mixture = make_mixture_env(scenario.training, {"n_requests": 40})
-    demonstrator = make_policy(imitation.baseline, mixture)
-    assert isinstance(demonstrator, PerComponentPolicy)
-    assert len(demonstrator.policies) == len(scenario.training["components"])
+    for baseline in imitation.candidates:
+        demonstrator = make_policy(baseline, mixture)
+        assert isinstance(demonstrator, PerComponentPolicy)
+        assert len(demonstrator.policies) == len(scenario.training["components"])
     assert "ppo" not in scenario.hyperparams  # other algorithms keep their recipes
