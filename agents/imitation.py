@@ -24,7 +24,11 @@ mixture (on ``batch-general``'s, ``multibin-wc-viable`` leads on most draws and 
 overload). Given several baselines, each demonstration episode is first played by every one of
 them on a copy of the training env (same arrivals, same random state); the one with the
 highest return then demonstrates it, so the network clones the better heuristic of each
-episode (docs/results.md, "A teacher chosen per episode").
+episode (docs/results.md, "A teacher chosen per episode"). With ``choose_every`` the choice is
+made anew every so many decisions, from the state reached, by the same rollouts to the
+episode's end: the rollout algorithm with several base heuristics (Bertsekas, Tsitsiklis and
+Wu, "Rollout algorithms for combinatorial optimization", 1997), whose return on a copy that
+holds the episode's future is never below the best of its heuristics played alone.
 
 The settings live in the run's hyperparameters (``"imitation"``, see :class:`Imitation`), so a
 run records how it was warm-started; ``llmsched train --imitate BASELINE`` sets them.
@@ -71,6 +75,10 @@ class Imitation:
         value_coef: Weight of the value loss (the value head learns the baseline's returns).
         learning_rate: Adam's learning rate for the cloning.
         batch_size: Minibatch size of the cloning.
+        choose_every: With several baselines, choose the demonstrator anew every this many
+            decisions of an episode (each baseline's rollout to the episode's end, from the
+            state reached, on copies of the env and of the baselines); ``None``: once, at the
+            episode's start.
     """
 
     baseline: str | tuple[str, ...] = BEST
@@ -81,6 +89,7 @@ class Imitation:
     value_coef: float = 0.5
     learning_rate: float = 1e-3
     batch_size: int = 256
+    choose_every: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.baseline, str):
@@ -120,6 +129,14 @@ class Imitation:
         arguments.real(_OWNER, "value_coef", self.value_coef, minimum=0.0)
         arguments.real(_OWNER, "learning_rate", self.learning_rate, positive=True)
         arguments.integer(_OWNER, "batch_size", self.batch_size, minimum=1)
+        if self.choose_every is not None:
+            arguments.integer(_OWNER, "choose_every", self.choose_every, minimum=1)
+            if not isinstance(self.baseline, tuple):
+                raise ValueError(
+                    f"imitation: choose_every={self.choose_every} chooses among several "
+                    f"baselines, but baseline is one: {self.baseline!r}; give a list of names "
+                    "or leave choose_every out"
+                )
 
     @staticmethod
     def _check_candidates(value: Any) -> tuple[str, ...]:
@@ -147,10 +164,13 @@ class Imitation:
         return self.baseline if isinstance(self.baseline, tuple) else (self.baseline,)
 
     def describe(self) -> str:
-        """The baseline as logs and reports name it (``"best of a, b"`` for several)."""
-        if isinstance(self.baseline, tuple):
-            return "best of " + ", ".join(self.baseline)
-        return self.baseline
+        """The baseline as logs and reports name it (``"best of a, b (each episode)"``)."""
+        if not isinstance(self.baseline, tuple):
+            return self.baseline
+        when = (
+            "each episode" if self.choose_every is None else f"every {self.choose_every} decisions"
+        )
+        return f"best of {', '.join(self.baseline)} ({when})"
 
     @classmethod
     def from_setting(
@@ -235,8 +255,8 @@ class Demonstrations:
         action_masks: The env's action masks at each decision.
         rewards: Raw rewards that followed.
         dones: Whether the episode ended with that step.
-        episodes: How many episodes each baseline demonstrated (begun, the last ones cut at
-            the last step).
+        episodes: How many episodes each baseline began (the last ones cut at the last step).
+        decisions: How many decisions each baseline made.
     """
 
     observations: np.ndarray
@@ -245,6 +265,7 @@ class Demonstrations:
     rewards: np.ndarray
     dones: np.ndarray
     episodes: Mapping[str, int] = field(default_factory=dict)
+    decisions: Mapping[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.rewards.size)
@@ -255,15 +276,17 @@ def collect_demonstrations(
     baseline: str | Sequence[str],
     steps: int,
     baseline_kwargs: Mapping[str, Any] | None = None,
+    choose_every: int | None = None,
 ) -> Demonstrations:
     """Run ``baseline`` on every env of ``venv`` for ``steps`` steps in total.
 
     With several baselines, each episode of each env is first played to its end by every
-    one of them on a deep copy of that env (its wrappers, workload and random state), from the
-    state the episode starts in; the baseline with the highest return then plays it for real
-    (ties: the first listed). The copies leave the training env and its ``VecNormalize``
-    statistics untouched, so the demonstration is the one that would have been recorded had
-    that baseline been the only one.
+    one of them on deep copies of that env (its workload and random state) and of the baseline,
+    from the state the episode starts in; the baseline with the highest return then plays it
+    for real (ties: the first listed). With ``choose_every``, the same choice is made again
+    after every ``choose_every`` decisions, from the state reached; every baseline then acts on
+    (and so observes) every step, the chosen one's action is carried out. The copies leave the
+    training env and its ``VecNormalize`` statistics untouched.
 
     Args:
         venv: The training env: stable-baselines3's ``DummyVecEnv``, possibly inside
@@ -272,6 +295,8 @@ def collect_demonstrations(
         steps: Steps summed over the envs (rounded up to whole steps of every env).
         baseline_kwargs: Keyword arguments of the baseline (``None``: its defaults); one
             baseline only.
+        choose_every: Decisions between two choices of the demonstrator (``None``: one per
+            episode); several baselines only.
 
     Raises:
         ValueError: For an unknown baseline (the message lists them) or a vectorised env
@@ -293,29 +318,41 @@ def collect_demonstrations(
         name: [make_policy(name, env, **(baseline_kwargs or {})) for env in envs] for name in names
     }
     episodes = dict.fromkeys(names, 0)
+    decisions = dict.fromkeys(names, 0)
     demonstrator = [names[0]] * len(envs)
+    since_choice = [0] * len(envs)
+
+    def choose(i: int, observation: np.ndarray) -> None:
+        """Give env ``i``'s next decisions to the baseline whose rollout returns most."""
+        if len(names) > 1:
+            returns = [_rollout_return(envs[i], policies[name][i], observation) for name in names]
+            demonstrator[i] = names[int(np.argmax(returns))]
+        since_choice[i] = 0
 
     def begin(i: int, observation: np.ndarray) -> None:
-        """Choose who demonstrates env ``i``'s episode that starts at ``observation``."""
-        if len(names) > 1:
-            returns = [
-                _episode_return(inner.envs[i], name, observation, baseline_kwargs) for name in names
-            ]
-            demonstrator[i] = names[int(np.argmax(returns))]
+        """Start env ``i``'s episode that starts at ``observation``."""
+        for name in names:
+            policies[name][i].reset()
+        choose(i, observation)
         episodes[demonstrator[i]] += 1
-        policies[demonstrator[i]][i].reset()
+
+    def raw_observations() -> np.ndarray:
+        return venv.get_original_obs() if isinstance(venv, VecNormalize) else obs
 
     obs = venv.reset()
-    raw = venv.get_original_obs() if isinstance(venv, VecNormalize) else obs
+    raw = raw_observations()
     for i in range(len(envs)):
         begin(i, raw[i])
     per_env = -(-int(steps) // len(envs))
     observations, actions, masks, rewards, dones = [], [], [], [], []
     for _ in range(per_env):
-        raw = venv.get_original_obs() if isinstance(venv, VecNormalize) else obs
-        chosen = [
-            policies[demonstrator[i]][i].act(raw[i], env.last_info) for i, env in enumerate(envs)
-        ]
+        raw = raw_observations()
+        chosen = []
+        for i, env in enumerate(envs):
+            acting = names if choose_every else (demonstrator[i],)
+            proposed = {name: policies[name][i].act(raw[i], env.last_info) for name in acting}
+            chosen.append(proposed[demonstrator[i]])
+            decisions[demonstrator[i]] += 1
         observations.append(np.array(raw, copy=True))
         actions.append(np.stack([np.asarray(a) for a in chosen]))
         masks.append(np.stack([np.asarray(env.action_masks(), dtype=bool) for env in envs]))
@@ -323,10 +360,14 @@ def collect_demonstrations(
         original = venv.get_original_reward() if isinstance(venv, VecNormalize) else reward
         rewards.append(np.array(original, dtype=np.float64, copy=True))
         dones.append(np.array(done, dtype=bool, copy=True))
-        if done.any():
-            raw = venv.get_original_obs() if isinstance(venv, VecNormalize) else obs
-            for i in np.flatnonzero(done):
-                begin(int(i), raw[i])
+        raw = raw_observations()
+        for i in range(len(envs)):
+            if done[i]:
+                begin(i, raw[i])
+            elif choose_every:
+                since_choice[i] += 1
+                if since_choice[i] >= choose_every:
+                    choose(i, raw[i])
     return Demonstrations(
         np.stack(observations),
         np.stack(actions),
@@ -334,24 +375,29 @@ def collect_demonstrations(
         np.stack(rewards),
         np.stack(dones),
         episodes,
+        decisions,
     )
 
 
-def _episode_return(
-    env: Any,
-    baseline: str,
-    observation: np.ndarray,
-    baseline_kwargs: Mapping[str, Any] | None = None,
-) -> float:
-    """The return of ``baseline`` over the rest of ``env``'s episode, played on a deep copy."""
-    from baselines import make_policy
+def _rollout_return(env: Any, policy: Any, observation: np.ndarray) -> float:
+    """The return ``policy`` would get from ``env``'s present state to its episode's end.
 
-    trial = copy.deepcopy(env)
-    policy = make_policy(baseline, trial.unwrapped, **(baseline_kwargs or {}))
-    policy.reset()
-    obs, info, total = observation.copy(), trial.unwrapped.last_info, 0.0
+    Played on deep copies of the two (copied together, so that the copy of the policy reads
+    the copy of the env); on a mixture only the episode's component and its instance of the
+    policy are copied, a hundredth of the whole. A ``BatchScheduling-v0`` rollout stops once
+    settled, with the rest of its return (``EndWhenSettled``: exact, in fewer steps).
+    """
+    from baselines.mixture import PerComponentPolicy
+    from llmsched_env.envs.mixture import BatchMixtureEnv
+    from llmsched_env.envs.wrappers import EndWhenSettled
+
+    if isinstance(env, BatchMixtureEnv) and isinstance(policy, PerComponentPolicy):
+        env, policy = env.active, policy.policies[env.active_index]
+    trial, trial_policy = copy.deepcopy((env, policy))
+    stepper = EndWhenSettled(trial) if EndWhenSettled.applies_to(trial) else trial
+    obs, info, total = observation.copy(), trial.last_info, 0.0
     while True:
-        obs, reward, terminated, truncated, info = trial.step(policy.act(obs, info))
+        obs, reward, terminated, truncated, info = stepper.step(trial_policy.act(obs, info))
         total += float(reward)
         if terminated or truncated:
             return total
@@ -390,8 +436,9 @@ class CloningReport:
         nll: Mean negative log-likelihood of the baseline's actions after the last epoch.
         entropy: Mean entropy of the policy on the demonstrations after the last epoch.
         value_loss: Mean squared error of the value head (normalised returns).
-        episodes: Demonstration episodes per baseline (several when the best of several
-            demonstrated each episode).
+        episodes: Demonstration episodes begun per baseline (several when the best of
+            several demonstrated).
+        decisions: Demonstration decisions per baseline.
     """
 
     baseline: str
@@ -402,11 +449,13 @@ class CloningReport:
     entropy: float
     value_loss: float
     episodes: Mapping[str, int] = field(default_factory=dict)
+    decisions: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (rounded), for the run's configuration."""
         values = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
         values["episodes"] = dict(self.episodes)
+        values["decisions"] = dict(self.decisions)
         return values
 
 
@@ -496,4 +545,5 @@ def clone_into(
         entropy=entropy_sum / count,
         value_loss=value_sum / count,
         episodes=dict(demonstrations.episodes),
+        decisions=dict(demonstrations.decisions),
     )

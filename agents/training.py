@@ -531,7 +531,7 @@ def _warm_start(
             f"steps ({imitation.epochs} epochs)"
         )
     demonstrations = collect_demonstrations(
-        venv, baseline, imitation.steps, imitation.baseline_kwargs
+        venv, baseline, imitation.steps, imitation.baseline_kwargs, imitation.choose_every
     )
     report = clone_into(
         model,
@@ -544,10 +544,10 @@ def _warm_start(
     ).to_dict()
     report["wall_time_s"] = round(time.perf_counter() - started, 2)
     if log:
-        by = ", ".join(f"{k} {v}" for k, v in report["episodes"].items())
+        by = ", ".join(f"{k} {v}" for k, v in report["decisions"].items())
         log(
             f"warm start: the policy's deterministic action is the demonstrator's at "
-            f"{report['agreement']:.1%} of the demonstration decisions (episodes: {by})"
+            f"{report['agreement']:.1%} of the demonstration decisions (decisions: {by})"
         )
     return best, report
 
