@@ -183,8 +183,8 @@ class Imitation:
                 of names (the best of them on each episode), or a mapping of this class's
                 fields.
             defaults: Fields that a name or a mapping is merged over (a recipe's setting); a
-                value that names the baseline drops the defaults' ``baseline_kwargs`` unless
-                it gives its own.
+                value that names the baseline drops the defaults' ``baseline_kwargs`` and
+                ``choose_every`` unless it gives its own.
 
         Raises:
             ValueError: For an unknown field or a bad value (named in the message).
@@ -209,8 +209,11 @@ class Imitation:
                 f"imitation: unknown settings {unknown}; expected some of {sorted(known)}"
             )
         merged = {**(defaults or {}), **value}
-        if "baseline" in value and "baseline_kwargs" not in value:
-            merged["baseline_kwargs"] = None  # a baseline named anew takes no inherited arguments
+        if "baseline" in value:
+            # A baseline named anew takes no inherited arguments, nor the recipe's way of
+            # choosing among its baselines.
+            for key in ("baseline_kwargs", "choose_every"):
+                merged[key] = value.get(key)
         return cls(**merged)
 
     def to_dict(self) -> dict[str, Any]:

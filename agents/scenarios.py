@@ -39,7 +39,7 @@ LLMServingSim 2.0's ShareGPT lengths (``sharegpt``) and Mooncake's synthetic tra
 ``routing-prefix-sharing`` and ``routing-mooncake`` warm-start MaskablePPO from ``length-split``
 at the setting tuned on each one's validation seeds (:data:`ROUTING_WARM_START`,
 :data:`MOONCAKE_WARM_START`), ``batch-general`` from the better of ``multibin-wc-viable`` and
-``spf`` on each demonstration episode of its mixture (:data:`GENERAL_WARM_START`), averages
+``spf`` every 4 demonstration decisions of its mixture (:data:`GENERAL_WARM_START`), averages
 the weights of its last snapshots (:data:`GENERAL_WEIGHT_AVERAGING`) and feeds the network the
 observations as the env scales them (:data:`GENERAL_NORMALIZE_OBS`); ``--imitate none`` trains
 from scratch.
@@ -213,14 +213,15 @@ GENERAL_TRAINING: Mapping[str, Any] = MappingProxyType(
     }
 )
 
-#: The warm start of ``batch-general``'s MaskablePPO runs: each demonstration episode is played
-#: by the better on it of ``multibin-wc-viable``, the batch heuristic with the best validation
-#: return on most of the training workloads and loads, and ``spf``, the best in deep overload
+#: The warm start of ``batch-general``'s MaskablePPO runs: every 4 decisions the demonstration
+#: is handed to whichever of ``multibin-wc-viable`` (the batch heuristic with the best
+#: validation return on most of the training workloads and loads) and ``spf`` (the best in deep
+#: overload) returns more when played from there to the episode's end on a copy of the env
 #: (:func:`agents.imitation.collect_demonstrations`; docs/results.md, "Generalisation" and "A
-#: teacher chosen per episode"). Chosen on the training traces; the held-out workloads played
+#: teacher chosen by rollouts"). Chosen on the training traces; the held-out workloads played
 #: no part in the choice.
 GENERAL_WARM_START: Mapping[str, Any] = MappingProxyType(
-    {"baseline": ("multibin-wc-viable", "spf")}
+    {"baseline": ("multibin-wc-viable", "spf"), "choose_every": 4}
 )
 
 #: ``batch-general``'s weight averaging (:mod:`agents.averaging`): the mean of the snapshots at

@@ -78,6 +78,14 @@ def test_several_baselines_are_kept_in_order_and_stored_as_a_list():
     assert Imitation(baseline="hybrid").candidates == ("hybrid",)
 
 
+def test_naming_baselines_anew_drops_the_recipes_way_of_choosing():
+    recipe = {"baseline": ["vllm", "hybrid"], "choose_every": 4}
+    kept = Imitation.from_setting({"steps": 100}, defaults=recipe)
+    assert kept.choose_every == 4 and kept.baseline == ("vllm", "hybrid")
+    assert Imitation.from_setting("sarathi", defaults=recipe).choose_every is None
+    assert Imitation.from_setting(["sarathi", "vllm"], defaults=recipe).choose_every is None
+
+
 def test_algorithms_without_an_actor_critic_policy_refuse_imitation():
     with pytest.raises(ValueError, match="needs an actor-critic algorithm.*'dqn'"):
         resolve_hyperparams(CONTINUOUS, "dqn", {"imitation": "hybrid"})
@@ -321,6 +329,6 @@ def test_a_run_records_which_of_several_baselines_demonstrated(tmp_path):
     config = load_run_config(result.run_dir)
     assert config.hyperparams["imitation"]["baseline"] == ["multibin-wc-viable", "spf"]
     cloning = config.sessions[-1]["imitation"]
-    assert cloning["baseline"] == "best of multibin-wc-viable, spf (each episode)"
-    assert set(cloning["episodes"]) == {"multibin-wc-viable", "spf"}
-    assert sum(cloning["episodes"].values()) >= 2
+    assert cloning["baseline"] == "best of multibin-wc-viable, spf (every 4 decisions)"
+    assert set(cloning["decisions"]) == {"multibin-wc-viable", "spf"}
+    assert sum(cloning["decisions"].values()) == cloning["steps"]

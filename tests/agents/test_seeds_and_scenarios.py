@@ -148,7 +148,7 @@ def test_the_general_scenario_warm_starts_from_the_better_of_two_heuristics_on_i
     base = scenario.hyperparams["maskable-ppo"]
     resolved = resolve_hyperparams(scenario.env_id, "maskable-ppo", base=base)
     imitation = Imitation.from_setting(resolved["imitation"])
-    assert imitation.baseline == ("multibin-wc-viable", "spf")
+    assert imitation.baseline == ("multibin-wc-viable", "spf") and imitation.choose_every == 4
     assert imitation.baseline_kwargs is None
     assert resolved["normalize_obs"] is False and resolved["normalize_reward"] is True
     mixture = make_mixture_env(scenario.training, {"n_requests": 40})
