@@ -61,8 +61,8 @@ class Imitation:
             ``"length-split(threshold_tokens=1024,long_replicas=2)"``, see
             :func:`baselines.make_policy`); ``"best"`` for the one with the best mean return
             on the run's validation seeds; or a sequence of two or more names or settings,
-            whose best on each demonstration episode demonstrates it (ties go to the first
-            listed; see :func:`collect_demonstrations`).
+            whose best on each demonstration episode (or every ``choose_every`` decisions)
+            demonstrates it (ties go to the first listed; see :func:`collect_demonstrations`).
         baseline_kwargs: Keyword arguments of the baseline, the structured form of a setting
             (merged over the setting's), e.g. ``{"threshold_tokens": 1024, "long_replicas":
             2}`` for ``length-split``; ``None`` for none. Only with one named baseline: not
@@ -140,7 +140,7 @@ class Imitation:
 
     @staticmethod
     def _check_candidates(value: Any) -> tuple[str, ...]:
-        """The baselines of a per-episode choice: two or more distinct names, not ``"best"``."""
+        """The baselines to choose among: two or more distinct names, not ``"best"``."""
         names = arguments.sequence(_OWNER, "baseline", value, "a baseline name or a list of names")
         if (
             len(names) < 2
