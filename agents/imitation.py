@@ -349,7 +349,6 @@ def collect_demonstrations(
     per_env = -(-int(steps) // len(envs))
     observations, actions, masks, rewards, dones = [], [], [], [], []
     for _ in range(per_env):
-        raw = raw_observations()
         chosen = []
         for i, env in enumerate(envs):
             acting = names if choose_every else (demonstrator[i],)
@@ -363,7 +362,7 @@ def collect_demonstrations(
         original = venv.get_original_reward() if isinstance(venv, VecNormalize) else reward
         rewards.append(np.array(original, dtype=np.float64, copy=True))
         dones.append(np.array(done, dtype=bool, copy=True))
-        raw = raw_observations()
+        raw = raw_observations()  # the next step's (after the reset, for an ended episode)
         for i in range(len(envs)):
             if done[i]:
                 begin(i, raw[i])

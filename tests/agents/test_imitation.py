@@ -179,21 +179,27 @@ def _first_episodes(demos) -> list[tuple[float, np.ndarray]]:
     return episodes
 
 
-def test_the_best_of_several_baselines_demonstrates_each_episode():
+#: Three heuristics whose returns differ on the overloaded env below.
+CANDIDATES = ("static-fifo", "spf", "multibin-wc-viable")
+
+
+def _overloaded_demonstrations(baseline, choose_every=None):
+    """30 decisions of each of 4 envs, overloaded enough that the heuristics' returns differ
+    (episodes of 9-21 decisions), normalised as in training."""
     from stable_baselines3.common.vec_env import VecNormalize
 
     from agents.envs import make_training_env
 
-    def demonstrate(baseline):
-        # Overloaded enough that the heuristics' returns differ; episodes of 9-21 decisions.
-        overloaded = {"workload": "burstgpt-synthetic", "load": 1.5, "n_requests": 120}
-        venv = make_training_env(BATCH, overloaded, flat_action=False, n_envs=4, first_seed=3_000)
-        assert isinstance(venv, VecNormalize)
-        return collect_demonstrations(venv, baseline, 4 * 30)
+    overloaded = {"workload": "burstgpt-synthetic", "load": 1.5, "n_requests": 120}
+    venv = make_training_env(BATCH, overloaded, flat_action=False, n_envs=4, first_seed=3_000)
+    assert isinstance(venv, VecNormalize)
+    return collect_demonstrations(venv, baseline, 4 * 30, choose_every=choose_every)
 
-    candidates = ("static-fifo", "spf", "multibin-wc-viable")
-    alone = {name: _first_episodes(demonstrate(name)) for name in candidates}
-    chosen = demonstrate(list(candidates))
+
+def test_the_best_of_several_baselines_demonstrates_each_episode():
+    candidates = CANDIDATES
+    alone = {name: _first_episodes(_overloaded_demonstrations(name)) for name in candidates}
+    chosen = _overloaded_demonstrations(list(candidates))
     assert sum(chosen.episodes.values()) == int(chosen.dones.sum()) + 4  # begun episodes
     for i, (total, actions) in enumerate(_first_episodes(chosen)):
         returns = [alone[name][i][0] for name in candidates]
@@ -210,16 +216,9 @@ def test_choosing_every_few_decisions_does_at_least_as_well_as_each_baseline():
     # The rollout algorithm's property: on copies that hold the episode's future, a choice
     # never returns less than continuing with the baseline chosen before, so the episode's
     # return is at least the best baseline's alone.
-    from agents.envs import make_training_env
-
-    def demonstrate(baseline, choose_every=None):
-        overloaded = {"workload": "burstgpt-synthetic", "load": 1.5, "n_requests": 120}
-        venv = make_training_env(BATCH, overloaded, flat_action=False, n_envs=4, first_seed=3_000)
-        return collect_demonstrations(venv, baseline, 4 * 30, choose_every=choose_every)
-
-    candidates = ("static-fifo", "spf", "multibin-wc-viable")
-    alone = {name: _first_episodes(demonstrate(name)) for name in candidates}
-    chosen = demonstrate(list(candidates), choose_every=2)
+    candidates = CANDIDATES
+    alone = {name: _first_episodes(_overloaded_demonstrations(name)) for name in candidates}
+    chosen = _overloaded_demonstrations(list(candidates), choose_every=2)
     assert sum(chosen.decisions.values()) == len(chosen) == 4 * 30
     gains = []
     for i, (total, _) in enumerate(_first_episodes(chosen)):
