@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from llmsched_env.envs.common import InvalidActionError, parse_action
 from llmsched_env.envs.footprint import BATCH_BYTES_PER_REQUEST
 from llmsched_env.envs.queue_snapshot import BinQueueSnapshot, QueueSnapshot, read_only
 from llmsched_env.envs.rewards import REWARD_SHAPES
-from llmsched_env.jit import njit
+from llmsched_env.jit import implementation, njit
 from llmsched_env.latency import make_batch_latency
 from llmsched_env.metrics import SLATargets
 from llmsched_env.sim.batch_rules import bisect_right
@@ -333,6 +334,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         self._batch_sizes = np.asarray(self.batch_sizes, dtype=np.int64)
         self._reward_code = REWARD_CODES[cfg.reward]
         self._episode: tuple[np.ndarray, ...] = ()
+        self._step_kernel: Callable[..., tuple] | None = None
         # Batches finished during the latest step: positions finished_from .. n_finished - 1
         # of the server's list of finished batches.
         self._finished_from = 0
@@ -377,6 +379,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         )
         self._queue_columns = ()
         self._episode = episode_arrays(self.server, self._observer)
+        self._step_kernel = None  # looked up at the first step, for these arrays' types
         self._first_decision(workload, f"KV capacity {self.kv_capacity_tokens} tokens")
         self._finished_from = 0
         self.server.fill_decision_mask(self._mask)
@@ -413,7 +416,8 @@ class BatchSchedulingEnv(SchedulingEnv):
             return self._python_step(server, choice, level)
         obs = np.empty(self._bounds.shape[1], dtype=np.float32)
         cfg = self.config
-        invalid, queue, due, moved, objective, now, gpu, self._finished_from = step_one(
+        step_kernel = self._step_kernel or self._look_up_step_kernel()
+        invalid, queue, due, moved, objective, now, gpu, self._finished_from = step_kernel(
             choice,
             level,
             self._episode,
@@ -591,9 +595,11 @@ class BatchSchedulingEnv(SchedulingEnv):
 
     def __getstate__(self) -> dict[str, Any]:
         # The compiled step's arrays are the server's and the observation's: made anew from
-        # them, so that a copy's step works on the copy's buffers.
+        # them, so that a copy's step works on the copy's buffers; its implementation (which
+        # does not pickle) is looked up again at the copy's next step.
         state = self.__dict__.copy()
         state["_episode"] = ()
+        state["_step_kernel"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -605,6 +611,30 @@ class BatchSchedulingEnv(SchedulingEnv):
             self._episode = episode_arrays(self.server, self._observer)
 
     # ------------------------------------------------------------------ helpers
+    def _look_up_step_kernel(self) -> Callable[..., tuple]:
+        """The compiled step's implementation for this episode's arrays (kept until reset).
+
+        Called directly, it spares every step the dispatcher's typing of a dozen arguments
+        (:func:`~llmsched_env.jit.implementation`); looked up at the episode's first step, so
+        that the compiled vector env, which steps the episode itself, never pays for it.
+        """
+        cfg = self.config
+        self._step_kernel = implementation(
+            step_one,
+            0,
+            0,
+            self._episode,
+            self._bounds,
+            self._batch_sizes,
+            self._mask,
+            np.empty(self._bounds.shape[1], dtype=np.float32),
+            self._reward_code,
+            cfg.sla_penalty,
+            cfg.sla,
+            self._skips_late,
+        )
+        return self._step_kernel
+
     def _observe(self) -> np.ndarray:
         return self._observer.build()
 
