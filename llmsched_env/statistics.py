@@ -123,25 +123,31 @@ def _select(a, lo, hi, k):
             return
         x, y, z = a[lo], a[(lo + hi) // 2], a[hi - 1]
         pivot = max(min(x, y), min(max(x, y), z))
-        # a[lo:below] < pivot <= a[below:j] as j runs; then pivot == a[below:equal] < a[equal:j].
-        below = lo
-        for j in range(lo, hi):
-            value = a[j]
-            a[j] = a[below]
-            a[below] = value
-            below += value < pivot
+        below = _move_front(a, lo, hi, pivot, False)  # a[lo:below] < pivot
         if k < below:
             hi = below
             continue
-        equal = below
-        for j in range(below, hi):
-            value = a[j]
-            a[j] = a[equal]
-            a[equal] = value
-            equal += value <= pivot
+        equal = _move_front(a, below, hi, pivot, True)  # a[below:equal] == pivot
         if k < equal:
             return
         lo = equal
+
+
+@njit(cache=True, inline="always")
+def _move_front(a, lo, hi, pivot, or_equal):
+    """Lomuto's partition of ``a[lo:hi]`` without branches; returns where the front part ends.
+
+    The front part holds the values below ``pivot`` (and equal to it if ``or_equal``), the
+    back part the others: each value is swapped to the end of the front part and the end moves
+    on by whether it belongs there.
+    """
+    front = lo
+    for j in range(lo, hi):
+        value = a[j]
+        a[j] = a[front]
+        a[front] = value
+        front += (value <= pivot) if or_equal else (value < pivot)
+    return front
 
 
 @njit(cache=True)

@@ -334,7 +334,9 @@ class BatchSchedulingEnv(SchedulingEnv):
         self._batch_sizes = np.asarray(self.batch_sizes, dtype=np.int64)
         self._reward_code = REWARD_CODES[cfg.reward]
         self._episode: tuple[np.ndarray, ...] = ()
-        self._step_kernel: Callable[..., tuple] | None = None
+        # The compiled step's implementation for the episode's arrays: found at the episode's
+        # first step (see _look_up_and_step).
+        self._step_kernel: Callable[..., tuple] = self._look_up_and_step
         # Batches finished during the latest step: positions finished_from .. n_finished - 1
         # of the server's list of finished batches.
         self._finished_from = 0
@@ -379,7 +381,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         )
         self._queue_columns = ()
         self._episode = episode_arrays(self.server, self._observer)
-        self._step_kernel = None  # looked up at the first step, for these arrays' types
+        self._step_kernel = self._look_up_and_step  # these arrays' types may differ
         self._first_decision(workload, f"KV capacity {self.kv_capacity_tokens} tokens")
         self._finished_from = 0
         self.server.fill_decision_mask(self._mask)
@@ -416,8 +418,7 @@ class BatchSchedulingEnv(SchedulingEnv):
             return self._python_step(server, choice, level)
         obs = np.empty(self._bounds.shape[1], dtype=np.float32)
         cfg = self.config
-        step_kernel = self._step_kernel or self._look_up_step_kernel()
-        invalid, queue, due, moved, objective, now, gpu, self._finished_from = step_kernel(
+        invalid, queue, due, moved, objective, now, gpu, self._finished_from = self._step_kernel(
             choice,
             level,
             self._episode,
@@ -599,7 +600,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         # does not pickle) is looked up again at the copy's next step.
         state = self.__dict__.copy()
         state["_episode"] = ()
-        state["_step_kernel"] = None
+        del state["_step_kernel"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -607,33 +608,20 @@ class BatchSchedulingEnv(SchedulingEnv):
         self.__dict__.update(state)
         for values in self._queue_columns:
             read_only(values)
+        self._step_kernel = self._look_up_and_step
         if self.server is not None:
             self._episode = episode_arrays(self.server, self._observer)
 
     # ------------------------------------------------------------------ helpers
-    def _look_up_step_kernel(self) -> Callable[..., tuple]:
-        """The compiled step's implementation for this episode's arrays (kept until reset).
+    def _look_up_and_step(self, *args: Any) -> tuple:
+        """The episode's first compiled step: find the implementation for ``args``, then step.
 
-        Called directly, it spares every step the dispatcher's typing of a dozen arguments
-        (:func:`~llmsched_env.jit.implementation`); looked up at the episode's first step, so
-        that the compiled vector env, which steps the episode itself, never pays for it.
+        Later steps call that implementation directly, sparing each the dispatcher's typing of
+        a dozen arguments (:func:`~llmsched_env.jit.implementation`); the compiled vector env,
+        which steps episodes itself, never looks it up.
         """
-        cfg = self.config
-        self._step_kernel = implementation(
-            step_one,
-            0,
-            0,
-            self._episode,
-            self._bounds,
-            self._batch_sizes,
-            self._mask,
-            np.empty(self._bounds.shape[1], dtype=np.float32),
-            self._reward_code,
-            cfg.sla_penalty,
-            cfg.sla,
-            self._skips_late,
-        )
-        return self._step_kernel
+        self._step_kernel = implementation(step_one, *args)
+        return self._step_kernel(*args)
 
     def _observe(self) -> np.ndarray:
         return self._observer.build()
