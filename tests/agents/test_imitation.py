@@ -196,9 +196,14 @@ def _overloaded_demonstrations(baseline, choose_every=None):
     return collect_demonstrations(venv, baseline, 4 * 30, choose_every=choose_every)
 
 
-def test_the_best_of_several_baselines_demonstrates_each_episode():
+@pytest.fixture(scope="module")
+def alone() -> dict[str, list[tuple[float, np.ndarray]]]:
+    """Each candidate's first episodes when it demonstrates alone (shared by the tests)."""
+    return {name: _first_episodes(_overloaded_demonstrations(name)) for name in CANDIDATES}
+
+
+def test_the_best_of_several_baselines_demonstrates_each_episode(alone):
     candidates = CANDIDATES
-    alone = {name: _first_episodes(_overloaded_demonstrations(name)) for name in candidates}
     chosen = _overloaded_demonstrations(list(candidates))
     assert sum(chosen.episodes.values()) == int(chosen.dones.sum()) + 4  # begun episodes
     for i, (total, actions) in enumerate(_first_episodes(chosen)):
@@ -212,12 +217,11 @@ def test_the_best_of_several_baselines_demonstrates_each_episode():
     assert len(winners) >= 2, winners  # the env seeds make the choice matter
 
 
-def test_choosing_every_few_decisions_does_at_least_as_well_as_each_baseline():
+def test_choosing_every_few_decisions_does_at_least_as_well_as_each_baseline(alone):
     # The rollout algorithm's property: on copies that hold the episode's future, a choice
     # never returns less than continuing with the baseline chosen before, so the episode's
     # return is at least the best baseline's alone.
     candidates = CANDIDATES
-    alone = {name: _first_episodes(_overloaded_demonstrations(name)) for name in candidates}
     chosen = _overloaded_demonstrations(list(candidates), choose_every=2)
     assert sum(chosen.decisions.values()) == len(chosen) == 4 * 30
     gains = []
