@@ -304,6 +304,9 @@ class ContinuousBatchingEnv(SchedulingEnv):
         # Prefill budget of each prefill level when nothing is decoded (for the mask).
         self._level_budgets = list(self.action_codec.level_budgets)
         self._prefill_budgets = self._level_budgets[1:]  # of the levels that prefill
+        self._caps_admit_none = 0 in self.prompt_caps
+        #: The masks made so far, by the answers they are made of (see ``_compute_mask``).
+        self._masks_made: dict[tuple[bool, ...], np.ndarray] = {}
         self.server: IterationServer | None = None
         self._observer: IterationObservation | None = None
 
@@ -491,34 +494,65 @@ class ContinuousBatchingEnv(SchedulingEnv):
         return decode, prefill, cap
 
     def _compute_mask(self) -> np.ndarray:
-        """The per-component mask of the decision, from the server's queries.
+        """The per-component mask of the decision, from the server's queries (read-only).
 
         After the episode's last step no decision is due; the mask then allows WAIT only (decode
         and prefill level 0, every cap), a valid mask for the action a vector env passes to a
         finished episode (it resets instead of carrying the action out).
+
+        The mask is a function of a few answers (running sequences, WAIT safe, a cap of 0
+        possible, each prefill level allowed), so each combination's array is made once per env
+        and shared: :meth:`action_masks` and ``info`` hand out copies.
         """
         server = self.server
-        d, p, c = self._nvec
         gpu = server.decision_gpu
         if gpu < 0:
+            key: tuple[bool, ...] = ()
+        else:
+            running = server.running[gpu].size > 0
+            can_wait = server.can_wait()
+            zero_ok = can_wait or running
+            if not zero_ok and self._caps_admit_none:
+                zero_ok = any(
+                    self._continue_only_allowed(level) for level in range(1, self._nvec[1])
+                )
+            key = (
+                running,
+                can_wait,
+                zero_ok,
+                *server.prefill_allowed_budgets(gpu, self._prefill_budgets, True),
+            )
+        mask = self._masks_made.get(key)
+        if mask is None:
+            mask = self._masks_made[key] = self._make_mask(key)
+        return mask
+
+    def _make_mask(self, answers: tuple[bool, ...]) -> np.ndarray:
+        """The read-only mask of a decision's answers (see :meth:`_compute_mask`).
+
+        Args:
+            answers: ``()`` once the episode is over; otherwise whether sequences run, whether
+                WAIT is safe, whether a cap of 0 forms an iteration, then per prefill level
+                above 0 whether it is allowed beside decodes.
+        """
+        d, p, c = self._nvec
+        if not answers:
             mask = np.zeros(d + p + c, dtype=bool)
             mask[0] = mask[d] = True
             mask[d + p :] = True
-            return mask
-        running = server.running[gpu].size > 0
-        prefill_ok = server.prefill_allowed_budgets(gpu, self._prefill_budgets, True)
-        can_wait = server.can_wait()
-        mask = [can_wait or any(prefill_ok)]
-        mask += [running] * (d - 1)
-        mask.append(can_wait or running)
-        mask += prefill_ok
-        # A cap of 0 forms an iteration beside decodes, as WAIT, or with a started prompt's
-        # chunk; a cap that admits prompts goes with every allowed decode and prefill level.
-        zero_ok = can_wait or running
-        if not zero_ok and 0 in self.prompt_caps:
-            zero_ok = any(self._continue_only_allowed(level) for level in range(1, p))
-        mask += [zero_ok or cap > 0 for cap in self.prompt_caps]
-        return np.array(mask)
+        else:
+            running, can_wait, zero_ok, *prefill_ok = answers
+            # A cap of 0 forms an iteration beside decodes, as WAIT, or with a started prompt's
+            # chunk; a cap that admits prompts goes with every allowed decode and prefill level.
+            mask = np.array(
+                [can_wait or any(prefill_ok)]
+                + [running] * (d - 1)
+                + [can_wait or running]
+                + prefill_ok
+                + [zero_ok or cap > 0 for cap in self.prompt_caps]
+            )
+        mask.flags.writeable = False
+        return mask
 
     def joint_action_mask(self) -> np.ndarray:
         """Exact validity of every action, shape ``nvec``, without duplicates.

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Callable
 from functools import cache
 
 import numpy as np
 
 from llmsched_env.envs.common import clip_in_place
+from llmsched_env.jit import implementation
 from llmsched_env.sim.iteration_server import IterationServer
 
 GLOBAL_FEATURES: tuple[tuple[str, float, float], ...] = (
@@ -64,6 +66,19 @@ def _shared_bounds(n_gpus: int) -> tuple[np.ndarray, np.ndarray]:
     low, high = feature_bounds(n_gpus)
     low.flags.writeable = high.flags.writeable = False
     return low, high
+
+
+@cache
+def _clip() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
+    """:func:`clip_in_place` compiled for an observation and its bounds, without the dispatcher.
+
+    Every observation is a new float32 array clipped to read-only float32 bounds
+    (:func:`_shared_bounds`), so one implementation serves them all and the dispatcher's typing
+    of the three arguments is skipped (:func:`llmsched_env.jit.implementation`). Looked up when
+    first needed, and kept out of the observer, whose copies and pickles it could not join.
+    """
+    low, high = _shared_bounds(1)
+    return implementation(clip_in_place, np.zeros(low.shape, dtype=np.float32), low, high)
 
 
 class IterationObservation:
@@ -156,5 +171,5 @@ class IterationObservation:
             *busy,
         ]
         obs = np.array(values, dtype=np.float32)
-        clip_in_place(obs, self.low, self.high)
+        _clip()(obs, self.low, self.high)
         return obs

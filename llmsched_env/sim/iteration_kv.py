@@ -11,7 +11,8 @@ requests when an iteration's blocks are not free, as vLLM V1's scheduler and KV 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from itertools import chain
 
 import numpy as np
 
@@ -34,15 +35,19 @@ class PagedKVAccounting:
         return blocks_for(tokens, self.kv_block_tokens)
 
     # ------------------------------------------------------------------ prefix caching
-    def _block_key(self, index: int, j: int) -> Hashable:
-        """The content key of request ``index``'s block ``j`` (tokens ``j*B .. (j+1)*B - 1``).
+    def _block_keys(self, index: int, stop: int) -> Iterator[Hashable]:
+        """The content keys of request ``index``'s blocks ``0 .. stop - 1``, in order (lazily).
 
-        A block covered by the workload's prefix hashes is keyed by the hash of the hashed
-        block that ends with (or contains) it and its position in that block; any other block
-        gets a key of its own, ``(index, j, 0)``, that only the same request can hit again.
+        Block ``j`` holds tokens ``j*B .. (j+1)*B - 1``. A block covered by the workload's prefix
+        hashes is keyed by the hash of the hashed block that ends with (or contains) it and its
+        position in that block (:meth:`_prefix_keys`); any other block gets a key of its own,
+        ``(index, j, 0)``, that only the same request can hit again.
         """
         shared = self._prefix_keys(index)
-        return shared[j] if j < len(shared) else (index, j, 0)
+        n_shared = len(shared)
+        if stop <= n_shared:
+            return iter(shared[:stop])
+        return chain(shared, ((index, j, 0) for j in range(n_shared, stop)))
 
     def _prefix_keys(self, index: int) -> list[tuple[int, int]]:
         """The keys of request ``index``'s blocks that its prefix hashes cover (memoised).
@@ -79,7 +84,7 @@ class PagedKVAccounting:
         if memo[0] == index and memo[1] == pool.version:
             return memo[2], memo[3]
         most = (self._target[index] - 1) // self.kv_block_tokens
-        hits = pool.longest_hit(self._block_key(index, j) for j in range(most))
+        hits = pool.longest_hit(self._block_keys(index, most))
         evictable = pool.evictable(hits)
         self._hit_memo[gpu] = (index, pool.version, hits, evictable)
         return hits, evictable
@@ -98,11 +103,14 @@ class PagedKVAccounting:
         self.request_blocks[index] += n
         self.blocks_used[gpu] += n
 
-    def _release(self, gpu: int, index: int, computed: int) -> None:
+    def _release(self, gpu: int, index: int, computed: int, *, comes_back: bool) -> None:
         """Free request ``index``'s blocks (paged mode).
 
         With prefix caching the full blocks of its ``computed`` tokens stay cached, and only the
-        blocks no other request holds become free.
+        blocks no other request holds become free. A block outside the prefix hashes has a key
+        that only ``index`` can hit (:meth:`_block_keys`), so it is keyed only when the request
+        ``comes_back`` (a preemption); a completed request's own blocks stay unkeyed, which no
+        lookup can tell apart from keyed blocks no one will ever ask for.
         """
         if not self.prefix_caching:
             self.blocks_used[gpu] -= self.request_blocks[index]
@@ -110,24 +118,26 @@ class PagedKVAccounting:
             return
         pool = self._pools[gpu]
         blocks = self._block_ids.pop(index, [])
-        for j in range(computed // self.kv_block_tokens):
-            pool.cache(blocks[j], self._block_key(index, j))
+        full = computed // self.kv_block_tokens
+        if comes_back:
+            pool.cache_all(blocks, self._block_keys(index, full))
+        else:
+            pool.cache_all(blocks, self._prefix_keys(index)[:full])
         self.blocks_used[gpu] -= pool.release(blocks)
         self.request_blocks[index] = 0
 
     def _cache_prompt_blocks(self, gpu: int, index: int, before: int, after: int) -> None:
         """Key the hashed blocks of ``index`` that its tokens ``before .. after - 1`` completed.
 
-        Others can hit them while ``index`` still runs; its other blocks are keyed when freed.
+        Others can hit them while ``index`` still runs; its other blocks are keyed when a
+        preemption frees them (:meth:`_release`).
         """
         shared = self._prefix_keys(index)
         b = self.kv_block_tokens
         stop = min(after // b, len(shared))
         if before // b < stop:
-            pool = self._pools[gpu]
-            blocks = self._block_ids[index]
-            for j in range(before // b, stop):
-                pool.cache(blocks[j], shared[j])
+            start = before // b
+            self._pools[gpu].cache_all(self._block_ids[index][start:stop], shared[start:stop])
 
     def _admit_cached(self, gpu: int, index: int, hits: list[int], need: int) -> None:
         """Give admitted ``index`` its cached prefix ``hits`` and ``need`` new blocks."""
@@ -246,7 +256,7 @@ class PagedKVAccounting:
         else:
             self.prefilling[gpu].remove(index)
             discarded = self._prefilled[index]
-        self._release(gpu, index, discarded)
+        self._release(gpu, index, discarded, comes_back=True)
         if self.prefix_caching:
             self._discarded[index] = discarded
         self._prefilled[index] = 0

@@ -295,7 +295,7 @@ class IterationRun:
         self.n_completed += 1
         self.n_sequences[gpu] -= 1
         if self.paged:
-            self._release(gpu, index, self._prompt[index] + generated - 1)
+            self._release(gpu, index, self._prompt[index] + generated - 1, comes_back=False)
         else:
             self.kv_reserved[gpu] -= self._kv_need[index]
             self.kv_used[gpu] -= self._prompt[index] + generated

@@ -39,7 +39,8 @@ Model, per GPU:
     its prompt blocks covered by the workload's ``prefix_block_hashes`` are keyed by those
     hashes (shared between requests with equal prefixes; keyed as soon as their prefill chunk
     is computed), every other block by a key of its own (request, block), so that only the same
-    request finds it again (keyed when the request frees its blocks). Freed blocks keep their key
+    request finds it again (keyed when a preemption frees its blocks; a completed request never
+    comes back, so its own blocks are freed unkeyed). Freed blocks keep their key
     and join the tail of the GPU's free queue (a request's blocks last first); new blocks come
     from its head, evicting the key of a cached one. Admitting a waiting request (new or
     preempted) first looks up the longest prefix of its block keys in the cache, at most

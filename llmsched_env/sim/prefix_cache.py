@@ -116,6 +116,22 @@ class BlockPool:
         self.version += 1
         return True
 
+    def cache_all(self, blocks: Iterable[int], keys: Iterable[Hashable]) -> int:
+        """:meth:`cache` each of ``blocks`` with its key from ``keys`` (pairs up to the shorter).
+
+        Returns:
+            How many blocks got their key.
+        """
+        block_key, cached = self.key, self.cached
+        n = 0
+        for block, key in zip(blocks, keys):
+            if block_key[block] is None and key not in cached:
+                block_key[block] = key
+                cached[key] = block
+                n += 1
+        self.version += n
+        return n
+
     def release(self, blocks: list[int]) -> int:
         """Drop a holder from each of a request's ``blocks``; return how many became free.
 

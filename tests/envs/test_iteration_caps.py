@@ -80,6 +80,24 @@ def test_joint_mask_is_exact_for_every_cap_including_zero(kwargs):
         assert seen["cap0-continue"] > 0
 
 
+def test_masks_are_made_once_per_answer_and_handed_out_as_copies():
+    env = gym.make(CONTINUOUS, **CONFIGS[0]).unwrapped
+    _, info = env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        shared = env._mask
+        assert not shared.flags.writeable  # one array per combination of answers
+        mask, reported = env.action_masks(), info["action_mask"]
+        assert (mask == shared).all() and (reported == shared).all()
+        mask[:] = reported[:] = False  # the copies are the caller's
+        assert shared.any() and env.action_masks().any()
+        allowed = np.argwhere(env.joint_action_mask())
+        *_, terminated, truncated, info = env.step(allowed[rng.integers(len(allowed))])
+        if terminated or truncated:
+            break
+    assert 1 < len(env._masks_made) < 60  # shared between decisions
+
+
 def first_started_prompt(env):
     """Step until the deciding GPU has a started (chunked) prompt, with cap 1 admissions."""
     for _ in range(200):

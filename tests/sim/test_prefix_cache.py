@@ -73,6 +73,19 @@ def test_pool_touch_revives_a_free_cached_block_and_keys_stay_unique():
         pool.take(3)
 
 
+def test_pool_cache_all_keys_blocks_as_cache_does_one_by_one():
+    one_by_one, at_once = BlockPool(6), BlockPool(6)
+    blocks = one_by_one.take(5)
+    assert at_once.take(5) == blocks
+    keys = ["a", "b", "a", "c"]  # "a" twice: the second block stays unkeyed
+    for pool in (one_by_one, at_once):
+        pool.cache(blocks[1], "z")  # an already keyed block keeps its key
+    keyed = [one_by_one.cache(b, k) for b, k in zip(blocks, keys)]
+    assert at_once.cache_all(blocks, keys) == sum(keyed) == 2  # pairs up to the shorter
+    assert at_once.key == one_by_one.key and at_once.cached == one_by_one.cached
+    assert at_once.version == one_by_one.version
+
+
 # ---------------------------------------------------------------------- preemption
 def preemption_schedule(caching):
     """Blocks of 4 tokens, 7 of them. Request 0 (prompt 4, 10 tokens) decodes beside request 1
@@ -107,7 +120,8 @@ def test_readmitted_request_hits_its_own_cached_blocks_and_recomputes_only_the_t
     assert s.tokens_to_prefill(1) == 17
     step(s)  # decision 11: 1 takes [1, 2, 3] from the cache and 2 new blocks (5, then 6)
     assert s._block_ids[1] == [1, 2, 3, 5, 6] and list(pool.free) == [4, 0]
-    assert (0, 2, 0) not in pool.cached and pool.cached[(0, 1, 0)] == 4
+    # 0 completed: its own blocks were freed unkeyed (only 0 could have hit them again).
+    assert all((0, j, 0) not in pool.cached for j in range(3))
     assert s.latency.prefills[-1] == (5, 12)  # 5 tokens computed, attending to 12 cached
     assert s.records.prefix_hit_tokens.tolist() == [0, 12] and s.prefix_hit_tokens == 12
     assert s.prefix_queried_tokens == 4 + 11 + 17
