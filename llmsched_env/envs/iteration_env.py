@@ -307,6 +307,8 @@ class ContinuousBatchingEnv(SchedulingEnv):
         self._caps_admit_none = 0 in self.prompt_caps
         #: The masks made so far, by the answers they are made of (see ``_compute_mask``).
         self._masks_made: dict[tuple[bool, ...], np.ndarray] = {}
+        #: The answers of the current decision (``()`` before the first and after the last).
+        self._answers: tuple[bool, ...] = ()
         self.server: IterationServer | None = None
         self._observer: IterationObservation | None = None
 
@@ -425,17 +427,22 @@ class ContinuousBatchingEnv(SchedulingEnv):
         )
 
     def _allowed(self, decode: int, prefill: int, cap: int) -> bool:
-        """Whether ``[decode, prefill, cap]`` is allowed: exactly :meth:`joint_action_mask`."""
-        server = self.server
+        """Whether ``[decode, prefill, cap]`` is allowed: exactly :meth:`joint_action_mask`.
+
+        The answers the decision's mask was made of (:meth:`_compute_mask`) settle WAIT, every
+        action that decodes and, in reserve mode, prefill alone; what they cannot say (a
+        prefill-only iteration with a cap of 0, or in paged mode) is asked of the server.
+        """
+        answers = self._answers
         if decode == 0 and prefill == 0:
-            return server.can_wait()
+            return answers[1]
         if decode > 0:
-            return server.running[server.decision_gpu].size > 0 and self._prefill_allowed(prefill)
+            return answers[0] and (prefill == 0 or answers[2 + prefill])
         if self.prompt_caps[cap] == 0:
             return self._continue_only_allowed(prefill)
         if self.paged:
             return self._prefill_only_allowed(prefill)
-        return self._prefill_allowed(prefill)
+        return answers[2 + prefill]
 
     def _why_forbidden(self, decode: int, prefill: int, cap: int) -> str:
         """Which rule forbids ``(decode, prefill)``, with the mask that encodes it.
@@ -522,6 +529,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
                 zero_ok,
                 *server.prefill_allowed_budgets(gpu, self._prefill_budgets, True),
             )
+        self._answers = key
         mask = self._masks_made.get(key)
         if mask is None:
             mask = self._masks_made[key] = self._make_mask(key)
