@@ -107,7 +107,7 @@ _LATENCY, _QUEUEING, _TTFT, _TBT, _GAP = range(5)
 
 @njit(cache=True)
 def _request_stats(
-    arrival, start, first_token, completion, output, status, gaps, warmup_s, targets, ttft_each
+    arrival, start, first_token, completion, output, status, gaps, warmup_s, targets, ttft_deadline
 ):
     """One pass over the requests: what :func:`summarize` reports, before percentiles.
 
@@ -121,8 +121,12 @@ def _request_stats(
         gaps: Largest token gap per request, or an empty array when not resolved.
         warmup_s: Start of the measurement window.
         targets: ``[e2e_s, ttft_s, tbt_s]``, ``nan`` for an objective that is not set.
-        ttft_each: Per request TTFT targets that replace ``ttft_s`` (a target per prompt
-            token), or an empty array.
+        ttft_deadline: Per request, the time its first token is due (with a target per prompt
+            token), or an empty array (due ``ttft_s`` after arrival).
+
+    A request meets a deadline when its event comes at or before ``arrival + target``, the
+    comparison the servers make as they count misses (``completion - arrival <= target`` can
+    round the other way), so the attainments agree with the rewards.
 
     Returns:
         ``(counts, values, lengths)``: counts indexed by ``_ARRIVED`` ... ``_MET_ALL``; per
@@ -131,7 +135,7 @@ def _request_stats(
     """
     n = arrival.shape[0]
     has_gaps = gaps.shape[0] == n
-    has_ttft_each = ttft_each.shape[0] == n
+    has_ttft_deadline = ttft_deadline.shape[0] == n
     counts = np.zeros(10, dtype=np.int64)
     values = np.empty((5, n))
     lengths = np.zeros(5, dtype=np.int64)
@@ -169,11 +173,11 @@ def _request_stats(
                 lengths[row] += 1
         met_all = True
         if not np.isnan(e2e):
-            met = latency <= e2e
+            met = completion[i] <= a + e2e
             counts[_MET_E2E] += met
             met_all = met_all and met
         if not np.isnan(ttft_target):
-            met = ttft <= (ttft_each[i] if has_ttft_each else ttft_target)
+            met = first_token[i] <= (ttft_deadline[i] if has_ttft_deadline else a + ttft_target)
             counts[_MET_TTFT] += met
             met_all = met_all and met
         if not np.isnan(tbt_target):
@@ -261,13 +265,16 @@ def summarize(
     targets = np.array(
         [np.nan if t is None else float(t) for t in (sla.e2e_s, sla.ttft_s, sla.tbt_s)]
     )
-    ttft_each = _EMPTY
+    ttft_deadline = _EMPTY
     if sla.ttft_per_token_s > 0:
         if "prompt_tokens" not in col:
             raise ValueError(
                 "a TTFT target per prompt token needs the requests' prompt_tokens column"
             )
-        ttft_each = sla.ttft_targets(col["prompt_tokens"])
+        # Summed in the servers' order: arrival, then the target, then the per-token part.
+        prompt = np.asarray(col["prompt_tokens"], dtype=np.float64)
+        arrival = np.asarray(col["arrival_s"], dtype=np.float64)
+        ttft_deadline = arrival + sla.ttft_s + sla.ttft_per_token_s * prompt
     counts, values, lengths = _request_stats(
         np.asarray(col["arrival_s"], dtype=np.float64),
         np.asarray(col["start_s"], dtype=np.float64),
@@ -278,7 +285,7 @@ def summarize(
         np.asarray(col[_GAP_COLUMN], dtype=np.float64) if has_gaps else _EMPTY,
         float(warmup_s),
         targets,
-        ttft_each,
+        ttft_deadline,
     )
     counts = counts.tolist()
     out: dict[str, float] = {

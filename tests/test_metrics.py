@@ -96,16 +96,18 @@ def _numpy_statement(columns, *, end_s, warmup_s, sla):
             out[f"{prefix}_p{p}"] = float(np.percentile(values, p)) if values.size else float("nan")
     met_all = np.ones(a.size, dtype=bool)
     denominator = max(int(out["arrived"]), 1)
-    ttft_target = sla.ttft_s
+    # A deadline is met when the event comes at or before arrival + target (as the servers
+    # count misses), the per-token part of a TTFT target added last.
+    ttft_due = None if sla.ttft_s is None else a + sla.ttft_s
     if sla.ttft_per_token_s > 0:
-        ttft_target = sla.ttft_s + sla.ttft_per_token_s * columns["prompt_tokens"][done]
-    for name, target, values in (
-        ("e2e", sla.e2e_s, c - a),
-        ("ttft", ttft_target, f - a),
+        ttft_due = ttft_due + sla.ttft_per_token_s * columns["prompt_tokens"][done]
+    for name, due, values in (
+        ("e2e", None if sla.e2e_s is None else a + sla.e2e_s, c),
+        ("ttft", ttft_due, f),
         ("tbt", sla.tbt_s, gaps),
     ):
-        if target is not None:
-            met = values <= target
+        if due is not None:
+            met = values <= due
             met_all &= met
             out[f"sla_attainment_{name}"] = float(np.count_nonzero(met)) / denominator
     out["sla_attainment"] = float(np.count_nonzero(met_all)) / denominator
@@ -144,6 +146,18 @@ def test_summary_is_the_numpy_statement_bit_for_bit(data, n, with_gaps):
     )
     expected = _numpy_statement(columns, end_s=120.0, warmup_s=warmup_s, sla=sla)
     assert repr({k: got[k] for k in expected}) == repr(expected)
+
+
+def test_a_deadline_is_met_by_arrival_plus_target_as_the_servers_count_it():
+    # 0.1 + 0.2 rounds up to 0.30000000000000004: a completion there is on time for the
+    # servers (completion <= arrival + target), though completion - arrival = 0.20000000000000004
+    # exceeds the 0.2 s target.
+    done_at = 0.1 + 0.2
+    records = _records([0.1], [0.1], [done_at], [done_at], [1], [2])
+    assert done_at - 0.1 > 0.2
+    sla = SLATargets(e2e_s=0.2, ttft_s=0.2)
+    out = summarize(records, end_s=1.0, n_gpus=1, busy_s=1.0, mean_batch_size=1.0, sla=sla)
+    assert out["sla_attainment_e2e"] == out["sla_attainment_ttft"] == 1.0
 
 
 def test_ttft_target_per_prompt_token_by_hand():

@@ -156,3 +156,23 @@ def test_joint_mask_allows_only_wait_once_the_episode_is_over():
     expected[0, 0] = True
     np.testing.assert_array_equal(joint, expected)
     assert env.action_masks()[0] and not env.action_masks()[1 : env._nvec[0]].any()
+
+
+def test_the_metrics_count_on_time_requests_as_the_reward_does():
+    # A deadline of 10 ms on single-request batches: completions land within rounding of it,
+    # where "completion - arrival <= sla" and "completion <= arrival + sla" can disagree.
+    env = gym.make(
+        "llmsched/BatchScheduling-v0", workload="mm1", latency="multibin-uniform", sla=0.01,
+        n_requests=10, max_batch_size=1, load=0.05,
+    ).unwrapped  # fmt: skip
+    for seed in range(4):
+        env.reset(seed=seed)
+        total, terminated = 0.0, False
+        while not terminated:
+            queues = np.flatnonzero(env.action_masks()[1 : env.config.n_bins + 1])
+            _, reward, terminated, _, info = env.step(np.array([queues[0] + 1, 0]))
+            total += reward
+        metrics = info["episode_metrics"]
+        on_time = round(metrics["sla_attainment"] * metrics["arrived"])
+        assert on_time == env.server.n_on_time
+        assert total == on_time - (metrics["arrived"] - on_time)  # each late request: -1
