@@ -125,11 +125,17 @@ class VLLMV1(ContinuousPolicy):
         super().__init__(env)
         cfg = self.env.config
         if cfg.kv_allocation != "paged" or self.chunk_size != self.max_tokens:
+            differs = []
+            if cfg.kv_allocation != "paged":
+                differs.append(f"kv_allocation={cfg.kv_allocation!r} (vLLM V1: 'paged')")
+            if self.chunk_size != self.max_tokens:
+                differs.append(
+                    f"chunk_size={self.chunk_size!r} (vLLM V1: chunks filling the budget, "
+                    f"max_tokens={self.max_tokens})"
+                )
             self.warn(
-                f"vLLM V1 needs paged KV and chunks filling the budget, but the env has "
-                f"kv_allocation={cfg.kv_allocation!r} and chunk_size={self.chunk_size!r} "
-                f"(max_tokens={self.max_tokens}); build it with kv_allocation='paged' and "
-                f"chunk_size=max_tokens"
+                f"the env differs from vLLM V1 in {' and '.join(differs)}; build it with "
+                f"kv_allocation='paged' and chunk_size=max_tokens"
             )
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:

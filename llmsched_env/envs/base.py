@@ -85,7 +85,12 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------------ episode skeleton
     def _new_episode(self, seed: int | None, options: dict[str, Any] | None) -> Workload:
-        """Seed the env's generator and draw the episode's requests (``reset``'s preamble)."""
+        """Seed the env's generator and draw the episode's requests (``reset``'s preamble).
+
+        No episode runs until the new one reaches its first decision: a ``reset`` that fails
+        (bad options, an episode without a decision) leaves nothing ``step`` may act on.
+        """
+        self._episode_over = True
         gym.Env.reset(self, seed=seed)
         options = options or {}
         # The configured rate, or options["load"] times the capacity estimate.
@@ -144,9 +149,10 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         terminated = not decision_due
         max_steps = self.config.max_steps
         truncated = not terminated and max_steps is not None and (self._steps >= max_steps)
+        # Set before the info: once the episode is over (truncated too) no decision is due.
+        self._episode_over = terminated or truncated
         info = self._info(invalid=invalid, applied=applied)
-        if terminated or truncated:
-            self._episode_over = True
+        if self._episode_over:
             info["episode_metrics"] = self.episode_metrics()
         self.last_info = info
         return self._observe(), float(reward), terminated, truncated, info

@@ -439,8 +439,10 @@ class BatchSchedulingEnv(SchedulingEnv):
         self._steps += 1
         max_steps = cfg.max_steps
         truncated = due and max_steps is not None and self._steps >= max_steps
-        if not due:
-            mask[0] = True  # the episode is over: WAIT only (see _info)
+        if truncated or not due:
+            self._episode_over = True
+            self._allow_wait_only()
+            gpu = -1
         info = {
             "time_s": now,
             "gpu": gpu,
@@ -449,8 +451,7 @@ class BatchSchedulingEnv(SchedulingEnv):
             "invalid_action": invalid,
             "applied_action": np.array((queue + 1, level)),
         }
-        if truncated or not due:
-            self._episode_over = True
+        if self._episode_over:
             info["episode_metrics"] = self.episode_metrics()
         self.last_info = info
         return obs, reward, not due, truncated, info
@@ -538,7 +539,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         if server is None:
             raise RuntimeError("call reset() before joint_action_mask()")
         mask = np.zeros(self._nvec, dtype=bool)
-        if server.decision_gpu < 0:
+        if server.decision_gpu < 0 or self._episode_over:
             # The episode is over: WAIT only, as action_masks() (a valid action for a vector
             # env to pass to a finished episode, which it resets instead).
             mask[0, 0] = True
@@ -626,16 +627,24 @@ class BatchSchedulingEnv(SchedulingEnv):
     def _observe(self) -> np.ndarray:
         return self._observer.build()
 
+    def _allow_wait_only(self) -> None:
+        """The mask once the episode is over (terminated or truncated): WAIT, no bin.
+
+        A valid mask for the action a vector env passes to a finished episode (it resets
+        instead of carrying the action out); the size levels are left as they are.
+        """
+        self._mask[1 : self.config.n_bins + 1] = False
+        self._mask[WAIT] = True
+
     def _info(self, *, invalid: bool, applied: tuple[int, int] | None) -> dict[str, Any]:
         """The ``info`` of ``reset`` and of the Python step (``step`` builds its own, alike)."""
         s = self.server
-        if s.decision_gpu < 0:
-            # The episode is over: allow WAIT only, a valid mask for the action a vector env
-            # passes to a finished episode (it resets instead of carrying the action out).
-            self._mask[0] = True
+        over = s.decision_gpu < 0 or self._episode_over
+        if over:
+            self._allow_wait_only()
         return {
             "time_s": s.now,
-            "gpu": s.decision_gpu,
+            "gpu": -1 if over else s.decision_gpu,
             "gpu_busy_until_s": s.busy_until(),
             "action_mask": self._mask.copy(),
             "invalid_action": invalid,

@@ -34,6 +34,7 @@ from llmsched_env.envs.batch_env import WAIT, BatchSchedulingEnv
 from llmsched_env.envs.batch_step import REWARD_CODES, step_episode
 from llmsched_env.envs.common import InvalidActionError
 from llmsched_env.jit import njit
+from llmsched_env.sim.batch_state import state_view
 
 
 class BatchSchedulingVectorEnv(VectorEnv):
@@ -80,7 +81,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
                 "vectorization_mode='sync' for this model"
             )
         # The sub-envs share the first one's calibration (capacity, bins): copies, not rebuilds.
-        self.envs = (first, *(copy.deepcopy(first) for _ in range(int(num_envs) - 1)))
+        self._sub_envs = (first, *(copy.deepcopy(first) for _ in range(int(num_envs) - 1)))
         self.num_envs = int(num_envs)
         self.config = first.config
         self.single_observation_space = first.observation_space
@@ -99,6 +100,11 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self._masks = np.ones((self.num_envs, first._mask.shape[0]), dtype=bool)
         self._ended = np.zeros(self.num_envs, dtype=bool)
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
+        # Per sub-env, its latest step's action as carried out (bin choice after any remap,
+        # size level) and the server's count of finished batches before it (what the sub-env's
+        # Python side reports once brought up to date: see ``envs``).
+        self._applied = np.zeros((self.num_envs, 2), dtype=np.int64)
+        self._finished_before = np.zeros(self.num_envs, dtype=np.int64)
         self._last_objective = np.zeros(self.num_envs)
         # Each sub-env's time and deciding GPU after its latest step or reset (for ``info``).
         self._time_s = np.zeros(self.num_envs)
@@ -123,17 +129,20 @@ class BatchSchedulingVectorEnv(VectorEnv):
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every sub-env; sub-env ``i`` gets ``seed + i`` (or ``seed[i]``)."""
-        if seed is None or isinstance(seed, int | np.integer):
+        expected = f"an int, None or a sequence of {self.num_envs} seeds (one per sub-env)"
+        if seed is None or _is_seed(seed):
             seeds: list[int | None] = [
                 None if seed is None else int(seed) + i for i in range(self.num_envs)
             ]
-        else:
+        elif isinstance(seed, list | tuple | np.ndarray):
             seeds = list(seed)
             if len(seeds) != self.num_envs:
-                raise ValueError(
-                    f"seed must be an int, None or {self.num_envs} seeds (one per sub-env), "
-                    f"got {len(seeds)} seeds"
-                )
+                raise ValueError(f"seed must be {expected}, got {len(seeds)} seeds")
+            bad = [s for s in seeds if s is not None and not _is_seed(s)]
+            if bad:
+                raise ValueError(f"seed must be {expected}, each an int or None; got {bad[0]!r}")
+        else:
+            raise ValueError(f"seed must be {expected}, got {seed!r}")
         for i, env_seed in enumerate(seeds):
             self._reset_env(i, env_seed, options)
         self._started = True
@@ -173,6 +182,8 @@ class BatchSchedulingVectorEnv(VectorEnv):
             self._last_objective,
             self._time_s,
             self._gpu,
+            self._applied,
+            self._finished_before,
             self._reward_code,
             self.config.sla_penalty,
             self.config.sla,
@@ -206,6 +217,22 @@ class BatchSchedulingVectorEnv(VectorEnv):
             masks[self._ended, WAIT] = True
         return masks
 
+    @property
+    def envs(self) -> tuple[BatchSchedulingEnv, ...]:
+        """The sub-envs, their Python side brought up to date with the compiled steps.
+
+        The compiled step advances each sub-env's server and observation state but not what the
+        sub-env keeps in Python (its mask, ``last_info``, step count, the reward's last
+        objective, the queue columns of ``queue_snapshot()``, the start of
+        ``finished_batches()``); reading the sub-envs through this property (as :meth:`call` and
+        :meth:`get_attr` do) first sets those as the single env's own step would have. An
+        ended sub-env is over, as the single env is after its last step.
+        """
+        if self._started:
+            for i in range(self.num_envs):
+                self._bring_up_to_date(i)
+        return self._sub_envs
+
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Call a method of every sub-env (``action_masks`` answers for the vector env).
 
@@ -226,7 +253,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         """Close the sub-envs."""
-        for env in self.envs:
+        for env in self._sub_envs:
             env.close()
 
     # ------------------------------------------------------------------ helpers
@@ -253,7 +280,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
 
     def _reset_env(self, i: int, seed: int | None, options: dict[str, Any] | None) -> None:
         """Reset sub-env ``i`` in Python and hand its state to the compiled step."""
-        env = self.envs[i]
+        env = self._sub_envs[i]
         obs, _ = env.reset(seed=seed, options=options)
         arrays = env._episode
         if self._episodes is None:  # the first reset, of sub-env 0
@@ -267,6 +294,32 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self._time_s[i] = env.server.now
         self._gpu[i] = env.server.decision_gpu
         self._ended[i] = False
+
+    def _bring_up_to_date(self, i: int) -> None:
+        """Set sub-env ``i``'s Python side as the single env's step would have (see ``envs``)."""
+        env = self._sub_envs[i]
+        steps = int(self._steps[i])
+        if env._steps == steps and env._episode_over == bool(self._ended[i]):
+            return  # not stepped since its reset, or already brought up to date
+        env._steps = steps
+        env._episode_over = bool(self._ended[i])
+        env._reward._last = float(self._last_objective[i])
+        env._queue_columns = ()  # made anew when next asked for
+        env._finished_from = int(self._finished_before[i])
+        env._mask[:] = self._masks[i]
+        if env._episode_over:
+            env._allow_wait_only()
+        info: dict[str, Any] = {
+            "time_s": float(self._time_s[i]),
+            "gpu": int(self._gpu[i]),
+            "gpu_busy_until_s": env.server.state.gpu_until.copy(),
+            "action_mask": env._mask.copy(),
+            "invalid_action": bool(self._invalid[i]),
+            "applied_action": self._applied[i].copy(),
+        }
+        if env._episode_over:
+            info["episode_metrics"] = env.episode_metrics()
+        env.last_info = info
 
     def _info(self, fresh: np.ndarray) -> dict[str, Any]:
         """The vector ``info``: fixed-shape values per sub-env, and ended episodes' metrics."""
@@ -289,7 +342,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
         mask ``_name``. The sub-envs share their configuration, so their metrics have the same
         names.
         """
-        rows = [self.envs[int(i)].episode_metrics() for i in ended]
+        rows = [self._sub_envs[int(i)].episode_metrics() for i in ended]
         names = list(rows[0])
         table = np.zeros((len(names), self.num_envs))
         table[:, ended] = np.array([list(row.values()) for row in rows]).T
@@ -304,6 +357,11 @@ class BatchSchedulingVectorEnv(VectorEnv):
         mask = np.zeros(self.num_envs, dtype=bool)
         mask[indices] = True
         return mask
+
+
+def _is_seed(value: Any) -> bool:
+    """Whether ``value`` is an integer seed (not a bool)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 @njit(cache=True)
@@ -340,6 +398,8 @@ def _step_envs(
     last_objective,
     time_s,
     gpu,
+    applied,
+    finished_before,
     reward_code,
     sla_penalty,
     time_scale_s,
@@ -350,15 +410,18 @@ def _step_envs(
 
     Each sub-env's decision is :func:`~llmsched_env.envs.batch_step.step_episode` (which also
     gives the time and deciding GPU after it); this adds the step count, the reward (the
-    objective's change) and the episode's end.
+    objective's change), the episode's end, the action carried out and the count of finished
+    batches before the step.
     """
     for e in range(actions.shape[0]):
         if skip[e]:
             continue
-        invalid[e], _, due, _, objective, time_s[e], gpu[e] = step_episode(
+        episode = episodes[e]
+        finished_before[e] = state_view(episode[0], episode[1], episode[2]).n_finished[0]
+        invalid[e], queue, due, _, objective, time_s[e], gpu[e] = step_episode(
             actions[e, 0],
             actions[e, 1],
-            episodes[e],
+            episode,
             bounds,
             batch_sizes,
             masks[e],
@@ -368,8 +431,12 @@ def _step_envs(
             time_scale_s,
             skip_late,
         )
+        applied[e, 0] = queue + 1
+        applied[e, 1] = actions[e, 1]
         steps[e] += 1
         rewards[e] = objective - last_objective[e]
         last_objective[e] = objective
         terminated[e] = not due
         truncated[e] = not terminated[e] and max_steps > 0 and steps[e] >= max_steps
+        if truncated[e]:
+            gpu[e] = -1  # the episode is over: no decision is due, as in the single env

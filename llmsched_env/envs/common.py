@@ -172,7 +172,8 @@ def episode_workload(
             :func:`episode_arrival_rate`).
         options: ``reset`` options (:data:`RESET_OPTIONS`): ``{"start": i}`` replays the
             source's window at index ``i``; ``{"workload": w}`` serves the given
-            :class:`Workload`; ``{"load": x}`` is read by :func:`episode_arrival_rate`;
+            :class:`Workload` (alone: not with ``start``, ``load`` or ``arrival_cv``);
+            ``{"load": x}`` is read by :func:`episode_arrival_rate`;
             ``{"arrival_cv": c}`` replaces the arrival times by a Gamma renewal process at the
             same rate with gap coefficient of variation ``c``
             (:class:`~llmsched_env.workload.arrivals.GammaArrivals`, the process of the bursty
@@ -181,8 +182,8 @@ def episode_workload(
 
     Raises:
         ValueError: For an unknown option, a ``workload`` option that is not a ``Workload`` or
-            given together with ``load`` or ``arrival_cv``, or an ``arrival_cv`` that is not a
-            finite number > 0.
+            given together with ``start``, ``load`` or ``arrival_cv``, or an ``arrival_cv`` that
+            is not a finite number > 0.
     """
     unknown = set(options) - set(RESET_OPTIONS)
     if unknown:
@@ -195,7 +196,7 @@ def episode_workload(
             raise ValueError(
                 f"options['workload'] must be a Workload, got {type(workload).__name__}"
             )
-        clash = sorted({"load", "arrival_cv"} & set(options))
+        clash = sorted({"start", "load", "arrival_cv"} & set(options))
         if clash:
             raise ValueError(
                 f"options['workload'] serves a given workload as it is; it cannot be combined "

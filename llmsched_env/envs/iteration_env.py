@@ -513,7 +513,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         """
         server = self.server
         gpu = server.decision_gpu
-        if gpu < 0:
+        if gpu < 0 or self._episode_over:
             key: tuple[bool, ...] = ()
         else:
             running = server.running[gpu].size > 0
@@ -574,7 +574,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         d, p, c = self._nvec
         mask = np.zeros(self._nvec, dtype=bool)
         gpu = server.decision_gpu
-        if gpu < 0:
+        if gpu < 0 or self._episode_over:
             mask[0, 0, 0] = True  # the episode is over: WAIT only, as in action_masks()
             return mask
         running = server.running[gpu].size > 0
@@ -633,9 +633,20 @@ class ContinuousBatchingEnv(SchedulingEnv):
         The server's dry run (``IterationServer.plan_prefill``): the started prompts' chunks,
         then the prompts admitted from the head of the queue within the level's budget, the cap,
         the sequence slots and KV memory.
+
+        Raises:
+            ValueError: If a level is not an integer of its action component's range.
+            RuntimeError: If no decision is due (before ``reset``, or the episode is over).
         """
+        for name, level, n in (
+            ("prefill_level", prefill_level, self._nvec[1]),
+            ("cap_level", cap_level, self._nvec[2]),
+        ):
+            whole = isinstance(level, int | np.integer) and not isinstance(level, bool)
+            if not whole or not 0 <= level < n:
+                raise ValueError(f"{name} must be an integer in [0, {n - 1}], got {level!r}")
         s = self.server
-        if s is None or s.decision_gpu < 0:
+        if s is None or s.decision_gpu < 0 or self._episode_over:
             raise RuntimeError("prefill_plan() needs a decision: call reset() (or step())")
         codec = self.action_codec
         budget = codec.prefill_budget(prefill_level, 0)
@@ -684,7 +695,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         a step's cost grow with the queue).
         """
         s = self.server
-        gpu = s.decision_gpu
+        gpu = -1 if self._episode_over else s.decision_gpu
         self._mask = self._compute_mask()
         return {
             "time_s": s.now,

@@ -293,3 +293,18 @@ def test_random_is_reproducible_and_uniform_over_the_joint_mask():
     assert all(mask[d] for d in draws)
     counts = np.array([draws.count(tuple(a)) for a in np.argwhere(mask)])
     assert counts.min() > 0.5 * counts.mean()  # every allowed action is drawn about equally
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named", "not_named"),
+    [
+        ({"kv_allocation": "paged", "chunk_size": None}, "chunk_size=None", "kv_allocation"),
+        ({"chunk_size": 2048}, "kv_allocation='reserve'", "chunk_size="),
+    ],
+)
+def test_vllm_v1_warns_only_of_the_settings_that_differ(kwargs, named, not_named):
+    env = gym.make("llmsched/ContinuousBatching-v0", n_requests=20, **kwargs)
+    with pytest.warns(UserWarning, match="differs from vLLM V1") as caught:
+        make_policy("vllm-v1", env)
+    message = str(caught[0].message).split(";")[0]
+    assert named in message and not_named not in message

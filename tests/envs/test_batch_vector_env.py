@@ -79,7 +79,32 @@ def test_each_sub_env_replays_the_single_env_bit_for_bit(kwargs: dict) -> None:
                 np.testing.assert_array_equal(list(got.values()), list(expected.values()))
             else:
                 np.testing.assert_array_equal(masks_now(envs)[i], single.action_masks())
+        if t % 7 == 0:  # the sub-envs' Python side, read through the vector env
+            _assert_sub_envs_match(envs, singles)
     assert episodes >= 3
+
+
+def _assert_sub_envs_match(envs, singles) -> None:
+    """What each sub-env reports in Python equals what the single env reports."""
+    for name in ("action_masks", "finished_batches", "joint_action_mask"):
+        for got, single in zip(envs.call(name), singles):
+            expected = getattr(single, name)()
+            if isinstance(expected, np.ndarray):
+                np.testing.assert_array_equal(got, expected)
+            else:
+                assert got == expected, name
+    for snapshot, single in zip(envs.call("queue_snapshot"), singles):
+        for queue in range(single.config.n_bins):
+            expected = single.queue_snapshot().ids[queue]
+            np.testing.assert_array_equal(snapshot.ids[queue], expected)
+    for info, single in zip(envs.get_attr("last_info"), singles):
+        assert info.keys() == single.last_info.keys()
+        for key, value in info.items():
+            expected = single.last_info[key]
+            if isinstance(value, dict):  # episode_metrics (nan where nothing was measured)
+                assert repr(value) == repr(expected)
+            else:
+                np.testing.assert_array_equal(value, expected, err_msg=key)
 
 
 def test_ended_episodes_metrics_take_gymnasiums_vector_info_form() -> None:
@@ -136,6 +161,9 @@ def test_seeds_and_options_reach_every_sub_env() -> None:
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="2 seeds"):
         envs.reset(seed=[1, 2, 3])
+    for seed, shown in ((1.5, "1.5"), ("x", "'x'"), (True, "True"), ([0, 2.5], "2.5")):
+        with pytest.raises(ValueError, match=rf"an int, None or a sequence of 2 seeds.*{shown}"):
+            envs.reset(seed=seed)
 
 
 def test_bad_actions_name_the_sub_env() -> None:

@@ -123,6 +123,8 @@ def test_workload_option_cannot_be_combined_with_load():
     workload = env.unwrapped.server.workload
     with pytest.raises(ValueError, match=r"cannot be combined with \['load'\]"):
         env.reset(seed=0, options={"workload": workload, "load": 1.0})
+    with pytest.raises(ValueError, match=r"cannot be combined with \['start'\]"):
+        env.reset(seed=0, options={"workload": workload, "start": -5})
 
 
 def test_episode_arrival_rate_without_load_is_the_configured_rate():

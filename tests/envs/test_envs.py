@@ -305,6 +305,20 @@ def test_truncation_keeps_the_accounting(env_id):
 
 
 @pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS])
+def test_a_truncated_episode_is_over_like_a_terminated_one(env_id):
+    # The server stops at a decision, but the episode is over: no GPU decides, WAIT only.
+    env = gym.make(env_id, n_requests=200, max_steps=10)
+    _, _, infos, _, truncated = rollout(env, seed=0)
+    assert truncated and infos[-1]["gpu"] == -1
+    joint = env.unwrapped.joint_action_mask()
+    assert joint.sum() == 1 and joint.flat[0]  # WAIT (every component at level 0)
+    mask = env.unwrapped.action_masks()
+    np.testing.assert_array_equal(infos[-1]["action_mask"], mask)
+    n_first = env.action_space.nvec[0]
+    assert mask[0] and not mask[1:n_first].any()  # component 0: its level 0 alone
+
+
+@pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS])
 def test_reset_options_replay_a_chosen_window(env_id):
     env = gym.make(env_id, n_requests=50)
     env.reset(seed=1, options={"start": 100})

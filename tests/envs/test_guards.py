@@ -102,3 +102,16 @@ def test_a_forbidden_joint_wait_names_the_joint_rule():
         env.step(np.array([0, 0, 0]))
     text = str(error.value)
     assert "is WAIT" in text and "joint rule" in text and "can_wait() is False" in text
+
+
+@pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS, "llmsched/Routing-v0"])
+def test_a_failed_reset_leaves_no_episode_to_step(env_id):
+    # One request and a KV memory of 1,000 tokens: some seeds draw a request that never fits.
+    env = gym.make(env_id, n_requests=1, kv_memory=1000).unwrapped
+    env.reset(seed=0)  # an episode that runs
+    with pytest.raises(ValueError, match="every one of its 1 requests was rejected"):
+        env.reset(seed=2)
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
+        env.step(env.action_space.sample())
+    env.reset(seed=0)  # a reset that succeeds starts an episode again
+    env.step(env.action_space.sample())  # (forbidden actions are remapped by default)

@@ -80,6 +80,26 @@ def test_joint_mask_is_exact_for_every_cap_including_zero(kwargs):
         assert seen["cap0-continue"] > 0
 
 
+@pytest.mark.parametrize(
+    ("levels", "message"),
+    [
+        ((-1, 6), r"prefill_level must be an integer in \[0, 4\], got -1"),
+        ((5, 6), r"prefill_level must be an integer in \[0, 4\], got 5"),
+        ((2.5, 6), r"prefill_level must be an integer in \[0, 4\], got 2.5"),
+        ((4, -1), r"cap_level must be an integer in \[0, 6\], got -1"),
+        ((1, 7), r"cap_level must be an integer in \[0, 6\], got 7"),
+        (("1", 0), r"prefill_level must be an integer in \[0, 4\], got '1'"),
+        ((True, 0), r"prefill_level must be an integer in \[0, 4\], got True"),
+    ],
+)
+def test_prefill_plan_refuses_levels_outside_the_action_space(levels, message):
+    env = gym.make(CONTINUOUS, **SMALL).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        env.prefill_plan(*levels)
+    assert env.prefill_plan(np.int64(4), 6).tokens >= 0  # numpy integers are levels too
+
+
 def test_masks_are_made_once_per_answer_and_handed_out_as_copies():
     env = gym.make(CONTINUOUS, **CONFIGS[0]).unwrapped
     _, info = env.reset(seed=3)
