@@ -225,6 +225,67 @@ def default_hyperparams(env_id: str, algo: str) -> TrainingDefaults:
     return resolve("algorithm", algo, kind_of_id(env_id).hyperparams_table())
 
 
+#: Ranges of the algorithms' numeric keyword arguments that are checked before training (the
+#: algorithms check few of them themselves: a batch size of 0 never ends, ``n_steps`` 0
+#: divides by zero, a ``gamma`` of 5 trains on): integer ones as ``(minimum,)``, real ones as
+#: ``(minimum, maximum, positive)``.
+_INTEGER_RANGES: dict[str, tuple[int]] = {
+    "n_steps": (1,),
+    "batch_size": (1,),
+    "n_epochs": (1,),
+    "buffer_size": (1,),
+    "learning_starts": (0,),
+    "target_update_interval": (1,),
+}
+_REAL_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "gamma": (0.0, 1.0, False),
+    "gae_lambda": (0.0, 1.0, False),
+    "ent_coef": (0.0, None, False),
+    "vf_coef": (0.0, None, False),
+    "max_grad_norm": (None, None, True),
+    "tau": (0.0, 1.0, False),
+    "exploration_fraction": (0.0, 1.0, False),
+    "exploration_initial_eps": (0.0, 1.0, False),
+    "exploration_final_eps": (0.0, 1.0, False),
+}
+
+
+def _checked_algo_value(key: str, value: Any) -> Any:
+    """``value`` of the algorithm keyword ``key``, checked where its range is known.
+
+    Raises:
+        ValueError: Naming the hyperparameter, for a value of the wrong type or range.
+    """
+    if key in _INTEGER_RANGES:
+        return arguments.integer("hyperparameter", key, value, minimum=_INTEGER_RANGES[key][0])
+    if key in _REAL_RANGES:
+        low, high, positive = _REAL_RANGES[key]
+        return arguments.real(
+            "hyperparameter", key, value, minimum=low, maximum=high, positive=positive
+        )
+    if key in SCHEDULE_KEYS and not isinstance(value, str):
+        return arguments.real("hyperparameter", key, value, positive=True)
+    return value
+
+
+def _check_net_arch(net_arch: Any) -> None:
+    """Refuse a ``policy_kwargs.net_arch`` that is not layer widths (a list, or per head).
+
+    Raises:
+        ValueError: Naming ``net_arch`` and its form.
+    """
+    heads = net_arch.values() if isinstance(net_arch, Mapping) else [net_arch]
+    for widths in heads:
+        if not isinstance(widths, list | tuple) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths
+        ):
+            raise ValueError(
+                "policy_kwargs.net_arch must be a list of layer widths (integers >= 1) or a "
+                f"mapping of such lists per head (such as {{'pi': [64], 'vf': [64]}}), got "
+                f"{net_arch!r}"
+            )
+
+
 def resolve_hyperparams(
     env_id: str,
     algo: str,
@@ -292,10 +353,12 @@ def resolve_hyperparams(
             if not isinstance(value, Mapping):
                 raise ValueError(f"policy_kwargs must be a mapping, got {value!r}")
             merged = dict(result["algo_kwargs"].get("policy_kwargs", {}))
+            if "net_arch" in value:
+                _check_net_arch(value["net_arch"])
             merged.update(value)
             result["algo_kwargs"]["policy_kwargs"] = merged
         else:
-            result["algo_kwargs"][key] = value
+            result["algo_kwargs"][key] = _checked_algo_value(key, value)
     if kind_of_id(env_id).discrete_action:
         if result["flatten_action"]:
             raise ValueError(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import shlex
 import sys
 import warnings
@@ -109,17 +111,30 @@ def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ValueError: If ``--env-kwargs`` is not a JSON object (the message names the flag).
     """
     kwargs = json_object("--env-kwargs", args.env_kwargs)
+    if "render_mode" in kwargs:
+        raise ValueError(
+            f"--env-kwargs render_mode={kwargs['render_mode']!r}: the command does not render "
+            "its episodes; leave render_mode out"
+        )
     # --gpus counts the env's servers: GPUs, or the replicas of Routing-v0.
     env = getattr(args, "env", None)
     units = resolve_kind(env).config_class.units_field if env is not None else "n_gpus"
+    trace = _trace_workload(args)
     named = {
-        "workload": _trace_workload(args) or args.workload,
-        "load": args.load,
-        "arrival_rate": args.arrival_rate,
-        units: args.gpus,
-        "n_requests": args.n_requests,
+        "workload": ("--trace" if trace else "--workload", trace or args.workload),
+        "load": ("--load", args.load),
+        "arrival_rate": ("--arrival-rate", args.arrival_rate),
+        units: ("--gpus", args.gpus),
+        "n_requests": ("--n-requests", args.n_requests),
     }
-    kwargs.update({k: v for k, v in named.items() if v is not None})
+    for key, (flag, value) in named.items():
+        if value is None:
+            continue
+        if key in kwargs and kwargs[key] != value:
+            raise ValueError(
+                f"{flag} {value!r} and --env-kwargs {key}={kwargs[key]!r} disagree; give {key} once"
+            )
+        kwargs[key] = value
     return kwargs
 
 
@@ -138,7 +153,8 @@ def _trace_workload(args: argparse.Namespace) -> str | None:
             raise ValueError("--trace-format needs --trace, the trace file to read")
         return None
     trace_format = args.trace_format or detect_trace_format(args.trace)
-    return trace_spec(args.trace, trace_format)
+    # Absolute, so that a run trained on it can be compared or resumed from anywhere.
+    return trace_spec(os.path.abspath(args.trace), trace_format)
 
 
 def say(command: str) -> Callable[[str], None]:
@@ -301,10 +317,16 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         raise unknown_name_error("continuous policy", args.policy, available)
     env_kwargs = json_object("--env-kwargs", args.env_kwargs)
     policy_kwargs = json_object("--policy-kwargs", args.policy_kwargs)
-    if args.workload is not None:
-        env_kwargs["workload"] = args.workload
-    if args.gpus is not None:
-        env_kwargs["n_gpus"] = args.gpus
+    named = (("workload", "--workload", args.workload), ("n_gpus", "--gpus", args.gpus))
+    for key, flag, value in named:
+        if value is None:
+            continue
+        if key in env_kwargs and env_kwargs[key] != value:
+            raise ValueError(
+                f"{flag} {value!r} and --env-kwargs {key}={env_kwargs[key]!r} disagree; give "
+                f"{key} once"
+            )
+        env_kwargs[key] = value
     check_env_kwargs(ENV_ID, env_kwargs)
     check_policy_kwargs("continuous", args.policy, policy_kwargs)
     settings = StabilitySettings(
@@ -317,7 +339,9 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         seed=args.seed,
         n_jobs=args.jobs,
     )
-    stem = f"{args.policy}_{env_kwargs.get('workload', 'default')}"
+    # A file name: a trace workload ("trace:azure:dir/file.csv") keeps its letters and digits.
+    workload = re.sub(r"[^A-Za-z0-9._-]+", "_", str(env_kwargs.get("workload", "default")))
+    stem = f"{args.policy}_{workload}"
     out = check_output_dir(args.out, [f"{stem}.csv", f"{stem}.png"], overwrite=args.force)
     _warm_up(report)
 
@@ -387,11 +411,15 @@ def format_validation(result: Any) -> str:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from llmsched_env.validation import validate
+    from llmsched_env.validation import RUN_SETTINGS, validate
     from llmsched_env.validation.report import VALIDATION_CSV, check_output_dir
 
     report = say("validate")
-    out = check_output_dir(args.out, args.force)
+    names = [Path(run).name for run in args.runs] if args.runs else list(RUN_SETTINGS)
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"--runs names {listing(twice)} more than once; name each run once")
+    out = check_output_dir(args.out, args.force, names)
     written = [VALIDATION_CSV]
     report(f"replaying {'every shipped run' if not args.runs else listing(args.runs)}")
     _warm_up(report)
@@ -428,6 +456,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 raise ValueError(
                     "--imitate warm-starts a new run; a resumed run continues from its model"
                 )
+            _refuse_settings_on_resume(args)
             _warm_up(report)
             result = resume(
                 args.resume,
@@ -504,6 +533,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"best baseline {last['best_baseline']} {last['best_baseline_return']:.1f}"
         )
     return 0
+
+
+#: What ``train --resume`` may set: the session's length, its evaluations and its output.
+_RESUME_OPTIONS = ("resume", "steps", "eval_freq", "checkpoint_freq", "quiet", "verbose")
+
+
+def _refuse_settings_on_resume(args: argparse.Namespace) -> None:
+    """Refuse options a resumed run would ignore (it continues with its own settings).
+
+    Raises:
+        ValueError: Naming the options given that differ from their defaults.
+    """
+    defaults = vars(build_parser().parse_args(["train", "--resume", args.resume]))
+    given = [
+        "--" + name.replace("_", "-")
+        for name, default in defaults.items()
+        if name not in (*_RESUME_OPTIONS, "func", "command") and getattr(args, name) != default
+    ]
+    if given:
+        raise ValueError(
+            f"--resume continues the run with its own settings, so {listing(given)} would be "
+            f"ignored; with --resume give only --steps, --eval-freq, --checkpoint-freq, --quiet "
+            f"or --verbose"
+        )
 
 
 def _cmd_train_rllib(args: argparse.Namespace) -> int:
@@ -911,6 +964,10 @@ def _one_line_warnings() -> None:
     warnings.formatwarning = formatwarning  # type: ignore[assignment]
 
 
+#: What ``gym.make`` appends to a ``TypeError`` raised while building the env.
+_ENV_CREATOR_SUFFIX = " was raised from the environment creator"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmsched`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -925,6 +982,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:  # bad configuration values: a clear message, no traceback
         print(f"llmsched {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TypeError as error:
+        # An env refusing a value of the wrong type given in --env-kwargs: gym.make re-raises
+        # it with this suffix. Any other TypeError is a fault of the program: raised as is.
+        text, marker, _ = str(error).partition(_ENV_CREATOR_SUFFIX)
+        if not marker:
+            raise
+        print(f"llmsched {args.command}: error: {text}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file or directory the command could not read or write
+        print(f"llmsched {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"llmsched {args.command}: interrupted (Ctrl-C); nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED

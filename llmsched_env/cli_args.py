@@ -79,12 +79,13 @@ def json_object(flag: str, text: str | None) -> dict[str, Any]:
     """Parse the JSON object given to ``flag`` (an empty dict when the flag is absent).
 
     Raises:
-        ValueError: Naming the flag, for malformed JSON or JSON that is not an object.
+        ValueError: Naming the flag, for malformed JSON, JSON that is not an object, or a key
+            given twice.
     """
     if text is None:
         return {}
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=partial(_unique_keys, flag))
     except json.JSONDecodeError as error:
         raise ValueError(
             f"{flag} is not valid JSON ({error.msg} at character {error.pos}): {text!r}; expected "
@@ -92,6 +93,16 @@ def json_object(flag: str, text: str | None) -> dict[str, Any]:
         ) from None
     if not isinstance(value, dict):
         raise ValueError(f"{flag} must be a JSON object, got {text!r}")
+    return value
+
+
+def _unique_keys(flag: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, refusing a key given twice (JSON would keep the last)."""
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise ValueError(f"{flag} gives the key {key!r} twice ({value[key]!r} and {item!r})")
+        value[key] = item
     return value
 
 

@@ -44,8 +44,9 @@ def check_output_dir(
         ``out`` as a path.
 
     Raises:
-        ValueError: If ``out`` is empty, is a file, lies under a file or in a place that is not
-            writable, or already holds one of ``files`` and ``overwrite`` is false.
+        ValueError: If ``out`` is empty, is a file or a broken symbolic link, lies under a file
+            or in a place that is not writable, or already holds one of ``files`` and
+            ``overwrite`` is false.
 
     Example:
         >>> check_output_dir("")
@@ -56,6 +57,8 @@ def check_output_dir(
     if not str(out).strip():
         raise ValueError("the output directory must not be empty; expected a directory path")
     path = Path(out)
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"output {str(path)!r} is a broken symbolic link; expected a directory")
     if path.exists() and not path.is_dir():
         raise ValueError(f"output {str(path)!r} is a file; expected a directory")
     existing = path.absolute()

@@ -126,6 +126,14 @@ def test_help_shows_defaults_and_the_registered_names(capsys):
         (["--env-kwargs", "[1]"], "--env-kwargs must be a JSON object, got '[1]'"),
         (["--env-kwargs", '{"n_gpu": 2}'], "Did you mean 'n_gpus'?"),
         (["--records"], "--records needs --out"),
+        (["--env-kwargs", '{"sla": 5, "sla": 20}'], "--env-kwargs gives the key 'sla' twice"),
+        (
+            ["--env-kwargs", '{"n_gpus": 3}', "--gpus", "2"],
+            "--gpus 2 and --env-kwargs n_gpus=3 disagree",
+        ),
+        (["--env-kwargs", '{"render_mode": "human"}'], "the command does not render"),
+        (["--env-kwargs", '{"latency": 0}'], "expected a batch latency preset name"),
+        (["--env-kwargs", '{"kv_memory": [1, 2]}'], "expected a KV memory"),
     ],
 )
 def test_bad_arguments_fail_at_once_naming_the_flag(argv, message, capsys):
@@ -356,12 +364,17 @@ def test_compare_refuses_overrides_that_change_the_agent_s_spaces(tmp_path, caps
     assert message in capsys.readouterr().err
 
 
-def test_train_takes_a_trace_too(tmp_path):
+def test_train_takes_a_trace_too(tmp_path, monkeypatch):
     from llmsched_env.cli import env_kwargs_from_args
 
     path = _tiny_traces(tmp_path)["burstgpt"]
     args = build_parser().parse_args(["train", "--trace", str(path), "--out", str(tmp_path / "r")])
     assert env_kwargs_from_args(args) == {"workload": f"trace:burstgpt:{path}"}
+    # A relative path is kept absolute, so the run can be compared or resumed from anywhere.
+    monkeypatch.chdir(path.parent)
+    args = build_parser().parse_args(["train", "--trace", path.name, "--out", "r"])
+    absolute = os.path.join(os.getcwd(), path.name)
+    assert env_kwargs_from_args(args) == {"workload": f"trace:burstgpt:{absolute}"}
 
 
 @pytest.mark.parametrize(
@@ -433,3 +446,24 @@ def test_train_imitate_is_refused_where_it_cannot_apply(tmp_path, capsys, flags,
     flags = [str(tmp_path / f) if f in ("RUN", "OUT") else f for f in flags]
     assert main(["train", "--imitate", "hybrid", *flags, "--quiet"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_resume_refuses_the_settings_it_would_ignore(tmp_path, capsys):
+    pytest.importorskip("stable_baselines3")
+    argv = ["train", "--resume", str(tmp_path), "--steps", "64", "--load", "2", "--hyper", "{}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "would be ignored" in err and "--load" in err and "--hyperparams" in err
+    assert "--steps" not in err.split("ignored")[0]  # the session's length may be given
+
+
+def test_validate_checks_its_figures_and_names_each_run_once(tmp_path, capsys):
+    run = "RTX4090-Llama-3.1-8B"
+    (tmp_path / f"{run}.png").write_bytes(b"")
+    assert main(["validate", "--runs", run, "--out", str(tmp_path)]) == 2
+    assert f"{run}.png' exists" in capsys.readouterr().err
+    assert main(["validate", "--runs", run, run, "--out", str(tmp_path / "v")]) == 2
+    assert "more than once" in capsys.readouterr().err
+    (tmp_path / "broken").symlink_to(tmp_path / "missing" / "dir")
+    assert main(["validate", "--runs", run, "--out", str(tmp_path / "broken")]) == 2
+    assert "broken symbolic link" in capsys.readouterr().err

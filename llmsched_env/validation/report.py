@@ -68,17 +68,21 @@ def validate_run(run: VllmRun, settings: RunSettings | None = None) -> RunValida
     return RunValidation(run, result, measured, simulated, table[list(VALIDATION_COLUMNS)])
 
 
-def check_output_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """Check, without creating anything, that ``validation.csv`` can be written to ``out``.
+def check_output_dir(
+    out: str | Path, overwrite: bool = False, run_names: Sequence[str] = ()
+) -> Path:
+    """Check, without creating anything, that the validation's files can be written to ``out``.
 
     ``out`` must be a writable directory, or not exist yet below a writable directory (see
-    :func:`llmsched_env.outputs.check_output_dir`, shared by every command).
+    :func:`llmsched_env.outputs.check_output_dir`, shared by every command); the files are
+    ``validation.csv`` and one ``<run>.png`` per name of ``run_names``.
 
     Raises:
         ValueError: If ``out`` (or the nearest existing folder above it) is a file or not
-            writable, or ``out`` already holds a ``validation.csv`` and ``overwrite`` is false.
+            writable, or ``out`` already holds one of the files and ``overwrite`` is false.
     """
-    return check_dir(out, [VALIDATION_CSV], overwrite=overwrite)
+    figures = [f"{name}.png" for name in run_names]
+    return check_dir(out, [VALIDATION_CSV, *figures], overwrite=overwrite)
 
 
 def validate(

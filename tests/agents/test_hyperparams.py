@@ -63,6 +63,15 @@ def test_overrides_merge_over_defaults_without_mutating_them():
         ("ppo", {"learning_rate": "lin_x"}, r"learning_rate must be .*got 'lin_x'"),
         ("ppo", {"clip_range": "exp_0.2"}, r"clip_range must be .*got 'exp_0.2'"),
         ("ppo", {"learning_rate": "lin_-1"}, r"learning_rate must be .*got 'lin_-1'"),
+        ("maskable-ppo", {"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
+        ("maskable-ppo", {"n_steps": 0}, r"n_steps must be an integer >= 1, got 0"),
+        ("maskable-ppo", {"n_epochs": 2.5}, r"n_epochs must be an integer >= 1, got 2.5"),
+        ("maskable-ppo", {"gamma": 5}, r"gamma must be .*\[0(\.0)?, 1(\.0)?\].*got 5"),
+        ("maskable-ppo", {"ent_coef": "abc"}, r"ent_coef must be .*got 'abc'"),
+        ("ppo", {"learning_rate": -1}, r"learning_rate must be .*> 0.*got -1"),
+        ("dqn", {"exploration_final_eps": 2.0}, r"exploration_final_eps must be"),
+        ("ppo", {"policy_kwargs": {"net_arch": "x"}}, r"net_arch must be a list of layer widths"),
+        ("ppo", {"policy_kwargs": {"net_arch": {"pi": [0]}}}, r"net_arch must be a list"),
     ],
 )
 def test_bad_overrides_raise_value_error(algo, overrides, match):

@@ -311,8 +311,9 @@ def test_cli_validate_writes_csv_and_figure_and_guards_its_output(tmp_path, caps
     assert f"wrote validation.csv, {QUICK_RUN}.png to {out}" in printed
 
     before = (out / "validation.csv").read_bytes()
-    assert main(argv) == 2  # no silent overwrite
-    assert "exists" in capsys.readouterr().err
+    assert main(argv) == 2  # no silent overwrite, of the table or of the figure
+    err = capsys.readouterr().err
+    assert "validation.csv'" in err and f"{QUICK_RUN}.png' exist;" in err
     assert (out / "validation.csv").read_bytes() == before
     assert main([*argv, "--force"]) == 0
     capsys.readouterr()
