@@ -20,7 +20,7 @@ import re
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,8 @@ def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Collect the env keyword arguments given by named flags and ``--env-kwargs``.
 
     Raises:
-        ValueError: If ``--env-kwargs`` is not a JSON object (the message names the flag).
+        ValueError: If ``--env-kwargs`` is not a JSON object (the message names the flag),
+            holds ``render_mode``, or gives a key a named flag gives another value.
     """
     kwargs = json_object("--env-kwargs", args.env_kwargs)
     if "render_mode" in kwargs:
@@ -120,14 +121,25 @@ def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
     env = getattr(args, "env", None)
     units = resolve_kind(env).config_class.units_field if env is not None else "n_gpus"
     trace = _trace_workload(args)
-    named = {
-        "workload": ("--trace" if trace else "--workload", trace or args.workload),
-        "load": ("--load", args.load),
-        "arrival_rate": ("--arrival-rate", args.arrival_rate),
-        units: ("--gpus", args.gpus),
-        "n_requests": ("--n-requests", args.n_requests),
-    }
-    for key, (flag, value) in named.items():
+    named = [
+        ("workload", "--trace" if trace else "--workload", trace or args.workload),
+        ("load", "--load", args.load),
+        ("arrival_rate", "--arrival-rate", args.arrival_rate),
+        (units, "--gpus", args.gpus),
+        ("n_requests", "--n-requests", args.n_requests),
+    ]
+    return _with_named_flags(kwargs, named)
+
+
+def _with_named_flags(
+    kwargs: dict[str, Any], named: Iterable[tuple[str, str, Any]]
+) -> dict[str, Any]:
+    """``kwargs`` (from ``--env-kwargs``) with the named flags given, as ``(key, flag, value)``.
+
+    Raises:
+        ValueError: If a flag and ``--env-kwargs`` give one key different values.
+    """
+    for key, flag, value in named:
         if value is None:
             continue
         if key in kwargs and kwargs[key] != value:
@@ -317,16 +329,8 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         raise unknown_name_error("continuous policy", args.policy, available)
     env_kwargs = json_object("--env-kwargs", args.env_kwargs)
     policy_kwargs = json_object("--policy-kwargs", args.policy_kwargs)
-    named = (("workload", "--workload", args.workload), ("n_gpus", "--gpus", args.gpus))
-    for key, flag, value in named:
-        if value is None:
-            continue
-        if key in env_kwargs and env_kwargs[key] != value:
-            raise ValueError(
-                f"{flag} {value!r} and --env-kwargs {key}={env_kwargs[key]!r} disagree; give "
-                f"{key} once"
-            )
-        env_kwargs[key] = value
+    named = [("workload", "--workload", args.workload), ("n_gpus", "--gpus", args.gpus)]
+    env_kwargs = _with_named_flags(env_kwargs, named)
     check_env_kwargs(ENV_ID, env_kwargs)
     check_policy_kwargs("continuous", args.policy, policy_kwargs)
     settings = StabilitySettings(
