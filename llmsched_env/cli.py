@@ -30,6 +30,7 @@ from llmsched_env.cli_args import (
     check_env_kwargs,
     check_policy_kwargs,
     directory,
+    integer_at_least,
     json_object,
     listing,
     nonnegative_int,
@@ -796,7 +797,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--horizon", type=positive_float, default=2000.0, help="simulated seconds per run"
     )
     st.add_argument("--warmup", type=float, default=0.25, help="share of the run discarded")
-    st.add_argument("--replications", type=positive_int, default=3, help="runs per arrival rate")
+    st.add_argument(
+        "--replications", type=integer_at_least(2), default=3, help="runs per arrival rate"
+    )
     st.add_argument(
         "--threshold", type=float, default=0.01, help="drift per arrival that means unstable"
     )
@@ -918,7 +921,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--seeds", type=positive_int, default=20, help="number of evaluation seeds")
     co.add_argument(
         "--first-seed",
-        type=nonnegative_int,
+        type=integer_at_least(10_000),  # below are the training and validation seeds
         default=10_000,
         help="first evaluation seed (>= 10000)",
     )

@@ -57,6 +57,11 @@ def nonnegative_int(text: str) -> int:
     return _integer(text, 0)
 
 
+def integer_at_least(minimum: int) -> Callable[[str], int]:
+    """The argument type of an integer >= ``minimum`` (a flag with its own lower bound)."""
+    return partial(_integer, minimum=minimum)
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (rates, horizons)."""
     try:

@@ -467,3 +467,21 @@ def test_validate_checks_its_figures_and_names_each_run_once(tmp_path, capsys):
     (tmp_path / "broken").symlink_to(tmp_path / "missing" / "dir")
     assert main(["validate", "--runs", run, "--out", str(tmp_path / "broken")]) == 2
     assert "broken symbolic link" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["compare", "--pretrained", "batch-default", "--first-seed", "5"],
+            "argument --first-seed: expected an integer >= 10000, got '5'",
+        ),
+        (
+            ["stability", "--policy", "hybrid", "--replications", "1"],
+            "argument --replications: expected an integer >= 2, got '1'",
+        ),
+    ],
+)
+def test_flags_with_their_own_lower_bound_name_it(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
