@@ -18,6 +18,7 @@ import gymnasium as gym
 
 from baselines.base import Policy
 from baselines.mixture import PerComponentPolicy
+from llmsched_env.arguments import ArgumentTypeError
 from llmsched_env.envs.mixture import BatchMixtureEnv
 from llmsched_env.kinds import ENV_KINDS, get_kind, kind_of_env
 from llmsched_env.registry import resolve, unknown_name_error
@@ -151,6 +152,8 @@ def make_policy(name: str, env: gym.Env, **kwargs: Any) -> Policy:
     arguments = {**given, **kwargs}
     try:
         return factory(env, **arguments)
+    except ArgumentTypeError as error:  # an argument it takes, of the wrong type
+        raise ValueError(f"baseline {name!r}: {error}") from None
     except TypeError as error:
         if not arguments:
             raise

@@ -114,9 +114,7 @@ class PowerOfTwoChoices(RoutingPolicy):
 
     def __init__(self, env: gym.Env, d: int = 2, seed: int = 0) -> None:
         super().__init__(env)
-        if not isinstance(d, int) or d < 1:
-            raise ValueError(f"{type(self).__name__}: d must be an integer >= 1, got {d!r}")
-        self.d = d
+        self.d = check_int(type(self).__name__, "d", d, 1)
         self.seed = check_int(type(self).__name__, "seed", seed, 0)
         self.reset()
 

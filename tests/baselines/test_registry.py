@@ -72,6 +72,10 @@ def test_a_setting_the_baseline_refuses_is_named():
         make_policy("length-split(x=1)", env)
     with pytest.raises(ValueError, match=r"long_replicas must be an integer in \[1, 3\], got 9"):
         make_policy("length-split(long_replicas=9)", env)
+    # An argument the baseline takes, of the wrong type: named as such (it crashed mid-episode).
+    with pytest.raises(ValueError, match=r"d must be an integer >= 1, got True") as refused:
+        make_policy("power-of-two(d=true)", env)
+    assert "does not take" not in str(refused.value)
     with pytest.raises(ValueError, match="Did you mean 'length-split'"):
         make_policy("lenght-split(long_replicas=2)", env)
 
