@@ -63,7 +63,8 @@ def parse_policy(spec: str) -> tuple[str, dict[str, Any]]:
         ('vllm', {})
 
     Raises:
-        ValueError: For a malformed setting (the message shows the expected form).
+        ValueError: For a malformed setting (the message shows the expected form), or an
+            argument given twice.
     """
     form = "NAME or NAME(key=value,...) with JSON values, e.g. length-split(long_replicas=2)"
     match = _SETTING.match(spec) if isinstance(spec, str) else None
@@ -76,6 +77,8 @@ def parse_policy(spec: str) -> tuple[str, dict[str, Any]]:
         if argument is None:
             raise ValueError(f"baseline {spec!r}: argument {part!r} is not key=value ({form})")
         key, text = argument.group(1), argument.group(2).strip()
+        if key in kwargs:
+            raise ValueError(f"baseline {spec!r} gives {key} twice; give each argument once")
         try:
             kwargs[key] = json.loads(text)
         except json.JSONDecodeError:

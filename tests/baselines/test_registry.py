@@ -76,6 +76,8 @@ def test_a_setting_the_baseline_refuses_is_named():
     with pytest.raises(ValueError, match=r"d must be an integer >= 1, got True") as refused:
         make_policy("power-of-two(d=true)", env)
     assert "does not take" not in str(refused.value)
+    with pytest.raises(ValueError, match="gives threshold_tokens twice"):
+        make_policy("length-split(threshold_tokens=1024,threshold_tokens=5)", env)
     with pytest.raises(ValueError, match="Did you mean 'length-split'"):
         make_policy("lenght-split(long_replicas=2)", env)
 
