@@ -672,13 +672,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _compare_runs(args: argparse.Namespace, policies: list[str] | None) -> int:
     """``llmsched compare --runs``: every run's agent and the baselines, pooled statistics."""
-    import os
-
     from agents.extras import AgentsExtraMissingError
     from llmsched_env.outputs import check_output_dir
 
     report = say("compare")
-    out = Path(args.out) if args.out else Path(os.path.commonpath(args.runs)) / "compare"
+    runs = args.runs
+    if len({os.path.isabs(run) for run in runs}) > 1:  # commonpath needs them alike
+        runs = [os.path.abspath(run) for run in runs]
+    out = Path(args.out) if args.out else Path(os.path.commonpath(runs)) / "compare"
     check_output_dir(out, RUNS_OUTPUT_FILES, overwrite=args.force)
     try:
         from agents.compare_runs import compare_runs, write_runs_comparison

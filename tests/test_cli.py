@@ -485,3 +485,14 @@ def test_validate_checks_its_figures_and_names_each_run_once(tmp_path, capsys):
 def test_flags_with_their_own_lower_bound_name_it(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_compare_takes_absolute_and_relative_run_directories_together(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert main(["compare", "--runs", str(tmp_path / "a"), "b", "--seeds", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "Can't mix" not in err and "holds no config.json" in err  # past the output check
