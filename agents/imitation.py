@@ -191,6 +191,11 @@ class Imitation:
         """
         if value is None or value is False or value == "none":
             return None
+        if isinstance(value, (list, tuple)) and "none" in value:
+            raise ValueError(
+                f"imitation {list(value)!r}: 'none' (no warm start) stands alone, not among the "
+                "baselines to imitate"
+            )
         if isinstance(value, (str, list, tuple)):
             value = {"baseline": value}
         if not isinstance(value, Mapping):

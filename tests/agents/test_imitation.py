@@ -280,6 +280,7 @@ def test_same_seed_warm_started_runs_are_identical(tmp_path):
             {"hyperparams": {"imitation": {"baseline": "sarathi", "baseline_kwargs": {"x": 1}}}},
             r"sarathi does not take the arguments \{'x': 1\}",
         ),
+        ({"hyperparams": {"imitation": ["none", "sarathi"]}}, r"'none' \(no warm start\) stands"),
     ],
 )
 def test_imitation_refuses_what_it_cannot_do(tmp_path, kwargs, match):
