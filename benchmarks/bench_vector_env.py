@@ -4,8 +4,9 @@ Run: ``python benchmarks/bench_vector_env.py``. Builds ``gym.make_vec("llmsched/
 num_envs=N)`` (the compiled vector env) with the env's defaults, and steps it with a random action
 allowed by each sub-env's mask (drawn for all sub-envs at once with numpy, as a batched masked
 agent would); episodes reset automatically. For comparison it runs Gymnasium's ``SyncVectorEnv``
-over the same env, interleaved with the compiled one. Prints env-steps per second (steps times
-``num_envs`` per second) and the share of time spent in automatic resets.
+over the same env, interleaved with the compiled one, and with ``--threads 1 2`` the compiled
+env with each thread count (its ``threads`` argument). Prints env-steps per second (steps times
+``num_envs`` per second) and the ratios.
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ def masks_of(envs: gym.vector.VectorEnv) -> np.ndarray:
     return np.stack(envs.call("action_masks"))
 
 
-def bench(mode: str, num_envs: int, steps: int, seed: int) -> float:
-    """Env-steps per second of ``steps`` vector steps."""
-    envs = gym.make_vec("llmsched/BatchScheduling-v0", num_envs=num_envs, vectorization_mode=mode)
+def bench(mode: str, num_envs: int, steps: int, seed: int, threads: int = 1) -> float:
+    """Env-steps per second of ``steps`` vector steps (``threads``: the compiled env's groups)."""
+    kwargs = {"threads": threads} if mode == "vector_entry_point" else {}
+    envs = gym.make_vec(
+        "llmsched/BatchScheduling-v0", num_envs=num_envs, vectorization_mode=mode, **kwargs
+    )
     rng = np.random.default_rng(seed)
     nvec = np.asarray(envs.single_action_space.nvec)
     envs.reset(seed=seed)
@@ -56,20 +60,35 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=64, help="sub-envs")
     parser.add_argument("--steps", type=int, default=2_000, help="vector steps per run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per mode, interleaved")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="the compiled env's thread counts to run (each also interleaved)",
+    )
     args = parser.parse_args()
-    rates: dict[str, list[float]] = {"vector_entry_point": [], "sync": []}
-    bench("vector_entry_point", args.num_envs, 10, 0)  # compile once, outside the timing
+    runs = {f"compiled, {t} thread{'s' if t > 1 else ''}": t for t in args.threads}
+    rates: dict[str, list[float]] = {name: [] for name in [*runs, "sync"]}
+    for threads in args.threads:  # compile once, outside the timing
+        bench("vector_entry_point", args.num_envs, 10, 0, threads)
     for repeat in range(args.repeats):
-        for mode in rates:
-            rates[mode].append(bench(mode, args.num_envs, args.steps, repeat))
-    for mode, values in rates.items():
+        for name in rates:
+            if name == "sync":
+                rates[name].append(bench("sync", args.num_envs, args.steps, repeat))
+            else:
+                rate = bench("vector_entry_point", args.num_envs, args.steps, repeat, runs[name])
+                rates[name].append(rate)
+    for name, values in rates.items():
         values.sort()
         print(
-            f"{mode:>18}: {values[-1]:>11,.0f} env-steps/s with {args.num_envs} envs "
+            f"{name:>20}: {values[-1]:>11,.0f} env-steps/s with {args.num_envs} envs "
             f"(best of {args.repeats}, median {values[len(values) // 2]:,.0f})"
         )
-    ratio = rates["vector_entry_point"][-1] / rates["sync"][-1]
-    print(f"compiled / sync: {ratio:.1f}x")
+    first = next(iter(runs))
+    print(f"compiled ({first.split(', ')[1]}) / sync: {rates[first][-1] / rates['sync'][-1]:.1f}x")
+    for name in list(runs)[1:]:
+        print(f"{name} / {first}: {rates[name][-1] / rates[first][-1]:.2f}x")
 
 
 if __name__ == "__main__":

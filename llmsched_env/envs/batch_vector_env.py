@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+from numba import prange
 from numba.typed import List
 
 from llmsched_env.envs import batch_observation as bo
@@ -42,6 +44,12 @@ class BatchSchedulingVectorEnv(VectorEnv):
 
     Args:
         num_envs: Number of sub-envs.
+        threads: Groups of sub-envs stepped at once by numba's threads (``1``: one after the
+            other, in the calling thread). Each group's sub-envs are stepped by the same compiled
+            code as with one thread, so the episodes do not depend on it; it pays on a machine
+            with cores to spare (``gym.make_vec(..., threads=4)``). numba's default
+            ``workqueue`` threading layer must not be entered by two Python threads at once:
+            step such vector envs from one thread, or install ``tbb``.
         **kwargs: Arguments of :class:`~llmsched_env.envs.batch_env.BatchSchedulingEnv`, the same
             for every sub-env (``render_mode`` is not supported).
 
@@ -61,7 +69,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, num_envs: int, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int, threads: int = 1, **kwargs: Any) -> None:
         if not isinstance(num_envs, int | np.integer) or isinstance(num_envs, bool):
             raise TypeError(f"num_envs must be a positive integer, got {num_envs!r}")
         if num_envs < 1:
@@ -71,6 +79,9 @@ class BatchSchedulingVectorEnv(VectorEnv):
                 "the compiled vector env does not render; build it with "
                 "vectorization_mode='sync' to render sub-envs"
             )
+        if not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        self.threads = min(int(threads), int(num_envs))
         kwargs.pop("max_episode_steps", None)  # make_vec passes the spec's (None for ours)
         first = BatchSchedulingEnv(**kwargs)
         compiled_timing = getattr(first.latency, "compiled_timing", None)
@@ -166,7 +177,8 @@ class BatchSchedulingVectorEnv(VectorEnv):
                     f"{self._masks[i].tolist()} (component 0, bin choice {actions[i, 0]}, "
                     "is masked)"
                 )
-        _step_envs(
+        step = _step_envs if self.threads == 1 else partial(_step_groups, self.threads)
+        step(
             actions,
             resetting,
             self._episodes,
@@ -413,7 +425,125 @@ def _step_envs(
     objective's change), the episode's end, the action carried out and the count of finished
     batches before the step.
     """
-    for e in range(actions.shape[0]):
+    _step_range(
+        0,
+        actions.shape[0],
+        actions,
+        skip,
+        episodes,
+        bounds,
+        batch_sizes,
+        masks,
+        obs,
+        rewards,
+        terminated,
+        truncated,
+        invalid,
+        steps,
+        last_objective,
+        time_s,
+        gpu,
+        applied,
+        finished_before,
+        reward_code,
+        sla_penalty,
+        time_scale_s,
+        max_steps,
+        skip_late,
+    )
+
+
+@njit(cache=True, parallel=True)
+def _step_groups(
+    n_groups,
+    actions,
+    skip,
+    episodes,
+    bounds,
+    batch_sizes,
+    masks,
+    obs,
+    rewards,
+    terminated,
+    truncated,
+    invalid,
+    steps,
+    last_objective,
+    time_s,
+    gpu,
+    applied,
+    finished_before,
+    reward_code,
+    sla_penalty,
+    time_scale_s,
+    max_steps,
+    skip_late,
+):
+    """:func:`_step_envs` with the sub-envs in ``n_groups`` contiguous groups, stepped at once.
+
+    Each group runs :func:`_step_range`, the same compiled code as the serial step, over its
+    sub-envs; sub-envs share nothing they write, so the episodes are those of the serial step.
+    The loop over the groups is the only parallel one: the step itself is not transformed.
+    """
+    n = actions.shape[0]
+    for g in prange(n_groups):
+        _step_range(
+            g * n // n_groups,
+            (g + 1) * n // n_groups,
+            actions,
+            skip,
+            episodes,
+            bounds,
+            batch_sizes,
+            masks,
+            obs,
+            rewards,
+            terminated,
+            truncated,
+            invalid,
+            steps,
+            last_objective,
+            time_s,
+            gpu,
+            applied,
+            finished_before,
+            reward_code,
+            sla_penalty,
+            time_scale_s,
+            max_steps,
+            skip_late,
+        )
+
+
+@njit(cache=True)
+def _step_range(
+    lo,
+    hi,
+    actions,
+    skip,
+    episodes,
+    bounds,
+    batch_sizes,
+    masks,
+    obs,
+    rewards,
+    terminated,
+    truncated,
+    invalid,
+    steps,
+    last_objective,
+    time_s,
+    gpu,
+    applied,
+    finished_before,
+    reward_code,
+    sla_penalty,
+    time_scale_s,
+    max_steps,
+    skip_late,
+):
+    """Step sub-envs ``lo .. hi - 1`` (see :func:`_step_envs`)."""
+    for e in range(lo, hi):
         if skip[e]:
             continue
         episode = episodes[e]

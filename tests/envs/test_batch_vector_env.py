@@ -205,3 +205,31 @@ def test_arguments_are_checked() -> None:
 def test_sync_and_async_modes_still_give_gymnasium_vector_envs() -> None:
     sync = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="sync", n_requests=40)
     assert isinstance(sync, gym.vector.SyncVectorEnv)
+
+
+def test_threads_step_groups_of_sub_envs_with_the_same_episodes() -> None:
+    def run(threads: int) -> list[tuple[np.ndarray, ...]]:
+        envs = gym.make_vec(
+            ENV_ID, num_envs=5, threads=threads, n_requests=60, dispatch_order="oldest-in-time"
+        )
+        assert envs.unwrapped.threads == threads
+        rng = np.random.default_rng(1)
+        nvec = np.asarray(envs.single_action_space.nvec)
+        steps = [envs.reset(seed=3)]
+        for _ in range(120):  # several episodes each, with automatic resets
+            actions = _random_actions(envs.unwrapped.action_masks(), nvec, rng)
+            obs, rewards, terminated, truncated, info = envs.step(actions)
+            steps.append((obs, rewards, terminated, truncated, info["gpu"], info["time_s"]))
+        return steps
+
+    serial, grouped = run(1), run(2)
+    for one, other in zip(serial[1:], grouped[1:]):
+        for a, b in zip(one, other):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(serial[0][0], grouped[0][0])
+
+
+@pytest.mark.parametrize("threads", [0, 1.5, True, "2"])
+def test_bad_threads_are_refused(threads) -> None:
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        gym.make_vec(ENV_ID, num_envs=2, threads=threads, n_requests=40)
