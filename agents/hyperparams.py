@@ -227,15 +227,15 @@ def default_hyperparams(env_id: str, algo: str) -> TrainingDefaults:
 
 #: Ranges of the algorithms' numeric keyword arguments that are checked before training (the
 #: algorithms check few of them themselves: a batch size of 0 never ends, ``n_steps`` 0
-#: divides by zero, a ``gamma`` of 5 trains on): integer ones as ``(minimum,)``, real ones as
+#: divides by zero, a ``gamma`` of 5 trains on): integer ones by their minimum, real ones as
 #: ``(minimum, maximum, positive)``.
-_INTEGER_RANGES: dict[str, tuple[int]] = {
-    "n_steps": (1,),
-    "batch_size": (1,),
-    "n_epochs": (1,),
-    "buffer_size": (1,),
-    "learning_starts": (0,),
-    "target_update_interval": (1,),
+_INTEGER_MINIMUMS: dict[str, int] = {
+    "n_steps": 1,
+    "batch_size": 1,
+    "n_epochs": 1,
+    "buffer_size": 1,
+    "learning_starts": 0,
+    "target_update_interval": 1,
 }
 _REAL_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "gamma": (0.0, 1.0, False),
@@ -256,8 +256,8 @@ def _checked_algo_value(key: str, value: Any) -> Any:
     Raises:
         ValueError: Naming the hyperparameter, for a value of the wrong type or range.
     """
-    if key in _INTEGER_RANGES:
-        return arguments.integer("hyperparameter", key, value, minimum=_INTEGER_RANGES[key][0])
+    if key in _INTEGER_MINIMUMS:
+        return arguments.integer("hyperparameter", key, value, minimum=_INTEGER_MINIMUMS[key])
     if key in _REAL_RANGES:
         low, high, positive = _REAL_RANGES[key]
         return arguments.real(
