@@ -82,6 +82,11 @@ class BatchSchedulingVectorEnv(VectorEnv):
         if not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         self.threads = min(int(threads), int(num_envs))
+        # Every sub-env in one call: serially, or in groups on numba's threads.
+        if self.threads == 1:
+            self._step_all = partial(_step_envs, 0, int(num_envs))
+        else:
+            self._step_all = partial(_step_groups, self.threads)
         kwargs.pop("max_episode_steps", None)  # make_vec passes the spec's (None for ours)
         first = BatchSchedulingEnv(**kwargs)
         compiled_timing = getattr(first.latency, "compiled_timing", None)
@@ -177,11 +182,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
                     f"{self._masks[i].tolist()} (component 0, bin choice {actions[i, 0]}, "
                     "is masked)"
                 )
-        if self.threads == 1:
-            step = partial(_step_envs, 0, self.num_envs)
-        else:
-            step = partial(_step_groups, self.threads)
-        step(
+        self._step_all(
             actions,
             resetting,
             self._episodes,
