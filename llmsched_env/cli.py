@@ -159,12 +159,14 @@ def _trace_workload(args: argparse.Namespace) -> str | None:
             or in no known format (the message lists the formats and their columns).
     """
     from llmsched_env.workload import detect_trace_format
+    from llmsched_env.workload._csv import existing_file
     from llmsched_env.workload.trace_files import trace_spec
 
     if args.trace is None:
         if args.trace_format is not None:
             raise ValueError("--trace-format needs --trace, the trace file to read")
         return None
+    existing_file(args.trace)
     trace_format = args.trace_format or detect_trace_format(args.trace)
     # Absolute, so that a run trained on it can be compared or resumed from anywhere.
     return trace_spec(os.path.abspath(args.trace), trace_format)

@@ -330,6 +330,8 @@ def test_trace_flags_fail_clearly(tmp_path, capsys):
     assert "no known trace format" in err and "mooncake: JSON lines with keys" in err
     assert main(["evaluate", "--trace", str(tmp_path / "nope.csv"), *BYO]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["evaluate", "--trace", "", "--trace-format", "azure", *BYO]) == 2
+    assert "got the empty path ''" in capsys.readouterr().err
     # A named format the file does not hold: the loader names the missing columns.
     argv = ["evaluate", "--trace", str(paths["azure"]), "--trace-format", "burstgpt", *BYO]
     assert main(argv) == 2

@@ -23,14 +23,28 @@ class DataFileNotFoundError(FileNotFoundError, ValueError):
     """A trace or data file does not exist (both a ``FileNotFoundError`` and a ``ValueError``)."""
 
 
-def read_table(path: str | os.PathLike[str], required: Iterable[str]) -> pd.DataFrame:
-    """Read a CSV trace and check that it has rows and the ``required`` columns."""
+def existing_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a ``Path``, checked to name a trace file that exists.
+
+    Raises:
+        DataFileNotFoundError: If nothing exists at ``path``.
+        ValueError: If ``path`` is empty (``Path("")`` would mean the working directory) or
+            names something other than a file.
+    """
+    if not str(os.fspath(path)).strip():
+        raise ValueError(f"a trace path must name a file, got the empty path {os.fspath(path)!r}")
     file = Path(path)
-    required = tuple(required)
     if not file.exists():
         raise DataFileNotFoundError(f"trace file {str(file)!r} does not exist")
     if not file.is_file():
         raise ValueError(f"trace path {str(file)!r} is not a file")
+    return file
+
+
+def read_table(path: str | os.PathLike[str], required: Iterable[str]) -> pd.DataFrame:
+    """Read a CSV trace and check that it has rows and the ``required`` columns."""
+    file = existing_file(path)
+    required = tuple(required)
     expected = f"a comma-separated text file with a header line naming the columns {list(required)}"
     try:
         frame = pd.read_csv(file)

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from llmsched_env.workload._checks import check_int
-from llmsched_env.workload._csv import MAX_TOKENS, DataFileNotFoundError
+from llmsched_env.workload._csv import MAX_TOKENS, existing_file
 from llmsched_env.workload.predictors import OutputLengthPredictor
 from llmsched_env.workload.requests import Workload
 from llmsched_env.workload.traces import _sort_order, _window_and_build
@@ -186,12 +186,8 @@ def load_mooncake_trace(
         >>> len(trace), trace.prefix_block_tokens, len(trace.prefix_block_hashes[0])
         (3, 512, 78)
     """
-    file = Path(path)
     block_tokens = check_int("block_tokens", block_tokens, minimum=1)
-    if not file.exists():
-        raise DataFileNotFoundError(f"trace file {str(file)!r} does not exist")
-    if not file.is_file():
-        raise ValueError(f"trace path {str(file)!r} is not a file")
+    file = existing_file(path)
     stamps: list[float] = []
     prompts: list[int] = []
     outputs: list[int] = []

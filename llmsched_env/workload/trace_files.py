@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llmsched_env.registry import resolve
-from llmsched_env.workload._csv import DataFileNotFoundError
+from llmsched_env.workload._csv import existing_file
 from llmsched_env.workload.mooncake import MOONCAKE_FIELDS, load_mooncake_trace
 from llmsched_env.workload.predictors import LogNormalNoisePredictor
 from llmsched_env.workload.requests import Workload
@@ -59,10 +59,6 @@ def _formats_expected() -> str:
 
 def _first_line(file: Path) -> str:
     """The first non-blank line of ``file`` (at most 64 KiB of it)."""
-    if not file.exists():
-        raise DataFileNotFoundError(f"trace file {str(file)!r} does not exist")
-    if not file.is_file():
-        raise ValueError(f"trace path {str(file)!r} is not a file")
     try:
         with file.open(encoding="utf-8-sig") as handle:
             for text in handle:
@@ -97,7 +93,7 @@ def detect_trace_format(path: str | os.PathLike[str]) -> str:
         >>> detect_trace_format(shipped_data_path(AZURE_CONV_TRACE))
         'azure'
     """
-    file = Path(path)
+    file = existing_file(path)
     first = _first_line(file)
     if first.startswith("{"):
         try:
@@ -169,7 +165,7 @@ def trace_source(path: str | os.PathLike[str], trace_format: str | None = None) 
         ValueError: For a malformed file or a trace too short to split into history and
             episodes.
     """
-    file = Path(path)
+    file = existing_file(path)
     name = detect_trace_format(file) if trace_format is None else trace_format
     resolve("trace format", name, TRACE_FORMATS)
     stat = file.stat()

@@ -41,6 +41,7 @@ from llmsched_env.workload._checks import check_float, check_int, check_rng
 from llmsched_env.workload._csv import (
     DataFileNotFoundError,
     bad_row,
+    existing_file,
     numeric_column,
     read_table,
     token_column,
@@ -206,7 +207,7 @@ def load_azure_trace(
         >>> len(trace), float(trace.arrival_s[0])
         (100, 0.0)
     """
-    file = Path(path)
+    file = existing_file(path)
     frame = read_table(file, AZURE_COLUMNS)
     raw = frame["TIMESTAMP"]
     if pd.api.types.is_numeric_dtype(raw):
@@ -301,7 +302,7 @@ def load_burstgpt_trace(
         ValueError: For an empty or malformed file, a filter value absent from the file (the
             message lists the values present), no rows left, or a window outside the trace.
     """
-    file = Path(path)
+    file = existing_file(path)
     required = ["Timestamp", "Request tokens", "Response tokens"]
     required += ["Model"] if models is not None else []
     required += ["Log Type"] if log_types is not None else []

@@ -11,8 +11,10 @@ from llmsched_env.workload import (
     QWEN_LATENCY_GRID,
     DataFileNotFoundError,
     LogNormalNoisePredictor,
+    detect_trace_format,
     load_azure_trace,
     load_burstgpt_trace,
+    load_mooncake_trace,
     shipped_data_path,
 )
 
@@ -100,6 +102,10 @@ def test_missing_file_is_also_a_file_not_found_error() -> None:
         load_azure_trace(FIXTURES / "nope.csv")
     with pytest.raises(ValueError, match="is not a file"):
         load_azure_trace(FIXTURES)
+    # Path("") is the working directory: an empty path is refused as such, by every loader.
+    for load in (load_azure_trace, load_burstgpt_trace, load_mooncake_trace, detect_trace_format):
+        with pytest.raises(ValueError, match="got the empty path ''"):
+            load("")
 
 
 def test_azure_missing_and_numeric_timestamps(tmp_path: Path) -> None:
