@@ -82,11 +82,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
         if not isinstance(threads, int | np.integer) or isinstance(threads, bool) or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         self.threads = min(int(threads), int(num_envs))
-        # Every sub-env in one call: serially, or in groups on numba's threads.
-        if self.threads == 1:
-            self._step_all = partial(_step_envs, 0, int(num_envs))
-        else:
-            self._step_all = partial(_step_groups, self.threads)
+        self._step_all = self._stepper(int(num_envs))
         kwargs.pop("max_episode_steps", None)  # make_vec passes the spec's (None for ours)
         first = BatchSchedulingEnv(**kwargs)
         compiled_timing = getattr(first.latency, "compiled_timing", None)
@@ -272,7 +268,52 @@ class BatchSchedulingVectorEnv(VectorEnv):
         for env in self._sub_envs:
             env.close()
 
+    def set_attr(self, name: str, values: Any) -> None:
+        """Refused: the compiled step does not read the sub-envs' attributes.
+
+        It reads the configuration once, at construction, and each episode's arrays at its
+        reset, so a changed attribute would be silently ignored.
+
+        Raises:
+            AttributeError: Always, naming the attribute.
+        """
+        raise AttributeError(
+            f"cannot set {name!r} on the sub-envs of the compiled vector env: its compiled step "
+            "reads their configuration once, at construction; build a new vector env with the "
+            "setting, or use vectorization_mode='sync'"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The typed list of episode arrays and the compiled step do not pickle: both are made
+        # again from the (pickled) sub-envs, whose episode arrays are made again from their own
+        # copied buffers.
+        state = self.__dict__.copy()
+        del state["_episodes"], state["_step_all"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled or deep-copied vector env, which continues as the original would."""
+        self.__dict__.update(state)
+        self._step_all = self._stepper(self.num_envs)
+        self._episodes = None
+        if self._started:
+            for i, env in enumerate(self._sub_envs):
+                self._hand_over(i, env._episode)
+
     # ------------------------------------------------------------------ helpers
+    def _stepper(self, num_envs: int) -> Any:
+        """The call that steps every sub-env: serially, or in groups on numba's threads."""
+        if self.threads == 1:
+            return partial(_step_envs, 0, num_envs)
+        return partial(_step_groups, self.threads)
+
+    def _hand_over(self, i: int, arrays: tuple[np.ndarray, ...]) -> None:
+        """Make ``arrays`` the episode that the compiled step steps for sub-env ``i``."""
+        if self._episodes is None:  # the first reset, of sub-env 0
+            self._episodes = _episode_list(arrays)
+        else:
+            _store_episode(self._episodes, i, arrays)
+
     def _checked_actions(self, actions: Any) -> np.ndarray:
         """``actions`` as an ``(num_envs, 2)`` int64 array, or a ValueError naming the fault."""
         a = np.asarray(actions)
@@ -298,11 +339,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
         """Reset sub-env ``i`` in Python and hand its state to the compiled step."""
         env = self._sub_envs[i]
         obs, _ = env.reset(seed=seed, options=options)
-        arrays = env._episode
-        if self._episodes is None:  # the first reset, of sub-env 0
-            self._episodes = _episode_list(arrays)
-        else:
-            _store_episode(self._episodes, i, arrays)
+        self._hand_over(i, env._episode)
         self._obs[i] = obs
         self._masks[i] = env._mask
         self._steps[i] = 0

@@ -233,3 +233,33 @@ def test_threads_step_groups_of_sub_envs_with_the_same_episodes() -> None:
 def test_bad_threads_are_refused(threads) -> None:
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         gym.make_vec(ENV_ID, num_envs=2, threads=threads, n_requests=40)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_pickled_or_copied_vector_env_continues_as_the_original(threads: int) -> None:
+    import copy
+    import pickle
+
+    envs = gym.make_vec(ENV_ID, num_envs=4, threads=threads, n_requests=40).unwrapped
+    rng = np.random.default_rng(0)
+    nvec = np.asarray(envs.single_action_space.nvec)
+    envs.reset(seed=3)
+    for _ in range(25):
+        envs.step(_random_actions(envs.action_masks(), nvec, rng))
+    copies = [pickle.loads(pickle.dumps(envs)), copy.deepcopy(envs)]
+    for _ in range(150):  # several episodes each: the copies reset as the original does
+        actions = _random_actions(envs.action_masks(), nvec, rng)
+        expected = envs.step(actions)
+        for other in copies:
+            got = other.step(actions)
+            for a, b in zip(expected[:4], got[:4]):
+                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(expected[4]["time_s"], got[4]["time_s"])
+            np.testing.assert_array_equal(envs.action_masks(), other.action_masks())
+    assert [env.server.now for env in copies[0].envs] == [env.server.now for env in envs.envs]
+
+
+def test_setting_a_sub_env_attribute_is_refused_by_name() -> None:
+    envs = gym.make_vec(ENV_ID, num_envs=2, n_requests=40)
+    with pytest.raises(AttributeError, match="cannot set 'config' on the sub-envs"):
+        envs.unwrapped.set_attr("config", [None, None])
