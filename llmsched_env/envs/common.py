@@ -108,7 +108,11 @@ def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:
                 f"action {action!r} must have shape ({len(nvec)},), one integer per component of "
                 f"MultiDiscrete({list(nvec)}); got shape {a.shape}"
             )
-        if a.dtype.kind not in "iu" and (a.dtype.kind != "f" or not np.all(np.mod(a, 1) == 0)):
+        python_ints = a.dtype.kind == "O" and all(  # integers too large for int64
+            isinstance(v, int | np.integer) and not isinstance(v, bool) for v in a
+        )
+        whole = a.dtype.kind == "f" and bool(np.all(np.isfinite(a)) and np.all(np.mod(a, 1) == 0))
+        if a.dtype.kind not in "iu" and not python_ints and not whole:
             raise ValueError(f"action {action!r} must hold integers, got dtype {a.dtype}")
         values = [int(v) for v in a]
     if min(values) < 0 or not all(map(operator.lt, values, nvec)):

@@ -266,14 +266,24 @@ def test_forbidden_action_raises_when_asked(env_id):
 
 @pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS])
 @pytest.mark.parametrize(
-    "action", [[99, 0, 0], [-1, 0, 0], [0.5, 0, 0], "wait", [[0, 0, 0]]], ids=str
+    ("action", "message"),
+    [
+        ([99, 0, 0], "outside the action space: component 0"),
+        ([-1, 0, 0], "outside the action space: component 0"),
+        ([10**30, 0, 0], "outside the action space: component 0 must be in [0, 4], got 1000"),
+        ([0.5, 0, 0], "must hold integers, got dtype float64"),
+        ([np.inf, 0, 0], "must hold integers, got dtype float64"),
+        ("wait", "must have shape"),
+        ([[0, 0, 0]], "must have shape"),
+    ],
+    ids=str,
 )
-def test_action_outside_the_space_always_raises(env_id, action):
+def test_action_outside_the_space_always_raises(env_id, action, message):
     env = gym.make(env_id, n_requests=30)
     env.reset(seed=0)
     if env_id == BATCH and isinstance(action, list) and len(action) == 3:
         action = action[:2]
-    with pytest.raises(ValueError, match="action"):
+    with pytest.raises(ValueError, match=re.escape(message)):
         env.step(action)
 
 
