@@ -74,6 +74,26 @@ class ContinuousPolicy(Policy):
         cap = self.uncapped if cap_level is None else cap_level
         return np.array([decode_level, prefill_level, cap], dtype=np.int64)
 
+    def feasible(self, action: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """``action``, or the nearest one the env allows when it is a forbidden prefill alone.
+
+        The per-component mask that the policies read says that a prefill level forms *some*
+        iteration. Whether it forms one without decodes only the joint rule says
+        (``env.action_allowed``): with paged KV memory the whole budget's first chunk may not
+        get its blocks while a smaller chunk does. A forbidden prefill-only action
+        ``[0, p, cap]`` becomes ``[0, v, cap]`` with the largest allowed level ``v < p``; if
+        there is none, decoding every running sequence, or WAIT when none runs (a policy's
+        action is never silently replaced by the env's fallback).
+        """
+        decode, prefill, cap = (int(v) for v in action)
+        if decode > 0 or prefill == 0 or self.env.action_allowed(action):
+            return action
+        for level in range(prefill - 1, 0, -1):
+            smaller = self.action(0, level, cap)
+            if self.env.action_allowed(smaller):
+                return smaller
+        return self.action(self.decode_levels - 1 if self.running(info) else 0, 0, cap)
+
     def cap_level(self, cap: int) -> int:
         """The prompt-cap level whose cap is exactly ``cap`` prompts.
 

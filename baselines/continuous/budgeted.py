@@ -37,8 +37,8 @@ class DecodePrioritizing(ContinuousPolicy):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode all when anything runs, else fill the budget with prefill."""
         if self.running(info):
-            return self.action(self.decode_levels - 1, 0)
-        return self.action(0, self.prefill_levels - 1)
+            return self.feasible(self.action(self.decode_levels - 1, 0), info)
+        return self.feasible(self.action(0, self.prefill_levels - 1), info)
 
 
 class PrefillPrioritizing(ContinuousPolicy):
@@ -58,8 +58,8 @@ class PrefillPrioritizing(ContinuousPolicy):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Prefill when possible, else decode all."""
         if self.prefill_allowed(info):
-            return self.action(0, self.prefill_levels - 1)
-        return self.action(self.decode_levels - 1, 0)
+            return self.feasible(self.action(0, self.prefill_levels - 1), info)
+        return self.feasible(self.action(self.decode_levels - 1, 0), info)
 
 
 class Hybrid(ContinuousPolicy):
@@ -105,4 +105,4 @@ class Hybrid(ContinuousPolicy):
         """Decode up to the decode share, prefill with the remaining budget."""
         decode = self.codec.nearest_decode_level(self.running(info), self.decode_slots)
         prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
-        return self.action(decode, prefill)
+        return self.feasible(self.action(decode, prefill), info)

@@ -51,7 +51,7 @@ class VLLMStyle(ContinuousPolicy):
         running = self.running(info)
         prefill_tokens = self.planned_prefill_tokens(info)
         if prefill_tokens == 0:
-            return self.action(self.decode_levels - 1 if running else 0, 0)
+            return self.feasible(self.action(self.decode_levels - 1 if running else 0, 0), info)
         left = self.max_tokens - prefill_tokens
         if running == 0:
             decode = 0
@@ -59,7 +59,7 @@ class VLLMStyle(ContinuousPolicy):
             decode = self.decode_levels - 1
         else:
             decode = self.codec.largest_decode_level_within(running, left)
-        return self.action(decode, self.prefill_levels - 1)
+        return self.feasible(self.action(decode, self.prefill_levels - 1), info)
 
 
 class SarathiStyle(ContinuousPolicy):
@@ -92,7 +92,7 @@ class SarathiStyle(ContinuousPolicy):
         """Decode all, prefill chunks in the leftover budget."""
         decode = self.decode_levels - 1 if self.running(info) else 0
         prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
-        return self.action(decode, prefill)
+        return self.feasible(self.action(decode, prefill), info)
 
 
 class VLLMV1(ContinuousPolicy):
@@ -142,4 +142,4 @@ class VLLMV1(ContinuousPolicy):
         """Decode all, give prefill the whole leftover budget."""
         decode = self.decode_levels - 1 if self.running(info) else 0
         prefill = self.prefill_levels - 1 if self.prefill_allowed(info) else 0
-        return self.action(decode, prefill)
+        return self.feasible(self.action(decode, prefill), info)

@@ -62,14 +62,14 @@ class RunToCompletion(ContinuousPolicy):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Decode the running job, or prefill the next one alone."""
         if self.running(info):
-            return self.action(self.decode_levels - 1, 0, self._one)
+            return self.feasible(self.action(self.decode_levels - 1, 0, self._one), info)
         if not self.prefilling(info):
-            return self.action(0, self.prefill_levels - 1, self._one)
+            return self.feasible(self.action(0, self.prefill_levels - 1, self._one), info)
         # A chunked prompt in progress: continue it and use the budget up, so nothing is admitted.
         piece = min(int(info["prefill_remaining_tokens"]), self.chunk_size or self.max_tokens)
         exact = [v for v in range(1, self.prefill_levels) if self.level_budget(v) <= piece]
         if exact:
-            return self.action(0, exact[-1], self._one)
+            return self.feasible(self.action(0, exact[-1], self._one), info)
         if self.n_overlaps == 0:
             self.warn(
                 "the last piece of a chunked prompt is shorter than the smallest prefill budget "
@@ -77,7 +77,7 @@ class RunToCompletion(ContinuousPolicy):
                 "iteration; build the env with chunk_size=None for exact run-to-completion"
             )
         self.n_overlaps += 1
-        return self.action(0, 1, self._one)
+        return self.feasible(self.action(0, 1, self._one), info)
 
 
 class PrefillPrioritizingK(ContinuousPolicy):
@@ -110,5 +110,5 @@ class PrefillPrioritizingK(ContinuousPolicy):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Prefill up to K prompts when possible, else decode every running sequence."""
         if self.prefill_allowed(info):
-            return self.action(0, self.prefill_levels - 1, self._cap)
-        return self.action(self.decode_levels - 1, 0, self._cap)
+            return self.feasible(self.action(0, self.prefill_levels - 1, self._cap), info)
+        return self.feasible(self.action(self.decode_levels - 1, 0, self._cap), info)

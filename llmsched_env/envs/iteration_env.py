@@ -589,6 +589,26 @@ class ContinuousBatchingEnv(SchedulingEnv):
                 mask[1:, level, :] = running
         return mask
 
+    def action_allowed(self, action: Any) -> bool:
+        """Whether ``action`` is allowed now: its entry of :meth:`joint_action_mask`, alone.
+
+        A few of the server's queries at most, for a policy that weighs one or two actions: the
+        per-component mask of :meth:`action_masks` says that a prefill level forms *some*
+        iteration, but with paged KV memory only the joint rule says whether it forms one
+        without decodes (the whole budget's first chunk may not get its blocks while a smaller
+        one does). Any prompt cap is accepted with WAIT or without prefill, as by ``step``.
+
+        Raises:
+            ValueError: If ``action`` is not in the action space.
+            RuntimeError: Before ``reset``.
+        """
+        if self.server is None:
+            raise RuntimeError("call reset() before action_allowed()")
+        decode, prefill, cap = parse_action(action, self._nvec)
+        if self._episode_over:
+            return decode == 0 and prefill == 0  # WAIT only, as in action_masks()
+        return self._allowed(decode, prefill, cap)
+
     def _sla_targets(self) -> SLATargets:
         cfg = self.config
         return SLATargets(

@@ -28,11 +28,22 @@ def make_env(**kwargs):
     return gym.make(ENV_ID, **args)
 
 
-def fake_info(env, *, running=0, waiting=(), prefilling=(), prefill_remaining=0, can_prefill=None):
+def fake_info(
+    env,
+    *,
+    running=0,
+    waiting=(),
+    prefilling=(),
+    prefill_remaining=0,
+    can_prefill=None,
+    largest_alone=None,
+):
     """A decision's info as the env documents it, for a hand-made state of the deciding GPU.
 
     ``waiting`` lists the prompt tokens of the waiting prompts; the env's dry run of a prefill
-    level (``prefill_plan``) is replaced by the FIFO plan of whole prompts within its budget.
+    level (``prefill_plan``) is replaced by the FIFO plan of whole prompts within its budget,
+    and its joint rule (``action_allowed``) by the mask's, except that a prefill-only action
+    above level ``largest_alone`` (when given) is forbidden, as paged KV memory can make it.
     """
     cfg = env.unwrapped.config
     d, p, c = cfg.decode_levels, cfg.prefill_levels, len(cfg.prompt_caps)
@@ -48,6 +59,16 @@ def fake_info(env, *, running=0, waiting=(), prefilling=(), prefill_remaining=0,
         return PrefillPlan(used, 0, admitted)
 
     env.unwrapped.prefill_plan = prefill_plan
+
+    def action_allowed(action):
+        decode, prefill, _ = (int(v) for v in action)
+        if decode > 0:
+            return running > 0 and (prefill == 0 or can_prefill)
+        if prefill == 0:
+            return True  # WAIT: something is in flight in these states
+        return can_prefill and (largest_alone is None or prefill <= largest_alone)
+
+    env.unwrapped.action_allowed = action_allowed
     mask = np.zeros(d + p + c, dtype=bool)
     mask[0] = True
     mask[1:d] = running > 0
@@ -118,6 +139,19 @@ def test_prefill_k_actions_and_cap_check():
         PrefillPrioritizingK(env, k=0)
     with pytest.raises(ValueError, match="prompt cap of 1"):
         RunToCompletion(make_env(prompt_caps=(2, 0, None)))
+
+
+def test_a_prefill_alone_the_joint_rule_forbids_takes_the_largest_allowed_level():
+    """Paged KV: the mask allows the whole budget beside decodes, not always without them."""
+    env = make_env()
+    b4 = make_policy("prefill-k4", env)
+    pf = make_policy("prefill-first", env)
+    state = dict(running=3, waiting=[32] * 6)
+    assert act(b4, fake_info(env, **state, largest_alone=2)) == [0, 2, 3]
+    assert act(pf, fake_info(env, **state, largest_alone=1)) == [0, 1, 6]
+    # No level forms an iteration without decodes: decode every running sequence, or WAIT.
+    assert act(b4, fake_info(env, **state, largest_alone=0)) == [4, 0, 3]
+    assert act(pf, fake_info(env, waiting=[32], largest_alone=0)) == [0, 0, 6]
 
 
 def test_decode_first_and_prefill_first_actions():
@@ -227,6 +261,9 @@ CONFIGS = {
     "whole prompts": dict(chunk_size=None),
     "chunked 64": dict(chunk_size=64, max_tokens=256),
     "2 gpus, small limits": dict(n_gpus=2, max_sequences=8, max_tokens=512, chunk_size=None),
+    # The whole budget's first chunk often cannot get its blocks while a smaller one can: the
+    # per-component mask allows the level, the joint rule forbids it without decodes.
+    "paged, little KV": dict(kv_allocation="paged", kv_memory=1500, max_tokens=1024),
 }
 
 

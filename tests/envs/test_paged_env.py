@@ -163,3 +163,34 @@ def test_shared_prompt_prefixes_skip_prefill_in_the_env():
     assert metrics[True]["prefix_queried_tokens"] == 3 * 64
     assert metrics[False]["prefix_hit_tokens"] == metrics[False]["prefix_queried_tokens"] == 0
     assert metrics[True]["ttft_s_mean"] < metrics[False]["ttft_s_mean"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kv_allocation="paged", kv_memory=1500, max_tokens=1024),
+        dict(kv_allocation="paged", kv_memory=4000, chunk_size=256, prompt_caps=(1, 0, None)),
+        dict(kv_memory=3000),  # reserved KV memory
+    ],
+    ids=["paged", "paged chunked", "reserve"],
+)
+def test_action_allowed_is_the_joint_masks_entry(kwargs):
+    env = gym.make(CONTINUOUS, workload="demo2", latency="demo2", n_requests=30, **kwargs)
+    unwrapped = env.unwrapped
+    env.reset(seed=4)
+    rng = np.random.default_rng(0)
+    nvec = tuple(env.action_space.nvec)
+    for step in range(100_000):
+        joint = unwrapped.joint_action_mask()
+        if step < 60 or step % 20 == 0:
+            for action in np.ndindex(*nvec):
+                d, p, _ = action
+                # The joint mask lists WAIT and decode-only actions with cap level 0 only.
+                expected = joint[d, p, 0] if p == 0 else joint[action]
+                assert unwrapped.action_allowed(action) == expected, action
+        allowed = np.argwhere(joint)
+        *_, terminated, truncated, _ = env.step(allowed[rng.integers(len(allowed))])
+        if terminated or truncated:
+            break
+    assert unwrapped.action_allowed([0, 0, 1])  # the episode is over: WAIT only
+    assert not unwrapped.action_allowed([1, 0, 0])
