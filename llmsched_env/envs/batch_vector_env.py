@@ -51,7 +51,9 @@ class BatchSchedulingVectorEnv(VectorEnv):
             ``workqueue`` threading layer must not be entered by two Python threads at once:
             step such vector envs from one thread, or install ``tbb``.
         **kwargs: Arguments of :class:`~llmsched_env.envs.batch_env.BatchSchedulingEnv`, the same
-            for every sub-env (``render_mode`` is not supported).
+            for every sub-env (``render_mode`` is not supported). ``max_episode_steps``, which
+            ``gym.make_vec`` passes on, is the env's ``max_steps``: the episode is truncated
+            after that many steps, and ends as the env's own truncation ends it.
 
     Observations, rewards, terminations and truncations are batched along the first axis;
     actions are an ``(num_envs, 2)`` integer array. ``info`` holds, per sub-env,
@@ -83,7 +85,15 @@ class BatchSchedulingVectorEnv(VectorEnv):
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         self.threads = min(int(threads), int(num_envs))
         self._step_all = self._stepper(int(num_envs))
-        kwargs.pop("max_episode_steps", None)  # make_vec passes the spec's (None for ours)
+        # make_vec passes the spec's (None for ours) or the caller's: a step limit, as max_steps.
+        max_episode_steps = kwargs.pop("max_episode_steps", None)
+        if max_episode_steps is not None:
+            if kwargs.get("max_steps", max_episode_steps) != max_episode_steps:
+                raise ValueError(
+                    f"max_episode_steps={max_episode_steps!r} and max_steps="
+                    f"{kwargs['max_steps']!r} disagree; give one step limit"
+                )
+            kwargs["max_steps"] = max_episode_steps
         first = BatchSchedulingEnv(**kwargs)
         compiled_timing = getattr(first.latency, "compiled_timing", None)
         if compiled_timing is None or compiled_timing() is None:

@@ -263,3 +263,23 @@ def test_setting_a_sub_env_attribute_is_refused_by_name() -> None:
     envs = gym.make_vec(ENV_ID, num_envs=2, n_requests=40)
     with pytest.raises(AttributeError, match="cannot set 'config' on the sub-envs"):
         envs.unwrapped.set_attr("config", [None, None])
+
+
+def test_max_episode_steps_truncates_as_in_the_sync_vector_env() -> None:
+    compiled = gym.make_vec(ENV_ID, num_envs=3, max_episode_steps=4, n_requests=60)
+    sync = gym.make_vec(
+        ENV_ID, num_envs=3, max_episode_steps=4, n_requests=60, vectorization_mode="sync"
+    )
+    rng = np.random.default_rng(2)
+    nvec = np.asarray(compiled.single_action_space.nvec)
+    np.testing.assert_array_equal(compiled.reset(seed=5)[0], sync.reset(seed=5)[0])
+    truncations = 0
+    for _ in range(12):
+        actions = _random_actions(compiled.unwrapped.action_masks(), nvec, rng)
+        got, expected = compiled.step(actions), sync.step(actions)
+        for a, b in zip(got[:4], expected[:4]):
+            np.testing.assert_array_equal(a, b)
+        truncations += int(got[3].sum())
+    assert truncations == 6  # every sub-env, after steps 4 and 9 (step 5 is its reset)
+    with pytest.raises(ValueError, match="max_episode_steps=3 and max_steps=4 disagree"):
+        gym.make_vec(ENV_ID, num_envs=2, max_episode_steps=3, max_steps=4)
