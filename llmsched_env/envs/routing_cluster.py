@@ -126,7 +126,7 @@ class Cluster:
             replica clock.
         request: Index of the request to route, -1 when none is due.
         mask: Per replica, whether it can admit :attr:`request`.
-        n_arrived: Requests routed so far (including those rejected without a decision).
+        n_routed: Requests routed so far (including those rejected without a decision).
         pending: Per replica, requests routed to it that its clock has not reached yet.
     """
 
@@ -143,7 +143,7 @@ class Cluster:
         self.now = 0.0
         self.request = -1
         self.mask = [False] * self.n_gpus
-        self.n_arrived = 0
+        self.n_routed = 0
         self.n_rejected_undecided = 0
         self.pending: list[deque[int]] = [deque() for _ in replicas]
         self.pending_tokens = [0] * self.n_gpus
@@ -160,8 +160,8 @@ class Cluster:
             every replica has finished.
         """
         servers = self.servers
-        while self.n_arrived < self.n_requests:
-            i = self.n_arrived
+        while self.n_routed < self.n_requests:
+            i = self.n_routed
             for replica in self.replicas:
                 replica.run()
             self.now = self._arrival[i]
@@ -191,7 +191,7 @@ class Cluster:
             else:
                 server.mark_elsewhere(i)
             server.known = i + 1
-        self.n_arrived = i + 1
+        self.n_routed = i + 1
         self.request = -1
         self.pending[replica].append(i)
         self.pending_tokens[replica] += self._prompt[i]
@@ -258,8 +258,13 @@ class Cluster:
         return sum(s.n_tbt_misses for s in self.servers)
 
     @property
+    def n_arrived(self) -> int:
+        """Requests arrived: those routed, and the one to route (it arrives now)."""
+        return self.n_routed + (self.request >= 0)
+
+    @property
     def n_in_system(self) -> int:
-        """Requests routed and neither completed nor rejected."""
+        """Requests arrived and neither completed nor rejected (the one to route included)."""
         return self.n_arrived - self.n_completed - self.n_rejected
 
     # ------------------------------------------------------------------ records and metrics

@@ -352,9 +352,13 @@ class RoutingEnv(SchedulingEnv):
         )
 
     # ------------------------------------------------------------------ helpers
+    def _request(self) -> int:
+        """The request to route, -1 once the episode is over (truncation leaves one due)."""
+        return -1 if self._episode_over else self.server.request
+
     def _observe(self) -> np.ndarray:
         cluster = self.server
-        i = cluster.request
+        i = self._request()
         w = cluster.workload
         prompt = int(w.prompt_tokens[i]) if i >= 0 else 0
         predicted = int(w.predicted_output_tokens[i]) if i >= 0 else 0
@@ -365,7 +369,7 @@ class RoutingEnv(SchedulingEnv):
         cluster = self.server
         loads = ReplicaLoads.measure(cluster)
         self._loads = loads
-        i = cluster.request
+        i = self._request()
         w = cluster.workload
         if i >= 0:
             self._mask = np.array(cluster.mask)
@@ -398,7 +402,7 @@ class RoutingEnv(SchedulingEnv):
         """The request to route, then one line per replica."""
         s = self.server
         loads = self._loads
-        lines = [f"  request {s.request}"]
+        lines = [f"  request {self._request()}"]
         for r, server in enumerate(s.servers):
             lines.append(
                 f"  replica {r}: {loads.waiting[r]} waiting, {loads.running[r]} running, KV "

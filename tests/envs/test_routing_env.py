@@ -189,6 +189,24 @@ def test_every_request_is_completed_rejected_or_in_the_system():
     assert m["in_system"] > 0 and m["not_arrived"] > 0
 
 
+def test_truncation_ends_the_episode_with_the_request_to_route_counted_as_arrived():
+    kwargs = dict(n_requests=40, n_replicas=2, kv_memory=[1500, 200_000], max_steps=1)
+    env = gym.make(ROUTING, **kwargs)
+    obs, info = env.reset(seed=0)
+    n_arrived = obs[env.unwrapped.obs_names.index("arrived_fraction")] * 40
+    assert n_arrived == 1  # request 0 arrives at the first decision, as in the other envs
+    obs, _, terminated, truncated, info = env.step(1)
+    assert truncated and not terminated
+    # As the docstring says of the end: no request, every replica allowed.
+    assert info["request"] == -1 and info["prompt_tokens"] == 0
+    assert info["action_mask"].all()
+    # The request that arrived but was not routed is in the system, not "not arrived".
+    metrics = info["episode_metrics"]
+    assert metrics["arrived"] == 2 and metrics["in_system"] == 2 and metrics["not_arrived"] == 38
+    status = env.unwrapped.request_records()["status"].astype(str)
+    assert (status[:2] == "in_system").all() and (status[2:] == "not_arrived").all()
+
+
 def test_mask_forbids_replicas_the_request_can_never_fit():
     kwargs = {"workload": "demo2", "latency": "demo2", "kv_memory": (300, 100_000),
               "n_replicas": 2, "arrival_rate": 4.0, "n_requests": 60}  # fmt: skip
