@@ -12,7 +12,11 @@ from llmsched_env.config import ContinuousEnvConfig
 from llmsched_env.envs.base import SchedulingEnv
 from llmsched_env.envs.common import InvalidActionError, parse_action
 from llmsched_env.envs.continuous_action import ContinuousActionCodec
-from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST
+from llmsched_env.envs.footprint import (
+    CONTINUOUS_BYTES_PER_REQUEST,
+    PAGED_BYTES_PER_BLOCK,
+    check_episode_fits,
+)
 from llmsched_env.envs.iteration_observation import (
     IterationObservation,
     feature_bounds,
@@ -274,6 +278,15 @@ class ContinuousBatchingEnv(SchedulingEnv):
             raise ValueError(
                 f"kv_block_tokens={cfg.kv_block_tokens!r} is larger than the KV memory "
                 f"({self.kv_capacity_tokens} tokens): paged allocation needs at least one block"
+            )
+        if self.paged:  # each GPU keeps a pool of its blocks
+            blocks = -(-self.kv_capacity_tokens // cfg.kv_block_tokens)
+            check_episode_fits(
+                cfg.owner,
+                cfg.n_requests,
+                CONTINUOUS_BYTES_PER_REQUEST,
+                fixed_bytes=cfg.n_gpus * blocks * PAGED_BYTES_PER_BLOCK,
+                fixed_for=f"the KV blocks of n_gpus={cfg.n_gpus} GPUs",
             )
         calibration = self.source.calibration()
         mean_prompt = float(np.mean(calibration.prompt_tokens))

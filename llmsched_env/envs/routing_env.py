@@ -12,7 +12,11 @@ from gymnasium import spaces
 from llmsched_env.config import RoutingEnvConfig
 from llmsched_env.envs.base import SchedulingEnv
 from llmsched_env.envs.common import InvalidActionError
-from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST, check_episode_fits
+from llmsched_env.envs.footprint import (
+    PAGED_BYTES_PER_BLOCK,
+    ROUTING_BYTES_PER_REPLICA_REQUEST,
+    check_episode_fits,
+)
 from llmsched_env.envs.iteration_env import ContinuousBatchingEnv
 from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.envs.routing_cluster import Cluster, Replica
@@ -199,7 +203,6 @@ class RoutingEnv(SchedulingEnv):
         render_mode: str | None = None,
     ) -> None:
         cfg = RoutingEnvConfig.from_arguments(locals())
-        check_episode_fits(cfg.owner, cfg.n_requests, CONTINUOUS_BYTES_PER_REQUEST)
         self.config = cfg
         self.render_mode = cfg.render_mode
         self.source = make_workload_source(cfg.workload)
@@ -210,6 +213,15 @@ class RoutingEnv(SchedulingEnv):
         self.last_info: dict[str, Any] | None = None
         self._queue_columns: tuple[np.ndarray, ...] = ()
         self._views = self._make_views(cfg)
+        # Every replica keeps per-request state for the whole episode, and its KV block pool.
+        blocks = sum(-(-int(v.kv_capacity_tokens) // cfg.kv_block_tokens) for v in self._views)
+        check_episode_fits(
+            cfg.owner,
+            cfg.n_requests,
+            cfg.n_replicas * ROUTING_BYTES_PER_REPLICA_REQUEST,
+            fixed_bytes=blocks * PAGED_BYTES_PER_BLOCK,
+            fixed_for=f"the KV blocks of n_replicas={cfg.n_replicas} replicas",
+        )
         from llmsched_env.kinds import get_kind  # the baselines are imported when first needed
 
         table = get_kind("continuous").policy_table()

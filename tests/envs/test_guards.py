@@ -64,6 +64,24 @@ def test_the_memory_check_gives_estimate_available_and_largest_size():
     assert available is None or available > 0
 
 
+def test_the_memory_check_counts_what_an_episode_needs_whatever_its_length():
+    fixed = dict(fixed_bytes=60_000, fixed_for="the KV blocks of n_replicas=4 replicas")
+    with pytest.raises(ValueError, match=r"plus 58.6 KB for the KV blocks.*fits is 100 "):
+        check_episode_fits("Env", 1000, 400, available_bytes=100_000, **fixed)
+    with pytest.raises(ValueError, match=r"n_replicas=4 replicas alone needs about 58.6 KB"):
+        check_episode_fits("Env", 1, 400, available_bytes=50_000, **fixed)
+    assert check_episode_fits("Env", 10, 400, available_bytes=64_000, **fixed) == 64_000
+
+
+def test_paged_kv_memory_whose_blocks_cannot_fit_in_memory_is_refused():
+    # Each GPU's (or replica's) server keeps a pool of its blocks: 10^12 tokens need ~10 TB.
+    with pytest.raises(ValueError, match=r"the KV blocks of n_gpus=2 GPUs alone"):
+        gym.make(CONTINUOUS, kv_allocation="paged", kv_memory=10**12, n_gpus=2, n_requests=10)
+    with pytest.raises(ValueError, match=r"the KV blocks of n_replicas=1024 replicas alone"):
+        gym.make("llmsched/Routing-v0", n_replicas=1024, kv_memory=10**9, n_requests=10)
+    gym.make(CONTINUOUS, kv_memory=10**12, n_requests=10)  # reserved memory keeps counters only
+
+
 @pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS])
 @pytest.mark.parametrize("value", [1e3, 10.0, np.float64(20)])
 def test_a_float_count_is_a_type_error_naming_the_argument(env_id, value):
