@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
+import numpy as np
+
 from llmsched_env import arguments
 from llmsched_env.arguments import ArgumentTypeError
 
@@ -429,7 +431,12 @@ class RoutingEnvConfig(EnvConfig):
 
 
 def _per_replica(owner: str, name: str, value: Any, n_replicas: int) -> Any:
-    """One value for every replica, or a tuple of ``n_replicas`` values (lists become tuples)."""
+    """One value for every replica, or a tuple of ``n_replicas`` values.
+
+    Lists and one-dimensional numpy arrays become tuples (an array's values as Python scalars).
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
     if not isinstance(value, (list, tuple)):
         return value
     if len(value) != n_replicas:

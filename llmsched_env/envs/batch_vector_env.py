@@ -333,17 +333,17 @@ class BatchSchedulingVectorEnv(VectorEnv):
                 f"sub-env, got shape {a.shape}"
             )
         if a.dtype.kind not in "iu":
-            if a.dtype.kind != "f" or not np.all(np.mod(a, 1) == 0):
+            whole = a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(np.mod(a, 1) == 0)
+            if not whole:
                 raise ValueError(f"actions must hold integers, got dtype {a.dtype}")
-        a = a.astype(np.int64, copy=False)
-        bad = (a < 0) | (a >= self._nvec)
+        bad = (a < 0) | (a >= self._nvec)  # before the cast, which would wrap huge values
         if bad.any():
             i, j = (int(x) for x in np.argwhere(bad)[0])
             raise ValueError(
                 f"action {a[i].tolist()} of sub-env {i} is outside the action space: component "
                 f"{j} must be in [0, {self._nvec[j] - 1}], got {a[i, j]}"
             )
-        return a
+        return a.astype(np.int64, copy=False)
 
     def _reset_env(self, i: int, seed: int | None, options: dict[str, Any] | None) -> None:
         """Reset sub-env ``i`` in Python and hand its state to the compiled step."""

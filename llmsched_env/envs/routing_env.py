@@ -345,8 +345,9 @@ class RoutingEnv(SchedulingEnv):
         """The replica index of ``action`` (an integer, or an array of one integer)."""
         n = self.config.n_replicas
         a = np.asarray(action)
-        if a.size != 1 or a.dtype.kind not in "iu":
-            if a.size == 1 and a.dtype.kind == "f" and float(a.reshape(-1)[0]).is_integer():
+        if a.ndim > 1 or a.size != 1 or a.dtype.kind not in "iu":
+            whole = a.dtype.kind == "f" and a.size == 1 and float(a.reshape(-1)[0]).is_integer()
+            if a.ndim <= 1 and whole:
                 a = a.astype(np.int64)
             else:
                 raise ValueError(

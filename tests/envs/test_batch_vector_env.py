@@ -175,6 +175,13 @@ def test_bad_actions_name_the_sub_env() -> None:
         envs.step(np.array([[0, 0], [0, 99]]))
     with pytest.raises(ValueError, match="integers"):
         envs.step(np.array([[0.5, 0], [0, 0]]))
+    with pytest.raises(ValueError, match="integers"):
+        envs.step(np.array([[np.inf, 0], [0, 0]]))
+    # Values too large for int64 are named as given, not as the cast would wrap them.
+    with pytest.raises(ValueError, match=r"sub-env 0 is outside .* got 1e\+30"):
+        envs.step(np.array([[1e30, 0], [0, 0]]))
+    with pytest.raises(ValueError, match=r"got 9223372036854775808"):
+        envs.step(np.array([[2**63, 0], [0, 0]], dtype=np.uint64))
 
 
 def test_forbidden_actions_raise_when_asked() -> None:

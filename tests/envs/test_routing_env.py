@@ -275,6 +275,20 @@ def test_observation_names_bounds_and_info_shapes():
     assert info["applied_action"] == -1 and info["n_replicas"] == 3
 
 
+@pytest.mark.parametrize("action", [[[1]], [[1.0]], [1, 0], 0.5, np.nan, "1", True], ids=repr)
+def test_an_action_that_is_not_one_replica_index_is_refused(action):
+    env = gym.make(ROUTING, n_replicas=2, n_requests=20)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"must be one integer, a replica index in \[0, 2\)"):
+        env.step(action)
+
+
+def test_per_replica_settings_may_be_numpy_arrays():
+    env = gym.make(ROUTING, n_replicas=2, kv_memory=np.array([50_000, 60_000]), n_requests=20)
+    assert env.unwrapped.kv_capacity_tokens == (50_000, 60_000)
+    assert env.unwrapped.config.kv_memory == (50_000, 60_000)
+
+
 def test_bad_per_replica_settings_name_the_value():
     with pytest.raises(ValueError, match="latency.*n_replicas=3"):
         gym.make(ROUTING, n_replicas=3, latency=("demo2", "demo2"))
