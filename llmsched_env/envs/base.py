@@ -27,6 +27,7 @@ import numpy as np
 
 from llmsched_env.envs.common import (
     RequestRecordsMixin,
+    check_episode_size,
     episode_arrival_rate,
     episode_workload,
 )
@@ -73,6 +74,7 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         self.config = cfg
         self.render_mode = cfg.render_mode
         self.source = make_workload_source(cfg.workload)
+        check_episode_size(cfg.owner, self.source, cfg.n_requests)
         self.kv_capacity_tokens = make_kv_memory(cfg.kv_memory).capacity_tokens
         self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
         self.server = None

@@ -159,6 +159,21 @@ def episode_arrival_rate(
     return _positive_option(options, "load") * capacity_rps
 
 
+def check_episode_size(owner: str, source: WorkloadSource, n_requests: int) -> None:
+    """Refuse, when the env is built, episodes longer than a trace source can give.
+
+    Raises:
+        ValueError: If ``source`` has an episode region (a trace's) shorter than ``n_requests``
+            requests; the message names the env, the trace and its size.
+    """
+    check = getattr(source, "check_n_requests", None)
+    if check is not None:
+        try:
+            check(n_requests)
+        except ValueError as error:
+            raise ValueError(f"{owner}: {error}") from None
+
+
 def episode_workload(
     source: WorkloadSource,
     n_requests: int,

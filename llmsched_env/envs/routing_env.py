@@ -11,7 +11,7 @@ from gymnasium import spaces
 
 from llmsched_env.config import RoutingEnvConfig
 from llmsched_env.envs.base import SchedulingEnv
-from llmsched_env.envs.common import InvalidActionError
+from llmsched_env.envs.common import InvalidActionError, check_episode_size
 from llmsched_env.envs.footprint import (
     PAGED_BYTES_PER_BLOCK,
     ROUTING_BYTES_PER_REPLICA_REQUEST,
@@ -206,6 +206,7 @@ class RoutingEnv(SchedulingEnv):
         self.config = cfg
         self.render_mode = cfg.render_mode
         self.source = make_workload_source(cfg.workload)
+        check_episode_size(cfg.owner, self.source, cfg.n_requests)
         self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
         self.server: Cluster | None = None
         self._steps = 0

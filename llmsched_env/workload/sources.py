@@ -237,6 +237,22 @@ class TraceSource:
         """Number of requests in the episode region (the largest possible ``n_requests``)."""
         return len(self.trace) - self.calibration_size
 
+    def check_n_requests(self, n_requests: int) -> int:
+        """``n_requests`` if the episode region holds that many requests.
+
+        Raises:
+            ValueError: If it is not an integer >= 1, or more than :attr:`max_episode_requests`.
+        """
+        n = check_int("n_requests", n_requests, minimum=1)
+        available = self.max_episode_requests
+        if n > available:
+            raise ValueError(
+                f"n_requests={n} is more than the {available} requests in the episode region of "
+                f"trace source {self.name!r} ({len(self.trace)} requests, the first "
+                f"{self.calibration_size} reserved for calibration)"
+            )
+        return n
+
     @property
     def natural_rate_rps(self) -> float:
         """Mean arrival rate of the whole trace in requests per second."""
@@ -265,16 +281,10 @@ class TraceSource:
         Raises:
             ValueError: If the window does not fit in the episode region.
         """
-        n = check_int("n_requests", n_requests, minimum=1)
+        n = self.check_n_requests(n_requests)
         rng = check_rng(rng)
         rate = _check_rate(arrival_rate_rps)
         available = self.max_episode_requests
-        if n > available:
-            raise ValueError(
-                f"n_requests={n} is more than the {available} requests in the episode region of "
-                f"trace source {self.name!r} ({len(self.trace)} requests, the first "
-                f"{self.calibration_size} reserved for calibration)"
-            )
         last_start = available - n
         if start is None:
             offset = int(rng.integers(0, last_start, endpoint=True))

@@ -133,3 +133,9 @@ def test_a_failed_reset_leaves_no_episode_to_step(env_id):
         env.step(env.action_space.sample())
     env.reset(seed=0)  # a reset that succeeds starts an episode again
     env.step(env.action_space.sample())  # (forbidden actions are remapped by default)
+
+
+@pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS, "llmsched/Routing-v0"])
+def test_more_requests_than_the_trace_holds_are_refused_when_the_env_is_built(env_id):
+    with pytest.raises(ValueError, match=r"-v0: n_requests=20000 is more than the \d+ requests"):
+        gym.make(env_id, n_requests=20_000)  # the Azure conversation trace's region: 15,493
