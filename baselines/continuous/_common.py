@@ -85,7 +85,7 @@ class ContinuousPolicy(Policy):
         there is none, decoding every running sequence, or WAIT when none runs (a policy's
         action is never silently replaced by the env's fallback).
         """
-        decode, prefill, cap = (int(v) for v in action)
+        decode, prefill, cap = action.tolist()
         if decode > 0 or prefill == 0 or self.env.action_allowed(action):
             return action
         for level in range(prefill - 1, 0, -1):
