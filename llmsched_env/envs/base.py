@@ -97,7 +97,11 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         options = options or {}
         # The configured rate, or options["load"] times the capacity estimate.
         self.episode_arrival_rate_rps = episode_arrival_rate(
-            options, self.arrival_rate_rps, self.capacity_rps
+            options,
+            self.arrival_rate_rps,
+            self.capacity_rps,
+            self.config.owner,
+            self.config.n_requests,
         )
         return episode_workload(
             self.source,

@@ -18,7 +18,7 @@ from llmsched_env.envs.batch_observation import (
     feature_names,
 )
 from llmsched_env.envs.batch_step import REWARD_CODES, episode_arrays, step_one
-from llmsched_env.envs.common import InvalidActionError, parse_action
+from llmsched_env.envs.common import InvalidActionError, configured_arrival_rate, parse_action
 from llmsched_env.envs.footprint import BATCH_BYTES_PER_REQUEST
 from llmsched_env.envs.queue_snapshot import BinQueueSnapshot, QueueSnapshot, read_only
 from llmsched_env.envs.rewards import REWARD_SHAPES
@@ -311,7 +311,9 @@ class BatchSchedulingEnv(SchedulingEnv):
             max_batch_size=cfg.max_batch_size,
             kv_capacity_tokens=self.kv_capacity_tokens,
         )
-        self.arrival_rate_rps = cfg.arrival_rate or cfg.load * self.capacity_rps
+        self.arrival_rate_rps = configured_arrival_rate(
+            cfg.owner, cfg.arrival_rate, cfg.load, self.capacity_rps, cfg.n_requests
+        )
         self.length_scale_tokens = float(max(np.quantile(predicted, 0.99), 1.0))
         self.bin_service_s = self._bin_service_estimates(calibration)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from llmsched_env.jit import njit
-from llmsched_env.workload import Workload, WorkloadSource
-from llmsched_env.workload.arrivals import GammaArrivals
+from llmsched_env.workload import MAX_ARRIVAL_S, Workload, WorkloadSource
+from llmsched_env.workload.arrivals import CV_RANGE, GammaArrivals
 
 #: Columns of :meth:`RequestRecordsMixin.request_records`, in order.
 REQUEST_RECORD_COLUMNS = (
@@ -137,8 +137,41 @@ def _positive_option(options: dict[str, Any], name: str) -> float:
     return float(value)
 
 
+def configured_arrival_rate(
+    owner: str, arrival_rate: float | None, load: float, capacity_rps: float, n_requests: int
+) -> float:
+    """The env's arrival rate: ``arrival_rate``, else ``load`` times the capacity estimate.
+
+    Raises:
+        ValueError: If ``load * capacity_rps`` overflows, or if the rate spreads ``n_requests``
+            requests over more than :data:`~llmsched_env.workload.MAX_ARRIVAL_S` seconds on
+            average (event times would lose their resolution); the message names the argument.
+    """
+    rate = arrival_rate or load * capacity_rps
+    name = f"arrival_rate={arrival_rate!r}" if arrival_rate else f"load={load!r}"
+    _check_rate_for(owner, name, rate, n_requests)
+    return rate
+
+
+def _check_rate_for(owner: str, name: str, rate: float, n_requests: int) -> None:
+    """Refuse an episode rate that overflows or is too low for ``n_requests`` (see above)."""
+    if not np.isfinite(rate):
+        raise ValueError(f"{owner}: {name} is too large: the arrival rate becomes {rate}")
+    span = n_requests / rate
+    if span > MAX_ARRIVAL_S:
+        raise ValueError(
+            f"{owner}: {name} is too low for n_requests={n_requests}: at {rate:.3g} requests/s "
+            f"they arrive over about {span:.3g} s, beyond {MAX_ARRIVAL_S:.0e} s, where event "
+            "times lose their microsecond resolution"
+        )
+
+
 def episode_arrival_rate(
-    options: dict[str, Any], arrival_rate_rps: float, capacity_rps: float
+    options: dict[str, Any],
+    arrival_rate_rps: float,
+    capacity_rps: float,
+    owner: str = "env",
+    n_requests: int = 1,
 ) -> float:
     """The arrival rate of a new episode: ``options["load"]`` times the capacity, if given.
 
@@ -150,13 +183,19 @@ def episode_arrival_rate(
         options: ``reset`` options.
         arrival_rate_rps: The env's configured arrival rate (used without a ``load`` option).
         capacity_rps: The env's capacity estimate.
+        owner: The env, for messages.
+        n_requests: Requests per episode (a rate too low for them is refused).
 
     Raises:
-        ValueError: If ``options["load"]`` is not a finite number > 0.
+        ValueError: If ``options["load"]`` is not a finite number > 0, or gives a rate that
+            :func:`configured_arrival_rate` would refuse.
     """
     if "load" not in options:
         return arrival_rate_rps
-    return _positive_option(options, "load") * capacity_rps
+    load = _positive_option(options, "load")
+    rate = load * capacity_rps
+    _check_rate_for(owner, f"options['load']={load!r}", rate, n_requests)
+    return rate
 
 
 def check_episode_size(owner: str, source: WorkloadSource, n_requests: int) -> None:
@@ -201,8 +240,8 @@ def episode_workload(
 
     Raises:
         ValueError: For an unknown option, a ``workload`` option that is not a ``Workload`` or
-            given together with ``start``, ``load`` or ``arrival_cv``, or an ``arrival_cv`` that
-            is not a finite number > 0.
+            given together with ``start``, ``load`` or ``arrival_cv``, or an ``arrival_cv``
+            outside :data:`~llmsched_env.workload.arrivals.CV_RANGE`.
     """
     unknown = set(options) - set(RESET_OPTIONS)
     if unknown:
@@ -223,6 +262,11 @@ def episode_workload(
             )
         return workload
     cv = _positive_option(options, "arrival_cv") if "arrival_cv" in options else None
+    if cv is not None and not CV_RANGE[0] <= cv <= CV_RANGE[1]:
+        raise ValueError(
+            f"options['arrival_cv'] must be in [{CV_RANGE[0]:g}, {CV_RANGE[1]:g}] (the gap "
+            f"coefficients of variation a Gamma draw resolves), got {cv!r}"
+        )
     workload = source.sample(
         n_requests, rng, arrival_rate_rps=arrival_rate_rps, start=options.get("start")
     )

@@ -10,7 +10,7 @@ from gymnasium import spaces
 from llmsched_env.capacity import iteration_capacity_rps
 from llmsched_env.config import ContinuousEnvConfig
 from llmsched_env.envs.base import SchedulingEnv
-from llmsched_env.envs.common import InvalidActionError, parse_action
+from llmsched_env.envs.common import InvalidActionError, configured_arrival_rate, parse_action
 from llmsched_env.envs.continuous_action import ContinuousActionCodec
 from llmsched_env.envs.footprint import (
     CONTINUOUS_BYTES_PER_REQUEST,
@@ -300,7 +300,9 @@ class ContinuousBatchingEnv(SchedulingEnv):
                 mean_output - 1.0
             ) * self.latency.estimate_s(0, 1)
             self.capacity_rps = cfg.n_gpus / one_at_a_time_s
-        self.arrival_rate_rps = cfg.arrival_rate or cfg.load * self.capacity_rps
+        self.arrival_rate_rps = configured_arrival_rate(
+            cfg.owner, cfg.arrival_rate, cfg.load, self.capacity_rps, cfg.n_requests
+        )
         self.length_scale_tokens = float(max(np.quantile(calibration.output_tokens, 0.99), 1.0))
         #: The prompt caps with ``None`` (no cap) resolved to ``max_sequences``.
         self.prompt_caps = tuple(cfg.max_sequences if c is None else c for c in cfg.prompt_caps)

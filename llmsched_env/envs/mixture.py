@@ -41,6 +41,7 @@ import numpy as np
 from llmsched_env import arguments
 from llmsched_env.envs.batch_env import BatchSchedulingEnv
 from llmsched_env.envs.wrappers import EndWhenSettled
+from llmsched_env.workload.arrivals import CV_RANGE
 
 _OWNER = "BatchMixtureEnv"
 
@@ -170,6 +171,10 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
         self.arrival_cv_range = (
             None if arrival_cv is None else _check_range("arrival_cv", arrival_cv)
         )
+        if self.arrival_cv_range is not None:
+            low, high = CV_RANGE
+            if not low <= self.arrival_cv_range[0] <= self.arrival_cv_range[1] <= high:
+                raise ValueError(f"arrival_cv must lie in [{low:g}, {high:g}], got {arrival_cv!r}")
         ok = isinstance(source_arrivals, (int, float)) and not isinstance(source_arrivals, bool)
         if not ok or not 0.0 <= source_arrivals <= 1.0:
             raise ValueError(

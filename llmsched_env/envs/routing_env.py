@@ -11,7 +11,11 @@ from gymnasium import spaces
 
 from llmsched_env.config import RoutingEnvConfig
 from llmsched_env.envs.base import SchedulingEnv
-from llmsched_env.envs.common import InvalidActionError, check_episode_size
+from llmsched_env.envs.common import (
+    InvalidActionError,
+    check_episode_size,
+    configured_arrival_rate,
+)
 from llmsched_env.envs.footprint import (
     PAGED_BYTES_PER_BLOCK,
     ROUTING_BYTES_PER_REPLICA_REQUEST,
@@ -233,7 +237,9 @@ class RoutingEnv(SchedulingEnv):
         #: Per replica, its KV memory in tokens.
         self.kv_capacity_tokens = tuple(int(v.kv_capacity_tokens) for v in self._views)
         self.capacity_rps = float(sum(v.capacity_rps for v in self._views))
-        self.arrival_rate_rps = cfg.arrival_rate or cfg.load * self.capacity_rps
+        self.arrival_rate_rps = configured_arrival_rate(
+            cfg.owner, cfg.arrival_rate, cfg.load, self.capacity_rps, cfg.n_requests
+        )
         self.length_scale_tokens = self._views[0].length_scale_tokens
         self.obs_names = feature_names(cfg.n_replicas)
         low, high = feature_bounds(cfg.n_replicas)

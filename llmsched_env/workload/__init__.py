@@ -45,7 +45,7 @@ from llmsched_env.workload.prefix_hashes import (
     reusable_prefix_fraction,
 )
 from llmsched_env.workload.presets import WORKLOAD_PRESETS, make_workload_source
-from llmsched_env.workload.requests import Workload
+from llmsched_env.workload.requests import MAX_ARRIVAL_S, Workload
 from llmsched_env.workload.shared_prefixes import PrefixSharingSource
 from llmsched_env.workload.sources import SyntheticSource, TraceSource, WorkloadSource
 from llmsched_env.workload.trace_files import (
@@ -64,6 +64,7 @@ from llmsched_env.workload.traces import (
 )
 
 __all__ = [
+    "MAX_ARRIVAL_S",
     "AZURE_CONV_TRACE",
     "PREDICTORS",
     "QWEN_LATENCY_GRID",

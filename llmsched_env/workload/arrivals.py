@@ -43,6 +43,10 @@ def _rate(default_rps: float, override_rps: float | None) -> float:
     return check_float("rate_rps", override_rps, positive=True)
 
 
+#: The coefficients of variation :class:`GammaArrivals` accepts (see its ``cv``).
+CV_RANGE = (1e-3, 1e3)
+
+
 @dataclass(frozen=True)
 class PoissonArrivals:
     """Poisson arrivals: independent exponential gaps with mean ``1 / rate_rps``.
@@ -97,7 +101,9 @@ class GammaArrivals:
 
     Attributes:
         rate_rps: Mean arrival rate in requests per second, ``> 0``.
-        cv: Coefficient of variation of the gaps (std / mean), ``> 0``.
+        cv: Coefficient of variation of the gaps (std / mean), in :data:`CV_RANGE`, ``[0.001,
+            1000]``: beyond, the gaps are constant (or all in one burst) to within float64
+            rounding, and the Gamma draw itself breaks down (``cv = 1e-160`` drew ``nan``).
 
     Example:
         >>> GammaArrivals(rate_rps=2.0, cv=2.0).shape
@@ -109,7 +115,11 @@ class GammaArrivals:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rate_rps", check_float("rate_rps", self.rate_rps, positive=True))
-        object.__setattr__(self, "cv", check_float("cv", self.cv, positive=True))
+        cv = check_float("cv", self.cv, positive=True)
+        low, high = CV_RANGE
+        if not low <= cv <= high:
+            raise ValueError(f"cv must be in [{low:g}, {high:g}], got {self.cv!r}")
+        object.__setattr__(self, "cv", cv)
 
     @classmethod
     def from_shape(cls, rate_rps: float, shape: float) -> GammaArrivals:

@@ -12,7 +12,6 @@ token, so a request with ``output_tokens = n`` needs ``n - 1`` decode iterations
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,12 @@ ArrayLike = np.ndarray | Sequence[float] | Sequence[int]
 FRAME_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens", "predicted_output_tokens")
 
 _TOKEN_FIELDS = ("prompt_tokens", "output_tokens", "predicted_output_tokens")
+
+#: The latest arrival time a workload may have, in seconds (about 317 years). Event times are
+#: float64 seconds: up to here they resolve a microsecond or better, beyond they lose the
+#: resolution that service times of milliseconds need (an arrival rate of 1e-16 requests/s
+#: made a batch of 0.17 s take 0.03 s).
+MAX_ARRIVAL_S = 1e10
 
 
 def _is_frozen(array: np.ndarray) -> bool:
@@ -114,18 +119,33 @@ def _frozen_hashes(
     return tuple(frozen)
 
 
+def _check_latest_arrival(arrival_s: np.ndarray, what: str) -> None:
+    """Refuse sorted arrival times whose last is beyond :data:`MAX_ARRIVAL_S` (or not finite)."""
+    last = float(arrival_s[-1])
+    if not last <= MAX_ARRIVAL_S:
+        raise ValueError(
+            f"{what} must end by {MAX_ARRIVAL_S:.0e} s, beyond which event times lose their "
+            f"microsecond resolution; the last arrival is at {last:.6g} s (an arrival rate too "
+            "low for the number of requests?)"
+        )
+
+
 def scaled_arrivals(arrival_s: np.ndarray, speedup: float) -> np.ndarray:
     """Sorted, non-negative arrival times divided by ``speedup`` (a new array).
 
     Raises:
         ValueError: If ``speedup`` is not a positive number or so small that the last arrival
-            overflows (the last is the largest, so checking it alone covers every arrival; the
-            check divides it as a Python float, which rounds as numpy does, before the array is).
+            comes after :data:`MAX_ARRIVAL_S` (the last is the largest, so checking it alone
+            covers every arrival; the check divides it as a Python float, which rounds as numpy
+            does, before the array is).
     """
     speedup = check_float("speedup", speedup, positive=True)
     last = float(arrival_s[-1]) / speedup
-    if not math.isfinite(last):
-        raise ValueError(f"speedup={speedup!r} is too small: the last arrival becomes {last}")
+    if not last <= MAX_ARRIVAL_S:
+        raise ValueError(
+            f"speedup={speedup!r} is too small: the last arrival becomes {last:.6g} s, beyond "
+            f"{MAX_ARRIVAL_S:.0e} s, where event times lose their microsecond resolution"
+        )
     return arrival_s / speedup
 
 
@@ -163,7 +183,8 @@ class Workload:
     workload can be shared between environments and episodes without defensive copies.
 
     Attributes:
-        arrival_s: float64 ``(n,)`` arrival times in seconds; non-decreasing, finite, ``>= 0``.
+        arrival_s: float64 ``(n,)`` arrival times in seconds; non-decreasing, ``>= 0``, at most
+            :data:`MAX_ARRIVAL_S`.
         prompt_tokens: int64 ``(n,)`` prompt (input) lengths, ``>= 1``.
         output_tokens: int64 ``(n,)`` true output lengths, ``>= 1``. The prefill emits the first
             output token, so a request needs ``output_tokens - 1`` decode iterations after it.
@@ -229,6 +250,7 @@ class Workload:
             )
         if arrival_s[0] < 0:
             raise ValueError(f"arrival_s must be >= 0, got arrival_s[0] = {arrival_s[0]}")
+        _check_latest_arrival(arrival_s, "arrival_s")
         descents = np.diff(arrival_s) < 0
         if descents.any():
             index = int(np.argmax(descents)) + 1
@@ -423,8 +445,8 @@ class Workload:
         """Return the workload with its arrival times redrawn from ``arrivals``.
 
         Lengths, predictions and prefix hashes are kept; only the clock of each request
-        changes (the processes of :mod:`llmsched_env.workload.arrivals` draw sorted, finite,
-        non-negative times, so the result needs no check).
+        changes (the processes of :mod:`llmsched_env.workload.arrivals` draw sorted,
+        non-negative times, so only the last is checked: finite and by :data:`MAX_ARRIVAL_S`).
 
         Args:
             arrivals: An arrival process, e.g. ``GammaArrivals(rate_rps=2.0, cv=4.0)``.
@@ -433,8 +455,10 @@ class Workload:
         Returns:
             A new :class:`Workload` with the same name.
         """
+        arrival_s = arrivals.sample_times(len(self), rng)
+        _check_latest_arrival(arrival_s, f"the arrival times drawn from {arrivals!r}")
         return Workload._derived(
-            arrivals.sample_times(len(self), rng),
+            arrival_s,
             self.prompt_tokens,
             self.output_tokens,
             self.predicted_output_tokens,

@@ -108,6 +108,9 @@ def test_arrival_cv_option_retimes_arrivals_and_keeps_lengths(env_id):
         ({"load": float("nan")}, r"options\['load'\]"),
         ({"load": True}, r"options\['load'\]"),
         ({"arrival_cv": -1.0}, r"options\['arrival_cv'\] must be a finite number > 0"),
+        ({"arrival_cv": 1e-160}, r"options\['arrival_cv'\] must be in \[0.001, 1000\]"),
+        ({"load": 1e308}, r"options\['load'\]=1e\+308 is too large: the arrival rate becomes inf"),
+        ({"load": 1e-14}, r"options\['load'\]=1e-14 is too low for n_requests=50"),
         ({"lod": 1.0}, r"unknown reset options \['lod'\]"),
     ],
 )

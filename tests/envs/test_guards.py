@@ -139,3 +139,26 @@ def test_a_failed_reset_leaves_no_episode_to_step(env_id):
 def test_more_requests_than_the_trace_holds_are_refused_when_the_env_is_built(env_id):
     with pytest.raises(ValueError, match=r"-v0: n_requests=20000 is more than the \d+ requests"):
         gym.make(env_id, n_requests=20_000)  # the Azure conversation trace's region: 15,493
+
+
+@pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS, "llmsched/Routing-v0"])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"load": 1e308}, r"load=1e\+308 is too large: the arrival rate becomes inf"),
+        # 5 requests over ~5e18 s: a 0.17 s batch took 0.03 s through float rounding.
+        ({"arrival_rate": 1e-18}, r"arrival_rate=1e-18 is too low for n_requests=5: .* 5e\+18 s"),
+    ],
+)
+def test_arrival_rates_that_overflow_or_lose_time_resolution_are_refused(env_id, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gym.make(env_id, workload="demo2", n_requests=5, **kwargs)
+
+
+def test_a_workload_arriving_after_the_time_resolution_limit_is_refused():
+    from llmsched_env.workload import MAX_ARRIVAL_S, Workload
+
+    ones = np.ones(2, dtype=np.int64)
+    Workload(np.array([0.0, MAX_ARRIVAL_S]), ones, ones, ones)
+    with pytest.raises(ValueError, match=r"arrival_s must end by 1e\+10 s"):
+        Workload(np.array([0.0, 2 * MAX_ARRIVAL_S]), ones, ones, ones)

@@ -94,6 +94,7 @@ def test_pinned_options_and_their_errors():
         ({"load": 1.0}, r"load must be a pair"),
         ({"load": "12"}, r"load must be a pair"),
         ({"arrival_cv": (0.0, 2.0)}, r"arrival_cv must satisfy"),
+        ({"arrival_cv": (1e-160, 2.0)}, r"arrival_cv must lie in \[0.001, 1000\]"),
         ({"source_arrivals": 1.5}, r"source_arrivals must be a probability"),
         ({"arrival_rate": 3.0}, r"arrival_rate=3.0 may not be given"),
     ],

@@ -80,6 +80,10 @@ def test_zero_arrivals() -> None:
         (lambda: GammaArrivals(1.0, -1.0), ValueError, "cv must be a finite number > 0, got -1.0"),
         (lambda: GammaArrivals(1.0, "2"), TypeError, "cv must be a finite number > 0, got '2'"),
         (lambda: GammaArrivals.from_shape(1.0, 0.0), ValueError, "shape must be a finite number"),
+        # Beyond [0.001, 1000] the draw breaks down: cv 1e-160 drew nan and hung an episode.
+        (lambda: GammaArrivals(1.0, 1e-160), ValueError, r"cv must be in \[0.001, 1000\]"),
+        (lambda: GammaArrivals(1.0, 1e200), ValueError, r"cv must be in \[0.001, 1000\]"),
+        (lambda: GammaArrivals.from_shape(1.0, 1e300), ValueError, r"cv must be in \[0.001"),
     ],
 )
 def test_constructor_errors(build, error, message: str) -> None:
