@@ -111,7 +111,12 @@ def _check_common(cfg: BatchEnvConfig | ContinuousEnvConfig | RoutingEnvConfig) 
         check_choice("render_mode", cfg.render_mode, RENDER_MODES, owner)
     if not isinstance(cfg.workload, str) and not hasattr(cfg.workload, "sample"):
         raise arguments.ArgumentTypeError(
-            arguments.message(owner, "workload", "a preset name or a WorkloadSource", cfg.workload)
+            arguments.message(
+                owner,
+                "workload",
+                "a preset name, 'trace:[FORMAT:]PATH' for a trace file, or a WorkloadSource",
+                cfg.workload,
+            )
         )
     if not isinstance(cfg.reward, str):
         raise arguments.ArgumentTypeError(

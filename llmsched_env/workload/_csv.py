@@ -6,12 +6,21 @@ excluded) and the value, so a malformed trace can be fixed without guessing.
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
+import io
+import lzma
 import os
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
+
+from llmsched_env.workload.requests import MAX_ARRIVAL_S
 
 #: The largest token count a trace may hold: far above any model's context window, and small
 #: enough that sums over millions of requests stay exact in int64 (a count such as 1e30 would
@@ -41,6 +50,52 @@ def existing_file(path: str | os.PathLike[str]) -> Path:
     return file
 
 
+@contextlib.contextmanager
+def text_lines(file: Path, expected: str) -> Iterator[TextIO]:
+    """Open a trace file as UTF-8 text, decompressing ``.gz``, ``.bz2``, ``.xz`` or ``.zip``.
+
+    The compression is told by the file's extension, as pandas tells it for CSV files (a
+    ``.zip`` must hold one file); a byte-order mark at the start is skipped. Reading a file that
+    is not what its extension says, or not UTF-8 text, raises a ``ValueError`` naming the file
+    and ending with ``expected`` (what the caller reads).
+    """
+    suffix = file.suffix.lower()
+    archive = None
+    try:
+        if suffix in _OPENERS:
+            handle = _OPENERS[suffix](file, "rt", encoding="utf-8-sig")
+        elif suffix == ".zip":
+            archive = zipfile.ZipFile(file)
+            names = archive.namelist()
+            if len(names) != 1:
+                raise ValueError(
+                    f"trace file {str(file)!r} is a zip archive of {len(names)} files; expected "
+                    f"exactly one, {expected}"
+                )
+            handle = io.TextIOWrapper(archive.open(names[0]), encoding="utf-8-sig")
+        else:
+            handle = file.open(encoding="utf-8-sig")
+        with handle:
+            yield handle
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"trace file {str(file)!r} is not UTF-8 text (a binary or compressed file?); "
+            f"expected {expected}"
+        ) from None
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"trace file {str(file)!r} cannot be read as a {suffix} file ({error}); expected "
+            f"{expected}"
+        ) from None
+    finally:
+        if archive is not None:
+            archive.close()
+
+
+#: Openers of compressed text by file extension (``.zip`` is handled on its own).
+_OPENERS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
 def read_table(path: str | os.PathLike[str], required: Iterable[str]) -> pd.DataFrame:
     """Read a CSV trace and check that it has rows and the ``required`` columns."""
     file = existing_file(path)
@@ -66,6 +121,13 @@ def read_table(path: str | os.PathLike[str], required: Iterable[str]) -> pd.Data
         raise ValueError(
             f"trace file {str(file)!r} is missing columns {missing}; it has {list(frame.columns)}"
         )
+    # pandas renames a repeated column "X" to "X.1"; which of them is meant cannot be told.
+    repeated = [column for column in required if f"{column}.1" in frame.columns]
+    if repeated:
+        raise ValueError(
+            f"trace file {str(file)!r} names the column {repeated[0]!r} more than once; "
+            f"expected {expected}, each once"
+        )
     if len(frame) == 0:
         raise ValueError(f"trace file {str(file)!r} has a header but no rows")
     return frame
@@ -90,6 +152,36 @@ def numeric_column(frame: pd.DataFrame, column: str, file: Path, expected: str) 
         index = int(np.argmax(bad))
         raise bad_row(file, column, index, raw.iloc[index], expected)
     return values
+
+
+def check_time_span(seconds: np.ndarray, file: Path, column: str, raw: Sequence[Any]) -> None:
+    """Refuse timestamps that span more than ``MAX_ARRIVAL_S`` (one far from the others).
+
+    ``seconds`` are the rows' times in seconds on any clock, ``raw`` their values as the file
+    gives them (for the message). A trace whose arrivals span more than about 317 years holds a
+    typo, and its event times would lose their resolution.
+    """
+    outlier = span_outlier(seconds)
+    if outlier is not None:
+        first, last = outlier
+        raise bad_row(
+            file,
+            column,
+            last,
+            raw[last],
+            f"a time within {MAX_ARRIVAL_S:.0e} s (about 317 years) of the earliest, row "
+            f"{first}'s {raw[first]!r}",
+        )
+
+
+def span_outlier(seconds: np.ndarray) -> tuple[int, int] | None:
+    """The rows of the earliest and latest times if they are more than ``MAX_ARRIVAL_S`` apart."""
+    if seconds.shape[0] == 0:
+        return None
+    first, last = int(np.argmin(seconds)), int(np.argmax(seconds))
+    if seconds[last] - seconds[first] > MAX_ARRIVAL_S:
+        return first, last
+    return None
 
 
 def token_column(

@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 
 from llmsched_env.workload._checks import check_int
-from llmsched_env.workload._csv import MAX_TOKENS, existing_file
+from llmsched_env.workload._csv import MAX_TOKENS, existing_file, span_outlier, text_lines
 from llmsched_env.workload.predictors import OutputLengthPredictor
-from llmsched_env.workload.requests import Workload
+from llmsched_env.workload.requests import MAX_ARRIVAL_S, Workload
 from llmsched_env.workload.traces import _sort_order, _window_and_build
 
 #: The shipped Mooncake conversation trace (12,031 requests over one hour).
@@ -105,6 +105,11 @@ def _parse_line(
             f"trace file {str(file)!r}, line {line}: not valid JSON ({error.msg} at column "
             f"{error.colno}); expected one object with the keys {list(MOONCAKE_FIELDS)}"
         ) from None
+    except RecursionError:
+        raise ValueError(
+            f"trace file {str(file)!r}, line {line}: JSON nested too deeply to read; expected "
+            f"one object with the keys {list(MOONCAKE_FIELDS)}"
+        ) from None
     if not isinstance(record, dict):
         raise ValueError(
             f"trace file {str(file)!r}, line {line}: got a JSON {type(record).__name__}, expected "
@@ -117,13 +122,15 @@ def _parse_line(
             f"{sorted(record)}, expected {list(MOONCAKE_FIELDS)}"
         )
     stamp = record["timestamp"]
-    if (
-        isinstance(stamp, bool)
-        or not isinstance(stamp, (int, float))
-        or not math.isfinite(stamp)
-        or stamp < 0
-    ):
-        raise _line_error(file, line, "timestamp", stamp, "a finite number of milliseconds >= 0")
+    expected = "a finite number of milliseconds >= 0"
+    if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
+        raise _line_error(file, line, "timestamp", stamp, expected)
+    try:
+        milliseconds = float(stamp)
+    except OverflowError:  # an integer too large for a float
+        raise _line_error(file, line, "timestamp", stamp, expected) from None
+    if not math.isfinite(milliseconds) or milliseconds < 0:
+        raise _line_error(file, line, "timestamp", stamp, expected)
     prompt = _tokens(file, line, record, "input_length")
     output = _tokens(file, line, record, "output_length")
     ids = record["hash_ids"]
@@ -143,7 +150,7 @@ def _parse_line(
             f"{len(ids)} ids",
             f"at most ceil(input_length / {block_tokens}) = {most} ids for input_length {prompt}",
         )
-    return float(stamp), prompt, output, _chain(ids[: prompt // block_tokens])
+    return milliseconds, prompt, output, _chain(ids[: prompt // block_tokens])
 
 
 def load_mooncake_trace(
@@ -189,30 +196,35 @@ def load_mooncake_trace(
     block_tokens = check_int("block_tokens", block_tokens, minimum=1)
     file = existing_file(path)
     stamps: list[float] = []
+    lines: list[int] = []
     prompts: list[int] = []
     outputs: list[int] = []
     chains: list[np.ndarray] = []
-    try:
-        with file.open(encoding="utf-8") as handle:
-            for line, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                stamp, prompt, output, chain = _parse_line(file, line, text, block_tokens)
-                stamps.append(stamp)
-                prompts.append(prompt)
-                outputs.append(output)
-                chains.append(chain)
-    except UnicodeDecodeError:
-        raise ValueError(
-            f"trace file {str(file)!r} is not UTF-8 text; is it a binary or compressed file? "
-            f"expected one JSON object a line with the keys {list(MOONCAKE_FIELDS)}"
-        ) from None
+    expected = f"one JSON object a line with the keys {list(MOONCAKE_FIELDS)}"
+    with text_lines(file, expected) as handle:
+        for line, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            stamp, prompt, output, chain = _parse_line(file, line, text, block_tokens)
+            stamps.append(stamp)
+            lines.append(line)
+            prompts.append(prompt)
+            outputs.append(output)
+            chains.append(chain)
     if not stamps:
         raise ValueError(
             f"trace file {str(file)!r} holds no requests (it is empty or blank); expected one "
             f"JSON object a line with the keys {list(MOONCAKE_FIELDS)}"
         )
     seconds = np.asarray(stamps, dtype=np.float64) / 1000.0
+    outlier = span_outlier(seconds)
+    if outlier is not None:
+        first, last = outlier
+        expected = (
+            f"milliseconds within {MAX_ARRIVAL_S * 1000:.0e} (about 317 years) of the earliest, "
+            f"line {lines[first]}'s {stamps[first]:g}"
+        )
+        raise _line_error(file, lines[last], "timestamp", stamps[last], expected)
     seconds -= seconds.min()
     order = _sort_order(seconds, file)
     return _window_and_build(

@@ -16,6 +16,7 @@ recorded trace.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -215,10 +216,13 @@ class TraceSource:
         object.__setattr__(self, "calibration_seed", seed)
         n = len(self.trace)
         if not 1 <= self.calibration_size < n:
+            # The fewest requests whose floor(fraction * n) is at least 1 (and then below n).
+            fewest = max(math.ceil(1.0 / fraction - 1e-9), 2)
             raise ValueError(
                 f"calibration_fraction={fraction} of a {n}-request trace gives "
                 f"{self.calibration_size} calibration requests; expected at least 1 and fewer "
-                f"than {n} so that both the history and the episode region are non-empty"
+                f"than {n} so that both the history and the episode region are non-empty "
+                f"(the trace needs at least {fewest} requests)"
             )
         rate = self.trace.mean_rate_rps
         if not np.isfinite(rate) or rate <= 0:

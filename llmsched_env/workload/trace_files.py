@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llmsched_env.registry import resolve
-from llmsched_env.workload._csv import existing_file
+from llmsched_env.workload._csv import existing_file, text_lines
 from llmsched_env.workload.mooncake import MOONCAKE_FIELDS, load_mooncake_trace
 from llmsched_env.workload.predictors import LogNormalNoisePredictor
 from llmsched_env.workload.requests import Workload
@@ -58,17 +58,11 @@ def _formats_expected() -> str:
 
 
 def _first_line(file: Path) -> str:
-    """The first non-blank line of ``file`` (at most 64 KiB of it)."""
-    try:
-        with file.open(encoding="utf-8-sig") as handle:
-            for text in handle:
-                if text.strip():
-                    return text.strip()[:65536]
-    except UnicodeDecodeError:
-        raise ValueError(
-            f"trace file {str(file)!r} is not UTF-8 text (a binary or compressed file?); "
-            f"expected one of these formats: {_formats_expected()}"
-        ) from None
+    """The first non-blank line of ``file`` (at most 64 KiB of it; decompressed by extension)."""
+    with text_lines(file, f"one of these formats: {_formats_expected()}") as handle:
+        for text in handle:
+            if text.strip():
+                return text.strip()[:65536]
     raise ValueError(
         f"trace file {str(file)!r} is empty; expected one of these formats: {_formats_expected()}"
     )
@@ -98,23 +92,36 @@ def detect_trace_format(path: str | os.PathLike[str]) -> str:
     if first.startswith("{"):
         try:
             record = json.loads(first)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:
+            why = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply"
             raise ValueError(
                 f"trace file {str(file)!r}: its first line starts like JSON but is not valid JSON "
-                f"({error.msg}); expected one of these formats: {_formats_expected()}"
+                f"({why}); expected one of these formats: {_formats_expected()}"
             ) from None
         found = sorted(record) if isinstance(record, dict) else []
-        what = f"JSON keys {found}"
+        what = f"JSON keys {_shown(found)}"
     else:
         found = [column.strip().strip('"').strip() for column in first.split(",")]
-        what = f"columns {found}"
-    for name, fields in TRACE_FORMAT_FIELDS.items():
-        if set(fields) <= set(found):
-            return name
+        what = f"columns {_shown(found)}"
+    matches = [name for name, fields in TRACE_FORMAT_FIELDS.items() if set(fields) <= set(found)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ValueError(
+            f"trace file {str(file)!r} has the columns of several trace formats {matches}: its "
+            f"first line has {what}; name the format (trace_format=..., --trace-format)"
+        )
     raise ValueError(
         f"trace file {str(file)!r} is in no known trace format: its first line has {what}; "
         f"expected one of these formats: {_formats_expected()}"
     )
+
+
+def _shown(names: list[str]) -> str:
+    """At most 12 column names or keys of at most 40 characters each, for a message."""
+    shown = [name if len(name) <= 40 else name[:37] + "..." for name in names[:12]]
+    more = f" and {len(names) - 12} more" if len(names) > 12 else ""
+    return f"{shown}{more}"
 
 
 def load_trace(

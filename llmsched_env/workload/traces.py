@@ -41,6 +41,7 @@ from llmsched_env.workload._checks import check_float, check_int, check_rng
 from llmsched_env.workload._csv import (
     DataFileNotFoundError,
     bad_row,
+    check_time_span,
     existing_file,
     numeric_column,
     read_table,
@@ -153,6 +154,8 @@ def _window_and_build(
     if predictor is None:
         predicted = output
     else:
+        if not isinstance(predictor, OutputLengthPredictor):
+            raise TypeError(f"predictor must have predict(), got {predictor!r}")
         if rng is None:
             raise ValueError("rng is required when a predictor is given, got rng=None")
         predicted = predictor.predict(prompt, output, check_rng(rng))
@@ -215,8 +218,11 @@ def load_azure_trace(
             f"trace file {str(file)!r}: column 'TIMESTAMP' holds numbers (dtype {raw.dtype}); "
             "expected date-time strings like '2023-11-16 18:15:46.6805900'"
         )
+    # Timestamps with UTC offsets are compared in UTC (an offset may change mid-trace, at a
+    # daylight-saving change); those without one are taken as UTC too.
+    utc = bool(raw.astype(str).str.contains(r"(?:Z|[+-]\d\d:?\d\d)\s*$").any())
     try:
-        stamps = pd.to_datetime(raw, format="ISO8601", errors="coerce")
+        stamps = pd.to_datetime(raw, format="ISO8601", errors="coerce", utc=utc)
     except (ValueError, TypeError) as error:
         raise ValueError(f"trace file {str(file)!r}: cannot parse TIMESTAMP ({error})") from None
     missing = stamps.isna().to_numpy()
@@ -224,6 +230,10 @@ def load_azure_trace(
         index = int(np.argmax(missing))
         expected = "a timestamp like '2023-11-16 18:15:46.6805900'"
         raise bad_row(file, "TIMESTAMP", index, raw.iloc[index], expected)
+    # Seconds since 1970 as floats, for the span check (in the unit pandas parsed them in).
+    per_second = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[stamps.dt.unit]
+    epoch_s = stamps.array.asi8 / per_second
+    check_time_span(epoch_s, file, "TIMESTAMP", raw.tolist())
     seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=np.float64)
     prompt = token_column(frame, "ContextTokens", file, 1, _AZURE_ZERO_HINT)
     output = token_column(frame, "GeneratedTokens", file, 1, _AZURE_ZERO_HINT)
@@ -248,6 +258,10 @@ def _select(
     if wanted is None:
         return np.ones(len(frame), dtype=bool)
     wanted_list = [wanted] if isinstance(wanted, str) else list(wanted)
+    if isinstance(wanted, bytes) or not all(isinstance(value, str) for value in wanted_list):
+        raise TypeError(
+            f"the {column!r} values to keep must be a str or a sequence of str, got {wanted!r}"
+        )
     values = frame[column].astype(str)
     present = sorted(values.unique().tolist())
     for value in wanted_list:
@@ -308,15 +322,29 @@ def load_burstgpt_trace(
     required += ["Log Type"] if log_types is not None else []
     frame = read_table(file, required)
     seconds = numeric_column(frame, "Timestamp", file, "a finite number of seconds")
+    negative = seconds < 0
+    if negative.any():
+        index = int(np.argmax(negative))
+        raw = frame["Timestamp"].iloc[index]
+        raise bad_row(file, "Timestamp", index, raw, "seconds >= 0 (from the trace's start)")
+    check_time_span(seconds, file, "Timestamp", frame["Timestamp"].tolist())
     prompt = token_column(frame, "Request tokens", file, minimum=0)
     output = token_column(frame, "Response tokens", file, minimum=0)
     order = _sort_order(seconds, file)
     frame = frame.iloc[order].reset_index(drop=True)
     seconds, prompt, output = seconds[order], prompt[order], output[order]
 
+    if not isinstance(drop_failed, bool | np.bool_):
+        raise TypeError(f"drop_failed must be True or False, got {drop_failed!r}")
     keep = _select(frame, "Model", models, file) & _select(frame, "Log Type", log_types, file)
-    failed = output == 0
-    if drop_failed:
+    failed = keep & (output == 0)
+    if drop_failed and failed.any():
+        warnings.warn(
+            f"trace file {str(file)!r}: dropped {int(failed.sum())} failed requests (0 response "
+            "tokens; drop_failed=False keeps them as prefill-only requests)",
+            UserWarning,
+            stacklevel=2,
+        )
         keep &= ~failed
     no_prompt = keep & (prompt == 0)
     if no_prompt.any():

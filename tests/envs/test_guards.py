@@ -162,3 +162,10 @@ def test_a_workload_arriving_after_the_time_resolution_limit_is_refused():
     Workload(np.array([0.0, MAX_ARRIVAL_S]), ones, ones, ones)
     with pytest.raises(ValueError, match=r"arrival_s must end by 1e\+10 s"):
         Workload(np.array([0.0, 2 * MAX_ARRIVAL_S]), ones, ones, ones)
+
+
+def test_a_path_as_workload_points_to_the_trace_spec():
+    from pathlib import Path
+
+    with pytest.raises(TypeError, match=r"'trace:\[FORMAT:\]PATH' for a trace file"):
+        gym.make(BATCH, workload=Path("trace.csv"))

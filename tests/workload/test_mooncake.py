@@ -105,6 +105,9 @@ def test_predictor_is_deterministic_per_generator(tmp_path: Path) -> None:
         (row(1, 5, 1, "0,1"), r"line 2, field 'hash_ids': got '0,1', expected a list"),
         (row(1, 5, 1, [1.5]), r"line 2, field 'hash_ids': got 1.5, expected an integer"),
         (row(1, 600, 1, [1, 2, 3]), r"field 'hash_ids': got '3 ids', expected at most .* = 2 ids"),
+        (row(10**400, 5, 1, []), r"line 2, field 'timestamp': got 1000.*, expected a finite"),
+        (row(1e308, 5, 1, []), r"line 2, field 'timestamp': got 1e\+308, expected milliseconds"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", r"line 2: JSON nested too deeply"),
     ],
 )
 def test_malformed_lines_name_file_line_and_field(tmp_path: Path, line, match) -> None:
@@ -125,6 +128,12 @@ def test_empty_missing_and_binary_files(tmp_path: Path) -> None:
     binary.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe")
     with pytest.raises(ValueError, match="not UTF-8 text"):
         load_mooncake_trace(binary)
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "bom.jsonl", [row(0, 600, 2, [0]), row(5, 600, 2, [0])])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert len(load_mooncake_trace(path)) == 2
 
 
 def test_shipped_traces_match_their_readme() -> None:

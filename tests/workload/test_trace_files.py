@@ -99,5 +99,66 @@ def test_a_trace_file_is_a_workload_source_by_its_spec(tmp_path: Path) -> None:
 
 def test_a_trace_too_short_to_split_names_the_file(tmp_path: Path) -> None:
     path = mooncake_file(tmp_path / "tiny.jsonl", n=3)
-    with pytest.raises(ValueError, match=r"tiny.jsonl.*gives 0 calibration requests"):
+    with pytest.raises(
+        ValueError, match=r"tiny.jsonl.*gives 0 calibration requests.*needs at least 5 requests"
+    ):
         trace_source(path)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zip"])
+def test_compressed_traces_are_detected_and_read_by_their_extension(
+    tmp_path: Path, suffix: str
+) -> None:
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    for name, text in (
+        ("a.csv", (FIXTURES / "azure_small.csv").read_text()),
+        ("m.jsonl", mooncake_file(tmp_path / "plain.jsonl").read_text()),
+    ):
+        path = tmp_path / (name + suffix)
+        if suffix == ".zip":
+            with zipfile.ZipFile(path, "w") as archive:
+                archive.writestr(name, text)
+        else:
+            opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
+            with opener(path, "wt", encoding="utf-8") as handle:
+                handle.write(text)
+        expected = load_trace(tmp_path / "plain.jsonl") if name == "m.jsonl" else None
+        if expected is None:
+            plain = tmp_path / name
+            plain.write_text(text)
+            expected = load_trace(plain)
+        np.testing.assert_array_equal(load_trace(path).arrival_s, expected.arrival_s)
+        np.testing.assert_array_equal(load_trace(path).prompt_tokens, expected.prompt_tokens)
+
+
+def test_a_file_not_compressed_as_its_extension_says_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "a.csv.gz"
+    fake.write_text((FIXTURES / "azure_small.csv").read_text())
+    with pytest.raises(ValueError, match=r"a.csv.gz' cannot be read as a .gz file"):
+        detect_trace_format(fake)
+
+
+def test_detection_refuses_ambiguous_deeply_nested_and_abridges_long_headers(
+    tmp_path: Path,
+) -> None:
+    both = tmp_path / "both.csv"
+    both.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens,Timestamp,Request tokens,Response tokens\n"
+    )
+    with pytest.raises(
+        ValueError, match=r"columns of several trace formats \['azure', 'burstgpt'\]"
+    ):
+        detect_trace_format(both)
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    with pytest.raises(ValueError, match=r"not valid JSON \(nested too deeply\)"):
+        detect_trace_format(deep)
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"column_{i}_" + "x" * 60 for i in range(40)) + "\n")
+    with pytest.raises(ValueError, match=r"x\.\.\.'\] and 28 more; expected") as info:
+        detect_trace_format(wide)
+    assert len(str(info.value)) < 1500

@@ -136,7 +136,8 @@ def test_shipped_data_path() -> None:
 
 
 def test_burstgpt_drops_failed_requests_by_default() -> None:
-    w = load_burstgpt_trace(FIXTURES / "burstgpt_small.csv")
+    with pytest.warns(UserWarning, match=r"dropped 2 failed requests \(0 response tokens"):
+        w = load_burstgpt_trace(FIXTURES / "burstgpt_small.csv")
     assert len(w) == 8
     assert w.prompt_tokens.tolist() == [472, 417, 150, 20, 230, 251, 900, 611]
     assert w.output_tokens.tolist() == [18, 47, 34, 392, 121, 7, 700, 123]
@@ -227,6 +228,53 @@ def test_burstgpt_more_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"missing columns \['Model'\]"):
         load_burstgpt_trace(path, models="ChatGPT")
     assert len(load_burstgpt_trace(path)) == 1  # Model / Log Type only needed for filtering
+
+
+def test_burstgpt_timestamps_must_be_non_negative_and_close_together(tmp_path: Path) -> None:
+    path = tmp_path / "b.csv"
+    path.write_text("Timestamp,Request tokens,Response tokens\n-100,5,5\n1,5,5\n")
+    with pytest.raises(ValueError, match=r"'Timestamp', row 0: got -100, expected seconds >= 0"):
+        load_burstgpt_trace(path)
+    path.write_text("Timestamp,Request tokens,Response tokens\n0,5,5\n1e300,5,5\n")
+    with pytest.raises(ValueError, match=r"row 1: got 1e\+300, expected a time within 1e\+10 s"):
+        load_burstgpt_trace(path)
+
+
+def test_burstgpt_argument_types_are_checked() -> None:
+    path = FIXTURES / "burstgpt_small.csv"
+    with pytest.raises(TypeError, match="drop_failed must be True or False, got 'no'"):
+        load_burstgpt_trace(path, drop_failed="no")
+    with pytest.raises(TypeError, match="'Model' values to keep must be a str"):
+        load_burstgpt_trace(path, models=b"ChatGPT")
+    with pytest.raises(TypeError, match="predictor must have predict"):
+        load_burstgpt_trace(path, predictor="x", rng=np.random.default_rng(0))
+
+
+def test_azure_offsets_are_compared_in_utc_and_far_timestamps_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    # A daylight-saving change mid-trace: the offset moves from +01:00 to +02:00.
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-03-26 01:59:00+01:00,5,5\n2023-03-26 03:01:00+02:00,5,5\n"
+    )
+    assert load_azure_trace(path).arrival_s.tolist() == [0.0, 120.0]
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "1700-01-01 00:00:00,5,5\n2023-11-16 18:03:19,5,5\n"
+    )
+    with pytest.raises(
+        ValueError, match=r"row 1: got '2023-11-16 18:03:19', expected a time within"
+    ):
+        load_azure_trace(path)
+
+
+def test_a_column_named_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens,GeneratedTokens\n2023-11-16 18:15:46,5,5,6\n"
+    )
+    with pytest.raises(ValueError, match=r"names the column 'GeneratedTokens' more than once"):
+        load_azure_trace(path)
 
 
 _AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
