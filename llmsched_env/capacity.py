@@ -5,7 +5,8 @@ from the workload source's calibration data (never from an episode) and are dete
 
 * Request level (static batches): the throughput of first-come-first-served batches of the
   largest size that fits in KV memory, ``n_gpus * b / E[T(batch of b random requests)]``, with the
-  expectation taken over random batches drawn from the calibration data. Binning by predicted
+  expectation taken over random batches drawn from the calibration data (and, for a stochastic
+  latency model with a ``mean_service_s``, over its draws exactly). Binning by predicted
   length can do better than this (shorter batches), so loads somewhat above 1 can still be stable.
 * Iteration level (continuous batching): the work bound ``n_gpus / marginal_request_s``, the rate
   at which the requests' token work alone fills the GPUs (per-iteration overheads are amortised
@@ -54,12 +55,17 @@ def batch_capacity_rps(
     rng = np.random.default_rng(_SEED)
     b = largest_fitting_batch(calibration, kv_capacity_tokens, max_batch_size)
     n = len(calibration)
+    # A stochastic model's own draws would add Monte-Carlo noise (6% for exponential service
+    # over 256 batches): its mean over them, when it gives one, is used instead.
+    mean_service_s = getattr(latency, "mean_service_s", None)
     times = np.empty(_BATCH_SAMPLES)
     for i in range(_BATCH_SAMPLES):
         ids = rng.integers(0, n, size=b)
-        times[i], _ = latency.batch_timing(
-            calibration.prompt_tokens[ids], calibration.output_tokens[ids], rng
-        )
+        prompt, output = calibration.prompt_tokens[ids], calibration.output_tokens[ids]
+        if mean_service_s is not None:
+            times[i] = mean_service_s(prompt, output)
+        else:
+            times[i], _ = latency.batch_timing(prompt, output, rng)
     return float(n_gpus * b / times.mean())
 
 

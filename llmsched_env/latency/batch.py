@@ -31,7 +31,11 @@ from llmsched_env.latency.iteration import LinearIterationLatency
 
 
 class BatchLatencyModel(Protocol):
-    """What the static-batching simulator needs from a batch latency model."""
+    """What the static-batching simulator needs from a batch latency model.
+
+    A stochastic model may also give ``mean_service_s(prompt_tokens, output_tokens)``, the
+    expected service time of a batch, which capacity estimates average instead of its draws.
+    """
 
     def batch_timing(
         self, prompt_tokens: np.ndarray, output_tokens: np.ndarray, rng: np.random.Generator
@@ -513,6 +517,18 @@ class ExponentialBatchService:
             The service time in seconds and ``nan``.
         """
         return rng.exponential(self.mean_s), math.nan
+
+    def mean_service_s(self, prompt_tokens: np.ndarray, output_tokens: np.ndarray) -> float:
+        """The expected service time of a batch, ``mean_s`` (what capacity estimates average).
+
+        Args:
+            prompt_tokens: Prompt lengths (ignored).
+            output_tokens: Output lengths (ignored).
+
+        Returns:
+            The mean service time in seconds.
+        """
+        return self.mean_s
 
     def estimate_s(self, batch_size: int, prompt_tokens: float, output_tokens: float) -> float:
         """``mean_s``.
