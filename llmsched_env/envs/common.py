@@ -24,6 +24,9 @@ REQUEST_RECORD_COLUMNS = (
     "completion_s",
     "tokens_generated",
     "max_token_gap_s",
+    "preemptions",
+    "recomputed_tokens",
+    "prefix_hit_tokens",
     "gpu",
     "batch",
     "status",
@@ -46,7 +49,9 @@ class RequestRecordsMixin:
         static batch's end is known when it starts, but is not reported before it); then
         ``tokens_generated`` (output tokens produced so far), ``max_token_gap_s`` (longest gap
         between consecutive tokens of a completed request; ``nan`` where the server does not
-        resolve token times, as in ``BatchScheduling-v0``), ``gpu`` and ``batch`` (-1 when
+        resolve token times, as in ``BatchScheduling-v0``), ``preemptions``,
+        ``recomputed_tokens`` and ``prefix_hit_tokens`` (iteration level; 0 in
+        ``BatchScheduling-v0``; see ``docs/metrics.md``), ``gpu`` and ``batch`` (-1 when
         none), ``status`` (``completed``, ``rejected``, ``in_system`` or ``not_arrived``; every
         request has exactly one) and ``reject_reason`` (``none``, ``exceeds_kv_capacity`` or
         ``prompt_exceeds_token_budget``).

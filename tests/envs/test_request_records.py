@@ -62,3 +62,20 @@ def test_records_need_a_reset():
     env = gym.make("llmsched/BatchScheduling-v0", **ENVS["llmsched/BatchScheduling-v0"])
     with pytest.raises(RuntimeError, match="call reset"):
         env.unwrapped.request_records()
+
+
+def test_the_records_count_preemptions_recomputation_and_prefix_hits_as_the_metrics_do():
+    env, info = _run(
+        "llmsched/ContinuousBatching-v0",
+        kv_allocation="paged",
+        kv_memory=1500,
+        prefix_caching=True,
+    )
+    records = env.unwrapped.request_records()
+    metrics = info["episode_metrics"]
+    assert records["preemptions"].sum() == metrics["preemptions"] > 0
+    assert records["recomputed_tokens"].sum() == metrics["recomputed_tokens"]
+    assert records["prefix_hit_tokens"].sum() == metrics["prefix_hit_tokens"]
+    batch, _ = _run("llmsched/BatchScheduling-v0")
+    counts = batch.unwrapped.request_records()[["preemptions", "recomputed_tokens"]]
+    assert (counts.to_numpy() == 0).all()  # static batches are never preempted
