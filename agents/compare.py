@@ -199,11 +199,13 @@ def compare(
     check_policies(kind, chosen)
     if AGENT_NAME in chosen:
         raise ValueError(f"{AGENT_NAME!r} is reserved for the agent; rename the baseline")
-    _warn_on_env_changes(config)
-    if env_overrides:
-        check_env_kwargs(config.env_id, dict(env_overrides))
-        check_same_spaces(config, env_overrides)
-        config = replace(config, env_kwargs={**config.env_kwargs, **env_overrides})
+    overrides = dict(env_overrides or {})
+    if overrides:
+        check_env_kwargs(config.env_id, overrides)
+    _warn_on_env_changes(config, overrides)
+    if overrides:
+        check_same_spaces(config, overrides)
+        config = replace(config, env_kwargs={**config.env_kwargs, **overrides})
     agent = AgentPolicyFactory(
         str(directory), which=which, name=AGENT_NAME, settled_policy=settled_policy
     )
@@ -230,19 +232,24 @@ def compare(
     return comparison
 
 
-def _warn_on_env_changes(config: RunConfig) -> None:
-    """Warn when the env's defaults changed since the agent was trained."""
+def _warn_on_env_changes(config: RunConfig, overrides: Mapping[str, Any]) -> None:
+    """Warn when the env's defaults changed since the agent was trained.
+
+    The env is built with the ``overrides`` (so a trace the run was trained on need not exist
+    any more when another replaces it); the settings they change on purpose are not reported.
+    """
     import warnings
 
     import gymnasium as gym
 
     from agents.runs import env_config_changes
 
-    env = gym.make(config.env_id, **build_env_kwargs(config.env_kwargs))
+    env = gym.make(config.env_id, **build_env_kwargs({**config.env_kwargs, **overrides}))
     try:
         changes = env_config_changes(config, env)
     finally:
         env.close()
+    changes = {key: change for key, change in changes.items() if key not in overrides}
     if changes:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
         warnings.warn(
@@ -278,14 +285,19 @@ def check_same_spaces(config: RunConfig, env_overrides: Mapping[str, Any]) -> No
     Raises:
         ValueError: Naming the overridden settings that change a space, and how.
     """
-    trained, trained_config = _spaces(config.env_id, config.env_kwargs)
-    merged, _ = _spaces(config.env_id, {**config.env_kwargs, **env_overrides})
+    # An env's spaces do not depend on its workload, so the trained ones are built on the
+    # overriding workload when there is one (the run's own trace may be gone).
+    trained_kwargs = dict(config.env_kwargs)
+    if "workload" in env_overrides:
+        trained_kwargs["workload"] = env_overrides["workload"]
+    trained, trained_config = _spaces(config.env_id, trained_kwargs)
+    merged, _ = _spaces(config.env_id, {**trained_kwargs, **env_overrides})
     if merged == trained:
         return
     culprits = [
         key
         for key, value in env_overrides.items()
-        if _spaces(config.env_id, {**config.env_kwargs, key: value})[0] != trained
+        if _spaces(config.env_id, {**trained_kwargs, key: value})[0] != trained
     ] or list(env_overrides)
     named = ", ".join(
         f"{key}={env_overrides[key]!r} (trained with {getattr(trained_config, key, None)!r})"

@@ -236,7 +236,28 @@ def test_changed_env_defaults_are_reported(tiny_run):
     with pytest.warns(UserWarning, match="sla: 99.0 ->"):
         from agents.compare import _warn_on_env_changes
 
-        _warn_on_env_changes(old)
+        _warn_on_env_changes(old, {})
+
+
+def test_a_run_whose_trace_is_gone_is_compared_on_the_trace_that_replaces_it(tiny_run, tmp_path):
+    """The run's trace file was moved away: ``--trace`` (a workload override) stands in for it."""
+    import shutil
+
+    from llmsched_env.workload import AZURE_CONV_TRACE, shipped_data_path
+
+    run = tmp_path / "moved"
+    shutil.copytree(tiny_run.run_dir, run)
+    config = json.loads((run / "config.json").read_text())
+    config["env_kwargs"]["workload"] = f"trace:azure:{tmp_path / 'gone.csv'}"
+    (run / "config.json").write_text(json.dumps(config))
+    trace = tmp_path / "mine.csv"
+    shutil.copy(shipped_data_path(AZURE_CONV_TRACE), trace)
+    override = {"workload": f"trace:azure:{trace}"}
+    result = compare(run, n_seeds=1, policies=["edf"], env_overrides=override)
+    assert result.config.env_kwargs["workload"] == override["workload"]
+    assert set(result.summary["policy"]) == {AGENT_NAME, "edf"}
+    with pytest.raises(ValueError, match="gone.csv' does not exist"):
+        compare(run, n_seeds=1, policies=["edf"])  # without the override: the missing file
 
 
 def test_agent_refuses_a_different_observation_layout(tiny_run):
