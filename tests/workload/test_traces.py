@@ -20,6 +20,9 @@ from llmsched_env.workload import (
 
 from .stats_helpers import FIXTURES
 
+# The BurstGPT fixtures hold failed requests, dropped with a warning (one test checks it).
+pytestmark = pytest.mark.filterwarnings("ignore:.*dropped .* failed requests:UserWarning")
+
 
 def test_azure_small_fixture() -> None:
     w = load_azure_trace(FIXTURES / "azure_small.csv")
