@@ -199,13 +199,7 @@ def compare(
     check_policies(kind, chosen)
     if AGENT_NAME in chosen:
         raise ValueError(f"{AGENT_NAME!r} is reserved for the agent; rename the baseline")
-    overrides = dict(env_overrides or {})
-    if overrides:
-        check_env_kwargs(config.env_id, overrides)
-    _warn_on_env_changes(config, overrides)
-    if overrides:
-        check_same_spaces(config, overrides)
-        config = replace(config, env_kwargs={**config.env_kwargs, **overrides})
+    config = with_env_overrides(config, env_overrides)
     agent = AgentPolicyFactory(
         str(directory), which=which, name=AGENT_NAME, settled_policy=settled_policy
     )
@@ -230,6 +224,25 @@ def compare(
     if out is not None:
         write_comparison(comparison, out)
     return comparison
+
+
+def with_env_overrides(config: RunConfig, env_overrides: Mapping[str, Any] | None) -> RunConfig:
+    """The run's configuration with ``env_overrides`` replacing its env settings, once checked.
+
+    Warns when the env's defaults changed since the run was trained (:func:`_warn_on_env_changes`).
+
+    Raises:
+        ValueError: For an unknown setting, or one that changes the observation or action space
+            (:func:`check_same_spaces`).
+    """
+    overrides = dict(env_overrides or {})
+    if overrides:
+        check_env_kwargs(config.env_id, overrides)
+    _warn_on_env_changes(config, overrides)
+    if not overrides:
+        return config
+    check_same_spaces(config, overrides)
+    return replace(config, env_kwargs={**config.env_kwargs, **overrides})
 
 
 def _warn_on_env_changes(config: RunConfig, overrides: Mapping[str, Any]) -> None:

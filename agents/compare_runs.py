@@ -16,13 +16,13 @@ different problems.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from agents.compare import AGENT_NAME, _title, _warn_on_env_changes, check_same_spaces
+from agents.compare import AGENT_NAME, _title, with_env_overrides
 from agents.policy import SETTLED_POLICY, AgentPolicyFactory
 from agents.reliable import (
     INTERVAL_REPS,
@@ -35,7 +35,6 @@ from agents.reliable import (
 from agents.runs import ModelChoice, RunConfig, load_run_config
 from agents.scenarios import build_env_kwargs
 from agents.seeds import evaluation_seeds
-from llmsched_env.cli_args import check_env_kwargs
 from llmsched_env.evaluation import evaluate
 from llmsched_env.kinds import kind_of_id
 
@@ -138,11 +137,7 @@ def compare_runs(
     check_policies(kind, chosen)
     if RANDOM_POLICY not in chosen:
         chosen = [*chosen, RANDOM_POLICY]
-    _warn_on_env_changes(config)
-    if env_overrides:
-        check_env_kwargs(config.env_id, dict(env_overrides))
-        check_same_spaces(config, env_overrides)
-        config = replace(config, env_kwargs={**config.env_kwargs, **env_overrides})
+    config = with_env_overrides(config, env_overrides)
     agent_names = [f"{AGENT_NAME}[{label}]" for label in labels]
     clash = sorted(set(agent_names) & set(chosen))
     if clash:
