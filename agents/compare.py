@@ -298,11 +298,13 @@ def check_same_spaces(config: RunConfig, env_overrides: Mapping[str, Any]) -> No
     Raises:
         ValueError: Naming the overridden settings that change a space, and how.
     """
-    # An env's spaces do not depend on its workload, so the trained ones are built on the
-    # overriding workload when there is one (the run's own trace may be gone).
+    # An env's spaces depend neither on its workload nor on the episode length, so the trained
+    # ones are built with the overriding values (the run's own trace may be gone, and another
+    # trace may hold fewer requests than the run's episodes).
     trained_kwargs = dict(config.env_kwargs)
-    if "workload" in env_overrides:
-        trained_kwargs["workload"] = env_overrides["workload"]
+    for key in ("workload", "n_requests"):
+        if key in env_overrides:
+            trained_kwargs[key] = env_overrides[key]
     trained, trained_config = _spaces(config.env_id, trained_kwargs)
     merged, _ = _spaces(config.env_id, {**trained_kwargs, **env_overrides})
     if merged == trained:

@@ -14,7 +14,6 @@ Every command that writes results (``llmsched evaluate``, ``compare``, ``stabili
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -66,8 +65,16 @@ def check_output_dir(
         existing = existing.parent
     if not existing.is_dir():
         raise ValueError(f"cannot create the output directory {str(path)!r}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to the output directory {str(path)!r} ({existing})")
+    # A file made and removed at once: permission bits do not say it all (root passes
+    # ``os.access`` in /proc, which takes no files).
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"cannot write to the output directory {str(path)!r} ({existing}: "
+            f"{error.strerror or error})"
+        ) from None
     present = [name for name in files if (path / name).exists()]
     if present and not overwrite:
         listed = ", ".join(repr(str(path / name)) for name in present)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from llmsched_env.outputs import check_output_dir, write_or_rescue
@@ -54,3 +56,10 @@ def test_a_failed_write_goes_to_a_fresh_temporary_directory(tmp_path):
     ]
     target, _ = write_or_rescue(tmp_path / "fine", lambda t: (t / "r.csv").write_text("ok"))
     assert target == tmp_path / "fine" and (target / "r.csv").read_text() == "ok"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_place_that_takes_no_files_is_refused_whatever_the_permission_bits():
+    # /proc passes os.access(W_OK) for root but takes no files: the check makes one to know.
+    with pytest.raises(ValueError, match=r"cannot write to the output directory '/proc/results'"):
+        check_output_dir("/proc/results")
