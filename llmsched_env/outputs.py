@@ -29,7 +29,7 @@ def check_output_dir(
     overwrite: bool = False,
     flag: str = "--force",
 ) -> Path:
-    """Check, without creating anything, that ``files`` can be written into directory ``out``.
+    """Check, without leaving anything behind, that ``files`` can be written into ``out``.
 
     ``out`` must be a writable directory, or not exist yet below a writable directory.
 
