@@ -37,7 +37,7 @@ from llmsched_env.cli_args import (
     positive_float,
     positive_int,
 )
-from llmsched_env.kinds import ENV_IDS, resolve_kind
+from llmsched_env.kinds import ENV_IDS, kind_of_id, resolve_kind
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
@@ -630,8 +630,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         from baselines import split_policies
 
         policies = split_policies(args.policies)
+    # The env of the run(s), for what --gpus counts and which options apply.
+    args.env = _compared_kind(args)
+    if args.settled_policy is not None and args.env != "batch":
+        raise ValueError(
+            f"--settled-policy {args.settled_policy!r}: only BatchScheduling-v0 episodes settle; "
+            f"this agent is a {resolve_kind(args.env).env_id} one"
+        )
     if args.runs:
         return _compare_runs(args, policies)
+    if args.bootstrap_reps is not None:
+        raise ValueError("--bootstrap-reps applies to --runs (pooled statistics), not to one agent")
     if args.out:
         out = Path(args.out)
     elif args.run:
@@ -696,7 +705,7 @@ def _compare_runs(args: argparse.Namespace, policies: list[str] | None) -> int:
             which=args.model,
             n_jobs=args.jobs,
             progress=None if args.quiet else progress_printer("compare"),
-            reps=args.bootstrap_reps,
+            **({"reps": args.bootstrap_reps} if args.bootstrap_reps else {}),
             env_overrides=env_kwargs_from_args(args),
             **_settled_policy_option(args.settled_policy),
         )
@@ -718,6 +727,20 @@ def _compare_runs(args: argparse.Namespace, policies: list[str] | None) -> int:
 def _run_labels(summary: Any) -> list[str]:
     """``agent (<run>)`` for an agent's row of a multi-run summary, the policy otherwise."""
     return [f"{p} ({r})" if r else str(p) for p, r in zip(summary["policy"], summary["run"])]
+
+
+def _compared_kind(args: argparse.Namespace) -> str:
+    """The env kind of the agent(s) ``compare`` scores, from the (first) run's ``config.json``."""
+    from agents.compare import pretrained_dir
+    from agents.runs import load_run_config
+
+    if args.runs:
+        directory = Path(args.runs[0])
+    elif args.run:
+        directory = Path(args.run)
+    else:
+        directory = pretrained_dir(args.pretrained)
+    return kind_of_id(load_run_config(directory).env_id).name
 
 
 def _settled_policy_option(value: str | None) -> dict[str, Any]:
@@ -952,8 +975,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument(
         "--bootstrap-reps",
         type=positive_int,
-        default=10_000,
-        help="with --runs: bootstrap replications of the IQM and P(improvement) intervals",
+        help="with --runs: bootstrap replications of the IQM and P(improvement) intervals "
+        "(default 10,000)",
     )
     co.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_env_flags(co, default_env=None)

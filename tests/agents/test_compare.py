@@ -308,3 +308,20 @@ def test_verdict_with_one_seed_has_no_interval():
     verdict = _comparison((300.0, float("nan")), (700.0, float("nan")), n=1).verdict()
     assert "below it by 400.0 on 1 seed (no confidence interval with 1 seed" in verdict
     assert "nan" not in verdict
+
+
+def test_cli_compare_counts_gpus_as_the_run_s_env_does_and_refuses_options_that_do_not_apply(
+    tmp_path, capsys
+):
+    from tests.agents.conftest import tiny_train
+
+    run = tiny_train(tmp_path / "routing", env="routing").run_dir
+    base = ["compare", "--run", str(run), "--seeds", "1", "--quiet", "--policies", "random"]
+    # Routing-v0's --gpus is its replica count: as trained (2) it is accepted, 3 changes spaces.
+    assert main([*base, "--gpus", "2", "--out", str(tmp_path / "same")]) == 0
+    assert main([*base, "--gpus", "3", "--out", str(tmp_path / "other")]) == 2
+    assert "n_replicas=3 (trained with 2)" in capsys.readouterr().err
+    assert main([*base, "--settled-policy", "spf", "--out", str(tmp_path / "s")]) == 2
+    assert "only BatchScheduling-v0 episodes settle" in capsys.readouterr().err
+    assert main([*base, "--bootstrap-reps", "5", "--out", str(tmp_path / "b")]) == 2
+    assert "--bootstrap-reps applies to --runs" in capsys.readouterr().err
