@@ -112,12 +112,7 @@ def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ValueError: If ``--env-kwargs`` is not a JSON object (the message names the flag),
             holds ``render_mode``, or gives a key a named flag gives another value.
     """
-    kwargs = json_object("--env-kwargs", args.env_kwargs)
-    if "render_mode" in kwargs:
-        raise ValueError(
-            f"--env-kwargs render_mode={kwargs['render_mode']!r}: the command does not render "
-            "its episodes; leave render_mode out"
-        )
+    kwargs = _env_kwargs_json(args.env_kwargs)
     # --gpus counts the env's servers: GPUs, or the replicas of Routing-v0.
     env = getattr(args, "env", None)
     units = resolve_kind(env).config_class.units_field if env is not None else "n_gpus"
@@ -130,6 +125,17 @@ def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ("n_requests", "--n-requests", args.n_requests),
     ]
     return _with_named_flags(kwargs, named)
+
+
+def _env_kwargs_json(text: str | None) -> dict[str, Any]:
+    """``--env-kwargs`` as a dict, refusing ``render_mode`` (no command renders its episodes)."""
+    kwargs = json_object("--env-kwargs", text)
+    if "render_mode" in kwargs:
+        raise ValueError(
+            f"--env-kwargs render_mode={kwargs['render_mode']!r}: the command does not render "
+            "its episodes; leave render_mode out"
+        )
+    return kwargs
 
 
 def _with_named_flags(
@@ -330,7 +336,7 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     available = policy_names("continuous")
     if args.policy not in available:
         raise unknown_name_error("continuous policy", args.policy, available)
-    env_kwargs = json_object("--env-kwargs", args.env_kwargs)
+    env_kwargs = _env_kwargs_json(args.env_kwargs)
     policy_kwargs = json_object("--policy-kwargs", args.policy_kwargs)
     named = [("workload", "--workload", args.workload), ("n_gpus", "--gpus", args.gpus)]
     env_kwargs = _with_named_flags(env_kwargs, named)

@@ -143,6 +143,12 @@ def test_bad_arguments_fail_at_once_naming_the_flag(argv, message, capsys):
     assert captured.out == ""  # nothing was evaluated
 
 
+def test_stability_refuses_a_render_mode_like_every_command(tmp_path, capsys):
+    argv = ["stability", "--policy", "vllm", "--env-kwargs", '{"render_mode": "human"}']
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert "render_mode='human': the command does not render" in capsys.readouterr().err
+
+
 def test_unknown_policy_kwargs_key_suggests_the_closest(tmp_path, capsys):
     argv = ["stability", "--policy", "hybrid", "--policy-kwargs", '{"decode_shar": 0.5}']
     assert main([*argv, "--out", str(tmp_path)]) == 2
