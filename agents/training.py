@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -242,6 +243,7 @@ def train(
         command=command,
         training_mixture=mixture,
     )
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in (
         "evaluations.csv",
@@ -250,19 +252,25 @@ def train(
         AVERAGED_MODEL_FILE,
     ):
         (run_dir / stale).unlink(missing_ok=True)
+    before = set(run_dir.iterdir())
     config.save(run_dir)
-    return _run_session(
-        run_dir,
-        config,
-        spec,
-        steps,
-        load_from=None,
-        eval_freq=eval_freq,
-        checkpoint_freq=checkpoint_freq,
-        progress_bar=progress_bar,
-        verbose=verbose,
-        log=log,
-    )
+    try:
+        return _run_session(
+            run_dir,
+            config,
+            spec,
+            steps,
+            load_from=None,
+            eval_freq=eval_freq,
+            checkpoint_freq=checkpoint_freq,
+            progress_bar=progress_bar,
+            verbose=verbose,
+            log=log,
+        )
+    except BaseException:  # Ctrl-C or an error before the first model was saved: no run
+        if not (run_dir / "model.zip").exists() and latest_checkpoint(run_dir) is None:
+            _remove_new_entries(run_dir, before, remove_dir=created)
+        raise
 
 
 def resume(
@@ -550,6 +558,21 @@ def _warm_start(
             f"{report['agreement']:.1%} of the demonstration decisions (decisions: {by})"
         )
     return best, report
+
+
+def _remove_new_entries(run_dir: Path, before: set[Path], *, remove_dir: bool) -> None:
+    """Remove what a session that saved no model wrote into ``run_dir`` (``config.json``, logs).
+
+    The directory is left as it was before (removed if the session created it), so the same
+    command can be run again, and ``--resume`` is not offered a run without a model.
+    """
+    for entry in set(run_dir.iterdir()) - before:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if remove_dir and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def _save_final(run_dir: Path, model: Any, venv: Any, log: Callable[[str], None] | None) -> Path:

@@ -335,3 +335,25 @@ def test_a_signal_during_training_saves_the_model_and_resume_continues(tmp_path,
     assert (out / "model.zip").is_file() and (out / "vecnormalize.pkl").is_file()
     again = resume(out, steps=128, eval_freq=0, checkpoint_freq=0)
     assert again.config.total_timesteps == config["total_timesteps"] + 128
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_a_session_stopped_before_its_first_model_leaves_no_run(tmp_path, monkeypatch, failure):
+    """Ctrl-C during the warm start (or an error) left config.json: not a run, yet not empty."""
+    import agents.training as training
+
+    def fail(run_dir, *args, **kwargs):
+        (run_dir / "progress.csv").write_text("time/total_timesteps\n")  # the logger's file
+        raise failure()
+
+    monkeypatch.setattr(training, "_run_session", fail)
+    out = tmp_path / "new"
+    with pytest.raises(failure):
+        tiny_train(out)
+    assert not out.exists()  # made by the session, so removed with what it wrote
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(failure):
+        tiny_train(kept, overwrite=True)
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
