@@ -216,14 +216,32 @@ def model_paths(run_dir: str | Path, which: ModelChoice = "best") -> tuple[Path,
                 f"run_dir {str(run_dir)!r} holds no {AVERAGED_MODEL_FILE}: the run was trained "
                 "without the weight_averaging setting (or stopped before its first snapshot)"
             )
-        stats = run_dir / "vecnormalize.pkl"
-        return model, (stats if stats.is_file() else None)
+        return model, _statistics(run_dir, run_dir / "vecnormalize.pkl")
     prefix = "best_" if which == "best" and (run_dir / "best_model.zip").is_file() else ""
     model = run_dir / f"{prefix}model.zip"
     if not model.is_file():
         raise ValueError(f"run_dir {str(run_dir)!r} holds no {model.name}")
-    stats = run_dir / f"{prefix}vecnormalize.pkl"
-    return model, (stats if stats.is_file() else None)
+    return model, _statistics(run_dir, run_dir / f"{prefix}vecnormalize.pkl")
+
+
+def _statistics(run_dir: Path, stats: Path) -> Path | None:
+    """``stats`` if it exists; ``None`` if the run did not normalise its observations.
+
+    Raises:
+        ValueError: If the run normalised its observations but ``stats`` is missing: without
+            them the agent would act on observations it never saw (silently, another agent).
+    """
+    if stats.is_file():
+        return stats
+    config_file = run_dir / CONFIG_FILE
+    if config_file.is_file():
+        config = RunConfig.from_json(config_file.read_text(encoding="utf-8"))
+        if config.hyperparams.get("normalize_obs"):
+            raise ValueError(
+                f"run_dir {str(run_dir)!r} was trained on normalised observations "
+                f"(normalize_obs) but holds no {stats.name}, their statistics; restore it"
+            )
+    return None
 
 
 def export_run(run_dir: str | Path, dest: str | Path, which: ModelChoice = "best") -> list[Path]:

@@ -325,3 +325,20 @@ def test_cli_compare_counts_gpus_as_the_run_s_env_does_and_refuses_options_that_
     assert "only BatchScheduling-v0 episodes settle" in capsys.readouterr().err
     assert main([*base, "--bootstrap-reps", "5", "--out", str(tmp_path / "b")]) == 2
     assert "--bootstrap-reps applies to --runs" in capsys.readouterr().err
+
+
+def test_a_run_missing_its_observation_statistics_is_refused(tiny_run, tmp_path):
+    import shutil
+
+    from agents.runs import load_run_config, model_paths
+
+    run = tmp_path / "no-stats"
+    shutil.copytree(tiny_run.run_dir, run)
+    assert load_run_config(run).hyperparams["normalize_obs"]
+    for stats in run.glob("*vecnormalize.pkl"):
+        stats.unlink()
+    # Without them the agent would act on raw observations: another agent, silently.
+    with pytest.raises(ValueError, match=r"normalised observations .* holds no .*vecnormalize.pkl"):
+        model_paths(run, "best")
+    with pytest.raises(ValueError, match="holds no vecnormalize.pkl"):
+        compare(run, n_seeds=1, policies=["edf"], which="final")
