@@ -183,10 +183,17 @@ def _label_runs(frame: pd.DataFrame, run_of: dict[str, str]) -> pd.DataFrame:
 
 
 def _check_same_env(paths: Sequence[Path], configs: Sequence[RunConfig]) -> None:
-    """Refuse runs whose env id, env keyword arguments or env configuration differ."""
+    """Refuse runs whose env id or env configuration differ.
+
+    The configuration is the env's resolved one, recorded at training (``env_config``): the same
+    env reached through different arguments (a default given explicitly) is the same env. Runs
+    that did not record it are compared by their keyword arguments.
+    """
     first = configs[0]
     for path, config in zip(paths[1:], configs[1:]):
-        for field in ("env_id", "env_kwargs", "env_config"):
+        resolved = bool(first.env_config) and bool(config.env_config)
+        fields = ("env_id", "env_config") if resolved else ("env_id", "env_kwargs", "env_config")
+        for field in fields:
             a, b = getattr(first, field), getattr(config, field)
             if a == b:
                 continue

@@ -66,10 +66,16 @@ def test_runs_of_different_env_settings_are_refused(two_runs, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(two_runs[1], other)
     config = json.loads((other / "config.json").read_text())
-    config["env_kwargs"]["load"] = 2.0
+    same = json.loads(json.dumps(config))
+    config["env_kwargs"]["load"] = config["env_config"]["load"] = 2.0
     (other / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"different env settings \(env_kwargs differ: load: "):
+    with pytest.raises(ValueError, match=r"different env settings \(env_config differ: load: "):
         compare_runs([two_runs[0], other], **SEEDS, **FAST)
+    # The same env reached through other arguments (a default given explicitly) is accepted.
+    same["env_kwargs"]["n_gpus"] = same["env_config"]["n_gpus"]
+    (other / "config.json").write_text(json.dumps(same))
+    result = compare_runs([two_runs[0], other], policies=["edf"], **SEEDS, **FAST)
+    assert len(result.reliable.run_scores) == 2
     with pytest.raises(ValueError, match="given more than once"):
         compare_runs([two_runs[0], two_runs[0]], **SEEDS, **FAST)
 
