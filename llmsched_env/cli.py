@@ -14,13 +14,14 @@ the bad value.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
 import shlex
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,27 @@ def env_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ("n_requests", "--n-requests", args.n_requests),
     ]
     return _with_named_flags(kwargs, named)
+
+
+#: The settings of :mod:`llmsched_env.stability` by the flags that give them.
+_STABILITY_FLAGS = {
+    "horizon_s": "--horizon",
+    "warmup_fraction": "--warmup",
+    "drift_threshold": "--threshold",
+    "rel_tol": "--rel-tol",
+    "low_rps": "--low",
+    "high_rps": "--high",
+}
+
+
+@contextlib.contextmanager
+def _flag_names(flags: dict[str, str]) -> Iterator[None]:
+    """Re-raise a ``ValueError`` whose message names a setting with the flag that gives it."""
+    try:
+        yield
+    except ValueError as error:
+        pattern = r"\b(" + "|".join(map(re.escape, flags)) + r")\b"
+        raise ValueError(re.sub(pattern, lambda m: flags[m.group(1)], str(error))) from None
 
 
 def _env_kwargs_json(text: str | None) -> dict[str, Any]:
@@ -342,16 +364,17 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     env_kwargs = _with_named_flags(env_kwargs, named)
     check_env_kwargs(ENV_ID, env_kwargs)
     check_policy_kwargs("continuous", args.policy, policy_kwargs)
-    settings = StabilitySettings(
-        horizon_s=args.horizon,
-        warmup_fraction=args.warmup,
-        replications=args.replications,
-        drift_threshold=args.threshold,
-        rel_tol=args.rel_tol,
-        grid_points=args.grid,
-        seed=args.seed,
-        n_jobs=args.jobs,
-    )
+    with _flag_names(_STABILITY_FLAGS):
+        settings = StabilitySettings(
+            horizon_s=args.horizon,
+            warmup_fraction=args.warmup,
+            replications=args.replications,
+            drift_threshold=args.threshold,
+            rel_tol=args.rel_tol,
+            grid_points=args.grid,
+            seed=args.seed,
+            n_jobs=args.jobs,
+        )
     # A file name: a trace workload ("trace:azure:dir/file.csv") keeps its letters and digits.
     workload = re.sub(r"[^A-Za-z0-9._-]+", "_", str(env_kwargs.get("workload", "default")))
     stem = f"{args.policy}_{workload}"
@@ -367,16 +390,17 @@ def _cmd_stability(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    result = estimate_stability(
-        args.policy,
-        env_kwargs,
-        settings,
-        policy_kwargs=policy_kwargs,
-        low_rps=args.low,
-        high_rps=args.high,
-        progress=None if args.quiet else tested,
-        announce=None if args.quiet else report,
-    )
+    with _flag_names(_STABILITY_FLAGS):
+        result = estimate_stability(
+            args.policy,
+            env_kwargs,
+            settings,
+            policy_kwargs=policy_kwargs,
+            low_rps=args.low,
+            high_rps=args.high,
+            progress=None if args.quiet else tested,
+            announce=None if args.quiet else report,
+        )
     print(f"{ENV_ID} {_json(env_kwargs)}, policy {args.policy} {_json(policy_kwargs)}")
     over = result.overload_point
     print(

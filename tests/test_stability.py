@@ -185,8 +185,17 @@ def test_capacity_estimate_charges_the_per_iteration_cost():
 
 def test_the_search_is_announced_rate_by_rate():
     said = []
-    settings = StabilitySettings(horizon_s=100.0, replications=2, rel_tol=0.3)
+    settings = StabilitySettings(horizon_s=200.0, replications=2, rel_tol=0.3)
     result = estimate_stability("run-to-completion", MM1, settings, announce=said.append)
     assert said[0].startswith("capacity estimate 2.5 req/s; searching from [0.625, 3.125] req/s")
     tested = [line for line in said[1:] if line.startswith("testing ")]
     assert len(tested) == len(result.points)
+
+
+def test_a_horizon_too_short_to_tell_growth_from_noise_is_refused():
+    """A 1 s horizon put lambda* of this M/M/1 queue at 3.5 req/s (its service rate is 2.5)."""
+    settings = StabilitySettings(horizon_s=1.0, replications=2)
+    with pytest.raises(ValueError, match=r"sees only 4 requests per run over horizon_s=1"):
+        estimate_stability("run-to-completion", MM1, settings)
+    with pytest.raises(ValueError, match=r"low_rps=0.625 \(the default, 0.25 x the capacity"):
+        estimate_stability("run-to-completion", MM1, settings, high_rps=1e-6)
