@@ -78,6 +78,9 @@ class RunConfig:
         training_mixture: Keyword arguments of the
             :class:`~llmsched_env.envs.mixture.BatchMixtureEnv` the training envs sample
             episodes from (a scenario's ``training``), or ``None`` when they are the run's env.
+        eval_freq: Steps between validations, as the run was started (``None``: not recorded,
+            the default then); a resumed session keeps it unless told otherwise.
+        checkpoint_freq: Steps between checkpoints, likewise.
         sessions: One record per training session: steps, wall time, env steps per second.
         versions: Package versions of the first session.
         format_version: Version of this file's layout.
@@ -98,6 +101,8 @@ class RunConfig:
     obs_names: list[str] = field(default_factory=list)
     command: str | None = None
     training_mixture: dict[str, Any] | None = None
+    eval_freq: int | None = None
+    checkpoint_freq: int | None = None
     sessions: list[dict[str, Any]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=package_versions)
     format_version: int = FORMAT_VERSION

@@ -242,6 +242,8 @@ def train(
         obs_names=obs_names,
         command=command,
         training_mixture=mixture,
+        eval_freq=eval_freq,
+        checkpoint_freq=checkpoint_freq,
     )
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -277,8 +279,8 @@ def resume(
     run_dir: str | Path,
     *,
     steps: int,
-    eval_freq: int = DEFAULT_EVAL_FREQ,
-    checkpoint_freq: int = DEFAULT_CHECKPOINT_FREQ,
+    eval_freq: int | None = None,
+    checkpoint_freq: int | None = None,
     progress_bar: bool = False,
     verbose: int = 0,
     log: Callable[[str], None] | None = None,
@@ -294,8 +296,9 @@ def resume(
     Args:
         run_dir: A run directory written by :func:`train`.
         steps: Additional environment steps, ``>= 1``.
-        eval_freq: Steps between validation comparisons (0 disables them).
-        checkpoint_freq: Steps between checkpoints (0 disables them).
+        eval_freq: Steps between validation comparisons (0 disables them; ``None``: the
+            run's own, as it was started).
+        checkpoint_freq: Steps between checkpoints (0 disables them; ``None``: the run's own).
         progress_bar: Show the progress bar.
         verbose: 1 prints evaluation results.
         log: Told, in one line each, what the session is doing (which model it resumes).
@@ -310,10 +313,15 @@ def resume(
     """
     require_agents_extra()
     _check_int("steps", steps, 1)
-    _check_int("eval_freq", eval_freq, 0)
-    _check_int("checkpoint_freq", checkpoint_freq, 0)
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
+    if eval_freq is None:
+        eval_freq = DEFAULT_EVAL_FREQ if config.eval_freq is None else config.eval_freq
+    if checkpoint_freq is None:
+        recorded = config.checkpoint_freq
+        checkpoint_freq = DEFAULT_CHECKPOINT_FREQ if recorded is None else recorded
+    _check_int("eval_freq", eval_freq, 0)
+    _check_int("checkpoint_freq", checkpoint_freq, 0)
     model = run_dir / "model.zip"
     stats: Path | None = run_dir / "vecnormalize.pkl"
     if not model.is_file():

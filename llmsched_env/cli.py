@@ -533,9 +533,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 hyperparams=hyperparams,
                 vec_env=args.vec_env,
-                eval_freq=args.eval_freq,
                 eval_episodes=args.eval_episodes,
-                checkpoint_freq=args.checkpoint_freq,
+                **_given(eval_freq=args.eval_freq, checkpoint_freq=args.checkpoint_freq),
                 progress_bar=not args.quiet,
                 torch_threads=args.threads,
                 overwrite=args.overwrite,
@@ -773,6 +772,11 @@ def _compared_kind(args: argparse.Namespace) -> str:
     return kind_of_id(load_run_config(directory).env_id).name
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given on the command line (not ``None``), as keyword arguments."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def _settled_policy_option(value: str | None) -> dict[str, Any]:
     """``compare``'s ``settled_policy`` argument from ``--settled-policy`` (none: its default)."""
     if value is None:
@@ -926,15 +930,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--eval-freq",
         type=nonnegative_int,
-        default=25_000,
-        help="steps between validations (0: none)",
+        help="steps between validations (0: none; default 25,000, or with --resume the run's)",
     )
     tr.add_argument("--eval-episodes", type=positive_int, help="validation seeds (default 20 or 5)")
     tr.add_argument(
         "--checkpoint-freq",
         type=nonnegative_int,
-        default=100_000,
-        help="steps between checkpoints (0: none)",
+        help="steps between checkpoints (0: none; default 100,000, or with --resume the run's)",
     )
     tr.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     tr.add_argument(

@@ -196,6 +196,16 @@ def test_resume_continues_step_count_and_history(tmp_path):
     assert again.config.training_env_seeds == first.config.training_env_seeds
 
 
+def test_resume_keeps_the_run_s_validation_and_checkpoint_frequencies(tmp_path):
+    first = tiny_train(tmp_path / "run", steps=128, eval_freq=128, eval_episodes=1)
+    assert (first.config.eval_freq, first.config.checkpoint_freq) == (128, 0)
+    again = resume(first.run_dir, steps=256)  # validates every 128 steps, as the run did
+    assert len(again.evaluations) == 2
+    assert not (first.run_dir / "checkpoints").exists()  # and still writes no checkpoints
+    told = resume(first.run_dir, steps=128, eval_freq=0)
+    assert told.evaluations == []
+
+
 def test_scenario_sets_env_and_kwargs(tmp_path):
     result = tiny_train(
         tmp_path / "run", steps=64, scenario="batch-bursty", env_kwargs={"n_requests": 40}
