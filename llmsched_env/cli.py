@@ -459,6 +459,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out, args.force, names)
     written = [VALIDATION_CSV]
     report(f"replaying {'every shipped run' if not args.runs else listing(args.runs)}")
+    if args.max_requests is not None:
+        report(
+            f"--max-requests {args.max_requests}: the measured requests shared the GPU with later "
+            "ones this replay leaves out, so its errors are not the simulator's fidelity (the "
+            "full replay's are)"
+        )
     _warm_up(report)
 
     def done(result: Any) -> None:
@@ -886,7 +892,8 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument(
         "--max-requests",
         type=positive_int,
-        help="replay only each run's first requests (quick check)",
+        help="replay only each run's first requests: a smoke test of the replay, not a fidelity "
+        "figure (the measured requests shared the GPU with later ones the replay leaves out)",
     )
     va.add_argument("--force", action="store_true", help="overwrite an existing validation.csv")
     va.set_defaults(func=_cmd_validate)
