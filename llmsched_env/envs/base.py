@@ -20,6 +20,7 @@ action mask) current.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -37,7 +38,27 @@ from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.latency import make_kv_memory
 from llmsched_env.metrics import SLATargets
 from llmsched_env.registry import resolve
+from llmsched_env.sim.records import RejectReason
 from llmsched_env.workload import Workload, make_workload_source
+
+#: Per reason a request is rejected at arrival, what in the env's settings causes it.
+_REJECTION_CAUSES: dict[RejectReason, Callable[[Any], str]] = {
+    RejectReason.EXCEEDS_KV_CAPACITY: lambda env: (
+        f"its prompt and output need more KV memory than a GPU has "
+        f"({_token_counts(env.kv_capacity_tokens)} tokens, kv_memory={env.config.kv_memory!r})"
+    ),
+    RejectReason.PROMPT_EXCEEDS_TOKEN_BUDGET: lambda env: (
+        f"its prompt is longer than an iteration's token budget (max_tokens="
+        f"{env.config.max_tokens}) and chunked prefill is off (chunk_size=None)"
+    ),
+}
+
+
+def _token_counts(capacity: int | tuple[int, ...]) -> str:
+    """A KV capacity for a message: one count, or one per replica."""
+    if isinstance(capacity, tuple):
+        return "per replica " + ", ".join(f"{c:,}" for c in capacity)
+    return f"{capacity:,}"
 
 
 class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
@@ -111,17 +132,23 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
             options,
         )
 
-    def _first_decision(self, workload: Workload, why: str) -> None:
+    def _first_decision(self, workload: Workload) -> None:
         """Advance the new episode to its first decision.
 
         Raises:
-            ValueError: If the episode has none (every request rejected at arrival); ``why``
-                says where to look.
+            ValueError: If the episode has none (every request rejected at arrival); the
+                message counts the reasons and names the settings behind them.
         """
         self._steps = 0
         if not self.server.advance():
+            reasons = np.bincount(self.server.records.reject_reason, minlength=len(RejectReason))
+            why = "; ".join(
+                f"{int(count)} because {_REJECTION_CAUSES[RejectReason(code)](self)}"
+                for code, count in enumerate(reasons)
+                if count and code != RejectReason.NONE
+            )
             raise ValueError(
-                "the episode has no scheduling decision: every one of its "
+                f"{self.config.owner}: the episode has no scheduling decision: every one of its "
                 f"{len(workload)} requests was rejected at arrival ({why})"
             )
         self._episode_over = False

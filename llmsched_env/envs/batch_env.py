@@ -384,7 +384,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         self._queue_columns = ()
         self._episode = episode_arrays(self.server, self._observer)
         self._step_kernel = self._look_up_and_step  # these arrays' types may differ
-        self._first_decision(workload, f"KV capacity {self.kv_capacity_tokens} tokens")
+        self._first_decision(workload)
         self._finished_from = 0
         self.server.fill_decision_mask(self._mask)
         info = self._info(invalid=False, applied=None)

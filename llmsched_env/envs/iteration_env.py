@@ -359,7 +359,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
             length_scale_tokens=self.length_scale_tokens,
             capacity_rps=self.capacity_rps,
         )
-        self._first_decision(workload, "see RejectReason")
+        self._first_decision(workload)
         info = self._info(invalid=False, applied=None)
         info.update(
             max_tokens=cfg.max_tokens,

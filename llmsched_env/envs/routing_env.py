@@ -311,7 +311,7 @@ class RoutingEnv(SchedulingEnv):
         self.server = Cluster(workload, self._replicas, routed_to)
         self._reward = self._reward_factory(cfg.sla_penalty, cfg.ttft_sla)
         self._reward.reset(self.server)
-        self._first_decision(workload, "no replica can admit any of them; see RejectReason")
+        self._first_decision(workload)
         info = self._info(invalid=False, applied=None)
         info.update(
             n_replicas=n,

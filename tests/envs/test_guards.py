@@ -169,3 +169,25 @@ def test_a_path_as_workload_points_to_the_trace_spec():
 
     with pytest.raises(TypeError, match=r"'trace:\[FORMAT:\]PATH' for a trace file"):
         gym.make(BATCH, workload=Path("trace.csv"))
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "cause"),
+    [
+        (BATCH, {"kv_memory": 10}, r"3 because its prompt and output need more KV memory .*10"),
+        (
+            CONTINUOUS,
+            {"max_tokens": 16, "chunk_size": None},
+            r"3 because its prompt is longer than .*max_tokens=16.*chunk_size=None",
+        ),
+        ("llmsched/Routing-v0", {"n_replicas": 2, "kv_memory": [20, 30]}, r"per replica 20, 30"),
+    ],
+)
+def test_an_episode_whose_every_request_is_rejected_says_which_setting_rejects_them(
+    env_id, kwargs, cause
+):
+    env = gym.make(env_id, n_requests=3, **kwargs)
+    with pytest.raises(ValueError, match=r"every one of its 3 requests was rejected at arrival"):
+        env.reset(seed=0)
+    with pytest.raises(ValueError, match=cause):
+        env.reset(seed=0)
