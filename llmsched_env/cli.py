@@ -283,7 +283,7 @@ def _add_env_flags(parser: argparse.ArgumentParser, default_env: str | None = "b
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from baselines import check_policies, policy_names, split_policies
+    from baselines import check_policies, policy_names
     from llmsched_env.evaluation import evaluate
     from llmsched_env.outputs import check_output_dir
     from llmsched_env.plotting import plot_comparison
@@ -293,7 +293,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.policies == "all":
         policies = available
     else:
-        policies = split_policies(args.policies)
+        policies = _policy_list(args.policies)
         if not policies:
             raise ValueError(f"--policies names no policy; expected 'all' or some of {available}")
         check_policies(args.env, policies)
@@ -662,9 +662,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     report = say("compare")
     policies = None
     if args.policies != "all":
-        from baselines import split_policies
-
-        policies = split_policies(args.policies)
+        policies = _policy_list(args.policies)
     # The env of the run(s), for what --gpus counts and which options apply.
     args.env = _compared_kind(args)
     if args.settled_policy is not None and args.env != "batch":
@@ -776,6 +774,21 @@ def _compared_kind(args: argparse.Namespace) -> str:
     else:
         directory = pretrained_dir(args.pretrained)
     return kind_of_id(load_run_config(directory).env_id).name
+
+
+def _policy_list(text: str) -> list[str]:
+    """The baselines of ``--policies``, each once (``name()`` is ``name``).
+
+    Raises:
+        ValueError: If a baseline is named twice (results are grouped by name).
+    """
+    from baselines import split_policies
+
+    policies = [p[:-2] if p.endswith("()") else p for p in split_policies(text)]
+    twice = sorted({p for p in policies if policies.count(p) > 1})
+    if twice:
+        raise ValueError(f"--policies names {listing(twice)} more than once; name each once")
+    return policies
 
 
 def _given(**options: Any) -> dict[str, Any]:

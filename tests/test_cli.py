@@ -126,6 +126,8 @@ def test_help_shows_defaults_and_the_registered_names(capsys):
         (["--env-kwargs", "[1]"], "--env-kwargs must be a JSON object, got '[1]'"),
         (["--env-kwargs", '{"n_gpu": 2}'], "Did you mean 'n_gpus'?"),
         (["--records"], "--records needs --out"),
+        (["--policies", "edf,edf"], "--policies names edf more than once"),
+        (["--policies", "static-fifo(),static-fifo"], "--policies names static-fifo more than"),
         (["--env-kwargs", '{"sla": 5, "sla": 20}'], "--env-kwargs gives the key 'sla' twice"),
         (
             ["--env-kwargs", '{"n_gpus": 3}', "--gpus", "2"],
