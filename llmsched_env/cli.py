@@ -343,7 +343,7 @@ def _json(value: Any) -> str:
 
 
 def _cmd_stability(args: argparse.Namespace) -> int:
-    from baselines import policy_names
+    from baselines import parse_policy, policy_names
     from llmsched_env.outputs import check_output_dir
     from llmsched_env.plotting import plot_stability
     from llmsched_env.registry import unknown_name_error
@@ -356,10 +356,19 @@ def _cmd_stability(args: argparse.Namespace) -> int:
 
     report = say("stability")
     available = policy_names("continuous")
+    # A setting ("hybrid(decode_share=0.3)") is the policy and its --policy-kwargs in one.
+    args.policy, in_setting = parse_policy(args.policy)
     if args.policy not in available:
         raise unknown_name_error("continuous policy", args.policy, available)
     env_kwargs = _env_kwargs_json(args.env_kwargs)
     policy_kwargs = json_object("--policy-kwargs", args.policy_kwargs)
+    for key, value in in_setting.items():
+        if key in policy_kwargs and policy_kwargs[key] != value:
+            raise ValueError(
+                f"--policy sets {key}={value!r} and --policy-kwargs {key}={policy_kwargs[key]!r}; "
+                f"give {key} once"
+            )
+        policy_kwargs[key] = value
     named = [("workload", "--workload", args.workload), ("n_gpus", "--gpus", args.gpus)]
     env_kwargs = _with_named_flags(env_kwargs, named)
     check_env_kwargs(ENV_ID, env_kwargs)
@@ -859,7 +868,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument(
         "--policy",
         required=True,
-        help=f"continuous-batching baseline: {listing(policy_names('continuous'))}",
+        help=f"continuous-batching baseline: {listing(policy_names('continuous'))}, or a "
+        "setting such as 'hybrid(decode_share=0.3)'",
     )
     st.add_argument("--policy-kwargs", help="policy keyword arguments as a JSON object")
     st.add_argument("--workload", help="workload preset (env default if omitted)")

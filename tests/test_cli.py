@@ -151,6 +151,16 @@ def test_stability_refuses_a_render_mode_like_every_command(tmp_path, capsys):
     assert "render_mode='human': the command does not render" in capsys.readouterr().err
 
 
+def test_stability_takes_a_policy_setting_and_refuses_it_disagreeing_with_policy_kwargs(
+    tmp_path, capsys
+):
+    argv = ["stability", "--policy", "hybrid(decode_share=0.3)", "--out", str(tmp_path)]
+    assert main([*argv, "--policy-kwargs", '{"decode_share": 0.5}']) == 2
+    assert "--policy sets decode_share=0.3 and --policy-kwargs" in capsys.readouterr().err
+    assert main([*argv, "--policy-kwargs", '{"decode_shar": 0.5}']) == 2
+    assert "unknown --policy-kwargs key for policy 'hybrid'" in capsys.readouterr().err
+
+
 def test_unknown_policy_kwargs_key_suggests_the_closest(tmp_path, capsys):
     argv = ["stability", "--policy", "hybrid", "--policy-kwargs", '{"decode_shar": 0.5}']
     assert main([*argv, "--out", str(tmp_path)]) == 2
