@@ -42,6 +42,8 @@ from llmsched_env.kinds import ENV_IDS, kind_of_id, resolve_kind
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
+#: Exit status when the output's reader closed the pipe (128 + SIGPIPE, as shells report it).
+EXIT_BROKEN_PIPE = 141
 #: Training steps of ``llmsched train`` without ``--steps`` or ``--scenario``.
 DEFAULT_TRAIN_STEPS = 300_000
 #: Files ``llmsched evaluate`` and ``llmsched compare`` write.
@@ -1085,6 +1087,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"llmsched {args.command}: error: {text}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of the output went away (``| head``): stop quietly
+        # Python flushes stdout at exit; pointing it at /dev/null keeps that from failing too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as error:  # a file or directory the command could not read or write
         print(f"llmsched {args.command}: error: {error}", file=sys.stderr)
         return 1

@@ -516,3 +516,15 @@ def test_compare_takes_absolute_and_relative_run_directories_together(
     assert main(["compare", "--runs", str(tmp_path / "a"), "b", "--seeds", "2"]) == 2
     err = capsys.readouterr().err
     assert "Can't mix" not in err and "holds no config.json" in err  # past the output check
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly(monkeypatch, capsys):
+    """``llmsched evaluate ... | head -1``: the reader goes away; no error, the shell's status."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w", buffering=1) as closed:  # line-buffered, as a terminal is
+        monkeypatch.setattr("sys.stdout", closed)
+        assert main(["evaluate", *TINY, "--policies", "edf"]) == 141
+    assert "error" not in capsys.readouterr().err
