@@ -340,7 +340,8 @@ def _check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
     if owned:
         raise ValueError(
             f"env_kwargs must not set {owned}: the stability test chooses the arrival rate and "
-            "the number of requests itself"
+            "the number of requests itself, and runs each episode to its last arrival (its "
+            "length is the horizon)"
         )
     return env_kwargs
 
