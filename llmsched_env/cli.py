@@ -463,6 +463,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from llmsched_env.validation.report import VALIDATION_CSV, check_output_dir
 
     report = say("validate")
+    if args.runs and not all(run.strip() for run in args.runs):
+        raise ValueError("--runs names an empty run; expected shipped run names or run directories")
     names = [Path(run).name for run in args.runs] if args.runs else list(RUN_SETTINGS)
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:

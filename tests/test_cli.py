@@ -528,3 +528,8 @@ def test_a_closed_output_pipe_ends_the_command_quietly(monkeypatch, capsys):
         monkeypatch.setattr("sys.stdout", closed)
         assert main(["evaluate", *TINY, "--policies", "edf"]) == 141
     assert "error" not in capsys.readouterr().err
+
+
+def test_validate_refuses_an_empty_run_name(tmp_path, capsys):
+    assert main(["validate", "--runs", "", "--out", str(tmp_path)]) == 2
+    assert "--runs names an empty run" in capsys.readouterr().err
