@@ -207,6 +207,10 @@ class RoutingEnv(SchedulingEnv):
         render_mode: str | None = None,
     ) -> None:
         cfg = RoutingEnvConfig.from_arguments(locals())
+        # Every replica keeps per-request state for the whole episode (checked again below, with
+        # the replicas' KV block pools, once their KV memory is known).
+        per_request = cfg.n_replicas * ROUTING_BYTES_PER_REPLICA_REQUEST
+        check_episode_fits(cfg.owner, cfg.n_requests, per_request)
         self.config = cfg
         self.render_mode = cfg.render_mode
         self.source = make_workload_source(cfg.workload)
@@ -218,12 +222,11 @@ class RoutingEnv(SchedulingEnv):
         self.last_info: dict[str, Any] | None = None
         self._queue_columns: tuple[np.ndarray, ...] = ()
         self._views = self._make_views(cfg)
-        # Every replica keeps per-request state for the whole episode, and its KV block pool.
         blocks = sum(-(-int(v.kv_capacity_tokens) // cfg.kv_block_tokens) for v in self._views)
         check_episode_fits(
             cfg.owner,
             cfg.n_requests,
-            cfg.n_replicas * ROUTING_BYTES_PER_REPLICA_REQUEST,
+            per_request,
             fixed_bytes=blocks * PAGED_BYTES_PER_BLOCK,
             fixed_for=f"the KV blocks of n_replicas={cfg.n_replicas} replicas",
         )

@@ -77,6 +77,8 @@ def test_paged_kv_memory_whose_blocks_cannot_fit_in_memory_is_refused():
     # Each GPU's (or replica's) server keeps a pool of its blocks: 10^12 tokens need ~10 TB.
     with pytest.raises(ValueError, match=r"the KV blocks of n_gpus=2 GPUs alone"):
         gym.make(CONTINUOUS, kv_allocation="paged", kv_memory=10**12, n_gpus=2, n_requests=10)
+    with pytest.raises(ValueError, match=r"Routing-v0: n_requests must fit in memory"):
+        gym.make("llmsched/Routing-v0", n_requests=10**13, workload="demo2")
     with pytest.raises(ValueError, match=r"the KV blocks of n_replicas=1024 replicas alone"):
         gym.make("llmsched/Routing-v0", n_replicas=1024, kv_memory=10**9, n_requests=10)
     gym.make(CONTINUOUS, kv_memory=10**12, n_requests=10)  # reserved memory keeps counters only
