@@ -1,7 +1,9 @@
-"""Reading a CSV trace and validating its columns, with errors that point at the bad cell.
+"""Reading trace files and validating their columns, with errors that point at the bad cell.
 
 Every error is a ``ValueError`` naming the file, the column, the row (0-based data row, header
-excluded) and the value, so a malformed trace can be fixed without guessing.
+excluded) and the value, so a malformed trace can be fixed without guessing. The checks every
+format shares live here too: the path (:func:`existing_file`), compressed text
+(:func:`text_lines`) and the span of the timestamps (:func:`check_time_span`).
 """
 
 from __future__ import annotations
