@@ -422,7 +422,7 @@ def _run_session(
         formats = ["csv"] + (["stdout"] if verbose else [])
         if importlib.util.find_spec("tensorboard") is not None:
             formats.append("tensorboard")
-        model.set_logger(configure(str(run_dir), formats))
+        model.set_logger(_in_sorted_columns(configure(str(run_dir), formats)))
         callbacks: list[Any] = []
         evaluator = None
         if eval_freq:
@@ -566,6 +566,29 @@ def _warm_start(
             f"{report['agreement']:.1%} of the demonstration decisions (decisions: {by})"
         )
     return best, report
+
+
+class _SortedWhenExtended(list):
+    """A list whose ``extend`` adds the new items in sorted order."""
+
+    def extend(self, items: Any) -> None:
+        super().extend(sorted(items))
+
+
+def _in_sorted_columns(logger: Any) -> Any:
+    """``logger`` with its ``progress.csv`` columns added in sorted order.
+
+    stable-baselines3's CSV output adds the keys first seen at a dump in the order of a set
+    difference, which depends on Python's string hashing: two identical runs wrote
+    ``progress.csv`` with their columns in different orders. Its list of keys is replaced by
+    one whose ``extend`` sorts what it adds.
+    """
+    from stable_baselines3.common.logger import CSVOutputFormat
+
+    for output in logger.output_formats:
+        if isinstance(output, CSVOutputFormat):
+            output.keys = _SortedWhenExtended(output.keys)
+    return logger
 
 
 def _remove_new_entries(run_dir: Path, before: set[Path], *, remove_dir: bool) -> None:

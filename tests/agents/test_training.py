@@ -367,3 +367,19 @@ def test_a_session_stopped_before_its_first_model_leaves_no_run(tmp_path, monkey
     with pytest.raises(failure):
         tiny_train(kept, overwrite=True)
     assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+
+
+def test_progress_csv_columns_are_added_in_sorted_order(tmp_path):
+    """stable-baselines3 adds new columns in set order (string hashing): runs differed."""
+    from stable_baselines3.common.logger import configure
+
+    from agents.training import _in_sorted_columns
+
+    logger = _in_sorted_columns(configure(str(tmp_path), ["csv"]))
+    for names in (["time/fps", "eval/margin", "rollout/ep_len_mean"], ["b/x", "a/y"]):
+        for name in names:
+            logger.record(name, 1)
+        logger.dump(step=0)
+    logger.close()
+    header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
+    assert header == ["eval/margin", "rollout/ep_len_mean", "time/fps", "a/y", "b/x"]
