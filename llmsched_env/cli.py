@@ -699,6 +699,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         from agents.compare import compare, write_comparison
 
         report(f"{args.seeds} seeds from {args.first_seed}; loading the agent")
+        if args.run and args.model == "best" and not (Path(args.run) / "best_model.zip").is_file():
+            report("the run kept no validation-best model (no validation ran): its final model")
         _warm_up(report)
         result = compare(
             args.run,
@@ -1027,8 +1029,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=MODEL_CHOICES,
         default="best",
-        help="which model of each run: validation-best, final, or averaged weights (a run "
-        "trained with weight_averaging)",
+        help="which model of each run: validation-best (the final one for a run that "
+        "validated none), final, or averaged weights (a run trained with weight_averaging)",
     )
     co.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
     co.add_argument("--out", type=directory, help="output directory (default: RUN/compare)")

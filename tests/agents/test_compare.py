@@ -319,6 +319,7 @@ def test_cli_compare_counts_gpus_as_the_run_s_env_does_and_refuses_options_that_
     base = ["compare", "--run", str(run), "--seeds", "1", "--quiet", "--policies", "random"]
     # Routing-v0's --gpus is its replica count: as trained (2) it is accepted, 3 changes spaces.
     assert main([*base, "--gpus", "2", "--out", str(tmp_path / "same")]) == 0
+    assert "kept no validation-best model (no validation ran)" in capsys.readouterr().err
     assert main([*base, "--gpus", "3", "--out", str(tmp_path / "other")]) == 2
     assert "n_replicas=3 (trained with 2)" in capsys.readouterr().err
     assert main([*base, "--settled-policy", "spf", "--out", str(tmp_path / "s")]) == 2
