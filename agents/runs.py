@@ -238,10 +238,8 @@ def _statistics(run_dir: Path, stats: Path) -> Path | None:
     """
     if stats.is_file():
         return stats
-    config_file = run_dir / CONFIG_FILE
-    if config_file.is_file():
-        config = RunConfig.from_json(config_file.read_text(encoding="utf-8"))
-        if config.hyperparams.get("normalize_obs"):
+    if (run_dir / CONFIG_FILE).is_file():
+        if load_run_config(run_dir).hyperparams.get("normalize_obs"):
             raise ValueError(
                 f"run_dir {str(run_dir)!r} was trained on normalised observations "
                 f"(normalize_obs) but holds no {stats.name}, their statistics; restore it"

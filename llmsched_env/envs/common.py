@@ -86,6 +86,17 @@ def clip_in_place(obs: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
         obs[i] = max(min(obs[i], high[i]), low[i])
 
 
+def holds_whole_numbers(a: np.ndarray) -> bool:
+    """Whether ``a`` holds integers: an integer dtype, or floats that are all finite and whole.
+
+    What every env accepts as an action's components (``[1.0, 2.0]`` is ``[1, 2]``); booleans,
+    strings and objects are not.
+    """
+    if a.dtype.kind in "iu":
+        return True
+    return a.dtype.kind == "f" and bool(np.all(np.isfinite(a)) and np.all(np.mod(a, 1) == 0))
+
+
 def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:
     """Check a ``MultiDiscrete(nvec)`` action and return its components as Python ints.
 
@@ -116,8 +127,7 @@ def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:
         python_ints = a.dtype.kind == "O" and all(  # integers too large for int64
             isinstance(v, int | np.integer) and not isinstance(v, bool) for v in a
         )
-        whole = a.dtype.kind == "f" and bool(np.all(np.isfinite(a)) and np.all(np.mod(a, 1) == 0))
-        if a.dtype.kind not in "iu" and not python_ints and not whole:
+        if not python_ints and not holds_whole_numbers(a):
             raise ValueError(f"action {action!r} must hold integers, got dtype {a.dtype}")
         values = [int(v) for v in a]
     if min(values) < 0 or not all(map(operator.lt, values, nvec)):

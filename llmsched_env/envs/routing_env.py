@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import operator
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from llmsched_env.envs.common import (
     InvalidActionError,
     check_episode_size,
     configured_arrival_rate,
+    holds_whole_numbers,
 )
 from llmsched_env.envs.footprint import (
     PAGED_BYTES_PER_BLOCK,
@@ -355,15 +355,9 @@ class RoutingEnv(SchedulingEnv):
         """The replica index of ``action`` (an integer, or an array of one integer)."""
         n = self.config.n_replicas
         a = np.asarray(action)
-        if a.ndim > 1 or a.size != 1 or a.dtype.kind not in "iu":
-            whole = a.dtype.kind == "f" and a.size == 1 and float(a.reshape(-1)[0]).is_integer()
-            if a.ndim <= 1 and whole:
-                a = a.astype(np.int64)
-            else:
-                raise ValueError(
-                    f"action {action!r} must be one integer, a replica index in [0, {n})"
-                )
-        replica = operator.index(a.reshape(-1)[0].item())
+        if a.ndim > 1 or a.size != 1 or not holds_whole_numbers(a):
+            raise ValueError(f"action {action!r} must be one integer, a replica index in [0, {n})")
+        replica = int(a.reshape(-1)[0])
         if not 0 <= replica < n:
             raise ValueError(f"action {action!r} is not a replica index in [0, {n})")
         return replica
