@@ -132,6 +132,16 @@ def _build_policy(spec: PolicySpec, env: gym.Env) -> Any:
 _RECORDS_KEY = "_records"
 
 
+def _build_once(env_id: str, env_kwargs: dict[str, Any] | None) -> None:
+    """Build the env once in this process, before workers are forked.
+
+    Building it reads its workload (a trace file is read once per process) and calibrates it;
+    forked workers inherit what that cached, so a trace file's warnings are shown once, not
+    once per worker, and a faulty setting is reported here rather than by every worker.
+    """
+    gym.make(env_id, **dict(env_kwargs or {})).close()
+
+
 def run_episode(task: EpisodeTask) -> dict[str, Any]:
     """Run one episode and return a flat row: policy, seed, return, steps and episode metrics.
 
@@ -287,6 +297,8 @@ def evaluate(
         for p, n in zip(policies, names)
         for s in seeds
     ]
+    if n_jobs > 1 and len(tasks) > 1:
+        _build_once(env_id, env_kwargs)
     rows = run_jobs(run_episode, tasks, n_jobs, progress)
     frames = [row.pop(_RECORDS_KEY) for row in rows] if records else []
     episodes = pd.DataFrame(rows)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -235,6 +236,29 @@ def test_warnings_are_one_line_without_source():
     warning = [line for line in error.splitlines() if "RunToCompletion" in line]
     assert len(warning) == 1 and warning[0].startswith("llmsched: warning: RunToCompletion:")
     assert "UserWarning" not in error and "env.step(" not in error
+
+
+def test_a_trace_warning_is_shown_once_with_worker_processes(tmp_path):
+    # Rows out of order: loading the trace warns. The workers inherit the parent's reading.
+    rng = np.random.default_rng(0)
+    seconds = np.sort(rng.uniform(0, 3600, 300))
+    seconds[[0, 1]] = seconds[[1, 0]]
+    stamps = pd.Timestamp("2023-11-16 18:00:00") + pd.to_timedelta(seconds, unit="s")
+    trace = tmp_path / "unsorted.csv"
+    pd.DataFrame(
+        {
+            "TIMESTAMP": stamps.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            "ContextTokens": rng.integers(10, 2000, 300),
+            "GeneratedTokens": rng.integers(10, 500, 300),
+        }
+    ).to_csv(trace, index=False)
+    argv = [sys.executable, "-m", "llmsched_env.cli", "evaluate", "--env", "batch"]
+    argv += ["--trace", str(trace), "--policies", "edf,spf", "--n-requests", "50"]
+    argv += ["--seeds", "2", "--jobs", "2", "--quiet"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "sorted stably" in line]
+    assert len(warnings) == 1, done.stderr
 
 
 def test_records_csv_has_one_row_per_request_policy_and_seed(tmp_path, capsys):
