@@ -45,6 +45,12 @@ def _bin_of(predicted_tokens: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return bins
 
 
+def _dead_bins(edges: tuple[float, ...], low: float, high: float) -> list[int]:
+    """The bins that lie wholly below ``low`` or above ``high`` (for lengths in that range)."""
+    bounds = [-np.inf, *edges, np.inf]
+    return [j for j in range(len(edges) + 1) if bounds[j + 1] <= low or bounds[j] > high]
+
+
 def check_bins_reachable(owner: str, edges: tuple[float, ...], predicted: np.ndarray) -> None:
     """Refuse explicit ``bin_edges`` that leave a bin outside the workload's predicted lengths.
 
@@ -53,7 +59,9 @@ def check_bins_reachable(owner: str, edges: tuple[float, ...], predicted: np.nda
     length of the calibration data can never hold a request: the agent would see an empty queue
     forever and the action component that picks it would be dead, so this is a configuration
     error, not a warning. Bins inside the range that the calibration sample happens to leave
-    empty are allowed (the episode's requests may still fall into them).
+    empty are allowed (the episode's requests may still fall into them). A workload with fewer
+    distinct predicted lengths than bins (``Fixed`` lengths, two-length demos) leaves some bins
+    empty whatever the edges, so there any edges are accepted, as its default ones are.
 
     Args:
         owner: The environment, for the message.
@@ -63,9 +71,10 @@ def check_bins_reachable(owner: str, edges: tuple[float, ...], predicted: np.nda
     Raises:
         ValueError: Naming the edges, the unreachable bins and the workload's length range.
     """
+    if np.unique(predicted).shape[0] < len(edges) + 1:
+        return
     low, high = float(np.min(predicted)), float(np.max(predicted))
-    bounds = [-np.inf, *edges, np.inf]
-    dead = [j for j in range(len(edges) + 1) if bounds[j + 1] <= low or bounds[j] > high]
+    dead = _dead_bins(edges, low, high)
     if dead:
         raise ValueError(
             f"{owner}: bin_edges must leave every bin reachable by the workload's predicted "
@@ -78,14 +87,43 @@ def equal_mass_edges(predicted_tokens: np.ndarray, n_bins: int) -> tuple[float, 
     """Interior edges that split predicted lengths into ``n_bins`` bins of equal probability mass.
 
     Bin ``j`` holds lengths in ``[edge_{j-1}, edge_j)`` (Multi-Bin batching, Lemma 4.1: equal mass
-    is optimal). Duplicate quantiles (heavy ties) are nudged apart so every edge is distinct.
+    is optimal). The edges are the ``j / n_bins`` quantiles, nudged apart by 1e-6 where heavy
+    ties make them coincide. Where that would leave fewer bins holding lengths than there are
+    bins or distinct lengths (a bin below or above every length), the edges are chosen among the
+    distinct lengths instead, each splitting the mass above the edge before it as equally as
+    leaves room for the later ones. With fewer distinct lengths than bins, each length gets its
+    own bin and the bins above the longest stay empty (their actions are always masked).
     """
-    quantiles = np.quantile(predicted_tokens, np.arange(1, n_bins) / n_bins)
-    edges = np.maximum.accumulate(quantiles.astype(np.float64))
+    predicted = np.asarray(predicted_tokens, dtype=np.float64)
+    quantiles = np.quantile(predicted, np.arange(1, n_bins) / n_bins)
+    edges = _distinct(np.maximum.accumulate(quantiles))
+    values, counts = np.unique(predicted, return_counts=True)
+    filled = np.unique(np.searchsorted(edges, values, side="right")).size
+    if filled == min(n_bins, values.size):
+        return tuple(float(e) for e in edges)
+    # Candidate edge values[i] (i >= 1) puts the mass below values[i] in the bins under it.
+    below = np.cumsum(counts)[:-1] / predicted.size
+    n_edges = min(n_bins, values.size) - 1
+    chosen: list[int] = []
+    mass = 0.0  # below the latest edge
+    for j in range(n_edges):
+        target = mass + (1.0 - mass) / (n_edges + 1 - j)  # the rest, split equally
+        first = chosen[-1] + 1 if chosen else 1
+        last = values.size - (n_edges - j)  # leave a candidate for each later edge
+        options = np.arange(first, last + 1)
+        chosen.append(int(options[np.argmin(np.abs(below[options - 1] - target))]))
+        mass = float(below[chosen[-1] - 1])
+    above = [values[-1] + 1.0] * (n_bins - 1 - n_edges)  # empty bins above the longest
+    return tuple(float(e) for e in _distinct(np.array([*values[chosen], *above])))
+
+
+def _distinct(edges: np.ndarray) -> np.ndarray:
+    """Non-decreasing ``edges`` made strictly increasing: a repeat becomes the one before + 1e-6."""
+    edges = np.array(edges, dtype=np.float64)
     for i in range(1, len(edges)):
         if edges[i] <= edges[i - 1]:
             edges[i] = edges[i - 1] + 1e-6
-    return tuple(float(e) for e in edges)
+    return edges
 
 
 class BatchSchedulingEnv(SchedulingEnv):

@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmsched_env  # noqa: F401  (registers the envs)
-from llmsched_env.envs.batch_env import BatchSchedulingEnv, _bin_of
+from llmsched_env.envs.batch_env import (
+    BatchSchedulingEnv,
+    _bin_of,
+    check_bins_reachable,
+    equal_mass_edges,
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -23,6 +28,38 @@ def test_bins_are_searchsorted_right_of_the_edges(predicted, edges):
     np.testing.assert_array_equal(
         _bin_of(tokens, edges), np.searchsorted(edges, tokens, side="right")
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.integers(1, 60), min_size=1, max_size=80),
+    n_bins=st.integers(2, 8),
+)
+def test_default_edges_leave_no_bin_dead_that_the_lengths_can_fill(values, n_bins):
+    # Heavy ties (most requests of one length) made coinciding quantiles leave a bin below or
+    # above every length; the env's own edges are always accepted as explicit ones.
+    predicted = np.array(values, dtype=np.int64)
+    edges = equal_mass_edges(predicted, n_bins)
+    assert len(edges) == n_bins - 1 and all(a < b for a, b in zip(edges, edges[1:]))
+    check_bins_reachable("env", edges, predicted)
+    filled = np.unique(np.searchsorted(edges, predicted, side="right")).size
+    assert filled == min(n_bins, np.unique(predicted).size)
+
+
+def test_default_edges_are_the_quantiles_without_ties():
+    predicted = np.random.default_rng(0).lognormal(5, 1, 5000).round()
+    expected = np.quantile(predicted, [0.25, 0.5, 0.75])
+    np.testing.assert_array_equal(equal_mass_edges(predicted, 4), expected)
+    tied = np.r_[np.ones(900), np.arange(2, 102)]  # 90% at the smallest length
+    edges = equal_mass_edges(tied, 4)
+    counts = np.bincount(np.searchsorted(edges, tied, side="right"))
+    assert counts[0] == 900 and sorted(counts[1:]) in ([33, 33, 34], [33, 34, 33], [33, 34, 34])
+
+
+def test_two_length_workload_accepts_its_own_default_edges():
+    env = BatchSchedulingEnv(workload="demo2", load=0.9, n_requests=50)
+    again = BatchSchedulingEnv(workload="demo2", load=0.9, n_requests=50, bin_edges=env.bin_edges)
+    assert again.bin_edges == env.bin_edges
 
 
 def _served_batch(env: BatchSchedulingEnv, action: tuple[int, int]) -> frozenset[int]:
