@@ -3,7 +3,7 @@
 A length-aware scheduler (multi-bin batching, shortest-predicted-first) never sees the true output
 length of a request before it finishes; it sees a prediction. A predictor turns the true lengths
 (and the prompts) into predictions with ``predict(prompt_tokens, output_tokens, rng)``, returning
-int64 predictions ``>= 1``. The predictions are stored in
+int64 predictions in ``[1, 2**31 - 1]``. The predictions are stored in
 :attr:`~llmsched_env.workload.requests.Workload.predicted_output_tokens`.
 
 Every predictor draws a fixed number of values from ``rng`` per call (independent of the values
@@ -20,6 +20,7 @@ import numpy as np
 
 from llmsched_env.registry import resolve
 from llmsched_env.workload._checks import check_float, check_int, check_rng
+from llmsched_env.workload._csv import MAX_TOKENS
 
 
 @runtime_checkable
@@ -46,9 +47,13 @@ def _lengths(prompt_tokens: Any, output_tokens: Any) -> tuple[np.ndarray, np.nda
 
 
 def _round_at_least_one(values: np.ndarray) -> np.ndarray:
-    """Round to the nearest integer (ties to even) and clip below at 1 (overwrites ``values``)."""
+    """Round to the nearest integer (ties to even), clipped to ``[1, MAX_TOKENS]`` (overwrites).
+
+    The upper clip keeps a huge draw (a wide noise, ``sigma = 10``) from wrapping around in the
+    cast to int64 into a negative prediction.
+    """
     np.rint(values, out=values)
-    np.maximum(values, 1.0, out=values)
+    np.clip(values, 1.0, float(MAX_TOKENS), out=values)
     return values.astype(np.int64)
 
 

@@ -52,6 +52,14 @@ def test_lognormal_noise_sigma_zero_is_exact_and_never_below_one() -> None:
     assert tiny.min() == 1
 
 
+def test_lognormal_noise_huge_draws_stay_valid_token_counts() -> None:
+    # exp(N(0, 20^2)) overflows int64 in a cast: it wrapped to -9.2e18 before the clip.
+    output = np.full(100_000, 500)
+    rng = np.random.default_rng(0)
+    predicted = LogNormalNoisePredictor(sigma=20.0).predict(output, output, rng)
+    assert predicted.min() == 1 and predicted.max() == 2**31 - 1
+
+
 def test_prompt_power_law_uses_only_the_prompt() -> None:
     prompt, output = lengths(1000)
     predictor = PromptPowerLawPredictor()
