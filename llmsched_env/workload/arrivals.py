@@ -115,7 +115,7 @@ class GammaArrivals:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rate_rps", check_float("rate_rps", self.rate_rps, positive=True))
-        cv = check_float("cv", self.cv, positive=True)
+        cv = check_float("cv", self.cv)
         low, high = CV_RANGE
         if not low <= cv <= high:
             raise ValueError(f"cv must be in [{low:g}, {high:g}], got {self.cv!r}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmsched_env.workload._checks import check_count, check_int, check_probabilities, check_rng
+from llmsched_env.workload._csv import MAX_TOKENS
 from llmsched_env.workload.lengths import LengthDistribution
 
 
@@ -138,10 +139,14 @@ class Empirical:
             raise ValueError(f"values must be a non-empty 1-D array, got shape {raw.shape}")
         if raw.dtype.kind not in "iuf" or np.any(raw != np.floor(raw)):
             raise ValueError(f"values must be whole numbers of tokens, got dtype {raw.dtype}")
+        bad = ~((raw >= 1) & (raw <= MAX_TOKENS))  # before the cast, which wraps inf and 1e300
+        if np.any(bad):
+            index = int(np.argmax(bad))
+            raise ValueError(
+                f"values must be whole numbers of tokens in [1, {MAX_TOKENS}], got "
+                f"values[{index}] = {raw[index].item()!r}"
+            )
         values = raw.astype(np.int64)
-        if np.any(values < 1):
-            index = int(np.argmax(values < 1))
-            raise ValueError(f"values must be >= 1, got values[{index}] = {values[index]}")
         values.flags.writeable = False
         object.__setattr__(self, "values", values)
 

@@ -208,9 +208,12 @@ class TraceSource:
             raise TypeError(f"trace must be a Workload, got {type(self.trace).__name__}")
         if not isinstance(self.predictor, OutputLengthPredictor):
             raise TypeError(f"predictor must have predict(), got {self.predictor!r}")
-        fraction = check_float(
-            "calibration_fraction", self.calibration_fraction, positive=True, maximum=1.0
-        )
+        fraction = check_float("calibration_fraction", self.calibration_fraction)
+        if not 0.0 < fraction < 1.0:  # 1 would leave no trace any request for episodes
+            raise ValueError(
+                f"calibration_fraction must be in (0, 1) (the history's share of the trace; the "
+                f"rest is the episode region), got {fraction!r}"
+            )
         object.__setattr__(self, "calibration_fraction", fraction)
         seed = check_int("calibration_seed", self.calibration_seed, minimum=0)
         object.__setattr__(self, "calibration_seed", seed)

@@ -77,8 +77,9 @@ def test_zero_arrivals() -> None:
     [
         (lambda: PoissonArrivals(0.0), ValueError, "rate_rps must be a finite number > 0, got 0.0"),
         (lambda: PoissonArrivals(float("nan")), ValueError, "rate_rps must be a finite number"),
-        (lambda: GammaArrivals(1.0, -1.0), ValueError, "cv must be a finite number > 0, got -1.0"),
-        (lambda: GammaArrivals(1.0, "2"), TypeError, "cv must be a finite number > 0, got '2'"),
+        (lambda: GammaArrivals(1.0, -1.0), ValueError, r"cv must be in \[0.001, 1000\], got -1.0"),
+        (lambda: GammaArrivals(1.0, 0), ValueError, r"cv must be in \[0.001, 1000\], got 0"),
+        (lambda: GammaArrivals(1.0, "2"), TypeError, "cv must be a finite number, got '2'"),
         (lambda: GammaArrivals.from_shape(1.0, 0.0), ValueError, "shape must be a finite number"),
         # Beyond [0.001, 1000] the draw breaks down: cv 1e-160 drew nan and hung an episode.
         (lambda: GammaArrivals(1.0, 1e-160), ValueError, r"cv must be in \[0.001, 1000\]"),

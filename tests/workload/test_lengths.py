@@ -121,6 +121,11 @@ def test_empirical_resamples_observed_values_and_copies_them() -> None:
         (lambda: Mixture((3,), (1.0,)), TypeError, r"components\[0\] must be a length"),
         (lambda: Empirical([]), ValueError, "non-empty"),
         (lambda: Empirical([1, 0]), ValueError, r"values\[1\] = 0"),
+        (
+            lambda: Empirical([1.0, np.inf]),
+            ValueError,
+            r"in \[1, 2147483647\], got values\[1\] = inf",
+        ),
         (lambda: Empirical([1.5]), ValueError, "whole numbers"),
     ],
 )
