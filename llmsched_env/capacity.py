@@ -97,10 +97,12 @@ def saturated_iteration_rps(
     iteration, a steady state also prefills ``d * E[prompt] / (E[output] - 1)`` prompt tokens per
     iteration (one new request for each ``E[output] - 1`` decode steps) and completes
     ``d / (E[output] - 1)`` requests per iteration. This function returns the best such rate over
-    ``d`` within the limits, with the iteration's duration from ``latency.estimate_s``. For the
-    default ``ContinuousBatching-v0`` (Llama-3.1-8B on an H100, 5.75 ms per iteration, 256
-    sequences) on the ``demo2`` workload it is 156 requests/s against a work bound of 367, as
-    the per-iteration cost amortised over 256 sequences is larger than the token work.
+    ``d`` within the limits, with the iteration's duration from ``latency.estimate_s``. For
+    ``ContinuousBatching-v0`` with Llama-3.1-8B on an H100 (``latency="llama3.1-8b-h100"``,
+    5.75 ms per iteration, 256 sequences) on the ``demo2`` workload it is 161 requests/s
+    against a work bound of 367, as the per-iteration cost amortised over 256 sequences is
+    larger than the token work (with the env's default latency model, measured on an RTX PRO
+    6000, 50 against 81).
 
     Args:
         latency: Iteration latency model.

@@ -351,8 +351,9 @@ def capacity_estimate_rps(env_kwargs: dict[str, Any] | None = None) -> float:
 
     The smaller of the env's own estimate (``capacity_rps``, the work bound that ``load`` is a
     fraction of) and :func:`llmsched_env.capacity.saturated_iteration_rps`, which also charges
-    the per-iteration cost. The work bound alone can be far too high: on the default latency
-    model (5.75 ms per iteration, 256 sequences) with the ``demo2`` workload it is 367 req/s,
+    the per-iteration cost. The work bound alone can be far too high: on the H100 latency
+    model (``llama3.1-8b-h100``, 5.75 ms per iteration, 256 sequences) with the ``demo2``
+    workload it is 367 req/s,
     while prefill-first serves 108 (the saturated estimate is 161), and a bracket that starts
     there simulates millions of requests per tested rate.
 

@@ -111,8 +111,9 @@ def reusable_prefix_fraction(
     """The prefix hit rate an unbounded cache shared by every request would reach.
 
     Requests are taken in order (arrival order, for a workload); each one's hit is the longest
-    prefix of its hashed blocks that some earlier request's prompt held, at most all but its last
-    token (as a cache lookup leaves the last token to compute). The result, hit tokens over
+    prefix of its hashed blocks that some earlier request's prompt held, in whole blocks that
+    leave at least its last token to compute (``(tokens - 1) // block_tokens`` blocks at most),
+    as the simulator's cache lookup counts a hit. The result, hit tokens over
     prompt tokens, bounds what prefix-aware routing can gain from prompts shared between
     requests: a real cache is split across replicas and evicts under memory pressure. (A
     simulated hit rate can still exceed it through preempted requests finding their own blocks
@@ -153,6 +154,6 @@ def reusable_prefix_fraction(
         k = 0
         while k < len(hashes) and hashes[k] in seen:
             k += 1
-        hit += min(k * block_tokens, max(tokens - 1, 0))
+        hit += min(k, max(tokens - 1, 0) // block_tokens) * block_tokens
         seen.update(hashes)
     return hit / total

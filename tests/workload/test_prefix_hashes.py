@@ -101,6 +101,10 @@ def test_reusable_prefix_fraction_counts_prefixes_seen_earlier():
     d = [7, 7, 3, 4, 5, 6]
     chains = prefix_block_hashes_from_token_ids([a, d], block_tokens=2)
     assert reusable_prefix_fraction([6, 6], chains, 2) == 0.0
+    # A hit is whole blocks, at most (tokens - 1) // B, as the simulator's lookup counts it:
+    # two identical 32-token prompts in 16-token blocks share 16 tokens, not 31.
+    chains = prefix_block_hashes_from_token_ids([list(range(32))] * 2, block_tokens=16)
+    assert reusable_prefix_fraction([32, 32], chains, 16) == 16 / 64
 
 
 def test_reusable_prefix_fraction_without_hashes_or_tokens_is_zero():
