@@ -278,7 +278,11 @@ class TraceSource:
         Args:
             n_requests: Window length, ``1 <= n_requests <= max_episode_requests``.
             rng: The episode's generator (window start when ``start`` is None, predictions).
-            arrival_rate_rps: Replay at this mean rate instead of :attr:`natural_rate_rps`.
+            arrival_rate_rps: Replay at this rate instead of the trace's own: arrivals are
+                scaled by ``arrival_rate_rps / natural_rate_rps``, the whole trace's rate, so a
+                window keeps its part of the trace's ups and downs (windows of the busier
+                episode region arrive a little faster than ``arrival_rate_rps``: 1.06x on
+                ``azure-conv``, see docs/workloads.md).
             start: Index of the first request within the episode region, or ``None`` for a
                 uniformly random start.
 
