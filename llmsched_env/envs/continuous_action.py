@@ -16,7 +16,6 @@ budgets it lists, and the baselines choose levels with it, so the rule lives her
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -88,12 +87,20 @@ class ContinuousActionCodec:
             >>> [codec.decode_count(level, 10) for level in range(5)]
             [0, 3, 5, 8, 10]
         """
-        return math.ceil(level / (self.decode_levels - 1) * running)
+        # In integers: in floats 11 / 20 * 100 is 55.00000000000001, whose ceiling is 56.
+        return -(-level * running // (self.decode_levels - 1))
 
     def prefill_budget(self, level: int, decoded: int) -> int:
-        """Prefill budget of ``level`` beside ``decoded`` decodes (what they leave, scaled)."""
+        """Prefill budget of ``level`` beside ``decoded`` decodes (what they leave, scaled).
+
+        ``round(l/(P-1) * left)``, halves to even as Python's ``round``, computed exactly.
+        """
         left = self.max_tokens - min(decoded, self.max_tokens)
-        return round(level / (self.prefill_levels - 1) * left)
+        steps = self.prefill_levels - 1
+        budget, rest = divmod(level * left, steps)
+        if 2 * rest > steps or (2 * rest == steps and budget % 2):
+            budget += 1
+        return budget
 
     def decode(self, action: tuple[int, int, int], running: int) -> IterationRequest:
         """The iteration ``action`` (already checked levels) asks for with ``running`` sequences."""

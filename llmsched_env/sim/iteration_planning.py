@@ -119,12 +119,13 @@ class PrefillPlanning:
     def smallest_prefill_budget(self, gpu: int) -> float:
         """The least prefill budget that gives ``gpu`` prefill work (``inf``: none does).
 
-        A started prompt can always continue; a new prompt needs one token of budget with
-        chunked prefill, and its whole length without. (Paged mode also needs free blocks for
-        the chunk the budget makes: see :meth:`prefill_allowed`.)
+        A started prompt continues with one token of budget, and so does a new prompt with
+        chunked prefill; without, a new prompt needs its whole length. (A budget of 0, which a
+        prefill level rounds to when ``max_tokens`` is small, prefills nothing. Paged mode also
+        needs free blocks for the chunk the budget makes: see :meth:`prefill_allowed`.)
         """
         if self.prefilling[gpu]:
-            return 0
+            return 1
         if not self.can_admit(gpu):
             return math.inf
         if self.chunk_size is not None:

@@ -18,8 +18,10 @@ CONFIGS = [
      "kv_memory": 600, "kv_block_tokens": 16},
     {**SMALL, "max_tokens": 192, "chunk_size": 192, "kv_allocation": "paged",
      "kv_memory": 400, "kv_block_tokens": 8, "prefix_caching": True, "n_gpus": 2},
+    # Prefill levels round to budgets (0, 0, 1, 2, 2): a level above 0 may prefill nothing.
+    {**SMALL, "max_tokens": 2, "chunk_size": 2},
 ]  # fmt: skip
-IDS = ["reserve-chunked", "reserve-whole", "paged", "paged-cached-2gpu"]
+IDS = ["reserve-chunked", "reserve-whole", "paged", "paged-cached-2gpu", "reserve-tiny-budget"]
 
 
 def runs_an_iteration(env, decode, prefill, cap):
