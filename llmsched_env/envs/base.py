@@ -48,8 +48,14 @@ _REJECTION_CAUSES: dict[RejectReason, Callable[[Any], str]] = {
         f"({_token_counts(env.kv_capacity_tokens)} tokens, kv_memory={env.config.kv_memory!r})"
     ),
     RejectReason.PROMPT_EXCEEDS_TOKEN_BUDGET: lambda env: (
-        f"its prompt is longer than an iteration's token budget (max_tokens="
-        f"{env.config.max_tokens}) and chunked prefill is off (chunk_size=None)"
+        (
+            "its prompt plus output tokens less one (a recomputation after a preemption of "
+            "paged KV memory) exceed"
+            if getattr(env.config, "kv_allocation", "paged") == "paged"
+            else "its prompt exceeds"
+        )
+        + f" an iteration's token budget (max_tokens={env.config.max_tokens}) and chunked "
+        "prefill is off (chunk_size=None)"
     ),
 }
 

@@ -193,11 +193,12 @@ class Cluster:
             server.known = i + 1
         self.n_routed = i + 1
         self.request = -1
+        if not self.servers[replica].admissible(i):
+            return  # rejected at its arrival there: never queued work (a request no replica fits)
         self.pending[replica].append(i)
         self.pending_tokens[replica] += self._prompt[i]
         self.pending_work[replica] += self._prompt[i] + self._predicted[i]
-        if self.servers[replica].admissible(i):
-            self._awaiting_first[replica].append(i)
+        self._awaiting_first[replica].append(i)
 
     def _update_views(self) -> None:
         """Drop requests the replicas' clocks have reached from ``pending``; update the TTFTs."""

@@ -67,7 +67,10 @@ class RoutingEnv(SchedulingEnv):
     plus output tokens in whole blocks (and, with ``chunk_size=None``, whose token budget holds
     its recomputation). Load never masks a replica: a full one queues the request. A request
     that no replica can admit takes no step: it goes to replica 0 and is rejected there at
-    arrival with its reason (``info["rejected_without_decision"]`` counts them). A forbidden
+    arrival with its reason (``info["rejected_without_decision"]`` counts them as they are
+    skipped; it never counts as queued work in the observation; replica 0 records the rejection,
+    and pays its penalty, when its clock reaches the arrival, so an episode truncated before
+    that reports the request in the system). A forbidden
     action is mapped to the first allowed replica and flagged in ``info["invalid_action"]``, or
     raises ``InvalidActionError`` with ``invalid_action="raise"``; an action outside the space
     raises ``ValueError``. After the episode's last step every replica is allowed (a valid mask
@@ -271,28 +274,39 @@ class RoutingEnv(SchedulingEnv):
             if key in built:
                 views.append(copy.copy(built[key]))
                 continue
-            view = ContinuousBatchingEnv(
-                workload=cfg.workload,
-                arrival_rate=1.0,  # unused: the routing env draws the requests
-                n_gpus=1,
-                latency=latency,
-                kv_memory=kv_memory,
-                n_requests=cfg.n_requests,
-                ttft_sla=cfg.ttft_sla,
-                ttft_sla_per_token=cfg.ttft_sla_per_token,
-                tbt_sla=cfg.tbt_sla,
-                sla_penalty=cfg.sla_penalty,
-                reward=cfg.reward,
-                max_tokens=cfg.max_tokens,
-                max_sequences=cfg.max_sequences,
-                chunk_size=cfg.chunk_size,
-                kv_allocation="paged",
-                kv_block_tokens=cfg.kv_block_tokens,
-                prefix_caching=cfg.prefix_caching,
-            )
+            try:
+                view = RoutingEnv._replica_view(cfg, latency, kv_memory)
+            except ValueError as error:
+                raise ValueError(
+                    f"{cfg.owner}: replica {r} (latency={latency!r}, kv_memory={kv_memory!r}) "
+                    f"as a one-GPU ContinuousBatching-v0: {error}"
+                ) from None
             built[key] = view
             views.append(view)
         return views
+
+    @staticmethod
+    def _replica_view(cfg: RoutingEnvConfig, latency: Any, kv_memory: Any) -> ContinuousBatchingEnv:
+        """The ``ContinuousBatching-v0`` of one GPU whose settings a replica runs with."""
+        return ContinuousBatchingEnv(
+            workload=cfg.workload,
+            arrival_rate=1.0,  # unused: the routing env draws the requests
+            n_gpus=1,
+            latency=latency,
+            kv_memory=kv_memory,
+            n_requests=cfg.n_requests,
+            ttft_sla=cfg.ttft_sla,
+            ttft_sla_per_token=cfg.ttft_sla_per_token,
+            tbt_sla=cfg.tbt_sla,
+            sla_penalty=cfg.sla_penalty,
+            reward=cfg.reward,
+            max_tokens=cfg.max_tokens,
+            max_sequences=cfg.max_sequences,
+            chunk_size=cfg.chunk_size,
+            kv_allocation="paged",
+            kv_block_tokens=cfg.kv_block_tokens,
+            prefix_caching=cfg.prefix_caching,
+        )
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(

@@ -27,7 +27,8 @@ class RejectReason(IntEnum):
     EXCEEDS_KV_CAPACITY = 1
     """Its prompt plus output tokens need more KV memory than one GPU has."""
     PROMPT_EXCEEDS_TOKEN_BUDGET = 2
-    """Its prompt is longer than the per-iteration token budget and chunked prefill is off."""
+    """Without chunked prefill, its prompt is longer than the per-iteration token budget (with
+    paged KV, its prompt plus output less one token: a recomputation after a preemption)."""
 
 
 class RequestRecords:

@@ -188,8 +188,15 @@ class PrefixSharingSource:
             raise ValueError(f"mean_turns must be >= 1, got {turns}")
         object.__setattr__(self, "mean_turns", turns)
         shared = self.system_prompt_tokens // self.block_tokens * self.block_tokens
-        first = self.system_prompt_tokens + max(1, round(shared * (1.0 - rate) / rate))
+        user = shared * (1.0 - rate) / rate
         most = check_int("max_prompt_tokens", self.max_prompt_tokens, minimum=1)
+        if not user < 2.0**53:  # a tiny rate's inf, which round() cannot take
+            raise ValueError(
+                f"share_rate={rate!r} is too small for max_prompt_tokens={most}: a first turn's "
+                f"user message would be {user:.3g} tokens (the system prompt's {shared} shared "
+                "tokens times (1 - share_rate) / share_rate)"
+            )
+        first = self.system_prompt_tokens + max(1, round(user))
         if most < first:
             raise ValueError(
                 f"max_prompt_tokens must be >= {first}, the length of a first turn (system prompt "

@@ -189,6 +189,26 @@ def test_every_request_is_completed_rejected_or_in_the_system():
     assert m["in_system"] > 0 and m["not_arrived"] > 0
 
 
+def test_a_request_no_replica_fits_is_never_queued_work():
+    # Request 1 fits neither replica: it goes to replica 0, busy with request 0, to be rejected
+    # at its arrival; the decision for request 2 must not see it waiting there.
+    w = Workload([0.0, 0.01, 0.02], [2000, 200_000, 100], [300, 10, 10], [300, 10, 10])
+    env = gym.make(ROUTING, n_replicas=2, n_requests=3, kv_memory=[60_000, 60_000])
+    env.reset(seed=0, options={"workload": w})
+    *_, info = env.step(0)
+    assert info["request"] == 2 and info["rejected_without_decision"] == 1
+    assert info["waiting"].tolist() == [0, 0] and info["waiting_tokens"].tolist() == [0, 0]
+    assert info["outstanding_tokens"].tolist() == [2300, 0]  # request 0 alone
+
+
+def test_a_recomputation_too_long_for_the_budget_is_named_as_such():
+    # Paged KV without chunked prefill: prompt plus output less one must fit an iteration.
+    w = Workload([0.0], [100], [5000], [5000])
+    env = gym.make(ROUTING, n_replicas=2, n_requests=1, chunk_size=None, max_tokens=4096)
+    with pytest.raises(ValueError, match="its prompt plus output tokens less one"):
+        env.reset(seed=0, options={"workload": w})
+
+
 def test_truncation_ends_the_episode_with_the_request_to_route_counted_as_arrived():
     kwargs = dict(n_requests=40, n_replicas=2, kv_memory=[1500, 200_000], max_steps=1)
     env = gym.make(ROUTING, **kwargs)

@@ -95,6 +95,8 @@ def test_same_seed_same_workload_and_rate_rescaling() -> None:
         ({"mean_turns": 0.5}, "mean_turns must be >= 1, got 0.5"),
         ({"n_system_prompts": 0}, "n_system_prompts"),
         ({"max_prompt_tokens": 100}, r"max_prompt_tokens must be >= 1365"),
+        # The user message would be infinite (round() of it overflowed).
+        ({"share_rate": 5e-324}, r"share_rate=5e-324 is too small .* would be inf tokens"),
     ],
 )
 def test_bad_parameters_are_refused(kwargs, match) -> None:
