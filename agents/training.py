@@ -334,6 +334,15 @@ def resume(
         model, stats = checkpoint
         if log:
             log(f"no model.zip in {run_dir}; resuming from its latest checkpoint {model}")
+    normalised = [k for k in ("normalize_obs", "normalize_reward") if config.hyperparams.get(k)]
+    if normalised and (stats is None or not stats.is_file()):
+        expected = stats or model.with_name(model.name.replace("model_", "model_vecnormalize_"))
+        raise ValueError(
+            f"run_dir {str(run_dir)!r} was trained with {' and '.join(normalised)} but the "
+            f"statistics of {model.name} ({expected.with_suffix('.pkl').name}) are missing; "
+            "restore them: resumed without them, the model would train on observations and "
+            "rewards on another scale"
+        )
     return _run_session(
         run_dir,
         config,

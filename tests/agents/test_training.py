@@ -306,6 +306,19 @@ def test_resume_continues_from_the_latest_checkpoint_without_model_zip(tmp_path)
     assert (first.run_dir / "model.zip").is_file()
 
 
+def test_resume_refuses_a_normalised_run_whose_statistics_are_missing(tmp_path):
+    first = tiny_train(tmp_path / "run", steps=256, checkpoint_freq=128)
+    assert first.config.hyperparams["normalize_obs"]
+    (first.run_dir / "vecnormalize.pkl").unlink()
+    with pytest.raises(ValueError, match=r"statistics of model.zip \(vecnormalize.pkl\)"):
+        resume(first.run_dir, steps=128)
+    (first.run_dir / "model.zip").unlink()  # the latest checkpoint, its statistics gone too
+    (first.run_dir / "checkpoints" / "model_vecnormalize_256_steps.pkl").unlink()
+    pattern = r"statistics of model_256_steps.zip \(model_vecnormalize_256_steps.pkl\)"
+    with pytest.raises(ValueError, match=pattern):
+        resume(first.run_dir, steps=128)
+
+
 def test_resume_without_model_or_checkpoint_says_so(tmp_path):
     first = tiny_train(tmp_path / "run", steps=128)
     (first.run_dir / "model.zip").unlink()

@@ -180,7 +180,7 @@ def test_a_path_as_workload_points_to_the_trace_spec():
         (
             CONTINUOUS,
             {"max_tokens": 16, "chunk_size": None},
-            r"3 because its prompt is longer than .*max_tokens=16.*chunk_size=None",
+            r"3 because its prompt exceeds .*max_tokens=16.*chunk_size=None",
         ),
         ("llmsched/Routing-v0", {"n_replicas": 2, "kv_memory": [20, 30]}, r"per replica 20, 30"),
     ],
