@@ -49,6 +49,9 @@ INSTALL_HINT = "pip install 'llmsched-env[rllib]'"
 class RLlibEnv(gym.Wrapper):
     """An llmsched env as RLlib's masked PPO takes it: flat action, mask in a ``Dict`` obs.
 
+    A ``MultiDiscrete`` action is flattened (:class:`~llmsched_env.envs.FlattenAction`, whose
+    mask is the joint one); ``Routing-v0``'s ``Discrete`` replica choice is taken as it is.
+
     Args:
         config: RLlib's ``env_config``: ``env_id`` (a registered id) and ``env_kwargs`` (the
             ``gym.make`` keyword arguments, plain values), and optionally
@@ -72,7 +75,10 @@ class RLlibEnv(gym.Wrapper):
         env = gym.make(config["env_id"], **dict(config.get("env_kwargs") or {}))
         if config.get("end_when_settled", True) and EndWhenSettled.applies_to(env):
             env = EndWhenSettled(env)
-        super().__init__(FlattenAction(env))
+        # Routing-v0's action is one Discrete choice already, with an exact mask.
+        discrete = isinstance(env.action_space, spaces.Discrete)
+        super().__init__(env if discrete else FlattenAction(env))
+        self._masks = env.get_wrapper_attr("action_masks") if discrete else self.env.action_masks
         n_actions = int(self.env.action_space.n)
         self.observation_space = spaces.Dict(
             {
@@ -82,7 +88,7 @@ class RLlibEnv(gym.Wrapper):
         )
 
     def _observation(self, obs: np.ndarray) -> dict[str, np.ndarray]:
-        mask = np.asarray(self.env.action_masks(), dtype=np.float32)
+        mask = np.asarray(self._masks(), dtype=np.float32)
         return {"observations": obs, "action_mask": mask}
 
     def reset(

@@ -17,10 +17,13 @@ import numpy as np
 from gymnasium import spaces
 
 from llmsched_env.envs.batch_env import BatchSchedulingEnv
+from llmsched_env.envs.common import holds_whole_numbers
 from llmsched_env.envs.rewards import REWARD_SHAPES
 
 
-class FlattenAction(gym.ActionWrapper[np.ndarray, np.int64, np.ndarray]):
+class FlattenAction(
+    gym.ActionWrapper[np.ndarray, np.int64, np.ndarray], gym.utils.RecordConstructorArgs
+):
     """Expose a ``MultiDiscrete(nvec)`` action as ``Discrete(prod(nvec))`` with exact masks.
 
     Flat action ``i`` is the multi-action ``np.unravel_index(i, nvec)`` (row-major, so for
@@ -38,6 +41,7 @@ class FlattenAction(gym.ActionWrapper[np.ndarray, np.int64, np.ndarray]):
     """
 
     def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
         super().__init__(env)
         space = env.action_space
         if not isinstance(space, spaces.MultiDiscrete):
@@ -46,8 +50,19 @@ class FlattenAction(gym.ActionWrapper[np.ndarray, np.int64, np.ndarray]):
         self.action_space = spaces.Discrete(int(np.prod(self.nvec)))
 
     def action(self, action: Any) -> np.ndarray:
-        """Map a flat action to the wrapped env's multi-action."""
-        a = int(np.asarray(action).item()) if np.ndim(action) else int(action)
+        """Map a flat action to the wrapped env's multi-action.
+
+        Raises:
+            ValueError: If ``action`` is not one integer (``7.0`` is 7; ``7.9``, ``"7"`` and
+                ``True`` are refused, as the envs refuse them) in the flat space.
+        """
+        values = np.asarray(action)
+        if values.size != 1 or values.ndim > 1 or not holds_whole_numbers(values):
+            raise ValueError(
+                f"action {action!r} must be one integer in [0, {self.action_space.n - 1}] "
+                f"(Discrete({self.action_space.n}))"
+            )
+        a = int(values.reshape(-1)[0])
         if not 0 <= a < self.action_space.n:
             raise ValueError(
                 f"action {action!r} is outside Discrete({self.action_space.n}): expected an "

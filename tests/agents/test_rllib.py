@@ -17,9 +17,12 @@ ENV_IDS = {
     "continuous": "llmsched/ContinuousBatching-v0",
 }
 
+#: The envs RLlib trains on: Routing-v0's Discrete action is taken as it is.
+ALL_ENV_IDS = {**ENV_IDS, "routing": "llmsched/Routing-v0"}
+
 
 def tiny_config(kind: str) -> dict:
-    return {"env_id": ENV_IDS[kind], "env_kwargs": TINY_ENVS[kind]}
+    return {"env_id": ALL_ENV_IDS[kind], "env_kwargs": TINY_ENVS[kind]}
 
 
 @pytest.mark.parametrize("kind", sorted(ENV_IDS))
@@ -49,7 +52,28 @@ def test_masks_are_the_joint_masks_and_masked_episodes_match_the_env(kind):
     assert np.isfinite(total)
 
 
-@pytest.mark.parametrize("kind", sorted(ENV_IDS))
+def test_routing_takes_its_discrete_action_and_mask_as_they_are():
+    config = tiny_config("routing")
+    env = RLlibEnv(config)
+    plain = gym.make(config["env_id"], **TINY_ENVS["routing"])
+    assert env.action_space == plain.action_space
+    rng = np.random.default_rng(0)
+    (obs, _), (plain_obs, _) = env.reset(seed=3), plain.reset(seed=3)
+    steps = 0
+    while True:
+        np.testing.assert_array_equal(obs["observations"], plain_obs)
+        np.testing.assert_array_equal(obs["action_mask"], plain.unwrapped.action_masks())
+        action = int(rng.choice(np.flatnonzero(obs["action_mask"])))
+        obs, reward, terminated, truncated, _ = env.step(action)
+        plain_obs, plain_reward, *_ = plain.step(action)
+        assert reward == plain_reward
+        steps += 1
+        if terminated or truncated:
+            break
+    assert steps == TINY_ENVS["routing"]["n_requests"]
+
+
+@pytest.mark.parametrize("kind", sorted(ALL_ENV_IDS))
 def test_vector_env_of_rllib_envs_steps(kind):
     """What an RLlib env runner builds: a Gymnasium vector env of the creator's envs."""
     vec = gym.vector.SyncVectorEnv([lambda: RLlibEnv(tiny_config(kind))] * 2)
@@ -84,12 +108,12 @@ def local_ray():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", sorted(ENV_IDS))
+@pytest.mark.parametrize("kind", sorted(ALL_ENV_IDS))
 def test_masked_ppo_trains_two_iterations_with_two_runners(kind, local_ray, tmp_path):
     from agents.rllib import train_rllib
 
     settings = RLlibSettings(
-        ENV_IDS[kind],
+        ALL_ENV_IDS[kind],
         TINY_ENVS[kind],
         iterations=2,
         num_env_runners=2,

@@ -101,3 +101,19 @@ def test_is_settled_is_never_true_under_a_reward_that_does_not_settle():
     assert not any(settled_flags(gym.make(BATCH, **OVERLOADED, reward="queue"), "random", 0))
     with pytest.raises(RuntimeError, match="reset"):
         gym.make(BATCH, **OVERLOADED).unwrapped.is_settled()
+
+
+@pytest.mark.parametrize("action", [7.9, "7", True, [[1]], [1, 2], np.array([np.nan])])
+def test_flatten_action_refuses_what_is_not_one_integer(action):
+    env = FlattenAction(gym.make(BATCH, workload="demo2", arrival_rate=2.0, n_requests=20))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="must be one integer in"):
+        env.step(action)
+    env.step(7.0)  # a whole float is the integer, as the envs take it
+
+
+def test_flatten_action_is_made_again_from_its_spec():
+    env = FlattenAction(gym.make(BATCH, workload="demo2", arrival_rate=2.0, n_requests=20))
+    again = gym.make(env.spec)
+    assert isinstance(again, FlattenAction) and again.action_space == env.action_space
+    gym_check_env(env)
