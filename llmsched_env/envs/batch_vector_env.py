@@ -165,6 +165,9 @@ class BatchSchedulingVectorEnv(VectorEnv):
                 raise ValueError(f"seed must be {expected}, each an int or None; got {bad[0]!r}")
         else:
             raise ValueError(f"seed must be {expected}, got {seed!r}")
+        # A reset that fails part-way (a bad option) leaves nothing step may act on, as the
+        # single env's does: the sub-envs reset before the failure would start new episodes.
+        self._started = False
         for i, env_seed in enumerate(seeds):
             self._reset_env(i, env_seed, options)
         self._started = True

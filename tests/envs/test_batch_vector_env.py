@@ -166,6 +166,18 @@ def test_seeds_and_options_reach_every_sub_env() -> None:
             envs.reset(seed=seed)
 
 
+def test_a_failed_reset_leaves_nothing_to_step() -> None:
+    envs = gym.make_vec(ENV_ID, num_envs=2, n_requests=40)
+    envs.reset(seed=0)
+    envs.step(np.zeros((2, 2), dtype=int))
+    with pytest.raises(ValueError, match="lod"):
+        envs.reset(seed=1, options={"lod": 1.0})
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
+        envs.step(np.zeros((2, 2), dtype=int))
+    envs.reset(seed=1)  # a good reset makes it usable again
+    envs.step(np.zeros((2, 2), dtype=int))
+
+
 def test_bad_actions_name_the_sub_env() -> None:
     envs = gym.make_vec(ENV_ID, num_envs=2, n_requests=40)
     envs.reset(seed=0)
