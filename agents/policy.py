@@ -225,18 +225,23 @@ class AgentPolicy(Policy):
             (int(action_space.n),) if self.discrete else tuple(int(n) for n in action_space.nvec)
         )
         expected_obs = self.model.observation_space.shape
+        trained_on = agent.config.env_kwargs or "the env's defaults"
         if self.env.observation_space.shape != expected_obs:
             raise ValueError(
                 f"agent {name!r} was trained on observations of shape {expected_obs}, but the env "
                 f"has shape {self.env.observation_space.shape}: evaluate it on the env "
-                f"configuration it was trained on ({agent.config.env_kwargs})"
+                f"configuration it was trained on ({trained_on})"
             )
         recorded = agent.config.obs_names
-        if recorded and list(recorded) != [str(n) for n in self.env.obs_names]:
+        now = [str(n) for n in self.env.obs_names]
+        if recorded and list(recorded) != now:
+            k = next(i for i, (a, b) in enumerate(zip([*recorded, None], [*now, None])) if a != b)
+            shown = [recorded[k] if k < len(recorded) else None, now[k] if k < len(now) else None]
             raise ValueError(
                 f"agent {name!r} was trained on a different observation layout than this env's "
-                f"(trained: {len(recorded)} entries {recorded[:3]}..., now: "
-                f"{len(self.env.obs_names)} entries); retrain it with the installed version"
+                f"(entry {k} was {shown[0]!r}, is {shown[1]!r}): evaluate it on the env "
+                f"configuration it was trained on ({trained_on}), or retrain it "
+                "if that is the configuration (the installed version observes differently)"
             )
         space = self.model.action_space
         self.flat_action = agent.flat_action

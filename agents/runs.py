@@ -217,10 +217,17 @@ def model_paths(run_dir: str | Path, which: ModelChoice = "best") -> tuple[Path,
     if which == "averaged":
         model = run_dir / AVERAGED_MODEL_FILE
         if not model.is_file():
-            raise ValueError(
-                f"run_dir {str(run_dir)!r} holds no {AVERAGED_MODEL_FILE}: the run was trained "
-                "without the weight_averaging setting (or stopped before its first snapshot)"
+            averaging = (run_dir / CONFIG_FILE).is_file() and load_run_config(
+                run_dir
+            ).hyperparams.get("weight_averaging")
+            why = (
+                "an exported (pretrained) agent holds only the model it was exported with, as "
+                "model.zip (--model final), or the run stopped before its first snapshot"
+                if averaging
+                else "the run was trained without the weight_averaging setting (or stopped "
+                "before its first snapshot)"
             )
+            raise ValueError(f"run_dir {str(run_dir)!r} holds no {AVERAGED_MODEL_FILE}: {why}")
         return model, _statistics(run_dir, run_dir / "vecnormalize.pkl")
     prefix = "best_" if which == "best" and (run_dir / "best_model.zip").is_file() else ""
     model = run_dir / f"{prefix}model.zip"

@@ -88,3 +88,10 @@ def test_no_snapshot_before_the_start_writes_no_averaged_model(tmp_path):
     assert result.config.sessions[-1]["averaged_snapshots"]["count"] == 0
     assert not (result.run_dir / AVERAGED_MODEL_FILE).exists()
     assert any("no snapshot was taken" in m for m in messages)
+
+
+def test_averaged_model_of_an_exported_agent_says_it_holds_one_model():
+    from agents.compare import pretrained_dir
+
+    with pytest.raises(ValueError, match=r"exported \(pretrained\) agent holds only the model"):
+        model_paths(pretrained_dir("batch-general"), "averaged")
