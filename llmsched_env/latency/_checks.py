@@ -49,3 +49,48 @@ def integer(owner: str, name: str, value: object, *, minimum: int) -> int:
         ValueError: If ``value < minimum``.
     """
     return arguments.integer(owner, name, value, minimum=minimum)
+
+
+def batch_estimate(
+    owner: str, batch_size: float, prompt_tokens: float, output_tokens: float
+) -> None:
+    """Refuse a batch no run has: ``batch_size >= 1``, ``prompt_tokens >= 0``, output ``>= 1``.
+
+    A cheap guard for the public ``estimate_s`` of the batch latency models (a negative count
+    gave a negative time, a batch of 0 divided by zero); the simulator never passes such values.
+
+    Raises:
+        ValueError: Naming the first bad argument and its value.
+    """
+    if batch_size >= 1 and prompt_tokens >= 0 and output_tokens >= 1:
+        return
+    for name, value, least in (
+        ("batch_size", batch_size, 1),
+        ("prompt_tokens", prompt_tokens, 0),
+        ("output_tokens", output_tokens, 1),
+    ):
+        if not value >= least:
+            raise ValueError(f"{owner}.estimate_s: {name} must be >= {least}, got {value!r}")
+
+
+#: The counts of an iteration latency model's ``estimate_s``, in its argument order.
+ITERATION_COUNTS = (
+    "prefill_tokens",
+    "decode_tokens",
+    "context_tokens",
+    "prefill_kv_tokens",
+    "prefill_sequences",
+    "decode_kv_max",
+    "decode_kv_min",
+)
+
+
+def iteration_estimate(owner: str, counts: tuple[float, ...]) -> None:
+    """Refuse a negative or nan count (:data:`ITERATION_COUNTS`) in a public ``estimate_s``.
+
+    Raises:
+        ValueError: Naming the first bad argument and its value.
+    """
+    for name, value in zip(ITERATION_COUNTS, counts):
+        if not value >= 0:
+            raise ValueError(f"{owner}.estimate_s: {name} must be >= 0, got {value!r}")

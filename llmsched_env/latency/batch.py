@@ -181,6 +181,7 @@ class StaticBatchLatency:
         Returns:
             The service time in seconds.
         """
+        _checks.batch_estimate(type(self).__name__, batch_size, prompt_tokens, output_tokens)
         return self.service_s(batch_size, prompt_tokens + output_tokens)
 
     def compiled_timing(self) -> tuple[int, np.ndarray]:
@@ -343,6 +344,7 @@ class EngineStaticBatchLatency:
         Returns:
             The service time in seconds.
         """
+        _checks.batch_estimate(type(self).__name__, batch_size, prompt_tokens, output_tokens)
         it = self.iteration
         decode_steps = output_tokens - 1.0
         total_prompt = batch_size * prompt_tokens
@@ -461,6 +463,7 @@ class MaxServiceLatency:
         Returns:
             The service time in seconds.
         """
+        _checks.batch_estimate(type(self).__name__, batch_size, prompt_tokens, output_tokens)
         return self.seconds_per_output_token * output_tokens
 
     def compiled_timing(self) -> tuple[int, np.ndarray]:

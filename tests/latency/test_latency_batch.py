@@ -226,3 +226,20 @@ def test_compiled_timing_is_batch_timing_bit_for_bit(model):
 
 def test_a_stochastic_model_has_no_compiled_timing():
     assert ExponentialBatchService(0.4).compiled_timing() is None
+
+
+@pytest.mark.parametrize(
+    ("preset", "args", "message"),
+    [
+        ("llama3.1-8b-h100", (1, 10, 0), "output_tokens must be >= 1, got 0"),
+        ("calibrated", (0, 10, 10), "batch_size must be >= 1, got 0"),
+        ("multibin-uniform", (1, 10, -1), "output_tokens must be >= 1, got -1"),
+        ("llama3.1-8b-h100", (2, -5, 10), "prompt_tokens must be >= 0, got -5"),
+    ],
+)
+def test_estimates_refuse_batches_no_run_has(preset, args, message):
+    # A negative count gave a negative time; a batch of 0 divided by zero.
+    from llmsched_env.latency import make_batch_latency
+
+    with pytest.raises(ValueError, match=message):
+        make_batch_latency(preset).estimate_s(*args)

@@ -143,3 +143,16 @@ def test_linear_marginal_request_sums_the_requests_token_work():
 def test_linear_rejects_bad_parameters(args, match):
     with pytest.raises(ValueError, match=match):
         LinearIterationLatency(*args)
+
+
+@pytest.mark.parametrize("preset", ["demo2", "llama3.1-8b-h100", "vllm0.19-rtx4090-llama3.1-8b"])
+def test_estimates_refuse_negative_or_nan_counts(preset):
+    # The linear model returned -11.5 ms for -1000 prefill tokens.
+    from llmsched_env.latency import make_iteration_latency
+
+    model = make_iteration_latency(preset)
+    with pytest.raises(ValueError, match="prefill_tokens must be >= 0, got -1000"):
+        model.estimate_s(-1000, 0)
+    with pytest.raises(ValueError, match="context_tokens must be >= 0, got nan"):
+        model.estimate_s(10, 1, float("nan"))
+    assert model.estimate_s(0, 1) > 0

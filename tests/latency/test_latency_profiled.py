@@ -135,8 +135,10 @@ def test_off_grid_extrapolates_and_is_never_nan(name: str) -> None:
     beyond = model.estimate_s(8192, 1024, 1024 * 65_536, 65_536, 4)
     assert math.isfinite(beyond) and beyond > at_top
     assert math.isfinite(model.estimate_s(0, 0, 0))
-    with pytest.raises(ValueError, match="no valid time"):
+    with pytest.raises(ValueError, match="prefill_tokens must be >= 0, got nan"):
         model.estimate_s(float("nan"), 1, 10)
+    with pytest.raises(ValueError, match="no valid time"):
+        model.iteration_s(float("nan"), 1, 10, None)
 
 
 @pytest.mark.parametrize("name", PROFILED)
