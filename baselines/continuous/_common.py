@@ -121,14 +121,3 @@ class ContinuousPolicy(Policy):
     def warn(self, message: str) -> None:
         """Warn (once per call site) that the env cannot express this policy's rule exactly."""
         warnings.warn(f"{type(self).__name__}: {message}", UserWarning, stacklevel=3)
-
-    def planned_prefill_tokens(self, info: dict[str, Any]) -> int:
-        """Prefill tokens the env would take with the whole budget and no cap (0 if masked).
-
-        The env's dry run of the action ``[0, P-1, no cap]`` (``prefill_plan()``): the deciding
-        GPU's started prompts continue first, then waiting prompts are admitted from the head of
-        the queue while the budget, the sequence slots and KV memory allow.
-        """
-        if not self.prefill_allowed(info):
-            return 0
-        return self.env.prefill_plan(self.prefill_levels - 1, self.uncapped).tokens

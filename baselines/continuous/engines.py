@@ -35,10 +35,18 @@ class VLLMStyle(ContinuousPolicy):
 
     Action: ``[v, P-1, no cap]`` where ``v = D-1`` (decode all) when every running sequence fits
     in ``max_tokens - p``; otherwise ``v`` is the largest decode level whose count
-    ``ceil(v / (D-1) * running)`` fits, so prefill always gets its ``p`` tokens and the decodes
-    may get fewer slots than are left (with the default ``D = 5``, at worst a quarter of the
-    running sequences fewer, or none when even a quarter does not fit). Without prefill work,
+    ``ceil(v / (D-1) * running)`` fits, so prefill gets its ``p`` tokens and the decodes may
+    get fewer slots than are left (with the default ``D = 5``, at worst a quarter of the running
+    sequences fewer, or none when even a quarter does not fit). Without prefill work,
     ``[D-1, 0, *]``.
+
+    With paged KV memory two things differ. The whole budget's prefill alone may not get its
+    blocks (a started prompt's next chunk does not fit the free blocks) while a smaller level's
+    does: the prefill is then the largest level that forms an iteration on its own, ``p`` is
+    that level's plan, and the decodes take the rest. And an iteration's decodes take their new
+    blocks before the prefill does (the env's order, as vLLM's for running requests), so under
+    memory pressure a decode can preempt the prompt being prefilled: the prefill then gets less
+    than ``p``. With reserved KV memory (the env's default) neither happens.
 
     Args:
         env: A ``ContinuousBatching-v0`` environment.
@@ -49,7 +57,8 @@ class VLLMStyle(ContinuousPolicy):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         """Prefill first, decode in the leftover budget."""
         running = self.running(info)
-        prefill_tokens = self.planned_prefill_tokens(info)
+        level = self.prefill_level(info)
+        prefill_tokens = self.env.prefill_plan(level, self.uncapped).tokens if level else 0
         if prefill_tokens == 0:
             return self.feasible(self.action(self.decode_levels - 1 if running else 0, 0), info)
         left = self.max_tokens - prefill_tokens
@@ -59,7 +68,20 @@ class VLLMStyle(ContinuousPolicy):
             decode = self.decode_levels - 1
         else:
             decode = self.codec.largest_decode_level_within(running, left)
-        return self.feasible(self.action(decode, self.prefill_levels - 1), info)
+        return self.feasible(self.action(decode, level), info)
+
+    def prefill_level(self, info: dict[str, Any]) -> int:
+        """The largest prefill level that forms an iteration without decodes (0: none).
+
+        ``P-1`` whenever the mask allows prefill and the env takes the whole budget's prefill on
+        its own; with paged KV a smaller level when only its chunk gets blocks.
+        """
+        if not self.prefill_allowed(info):
+            return 0
+        for level in range(self.prefill_levels - 1, 0, -1):
+            if self.env.action_allowed(self.action(0, level)):
+                return level
+        return 0
 
 
 class SarathiStyle(ContinuousPolicy):

@@ -225,15 +225,45 @@ def test_vllm_plans_with_the_env_dry_run_and_the_env_agrees():
     checked = 0
     done = False
     while not done:
-        planned = vllm.planned_prefill_tokens(info)
-        before = server.prefill_tokens_processed
         action = vllm.act(obs, info)
+        planned = env.unwrapped.prefill_plan(int(action[1]), int(action[2])).tokens
+        before = server.prefill_tokens_processed
         obs, _, terminated, truncated, info = env.step(action)
         done = terminated or truncated
         if action[1] == vllm.prefill_levels - 1:
             assert server.prefill_tokens_processed - before == planned
             checked += 1
     assert checked > 10
+
+
+def test_vllm_with_paged_memory_decodes_in_what_the_runnable_prefill_leaves():
+    # The whole budget's prefill alone can lack blocks while a smaller level's does: vllm then
+    # prefilled that smaller level and decoded nothing, with budget left for every decode.
+    env = gym.make(
+        "llmsched/ContinuousBatching-v0",
+        n_requests=150,
+        kv_allocation="paged",
+        kv_memory=15_000,
+        load=0.8,
+        chunk_size=2048,
+    )
+    vllm = make_policy("vllm", env)
+    obs, info = env.reset(seed=0)
+    u = env.unwrapped
+    smaller_levels = 0
+    while True:
+        action = vllm.act(obs, info)
+        running = u.server.running[u.server.decision_gpu].size
+        if action[1] > 0:
+            planned = u.prefill_plan(int(action[1]), int(action[2])).tokens
+            smaller_levels += int(action[1]) < vllm.prefill_levels - 1
+            if running and planned + running <= u.config.max_tokens:
+                assert action[0] == vllm.decode_levels - 1  # every running sequence decodes
+        obs, _, terminated, truncated, info = env.step(action)
+        assert not info["invalid_action"]
+        if terminated or truncated:
+            break
+    assert smaller_levels > 0  # the case arose
 
 
 def test_policies_need_the_continuous_env():
