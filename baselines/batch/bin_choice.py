@@ -26,6 +26,9 @@ class _BinScorer(BatchPolicy):
         size = self.max_batch_size if batch_size is None else batch_size
         self.batch_size = check_int(type(self).__name__, "batch_size", size, 1, self.max_batch_size)
         self._level = self.level(self.batch_size)
+        #: The batch the level forms: what a bin is scored on (a batch_size between two levels
+        #: serves the smaller one).
+        self._served = self.batch_sizes[self._level]
 
     def score(self, queues: BinQueueSnapshot, info: dict[str, Any], j: int, take: int) -> float:
         """Score of serving the oldest ``take`` requests of bin ``j`` (smaller is served first).
@@ -40,7 +43,7 @@ class _BinScorer(BatchPolicy):
         queues = self.env.queue_snapshot()
         for j, queue in enumerate(queues.ids):
             if queue.size:
-                score = self.score(queues, info, j, min(queue.size, self.batch_size))
+                score = self.score(queues, info, j, min(queue.size, self._served))
                 if best < 0 or score < best_score:
                     best, best_score = j, score
         return make_action(best, self._level)
@@ -49,11 +52,11 @@ class _BinScorer(BatchPolicy):
 class ShortestPredictedFirst(_BinScorer):
     """Shortest predicted job first, at the granularity of the env's batches.
 
-    Serves the bin whose next batch (its oldest ``batch_size`` requests) has the smallest
-    largest predicted output length: in a static batch the longest member sets the service
-    time, so this is the batch expected to finish first. Bins are ordered by predicted length,
-    so this usually serves the lowest non-empty bin, and long requests can starve under load,
-    as with any shortest-job-first rule.
+    Serves the bin whose next batch (its oldest requests, as many as the size level serves) has
+    the smallest largest predicted output length: in a static batch the longest member sets the
+    service time, so this is the batch expected to finish first. Bins are ordered by predicted
+    length, so this usually serves the lowest non-empty bin, and long requests can starve under
+    load, as with any shortest-job-first rule.
 
     Args:
         env: A ``BatchScheduling-v0`` environment.

@@ -29,7 +29,9 @@ from llmsched_env.arguments import real
 class PrefixAffinity(RoutingPolicy):
     """The longest cached prefix of the request's prompt; ties to fewer outstanding requests.
 
-    With no cached prefix anywhere this is join-the-shortest-queue (``least-requests``).
+    With no cached prefix anywhere this is join-the-shortest-queue by requests, remaining ties
+    to the lowest replica index (``least-requests`` breaks those by outstanding tokens instead,
+    so the two can differ even then).
     """
 
     name = "prefix-affinity"

@@ -140,8 +140,9 @@ class BatchSchedulingEnv(SchedulingEnv):
     arrival.
 
     The environment steps once per scheduling decision: whenever a GPU is idle and requests wait.
-    Time between decisions is simulated by a discrete-event core, so an episode of ``n_requests``
-    requests takes a few hundred to a few thousand steps. Every paper heuristic of
+    Time between decisions is simulated by a discrete-event core, so an episode takes one step
+    per batch started or WAIT: with the defaults (1,000 requests) 75 to 95 steps of random valid
+    actions, or 35 of ``multibin-wc``, whose batches are larger. Every paper heuristic of
     ``baselines`` is a policy over this same action space.
 
     ## Action Space

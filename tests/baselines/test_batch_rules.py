@@ -215,6 +215,20 @@ def test_spf_serves_the_batch_with_the_shortest_predicted_longest_output():
     assert act(policy, info).tolist() == [2, 1]
 
 
+def test_spf_scores_the_batch_its_size_level_serves():
+    # batch_size=3 serves the level of 2: bin 0's next batch is (10, 10), not (10, 10, 900).
+    policy = ShortestPredictedFirst.from_env(make_env(), batch_size=3)
+    assert policy.batch_sizes[policy.level(3)] == 2
+    info = make_info(
+        [
+            [(1, 1.0, 10, 10), (2, 2.0, 10, 10), (3, 3.0, 10, 900)],
+            [(4, 4.0, 10, 50), (5, 5.0, 10, 50)],
+            [],
+        ]
+    )
+    assert act(policy, info).tolist() == [1, 1]
+
+
 def test_edf_serves_the_bin_with_the_least_slack():
     env = make_env()
     policy = EarliestDeadlineFirst.from_env(env, batch_size=4)
