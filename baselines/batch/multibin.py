@@ -8,6 +8,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
+from baselines._checks import check_int
 from baselines.batch._common import (
     BatchPolicy,
     check_choice,
@@ -98,7 +99,8 @@ class MultiBin(BatchPolicy):
         super().__init__(env)
         owner = type(self).__name__
         size = self.max_batch_size if batch_size is None else batch_size
-        if size not in self.batch_sizes or isinstance(size, bool):
+        size = check_int(owner, "batch_size", size, 1)  # a float is refused, as elsewhere
+        if size not in self.batch_sizes:
             raise ValueError(
                 f"{owner}: batch_size must be one of the env's size levels "
                 f"{list(self.batch_sizes)} (or None for max_batch_size), got {batch_size!r}"

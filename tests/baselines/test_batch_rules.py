@@ -152,6 +152,7 @@ def test_registry_names_and_factories():
         (StaticFIFO, {"batch_size": 0}, r"StaticFIFO: batch_size must be an integer in \[1, 16\]"),
         (StaticFIFO, {"batch_size": 17}, "got 17"),
         (MultiBin, {"batch_size": 12}, r"size levels \[1, 2, 4, 8, 16\].*got 12"),
+        (MultiBin, {"batch_size": 8.0}, r"batch_size must be an integer >= 1, got 8.0 \(a float"),
         (MultiBin, {"bin_choice": "random"}, "bin_choice must be one of"),
         (MultiBin, {"work_conserving": "yes"}, "work_conserving must be a bool"),
         (MultiBin, {"in_time_only": 1}, "in_time_only must be a bool, got 1"),
