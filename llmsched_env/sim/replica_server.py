@@ -75,6 +75,16 @@ class ReplicaServer(IterationServer):
         #: Cumulative prompt plus predicted output tokens of ``queue_order`` (waiting work).
         self._queue_work_cumsum = [0]
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled or deep-copied replica whose queue columns can still grow.
+
+        :meth:`assign` makes the columns writable to append; an unpickled array may be a view
+        of the pickle's bytes, which can never be made writable, so each column is copied.
+        """
+        for name in ("queue_order", "queue_arrival_s", "queue_prompt_tokens"):
+            state[name] = np.array(state[name])
+        super().__setstate__(state)
+
     # ------------------------------------------------------------------ routing
     def admissible(self, index: int) -> bool:
         """Whether request ``index`` fits this replica (else it would be rejected here)."""

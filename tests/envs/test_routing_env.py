@@ -316,3 +316,27 @@ def test_bad_per_replica_settings_name_the_value():
         gym.make(ROUTING, n_replicas=2, replica_policy="vllm-v2")
     with pytest.raises(ValueError, match="n_replicas"):
         gym.make(ROUTING, n_replicas=0)
+
+
+def test_a_pickled_or_copied_episode_continues_as_the_original():
+    # 200 requests: unpickled columns of 1 KiB or more were views of the pickle's bytes, which
+    # can never be made writable again, and the next routed request failed to append.
+    import copy
+    import pickle
+
+    env = gym.make(ROUTING, n_replicas=3, n_requests=200, load=0.8)
+    env.reset(seed=0)
+    for _ in range(40):
+        env.step(int(np.flatnonzero(env.unwrapped.action_masks())[0]))
+    copies = [pickle.loads(pickle.dumps(env)), copy.deepcopy(env)]
+    while True:
+        action = int(np.flatnonzero(env.unwrapped.action_masks())[-1])
+        obs, reward, terminated, truncated, _ = env.step(action)
+        for other in copies:
+            other_obs, other_reward, *_ = other.step(action)
+            np.testing.assert_array_equal(other_obs, obs)
+            assert other_reward == reward
+        if terminated or truncated:
+            break
+    for other in copies:
+        assert other.unwrapped.episode_metrics() == env.unwrapped.episode_metrics()
