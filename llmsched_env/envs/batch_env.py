@@ -201,8 +201,10 @@ class BatchSchedulingEnv(SchedulingEnv):
     memory, at the bin's upper predicted length and the mean prompt; the mean batch time is the
     mean of these estimates over the bins. ``doomed_fraction``, ``next_on_time`` and ``at_risk``
     tell a scheduler under overload which requests are already lost (serving them earns nothing)
-    and which are lost unless served now. The next batch starts at the bin's oldest request, or
-    with ``dispatch_order="oldest-in-time"`` at its oldest request in time (if it holds one). An
+    and which are lost unless served now. The next batch is the bin's oldest requests, up to
+    ``max_batch_size`` (a batch that KV memory would cut shorter is not foreseen: the cut
+    depends on true output lengths); it starts at the bin's oldest request, or with
+    ``dispatch_order="oldest-in-time"`` at its oldest request in time (if it holds one). An
     empty bin shows zeros, slack 1 and kv_fit 1.
 
     ## Rewards

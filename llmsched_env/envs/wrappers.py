@@ -89,9 +89,10 @@ class EndWhenSettled(
     unwrapped env's, under any policy, in fewer steps. Under overload most decisions of an
     unwrapped episode can fall in that tail; a learner would spend its samples on them.
 
-    The step that ends a settled episode reports ``info["settled"] = True``. Whole episodes are
-    still what the evaluation harness runs: latency and goodput metrics need every request
-    served.
+    The step that ends a settled episode reports ``info["settled"] = True`` and, as every
+    episode's last step does, ``info["episode_metrics"]``: here those of the episode so far, in
+    which the late requests not yet served count as in the system. Whole episodes are still what
+    the evaluation harness runs: latency and goodput metrics need every request served.
 
     Args:
         env: A ``BatchScheduling-v0`` env (possibly wrapped) with a reward whose value settles
@@ -149,4 +150,5 @@ class EndWhenSettled(
                 reward = float(reward) + shape.objective(final) - shape.objective(server)
                 terminated = True
                 info["settled"] = True
+                info["episode_metrics"] = self._core.episode_metrics()
         return obs, reward, terminated, truncated, info

@@ -47,8 +47,11 @@ def test_return_is_the_unwrapped_return_in_fewer_steps(env_kwargs):
             assert settled == pytest.approx(full, abs=1e-9)
             assert steps <= full_steps
             assert all("settled" not in info for info in infos[:-1])
+            assert "episode_metrics" in infos[-1]  # every episode's last step has them
             if steps < full_steps:
                 assert infos[-1]["settled"] is True
+                metrics = infos[-1]["episode_metrics"]
+                assert metrics["in_system"] > 0  # the late requests not yet served
                 ended_early += 1
     assert ended_early >= 2  # random scheduling always leaves late requests behind
 
