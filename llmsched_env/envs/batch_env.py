@@ -389,8 +389,9 @@ class BatchSchedulingEnv(SchedulingEnv):
         cfg = self.config
         b = largest_fitting_batch(calibration, self.kv_capacity_tokens, cfg.max_batch_size)
         prompt = float(np.mean(calibration.prompt_tokens))
-        uppers = [*self.bin_edges, self.length_scale_tokens]
-        return np.array([self.latency.estimate_s(b, prompt, float(u)) for u in uppers])
+        # An explicit edge below one token bounds an empty bin: its batch is a one-token one.
+        uppers = [max(float(u), 1.0) for u in (*self.bin_edges, self.length_scale_tokens)]
+        return np.array([self.latency.estimate_s(b, prompt, u) for u in uppers])
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(

@@ -60,6 +60,9 @@ def test_two_length_workload_accepts_its_own_default_edges():
     env = BatchSchedulingEnv(workload="demo2", load=0.9, n_requests=50)
     again = BatchSchedulingEnv(workload="demo2", load=0.9, n_requests=50, bin_edges=env.bin_edges)
     assert again.bin_edges == env.bin_edges
+    # With two lengths and four bins any edges are accepted, one below a token included.
+    low = BatchSchedulingEnv(workload="demo2", load=0.9, n_requests=50, bin_edges=(0.5, 64, 256))
+    assert low.reset(seed=0)[0].shape == env.observation_space.shape
 
 
 def _served_batch(env: BatchSchedulingEnv, action: tuple[int, int]) -> frozenset[int]:
