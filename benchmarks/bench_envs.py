@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import time
 
 import gymnasium as gym
 import numpy as np
 
 import llmsched_env  # noqa: F401  (registers the env ids)
+from llmsched_env.cli_args import positive_int
 
 
 def random_masked_action(mask: list[bool], nvec: list[int], rng: random.Random) -> np.ndarray:
@@ -59,8 +61,10 @@ def bench(env_id: str, steps: int, **kwargs) -> tuple[float, float]:
     seed = 0
     env.reset(seed=seed)
     masked = hasattr(unwrapped, "action_masks")
-    nvec = env.action_space.nvec.tolist() if masked else []
-    n = 0 if masked else int(env.action_space.n)  # the reference: a Discrete action space
+    space = env.action_space
+    # A masked Discrete space (Routing-v0) is one component of n values.
+    nvec = ([int(space.n)] if hasattr(space, "n") else space.nvec.tolist()) if masked else []
+    n = 0 if masked else int(space.n)  # the reference: a Discrete action space
     inside = 0.0
     start = clock()
     for _ in range(steps):
@@ -79,8 +83,10 @@ def bench(env_id: str, steps: int, **kwargs) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=30_000, help="steps per run")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per env (best is reported)")
+    parser.add_argument("--steps", type=positive_int, default=30_000, help="steps per run")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=5, help="runs per env (best is reported)"
+    )
     parser.add_argument("--envs", nargs="+", default=list(ENV_IDS), help="env ids to run")
     args = parser.parse_args()
     env_ids = list(dict.fromkeys([*args.envs, REFERENCE_ID]))
@@ -100,7 +106,7 @@ def main() -> None:
             best = rates[-1]
             print(
                 f"  {env_id} (defaults): {best:,.0f} steps/s ({1e6 / best:.1f} us/step; "
-                f"best of {args.repeats}, median {rates[len(rates) // 2]:,.0f}; "
+                f"best of {args.repeats}, median {statistics.median(rates):,.0f}; "
                 f"{best / reference:.2f}x {REFERENCE_ID})"
             )
 

@@ -18,6 +18,7 @@ import time
 import gymnasium as gym
 
 import llmsched_env  # noqa: F401  (registers the env ids)
+from llmsched_env.cli_args import positive_int
 
 
 def bench(steps: int, **kwargs) -> tuple[float, float]:
@@ -44,9 +45,9 @@ def bench(steps: int, **kwargs) -> tuple[float, float]:
 def main() -> None:
     """Parse the arguments, run the benchmark and print the best run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20_000, help="routing steps per run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs; the best is printed")
-    parser.add_argument("--replicas", type=int, default=8, help="n_replicas")
+    parser.add_argument("--steps", type=positive_int, default=20_000, help="routing steps per run")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs; the best is printed")
+    parser.add_argument("--replicas", type=positive_int, default=8, help="n_replicas")
     parser.add_argument("--env-kwargs", default="{}", help="other env arguments as JSON")
     args = parser.parse_args()
     kwargs = {"n_replicas": args.replicas, **json.loads(args.env_kwargs)}

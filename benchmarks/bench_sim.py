@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from llmsched_env.capacity import batch_capacity_rps, iteration_capacity_rps
+from llmsched_env.cli_args import positive_float, positive_int
 from llmsched_env.latency import make_batch_latency, make_iteration_latency, make_kv_memory
 from llmsched_env.sim import BatchServer, IterationServer, simulate
 from llmsched_env.workload import make_workload_source
@@ -63,9 +64,9 @@ def bench_iteration_server(n_requests: int, load: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=15_000)
-    parser.add_argument("--load", type=float, default=0.9)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--requests", type=positive_int, default=15_000)
+    parser.add_argument("--load", type=positive_float, default=0.9)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     args = parser.parse_args()
     batch = max(bench_batch_server(args.requests, args.load, 8, 2) for _ in range(args.repeats))
     print(

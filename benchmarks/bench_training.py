@@ -43,6 +43,7 @@ from typing import Any
 from agents import training
 from agents.hyperparams import resolve_hyperparams
 from agents.training import resolve_env_id, train
+from llmsched_env.cli_args import positive_int
 
 #: The first defaults' rollout per env (n_envs = 4) by env kind.
 BEFORE_STEPS = {"batch": 512, "continuous": 1024}
@@ -102,8 +103,8 @@ def run(env: str, steps: int, setting: Setting, out: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", choices=sorted(BEFORE_STEPS), default="batch")
-    parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=positive_int, default=100_000)
+    parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument(
         "--settings",
         choices=[",".join(DEFAULT_SETTINGS), "all"],

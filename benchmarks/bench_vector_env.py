@@ -12,12 +12,14 @@ env with each thread count (its ``threads`` argument). Prints env-steps per seco
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import gymnasium as gym
 import numpy as np
 
 import llmsched_env  # noqa: F401  (registers the env ids)
+from llmsched_env.cli_args import positive_int
 
 
 def random_valid_actions(
@@ -57,9 +59,11 @@ def bench(mode: str, num_envs: int, steps: int, seed: int, threads: int = 1) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-envs", type=int, default=64, help="sub-envs")
-    parser.add_argument("--steps", type=int, default=2_000, help="vector steps per run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per mode, interleaved")
+    parser.add_argument("--num-envs", type=positive_int, default=64, help="sub-envs")
+    parser.add_argument("--steps", type=positive_int, default=2_000, help="vector steps per run")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=3, help="runs per mode, interleaved"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -83,7 +87,7 @@ def main() -> None:
         values.sort()
         print(
             f"{name:>20}: {values[-1]:>11,.0f} env-steps/s with {args.num_envs} envs "
-            f"(best of {args.repeats}, median {values[len(values) // 2]:,.0f})"
+            f"(best of {args.repeats}, median {statistics.median(values):,.0f})"
         )
     first = next(iter(runs))
     print(f"compiled ({first.split(', ')[1]}) / sync: {rates[first][-1] / rates['sync'][-1]:.1f}x")

@@ -36,6 +36,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from llmsched_env.cli_args import positive_int
+
 ENV_IDS = ("llmsched/BatchScheduling-v0", "llmsched/ContinuousBatching-v0")
 
 LOOP = """
@@ -92,7 +94,7 @@ def count(env_id: str, steps: int, env: dict[str, str]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=5000, help="steps per env")
+    parser.add_argument("--steps", type=positive_int, default=5000, help="steps per env")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")

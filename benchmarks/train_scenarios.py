@@ -16,9 +16,11 @@ trained on), exactly what these commands do::
     llmsched compare --run runs/scenarios/NAME --out runs/scenarios/NAME/compare
 
 and writes ``runs/scenarios/results.md`` with one Markdown table per scenario (the tables of
-``docs/results.md``). ``throughput`` measures environment steps per second through
-stable-baselines3's ``DummyVecEnv`` and ``SubprocVecEnv`` (random masked actions), and training
-steps per second of MaskablePPO with each, for 1, 2 and 4 envs. ``export`` copies a run's
+``docs/results.md``). As ``llmsched train`` does, it refuses to train over an existing run
+unless ``--force`` is given (``--compare-only`` compares existing runs). ``throughput``
+measures environment steps per second through stable-baselines3's ``DummyVecEnv`` and
+``SubprocVecEnv`` (random masked actions), and training steps per second of MaskablePPO with
+each, for 1, 2 and 4 envs. ``export`` copies a run's
 model (``--model``: validation-selected by default, ``final`` or ``averaged``), statistics and
 configuration into ``agents/pretrained/NAME/``.
 """
@@ -36,6 +38,7 @@ from agents.compare import compare, markdown_table
 from agents.runs import MODEL_CHOICES
 from agents.scenarios import GENERAL_HELD_OUT, SCENARIOS, get_scenario
 from agents.training import train
+from llmsched_env.cli_args import nonnegative_int, positive_int
 
 
 def run(args: argparse.Namespace) -> None:
@@ -43,10 +46,20 @@ def run(args: argparse.Namespace) -> None:
         names = [name for name in SCENARIOS if name not in GENERAL_HELD_OUT]
     else:
         names = args.scenarios.split(",")
+    try:
+        scenarios = [get_scenario(name) for name in names]  # every name, before any training
+    except ValueError as error:
+        sys.exit(f"train_scenarios.py run: error: --scenarios: {error}")
     root = Path(args.runs_dir)
+    if not args.compare_only and not args.force:
+        existing = [str(root / name) for name in names if (root / name / "config.json").exists()]
+        if existing:
+            sys.exit(
+                f"train_scenarios.py run: error: {existing} hold trained runs; pass --force to "
+                "train them again (replacing them) or --compare-only to compare them"
+            )
     sections = []
-    for name in names:
-        scenario = get_scenario(name)
+    for name, scenario in zip(names, scenarios):
         steps = args.steps or scenario.train_steps
         out = root / name
         command = f"llmsched train --scenario {name} --steps {steps} --seed {args.seed} --out {out}"
@@ -196,15 +209,18 @@ def main() -> None:
         default="all",
         help="'all' (every scenario but batch-heldout-*) or comma-separated names",
     )
-    r.add_argument("--steps", type=int, help="training steps (default: the scenario's budget)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument(
+        "--steps", type=positive_int, help="training steps (default: the scenario's budget)"
+    )
+    r.add_argument("--seed", type=nonnegative_int, default=0)
     r.add_argument("--runs-dir", default="runs/scenarios")
-    r.add_argument("--jobs", type=int, default=1, help="evaluation worker processes")
+    r.add_argument("--jobs", type=positive_int, default=1, help="evaluation worker processes")
     r.add_argument("--compare-only", action="store_true", help="reuse existing runs")
+    r.add_argument("--force", action="store_true", help="train again over existing runs")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=run)
     t = sub.add_parser("throughput", help="env and training steps/s per VecEnv kind")
-    t.add_argument("--steps", type=int, default=20_000)
+    t.add_argument("--steps", type=positive_int, default=20_000)
     t.set_defaults(func=throughput)
     e = sub.add_parser("export", help="copy a run into agents/pretrained/NAME")
     e.add_argument("--run", required=True, help="the run directory")

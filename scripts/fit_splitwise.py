@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", default=None, help="measurements (default: the shipped file)")
     args = parser.parse_args(argv)
-    frame = recompute_power_capped_e2e(load_splitwise_perf(args.csv))
+    try:
+        frame = recompute_power_capped_e2e(load_splitwise_perf(args.csv))
+    except (OSError, ValueError) as error:  # a missing file, or columns of another file
+        parser.error(f"--csv: {error}")
     print("\n".join(consistency_report(frame)))
     print()
     header = f"{'preset':36} {'used':>4} {'flag':>4} {'cfgs':>4}  MAPE% prompt  token    e2e"

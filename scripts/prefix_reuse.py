@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 import llmsched_env  # noqa: F401  (registers the env ids)
+from llmsched_env.cli_args import positive_int
 from llmsched_env.workload import reusable_prefix_fraction
 
 
@@ -47,8 +48,10 @@ def main() -> None:
         default=["mooncake-conversation", "mooncake-synthetic", "prefix-sharing"],
         help="workload presets (with prefix hashes)",
     )
-    parser.add_argument("--n-requests", type=int, nargs="+", default=[400, 2000])
-    parser.add_argument("--seeds", type=int, default=10, help="episodes per workload and length")
+    parser.add_argument("--n-requests", type=positive_int, nargs="+", default=[400, 2000])
+    parser.add_argument(
+        "--seeds", type=positive_int, default=10, help="episodes per workload and length"
+    )
     parser.add_argument("--first-seed", type=int, default=10_000)
     args = parser.parse_args()
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))

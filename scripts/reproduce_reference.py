@@ -31,6 +31,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from baselines.batch import MultiBinDynamic, SLADynamic, StaticFIFO  # noqa: E402
+from llmsched_env.cli_args import positive_int  # noqa: E402
 from llmsched_env.compilation import warm_up  # noqa: E402
 from llmsched_env.envs import BatchSchedulingEnv  # noqa: E402
 from llmsched_env.evaluation import EpisodeTask, run_episode  # noqa: E402
@@ -790,13 +791,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=10_000, help="requests per episode")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="workers")
-    parser.add_argument("--out", default="docs/reproduction.md", help="markdown report to write")
+    parser.add_argument(
+        "--requests", type=positive_int, default=10_000, help="requests per episode"
+    )
+    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per configuration")
+    parser.add_argument(
+        "--jobs", type=positive_int, default=min(2, os.cpu_count() or 1), help="workers"
+    )
+    parser.add_argument(
+        "--out",
+        default="docs/reproduction.md",
+        help="markdown report to write (replaced if it exists; the default is the repository's)",
+    )
     parser.add_argument("--csv", help="also write every episode's metrics to this CSV file")
     args = parser.parse_args(argv)
-    check_output_dir(Path(args.out).parent or ".")
+    # Every output path is checked, and its directory made, before the minutes of simulation.
+    for flag, path in (("--out", args.out), ("--csv", args.csv)):
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            raise ValueError(f"{flag} {path!r} is a directory; expected a file path")
+        check_output_dir(Path(path).parent or ".").mkdir(parents=True, exist_ok=True)
     started = time.time()
     say(f"{args.seeds} seeds x {args.requests:,} requests per configuration, {args.jobs} workers")
     warm_up(say)
