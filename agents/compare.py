@@ -27,7 +27,7 @@ import pandas as pd
 
 from agents.policy import SETTLED_POLICY, AgentPolicyFactory
 from agents.runs import ModelChoice, RunConfig, load_run_config
-from agents.scenarios import build_env_kwargs
+from agents.scenarios import build_env_kwargs, overridden
 from agents.seeds import evaluation_seeds
 from llmsched_env.cli_args import check_env_kwargs
 from llmsched_env.evaluation import evaluate, mean_ci
@@ -242,7 +242,7 @@ def with_env_overrides(config: RunConfig, env_overrides: Mapping[str, Any] | Non
     if not overrides:
         return config
     check_same_spaces(config, overrides)
-    return replace(config, env_kwargs={**config.env_kwargs, **overrides})
+    return replace(config, env_kwargs=overridden(config.env_kwargs, overrides))
 
 
 def _warn_on_env_changes(config: RunConfig, overrides: Mapping[str, Any]) -> None:
@@ -257,7 +257,7 @@ def _warn_on_env_changes(config: RunConfig, overrides: Mapping[str, Any]) -> Non
 
     from agents.runs import env_config_changes
 
-    env = gym.make(config.env_id, **build_env_kwargs({**config.env_kwargs, **overrides}))
+    env = gym.make(config.env_id, **build_env_kwargs(overridden(config.env_kwargs, overrides)))
     try:
         changes = env_config_changes(config, env)
     finally:
@@ -306,13 +306,13 @@ def check_same_spaces(config: RunConfig, env_overrides: Mapping[str, Any]) -> No
         if key in env_overrides:
             trained_kwargs[key] = env_overrides[key]
     trained, trained_config = _spaces(config.env_id, trained_kwargs)
-    merged, _ = _spaces(config.env_id, {**trained_kwargs, **env_overrides})
+    merged, _ = _spaces(config.env_id, overridden(trained_kwargs, env_overrides))
     if merged == trained:
         return
     culprits = [
         key
         for key, value in env_overrides.items()
-        if _spaces(config.env_id, {**trained_kwargs, key: value})[0] != trained
+        if _spaces(config.env_id, overridden(trained_kwargs, {key: value}))[0] != trained
     ] or list(env_overrides)
     named = ", ".join(
         f"{key}={env_overrides[key]!r} (trained with {getattr(trained_config, key, None)!r})"

@@ -183,21 +183,26 @@ def _label_runs(frame: pd.DataFrame, run_of: dict[str, str]) -> pd.DataFrame:
 
 
 def _check_same_env(paths: Sequence[Path], configs: Sequence[RunConfig]) -> None:
-    """Refuse runs whose env id or env configuration differ.
+    """Refuse runs whose env id, env configuration or training distribution differ.
 
     The configuration is the env's resolved one, recorded at training (``env_config``): the same
     env reached through different arguments (a default given explicitly) is the same env. Runs
-    that did not record it are compared by their keyword arguments.
+    that did not record it are compared by their keyword arguments. Runs trained on different
+    mixtures of workloads (``training_mixture``), or one on a mixture and one on the env
+    itself, are different recipes even when they are validated on the same env.
     """
     first = configs[0]
     for path, config in zip(paths[1:], configs[1:]):
         resolved = bool(first.env_config) and bool(config.env_config)
         fields = ("env_id", "env_config") if resolved else ("env_id", "env_kwargs", "env_config")
+        fields = (*fields, "training_mixture")
         for field in fields:
             a, b = getattr(first, field), getattr(config, field)
             if a == b:
                 continue
-            if isinstance(a, dict) and isinstance(b, dict):
+            if field == "training_mixture":
+                detail = f"{_distribution(a)} vs {_distribution(b)}"
+            elif isinstance(a, dict) and isinstance(b, dict):
                 keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
                 detail = ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys)
             else:
@@ -206,6 +211,13 @@ def _check_same_env(paths: Sequence[Path], configs: Sequence[RunConfig]) -> None
                 f"runs {str(paths[0])!r} and {str(path)!r} were trained on different env "
                 f"settings ({field} differ: {detail}); compare runs of one env configuration"
             )
+
+
+def _distribution(mixture: dict[str, Any] | None) -> str:
+    """What a run trained on, for a message: the env itself, or a mixture of n components."""
+    if not mixture:
+        return "the env itself"
+    return f"a mixture of {len(mixture.get('components', ()))} components"
 
 
 def write_runs_comparison(comparison: RunsComparison, out: str | Path) -> list[Path]:

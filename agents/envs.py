@@ -30,7 +30,7 @@ from llmsched_env.envs.wrappers import EndWhenSettled, FlattenAction
 
 #: Env keyword arguments a mixture's components do not share: each has its own workload, and
 #: the mixture draws every episode's load.
-_PER_COMPONENT = ("workload", "load", "arrival_rate")
+PER_COMPONENT = ("workload", "load", "arrival_rate")
 
 
 def make_mixture_env(
@@ -46,7 +46,7 @@ def make_mixture_env(
             ``arrival_rate`` are shared by every component (so the spaces match the run's env).
         end_when_settled: Wrap each component in ``EndWhenSettled`` if its reward settles.
     """
-    shared = {k: v for k, v in build_env_kwargs(env_kwargs).items() if k not in _PER_COMPONENT}
+    shared = {k: v for k, v in build_env_kwargs(env_kwargs).items() if k not in PER_COMPONENT}
     options = dict(mixture)
     components = [build_env_kwargs(c) for c in options.pop("components", ())]
     return BatchMixtureEnv(components, end_when_settled=end_when_settled, **options, **shared)

@@ -122,6 +122,28 @@ def build_env_kwargs(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+#: Settings of which an env takes one: overriding either replaces the other.
+_ONE_OF = ("load", "arrival_rate")
+
+
+def overridden(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{**base, **overrides}``, where giving ``load`` or ``arrival_rate`` replaces either.
+
+    A scenario or a run records one of the two; an override of the other (``--arrival-rate``
+    over a recorded ``load``) replaces it instead of giving the env both.
+
+    Example:
+        >>> overridden({"workload": "azure-conv", "load": 1.25}, {"arrival_rate": 20.0})
+        {'workload': 'azure-conv', 'arrival_rate': 20.0}
+    """
+    merged = dict(base)
+    if any(overrides.get(key) is not None for key in _ONE_OF):
+        for key in _ONE_OF:
+            merged.pop(key, None)
+    merged.update(overrides)
+    return merged
+
+
 @dataclass(frozen=True)
 class Scenario:
     """An environment configuration used as a benchmark.

@@ -25,12 +25,12 @@ from typing import Any
 
 from agents.algorithms import DEFAULT_ALGO, AlgoSpec, get_algo
 from agents.averaging import AVERAGED_MODEL_FILE, WeightAveraging
-from agents.envs import VEC_ENV_KINDS, VecEnvKind, make_training_env
+from agents.envs import PER_COMPONENT, VEC_ENV_KINDS, VecEnvKind, make_training_env
 from agents.extras import require_agents_extra
 from agents.hyperparams import SCHEDULE_KEYS, parse_schedule, resolve_hyperparams
 from agents.imitation import BEST, Imitation
 from agents.runs import RunConfig, load_run_config
-from agents.scenarios import get_scenario
+from agents.scenarios import get_scenario, overridden
 from agents.seeds import training_env_seeds, validation_seeds
 from llmsched_env import arguments
 from llmsched_env.kinds import ENV_KINDS, kind_of_id, resolve_kind
@@ -188,9 +188,17 @@ def train(
         kwargs.update(chosen.env_kwargs)
         if chosen.training is not None:
             mixture = _json_ready(chosen.training)
+            per_component = sorted(set(env_kwargs or {}) & set(PER_COMPONENT))
+            if per_component:
+                raise ValueError(
+                    f"scenario {scenario!r} trains on a mixture whose components set "
+                    f"{per_component} themselves: given, they would change only its validation "
+                    "env (model selection); drop them, and score a held-out workload with "
+                    "`llmsched compare --run RUN --workload ...`"
+                )
     else:
         env_id = resolve_env_id(env)
-    kwargs.update(env_kwargs or {})
+    kwargs = overridden(kwargs, env_kwargs or {})
     _check_int("steps", steps, 1)
     _check_int("eval_freq", eval_freq, 0)
     if eval_episodes is None:

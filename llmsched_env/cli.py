@@ -534,8 +534,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 # One name, or several whose best on each episode demonstrates it.
                 imitate = args.imitate[0] if len(args.imitate) == 1 else args.imitate
                 hyperparams = {**(hyperparams or {}), "imitation": imitate}
-            env_kwargs = env_kwargs_from_args(args)
             scenario = get_scenario(args.scenario) if args.scenario else None
+            if scenario is not None:  # the scenario names the env (what --gpus counts, too)
+                given = any(a == "--env" or a.startswith("--env=") for a in args.argv)
+                if given and args.env != scenario.env:
+                    raise ValueError(
+                        f"--env {args.env} contradicts --scenario {args.scenario}, a "
+                        f"{scenario.env} scenario ({scenario.env_id}); drop --env"
+                    )
+                args.env = scenario.env
+            env_kwargs = env_kwargs_from_args(args)
             env_id = scenario.env_id if scenario else ENV_IDS[args.env]
             steps = args.steps or (scenario.train_steps if scenario else DEFAULT_TRAIN_STEPS)
             check_env_kwargs(env_id, env_kwargs)

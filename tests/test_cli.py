@@ -446,6 +446,28 @@ def test_train_steps_default_to_the_scenario_s_budget(tmp_path, monkeypatch, fla
     assert seen["steps"] == expected_steps
 
 
+def test_a_scenario_names_the_env_its_flags_apply_to(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("stable_baselines3")
+    import agents.training
+
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(agents.training, "train", record)
+    out = str(tmp_path / "run")
+    # --gpus of a routing scenario counts its replicas (it was passed on as n_gpus).
+    argv = ["train", "--scenario", "routing-prefix-sharing", "--gpus", "2", "--out", out]
+    assert main([*argv, "--quiet"]) == 130
+    assert seen["env_kwargs"] == {"n_replicas": 2}
+    # An --env that contradicts the scenario's is refused (it was ignored).
+    argv = ["train", "--scenario", "batch-default", "--env", "continuous", "--out", out]
+    assert main([*argv, "--quiet"]) == 2
+    assert "--env continuous contradicts --scenario batch-default" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -175,7 +176,7 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
             low, high = CV_RANGE
             if not low <= self.arrival_cv_range[0] <= self.arrival_cv_range[1] <= high:
                 raise ValueError(f"arrival_cv must lie in [{low:g}, {high:g}], got {arrival_cv!r}")
-        ok = isinstance(source_arrivals, (int, float)) and not isinstance(source_arrivals, bool)
+        ok = isinstance(source_arrivals, numbers.Real) and not isinstance(source_arrivals, bool)
         if not ok or not 0.0 <= source_arrivals <= 1.0:
             raise ValueError(
                 f"source_arrivals must be a probability in [0, 1], got {source_arrivals!r}"

@@ -78,6 +78,12 @@ def test_runs_of_different_env_settings_are_refused(two_runs, tmp_path):
     assert len(result.reliable.run_scores) == 2
     with pytest.raises(ValueError, match="given more than once"):
         compare_runs([two_runs[0], two_runs[0]], **SEEDS, **FAST)
+    # The same validation env, another training distribution: a different recipe.
+    mixed = json.loads(json.dumps(same))
+    mixed["training_mixture"] = {"components": [{"workload": "demo2"}, {"workload": "demo3"}]}
+    (other / "config.json").write_text(json.dumps(mixed))
+    with pytest.raises(ValueError, match="the env itself vs a mixture of 2 components"):
+        compare_runs([two_runs[0], other], **SEEDS, **FAST)
 
 
 @pytest.mark.filterwarnings("ignore:2 training runs per scenario")

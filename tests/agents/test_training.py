@@ -216,6 +216,23 @@ def test_scenario_sets_env_and_kwargs(tmp_path):
     assert config.env_kwargs["n_requests"] == 40
 
 
+def test_an_arrival_rate_replaces_the_scenario_s_load(tmp_path):
+    result = tiny_train(
+        tmp_path / "run",
+        steps=64,
+        scenario="batch-overload",
+        env_kwargs={"n_requests": 40, "arrival_rate": 20.0},
+    )
+    assert "load" not in result.config.env_kwargs
+    assert result.config.env_kwargs["arrival_rate"] == 20.0
+
+
+def test_a_mixture_scenario_refuses_settings_its_components_give(tmp_path):
+    for setting in ({"workload": "sharegpt"}, {"load": 1.25}):
+        with pytest.raises(ValueError, match="would change only its validation env"):
+            tiny_train(tmp_path / "run", steps=64, scenario="batch-general", env_kwargs=setting)
+
+
 def test_general_scenario_trains_on_its_mixture_and_compares_on_a_held_out_workload(tmp_path):
     from agents.compare import compare
     from agents.scenarios import GENERAL_TRAINING
