@@ -240,6 +240,9 @@ class BatchSchedulingEnv(SchedulingEnv):
     * Termination: every request of the episode has completed or been rejected.
     * Truncation: ``max_steps`` steps were taken (when set). Requests then waiting or running are
       reported as ``in_system`` and not-yet-arrived ones as ``not_arrived``; counts still add up.
+      ``gym.make(..., max_episode_steps=N)`` instead wraps Gymnasium's ``TimeLimit``, whose
+      truncation the env does not see: that last step has no ``episode_metrics`` (use
+      ``max_steps=N``, or ``env.unwrapped.episode_metrics()``).
     * ``EndWhenSettled`` (``llmsched_env.envs.wrappers``) also terminates, with the same return,
       once every request has arrived and every waiting one is past its deadline: under the
       ``"sla"`` and ``"goodput-tokens"`` rewards no action changes the return after that point

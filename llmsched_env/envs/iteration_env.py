@@ -154,7 +154,9 @@ class ContinuousBatchingEnv(SchedulingEnv):
 
     * Termination: every request has completed or been rejected.
     * Truncation: ``max_steps`` steps were taken (when set); unfinished requests are reported as
-      ``in_system`` (or ``not_arrived``).
+      ``in_system`` (or ``not_arrived``). ``gym.make(..., max_episode_steps=N)`` instead
+      wraps Gymnasium's ``TimeLimit``, whose truncation the env does not see: that last step
+      has no ``episode_metrics`` (use ``max_steps=N``, or ``env.unwrapped.episode_metrics()``).
 
     ## Information
 
