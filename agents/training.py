@@ -65,12 +65,13 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signal_name = signal_name
 
 
-def latest_checkpoint(run_dir: str | Path) -> tuple[Path, Path | None] | None:
-    """The checkpoint with the most steps in ``run_dir/checkpoints``, with its statistics.
+def latest_checkpoint(run_dir: str | Path) -> tuple[Path, Path] | None:
+    """The checkpoint with the most steps in ``run_dir/checkpoints``, with its statistics' path.
 
     Returns:
-        ``(model_<N>_steps.zip, model_vecnormalize_<N>_steps.pkl or None)`` for the largest
-        ``N``, or ``None`` when there is no checkpoint.
+        ``(model_<N>_steps.zip, model_vecnormalize_<N>_steps.pkl)`` for the largest ``N`` (the
+        statistics file exists only for a run that normalised), or ``None`` when there is no
+        checkpoint.
     """
     folder = Path(run_dir) / "checkpoints"
     found = [
@@ -81,8 +82,7 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[Path, Path | None] | None:
     if not found:
         return None
     steps, model = max(found)
-    stats = folder / f"model_vecnormalize_{steps}_steps.pkl"
-    return model, (stats if stats.is_file() else None)
+    return model, folder / f"model_vecnormalize_{steps}_steps.pkl"
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,7 @@ def resume(
     _check_int("eval_freq", eval_freq, 0)
     _check_int("checkpoint_freq", checkpoint_freq, 0)
     model = run_dir / "model.zip"
-    stats: Path | None = run_dir / "vecnormalize.pkl"
+    stats = run_dir / "vecnormalize.pkl"
     if not model.is_file():
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
@@ -343,11 +343,10 @@ def resume(
         if log:
             log(f"no model.zip in {run_dir}; resuming from its latest checkpoint {model}")
     normalised = [k for k in ("normalize_obs", "normalize_reward") if config.hyperparams.get(k)]
-    if normalised and (stats is None or not stats.is_file()):
-        expected = stats or model.with_name(model.name.replace("model_", "model_vecnormalize_"))
+    if normalised and not stats.is_file():
         raise ValueError(
             f"run_dir {str(run_dir)!r} was trained with {' and '.join(normalised)} but the "
-            f"statistics of {model.name} ({expected.with_suffix('.pkl').name}) are missing; "
+            f"statistics of {model.name} ({stats.name}) are missing; "
             "restore them: resumed without them, the model would train on observations and "
             "rewards on another scale"
         )
@@ -371,7 +370,7 @@ def _run_session(
     spec: AlgoSpec,
     steps: int,
     *,
-    load_from: tuple[Path, Path | None] | None,
+    load_from: tuple[Path, Path] | None,
     eval_freq: int,
     checkpoint_freq: int,
     progress_bar: bool,
@@ -413,7 +412,7 @@ def _run_session(
             gamma=gamma,
             mixture=config.training_mixture,
         )
-        if load_from is not None and load_from[1] is not None and load_from[1].is_file():
+        if load_from is not None and load_from[1].is_file():
             venv = VecNormalize.load(str(load_from[1]), venv)
             venv.training = True
         cls = spec.load_class()

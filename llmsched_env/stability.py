@@ -110,6 +110,11 @@ class StabilitySettings:
         check_int("n_jobs", self.n_jobs, 1)
 
 
+def requests_per_run(arrival_rate_rps: float, settings: StabilitySettings) -> int:
+    """Requests in one drift-test run at this rate: those arriving in the horizon (at least 2)."""
+    return max(math.ceil(arrival_rate_rps * settings.horizon_s), 2)
+
+
 @dataclass(frozen=True)
 class DriftPoint:
     """The drift test at one arrival rate (means over replications, 95% CI half-widths).
@@ -308,7 +313,7 @@ def drift_test(
     env_kwargs = _check_env_kwargs(env_kwargs)
     if not (isinstance(arrival_rate_rps, (int, float)) and arrival_rate_rps > 0):
         raise ValueError(f"arrival_rate_rps must be a number > 0, got {arrival_rate_rps!r}")
-    n_requests = max(math.ceil(arrival_rate_rps * settings.horizon_s), 2)
+    n_requests = requests_per_run(arrival_rate_rps, settings)
     kwargs = dict(policy_kwargs or {})
     rate = float(arrival_rate_rps)
     runs = [
@@ -433,7 +438,7 @@ def estimate_stability(
 
     def test(rate: float, *, for_the_curve: bool = False) -> bool:
         if rate not in points:
-            n = max(math.ceil(rate * settings.horizon_s), 2)
+            n = requests_per_run(rate, settings)
             if n < MIN_REQUESTS_PER_RUN:
                 message = (
                     f"the drift test at {rate:.4g} req/s sees only {n} requests per run over "

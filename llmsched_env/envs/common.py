@@ -97,6 +97,18 @@ def holds_whole_numbers(a: np.ndarray) -> bool:
     return a.dtype.kind == "f" and bool(np.all(np.isfinite(a)) and np.all(np.mod(a, 1) == 0))
 
 
+def one_integer(action: Any) -> int | None:
+    """``action`` as an ``int`` when it is one integer (a scalar or an array of one), else None.
+
+    What a ``Discrete`` action may be (``2``, ``2.0``, ``[2]``, ``np.int64(2)``); booleans,
+    strings, fractions and nested arrays are not. The caller names the fault.
+    """
+    a = np.asarray(action)
+    if a.ndim > 1 or a.size != 1 or not holds_whole_numbers(a):
+        return None
+    return int(a.reshape(-1)[0])
+
+
 def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:
     """Check a ``MultiDiscrete(nvec)`` action and return its components as Python ints.
 

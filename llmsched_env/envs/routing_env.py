@@ -14,7 +14,7 @@ from llmsched_env.envs.common import (
     InvalidActionError,
     check_episode_size,
     configured_arrival_rate,
-    holds_whole_numbers,
+    one_integer,
 )
 from llmsched_env.envs.footprint import (
     PAGED_BYTES_PER_BLOCK,
@@ -370,10 +370,9 @@ class RoutingEnv(SchedulingEnv):
     def _parse_action(self, action: Any) -> int:
         """The replica index of ``action`` (an integer, or an array of one integer)."""
         n = self.config.n_replicas
-        a = np.asarray(action)
-        if a.ndim > 1 or a.size != 1 or not holds_whole_numbers(a):
+        replica = one_integer(action)
+        if replica is None:
             raise ValueError(f"action {action!r} must be one integer, a replica index in [0, {n})")
-        replica = int(a.reshape(-1)[0])
         if not 0 <= replica < n:
             raise ValueError(f"action {action!r} is not a replica index in [0, {n})")
         return replica

@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from llmsched_env.envs.batch_env import BatchSchedulingEnv
-from llmsched_env.envs.common import holds_whole_numbers
+from llmsched_env.envs.common import one_integer
 from llmsched_env.envs.rewards import REWARD_SHAPES
 
 
@@ -56,13 +56,12 @@ class FlattenAction(
             ValueError: If ``action`` is not one integer (``7.0`` is 7; ``7.9``, ``"7"`` and
                 ``True`` are refused, as the envs refuse them) in the flat space.
         """
-        values = np.asarray(action)
-        if values.size != 1 or values.ndim > 1 or not holds_whole_numbers(values):
+        a = one_integer(action)
+        if a is None:
             raise ValueError(
                 f"action {action!r} must be one integer in [0, {self.action_space.n - 1}] "
                 f"(Discrete({self.action_space.n}))"
             )
-        a = int(values.reshape(-1)[0])
         if not 0 <= a < self.action_space.n:
             raise ValueError(
                 f"action {action!r} is outside Discrete({self.action_space.n}): expected an "

@@ -8,6 +8,9 @@ They delegate to :mod:`llmsched_env.arguments`, the library's one message format
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from llmsched_env import arguments
 
 
@@ -85,12 +88,17 @@ ITERATION_COUNTS = (
 )
 
 
-def iteration_estimate(owner: str, counts: tuple[float, ...]) -> None:
+def iteration_estimate(owner: str, arguments: Mapping[str, Any]) -> None:
     """Refuse a negative or nan count (:data:`ITERATION_COUNTS`) in a public ``estimate_s``.
+
+    Args:
+        owner: The model's class, for the message.
+        arguments: The ``estimate_s`` call's arguments by name (its ``locals()``).
 
     Raises:
         ValueError: Naming the first bad argument and its value.
     """
-    for name, value in zip(ITERATION_COUNTS, counts):
+    for name in ITERATION_COUNTS:
+        value = arguments[name]
         if not value >= 0:
             raise ValueError(f"{owner}.estimate_s: {name} must be >= 0, got {value!r}")

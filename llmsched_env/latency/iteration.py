@@ -240,18 +240,7 @@ class AffineIterationLatency:
         Returns:
             The expected duration in seconds.
         """
-        _checks.iteration_estimate(
-            type(self).__name__,
-            (
-                prefill_tokens,
-                decode_tokens,
-                context_tokens,
-                prefill_kv_tokens,
-                prefill_sequences,
-                decode_kv_max,
-                decode_kv_min,
-            ),
-        )
+        _checks.iteration_estimate(type(self).__name__, locals())
         excess = prefill_tokens + decode_tokens - self.b0_tokens
         return self.c_s + self.a_s_per_token * excess if excess > 0 else self.c_s
 
@@ -371,18 +360,7 @@ class LinearIterationLatency:
         Returns:
             The duration in seconds.
         """
-        _checks.iteration_estimate(
-            type(self).__name__,
-            (
-                prefill_tokens,
-                decode_tokens,
-                context_tokens,
-                prefill_kv_tokens,
-                prefill_sequences,
-                decode_kv_max,
-                decode_kv_min,
-            ),
-        )
+        _checks.iteration_estimate(type(self).__name__, locals())
         return (
             self.b0_s
             + self.b1_s_per_prefill_token * prefill_tokens

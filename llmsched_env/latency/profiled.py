@@ -562,18 +562,7 @@ class ProfiledIterationLatency:
         Returns:
             The duration in seconds.
         """
-        _checks.iteration_estimate(
-            type(self).__name__,
-            (
-                prefill_tokens,
-                decode_tokens,
-                context_tokens,
-                prefill_kv_tokens,
-                prefill_sequences,
-                decode_kv_max,
-                decode_kv_min,
-            ),
-        )
+        _checks.iteration_estimate(type(self).__name__, locals())
         return self.iteration_s(
             prefill_tokens,
             decode_tokens,
