@@ -410,10 +410,11 @@ class BatchSchedulingVectorEnv(VectorEnv):
         names = list(rows[0])
         table = np.zeros((len(names), self.num_envs))
         table[:, ended] = np.array([list(row.values()) for row in rows]).T
+        present = self._present(ended)
         metrics: dict[str, np.ndarray] = {}
         for name, values in zip(names, table):
             metrics[name] = values
-            metrics[f"_{name}"] = self._present(ended)
+            metrics[f"_{name}"] = present.copy()
         return metrics
 
     def _present(self, indices: np.ndarray) -> np.ndarray:
