@@ -14,6 +14,8 @@ import gzip
 import io
 import lzma
 import os
+import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -94,6 +96,9 @@ def text_lines(file: Path, expected: str) -> Iterator[TextIO]:
             archive.close()
 
 
+#: pandas' message for a row with more fields than the first: header's count, line, row's count.
+_FIELD_COUNT_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
 #: Openers of compressed text by file extension (``.zip`` is handled on its own).
 _OPENERS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
@@ -103,19 +108,49 @@ def read_table(path: str | os.PathLike[str], required: Iterable[str]) -> pd.Data
     file = existing_file(path)
     required = tuple(required)
     expected = f"a comma-separated text file with a header line naming the columns {list(required)}"
+    with text_lines(file, expected) as handle:  # not text, or not what its name says
+        handle.read(2**16)
     try:
-        frame = pd.read_csv(file)
+        with warnings.catch_warnings():
+            # Rows with more fields than the header: pandas would drop the extra fields with
+            # this warning (index_col=False) or, without index_col=False, shift every column
+            # onto the one to its left. A trailing comma on every row is read as no field.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(file, index_col=False)
     except pd.errors.EmptyDataError:
         size = file.stat().st_size
         what = "is empty (0 bytes)" if size == 0 else f"holds only whitespace ({size} bytes)"
         raise ValueError(
             f"trace file {str(file)!r} {what} and no rows; expected {expected}, then rows"
         ) from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+    except pd.errors.ParserWarning:
+        raise ValueError(
+            f"trace file {str(file)!r}: its rows have more fields than its header has column "
+            f"names; expected {expected}, and as many fields in every row"
+        ) from None
+    except pd.errors.ParserError as error:
+        fields = _FIELD_COUNT_ERROR.search(str(error))
+        if fields is None:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(
+                f"trace file {str(file)!r} could not be read as CSV ({reason}); is it a binary "
+                f"or compressed file? expected {expected}"
+            ) from None
+        header, line, found = fields.groups()
+        raise ValueError(
+            f"trace file {str(file)!r}, line {line}: {found} fields, but the header names "
+            f"{header} columns; expected {expected}, and as many fields in every row"
+        ) from None
+    except (UnicodeDecodeError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
             f"trace file {str(file)!r} could not be read as CSV ({reason}); is it a binary or "
             f"compressed file? expected {expected}"
+        ) from None
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"trace file {str(file)!r} cannot be read as a {file.suffix.lower()} file "
+            f"({error}); expected {expected}"
         ) from None
     frame.columns = [str(column).strip() for column in frame.columns]
     missing = [column for column in required if column not in frame.columns]
@@ -123,8 +158,10 @@ def read_table(path: str | os.PathLike[str], required: Iterable[str]) -> pd.Data
         raise ValueError(
             f"trace file {str(file)!r} is missing columns {missing}; it has {list(frame.columns)}"
         )
-    # pandas renames a repeated column "X" to "X.1"; which of them is meant cannot be told.
-    repeated = [column for column in required if f"{column}.1" in frame.columns]
+    # pandas renames a repeated column "X" to "X.1"; a name repeated with other spaces around
+    # it is only repeated once stripped. Which of them is meant cannot be told.
+    names = list(frame.columns)
+    repeated = [column for column in required if f"{column}.1" in names or names.count(column) > 1]
     if repeated:
         raise ValueError(
             f"trace file {str(file)!r} names the column {repeated[0]!r} more than once; "

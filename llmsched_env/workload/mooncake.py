@@ -141,14 +141,18 @@ def _parse_line(
             raise _line_error(file, line, "hash_ids", block_id, "an integer block id")
         if not _INT64_MIN <= block_id <= _INT64_MAX:
             raise _line_error(file, line, "hash_ids", block_id, "a block id that fits in int64")
-    most = -(-prompt // block_tokens)
-    if len(ids) > most:
+    # One id per block: the full blocks' ids, then the partial last block's (which may be left
+    # out, since a partial block is never shared).
+    least, most = prompt // block_tokens, -(-prompt // block_tokens)
+    if not least <= len(ids) <= most:
         raise _line_error(
             file,
             line,
             "hash_ids",
             f"{len(ids)} ids",
-            f"at most ceil(input_length / {block_tokens}) = {most} ids for input_length {prompt}",
+            f"one id per {block_tokens}-token block of the prompt, between "
+            f"floor(input_length / {block_tokens}) = {least} and "
+            f"ceil(input_length / {block_tokens}) = {most} ids for input_length {prompt}",
         )
     return milliseconds, prompt, output, _chain(ids[: prompt // block_tokens])
 

@@ -57,12 +57,27 @@ def _formats_expected() -> str:
     )
 
 
+#: The longest first line :func:`detect_trace_format` reads (a JSON line holds a whole request,
+#: a prompt's text among its keys perhaps).
+_FIRST_LINE_LIMIT = 64 * 2**20
+
+
 def _first_line(file: Path) -> str:
-    """The first non-blank line of ``file`` (at most 64 KiB of it; decompressed by extension)."""
+    """The first non-blank line of ``file``, whole (decompressed by extension).
+
+    Raises:
+        ValueError: If the file is empty, or its first line is longer than 64 MiB.
+    """
     with text_lines(file, f"one of these formats: {_formats_expected()}") as handle:
-        for text in handle:
+        for text in iter(lambda: handle.readline(_FIRST_LINE_LIMIT), ""):
+            if len(text) == _FIRST_LINE_LIMIT and not text.endswith("\n"):
+                raise ValueError(
+                    f"trace file {str(file)!r}: its first line is longer than "
+                    f"{_FIRST_LINE_LIMIT // 2**20} MiB, too long to tell its format; name the "
+                    f"format (trace_format=..., --trace-format), one of {list(TRACE_FORMAT_FIELDS)}"
+                )
             if text.strip():
-                return text.strip()[:65536]
+                return text.strip()
     raise ValueError(
         f"trace file {str(file)!r} is empty; expected one of these formats: {_formats_expected()}"
     )

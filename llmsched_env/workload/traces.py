@@ -173,6 +173,14 @@ def _window_and_build(
     )
 
 
+#: An ISO 8601 date, optionally with a time and a UTC offset (``Z``, ``+HH``, ``+HHMM`` or
+#: ``+HH:MM``): group 1 the whole value, group 2 the offset.
+_ISO_TIMESTAMP = (
+    r"^\s*(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
+    r"(?:\s*(Z|[+-]\d{2}(?::?\d{2})?))?)?)\s*$"
+)
+
+
 def load_azure_trace(
     path: str | os.PathLike[str],
     *,
@@ -218,9 +226,18 @@ def load_azure_trace(
             f"trace file {str(file)!r}: column 'TIMESTAMP' holds numbers (dtype {raw.dtype}); "
             "expected date-time strings like '2023-11-16 18:15:46.6805900'"
         )
+    # Only ISO 8601 date-times: pandas would also read "now", "today" and "18:1" (a time cut
+    # short) without a word.
+    text = raw.astype(str)
+    parts = text.str.extract(_ISO_TIMESTAMP)
+    malformed = parts[0].isna().to_numpy()
+    if malformed.any():
+        index = int(np.argmax(malformed))
+        expected = "an ISO 8601 date-time like '2023-11-16 18:15:46.6805900' (UTC offset optional)"
+        raise bad_row(file, "TIMESTAMP", index, raw.iloc[index], expected)
     # Timestamps with UTC offsets are compared in UTC (an offset may change mid-trace, at a
     # daylight-saving change); those without one are taken as UTC too.
-    utc = bool(raw.astype(str).str.contains(r"(?:Z|[+-]\d\d:?\d\d)\s*$").any())
+    utc = bool(parts[1].notna().any())
     try:
         stamps = pd.to_datetime(raw, format="ISO8601", errors="coerce", utc=utc)
     except (ValueError, TypeError) as error:
@@ -341,7 +358,8 @@ def load_burstgpt_trace(
     if drop_failed and failed.any():
         warnings.warn(
             f"trace file {str(file)!r}: dropped {int(failed.sum())} failed requests (0 response "
-            "tokens; drop_failed=False keeps them as prefill-only requests)",
+            "tokens; load_burstgpt_trace(..., drop_failed=False) keeps them as prefill-only "
+            "requests)",
             UserWarning,
             stacklevel=2,
         )

@@ -162,3 +162,15 @@ def test_detection_refuses_ambiguous_deeply_nested_and_abridges_long_headers(
     with pytest.raises(ValueError, match=r"x\.\.\.'\] and 28 more; expected") as info:
         detect_trace_format(wide)
     assert len(str(info.value)) < 1500
+
+
+def test_a_json_line_longer_than_64_kib_is_still_detected(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl"
+    rows = [
+        {"timestamp": i, "input_length": 600, "output_length": 6, "hash_ids": [i, i + 100]}
+        | {"prompt": "x" * 70_000}
+        for i in range(6)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert detect_trace_format(path) == "mooncake"
+    assert len(load_trace(path)) == 6

@@ -287,11 +287,11 @@ _AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 def test_unreadable_files_name_the_file_and_the_expected_format(tmp_path: Path, loader) -> None:
     binary = tmp_path / "trace.csv"
     binary.write_bytes(bytes(range(256)) * 8)
-    with pytest.raises(ValueError, match=r"trace\.csv' could not be read as CSV.*header line"):
+    with pytest.raises(ValueError, match=r"trace\.csv' is not UTF-8 text.*header line"):
         loader(binary)
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("a,b\n1,2\n1,2,3,4\n")
-    with pytest.raises(ValueError, match=r"ragged\.csv' could not be read as CSV"):
+    with pytest.raises(ValueError, match=r"ragged\.csv', line 3: 4 fields, but the header names 2"):
         loader(ragged)
     blank = tmp_path / "blank.csv"
     blank.write_text("  \n\n \t\n")
@@ -303,4 +303,58 @@ def test_a_huge_token_count_names_file_row_column_and_value(tmp_path: Path) -> N
     path = tmp_path / "t.csv"
     path.write_text(_AZURE_HEADER + "2023-11-16 18:15:46,5,5\n2023-11-16 18:15:47,7,1e30\n")
     with pytest.raises(ValueError, match=r"t\.csv', column 'GeneratedTokens', row 1: got 1e\+30"):
+        load_azure_trace(path)
+
+
+def test_rows_wider_than_the_header_are_refused_not_shifted(tmp_path: Path) -> None:
+    # pandas would take the first field of such rows as an index and shift every column left.
+    path = tmp_path / "wide.csv"
+    path.write_text("Timestamp,Request tokens,Response tokens\n0,100,10,7\n1,200,20,7\n")
+    with pytest.raises(ValueError, match=r"wide\.csv': its rows have more fields than its header"):
+        load_burstgpt_trace(path)
+    # A trailing comma on every row is an empty last field, not data: read as written.
+    path.write_text(_AZURE_HEADER + "2023-11-16 18:15:46,10,5,\n2023-11-16 18:15:47,12,6,\n")
+    trace = load_azure_trace(path)
+    assert trace.prompt_tokens.tolist() == [10, 12]
+    assert trace.output_tokens.tolist() == [5, 6]
+
+
+def test_a_column_named_twice_with_other_spaces_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens, GeneratedTokens\n2023-11-16 18:15:46,5,5,6\n"
+    )
+    with pytest.raises(ValueError, match=r"names the column 'GeneratedTokens' more than once"):
+        load_azure_trace(path)
+
+
+@pytest.mark.parametrize("value", ["today", "now", "2023-11-16 18:1", "16/11/2023 18:15:46"])
+def test_azure_timestamps_must_be_iso_8601_date_times(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(_AZURE_HEADER + f"2023-11-16 18:15:46,10,5\n{value},12,6\n")
+    with pytest.raises(ValueError, match=rf"row 1: got '{value}', expected an ISO 8601 date-time"):
+        load_azure_trace(path)
+
+
+def test_azure_hour_only_offsets_are_compared_in_utc(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(
+        _AZURE_HEADER + "2023-11-16 18:15:46+01,10,5\n2023-11-16 18:15:47+00,12,6\n"
+        "2023-11-16 19:15:50,12,6\n"
+    )
+    # 17:15:46, 18:15:47 and 19:15:50 in UTC (a time without an offset is taken as UTC).
+    assert load_azure_trace(path).arrival_s.tolist() == [0.0, 3601.0, 7204.0]
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zip"])
+def test_a_damaged_compressed_csv_names_the_file_and_the_compression(
+    tmp_path: Path, suffix: str
+) -> None:
+    import gzip
+
+    whole = gzip.compress(((FIXTURES / "azure_small.csv").read_text() * 50).encode())
+    path = tmp_path / ("t.csv" + suffix)
+    # A gzip stream cut in half, or plain text under a compressed file's name.
+    path.write_bytes(whole[: len(whole) // 2] if suffix == ".gz" else b"TIMESTAMP,a\n1,2\n")
+    with pytest.raises(ValueError, match=rf"t\.csv\{suffix}' cannot be read as a \{suffix} file"):
         load_azure_trace(path)
