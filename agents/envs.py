@@ -25,6 +25,7 @@ import gymnasium as gym
 import llmsched_env  # noqa: F401  (registers the env ids)
 from agents.extras import require_agents_extra
 from agents.scenarios import build_env_kwargs
+from llmsched_env import arguments
 from llmsched_env.envs.mixture import BatchMixtureEnv
 from llmsched_env.envs.wrappers import EndWhenSettled, FlattenAction
 
@@ -138,13 +139,17 @@ def make_training_env(
         A stable-baselines3 ``VecEnv``.
 
     Raises:
-        ValueError: If ``vec_env`` is unknown.
+        ValueError: If ``vec_env`` is unknown, ``n_envs < 1``, ``first_seed < 0`` or ``gamma``
+            is outside ``[0, 1]``.
     """
     require_agents_extra()
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     if vec_env not in VEC_ENV_KINDS:
         raise ValueError(f"vec_env must be one of {list(VEC_ENV_KINDS)}, got {vec_env!r}")
+    n_envs = arguments.integer("make_training_env", "n_envs", n_envs, minimum=1)
+    first_seed = arguments.integer("make_training_env", "first_seed", first_seed, minimum=0)
+    gamma = arguments.real("make_training_env", "gamma", gamma, minimum=0.0, maximum=1.0)
     factory = env_factory(
         env_id,
         env_kwargs,

@@ -78,8 +78,10 @@ def length_mix(index: int) -> SyntheticSource:
     Raises:
         ValueError: If ``index`` is outside ``0..N_LENGTH_MIXES - 1``.
     """
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < N_LENGTH_MIXES:
+    ok = isinstance(index, int | np.integer) and not isinstance(index, bool)
+    if not ok or not 0 <= index < N_LENGTH_MIXES:
         raise ValueError(f"index must be an integer in 0..{N_LENGTH_MIXES - 1}, got {index!r}")
+    index = int(index)
     rng = np.random.default_rng([LENGTH_MIX_SEED, index])
     prompt = _two_lognormals(rng, _PROMPT)
     output = _two_lognormals(rng, _OUTPUT)

@@ -19,12 +19,14 @@ GPUs over the whole run ``[0, end_s]``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from llmsched_env.arguments import ArgumentTypeError
 from llmsched_env.jit import njit
 from llmsched_env.statistics import describe_rows
 
@@ -42,6 +44,11 @@ _OPTIONAL_COLUMNS = (_GAP_COLUMN, "prompt_tokens")
 _NOT_ARRIVED, _IN_SYSTEM, _COMPLETED, _REJECTED = range(4)
 #: An empty array: "not given" for the optional per-request arrays of _request_stats.
 _EMPTY = np.zeros(0)
+
+
+def _is_real(value: object) -> bool:
+    """Whether ``value`` is a real number (Python's or numpy's), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
 @dataclass(frozen=True)
@@ -67,15 +74,24 @@ class SLATargets:
     def __post_init__(self) -> None:
         for name in ("e2e_s", "ttft_s", "tbt_s"):
             value = getattr(self, name)
-            if value is not None and not (np.isfinite(value) and value > 0):
+            if value is None:
+                continue
+            if not _is_real(value):
+                raise ArgumentTypeError(
+                    f"SLA target {name} must be a positive number or None, got {value!r}"
+                )
+            if not (np.isfinite(value) and value > 0):
                 raise ValueError(
                     f"SLA target {name} must be a positive number or None, got {value!r}"
                 )
+            object.__setattr__(self, name, float(value))
         per_token = self.ttft_per_token_s
+        expected = f"SLA target ttft_per_token_s must be a finite number >= 0, got {per_token!r}"
+        if not _is_real(per_token):
+            raise ArgumentTypeError(expected)
         if not (np.isfinite(per_token) and per_token >= 0):
-            raise ValueError(
-                f"SLA target ttft_per_token_s must be a finite number >= 0, got {per_token!r}"
-            )
+            raise ValueError(expected)
+        object.__setattr__(self, "ttft_per_token_s", float(per_token))
         if per_token > 0 and self.ttft_s is None:
             raise ValueError(
                 f"ttft_per_token_s={per_token!r} extends a TTFT target, but ttft_s is None"

@@ -209,3 +209,23 @@ def test_preemption_counts_are_reported_only_when_given():
     )
     assert counted["preemptions"] == 3.0 and counted["recomputed_tokens"] == 120.0
     assert {k: v for k, v in counted.items() if k in plain} == plain
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"e2e_s": True}, r"SLA target e2e_s must be a positive number or None, got True"),
+        ({"ttft_s": "abc"}, r"SLA target ttft_s must be a positive number or None, got 'abc'"),
+        ({"tbt_s": [1, 2]}, r"SLA target tbt_s must be a positive number or None, got \[1, 2\]"),
+        ({"ttft_s": 1.0, "ttft_per_token_s": None}, r"ttft_per_token_s must be a finite number"),
+    ],
+)
+def test_sla_targets_of_the_wrong_type_are_a_type_error_naming_the_target(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        SLATargets(**kwargs)
+
+
+def test_sla_targets_are_stored_as_python_floats():
+    targets = SLATargets(e2e_s=np.float32(2.5), ttft_s=2, ttft_per_token_s=np.int64(0))
+    assert (targets.e2e_s, targets.ttft_s, targets.ttft_per_token_s) == (2.5, 2.0, 0.0)
+    assert all(type(v) is float for v in (targets.e2e_s, targets.ttft_s, targets.ttft_per_token_s))

@@ -21,16 +21,18 @@ action mask) current.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
 import numpy as np
 
+from llmsched_env.arguments import ArgumentTypeError
 from llmsched_env.envs.common import (
     RequestRecordsMixin,
     check_episode_size,
     episode_arrival_rate,
     episode_workload,
+    reset_options,
 )
 from llmsched_env.envs.footprint import check_episode_fits
 from llmsched_env.envs.rendering import bars_image
@@ -40,6 +42,8 @@ from llmsched_env.metrics import SLATargets
 from llmsched_env.registry import resolve
 from llmsched_env.sim.records import RejectReason
 from llmsched_env.workload import Workload, make_workload_source
+
+T = TypeVar("T")
 
 #: Per reason a request is rejected at arrival, what in the env's settings causes it.
 _REJECTION_CAUSES: dict[RejectReason, Callable[[Any], str]] = {
@@ -65,6 +69,25 @@ def _token_counts(capacity: int | tuple[int, ...]) -> str:
     if isinstance(capacity, tuple):
         return "per replica " + ", ".join(f"{c:,}" for c in capacity)
     return f"{capacity:,}"
+
+
+def built_setting(owner: str, name: str, value: Any, build: Callable[[Any], T]) -> T:
+    """``build(value)``: the object a setting names, its errors naming the env and the setting.
+
+    The builders (``make_kv_memory``, ``make_batch_latency``, ...) know nothing of the env that
+    calls them, so ``kv_memory=0`` would otherwise be reported as ``KVMemory``'s
+    ``capacity_tokens``.
+
+    Raises:
+        ArgumentTypeError: If ``build`` raises a ``TypeError``.
+        ValueError: If it raises a ``ValueError``.
+    """
+    try:
+        return build(value)
+    except TypeError as error:
+        raise ArgumentTypeError(f"{owner}: {name}={value!r}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"{owner}: {name}={value!r}: {error}") from None
 
 
 class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
@@ -102,7 +125,8 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = cfg.render_mode
         self.source = make_workload_source(cfg.workload)
         check_episode_size(cfg.owner, self.source, cfg.n_requests)
-        self.kv_capacity_tokens = make_kv_memory(cfg.kv_memory).capacity_tokens
+        kv_memory = built_setting(cfg.owner, "kv_memory", cfg.kv_memory, make_kv_memory)
+        self.kv_capacity_tokens = kv_memory.capacity_tokens
         self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
         self.server = None
         self._observer: Any = None
@@ -121,7 +145,7 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         """
         self._episode_over = True
         gym.Env.reset(self, seed=seed)
-        options = options or {}
+        options = reset_options(options)
         # The configured rate, or options["load"] times the capacity estimate.
         self.episode_arrival_rate_rps = episode_arrival_rate(
             options,

@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch
 from llmsched_env.config import BatchEnvConfig
-from llmsched_env.envs.base import SchedulingEnv
+from llmsched_env.envs.base import SchedulingEnv, built_setting
 from llmsched_env.envs.batch_observation import (
     BatchObservation,
     _stacked_bounds,
@@ -340,7 +340,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         render_mode: str | None = None,
     ) -> None:
         cfg: BatchEnvConfig = self._set_up(locals(), BATCH_BYTES_PER_REQUEST)
-        self.latency = make_batch_latency(cfg.latency)
+        self.latency = built_setting(cfg.owner, "latency", cfg.latency, make_batch_latency)
         calibration = self.source.calibration()
         predicted = calibration.predicted_output_tokens
         if cfg.bin_edges is not None:

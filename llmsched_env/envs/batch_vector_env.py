@@ -34,7 +34,7 @@ from numba.typed import List
 from llmsched_env.envs import batch_observation as bo
 from llmsched_env.envs.batch_env import WAIT, BatchSchedulingEnv
 from llmsched_env.envs.batch_step import REWARD_CODES, step_episode
-from llmsched_env.envs.common import InvalidActionError, holds_whole_numbers
+from llmsched_env.envs.common import InvalidActionError, holds_bools, holds_whole_numbers
 from llmsched_env.jit import njit
 from llmsched_env.sim.batch_state import state_view
 
@@ -337,6 +337,8 @@ class BatchSchedulingVectorEnv(VectorEnv):
             )
         if not holds_whole_numbers(a):
             raise ValueError(f"actions must hold integers, got dtype {a.dtype}")
+        if holds_bools(actions):
+            raise ValueError(f"actions must hold integers, not booleans: got {actions!r}")
         bad = (a < 0) | (a >= self._nvec)  # before the cast, which would wrap huge values
         if bad.any():
             i, j = (int(x) for x in np.argwhere(bad)[0])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from llmsched_env.arguments import ArgumentTypeError
 from llmsched_env.jit import njit
 from llmsched_env.workload import MAX_ARRIVAL_S, Workload, WorkloadSource
 from llmsched_env.workload.arrivals import CV_RANGE, GammaArrivals
@@ -97,6 +99,17 @@ def holds_whole_numbers(a: np.ndarray) -> bool:
     return a.dtype.kind == "f" and bool(np.all(np.isfinite(a)) and np.all(np.mod(a, 1) == 0))
 
 
+def holds_bools(values: Any) -> bool:
+    """Whether a list or tuple (nested ones too) holds a ``bool`` among its items.
+
+    numpy reads ``[True, 0]`` as the integers ``[1, 0]``; an action that holds a bool is refused
+    as one of booleans is.
+    """
+    if not isinstance(values, list | tuple):
+        return False
+    return any(isinstance(v, bool | np.bool_) or holds_bools(v) for v in values)
+
+
 def one_integer(action: Any) -> int | None:
     """``action`` as an ``int`` when it is one integer (a scalar or an array of one), else None.
 
@@ -141,6 +154,8 @@ def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:
         )
         if not python_ints and not holds_whole_numbers(a):
             raise ValueError(f"action {action!r} must hold integers, got dtype {a.dtype}")
+        if holds_bools(action):
+            raise ValueError(f"action {action!r} must hold integers, not booleans")
         values = [int(v) for v in a]
     if min(values) < 0 or not all(map(operator.lt, values, nvec)):
         i, v, n = next((i, v, n) for i, (v, n) in enumerate(zip(values, nvec)) if not 0 <= v < n)
@@ -153,6 +168,23 @@ def parse_action(action: Any, nvec: tuple[int, ...]) -> tuple[int, ...]:
 
 #: The options ``reset(options=...)`` of every scheduling env understands.
 RESET_OPTIONS = ("start", "workload", "load", "arrival_cv")
+
+
+def reset_options(options: Any) -> dict[str, Any]:
+    """``reset``'s ``options`` as a dict (``None``: no options).
+
+    Raises:
+        ArgumentTypeError: If ``options`` is not a mapping (``set("abc")`` would read a string
+            as the options ``a``, ``b`` and ``c``, and an empty list as none).
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ArgumentTypeError(
+            f"options must be a dict of reset options (some of {list(RESET_OPTIONS)}) or None, "
+            f"got {options!r}"
+        )
+    return dict(options)
 
 
 def _positive_option(options: dict[str, Any], name: str) -> float:

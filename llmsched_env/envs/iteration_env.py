@@ -9,7 +9,7 @@ from gymnasium import spaces
 
 from llmsched_env.capacity import iteration_capacity_rps
 from llmsched_env.config import ContinuousEnvConfig
-from llmsched_env.envs.base import SchedulingEnv
+from llmsched_env.envs.base import SchedulingEnv, built_setting
 from llmsched_env.envs.common import InvalidActionError, configured_arrival_rate, parse_action
 from llmsched_env.envs.continuous_action import ContinuousActionCodec
 from llmsched_env.envs.footprint import (
@@ -274,7 +274,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         render_mode: str | None = None,
     ) -> None:
         cfg: ContinuousEnvConfig = self._set_up(locals(), CONTINUOUS_BYTES_PER_REQUEST)
-        self.latency = make_iteration_latency(cfg.latency)
+        self.latency = built_setting(cfg.owner, "latency", cfg.latency, make_iteration_latency)
         self.paged = cfg.kv_allocation == "paged"
         if self.paged and self.kv_capacity_tokens < cfg.kv_block_tokens:
             raise ValueError(

@@ -41,6 +41,7 @@ import numpy as np
 
 from llmsched_env import arguments
 from llmsched_env.envs.batch_env import BatchSchedulingEnv
+from llmsched_env.envs.common import reset_options
 from llmsched_env.envs.wrappers import EndWhenSettled
 from llmsched_env.workload.arrivals import CV_RANGE
 
@@ -55,12 +56,20 @@ def _check_range(name: str, value: Any) -> tuple[float, float]:
     try:
         if isinstance(value, (str, bytes)):
             raise TypeError
-        low, high = (float(v) for v in value)
+        pair = tuple(value)
+        numeric = (isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) for v in pair)
+        if not all(numeric):
+            raise TypeError  # float() would also read "0.5" and True
+        low, high = (float(v) for v in pair)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}") from None
     if not (0 < low <= high < math.inf):
         raise ValueError(f"{name} must satisfy 0 < low <= high < inf, got {value!r}")
     return low, high
+
+
+#: The largest weight of a component: relative frequencies whose sum a draw of int64 holds.
+MAX_WEIGHT = 2**31 - 1
 
 
 def _check_weights(weights: Any, n_components: int) -> tuple[int, ...]:
@@ -72,7 +81,9 @@ def _check_weights(weights: Any, n_components: int) -> tuple[int, ...]:
     if len(values) != n_components:
         raise ValueError(arguments.message(_OWNER, "weights", expectation, list(values)))
     return tuple(
-        arguments.integer(_OWNER, "weights", w, minimum=1, reason="one per component")
+        arguments.integer(
+            _OWNER, "weights", w, minimum=1, maximum=MAX_WEIGHT, reason="one per component"
+        )
         for w in values
     )
 
@@ -182,8 +193,7 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
                 f"source_arrivals must be a probability in [0, 1], got {source_arrivals!r}"
             )
         self.source_arrivals = float(source_arrivals)
-        if not isinstance(end_when_settled, bool):
-            raise ValueError(f"end_when_settled must be a bool, got {end_when_settled!r}")
+        end_when_settled = arguments.boolean(_OWNER, "end_when_settled", end_when_settled)
         self.render_mode = render_mode
         self._steppers: list[gym.Env] = []
         for index, component in enumerate(components):
@@ -269,7 +279,7 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Draw the next episode's component, load and burstiness and start it there."""
         super().reset(seed=seed)
-        index, load, cv, component_seed = self._draw(options or {})
+        index, load, cv, component_seed = self._draw(reset_options(options))
         episode_options: dict[str, Any] = {"load": load}
         if cv is not None:
             episode_options["arrival_cv"] = cv

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from llmsched_env.arguments import ArgumentTypeError
 from llmsched_env.config import RoutingEnvConfig
 from llmsched_env.envs.base import SchedulingEnv
 from llmsched_env.envs.common import (
@@ -278,8 +279,9 @@ class RoutingEnv(SchedulingEnv):
                 continue
             try:
                 view = RoutingEnv._replica_view(cfg, latency, kv_memory)
-            except ValueError as error:
-                raise ValueError(
+            except (TypeError, ValueError) as error:
+                kind = ArgumentTypeError if isinstance(error, TypeError) else ValueError
+                raise kind(
                     f"{cfg.owner}: replica {r} (latency={latency!r}, kv_memory={kv_memory!r}) "
                     f"as a one-GPU ContinuousBatching-v0: {error}"
                 ) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llmsched_env import arguments
 from llmsched_env.latency import _checks
 
 BYTES_PER_GB = 1e9
@@ -47,13 +48,18 @@ def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype_bytes: i
     )
 
 
+#: The largest KV capacity: ``2**53``, the largest integer a float64 holds exactly (the KV
+#: counters are divided and compared as floats).
+MAX_CAPACITY_TOKENS = 2**53
+
+
 @dataclass(frozen=True)
 class KVMemory:
     """The KV-cache capacity of one GPU, in tokens.
 
     Attributes:
         capacity_tokens: Tokens of KV cache (prompt plus generated tokens of all resident
-            sequences) that fit at once; at least 1.
+            sequences) that fit at once; from 1 to :data:`MAX_CAPACITY_TOKENS` (``2**53``).
 
     Example:
         >>> KVMemory.from_gpu(12.0, 4.0, kv_bytes_per_token=187_500, margin_gb=1.0).capacity_tokens
@@ -63,8 +69,13 @@ class KVMemory:
     capacity_tokens: int
 
     def __post_init__(self) -> None:
-        value = _checks.integer(
-            type(self).__name__, "capacity_tokens", self.capacity_tokens, minimum=1
+        value = arguments.integer(
+            type(self).__name__,
+            "capacity_tokens",
+            self.capacity_tokens,
+            minimum=1,
+            maximum=MAX_CAPACITY_TOKENS,
+            reason="the largest integer a float64 holds exactly: the 'unlimited' preset",
         )
         object.__setattr__(self, "capacity_tokens", value)
 

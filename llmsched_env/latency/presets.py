@@ -397,7 +397,8 @@ def _check_members(value: object, members: tuple[str, ...], what: str, table: di
     ]
     if missing:
         raise TypeError(
-            f"expected a {what} preset name (one of {sorted(table)}) or an object with "
+            f"expected {'an' if what[0] in 'aeiou' else 'a'} {what} preset name (one of "
+            f"{sorted(table)}) or an object with "
             f"{', '.join(members)}; got {value!r}, which lacks {', '.join(missing)}"
         )
 

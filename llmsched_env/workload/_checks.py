@@ -8,6 +8,7 @@ way. The number checks delegate to :mod:`llmsched_env.arguments`, the library's 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,22 +37,43 @@ def check_rng(rng: object, name: str = "rng") -> np.random.Generator:
     return rng
 
 
-def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
-    """Return ``value`` as an ``int`` after checking its type and lower bound.
+def check_int(
+    name: str, value: object, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """Return ``value`` as an ``int`` after checking its type and range.
 
     Args:
         name: The argument name, for the message.
         value: The value to check; Python and numpy integers are accepted, ``bool`` is not.
         minimum: The smallest allowed value, or ``None`` for no bound.
+        maximum: The largest allowed value, or ``None`` for no bound.
 
     Returns:
         ``value`` as a Python ``int``.
 
     Raises:
         TypeError: If ``value`` is not an integer.
-        ValueError: If ``value`` is below ``minimum``.
+        ValueError: If ``value`` is out of range.
     """
-    return arguments.integer("", name, value, minimum=minimum)
+    return arguments.integer("", name, value, minimum=minimum, maximum=maximum)
+
+
+def check_sequence(name: str, value: object, items: str) -> tuple[Any, ...]:
+    """Return ``value`` as a tuple if it is a sequence (a list, tuple or 1-D array; not text).
+
+    Args:
+        name: The argument name, for the message.
+        value: The value to check.
+        items: What its items must be, for the message (``"lengths in tokens"``).
+
+    Raises:
+        TypeError: If ``value`` is not such a sequence.
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return tuple(value.tolist())
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return tuple(value)
+    raise TypeError(f"{name} must be a sequence of {items}, got {value!r}")
 
 
 def check_float(
@@ -109,7 +131,11 @@ def check_probabilities(name: str, probs: Sequence[float], size: int) -> tuple[f
         ValueError: If there are not ``size`` entries, an entry is negative or not finite, or
             the sum differs from 1 by more than 1e-6.
     """
-    array = np.asarray(probs, dtype=np.float64)
+    try:
+        array = np.asarray(check_sequence(name, probs, "probabilities"), dtype=np.float64)
+    except (TypeError, ValueError):
+        expected = f"{name} must be a sequence of {size} probabilities, got {probs!r}"
+        raise TypeError(expected) from None
     if array.shape != (size,):
         raise ValueError(f"{name} must have {size} entries, got shape {array.shape}")
     if not np.all(np.isfinite(array)) or np.any(array < 0):

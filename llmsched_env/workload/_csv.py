@@ -24,12 +24,9 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
-from llmsched_env.workload.requests import MAX_ARRIVAL_S
+from llmsched_env.workload.requests import MAX_ARRIVAL_S, MAX_TOKENS
 
-#: The largest token count a trace may hold: far above any model's context window, and small
-#: enough that sums over millions of requests stay exact in int64 (a count such as 1e30 would
-#: otherwise overflow the conversion to int64 silently).
-MAX_TOKENS = 2**31 - 1
+__all__ = ["MAX_TOKENS"]  # re-exported: trace readers and predictors take it from here
 
 
 class DataFileNotFoundError(FileNotFoundError, ValueError):

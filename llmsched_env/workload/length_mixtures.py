@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmsched_env.workload._checks import check_count, check_int, check_probabilities, check_rng
+from llmsched_env.workload._checks import (
+    check_count,
+    check_int,
+    check_probabilities,
+    check_rng,
+    check_sequence,
+)
 from llmsched_env.workload._csv import MAX_TOKENS
 from llmsched_env.workload.lengths import LengthDistribution
 
@@ -37,7 +43,10 @@ class Discrete:
     probs: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        values = tuple(check_int(f"values[{i}]", v, minimum=1) for i, v in enumerate(self.values))
+        values = tuple(
+            check_int(f"values[{i}]", v, minimum=1)
+            for i, v in enumerate(check_sequence("values", self.values, "lengths in tokens"))
+        )
         if not values:
             raise ValueError("values must hold at least one length, got an empty sequence")
         object.__setattr__(self, "values", values)
@@ -80,7 +89,7 @@ class Mixture:
     weights: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        components = tuple(self.components)
+        components = check_sequence("components", self.components, "length distributions")
         if not components:
             raise ValueError("components must hold at least one distribution, got none")
         for i, component in enumerate(components):

@@ -21,6 +21,7 @@ import numpy as np
 
 from llmsched_env.workload._checks import check_count, check_float, check_int, check_rng
 from llmsched_env.workload._lognormal_moments import lognormal_floor_moments
+from llmsched_env.workload.requests import MAX_TOKENS
 
 
 @runtime_checkable
@@ -53,7 +54,8 @@ class Fixed:
     value: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "value", check_int("value", self.value, minimum=1))
+        value = check_int("value", self.value, minimum=1, maximum=MAX_TOKENS)
+        object.__setattr__(self, "value", value)
 
     @property
     def mean(self) -> float:
@@ -85,7 +87,7 @@ class UniformInt:
 
     def __post_init__(self) -> None:
         low = check_int("low", self.low, minimum=1)
-        high = check_int("high", self.high, minimum=low)
+        high = check_int("high", self.high, minimum=low, maximum=MAX_TOKENS)
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
@@ -126,7 +128,7 @@ class Exponential:
     mean_tokens: float
 
     def __post_init__(self) -> None:
-        value = check_float("mean_tokens", self.mean_tokens, positive=True)
+        value = check_float("mean_tokens", self.mean_tokens, positive=True, maximum=MAX_TOKENS)
         object.__setattr__(self, "mean_tokens", value)
 
     @property
@@ -182,11 +184,17 @@ class LogNormal:
     def __post_init__(self) -> None:
         object.__setattr__(self, "mu", check_float("mu", self.mu))
         object.__setattr__(self, "sigma", check_float("sigma", self.sigma, positive=True))
-        low = check_int("min_tokens", self.min_tokens, minimum=1)
+        low = check_int("min_tokens", self.min_tokens, minimum=1, maximum=MAX_TOKENS)
         object.__setattr__(self, "min_tokens", low)
         if self.max_tokens is not None:
-            high = check_int("max_tokens", self.max_tokens, minimum=low)
+            high = check_int("max_tokens", self.max_tokens, minimum=low, maximum=MAX_TOKENS)
             object.__setattr__(self, "max_tokens", high)
+        elif self.mu + self.sigma**2 / 2 > math.log(MAX_TOKENS):
+            raise ValueError(
+                f"mu={self.mu!r} and sigma={self.sigma!r} give a mean of exp(mu + sigma**2 / 2) "
+                f"= {math.exp(min(self.mu + self.sigma**2 / 2, 700.0)):.3g} tokens, more than "
+                f"{MAX_TOKENS}; lower mu or sigma, or set max_tokens"
+            )
 
     @cached_property
     def _moments(self) -> tuple[float, float]:
@@ -233,7 +241,13 @@ class Geometric:
         p = check_float("p", self.p, positive=True, maximum=1.0)
         object.__setattr__(self, "p", p)
         if self.cap is not None:
-            object.__setattr__(self, "cap", check_int("cap", self.cap, minimum=1))
+            cap = check_int("cap", self.cap, minimum=1, maximum=MAX_TOKENS)
+            object.__setattr__(self, "cap", cap)
+        elif p < 1 / MAX_TOKENS:
+            raise ValueError(
+                f"p must be >= 1 / {MAX_TOKENS} without a cap (a mean of at most {MAX_TOKENS} "
+                f"tokens), got {p!r}; set cap or raise p"
+            )
 
     @property
     def mean(self) -> float:

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from llmsched_env.registry import resolve
-from llmsched_env.workload._checks import check_float, check_int, check_rng
+from llmsched_env.workload._checks import check_float, check_int, check_rng, check_sequence
 from llmsched_env.workload._csv import MAX_TOKENS
 
 
@@ -194,7 +194,10 @@ class NeighbourBinPredictor:
     def __post_init__(self) -> None:
         low = check_int("low", self.low, minimum=1)
         high = check_int("high", self.high, minimum=low)
-        edges = tuple(check_int(f"edges[{i}]", e) for i, e in enumerate(self.edges))
+        edges = tuple(
+            check_int(f"edges[{i}]", e)
+            for i, e in enumerate(check_sequence("edges", self.edges, "lengths in tokens"))
+        )
         if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
             raise ValueError(f"edges must be strictly increasing, got {list(edges)}")
         if edges and (edges[0] <= low or edges[-1] > high):

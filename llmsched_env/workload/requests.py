@@ -36,6 +36,10 @@ _TOKEN_FIELDS = ("prompt_tokens", "output_tokens", "predicted_output_tokens")
 #: resolution that service times of milliseconds need (an arrival rate of 1e-16 requests/s
 #: made a batch of 0.17 s take 0.03 s).
 MAX_ARRIVAL_S = 1e10
+#: The largest token count a request may have: far above any model's context window, and small
+#: enough that sums over millions of requests stay exact in int64 (a count near 2**63 would wrap
+#: around when a prompt and an output are added, and pass the KV-memory check).
+MAX_TOKENS = 2**31 - 1
 
 
 def _is_frozen(array: np.ndarray) -> bool:
@@ -153,7 +157,8 @@ def checked_predictions(predicted_output_tokens: ArrayLike, n_requests: int) -> 
     """Predicted output lengths as a read-only int64 array, checked as :class:`Workload` does.
 
     Raises:
-        ValueError: If they are not one whole number ``>= 1`` per request (``n_requests``).
+        ValueError: If they are not one whole number in ``[1, MAX_TOKENS]`` per request
+            (``n_requests``).
         TypeError: If they are not real numbers.
     """
     field = "predicted_output_tokens"
@@ -163,16 +168,19 @@ def checked_predictions(predicted_output_tokens: ArrayLike, n_requests: int) -> 
             f"{field} must have the same length as the workload ({n_requests} requests), "
             f"got {predicted.shape[0]}"
         )
-    _check_at_least_one_token(field, predicted)
+    _check_token_counts(field, predicted)
     return predicted
 
 
-def _check_at_least_one_token(name: str, values: np.ndarray) -> None:
-    """Raise ``ValueError`` naming the first entry of ``values`` below one token."""
-    bad = values < 1
+def _check_token_counts(name: str, values: np.ndarray) -> None:
+    """Raise ``ValueError`` naming the first entry of ``values`` outside ``[1, MAX_TOKENS]``."""
+    bad = (values < 1) | (values > MAX_TOKENS)
     if bad.any():
         index = int(np.argmax(bad))
-        raise ValueError(f"{name} must be >= 1 token, got {name}[{index}] = {values[index]}")
+        raise ValueError(
+            f"{name} must be a count of tokens in [1, {MAX_TOKENS}], got {name}[{index}] = "
+            f"{values[index]}"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,11 +193,12 @@ class Workload:
     Attributes:
         arrival_s: float64 ``(n,)`` arrival times in seconds; non-decreasing, ``>= 0``, at most
             :data:`MAX_ARRIVAL_S`.
-        prompt_tokens: int64 ``(n,)`` prompt (input) lengths, ``>= 1``.
-        output_tokens: int64 ``(n,)`` true output lengths, ``>= 1``. The prefill emits the first
-            output token, so a request needs ``output_tokens - 1`` decode iterations after it.
+        prompt_tokens: int64 ``(n,)`` prompt (input) lengths, in ``[1, MAX_TOKENS]``.
+        output_tokens: int64 ``(n,)`` true output lengths, in ``[1, MAX_TOKENS]``. The prefill
+            emits the first output token, so a request needs ``output_tokens - 1`` decode
+            iterations after it.
         predicted_output_tokens: int64 ``(n,)`` output lengths as a scheduler's predictor sees
-            them, ``>= 1``.
+            them, in ``[1, MAX_TOKENS]``.
         name: A label for reports (for example the preset or trace name).
         prefix_block_hashes: Optional content hashes of the prompts' full blocks, for prefix
             caching (``IterationServer(prefix_caching=True)``): one int64 array per request, hash
@@ -260,7 +269,7 @@ class Workload:
                 f"{arrival_s[index - 1]}; use Workload.from_unsorted(...) to sort the requests"
             )
         for field_name in _TOKEN_FIELDS:
-            _check_at_least_one_token(field_name, getattr(self, field_name))
+            _check_token_counts(field_name, getattr(self, field_name))
         block_tokens = check_int("prefix_block_tokens", self.prefix_block_tokens, minimum=1)
         object.__setattr__(self, "prefix_block_tokens", block_tokens)
         if self.prefix_block_hashes is not None:

@@ -84,3 +84,18 @@ def test_vectorised_training_env_steps_with_masks(mixture):
     venv.reset()
     masks = venv.env_method("action_masks")
     assert len(masks) == 2 and all(m.any() for m in masks)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_envs": 0}, r"n_envs must be an integer >= 1, got 0"),
+        ({"n_envs": 2.0}, r"n_envs must be an integer >= 1, got 2.0"),
+        ({"first_seed": "a"}, r"first_seed must be an integer >= 0, got 'a'"),
+        ({"gamma": 5.0}, r"gamma must be a finite number in \[0(\.0)?, 1(\.0)?\], got 5.0"),
+    ],
+)
+def test_bad_training_env_settings_are_named(kwargs, message):
+    settings = {"flat_action": False, "n_envs": 2, "first_seed": 0} | kwargs
+    with pytest.raises(ValueError, match=message):
+        make_training_env(BATCH, TINY_ENVS["batch"], **settings)

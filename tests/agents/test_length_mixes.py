@@ -50,6 +50,10 @@ def test_a_bad_index_is_named(index):
         length_mix(index)
 
 
+def test_a_numpy_integer_index_is_accepted():
+    assert length_mix(np.int64(1)).name == length_mix(1).name == LENGTH_MIX_NAMES[1]
+
+
 def test_a_mix_is_a_scenario_workload_an_env_runs():
     kwargs = build_env_kwargs({"workload": LENGTH_MIX_NAMES[0], "load": 1.0, "n_requests": 50})
     env = gym.make("llmsched/BatchScheduling-v0", **kwargs)

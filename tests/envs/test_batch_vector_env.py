@@ -194,6 +194,9 @@ def test_bad_actions_name_the_sub_env() -> None:
         envs.step(np.array([[1e30, 0], [0, 0]]))
     with pytest.raises(ValueError, match=r"got 9223372036854775808"):
         envs.step(np.array([[2**63, 0], [0, 0]], dtype=np.uint64))
+    # numpy would read the bool as bin choice 1.
+    with pytest.raises(ValueError, match=r"integers, not booleans"):
+        envs.step([[True, 0], [0, 0]])
 
 
 def test_forbidden_actions_raise_when_asked() -> None:

@@ -193,3 +193,43 @@ def test_an_episode_whose_every_request_is_rejected_says_which_setting_rejects_t
         env.reset(seed=0)
     with pytest.raises(ValueError, match=cause):
         env.reset(seed=0)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "message"),
+    [
+        (BATCH, {"latency": None}, r"^BatchScheduling-v0: latency=None: expected a batch latency"),
+        (CONTINUOUS, {"latency": 3}, r"^ContinuousBatching-v0: latency=3: expected an iteration"),
+        (BATCH, {"kv_memory": 0}, r"^BatchScheduling-v0: kv_memory=0: KVMemory: capacity_tokens"),
+        (CONTINUOUS, {"kv_memory": 2**63}, r"^ContinuousBatching-v0: kv_memory=92233720368547"),
+    ],
+)
+def test_a_bad_latency_or_kv_memory_names_the_env_and_the_setting(env_id, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gym.make(env_id, n_requests=50, **kwargs)
+
+
+def test_a_bad_replica_latency_names_the_replica_even_when_it_is_a_type_error():
+    with pytest.raises(TypeError, match=r"^Routing-v0: replica 1 \(latency=None"):
+        gym.make("llmsched/Routing-v0", n_replicas=2, n_requests=50, latency=["demo2", None])
+
+
+@pytest.mark.parametrize("env_id", [BATCH, CONTINUOUS, "llmsched/Routing-v0"])
+@pytest.mark.parametrize("options", ["abc", [], 3])
+def test_reset_options_that_are_not_a_dict_are_refused(env_id, options):
+    # A string was read as the options "a", "b", "c", and an empty list as no options.
+    env = gym.make(env_id, n_requests=50)
+    with pytest.raises(TypeError, match=r"options must be a dict of reset options .*, got"):
+        env.reset(seed=0, options=options)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "action"),
+    [(BATCH, [True, 0]), (CONTINUOUS, [True, 0, 0]), (CONTINUOUS, (0, np.True_, 0))],
+)
+def test_a_bool_among_the_components_of_an_action_is_refused(env_id, action):
+    # numpy reads [True, 0] as the integers [1, 0].
+    env = gym.make(env_id, n_requests=50)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"must hold integers, not booleans"):
+        env.step(action)

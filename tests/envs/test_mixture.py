@@ -93,6 +93,9 @@ def test_pinned_options_and_their_errors():
         ({"load": (1.5, 0.6)}, r"load must satisfy 0 < low <= high"),
         ({"load": 1.0}, r"load must be a pair"),
         ({"load": "12"}, r"load must be a pair"),
+        ({"load": ("0.5", "1.0")}, r"load must be a pair"),  # float() read the strings
+        ({"load": (True, True)}, r"load must be a pair"),
+        ({"end_when_settled": 1}, r"end_when_settled must be True or False, got 1"),
         ({"arrival_cv": (0.0, 2.0)}, r"arrival_cv must satisfy"),
         ({"arrival_cv": (1e-160, 2.0)}, r"arrival_cv must lie in \[0.001, 1000\]"),
         ({"source_arrivals": 1.5}, r"source_arrivals must be a probability"),
@@ -179,7 +182,13 @@ def test_unit_weights_draw_as_no_weights():
     assert _draws(_mixture(weights=[1, 1]), seed=5, n=12) == _draws(_mixture(), seed=5, n=12)
 
 
-@pytest.mark.parametrize("weights", [[1], [1, 0], [1, -2], [1, 1.5], [True, 1], "ab", {"a": 1}])
+@pytest.mark.parametrize(
+    "weights", [[1], [1, 0], [1, -2], [1, 1.5], [True, 1], "ab", {"a": 1}, [10**19, 1]]
+)
 def test_bad_weights_are_named(weights):
     with pytest.raises(ValueError, match="weights must"):
         _mixture(weights=weights)
+
+
+def test_numpy_bools_are_accepted_as_end_when_settled():
+    assert _mixture(end_when_settled=np.True_) is not None

@@ -26,10 +26,14 @@ def test_from_gpu_llama3_8b_on_80gb():
 
 
 def test_kv_memory_rejects_bad_values():
-    with pytest.raises(ValueError, match=r"capacity_tokens must be an integer >= 1, got 0"):
+    in_range = r"capacity_tokens must be an integer in \[1, 9007199254740992\]"
+    with pytest.raises(ValueError, match=in_range + r".*, got 0"):
         KVMemory(0)
-    with pytest.raises(TypeError, match=r"capacity_tokens must be an integer >= 1, got 1\.5"):
+    with pytest.raises(TypeError, match=in_range + r".*, got 1\.5"):
         KVMemory(1.5)
+    # 2**63 overflowed the server's int64 counters at reset: refused at construction.
+    with pytest.raises(ValueError, match=in_range + r".*, got 9223372036854775808"):
+        KVMemory(2**63)
     with pytest.raises(ValueError, match="no room for KV cache: gpu_memory_gb=8.0 minus"):
         KVMemory.from_gpu(8.0, 7.0, 1e6, margin_gb=1.0)
     with pytest.raises(ValueError, match=r"margin_gb must be a finite number >= 0, got -1\.0"):

@@ -151,7 +151,7 @@ def test_make_rejects_objects_without_the_protocol():
         make_iteration_latency(StaticBatchLatency(0.01, 0.001, 0.1))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="KV memory preset name .*got True"):
         make_kv_memory(True)
-    with pytest.raises(ValueError, match=r"capacity_tokens must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"capacity_tokens must be an integer in \[1, .*, got 0"):
         make_kv_memory(0)
 
 

@@ -105,14 +105,14 @@ def test_empirical_resamples_observed_values_and_copies_them() -> None:
 @pytest.mark.parametrize(
     ("build", "error", "message"),
     [
-        (lambda: Fixed(0), ValueError, "value must be an integer >= 1, got 0"),
-        (lambda: Fixed(2.5), TypeError, r"value must be an integer >= 1, got 2.5 \(a float"),
-        (lambda: UniformInt(5, 4), ValueError, "high must be an integer >= 5, got 4"),
-        (lambda: Exponential(0.0), ValueError, "mean_tokens must be a finite number > 0, got 0.0"),
+        (lambda: Fixed(0), ValueError, r"value must be an integer in \[1, 2147483647\], got 0"),
+        (lambda: Fixed(2.5), TypeError, r"value must be an integer in \[1, .*, got 2.5 \(a float"),
+        (lambda: UniformInt(5, 4), ValueError, r"high must be an integer in \[5, .*\], got 4"),
+        (lambda: Exponential(0.0), ValueError, r"mean_tokens must be .* in \(0, .*\], got 0.0"),
         (lambda: LogNormal(1.0, 0.0), ValueError, "sigma must be a finite number > 0, got 0.0"),
-        (lambda: LogNormal(1.0, 1.0, 5, 4), ValueError, "max_tokens must be an integer >= 5"),
+        (lambda: LogNormal(1.0, 1.0, 5, 4), ValueError, r"max_tokens must be an integer in \[5,"),
         (lambda: Geometric(1.5), ValueError, r"p must be a finite number in \(0, 1.0\], got 1.5"),
-        (lambda: Geometric(0.5, cap=0), ValueError, "cap must be an integer >= 1, got 0"),
+        (lambda: Geometric(0.5, cap=0), ValueError, r"cap must be an integer in \[1, .*, got 0"),
         (lambda: Discrete((1, 2), (0.5, 0.6)), ValueError, r"probs must sum to 1"),
         (lambda: Discrete((1, 2), (0.5,)), ValueError, "probs must have 2 entries"),
         (lambda: Discrete((1, 0), (0.5, 0.5)), ValueError, r"values\[1\] must be an integer >= 1"),
@@ -139,3 +139,40 @@ def test_sample_argument_errors() -> None:
         Fixed(1).sample(-2, np.random.default_rng(0))
     with pytest.raises(TypeError, match="numpy.random.Generator"):
         UniformInt(1, 2).sample(2, rng=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Fixed(10**19), r"value must be an integer in \[1, 2147483647\]"),
+        (lambda: UniformInt(1, 2**31), r"high must be an integer in \[1, 2147483647\]"),
+        (lambda: Exponential(1e30), r"mean_tokens must be a finite number in \(0, 2147483647\]"),
+        (lambda: LogNormal(50.0, 1.0), r"mu=50.0 and sigma=1.0 give a mean of .* set max_tokens"),
+        (lambda: LogNormal(3.0, 1.0, max_tokens=2**40), r"max_tokens must be an integer in"),
+        (lambda: Geometric(1e-300), r"p must be >= 1 / 2147483647 without a cap"),
+        (lambda: Geometric(0.5, cap=2**40), r"cap must be an integer in \[1, 2147483647\]"),
+    ],
+)
+def test_parameters_whose_lengths_overflow_a_token_count_are_refused(build, message) -> None:
+    # Such draws wrapped around in int64 (Exponential(1e30) gave -2**63 for every request).
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_a_huge_mean_with_a_cap_is_accepted() -> None:
+    assert LogNormal(800.0, 1.0, max_tokens=1000).mean == 1000.0
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Discrete(None, (1.0,)), r"values must be a sequence of lengths in tokens, got No"),
+        (lambda: Discrete(5, (1.0,)), r"values must be a sequence of lengths in tokens, got 5"),
+        (lambda: Discrete((10, 20), "ab"), r"probs must be a sequence of 2 probabilities, got 'a"),
+        (lambda: Mixture(2.0, (1.0,)), r"components must be a sequence of length distributions"),
+        (lambda: Mixture((Fixed(3),), ("x",)), r"weights must be a sequence of 1 probabilities"),
+    ],
+)
+def test_non_sequences_are_a_type_error_naming_the_argument(build, message) -> None:
+    with pytest.raises(TypeError, match=message):
+        build()

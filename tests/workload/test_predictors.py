@@ -189,3 +189,8 @@ def test_make_predictor_errors_and_passthrough() -> None:
 def test_predict_shape_mismatch() -> None:
     with pytest.raises(ValueError, match=r"equal length, got shapes \(2,\) and \(3,\)"):
         OraclePredictor().predict(np.ones(2), np.ones(3), np.random.default_rng(0))
+
+
+def test_neighbour_bin_edges_must_be_a_sequence() -> None:
+    with pytest.raises(TypeError, match=r"edges must be a sequence of lengths in tokens, got None"):
+        NeighbourBinPredictor(edges=None, p_error=0.1, high=1000)

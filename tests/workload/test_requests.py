@@ -82,7 +82,10 @@ def test_mean_rate_edge_cases() -> None:
         ({"arrival_s": [-1.0]}, r"arrival_s must be >= 0, got arrival_s\[0\] = -1.0"),
         ({"arrival_s": [np.nan]}, r"arrival_s must be finite, got arrival_s\[0\] = nan"),
         ({"arrival_s": ["a"]}, "real numbers"),
-        ({"prompt_tokens": [0]}, r"prompt_tokens must be >= 1 token, got prompt_tokens\[0\] = 0"),
+        ({"prompt_tokens": [0]}, r"prompt_tokens must be a count of tokens in \[1, 2147483647\]"),
+        # A count near 2**63 would wrap around when a prompt and an output are added.
+        ({"output_tokens": [2**63 - 10]}, r"output_tokens\[0\] = 9223372036854775798"),
+        ({"predicted_output_tokens": [2**31]}, r"predicted_output_tokens\[0\] = 2147483648"),
         ({"output_tokens": [-3]}, r"output_tokens\[0\] = -3"),
         ({"predicted_output_tokens": [1.5]}, r"whole numbers.*predicted_output_tokens\[0\] = 1.5"),
         ({"prompt_tokens": [np.inf]}, "whole numbers"),
