@@ -300,7 +300,9 @@ class Cluster:
             self.records.columns(self.n_arrived),
             end_s=self.now,
             n_gpus=self.n_gpus,
-            busy_s=sum(s.busy_time_s() for s in servers),
+            # Up to the end of the run: a truncated episode's replicas stop their clocks at
+            # their last event, but their GPUs keep working up to the arrival being routed.
+            busy_s=sum(s.busy_time_s(self.now) for s in servers),
             mean_batch_size=sequences / iterations if iterations else float("nan"),
             sla=sla or SLATargets(),
             warmup_s=warmup_s,

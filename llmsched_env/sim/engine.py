@@ -149,9 +149,15 @@ class Engine:
             t = self._gpu_events[0][0]
         return t
 
-    def busy_time_s(self) -> float:
-        """Total time all GPUs have worked up to now (work still running counts up to now)."""
-        ahead = sum(t - self.now for t, b in zip(self.gpu_free_at, self.gpu_busy) if b)
+    def busy_time_s(self, until_s: float | None = None) -> float:
+        """Total time all GPUs have worked up to ``until_s`` (default now).
+
+        Work still running counts up to ``until_s``. A caller whose run ends later than this
+        server's clock (a routed cluster, whose replicas stop at the next arrival) gives the
+        run's end, up to which the running work goes on.
+        """
+        end = self.now if until_s is None else until_s
+        ahead = sum(max(t - end, 0.0) for t, b in zip(self.gpu_free_at, self.gpu_busy) if b)
         return sum(self.busy_s) - ahead
 
     def mean_batch_size(self) -> float:

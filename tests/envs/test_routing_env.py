@@ -340,3 +340,33 @@ def test_a_pickled_or_copied_episode_continues_as_the_original():
             break
     for other in copies:
         assert other.unwrapped.episode_metrics() == env.unwrapped.episode_metrics()
+
+
+def test_gpu_utilization_of_a_truncated_episode_counts_work_up_to_its_end(monkeypatch):
+    # Each replica's clock stops at its last event, before the arrival being routed; its GPU
+    # works on up to there. Every piece of work is logged as it starts and cut at the end.
+    from llmsched_env.sim.engine import Engine
+
+    started: list[tuple[int, float, float]] = []
+    start_work = Engine._start_work
+
+    def logged(self, gpu, duration_s):
+        started.append((id(self), self.now, duration_s))
+        return start_work(self, gpu, duration_s)
+
+    monkeypatch.setattr(Engine, "_start_work", logged)
+    env = gym.make(ROUTING, n_requests=400, n_replicas=3, load=1.5, max_steps=50)
+    env.reset(seed=1)
+    rng = np.random.default_rng(0)
+    truncated = False
+    while not truncated:
+        mask = env.unwrapped.action_masks()
+        _, _, terminated, truncated, info = env.step(int(rng.choice(np.flatnonzero(mask))))
+        assert not terminated
+    cluster = env.unwrapped.server
+    end = cluster.now
+    assert any(server.now < end for server in cluster.servers)  # the case in point
+    replicas = {id(server) for server in cluster.servers}
+    busy = sum(min(t + d, end) - t for owner, t, d in started if owner in replicas)
+    utilization = info["episode_metrics"]["gpu_utilization"]
+    assert utilization == pytest.approx(busy / (3 * end), rel=1e-12)
