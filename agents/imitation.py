@@ -249,7 +249,15 @@ class Imitation:
             name, setting = parse_policy(baseline)
             arguments.one_of(_OWNER, "baseline", name, [BEST, *policy_names(kind)])
             if env is not None and (setting or self.baseline_kwargs):
-                make_policy(baseline, env, **(self.baseline_kwargs or {}))
+                try:
+                    make_policy(baseline, env, **(self.baseline_kwargs or {}))
+                except (TypeError, ValueError) as error:
+                    # The setting often comes from a scenario the user did not write.
+                    raise type(error)(
+                        f"imitation: the warm start's baseline {baseline!r} with "
+                        f"{dict(self.baseline_kwargs or {})} (the run's imitation setting, or its "
+                        f"scenario's) does not fit this env: {error}"
+                    ) from None
 
 
 @dataclass(frozen=True)

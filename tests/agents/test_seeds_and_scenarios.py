@@ -135,6 +135,10 @@ def test_routing_scenarios_warm_start_maskable_ppo_from_the_tuned_length_split(n
     assert dict(imitation.baseline_kwargs) == tuned
     imitation.check_baseline("routing", gym.make(scenario.env_id, **scenario.make_env_kwargs()))
     assert "dqn" not in scenario.hyperparams  # other algorithms keep their recipes
+    # With too few replicas for its long ones, the warm start is named as the fault.
+    two = gym.make(scenario.env_id, **(scenario.make_env_kwargs() | {"n_replicas": 2}))
+    with pytest.raises(ValueError, match=r"^imitation: the warm start's baseline 'length-split'"):
+        imitation.check_baseline("routing", two)
 
 
 def test_the_general_scenario_warm_starts_from_the_better_of_two_heuristics_on_its_mixture():
