@@ -21,7 +21,7 @@ from agents.averaging import AVERAGED_MODEL_FILE, WeightAveraging
 from agents.policy import AgentPolicy, LoadedAgent, ObsNormalizer
 from agents.runs import RunConfig
 from agents.scenarios import build_env_kwargs
-from llmsched_env.evaluation import evaluate
+from llmsched_env.evaluation import best_policy, evaluate
 
 EVALUATIONS_FILE = "evaluations.csv"
 _FIELDS = (
@@ -41,12 +41,13 @@ def best_baseline(
 ) -> tuple[str, float]:
     """The baseline with the highest mean return on ``seeds``, and that return.
 
-    Every baseline runs on every seed through the evaluation harness (ties go to the first in
-    ``baselines``' order).
+    Every baseline runs on every seed through the evaluation harness (ties go to the first
+    name in sort order, as :func:`~llmsched_env.evaluation.best_policy` breaks them).
     """
     _, summary = evaluate(list(baselines), env_id, env_kwargs, list(seeds), n_jobs=1)
-    best = summary.iloc[0]
-    return str(best["policy"]), float(best["return_mean"])
+    means = dict(zip(summary["policy"], summary["return_mean"], strict=True))
+    best = best_policy(means)
+    return best, float(means[best])
 
 
 class BaselineEvalCallback(BaseCallback):

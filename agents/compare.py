@@ -30,7 +30,7 @@ from agents.runs import ModelChoice, RunConfig, load_run_config
 from agents.scenarios import build_env_kwargs, overridden
 from agents.seeds import evaluation_seeds
 from llmsched_env.cli_args import check_env_kwargs
-from llmsched_env.evaluation import evaluate, mean_ci
+from llmsched_env.evaluation import best_policy, evaluate, mean_ci
 from llmsched_env.kinds import kind_of_id
 from llmsched_env.registry import unknown_name_error
 
@@ -214,7 +214,8 @@ def compare(
         progress=progress,
     )
     baselines = summary[summary["policy"] != AGENT_NAME]
-    best = str(baselines.iloc[0]["policy"]) if len(baselines) else None
+    means = dict(zip(baselines["policy"], baselines["return_mean"], strict=True))
+    best = best_policy(means) if means else None
     paired = (
         paired_difference(episodes, AGENT_NAME, best)
         if best

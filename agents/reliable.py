@@ -17,8 +17,10 @@ Definitions (per scenario, that is per env configuration):
 * **Run score**: a training run's normalised score is its agent's mean return over the
   evaluation seeds, normalised. The score matrices ``rliable`` takes are
   ``(n_runs, n_scenarios)``; with one scenario, the runs (training seeds) are the rows.
-* **IQM**: the mean of the middle 50% of run scores (``rliable.metrics.aggregate_iqm``), with a
-  95% stratified-bootstrap percentile interval over runs (``library.get_interval_estimates``).
+* **IQM**: the mean of the run scores left after dropping the lowest and the highest
+  ``floor(n / 4)`` (``rliable.metrics.aggregate_iqm``, ``scipy.stats.trim_mean(scores, 0.25)``:
+  the middle 3 of 5 runs), with a 95% stratified-bootstrap percentile interval over runs
+  (``library.get_interval_estimates``).
 * **P(agent > best heuristic)**: ``rliable.metrics.probability_of_improvement`` of the agent's
   run scores over the best heuristic's score. A heuristic is deterministic given the seed, so
   it has one "run" whose score is 1 by definition; the probability is the fraction of training
@@ -49,7 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from llmsched_env.evaluation import mean_ci
+from llmsched_env.evaluation import best_policy, mean_ci
 
 #: Name of agent rows in episodes (as in :mod:`agents.compare`).
 AGENT_NAME = "agent"
@@ -299,7 +301,7 @@ def _scenario_statistics(frame: pd.DataFrame, name: str) -> tuple[dict[str, Any]
     heuristics = means.drop(RANDOM_POLICY)
     if heuristics.empty:
         raise ValueError(f"scenario {name!r} has no heuristic besides {RANDOM_POLICY!r}")
-    best = str(heuristics.idxmax())
+    best = best_policy({str(name): float(mean) for name, mean in heuristics.items()})
     random_mean, best_mean = float(means[RANDOM_POLICY]), float(heuristics[best])
     if not best_mean > random_mean:
         raise ValueError(

@@ -13,7 +13,7 @@ on the number of workers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, overload
@@ -192,14 +192,20 @@ def summarize_episodes(episodes: pd.DataFrame) -> pd.DataFrame:
     """One row per policy: ``<metric>_mean`` and ``<metric>_ci95`` for each summary metric.
 
     Also provides the headline aliases ``sla_attainment`` and ``p99_latency_s`` (means). Rows are
-    sorted by mean return, best first.
+    sorted by mean return, best first (ties by policy name, as :func:`best_policy` breaks them).
+
+    A metric some episode of a policy lacks (``nan``: a latency percentile of an episode that
+    completed no request) has mean and half-width ``nan`` for that policy: a mean over fewer
+    seeds than the other policies' would compare it on other requests (the episodes' own
+    values are in ``episodes.csv``).
     """
     rows = []
     for policy, group in episodes.groupby("policy", sort=False):
         row: dict[str, Any] = {"policy": policy, "episodes": len(group)}
         for metric in SUMMARY_METRICS:
             if metric in group:
-                mean, half = mean_ci(group[metric].to_numpy(dtype=float))
+                values = group[metric].to_numpy(dtype=float)
+                mean, half = mean_ci(values) if np.isfinite(values).all() else (math.nan, math.nan)
                 row[f"{metric}_mean"] = mean
                 row[f"{metric}_ci95"] = half
         row["sla_attainment"] = row.get("sla_attainment_mean", math.nan)
@@ -208,7 +214,24 @@ def summarize_episodes(episodes: pd.DataFrame) -> pd.DataFrame:
         row["invalid_actions"] = int(group["invalid_actions"].sum())
         rows.append(row)
     summary = pd.DataFrame(rows)
-    return summary.sort_values("return_mean", ascending=False, kind="stable").reset_index(drop=True)
+    summary = summary.sort_values(["return_mean", "policy"], ascending=[False, True], kind="stable")
+    return summary.reset_index(drop=True)
+
+
+def best_policy(mean_returns: Mapping[str, float]) -> str:
+    """The policy with the highest mean return; among equal means, the first name in sort order.
+
+    The one rule by which ``compare`` and ``compare --runs`` pick the best baseline, so that
+    two heuristics tied on the mean (and different seed by seed) give both the same paired
+    comparison.
+
+    Example:
+        >>> best_policy({"spf": 3.0, "edf": 3.0, "random": 1.0})
+        'edf'
+    """
+    if not mean_returns:
+        raise ValueError("best_policy needs at least one policy")
+    return min(mean_returns, key=lambda name: (-mean_returns[name], name))
 
 
 @overload

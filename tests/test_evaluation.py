@@ -17,6 +17,7 @@ from baselines.batch import MultiBin, StaticFIFO
 from llmsched_env import evaluation
 from llmsched_env.evaluation import (
     EpisodeTask,
+    best_policy,
     evaluate,
     mean_ci,
     policy_display_name,
@@ -182,6 +183,40 @@ def test_summary_means_and_confidence_half_widths():
     assert a["sla_attainment"] == pytest.approx(0.6)
     assert a["p99_latency_s"] == pytest.approx(4.0) and a["goodput_rps"] == 1.0
     assert a["invalid_actions"] == 1
+
+
+def test_a_metric_some_episode_lacks_has_no_summary_mean():
+    # Averaged over the episodes that have it, "a" (no completion on seeds 2 and 3) would look
+    # better than "b" on the seeds they share.
+    episodes = pd.DataFrame(
+        {
+            "policy": ["a"] * 4 + ["b"] * 4,
+            "seed": [0, 1, 2, 3] * 2,
+            "return": [1.0, 2.0, 3.0, 4.0] * 2,
+            "latency_s_p99": [3.0, 4.0, math.nan, math.nan, 3.0, 4.0, 9.0, 9.0],
+            "invalid_actions": [0] * 8,
+        }
+    )
+    summary = summarize_episodes(episodes).set_index("policy")
+    assert math.isnan(summary.loc["a", "latency_s_p99_mean"])
+    assert math.isnan(summary.loc["a", "latency_s_p99_ci95"])
+    assert summary.loc["b", "latency_s_p99_mean"] == 6.25
+    assert summary.loc["a", "return_mean"] == 2.5  # the other metrics are unaffected
+
+
+def test_ties_on_the_mean_return_go_to_the_first_name():
+    episodes = pd.DataFrame(
+        {
+            "policy": ["spf", "edf", "random"],
+            "seed": [0, 0, 0],
+            "return": [3.0, 3.0, 1.0],
+            "invalid_actions": [0, 0, 0],
+        }
+    )
+    assert list(summarize_episodes(episodes)["policy"]) == ["edf", "spf", "random"]
+    assert best_policy({"spf": 3.0, "edf": 3.0, "random": 1.0}) == "edf"
+    with pytest.raises(ValueError, match="at least one policy"):
+        best_policy({})
 
 
 def test_records_are_the_request_records_of_every_episode():

@@ -52,6 +52,12 @@ def test_scores_are_normalised_between_random_and_the_best_heuristic():
     assert row["p_improvement_ci_low"] < 0.6 < row["p_improvement_ci_high"]
 
 
+def test_heuristics_tied_on_the_mean_are_broken_by_name_as_compare_breaks_them():
+    # "zeta" is listed first and ties "edf" on the mean, seed by seed differently.
+    tied = {"random": BASELINES["random"], "zeta": [20.0] * 4, **BASELINES}
+    assert stats(episodes(baselines=tied)).table.iloc[0]["best_heuristic"] == "edf"
+
+
 def test_paired_differences_compare_the_agents_seed_mean_with_the_best_heuristic():
     row = stats(episodes()).table.iloc[0]
     agent = np.mean(list(RUN_MEANS.values())) + np.array([-1, 1, -1, 1])
