@@ -191,6 +191,9 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         ValueError: If ``run_dir`` holds no ``config.json`` or it is not a run configuration.
     """
     path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        what = "is not a directory" if Path(run_dir).exists() else "does not exist"
+        raise ValueError(f"run directory {str(run_dir)!r} {what}; expected a training run")
     if not path.is_file():
         raise ValueError(f"run_dir {str(run_dir)!r} holds no {CONFIG_FILE}; is it a training run?")
     return RunConfig.from_json(path.read_text(encoding="utf-8"))

@@ -47,7 +47,14 @@ def training_env_seeds(seed: int, n_envs: int) -> list[int]:
         >>> training_env_seeds(2, 4)
         [8, 9, 10, 11]
     """
-    n_envs = arguments.integer("", "n_envs", n_envs, minimum=1)
+    n_envs = arguments.integer(
+        "",
+        "n_envs",
+        n_envs,
+        minimum=1,
+        maximum=TRAIN_SEED_LIMIT,
+        reason=f"training env seeds stay below {TRAIN_SEED_LIMIT}",
+    )
     largest = TRAIN_SEED_LIMIT // n_envs - 1
     reason = f"with n_envs={n_envs}, so that training env seeds stay below {TRAIN_SEED_LIMIT}"
     seed = arguments.integer("", "seed", seed, minimum=0, maximum=largest, reason=reason)

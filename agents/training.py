@@ -210,7 +210,13 @@ def train(
         raise ValueError(f"vec_env must be one of {list(VEC_ENV_KINDS)}, got {vec_env!r}")
     overrides = dict(hyperparams or {})
     if n_envs is not None:
-        overrides["n_envs"] = _check_int("n_envs", n_envs, 1)
+        n_envs = _check_int("n_envs", n_envs, 1)
+        if overrides.get("n_envs", n_envs) != n_envs:
+            raise ValueError(
+                f"n_envs={n_envs!r} (--n-envs) and hyperparams n_envs={overrides['n_envs']!r} "
+                "disagree; give the number of envs once"
+            )
+        overrides["n_envs"] = n_envs
     base = chosen.hyperparams.get(spec.name) if scenario is not None else None
     settings = resolve_hyperparams(env_id, spec.name, overrides, base=base)
     imitation = Imitation.from_setting(settings["imitation"])
@@ -233,7 +239,7 @@ def train(
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise ValueError(
             f"out {str(run_dir)!r} already exists and is not empty; choose another directory, "
-            "pass overwrite=True (--overwrite), or resume it"
+            "overwrite it (overwrite=True; --overwrite or --force), or resume it"
         )
     config = RunConfig(
         env_id=env_id,

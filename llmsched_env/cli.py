@@ -28,6 +28,7 @@ from typing import Any
 from llmsched_env import __version__
 from llmsched_env.cli_args import (
     HelpFormatter,
+    bounded_int,
     check_env_kwargs,
     check_policy_kwargs,
     directory,
@@ -39,6 +40,9 @@ from llmsched_env.cli_args import (
     positive_int,
 )
 from llmsched_env.kinds import ENV_IDS, kind_of_id, resolve_kind
+
+#: The type of ``--seeds``: episodes per policy, each run and kept in memory.
+SEED_COUNT = bounded_int(1, 100_000, "episodes per policy")
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
@@ -364,6 +368,8 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         raise unknown_name_error("continuous policy", args.policy, available)
     env_kwargs = _env_kwargs_json(args.env_kwargs)
     policy_kwargs = json_object("--policy-kwargs", args.policy_kwargs)
+    check_policy_kwargs("continuous", args.policy, in_setting, "--policy")
+    check_policy_kwargs("continuous", args.policy, policy_kwargs)
     for key, value in in_setting.items():
         if key in policy_kwargs and policy_kwargs[key] != value:
             raise ValueError(
@@ -374,7 +380,6 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     named = [("workload", "--workload", args.workload), ("n_gpus", "--gpus", args.gpus)]
     env_kwargs = _with_named_flags(env_kwargs, named)
     check_env_kwargs(ENV_ID, env_kwargs)
-    check_policy_kwargs("continuous", args.policy, policy_kwargs)
     with _flag_names(_STABILITY_FLAGS):
         settings = StabilitySettings(
             horizon_s=args.horizon,
@@ -472,12 +477,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out, args.force, names)
     written = [VALIDATION_CSV]
     report(f"replaying {'every shipped run' if not args.runs else listing(args.runs)}")
-    if args.max_requests is not None:
-        report(
-            f"--max-requests {args.max_requests}: the measured requests shared the GPU with later "
-            "ones this replay leaves out, so its errors are not the simulator's fidelity (the "
-            "full replay's are)"
-        )
     _warm_up(report)
 
     def done(result: Any) -> None:
@@ -492,6 +491,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         max_requests=args.max_requests,
         overwrite=args.force,
         on_run=done,
+        warn=report,
     )
     print(f"wrote {', '.join(written)} to {out}")
     return 0
@@ -533,6 +533,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if args.imitate is not None:
                 # One name, or several whose best on each episode demonstrates it.
                 imitate = args.imitate[0] if len(args.imitate) == 1 else args.imitate
+                if "imitation" in (hyperparams or {}):
+                    raise ValueError(
+                        f"--imitate {' '.join(args.imitate)} and --hyperparams' imitation "
+                        f"{hyperparams['imitation']!r} both set the warm start; give one"
+                    )
                 hyperparams = {**(hyperparams or {}), "imitation": imitate}
             scenario = get_scenario(args.scenario) if args.scenario else None
             if scenario is not None:  # the scenario names the env (what --gpus counts, too)
@@ -863,7 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{listing(policy_names('batch'))}; continuous: {listing(policy_names('continuous'))}; "
         f"routing: {listing(policy_names('routing'))}",
     )
-    ev.add_argument("--seeds", type=positive_int, default=10, help="number of episodes per policy")
+    ev.add_argument("--seeds", type=SEED_COUNT, default=10, help="number of episodes per policy")
     ev.add_argument("--first-seed", type=nonnegative_int, default=10_000, help="first seed")
     ev.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
     ev.add_argument(
@@ -901,14 +906,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--warmup", type=float, default=0.25, help="share of the run discarded")
     st.add_argument(
-        "--replications", type=integer_at_least(2), default=3, help="runs per arrival rate"
+        "--replications",
+        type=bounded_int(2, 1_000, "runs per arrival rate"),
+        default=3,
+        help="runs per arrival rate",
     )
     st.add_argument(
         "--threshold", type=float, default=0.01, help="drift per arrival that means unstable"
     )
     st.add_argument("--rel-tol", type=float, default=0.02, help="relative width of the bracket")
     st.add_argument(
-        "--grid", type=nonnegative_int, default=0, help="extra rates tested for the curve"
+        "--grid",
+        type=bounded_int(0, 1_000, "extra rates tested"),
+        default=0,
+        help="extra rates tested for the curve",
     )
     st.add_argument("--seed", type=nonnegative_int, default=0, help="first seed")
     st.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
@@ -950,7 +961,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"environment steps (default: the scenario's budget with --scenario, "
         f"else {DEFAULT_TRAIN_STEPS:,}; with --resume, the steps to add)",
     )
-    tr.add_argument("--n-envs", type=positive_int, help="parallel envs (default: per env, algo)")
+    tr.add_argument(
+        "--n-envs",
+        type=bounded_int(1, 9_000, "training env seeds stay below the validation seeds, 9,000"),
+        help="parallel envs (default: per env, algo)",
+    )
     tr.add_argument("--seed", type=nonnegative_int, default=0, help="training seed")
     tr.add_argument("--out", type=directory, help="run directory to create")
     tr.add_argument(
@@ -976,13 +991,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=nonnegative_int,
         help="steps between validations (0: none; default 25,000, or with --resume the run's)",
     )
-    tr.add_argument("--eval-episodes", type=positive_int, help="validation seeds (default 20 or 5)")
+    tr.add_argument(
+        "--eval-episodes",
+        type=bounded_int(1, 1_000, "the validation seeds are 9,000 to 9,999"),
+        help="validation seeds (default 20 or 5)",
+    )
     tr.add_argument(
         "--checkpoint-freq",
         type=nonnegative_int,
         help="steps between checkpoints (0: none; default 100,000, or with --resume the run's)",
     )
-    tr.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    tr.add_argument(
+        "--threads",
+        type=bounded_int(1, 1_024, "torch CPU threads"),
+        default=1,
+        help="torch CPU threads",
+    )
     tr.add_argument(
         "--framework",
         choices=["sb3", "rllib"],
@@ -1020,7 +1044,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained",
         help=f"a pretrained agent shipped with the package: {listing(_pretrained_names())}",
     )
-    co.add_argument("--seeds", type=positive_int, default=20, help="number of evaluation seeds")
+    co.add_argument("--seeds", type=SEED_COUNT, default=20, help="number of evaluation seeds")
     co.add_argument(
         "--first-seed",
         type=integer_at_least(10_000),  # below are the training and validation seeds
@@ -1050,7 +1074,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     co.add_argument(
         "--bootstrap-reps",
-        type=positive_int,
+        type=bounded_int(1, 1_000_000, "bootstrap replications"),
         help="with --runs: bootstrap replications of the IQM and P(improvement) intervals "
         "(default 10,000)",
     )
@@ -1089,7 +1113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ValueError as error:  # bad configuration values: a clear message, no traceback
-        print(f"llmsched {args.command}: error: {error}", file=sys.stderr)
+        # An ArgumentTypeError (also a ValueError) that gym.make re-raised carries its suffix.
+        text = str(error).partition(_ENV_CREATOR_SUFFIX)[0]
+        print(f"llmsched {args.command}: error: {text}", file=sys.stderr)
         return 2
     except TypeError as error:
         # An env refusing a value of the wrong type given in --env-kwargs: gym.make re-raises

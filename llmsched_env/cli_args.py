@@ -35,15 +35,15 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _integer(text: str, minimum: int) -> int:
+def _integer(text: str, minimum: int, maximum: int | None = None, reason: str = "") -> int:
+    bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum:,}]"
+    expected = f"expected an integer {bounds}{f' ({reason})' if reason else ''}, got {text!r}"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer >= {minimum}, got {text!r}"
-        ) from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        raise argparse.ArgumentTypeError(expected) from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise argparse.ArgumentTypeError(expected)
     return value
 
 
@@ -60,6 +60,15 @@ def nonnegative_int(text: str) -> int:
 def integer_at_least(minimum: int) -> Callable[[str], int]:
     """The argument type of an integer >= ``minimum`` (a flag with its own lower bound)."""
     return partial(_integer, minimum=minimum)
+
+
+def bounded_int(minimum: int, maximum: int, reason: str = "") -> Callable[[str], int]:
+    """The argument type of an integer in ``[minimum, maximum]``, ``reason`` saying why.
+
+    For counts whose work or memory grows with them (seeds, replications, threads): a value
+    far beyond any use would otherwise run out of memory, or stall, before saying anything.
+    """
+    return partial(_integer, minimum=minimum, maximum=maximum, reason=reason)
 
 
 def positive_float(text: str) -> float:
@@ -146,6 +155,8 @@ def check_keys(flag: str, owner: str, given: Iterable[str], valid: list[str] | N
     if valid is None:
         return
     for key in given:
+        if not valid:
+            raise ValueError(f"{owner} takes no keyword arguments, but {flag} gives {key!r}")
         if key not in valid:
             raise unknown_name_error(f"{flag} key for {owner}", key, valid)
 
@@ -172,8 +183,16 @@ def check_env_kwargs(env_id: str, kwargs: dict[str, Any], flag: str = "--env-kwa
     check_keys(flag, env_id, kwargs, env_keywords(env_id))
 
 
-def check_policy_kwargs(kind: str, policy: str, kwargs: dict[str, Any]) -> None:
+def check_policy_kwargs(
+    kind: str, policy: str, kwargs: Iterable[str], flag: str = "--policy-kwargs"
+) -> None:
     """Refuse keys the baseline ``policy`` of env kind ``kind`` does not take.
+
+    Args:
+        kind: The env kind.
+        policy: The baseline's name.
+        kwargs: The keyword arguments given (their names are checked).
+        flag: Where they were given, for the message.
 
     Raises:
         ValueError: Naming the key, the policy and the closest valid key.
@@ -182,7 +201,7 @@ def check_policy_kwargs(kind: str, policy: str, kwargs: dict[str, Any]) -> None:
 
     factory = get_kind(kind).policy_table().get(policy)
     if factory is not None:
-        check_keys("--policy-kwargs", f"policy {policy!r}", kwargs, accepted_keywords(factory))
+        check_keys(flag, f"policy {policy!r}", kwargs, accepted_keywords(factory))
 
 
 def listing(names: Iterable[str]) -> str:

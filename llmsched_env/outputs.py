@@ -7,13 +7,16 @@ Every command that writes results (``llmsched evaluate``, ``compare``, ``stabili
    file, empty or not writable fails at once with a message naming the path.
 2. Results are never overwritten silently: when one of the files a command writes already
    exists, :func:`check_output_dir` refuses unless ``overwrite`` is true (the ``--force`` flag).
-3. :func:`write_or_rescue` writes the results; if that still fails (the disk filled up, the
-   directory was removed or made read-only meanwhile), it writes them to a fresh temporary
-   directory instead and says where, so a finished computation is never thrown away.
+3. :func:`write_or_rescue` writes the results whole (into a staging directory, then moved into
+   place); if that still fails (the disk filled up, the directory was removed or made
+   read-only meanwhile), it writes them to a fresh temporary directory instead and says where,
+   so a finished computation is never thrown away and no cut-off file is left behind.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -91,7 +94,11 @@ def write_or_rescue(
     *,
     warn: Callable[[str], None] | None = None,
 ) -> tuple[Path, T]:
-    """Create ``out`` and call ``write(out)``; on failure, write to a new temporary directory.
+    """Create ``out`` and write the results there whole; on failure, to a new temporary directory.
+
+    ``write`` writes into a staging directory inside the destination, and its files are moved
+    into place only once it has returned, so a write that fails part-way (a full disk, a file
+    size limit) leaves no cut-off file that a later run would take for results.
 
     Args:
         out: The output directory (created with its parents).
@@ -102,18 +109,48 @@ def write_or_rescue(
         ``(directory actually written, write's return value)``.
 
     Raises:
-        OSError: If writing to the temporary directory fails as well.
+        OSError: If writing to the temporary directory fails as well (nothing is left there).
     """
     target = Path(out)
     try:
         target.mkdir(parents=True, exist_ok=True)
-        return target, write(target)
+        return target, _write_whole(target, write)
     except OSError as error:
         rescue = Path(tempfile.mkdtemp(prefix="llmsched-results-"))
-        result = write(rescue)
+        try:
+            result = _write_whole(rescue, write)
+        except OSError as second:
+            shutil.rmtree(rescue, ignore_errors=True)
+            raise OSError(
+                f"could not write the results to {str(target)!r} ({error.strerror or error}) "
+                f"nor to a temporary directory ({second.strerror or second})"
+            ) from None
         if warn is not None:
             warn(
                 f"could not write to {str(target)!r} ({error.strerror or error}); "
                 f"the results were written to {rescue} instead"
             )
         return rescue, result
+
+
+def _write_whole(directory: Path, write: Callable[[Path], T]) -> T:
+    """``write`` into a staging directory in ``directory``, then move its files into place.
+
+    Raises:
+        OSError: If writing fails (the staged files are removed), or a file to be replaced is
+            a directory (checked before any file is moved).
+    """
+    staging = Path(tempfile.mkdtemp(prefix=".llmsched-partial-", dir=directory))
+    try:
+        result = write(staging)
+        written = sorted(staging.iterdir())
+        blocked = [item.name for item in written if (directory / item.name).is_dir()]
+        if blocked:
+            raise IsADirectoryError(
+                f"{str(directory / blocked[0])!r} is a directory, where a result file goes"
+            )
+        for item in written:
+            os.replace(item, directory / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result

@@ -49,6 +49,7 @@ import pandas as pd
 
 from llmsched_env.capacity import saturated_iteration_rps
 from llmsched_env.config import check_int, check_positive
+from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST, check_episode_fits
 from llmsched_env.evaluation import mean_ci
 from llmsched_env.kinds import ENV_KINDS
 from llmsched_env.parallel import run_jobs
@@ -314,6 +315,14 @@ def drift_test(
     if not (isinstance(arrival_rate_rps, (int, float)) and arrival_rate_rps > 0):
         raise ValueError(f"arrival_rate_rps must be a number > 0, got {arrival_rate_rps!r}")
     n_requests = requests_per_run(arrival_rate_rps, settings)
+    try:
+        check_episode_fits(ENV_ID, n_requests, CONTINUOUS_BYTES_PER_REQUEST)
+    except ValueError:
+        raise ValueError(
+            f"the drift test at {arrival_rate_rps:.4g} req/s over horizon_s="
+            f"{settings.horizon_s:g} needs {float(n_requests):.4g} requests per run, more than "
+            "fit in memory: give a shorter horizon_s (or a lower rate)"
+        ) from None
     kwargs = dict(policy_kwargs or {})
     rate = float(arrival_rate_rps)
     runs = [

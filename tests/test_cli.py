@@ -77,7 +77,8 @@ def test_evaluate_reports_bad_configurations_without_a_traceback(capsys):
     assert main(["evaluate", *TINY, "--load", "0.5", "--arrival-rate", "3"]) == 2
     assert "exactly one of load" in capsys.readouterr().err
     assert main(["evaluate", *TINY[:-3], "--seeds", "0", "--quiet"]) == 2
-    assert "argument --seeds: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    expected = "argument --seeds: expected an integer in [1, 100,000] (episodes per policy)"
+    assert f"{expected}, got '0'" in capsys.readouterr().err
 
 
 def test_evaluate_defaults():
@@ -504,6 +505,10 @@ def test_train_imitate_sets_the_warm_start(tmp_path, monkeypatch, flags, expecte
             ["--framework", "rllib", "--out", "OUT"],
             "drop --resume, --scenario, --algo and --imitate",
         ),
+        (
+            ["--hyperparams", '{"imitation": "spf"}', "--out", "OUT"],
+            "--imitate hybrid and --hyperparams' imitation 'spf' both set the warm start",
+        ),
     ],
 )
 def test_train_imitate_is_refused_where_it_cannot_apply(tmp_path, capsys, flags, message):
@@ -512,6 +517,40 @@ def test_train_imitate_is_refused_where_it_cannot_apply(tmp_path, capsys, flags,
     flags = [str(tmp_path / f) if f in ("RUN", "OUT") else f for f in flags]
     assert main(["train", "--imitate", "hybrid", *flags, "--quiet"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_train_refuses_two_different_numbers_of_envs(tmp_path, capsys):
+    pytest.importorskip("stable_baselines3")
+    argv = ["train", "--env", "batch", "--n-envs", "2", "--hyperparams", '{"n_envs": 4}']
+    assert main([*argv, "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "n_envs=2 (--n-envs) and hyperparams n_envs=4 disagree" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["evaluate", "--seeds", "99999999999999999999"], "--seeds: expected an integer in [1,"),
+        (["compare", "--seeds", "1000000"], "--seeds: expected an integer in [1, 100,000]"),
+        (["stability", "--grid", "9999999"], "--grid: expected an integer in [0, 1,000]"),
+        (["stability", "--replications", "5000"], "--replications: expected an integer in"),
+        (["train", "--threads", "100000"], "--threads: expected an integer in [1, 1,024]"),
+        (["train", "--n-envs", "100000"], "--n-envs: expected an integer in [1, 9,000]"),
+        (["compare", "--bootstrap-reps", "10000000000"], "--bootstrap-reps: expected an"),
+    ],
+)
+def test_counts_beyond_any_use_are_refused_by_name(capsys, argv, message):
+    # They ran out of memory, stalled or crashed before saying anything.
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_wrong_type_in_env_kwargs_is_one_line_without_gyms_suffix(tmp_path, capsys):
+    argv = ["evaluate", "--policies", "edf", "--seeds", "1", "--n-requests", "50"]
+    argv += ["--env-kwargs", '{"sla": "abc"}', "--out", str(tmp_path / "ev")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "sla must be a finite number > 0, got 'abc'" in err
+    assert "environment creator" not in err
 
 
 def test_resume_refuses_the_settings_it_would_ignore(tmp_path, capsys):
@@ -544,7 +583,8 @@ def test_validate_checks_its_figures_and_names_each_run_once(tmp_path, capsys):
         ),
         (
             ["stability", "--policy", "hybrid", "--replications", "1"],
-            "argument --replications: expected an integer >= 2, got '1'",
+            "argument --replications: expected an integer in [2, 1,000] (runs per arrival rate), "
+            "got '1'",
         ),
     ],
 )
@@ -579,3 +619,31 @@ def test_a_closed_output_pipe_ends_the_command_quietly(monkeypatch, capsys):
 def test_validate_refuses_an_empty_run_name(tmp_path, capsys):
     assert main(["validate", "--runs", "", "--out", str(tmp_path)]) == 2
     assert "--runs names an empty run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["stability", "--policy", "hybrid(foo=1)", "--workload", "demo2"],
+            "unknown --policy key for policy 'hybrid' 'foo'",
+        ),
+        (
+            ["stability", "--policy", "prefill-first", "--policy-kwargs", '{"foo": 1}'],
+            "policy 'prefill-first' takes no keyword arguments, but --policy-kwargs gives 'foo'",
+        ),
+        (
+            ["stability", "--policy", "hybrid", "--workload", "demo2", "--horizon", "1e12"],
+            "requests per run, more than fit in memory: give a shorter --horizon",
+        ),
+    ],
+)
+def test_stability_names_the_flag_behind_a_bad_setting(tmp_path, capsys, argv, message):
+    assert main([*argv, "--out", str(tmp_path / "s")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resuming_a_directory_that_does_not_exist_says_so(tmp_path, capsys):
+    pytest.importorskip("stable_baselines3")
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert f"run directory '{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err

@@ -43,7 +43,7 @@ def test_a_failed_write_goes_to_a_fresh_temporary_directory(tmp_path):
     said = []
 
     def write(target):
-        if target == out:
+        if target.parent == out:  # the staging directory inside out
             raise PermissionError(13, "Permission denied")
         (target / "r.csv").write_text("result")
         return ["r.csv"]
@@ -56,6 +56,49 @@ def test_a_failed_write_goes_to_a_fresh_temporary_directory(tmp_path):
     ]
     target, _ = write_or_rescue(tmp_path / "fine", lambda t: (t / "r.csv").write_text("ok"))
     assert target == tmp_path / "fine" and (target / "r.csv").read_text() == "ok"
+
+
+def test_a_write_that_fails_part_way_leaves_no_cut_off_file(tmp_path):
+    out = tmp_path / "out"
+
+    def write(target):
+        (target / "episodes.csv").write_text("complete\n")
+        with (target / "records.csv").open("w") as handle:
+            handle.write("policy,seed\nedf,100")
+            if target.parent == out:
+                raise OSError(27, "File too large")
+            handle.write("00\n")
+        return ["episodes.csv", "records.csv"]
+
+    target, written = write_or_rescue(out, write)
+    assert list(out.iterdir()) == []  # nothing moved in, the staging directory removed
+    assert (target / "records.csv").read_text() == "policy,seed\nedf,10000\n"
+    assert sorted(p.name for p in target.iterdir()) == written
+
+
+def test_a_directory_where_a_result_goes_sends_every_result_elsewhere(tmp_path):
+    out = tmp_path / "out"
+    (out / "comparison.png").mkdir(parents=True)
+    said = []
+
+    def write(target):
+        for name in ("episodes.csv", "comparison.png"):
+            (target / name).write_text(name)
+        return ["episodes.csv", "comparison.png"]
+
+    target, _ = write_or_rescue(out, write, warn=said.append)
+    assert target != out and sorted(p.name for p in out.iterdir()) == ["comparison.png"]
+    assert "is a directory, where a result file goes" in said[0]
+
+
+def test_a_write_that_fails_everywhere_says_so_and_leaves_nothing(tmp_path):
+    def write(target):
+        (target / "r.csv").write_text("cut")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match=r"could not write the results to .* nor to a temporary"):
+        write_or_rescue(tmp_path / "out", write)
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")

@@ -92,6 +92,7 @@ def validate(
     max_requests: int | None = None,
     overwrite: bool = False,
     on_run: Callable[[RunValidation], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Replay recorded vLLM runs and tabulate the error of every latency statistic.
 
@@ -103,6 +104,8 @@ def validate(
         max_requests: Replay only each run's first requests (by arrival), for a quick check.
         overwrite: Replace an existing ``validation.csv`` in ``out``.
         on_run: Called with each run's :class:`RunValidation` as soon as it is done.
+        warn: Told, in one line, when ``max_requests`` leaves out some run's later requests
+            (the replay's errors are then not the simulator's fidelity).
 
     Returns:
         Columns :data:`VALIDATION_COLUMNS`: per run, metric (ttft, tpot, e2e) and stat (mean,
@@ -126,13 +129,21 @@ def validate(
     # Load and check every run and its settings before the first replay, so a bad name or file
     # fails at once.
     jobs = []
+    cut = []
     for spec in list(RUN_SETTINGS) if runs is None else runs:
         run = spec if isinstance(spec, VllmRun) else load_run(spec)
-        jobs.append(
-            (run if max_requests is None else run.head(max_requests), run_settings(run.name))
-        )
+        if max_requests is not None and len(run) > max_requests:
+            cut.append(run.name)
+            run = run.head(max_requests)
+        jobs.append((run, run_settings(run.name)))
     if not jobs:
         raise ValueError("runs names no run; expected at least one run")
+    if cut and warn is not None:
+        warn(
+            f"replaying only the first {max_requests} requests of {', '.join(cut)}: the measured "
+            "requests shared the GPU with later ones the replay leaves out, so these errors are "
+            "not the simulator's fidelity (the full replay's are)"
+        )
     if target is not None:
         target.mkdir(parents=True, exist_ok=True)
     tables = []

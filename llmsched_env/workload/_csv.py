@@ -170,12 +170,16 @@ def read_table(path: str | os.PathLike[str], required: Iterable[str]) -> pd.Data
 
 
 def bad_row(file: Path, column: str, index: int, value: object, expected: str) -> ValueError:
-    """Build the error for one bad cell: file, column, row, the value and what was expected."""
+    """Build the error for one bad cell: file, column, row, the value and what was expected.
+
+    Rows count from 0 after the header (pandas' index), which the message says: a file's line
+    numbers would count the header and blank lines too.
+    """
     if isinstance(value, np.generic):
         value = value.item()
     return ValueError(
         f"trace file {str(file)!r}, column {column!r}, row {index}: got {value!r}, "
-        f"expected {expected}"
+        f"expected {expected} (rows count from 0 after the header line)"
     )
 
 

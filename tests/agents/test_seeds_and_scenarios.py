@@ -42,7 +42,7 @@ def test_seed_ranges_do_not_overlap():
         evaluation_seeds(5, first=9_999)
     with pytest.raises(ValueError, match=r"n must be an integer in \[1, 1000\]"):
         validation_seeds(1001)
-    with pytest.raises(ValueError, match="n_envs must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"n_envs must be an integer in \[1, 9000\]"):
         training_env_seeds(0, 0)
 
 

@@ -316,7 +316,11 @@ def test_cli_validate_writes_csv_and_figure_and_guards_its_output(tmp_path, caps
     assert "validation.csv'" in err and f"{QUICK_RUN}.png' exist;" in err
     assert (out / "validation.csv").read_bytes() == before
     assert main([*argv, "--force"]) == 0
-    capsys.readouterr()
+    captured = capsys.readouterr()
+    assert f"replaying only the first 25 requests of {QUICK_RUN}" in captured.err
+    # A limit above the run's length leaves nothing out, and says nothing of it.
+    assert main([*argv[:-2], "--max-requests", "999999999", "--out", str(out), "--force"]) == 0
+    assert "replaying only the first" not in capsys.readouterr().err
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
