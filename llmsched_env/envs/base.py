@@ -41,7 +41,8 @@ from llmsched_env.latency import make_kv_memory
 from llmsched_env.metrics import SLATargets
 from llmsched_env.registry import resolve
 from llmsched_env.sim.records import RejectReason
-from llmsched_env.workload import Workload, make_workload_source
+from llmsched_env.workload import MAX_ARRIVAL_S, Workload, make_workload_source
+from llmsched_env.workload.requests import ArrivalSpanError
 
 T = TypeVar("T")
 
@@ -154,13 +155,24 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
             self.config.owner,
             self.config.n_requests,
         )
-        return episode_workload(
-            self.source,
-            self.config.n_requests,
-            self.np_random,
-            self.episode_arrival_rate_rps,
-            options,
-        )
+        try:
+            return episode_workload(
+                self.source,
+                self.config.n_requests,
+                self.np_random,
+                self.episode_arrival_rate_rps,
+                options,
+            )
+        except ArrivalSpanError as error:
+            # The rate passed the constructor's check on the average span; a window or draw
+            # can still arrive over longer.
+            raise ArrivalSpanError(
+                f"{self.config.owner}: at {self.episode_arrival_rate_rps:.4g} requests/s (from "
+                f"arrival_rate, load or the load option) this episode's "
+                f"{self.config.n_requests} requests arrive over more than {MAX_ARRIVAL_S:.0e} s, "
+                f"where event times lose their resolution; raise the rate or lower n_requests "
+                f"({error})"
+            ) from None
 
     def _first_decision(self, workload: Workload) -> None:
         """Advance the new episode to its first decision.

@@ -123,11 +123,18 @@ def _frozen_hashes(
     return tuple(frozen)
 
 
+class ArrivalSpanError(ValueError):
+    """Arrival times reaching beyond :data:`MAX_ARRIVAL_S` (an arrival rate too low for them).
+
+    A ``ValueError``; its own class lets an env say which of its settings set the rate.
+    """
+
+
 def _check_latest_arrival(arrival_s: np.ndarray, what: str) -> None:
     """Refuse sorted arrival times whose last is beyond :data:`MAX_ARRIVAL_S` (or not finite)."""
     last = float(arrival_s[-1])
     if not last <= MAX_ARRIVAL_S:
-        raise ValueError(
+        raise ArrivalSpanError(
             f"{what} must end by {MAX_ARRIVAL_S:.0e} s, beyond which event times lose their "
             f"microsecond resolution; the last arrival is at {last:.6g} s (an arrival rate too "
             "low for the number of requests?)"
@@ -146,7 +153,7 @@ def scaled_arrivals(arrival_s: np.ndarray, speedup: float) -> np.ndarray:
     speedup = check_float("speedup", speedup, positive=True)
     last = float(arrival_s[-1]) / speedup
     if not last <= MAX_ARRIVAL_S:
-        raise ValueError(
+        raise ArrivalSpanError(
             f"speedup={speedup!r} is too small: the last arrival becomes {last:.6g} s, beyond "
             f"{MAX_ARRIVAL_S:.0e} s, where event times lose their microsecond resolution"
         )

@@ -233,3 +233,21 @@ def test_a_bool_among_the_components_of_an_action_is_refused(env_id, action):
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"must hold integers, not booleans"):
         env.step(action)
+
+
+def test_an_episode_arriving_beyond_the_time_limit_names_the_rate_settings():
+    # The constructor checks the average span (1000 / 1.2e-7 = 8.3e9 s, under 1e10 s); a
+    # window of the trace can still arrive over longer, and is refused at its reset.
+    env = gym.make(BATCH, arrival_rate=1.2e-7)
+    messages = []
+    for seed in range(20):
+        try:
+            env.reset(seed=seed)
+        except ValueError as error:
+            messages.append(str(error))
+    assert 0 < len(messages) < 20
+    assert all(
+        m.startswith("BatchScheduling-v0: at 1.2e-07 requests/s (from arrival_rate, load")
+        and "raise the rate or lower n_requests" in m
+        for m in messages
+    )
