@@ -34,7 +34,7 @@ from llmsched_env.envs.common import (
     episode_workload,
     reset_options,
 )
-from llmsched_env.envs.footprint import check_episode_fits
+from llmsched_env.envs.footprint import check_episode_fits, prefix_hash_bytes_per_request
 from llmsched_env.envs.rendering import bars_image
 from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.latency import make_kv_memory
@@ -126,6 +126,11 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = cfg.render_mode
         self.source = make_workload_source(cfg.workload)
         check_episode_size(cfg.owner, self.source, cfg.n_requests)
+        #: Peak bytes per request the workload's prefix hashes add (0 without hashes).
+        self._hash_bytes_per_request = prefix_hash_bytes_per_request(self.source, cfg.n_requests)
+        if self._hash_bytes_per_request:
+            per_request = bytes_per_request + self._hash_bytes_per_request
+            check_episode_fits(cfg.owner, cfg.n_requests, per_request)
         kv_memory = built_setting(cfg.owner, "kv_memory", cfg.kv_memory, make_kv_memory)
         self.kv_capacity_tokens = kv_memory.capacity_tokens
         self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)

@@ -10,12 +10,18 @@ The bytes per request were measured, not derived: the growth of the peak residen
 while it built a ``burstgpt-synthetic`` episode and ran it, under the env's fallback action, to its
 end (300,000 requests) or for 2,000 steps after ``reset`` (200,000 and 1,000,000 requests).
 Observed: 209-381 bytes per request for ``BatchScheduling-v0`` and 479-615 for
-``ContinuousBatching-v0``; the constants below round the largest up by about 5 %.
+``ContinuousBatching-v0``; the constants below round the largest up by about 5 %. A workload
+whose requests carry prefix hashes needs more, in proportion to its hashes
+(:func:`prefix_hash_bytes_per_request`).
 """
 
 from __future__ import annotations
 
+import math
 import os
+from typing import Any
+
+import numpy as np
 
 #: Peak memory per request of a ``BatchScheduling-v0`` episode, in bytes (measured: at most 381).
 BATCH_BYTES_PER_REQUEST = 400
@@ -28,6 +34,32 @@ ROUTING_BYTES_PER_REPLICA_REQUEST = 400
 #: Memory per KV block of paged KV memory (each GPU's block pool), in bytes (measured: 140-158,
 #: the growth with ``n_replicas`` of ``Routing-v0``'s peak at 35,527 blocks per replica).
 PAGED_BYTES_PER_BLOCK = 160
+
+
+#: Peak memory per byte of a workload's prefix hashes (8 per hash plus an array of 112): the
+#: hashes themselves, their sampling and what the episode keeps of them (measured, whole
+#: ``prefix-sharing`` episodes of 100,000-200,000 requests, 1,820 bytes of hashes per
+#: request: 2.9x beside ``BatchScheduling-v0``'s own bytes, 3.2x beside
+#: ``ContinuousBatching-v0``'s with paged KV and prefix caching).
+PREFIX_HASH_PEAK_FACTOR = 3.5
+#: Requests a source draws to estimate its prefix hashes per request.
+_PROBE_REQUESTS = 256
+
+
+def prefix_hash_bytes_per_request(source: Any, n_requests: int) -> int:
+    """Peak memory per request that a workload's prefix hashes add to an episode, in bytes.
+
+    Estimated from a probe of up to 256 requests drawn from ``source`` with a generator of its
+    own (the env's is left alone); 0 for a workload without prefix hashes. A prompt of 3,400
+    tokens in 16-token hashed blocks (``prefix-sharing``) holds 213 hashes: about 6.4 KB of
+    peak memory per request, 16 times ``BatchScheduling-v0``'s own bytes.
+    """
+    probe = source.sample(min(n_requests, _PROBE_REQUESTS), np.random.default_rng(0))
+    hashes = probe.prefix_block_hashes
+    if hashes is None:
+        return 0
+    array_bytes = sum(8 * len(h) + 112 for h in hashes) / len(hashes)
+    return math.ceil(PREFIX_HASH_PEAK_FACTOR * array_bytes)
 
 
 def available_memory_bytes() -> int | None:

@@ -286,7 +286,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
             check_episode_fits(
                 cfg.owner,
                 cfg.n_requests,
-                CONTINUOUS_BYTES_PER_REQUEST,
+                CONTINUOUS_BYTES_PER_REQUEST + self._hash_bytes_per_request,
                 fixed_bytes=cfg.n_gpus * blocks * PAGED_BYTES_PER_BLOCK,
                 fixed_for=f"the KV blocks of n_gpus={cfg.n_gpus} GPUs",
             )

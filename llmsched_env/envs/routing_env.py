@@ -21,6 +21,7 @@ from llmsched_env.envs.footprint import (
     PAGED_BYTES_PER_BLOCK,
     ROUTING_BYTES_PER_REPLICA_REQUEST,
     check_episode_fits,
+    prefix_hash_bytes_per_request,
 )
 from llmsched_env.envs.iteration_env import ContinuousBatchingEnv
 from llmsched_env.envs.rewards import REWARD_SHAPES
@@ -221,6 +222,9 @@ class RoutingEnv(SchedulingEnv):
         self.render_mode = cfg.render_mode
         self.source = make_workload_source(cfg.workload)
         check_episode_size(cfg.owner, self.source, cfg.n_requests)
+        # The requests' prefix hashes are the episode's, once (the replicas share them).
+        per_request += prefix_hash_bytes_per_request(self.source, cfg.n_requests)
+        check_episode_fits(cfg.owner, cfg.n_requests, per_request)
         self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
         self.server: Cluster | None = None
         self._steps = 0

@@ -123,6 +123,8 @@ class PagedKVAccounting:
             pool.cache_all(blocks, self._block_keys(index, full))
         else:
             pool.cache_all(blocks, self._prefix_keys(index)[:full])
+            # Done: its keys (about 100 bytes a block) would otherwise stay for the episode.
+            self._shared_keys.pop(index, None)
         self.blocks_used[gpu] -= pool.release(blocks)
         self.request_blocks[index] = 0
 

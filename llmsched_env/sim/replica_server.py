@@ -120,8 +120,13 @@ class ReplicaServer(IterationServer):
         )
 
     def mark_elsewhere(self, index: int) -> None:
-        """Note that request ``index`` went to another replica: its deadline is not ours."""
+        """Note that request ``index`` went to another replica: its deadline is not ours.
+
+        The keys of its blocks, memoised when the router asked for its cached prefix here,
+        are dropped: it never comes here.
+        """
         self._deadline_slot[index] = -1
+        self._shared_keys.pop(index, None)
 
     # ------------------------------------------------------------------ engine hooks
     def advance(self) -> bool:

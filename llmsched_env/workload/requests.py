@@ -116,8 +116,11 @@ def _frozen_hashes(
                 f"[{index}] = {int(prompt_tokens[index])} holds only {most} full blocks of "
                 f"prefix_block_tokens = {block_tokens}"
             )
-        # A copy the caller cannot change (uint64 digests keep their bits).
-        array = (raw.view(np.int64) if raw.dtype == np.uint64 else raw.astype(np.int64)).copy()
+        if raw.dtype == np.int64 and _is_frozen(raw):
+            frozen.append(raw)  # nobody can change it: shared, as _frozen_array shares
+            continue
+        # A copy the caller cannot change (uint64 digests keep their bits), made once.
+        array = raw.view(np.int64).copy() if raw.dtype == np.uint64 else raw.astype(np.int64)
         array.flags.writeable = False
         frozen.append(array)
     return tuple(frozen)

@@ -54,27 +54,46 @@ from llmsched_env.workload.requests import Workload
 _ROOT = bytes(8)
 
 
-def _extend_chain(chain: list[int], tokens: np.ndarray, block_tokens: int) -> list[int]:
-    """``chain`` (the hashes of a prefix of ``tokens``) extended over every full block.
+def _extend_chain(
+    chain: np.ndarray, tail: np.ndarray, block_tokens: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``chain`` extended over every full block of ``tail``, and what is left of ``tail``.
 
-    Uses the same BLAKE2b chaining as :func:`~llmsched_env.workload.prefix_block_hashes`.
+    ``chain`` holds the hashes of a prompt's full blocks and ``tail`` the token ids that follow
+    them (the prompt's partial last block, then any new ids). Uses the same BLAKE2b chaining as
+    :func:`~llmsched_env.workload.prefix_block_hashes`.
+
+    Returns:
+        ``(chain, tail)`` of the longer prompt: the int64 hashes of its full blocks, and the ids
+        after them (fewer than ``block_tokens``).
     """
-    data = tokens.astype("<i8").tobytes()
+    data = tail.astype("<i8").tobytes()
     width = 8 * block_tokens
-    out = list(chain)
-    parent = out[-1].to_bytes(8, "little", signed=True) if out else _ROOT
-    for j in range(len(out), tokens.shape[0] // block_tokens):
+    n_new = tail.shape[0] // block_tokens
+    if n_new == 0:
+        return chain, tail
+    parent = int(chain[-1]).to_bytes(8, "little", signed=True) if chain.shape[0] else _ROOT
+    hashes = []
+    for j in range(n_new):
         parent = hashlib.blake2b(parent + data[j * width : (j + 1) * width], digest_size=8).digest()
-        out.append(int.from_bytes(parent, "little", signed=True))
-    return out
+        hashes.append(int.from_bytes(parent, "little", signed=True))
+    extended = np.concatenate([chain, np.array(hashes, dtype=np.int64)])
+    extended.flags.writeable = False  # a request's hashes: the workload shares it, uncopied
+    return extended, tail[n_new * block_tokens :]
 
 
 @dataclass
 class _Session:
-    """An open session: the last turn's prompt ids and hash chain, and its output length."""
+    """An open session: its last prompt's length, hash chain and ids after its full blocks.
 
-    tokens: np.ndarray
-    chain: list[int]
+    Only the ids after the last full block are kept (the next turn's hashes start there), so an
+    open session holds a few bytes per block rather than its whole prompt: a sample opens about
+    ``n / mean_turns`` sessions, and keeping their prompts took about 12 KB per request.
+    """
+
+    length: int
+    chain: np.ndarray
+    tail: np.ndarray
     output_tokens: int
 
 
@@ -84,13 +103,19 @@ class _Builder:
 
     source: PrefixSharingSource
     next_id: int = 0
-    system: list[tuple[np.ndarray, list[int]]] = field(default_factory=list)
+    system: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
 
     def fresh(self, n: int) -> np.ndarray:
         """``n`` token ids no other content has."""
         ids = np.arange(self.next_id, self.next_id + n, dtype=np.int64)
         self.next_id += n
         return ids
+
+    def add_system_prompt(self) -> None:
+        """Draw the ids of one more system prompt and hash its full blocks."""
+        tokens = self.fresh(self.source.system_prompt_tokens)
+        chain, tail = _extend_chain(_NO_HASHES, tokens, self.source.block_tokens)
+        self.system.append((tokens, chain, tail))
 
     def user_tokens(self, shared: int, new: int) -> int:
         """User message length that makes ``shared`` tokens ``share_rate`` of the prompt."""
@@ -99,23 +124,30 @@ class _Builder:
 
     def first_turn(self, system: int, output_tokens: int) -> _Session:
         """A new session's first prompt: system prompt ``system`` plus a user message."""
-        tokens, chain = self.system[system]
+        tokens, chain, tail = self.system[system]
         block = self.source.block_tokens
         shared = tokens.shape[0] // block * block
-        prompt = np.concatenate([tokens, self.fresh(self.user_tokens(shared, 0))])
-        return _Session(prompt, _extend_chain(chain, prompt, block), output_tokens)
+        user = self.fresh(self.user_tokens(shared, 0))
+        chain, tail = _extend_chain(chain, np.concatenate([tail, user]), block)
+        return _Session(tokens.shape[0] + user.shape[0], chain, tail, output_tokens)
 
     def next_turn(self, session: _Session, output_tokens: int) -> _Session | None:
         """The session's next prompt, or ``None`` if it would exceed ``max_prompt_tokens``."""
         block = self.source.block_tokens
-        shared = session.tokens.shape[0] // block * block
+        shared = session.length // block * block
         n_user = self.user_tokens(shared, session.output_tokens)
-        length = session.tokens.shape[0] + session.output_tokens + n_user
+        length = session.length + session.output_tokens + n_user
         if length > self.source.max_prompt_tokens:
             return None
         answer = self.fresh(session.output_tokens)
-        prompt = np.concatenate([session.tokens, answer, self.fresh(n_user)])
-        return _Session(prompt, _extend_chain(session.chain, prompt, block), output_tokens)
+        new = np.concatenate([session.tail, answer, self.fresh(n_user)])
+        chain, tail = _extend_chain(session.chain, new, block)
+        return _Session(length, chain, tail, output_tokens)
+
+
+#: The chain of an empty prompt.
+_NO_HASHES = np.zeros(0, dtype=np.int64)
+_NO_HASHES.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -256,8 +288,7 @@ class PrefixSharingSource:
         output = self.output.sample(n, rng)
         builder = _Builder(self)
         for _ in range(self.n_system_prompts):
-            tokens = builder.fresh(self.system_prompt_tokens)
-            builder.system.append((tokens, _extend_chain([], tokens, self.block_tokens)))
+            builder.add_system_prompt()
         open_sessions: list[_Session] = []
         prompt = np.empty(n, dtype=np.int64)
         chains: list[np.ndarray] = []
@@ -275,8 +306,8 @@ class PrefixSharingSource:
             if turn is None:
                 turn = builder.first_turn(pick, int(output[i]))
                 open_sessions.append(turn)
-            prompt[i] = turn.tokens.shape[0]
-            chains.append(np.asarray(turn.chain, dtype=np.int64))
+            prompt[i] = turn.length
+            chains.append(turn.chain)
         predicted = self.predictor.predict(prompt, output, rng)
         return Workload(
             arrival_s,

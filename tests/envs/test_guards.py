@@ -251,3 +251,28 @@ def test_an_episode_arriving_beyond_the_time_limit_names_the_rate_settings():
         and "raise the rate or lower n_requests" in m
         for m in messages
     )
+
+
+def test_the_memory_check_counts_the_prefix_hashes_of_the_workload(monkeypatch):
+    from llmsched_env.envs import footprint
+
+    # prefix-sharing holds about 213 hashes per request: some 6.4 KB of peak memory per request
+    # beside BatchScheduling-v0's own 400 bytes, which alone would pass with room to spare.
+    n = 100_000
+    source = llmsched_env.workload.make_workload_source("prefix-sharing")
+    extra = footprint.prefix_hash_bytes_per_request(source, n)
+    assert 5_000 < extra < 8_000
+    assert (
+        footprint.prefix_hash_bytes_per_request(
+            llmsched_env.workload.make_workload_source("burstgpt-synthetic"), n
+        )
+        == 0
+    )
+    monkeypatch.setattr(
+        footprint, "available_memory_bytes", lambda: 10 * BATCH_BYTES_PER_REQUEST * n
+    )
+    gym.make(BATCH, workload="burstgpt-synthetic", n_requests=n)  # fits
+    with pytest.raises(ValueError, match=r"BatchScheduling-v0: n_requests must fit in memory"):
+        gym.make(BATCH, workload="prefix-sharing", n_requests=n)
+    with pytest.raises(ValueError, match=r"Routing-v0: n_requests must fit in memory"):
+        gym.make("llmsched/Routing-v0", workload="prefix-sharing", n_requests=n, n_replicas=2)
