@@ -59,21 +59,18 @@ def check_int(
 
 
 def check_sequence(name: str, value: object, items: str) -> tuple[Any, ...]:
-    """Return ``value`` as a tuple if it is a sequence (a list, tuple or 1-D array; not text).
+    """Return ``value`` as a tuple if it is an iterable of items (not text, not a mapping).
 
     Args:
         name: The argument name, for the message.
-        value: The value to check.
+        value: The value to check (a list, tuple, array, pandas Series or Index, generator...).
         items: What its items must be, for the message (``"lengths in tokens"``).
 
     Raises:
-        TypeError: If ``value`` is not such a sequence.
+        ArgumentTypeError: If ``value`` is not such an iterable (a ``TypeError`` and a
+            ``ValueError``).
     """
-    if isinstance(value, np.ndarray) and value.ndim == 1:
-        return tuple(value.tolist())
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return tuple(value)
-    raise TypeError(f"{name} must be a sequence of {items}, got {value!r}")
+    return arguments.sequence("", name, value, f"a sequence of {items}")
 
 
 def check_float(
@@ -131,11 +128,12 @@ def check_probabilities(name: str, probs: Sequence[float], size: int) -> tuple[f
         ValueError: If there are not ``size`` entries, an entry is negative or not finite, or
             the sum differs from 1 by more than 1e-6.
     """
+    values = check_sequence(name, probs, f"{size} probabilities")
     try:
-        array = np.asarray(check_sequence(name, probs, "probabilities"), dtype=np.float64)
+        array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        expected = f"{name} must be a sequence of {size} probabilities, got {probs!r}"
-        raise TypeError(expected) from None
+        what = "a number" if size == 1 else f"{size} numbers"
+        raise ValueError(f"{name} must hold {what}, got {probs!r}") from None
     if array.shape != (size,):
         raise ValueError(f"{name} must have {size} entries, got shape {array.shape}")
     if not np.all(np.isfinite(array)) or np.any(array < 0):

@@ -44,7 +44,7 @@ class Discrete:
 
     def __post_init__(self) -> None:
         values = tuple(
-            check_int(f"values[{i}]", v, minimum=1)
+            check_int(f"values[{i}]", v, minimum=1, maximum=MAX_TOKENS)
             for i, v in enumerate(check_sequence("values", self.values, "lengths in tokens"))
         )
         if not values:

@@ -3,8 +3,12 @@
 Each distribution is a small frozen dataclass with ``sample(n, rng)`` returning an int64 array of
 ``n`` values, all ``>= 1`` (a request always has at least one prompt token and one output token),
 and ``mean`` / ``variance`` properties of the distribution actually sampled, i.e. after rounding
-and capping. Both are exact closed forms except for :class:`LogNormal`, whose moments are computed
-numerically (see there).
+and capping. Both are exact closed forms except for :class:`LogNormal`, whose moments are
+computed numerically (see there).
+
+Every length is at most :data:`~llmsched_env.workload.requests.MAX_TOKENS`, the largest a
+request may have: a distribution without a cap is refused unless its tail beyond that is rarer
+than 1e-17, and its draws are capped there, which leaves its moments as they are.
 
 This module holds the parametric families; tables of values, mixtures and resampled observations
 are in :mod:`llmsched_env.workload.length_mixtures`.
@@ -22,6 +26,16 @@ import numpy as np
 from llmsched_env.workload._checks import check_count, check_float, check_int, check_rng
 from llmsched_env.workload._lognormal_moments import lognormal_floor_moments
 from llmsched_env.workload.requests import MAX_TOKENS
+
+#: An uncapped distribution's lengths beyond :data:`MAX_TOKENS` must be rarer than 1e-17, so
+#: that capping them there (as :meth:`sample` does) leaves the moments below exact:
+#: ``exp(-40)`` for the exponential tails, ``P(Z > 8.5)`` for the lognormal's.
+_TAIL_SIGMAS_EXP = 40.0
+_TAIL_SIGMAS_NORMAL = 8.5
+_TAIL_REASON = (
+    "lengths beyond MAX_TOKENS, which no request may have, must be rarer than 1e-17, "
+    "so that capping them leaves the moments exact"
+)
 
 
 @runtime_checkable
@@ -128,7 +142,12 @@ class Exponential:
     mean_tokens: float
 
     def __post_init__(self) -> None:
-        value = check_float("mean_tokens", self.mean_tokens, positive=True, maximum=MAX_TOKENS)
+        value = check_float("mean_tokens", self.mean_tokens, positive=True)
+        if value > MAX_TOKENS / _TAIL_SIGMAS_EXP:
+            raise ValueError(
+                f"mean_tokens must be at most {MAX_TOKENS / _TAIL_SIGMAS_EXP:.4g} tokens "
+                f"(MAX_TOKENS / {_TAIL_SIGMAS_EXP:g}: {_TAIL_REASON}), got {value!r}"
+            )
         object.__setattr__(self, "mean_tokens", value)
 
     @property
@@ -149,7 +168,7 @@ class Exponential:
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Draw ``n`` lengths with one ``rng.exponential`` call."""
         x = check_rng(rng).exponential(self.mean_tokens, size=check_count(n))
-        return np.maximum(np.ceil(x), 1.0).astype(np.int64)
+        return np.clip(np.ceil(x), 1.0, float(MAX_TOKENS)).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -189,11 +208,11 @@ class LogNormal:
         if self.max_tokens is not None:
             high = check_int("max_tokens", self.max_tokens, minimum=low, maximum=MAX_TOKENS)
             object.__setattr__(self, "max_tokens", high)
-        elif self.mu + self.sigma**2 / 2 > math.log(MAX_TOKENS):
+        elif self.mu + _TAIL_SIGMAS_NORMAL * self.sigma > math.log(MAX_TOKENS):
             raise ValueError(
-                f"mu={self.mu!r} and sigma={self.sigma!r} give a mean of exp(mu + sigma**2 / 2) "
-                f"= {math.exp(min(self.mu + self.sigma**2 / 2, 700.0)):.3g} tokens, more than "
-                f"{MAX_TOKENS}; lower mu or sigma, or set max_tokens"
+                f"mu={self.mu!r} and sigma={self.sigma!r} need max_tokens: without it, "
+                f"mu + {_TAIL_SIGMAS_NORMAL:g} * sigma must be at most log(MAX_TOKENS) = "
+                f"{math.log(MAX_TOKENS):.4g} ({_TAIL_REASON})"
             )
 
     @cached_property
@@ -215,7 +234,7 @@ class LogNormal:
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Draw ``n`` lengths with one ``rng.lognormal`` call."""
         x = np.floor(check_rng(rng).lognormal(self.mu, self.sigma, size=check_count(n)))
-        high = float(2**62) if self.max_tokens is None else float(self.max_tokens)
+        high = float(MAX_TOKENS if self.max_tokens is None else self.max_tokens)
         return np.clip(x, float(self.min_tokens), high).astype(np.int64)
 
 
@@ -243,10 +262,11 @@ class Geometric:
         if self.cap is not None:
             cap = check_int("cap", self.cap, minimum=1, maximum=MAX_TOKENS)
             object.__setattr__(self, "cap", cap)
-        elif p < 1 / MAX_TOKENS:
+        elif p < _TAIL_SIGMAS_EXP / MAX_TOKENS:
             raise ValueError(
-                f"p must be >= 1 / {MAX_TOKENS} without a cap (a mean of at most {MAX_TOKENS} "
-                f"tokens), got {p!r}; set cap or raise p"
+                f"p must be at least {_TAIL_SIGMAS_EXP:g} / MAX_TOKENS = "
+                f"{_TAIL_SIGMAS_EXP / MAX_TOKENS:.4g} without a cap ({_TAIL_REASON}), got {p!r}; "
+                "set cap or raise p"
             )
 
     @property
@@ -269,4 +289,4 @@ class Geometric:
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """Draw ``n`` lengths with one ``rng.geometric`` call."""
         x = check_rng(rng).geometric(self.p, size=check_count(n)).astype(np.int64)
-        return x if self.cap is None else np.minimum(x, self.cap)
+        return np.minimum(x, MAX_TOKENS if self.cap is None else self.cap)

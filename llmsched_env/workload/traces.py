@@ -173,12 +173,14 @@ def _window_and_build(
     )
 
 
-#: An ISO 8601 date, optionally with a time and a UTC offset (``Z``, ``+HH``, ``+HHMM`` or
-#: ``+HH:MM``): group 1 the whole value, group 2 the offset.
+#: An ISO 8601 date (extended ``2023-11-16`` or basic ``20231116``), optionally with a time and
+#: a UTC offset (``Z``, ``+HH``, ``+HHMM`` or ``+HH:MM``).
 _ISO_TIMESTAMP = (
-    r"^\s*(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?"
-    r"(?:\s*(Z|[+-]\d{2}(?::?\d{2})?))?)?)\s*$"
+    r"\s*\d{4}-?\d{2}-?\d{2}(?:[T ]\d{2}:?\d{2}(?::?\d{2}(?:\.\d+)?)?"
+    r"(?:\s*(?:Z|[+-]\d{2}(?::?\d{2})?))?)?\s*$"
 )
+#: A time followed by a UTC offset, at the end of a timestamp.
+_UTC_OFFSET = r"[T ]\d{2}:?\d{2}(?::?\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)\s*$"
 
 
 def load_azure_trace(
@@ -229,15 +231,14 @@ def load_azure_trace(
     # Only ISO 8601 date-times: pandas would also read "now", "today" and "18:1" (a time cut
     # short) without a word.
     text = raw.astype(str)
-    parts = text.str.extract(_ISO_TIMESTAMP)
-    malformed = parts[0].isna().to_numpy()
+    malformed = ~text.str.match(_ISO_TIMESTAMP).to_numpy(dtype=bool)
     if malformed.any():
         index = int(np.argmax(malformed))
         expected = "an ISO 8601 date-time like '2023-11-16 18:15:46.6805900' (UTC offset optional)"
         raise bad_row(file, "TIMESTAMP", index, raw.iloc[index], expected)
     # Timestamps with UTC offsets are compared in UTC (an offset may change mid-trace, at a
     # daylight-saving change); those without one are taken as UTC too.
-    utc = bool(parts[1].notna().any())
+    utc = bool(text.str.contains(_UTC_OFFSET).any())
     try:
         stamps = pd.to_datetime(raw, format="ISO8601", errors="coerce", utc=utc)
     except (ValueError, TypeError) as error:

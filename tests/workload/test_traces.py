@@ -358,3 +358,9 @@ def test_a_damaged_compressed_csv_names_the_file_and_the_compression(
     path.write_bytes(whole[: len(whole) // 2] if suffix == ".gz" else b"TIMESTAMP,a\n1,2\n")
     with pytest.raises(ValueError, match=rf"t\.csv\{suffix}' cannot be read as a \{suffix} file"):
         load_azure_trace(path)
+
+
+def test_azure_timestamps_in_iso_8601_basic_format_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(_AZURE_HEADER + "20231116T181500,10,5\n20231116T181502.5,12,6\n")
+    assert load_azure_trace(path).arrival_s.tolist() == [0.0, 2.5]
