@@ -62,6 +62,16 @@ def _range_text(minimum: float | None, maximum: float | None) -> str:
     return ""
 
 
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number, Python's or numpy's (a ``bool`` is not).
+
+    Example:
+        >>> is_real(np.float32(2.5)), is_real(3), is_real(True), is_real("1")
+        (True, True, False, False)
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def integer(
     owner: str,
     name: str,
@@ -98,7 +108,7 @@ def integer(
     expectation = "an integer" + _range_text(minimum, maximum) + (f" ({reason})" if reason else "")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         hint = ""
-        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        if is_real(value):
             hint = " (a float; write int(...) if a whole number is meant)"
         raise ArgumentTypeError(message(owner, name, expectation, value) + hint)
     number = int(value)
@@ -144,7 +154,7 @@ def real(
     """
     if type(value) is float:  # the common case, without the abstract type checks
         number = value
-    elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    elif not is_real(value):
         expectation = _real_expectation(minimum, maximum, positive)
         raise ArgumentTypeError(message(owner, name, expectation, value))
     else:

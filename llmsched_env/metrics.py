@@ -19,14 +19,13 @@ GPUs over the whole run ``[0, end_s]``.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from llmsched_env.arguments import ArgumentTypeError
+from llmsched_env.arguments import ArgumentTypeError, is_real
 from llmsched_env.jit import njit
 from llmsched_env.statistics import describe_rows
 
@@ -44,11 +43,6 @@ _OPTIONAL_COLUMNS = (_GAP_COLUMN, "prompt_tokens")
 _NOT_ARRIVED, _IN_SYSTEM, _COMPLETED, _REJECTED = range(4)
 #: An empty array: "not given" for the optional per-request arrays of _request_stats.
 _EMPTY = np.zeros(0)
-
-
-def _is_real(value: object) -> bool:
-    """Whether ``value`` is a real number (Python's or numpy's), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
 @dataclass(frozen=True)
@@ -76,7 +70,7 @@ class SLATargets:
             value = getattr(self, name)
             if value is None:
                 continue
-            if not _is_real(value):
+            if not is_real(value):
                 raise ArgumentTypeError(
                     f"SLA target {name} must be a positive number or None, got {value!r}"
                 )
@@ -87,7 +81,7 @@ class SLATargets:
             object.__setattr__(self, name, float(value))
         per_token = self.ttft_per_token_s
         expected = f"SLA target ttft_per_token_s must be a finite number >= 0, got {per_token!r}"
-        if not _is_real(per_token):
+        if not is_real(per_token):
             raise ArgumentTypeError(expected)
         if not (np.isfinite(per_token) and per_token >= 0):
             raise ValueError(expected)

@@ -422,6 +422,23 @@ def test_train_takes_a_trace_too(tmp_path, monkeypatch):
     assert env_kwargs_from_args(args) == {"workload": f"trace:burstgpt:{absolute}"}
 
 
+def train_arguments(monkeypatch) -> dict:
+    """The keyword arguments ``llmsched train`` passes to ``agents.training.train``.
+
+    The stand-in records them and stops before any training (``main`` returns 130).
+    """
+    import agents.training
+
+    seen: dict = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agents.training, "train", record)
+    return seen
+
+
 @pytest.mark.parametrize(
     ("flags", "expected_steps"),
     [
@@ -432,32 +449,17 @@ def test_train_takes_a_trace_too(tmp_path, monkeypatch):
 )
 def test_train_steps_default_to_the_scenario_s_budget(tmp_path, monkeypatch, flags, expected_steps):
     pytest.importorskip("stable_baselines3")
-    import agents.training
     from agents.scenarios import get_scenario
 
     assert get_scenario("batch-general").train_steps == 1_000_000
-    seen = {}
-
-    def record(*args, **kwargs):
-        seen.update(kwargs)
-        raise KeyboardInterrupt  # stop before any training
-
-    monkeypatch.setattr(agents.training, "train", record)
+    seen = train_arguments(monkeypatch)
     assert main(["train", *flags, "--out", str(tmp_path / "run"), "--quiet"]) == 130
     assert seen["steps"] == expected_steps
 
 
 def test_a_scenario_names_the_env_its_flags_apply_to(tmp_path, monkeypatch, capsys):
     pytest.importorskip("stable_baselines3")
-    import agents.training
-
-    seen = {}
-
-    def record(*args, **kwargs):
-        seen.update(kwargs)
-        raise KeyboardInterrupt  # stop before any training
-
-    monkeypatch.setattr(agents.training, "train", record)
+    seen = train_arguments(monkeypatch)
     out = str(tmp_path / "run")
     # --gpus of a routing scenario counts its replicas (it was passed on as n_gpus).
     argv = ["train", "--scenario", "routing-prefix-sharing", "--gpus", "2", "--out", out]
@@ -483,15 +485,7 @@ def test_a_scenario_names_the_env_its_flags_apply_to(tmp_path, monkeypatch, caps
 )
 def test_train_imitate_sets_the_warm_start(tmp_path, monkeypatch, flags, expected):
     pytest.importorskip("stable_baselines3")
-    import agents.training
-
-    seen = {}
-
-    def record(*args, **kwargs):
-        seen.update(kwargs)
-        raise KeyboardInterrupt  # stop before any training
-
-    monkeypatch.setattr(agents.training, "train", record)
+    seen = train_arguments(monkeypatch)
     argv = ["train", "--env", "continuous", *flags, "--out", str(tmp_path / "run"), "--quiet"]
     assert main(argv) == 130
     assert seen["hyperparams"] == expected

@@ -57,8 +57,7 @@ def _check_range(name: str, value: Any) -> tuple[float, float]:
         if isinstance(value, (str, bytes)):
             raise TypeError
         pair = tuple(value)
-        numeric = (isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) for v in pair)
-        if not all(numeric):
+        if not all(arguments.is_real(v) for v in pair):
             raise TypeError  # float() would also read "0.5" and True
         low, high = (float(v) for v in pair)
     except (TypeError, ValueError):

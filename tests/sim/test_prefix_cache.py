@@ -239,30 +239,29 @@ def test_bad_settings_are_refused():
     cached_server(hashed, blocks=10, block_tokens=6, caching=False)  # hashes unused: fine
 
 
-def test_a_finished_request_leaves_no_block_keys_behind():
-    # The keys of a request's blocks (about 100 bytes a block) were kept for the whole episode:
-    # 23 KB per request of prefix-sharing, most of an episode's memory.
+def _play_to_the_end(env_id: str, policy_name: str, **kwargs):
+    """The env after one seeded episode under the baseline ``policy_name``, and its end."""
     import gymnasium as gym
 
     import llmsched_env  # noqa: F401 (registers the env ids)
     from baselines import make_policy
 
-    kwargs = dict(workload="prefix-sharing", kv_allocation="paged", prefix_caching=True)
-    env = gym.make("llmsched/ContinuousBatching-v0", n_requests=200, **kwargs)
+    env = gym.make(env_id, workload="prefix-sharing", n_requests=200, **kwargs)
     obs, info = env.reset(seed=0)
-    policy = make_policy("vllm-v1", env)
-    done = False
-    while not done:
+    policy = make_policy(policy_name, env)
+    while True:
         obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
-        done = terminated or truncated
-    server = env.unwrapped.server
-    assert terminated and server.n_completed == 200 and server._shared_keys == {}
+        if terminated or truncated:
+            return env.unwrapped, terminated
+
+
+def test_a_finished_request_leaves_no_block_keys_behind():
+    # The keys of a request's blocks (about 100 bytes a block) were kept for the whole episode:
+    # 23 KB per request of prefix-sharing, most of an episode's memory.
+    env, terminated = _play_to_the_end(
+        "llmsched/ContinuousBatching-v0", "vllm-v1", kv_allocation="paged", prefix_caching=True
+    )
+    assert terminated and env.server.n_completed == 200 and env.server._shared_keys == {}
     # In a routed cluster, a replica also forgets the requests routed elsewhere.
-    env = gym.make("llmsched/Routing-v0", workload="prefix-sharing", n_requests=200, n_replicas=3)
-    obs, info = env.reset(seed=0)
-    router = make_policy("prefix-affinity", env)
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(router.act(obs, info))
-        done = terminated or truncated
-    assert all(replica._shared_keys == {} for replica in env.unwrapped.server.servers)
+    env, _ = _play_to_the_end("llmsched/Routing-v0", "prefix-affinity", n_replicas=3)
+    assert all(replica._shared_keys == {} for replica in env.server.servers)
