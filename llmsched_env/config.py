@@ -27,6 +27,9 @@ DispatchOrder = Literal["oldest", "oldest-in-time"]
 #: already late, whose miss is counted, go only when no request in time is left in the bin).
 DISPATCH_ORDERS = ("oldest", "oldest-in-time")
 RENDER_MODES = ("ansi", "rgb_array")
+#: Shortest SLA target, in seconds (a nanosecond). Observations measure times in units of the
+#: targets, and a shorter one would put waits beyond float32's range.
+MIN_SLA_S = 1e-9
 KVAllocation = Literal["reserve", "paged"]
 #: How the iteration-level server allocates KV memory: ``"reserve"`` (a request's whole footprint
 #: at admission, never preempts) or ``"paged"`` (vLLM V1's blocks as tokens are computed, with
@@ -86,6 +89,10 @@ def _int_field(cfg: Any, name: str, low: int, high: int | None = None) -> None:
 
 def _positive_field(cfg: Any, name: str) -> None:
     _set(cfg, name, arguments.real(cfg.owner, name, getattr(cfg, name), positive=True))
+
+
+def _sla_field(cfg: Any, name: str) -> None:
+    _set(cfg, name, arguments.real(cfg.owner, name, getattr(cfg, name), minimum=MIN_SLA_S))
 
 
 def _nonnegative_field(cfg: Any, name: str) -> None:
@@ -156,7 +163,7 @@ class BatchEnvConfig(EnvConfig):
         latency: Batch latency preset name or model.
         kv_memory: KV memory preset name, capacity in tokens, or a ``KVMemory``.
         n_requests: Requests per episode.
-        sla: End-to-end deadline in seconds.
+        sla: End-to-end deadline in seconds (at least :data:`MIN_SLA_S`).
         sla_penalty: Reward lost when a request's deadline passes unfinished.
         reward: Name of the reward shape.
         n_bins: Number of bins by predicted output length.
@@ -194,7 +201,7 @@ class BatchEnvConfig(EnvConfig):
     def __post_init__(self) -> None:
         _check_common(self)
         owner = self.owner
-        _positive_field(self, "sla")
+        _sla_field(self, "sla")
         check_choice("dispatch_order", self.dispatch_order, DISPATCH_ORDERS, owner)
         _int_field(self, "n_bins", 1, 64)
         _int_field(self, "max_batch_size", 1, 4096)
@@ -225,10 +232,11 @@ class ContinuousEnvConfig(EnvConfig):
         latency: Iteration latency preset name or model.
         kv_memory: KV memory preset name, capacity in tokens, or a ``KVMemory``.
         n_requests: Requests per episode.
-        ttft_sla: Time-to-first-token target in seconds.
+        ttft_sla: Time-to-first-token target in seconds (at least :data:`MIN_SLA_S`).
         ttft_sla_per_token: Seconds added to a request's TTFT target per prompt token (0: one
             target for every request).
-        tbt_sla: Largest allowed gap between consecutive output tokens, in seconds.
+        tbt_sla: Largest allowed gap between consecutive output tokens, in seconds (at least
+            :data:`MIN_SLA_S`).
         sla_penalty: Reward lost per missed target.
         reward: Name of the reward shape.
         max_tokens: Token budget of one iteration.
@@ -278,9 +286,9 @@ class ContinuousEnvConfig(EnvConfig):
     def __post_init__(self) -> None:
         _check_common(self)
         owner = self.owner
-        _positive_field(self, "ttft_sla")
+        _sla_field(self, "ttft_sla")
         _nonnegative_field(self, "ttft_sla_per_token")
-        _positive_field(self, "tbt_sla")
+        _sla_field(self, "tbt_sla")
         _int_field(self, "max_tokens", 1)
         _int_field(self, "max_sequences", 1)
         if self.chunk_size is not None:
@@ -361,10 +369,11 @@ class RoutingEnvConfig(EnvConfig):
         kv_memory: KV memory preset name, capacity in tokens or ``KVMemory``, or one per replica.
         replica_policy: Name of the ``ContinuousBatching-v0`` baseline every replica runs.
         n_requests: Requests per episode.
-        ttft_sla: Time-to-first-token target in seconds.
+        ttft_sla: Time-to-first-token target in seconds (at least :data:`MIN_SLA_S`).
         ttft_sla_per_token: Seconds added to a request's TTFT target per prompt token (0: one
             target for every request).
-        tbt_sla: Largest allowed gap between consecutive output tokens, in seconds.
+        tbt_sla: Largest allowed gap between consecutive output tokens, in seconds (at least
+            :data:`MIN_SLA_S`).
         sla_penalty: Reward lost per missed target.
         reward: Name of the reward shape.
         max_tokens: Token budget of one iteration.
@@ -406,9 +415,9 @@ class RoutingEnvConfig(EnvConfig):
     def __post_init__(self) -> None:
         _check_common(self)
         owner = self.owner
-        _positive_field(self, "ttft_sla")
+        _sla_field(self, "ttft_sla")
         _nonnegative_field(self, "ttft_sla_per_token")
-        _positive_field(self, "tbt_sla")
+        _sla_field(self, "tbt_sla")
         _int_field(self, "max_tokens", 1)
         _int_field(self, "max_sequences", 1)
         if self.chunk_size is not None:

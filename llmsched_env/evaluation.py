@@ -76,13 +76,16 @@ def t_quantile_975(dof: int) -> float:
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     """Mean and 95% confidence half-width (Student t) of independent replications.
 
+    A value that is not finite (``nan``: a metric an episode lacks) makes both ``nan``: a mean
+    over the other replications would describe other requests. One value has no half-width.
+
     Example:
         >>> mean, half = mean_ci([1.0, 2.0, 3.0])
         >>> round(mean, 3), round(half, 3)
         (2.0, 2.484)
     """
-    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
-    if x.size == 0:
+    x = np.asarray(values, dtype=float)
+    if x.size == 0 or not np.isfinite(x).all():
         return math.nan, math.nan
     if x.size == 1:
         return float(x[0]), math.nan
@@ -205,7 +208,7 @@ def summarize_episodes(episodes: pd.DataFrame) -> pd.DataFrame:
         for metric in SUMMARY_METRICS:
             if metric in group:
                 values = group[metric].to_numpy(dtype=float)
-                mean, half = mean_ci(values) if np.isfinite(values).all() else (math.nan, math.nan)
+                mean, half = mean_ci(values)
                 row[f"{metric}_mean"] = mean
                 row[f"{metric}_ci95"] = half
         row["sla_attainment"] = row.get("sla_attainment_mean", math.nan)

@@ -155,8 +155,10 @@ def test_mean_ci_math():
     assert mean == pytest.approx(3.75)
     assert half == pytest.approx(3.182 * np.std(values, ddof=1) / 2)
     assert mean_ci([5.0]) == (5.0, pytest.approx(math.nan, nan_ok=True))
-    # nan is dropped: two values 1 and 3, std sqrt(2), half-width 12.706 * sqrt(2) / sqrt(2)
-    assert mean_ci([1.0, math.nan, 3.0]) == (2.0, pytest.approx(12.706))
+    # A missing value is not dropped: the mean of the rest would describe other episodes.
+    for values in ([1.0, math.nan, 3.0], [1.0, math.inf], []):
+        mean, half = mean_ci(values)
+        assert math.isnan(mean) and math.isnan(half), values
 
 
 def test_summary_means_and_confidence_half_widths():

@@ -25,6 +25,24 @@ def test_a_non_finite_or_negative_penalty_is_refused(env_id, penalty):
 
 
 @pytest.mark.parametrize(
+    ("env_id", "setting"),
+    [
+        (BATCH, "sla"),
+        (CONTINUOUS, "ttft_sla"),
+        (CONTINUOUS, "tbt_sla"),
+        ("llmsched/Routing-v0", "ttft_sla"),
+        ("llmsched/Routing-v0", "tbt_sla"),
+    ],
+)
+def test_sla_targets_shorter_than_a_nanosecond_are_refused(env_id, setting):
+    # Observations measure waits in units of the targets: 1e-300 s put them beyond float32.
+    expected = rf"{setting} must be a finite number >= 1e-09, got 1e-300"
+    with pytest.raises(ValueError, match=expected):
+        gym.make(env_id, **{setting: 1e-300}, n_requests=10)
+    gym.make(env_id, **{setting: 1e-9}, n_requests=10).reset(seed=0)
+
+
+@pytest.mark.parametrize(
     "edges", [(np.nan, np.nan, np.nan), (1.0, np.inf, 5.0), (30.0, 20.0, 40.0), (1, "a", 3)]
 )
 def test_non_finite_or_unsorted_bin_edges_are_refused(edges):
