@@ -8,6 +8,7 @@ They delegate to :mod:`llmsched_env.arguments`, the library's one message format
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,6 +75,25 @@ def batch_estimate(
     ):
         if not value >= least:
             raise ValueError(f"{owner}.estimate_s: {name} must be >= {least}, got {value!r}")
+
+
+def request_lengths(owner: str, prompt_tokens: float, output_tokens: float) -> None:
+    """Refuse lengths no request has in ``marginal_request_s``: prompt ``>= 0``, output ``>= 1``.
+
+    A negative length gave a negative GPU time, which capacity estimates would divide by.
+
+    Raises:
+        ValueError: Naming the first bad argument and its value (nan and infinity included).
+    """
+    for name, value, least in (
+        ("prompt_tokens", prompt_tokens, 0),
+        ("output_tokens", output_tokens, 1),
+    ):
+        if not (value >= least and math.isfinite(value)):
+            raise ValueError(
+                f"{owner}.marginal_request_s: {name} must be a finite number >= {least}, "
+                f"got {value!r}"
+            )
 
 
 #: The counts of an iteration latency model's ``estimate_s``, in its argument order.

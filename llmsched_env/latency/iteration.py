@@ -45,6 +45,9 @@ class IterationLatencyModel(Protocol):
     ) -> float:
         """Duration of one iteration.
 
+        The simulator calls this once per iteration, so implementations need not check that the
+        counts are non-negative (:meth:`estimate_s`, the form for other callers, checks them).
+
         Args:
             prefill_tokens: Prompt tokens processed in this iteration (all prefill chunks together).
             decode_tokens: Running sequences that each get one new token in this iteration.
@@ -80,6 +83,10 @@ class IterationLatencyModel(Protocol):
 
         Returns:
             Seconds of GPU time.
+
+        Raises:
+            ValueError: If ``prompt_tokens < 0`` or ``output_tokens < 1`` (or either is not
+                finite).
         """
         ...
 
@@ -214,6 +221,7 @@ class AffineIterationLatency:
             >>> round(1.0 / demo2.marginal_request_s(108.8, 160.0), 3)  # work bound, requests/s
             7.468
         """
+        _checks.request_lengths(type(self).__name__, prompt_tokens, output_tokens)
         return self.a_s_per_token * (prompt_tokens + output_tokens - 1.0)
 
     def estimate_s(
@@ -328,6 +336,7 @@ class LinearIterationLatency:
         Returns:
             Seconds of GPU time.
         """
+        _checks.request_lengths(type(self).__name__, prompt_tokens, output_tokens)
         decode_steps = output_tokens - 1.0
         work = self.b1_s_per_prefill_token * prompt_tokens
         work += self.b2_s_per_decode_token * decode_steps

@@ -524,7 +524,8 @@ class ProfiledIterationLatency:
             The iteration's duration in seconds.
 
         Raises:
-            ValueError: If an input is NaN.
+            ValueError: If an input is NaN. The counts are not range-checked here (this is the
+                simulator's call per iteration); :meth:`estimate_s` checks them.
         """
         us = self._us(
             prefill_tokens,
@@ -596,6 +597,7 @@ class ProfiledIterationLatency:
         Returns:
             Seconds of GPU time.
         """
+        _checks.request_lengths(type(self).__name__, prompt_tokens, output_tokens)
         t = LATENCY_TABLES.views(*self._tables)
         layers, a0, a1, a2, a3 = t.layers[0], t.a0, t.a1, t.a2, t.a3
         grid = t.attention.reshape((a0.size, a1.size, a2.size, a3.size))

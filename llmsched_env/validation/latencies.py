@@ -45,8 +45,9 @@ def request_latencies_ms(
         ``tpot_ms`` is ``nan`` exactly where ``output_tokens == 1`` (see the module docstring).
 
     Raises:
-        ValueError: If the arrays differ in length, a time is not finite, or an output count is
-            below 1.
+        ValueError: If the arrays differ in length, a value is not finite, an output count is not
+            a whole number >= 1, or a request's first token comes before its arrival or its last
+            token before its first (the message names the array, the index and the value).
 
     Example:
         >>> frame = request_latencies_ms([0.0, 1.0], [0.5, 1.25], [2.5, 1.25], [5, 1])
@@ -57,22 +58,23 @@ def request_latencies_ms(
         "arrival_s": np.asarray(arrival_s, dtype=float),
         "first_token_s": np.asarray(first_token_s, dtype=float),
         "last_token_s": np.asarray(last_token_s, dtype=float),
+        "output_tokens": np.asarray(output_tokens, dtype=float),
     }
-    output = np.asarray(output_tokens, dtype=np.int64)
-    sizes = {name: values.shape for name, values in columns.items()} | {"output": output.shape}
+    sizes = {name: values.shape for name, values in columns.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"the arrays must have one shape, got {sizes}")
     for name, values in columns.items():
-        bad = ~np.isfinite(values)
-        if bad.any():
-            index = int(np.argmax(bad))
-            raise ValueError(f"{name} must be finite, got {name}[{index}] = {values[index]}")
-    if (output < 1).any():
-        index = int(np.argmax(output < 1))
-        raise ValueError(
-            f"output_tokens must be >= 1, got output_tokens[{index}] = {output[index]}"
-        )
-    arrival, first, last = columns.values()
+        _first_bad(name, values, ~np.isfinite(values), "must be finite")
+    arrival, first, last, counts = columns.values()
+    _first_bad(
+        "output_tokens",
+        counts,
+        (counts < 1) | (counts != np.floor(counts)),
+        "must be a whole number >= 1",
+    )
+    _first_bad("first_token_s", first, first < arrival, "must not be before arrival_s")
+    _first_bad("last_token_s", last, last < first, "must not be before first_token_s")
+    output = counts.astype(np.int64)
     decode_steps = output - 1
     tpot = np.full(output.shape, np.nan)
     has_tpot = decode_steps > 0
@@ -87,6 +89,13 @@ def request_latencies_ms(
     )
 
 
+def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, requirement: str) -> None:
+    """Raise naming the first entry of ``values`` where ``bad`` holds (if any)."""
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise ValueError(f"{name} {requirement}, got {name}[{index}] = {values[index]:g}")
+
+
 def latency_stats(latencies: pd.DataFrame) -> pd.DataFrame:
     """Mean, p50, p90 and p99 of each metric of :func:`request_latencies_ms`.
 
@@ -95,6 +104,9 @@ def latency_stats(latencies: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         latencies: A frame from :func:`request_latencies_ms`.
+
+    Raises:
+        ValueError: If a column of :func:`request_latencies_ms` is missing.
 
     Returns:
         Columns ``metric, stat, value_ms``: one row per metric in :data:`METRICS` and stat in
@@ -106,6 +118,13 @@ def latency_stats(latencies: pd.DataFrame) -> pd.DataFrame:
         >>> float(stats["ttft", "mean"]), float(stats["tpot", "mean"]), float(stats["e2e", "p50"])
         (2000.0, 1000.0, 3000.0)
     """
+    needed = ["output_tokens", *(f"{metric}_ms" for metric in METRICS)]
+    missing = [column for column in needed if column not in latencies]
+    if missing:
+        raise ValueError(
+            f"latencies lacks column(s) {missing}; expected a frame of request_latencies_ms "
+            f"with {needed}"
+        )
     rows = []
     for metric in METRICS:
         values = latencies[f"{metric}_ms"].to_numpy(dtype=float)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,6 +116,7 @@ def validate(
         ValueError: For an unknown run, a bad ``out`` (see :func:`check_output_dir`), or a
             run that cannot be replayed. ``out`` is checked first and created only once every
             run has loaded.
+        TypeError: If ``runs`` is neither a run nor an iterable of runs.
     """
     from llmsched_env.plotting import plot_validation
 
@@ -125,6 +126,11 @@ def validate(
         raise ValueError(f"max_requests must be an integer >= 1 or None, got {max_requests!r}")
     if isinstance(runs, (str, Path, VllmRun)):
         runs = [runs]
+    elif runs is not None and not isinstance(runs, Iterable):
+        raise TypeError(
+            f"runs must be a run name, a run directory, a VllmRun or a sequence of them, got "
+            f"{runs!r}"
+        )
     target = None if out is None else check_output_dir(out, overwrite)
     # Load and check every run and its settings before the first replay, so a bad name or file
     # fails at once.

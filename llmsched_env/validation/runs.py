@@ -12,7 +12,8 @@ A run is a directory with four files, in the layout of LLMServingSim 2.0's ``vll
 * ``llmservingsim_validation_summary.txt``: LLMServingSim's table of measured and simulated
   TTFT, TPOT and latency statistics and their difference in percent.
 
-Every check names the file, the line (and column) and the bad value.
+Every check names the file, the line (and column) and the bad value. The requests must also fit
+in the time the time series covers, which catches timestamps in another unit than seconds.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ _SUMMARY_ROW = re.compile(
 )
 #: The summary rows a run must have: every metric's mean, p50, p90 and p99.
 _REQUIRED_SUMMARY_STATS = ("mean", "p50", "p90", "p99")
+#: How much longer than the time series' range the requests may span, besides two ticks (the
+#: shipped runs' requests span within 0.7 s of that range).
+_SPAN_SLACK = 1.1
 
 #: Where the shipped runs live inside the package ``llmsched_env.data``.
 _SHIPPED_RUNS = ("vllm_bench", "runs")
@@ -186,15 +190,42 @@ def load_run(path_or_name: str | Path) -> VllmRun:
     if missing:
         raise RunDataError(f"run directory {str(path)!r} lacks {missing}; a run needs {RUN_FILES}")
     meta = read_meta(path / META_FILE)
+    requests = read_requests(path / REQUESTS_FILE)
+    timeseries = read_timeseries(path / TIMESERIES_FILE)
+    tick_s = float(meta["tick_seconds"])
+    check_requests_span(path, requests, timeseries, tick_s)
     return VllmRun(
         name=path.name,
         path=path,
-        requests=read_requests(path / REQUESTS_FILE),
-        timeseries=read_timeseries(path / TIMESERIES_FILE),
-        tick_s=float(meta["tick_seconds"]),
+        requests=requests,
+        timeseries=timeseries,
+        tick_s=tick_s,
         meta=meta,
         llmservingsim=read_llmservingsim_summary(path / SUMMARY_FILE),
     )
+
+
+def check_requests_span(
+    path: Path, requests: pd.DataFrame, timeseries: pd.DataFrame, tick_s: float
+) -> None:
+    """Check that the requests' timestamps fit in the time the run's time series covers.
+
+    Both come from the same run, so requests spanning more than the time series' ``t`` range
+    (plus two ticks and 10%) have timestamps in another unit than seconds (milliseconds or
+    nanoseconds make the span 1,000 or 10**9 times too long).
+
+    Raises:
+        RunDataError: Naming both spans and both files.
+    """
+    span = float(requests["last_token_ts"].max() - requests["queued_ts"].min())
+    t = timeseries["t"]
+    covered = float(t.max() - t.min())
+    if span > covered * _SPAN_SLACK + 2 * tick_s:
+        raise RunDataError(
+            f"{path / REQUESTS_FILE}: the requests span {span:,.6g} s (first queued_ts to last "
+            f"last_token_ts), but {TIMESERIES_FILE} of the same run covers {covered:,.6g} s; "
+            "timestamps must be in seconds"
+        )
 
 
 def read_requests(path: Path) -> pd.DataFrame:
@@ -310,8 +341,8 @@ def read_timeseries(path: Path) -> pd.DataFrame:
     if steps.any():
         row = int(np.argmax(steps)) + 1
         raise RunDataError(
-            f"{path}, line {row + 2}, column 't': times must increase, got {t[row]!r} after "
-            f"{t[row - 1]!r}"
+            f"{path}, line {row + 2}, column 't': times must increase, got {float(t[row])!r} "
+            f"after {float(t[row - 1])!r}"
         )
     return frame
 

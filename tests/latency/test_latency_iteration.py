@@ -156,3 +156,22 @@ def test_estimates_refuse_negative_or_nan_counts(preset):
     with pytest.raises(ValueError, match="context_tokens must be >= 0, got nan"):
         model.estimate_s(10, 1, float("nan"))
     assert model.estimate_s(0, 1) > 0
+
+
+@pytest.mark.parametrize("preset", ["demo2", "llama3.1-8b-h100", "vllm0.19-rtx4090-llama3.1-8b"])
+@pytest.mark.parametrize(
+    ("prompt", "output", "message"),
+    [
+        (-100, 5, "prompt_tokens must be a finite number >= 0, got -100"),
+        (10, 0.5, "output_tokens must be a finite number >= 1, got 0.5"),
+        (10, float("inf"), "output_tokens must be a finite number >= 1, got inf"),
+    ],
+)
+def test_marginal_request_time_refuses_lengths_no_request_has(preset, prompt, output, message):
+    # The profiled model gave -0.0159 s for a prompt of -100 tokens.
+    from llmsched_env.latency import make_iteration_latency
+
+    model = make_iteration_latency(preset)
+    with pytest.raises(ValueError, match=f"marginal_request_s: {message}"):
+        model.marginal_request_s(prompt, output)
+    assert model.marginal_request_s(0, 1) >= 0

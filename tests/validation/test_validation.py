@@ -22,6 +22,7 @@ from llmsched_env.validation import (
     load_run,
     measured_latencies_ms,
     replay,
+    request_latencies_ms,
     shipped_run_names,
     validate,
     validate_run,
@@ -58,10 +59,10 @@ TPOT Median                     500.0       490.0     -2.0%
 TPOT P90                        500.0       490.0     -2.0%
 TPOT P99                        500.0       490.0     -2.0%
 
-Latency Mean                   1233.3      1200.0     -2.7%
-Latency Median                 1250.0      1200.0     -4.0%
-Latency P90                    2050.0      2000.0     -2.4%
-Latency P99                    2455.0      2400.0     -2.2%
+Latency Mean                   1566.7      1524.4     -2.7%
+Latency Median                 2000.0      1920.0     -4.0%
+Latency P90                    2400.0      2342.4     -2.4%
+Latency P99                    2490.0      2435.2     -2.2%
 """
 
 
@@ -126,7 +127,7 @@ def test_bad_requests_are_reported_with_file_line_and_value(tmp_path, requests, 
         ("t,running,waiting\n1.0,1,0\n2.0,abc,0\n", "line 3, column 'running': expected a number"),
         ("t,running,waiting\n1.0,1,0\n2.0,1,-3\n", "line 3, column 'waiting'"),
         ("t,running,waiting\n1.0,1,0\n2.0,,0\n", "line 3, column 'running'"),
-        ("t,running,waiting\n2.0,1,0\n1.0,1,0\n", "line 3, column 't': times must increase"),
+        ("t,running,waiting\n2.0,1,0\n1.0,1,0\n", "times must increase, got 1.0 after 2.0"),
         ("", "empty file"),
     ],
 )
@@ -152,6 +153,15 @@ def test_bad_summaries_are_reported(tmp_path, summary, message):
     with pytest.raises(RunDataError, match="llmservingsim_validation_summary.txt") as error:
         load_run(write_run(tmp_path / "bad", summary=summary))
     assert message in str(error.value)
+
+
+def test_timestamps_in_milliseconds_are_refused(tmp_path):
+    times = ("queued_ts", "first_token_ts", "last_token_ts")
+    rows = [{**r, **{f: r[f] * 1e3 for f in times}} for r in REQUESTS]
+    with pytest.raises(RunDataError, match="requests.jsonl") as error:
+        load_run(write_run(tmp_path / "ms", requests=rows))
+    message = str(error.value)
+    assert "span 3,500 s" in message and "covers 2 s" in message and "in seconds" in message
 
 
 def test_missing_files_bad_meta_and_bad_paths(tmp_path):
@@ -331,6 +341,36 @@ def test_cli_validate_writes_csv_and_figure_and_guards_its_output(tmp_path, caps
     assert main(["validate", "--runs", "nope", "--out", str(nested)]) == 2
     assert "unknown vLLM run 'nope'" in capsys.readouterr().err
     assert not nested.exists()  # nothing created when a run cannot load
+
+
+@pytest.mark.parametrize(
+    ("times", "outputs", "message"),
+    [
+        (
+            ([0], [1], [2]),
+            [1.5],
+            r"output_tokens must be a whole number >= 1, got output_tokens\[0\] = 1.5",
+        ),
+        (([0], [1], [2]), [float("nan")], r"output_tokens must be finite"),
+        (
+            ([0, 5], [1, 1], [2, 6]),
+            [3, 3],
+            r"first_token_s must not be before arrival_s, got first_token_s\[1\]",
+        ),
+        (([0], [1], [0.5]), [3], r"last_token_s must not be before first_token_s"),
+    ],
+)
+def test_request_latencies_refuse_impossible_requests(times, outputs, message):
+    # A 1.5-token output was truncated to 1 (no TPOT), a late arrival gave a negative TTFT.
+    with pytest.raises(ValueError, match=message):
+        request_latencies_ms(*times, outputs)
+
+
+def test_latency_stats_and_validate_name_what_they_expected():
+    with pytest.raises(ValueError, match=r"latencies lacks column\(s\) \['output_tokens'"):
+        latency_stats(pd.DataFrame())
+    with pytest.raises(TypeError, match="runs must be a run name, .* got 123"):
+        validate(runs=123)
 
 
 def test_validate_checks_its_arguments_before_any_work(tmp_path):
