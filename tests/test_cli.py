@@ -543,7 +543,7 @@ def test_a_wrong_type_in_env_kwargs_is_one_line_without_gyms_suffix(tmp_path, ca
     argv += ["--env-kwargs", '{"sla": "abc"}', "--out", str(tmp_path / "ev")]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "sla must be a finite number > 0, got 'abc'" in err
+    assert "sla must be a finite number >= 1e-09, got 'abc'" in err
     assert "environment creator" not in err
 
 

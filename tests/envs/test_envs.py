@@ -395,7 +395,7 @@ def test_observations_stay_inside_the_box(env_id):
         ({"render_mode": "rgb"}, "render_mode must be one of"),
         ({"n_bins": 3, "bin_edges": (10.0,)}, "bin_edges must be 2 finite, strictly increasing"),
         ({"max_batch_size": 0}, "max_batch_size must be an integer"),
-        ({"sla": 0}, "sla must be a finite number > 0"),
+        ({"sla": 0}, "sla must be a finite number >= 1e-09, got 0"),
         (
             {"dispatch_order": "newest"},
             "dispatch_order must be one of ['oldest', 'oldest-in-time']",
@@ -412,7 +412,7 @@ def test_bad_batch_arguments_fail_at_make_with_a_clear_message(kwargs, message):
     [
         ({"max_tokens": 0}, "max_tokens must be an integer"),
         ({"chunk_size": 0}, "chunk_size must be an integer"),
-        ({"tbt_sla": float("nan")}, "tbt_sla must be a finite number > 0"),
+        ({"tbt_sla": float("nan")}, "tbt_sla must be a finite number >= 1e-09"),
         ({"decode_levels": 1}, "decode_levels must be an integer in [2, 101]"),
         ({"prompt_caps": ()}, "prompt_caps must be a non-empty sequence"),
         ({"kv_allocation": "page"}, "kv_allocation must be one of ['reserve', 'paged']"),
