@@ -350,15 +350,18 @@ def _json(value: Any) -> str:
 
 def _cmd_stability(args: argparse.Namespace) -> int:
     from baselines import parse_policy, policy_names
+    from llmsched_env.config import ContinuousEnvConfig
     from llmsched_env.outputs import check_output_dir
     from llmsched_env.plotting import plot_stability
     from llmsched_env.registry import unknown_name_error
     from llmsched_env.stability import (
         ENV_ID,
+        REJECTED_NOTE,
         DriftPoint,
         StabilitySettings,
         estimate_stability,
     )
+    from llmsched_env.workload import TraceSource, make_workload_source
 
     report = say("stability")
     available = policy_names("continuous")
@@ -396,6 +399,13 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     stem = f"{args.policy}_{workload}"
     out = check_output_dir(args.out, [f"{stem}.csv", f"{stem}.png"], overwrite=args.force)
     _warm_up(report)
+    source = make_workload_source(env_kwargs.get("workload", ContinuousEnvConfig.workload))
+    if isinstance(source, TraceSource):
+        report(
+            f"warning: workload {source.name!r} replays a trace, whose arrival rate varies "
+            "within a run: the drift says little about stability there (docs/stability.md); "
+            "a synthetic --workload gives Poisson arrivals"
+        )
 
     def tested(point: DriftPoint) -> None:
         verdict = "stable" if point.stable else "unstable"
@@ -430,6 +440,11 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     )
     if result.inconsistent_rates:
         print(f"warning: stability is not monotone here, see the rates {result.inconsistent_rates}")
+    if result.rejected_fraction > 0:
+        print(
+            f"warning: up to {result.rejected_fraction:.1%} of the requests were rejected at "
+            f"arrival: {REJECTED_NOTE}"
+        )
 
     def write(target: Path) -> list[str]:
         result.to_frame().to_csv(target / f"{stem}.csv", index=False)

@@ -4,14 +4,18 @@ A queue is stable at arrival rate lambda when the number of requests in the syst
 stays bounded; past lambda* it grows linearly at the rate ``lambda - throughput``. This module
 estimates lambda* for a scheduling policy on ``ContinuousBatching-v0`` by:
 
-1. **A drift test at one rate.** ``replications`` independent runs (common seeds across rates) of
-   ``horizon_s`` simulated seconds of Poisson arrivals. In each run ``N(t)`` is rebuilt from the
-   request records on a grid of the window ``[warmup_fraction * T, T]`` (``T`` the last
-   arrival), and its least-squares slope is divided by lambda: the *drift*, the share of arrivals
-   that accumulate. A stable system has drift 0 after warm-up, an unstable one
+1. **A drift test at one rate.** ``replications`` independent runs of ``horizon_s`` simulated
+   seconds of Poisson arrivals (seeds ``seed ..``, the same at every rate; a rate's runs hold
+   ``ceil(rate * horizon_s)`` requests, so different rates draw different requests). In each
+   run ``N(t)`` is rebuilt from the request records on a grid of the window
+   ``[warmup_fraction * T, T]`` (``T`` the last arrival), and its least-squares slope is
+   divided by lambda: the *drift*, the share of arrivals that accumulate. A stable system has
+   drift 0 after warm-up, an unstable one
    ``1 - throughput / lambda > 0``. The rate is judged unstable when the mean drift over the
    replications exceeds ``drift_threshold`` (default 1%); its 95% confidence interval (Student t)
-   is reported beside it.
+   is reported beside it. A request rejected at arrival leaves at once, so it adds no drift:
+   the share rejected is reported beside the drift (a rate where many are is not one the
+   system serves).
 2. **Bisection on lambda.** A bracket ``[low, high]`` (default: 0.25 and 1.25 times the
    capacity estimate of :func:`capacity_estimate_rps`) is widened until ``low`` is stable and
    ``high`` unstable, then halved until ``high - low <= rel_tol * high``. lambda* is the
@@ -25,7 +29,7 @@ estimates lambda* for a scheduling policy on ``ContinuousBatching-v0`` by:
 than "response time grows with run length") and their errors, and tabulates lambda* per policy.
 
 Example:
-    >>> settings = StabilitySettings(horizon_s=200.0, replications=2, rel_tol=0.2)
+    >>> settings = StabilitySettings(horizon_s=300.0, replications=2, rel_tol=0.2)
     >>> result = estimate_stability(
     ...     "run-to-completion",
     ...     {"workload": "mm1", "latency": "mm1", "chunk_size": None},
@@ -47,8 +51,10 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
+from llmsched_env import arguments
 from llmsched_env.capacity import saturated_iteration_rps
 from llmsched_env.config import check_int, check_positive
+from llmsched_env.envs.common import EpisodeSizeError
 from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST, check_episode_fits
 from llmsched_env.evaluation import mean_ci
 from llmsched_env.kinds import ENV_KINDS
@@ -63,6 +69,10 @@ _GRID_POINTS = 512
 #: system cannot be told from noise (a 1 s horizon put lambda* of an M/M/1 queue at 3.5 req/s,
 #: 40% above its service rate, with a drift interval 1,900 times the threshold).
 MIN_REQUESTS_PER_RUN = 100
+#: The narrowest bracket the bisection aims for, relative to its upper end: no drift test
+#: tells rates this close apart, and far narrower ends meet at adjacent floats, whose midpoint
+#: is one of them (the bisection would never end).
+MIN_REL_TOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,8 @@ class StabilitySettings:
             the same at every rate).
         drift_threshold: Mean drift (growth of the number in system per arrival) above which a
             rate is unstable.
-        rel_tol: Stop when the bracket's width is at most ``rel_tol`` times its upper end.
+        rel_tol: Stop when the bracket's width is at most ``rel_tol`` times its upper end (at
+            least :data:`MIN_REL_TOL`).
         grid_points: Extra rates, evenly spaced over ``(0, 1.2 * high]``, tested for the curve.
         max_expansions: Most times the initial bracket is widened (x1.5 up, /2 down).
         seed: First seed.
@@ -98,7 +109,7 @@ class StabilitySettings:
         for name, low, high, low_allowed in (
             ("warmup_fraction", 0.0, 0.9, True),
             ("drift_threshold", 0.0, 1.0, False),
-            ("rel_tol", 0.0, 1.0, False),
+            ("rel_tol", MIN_REL_TOL, 1.0, True),
         ):
             value = getattr(self, name)
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -133,6 +144,8 @@ class DriftPoint:
             when unstable: the slowest have not completed).
         replications: Number of runs.
         n_requests: Requests per run.
+        rejected_fraction: Mean share of the requests rejected at arrival (they leave at once,
+            adding no drift: a rate where many are is not one the system serves).
     """
 
     arrival_rate_rps: float
@@ -146,6 +159,14 @@ class DriftPoint:
     response_s_mean: float
     replications: int
     n_requests: int
+    rejected_fraction: float = 0.0
+
+
+#: Why lambda* with rejected requests is not a rate the system serves.
+REJECTED_NOTE = (
+    "they leave at once and add no drift, so lambda* counts them as served; the throughput in "
+    "overload is what the system serves"
+)
 
 
 @dataclass(frozen=True)
@@ -193,12 +214,21 @@ class StabilityResult:
     def describe(self) -> str:
         """One line: lambda* with its interval, and the throughput in overload."""
         over = self.overload_point
-        return (
+        text = (
             f"{self.policy}: lambda* = {self.lambda_star_rps:.3f} req/s (stable at "
             f"{self.lambda_low_rps:.3f}, unstable at {self.lambda_high_rps:.3f}); throughput "
             f"{over.throughput_rps:.3f} +/- {over.throughput_ci95:.3f} req/s at "
             f"{over.arrival_rate_rps:.3f} req/s"
         )
+        rejected = self.rejected_fraction
+        if rejected > 0:
+            text += f"; {rejected:.1%} of the requests rejected at arrival ({REJECTED_NOTE})"
+        return text
+
+    @property
+    def rejected_fraction(self) -> float:
+        """The largest share of requests rejected at arrival at any tested rate."""
+        return max(p.rejected_fraction for p in self.points)
 
 
 def number_in_system(
@@ -283,6 +313,7 @@ def _run_replication(run: _Run) -> dict[str, float]:
         "mean_in_system": float(n.mean()),
         "end_in_system": float(n[-1]),
         "response": float(response.mean()) if response.size else math.nan,
+        "rejected": float(rejected.mean()),
     }
 
 
@@ -308,12 +339,15 @@ def drift_test(
         The drift point: means and 95% CI half-widths over the replications.
 
     Raises:
-        ValueError: If the rate is not positive or ``env_kwargs`` sets a key the test owns.
+        ValueError: If the rate is not a finite number > 0, ``env_kwargs`` sets a key the
+            test owns, or the runs need more requests than fit in memory or than the
+            workload's trace holds.
     """
     settings = settings or StabilitySettings()
     env_kwargs = _check_env_kwargs(env_kwargs)
-    if not (isinstance(arrival_rate_rps, (int, float)) and arrival_rate_rps > 0):
-        raise ValueError(f"arrival_rate_rps must be a number > 0, got {arrival_rate_rps!r}")
+    arrival_rate_rps = arguments.real(
+        "drift_test", "arrival_rate_rps", arrival_rate_rps, positive=True
+    )
     n_requests = requests_per_run(arrival_rate_rps, settings)
     try:
         check_episode_fits(ENV_ID, n_requests, CONTINUOUS_BYTES_PER_REQUEST)
@@ -329,7 +363,14 @@ def drift_test(
         _Run(policy, kwargs, env_kwargs, rate, n_requests, settings.warmup_fraction, seed)
         for seed in range(settings.seed, settings.seed + settings.replications)
     ]
-    rows = run_jobs(_run_replication, runs, settings.n_jobs)
+    try:
+        rows = run_jobs(_run_replication, runs, settings.n_jobs)
+    except EpisodeSizeError as error:
+        raise ValueError(
+            f"the drift test at {rate:.4g} req/s over horizon_s={settings.horizon_s:g} needs "
+            f"{n_requests} requests per run, more than its trace holds ({error}); give a "
+            "shorter horizon_s, or a synthetic workload"
+        ) from None
     (drift, drift_half), (throughput, throughput_half) = (
         mean_ci([r[key] for r in rows]) for key in ("drift", "throughput")
     )
@@ -342,10 +383,17 @@ def drift_test(
         throughput_ci95=throughput_half,
         mean_in_system=float(np.mean([r["mean_in_system"] for r in rows])),
         end_in_system=float(np.mean([r["end_in_system"] for r in rows])),
-        response_s_mean=float(np.nanmean([r["response"] for r in rows])),
+        response_s_mean=_mean_of_known([r["response"] for r in rows]),
         replications=settings.replications,
         n_requests=n_requests,
+        rejected_fraction=float(np.mean([r["rejected"] for r in rows])),
     )
+
+
+def _mean_of_known(values: list[float]) -> float:
+    """The mean of the values that are not ``nan`` (``nan`` if none is)."""
+    known = [v for v in values if not math.isnan(v)]
+    return float(np.mean(known)) if known else math.nan
 
 
 def _check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -428,8 +476,17 @@ def estimate_stability(
     settings = settings or StabilitySettings()
     env_kwargs = _check_env_kwargs(env_kwargs)
     capacity = capacity_estimate_rps(env_kwargs)
-    low = 0.25 * capacity if low_rps is None else float(low_rps)
-    high = 1.25 * capacity if high_rps is None else float(high_rps)
+    owner = "estimate_stability"
+    low = (
+        0.25 * capacity
+        if low_rps is None
+        else arguments.real(owner, "low_rps", low_rps, positive=True)
+    )
+    high = (
+        1.25 * capacity
+        if high_rps is None
+        else arguments.real(owner, "high_rps", high_rps, positive=True)
+    )
     if not 0 < low < high:
         default = {"low_rps": low_rps is None, "high_rps": high_rps is None}
         shown = [
@@ -448,17 +505,19 @@ def estimate_stability(
     def test(rate: float, *, for_the_curve: bool = False) -> bool:
         if rate not in points:
             n = requests_per_run(rate, settings)
-            if n < MIN_REQUESTS_PER_RUN:
+            measured = math.floor(n * (1.0 - settings.warmup_fraction))
+            if measured < MIN_REQUESTS_PER_RUN:
                 message = (
-                    f"the drift test at {rate:.4g} req/s sees only {n} requests per run over "
-                    f"horizon_s={settings.horizon_s:g}; it needs at least {MIN_REQUESTS_PER_RUN} "
-                    "to tell growth from noise: give a longer horizon_s"
+                    f"the drift test at {rate:.4g} req/s sees only about {measured} requests per "
+                    f"run after warm-up (horizon_s={settings.horizon_s:g}, warmup_fraction="
+                    f"{settings.warmup_fraction:g}); it needs at least {MIN_REQUESTS_PER_RUN} to "
+                    "tell growth from noise: give a longer horizon_s (or a shorter warm-up)"
                 )
                 if not for_the_curve:
                     raise ValueError(message)
                 warnings.warn(message + " (this curve point is unreliable)", stacklevel=3)
             if announce:
-                announce(f"testing {rate:.4f} req/s ({settings.replications} x {n:,} requests)")
+                announce(f"testing {rate:.6g} req/s ({settings.replications} x {n:,} requests)")
             points[rate] = drift_test(
                 policy, rate, env_kwargs, settings, policy_kwargs=policy_kwargs
             )
@@ -480,6 +539,8 @@ def estimate_stability(
         raise ValueError(f"still unstable at {2 * low:.4g} req/s; give a smaller low_rps")
     while high - low > settings.rel_tol * high:
         mid = 0.5 * (low + high)
+        if mid in (low, high):
+            break  # adjacent floats: no rate lies between them
         if test(mid):
             low = mid
         else:

@@ -44,6 +44,7 @@ def test_number_in_system_counts_arrivals_minus_departures():
         ("replications", 1),
         ("drift_threshold", 0.0),
         ("rel_tol", 1.0),
+        ("rel_tol", 1e-17),  # the bisection's ends met at adjacent floats and it never ended
         ("n_jobs", 0),
     ],
 )
@@ -55,8 +56,28 @@ def test_settings_reject_bad_values(field, value):
 def test_the_test_owns_the_rate_and_request_count():
     with pytest.raises(ValueError, match="arrival_rate"):
         drift_test("run-to-completion", 1.0, {**MM1, "arrival_rate": 2.0})
-    with pytest.raises(ValueError, match="arrival_rate_rps must be a number > 0"):
-        drift_test("run-to-completion", -1.0, MM1)
+    for rate in (-1.0, math.inf, True, "1"):  # inf overflowed ceil(), True and "1" passed
+        with pytest.raises((TypeError, ValueError), match="arrival_rate_rps must be a finite"):
+            drift_test("run-to-completion", rate, MM1)
+    with pytest.raises(ValueError, match="high_rps must be a finite number > 0, got inf"):
+        estimate_stability("run-to-completion", MM1, high_rps=math.inf)
+
+
+def test_a_trace_too_short_for_the_horizon_names_the_horizon():
+    # n_requests, which the test sets itself, was the setting the message named.
+    settings = StabilitySettings(horizon_s=100_000.0, replications=2)
+    with pytest.raises(ValueError, match=r"more than its trace holds .* shorter horizon_s"):
+        drift_test("vllm", 1.0, {"workload": "azure-conv"}, settings)
+
+
+def test_rejected_requests_are_reported_beside_the_drift():
+    # A prompt of 512 tokens does not fit 300 tokens of KV memory: such requests leave at once,
+    # add no drift, and lambda* alone would overstate what the system serves.
+    kwargs = {"workload": "demo2", "latency": "demo2", "chunk_size": None, "kv_memory": 300}
+    settings = StabilitySettings(horizon_s=200.0, replications=2)
+    point = drift_test("prefill-first", 2.0, kwargs, settings)
+    assert 0 < point.rejected_fraction < 1
+    assert drift_test("run-to-completion", 1.0, MM1, settings).rejected_fraction == 0
 
 
 def test_drift_is_zero_below_capacity_and_one_minus_mu_over_lambda_above():
@@ -114,6 +135,14 @@ def test_stability_command_prints_lambda_star_and_writes_the_curve(tmp_path, cap
     curve = pd.read_csv(tmp_path / "run-to-completion_mm1.csv")
     assert {"arrival_rate_rps", "stable", "drift_per_arrival", "drift_ci95"} <= set(curve.columns)
     assert curve["stable"].any() and not curve["stable"].all()
+
+
+def test_stability_command_warns_of_a_trace_workload(tmp_path, capsys):
+    # The default workload replays the Azure trace: the drift assumes steady arrivals.
+    code = main(["stability", "--policy", "vllm", "--horizon", "1", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "sees only about" in err  # too short a horizon, after the warning
+    assert "warning: workload 'azure-conv' replays a trace" in err
 
 
 def test_stability_command_rejects_an_unknown_policy(capsys):
@@ -185,7 +214,7 @@ def test_capacity_estimate_charges_the_per_iteration_cost():
 
 def test_the_search_is_announced_rate_by_rate():
     said = []
-    settings = StabilitySettings(horizon_s=200.0, replications=2, rel_tol=0.3)
+    settings = StabilitySettings(horizon_s=300.0, replications=2, rel_tol=0.3)
     result = estimate_stability("run-to-completion", MM1, settings, announce=said.append)
     assert said[0].startswith("capacity estimate 2.5 req/s; searching from [0.625, 3.125] req/s")
     tested = [line for line in said[1:] if line.startswith("testing ")]
@@ -195,7 +224,12 @@ def test_the_search_is_announced_rate_by_rate():
 def test_a_horizon_too_short_to_tell_growth_from_noise_is_refused():
     """A 1 s horizon put lambda* of this M/M/1 queue at 3.5 req/s (its service rate is 2.5)."""
     settings = StabilitySettings(horizon_s=1.0, replications=2)
-    with pytest.raises(ValueError, match=r"sees only 4 requests per run over horizon_s=1"):
+    with pytest.raises(ValueError, match=r"sees only about 3 requests per run after warm-up"):
+        estimate_stability("run-to-completion", MM1, settings)
+    # The requests after warm-up are what is measured: 400 s at the bracket's low end, 0.625
+    # req/s, hold 250 requests, which passed, but a 90% warm-up leaves about 25 of them.
+    settings = StabilitySettings(horizon_s=400.0, warmup_fraction=0.8999, replications=2)
+    with pytest.raises(ValueError, match=r"0.625 req/s sees only about 25 requests per run"):
         estimate_stability("run-to-completion", MM1, settings)
     with pytest.raises(ValueError, match=r"low_rps=0.625 \(the default, 0.25 x the capacity"):
         estimate_stability("run-to-completion", MM1, settings, high_rps=1e-6)

@@ -257,19 +257,23 @@ def episode_arrival_rate(
     return rate
 
 
+class EpisodeSizeError(ValueError):
+    """An episode asks for more requests than its trace source holds."""
+
+
 def check_episode_size(owner: str, source: WorkloadSource, n_requests: int) -> None:
     """Refuse, when the env is built, episodes longer than a trace source can give.
 
     Raises:
-        ValueError: If ``source`` has an episode region (a trace's) shorter than ``n_requests``
-            requests; the message names the env, the trace and its size.
+        EpisodeSizeError: If ``source`` has an episode region (a trace's) shorter than
+            ``n_requests`` requests; the message names the env, the trace and its size.
     """
     check = getattr(source, "check_n_requests", None)
     if check is not None:
         try:
             check(n_requests)
         except ValueError as error:
-            raise ValueError(f"{owner}: {error}") from None
+            raise EpisodeSizeError(f"{owner}: {error}") from None
 
 
 def episode_workload(
