@@ -683,6 +683,21 @@ class BatchSchedulingEnv(SchedulingEnv):
         self._mask[1 : self.config.n_bins + 1] = False
         self._mask[WAIT] = True
 
+    def end_episode(self, info: dict[str, Any]) -> None:
+        """End the episode now, as a wrapper that ends it early does (``EndWhenSettled``).
+
+        ``step`` then refuses to go on until ``reset``, and ``info`` (the last step's) says so
+        as a natural end's does: no deciding GPU, WAIT the only allowed bin, and the episode's
+        metrics.
+        """
+        self._running_server()
+        self._episode_over = True
+        self._allow_wait_only()
+        info["gpu"] = -1
+        info["action_mask"] = self._mask.copy()
+        info["episode_metrics"] = self.episode_metrics()
+        self.last_info = info
+
     def _info(self, *, invalid: bool, applied: tuple[int, int] | None) -> dict[str, Any]:
         """The ``info`` of ``reset`` and of the Python step (``step`` builds its own, alike)."""
         s = self.server

@@ -193,6 +193,11 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
             )
         self.source_arrivals = float(source_arrivals)
         end_when_settled = arguments.boolean(_OWNER, "end_when_settled", end_when_settled)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"{_OWNER}: render_mode must be one of {self.metadata['render_modes']} or None, "
+                f"got {render_mode!r}"
+            )
         self.render_mode = render_mode
         self._steppers: list[gym.Env] = []
         for index, component in enumerate(components):
@@ -276,13 +281,24 @@ class BatchMixtureEnv(gym.Env[np.ndarray, np.ndarray]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Draw the next episode's component, load and burstiness and start it there."""
+        """Draw the next episode's component, load and burstiness and start it there.
+
+        A reset that fails (a bad option) leaves no episode to step and the generator as it
+        was before the draws, as the registered envs' do: the next episodes are those of a run
+        without the failed call.
+        """
+        self._index = None
         super().reset(seed=seed)
-        index, load, cv, component_seed = self._draw(reset_options(options))
-        episode_options: dict[str, Any] = {"load": load}
-        if cv is not None:
-            episode_options["arrival_cv"] = cv
-        obs, info = self._steppers[index].reset(seed=component_seed, options=episode_options)
+        before = self.np_random.bit_generator.state
+        try:
+            index, load, cv, component_seed = self._draw(reset_options(options))
+            episode_options: dict[str, Any] = {"load": load}
+            if cv is not None:
+                episode_options["arrival_cv"] = cv
+            obs, info = self._steppers[index].reset(seed=component_seed, options=episode_options)
+        except Exception:
+            self.np_random.bit_generator.state = before
+            raise
         self._index = index
         info = {
             **info,

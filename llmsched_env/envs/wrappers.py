@@ -90,8 +90,11 @@ class EndWhenSettled(
 
     The step that ends a settled episode reports ``info["settled"] = True`` and, as every
     episode's last step does, ``info["episode_metrics"]``: here those of the episode so far, in
-    which the late requests not yet served count as in the system. Whole episodes are still what
-    the evaluation harness runs: latency and goodput metrics need every request served.
+    which the late requests not yet served count as in the system. The episode is over as a
+    natural end's is (``BatchSchedulingEnv.end_episode``): that info names no deciding GPU,
+    its mask allows WAIT only, and ``step`` refuses to go on until ``reset``. Whole episodes
+    are still what the evaluation harness runs: latency and goodput metrics need every request
+    served.
 
     Args:
         env: A ``BatchScheduling-v0`` env (possibly wrapped) with a reward whose value settles
@@ -149,5 +152,5 @@ class EndWhenSettled(
                 reward = float(reward) + shape.objective(final) - shape.objective(server)
                 terminated = True
                 info["settled"] = True
-                info["episode_metrics"] = self._core.episode_metrics()
+                self._core.end_episode(info)
         return obs, reward, terminated, truncated, info

@@ -100,6 +100,7 @@ def test_pinned_options_and_their_errors():
         ({"arrival_cv": (1e-160, 2.0)}, r"arrival_cv must lie in \[0.001, 1000\]"),
         ({"source_arrivals": 1.5}, r"source_arrivals must be a probability"),
         ({"arrival_rate": 3.0}, r"arrival_rate=3.0 may not be given"),
+        ({"render_mode": "human"}, r"BatchMixtureEnv: render_mode must be one of"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs, message):
@@ -144,6 +145,22 @@ def test_end_when_settled_wraps_each_component():
             done = terminated or truncated
         settled |= bool(info.get("settled"))
     assert settled
+
+
+@pytest.mark.parametrize("options", [{"lod": 1.2}, {"component": 7}, {"load": -1.0}])
+def test_a_failed_reset_leaves_no_episode_and_the_generator_untouched(options):
+    # A refused reset drew the next episode's settings first (so every later episode
+    # changed) and left the previous episode running.
+    plain, failed = _mixture(), _mixture()
+    plain.reset(seed=0)
+    failed.reset(seed=0)
+    with pytest.raises(ValueError):
+        failed.reset(options=options)
+    with pytest.raises(RuntimeError, match="reset"):
+        failed.step(np.array([0, 0]))
+    _, expected = plain.reset()
+    _, info = failed.reset()
+    assert (info["component"], info["load"]) == (expected["component"], expected["load"])
 
 
 def test_step_before_reset_is_an_error():

@@ -52,6 +52,12 @@ def test_return_is_the_unwrapped_return_in_fewer_steps(env_kwargs):
                 assert infos[-1]["settled"] is True
                 metrics = infos[-1]["episode_metrics"]
                 assert metrics["in_system"] > 0  # the late requests not yet served
+                # Over as a natural end is: no deciding GPU, WAIT only, no further step.
+                assert infos[-1]["gpu"] == -1
+                assert infos[-1]["action_mask"][1 : wrapped.unwrapped.config.n_bins + 1].sum() == 0
+                assert infos[-1]["action_mask"][0]
+                with pytest.raises(RuntimeError, match="call reset"):
+                    wrapped.step(np.array([0, 0]))
                 ended_early += 1
     assert ended_early >= 2  # random scheduling always leaves late requests behind
 
