@@ -116,6 +116,8 @@ def one_integer(action: Any) -> int | None:
     What a ``Discrete`` action may be (``2``, ``2.0``, ``[2]``, ``np.int64(2)``); booleans,
     strings, fractions and nested arrays are not. The caller names the fault.
     """
+    if isinstance(action, int) and not isinstance(action, bool):
+        return action  # also one beyond int64, which numpy holds as an object
     a = np.asarray(action)
     if a.ndim > 1 or a.size != 1 or not holds_whole_numbers(a):
         return None

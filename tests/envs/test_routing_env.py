@@ -303,6 +303,15 @@ def test_an_action_that_is_not_one_replica_index_is_refused(action):
         env.step(action)
 
 
+@pytest.mark.parametrize("action", [2, 2**63, 2**70, -1])
+def test_an_integer_out_of_range_is_named_as_such_whatever_its_size(action):
+    # 2**70, beyond int64, was told it "must be one integer".
+    env = gym.make(ROUTING, n_replicas=2, n_requests=20)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=rf"action {action} is not a replica index in \[0, 2\)"):
+        env.step(action)
+
+
 def test_per_replica_settings_may_be_numpy_arrays():
     env = gym.make(ROUTING, n_replicas=2, kv_memory=np.array([50_000, 60_000]), n_requests=20)
     assert env.unwrapped.kv_capacity_tokens == (50_000, 60_000)

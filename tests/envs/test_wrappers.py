@@ -121,6 +121,13 @@ def test_flatten_action_refuses_what_is_not_one_integer(action):
     env.step(7.0)  # a whole float is the integer, as the envs take it
 
 
+def test_flatten_action_names_an_integer_beyond_int64_as_out_of_range():
+    env = FlattenAction(gym.make(BATCH, n_requests=20))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=rf"action {2**70} is outside Discrete"):
+        env.step(2**70)
+
+
 def test_flatten_action_is_made_again_from_its_spec():
     env = FlattenAction(gym.make(BATCH, workload="demo2", arrival_rate=2.0, n_requests=20))
     again = gym.make(env.spec)
