@@ -13,7 +13,10 @@ calls. The export records the SHA-256 of the ``.zip`` it was made from, so a sta
 
 Exporting needs the ``agents`` extra (it loads the SB3 model); loading and acting need numpy
 only. ``tests/agents/test_numpy_policy.py`` checks that the numpy actions equal the torch
-model's at every step of full evaluation episodes of the shipped agents.
+model's at every step of full evaluation episodes of the shipped agents. Both compute in
+float32, in different orders, so their logits differ by up to a few 1e-6: an observation at
+which two allowed actions' logits nearly tie can get different actions (found only at
+observations constructed to sit on the boundary, never in those episodes).
 
 Example:
     >>> from agents.compare import pretrained_dir

@@ -1,4 +1,4 @@
-"""Ray RLlib as the scale-out path: masked PPO on either env, from one machine to a cluster.
+"""Ray RLlib as the scale-out path: masked PPO on any of the envs, from one machine to a cluster.
 
 RLlib's new API stack (Ray 2.60) samples with ``EnvRunner`` actors that each step a Gymnasium
 vector env, and learns with ``RLModule`` objects. Masks reach the policy the way RLlib's own action

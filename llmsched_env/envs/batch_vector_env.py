@@ -71,7 +71,21 @@ class BatchSchedulingVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, num_envs: int, threads: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        threads: int = 1,
+        autoreset_mode: AutoresetMode | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if autoreset_mode is not None and autoreset_mode not in (
+            AutoresetMode.NEXT_STEP,
+            AutoresetMode.NEXT_STEP.value,
+        ):
+            raise ValueError(
+                f"the compiled vector env autoresets in {AutoresetMode.NEXT_STEP} mode only, got "
+                f"autoreset_mode={autoreset_mode!r}; use vectorization_mode='sync' for another mode"
+            )
         if not isinstance(num_envs, int | np.integer) or isinstance(num_envs, bool):
             raise TypeError(f"num_envs must be a positive integer, got {num_envs!r}")
         if num_envs < 1:
@@ -150,7 +164,13 @@ class BatchSchedulingVectorEnv(VectorEnv):
         seed: int | Sequence[int | None] | None = None,
         options: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset every sub-env; sub-env ``i`` gets ``seed + i`` (or ``seed[i]``)."""
+        """Reset every sub-env; sub-env ``i`` gets ``seed + i`` (or ``seed[i]``).
+
+        As Gymnasium's vector envs, ``options["reset_mask"]`` (a boolean array of ``num_envs``)
+        resets only the sub-envs it marks, with their seeds of the same rule, and the other
+        options go to each of them; the others go on with their episodes (one that has ended
+        still resets at the next step).
+        """
         expected = f"an int, None or a sequence of {self.num_envs} seeds (one per sub-env)"
         if seed is None or _is_seed(seed):
             seeds: list[int | None] = [
@@ -163,15 +183,47 @@ class BatchSchedulingVectorEnv(VectorEnv):
             bad = [s for s in seeds if s is not None and not _is_seed(s)]
             if bad:
                 raise ValueError(f"seed must be {expected}, each an int or None; got {bad[0]!r}")
+            seeds = [None if s is None else int(s) for s in seeds]
         else:
             raise ValueError(f"seed must be {expected}, got {seed!r}")
+        options, chosen = self._reset_mask(options)
         # A reset that fails part-way (a bad option) leaves nothing step may act on, as the
         # single env's does: the sub-envs reset before the failure would start new episodes.
         self._started = False
-        for i, env_seed in enumerate(seeds):
-            self._reset_env(i, env_seed, options)
+        for i in np.flatnonzero(chosen):
+            self._reset_env(int(i), seeds[i], options)
+            self._rewards[i] = 0.0
+            self._terminated[i] = self._truncated[i] = self._invalid[i] = False
         self._started = True
         return self._obs.copy(), self._info(np.ones(self.num_envs, dtype=bool))
+
+    def _reset_mask(self, options: Any) -> tuple[dict[str, Any] | None, np.ndarray]:
+        """Split ``options["reset_mask"]`` (checked) from the options of the sub-envs' resets.
+
+        Returns:
+            The sub-envs' options, and which sub-envs to reset (all without a mask).
+        """
+        if not isinstance(options, dict) or "reset_mask" not in options:
+            return options, np.ones(self.num_envs, dtype=bool)
+        options = dict(options)
+        mask = options.pop("reset_mask")
+        if not (
+            isinstance(mask, np.ndarray)
+            and mask.dtype == np.bool_
+            and mask.shape == (self.num_envs,)
+        ):
+            raise ValueError(
+                f"options['reset_mask'] must be a boolean numpy array of shape ({self.num_envs},), "
+                f"got {mask!r}"
+            )
+        if not mask.any():
+            raise ValueError("options['reset_mask'] marks no sub-env to reset")
+        if not mask.all() and not self._started:
+            raise ValueError(
+                "options['reset_mask'] resets some sub-envs only, but the others have no episode "
+                "yet: reset them all first"
+            )
+        return options or None, mask.copy()
 
     def step(
         self, actions: Any

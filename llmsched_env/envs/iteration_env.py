@@ -580,10 +580,12 @@ class ContinuousBatchingEnv(SchedulingEnv):
         return mask
 
     def joint_action_mask(self) -> np.ndarray:
-        """Exact validity of every action, shape ``nvec``, without duplicates.
+        """Exact validity of every action, shape ``nvec``.
 
         WAIT and decode-only actions are listed with prompt-cap level 0 only (the cap does not
-        matter without prefill).
+        matter without prefill). Levels that come to the same iteration (decode levels whose
+        shares round to the same count when few sequences run, prefill budgets beyond what
+        waits) stay separate allowed actions.
         """
         server = self.server
         if server is None:

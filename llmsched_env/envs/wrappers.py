@@ -29,7 +29,9 @@ class FlattenAction(
     Flat action ``i`` is the multi-action ``np.unravel_index(i, nvec)`` (row-major, so for
     ``BatchScheduling-v0`` action 0 is WAIT and ``1 + ...`` follow bin by bin). ``action_masks()``
     returns the unwrapped env's ``joint_action_mask()`` flattened: every allowed flat action is
-    valid and distinct.
+    valid. ``BatchScheduling-v0``'s allowed actions are also distinct; ``ContinuousBatching-v0``
+    lists each prompt cap once where it does not matter, but levels that come to the same
+    iteration (few sequences running, little to prefill) are separate actions.
 
     Example:
         >>> import gymnasium as gym

@@ -164,6 +164,49 @@ def test_seeds_and_options_reach_every_sub_env() -> None:
     for seed, shown in ((1.5, "1.5"), ("x", "'x'"), (True, "True"), ([0, 2.5], "2.5")):
         with pytest.raises(ValueError, match=rf"an int, None or a sequence of 2 seeds.*{shown}"):
             envs.reset(seed=seed)
+    c, _ = envs.reset(seed=np.array([5, 6]))  # numpy seeds in an array reached gymnasium
+    np.testing.assert_array_equal(a, c)
+
+
+def test_a_reset_mask_resets_only_the_sub_envs_it_marks() -> None:
+    """As Gymnasium's SyncVectorEnv: the marked sub-envs restart with their seeds, the others go
+    on with their episodes, bit for bit."""
+    kwargs = {"n_requests": 40}
+    envs = gym.make_vec(ENV_ID, num_envs=3, **kwargs)
+    sync = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="sync", **kwargs)
+    actions = np.zeros((3, 2), dtype=int)
+    for vector in (envs, sync):
+        vector.reset(seed=0)
+        vector.step(actions)
+    mask = np.array([True, False, True])
+    obs, _ = envs.reset(seed=10, options={"reset_mask": mask})
+    expected, _ = sync.reset(seed=10, options={"reset_mask": mask})
+    np.testing.assert_array_equal(obs, expected)
+    for _ in range(5):
+        a = envs.step(actions)
+        b = sync.step(actions)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    for bad, message in (
+        (np.array([True, False]), "boolean numpy array of shape"),
+        ([True, False, True], "boolean numpy array of shape"),
+        (np.zeros(3, dtype=bool), "marks no sub-env"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            envs.reset(options={"reset_mask": bad})
+    fresh = gym.make_vec(ENV_ID, num_envs=3, **kwargs)
+    with pytest.raises(ValueError, match="reset them all first"):
+        fresh.reset(options={"reset_mask": mask})
+
+
+def test_autoreset_modes_other_than_next_step_are_refused_by_name() -> None:
+    from gymnasium.vector import AutoresetMode
+
+    for mode in (AutoresetMode.NEXT_STEP, "NextStep"):
+        BatchSchedulingVectorEnv(2, autoreset_mode=mode, n_requests=30)
+    for mode in (AutoresetMode.SAME_STEP, AutoresetMode.DISABLED, "same-step"):
+        with pytest.raises(ValueError, match="in AutoresetMode.NEXT_STEP mode only"):
+            gym.make_vec(ENV_ID, num_envs=2, autoreset_mode=mode)
 
 
 def test_a_failed_reset_leaves_nothing_to_step() -> None:
