@@ -149,7 +149,8 @@ def run_episode(task: EpisodeTask) -> dict[str, Any]:
     """Run one episode and return a flat row: policy, seed, return, steps and episode metrics.
 
     Where the episode looked up a prefix cache, the row also holds ``prefix_hit_rate``: the
-    share of the looked-up prompt tokens that were cached.
+    share of the prompt tokens first admissions looked up that were cached, as vLLM reports it
+    (:func:`llmsched_env.metrics.prefix_hit_rate`).
 
     ``workload_sha256`` is the fingerprint (:meth:`Workload.fingerprint`) of the requests the
     episode served, taken right after ``reset``: equal on one seed for every policy when the
@@ -182,8 +183,6 @@ def run_episode(task: EpisodeTask) -> dict[str, Any]:
             "workload_sha256": fingerprint,
         }
         row.update(info["episode_metrics"])
-        if row.get("prefix_queried_tokens"):  # only where a prefix cache was looked up
-            row["prefix_hit_rate"] = row["prefix_hit_tokens"] / row["prefix_queried_tokens"]
         if task.keep_records:
             row[_RECORDS_KEY] = env.unwrapped.request_records()
         return row

@@ -19,6 +19,7 @@ GPUs over the whole run ``[0, end_s]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -230,6 +231,8 @@ def summarize(
     recomputed_tokens: int | None = None,
     prefix_hit_tokens: int | None = None,
     prefix_queried_tokens: int | None = None,
+    preempted_prefix_hit_tokens: int | None = None,
+    preempted_prefix_queried_tokens: int | None = None,
 ) -> dict[str, float]:
     """Summarise one run.
 
@@ -250,8 +253,12 @@ def summarize(
         prefix_hit_tokens: Tokens admissions skipped thanks to the prefix cache (0 without
             one); ``None`` leaves the key out.
         prefix_queried_tokens: Tokens admitted requests had to compute before the cache was
-            looked up (the hit rate is ``prefix_hit_tokens / prefix_queried_tokens``); ``None``
-            leaves the key out.
+            looked up; ``None`` leaves the key out.
+        preempted_prefix_hit_tokens: The part of ``prefix_hit_tokens`` skipped by readmissions
+            after a preemption; ``None`` leaves the key out.
+        preempted_prefix_queried_tokens: The part of ``prefix_queried_tokens`` of readmissions
+            after a preemption; ``None`` leaves the key out. With the three others it gives
+            ``prefix_hit_rate``, over first admissions only, as vLLM reports it.
 
     Returns:
         A flat dict of metrics (all floats; counts are whole numbers). Keys: ``requests``,
@@ -260,8 +267,8 @@ def summarize(
         ``ttft_s_*``, ``tbt_s_*``, ``max_token_gap_s_*`` (each ``_mean``, ``_p50``, ``_p95``,
         ``_p99``), ``sla_attainment_e2e``/``_ttft``/``_tbt`` (for the objectives set),
         ``sla_attainment`` (all set objectives), ``goodput_rps``, ``gpu_utilization``,
-        ``mean_batch_size``, and ``preemptions``, ``recomputed_tokens``, ``prefix_hit_tokens``
-        and ``prefix_queried_tokens`` when given.
+        ``mean_batch_size``, and ``preemptions``, ``recomputed_tokens`` and the four prefix
+        counts when given, with ``prefix_hit_rate`` when a first admission queried the cache.
 
     Raises:
         ValueError: If ``warmup_s`` is not inside ``[0, end_s)`` (when ``end_s > 0``).
@@ -345,4 +352,39 @@ def summarize(
         out["prefix_hit_tokens"] = float(prefix_hit_tokens)
     if prefix_queried_tokens is not None:
         out["prefix_queried_tokens"] = float(prefix_queried_tokens)
+    if preempted_prefix_hit_tokens is not None:
+        out["preempted_prefix_hit_tokens"] = float(preempted_prefix_hit_tokens)
+    if preempted_prefix_queried_tokens is not None:
+        out["preempted_prefix_queried_tokens"] = float(preempted_prefix_queried_tokens)
+        rate = prefix_hit_rate(
+            prefix_hit_tokens or 0,
+            prefix_queried_tokens or 0,
+            preempted_prefix_hit_tokens or 0,
+            preempted_prefix_queried_tokens,
+        )
+        if math.isfinite(rate):
+            out["prefix_hit_rate"] = rate
     return out
+
+
+def prefix_hit_rate(
+    hit_tokens: float,
+    queried_tokens: float,
+    preempted_hit_tokens: float,
+    preempted_queried_tokens: float,
+) -> float:
+    """The prefix cache hit rate as vLLM reports it: over first admissions only.
+
+    vLLM counts the lookups of requests readmitted after a preemption apart (its
+    ``preempted_queries``, vllm-project/vllm#25787): recomputing a preempted request's own
+    blocks is not a prefix shared with other requests.
+
+    Returns:
+        Hit tokens over queried tokens of first admissions; ``nan`` when there were none.
+
+    Example:
+        >>> prefix_hit_rate(300, 1000, 200, 400)  # 100 of the 600 first-admission tokens
+        0.16666666666666666
+    """
+    queried = queried_tokens - preempted_queried_tokens
+    return (hit_tokens - preempted_hit_tokens) / queried if queried > 0 else math.nan

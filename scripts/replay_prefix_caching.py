@@ -5,8 +5,9 @@ caching on. This replays it with the profiled RTX 4090 latency preset, its KV ca
 tokens), ``max_num_batched_tokens`` 2048, ``max_num_seqs`` 256 and vLLM V1's scheduling
 (``vllm-v1``, paged KV) three ways: no prefix caching; prefix caching where a preempted request
 finds only its own blocks; and prefix caching with the prompts' shipped prefix hashes. It prints
-preemptions, recomputed and cache-hit tokens, the wall time, and the errors of mean, p50, p90
-and p99 TTFT, TPOT and E2E against the measured run.
+preemptions, recomputed and cache-hit tokens (those of readmissions after a preemption apart,
+and the hit rate of first admissions, as vLLM reports it), the wall time, and the errors of
+mean, p50, p90 and p99 TTFT, TPOT and E2E against the measured run.
 
 Usage::
 
@@ -58,11 +59,13 @@ def main() -> None:
         result = replay(run, settings)
         m = result.metrics
         hit, queried = m["prefix_hit_tokens"], m["prefix_queried_tokens"]
-        rate = hit / queried if queried else 0.0
+        again = m["preempted_prefix_hit_tokens"], m["preempted_prefix_queried_tokens"]
         print(
             f"{label}: {m['preemptions']:.0f} preemptions, {m['recomputed_tokens']:.0f} "
-            f"recomputed tokens, {hit:.0f} hit of {queried:.0f} queried tokens ({rate:.1%}); "
-            f"{result.n_decisions} decisions in {result.wall_time_s:.2f} s wall"
+            f"recomputed tokens, {hit:.0f} hit of {queried:.0f} queried tokens, of which "
+            f"readmissions {again[0]:.0f} of {again[1]:.0f}; hit rate as vLLM reports it "
+            f"(first admissions) {m.get('prefix_hit_rate', 0.0):.1%}; {result.n_decisions} "
+            f"decisions in {result.wall_time_s:.2f} s wall"
         )
         simulated = result.latencies_ms()
         for metric in ("ttft", "tpot", "e2e"):

@@ -85,7 +85,8 @@ def check_block_pool(server, gpu: int, on_gpu: list[int]) -> None:
 
     Referenced plus free blocks make the capacity, no block is both, each block's reference
     count is the number of requests on the GPU holding it, each request holds its counted blocks
-    (no block twice), and every cache key names exactly one block that carries it.
+    (no block twice), and every key is found in exactly the blocks that carry it: the first
+    keyed in ``cached``, the others in ``duplicates``.
     """
     s = server
     pool = s._pools[gpu]
@@ -99,9 +100,14 @@ def check_block_pool(server, gpu: int, on_gpu: list[int]) -> None:
     assert not set(referenced) & set(pool.free)
     assert len(referenced) + pool.n_free == pool.n_blocks == s.capacity_blocks
     assert s.blocks_used[gpu] == len(referenced)
-    keyed = {b: k for b, k in enumerate(pool.key) if k is not None}
-    assert len(keyed) == len(pool.cached) == len(set(keyed.values()))
-    assert all(pool.cached[k] == b for b, k in keyed.items())
+    holding = {}
+    for block, key in enumerate(pool.key):
+        if key is not None:
+            holding.setdefault(key, set()).add(block)
+    assert holding.keys() == pool.cached.keys() and pool.duplicates.keys() <= holding.keys()
+    for key, blocks in holding.items():
+        others = pool.duplicates.get(key, [])
+        assert {pool.cached[key], *others} == blocks and len(others) == len(blocks) - 1
 
 
 def check_deciding_gpu_blocks(server) -> None:

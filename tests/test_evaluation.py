@@ -133,8 +133,10 @@ def test_prefix_hit_rate_is_reported_where_a_prefix_cache_was_looked_up():
     routing = {"n_replicas": 2, "workload": "prefix-sharing", "n_requests": 60}
     episodes, summary = evaluate(["prefix-affinity"], "llmsched/Routing-v0", routing, seeds=[3])
     row = episodes.iloc[0]
-    assert row["prefix_queried_tokens"] > 0
-    assert row["prefix_hit_rate"] == row["prefix_hit_tokens"] / row["prefix_queried_tokens"]
+    assert row["prefix_queried_tokens"] > row["preempted_prefix_queried_tokens"]
+    hits = row["prefix_hit_tokens"] - row["preempted_prefix_hit_tokens"]
+    queried = row["prefix_queried_tokens"] - row["preempted_prefix_queried_tokens"]
+    assert row["prefix_hit_rate"] == hits / queried
     assert 0 < summary["prefix_hit_rate_mean"].iloc[0] <= 1
     assert "ttft_s_p50_mean" in summary
     # ContinuousBatching-v0 caches no prefix by default: no hit rate to report.

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -229,3 +231,11 @@ def test_sla_targets_are_stored_as_python_floats():
     targets = SLATargets(e2e_s=np.float32(2.5), ttft_s=2, ttft_per_token_s=np.int64(0))
     assert (targets.e2e_s, targets.ttft_s, targets.ttft_per_token_s) == (2.5, 2.0, 0.0)
     assert all(type(v) is float for v in (targets.e2e_s, targets.ttft_s, targets.ttft_per_token_s))
+
+
+def test_the_prefix_hit_rate_leaves_readmissions_out_as_vllm_does():
+    from llmsched_env.metrics import prefix_hit_rate
+
+    # 300 hits of 1,000 queried tokens, of which a readmission's 200 of 400: 100 / 600.
+    assert prefix_hit_rate(300, 1000, 200, 400) == pytest.approx(100 / 600)
+    assert math.isnan(prefix_hit_rate(0, 0, 0, 0))

@@ -155,6 +155,9 @@ class PagedKVAccounting:
         self.prefix_queried_tokens += self._target[index]
         records = self._records
         records.prefix_hit_tokens[index] += hit_tokens
+        if records.preemptions[index]:
+            self.preempted_prefix_hit_tokens += hit_tokens
+            self.preempted_prefix_queried_tokens += self._target[index]
         discarded = self._discarded.pop(index, 0)
         if discarded and hit_tokens:
             # Discarded tokens found in the cache are not computed again.

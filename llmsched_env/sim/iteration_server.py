@@ -40,9 +40,15 @@ Model, per GPU:
     hashes (shared between requests with equal prefixes; keyed as soon as their prefill chunk
     is computed), every other block by a key of its own (request, block), so that only the same
     request finds it again (keyed when a preemption frees its blocks; a completed request never
-    comes back, so its own blocks are freed unkeyed). Freed blocks keep their key
-    and join the tail of the GPU's free queue (a request's blocks last first); new blocks come
-    from its head, evicting the key of a cached one. Admitting a waiting request (new or
+    comes back, so its own blocks are freed unkeyed). Two differences from vLLM V1: its
+    ``allocate_slots`` keys a block when the chunk that fills it is scheduled, so a request
+    admitted in the same step already hits a prefix another computes in that step (here it
+    computes its own copy, and a router's view of a replica's cache leaves out the chunks the
+    replica is computing); and it hashes every full block by its tokens, generated ones too,
+    while the workload's hashes cover prompts only, so a later prompt that repeats an earlier
+    answer (the next turn of a conversation) finds only the earlier prompt. Freed blocks keep
+    their key and join the tail of the GPU's free queue (a request's blocks last first); new
+    blocks come from its head, evicting the key of a cached one. Admitting a waiting request (new or
     preempted) first looks up the longest prefix of its block keys in the cache, at most
     ``(tokens - 1) // B`` blocks (at least the last token is computed): it holds those blocks
     (free ones leave the free queue and count against the free blocks in the admission check, as
@@ -161,6 +167,10 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         prefix_caching: Whether automatic prefix caching is on.
         prefix_hit_tokens: Tokens admissions skipped because their blocks were cached.
         prefix_queried_tokens: Tokens admitted requests had to compute, before cache hits.
+        preempted_prefix_hit_tokens: The part of ``prefix_hit_tokens`` that readmissions after
+            a preemption skipped (vLLM counts them apart, out of its hit rate).
+        preempted_prefix_queried_tokens: The part of ``prefix_queried_tokens`` that
+            readmissions after a preemption had to compute.
         n_on_time: Requests completed meeting both targets so far.
         n_ttft_misses: TTFT deadlines that passed without a first token (plus rejections).
         n_tbt_misses: Requests that breached the TBT target.
@@ -290,6 +300,8 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         self.prefix_caching = bool(prefix_caching)
         self.prefix_hit_tokens = 0
         self.prefix_queried_tokens = 0
+        self.preempted_prefix_hit_tokens = 0
+        self.preempted_prefix_queried_tokens = 0
         #: Prefix caching: per GPU, its block pool; per request, the blocks it holds in order;
         #: per preempted request, the tokens its preemption discarded (see recomputed_tokens);
         #: per request, the content keys of its hashed prompt blocks (built when first needed).
@@ -475,6 +487,8 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
             "recomputed_tokens": self.recomputed_tokens,
             "prefix_hit_tokens": self.prefix_hit_tokens,
             "prefix_queried_tokens": self.prefix_queried_tokens,
+            "preempted_prefix_hit_tokens": self.preempted_prefix_hit_tokens,
+            "preempted_prefix_queried_tokens": self.preempted_prefix_queried_tokens,
         }
 
     @property

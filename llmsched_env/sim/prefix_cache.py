@@ -10,9 +10,9 @@ request that arrives (or comes back after a preemption) looks up the longest pre
 in the cache and references those blocks instead of computing their tokens again; a referenced
 block that was free leaves the free queue. Blocks are shared by reference counts.
 
-One difference from vLLM: vLLM can hold several blocks with the same key (two requests that
-computed the same prefix at the same time); here a key names at most one block, and a block
-whose key is already taken stays unkeyed. Lookups find the same content either way.
+Several blocks can hold the same key (two requests that computed the same prefix, one of them
+before the other's blocks were cached): a lookup finds the one keyed first, and when it is
+evicted the next one, as vLLM's ``get_one_block`` does over its blocks of a hash.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class BlockPool:
     Attributes:
         ref_count: Per block, how many requests hold it.
         key: Per block, its content key, or ``None`` (never computed in full, or evicted).
-        cached: Content key to block, for every keyed block (held or free).
+        cached: Content key to the block a lookup finds (the one keyed first), for every key.
+        duplicates: For a key that more blocks hold, those others, in the order they were keyed.
         free: The free queue, head first: blocks with no holder (keyed ones are still cached).
         version: Increases with every change (callers memoise lookups on it).
 
@@ -48,6 +49,7 @@ class BlockPool:
         self.ref_count = [0] * self.n_blocks
         self.key: list[Hashable | None] = [None] * self.n_blocks
         self.cached: dict[Hashable, int] = {}
+        self.duplicates: dict[Hashable, list[int]] = {}
         self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(self.n_blocks))
         self.version = 0
 
@@ -90,31 +92,39 @@ class BlockPool:
         free = self.free
         if n > len(free):
             raise RuntimeError(f"{n} KV blocks requested, only {len(free)} free")
-        ref_count, key, cached = self.ref_count, self.key, self.cached
+        ref_count, key = self.ref_count, self.key
         blocks = []
         for _ in range(n):
             block = free.popitem(last=False)[0]
-            old = key[block]
-            if old is not None:
-                del cached[old]
-                key[block] = None
+            if key[block] is not None:
+                self._evict(block)
             ref_count[block] = 1
             blocks.append(block)
         self.version += 1
         return blocks
 
+    def _evict(self, block: int) -> None:
+        """Drop ``block``'s key; another block with the same key, if any, takes its place."""
+        old = self.key[block]
+        self.key[block] = None
+        others = self.duplicates.get(old)
+        if others is None:
+            del self.cached[old]
+            return
+        if self.cached[old] == block:
+            self.cached[old] = others.pop(0)
+        else:
+            others.remove(block)
+        if not others:
+            del self.duplicates[old]
+
     def cache(self, block: int, key: Hashable) -> bool:
-        """Give a computed full block its content key, unless it has one or the key is taken.
+        """Give a computed full block its content key, unless it has one already.
 
         Returns:
             Whether the block got the key.
         """
-        if self.key[block] is not None or key in self.cached:
-            return False
-        self.key[block] = key
-        self.cached[key] = block
-        self.version += 1
-        return True
+        return self.cache_all((block,), (key,)) == 1
 
     def cache_all(self, blocks: Iterable[int], keys: Iterable[Hashable]) -> int:
         """:meth:`cache` each of ``blocks`` with its key from ``keys`` (pairs up to the shorter).
@@ -125,10 +135,14 @@ class BlockPool:
         block_key, cached = self.key, self.cached
         n = 0
         for block, key in zip(blocks, keys):
-            if block_key[block] is None and key not in cached:
-                block_key[block] = key
+            if block_key[block] is not None:
+                continue
+            block_key[block] = key
+            if key in cached:
+                self.duplicates.setdefault(key, []).append(block)
+            else:
                 cached[key] = block
-                n += 1
+            n += 1
         self.version += n
         return n
 

@@ -57,12 +57,11 @@ def test_pool_evicts_the_least_recently_freed_block_and_a_request_tail_first():
     assert pool.take(1) == [1] and pool.longest_hit([("a", 0), ("a", 1)]) == [0]
 
 
-def test_pool_touch_revives_a_free_cached_block_and_keys_stay_unique():
+def test_pool_touch_revives_a_free_cached_block():
     pool = BlockPool(3)
     [x] = pool.take(1)
     assert pool.cache(x, "k") and not pool.cache(x, "other")  # a block keeps its first key
     [y] = pool.take(1)
-    assert not pool.cache(y, "k")  # the key names x already
     pool.release([x])
     assert pool.evictable([x, y]) == 1 and pool.n_free == 2
     pool.touch([x])
@@ -77,13 +76,29 @@ def test_pool_cache_all_keys_blocks_as_cache_does_one_by_one():
     one_by_one, at_once = BlockPool(6), BlockPool(6)
     blocks = one_by_one.take(5)
     assert at_once.take(5) == blocks
-    keys = ["a", "b", "a", "c"]  # "a" twice: the second block stays unkeyed
+    keys = ["a", "b", "a", "c"]  # "a" twice: both blocks hold it
     for pool in (one_by_one, at_once):
         pool.cache(blocks[1], "z")  # an already keyed block keeps its key
     keyed = [one_by_one.cache(b, k) for b, k in zip(blocks, keys)]
-    assert at_once.cache_all(blocks, keys) == sum(keyed) == 2  # pairs up to the shorter
+    assert at_once.cache_all(blocks, keys) == sum(keyed) == 3  # pairs up to the shorter
     assert at_once.key == one_by_one.key and at_once.cached == one_by_one.cached
+    assert at_once.duplicates == one_by_one.duplicates == {"a": [blocks[2]]}
     assert at_once.version == one_by_one.version
+
+
+def test_a_key_several_blocks_hold_stays_findable_until_the_last_is_evicted():
+    # vLLM keeps every block of a hash (its get_one_block takes the first): evicting the block
+    # a lookup finds leaves the content findable in the others, in the order they were keyed.
+    pool = BlockPool(4)
+    x, y, z = pool.take(3)
+    assert pool.cache_all([x, y, z], ["k", "k", "k"]) == 3
+    assert pool.longest_hit(["k"]) == [x] and pool.duplicates == {"k": [y, z]}
+    pool.release([y])  # free queue: [3, y]
+    assert pool.take(2) == [3, y] and pool.duplicates == {"k": [z]}  # y's copy evicted
+    pool.release([x])
+    assert pool.take(1) == [x] and pool.longest_hit(["k"]) == [z] and not pool.duplicates
+    pool.release([z])
+    assert pool.take(1) == [z] and pool.longest_hit(["k"]) == [] and "k" not in pool.cached
 
 
 # ---------------------------------------------------------------------- preemption
@@ -131,6 +146,11 @@ def test_readmitted_request_hits_its_own_cached_blocks_and_recomputes_only_the_t
     assert s.done and s.records.completed.all() and s.blocks_used == [0]
     summary = s.summary()
     assert summary["prefix_hit_tokens"] == 12 and summary["prefix_queried_tokens"] == 32
+    # The 12 hits were the readmission's (17 queried), which vLLM keeps out of its hit rate:
+    # the first admissions (4 + 11 tokens) hit nothing.
+    assert summary["preempted_prefix_hit_tokens"] == 12
+    assert summary["preempted_prefix_queried_tokens"] == 17
+    assert summary["prefix_hit_rate"] == 0.0
 
 
 def test_without_caching_the_same_schedule_recomputes_everything():

@@ -84,10 +84,14 @@ def test_replay_with_prefix_caching_shares_prompt_prefixes():
     result = replay(run, settings)
     assert np.isfinite(result.completion_s).all()
     metrics = result.metrics
-    # Beyond a preempted request's own blocks, prompts hit each other's prefixes.
+    # Beyond a preempted request's own blocks, prompts hit each other's prefixes: first
+    # admissions hit only with the prompts' hashes.
     assert metrics["prefix_hit_tokens"] > 0 and metrics["prefix_queried_tokens"] > 257_239
+    assert metrics["prefix_hit_tokens"] > metrics["preempted_prefix_hit_tokens"]
+    assert metrics["prefix_hit_rate"] > 0
     plain = replay(run, dataclasses.replace(settings, prompt_hashes=None))
-    assert plain.metrics["prefix_hit_tokens"] < metrics["prefix_hit_tokens"]
+    assert plain.metrics["prefix_hit_tokens"] == plain.metrics["preempted_prefix_hit_tokens"] > 0
+    assert plain.metrics["prefix_hit_rate"] == 0
 
 
 def test_a_subset_of_the_run_gets_the_hashes_of_its_own_requests():
