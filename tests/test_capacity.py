@@ -39,3 +39,30 @@ def test_a_deterministic_model_is_timed_on_random_batches_of_the_largest_fitting
     assert batch_capacity_rps(
         exponential, calibration, n_gpus=2, max_batch_size=4, kv_capacity_tokens=10**9
     ) == pytest.approx(rate)
+
+
+def test_requests_rejected_at_arrival_are_left_out_of_the_estimate():
+    """A request the env rejects takes no GPU time: averaged in, a few 3,000,000-token prompts
+    put the estimate (and the arrival rate of ``load=0.9``) at a two-hundredth of the rest's."""
+    from llmsched_env.capacity import iteration_capacity_rps, served_requests
+
+    # Without chunked prefill a prompt longer than max_tokens is rejected at arrival.
+    env = gym.make("llmsched/ContinuousBatching-v0", chunk_size=None, max_tokens=512)
+    u = env.unwrapped
+    everyone = u.source.calibration()
+    served = everyone.prompt_tokens <= 512
+    assert 0 < served.sum() < len(everyone)  # some, not all, are rejected
+    assert len(u.capacity_calibration) == served.sum()
+    expected = iteration_capacity_rps(u.latency, served_requests(everyone, served), n_gpus=1)
+    assert u.capacity_rps == pytest.approx(expected, rel=1e-12)
+    assert u.capacity_rps != pytest.approx(
+        iteration_capacity_rps(u.latency, everyone, n_gpus=1), rel=1e-3
+    )
+    # A request whose KV need exceeds a GPU's memory, at the request level.
+    batch = gym.make("llmsched/BatchScheduling-v0", kv_memory=2000).unwrapped
+    everyone = batch.source.calibration()
+    fits = everyone.prompt_tokens + everyone.output_tokens <= 2000
+    assert 0 < fits.sum() < len(everyone)
+    assert len(batch.capacity_calibration) == fits.sum()
+    # Nothing the env serves: the estimate keeps every request (reset then names the cause).
+    assert served_requests(everyone, ~fits & fits) is everyone

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch
+from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch, served_requests
 from llmsched_env.config import BatchEnvConfig
 from llmsched_env.envs.base import SchedulingEnv, built_setting
 from llmsched_env.envs.batch_observation import (
@@ -348,9 +348,15 @@ class BatchSchedulingEnv(SchedulingEnv):
         self.bin_edges = cfg.bin_edges or equal_mass_edges(predicted, cfg.n_bins)
         self._edges = np.asarray(self.bin_edges, dtype=np.float64)
         self.batch_sizes = cfg.batch_sizes
+        #: The calibration requests the env would serve (a request whose KV need exceeds a
+        #: GPU's memory is rejected at arrival): what the capacity estimate is made of.
+        self.capacity_calibration = served_requests(
+            calibration,
+            calibration.prompt_tokens + calibration.output_tokens <= self.kv_capacity_tokens,
+        )
         self.capacity_rps = batch_capacity_rps(
             self.latency,
-            calibration,
+            self.capacity_calibration,
             n_gpus=cfg.n_gpus,
             max_batch_size=cfg.max_batch_size,
             kv_capacity_tokens=self.kv_capacity_tokens,
@@ -359,7 +365,7 @@ class BatchSchedulingEnv(SchedulingEnv):
             cfg.owner, cfg.arrival_rate, cfg.load, self.capacity_rps, cfg.n_requests
         )
         self.length_scale_tokens = float(max(np.quantile(predicted, 0.99), 1.0))
-        self.bin_service_s = self._bin_service_estimates(calibration)
+        self.bin_service_s = self._bin_service_estimates(self.capacity_calibration)
 
         self.obs_names = feature_names(cfg.n_bins, cfg.n_gpus)
         low, high = feature_bounds(cfg.n_bins, cfg.n_gpus)

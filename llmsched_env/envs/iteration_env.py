@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from llmsched_env.capacity import iteration_capacity_rps
+from llmsched_env.capacity import iteration_capacity_rps, served_requests
 from llmsched_env.config import ContinuousEnvConfig
 from llmsched_env.envs.base import SchedulingEnv, built_setting
 from llmsched_env.envs.common import InvalidActionError, configured_arrival_rate, parse_action
@@ -26,7 +26,7 @@ from llmsched_env.envs.queue_snapshot import WaitingQueueSnapshot
 from llmsched_env.latency import make_iteration_latency
 from llmsched_env.metrics import SLATargets
 from llmsched_env.sim.iteration_planning import PrefillPlan
-from llmsched_env.sim.iteration_server import IterationServer
+from llmsched_env.sim.iteration_server import IterationServer, arrival_rejections
 
 
 class ContinuousBatchingEnv(SchedulingEnv):
@@ -290,7 +290,19 @@ class ContinuousBatchingEnv(SchedulingEnv):
                 fixed_bytes=cfg.n_gpus * blocks * PAGED_BYTES_PER_BLOCK,
                 fixed_for=f"the KV blocks of n_gpus={cfg.n_gpus} GPUs",
             )
-        calibration = self.source.calibration()
+        everyone = self.source.calibration()
+        rejected = arrival_rejections(
+            everyone.prompt_tokens,
+            everyone.output_tokens,
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            max_tokens=cfg.max_tokens,
+            chunk_size=cfg.chunk_size,
+            kv_allocation=cfg.kv_allocation,
+            kv_block_tokens=cfg.kv_block_tokens,
+        )
+        #: The calibration requests the env would serve (the others are rejected at arrival):
+        #: what the capacity estimate is made of.
+        self.capacity_calibration = calibration = served_requests(everyone, rejected == 0)
         mean_prompt = float(np.mean(calibration.prompt_tokens))
         mean_output = float(np.mean(calibration.output_tokens))
         if self.latency.marginal_request_s(mean_prompt, mean_output) > 0:
@@ -305,7 +317,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
         self.arrival_rate_rps = configured_arrival_rate(
             cfg.owner, cfg.arrival_rate, cfg.load, self.capacity_rps, cfg.n_requests
         )
-        self.length_scale_tokens = float(max(np.quantile(calibration.output_tokens, 0.99), 1.0))
+        self.length_scale_tokens = float(max(np.quantile(everyone.output_tokens, 0.99), 1.0))
         #: The prompt caps with ``None`` (no cap) resolved to ``max_sequences``.
         self.prompt_caps = tuple(cfg.max_sequences if c is None else c for c in cfg.prompt_caps)
         self.obs_names = feature_names(cfg.n_gpus)

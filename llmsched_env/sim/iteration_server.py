@@ -112,6 +112,35 @@ from llmsched_env.sim.running_state import EMPTY, GENERATED, MAX_GAP_S, N_FIELDS
 from llmsched_env.workload import Workload
 
 
+def arrival_rejections(
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    *,
+    kv_capacity_tokens: int,
+    max_tokens: int,
+    chunk_size: int | None,
+    kv_allocation: str,
+    kv_block_tokens: int,
+) -> np.ndarray:
+    """Why each request would be rejected at arrival (:class:`RejectReason`; ``NONE``: served).
+
+    The rules of the module docstring: a whole-prompt prefill (no ``chunk_size``) longer than
+    the token budget (in paged mode, a recomputation of all but the last output token), or a KV
+    need beyond one GPU's memory (in paged mode, its whole blocks).
+    """
+    kv_need = prompt_tokens + output_tokens
+    reason = np.full(kv_need.shape, RejectReason.NONE, dtype=np.int8)
+    paged = kv_allocation == "paged"
+    if chunk_size is None:
+        longest = kv_need - 1 if paged else prompt_tokens
+        reason[longest > max_tokens] = RejectReason.PROMPT_EXCEEDS_TOKEN_BUDGET
+    usable = (
+        kv_capacity_tokens // kv_block_tokens * kv_block_tokens if paged else kv_capacity_tokens
+    )
+    reason[kv_need > usable] = RejectReason.EXCEEDS_KV_CAPACITY
+    return reason
+
+
 def _read_only(values: np.ndarray) -> np.ndarray:
     """``values`` with writing disabled (in place)."""
     values.flags.writeable = False
@@ -262,13 +291,15 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         n = len(workload)
         prompt = workload.prompt_tokens
         self.kv_need = prompt + workload.output_tokens
-        reason = np.full(n, RejectReason.NONE, dtype=np.int8)
-        if self.chunk_size is None:
-            # In paged mode a recomputation (prompt plus all but the last output token) must fit.
-            longest = self.kv_need - 1 if self.paged else prompt
-            reason[longest > self.max_tokens] = RejectReason.PROMPT_EXCEEDS_TOKEN_BUDGET
-        usable = self.capacity_blocks * self.kv_block_tokens if self.paged else kv_capacity_tokens
-        reason[self.kv_need > usable] = RejectReason.EXCEEDS_KV_CAPACITY
+        reason = arrival_rejections(
+            prompt,
+            workload.output_tokens,
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            max_tokens=self.max_tokens,
+            chunk_size=self.chunk_size,
+            kv_allocation=kv_allocation,
+            kv_block_tokens=self.kv_block_tokens,
+        )
         self._reject_reason = reason
         admissible = reason == RejectReason.NONE
         self._admissible = admissible.tolist()
