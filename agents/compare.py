@@ -27,7 +27,7 @@ import pandas as pd
 
 from agents.policy import SETTLED_POLICY, AgentPolicyFactory
 from agents.runs import ModelChoice, RunConfig, load_run_config
-from agents.scenarios import build_env_kwargs, overridden
+from agents.scenarios import RATE_SETTINGS, build_env_kwargs, overridden
 from agents.seeds import evaluation_seeds
 from llmsched_env.cli_args import check_env_kwargs
 from llmsched_env.evaluation import best_policy, evaluate, mean_ci
@@ -263,7 +263,12 @@ def _warn_on_env_changes(config: RunConfig, overrides: Mapping[str, Any]) -> Non
         changes = env_config_changes(config, env)
     finally:
         env.close()
-    changes = {key: change for key, change in changes.items() if key not in overrides}
+    # The settings the overrides replace are changed on purpose too (``--arrival-rate`` over a
+    # recorded ``load``: see ``overridden``).
+    chosen = set(overrides)
+    if chosen & set(RATE_SETTINGS):
+        chosen |= set(RATE_SETTINGS)
+    changes = {key: change for key, change in changes.items() if key not in chosen}
     if changes:
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
         warnings.warn(

@@ -123,7 +123,7 @@ def build_env_kwargs(env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: Settings of which an env takes one: overriding either replaces the other.
-_ONE_OF = ("load", "arrival_rate")
+RATE_SETTINGS = ("load", "arrival_rate")
 
 
 def overridden(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,8 +137,8 @@ def overridden(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
         {'workload': 'azure-conv', 'arrival_rate': 20.0}
     """
     merged = dict(base)
-    if any(overrides.get(key) is not None for key in _ONE_OF):
-        for key in _ONE_OF:
+    if any(overrides.get(key) is not None for key in RATE_SETTINGS):
+        for key in RATE_SETTINGS:
             merged.pop(key, None)
     merged.update(overrides)
     return merged

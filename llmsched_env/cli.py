@@ -325,6 +325,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     episodes, summary = result[0], result[1]
     print(f"{env_id} {_json(env_kwargs)}, seeds {seeds.start}..{seeds.stop - 1}")
     print(format_table(summary))
+    _warn_of_rejections(episodes, report)
     if out is None:
         return 0
 
@@ -340,6 +341,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _write(out, write, report)
     return 0
+
+
+def _warn_of_rejections(episodes: Any, report: Callable[[str], None]) -> None:
+    """Say how many requests were rejected at arrival, if any were (the table does not).
+
+    Whether a request is rejected depends on its size and the env's settings, not on the
+    policy, so the count is taken once per seed (the most over the policies: an episode cut
+    short may not have seen all its arrivals).
+    """
+    if "rejected" not in episodes or "arrived" not in episodes:
+        return
+    per_seed = episodes.groupby("seed")[["rejected", "arrived"]].max()
+    rejected, arrived = int(per_seed["rejected"].sum()), int(per_seed["arrived"].sum())
+    if rejected:
+        report(
+            f"warning: {rejected:,} of the {arrived:,} requests that arrived "
+            f"({rejected / arrived:.1%}) were rejected at arrival, too large for a GPU's KV "
+            "memory or, without chunked prefill, its token budget; they count as SLA misses "
+            "(--records gives each one's reason)"
+        )
 
 
 def _json(value: Any) -> str:
@@ -753,6 +774,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     )
     print(format_table(result.summary))
     print(result.verdict())
+    _warn_of_rejections(result.episodes, report)
     _write(out, lambda target: [p.name for p in write_comparison(result, target)], report)
     return 0
 

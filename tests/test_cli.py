@@ -641,3 +641,16 @@ def test_resuming_a_directory_that_does_not_exist_says_so(tmp_path, capsys):
     pytest.importorskip("stable_baselines3")
     assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
     assert f"run directory '{tmp_path / 'nowhere'}' does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_warns_of_requests_rejected_at_arrival(tmp_path, capsys):
+    # Without chunked prefill, prompts longer than max_tokens are rejected: the table has no
+    # column for them, and they went unmentioned.
+    argv = ["evaluate", "--env", "continuous", "--policies", "vllm", "--seeds", "2"]
+    argv += ["--n-requests", "60", "--env-kwargs", '{"chunk_size": null, "max_tokens": 512}']
+    assert main([*argv, "--out", str(tmp_path / "cut")]) == 0
+    err = capsys.readouterr().err
+    assert "were rejected at arrival" in err and "--records gives each one's reason" in err
+    argv[-1] = "{}"  # chunked prefill: every request fits
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert "rejected at arrival" not in capsys.readouterr().err

@@ -343,3 +343,10 @@ def test_a_run_missing_its_observation_statistics_is_refused(tiny_run, tmp_path)
         model_paths(run, "best")
     with pytest.raises(ValueError, match="holds no vecnormalize.pkl"):
         compare(run, n_seeds=1, policies=["edf"], which="final")
+
+
+def test_a_load_over_a_recorded_arrival_rate_is_no_drift_to_warn_of(tiny_run, recwarn):
+    # --load replaces the run's arrival rate on purpose (and --arrival-rate a recorded load);
+    # it was reported as "arrival_rate: 4.0 -> None ... retrain it".
+    compare(tiny_run.run_dir, n_seeds=1, policies=["edf"], env_overrides={"load": 0.8})
+    assert not [w for w in recwarn if "trained on" in str(w.message)]
