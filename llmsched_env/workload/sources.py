@@ -223,9 +223,9 @@ class TraceSource:
             fewest = max(math.ceil(1.0 / fraction - 1e-9), 2)
             raise ValueError(
                 f"calibration_fraction={fraction} of a {n}-request trace gives "
-                f"{self.calibration_size} calibration requests; expected at least 1 and fewer "
-                f"than {n} so that both the history and the episode region are non-empty "
-                f"(the trace needs at least {fewest} requests)"
+                f"{self.calibration_size} calibration requests and leaves "
+                f"{n - self.calibration_size} for episodes; both the history and the episode "
+                f"region need at least one, so the trace needs at least {fewest} requests"
             )
         rate = self.trace.mean_rate_rps
         if not np.isfinite(rate) or rate <= 0:

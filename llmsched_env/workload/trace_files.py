@@ -155,11 +155,34 @@ def load_trace(
         The requests (with prefix block hashes for Mooncake traces).
 
     Raises:
-        ValueError: For an unknown format name (listing the formats), an undetectable format or
-            a malformed file.
+        ValueError: For an unknown format name (listing the formats), an undetectable format, a
+            named format that the file's first line shows to be another, or a malformed file.
     """
-    name = detect_trace_format(path) if trace_format is None else trace_format
+    if trace_format is None:
+        name = detect_trace_format(path)
+    else:
+        name = trace_format
+        resolve("trace format", name, TRACE_FORMATS)
+        _check_named_format(path, name)
     return resolve("trace format", name, TRACE_FORMATS)(path, **kwargs)
+
+
+def _check_named_format(path: str | os.PathLike[str], name: str) -> None:
+    """Refuse a named format that the file's first line shows to be another one.
+
+    Read as the named format, a file of another one failed on a symptom (a Mooncake JSON-lines
+    file named ``azure`` was said to have rows wider than its header). A first line that fits
+    no format, or several, is left to the named format's reader.
+    """
+    try:
+        detected = detect_trace_format(path)
+    except ValueError:
+        return
+    if detected != name:
+        raise ValueError(
+            f"trace file {str(path)!r} is in the {detected!r} format by its first line, but the "
+            f"format named is {name!r}; name {detected!r} or leave the format out"
+        )
 
 
 @lru_cache(maxsize=4)
@@ -220,6 +243,11 @@ def parse_trace_spec(spec: str) -> tuple[str, str | None]:
         raise ValueError(f"a trace workload must look like 'trace:[FORMAT:]PATH', got {spec!r}")
     rest = spec[len(TRACE_SPEC_PREFIX) :]
     head, sep, tail = rest.partition(":")
+    if sep and head not in TRACE_FORMATS and head.lower() in TRACE_FORMATS:
+        raise ValueError(
+            f"trace workload {spec!r} names the format {head!r}; formats are written in lower "
+            f"case, one of {list(TRACE_FORMATS)}: did you mean {head.lower()!r}?"
+        )
     path, trace_format = (tail, head) if sep and head in TRACE_FORMATS else (rest, None)
     if not path:
         raise ValueError(f"trace workload {spec!r} names no file; expected 'trace:[FORMAT:]PATH'")

@@ -221,7 +221,7 @@ def test_trace_source_errors() -> None:
     for fraction in (0.0, 1.0, -0.5):
         with pytest.raises(ValueError, match=r"calibration_fraction must be in \(0, 1\)"):
             TraceSource("t", trace(100), calibration_fraction=fraction)
-    with pytest.raises(ValueError, match="gives 0 calibration requests"):
+    with pytest.raises(ValueError, match="gives 0 calibration requests and leaves"):
         TraceSource("t", trace(3), calibration_fraction=0.2)
     with pytest.raises(TypeError, match="trace must be a Workload"):
         TraceSource("t", [1, 2, 3])  # type: ignore[arg-type]

@@ -79,11 +79,25 @@ def test_load_trace_detects_or_takes_the_format(tmp_path: Path) -> None:
         load_trace(path, "mooncak")
 
 
+def test_a_named_format_the_file_is_not_in_is_named_as_such(tmp_path: Path) -> None:
+    # A Mooncake file named azure was said to have rows wider than its header.
+    path = mooncake_file(tmp_path / "m.jsonl")
+    with pytest.raises(
+        ValueError, match=r"is in the 'mooncake' format .* the format named is 'azure'"
+    ):
+        load_trace(path, "azure")
+    assert len(load_trace(path, "mooncake")) == len(load_trace(path))
+
+
 def test_trace_specs_round_trip() -> None:
     assert parse_trace_spec(trace_spec("a/b.csv", "burstgpt")) == ("a/b.csv", "burstgpt")
     assert parse_trace_spec("trace:C:/x.csv") == ("C:/x.csv", None)  # not a format name
     with pytest.raises(ValueError, match="names no file"):
         parse_trace_spec("trace:")
+    # A capitalised format was read as part of the path ("trace file 'Azure:x.csv' does not
+    # exist").
+    with pytest.raises(ValueError, match=r"format 'Azure'.*did you mean 'azure'\?"):
+        parse_trace_spec("trace:Azure:x.csv")
 
 
 def test_a_trace_file_is_a_workload_source_by_its_spec(tmp_path: Path) -> None:
