@@ -65,8 +65,9 @@ PolicySpec = str | Callable[[gym.Env], Any]
 _GRID_POINTS = 512
 
 
-#: The fewest requests a drift test's run may hold: with fewer, the growth of the number in
-#: system cannot be told from noise (a 1 s horizon put lambda* of an M/M/1 queue at 3.5 req/s,
+#: The fewest requests a drift test's run may hold after its warm-up (``floor(n * (1 -
+#: warmup_fraction))`` of its ``n``): with fewer, the growth of the number in system cannot be
+#: told from noise (a 1 s horizon put lambda* of an M/M/1 queue at 3.5 req/s,
 #: 40% above its service rate, with a drift interval 1,900 times the threshold).
 MIN_REQUESTS_PER_RUN = 100
 #: The narrowest bracket the bisection aims for, relative to its upper end: no drift test
@@ -212,7 +213,11 @@ class StabilityResult:
         return pd.DataFrame([asdict(p) for p in self.points])
 
     def describe(self) -> str:
-        """One line: lambda* with its interval, and the throughput in overload."""
+        """One line: lambda*, its interval and the throughput in overload.
+
+        With the largest share of requests rejected at arrival, if any was
+        (:data:`REJECTED_NOTE` says why it matters).
+        """
         over = self.overload_point
         text = (
             f"{self.policy}: lambda* = {self.lambda_star_rps:.3f} req/s (stable at "
@@ -222,7 +227,7 @@ class StabilityResult:
         )
         rejected = self.rejected_fraction
         if rejected > 0:
-            text += f"; {rejected:.1%} of the requests rejected at arrival ({REJECTED_NOTE})"
+            text += f"; up to {rejected:.1%} rejected at arrival"
         return text
 
     @property
@@ -428,7 +433,7 @@ def capacity_estimate_rps(env_kwargs: dict[str, Any] | None = None) -> float:
         cfg = unwrapped.config
         saturated = saturated_iteration_rps(
             unwrapped.latency,
-            unwrapped.source.calibration(),
+            unwrapped.capacity_calibration,
             n_gpus=cfg.n_gpus,
             max_sequences=cfg.max_sequences,
             max_tokens=cfg.max_tokens,
@@ -470,8 +475,8 @@ def estimate_stability(
     Raises:
         ValueError: If the bracket is invalid, no stable (unstable) rate is found after
             ``max_expansions`` widenings, or the search reaches a rate whose runs would hold
-            fewer than :data:`MIN_REQUESTS_PER_RUN` requests (a horizon too short to tell;
-            a grid point that short is only warned of).
+            fewer than :data:`MIN_REQUESTS_PER_RUN` requests after warm-up (a horizon too
+            short to tell; a grid point that short is only warned of).
     """
     settings = settings or StabilitySettings()
     env_kwargs = _check_env_kwargs(env_kwargs)
@@ -539,8 +544,6 @@ def estimate_stability(
         raise ValueError(f"still unstable at {2 * low:.4g} req/s; give a smaller low_rps")
     while high - low > settings.rel_tol * high:
         mid = 0.5 * (low + high)
-        if mid in (low, high):
-            break  # adjacent floats: no rate lies between them
         if test(mid):
             low = mid
         else:

@@ -50,6 +50,8 @@ class BatchSchedulingVectorEnv(VectorEnv):
             with cores to spare (``gym.make_vec(..., threads=4)``). numba's default
             ``workqueue`` threading layer must not be entered by two Python threads at once:
             step such vector envs from one thread, or install ``tbb``.
+        autoreset_mode: Gymnasium's autoreset mode: only ``NEXT_STEP`` (the default, also
+            ``"NextStep"``); any other is refused (``vectorization_mode="sync"`` offers them).
         **kwargs: Arguments of :class:`~llmsched_env.envs.batch_env.BatchSchedulingEnv`, the same
             for every sub-env (``render_mode`` is not supported). ``max_episode_steps``, which
             ``gym.make_vec`` passes on, is the env's ``max_steps``: the episode is truncated
@@ -170,6 +172,11 @@ class BatchSchedulingVectorEnv(VectorEnv):
         resets only the sub-envs it marks, with their seeds of the same rule, and the other
         options go to each of them; the others go on with their episodes (one that has ended
         still resets at the next step).
+
+        Raises:
+            ValueError: For a bad seed, a bad option of the sub-envs' ``reset``, or a
+                ``reset_mask`` that is not a boolean array of ``num_envs``, marks no sub-env,
+                or marks some before every sub-env has an episode.
         """
         expected = f"an int, None or a sequence of {self.num_envs} seeds (one per sub-env)"
         if seed is None or _is_seed(seed):

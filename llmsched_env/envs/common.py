@@ -116,8 +116,11 @@ def one_integer(action: Any) -> int | None:
     What a ``Discrete`` action may be (``2``, ``2.0``, ``[2]``, ``np.int64(2)``); booleans,
     strings, fractions and nested arrays are not. The caller names the fault.
     """
-    if isinstance(action, int) and not isinstance(action, bool):
-        return action  # also one beyond int64, which numpy holds as an object
+    # A Python int (alone or as the one item of a list) is taken as it is, also beyond int64,
+    # which numpy would hold as an object.
+    one = action[0] if isinstance(action, list | tuple) and len(action) == 1 else action
+    if isinstance(one, int) and not isinstance(one, bool):
+        return int(one)
     a = np.asarray(action)
     if a.ndim > 1 or a.size != 1 or not holds_whole_numbers(a):
         return None

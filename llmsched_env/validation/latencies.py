@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from llmsched_env.workload.requests import MAX_TOKENS
+
 #: Metric names, in report order.
 METRICS = ("ttft", "tpot", "e2e")
 #: Statistic names, in report order; ``pXX`` is the XXth percentile.
@@ -69,11 +71,13 @@ def request_latencies_ms(
     _first_bad(
         "output_tokens",
         counts,
-        (counts < 1) | (counts != np.floor(counts)),
-        "must be a whole number >= 1",
+        (counts < 1) | (counts > MAX_TOKENS) | (counts != np.floor(counts)),
+        f"must be a whole number in [1, {MAX_TOKENS}]",
     )
-    _first_bad("first_token_s", first, first < arrival, "must not be before arrival_s")
-    _first_bad("last_token_s", last, last < first, "must not be before first_token_s")
+    _first_bad(
+        "first_token_s", first, first < arrival, "must not be before", ("arrival_s", arrival)
+    )
+    _first_bad("last_token_s", last, last < first, "must not be before", ("first_token_s", first))
     output = counts.astype(np.int64)
     decode_steps = output - 1
     tpot = np.full(output.shape, np.nan)
@@ -89,11 +93,28 @@ def request_latencies_ms(
     )
 
 
-def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, requirement: str) -> None:
-    """Raise naming the first entry of ``values`` where ``bad`` holds (if any)."""
-    if bad.any():
-        index = int(np.argmax(bad))
-        raise ValueError(f"{name} {requirement}, got {name}[{index}] = {values[index]:g}")
+def _first_bad(
+    name: str,
+    values: np.ndarray,
+    bad: np.ndarray,
+    requirement: str,
+    other: tuple[str, np.ndarray] | None = None,
+) -> None:
+    """Raise naming the first entry of ``values`` where ``bad`` holds (if any).
+
+    ``other`` is the array the requirement compares with (its name ends the requirement), whose
+    entry is shown beside the bad one.
+    """
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    if other is None:
+        raise ValueError(f"{name} {requirement}, got {name}[{i}] = {float(values[i])!r}")
+    other_name, other_values = other
+    raise ValueError(
+        f"{name} {requirement} {other_name}, got {name}[{i}] = {float(values[i])!r} and "
+        f"{other_name}[{i}] = {float(other_values[i])!r}"
+    )
 
 
 def latency_stats(latencies: pd.DataFrame) -> pd.DataFrame:

@@ -115,9 +115,9 @@ def reusable_prefix_fraction(
     leave at least its last token to compute (``(tokens - 1) // block_tokens`` blocks at most),
     as the simulator's cache lookup counts a hit. The result, hit tokens over
     prompt tokens, bounds what prefix-aware routing can gain from prompts shared between
-    requests: a real cache is split across replicas and evicts under memory pressure. (A
-    simulated hit rate can still exceed it through preempted requests finding their own blocks
-    again, which this does not count.)
+    requests: a real cache is split across replicas and evicts under memory pressure. (The
+    simulator's ``prefix_hit_tokens`` can exceed it through preempted requests finding their
+    own blocks again; its ``prefix_hit_rate`` leaves those out, as this does.)
 
     Args:
         prompt_tokens: Each request's prompt length in tokens.

@@ -349,13 +349,15 @@ def test_cli_validate_writes_csv_and_figure_and_guards_its_output(tmp_path, caps
         (
             ([0], [1], [2]),
             [1.5],
-            r"output_tokens must be a whole number >= 1, got output_tokens\[0\] = 1.5",
+            r"a whole number in \[1, 2147483647\], got output_tokens\[0\] = 1.5",
         ),
+        (([0], [1], [2]), [1e20], r"got output_tokens\[0\] = 1e\+20"),  # wrapped to -2**63
         (([0], [1], [2]), [float("nan")], r"output_tokens must be finite"),
         (
             ([0, 5], [1, 1], [2, 6]),
             [3, 3],
-            r"first_token_s must not be before arrival_s, got first_token_s\[1\]",
+            r"first_token_s must not be before arrival_s, got first_token_s\[1\] = 1.0 and "
+            r"arrival_s\[1\] = 5.0",
         ),
         (([0], [1], [0.5]), [3], r"last_token_s must not be before first_token_s"),
     ],
