@@ -3,7 +3,9 @@
 ``load=0.9`` means an arrival rate of 0.9 times the estimate below. The estimates are computed
 from the workload source's calibration data (never from an episode) and are deterministic. They
 count only the requests the env would serve (:func:`served_requests`): one rejected at arrival
-takes no GPU time.
+takes no GPU time. The estimate is then the arrival rate whose served requests fill the GPUs
+(:func:`per_arrival`), so that ``load`` is the share of the GPUs' capacity the served requests
+ask for, whatever share of the arrivals is rejected.
 
 * Request level (static batches): the throughput of first-come-first-served batches of the
   largest size that fits in KV memory, ``n_gpus * b / E[T(batch of b random requests)]``, with the
@@ -50,6 +52,21 @@ def served_requests(calibration: Workload, served: np.ndarray) -> Workload:
         calibration.predicted_output_tokens[served],
         name=calibration.name,
     )
+
+
+def per_arrival(served_capacity_rps: float, served: np.ndarray) -> float:
+    """The arrival rate whose served requests come at ``served_capacity_rps``.
+
+    ``served_capacity_rps`` divided by the share of the calibration requests the env serves
+    (all of them when it serves none: see :func:`served_requests`).
+
+    Example:
+        >>> per_arrival(9.0, np.array([True, True, True, False]))  # a quarter rejected
+        12.0
+    """
+    served = np.asarray(served, dtype=bool)
+    share = float(served.mean()) if served.any() else 1.0
+    return served_capacity_rps / share
 
 
 def largest_fitting_batch(

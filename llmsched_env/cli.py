@@ -325,7 +325,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     episodes, summary = result[0], result[1]
     print(f"{env_id} {_json(env_kwargs)}, seeds {seeds.start}..{seeds.stop - 1}")
     print(format_table(summary))
-    _warn_of_rejections(episodes, report)
+    _warn_of_rejections(episodes, report, "--records gives each one's reason")
     if out is None:
         return 0
 
@@ -343,7 +343,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_of_rejections(episodes: Any, report: Callable[[str], None]) -> None:
+def _warn_of_rejections(
+    episodes: Any,
+    report: Callable[[str], None],
+    reasons: str = "llmsched evaluate --records with the same settings gives each one's reason",
+) -> None:
     """Say how many requests were rejected at arrival, if any were (the table does not).
 
     Whether a request is rejected depends on its size and the env's settings, not on the
@@ -357,9 +361,9 @@ def _warn_of_rejections(episodes: Any, report: Callable[[str], None]) -> None:
     if rejected:
         report(
             f"warning: {rejected:,} of the {arrived:,} requests that arrived "
-            f"({rejected / arrived:.1%}) were rejected at arrival, too large for a GPU's KV "
-            "memory or, without chunked prefill, its token budget; they count as SLA misses "
-            "(--records gives each one's reason)"
+            f"({rejected / arrived:.1%}) were rejected at arrival, too large to serve (a "
+            "GPU's KV memory, or its token budget without chunked prefill); they count as SLA "
+            f"misses ({reasons})"
         )
 
 
@@ -818,6 +822,7 @@ def _compare_runs(args: argparse.Namespace, policies: list[str] | None) -> int:
     )
     print(format_table(result.summary.assign(policy=_run_labels(result.summary))))
     print("\n".join(result.reliable.lines()))
+    _warn_of_rejections(result.episodes, report)
     _write(out, lambda target: [p.name for p in write_runs_comparison(result, target)], report)
     return 0
 

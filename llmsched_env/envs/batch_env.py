@@ -8,7 +8,12 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from llmsched_env.capacity import batch_capacity_rps, largest_fitting_batch, served_requests
+from llmsched_env.capacity import (
+    batch_capacity_rps,
+    largest_fitting_batch,
+    per_arrival,
+    served_requests,
+)
 from llmsched_env.config import BatchEnvConfig
 from llmsched_env.envs.base import SchedulingEnv, built_setting
 from llmsched_env.envs.batch_observation import (
@@ -348,19 +353,21 @@ class BatchSchedulingEnv(SchedulingEnv):
         self.bin_edges = cfg.bin_edges or equal_mass_edges(predicted, cfg.n_bins)
         self._edges = np.asarray(self.bin_edges, dtype=np.float64)
         self.batch_sizes = cfg.batch_sizes
-        #: The calibration requests the env would serve (a request whose KV need exceeds a
-        #: GPU's memory is rejected at arrival): what the capacity estimate is made of.
-        self.capacity_calibration = served_requests(
-            calibration,
-            calibration.prompt_tokens + calibration.output_tokens <= self.kv_capacity_tokens,
+        #: Per calibration request, whether the env would serve it (one whose KV need exceeds a
+        #: GPU's memory is rejected at arrival), and those requests: what the capacity estimate
+        #: is made of.
+        self.capacity_served = (
+            calibration.prompt_tokens + calibration.output_tokens <= self.kv_capacity_tokens
         )
-        self.capacity_rps = batch_capacity_rps(
+        self.capacity_calibration = served_requests(calibration, self.capacity_served)
+        served_rps = batch_capacity_rps(
             self.latency,
             self.capacity_calibration,
             n_gpus=cfg.n_gpus,
             max_batch_size=cfg.max_batch_size,
             kv_capacity_tokens=self.kv_capacity_tokens,
         )
+        self.capacity_rps = per_arrival(served_rps, self.capacity_served)
         self.arrival_rate_rps = configured_arrival_rate(
             cfg.owner, cfg.arrival_rate, cfg.load, self.capacity_rps, cfg.n_requests
         )

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from llmsched_env.capacity import iteration_capacity_rps, served_requests
+from llmsched_env.capacity import iteration_capacity_rps, per_arrival, served_requests
 from llmsched_env.config import ContinuousEnvConfig
 from llmsched_env.envs.base import SchedulingEnv, built_setting
 from llmsched_env.envs.common import InvalidActionError, configured_arrival_rate, parse_action
@@ -27,6 +27,7 @@ from llmsched_env.latency import make_iteration_latency
 from llmsched_env.metrics import SLATargets
 from llmsched_env.sim.iteration_planning import PrefillPlan
 from llmsched_env.sim.iteration_server import IterationServer, arrival_rejections
+from llmsched_env.workload import Workload
 
 
 class ContinuousBatchingEnv(SchedulingEnv):
@@ -300,20 +301,13 @@ class ContinuousBatchingEnv(SchedulingEnv):
             kv_allocation=cfg.kv_allocation,
             kv_block_tokens=cfg.kv_block_tokens,
         )
-        #: The calibration requests the env would serve (the others are rejected at arrival):
-        #: what the capacity estimate is made of.
-        self.capacity_calibration = calibration = served_requests(everyone, rejected == 0)
-        mean_prompt = float(np.mean(calibration.prompt_tokens))
-        mean_output = float(np.mean(calibration.output_tokens))
-        if self.latency.marginal_request_s(mean_prompt, mean_output) > 0:
-            self.capacity_rps = iteration_capacity_rps(self.latency, calibration, n_gpus=cfg.n_gpus)
-        else:
-            # No per-token work (a = 0, latency "mm1"): the work bound is infinite, so the estimate
-            # is the rate of serving requests one at a time (prefill, then decode steps alone).
-            one_at_a_time_s = self.latency.estimate_s(mean_prompt, 0) + (
-                mean_output - 1.0
-            ) * self.latency.estimate_s(0, 1)
-            self.capacity_rps = cfg.n_gpus / one_at_a_time_s
+        #: Per calibration request, whether the env would serve it (the others are rejected at
+        #: arrival), and those requests: what the capacity estimate is made of.
+        self.capacity_served = rejected == 0
+        self.capacity_calibration = served_requests(everyone, self.capacity_served)
+        self.capacity_rps = per_arrival(
+            self.served_capacity_rps(self.capacity_calibration), self.capacity_served
+        )
         self.arrival_rate_rps = configured_arrival_rate(
             cfg.owner, cfg.arrival_rate, cfg.load, self.capacity_rps, cfg.n_requests
         )
@@ -342,6 +336,22 @@ class ContinuousBatchingEnv(SchedulingEnv):
         self._observer: IterationObservation | None = None
 
     # ------------------------------------------------------------------ gymnasium API
+    def served_capacity_rps(self, calibration: Workload) -> float:
+        """Requests per second the GPUs serve of ``calibration``'s mix (its work bound).
+
+        With no per-token work (latency ``"mm1"``) the work bound is infinite, and the estimate
+        is the rate of serving requests one at a time (prefill, then decode steps alone).
+        """
+        mean_prompt = float(np.mean(calibration.prompt_tokens))
+        mean_output = float(np.mean(calibration.output_tokens))
+        n_gpus = self.config.n_gpus
+        if self.latency.marginal_request_s(mean_prompt, mean_output) > 0:
+            return iteration_capacity_rps(self.latency, calibration, n_gpus=n_gpus)
+        one_at_a_time_s = self.latency.estimate_s(mean_prompt, 0) + (
+            mean_output - 1.0
+        ) * self.latency.estimate_s(0, 1)
+        return n_gpus / one_at_a_time_s
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:

@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from llmsched_env.arguments import ArgumentTypeError
+from llmsched_env.capacity import per_arrival, served_requests
 from llmsched_env.config import RoutingEnvConfig
 from llmsched_env.envs.base import SchedulingEnv
 from llmsched_env.envs.common import (
@@ -249,7 +250,7 @@ class RoutingEnv(SchedulingEnv):
         self.replica_latencies = tuple(v.latency for v in self._views)
         #: Per replica, its KV memory in tokens.
         self.kv_capacity_tokens = tuple(int(v.kv_capacity_tokens) for v in self._views)
-        self.capacity_rps = float(sum(v.capacity_rps for v in self._views))
+        self.capacity_rps = self._cluster_capacity_rps()
         self.arrival_rate_rps = configured_arrival_rate(
             cfg.owner, cfg.arrival_rate, cfg.load, self.capacity_rps, cfg.n_requests
         )
@@ -268,6 +269,18 @@ class RoutingEnv(SchedulingEnv):
         )
         self._loads: ReplicaLoads | None = None
         self._mask = np.ones(cfg.n_replicas, dtype=bool)
+
+    def _cluster_capacity_rps(self) -> float:
+        """The arrival rate whose served requests fill every replica: the capacity estimate.
+
+        A request some replica rejects (too large for its KV memory) is served on another, so
+        the requests the cluster serves are those some replica would; each replica's share of
+        the estimate is its rate on that mix (with equal replicas, each one's own estimate).
+        """
+        views = self._views
+        served = np.logical_or.reduce([v.capacity_served for v in views])
+        mix = served_requests(views[0].source.calibration(), served)
+        return per_arrival(float(sum(v.served_capacity_rps(mix) for v in views)), served)
 
     @staticmethod
     def _make_views(cfg: RoutingEnvConfig) -> list[ContinuousBatchingEnv]:

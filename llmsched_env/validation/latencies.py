@@ -48,8 +48,9 @@ def request_latencies_ms(
 
     Raises:
         ValueError: If the arrays differ in length, a value is not finite, an output count is not
-            a whole number >= 1, or a request's first token comes before its arrival or its last
-            token before its first (the message names the array, the index and the value).
+            a whole number in ``[1, MAX_TOKENS]``, or a request's first token comes before its
+            arrival or its last token before its first (the message names the array, the index
+            and the value).
 
     Example:
         >>> frame = request_latencies_ms([0.0, 1.0], [0.5, 1.25], [2.5, 1.25], [5, 1])

@@ -350,3 +350,13 @@ def test_a_load_over_a_recorded_arrival_rate_is_no_drift_to_warn_of(tiny_run, re
     # it was reported as "arrival_rate: 4.0 -> None ... retrain it".
     compare(tiny_run.run_dir, n_seeds=1, policies=["edf"], env_overrides={"load": 0.8})
     assert not [w for w in recwarn if "trained on" in str(w.message)]
+
+
+def test_compare_warns_of_requests_rejected_at_arrival(tmp_path, capsys):
+    # compare has no --records: the hint names the command that gives the reasons.
+    argv = ["compare", "--pretrained", "continuous-default", "--seeds", "1", "--policies", "vllm"]
+    argv += ["--n-requests", "40", "--env-kwargs", '{"chunk_size": null, "max_tokens": 512}']
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert "were rejected at arrival" in err
+    assert "llmsched evaluate --records with the same settings" in err
