@@ -191,7 +191,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
     | argument | default | meaning |
     |----------|---------|---------|
     | workload | ``"azure-conv"`` | preset name or ``WorkloadSource`` |
-    | load | 0.4 | arrival rate as a fraction of the work-bound capacity |
+    | load | 0.4 | arrival rate / the work-bound capacity (``llmsched_env.capacity``) |
     | arrival_rate | None | arrival rate in requests/s (instead of ``load``) |
     | n_gpus | 1 | GPUs (engine replicas) |
     | latency | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | iteration latency preset or model |

@@ -151,7 +151,7 @@ class RoutingEnv(SchedulingEnv):
     | argument | default | meaning |
     |----------|---------|---------|
     | workload | ``"azure-conv"`` | preset name or ``WorkloadSource`` |
-    | load | 0.4 | arrival rate as a fraction of the replicas' summed capacity |
+    | load | 0.4 | arrival rate / the replicas' summed capacity (``llmsched_env.capacity``) |
     | arrival_rate | None | arrival rate in requests/s (instead of ``load``) |
     | n_replicas | 4 | engine replicas (one GPU each) |
     | latency | ``"vllm0.19-rtxpro6000-llama3.1-8b"`` | latency preset or model, or per replica |
