@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from llmsched_env import arguments
-from llmsched_env.capacity import saturated_iteration_rps
+from llmsched_env.capacity import per_arrival, saturated_iteration_rps
 from llmsched_env.config import check_int, check_positive
 from llmsched_env.envs.common import EpisodeSizeError
 from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST, check_episode_fits
@@ -431,13 +431,17 @@ def capacity_estimate_rps(env_kwargs: dict[str, Any] | None = None) -> float:
     try:
         unwrapped = env.unwrapped
         cfg = unwrapped.config
-        saturated = saturated_iteration_rps(
-            unwrapped.latency,
-            unwrapped.capacity_calibration,
-            n_gpus=cfg.n_gpus,
-            max_sequences=cfg.max_sequences,
-            max_tokens=cfg.max_tokens,
-            kv_capacity_tokens=unwrapped.kv_capacity_tokens,
+        # Of the requests served, per arrival as the env's own estimate (capacity.per_arrival).
+        saturated = per_arrival(
+            saturated_iteration_rps(
+                unwrapped.latency,
+                unwrapped.capacity_calibration,
+                n_gpus=cfg.n_gpus,
+                max_sequences=cfg.max_sequences,
+                max_tokens=cfg.max_tokens,
+                kv_capacity_tokens=unwrapped.kv_capacity_tokens,
+            ),
+            unwrapped.capacity_served,
         )
         return float(min(unwrapped.capacity_rps, saturated))
     finally:
