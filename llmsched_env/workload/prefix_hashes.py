@@ -63,11 +63,25 @@ def prefix_block_hashes(
             f"token ids must be a 1-D sequence of integers, got shape {ids.shape} and dtype "
             f"{ids.dtype}"
         )
+    return chain_block_hashes(ids, int(block_tokens))
+
+
+def chain_block_hashes(ids: np.ndarray, block_tokens: int, after: int | None = None) -> np.ndarray:
+    """The hashes of the full blocks of ``ids``, chained after the block hashed ``after``.
+
+    The chaining of :func:`prefix_block_hashes` (which starts a prompt: ``after`` is ``None``);
+    continuing a prompt's chain with the ids after its full blocks gives the longer prompt's.
+
+    Args:
+        ids: 1-D integer token ids (checked by the caller).
+        block_tokens: Tokens per block (checked by the caller).
+        after: The hash of the block before ``ids``, or ``None`` at a prompt's start.
+    """
     data = ids.astype("<i8").tobytes()
-    width = 8 * int(block_tokens)
+    width = 8 * block_tokens
     n = ids.shape[0] // block_tokens
     out = np.empty(n, dtype=np.int64)
-    parent = _ROOT
+    parent = _ROOT if after is None else int(after).to_bytes(8, "little", signed=True)
     for j in range(n):
         parent = hashlib.blake2b(parent + data[j * width : (j + 1) * width], digest_size=8).digest()
         out[j] = int.from_bytes(parent, "little", signed=True)

@@ -40,7 +40,6 @@ then the predictor's draws; the same seed gives the same workload bit for bit.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,9 +48,8 @@ from llmsched_env.workload._checks import check_float, check_int, check_rng
 from llmsched_env.workload.arrivals import ArrivalProcess, PoissonArrivals
 from llmsched_env.workload.lengths import LengthDistribution, LogNormal
 from llmsched_env.workload.predictors import OraclePredictor, OutputLengthPredictor
+from llmsched_env.workload.prefix_hashes import chain_block_hashes
 from llmsched_env.workload.requests import Workload
-
-_ROOT = bytes(8)
 
 
 def _extend_chain(
@@ -60,24 +58,18 @@ def _extend_chain(
     """``chain`` extended over every full block of ``tail``, and what is left of ``tail``.
 
     ``chain`` holds the hashes of a prompt's full blocks and ``tail`` the token ids that follow
-    them (the prompt's partial last block, then any new ids). Uses the same BLAKE2b chaining as
-    :func:`~llmsched_env.workload.prefix_block_hashes`.
+    them (the prompt's partial last block, then any new ids); the hashes are
+    :func:`~llmsched_env.workload.prefix_hashes.chain_block_hashes`'.
 
     Returns:
         ``(chain, tail)`` of the longer prompt: the int64 hashes of its full blocks, and the ids
         after them (fewer than ``block_tokens``).
     """
-    data = tail.astype("<i8").tobytes()
-    width = 8 * block_tokens
     n_new = tail.shape[0] // block_tokens
     if n_new == 0:
         return chain, tail
-    parent = int(chain[-1]).to_bytes(8, "little", signed=True) if chain.shape[0] else _ROOT
-    hashes = []
-    for j in range(n_new):
-        parent = hashlib.blake2b(parent + data[j * width : (j + 1) * width], digest_size=8).digest()
-        hashes.append(int.from_bytes(parent, "little", signed=True))
-    extended = np.concatenate([chain, np.array(hashes, dtype=np.int64)])
+    after = int(chain[-1]) if chain.shape[0] else None
+    extended = np.concatenate([chain, chain_block_hashes(tail, block_tokens, after)])
     extended.flags.writeable = False  # a request's hashes: the workload shares it, uncopied
     return extended, tail[n_new * block_tokens :]
 

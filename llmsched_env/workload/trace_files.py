@@ -158,13 +158,11 @@ def load_trace(
         ValueError: For an unknown format name (listing the formats), an undetectable format, a
             named format that the file's first line shows to be another, or a malformed file.
     """
-    if trace_format is None:
-        name = detect_trace_format(path)
-    else:
-        name = trace_format
-        resolve("trace format", name, TRACE_FORMATS)
+    name = detect_trace_format(path) if trace_format is None else trace_format
+    loader = resolve("trace format", name, TRACE_FORMATS)
+    if trace_format is not None:
         _check_named_format(path, name)
-    return resolve("trace format", name, TRACE_FORMATS)(path, **kwargs)
+    return loader(path, **kwargs)
 
 
 def _check_named_format(path: str | os.PathLike[str], name: str) -> None:
@@ -187,8 +185,11 @@ def _check_named_format(path: str | os.PathLike[str], name: str) -> None:
 
 @lru_cache(maxsize=4)
 def _cached_trace(path: str, trace_format: str, mtime_ns: int, size: int) -> Workload:
-    """A trace read once per process while the file is unchanged (workloads are read-only)."""
-    return load_trace(path, trace_format)
+    """A trace read once per process while the file is unchanged (workloads are read-only).
+
+    ``trace_format`` is known good for the file (detected, or named and checked).
+    """
+    return TRACE_FORMATS[trace_format](path)
 
 
 def trace_source(path: str | os.PathLike[str], trace_format: str | None = None) -> TraceSource:
@@ -213,6 +214,8 @@ def trace_source(path: str | os.PathLike[str], trace_format: str | None = None) 
     file = existing_file(path)
     name = detect_trace_format(file) if trace_format is None else trace_format
     resolve("trace format", name, TRACE_FORMATS)
+    if trace_format is not None:
+        _check_named_format(file, name)
     stat = file.stat()
     trace = _cached_trace(str(file.resolve()), name, stat.st_mtime_ns, stat.st_size)
     try:
