@@ -514,7 +514,8 @@ def estimate_stability(
     def test(rate: float, *, for_the_curve: bool = False) -> bool:
         if rate not in points:
             n = requests_per_run(rate, settings)
-            measured = math.floor(n * (1.0 - settings.warmup_fraction))
+            # Rounded first: 500 * (1 - 0.8) is 99.99999999999997 in floating point.
+            measured = math.floor(round(n * (1.0 - settings.warmup_fraction), 9))
             if measured < MIN_REQUESTS_PER_RUN:
                 message = (
                     f"the drift test at {rate:.4g} req/s sees only about {measured} requests per "

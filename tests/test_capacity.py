@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import llmsched_env  # noqa: F401  (registers the env ids)
-from llmsched_env.capacity import batch_capacity_rps
+from llmsched_env.capacity import (
+    batch_capacity_rps,
+    per_arrival,
+    routed_capacity_rps,
+    served_requests,
+)
 from llmsched_env.latency import ExponentialBatchService, StaticBatchLatency
 from llmsched_env.workload import make_workload_source
 
@@ -44,7 +50,7 @@ def test_a_deterministic_model_is_timed_on_random_batches_of_the_largest_fitting
 def test_requests_rejected_at_arrival_are_left_out_of_the_estimate():
     """A request the env rejects takes no GPU time: averaged in, a few 3,000,000-token prompts
     put the estimate (and the arrival rate of ``load=0.9``) at a two-hundredth of the rest's."""
-    from llmsched_env.capacity import iteration_capacity_rps, per_arrival, served_requests
+    from llmsched_env.capacity import iteration_capacity_rps
 
     # Without chunked prefill a prompt longer than max_tokens is rejected at arrival.
     env = gym.make("llmsched/ContinuousBatching-v0", chunk_size=None, max_tokens=512)
@@ -72,13 +78,65 @@ def test_requests_rejected_at_arrival_are_left_out_of_the_estimate():
 
 
 def test_a_request_one_replica_rejects_is_served_by_another_in_the_cluster_estimate():
-    """Replicas with different KV memory: the cluster serves what some replica would, and each
-    replica's share is its rate on that mix. Summing each replica's estimate on the requests it
-    alone admits counted a small replica's rate on short requests only (10.6 req/s for a pair
-    whose replicas serve about 1 each)."""
+    """Replicas with different KV memory: each serves only what it admits, and the estimate is
+    the rate the best split of the requests over them serves.
+
+    Adding each replica's rate on the whole mix counted the small replica on the long requests
+    it rejects: a 64-token replica (which serves nothing) doubled a 100,000-token one's
+    capacity, and on Mooncake's conversation trace a 3,000-token replica beside a
+    100,000-token one gave the capacity of two large ones (1.95 req/s), so ``load=0.5`` kept
+    the large replica busy all the time (TTFT p50 66 s).
+    """
     kwargs = {"n_replicas": 2, "workload": "mooncake-conversation"}
-    equal = gym.make("llmsched/Routing-v0", kv_memory=[100_000, 100_000], **kwargs).unwrapped
-    mixed = gym.make("llmsched/Routing-v0", kv_memory=[3_000, 100_000], **kwargs).unwrapped
-    assert mixed.capacity_rps == pytest.approx(equal.capacity_rps, rel=1e-12)
     one = gym.make("llmsched/ContinuousBatching-v0", kv_memory=100_000, workload=kwargs["workload"])
-    assert equal.capacity_rps == pytest.approx(2 * one.unwrapped.capacity_rps, rel=1e-12)
+    big = one.unwrapped.capacity_rps
+    equal = gym.make("llmsched/Routing-v0", kv_memory=[100_000, 100_000], **kwargs).unwrapped
+    assert equal.capacity_rps == pytest.approx(2 * big, rel=1e-12)
+    useless = gym.make("llmsched/Routing-v0", kv_memory=[64, 100_000], **kwargs).unwrapped
+    assert useless.capacity_rps == pytest.approx(big, rel=1e-9)
+
+    mixed = gym.make("llmsched/Routing-v0", kv_memory=[3_000, 100_000], **kwargs).unwrapped
+    small_admits, large_admits = (v.capacity_served for v in mixed._views)
+    served = small_admits | large_admits
+    assert 0.1 < small_admits.sum() / served.sum() < 0.5
+    assert not (small_admits & ~large_admits).any()
+    long_only = large_admits & ~small_admits
+    long_share = long_only.sum() / served.sum()
+    calibration = mixed._views[0].source.calibration()
+    long_rate = mixed._views[1].served_capacity_rps(served_requests(calibration, long_only))
+    # The large replica serving the long requests alone bounds the rate; the small one takes
+    # every short request (it has time to spare), so the bound is the estimate.
+    expected = per_arrival(long_rate / long_share, served)
+    assert mixed.capacity_rps == pytest.approx(expected, rel=1e-9)
+    assert mixed.capacity_rps < 0.55 * equal.capacity_rps
+
+
+def test_routed_capacity_is_the_best_split_of_the_classes():
+    """The linear program against splits worked out by hand."""
+    # One class every replica serves: the sum of the rates, exactly.
+    assert routed_capacity_rps(np.array([1.0]), np.array([[3.0, 5.0]])) == 8.0
+    # Long requests only replica 1 serves: it fills with them; replica 0 takes the short ones.
+    shares = np.array([0.25, 0.75])
+    assert routed_capacity_rps(shares, np.array([[10.0, 10.0], [0.0, 2.0]])) == pytest.approx(8 / 3)
+    # Short requests so many that replica 0 cannot take them all: replica 1 takes the rest.
+    # lam = 0.9 lam split as 10 + y, and 0.1 lam / 2 + y / 10 = 1 on replica 1.
+    lam = routed_capacity_rps(np.array([0.9, 0.1]), np.array([[10.0, 10.0], [0.0, 2.0]]))
+    assert lam == pytest.approx(20.0 / 1.4)
+    # Two disjoint classes: the scarcer replica bounds it.
+    assert routed_capacity_rps(np.array([0.5, 0.5]), np.array([[4.0, 0.0], [0.0, 1.0]])) == (
+        pytest.approx(2.0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("shares", "rates", "match"),
+    [
+        ([0.5, 0.5], [[1.0, 1.0], [0.0, 0.0]], "every class needs a replica"),
+        ([1.0], [[-1.0, 2.0]], "every class needs a replica"),
+        ([0.0, 1.0], [[1.0], [1.0]], "shares must be 2 positive numbers"),
+        ([1.0], [[1.0], [1.0]], "shares must be 2 positive numbers"),
+    ],
+)
+def test_routed_capacity_refuses_bad_classes(shares, rates, match):
+    with pytest.raises(ValueError, match=match):
+        routed_capacity_rps(np.array(shares), np.array(rates))

@@ -16,6 +16,7 @@ from llmsched_env.stability import (
     drift_test,
     estimate_stability,
     number_in_system,
+    requests_per_run,
 )
 
 MM1 = {"workload": "mm1", "latency": "mm1", "chunk_size": None, "kv_memory": "unlimited"}
@@ -210,6 +211,15 @@ def test_capacity_estimate_charges_the_per_iteration_cost():
         max_tokens=2048,
         kv_capacity_tokens=env.kv_capacity_tokens,
     ) == pytest.approx(2 * hand, rel=1e-3)
+
+
+def test_a_run_with_exactly_the_fewest_requests_after_warm_up_is_taken():
+    """500 requests with a warm-up of 0.8 leave 100, the floor (``500 * (1 - 0.8)`` is
+    99.99999999999997 in floating point, which was floored to 99 and refused)."""
+    settings = StabilitySettings(horizon_s=500.0, warmup_fraction=0.8, replications=2)
+    assert requests_per_run(1.0, settings) == 500
+    result = estimate_stability("run-to-completion", MM1, settings, low_rps=0.5, high_rps=1.0)
+    assert result.points
 
 
 def test_the_search_is_announced_rate_by_rate():

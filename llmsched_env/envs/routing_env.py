@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from llmsched_env.arguments import ArgumentTypeError
-from llmsched_env.capacity import per_arrival, served_requests
+from llmsched_env.capacity import per_arrival, routed_capacity_rps, served_requests
 from llmsched_env.config import RoutingEnvConfig
 from llmsched_env.envs.base import SchedulingEnv
 from llmsched_env.envs.common import (
@@ -271,16 +271,34 @@ class RoutingEnv(SchedulingEnv):
         self._mask = np.ones(cfg.n_replicas, dtype=bool)
 
     def _cluster_capacity_rps(self) -> float:
-        """The arrival rate whose served requests fill every replica: the capacity estimate.
+        """The arrival rate whose served requests fill the replicas: the capacity estimate.
 
         A request some replica rejects (too large for its KV memory) is served on another, so
-        the requests the cluster serves are those some replica would; each replica's share of
-        the estimate is its rate on that mix (with equal replicas, each one's own estimate).
+        the requests the cluster serves are those some replica would, in classes by the
+        replicas that would serve them; the estimate is the largest rate a split of each class
+        over its replicas keeps every replica within its capacity
+        (:func:`~llmsched_env.capacity.routed_capacity_rps`, with each replica's rate on a class
+        its work bound on that class's requests). With replicas that serve the same requests it
+        is the sum of their rates on them.
         """
         views = self._views
-        served = np.logical_or.reduce([v.capacity_served for v in views])
-        mix = served_requests(views[0].source.calibration(), served)
-        return per_arrival(float(sum(v.served_capacity_rps(mix) for v in views)), served)
+        calibration = views[0].source.calibration()
+        admits = np.array([v.capacity_served for v in views])
+        served = admits.any(axis=0)
+        if not served.any():  # reset fails, naming the setting that rejects every request
+            whole = float(sum(v.served_capacity_rps(calibration) for v in views))
+            return per_arrival(whole, served)
+        classes, members = np.unique(admits[:, served].T, axis=0, return_inverse=True)
+        members = members.reshape(-1)
+        shares = np.bincount(members) / members.size
+        rates = np.zeros((len(classes), len(views)))
+        for c, replicas in enumerate(classes):
+            in_class = served.copy()
+            in_class[served] = members == c
+            mix = served_requests(calibration, in_class)
+            for r in np.flatnonzero(replicas):
+                rates[c, r] = views[r].served_capacity_rps(mix)
+        return per_arrival(routed_capacity_rps(shares, rates), served)
 
     @staticmethod
     def _make_views(cfg: RoutingEnvConfig) -> list[ContinuousBatchingEnv]:
