@@ -263,8 +263,14 @@ def trace_spec(path: str | os.PathLike[str], trace_format: str | None = None) ->
     Example:
         >>> trace_spec("my.csv", "azure")
         'trace:azure:my.csv'
+        >>> trace_spec("azure:my.csv")  # a file whose name starts like a format
+        'trace:./azure:my.csv'
     """
+    path = os.fspath(path)
     if trace_format is not None:
         resolve("trace format", trace_format, TRACE_FORMATS)
-        return f"{TRACE_SPEC_PREFIX}{trace_format}:{os.fspath(path)}"
-    return f"{TRACE_SPEC_PREFIX}{os.fspath(path)}"
+        return f"{TRACE_SPEC_PREFIX}{trace_format}:{path}"
+    head, sep, _ = path.partition(":")
+    if sep and head.lower() in TRACE_FORMATS:  # a file named "azure:x.csv" is not a format
+        path = os.path.join(os.curdir, path)
+    return f"{TRACE_SPEC_PREFIX}{path}"

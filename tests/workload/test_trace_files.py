@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,10 @@ def test_a_named_format_the_file_is_not_in_is_named_as_such(tmp_path: Path) -> N
 def test_trace_specs_round_trip() -> None:
     assert parse_trace_spec(trace_spec("a/b.csv", "burstgpt")) == ("a/b.csv", "burstgpt")
     assert parse_trace_spec("trace:C:/x.csv") == ("C:/x.csv", None)  # not a format name
+    # A file whose name starts like a format (in any case) comes back as that file.
+    for name in ("azure:x.csv", "Azure:x.csv", "mooncake:"):
+        path, trace_format = parse_trace_spec(trace_spec(name))
+        assert trace_format is None and os.path.normpath(path) == name
     with pytest.raises(ValueError, match="names no file"):
         parse_trace_spec("trace:")
     # A capitalised format was read as part of the path ("trace file 'Azure:x.csv' does not
