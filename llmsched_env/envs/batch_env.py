@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -643,15 +644,17 @@ class BatchSchedulingEnv(SchedulingEnv):
         """One line per bin (its length range and queue), one per GPU."""
         s = self.server
         lines = []
-        edges = [0, *self.bin_edges, float("inf")]
+        # A bin holds the whole predicted lengths x with lo <= x < hi: ceil(lo) <= x < ceil(hi).
+        edges = [0, *(math.ceil(e) for e in self.bin_edges), float("inf")]
         for j, n in enumerate(s.queue_lengths()):
             lo, hi = edges[j], edges[j + 1]
             lines.append(
                 f"  bin {j} [{lo:7.0f}, {hi:7.0f}) tokens: {n:5d} waiting " + "#" * min(n, 40)
             )
+        deciding = -1 if self._episode_over else s.decision_gpu
         for g, until in enumerate(s.busy_until()):
             state = f"busy until {until:10.3f}s" if s.gpu_busy[g] else "idle"
-            marker = "  <- deciding" if g == s.decision_gpu else ""
+            marker = "  <- deciding" if g == deciding else ""
             lines.append(f"  gpu {g}: {state}{marker}")
         return lines
 

@@ -657,18 +657,22 @@ class ContinuousBatchingEnv(SchedulingEnv):
         )
 
     def queue_snapshot(self) -> WaitingQueueSnapshot:
-        """The waiting queue and the deciding GPU's requests now, as read-only views.
+        """The waiting queue and the deciding GPU's requests now.
 
-        Its cost does not grow with the queue (see :class:`WaitingQueueSnapshot`); this is where
-        heuristics and agents read queue contents, which ``info`` does not carry.
+        The never-admitted part of the queue is a read-only view, the rest small copies, so its
+        cost does not grow with the queue (see :class:`WaitingQueueSnapshot`); this is where
+        heuristics and agents read queue contents, which ``info`` does not carry. Once the
+        episode is over no GPU is deciding (``gpu`` is -1, with no running or started requests).
         """
         s = self.server
         if s is None:
             raise RuntimeError("call reset() before queue_snapshot()")
         preempted = np.fromiter(s.requeued, np.int64, len(s.requeued))
         head, tail = s.queue_head, s.queue_tail
-        gpu = s.decision_gpu
-        running = s.running[gpu].view() if gpu >= 0 else np.zeros(0, dtype=np.int64)
+        gpu = -1 if self._episode_over else s.decision_gpu
+        # A copy (at most max_sequences requests): a view of the server's array could be made
+        # writable again, and writing to it would change the episode.
+        running = s.running[gpu].copy() if gpu >= 0 else np.zeros(0, dtype=np.int64)
         running.flags.writeable = False
         return WaitingQueueSnapshot(
             gpu=gpu,
@@ -733,10 +737,11 @@ class ContinuousBatchingEnv(SchedulingEnv):
     def _render_lines(self) -> list[str]:
         """The waiting queue, then one line per GPU."""
         s = self.server
+        deciding = -1 if self._episode_over else s.decision_gpu
         lines = [f"  waiting: {s.n_waiting} prompts, {s.waiting_prompt_tokens()} tokens"]
         for g in range(s.n_gpus):
             state = f"busy until {s.gpu_free_at[g]:10.3f}s" if s.gpu_busy[g] else "idle"
-            marker = "  <- deciding" if g == s.decision_gpu else ""
+            marker = "  <- deciding" if g == deciding else ""
             lines.append(
                 f"  gpu {g}: {state}, {s.running[g].size} decoding, {len(s.prefilling[g])} "
                 f"prefilling, KV {s.kv_used[g]}/{s.kv_capacity_tokens} tokens{marker}"

@@ -19,7 +19,7 @@ view.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, overload
 
 import numpy as np
@@ -141,7 +141,7 @@ class BinQueueSnapshot:
     prompt_tokens: QueueSnapshot
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WaitingQueueSnapshot:
     """The waiting prompts and the deciding GPU's requests of ``ContinuousBatching-v0``.
 
@@ -178,6 +178,15 @@ class WaitingQueueSnapshot:
     running_tokens_generated: np.ndarray
     running_predicted_output_tokens: np.ndarray
     prefilling: tuple[int, ...]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WaitingQueueSnapshot):
+            return NotImplemented
+        return all(
+            np.array_equal(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  (equality is by content)
 
     @property
     def n_waiting(self) -> int:

@@ -307,7 +307,8 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         self._deadline_slot = np.where(admissible, np.arange(n), -1).tolist()
         #: Admissible request indices in arrival order: the global waiting queue is
         #: ``queue_order[queue_head:queue_tail]``.
-        self.queue_order = _read_only(np.flatnonzero(admissible))
+        # A copy: flatnonzero's result is a view of an array that could be made writable.
+        self.queue_order = _read_only(np.flatnonzero(admissible).copy())
         #: Arrival times and prompt tokens of :attr:`queue_order`'s requests (read-only), so
         #: that the never-admitted part of the queue is a slice of these, never a copy.
         self.queue_arrival_s = _read_only(workload.arrival_s[self.queue_order])

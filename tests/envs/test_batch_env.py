@@ -1,6 +1,7 @@
 """Pieces of the BatchScheduling-v0 environment module."""
 
 import pickle
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -216,3 +217,14 @@ def test_the_metrics_count_on_time_requests_as_the_reward_does():
         on_time = round(metrics["sla_attainment"] * metrics["arrived"])
         assert on_time == env.server.n_on_time
         assert total == on_time - (metrics["arrived"] - on_time)  # each late request: -1
+
+
+def test_the_text_render_labels_each_bin_with_the_whole_lengths_it_holds():
+    """``demo2``'s edges (64, 64.000001, 256) printed bin 1 as the empty ``[64, 64)``: a bin
+    holds the whole predicted lengths ``lo <= x < hi``, which are ``ceil(lo) .. ceil(hi) - 1``."""
+    env = gym.make("llmsched/BatchScheduling-v0", workload="demo2", render_mode="ansi")
+    env.reset(seed=0)
+    u = env.unwrapped
+    assert u.bin_edges[1] == pytest.approx(64.000001)
+    labels = re.findall(r"bin \d+ \[\s*(\d+),\s*(\d+|inf)\)", env.render())
+    assert labels == [("0", "64"), ("64", "65"), ("65", "256"), ("256", "inf")]

@@ -105,3 +105,71 @@ def test_continuous_snapshot_views_do_not_copy_and_survive_later_steps():
     assert snapshot.waiting().tolist() == kept  # a kept snapshot still shows its step
     clone = pickle.loads(pickle.dumps(env.unwrapped))
     assert not clone.queue_snapshot().queued.flags.writeable
+
+
+def _continuous_with_a_queue() -> gym.Env:
+    """``ContinuousBatching-v0`` overloaded until at least three prompts wait."""
+    env = gym.make("llmsched/ContinuousBatching-v0", n_requests=100, load=3.0)
+    u = env.unwrapped
+    env.reset(seed=0)
+    while u.queue_snapshot().queued.size < 3:
+        env.step(np.argwhere(u.joint_action_mask())[0])
+    return env
+
+
+def test_continuous_snapshot_arrays_cannot_be_made_writable():
+    """Writing through a snapshot once rewrote the server's queue (``[0 0 0]``): ``queued`` was
+    a view of a writable array, ``running`` a view of the server's own array."""
+    env = _continuous_with_a_queue()
+    u = env.unwrapped
+    while not u.queue_snapshot().running.size:
+        env.step(np.argwhere(u.joint_action_mask())[-1])
+    snapshot = u.queue_snapshot()
+    for name in ("queued", "queued_arrival_s", "queued_prompt_tokens"):
+        array = getattr(snapshot, name)
+        with pytest.raises(ValueError, match="WRITEABLE"):
+            array.flags.writeable = True
+    # ``running`` is a read-only copy: made writable, writing to it leaves the server alone.
+    running = u.server.running[snapshot.gpu].copy()
+    with pytest.raises(ValueError, match="read-only"):
+        snapshot.running[0] = -1
+    snapshot.running.flags.writeable = True
+    snapshot.running[:] = -1
+    assert np.array_equal(u.server.running[snapshot.gpu], running)
+
+
+def test_continuous_snapshots_compare_by_content():
+    env = _continuous_with_a_queue()
+    u = env.unwrapped
+    first = u.queue_snapshot()
+    assert first == u.queue_snapshot() and first == copy.deepcopy(first)
+    assert (first != u.queue_snapshot()) is False
+    env.step(np.argwhere(u.joint_action_mask())[-1])
+    assert first != u.queue_snapshot()
+    with pytest.raises(TypeError):
+        hash(first)
+
+
+@pytest.mark.parametrize(
+    "env_id", ["llmsched/BatchScheduling-v0", "llmsched/ContinuousBatching-v0"]
+)
+def test_no_gpu_is_deciding_once_an_episode_is_truncated(env_id):
+    """After ``max_steps`` the snapshot and the text render named a deciding GPU (``info`` -1)."""
+    env = gym.make(env_id, n_requests=50, max_steps=3, render_mode="ansi")
+    u = env.unwrapped
+    env.reset(seed=0)
+    for _ in range(3):
+        action = (
+            np.argwhere(u.joint_action_mask())[-1]
+            if hasattr(u, "joint_action_mask")
+            else [
+                int(np.flatnonzero(u.action_masks()[: u.action_space.nvec[0]])[-1]),
+                int(u.action_space.nvec[1] - 1),
+            ]
+        )
+        *_, truncated, info = env.step(action)
+    assert truncated and info["gpu"] == -1
+    assert "deciding" not in env.render()
+    if env_id.endswith("ContinuousBatching-v0"):
+        snapshot = u.queue_snapshot()
+        assert snapshot.gpu == -1 and snapshot.running.size == 0 and snapshot.prefilling == ()
