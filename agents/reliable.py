@@ -345,13 +345,13 @@ def plot_performance_profile(
     Returns:
         The written path, or ``None`` when matplotlib is not installed.
     """
-    from llmsched_env.plotting import _pyplot
+    from llmsched_env.plotting import new_figure, save_figure
 
-    plt = _pyplot()
-    if plt is None:
+    fig = new_figure(figsize=(6, 3.6))
+    if fig is None:
         return None
     plot_utils = import_rliable("plot_utils")
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax = fig.subplots()
     plot_utils.plot_performance_profiles(
         {AGENT_NAME: result.profile},
         result.taus,
@@ -368,8 +368,4 @@ def plot_performance_profile(
         ax.text(x, 1.02, label, ha="center", va="bottom", fontsize=8, color="gray")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -1,7 +1,9 @@
 """Figures of evaluation and stability results (needs the ``plots`` extra: matplotlib).
 
 Every function returns the written path, or ``None`` when matplotlib is not installed, so the
-command-line tools work without it and just skip the figure.
+command-line tools work without it and just skip the figure. Figures are drawn on
+:class:`matplotlib.figure.Figure` objects of their own, not through ``pyplot``: the caller's
+backend and open figures are left as they were.
 """
 
 from __future__ import annotations
@@ -71,11 +73,19 @@ def plot_comparison(summary: pd.DataFrame, path: str | Path, title: str = "") ->
     Returns:
         The written path, or ``None`` when matplotlib is not installed.
     """
-    plt = _pyplot()
-    if plt is None:
-        return None
     panels = [p for p in PANELS if f"{p[0]}_mean" in summary.columns]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
+    expected = [f"{metric}_{part}" for metric, _ in panels for part in ("mean", "ci95")]
+    missing = [c for c in ("policy", *expected) if c not in summary.columns]
+    if not panels or missing:
+        raise ValueError(
+            f"a summary to plot needs a 'policy' column and, for at least one of "
+            f"{[metric for metric, _ in PANELS]}, the columns '<metric>_mean' and "
+            f"'<metric>_ci95'; missing {missing or [f'{m}_mean' for m, _ in PANELS]}"
+        )
+    fig = new_figure(figsize=(4 * len(panels), 3.6))
+    if fig is None:
+        return None
+    axes = fig.subplots(1, len(panels), squeeze=False)
     names = summary["policy"].astype(str).tolist()
     any_cut = False
     for ax, (metric, label) in zip(axes[0], panels):
@@ -94,7 +104,7 @@ def plot_comparison(summary: pd.DataFrame, path: str | Path, title: str = "") ->
         fig.suptitle(title)
     if any_cut:
         fig.text(0.01, 0.01, CLIPPED_NOTE, fontsize=7, color="0.35")
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def plot_stability(result: StabilityResult, path: str | Path, title: str = "") -> Path | None:
@@ -108,12 +118,12 @@ def plot_stability(result: StabilityResult, path: str | Path, title: str = "") -
     Returns:
         The written path, or ``None`` when matplotlib is not installed.
     """
-    plt = _pyplot()
-    if plt is None:
+    fig = new_figure(figsize=(9, 3.6))
+    if fig is None:
         return None
     df = result.to_frame()
     rate = df["arrival_rate_rps"].to_numpy()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left, right = fig.subplots(1, 2)
     throughput = df["throughput_rps"].to_numpy(dtype=float)
     errors, cut = clipped_errors(
         throughput, df["throughput_ci95"].to_numpy(dtype=float), BOUNDS["throughput_rps"]
@@ -135,7 +145,7 @@ def plot_stability(result: StabilityResult, path: str | Path, title: str = "") -
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title or result.describe(), fontsize=9)
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
 def plot_validation(result: RunValidation, path: str | Path, title: str = "") -> Path | None:
@@ -153,10 +163,10 @@ def plot_validation(result: RunValidation, path: str | Path, title: str = "") ->
     Returns:
         The written path, or ``None`` when matplotlib is not installed.
     """
-    plt = _pyplot()
-    if plt is None:
+    fig = new_figure(figsize=(9, 3.6))
+    if fig is None:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    left, right = fig.subplots(1, 2)
     for frame, label, style in (
         (result.measured, "measured", "-"),
         (result.simulated, "simulated", "--"),
@@ -181,28 +191,31 @@ def plot_validation(result: RunValidation, path: str | Path, title: str = "") ->
         title or f"{result.run.name}: policy {settings.policy}, latency {settings.latency}",
         fontsize=9,
     )
-    return _save(plt, fig, path)
+    return save_figure(fig, path)
 
 
-def _pyplot() -> Any:
-    """``matplotlib.pyplot`` with the file-only Agg backend, or ``None`` without matplotlib."""
+def new_figure(**kwargs: Any) -> Any:
+    """A :class:`matplotlib.figure.Figure` (``kwargs`` as its own), or ``None`` without matplotlib.
+
+    Not made through ``pyplot``, so it neither switches the caller's backend nor joins pyplot's
+    open figures (nothing to close, even when drawing fails).
+    """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return None
-    return plt
+    return Figure(**kwargs)
 
 
-def _save(plt: Any, fig: Any, path: str | Path) -> Path:
-    """Lay out ``fig``, write it to ``path`` at 120 dpi and close it; return the path.
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out ``fig`` and write it to ``path`` at 120 dpi; return the path written.
 
-    Closing matters: pyplot keeps every open figure alive, and a comparison writes several.
+    A path without a suffix gets ``.png`` (matplotlib would add it, and the returned path
+    would name no file); otherwise the suffix chooses the format, as in matplotlib.
     """
     fig.tight_layout()
     path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -19,14 +19,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def saved_figures(monkeypatch):
     """The figures the plotting functions write, captured just before they are saved."""
     figures = []
-    save = plotting._save
+    save = plotting.save_figure
 
-    def capture(plt, fig, path):
+    def capture(fig, path):
         fig.canvas.draw()  # lay out the text so that it can be read back
         figures.append(fig)
-        return save(plt, fig, path)
+        return save(fig, path)
 
-    monkeypatch.setattr(plotting, "_save", capture)
+    monkeypatch.setattr(plotting, "save_figure", capture)
     return figures
 
 
@@ -112,3 +112,42 @@ def test_error_bars_are_clipped_to_what_the_quantity_can_take():
     assert cut
     bars, cut = clipped_errors(np.array([-5.0]), np.array([3.0]), BOUNDS["return"])
     assert bars.tolist() == [[3.0], [3.0]] and not cut
+
+
+def summary_of_two() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"policy": ["a", "b"], "return_mean": [1.0, 2.0], "return_ci95": [0.1, 0.2]}
+    )
+
+
+def test_plotting_leaves_the_callers_backend_and_figures_alone(tmp_path):
+    """Drawing switched the caller's backend to Agg (a notebook's inline plots stopped) and a
+    figure whose drawing failed stayed open in pyplot."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    backend = matplotlib.get_backend()
+    open_before = plt.get_fignums()
+    plot_comparison(summary_of_two(), tmp_path / "c.png")
+    with pytest.raises(FileNotFoundError):
+        plot_comparison(summary_of_two(), tmp_path / "no" / "such" / "c.png")
+    assert matplotlib.get_backend() == backend
+    assert plt.get_fignums() == open_before
+
+
+def test_a_path_without_a_suffix_gets_png_and_is_the_path_returned(tmp_path):
+    path = plot_comparison(summary_of_two(), tmp_path / "figure")
+    assert path == tmp_path / "figure.png" and png_size(path)[0] > 0
+
+
+@pytest.mark.parametrize(
+    ("columns", "missing"),
+    [
+        ({"policy": ["a"]}, "return_mean"),
+        ({"policy": ["a"], "return_mean": [1.0]}, "return_ci95"),
+        ({"return_mean": [1.0], "return_ci95": [0.1]}, "policy"),
+    ],
+)
+def test_a_summary_without_its_columns_is_refused_by_name(tmp_path, columns, missing):
+    with pytest.raises(ValueError, match=f"missing .*'{missing}'"):
+        plot_comparison(pd.DataFrame(columns), tmp_path / "c.png")

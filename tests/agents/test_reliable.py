@@ -135,6 +135,6 @@ def test_the_profile_figure_is_skipped_without_matplotlib(monkeypatch, tmp_path)
 
     result = stats(episodes())
     assert reliable.plot_performance_profile(result, tmp_path / "p.png") == tmp_path / "p.png"
-    monkeypatch.setattr("llmsched_env.plotting._pyplot", lambda: None)
+    monkeypatch.setattr("llmsched_env.plotting.new_figure", lambda **kwargs: None)
     assert reliable.plot_performance_profile(result, tmp_path / "q.png") is None
     assert not (tmp_path / "q.png").exists()
