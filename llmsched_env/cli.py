@@ -245,11 +245,20 @@ def _warm_up(report: Callable[[str], None]) -> None:
     warm_up(report)
 
 
-def _write(out: Path, write: Callable[[Path], list[str]], report: Callable[[str], None]) -> None:
-    """Write results into ``out`` (or a rescue directory) and print what went where."""
+def _write(
+    out: Path,
+    write: Callable[[Path], list[str]],
+    report: Callable[[str], None],
+    replaces: Iterable[str] = (),
+) -> None:
+    """Write results into ``out`` (or a rescue directory) and print what went where.
+
+    ``replaces``: every file the command can write; an earlier run's that this one does not
+    write are removed (see :func:`llmsched_env.outputs.write_or_rescue`).
+    """
     from llmsched_env.outputs import write_or_rescue
 
-    target, written = write_or_rescue(out, write, warn=report)
+    target, written = write_or_rescue(out, write, warn=report, replaces=replaces)
     print(f"wrote {', '.join(written)} to {target}")
 
 
@@ -339,7 +348,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         figure = plot_comparison(summary, target / "comparison.png", title=env_id)
         return written + ([figure.name] if figure else [])
 
-    _write(out, write, report)
+    _write(out, write, report, replaces=(*RESULT_FILES, RECORDS_FILE))
     return 0
 
 
@@ -476,7 +485,7 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         figure = plot_stability(result, target / f"{stem}.png")
         return [f"{stem}.csv"] + ([figure.name] if figure else [])
 
-    _write(out, write, report)
+    _write(out, write, report, replaces=(f"{stem}.csv", f"{stem}.png"))
     return 0
 
 
@@ -779,7 +788,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(format_table(result.summary))
     print(result.verdict())
     _warn_of_rejections(result.episodes, report)
-    _write(out, lambda target: [p.name for p in write_comparison(result, target)], report)
+    _write(
+        out,
+        lambda target: [p.name for p in write_comparison(result, target)],
+        report,
+        replaces=RESULT_FILES,
+    )
     return 0
 
 
@@ -823,7 +837,12 @@ def _compare_runs(args: argparse.Namespace, policies: list[str] | None) -> int:
     print(format_table(result.summary.assign(policy=_run_labels(result.summary))))
     print("\n".join(result.reliable.lines()))
     _warn_of_rejections(result.episodes, report)
-    _write(out, lambda target: [p.name for p in write_runs_comparison(result, target)], report)
+    _write(
+        out,
+        lambda target: [p.name for p in write_runs_comparison(result, target)],
+        report,
+        replaces=RUNS_OUTPUT_FILES,
+    )
     return 0
 
 

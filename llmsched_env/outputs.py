@@ -93,6 +93,7 @@ def write_or_rescue(
     write: Callable[[Path], T],
     *,
     warn: Callable[[str], None] | None = None,
+    replaces: Iterable[str] = (),
 ) -> tuple[Path, T]:
     """Create ``out`` and write the results there whole; on failure, to a new temporary directory.
 
@@ -104,6 +105,10 @@ def write_or_rescue(
         out: The output directory (created with its parents).
         write: Writes the results into the directory it is given and returns anything.
         warn: Told, in one line, why ``out`` failed and where the results went instead.
+        replaces: Every file the command can write (some only with an option, or with
+            matplotlib). Those of them in ``out`` that this write did not produce are an
+            earlier run's, and are removed once the new files are in place, so that the
+            directory never holds two runs' results side by side.
 
     Returns:
         ``(directory actually written, write's return value)``.
@@ -114,11 +119,11 @@ def write_or_rescue(
     target = Path(out)
     try:
         target.mkdir(parents=True, exist_ok=True)
-        return target, _write_whole(target, write)
+        return target, _write_whole(target, write, replaces)
     except OSError as error:
         rescue = Path(tempfile.mkdtemp(prefix="llmsched-results-"))
         try:
-            result = _write_whole(rescue, write)
+            result = _write_whole(rescue, write, ())
         except OSError as second:
             shutil.rmtree(rescue, ignore_errors=True)
             raise OSError(
@@ -133,8 +138,11 @@ def write_or_rescue(
         return rescue, result
 
 
-def _write_whole(directory: Path, write: Callable[[Path], T]) -> T:
+def _write_whole(directory: Path, write: Callable[[Path], T], replaces: Iterable[str]) -> T:
     """``write`` into a staging directory in ``directory``, then move its files into place.
+
+    Files named in ``replaces`` that ``write`` did not produce are then removed from
+    ``directory`` (an earlier run's; see :func:`write_or_rescue`).
 
     Raises:
         OSError: If writing fails (the staged files are removed), or a file to be replaced is
@@ -151,6 +159,11 @@ def _write_whole(directory: Path, write: Callable[[Path], T]) -> T:
             )
         for item in written:
             os.replace(item, directory / item.name)
+        produced = {item.name for item in written}
+        for name in replaces:
+            stale = directory / name
+            if name not in produced and (stale.is_file() or stale.is_symlink()):
+                stale.unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result

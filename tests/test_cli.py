@@ -185,6 +185,18 @@ def test_output_locations_are_checked_before_any_work(tmp_path, capsys, where):
     assert "is a file" in capsys.readouterr().err
 
 
+def test_force_leaves_no_file_of_the_run_it_replaces(tmp_path, capsys):
+    """An earlier run's records.csv stayed beside the new results of a run without --records."""
+    argv = ["evaluate", *TINY, "--policies", "random", "--out", str(tmp_path), "--quiet"]
+    assert main([*argv, "--records"]) == 0
+    assert "records.csv" in capsys.readouterr().out
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main([*argv, "--seeds", "1", "--force"]) == 0
+    assert not (tmp_path / "records.csv").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # not a file evaluate writes
+    assert "records.csv" not in capsys.readouterr().out
+
+
 def test_results_are_not_overwritten_without_force(tmp_path, capsys):
     argv = ["evaluate", *TINY, "--policies", "random", "--out", str(tmp_path)]
     assert main(argv) == 0

@@ -106,3 +106,14 @@ def test_a_place_that_takes_no_files_is_refused_whatever_the_permission_bits():
     # /proc passes os.access(W_OK) for root but takes no files: the check makes one to know.
     with pytest.raises(ValueError, match=r"cannot write to the output directory '/proc/results'"):
         check_output_dir("/proc/results")
+
+
+def test_an_earlier_runs_files_that_this_write_does_not_produce_are_removed(tmp_path):
+    for name in ("a.csv", "b.png", "keep.txt"):
+        (tmp_path / name).write_text("old")
+    target, _ = write_or_rescue(
+        tmp_path, lambda t: (t / "a.csv").write_text("new"), replaces=("a.csv", "b.png")
+    )
+    assert target == tmp_path
+    assert (tmp_path / "a.csv").read_text() == "new" and not (tmp_path / "b.png").exists()
+    assert (tmp_path / "keep.txt").read_text() == "old"
