@@ -7,8 +7,8 @@ observation is a ``Dict`` ``{"observations": <the env's Box>, "action_mask": <0/
 and ``ActionMaskingTorchRLModule`` adds ``log(mask)`` to the action logits. That module masks one
 ``Discrete`` action, so :class:`RLlibEnv` flattens the ``MultiDiscrete`` action with
 :class:`~llmsched_env.envs.FlattenAction` (exact joint masks), and keeps only the scalar entries
-of ``info``: the envs' ``info`` also carries queue contents of varying length, which a
-Gymnasium vector env cannot stack and RLlib does not use.
+of ``info``: RLlib does not use its per-GPU arrays and masks, and the metrics of an ended
+episode would change the keys a vector env stacks.
 
 As in ``llmsched train``, a ``BatchScheduling-v0`` episode ends once it is settled
 (:class:`~llmsched_env.envs.EndWhenSettled`; same return, fewer steps).
@@ -86,6 +86,16 @@ class RLlibEnv(gym.Wrapper):
                 "action_mask": spaces.Box(0.0, 1.0, shape=(n_actions,), dtype=np.float32),
             }
         )
+
+    @property
+    def spec(self) -> None:
+        """None: this env is made from its ``config`` (RLlib's env creator), not by ``gym.make``.
+
+        A wrapper's spec would describe ``gym.make`` of the inner env followed by this wrapper
+        applied to it, which is not how it is built (Gymnasium's checker refused the env when
+        asked for it).
+        """
+        return None
 
     def _observation(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         mask = np.asarray(self._masks(), dtype=np.float32)

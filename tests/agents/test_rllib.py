@@ -52,6 +52,18 @@ def test_masks_are_the_joint_masks_and_masked_episodes_match_the_env(kind):
     assert np.isfinite(total)
 
 
+@pytest.mark.parametrize("kind", sorted(ALL_ENV_IDS))
+def test_both_env_checkers_pass(kind):
+    """Gymnasium's checker refused the env: its wrapper spec could not be recreated."""
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    config = {"env_id": ALL_ENV_IDS[kind], "env_kwargs": {"n_requests": 40}}
+    check_env(RLlibEnv(config), skip_render_check=True)
+    sb3_check_env(RLlibEnv(config), warn=False)
+    assert RLlibEnv(config).spec is None
+
+
 def test_routing_takes_its_discrete_action_and_mask_as_they_are():
     config = tiny_config("routing")
     env = RLlibEnv(config)
