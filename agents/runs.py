@@ -9,6 +9,7 @@ file                       contents
 ``vecnormalize.pkl``       its ``VecNormalize`` statistics (when normalisation is on)
 ``best_model.zip``         the model with the best validation return (evaluation callback)
 ``best_vecnormalize.pkl``  the statistics saved with it
+``averaged_model.zip``     the mean weights of late snapshots (``weight_averaging``)
 ``evaluations.csv``        the callback's validation results: agent vs best baseline
 ``progress.csv``           stable-baselines3's training log
 ``checkpoints/``           periodic checkpoints (model and statistics)
@@ -28,6 +29,20 @@ from typing import Any, Literal
 from agents.averaging import AVERAGED_MODEL_FILE
 
 CONFIG_FILE = "config.json"
+#: Every file and folder a training run writes in its directory (the table above), so that a
+#: run replaced by another (``llmsched train --force``) leaves none of its own behind.
+RUN_ENTRIES = (
+    CONFIG_FILE,
+    "model.zip",
+    "vecnormalize.pkl",
+    "best_model.zip",
+    "best_vecnormalize.pkl",
+    AVERAGED_MODEL_FILE,
+    "evaluations.csv",
+    "progress.csv",
+    "checkpoints",
+    "tb",
+)
 FORMAT_VERSION = 1
 
 ModelChoice = Literal["best", "final", "averaged"]

@@ -14,8 +14,10 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,7 +31,7 @@ from agents.envs import PER_COMPONENT, VEC_ENV_KINDS, VecEnvKind, make_training_
 from agents.extras import require_agents_extra
 from agents.hyperparams import SCHEDULE_KEYS, parse_schedule, resolve_hyperparams
 from agents.imitation import BEST, Imitation
-from agents.runs import RunConfig, load_run_config
+from agents.runs import RUN_ENTRIES, RunConfig, load_run_config
 from agents.scenarios import get_scenario, overridden
 from agents.seeds import training_env_seeds, validation_seeds
 from llmsched_env import arguments
@@ -261,17 +263,11 @@ def train(
     )
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (
-        "evaluations.csv",
-        "best_model.zip",
-        "best_vecnormalize.pkl",
-        AVERAGED_MODEL_FILE,
-    ):
-        (run_dir / stale).unlink(missing_ok=True)
+    replaced = _set_aside(run_dir)
     before = set(run_dir.iterdir())
-    config.save(run_dir)
     try:
-        return _run_session(
+        config.save(run_dir)
+        result = _run_session(
             run_dir,
             config,
             spec,
@@ -286,7 +282,13 @@ def train(
     except BaseException:  # Ctrl-C or an error before the first model was saved: no run
         if not (run_dir / "model.zip").exists() and latest_checkpoint(run_dir) is None:
             _remove_new_entries(run_dir, before, remove_dir=created)
+            _put_back(run_dir, replaced)
+        elif replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
         raise
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+    return result
 
 
 def resume(
@@ -611,6 +613,36 @@ def _in_sorted_columns(logger: Any) -> Any:
         if isinstance(output, CSVOutputFormat):
             output.keys = _SortedWhenExtended(output.keys)
     return logger
+
+
+def _set_aside(run_dir: Path) -> Path | None:
+    """Move the files of a run already in ``run_dir`` into a hidden folder there; return it.
+
+    A run replaced by another (``overwrite``) must leave none of its files beside the new
+    run's: its statistics would be applied to a new model trained without normalisation, its
+    checkpoints offered to ``--resume``. They are set aside rather than deleted, so that a
+    session that saves no model can put them back (:func:`_put_back`); once the new run has a
+    model, the folder is removed. Other files in ``run_dir`` are left alone.
+
+    Returns:
+        The folder, or ``None`` if ``run_dir`` held no run file.
+    """
+    entries = [run_dir / name for name in RUN_ENTRIES if os.path.lexists(run_dir / name)]
+    if not entries:
+        return None
+    aside = Path(tempfile.mkdtemp(prefix=".replaced-run-", dir=run_dir))
+    for entry in entries:
+        os.replace(entry, aside / entry.name)
+    return aside
+
+
+def _put_back(run_dir: Path, aside: Path | None) -> None:
+    """Restore the run files :func:`_set_aside` moved into ``aside``."""
+    if aside is None:
+        return
+    for entry in aside.iterdir():
+        os.replace(entry, run_dir / entry.name)
+    aside.rmdir()
 
 
 def _remove_new_entries(run_dir: Path, before: set[Path], *, remove_dir: bool) -> None:

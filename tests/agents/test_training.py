@@ -399,6 +399,42 @@ def test_a_session_stopped_before_its_first_model_leaves_no_run(tmp_path, monkey
     assert [p.name for p in kept.iterdir()] == ["notes.txt"]
 
 
+def test_a_forced_run_keeps_no_file_of_the_run_it_replaces(tmp_path):
+    """The old run's vecnormalize.pkl stayed beside a new run trained without normalisation
+    (and was applied to its model), its checkpoints were offered to --resume."""
+    out = tmp_path / "run"
+    tiny_train(out, checkpoint_freq=128)
+    assert (out / "vecnormalize.pkl").is_file() and (out / "checkpoints").is_dir()
+    (out / "notes.txt").write_text("mine")
+    plain = {**TINY_HYPERPARAMS["maskable-ppo"], "normalize_obs": False, "normalize_reward": False}
+    tiny_train(out, overwrite=True, hyperparams={**plain, "imitation": None})
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.zip",
+        "notes.txt",
+        "progress.csv",
+    ]
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_a_forced_session_that_saves_no_model_puts_the_old_run_back(tmp_path, monkeypatch, failure):
+    """It left the new config.json beside the old model.zip (scored as the new settings')."""
+    import agents.training as training
+
+    out = tmp_path / "run"
+    tiny_train(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def fail(run_dir, *args, **kwargs):
+        (run_dir / "progress.csv").write_text("time/total_timesteps\n")
+        raise failure()
+
+    monkeypatch.setattr(training, "_run_session", fail)
+    with pytest.raises(failure):
+        tiny_train(out, overwrite=True, env_kwargs={**TINY_ENVS["batch"], "arrival_rate": 6.0})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_progress_csv_columns_are_added_in_sorted_order(tmp_path):
     """stable-baselines3 adds new columns in set order (string hashing): runs differed."""
     from stable_baselines3.common.logger import configure
