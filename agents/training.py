@@ -37,6 +37,8 @@ from agents.seeds import training_env_seeds, validation_seeds
 from llmsched_env import arguments
 from llmsched_env.kinds import ENV_KINDS, kind_of_id, resolve_kind
 
+#: stable-baselines3's training log in the run directory.
+PROGRESS_FILE = "progress.csv"
 #: Default environment steps between evaluations of the callback.
 DEFAULT_EVAL_FREQ = 25_000
 #: Default number of validation seeds of the callback, per env id (each kind's
@@ -443,10 +445,6 @@ def _run_session(
         imitation = None if load_existing else Imitation.from_setting(settings.get("imitation"))
         if imitation is not None:
             best, cloning = _warm_start(model, venv, config, imitation, gamma, log)
-        formats = ["csv"] + (["stdout"] if verbose else [])
-        if importlib.util.find_spec("tensorboard") is not None:
-            formats.append("tensorboard")
-        model.set_logger(_in_sorted_columns(configure(str(run_dir), formats)))
         callbacks: list[Any] = []
         evaluator = None
         if eval_freq:
@@ -486,16 +484,27 @@ def _run_session(
             "(Ctrl-C again quits without saving)"
         )
         started = time.perf_counter()
-        with stop_requested_by_signals(message if log else "") as stop:
-            callbacks.append(StopOnRequest(stop))
-            if progress_bar:
-                callbacks.append(StepProgressBar(planned))
-            with distribution_validation_off():
-                model.learn(
-                    total_timesteps=steps,
-                    callback=CallbackList(callbacks),
-                    reset_num_timesteps=not load_existing,
-                )
+        formats = ["csv"] + (["stdout"] if verbose else [])
+        if importlib.util.find_spec("tensorboard") is not None:
+            formats.append("tensorboard")
+        # Read before the logger opens the file anew, which truncates it.
+        earlier_log = _read_progress(run_dir) if load_existing else None
+        model.set_logger(_in_sorted_columns(configure(str(run_dir), formats)))
+        try:
+            with stop_requested_by_signals(message if log else "") as stop:
+                callbacks.append(StopOnRequest(stop))
+                if progress_bar:
+                    callbacks.append(StepProgressBar(planned))
+                with distribution_validation_off():
+                    model.learn(
+                        total_timesteps=steps,
+                        callback=CallbackList(callbacks),
+                        reset_num_timesteps=not load_existing,
+                    )
+        finally:
+            if earlier_log is not None:  # the logger rewrote the file from this session's rows
+                model.logger.close()
+                _prepend_progress(run_dir, earlier_log)
         wall = time.perf_counter() - started
         trained = int(model.num_timesteps) - first_step
         saved_in = _save_final(run_dir, model, venv, log)
@@ -597,6 +606,30 @@ class _SortedWhenExtended(list):
 
     def extend(self, items: Any) -> None:
         super().extend(sorted(items))
+
+
+def _read_progress(run_dir: Path) -> Any:
+    """The rows of ``progress.csv`` so far (a DataFrame), or ``None`` without any."""
+    import pandas as pd
+
+    path = run_dir / PROGRESS_FILE
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    return pd.read_csv(path)
+
+
+def _prepend_progress(run_dir: Path, earlier: Any) -> None:
+    """Put the earlier sessions' rows back in front of this session's in ``progress.csv``.
+
+    stable-baselines3 opens the file anew (truncating it) in every session, so a resumed run's
+    log held only its last session. Columns are the union of both, in sorted order, as
+    :func:`_in_sorted_columns` keeps them.
+    """
+    import pandas as pd
+
+    latest = _read_progress(run_dir)
+    rows = earlier if latest is None else pd.concat([earlier, latest], ignore_index=True)
+    rows[sorted(rows.columns)].to_csv(run_dir / PROGRESS_FILE, index=False)
 
 
 def _in_sorted_columns(logger: Any) -> Any:

@@ -6,6 +6,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from agents.algorithms import ALGOS
@@ -433,6 +434,21 @@ def test_a_forced_session_that_saves_no_model_puts_the_old_run_back(tmp_path, mo
     with pytest.raises(failure):
         tiny_train(out, overwrite=True, env_kwargs={**TINY_ENVS["batch"], "arrival_rate": 6.0})
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_resumed_run_keeps_the_earlier_sessions_training_log(tmp_path):
+    """Each session truncated progress.csv: after a resume only its own rows were left."""
+    from agents.training import resume
+
+    out = tmp_path / "run"
+    tiny_train(out)
+    first = pd.read_csv(out / "progress.csv")
+    resume(out, steps=256, eval_freq=0, checkpoint_freq=0)
+    both = pd.read_csv(out / "progress.csv")
+    steps = both["time/total_timesteps"].tolist()
+    assert steps[: len(first)] == first["time/total_timesteps"].tolist()
+    assert len(both) > len(first) and steps == sorted(steps) and steps[-1] == 512
+    assert list(both.columns) == sorted(both.columns)
 
 
 def test_progress_csv_columns_are_added_in_sorted_order(tmp_path):
