@@ -6,8 +6,11 @@ entry is a :class:`TrainingDefaults`: the number of parallel envs, whether obser
 rewards are normalised with ``VecNormalize``, and the keyword arguments of the algorithm's
 constructor.
 ``policy_kwargs`` use plain values (``activation_fn`` is a name from :data:`ACTIVATIONS`), and
-``learning_rate`` or ``clip_range`` may be ``"lin_<value>"`` (rl-zoo3's notation: decay linearly
-from ``value`` to 0 over the training session), so a run's configuration stays JSON.
+``learning_rate``, ``clip_range`` or ``clip_range_vf`` may be ``"lin_<value>"`` (rl-zoo3's
+notation: decay linearly from ``value`` to 0 over the training session; a resumed session's
+schedule is stable-baselines3's, measured over every step so far, so it starts at ``value``
+times the share of the steps so far that the session adds and still ends at 0), so a run's
+configuration stays JSON.
 Command-line or API overrides are merged over these defaults by :func:`resolve_hyperparams`,
 which rejects unknown keys.
 
@@ -55,6 +58,7 @@ are in ``docs/results.md``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -202,7 +206,7 @@ ROUTING_DEFAULTS = _recipes(
 )
 
 #: Algorithm arguments that may be a linear schedule, written ``"lin_<start value>"``.
-SCHEDULE_KEYS = ("learning_rate", "clip_range")
+SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
 
 #: Keys of an override that set :class:`TrainingDefaults` fields rather than algorithm kwargs.
 SETTINGS_KEYS = (
@@ -237,7 +241,10 @@ _INTEGER_MINIMUMS: dict[str, int] = {
     "learning_starts": 0,
     "target_update_interval": 1,
 }
+#: Keywords whose null means "off" (no KL limit, no value clipping).
+_NONE_ALLOWED = {"target_kl", "clip_range_vf"}
 _REAL_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "target_kl": (None, None, True),
     "gamma": (0.0, 1.0, False),
     "gae_lambda": (0.0, 1.0, False),
     "ent_coef": (0.0, None, False),
@@ -250,12 +257,19 @@ _REAL_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 }
 
 
-def _checked_algo_value(key: str, value: Any) -> Any:
-    """``value`` of the algorithm keyword ``key``, checked where its range is known.
+def _checked_algo_value(key: str, value: Any, default: Any) -> Any:
+    """``value`` of the algorithm keyword ``key`` (whose default is ``default``), checked.
+
+    Ranges are checked where they are known; a keyword whose default is a boolean takes only
+    booleans (``"no"`` would count as true); classes cannot be named in JSON settings.
 
     Raises:
         ValueError: Naming the hyperparameter, for a value of the wrong type or range.
     """
+    if value is None and key in _NONE_ALLOWED:
+        return None
+    if key == "train_freq" and not isinstance(value, list | tuple):
+        return arguments.integer("hyperparameter", key, value, minimum=1)
     if key in _INTEGER_MINIMUMS:
         return arguments.integer("hyperparameter", key, value, minimum=_INTEGER_MINIMUMS[key])
     if key in _REAL_RANGES:
@@ -263,9 +277,59 @@ def _checked_algo_value(key: str, value: Any) -> Any:
         return arguments.real(
             "hyperparameter", key, value, minimum=low, maximum=high, positive=positive
         )
-    if key in SCHEDULE_KEYS and not isinstance(value, str):
+    if key in SCHEDULE_KEYS:
+        if isinstance(value, str):
+            parse_schedule(key, value)
+            return value
         return arguments.real("hyperparameter", key, value, positive=True)
+    return _checked_plain_value(key, value, default)
+
+
+def _checked_plain_value(key: str, value: Any, default: Any) -> Any:
+    """``value`` of a keyword without a known range: a boolean's type, no class by name."""
+    if isinstance(default, bool):
+        return arguments.boolean("hyperparameter", key, value)
+    if key.endswith("_class"):
+        raise ValueError(
+            f"hyperparameter {key!r} is a class, which JSON settings cannot name; leave it "
+            f"to its default, got {value!r}"
+        )
+    if key.endswith("_kwargs") and value is not None and not isinstance(value, Mapping):
+        raise ValueError(f"hyperparameter {key!r} must be a mapping or null, got {value!r}")
     return value
+
+
+def _checked_policy_kwargs(algo: str, value: Any) -> dict[str, Any]:
+    """``policy_kwargs`` checked against the algorithm's policy constructor.
+
+    Raises:
+        ValueError: For a key the policy does not take (the message lists them), or a bad
+            value (``net_arch``, ``activation_fn``, a boolean, a class).
+    """
+    import inspect
+
+    if not isinstance(value, Mapping):
+        raise ValueError(f"policy_kwargs must be a mapping, got {value!r}")
+    policy = get_algo(algo).load_class().policy_aliases["MlpPolicy"]
+    parameters = inspect.signature(policy.__init__).parameters
+    allowed = set(parameters) - {"self", "observation_space", "action_space", "lr_schedule"}
+    checked: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in allowed:
+            raise ValueError(
+                f"unknown policy_kwargs key {key!r} for algo {algo!r}; expected one of "
+                f"{sorted(allowed)}"
+            )
+        if key == "net_arch":
+            _check_net_arch(item)
+        elif key == "activation_fn" and item not in ACTIVATIONS:
+            raise ValueError(
+                f"policy_kwargs.activation_fn must be one of {list(ACTIVATIONS)}, got {item!r}"
+            )
+        elif key != "activation_fn":
+            item = _checked_plain_value(f"policy_kwargs.{key}", item, parameters[key].default)
+        checked[key] = item
+    return checked
 
 
 def _check_net_arch(net_arch: Any) -> None:
@@ -333,7 +397,8 @@ def resolve_hyperparams(
         "imitation": _imitation(None, defaults.imitation),
         "weight_averaging": _weight_averaging(defaults.weight_averaging),
     }
-    allowed = set(SETTINGS_KEYS) | algo_kwarg_names(algo)
+    defaults_of_algo = algo_kwarg_defaults(algo)
+    allowed = set(SETTINGS_KEYS) | set(defaults_of_algo)
     layered = [*(base or {}).items(), *(overrides or {}).items()]
     for key, value in layered:
         if key not in allowed:
@@ -350,15 +415,11 @@ def resolve_hyperparams(
         elif key in SETTINGS_KEYS:
             result[key] = arguments.boolean("", key, value)
         elif key == "policy_kwargs":
-            if not isinstance(value, Mapping):
-                raise ValueError(f"policy_kwargs must be a mapping, got {value!r}")
             merged = dict(result["algo_kwargs"].get("policy_kwargs", {}))
-            if "net_arch" in value:
-                _check_net_arch(value["net_arch"])
-            merged.update(value)
+            merged.update(_checked_policy_kwargs(algo, value))
             result["algo_kwargs"]["policy_kwargs"] = merged
         else:
-            result["algo_kwargs"][key] = _checked_algo_value(key, value)
+            result["algo_kwargs"][key] = _checked_algo_value(key, value, defaults_of_algo[key])
     if kind_of_id(env_id).discrete_action:
         if result["flatten_action"]:
             raise ValueError(
@@ -376,14 +437,11 @@ def resolve_hyperparams(
             f"acting in the env's own action space, got algo {algo!r} with flatten_action="
             f"{result['flatten_action']}; set imitation to null"
         )
-    for key in SCHEDULE_KEYS:
-        value = result["algo_kwargs"].get(key)
-        if isinstance(value, str):
-            parse_schedule(key, value)
-    activation = result["algo_kwargs"].get("policy_kwargs", {}).get("activation_fn")
-    if activation is not None and activation not in ACTIVATIONS:
+    n_steps = result["algo_kwargs"].get("n_steps")
+    if n_steps is not None and n_steps * result["n_envs"] < 2:
         raise ValueError(
-            f"policy_kwargs.activation_fn must be one of {list(ACTIVATIONS)}, got {activation!r}"
+            f"n_steps * n_envs must be at least 2 (a rollout of one step has no spread to "
+            f"normalise advantages by), got n_steps={n_steps} with n_envs={result['n_envs']}"
         )
     return result
 
@@ -392,17 +450,19 @@ def resolve_hyperparams(
 _RESERVED = {"policy", "env", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model"}
 
 
-def algo_kwarg_names(algo: str) -> set[str]:
-    """Constructor keyword arguments of an algorithm that a user may set.
+def algo_kwarg_defaults(algo: str) -> dict[str, Any]:
+    """The constructor keyword arguments of an algorithm a user may set, with their defaults.
 
     Read from the constructor's signature when the ``agents`` extra is installed, so every
-    documented argument of the installed stable-baselines3 version is accepted.
+    documented argument of the installed stable-baselines3 version is accepted
+    (``inspect.Parameter.empty``: no default).
     """
     import inspect
 
     cls = get_algo(algo).load_class()
-    names = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
-    return names - _RESERVED
+    parameters = inspect.signature(cls.__init__).parameters
+    skipped = {"self", "args", "kwargs", *_RESERVED}
+    return {name: p.default for name, p in parameters.items() if name not in skipped}
 
 
 def parse_schedule(key: str, value: str) -> float:
@@ -420,7 +480,7 @@ def parse_schedule(key: str, value: str) -> float:
         start = float(number) if number is not None else -1.0
     except ValueError:
         start = -1.0
-    if not start > 0:
+    if not (start > 0 and math.isfinite(start)):
         raise ValueError(
             f"{key} must be a positive number or 'lin_<positive number>' (linear decay to 0), "
             f"got {value!r}"

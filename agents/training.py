@@ -436,7 +436,16 @@ def _run_session(
 
                     start = parse_schedule(key, algo_kwargs[key])
                     algo_kwargs[key] = LinearSchedule(start, 0.0, 1.0)
-            model = cls("MlpPolicy", venv, seed=config.seed, device="cpu", verbose=0, **algo_kwargs)
+            try:
+                model = cls(
+                    "MlpPolicy", venv, seed=config.seed, device="cpu", verbose=0, **algo_kwargs
+                )
+            except (TypeError, ValueError, AssertionError) as error:  # what the checks miss
+                venv.close()
+                raise ValueError(
+                    f"the hyperparameters do not make a {spec.name} model ({error or type(error)}"
+                    f"); algorithm keyword arguments: {config.hyperparams['algo_kwargs']}"
+                ) from None
         # The algorithm's seeding set env seeds seed + i; use the run's training env seeds.
         venv.seed(config.training_env_seeds[0])
         kind = kind_of_id(config.env_id).name

@@ -72,6 +72,22 @@ def test_overrides_merge_over_defaults_without_mutating_them():
         ("dqn", {"exploration_final_eps": 2.0}, r"exploration_final_eps must be"),
         ("ppo", {"policy_kwargs": {"net_arch": "x"}}, r"net_arch must be a list of layer widths"),
         ("ppo", {"policy_kwargs": {"net_arch": {"pi": [0]}}}, r"net_arch must be a list"),
+        # Accepted once, each training wrongly or failing mid-way with a traceback:
+        ("maskable-ppo", {"target_kl": -1}, r"target_kl must be .*> 0.*got -1"),
+        ("maskable-ppo", {"target_kl": 0}, r"target_kl must be .*> 0.*got 0"),
+        ("ppo", {"normalize_advantage": "no"}, r"normalize_advantage must be True or False"),
+        ("ppo", {"learning_rate": "lin_inf"}, r"learning_rate must be .*got 'lin_inf'"),
+        ("ppo", {"clip_range": "lin_1e999"}, r"clip_range must be .*got 'lin_1e999'"),
+        ("ppo", {"clip_range_vf": "abc"}, r"clip_range_vf must be .*got 'abc'"),
+        ("ppo", {"clip_range_vf": -1}, r"clip_range_vf must be .*got -1"),
+        ("ppo", {"rollout_buffer_class": "foo"}, r"'rollout_buffer_class' is a class"),
+        ("ppo", {"rollout_buffer_kwargs": 3}, r"'rollout_buffer_kwargs' must be a mapping"),
+        ("maskable-ppo", {"policy_kwargs": {"foo": 1}}, r"unknown policy_kwargs key 'foo'"),
+        ("ppo", {"policy_kwargs": {"activation_fn": None}}, "activation_fn must be one of"),
+        ("ppo", {"policy_kwargs": {"optimizer_class": "adam"}}, r"optimizer_class' is a class"),
+        ("ppo", {"policy_kwargs": {"ortho_init": "no"}}, r"ortho_init must be True or False"),
+        ("maskable-ppo", {"n_steps": 1, "n_envs": 1}, r"n_steps \* n_envs must be at least 2"),
+        ("dqn", {"train_freq": 0}, r"train_freq must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_overrides_raise_value_error(algo, overrides, match):
@@ -110,3 +126,10 @@ def test_a_base_applies_before_the_overrides_and_imitation_fields_merge_over_it(
     assert (
         resolve_hyperparams(ROUTING, "maskable-ppo")["imitation"] is None
     )  # no base, no warm start
+
+
+def test_null_turns_off_the_keywords_that_take_it():
+    h = resolve_hyperparams(
+        "llmsched/BatchScheduling-v0", "ppo", {"target_kl": None, "clip_range_vf": "lin_0.2"}
+    )
+    assert h["algo_kwargs"]["target_kl"] is None and h["algo_kwargs"]["clip_range_vf"] == "lin_0.2"

@@ -465,3 +465,12 @@ def test_progress_csv_columns_are_added_in_sorted_order(tmp_path):
     logger.close()
     header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
     assert header == ["eval/margin", "rollout/ep_len_mean", "time/fps", "a/y", "b/x"]
+
+
+def test_settings_the_checks_cannot_judge_fail_as_a_value_error_naming_them(tmp_path):
+    """A keyword argument the algorithm's constructor refuses was a raw TypeError (exit 1)."""
+    out = tmp_path / "run"
+    hyperparams = {**TINY_HYPERPARAMS["maskable-ppo"], "rollout_buffer_kwargs": {"x": 1}}
+    with pytest.raises(ValueError, match=r"do not make a maskable-ppo model .*rollout_buffer"):
+        tiny_train(out, hyperparams={**hyperparams, "imitation": None})
+    assert not out.exists()
