@@ -85,7 +85,8 @@ def test_a_request_one_replica_rejects_is_served_by_another_in_the_cluster_estim
     it rejects: a 64-token replica (which serves nothing) doubled a 100,000-token one's
     capacity, and on Mooncake's conversation trace a 3,000-token replica beside a
     100,000-token one gave the capacity of two large ones (1.95 req/s), so ``load=0.5`` kept
-    the large replica busy all the time (TTFT p50 66 s).
+    the large replica busy all the time (TTFT p50 66 s). Rating each class by the work of its
+    mean lengths instead made that pair's estimate lower than the large replica's alone.
     """
     kwargs = {"n_replicas": 2, "workload": "mooncake-conversation"}
     one = gym.make("llmsched/ContinuousBatching-v0", kv_memory=100_000, workload=kwargs["workload"])
@@ -96,19 +97,21 @@ def test_a_request_one_replica_rejects_is_served_by_another_in_the_cluster_estim
     assert useless.capacity_rps == pytest.approx(big, rel=1e-9)
 
     mixed = gym.make("llmsched/Routing-v0", kv_memory=[3_000, 100_000], **kwargs).unwrapped
-    small_admits, large_admits = (v.capacity_served for v in mixed._views)
-    served = small_admits | large_admits
-    assert 0.1 < small_admits.sum() / served.sum() < 0.5
-    assert not (small_admits & ~large_admits).any()
-    long_only = large_admits & ~small_admits
-    long_share = long_only.sum() / served.sum()
-    calibration = mixed._views[0].source.calibration()
-    long_rate = mixed._views[1].served_capacity_rps(served_requests(calibration, long_only))
+    small, large = mixed._views
+    served = small.capacity_served | large.capacity_served
+    assert 0.1 < small.capacity_served.sum() / served.sum() < 0.5
+    assert not (small.capacity_served & ~large.capacity_served).any()
     # The large replica serving the long requests alone bounds the rate; the small one takes
-    # every short request (it has time to spare), so the bound is the estimate.
-    expected = per_arrival(long_rate / long_share, served)
+    # every short request (it has time to spare), so the bound is the estimate. A long
+    # request's time on the large replica: its time per request of the mix, scaled by the
+    # long requests' share of the per-request work.
+    mix = served_requests(large.source.calibration(), served)
+    long_only = ~small.capacity_served[served]
+    work = large.request_work_s(mix)
+    long_s = work[long_only].mean() / work.mean() / large.served_capacity_rps(mix)
+    expected = per_arrival(1.0 / (long_only.mean() * long_s), served)
     assert mixed.capacity_rps == pytest.approx(expected, rel=1e-9)
-    assert mixed.capacity_rps < 0.55 * equal.capacity_rps
+    assert big < mixed.capacity_rps < 0.55 * equal.capacity_rps
 
 
 def test_routed_capacity_is_the_best_split_of_the_classes():

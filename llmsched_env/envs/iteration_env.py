@@ -352,6 +352,28 @@ class ContinuousBatchingEnv(SchedulingEnv):
         ) * self.latency.estimate_s(0, 1)
         return n_gpus / one_at_a_time_s
 
+    def request_work_s(self, calibration: Workload) -> np.ndarray:
+        """Each request's GPU time in the work bound of :meth:`served_capacity_rps`.
+
+        Its token work (``marginal_request_s`` of its own lengths), or, with no per-token work,
+        its time served alone. The estimate itself takes the work of the mean lengths, which
+        differs from the mean of these (attention grows with the context); these give the
+        relative cost of parts of the mix (``Routing-v0``'s classes of requests).
+        """
+        prompts = calibration.prompt_tokens.tolist()
+        outputs = calibration.output_tokens.tolist()
+        latency = self.latency
+        mean_prompt = float(np.mean(calibration.prompt_tokens))
+        mean_output = float(np.mean(calibration.output_tokens))
+        if latency.marginal_request_s(mean_prompt, mean_output) > 0:
+            work = [latency.marginal_request_s(p, o) for p, o in zip(prompts, outputs)]
+        else:
+            decode_s = latency.estimate_s(0, 1)
+            work = [
+                latency.estimate_s(p, 0) + (o - 1.0) * decode_s for p, o in zip(prompts, outputs)
+            ]
+        return np.array(work, dtype=np.float64)
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:

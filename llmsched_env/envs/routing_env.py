@@ -277,27 +277,30 @@ class RoutingEnv(SchedulingEnv):
         the requests the cluster serves are those some replica would, in classes by the
         replicas that would serve them; the estimate is the largest rate a split of each class
         over its replicas keeps every replica within its capacity
-        (:func:`~llmsched_env.capacity.routed_capacity_rps`, with each replica's rate on a class
-        its work bound on that class's requests). With replicas that serve the same requests it
-        is the sum of their rates on them.
+        (:func:`~llmsched_env.capacity.routed_capacity_rps`). A replica's time per request of a
+        class is its time per request of the whole mix (its work bound there) scaled by the
+        class's share of the mix's per-request work on it
+        (:meth:`~llmsched_env.envs.iteration_env.ContinuousBatchingEnv.request_work_s`), so
+        that the classes' times add up to the mix's and a replica added never lowers the
+        estimate. With replicas that serve the same requests it is the sum of their rates.
         """
         views = self._views
         calibration = views[0].source.calibration()
         admits = np.array([v.capacity_served for v in views])
         served = admits.any(axis=0)
-        if not served.any():  # reset fails, naming the setting that rejects every request
-            whole = float(sum(v.served_capacity_rps(calibration) for v in views))
-            return per_arrival(whole, served)
+        mix = served_requests(calibration, served)
+        if not served.any() or admits[:, served].all():  # one class: the sum of the rates
+            rates = [v.served_capacity_rps(mix) for v in views]
+            return per_arrival(float(sum(rates)), served)
         classes, members = np.unique(admits[:, served].T, axis=0, return_inverse=True)
         members = members.reshape(-1)
         shares = np.bincount(members) / members.size
         rates = np.zeros((len(classes), len(views)))
-        for c, replicas in enumerate(classes):
-            in_class = served.copy()
-            in_class[served] = members == c
-            mix = served_requests(calibration, in_class)
-            for r in np.flatnonzero(replicas):
-                rates[c, r] = views[r].served_capacity_rps(mix)
+        for r, view in enumerate(views):
+            work = view.request_work_s(mix)
+            mix_s = 1.0 / view.served_capacity_rps(mix)
+            for c in np.flatnonzero(classes[:, r]):
+                rates[c, r] = 1.0 / (mix_s * work[members == c].mean() / work.mean())
         return per_arrival(routed_capacity_rps(shares, rates), served)
 
     @staticmethod
