@@ -37,7 +37,9 @@ class WeightAveraging:
         start: Snapshots are taken from this training step on (steps counted over the run).
         every: Steps between snapshots, counted from the start of the training session as the
             checkpoints are (a first session: snapshots at the multiples of ``every`` from
-            ``start`` on).
+            ``start`` on). The envs step together, so like the checkpoints' frequency it is
+            taken in whole steps of all ``n_envs`` envs, rounded down: with 16 envs, ``every``
+            1,000 snapshots at steps 992, 1,984, ... (the recipe's 100,000 divides evenly).
     """
 
     start: int

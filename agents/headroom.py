@@ -28,6 +28,7 @@ import pandas as pd
 import llmsched_env  # noqa: F401  (registers the env ids)
 from agents.scenarios import build_env_kwargs, get_scenario
 from baselines import make_policy
+from llmsched_env.cli_args import nonnegative_int, positive_int
 from llmsched_env.evaluation import mean_ci
 
 #: The baseline that finishes every tried episode by default (the best one in every scenario).
@@ -113,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Print the per-seed returns and their summary for one scenario."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="batch-default")
-    parser.add_argument("--first-seed", type=int, default=8000)
-    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=nonnegative_int, default=8000)
+    parser.add_argument("--seeds", type=positive_int, default=20)
     parser.add_argument("--base", default=DEFAULT_BASE)
     args = parser.parse_args(argv)
     seeds = range(args.first_seed, args.first_seed + args.seeds)

@@ -32,17 +32,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     dirs = args.dirs or [pretrained_root() / name for name in pretrained_names()]
-    for directory in dirs:
+    failed = 0
+    for directory in dirs:  # one directory's fault does not stop the others
         models = [directory / f"{p}model.zip" for p in ("", "best_")]
         models = [m for m in models if m.is_file()]
         if not models:
             print(f"error: {str(directory)!r} holds no model.zip", file=sys.stderr)
-            return 2
+            failed += 1
         for model in models:
             stats = model.with_name(model.name.replace("model.zip", "vecnormalize.pkl"))
-            written = export_numpy_policy(model, stats if stats.is_file() else None)
+            try:
+                written = export_numpy_policy(model, stats if stats.is_file() else None)
+            except ValueError as error:
+                print(f"error: {model}: {error}", file=sys.stderr)
+                failed += 1
+                continue
             print(f"{model} -> {written} ({written.stat().st_size:,} bytes)")
-    return 0
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

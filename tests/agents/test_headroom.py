@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from agents.headroom import lookahead_episode, lookahead_returns, main, summary_lines
 from llmsched_env.kinds import ENV_IDS
@@ -34,3 +35,9 @@ def test_summary_gives_both_means_and_the_paired_difference(monkeypatch, capsys)
     assert lines[2] == "paired lookahead - multibin-wc: +2.0 +/- 0.0"
     main(["--scenario", "batch-default", "--first-seed", "8000", "--seeds", "2"])
     assert "paired lookahead - multibin-wc: +2.0" in capsys.readouterr().out
+
+
+def test_the_command_refuses_no_seeds(capsys):
+    with pytest.raises(SystemExit):
+        main(["--seeds", "0"])
+    assert "--seeds: expected an integer >= 1, got '0'" in capsys.readouterr().err
