@@ -40,6 +40,7 @@ from llmsched_env.cli_args import (
     positive_int,
 )
 from llmsched_env.kinds import ENV_IDS, kind_of_id, resolve_kind
+from llmsched_env.parallel import MAX_JOBS
 
 #: The type of ``--seeds``: episodes per policy, each run and kept in memory.
 SEED_COUNT = bounded_int(1, 100_000, "episodes per policy")
@@ -53,6 +54,8 @@ DEFAULT_TRAIN_STEPS = 300_000
 #: Files ``llmsched evaluate`` and ``llmsched compare`` write.
 RESULT_FILES = ("episodes.csv", "summary.csv", "comparison.png")
 RECORDS_FILE = "records.csv"
+#: The argument type of ``--jobs``.
+JOBS = bounded_int(1, MAX_JOBS, "worker processes, each with its own simulator")
 #: Files ``llmsched compare --runs`` writes (as ``agents.compare_runs.RUNS_FILES``).
 RUNS_OUTPUT_FILES = (
     "episodes.csv",
@@ -931,7 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--seeds", type=SEED_COUNT, default=10, help="number of episodes per policy")
     ev.add_argument("--first-seed", type=nonnegative_int, default=10_000, help="first seed")
-    ev.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
+    ev.add_argument("--jobs", type=JOBS, default=1, help="worker processes")
     ev.add_argument(
         "--out", type=directory, help="directory for episodes.csv, summary.csv and a figure"
     )
@@ -983,7 +986,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra rates tested for the curve",
     )
     st.add_argument("--seed", type=nonnegative_int, default=0, help="first seed")
-    st.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
+    st.add_argument("--jobs", type=JOBS, default=1, help="worker processes")
     st.add_argument(
         "--out", type=directory, default="runs/stability", help="directory for the CSV and figure"
     )
@@ -1125,7 +1128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which model of each run: validation-best (the final one for a run that "
         "validated none), final, or averaged weights (a run trained with weight_averaging)",
     )
-    co.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
+    co.add_argument("--jobs", type=JOBS, default=1, help="worker processes")
     co.add_argument("--out", type=directory, help="output directory (default: RUN/compare)")
     co.add_argument("--force", action="store_true", help="overwrite results already in --out")
     co.add_argument(
@@ -1170,6 +1173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help, --version, or a bad argument (already printed)
         return stop.code if isinstance(stop.code, int) else 2
+    except KeyboardInterrupt:  # while the package was still loading
+        print("llmsched: interrupted (Ctrl-C); nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     args.argv = argv  # recorded with trained runs, so that a run says how it was made
     try:
         return int(args.func(args) or 0)

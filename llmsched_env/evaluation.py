@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from llmsched_env.parallel import run_jobs
+from llmsched_env.parallel import check_n_jobs, run_jobs
 
 PolicySpec = str | Callable[[gym.Env], Any]
 
@@ -317,6 +317,7 @@ def evaluate(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must not be empty")
+    n_jobs = check_n_jobs(n_jobs)
     tasks = [
         EpisodeTask(p, n, env_id, dict(env_kwargs or {}), s, keep_records=records)
         for p, n in zip(policies, names)

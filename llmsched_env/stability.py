@@ -58,7 +58,7 @@ from llmsched_env.envs.common import EpisodeSizeError
 from llmsched_env.envs.footprint import CONTINUOUS_BYTES_PER_REQUEST, check_episode_fits
 from llmsched_env.evaluation import mean_ci
 from llmsched_env.kinds import ENV_KINDS
-from llmsched_env.parallel import run_jobs
+from llmsched_env.parallel import check_n_jobs, run_jobs
 
 ENV_ID = ENV_KINDS["continuous"].env_id
 PolicySpec = str | Callable[[gym.Env], Any]
@@ -120,7 +120,7 @@ class StabilitySettings:
         for name, low in (("replications", 2), ("grid_points", 0), ("max_expansions", 0)):
             check_int(name, getattr(self, name), low)
         check_int("seed", self.seed, 0)
-        check_int("n_jobs", self.n_jobs, 1)
+        check_n_jobs(self.n_jobs)
 
 
 def requests_per_run(arrival_rate_rps: float, settings: StabilitySettings) -> int:

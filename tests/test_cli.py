@@ -121,7 +121,8 @@ def test_help_shows_defaults_and_the_registered_names(capsys):
     ("argv", "message"),
     [
         (["--first-seed", "-5"], "argument --first-seed: expected an integer >= 0, got '-5'"),
-        (["--jobs", "0"], "argument --jobs: expected an integer >= 1, got '0'"),
+        (["--jobs", "0"], "argument --jobs: expected an integer in [1, 256] (worker processes"),
+        (["--jobs", "1000000"], "argument --jobs: expected an integer in [1, 256]"),
         (["--out", ""], "argument --out: expected a directory path, got an empty string"),
         (["--load", "-1"], "argument --load: expected a finite number > 0"),
         (["--env-kwargs", "{sla: 3}"], "--env-kwargs is not valid JSON"),
@@ -666,3 +667,15 @@ def test_evaluate_warns_of_requests_rejected_at_arrival(tmp_path, capsys):
     argv[-1] = "{}"  # chunked prefill: every request fits
     assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
     assert "rejected at arrival" not in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_package_loads_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first second (building the parser imports the baselines) was a traceback."""
+    import llmsched_env.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["evaluate"]) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "llmsched: interrupted (Ctrl-C); nothing written\n"

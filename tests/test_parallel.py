@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
+import time
 
 import pytest
 
+from llmsched_env import parallel
 from llmsched_env.parallel import run_jobs
 
 
@@ -28,18 +31,16 @@ def test_results_keep_the_order_of_the_jobs_and_report_progress():
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks (Windows)")
 def test_a_ctrl_c_during_fork_is_raised_once_the_workers_exist(monkeypatch):
-    # A Ctrl-C that lands while the workers are forked must not be lost in the interpreter's
-    # at-fork handlers: it is held until the pool exists, then raised, and the pool is stopped.
-    context = multiprocessing.get_context()
-    pools = []
+    # A Ctrl-C that lands while the workers are started must not be lost in the interpreter's
+    # at-fork handlers: it is held until the pool exists, then raised, and the workers stopped.
+    before = set(multiprocessing.active_children())
 
-    class InterruptedWhileForking:
-        def Pool(self, *args, **kwargs):  # noqa: N802 (the name multiprocessing gives it)
+    class InterruptedWhileStarting(parallel.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
             signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-            pools.append(context.Pool(*args, **kwargs))
-            return pools[-1]
+            super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(multiprocessing, "get_context", InterruptedWhileForking)
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", InterruptedWhileStarting)
     previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -47,8 +48,50 @@ def test_a_ctrl_c_during_fork_is_raised_once_the_workers_exist(monkeypatch):
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     assert _sigint_unblocked(), "the SIGINT mask was not restored"
-    with pytest.raises(ValueError, match="Pool not running"):
-        pools[0].apply(_square, (2,))
+    assert set(multiprocessing.active_children()) <= before
+
+
+def _die_on_two(x: int) -> int:
+    if x == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+    time.sleep(0.05)
+    return x
+
+
+def test_a_worker_that_dies_fails_the_run_instead_of_hanging():
+    """multiprocessing.Pool never reported the lost job: the run waited forever."""
+    before = set(multiprocessing.active_children())
+    with pytest.raises(RuntimeError, match=r"a worker process died .* with [01] of 4 jobs done"):
+        run_jobs(_die_on_two, [1, 2, 3, 4], 2)
+    assert set(multiprocessing.active_children()) <= before
+
+
+def _terminate_parent(x: int) -> int:
+    if x == 1:
+        os.kill(os.getppid(), signal.SIGTERM)
+    time.sleep(30)  # a long simulation, ended by the main process
+    return x
+
+
+@pytest.mark.skipif(
+    signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, reason="SIGTERM is handled here"
+)
+def test_sigterm_to_the_main_process_ends_the_workers():
+    """The workers were left running with no parent."""
+    before = set(multiprocessing.active_children())
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as stop:
+        run_jobs(_terminate_parent, [1, 2], 2)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert time.perf_counter() - started < 20
+    assert set(multiprocessing.active_children()) <= before
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize("n_jobs", [0, -1, 2.5, "2", None, 10**6])
+def test_a_bad_number_of_workers_is_refused_by_name(n_jobs):
+    with pytest.raises(ValueError, match=r"n_jobs must be an integer in \[1, 256\]"):
+        run_jobs(_square, [1, 2], n_jobs)
 
 
 def _sigint_unblocked() -> bool:
