@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numba
+
 #: The largest compiled functions, one or more per module (module, function): the ones whose
 #: compilation takes the time. Smaller helpers compile with them.
 KEY_KERNELS = (
@@ -77,7 +79,11 @@ def kernels_cached(kernels: Iterable[tuple[str, str]] = KEY_KERNELS) -> bool:
         cache_file = getattr(getattr(kernel, "_cache", None), "_cache_file", None)
         load_index = getattr(cache_file, "_load_index", None)
         if load_index is not None:
-            if not load_index():
+            try:
+                found = load_index()
+            except Exception:  # a damaged index: the kernel compiles again
+                found = None
+            if not found:
                 return False
             continue
         index = getattr(cache_file, "_index_path", None)
@@ -92,6 +98,8 @@ def warm_up(log: Callable[[str], None] | None = None) -> None:
     Args:
         log: Told, before compiling, that a cold compilation is starting and how long it takes.
     """
+    if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1: nothing to compile
+        return
     if log is not None and not kernels_cached():
         log(
             "compiling the simulator's kernels (first run only, about "

@@ -12,17 +12,58 @@ microseconds of work is a large share of the call.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
-from numba import njit
 
 from llmsched_env.numba_cache import install
 
 install()
 
 __all__ = ["implementation", "njit"]
+
+
+def njit(*args: Any, **kwargs: Any) -> Any:
+    """Numba's ``njit``; with ``cache=True`` and nowhere to cache, it compiles uncached.
+
+    numba refuses ``cache=True`` when no directory it can write is found (a read-only install
+    with an unwritable home and no ``NUMBA_CACHE_DIR``), which made importing the package fail.
+    Then every kernel compiles at each start instead, after one warning.
+    """
+    if args and callable(args[0]):  # the bare decorator: @njit
+        return numba.njit(*args, **kwargs)
+    decorate = numba.njit(*args, **kwargs)
+    if not kwargs.get("cache"):
+        return decorate
+
+    def decorate_or_compile_uncached(function: Callable[..., Any]) -> Any:
+        try:
+            return decorate(function)
+        except RuntimeError as error:
+            if "cannot cache function" not in str(error):
+                raise
+            _warn_once_of_no_cache(error)
+            return numba.njit(*args, **{**kwargs, "cache": False})(function)
+
+    return decorate_or_compile_uncached
+
+
+_warned_of_no_cache: list[bool] = []
+
+
+def _warn_once_of_no_cache(error: RuntimeError) -> None:
+    if not _warned_of_no_cache:
+        _warned_of_no_cache.append(True)
+        warnings.warn(
+            f"numba cannot cache the simulator's kernels ({error}); they compile at every start "
+            "(about 15 s). Set NUMBA_CACHE_DIR to a writable directory to cache them.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
 
 #: Compiled implementations already looked up: (kernel, type key of the arguments) -> callable.
 _IMPLEMENTATIONS: dict[tuple[Any, tuple], Callable[..., Any]] = {}
@@ -71,6 +112,8 @@ def implementation(kernel: Any, *args: Any) -> Callable[..., Any]:
         >>> implementation(add, 1, 2)(3, 4)
         7
     """
+    if not hasattr(kernel, "compile"):  # run uncompiled (NUMBA_DISABLE_JIT=1)
+        return kernel
     key = (kernel, _type_key(args))
     found = _IMPLEMENTATIONS.get(key)
     if found is None:

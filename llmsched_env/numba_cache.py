@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -81,4 +82,28 @@ def install(root: Path = PACKAGE_ROOT) -> bool:
         return True
     stamped = [_stamped(c, root) for c in locators if issubclass(c, mixin)]
     locators[:0] = stamped
+    _tolerate_damaged_indexes(caching)
     return True
+
+
+def _tolerate_damaged_indexes(caching: Any) -> None:
+    """Read a damaged index file of numba's cache as an empty one (the kernel compiles again).
+
+    numba reads an index it cannot unpickle (a disk error, a write cut short) with an
+    ``UnpicklingError`` at every use of the kernel, and every command failed with it, naming
+    no file. Read as empty, the index is rewritten when the kernel is next saved.
+    """
+    index_file = getattr(caching, "IndexDataCacheFile", None)
+    load = getattr(index_file, "_load_index", None)
+    if load is None or getattr(load, "tolerant", False):
+        return
+
+    @functools.wraps(load)
+    def load_tolerantly(self: Any) -> Any:
+        try:
+            return load(self)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError):
+            return {}
+
+    load_tolerantly.tolerant = True  # type: ignore[attr-defined]
+    index_file._load_index = load_tolerantly

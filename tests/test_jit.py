@@ -37,3 +37,52 @@ def test_implementation_is_looked_up_once_per_set_of_argument_types() -> None:
         compiled = implementation(_weighted_total, *args)
         assert compiled is not first
         assert compiled(*args) == _weighted_total(*args)
+
+
+def test_a_kernel_numba_cannot_cache_compiles_uncached_after_a_warning() -> None:
+    """With nowhere to cache (a read-only install, no writable cache directory) numba refused
+    ``cache=True`` and importing the package failed; a file numba finds no cache for shows it."""
+    import pytest
+
+    namespace: dict = {}
+    exec(compile("def add_one(x):\n    return x + 1\n", "<nowhere>", "exec"), namespace)
+    with pytest.warns(RuntimeWarning, match="numba cannot cache the simulator's kernels"):
+        add_one = njit(cache=True)(namespace["add_one"])
+    assert add_one(1) == 2
+
+
+def test_a_damaged_cache_index_reads_as_empty(tmp_path) -> None:
+    """An index numba cannot unpickle failed every command with an UnpicklingError."""
+    from numba.core.caching import IndexDataCacheFile
+
+    cache = IndexDataCacheFile(str(tmp_path), "kernel-1", source_stamp=("stamp",))
+    with open(cache._index_path, "wb") as f:
+        f.write(bytes(range(2, 102)))
+    assert cache._load_index() == {}
+
+
+def test_the_envs_run_uncompiled_with_the_same_episodes(tmp_path) -> None:
+    """NUMBA_DISABLE_JIT=1 (to debug a kernel in Python) failed in every env."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json; from llmsched_env.evaluation import evaluate\n"
+        "rows = {}\n"
+        "for env, policy in (('BatchScheduling-v0', 'multibin-wc'),\n"
+        "                    ('ContinuousBatching-v0', 'vllm-v1'), ('Routing-v0', 'min-ttft')):\n"
+        "    episodes, _ = evaluate([policy], 'llmsched/' + env, {'n_requests': 40}, [3])\n"
+        "    rows[env] = episodes['return'].tolist()\n"
+        "print(json.dumps(rows))\n"
+    )
+    returns = []
+    for disable in ("0", "1"):
+        env = {**os.environ, "NUMBA_DISABLE_JIT": disable}
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        returns.append(json.loads(done.stdout.splitlines()[-1]))
+    assert returns[0] == returns[1]

@@ -145,7 +145,7 @@ class MultiBin(BatchPolicy):
         is_late`). With ``viable_fraction`` a request first stops counting its bin's horizon
         earlier (late at ``now + horizon``); that test is dropped when no request passes it.
         """
-        late = is_late.py_func  # the NumPy form of the compiled rule
+        late = getattr(is_late, "py_func", is_late)  # the NumPy form of the compiled rule
         for horizon_s in self._horizons_s:
             keep = [
                 ~late(arrival, self.sla_s, now_s + horizon_s[j])

@@ -19,6 +19,7 @@ import collections
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numba
 import numpy as np
 from numba import types
 from numba.core import cgutils
@@ -188,12 +189,19 @@ class StateSchema:
             ]
         )
         filename = __import__(module, fromlist=["_"]).__file__
-        namespace = {"State": self.tuple_type, "borrowed_slice": borrowed_slice}
+        # Uncompiled (NUMBA_DISABLE_JIT=1), an intrinsic cannot run: a plain slice does its job.
+        sliced = _plain_slice if numba.config.DISABLE_JIT else borrowed_slice
+        namespace = {"State": self.tuple_type, "borrowed_slice": sliced}
         code = compile(source, filename, "exec")
         exec(code, namespace)
         function = namespace[f"view_{self.tuple_type.__name__}"]
         function.__module__ = module
         return njit(cache=True, inline="always")(function)
+
+
+def _plain_slice(buffer: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``buffer[lo:hi]``: what :func:`borrowed_slice` gives, for code run uncompiled."""
+    return buffer[lo:hi]
 
 
 @intrinsic
