@@ -166,13 +166,20 @@ def run_episode(task: EpisodeTask) -> dict[str, Any]:
         fingerprint = env.unwrapped.server.workload.fingerprint()
         policy.reset()
         total, steps, invalid = 0.0, 0, 0
-        while True:
-            obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
-            total += reward
-            steps += 1
-            invalid += bool(info.get("invalid_action", False))
-            if terminated or truncated:
-                break
+        try:
+            while True:
+                obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
+                total += reward
+                steps += 1
+                invalid += bool(info.get("invalid_action", False))
+                if terminated or truncated:
+                    break
+        except Exception as error:  # say which of the many episodes (workers report it bare)
+            error.add_note(
+                f"in the episode of policy {task.policy_name!r} on seed {task.seed}, step "
+                f"{steps + 1}"
+            )
+            raise
         row: dict[str, Any] = {
             "policy": task.policy_name,
             "seed": task.seed,

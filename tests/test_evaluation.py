@@ -241,3 +241,36 @@ def test_records_are_the_request_records_of_every_episode():
         assert (group["status"] == "completed").sum() == row["completed"]
     _, _, parallel = evaluate(*args, records=True, n_jobs=2)
     pd.testing.assert_frame_equal(records, parallel)
+
+
+class _FailsAtTheThirdStep:
+    """A policy that raises on its third decision."""
+
+    def __init__(self, env):
+        self.env = env
+        self.calls = 0
+
+    def reset(self):
+        self.calls = 0
+
+    def act(self, obs, info):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("policy blew up")
+        return self.env.unwrapped.action_space.sample(mask=None) * 0
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_an_error_in_an_episode_says_which_episode(n_jobs):
+    """The error named neither the policy nor the seed, in a run of many episodes."""
+    with pytest.raises(RuntimeError, match="policy blew up") as raised:
+        evaluate(
+            [_FailsAtTheThirdStep],
+            "llmsched/BatchScheduling-v0",
+            {"n_requests": 40},
+            [5, 6],
+            names=["failing"],
+            n_jobs=n_jobs,
+        )
+    notes = getattr(raised.value, "__notes__", [])
+    assert "in the episode of policy 'failing' on seed 5, step 3" in notes
