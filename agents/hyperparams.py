@@ -268,8 +268,10 @@ def _checked_algo_value(key: str, value: Any, default: Any) -> Any:
     """
     if value is None and key in _NONE_ALLOWED:
         return None
-    if key == "train_freq" and not isinstance(value, list | tuple):
-        return arguments.integer("hyperparameter", key, value, minimum=1)
+    if key == "train_freq":  # stable-baselines3's (n, "episode") form is a tuple, not JSON
+        return arguments.integer(
+            "hyperparameter", key, value, minimum=1, reason="steps between updates"
+        )
     if key in _INTEGER_MINIMUMS:
         return arguments.integer("hyperparameter", key, value, minimum=_INTEGER_MINIMUMS[key])
     if key in _REAL_RANGES:

@@ -13,7 +13,8 @@ file                       contents
 ``evaluations.csv``        the callback's validation results: agent vs best baseline
 ``progress.csv``           stable-baselines3's training log
 ``checkpoints/``           periodic checkpoints (model and statistics)
-``tb/``                    TensorBoard logs, when tensorboard is installed
+``events.out.tfevents.*``  TensorBoard logs, when tensorboard is installed
+``*model.npz``             the numpy exports of the models (:mod:`agents.numpy_policy`)
 =========================  ===============================================================
 """
 
@@ -29,8 +30,9 @@ from typing import Any, Literal
 from agents.averaging import AVERAGED_MODEL_FILE
 
 CONFIG_FILE = "config.json"
-#: Every file and folder a training run writes in its directory (the table above), so that a
-#: run replaced by another (``llmsched train --force``) leaves none of its own behind.
+#: Every file and folder a training run writes in its directory (the table above; names or
+#: glob patterns), so that a run replaced by another (``llmsched train --force``) leaves none
+#: of its own behind.
 RUN_ENTRIES = (
     CONFIG_FILE,
     "model.zip",
@@ -41,7 +43,8 @@ RUN_ENTRIES = (
     "evaluations.csv",
     "progress.csv",
     "checkpoints",
-    "tb",
+    "events.out.tfevents.*",
+    "*model.npz",
 )
 FORMAT_VERSION = 1
 

@@ -37,6 +37,8 @@ from agents.seeds import training_env_seeds, validation_seeds
 from llmsched_env import arguments
 from llmsched_env.kinds import ENV_KINDS, kind_of_id, resolve_kind
 
+#: Prefix of the hidden folder that holds a replaced run while its replacement trains.
+ASIDE_PREFIX = ".replaced-run-"
 #: stable-baselines3's training log in the run directory.
 PROGRESS_FILE = "progress.csv"
 #: Default environment steps between evaluations of the callback.
@@ -443,8 +445,9 @@ def _run_session(
             except (TypeError, ValueError, AssertionError) as error:  # what the checks miss
                 venv.close()
                 raise ValueError(
-                    f"the hyperparameters do not make a {spec.name} model ({error or type(error)}"
-                    f"); algorithm keyword arguments: {config.hyperparams['algo_kwargs']}"
+                    f"the hyperparameters do not make a {spec.name} model "
+                    f"({str(error) or type(error).__name__}); algorithm keyword arguments: "
+                    f"{config.hyperparams['algo_kwargs']}"
                 ) from None
         # The algorithm's seeding set env seeds seed + i; use the run's training env seeds.
         venv.seed(config.training_env_seeds[0])
@@ -513,7 +516,7 @@ def _run_session(
         finally:
             if earlier_log is not None:  # the logger rewrote the file from this session's rows
                 model.logger.close()
-                _prepend_progress(run_dir, earlier_log)
+                _prepend_progress(run_dir, earlier_log, first_step)
         wall = time.perf_counter() - started
         trained = int(model.num_timesteps) - first_step
         saved_in = _save_final(run_dir, model, venv, log)
@@ -627,15 +630,20 @@ def _read_progress(run_dir: Path) -> Any:
     return pd.read_csv(path)
 
 
-def _prepend_progress(run_dir: Path, earlier: Any) -> None:
+def _prepend_progress(run_dir: Path, earlier: Any, resumed_at: int) -> None:
     """Put the earlier sessions' rows back in front of this session's in ``progress.csv``.
 
     stable-baselines3 opens the file anew (truncating it) in every session, so a resumed run's
-    log held only its last session. Columns are the union of both, in sorted order, as
+    log held only its last session. Earlier rows beyond ``resumed_at`` (the step this session
+    started from: a checkpoint, when the last session was killed) are dropped, since this
+    session trained those steps again. Columns are the union of both, in sorted order, as
     :func:`_in_sorted_columns` keeps them.
     """
     import pandas as pd
 
+    steps = earlier.get("time/total_timesteps")
+    if steps is not None:
+        earlier = earlier[~(steps > resumed_at)]
     latest = _read_progress(run_dir)
     rows = earlier if latest is None else pd.concat([earlier, latest], ignore_index=True)
     rows[sorted(rows.columns)].to_csv(run_dir / PROGRESS_FILE, index=False)
@@ -664,15 +672,18 @@ def _set_aside(run_dir: Path) -> Path | None:
     run's: its statistics would be applied to a new model trained without normalisation, its
     checkpoints offered to ``--resume``. They are set aside rather than deleted, so that a
     session that saves no model can put them back (:func:`_put_back`); once the new run has a
-    model, the folder is removed. Other files in ``run_dir`` are left alone.
+    model, the folder is removed (and so is one a killed session left). Other files in
+    ``run_dir`` are left alone.
 
     Returns:
         The folder, or ``None`` if ``run_dir`` held no run file.
     """
-    entries = [run_dir / name for name in RUN_ENTRIES if os.path.lexists(run_dir / name)]
+    for left in run_dir.glob(f"{ASIDE_PREFIX}*"):  # of a forced session that was killed
+        shutil.rmtree(left, ignore_errors=True)
+    entries = sorted({entry for pattern in RUN_ENTRIES for entry in run_dir.glob(pattern)})
     if not entries:
         return None
-    aside = Path(tempfile.mkdtemp(prefix=".replaced-run-", dir=run_dir))
+    aside = Path(tempfile.mkdtemp(prefix=ASIDE_PREFIX, dir=run_dir))
     for entry in entries:
         os.replace(entry, aside / entry.name)
     return aside

@@ -256,8 +256,8 @@ def _write(
 ) -> None:
     """Write results into ``out`` (or a rescue directory) and print what went where.
 
-    ``replaces``: every file the command can write; an earlier run's that this one does not
-    write are removed (see :func:`llmsched_env.outputs.write_or_rescue`).
+    ``replaces`` (with ``--force`` only): every file the command can write; an earlier run's
+    that this one does not write are removed (see :func:`llmsched_env.outputs.write_or_rescue`).
     """
     from llmsched_env.outputs import write_or_rescue
 
@@ -351,7 +351,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         figure = plot_comparison(summary, target / "comparison.png", title=env_id)
         return written + ([figure.name] if figure else [])
 
-    _write(out, write, report, replaces=(*RESULT_FILES, RECORDS_FILE))
+    _write(out, write, report, replaces=(*RESULT_FILES, RECORDS_FILE) if args.force else ())
     return 0
 
 
@@ -488,7 +488,7 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         figure = plot_stability(result, target / f"{stem}.png")
         return [f"{stem}.csv"] + ([figure.name] if figure else [])
 
-    _write(out, write, report, replaces=(f"{stem}.csv", f"{stem}.png"))
+    _write(out, write, report, replaces=(f"{stem}.csv", f"{stem}.png") if args.force else ())
     return 0
 
 
@@ -795,7 +795,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         out,
         lambda target: [p.name for p in write_comparison(result, target)],
         report,
-        replaces=RESULT_FILES,
+        replaces=RESULT_FILES if args.force else (),
     )
     return 0
 
@@ -844,7 +844,7 @@ def _compare_runs(args: argparse.Namespace, policies: list[str] | None) -> int:
         out,
         lambda target: [p.name for p in write_runs_comparison(result, target)],
         report,
-        replaces=RUNS_OUTPUT_FILES,
+        replaces=RUNS_OUTPUT_FILES if args.force else (),
     )
     return 0
 

@@ -175,10 +175,12 @@ def run_episode(task: EpisodeTask) -> dict[str, Any]:
                 if terminated or truncated:
                     break
         except Exception as error:  # say which of the many episodes (workers report it bare)
-            error.add_note(
-                f"in the episode of policy {task.policy_name!r} on seed {task.seed}, step "
-                f"{steps + 1}"
+            note = (
+                f"in the episode of policy {task.policy_name!r} on seed {task.seed}, "
+                f"step {steps + 1}"
             )
+            # BaseException.add_note from Python 3.11; __notes__ is what it appends to.
+            error.__notes__ = [*getattr(error, "__notes__", []), note]
             raise
         row: dict[str, Any] = {
             "policy": task.policy_name,

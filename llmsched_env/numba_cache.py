@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -87,23 +86,30 @@ def install(root: Path = PACKAGE_ROOT) -> bool:
 
 
 def _tolerate_damaged_indexes(caching: Any) -> None:
-    """Read a damaged index file of numba's cache as an empty one (the kernel compiles again).
+    """Read a damaged file of numba's cache as a missing one (the kernel compiles again).
 
-    numba reads an index it cannot unpickle (a disk error, a write cut short) with an
-    ``UnpicklingError`` at every use of the kernel, and every command failed with it, naming
-    no file. Read as empty, the index is rewritten when the kernel is next saved.
+    numba unpickles a cached kernel's index and data files; one it cannot read back (a disk
+    error, a write cut short) raised at every use of the kernel (``UnpicklingError``, or
+    whatever the damaged bytes unpickle into), and every command failed, naming no file. Read
+    as missing, the files are written anew when the kernel is next saved.
     """
     index_file = getattr(caching, "IndexDataCacheFile", None)
-    load = getattr(index_file, "_load_index", None)
-    if load is None or getattr(load, "tolerant", False):
-        return
+    for name, missing in (("_load_index", dict), ("_load_data", lambda: None)):
+        load = getattr(index_file, name, None)
+        if load is None or getattr(load, "tolerant", False):
+            continue
+        setattr(index_file, name, _tolerant(load, missing))
+
+
+def _tolerant(load: Any, missing: Any) -> Any:
+    """``load``, returning ``missing()`` where reading the file fails in any way."""
 
     @functools.wraps(load)
-    def load_tolerantly(self: Any) -> Any:
+    def load_tolerantly(self: Any, *args: Any) -> Any:
         try:
-            return load(self)
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError):
-            return {}
+            return load(self, *args)
+        except Exception:
+            return missing()
 
     load_tolerantly.tolerant = True  # type: ignore[attr-defined]
-    index_file._load_index = load_tolerantly
+    return load_tolerantly

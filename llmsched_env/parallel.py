@@ -129,12 +129,12 @@ def run_jobs(
             for future in futures:
                 try:
                     results.append(future.result())
-                except BrokenProcessPool:
+                except BrokenProcessPool as error:
                     raise RuntimeError(
-                        f"a worker process died (killed, or out of memory) with {len(results)} "
-                        f"of {len(jobs)} jobs done; run with fewer jobs (n_jobs={n_jobs}) or in "
-                        "this process (n_jobs=1) to see why"
-                    ) from None
+                        f"a worker process died (killed, or out of memory) or its result could "
+                        f"not be read, with {len(results)} of {len(jobs)} jobs done; run with "
+                        f"fewer jobs (n_jobs={n_jobs}) or in this process (n_jobs=1) to see why"
+                    ) from error
                 if on_result:
                     on_result(len(results), len(jobs))
         finished = True

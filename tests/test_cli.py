@@ -198,6 +198,14 @@ def test_force_leaves_no_file_of_the_run_it_replaces(tmp_path, capsys):
     assert "records.csv" not in capsys.readouterr().out
 
 
+def test_without_force_no_file_is_removed(tmp_path):
+    """The stale-file removal of --force ran without it, deleting a records.csv of the user's."""
+    (tmp_path / "records.csv").write_text("my own data")
+    argv = ["evaluate", *TINY, "--policies", "random", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    assert (tmp_path / "records.csv").read_text() == "my own data"
+
+
 def test_results_are_not_overwritten_without_force(tmp_path, capsys):
     argv = ["evaluate", *TINY, "--policies", "random", "--out", str(tmp_path)]
     assert main(argv) == 0

@@ -86,3 +86,13 @@ def test_the_envs_run_uncompiled_with_the_same_episodes(tmp_path) -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         returns.append(json.loads(done.stdout.splitlines()[-1]))
     assert returns[0] == returns[1]
+
+
+def test_a_damaged_cache_data_file_reads_as_missing(tmp_path) -> None:
+    """A truncated kernel file failed every run with 'pickle data was truncated'."""
+    from numba.core.caching import IndexDataCacheFile
+
+    cache = IndexDataCacheFile(str(tmp_path), "kernel-1", source_stamp=("stamp",))
+    cache._save_index({"key": "kernel-1.0.nbc"})
+    (tmp_path / "kernel-1.0.nbc").write_bytes(b"\x80\x04\x95")
+    assert cache.load("key") is None

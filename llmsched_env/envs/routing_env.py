@@ -37,6 +37,10 @@ from llmsched_env.metrics import SLATargets
 from llmsched_env.registry import resolve
 from llmsched_env.workload import make_workload_source
 
+#: The most calibration requests whose work sets the relative cost of the capacity
+#: estimate's classes of requests (see ``RoutingEnv._cluster_capacity_rps``).
+WORK_SAMPLE = 4096
+
 
 class RoutingEnv(SchedulingEnv):
     """Route each arriving LLM request to one of R engine replicas.
@@ -281,8 +285,10 @@ class RoutingEnv(SchedulingEnv):
         class is its time per request of the whole mix (its work bound there) scaled by the
         class's share of the mix's per-request work on it
         (:meth:`~llmsched_env.envs.iteration_env.ContinuousBatchingEnv.request_work_s`), so
-        that the classes' times add up to the mix's and a replica added never lowers the
-        estimate. With replicas that serve the same requests it is the sum of their rates.
+        that the classes' times add up to the mix's: a replica added that serves only requests
+        the others serve never lowers the estimate (one that serves requests they reject adds
+        them to the mix, which can). With replicas that serve the same requests it is the sum
+        of their rates.
         """
         views = self._views
         calibration = views[0].source.calibration()
@@ -295,12 +301,26 @@ class RoutingEnv(SchedulingEnv):
         classes, members = np.unique(admits[:, served].T, axis=0, return_inverse=True)
         members = members.reshape(-1)
         shares = np.bincount(members) / members.size
+        # The per-request work of at most WORK_SAMPLE requests (evenly spaced, and the first
+        # of each class): a long calibration history would cost seconds per replica.
+        sample = np.unique(
+            np.concatenate(
+                [
+                    np.linspace(0, members.size - 1, min(members.size, WORK_SAMPLE)).astype(int),
+                    np.unique(members, return_index=True)[1],
+                ]
+            )
+        )
+        picked = np.zeros(members.size, dtype=bool)
+        picked[sample] = True
+        sampled = served_requests(mix, picked)
         rates = np.zeros((len(classes), len(views)))
         for r, view in enumerate(views):
-            work = view.request_work_s(mix)
+            work = view.request_work_s(sampled)
             mix_s = 1.0 / view.served_capacity_rps(mix)
             for c in np.flatnonzero(classes[:, r]):
-                rates[c, r] = 1.0 / (mix_s * work[members == c].mean() / work.mean())
+                share = work[members[sample] == c].mean() / work.mean()
+                rates[c, r] = 1.0 / (mix_s * share)
         return per_arrival(routed_capacity_rps(shares, rates), served)
 
     @staticmethod

@@ -87,7 +87,8 @@ def test_overrides_merge_over_defaults_without_mutating_them():
         ("ppo", {"policy_kwargs": {"optimizer_class": "adam"}}, r"optimizer_class' is a class"),
         ("ppo", {"policy_kwargs": {"ortho_init": "no"}}, r"ortho_init must be True or False"),
         ("maskable-ppo", {"n_steps": 1, "n_envs": 1}, r"n_steps \* n_envs must be at least 2"),
-        ("dqn", {"train_freq": 0}, r"train_freq must be an integer >= 1, got 0"),
+        ("dqn", {"train_freq": 0}, r"train_freq must be an integer >= 1 .*got 0"),
+        ("dqn", {"train_freq": [1, "episode"]}, r"train_freq must be an integer >= 1"),
     ],
 )
 def test_bad_overrides_raise_value_error(algo, overrides, match):

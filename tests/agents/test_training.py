@@ -407,6 +407,9 @@ def test_a_forced_run_keeps_no_file_of_the_run_it_replaces(tmp_path):
     tiny_train(out, checkpoint_freq=128)
     assert (out / "vecnormalize.pkl").is_file() and (out / "checkpoints").is_dir()
     (out / "notes.txt").write_text("mine")
+    (out / "model.npz").write_bytes(b"an export of the old model")
+    (out / "events.out.tfevents.1.host").write_bytes(b"old TensorBoard log")
+    (out / ".replaced-run-left").mkdir()  # what a killed forced session leaves
     plain = {**TINY_HYPERPARAMS["maskable-ppo"], "normalize_obs": False, "normalize_reward": False}
     tiny_train(out, overwrite=True, hyperparams={**plain, "imitation": None})
     assert sorted(p.name for p in out.iterdir()) == [
@@ -449,6 +452,22 @@ def test_a_resumed_run_keeps_the_earlier_sessions_training_log(tmp_path):
     assert steps[: len(first)] == first["time/total_timesteps"].tolist()
     assert len(both) > len(first) and steps == sorted(steps) and steps[-1] == 512
     assert list(both.columns) == sorted(both.columns)
+
+
+def test_a_run_resumed_from_a_checkpoint_logs_the_steps_it_trains_again_once(tmp_path):
+    """The killed session's rows after its checkpoint stayed beside the same steps trained
+    again: 128, 256, 256, 384."""
+    from agents.training import resume
+
+    out = tmp_path / "run"
+    tiny_train(out, checkpoint_freq=128)
+    (out / "model.zip").unlink()
+    (out / "vecnormalize.pkl").unlink()
+    for late in (out / "checkpoints").glob("*_256_steps*"):
+        late.unlink()
+    resume(out, steps=256, eval_freq=0, checkpoint_freq=0)
+    steps = pd.read_csv(out / "progress.csv")["time/total_timesteps"].tolist()
+    assert steps == sorted(set(steps)) and steps[0] == 128 and steps[-1] == 384
 
 
 def test_progress_csv_columns_are_added_in_sorted_order(tmp_path):
