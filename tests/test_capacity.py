@@ -114,6 +114,27 @@ def test_a_request_one_replica_rejects_is_served_by_another_in_the_cluster_estim
     assert big < mixed.capacity_rps < 0.55 * equal.capacity_rps
 
 
+def test_less_memory_for_a_replica_never_raises_the_cluster_estimate():
+    """With replicas of different speeds, a replica with less memory split the requests into
+    classes the program could send where each was relatively cheapest, which the sum of rates
+    of replicas serving everything does not: 62.5 req/s against 57.9 with more memory."""
+    fast, slow = "llama3.1-8b-h100", "vllm0.19-rtxpro6000-llama3.1-8b"
+
+    def capacity(kv_memory):
+        env = gym.make(
+            "llmsched/Routing-v0",
+            n_replicas=2,
+            workload="azure-conv",
+            latency=[fast, slow],
+            kv_memory=kv_memory,
+        )
+        return env.unwrapped.capacity_rps
+
+    full = capacity([slow, slow])  # the presets' memory: every request fits both
+    assert capacity([3_000, slow]) < full
+    assert capacity([64, slow]) < capacity([3_000, slow])
+
+
 def test_routed_capacity_is_the_best_split_of_the_classes():
     """The linear program against splits worked out by hand."""
     # One class every replica serves: the sum of the rates, exactly.

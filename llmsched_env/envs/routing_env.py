@@ -282,13 +282,14 @@ class RoutingEnv(SchedulingEnv):
         replicas that would serve them; the estimate is the largest rate a split of each class
         over its replicas keeps every replica within its capacity
         (:func:`~llmsched_env.capacity.routed_capacity_rps`). A replica's time per request of a
-        class is its time per request of the whole mix (its work bound there) scaled by the
-        class's share of the mix's per-request work on it
-        (:meth:`~llmsched_env.envs.iteration_env.ContinuousBatchingEnv.request_work_s`), so
-        that the classes' times add up to the mix's: a replica added that serves only requests
-        the others serve never lowers the estimate (one that serves requests they reject adds
-        them to the mix, which can). With replicas that serve the same requests it is the sum
-        of their rates.
+        class is its time per request of the whole mix (its work bound there) times the class's
+        relative cost: its mean per-request work over the mix's
+        (:meth:`~llmsched_env.envs.iteration_env.ContinuousBatchingEnv.request_work_s`),
+        averaged over the replicas, so the same on every replica. With every replica serving
+        every request it is the sum of their rates, and serving fewer never raises it: a
+        replica added that serves only requests the others serve never lowers the estimate,
+        nor does more memory for one (a replica that serves requests the others reject adds
+        them to the mix, which can).
         """
         views = self._views
         calibration = views[0].source.calibration()
@@ -314,13 +315,20 @@ class RoutingEnv(SchedulingEnv):
         picked = np.zeros(members.size, dtype=bool)
         picked[sample] = True
         sampled = served_requests(mix, picked)
-        rates = np.zeros((len(classes), len(views)))
-        for r, view in enumerate(views):
+        # A class's cost relative to the mix, the same on every replica (the mean of the
+        # replicas' own): with replica-specific costs, a split of the requests that admission
+        # happens to make let the program send each class where it is relatively cheapest,
+        # which the sum of rates (every replica admitting every request) does not, so a replica
+        # with less memory could raise the estimate.
+        relative = np.zeros(len(classes))
+        for view in views:
             work = view.request_work_s(sampled)
-            mix_s = 1.0 / view.served_capacity_rps(mix)
-            for c in np.flatnonzero(classes[:, r]):
-                share = work[members[sample] == c].mean() / work.mean()
-                rates[c, r] = 1.0 / (mix_s * share)
+            relative += [
+                work[members[sample] == c].mean() / work.mean() for c in range(len(classes))
+            ]
+        relative /= float(shares @ relative)  # the mix's cost is 1
+        replica_rates = np.array([view.served_capacity_rps(mix) for view in views])
+        rates = np.where(classes, replica_rates[None, :] / relative[:, None], 0.0)
         return per_arrival(routed_capacity_rps(shares, rates), served)
 
     @staticmethod
