@@ -87,16 +87,6 @@ class RLlibEnv(gym.Wrapper):
             }
         )
 
-    @property
-    def spec(self) -> None:
-        """None: this env is made from its ``config`` (RLlib's env creator), not by ``gym.make``.
-
-        A wrapper's spec would describe ``gym.make`` of the inner env followed by this wrapper
-        applied to it, which is not how it is built (Gymnasium's checker refused the env when
-        asked for it).
-        """
-        return None
-
     def _observation(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         mask = np.asarray(self._masks(), dtype=np.float32)
         return {"observations": obs, "action_mask": mask}
