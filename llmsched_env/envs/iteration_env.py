@@ -26,7 +26,11 @@ from llmsched_env.envs.queue_snapshot import WaitingQueueSnapshot
 from llmsched_env.latency import make_iteration_latency
 from llmsched_env.metrics import SLATargets
 from llmsched_env.sim.iteration_planning import PrefillPlan
-from llmsched_env.sim.iteration_server import IterationServer, arrival_rejections
+from llmsched_env.sim.iteration_server import (
+    IterationServer,
+    arrival_rejections,
+    check_prefix_blocks,
+)
 from llmsched_env.workload import Workload
 
 
@@ -292,6 +296,8 @@ class ContinuousBatchingEnv(SchedulingEnv):
                 fixed_for=f"the KV blocks of n_gpus={cfg.n_gpus} GPUs",
             )
         everyone = self.source.calibration()
+        if self.paged and cfg.prefix_caching:  # found at construction, not at the first reset
+            check_prefix_blocks(everyone, cfg.kv_block_tokens)
         rejected = arrival_rejections(
             everyone.prompt_tokens,
             everyone.output_tokens,

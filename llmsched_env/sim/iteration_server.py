@@ -141,6 +141,29 @@ def arrival_rejections(
     return reason
 
 
+def check_prefix_blocks(workload: Workload, kv_block_tokens: int) -> None:
+    """Refuse KV blocks that do not line up with the blocks of the workload's prefix hashes.
+
+    A cached KV block is found by the hashes of the prompt blocks it covers, so one of the two
+    block sizes must be a multiple of the other.
+
+    Raises:
+        ValueError: Naming both sizes and the settings that would work.
+    """
+    hash_tokens = workload.prefix_block_tokens
+    if (
+        workload.prefix_block_hashes is not None
+        and hash_tokens % kv_block_tokens
+        and kv_block_tokens % hash_tokens
+    ):
+        raise ValueError(
+            f"the workload's prefix_block_tokens={hash_tokens} and kv_block_tokens="
+            f"{kv_block_tokens} must divide one another for prefix caching; use a "
+            f"kv_block_tokens that divides {hash_tokens} or is a multiple of it, or "
+            "prefix_caching=False"
+        )
+
+
 def _read_only(values: np.ndarray) -> np.ndarray:
     """``values`` with writing disabled (in place)."""
     values.flags.writeable = False
@@ -240,17 +263,8 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
                 f"prefix_caching=True needs kv_allocation='paged' (cached KV blocks), got "
                 f"kv_allocation={kv_allocation!r}"
             )
-        hash_tokens = workload.prefix_block_tokens
-        if (
-            prefix_caching
-            and workload.prefix_block_hashes is not None
-            and hash_tokens % kv_block_tokens
-            and kv_block_tokens % hash_tokens
-        ):
-            raise ValueError(
-                f"the workload's prefix_block_tokens={hash_tokens} and kv_block_tokens="
-                f"{kv_block_tokens} must divide one another for prefix caching"
-            )
+        if prefix_caching:
+            check_prefix_blocks(workload, kv_block_tokens)
         if kv_allocation == "paged" and kv_capacity_tokens < kv_block_tokens:
             raise ValueError(
                 f"kv_capacity_tokens={kv_capacity_tokens!r} holds no whole KV block of "

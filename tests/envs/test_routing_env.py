@@ -381,3 +381,16 @@ def test_gpu_utilization_of_a_truncated_episode_counts_work_up_to_its_end(monkey
     busy = sum(min(t + d, end) - t for owner, t, d in started if owner in replicas)
     utilization = info["episode_metrics"]["gpu_utilization"]
     assert utilization == pytest.approx(busy / (3 * end), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [
+        ("llmsched/Routing-v0", {}),
+        ("llmsched/ContinuousBatching-v0", {"kv_allocation": "paged", "prefix_caching": True}),
+    ],
+)
+def test_kv_blocks_that_do_not_line_up_with_the_prefix_hashes_are_refused_when_made(env_id, kwargs):
+    """The mismatch surfaced only at the first reset (inside a vector env's workers)."""
+    with pytest.raises(ValueError, match=r"prefix_block_tokens=16 and kv_block_tokens=3 .*or "):
+        gym.make(env_id, workload="prefix-sharing", kv_block_tokens=3, n_requests=10, **kwargs)
