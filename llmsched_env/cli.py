@@ -252,15 +252,19 @@ def _write(
     out: Path,
     write: Callable[[Path], list[str]],
     report: Callable[[str], None],
-    replaces: Iterable[str] = (),
+    *,
+    force: bool,
+    owned: Iterable[str],
 ) -> None:
     """Write results into ``out`` (or a rescue directory) and print what went where.
 
-    ``replaces`` (with ``--force`` only): every file the command can write; an earlier run's
-    that this one does not write are removed (see :func:`llmsched_env.outputs.write_or_rescue`).
+    ``owned``: every file the command can write. With ``force`` (``--force``), those of an
+    earlier run that this one does not write are removed (see
+    :func:`llmsched_env.outputs.write_or_rescue`); without it, nothing is.
     """
     from llmsched_env.outputs import write_or_rescue
 
+    replaces = owned if force else ()
     target, written = write_or_rescue(out, write, warn=report, replaces=replaces)
     print(f"wrote {', '.join(written)} to {target}")
 
@@ -351,7 +355,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         figure = plot_comparison(summary, target / "comparison.png", title=env_id)
         return written + ([figure.name] if figure else [])
 
-    _write(out, write, report, replaces=(*RESULT_FILES, RECORDS_FILE) if args.force else ())
+    _write(out, write, report, force=args.force, owned=(*RESULT_FILES, RECORDS_FILE))
     return 0
 
 
@@ -488,7 +492,7 @@ def _cmd_stability(args: argparse.Namespace) -> int:
         figure = plot_stability(result, target / f"{stem}.png")
         return [f"{stem}.csv"] + ([figure.name] if figure else [])
 
-    _write(out, write, report, replaces=(f"{stem}.csv", f"{stem}.png") if args.force else ())
+    _write(out, write, report, force=args.force, owned=(f"{stem}.csv", f"{stem}.png"))
     return 0
 
 
@@ -795,7 +799,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         out,
         lambda target: [p.name for p in write_comparison(result, target)],
         report,
-        replaces=RESULT_FILES if args.force else (),
+        force=args.force,
+        owned=RESULT_FILES,
     )
     return 0
 
@@ -844,7 +849,8 @@ def _compare_runs(args: argparse.Namespace, policies: list[str] | None) -> int:
         out,
         lambda target: [p.name for p in write_runs_comparison(result, target)],
         report,
-        replaces=RUNS_OUTPUT_FILES if args.force else (),
+        force=args.force,
+        owned=RUNS_OUTPUT_FILES,
     )
     return 0
 

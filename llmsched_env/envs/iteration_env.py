@@ -351,12 +351,9 @@ class ContinuousBatchingEnv(SchedulingEnv):
         mean_prompt = float(np.mean(calibration.prompt_tokens))
         mean_output = float(np.mean(calibration.output_tokens))
         n_gpus = self.config.n_gpus
-        if self.latency.marginal_request_s(mean_prompt, mean_output) > 0:
+        if self._has_token_work(mean_prompt, mean_output):
             return iteration_capacity_rps(self.latency, calibration, n_gpus=n_gpus)
-        one_at_a_time_s = self.latency.estimate_s(mean_prompt, 0) + (
-            mean_output - 1.0
-        ) * self.latency.estimate_s(0, 1)
-        return n_gpus / one_at_a_time_s
+        return n_gpus / self._request_s(mean_prompt, mean_output, token_work=False)
 
     def request_work_s(self, calibration: Workload) -> np.ndarray:
         """Each request's GPU time in the work bound of :meth:`served_capacity_rps`.
@@ -366,19 +363,24 @@ class ContinuousBatchingEnv(SchedulingEnv):
         differs from the mean of these (attention grows with the context); these give the
         relative cost of parts of the mix (``Routing-v0``'s classes of requests).
         """
-        prompts = calibration.prompt_tokens.tolist()
-        outputs = calibration.output_tokens.tolist()
-        latency = self.latency
-        mean_prompt = float(np.mean(calibration.prompt_tokens))
-        mean_output = float(np.mean(calibration.output_tokens))
-        if latency.marginal_request_s(mean_prompt, mean_output) > 0:
-            work = [latency.marginal_request_s(p, o) for p, o in zip(prompts, outputs)]
-        else:
-            decode_s = latency.estimate_s(0, 1)
-            work = [
-                latency.estimate_s(p, 0) + (o - 1.0) * decode_s for p, o in zip(prompts, outputs)
-            ]
+        token_work = self._has_token_work(
+            float(np.mean(calibration.prompt_tokens)), float(np.mean(calibration.output_tokens))
+        )
+        pairs = zip(calibration.prompt_tokens.tolist(), calibration.output_tokens.tolist())
+        work = [self._request_s(p, o, token_work=token_work) for p, o in pairs]
         return np.array(work, dtype=np.float64)
+
+    def _has_token_work(self, prompt_tokens: float, output_tokens: float) -> bool:
+        """Whether the latency model charges per token (``"mm1"`` does not)."""
+        return self.latency.marginal_request_s(prompt_tokens, output_tokens) > 0
+
+    def _request_s(self, prompt_tokens: float, output_tokens: float, *, token_work: bool) -> float:
+        """A request's GPU time in the work bound: its token work, or its time served alone."""
+        latency = self.latency
+        if token_work:
+            return latency.marginal_request_s(prompt_tokens, output_tokens)
+        decode_s = latency.estimate_s(0, 1)
+        return latency.estimate_s(prompt_tokens, 0) + (output_tokens - 1.0) * decode_s
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
