@@ -248,7 +248,12 @@ class RoutingEnv(SchedulingEnv):
         from llmsched_env.kinds import get_kind  # the baselines are imported when first needed
 
         table = get_kind("continuous").policy_table()
-        factory = resolve("ContinuousBatching-v0 baseline", cfg.replica_policy, table)
+        try:
+            factory = resolve("ContinuousBatching-v0 baseline", cfg.replica_policy, table)
+        except ValueError as error:
+            raise ValueError(
+                f"{cfg.owner}: replica_policy={cfg.replica_policy!r}: {error}"
+            ) from None
         self._replicas = [Replica(view, factory) for view in self._views]
         #: Per replica, its iteration latency model.
         self.replica_latencies = tuple(v.latency for v in self._views)

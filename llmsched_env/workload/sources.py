@@ -332,11 +332,18 @@ class TraceSource:
     def calibration(self) -> Workload:
         """Return the history: the first :attr:`calibration_size` requests, rebased to 0 s.
 
-        Predictions come from the predictor with a fresh ``Generator(calibration_seed)``.
+        Predictions come from the predictor with a fresh ``Generator(calibration_seed)``. The
+        history keeps the trace's prefix-block hashes (Mooncake's), so that an env can check its
+        KV blocks against them when it is made rather than at its first reset.
         """
         history = self.trace.window(0, self.calibration_size, rebase=True)
         rng = np.random.default_rng(self.calibration_seed)
         predicted = self.predictor.predict(history.prompt_tokens, history.output_tokens, rng)
         return Workload(
-            history.arrival_s, history.prompt_tokens, history.output_tokens, predicted, self.name
+            history.arrival_s,
+            history.prompt_tokens,
+            history.output_tokens,
+            predicted,
+            self.name,
+            **history._prefix_kwargs(),
         )
