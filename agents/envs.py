@@ -103,6 +103,22 @@ def env_factory(
     return make
 
 
+def _check_first_resets(factory: Callable[[], Any], n_envs: int, first_seed: int) -> None:
+    """Make one env here and reset it with every env's first seed, raising what they raise.
+
+    An env that fails when it is made or reset inside a ``SubprocVecEnv`` worker prints the
+    worker's traceback and reaches this process only as an ``EOFError``; made here first, a
+    bad setting (KV blocks that do not fit the trace, a window whose every request is
+    rejected) fails with its own message, as with ``DummyVecEnv``.
+    """
+    env = factory()
+    try:
+        for seed in range(first_seed, first_seed + n_envs):
+            env.reset(seed=seed)
+    finally:
+        env.close()
+
+
 def make_training_env(
     env_id: str,
     env_kwargs: Mapping[str, Any],
@@ -158,6 +174,8 @@ def make_training_env(
         mixture=mixture,
     )
     factories = [factory] * n_envs
+    if vec_env == "subproc":
+        _check_first_resets(factory, n_envs, first_seed)
     venv = DummyVecEnv(factories) if vec_env == "dummy" else SubprocVecEnv(factories)
     venv.seed(first_seed)
     if normalize_obs or normalize_reward:

@@ -99,3 +99,12 @@ def test_bad_training_env_settings_are_named(kwargs, message):
     settings = {"flat_action": False, "n_envs": 2, "first_seed": 0} | kwargs
     with pytest.raises(ValueError, match=message):
         make_training_env(BATCH, TINY_ENVS["batch"], **settings)
+
+
+def test_a_subprocess_env_that_fails_at_reset_fails_here_with_its_message():
+    """In the workers it printed their tracebacks and reached this process as an ``EOFError``."""
+    kwargs = TINY_ENVS["batch"] | {"kv_memory": 64}
+    with pytest.raises(ValueError, match="every one of its .* requests was rejected at arrival"):
+        make_training_env(
+            BATCH, kwargs, flat_action=False, n_envs=2, first_seed=0, vec_env="subproc"
+        )
