@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping
 from typing import Any
@@ -195,10 +196,15 @@ def reset_options(options: Any) -> dict[str, Any]:
 def _positive_option(options: dict[str, Any], name: str) -> float:
     """The reset option ``name`` as a finite float > 0, or a ``ValueError`` naming it."""
     value = options[name]
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not np.isfinite(value) or value <= 0:
+    number = math.nan
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # a Python int beyond float's range
+            number = math.inf
+    if not math.isfinite(number) or number <= 0:
         raise ValueError(f"options[{name!r}] must be a finite number > 0, got {value!r}")
-    return float(value)
+    return number
 
 
 def configured_arrival_rate(

@@ -107,6 +107,11 @@ def test_arrival_cv_option_retimes_arrivals_and_keeps_lengths(env_id):
         ({"load": 0}, r"options\['load'\] must be a finite number > 0, got 0"),
         ({"load": float("nan")}, r"options\['load'\]"),
         ({"load": True}, r"options\['load'\]"),
+        ({"load": 10**400}, r"options\['load'\] must be a finite number > 0, got 1000"),
+        (
+            {"arrival_cv": 10**30},
+            r"options\['arrival_cv'\] must be in \[0.001, 1000\] .*got 1e\+30",
+        ),
         ({"arrival_cv": -1.0}, r"options\['arrival_cv'\] must be a finite number > 0"),
         ({"arrival_cv": 1e-160}, r"options\['arrival_cv'\] must be in \[0.001, 1000\]"),
         ({"load": 1e308}, r"options\['load'\]=1e\+308 is too large: the arrival rate becomes inf"),
