@@ -341,7 +341,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     episodes, summary = result[0], result[1]
     print(f"{env_id} {_json(env_kwargs)}, seeds {seeds.start}..{seeds.stop - 1}")
     print(format_table(summary))
-    _warn_of_rejections(episodes, report, "--records gives each one's reason")
+    _warn_of_unserved(episodes, report, "--records gives each one's reason")
     if out is None:
         return 0
 
@@ -357,6 +357,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _write(out, write, report, force=args.force, owned=(*RESULT_FILES, RECORDS_FILE))
     return 0
+
+
+def _warn_of_unserved(
+    episodes: Any,
+    report: Callable[[str], None],
+    reasons: str = "llmsched evaluate --records with the same settings gives each one's reason",
+) -> None:
+    """Say what the table leaves unsaid: requests rejected, and episodes cut off before the end."""
+    _warn_of_rejections(episodes, report, reasons)
+    _warn_of_unfinished(episodes, report)
+
+
+def _warn_of_unfinished(episodes: Any, report: Callable[[str], None]) -> None:
+    """Say how many episodes stopped with requests not served yet (``max_steps`` reached).
+
+    Their metrics cover only the requests that arrived, and SLA attainment counts those still
+    in the system as misses; a full episode ends with every request served or rejected.
+    """
+    if "in_system" not in episodes or "not_arrived" not in episodes:
+        return
+    unfinished = episodes[(episodes["in_system"] > 0) | (episodes["not_arrived"] > 0)]
+    if len(unfinished):
+        report(
+            f"warning: {len(unfinished):,} of the {len(episodes):,} episodes stopped before "
+            f"every request was served ({int(unfinished['not_arrived'].sum()):,} requests had "
+            f"not arrived and {int(unfinished['in_system'].sum()):,} were still in the system: "
+            "max_steps cut them off); their metrics cover the arrived requests only, and SLA "
+            "attainment counts those still in the system as misses"
+        )
 
 
 def _warn_of_rejections(
@@ -794,7 +823,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     )
     print(format_table(result.summary))
     print(result.verdict())
-    _warn_of_rejections(result.episodes, report)
+    _warn_of_unserved(result.episodes, report)
     _write(
         out,
         lambda target: [p.name for p in write_comparison(result, target)],
@@ -844,7 +873,7 @@ def _compare_runs(args: argparse.Namespace, policies: list[str] | None) -> int:
     )
     print(format_table(result.summary.assign(policy=_run_labels(result.summary))))
     print("\n".join(result.reliable.lines()))
-    _warn_of_rejections(result.episodes, report)
+    _warn_of_unserved(result.episodes, report)
     _write(
         out,
         lambda target: [p.name for p in write_runs_comparison(result, target)],

@@ -677,6 +677,19 @@ def test_evaluate_warns_of_requests_rejected_at_arrival(tmp_path, capsys):
     assert "rejected at arrival" not in capsys.readouterr().err
 
 
+def test_evaluate_warns_of_episodes_cut_off_by_max_steps(capsys):
+    # The table read as if the episodes were whole (SLA attainment 0 over the arrived requests).
+    argv = ["evaluate", "--env", "batch", "--policies", "static-fifo", "--seeds", "2"]
+    argv += ["--n-requests", "30", "--quiet", "--env-kwargs", '{"max_steps": 1}']
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: 2 of the 2 episodes stopped before every request was served" in err
+    assert "max_steps cut them off" in err
+    argv[-1] = "{}"
+    assert main(argv) == 0
+    assert "stopped before" not in capsys.readouterr().err
+
+
 def test_ctrl_c_while_the_package_loads_is_one_line(monkeypatch, capsys):
     """Ctrl-C in the first second (building the parser imports the baselines) was a traceback."""
     import llmsched_env.cli as cli
