@@ -269,6 +269,23 @@ def _write(
     print(f"wrote {', '.join(written)} to {target}")
 
 
+def _scenario_workload_names() -> list[str]:
+    """The scenario workloads' names for help texts, numbered families shortened to a range."""
+    from agents.scenarios import SCENARIO_WORKLOADS
+
+    names: list[str] = []
+    families: dict[str, list[int]] = {}
+    for name in SCENARIO_WORKLOADS:
+        stem, _, number = name.rpartition("-")
+        if number.isdigit():
+            families.setdefault(stem, []).append(int(number))
+        else:
+            names.append(name)
+    for stem, numbers in families.items():
+        names.append(f"{stem}-{min(numbers)} to {stem}-{max(numbers)}")
+    return names
+
+
 def _add_env_flags(parser: argparse.ArgumentParser, default_env: str | None = "batch") -> None:
     """Add the env flags; ``default_env=None`` leaves out ``--env`` (the run fixes it)."""
     from llmsched_env.workload import TRACE_FORMATS, WORKLOAD_PRESETS
@@ -280,7 +297,8 @@ def _add_env_flags(parser: argparse.ArgumentParser, default_env: str | None = "b
     workload = parser.add_mutually_exclusive_group()
     workload.add_argument(
         "--workload",
-        help=f"workload preset (env default if omitted): {listing(WORKLOAD_PRESETS)}",
+        help=f"workload preset (env default if omitted): {listing(WORKLOAD_PRESETS)}; or a "
+        f"workload of the agents' scenarios: {listing(_scenario_workload_names())}",
     )
     workload.add_argument(
         "--trace",
@@ -305,6 +323,7 @@ def _add_env_flags(parser: argparse.ArgumentParser, default_env: str | None = "b
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from agents.scenarios import build_env_kwargs
     from baselines import check_policies, policy_names
     from llmsched_env.evaluation import evaluate
     from llmsched_env.outputs import check_output_dir
@@ -332,7 +351,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(
         policies,
         env_id,
-        env_kwargs,
+        build_env_kwargs(env_kwargs),  # the scenario workloads, as train and compare take them
         seeds,
         n_jobs=args.jobs,
         progress=None if args.quiet else progress_printer("evaluate"),

@@ -677,6 +677,17 @@ def test_evaluate_warns_of_requests_rejected_at_arrival(tmp_path, capsys):
     assert "rejected at arrival" not in capsys.readouterr().err
 
 
+def test_evaluate_takes_the_scenario_workloads_that_train_and_compare_take(capsys):
+    # The docs score baselines on azure-conv-bursty, which evaluate refused as no preset.
+    argv = ["evaluate", "--workload", "azure-conv-bursty", "--policies", "edf", "--seeds", "1"]
+    assert main([*argv, "--n-requests", "60", "--quiet"]) == 0
+    assert '{"workload": "azure-conv-bursty", "n_requests": 60}' in capsys.readouterr().out
+    assert main(["evaluate", "--help"]) == 0
+    assert "azure-conv-bursty, length-mix-0 to length-mix-23" in " ".join(
+        capsys.readouterr().out.split()
+    )
+
+
 def test_evaluate_warns_of_episodes_cut_off_by_max_steps(capsys):
     # The table read as if the episodes were whole (SLA attainment 0 over the arrived requests).
     argv = ["evaluate", "--env", "batch", "--policies", "static-fifo", "--seeds", "2"]
