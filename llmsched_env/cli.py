@@ -1103,7 +1103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "played by the one of them with the best return on it; 'none' trains from a random "
         "network (default: the env's recipe, 'best' for ContinuousBatching-v0)",
     )
-    tr.add_argument("--vec-env", choices=["dummy", "subproc"], default="dummy")
+    tr.add_argument(
+        "--vec-env",
+        choices=["dummy", "subproc"],
+        default="dummy",
+        help="the training envs all in this process (dummy) or one process each (subproc: "
+        "slower than dummy on few cores)",
+    )
     tr.add_argument(
         "--eval-freq",
         type=nonnegative_int,

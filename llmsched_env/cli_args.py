@@ -21,7 +21,7 @@ from llmsched_env.registry import unknown_name_error
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Shows each option's default, when it has a meaningful one."""
+    """Shows each option's default, when it has a meaningful one (0 is one; False is not)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
@@ -29,7 +29,7 @@ class HelpFormatter(argparse.HelpFormatter):
         if (
             "%(default)" in text
             or not action.option_strings
-            or default in (None, False, argparse.SUPPRESS)
+            or any(default is hidden for hidden in (None, False, argparse.SUPPRESS))
         ):
             return text
         return f"{text} (default: %(default)s)"

@@ -688,6 +688,12 @@ def test_evaluate_takes_the_scenario_workloads_that_train_and_compare_take(capsy
     )
 
 
+def test_help_shows_defaults_of_zero(capsys):
+    """0 compared equal to False, the default the help leaves out, so seeds showed none."""
+    assert main(["stability", "--help"]) == 0
+    assert "first seed (default: 0)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_evaluate_warns_of_episodes_cut_off_by_max_steps(capsys):
     # The table read as if the episodes were whole (SLA attainment 0 over the arrived requests).
     argv = ["evaluate", "--env", "batch", "--policies", "static-fifo", "--seeds", "2"]
