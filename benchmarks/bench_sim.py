@@ -1,7 +1,8 @@
 """Simulated requests per second of each server with a FIFO-style scheduling callback.
 
-Run: ``python benchmarks/bench_sim.py`` (add ``--requests N`` for longer runs). Prints one line per
-server; the numbers in the README come from this script.
+Run: ``python benchmarks/bench_sim.py`` (``--requests N`` sets the run's length, at most the
+15,493 requests of the Azure trace's episode region). Prints one line per server; the numbers
+in the README come from this script.
 """
 
 from __future__ import annotations
@@ -64,10 +65,19 @@ def bench_iteration_server(n_requests: int, load: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=positive_int, default=15_000)
-    parser.add_argument("--load", type=positive_float, default=0.9)
-    parser.add_argument("--repeats", type=positive_int, default=3)
+    # The request-level server replays windows of the Azure trace, which bound the episode.
+    most = make_workload_source("azure-conv").max_episode_requests
+    parser.add_argument(
+        "--requests", type=positive_int, default=15_000, help=f"requests per run (at most {most:,})"
+    )
+    parser.add_argument("--load", type=positive_float, default=0.9, help="load of both servers")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs (best is printed)")
     args = parser.parse_args()
+    if args.requests > most:
+        parser.error(
+            f"--requests {args.requests:,} is more than the {most:,} requests of the Azure "
+            "trace's episode region, which the request-level server replays"
+        )
     batch = max(bench_batch_server(args.requests, args.load, 8, 2) for _ in range(args.repeats))
     print(
         f"request-level server (azure-conv, 2 GPUs, FIFO batch 8, load {args.load}): "
