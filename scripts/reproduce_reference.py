@@ -10,7 +10,7 @@ B_max = 128), prints the headline table and writes the report, reference numbers
 
 Usage::
 
-    python scripts/reproduce_reference.py                  # about 5 minutes on 2 cores
+    python scripts/reproduce_reference.py                  # about 2 minutes on 2 cores
     python scripts/reproduce_reference.py --requests 2000 --seeds 1 --out /tmp/quick.md
 """
 
