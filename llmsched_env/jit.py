@@ -59,7 +59,7 @@ def _warn_once_of_no_cache(error: RuntimeError) -> None:
         _warned_of_no_cache.append(True)
         warnings.warn(
             f"numba cannot cache the simulator's kernels ({error}); they compile at every start "
-            "(about 15 s). Set NUMBA_CACHE_DIR to a writable directory to cache them.",
+            "(about half a minute). Set NUMBA_CACHE_DIR to a writable directory to cache them.",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -6,7 +6,7 @@ event loop's), or bakes in a constant defined elsewhere, is served from the cach
 other file has changed -- after a ``git pull`` or a branch switch that leaves the caller's file
 alone -- and silently runs the old code. :func:`install` adds the package's whole source to
 the freshness stamp of every function defined in the package, so a change to any of its files
-renews every kernel (compiled again at first use, about 15 s for all of them; see
+renews every kernel (compiled again at first use, about half a minute for all of them; see
 :mod:`llmsched_env.compilation`); functions of other packages keep numba's own stamp.
 
 It works through numba's list of cache locators (``CacheImpl._locator_classes``): each
