@@ -44,3 +44,24 @@ def test_every_data_file_is_installed():
     }
     missing = sorted(str(p.relative_to(data_dir)) for p in on_disk - shipped)
     assert missing == [], f"data files not matched by package-data: {missing}"
+
+
+def test_the_source_distribution_names_every_top_level_file_and_directory():
+    """The sdist had only the top-level tests (no test folders, fixtures or docs)."""
+    named = set()
+    for line in (ROOT / "MANIFEST.in").read_text().splitlines():
+        words = line.split("#")[0].split()
+        if words and words[0] in ("include", "graft"):
+            named.update(words[1:])
+    # Found without MANIFEST.in: the packages and their data (pyproject.toml), the build file.
+    found = {"llmsched_env", "baselines", "agents", "data", "pyproject.toml", "MANIFEST.in"}
+    # Made by installs, runs and builds, or part of the source tree's tooling (hidden).
+    made = ("runs", "build", "dist", "PKG-INFO", "setup.cfg")
+    on_disk = {
+        path.name
+        for path in ROOT.iterdir()
+        if not path.name.startswith(".")
+        and not path.name.endswith(".egg-info")
+        and path.name not in made
+    }
+    assert on_disk - found - named == set()
