@@ -1189,7 +1189,12 @@ def build_parser() -> argparse.ArgumentParser:
         "validated none), final, or averaged weights (a run trained with weight_averaging)",
     )
     co.add_argument("--jobs", type=JOBS, default=1, help="worker processes")
-    co.add_argument("--out", type=directory, help="output directory (default: RUN/compare)")
+    co.add_argument(
+        "--out",
+        type=directory,
+        help="output directory (default: RUN/compare; with --pretrained NAME, "
+        "runs/pretrained-NAME/compare in the current directory)",
+    )
     co.add_argument("--force", action="store_true", help="overwrite results already in --out")
     co.add_argument(
         "--settled-policy",

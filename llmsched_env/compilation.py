@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numba
 
+from llmsched_env.jit import numba_cannot_cache
+
 #: The largest compiled functions, one or more per module (module, function): the ones whose
 #: compilation takes the time. Smaller helpers compile with them.
 KEY_KERNELS = (
@@ -101,10 +103,13 @@ def warm_up(log: Callable[[str], None] | None = None) -> None:
     if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1: nothing to compile
         return
     if log is not None and not kernels_cached():
-        log(
-            "compiling the simulator's kernels (first run only, about "
-            f"{COMPILE_SECONDS} s; cached afterwards)"
-        )
+        if numba_cannot_cache():  # jit.njit warned: every start compiles
+            log(f"compiling the simulator's kernels (about {COMPILE_SECONDS} s; not cached here)")
+        else:
+            log(
+                "compiling the simulator's kernels (first run only, about "
+                f"{COMPILE_SECONDS} s; cached afterwards)"
+            )
     with _ctrl_c_not_lost():
         _run_tiny_episodes()
 

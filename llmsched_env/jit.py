@@ -54,6 +54,11 @@ def njit(*args: Any, **kwargs: Any) -> Any:
 _warned_of_no_cache: list[bool] = []
 
 
+def numba_cannot_cache() -> bool:
+    """Whether some kernel was compiled uncached, numba having nowhere to cache it."""
+    return bool(_warned_of_no_cache)
+
+
 def _warn_once_of_no_cache(error: RuntimeError) -> None:
     if not _warned_of_no_cache:
         _warned_of_no_cache.append(True)

@@ -17,12 +17,23 @@ def test_warm_up_fills_the_cache_and_says_nothing_when_warm():
 
 def test_a_cold_cache_is_announced_before_compiling(monkeypatch):
     monkeypatch.setattr(compilation, "kernels_cached", lambda *a: False)
+    monkeypatch.setattr(compilation, "numba_cannot_cache", lambda: False)
     said = []
     compilation.warm_up(said.append)
     assert said == [
         "compiling the simulator's kernels (first run only, about "
         f"{compilation.COMPILE_SECONDS} s; cached afterwards)"
     ]
+
+
+def test_where_nothing_can_be_cached_the_announcement_does_not_promise_a_cache(monkeypatch):
+    """After the warning that kernels compile at every start, it said "first run only"."""
+    monkeypatch.setattr(compilation, "kernels_cached", lambda *a: False)
+    monkeypatch.setattr(compilation, "numba_cannot_cache", lambda: True)
+    said = []
+    compilation.warm_up(said.append)
+    seconds = compilation.COMPILE_SECONDS
+    assert said == [f"compiling the simulator's kernels (about {seconds} s; not cached here)"]
 
 
 def test_a_missing_cache_entry_counts_as_cold():
