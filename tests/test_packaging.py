@@ -6,6 +6,7 @@ file missing from ``pyproject.toml`` only shows in a regular install; these chec
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,24 @@ def test_every_data_file_is_installed():
     assert missing == [], f"data files not matched by package-data: {missing}"
 
 
+def _made_not_kept(name: str, is_dir: bool) -> bool:
+    """Whether a top-level entry is one that runs, installs and builds make (never committed).
+
+    Those are the names ``.gitignore`` lists (results, virtual environments, caches), plus
+    ``__pycache__`` (always made by importing the root ``conftest.py``) and what a source
+    distribution adds at its top (``PKG-INFO``, ``setup.cfg``, ``*.egg-info``).
+    """
+    ignore = ROOT / ".gitignore"
+    patterns = ignore.read_text().split() if ignore.is_file() else []
+    patterns += ["__pycache__/", "*.egg-info/", "PKG-INFO", "setup.cfg"]
+    path = f"{name}/" if is_dir else name
+    return any(
+        fnmatch.fnmatch(path, pattern)
+        for pattern in patterns
+        if not pattern.startswith("!") and "/" not in pattern.rstrip("/")
+    )
+
+
 def test_the_source_distribution_names_every_top_level_file_and_directory():
     """The sdist had only the top-level tests (no test folders, fixtures or docs)."""
     named = set()
@@ -55,13 +74,10 @@ def test_the_source_distribution_names_every_top_level_file_and_directory():
             named.update(words[1:])
     # Found without MANIFEST.in: the packages and their data (pyproject.toml), the build file.
     found = {"llmsched_env", "baselines", "agents", "data", "pyproject.toml", "MANIFEST.in"}
-    # Made by installs, runs and builds, or part of the source tree's tooling (hidden).
-    made = ("runs", "build", "dist", "PKG-INFO", "setup.cfg")
     on_disk = {
         path.name
         for path in ROOT.iterdir()
-        if not path.name.startswith(".")
-        and not path.name.endswith(".egg-info")
-        and path.name not in made
+        if not path.name.startswith(".")  # version control, CI and tool caches stay out
+        and not _made_not_kept(path.name, path.is_dir())
     }
     assert on_disk - found - named == set()

@@ -203,8 +203,15 @@ def _positive_option(options: dict[str, Any], name: str) -> float:
         except OverflowError:  # a Python int beyond float's range
             number = math.inf
     if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"options[{name!r}] must be a finite number > 0, got {value!r}")
+        raise ValueError(f"options[{name!r}] must be a finite number > 0, got {_shown(value)}")
     return number
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, or for a long integer its length (Python refuses beyond 4,300 digits)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return repr(value)
 
 
 def configured_arrival_rate(
