@@ -49,7 +49,19 @@ def message(owner: str, name: str, expectation: str, value: Any) -> str:
         'Env: n_gpus must be an integer >= 1, got 0'
     """
     prefix = f"{owner}: " if owner else ""
-    return f"{prefix}{name} must be {expectation}, got {value!r}"
+    return f"{prefix}{name} must be {expectation}, got {shown(value)}"
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, or for a long integer its length (Python refuses beyond 4,300 digits).
+
+    Example:
+        >>> shown(2.5), shown(10**400)
+        ('2.5', 'an integer of about 401 digits')
+    """
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    return repr(value)
 
 
 def _range_text(minimum: float | None, maximum: float | None) -> str:
@@ -158,7 +170,10 @@ def real(
         expectation = _real_expectation(minimum, maximum, positive)
         raise ArgumentTypeError(message(owner, name, expectation, value))
     else:
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a Python int beyond float's range
+            number = math.inf
     if (
         not math.isfinite(number)
         or (positive and number <= 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Mapping
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmsched_env import arguments
 from llmsched_env.arguments import ArgumentTypeError
 from llmsched_env.jit import njit
 from llmsched_env.workload import MAX_ARRIVAL_S, Workload, WorkloadSource
@@ -195,23 +195,7 @@ def reset_options(options: Any) -> dict[str, Any]:
 
 def _positive_option(options: dict[str, Any], name: str) -> float:
     """The reset option ``name`` as a finite float > 0, or a ``ValueError`` naming it."""
-    value = options[name]
-    number = math.nan
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        try:
-            number = float(value)
-        except OverflowError:  # a Python int beyond float's range
-            number = math.inf
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"options[{name!r}] must be a finite number > 0, got {_shown(value)}")
-    return number
-
-
-def _shown(value: Any) -> str:
-    """``repr(value)``, or for a long integer its length (Python refuses beyond 4,300 digits)."""
-    if isinstance(value, int) and value.bit_length() > 64:
-        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
-    return repr(value)
+    return arguments.real("", f"options[{name!r}]", options[name], positive=True)
 
 
 def configured_arrival_rate(
