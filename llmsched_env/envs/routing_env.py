@@ -325,12 +325,11 @@ class RoutingEnv(SchedulingEnv):
         # happens to make let the program send each class where it is relatively cheapest,
         # which the sum of rates (every replica admitting every request) does not, so a replica
         # with less memory could raise the estimate.
+        in_class = [members[sample] == c for c in range(len(classes))]
         relative = np.zeros(len(classes))
         for view in views:
             work = view.request_work_s(sampled)
-            relative += [
-                work[members[sample] == c].mean() / work.mean() for c in range(len(classes))
-            ]
+            relative += [work[mask].mean() / work.mean() for mask in in_class]
         relative /= float(shares @ relative)  # the mix's cost is 1
         replica_rates = np.array([view.served_capacity_rps(mix) for view in views])
         rates = np.where(classes, replica_rates[None, :] / relative[:, None], 0.0)
