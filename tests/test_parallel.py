@@ -95,7 +95,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="workers are forked here")
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signals (Windows)")
 def test_sigterm_to_the_main_process_ends_the_workers(tmp_path):
     """The workers were left running with no parent. Run in a process of its own: the test
     runner's own handling of SIGTERM (or a worker thread) must not decide the outcome."""
