@@ -62,8 +62,10 @@ def test_a_kernel_recompiles_when_a_file_it_reads_changes(tmp_path: Path) -> Non
     )
 
     def run(mode: str) -> str:
+        # -B: no bytecode. Rewritten within the same second at the same size, constants.py
+        # would otherwise be imported from its stale .pyc (Python checks mtime and size).
         result = subprocess.run(
-            [sys.executable, "-c", _RUN, str(package), mode],
+            [sys.executable, "-B", "-c", _RUN, str(package), mode],
             capture_output=True,
             text=True,
             check=True,
