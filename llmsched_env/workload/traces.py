@@ -250,9 +250,13 @@ def load_azure_trace(
         raise bad_row(file, "TIMESTAMP", index, raw.iloc[index], expected)
     # Seconds since 1970 as floats, for the span check (in the unit pandas parsed them in).
     per_second = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[stamps.dt.unit]
-    epoch_s = stamps.array.asi8 / per_second
-    check_time_span(epoch_s, file, "TIMESTAMP", raw.tolist())
-    seconds = (stamps - stamps.min()).dt.total_seconds().to_numpy(dtype=np.float64)
+    ticks = stamps.array.asi8
+    check_time_span(ticks / per_second, file, "TIMESTAMP", raw.tolist())
+    # Seconds since the first request: a whole number of ticks divided once, so each time is
+    # the correctly rounded value whatever unit this pandas parses in (pandas 3 reads
+    # '...46.6805900' in microseconds, pandas 2 in nanoseconds, and its total_seconds()
+    # rounds the two differently).
+    seconds = (ticks - ticks.min()) / per_second
     prompt = token_column(frame, "ContextTokens", file, 1, _AZURE_ZERO_HINT)
     output = token_column(frame, "GeneratedTokens", file, 1, _AZURE_ZERO_HINT)
     order = _sort_order(seconds, file)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import warnings
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -269,6 +270,27 @@ def test_azure_offsets_are_compared_in_utc_and_far_timestamps_are_refused(tmp_pa
         ValueError, match=r"row 1: got '2023-11-16 18:03:19', expected a time within"
     ):
         load_azure_trace(path)
+
+
+def test_azure_times_are_the_correctly_rounded_seconds_whatever_the_pandas(tmp_path: Path) -> None:
+    # The first rows of the Azure conversation trace. pandas 3 parses them in microseconds and
+    # its total_seconds() gave 5.8926549999999995 for the last one (pandas 2: 5.892655), so the
+    # trace's requests arrived at other times under other pandas versions.
+    stamps = [
+        "2023-11-16 18:15:46.6805900",
+        "2023-11-16 18:15:50.9951690",
+        "2023-11-16 18:15:51.2224670",
+        "2023-11-16 18:15:51.3910170",
+        "2023-11-16 18:15:52.5732450",
+    ]
+    path = tmp_path / "a.csv"
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{t},5,5\n" for t in stamps)
+    )
+    first = Decimal(stamps[0][-10:])
+    expected = [float(Decimal(t[-10:]) - first) for t in stamps]  # one rounding, to nearest
+    assert load_azure_trace(path).arrival_s.tolist() == expected
+    assert expected[-1] == 5.892655
 
 
 @pytest.mark.parametrize(
