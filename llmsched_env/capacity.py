@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmsched_env.latency import BatchLatencyModel, IterationLatencyModel
+from llmsched_env.statistics import sequential_sum
 from llmsched_env.workload import Workload
 
 _BATCH_SAMPLES = 256
@@ -104,7 +105,7 @@ def routed_capacity_rps(shares: np.ndarray, rates: np.ndarray) -> float:
     if not np.all(rates >= 0) or not np.all(rates.max(axis=1) > 0):
         raise ValueError(f"every class needs a replica with a positive rate, got rates {rates!r}")
     if n_classes == 1 and np.all(rates > 0):
-        return float(sum(rates[0].tolist()))
+        return sequential_sum(rates[0].tolist())
     from scipy.optimize import linprog  # only heterogeneous clusters need it
 
     pairs = np.argwhere(rates > 0)  # variables x[c, r], then lam

@@ -13,13 +13,38 @@ computed it:
 * :func:`percentiles` is ``np.percentile``'s default ``method="linear"`` (Hyndman and Fan's
   definition 7), including NumPy's two-sided interpolation, which computes a value in the upper
   half of the interval from its upper end.
+
+And one sum in Python: :func:`sequential_sum` adds floats left to right, as the built-in
+``sum`` did before Python 3.12, which compensates rounding errors (Neumaier's algorithm) and so
+can differ in the last bit; the simulator's sums of floats use it, so that an episode is the
+same under every Python.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from llmsched_env.jit import njit
+
+
+def sequential_sum(values: Iterable[float]) -> float:
+    """The sum of ``values``, added left to right with one rounding per addition.
+
+    What ``sum`` gives for floats up to Python 3.11. From Python 3.12 ``sum`` compensates the
+    rounding errors, so ``sum([0.1] * 10)`` is ``1.0`` there and ``0.9999999999999999``
+    before; summing with this instead keeps results equal across Python versions.
+
+    Example:
+        >>> sequential_sum([0.1] * 10)
+        0.9999999999999999
+    """
+    total = 0.0
+    for value in values:
+        total += value
+    return total
+
 
 #: NumPy's block size of pairwise summation (``PW_BLOCKSIZE``).
 _BLOCK = 128

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import builtins
+import math
+
+import gymnasium as gym
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from llmsched_env.statistics import describe_rows, pairwise_sum, percentiles
+import llmsched_env  # noqa: F401  (registers the env ids)
+from baselines import make_policy
+from llmsched_env.statistics import describe_rows, pairwise_sum, percentiles, sequential_sum
 
 FRACTIONS = np.true_divide((50, 95, 99), 100)
 finite = st.floats(-1e12, 1e12, allow_nan=False, allow_subnormal=False)
@@ -18,7 +24,25 @@ def test_pairwise_sum_is_numpys_sum_bit_for_bit(values: np.ndarray) -> None:
     assert pairwise_sum(values, 0, values.shape[0]) == np.sum(values)
 
 
-@pytest.mark.parametrize("n", [7, 8, 127, 128, 129, 1000, 8193, 100_003])
+# NumPy before 2.3 summed arrays of more than 8,192 values in buffered chunks of 8,192 (the sum
+# of the chunks' pairwise sums); pairwise_sum is NumPy 2.3's, the same on every NumPy.
+_CHUNKED_NUMPY = tuple(int(part) for part in np.__version__.split(".")[:2]) < (2, 3)
+_LONG = pytest.mark.skipif(_CHUNKED_NUMPY, reason="NumPy < 2.3 sums in chunks of 8,192 values")
+
+
+@pytest.mark.parametrize(
+    "n",
+    [
+        7,
+        8,
+        127,
+        128,
+        129,
+        1000,
+        pytest.param(8193, marks=_LONG),
+        pytest.param(100_003, marks=_LONG),
+    ],
+)
 def test_pairwise_sum_splits_as_numpy_does_at_every_size(n: int) -> None:
     values = np.random.default_rng(n).lognormal(0.0, 3.0, n)
     assert pairwise_sum(values, 0, n) == np.sum(values)
@@ -73,3 +97,57 @@ def test_percentiles_select_the_right_order_statistics_of_adversarial_orders(
     percentiles(values, fractions, out)
     expected = np.percentile(values, [0, 1, 25, 50, 75, 90, 95, 99, 99.9, 100])
     assert out.tolist() == expected.tolist()
+
+
+def test_sequential_sum_adds_left_to_right_as_the_builtin_sum_did_before_python_3_12() -> None:
+    assert sequential_sum([0.1] * 10) == 0.9999999999999999  # Python 3.12's sum: 1.0
+    assert sequential_sum([1e100, 1.0, -1e100]) == 0.0  # Python 3.12's sum: 1.0
+    assert sequential_sum(iter([2.5, 0.25])) == 2.75
+    assert sequential_sum([]) == 0.0
+
+
+def _compensated_sum(values, start=0):
+    """The built-in ``sum`` as Python 3.12 and later round it, for floats (exactly, here)."""
+    values = list(values)
+    scalars = all(isinstance(v, int | float | np.integer | np.floating) for v in values)
+    if not scalars or not any(isinstance(v, float | np.floating) for v in values):
+        return _builtin_sum(values, start)
+    return math.fsum([start, *values])
+
+
+_builtin_sum = builtins.sum
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "policy"),
+    [
+        # Seed 2 of Routing-v0's defaults: summed by the built-in sum, its GPUs' busy time
+        # came out one ulp apart under Python 3.11 and 3.12 (gpu_utilization differed).
+        ("llmsched/Routing-v0", {}, "least-tokens"),
+        (
+            "llmsched/BatchScheduling-v0",
+            {"n_gpus": 4, "n_bins": 6, "n_requests": 300},
+            "sla-dynamic",
+        ),
+        ("llmsched/ContinuousBatching-v0", {"n_gpus": 3, "load": 0.8, "n_requests": 300}, "vllm"),
+    ],
+)
+def test_episodes_do_not_depend_on_how_the_builtin_sum_rounds(
+    env_id: str, kwargs: dict, policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.12's ``sum`` rounds floats otherwise; an episode must come out the same."""
+
+    def episode() -> tuple[float, dict[str, float]]:
+        env = gym.make(env_id, **kwargs)
+        obs, info = env.reset(seed=2)
+        agent = make_policy(policy, env)
+        total = 0.0
+        while True:
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
+            total += reward
+            if terminated or truncated:
+                return total, info["episode_metrics"]
+
+    expected = episode()
+    monkeypatch.setattr(builtins, "sum", _compensated_sum)
+    assert episode() == expected

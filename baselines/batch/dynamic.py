@@ -51,6 +51,7 @@ from baselines.batch.sla_control import (
     memory_bound,
     memory_bound_clt,
 )
+from llmsched_env.statistics import sequential_sum
 
 SLASignal = Literal["tbt", "batch-latency"]
 TokenBasis = Literal["output", "total"]
@@ -156,7 +157,7 @@ class _DynamicBatching(BatchPolicy):
         for group in sorted(set(updated)) if len(updated) > 1 else updated:
             signals, sizes = self._signals[group], self._sizes[group]
             self.controllers[group].update(
-                sum(signals) / len(signals), round(sum(sizes) / len(sizes))
+                sequential_sum(signals) / len(signals), round(sum(sizes) / len(sizes))
             )
 
     def b_mem(self, group: int) -> int:

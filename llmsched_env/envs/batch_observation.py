@@ -23,6 +23,7 @@ from llmsched_env.sim import batch_rules as rules
 from llmsched_env.sim.batch_server import BatchServer
 from llmsched_env.sim.batch_state import state_view
 from llmsched_env.sim.state_schema import Field, StateSchema
+from llmsched_env.statistics import sequential_sum
 
 #: (name, low, high) of each per-bin entry, in order.
 BIN_FEATURES: tuple[tuple[str, float, float], ...] = (
@@ -133,7 +134,7 @@ class BatchObservation:
         state.length_scale_tokens[0] = length_scale_tokens
         state.kv_capacity_tokens[0] = server.kv_capacity_tokens
         # How long a bin passed over now typically waits for its next chance: one batch.
-        state.next_chance_s[0] = sum(service) / n_bins
+        state.next_chance_s[0] = sequential_sum(service) / n_bins
         state.capacity_rps[0] = capacity_rps
         state.n_gpus[0] = server.n_gpus
         state.bin_service_s[:] = service

@@ -33,6 +33,7 @@ from llmsched_env.envs.iteration_observation import IterationObservation
 from llmsched_env.metrics import SLATargets, summarize
 from llmsched_env.sim.records import RequestRecords
 from llmsched_env.sim.replica_server import ReplicaServer
+from llmsched_env.statistics import sequential_sum
 from llmsched_env.workload import Workload
 
 #: Weight of the newest first token in a replica's moving TTFT.
@@ -231,7 +232,7 @@ class Cluster:
     @property
     def in_system_integral(self) -> float:
         """Request-seconds in the system, all replicas (each up to its own clock)."""
-        return sum(s.in_system_integral for s in self.servers)
+        return sequential_sum(s.in_system_integral for s in self.servers)
 
     @property
     def sla_misses(self) -> int:
@@ -302,7 +303,7 @@ class Cluster:
             n_gpus=self.n_gpus,
             # Up to the end of the run: a truncated episode's replicas stop their clocks at
             # their last event, but their GPUs keep working up to the arrival being routed.
-            busy_s=sum(s.busy_time_s(self.now) for s in servers),
+            busy_s=sequential_sum(s.busy_time_s(self.now) for s in servers),
             mean_batch_size=sequences / iterations if iterations else float("nan"),
             sla=sla or SLATargets(),
             warmup_s=warmup_s,

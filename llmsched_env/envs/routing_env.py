@@ -35,6 +35,7 @@ from llmsched_env.envs.routing_observation import (
 )
 from llmsched_env.metrics import SLATargets
 from llmsched_env.registry import resolve
+from llmsched_env.statistics import sequential_sum
 from llmsched_env.workload import make_workload_source
 
 #: The most calibration requests whose work sets the relative cost of the capacity
@@ -303,7 +304,7 @@ class RoutingEnv(SchedulingEnv):
         mix = served_requests(calibration, served)
         if not served.any() or admits[:, served].all():  # one class: the sum of the rates
             rates = [v.served_capacity_rps(mix) for v in views]
-            return per_arrival(float(sum(rates)), served)
+            return per_arrival(sequential_sum(rates), served)
         classes, members = np.unique(admits[:, served].T, axis=0, return_inverse=True)
         members = members.reshape(-1)
         shares = np.bincount(members) / members.size

@@ -39,6 +39,7 @@ from llmsched_env.metrics import SLATargets, summarize
 from llmsched_env.sim import batch_kernels as k
 from llmsched_env.sim.batch_state import BatchState, allocate, state_views
 from llmsched_env.sim.records import RequestRecords
+from llmsched_env.statistics import sequential_sum
 from llmsched_env.workload import Workload
 
 
@@ -577,8 +578,8 @@ class BatchServer:
 
     def busy_time_s(self) -> float:
         """Total time all GPUs have worked up to now (work still running counts up to now)."""
-        ahead = sum(t - self.now for t, b in zip(self.gpu_free_at, self.gpu_busy) if b)
-        return sum(self.busy_s) - ahead
+        ahead = sequential_sum(t - self.now for t, b in zip(self.gpu_free_at, self.gpu_busy) if b)
+        return sequential_sum(self.busy_s) - ahead
 
     def next_completion_s(self) -> float:
         """Time at which the next running batch ends, ``inf`` if no GPU works."""

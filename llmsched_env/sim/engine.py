@@ -34,6 +34,7 @@ import numpy as np
 from llmsched_env.metrics import SLATargets, summarize
 from llmsched_env.sim.records import RequestRecords
 from llmsched_env.sim.server import Server
+from llmsched_env.statistics import sequential_sum
 from llmsched_env.workload import Workload
 
 INF = math.inf
@@ -157,8 +158,10 @@ class Engine:
         run's end, up to which the running work goes on.
         """
         end = self.now if until_s is None else until_s
-        ahead = sum(max(t - end, 0.0) for t, b in zip(self.gpu_free_at, self.gpu_busy) if b)
-        return sum(self.busy_s) - ahead
+        ahead = sequential_sum(
+            max(t - end, 0.0) for t, b in zip(self.gpu_free_at, self.gpu_busy) if b
+        )
+        return sequential_sum(self.busy_s) - ahead
 
     def mean_batch_size(self) -> float:
         """Mean number of requests per unit of GPU work (batch or iteration)."""
