@@ -40,6 +40,9 @@ class Policy(ABC):
 
     def __init__(self, env: gym.Env) -> None:
         self.env = env.unwrapped
+        #: The observations of ``env`` as given (a wrapper may stack or extend the env's own):
+        #: what :meth:`predict` tells one observation from a batch of them by.
+        self.observation_space = env.observation_space
 
     @classmethod
     def from_env(cls, env: gym.Env, **kwargs: Any) -> Policy:
@@ -60,10 +63,11 @@ class Policy(ABC):
 
     def predict(
         self,
-        observation: np.ndarray,
+        observation: Any,
         state: tuple[np.ndarray, ...] | None = None,
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
+        action_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """Stable-baselines3's ``predict``, so SB3 tools (``evaluate_policy``) can run a heuristic.
 
@@ -72,31 +76,36 @@ class Policy(ABC):
         the env it was built from, one env at a time.
 
         Args:
-            observation: One observation, or a batch of one (from a vector env of one env).
+            observation: One observation of the env the policy was built from (as its wrappers
+                give it: stacked, extended or a dict), or a batch of one (from a vector env of
+                one env).
             state: Recurrent state; heuristics keep none and return it unchanged.
             episode_start: Whether each env starts an episode; when true the policy is reset.
             deterministic: Ignored (a randomised heuristic draws from its own seeded generator).
+            action_masks: Ignored: a heuristic acts within the env's own mask (sb3-contrib's
+                masked ``evaluate_policy`` passes it).
 
         Returns:
             The action (batched like ``observation``) and ``state``.
 
         Raises:
-            ValueError: If the batch holds more than one observation.
+            ValueError: If the batch holds more than one observation, or ``observation`` is
+                neither one observation nor a batch of them.
             RuntimeError: If the env has not been reset.
         """
-        obs = np.asarray(observation)
-        batched = obs.shape != self.env.observation_space.shape
-        if batched and obs.shape[0] != 1:
+        size = _batch_size(observation, self.observation_space)
+        if size is not None and size != 1:
             raise ValueError(
-                f"a heuristic acts for one env at a time, got a batch of {obs.shape[0]} "
+                f"a heuristic acts for one env at a time, got a batch of {size} "
                 "observations; build one policy per env"
             )
         if self.env.last_info is None:
             raise RuntimeError("call env.reset() before predict()")
         if episode_start is not None and np.asarray(episode_start).reshape(-1)[0]:
             self.reset()
-        action = self.act(obs[0] if batched else obs, self.env.last_info)
-        return (action[None] if batched else action), state
+        one = observation if size is None else _first(observation)
+        action = self.act(np.asarray(one) if isinstance(one, list) else one, self.env.last_info)
+        return (action if size is None else action[None]), state
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -122,3 +131,41 @@ def _checked_act(act: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
 
     checked._checks_arguments = True  # type: ignore[attr-defined]
     return checked
+
+
+def _batch_size(observation: Any, space: gym.Space) -> int | None:
+    """``None`` if ``observation`` is one observation of ``space``, else the size of its batch.
+
+    A dict or tuple observation is judged by its first entry.
+
+    Raises:
+        ValueError: If it is neither one observation nor a batch of them.
+    """
+    leaf, leaf_space = observation, space
+    while isinstance(leaf_space, gym.spaces.Dict | gym.spaces.Tuple):
+        key = next(iter(leaf_space.spaces)) if isinstance(leaf_space, gym.spaces.Dict) else 0
+        try:
+            leaf, leaf_space = leaf[key], leaf_space[key]
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(
+                f"observation {type(observation).__name__} does not match the observation "
+                f"space {space}"
+            ) from None
+    shape, expected = np.shape(leaf), leaf_space.shape
+    if shape == expected:
+        return None
+    if expected is not None and len(shape) == len(expected) + 1 and shape[1:] == expected:
+        return int(shape[0])
+    raise ValueError(
+        f"observation of shape {shape} is neither one observation of the policy's env (shape "
+        f"{expected}) nor a batch of them"
+    )
+
+
+def _first(batch: Any) -> Any:
+    """The first observation of a batch (of arrays, or of dicts or tuples of arrays)."""
+    if isinstance(batch, dict):
+        return {key: _first(value) for key, value in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(_first(value) for value in batch)
+    return np.asarray(batch)[0]

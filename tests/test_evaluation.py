@@ -234,7 +234,7 @@ def test_records_are_the_request_records_of_every_episode():
     assert list(records.columns) == ["policy", "seed", *REQUEST_RECORD_COLUMNS]
     for (policy, seed), group in records.groupby(["policy", "seed"]):
         env = gym.make(BATCH, **SMALL)
-        env.reset(seed=seed)
+        env.reset(seed=int(seed))  # pandas before 3 groups by numpy integers
         workload = env.unwrapped.server.workload
         assert group["arrival_s"].tolist() == workload.arrival_s.tolist()
         row = episodes[(episodes["policy"] == policy) & (episodes["seed"] == seed)].iloc[0]

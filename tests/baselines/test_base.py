@@ -60,3 +60,48 @@ def test_predict_keeps_the_batch_shape_and_refuses_larger_batches():
     assert batched.shape == (1, 2)
     with pytest.raises(ValueError, match="batch of 2"):
         policy.predict(np.stack([obs, obs]))
+    with pytest.raises(ValueError, match=r"neither one observation .* nor a batch"):
+        policy.predict(obs[:5])
+
+
+def test_predict_reads_the_observations_of_the_env_it_was_given_wrapped_or_not():
+    """A wrapper that stacks, extends or replaces the observation does not confuse predict."""
+    env_id = "llmsched/BatchScheduling-v0"
+    for wrap in (
+        lambda env: gym.wrappers.FrameStackObservation(env, 4),
+        lambda env: gym.wrappers.TimeAwareObservation(env),
+        lambda env: gym.wrappers.TransformObservation(
+            env,
+            lambda queues: {"queues": queues, "step": np.zeros(1, dtype=np.float32)},
+            gym.spaces.Dict(
+                {
+                    "queues": env.observation_space,
+                    "step": gym.spaces.Box(0.0, 1.0, (1,), dtype=np.float32),
+                }
+            ),
+        ),
+    ):
+        env = Monitor(wrap(gym.make(env_id, max_episode_steps=500, **SMALL[env_id])))
+        policy = make_policy("multibin-wc", env)
+        obs, info = env.reset(seed=0)
+        action, _ = policy.predict(obs)
+        assert np.array_equal(action, policy.act(obs, info))
+        batch = {k: v[None] for k, v in obs.items()} if isinstance(obs, dict) else obs[None]
+        assert policy.predict(batch)[0].shape == (1, 2)
+        returns, _ = evaluate_policy(policy, env, n_eval_episodes=1)
+        assert np.isfinite(returns)
+
+
+def test_sb3_contrib_masked_evaluate_policy_scores_a_heuristic():
+    masked = pytest.importorskip("sb3_contrib.common.maskable.evaluation")
+    env_id = "llmsched/BatchScheduling-v0"
+    env = Monitor(gym.make(env_id, **SMALL[env_id]))
+    env.reset(seed=5)
+    policy = make_policy(POLICY[env_id], env)
+    plain, _ = evaluate_policy(policy, env, n_eval_episodes=2, return_episode_rewards=True)
+    env.reset(seed=5)
+    policy = make_policy(POLICY[env_id], env)
+    with_masks, _ = masked.evaluate_policy(
+        policy, env, n_eval_episodes=2, return_episode_rewards=True
+    )
+    assert with_masks == plain
