@@ -302,6 +302,16 @@ class BatchSchedulingVectorEnv(VectorEnv):
         return masks
 
     @property
+    def np_random_seed(self) -> tuple[int, ...]:
+        """The sub-envs' seeds (as Gymnasium's ``SyncVectorEnv`` reports them)."""
+        return tuple(env.np_random_seed for env in self._sub_envs)
+
+    @property
+    def np_random(self) -> tuple[np.random.Generator, ...]:
+        """The sub-envs' generators (as Gymnasium's ``SyncVectorEnv`` reports them)."""
+        return tuple(env.np_random for env in self._sub_envs)
+
+    @property
     def envs(self) -> tuple[BatchSchedulingEnv, ...]:
         """The sub-envs, their Python side brought up to date with the compiled steps.
 

@@ -166,6 +166,11 @@ def test_seeds_and_options_reach_every_sub_env() -> None:
             envs.reset(seed=seed)
     c, _ = envs.reset(seed=np.array([5, 6]))  # numpy seeds in an array reached gymnasium
     np.testing.assert_array_equal(a, c)
+    sync = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="sync", n_requests=40)
+    sync.reset(seed=5)
+    assert envs.np_random_seed == sync.np_random_seed == (5, 6)  # as SyncVectorEnv reports
+    draws = [generator.random() for generator in envs.np_random]
+    assert draws == [generator.random() for generator in sync.np_random]
 
 
 def test_a_reset_mask_resets_only_the_sub_envs_it_marks() -> None:
