@@ -400,6 +400,9 @@ class BatchSchedulingEnv(SchedulingEnv):
         # Batches finished during the latest step: positions finished_from .. n_finished - 1
         # of the server's list of finished batches.
         self._finished_from = 0
+        # Set by a compiled vector env that steps this env: brings the Python side (mask,
+        # last_info, queue columns ...) up to date with its compiled steps before a read.
+        self._refresh: Callable[[], None] | None = None
 
     def _bin_service_estimates(self, calibration: Workload) -> np.ndarray:
         """Estimated service time of a full batch of each bin (its upper length, mean prompt)."""
@@ -409,6 +412,22 @@ class BatchSchedulingEnv(SchedulingEnv):
         # An explicit edge below one token bounds an empty bin: its batch is a one-token one.
         uppers = [max(float(u), 1.0) for u in (*self.bin_edges, self.length_scale_tokens)]
         return np.array([self.latency.estimate_s(b, prompt, u) for u in uppers])
+
+    @property
+    def last_info(self) -> dict[str, Any] | None:
+        """The latest ``info`` returned by ``reset`` or ``step`` (``None`` before any)."""
+        self._up_to_date()
+        return self._last_info
+
+    @last_info.setter
+    def last_info(self, info: dict[str, Any] | None) -> None:
+        self._last_info = info
+
+    def _up_to_date(self) -> None:
+        """Bring the Python side up to date, if a compiled vector env steps this env."""
+        refresh = getattr(self, "_refresh", None)
+        if refresh is not None:
+            refresh()
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(
@@ -533,6 +552,11 @@ class BatchSchedulingEnv(SchedulingEnv):
                 self._queue_columns = ()
         return self._finish_step(decision_due, invalid, (choice, level))
 
+    def action_masks(self) -> np.ndarray:
+        """Per-component masks, concatenated, in the form sb3-contrib's MaskablePPO expects."""
+        self._up_to_date()
+        return super().action_masks()
+
     def queue_snapshot(self) -> BinQueueSnapshot:
         """The waiting requests of every bin now, oldest first, as read-only views.
 
@@ -541,6 +565,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         ``info`` does not carry. A snapshot kept from an earlier step keeps showing that step's
         queues.
         """
+        self._up_to_date()
         s = self.server
         if s is None:
             raise RuntimeError("call reset() before queue_snapshot()")
@@ -561,6 +586,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         What schedulers that learn from measured latency read (size, service time, longest
         lengths); the list is made when asked for, from the server's record of batches.
         """
+        self._up_to_date()
         s = self.server
         if s is None:
             raise RuntimeError("call reset() before finished_batches()")
@@ -596,6 +622,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         requests that its next batch chooses among, and more that fit in KV memory), so no two
         allowed actions start the same batch.
         """
+        self._up_to_date()
         server = self.server
         if server is None:
             raise RuntimeError("call reset() before joint_action_mask()")
@@ -620,6 +647,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         (see ``BatchServer.settled_counts``). ``EndWhenSettled`` ends training episodes here,
         and a trained agent's policy hands the decisions after it to a heuristic.
         """
+        self._up_to_date()
         if self.server is None:
             raise RuntimeError("call reset() before is_settled()")
         return (
@@ -665,6 +693,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         state = self.__dict__.copy()
         state["_episode"] = ()
         del state["_step_kernel"]
+        state["_refresh"] = None  # a copy is nobody's sub-env (its vector env sets it again)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -120,6 +120,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
             )
         # The sub-envs share the first one's calibration (capacity, bins): copies, not rebuilds.
         self._sub_envs = (first, *(copy.deepcopy(first) for _ in range(int(num_envs) - 1)))
+        self._let_sub_envs_refresh()
         self.num_envs = int(num_envs)
         self.config = first.config
         self.single_observation_space = first.observation_space
@@ -319,8 +320,10 @@ class BatchSchedulingVectorEnv(VectorEnv):
         sub-env keeps in Python (its mask, ``last_info``, step count, the reward's last
         objective, the queue columns of ``queue_snapshot()``, the start of
         ``finished_batches()``); reading the sub-envs through this property (as :meth:`call` and
-        :meth:`get_attr` do) first sets those as the single env's own step would have. An
-        ended sub-env is over, as the single env is after its last step.
+        :meth:`get_attr` do) first sets those as the single env's own step would have, and so
+        does each read of a sub-env's ``last_info``, masks, ``queue_snapshot()`` or
+        ``finished_batches()`` (a sub-env kept from an earlier step stays current). An ended
+        sub-env is over, as the single env is after its last step.
         """
         if self._started:
             for i in range(self.num_envs):
@@ -378,11 +381,26 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self.__dict__.update(state)
         self._step_all = self._stepper(self.num_envs)
         self._episodes = None
+        self._let_sub_envs_refresh()
         if self._started:
             for i, env in enumerate(self._sub_envs):
                 self._hand_over(i, env._episode)
 
     # ------------------------------------------------------------------ helpers
+    def _let_sub_envs_refresh(self) -> None:
+        """Have each sub-env bring itself up to date when read (see :attr:`envs`).
+
+        So a sub-env kept from ``envs.envs`` (a heuristic built on it, say) reads what the
+        single env would after the same steps, not what it held at its last reset.
+        """
+        for i, env in enumerate(self._sub_envs):
+            env._refresh = partial(self._refresh_sub_env, i)
+
+    def _refresh_sub_env(self, i: int) -> None:
+        """:meth:`_bring_up_to_date` for sub-env ``i``, once the sub-envs have episodes."""
+        if self._started:
+            self._bring_up_to_date(i)
+
     def _stepper(self, num_envs: int) -> Any:
         """The call that steps every sub-env: serially, or in groups on numba's threads."""
         if self.threads == 1:

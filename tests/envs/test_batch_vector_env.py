@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import llmsched_env  # noqa: F401  (registers the env ids)
+from baselines import make_policy
 from llmsched_env.envs.batch_vector_env import BatchSchedulingVectorEnv
 from llmsched_env.envs.common import InvalidActionError
 from llmsched_env.latency import ExponentialBatchService
@@ -327,6 +328,33 @@ def test_a_pickled_or_copied_vector_env_continues_as_the_original(threads: int) 
             np.testing.assert_array_equal(expected[4]["time_s"], got[4]["time_s"])
             np.testing.assert_array_equal(envs.action_masks(), other.action_masks())
     assert [env.server.now for env in copies[0].envs] == [env.server.now for env in envs.envs]
+
+
+@pytest.mark.parametrize("policy", ["random", "multibin-dynamic", "multibin-wc"])
+def test_heuristics_built_once_on_the_sub_envs_act_as_on_the_single_envs(policy: str) -> None:
+    """A sub-env kept from ``envs.envs`` reads as the single env does after the same steps.
+
+    Its last_info, masks, queue snapshot and finished batches are brought up to date when
+    read, so a heuristic built on it once and driven through ``predict`` acts as it would in
+    the sync vector env (they read stale values before: `random` sent masked actions).
+    """
+    kwargs = {"n_requests": 60, "load": 1.2}
+    envs = gym.make_vec(ENV_ID, num_envs=3, **kwargs)
+    sync = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="sync", **kwargs)
+    obs, _ = envs.reset(seed=11)
+    sync_obs, _ = sync.reset(seed=11)
+    ours = [make_policy(policy, env) for env in envs.unwrapped.envs]
+    theirs = [make_policy(policy, env) for env in sync.unwrapped.envs]
+    for _ in range(120):
+        masks = envs.action_masks()
+        actions = np.stack([p.predict(o)[0] for p, o in zip(ours, obs)])
+        expected = np.stack([p.predict(o)[0] for p, o in zip(theirs, sync_obs)])
+        np.testing.assert_array_equal(actions, expected)
+        assert masks[np.arange(3), actions[:, 0]].all()  # never a masked bin choice
+        obs, rewards, *_ = envs.step(actions)
+        sync_obs, sync_rewards, *_ = sync.step(expected)
+        np.testing.assert_array_equal(rewards, sync_rewards)
+        np.testing.assert_array_equal(obs, sync_obs)
 
 
 def test_setting_a_sub_env_attribute_is_refused_by_name() -> None:
