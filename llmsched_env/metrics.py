@@ -342,7 +342,7 @@ def summarize(
             out[f"sla_attainment_{name}"] = float(met) / denominator
     out["sla_attainment"] = float(counts[_MET_ALL]) / denominator
     out["goodput_rps"] = float(counts[_MET_ALL]) / duration if duration > 0 else float("nan")
-    out["gpu_utilization"] = busy_s / (n_gpus * end_s) if end_s > 0 else float("nan")
+    out["gpu_utilization"] = _busy_share(busy_s, n_gpus * end_s) if end_s > 0 else float("nan")
     out["mean_batch_size"] = float(mean_batch_size)
     if preemptions is not None:
         out["preemptions"] = float(preemptions)
@@ -365,6 +365,26 @@ def summarize(
         if math.isfinite(rate):
             out["prefix_hit_rate"] = rate
     return out
+
+
+#: How far outside [0, 1] rounding can put a busy share (a few ulps of 1), clipped.
+_ROUNDING = 1e-12
+
+
+def _busy_share(busy_s: float, capacity_s: float) -> float:
+    """``busy_s / capacity_s``, a share of the GPUs' time.
+
+    Busy time is summed from rounded event times (a batch's end is its start plus its service,
+    rounded), so a run that is all idle or all busy can come out a few ulps outside
+    ``[0, 1]`` (-2e-17, 1.0000000000000002); such a share is clipped to the bound. A larger
+    excess would be a fault and is left as it is, to show.
+    """
+    share = busy_s / capacity_s
+    if -_ROUNDING < share < 0.0:
+        return 0.0
+    if 1.0 < share < 1.0 + _ROUNDING:
+        return 1.0
+    return share
 
 
 def prefix_hit_rate(

@@ -239,3 +239,48 @@ def test_the_prefix_hit_rate_leaves_readmissions_out_as_vllm_does():
     # 300 hits of 1,000 queried tokens, of which a readmission's 200 of 400: 100 / 600.
     assert prefix_hit_rate(300, 1000, 200, 400) == pytest.approx(100 / 600)
     assert math.isnan(prefix_hit_rate(0, 0, 0, 0))
+
+
+def test_gpu_utilization_is_a_share_even_when_event_times_round():
+    """A batch's end is its start plus its service, rounded: busy time summed from such times
+    put truncated runs a few ulps outside [0, 1] (-2.2e-17, 1.0000000000000002)."""
+    import gymnasium as gym
+
+    import llmsched_env  # noqa: F401  (registers the env ids)
+    from llmsched_env.workload import Workload
+
+    runs = [
+        (
+            Workload(
+                [0.6289549845497133] * 2 + [3.8806673178451923],
+                [2938, 2620, 694],
+                [236, 300, 456],
+                [236, 300, 456],
+            ),
+            {"n_gpus": 16, "max_batch_size": 1, "max_steps": 1},
+        ),
+        (
+            Workload(
+                [0.0] * 4, [2247, 2885, 277, 2174], [147, 271, 462, 139], [147, 271, 462, 139]
+            ),
+            {"n_gpus": 2, "max_batch_size": 1, "n_bins": 1, "max_steps": 3},
+        ),
+    ]
+    for workload, kwargs in runs:
+        env = gym.make("llmsched/BatchScheduling-v0", **kwargs)
+        env.reset(seed=0, options={"workload": workload})
+        while True:
+            *_, terminated, truncated, info = env.step([1, 0])
+            if terminated or truncated:
+                break
+        assert 0.0 <= info["episode_metrics"]["gpu_utilization"] <= 1.0
+    columns = {name: np.zeros(1) for name in ("arrival_s", "start_s", "first_token_s")}
+    columns |= {"completion_s": np.zeros(1), "output_tokens": np.ones(1, int), "status": [1]}
+
+    def utilization(busy_s: float) -> float:
+        return summarize(columns, end_s=1.0, n_gpus=1, busy_s=busy_s, mean_batch_size=1.0)[
+            "gpu_utilization"
+        ]
+
+    assert utilization(-2.2e-17) == 0.0 and utilization(1.0000000000000002) == 1.0
+    assert utilization(1.5) == 1.5  # a real excess is a fault: left to show
