@@ -166,6 +166,8 @@ class Cluster:
             for replica in self.replicas:
                 replica.run()
             self.now = self._arrival[i]
+            for server in servers:
+                server.pass_deadlines_before(self.now)
             mask = [s.admissible(i) for s in servers]
             if any(mask):
                 self.request = i

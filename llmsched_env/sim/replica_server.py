@@ -165,6 +165,18 @@ class ReplicaServer(IterationServer):
         self.blocked = True
         return False
 
+    def pass_deadlines_before(self, horizon: float) -> None:
+        """Count the TTFT deadlines before ``horizon`` that pass unmet, without moving the clock.
+
+        For a replica stopped at the routing horizon (or finished): nothing happens in it
+        before the horizon, the next arrival, so a request with no first token now misses
+        every deadline before it, and the routing step that ran up to the horizon is the one
+        that pays the miss, as ``ContinuousBatching-v0`` pays it when its clock passes the
+        deadline. Deadlines at the horizon itself wait for the clock: an iteration that ends
+        exactly then can still meet them.
+        """
+        self._on_time_passed(math.nextafter(horizon, -math.inf))
+
     def _on_arrival(self, index: int) -> None:
         if self._routed_to[index] != self.replica:
             self.n_elsewhere += 1

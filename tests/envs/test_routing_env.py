@@ -228,6 +228,41 @@ def test_truncation_ends_the_episode_with_the_request_to_route_counted_as_arrive
     assert (status[:2] == "in_system").all() and (status[2:] == "not_arrived").all()
 
 
+def test_a_ttft_miss_is_paid_by_the_step_whose_time_it_passes_in():
+    """Before the next arrival a stopped replica has no event: its requests without a first
+    token miss every deadline before that arrival, and the step that ran up to it pays."""
+    workload = Workload([0.0, 0.0, 0.16], [8000, 100, 100], [50, 50, 50], [50, 50, 50])
+    kwargs = dict(n_replicas=1, max_sequences=1, ttft_sla=0.15, tbt_sla=1e6)
+    for max_steps, paid in ((2, [0.0, -2.0]), (None, [0.0, -2.0, -1.0])):
+        env = gym.make(ROUTING, max_steps=max_steps, **kwargs)
+        env.reset(seed=0, options={"workload": workload})
+        rewards = []
+        while True:
+            _, reward, terminated, truncated, _ = env.step(0)
+            rewards.append(reward)
+            if terminated or truncated:
+                break
+        assert rewards == paid  # truncated at 0.16 s: the misses at 0.15 s were lost
+
+
+@pytest.mark.parametrize("router", ["round-robin", "least-tokens"])
+def test_every_deadline_passed_before_a_step_ends_is_paid_by_then(router):
+    env = gym.make(ROUTING, n_requests=120, n_replicas=3, load=1.6, ttft_sla=0.2)
+    obs, info = env.reset(seed=4)
+    policy = make_policy(router, env)
+    cluster = env.unwrapped.server
+    while True:
+        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
+        if terminated or truncated:
+            break
+        records = env.unwrapped.request_records()
+        deadline = records["arrival_s"] + 0.2
+        rejected = records["status"].astype(str) == "rejected"
+        late = ~(records["first_token_s"] <= deadline)  # none yet, or after the deadline
+        passed = (deadline < info["time_s"]) & late & ~rejected
+        assert cluster.n_ttft_misses >= int(passed.sum()) + int(rejected.sum())
+
+
 def test_mask_forbids_replicas_the_request_can_never_fit():
     kwargs = {"workload": "demo2", "latency": "demo2", "kv_memory": (300, 100_000),
               "n_replicas": 2, "arrival_rate": 4.0, "n_requests": 60}  # fmt: skip
