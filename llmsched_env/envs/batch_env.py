@@ -533,7 +533,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         }
         if self._episode_over:
             info["episode_metrics"] = self.episode_metrics()
-        self.last_info = info
+        self._last_info = info  # (the property's setter, without its call: the hot path)
         return obs, reward, not due, truncated, info
 
     def _python_step(
