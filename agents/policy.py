@@ -203,6 +203,7 @@ class AgentPolicy(Policy):
     """
 
     name = "agent"
+    reads_observation = True
 
     def __init__(
         self,

@@ -104,6 +104,12 @@ class Policy(ABC):
         if episode_start is not None and np.asarray(episode_start).reshape(-1)[0]:
             self.reset()
         one = observation if size is None else _first(observation)
+        if self.reads_observation and np.shape(one) != self.env.observation_space.shape:
+            raise ValueError(
+                f"{type(self).__name__} acts on the env's own observations (shape "
+                f"{self.env.observation_space.shape}), got one of shape {np.shape(one)}: give "
+                "predict the observation of the env it was built from, not a wrapper's"
+            )
         action = self.act(np.asarray(one) if isinstance(one, list) else one, self.env.last_info)
         return (action if size is None else action[None]), state
 

@@ -690,6 +690,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         # The compiled step's arrays are the server's and the observation's: made anew from
         # them, so that a copy's step works on the copy's buffers; its implementation (which
         # does not pickle) is looked up again at the copy's next step.
+        self._up_to_date()  # a sub-env kept from an earlier step is copied as it is now
         state = self.__dict__.copy()
         state["_episode"] = ()
         del state["_step_kernel"]
@@ -698,6 +699,9 @@ class BatchSchedulingEnv(SchedulingEnv):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a pickled or deep-copied env; copies of arrays come back writable."""
+        if "last_info" in state:  # pickled when last_info was a plain attribute
+            state = {**state, "_last_info": state["last_info"]}
+            del state["last_info"]
         self.__dict__.update(state)
         for values in self._queue_columns:
             read_only(values)

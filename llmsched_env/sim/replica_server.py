@@ -74,6 +74,9 @@ class ReplicaServer(IterationServer):
         self._queue_prompt_cumsum = [0]
         #: Cumulative prompt plus predicted output tokens of ``queue_order`` (waiting work).
         self._queue_work_cumsum = [0]
+        #: Per request, the earliest TTFT deadline of it and the requests after it (made when
+        #: first needed; see pass_deadlines_before).
+        self._unrouted_due: list[float] | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a pickled or deep-copied replica whose queue columns can still grow.
@@ -172,10 +175,22 @@ class ReplicaServer(IterationServer):
         before the horizon, the next arrival, so a request with no first token now misses
         every deadline before it, and the routing step that ran up to the horizon is the one
         that pays the miss, as ``ContinuousBatching-v0`` pays it when its clock passes the
-        deadline. Deadlines at the horizon itself wait for the clock: an iteration that ends
-        exactly then can still meet them.
+        deadline. A deadline at the horizon itself is passed too, unless an iteration ends
+        exactly then (which can still meet it) or a request not yet routed is due then: it
+        waits for the clock.
         """
-        self._on_time_passed(math.nextafter(horizon, -math.inf))
+        deadline = self._ttft_deadline
+        if deadline is None:
+            return
+        events = self._gpu_events
+        through = not (events and events[0][0] <= horizon)
+        if through and self.known < self.n_requests:
+            # A request not routed yet is due at or after its arrival, the horizon, but a
+            # target below the arrival's resolution can make it due exactly then: not passed.
+            if self._unrouted_due is None:
+                self._unrouted_due = np.minimum.accumulate(deadline[::-1])[::-1].tolist()
+            through = self._unrouted_due[self.known] > horizon
+        self._on_time_passed(horizon if through else math.nextafter(horizon, -math.inf))
 
     def _on_arrival(self, index: int) -> None:
         if self._routed_to[index] != self.replica:

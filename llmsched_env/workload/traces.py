@@ -255,8 +255,10 @@ def load_azure_trace(
     # Seconds since the first request: a whole number of ticks divided once, so each time is
     # the correctly rounded value whatever unit this pandas parses in (pandas 3 reads
     # '...46.6805900' in microseconds, pandas 2 in nanoseconds, and its total_seconds()
-    # rounds the two differently).
-    seconds = (ticks - ticks.min()) / per_second
+    # rounds the two differently). The ticks are subtracted as unsigned integers: a span the
+    # check above allows (up to about 317 years) can exceed int64's nanoseconds (292 years).
+    unsigned = ticks.view(np.uint64)
+    seconds = (unsigned - unsigned[int(np.argmin(ticks))]) / per_second
     prompt = token_column(frame, "ContextTokens", file, 1, _AZURE_ZERO_HINT)
     output = token_column(frame, "GeneratedTokens", file, 1, _AZURE_ZERO_HINT)
     order = _sort_order(seconds, file)

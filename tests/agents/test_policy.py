@@ -58,3 +58,15 @@ def test_unknown_settled_policy_is_named(tiny_run):
     agent = load_agent(tiny_run.run_dir, "final")
     with pytest.raises(ValueError, match="settled_policy must be .*got 'fastest'"):
         AgentPolicy(gym.make(BATCH, **OVERLOADED), agent, settled_policy="fastest")
+
+
+def test_predict_of_an_agent_given_a_wrappers_observation_says_so(tiny_run):
+    """The model acts on the env's own observations: a stacked one is named, not fed to it."""
+    agent = load_agent(tiny_run.run_dir, "final")
+    env = gym.wrappers.FrameStackObservation(gym.make(BATCH, **OVERLOADED), 2)
+    policy = AgentPolicy(env, agent)
+    stacked, _ = env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"acts on the env's own observations \(shape \(42,\)\)"):
+        policy.predict(stacked)
+    own = AgentPolicy(env.unwrapped, agent)  # built on the env itself, it acts
+    assert own.predict(stacked[-1][None])[0].shape == (1, 2)

@@ -357,6 +357,27 @@ def test_heuristics_built_once_on_the_sub_envs_act_as_on_the_single_envs(policy:
         np.testing.assert_array_equal(obs, sync_obs)
 
 
+def test_a_kept_sub_env_is_copied_as_it_is_now() -> None:
+    import copy
+    import pickle
+
+    kwargs = {"n_requests": 60, "load": 1.2}
+    envs = gym.make_vec(ENV_ID, num_envs=2, **kwargs).unwrapped
+    single = gym.make(ENV_ID, **kwargs).unwrapped
+    envs.reset(seed=5)
+    single.reset(seed=5)
+    kept = envs.envs[0]
+    for _ in range(5):
+        action = _random_actions(envs.action_masks(), envs._nvec, np.random.default_rng(0))
+        envs.step(action)
+        single.step(action[0])
+    for other in (copy.deepcopy(kept), pickle.loads(pickle.dumps(kept))):
+        assert other.last_info["time_s"] == single.last_info["time_s"]
+        np.testing.assert_array_equal(other.action_masks(), single.action_masks())
+        action = np.array([int(np.flatnonzero(single.action_masks()[1:5])[0]) + 1, 3])
+        assert other.step(action)[1] == copy.deepcopy(single).step(action)[1]
+
+
 def test_setting_a_sub_env_attribute_is_refused_by_name() -> None:
     envs = gym.make_vec(ENV_ID, num_envs=2, n_requests=40)
     with pytest.raises(AttributeError, match="cannot set 'config' on the sub-envs"):

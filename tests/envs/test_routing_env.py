@@ -231,9 +231,15 @@ def test_truncation_ends_the_episode_with_the_request_to_route_counted_as_arrive
 def test_a_ttft_miss_is_paid_by_the_step_whose_time_it_passes_in():
     """Before the next arrival a stopped replica has no event: its requests without a first
     token miss every deadline before that arrival, and the step that ran up to it pays."""
-    workload = Workload([0.0, 0.0, 0.16], [8000, 100, 100], [50, 50, 50], [50, 50, 50])
     kwargs = dict(n_replicas=1, max_sequences=1, ttft_sla=0.15, tbt_sla=1e6)
-    for max_steps, paid in ((2, [0.0, -2.0]), (None, [0.0, -2.0, -1.0])):
+    # The next arrival after the deadlines (0.16 s) or exactly at them (0.15 s), while the
+    # replica's iteration runs on to 0.17 s: both misses are certain at the arrival.
+    for third, max_steps, paid in (
+        (0.16, 2, [0.0, -2.0]),
+        (0.16, None, [0.0, -2.0, -1.0]),
+        (0.15, 2, [0.0, -2.0]),
+    ):
+        workload = Workload([0.0, 0.0, third], [8000, 100, 100], [50, 50, 50], [50, 50, 50])
         env = gym.make(ROUTING, max_steps=max_steps, **kwargs)
         env.reset(seed=0, options={"workload": workload})
         rewards = []

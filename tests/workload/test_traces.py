@@ -293,6 +293,21 @@ def test_azure_times_are_the_correctly_rounded_seconds_whatever_the_pandas(tmp_p
     assert expected[-1] == 5.892655
 
 
+def test_azure_times_spanning_centuries_in_nanoseconds_do_not_overflow(tmp_path: Path) -> None:
+    # 309 years, within the span check's 317, but past int64's 292 years of nanoseconds.
+    stamps = ["1700-01-01 00:00:00.000000001", "2000-01-01 00:00:00", "2009-01-01 00:00:00"]
+    path = tmp_path / "a.csv"
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{t},5,5\n" for t in stamps)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rows are sorted: no warning of a reordering
+        arrival = load_azure_trace(path).arrival_s
+    ticks = [int(np.datetime64(t, "ns").astype(np.int64)) for t in stamps]
+    assert arrival.tolist() == [float(t - ticks[0]) / 1e9 for t in ticks]  # Python's exact ints
+    assert arrival[2] > 9.7e9  # seconds: the 309 years
+
+
 @pytest.mark.parametrize(
     "header",
     [
