@@ -104,12 +104,10 @@ def warm_up(log: Callable[[str], None] | None = None) -> None:
         return
     if log is not None and not kernels_cached():
         if numba_cannot_cache():  # jit.njit warned: every start compiles
-            log(f"compiling the simulator's kernels (about {COMPILE_SECONDS} s; not cached here)")
+            when = f"about {COMPILE_SECONDS} s; not cached here"
         else:
-            log(
-                "compiling the simulator's kernels (first run only, about "
-                f"{COMPILE_SECONDS} s; cached afterwards)"
-            )
+            when = f"first run only, about {COMPILE_SECONDS} s; cached afterwards"
+        log(f"compiling the simulator's kernels ({when})")
     with _ctrl_c_not_lost():
         _run_tiny_episodes()
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import builtins
 import math
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import llmsched_env  # noqa: F401  (registers the env ids)
-from baselines import make_policy
+from llmsched_env.evaluation import EpisodeTask, run_episode
 from llmsched_env.statistics import describe_rows, pairwise_sum, percentiles, sequential_sum
 
 FRACTIONS = np.true_divide((50, 95, 99), 100)
@@ -153,16 +152,8 @@ def test_episodes_do_not_depend_on_how_the_builtin_sum_rounds(
     case came out otherwise with the built-in sum (its GPU busy time); the others guard the
     batch and continuous paths."""
 
-    def episode() -> tuple[float, dict[str, float]]:
-        env = gym.make(env_id, **kwargs)
-        obs, info = env.reset(seed=2)
-        agent = make_policy(policy, env)
-        total = 0.0
-        while True:
-            obs, reward, terminated, truncated, info = env.step(agent.act(obs, info))
-            total += reward
-            if terminated or truncated:
-                return total, info["episode_metrics"]
+    def episode() -> dict[str, object]:  # return, steps and metrics
+        return run_episode(EpisodeTask(policy, policy, env_id, kwargs, seed=2))
 
     monkeypatch.setattr(builtins, "sum", _left_to_right_sum)  # Python 3.11's, on any Python
     expected = episode()
