@@ -224,18 +224,26 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         Returns:
             ``step``'s result: observation, reward, terminated, truncated, info.
         """
-        self._steps += 1
         reward = self._reward(self.server)
-        terminated = not decision_due
-        max_steps = self.config.max_steps
-        truncated = not terminated and max_steps is not None and (self._steps >= max_steps)
-        # Set before the info: once the episode is over (truncated too) no decision is due.
-        self._episode_over = terminated or truncated
+        terminated, truncated = self._count_step(decision_due)
         info = self._info(invalid=invalid, applied=applied)
         if self._episode_over:
             info["episode_metrics"] = self.episode_metrics()
         self.last_info = info
         return self._observe(), float(reward), terminated, truncated, info
+
+    def _count_step(self, decision_due: bool) -> tuple[bool, bool]:
+        """Count a step and say whether it ended the episode: ``(terminated, truncated)``.
+
+        Sets ``_episode_over`` before the step's ``info`` is made: once the episode is over
+        (truncated too) no decision is due.
+        """
+        self._steps += 1
+        terminated = not decision_due
+        max_steps = self.config.max_steps
+        truncated = not terminated and max_steps is not None and (self._steps >= max_steps)
+        self._episode_over = terminated or truncated
+        return terminated, truncated
 
     # ------------------------------------------------------------------ shared public API
     def action_masks(self) -> np.ndarray:

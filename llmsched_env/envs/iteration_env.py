@@ -21,10 +21,14 @@ from llmsched_env.envs.iteration_observation import (
     IterationObservation,
     feature_bounds,
     feature_names,
+    observation_bounds,
 )
+from llmsched_env.envs.iteration_step import FORBIDDEN, REWARD_CODES, CompiledSteps, codec_array
 from llmsched_env.envs.queue_snapshot import WaitingQueueSnapshot
 from llmsched_env.latency import make_iteration_latency
+from llmsched_env.latency.profiled import ProfiledIterationLatency
 from llmsched_env.metrics import SLATargets
+from llmsched_env.sim.compiled_iteration_server import CompiledIterationServer
 from llmsched_env.sim.iteration_planning import PrefillPlan
 from llmsched_env.sim.iteration_server import (
     IterationServer,
@@ -338,7 +342,11 @@ class ContinuousBatchingEnv(SchedulingEnv):
         self._masks_made: dict[tuple[bool, ...], np.ndarray] = {}
         #: The answers of the current decision (``()`` before the first and after the last).
         self._answers: tuple[bool, ...] = ()
-        self.server: IterationServer | None = None
+        #: The answers of each ``answers`` array of the compiled steps seen so far, by its bytes.
+        self._answer_keys: dict[bytes, tuple[bool, ...]] = {}
+        self._codec_array = codec_array(self.action_codec)
+        self._steps_compiled: CompiledSteps | None = None
+        self.server: IterationServer | CompiledIterationServer | None = None
         self._observer: IterationObservation | None = None
 
     # ------------------------------------------------------------------ gymnasium API
@@ -388,7 +396,9 @@ class ContinuousBatchingEnv(SchedulingEnv):
         """Start an episode; see the class docstring's Starting State."""
         workload = self._new_episode(seed, options)
         cfg = self.config
-        self.server = IterationServer(
+        compiled = self._compiles_steps()
+        server_class = CompiledIterationServer if compiled else IterationServer
+        self.server = server_class(
             workload,
             n_gpus=cfg.n_gpus,
             latency=self.latency,
@@ -406,15 +416,34 @@ class ContinuousBatchingEnv(SchedulingEnv):
         )
         self._reward = self._reward_factory(cfg.sla_penalty, cfg.ttft_sla)
         self._reward.reset(self.server)
-        self._observer = IterationObservation(
-            self.server,
-            ttft_sla_s=cfg.ttft_sla,
-            tbt_sla_s=cfg.tbt_sla,
-            length_scale_tokens=self.length_scale_tokens,
-            capacity_rps=self.capacity_rps,
-        )
+        if compiled:
+            self._observer = None
+            self._steps_compiled = CompiledSteps(
+                self.server,
+                self._codec_array,
+                np.array([cfg.ttft_sla, cfg.tbt_sla, self.length_scale_tokens, self.capacity_rps]),
+                observation_bounds(cfg.n_gpus),
+                REWARD_CODES[self._reward.name],
+                self._reward.sla_penalty,
+                self._reward.time_scale_s,
+                cfg.invalid_action == "raise",
+            )
+        else:
+            self._steps_compiled = None
+            self._observer = IterationObservation(
+                self.server,
+                ttft_sla_s=cfg.ttft_sla,
+                tbt_sla_s=cfg.tbt_sla,
+                length_scale_tokens=self.length_scale_tokens,
+                capacity_rps=self.capacity_rps,
+            )
         self._first_decision(workload)
-        info = self._info(invalid=False, applied=None)
+        if compiled:
+            obs, remaining = self._steps_compiled.observe()
+            info = self._compiled_info(invalid=False, applied=None, remaining=remaining)
+        else:
+            obs = None
+            info = self._info(invalid=False, applied=None)
         info.update(
             max_tokens=cfg.max_tokens,
             max_sequences=cfg.max_sequences,
@@ -432,13 +461,49 @@ class ContinuousBatchingEnv(SchedulingEnv):
             arrival_rate_rps=self.episode_arrival_rate_rps,
         )
         self.last_info = info
-        return self._observe(), info
+        return (self._observe() if obs is None else obs), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Form the deciding GPU's next iteration and advance to the next decision."""
         server = self._running_server()
+        if self._steps_compiled is not None:
+            return self._compiled_step(action)
         invalid, applied = self._carry_out(action)
         return self._finish_step(server.advance(), invalid, applied)
+
+    def _compiles_steps(self) -> bool:
+        """Whether episodes run compiled steps (:mod:`llmsched_env.envs.iteration_step`).
+
+        They need reserve-mode KV memory, the profiled latency model and one of the shipped
+        reward shapes; other settings run the Python server and step.
+        """
+        cfg = self.config
+        return (
+            cfg.kv_allocation == "reserve"
+            and isinstance(self.latency, ProfiledIterationLatency)
+            and cfg.reward in REWARD_CODES
+        )
+
+    def _compiled_step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """:meth:`step` by the compiled step: the same episode as the Python path, bit for bit."""
+        decode, prefill, cap = parse_action(action, self._nvec)
+        code, invalid, *applied, due, value, remaining, obs = self._steps_compiled.step(
+            decode, prefill, cap
+        )
+        if code == FORBIDDEN:
+            why = self._why_forbidden(decode, prefill, cap)
+            raise InvalidActionError(
+                f"action {[decode, prefill, cap]} is forbidden by the mask rules: {why}"
+            )
+        if code:
+            self.server.raise_refusal(code)
+        terminated, truncated = self._count_step(due)
+        reward = self._reward.take(value)
+        info = self._compiled_info(invalid=invalid, applied=tuple(applied), remaining=remaining)
+        if self._episode_over:
+            info["episode_metrics"] = self.episode_metrics()
+        self.last_info = info
+        return obs, reward, terminated, truncated, info
 
     def _carry_out(self, action: Any) -> tuple[bool, tuple[int, int, int]]:
         """Check ``action`` against the mask and make the deciding GPU's decision, no more.
@@ -780,8 +845,42 @@ class ContinuousBatchingEnv(SchedulingEnv):
 
     # ------------------------------------------------------------------ helpers
     def _observe(self) -> np.ndarray:
+        if self._steps_compiled is not None:
+            return self._steps_compiled.observe()[0]
         self._observer.update_rates()
         return self._observer.build()
+
+    def _compiled_info(
+        self, *, invalid: bool, applied: tuple[int, int, int] | None, remaining: int
+    ) -> dict[str, Any]:
+        """:meth:`_info` of a compiled step, from the state and the step's mask answers."""
+        s = self.server.state
+        gpu = -1 if self._episode_over else int(s.decision_gpu[0])
+        if self._episode_over:
+            key: tuple[bool, ...] = ()
+        else:
+            raw = self._steps_compiled.answers
+            key = self._answer_keys.get(raw.tobytes())
+            if key is None:
+                key = self._answer_keys[raw.tobytes()] = tuple(v != 0 for v in raw.tolist())
+        self._answers = key
+        mask = self._masks_made.get(key)
+        if mask is None:
+            mask = self._masks_made[key] = self._make_mask(key)
+        self._mask = mask
+        return {
+            "time_s": float(s.now[0]),
+            "gpu": gpu,
+            "prefill_remaining_tokens": remaining if gpu >= 0 else 0,
+            "n_running": s.n_running.copy(),
+            "kv_reserved_tokens": s.kv_reserved.copy(),
+            "preemptions": 0,
+            "prefix_hit_tokens": 0,
+            "last_iteration_s": s.last_iteration_s.copy(),
+            "action_mask": mask.copy(),
+            "invalid_action": invalid,
+            "applied_action": np.array(applied if applied is not None else (-1, -1, -1)),
+        }
 
     def _info(self, *, invalid: bool, applied: tuple[int, int, int] | None) -> dict[str, Any]:
         """The step's ``info``: scalars and arrays whose shape is fixed for the episode.

@@ -69,6 +69,14 @@ def _shared_bounds(n_gpus: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @cache
+def observation_bounds(n_gpus: int) -> np.ndarray:
+    """:func:`feature_bounds` as one read-only ``(2, n_obs)`` array, made once per GPU count."""
+    bounds = np.stack(feature_bounds(n_gpus))
+    bounds.flags.writeable = False
+    return bounds
+
+
+@cache
 def _clip() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
     """:func:`clip_in_place` compiled for an observation and its bounds, without the dispatcher.
 

@@ -64,10 +64,16 @@ class RewardShape:
 
     def __call__(self, server: SLACounters) -> float:
         """Reward earned since the previous call."""
-        value = self.objective(server)
+        return self.take(self.objective(server))
+
+    def take(self, value: float) -> float:
+        """Reward earned since the previous call, given the objective's value now.
+
+        For callers that compute the objective themselves (a compiled step).
+        """
         reward = value - self._last
         self._last = value
-        return reward
+        return float(reward)
 
 
 class SLAReward(RewardShape):

@@ -164,6 +164,64 @@ def check_prefix_blocks(workload: Workload, kv_block_tokens: int) -> None:
         )
 
 
+def check_settings(
+    workload: Workload,
+    *,
+    kv_capacity_tokens: int,
+    max_tokens: int,
+    max_sequences: int,
+    chunk_size: int | None,
+    ttft_deadline_s: float | None,
+    ttft_per_token_s: float,
+    tbt_target_s: float | None,
+    kv_allocation: str,
+    kv_block_tokens: int,
+    prefix_caching: bool,
+) -> None:
+    """Refuse settings of an iteration-level server that break the module docstring's rules.
+
+    Raises:
+        ValueError: Naming the setting, its value and what it must be.
+    """
+    if kv_allocation not in KV_ALLOCATIONS:
+        raise ValueError(
+            f"kv_allocation must be one of {list(KV_ALLOCATIONS)}, got {kv_allocation!r}"
+        )
+    whole = isinstance(kv_block_tokens, (int, np.integer))
+    if not whole or isinstance(kv_block_tokens, bool) or kv_block_tokens < 1:
+        raise ValueError(f"kv_block_tokens must be an integer >= 1, got {kv_block_tokens!r}")
+    if not isinstance(prefix_caching, (bool, np.bool_)):
+        raise ValueError(f"prefix_caching must be True or False, got {prefix_caching!r}")
+    if prefix_caching and kv_allocation != "paged":
+        raise ValueError(
+            f"prefix_caching=True needs kv_allocation='paged' (cached KV blocks), got "
+            f"kv_allocation={kv_allocation!r}"
+        )
+    if prefix_caching:
+        check_prefix_blocks(workload, kv_block_tokens)
+    if kv_allocation == "paged" and kv_capacity_tokens < kv_block_tokens:
+        raise ValueError(
+            f"kv_capacity_tokens={kv_capacity_tokens!r} holds no whole KV block of "
+            f"kv_block_tokens={kv_block_tokens!r} tokens; paged allocation needs at least one"
+        )
+    for name, value in (
+        ("kv_capacity_tokens", kv_capacity_tokens),
+        ("max_tokens", max_tokens),
+        ("max_sequences", max_sequences),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value!r}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size!r}")
+    for name, value in (("ttft_deadline_s", ttft_deadline_s), ("tbt_target_s", tbt_target_s)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive or None, got {value!r}")
+    if not (math.isfinite(ttft_per_token_s) and ttft_per_token_s >= 0):
+        raise ValueError(f"ttft_per_token_s must be a number >= 0, got {ttft_per_token_s!r}")
+    if ttft_per_token_s > 0 and ttft_deadline_s is None:
+        raise ValueError("ttft_per_token_s needs a TTFT target (ttft_deadline_s)")
+
+
 def _read_only(values: np.ndarray) -> np.ndarray:
     """``values`` with writing disabled (in place)."""
     values.flags.writeable = False
@@ -249,43 +307,19 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         prefix_caching: bool = False,
     ) -> None:
         super().__init__(workload, n_gpus, rng)
-        if kv_allocation not in KV_ALLOCATIONS:
-            raise ValueError(
-                f"kv_allocation must be one of {list(KV_ALLOCATIONS)}, got {kv_allocation!r}"
-            )
-        whole = isinstance(kv_block_tokens, (int, np.integer))
-        if not whole or isinstance(kv_block_tokens, bool) or kv_block_tokens < 1:
-            raise ValueError(f"kv_block_tokens must be an integer >= 1, got {kv_block_tokens!r}")
-        if not isinstance(prefix_caching, (bool, np.bool_)):
-            raise ValueError(f"prefix_caching must be True or False, got {prefix_caching!r}")
-        if prefix_caching and kv_allocation != "paged":
-            raise ValueError(
-                f"prefix_caching=True needs kv_allocation='paged' (cached KV blocks), got "
-                f"kv_allocation={kv_allocation!r}"
-            )
-        if prefix_caching:
-            check_prefix_blocks(workload, kv_block_tokens)
-        if kv_allocation == "paged" and kv_capacity_tokens < kv_block_tokens:
-            raise ValueError(
-                f"kv_capacity_tokens={kv_capacity_tokens!r} holds no whole KV block of "
-                f"kv_block_tokens={kv_block_tokens!r} tokens; paged allocation needs at least one"
-            )
-        for name, value in (
-            ("kv_capacity_tokens", kv_capacity_tokens),
-            ("max_tokens", max_tokens),
-            ("max_sequences", max_sequences),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value!r}")
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size!r}")
-        for name, value in (("ttft_deadline_s", ttft_deadline_s), ("tbt_target_s", tbt_target_s)):
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive or None, got {value!r}")
-        if not (math.isfinite(ttft_per_token_s) and ttft_per_token_s >= 0):
-            raise ValueError(f"ttft_per_token_s must be a number >= 0, got {ttft_per_token_s!r}")
-        if ttft_per_token_s > 0 and ttft_deadline_s is None:
-            raise ValueError("ttft_per_token_s needs a TTFT target (ttft_deadline_s)")
+        check_settings(
+            workload,
+            kv_capacity_tokens=kv_capacity_tokens,
+            max_tokens=max_tokens,
+            max_sequences=max_sequences,
+            chunk_size=chunk_size,
+            ttft_deadline_s=ttft_deadline_s,
+            ttft_per_token_s=ttft_per_token_s,
+            tbt_target_s=tbt_target_s,
+            kv_allocation=kv_allocation,
+            kv_block_tokens=kv_block_tokens,
+            prefix_caching=prefix_caching,
+        )
         self.latency = latency
         # Models that correct for uneven decode contexts get the longest and shortest one.
         self._latency_reads_spread = bool(getattr(latency, "uses_decode_spread", False))

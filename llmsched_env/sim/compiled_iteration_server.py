@@ -1,0 +1,574 @@
+"""The iteration-level server in reserve mode, its state in arrays and its event loop compiled.
+
+:class:`CompiledIterationServer` serves the same episodes as
+:class:`~llmsched_env.sim.iteration_server.IterationServer` with ``kv_allocation="reserve"``, bit
+for bit (the rules are stated there), and offers the same attributes and questions; its event
+loop and iterations run compiled (:mod:`llmsched_env.sim.iteration_kernels`) on the state of
+:mod:`llmsched_env.sim.iteration_state`. Paged KV memory and prefix caching are served by
+:class:`IterationServer` only.
+
+Its Python attributes read the state arrays: cheap for scalars, a small copy for a GPU's
+running sequences or started prompts (at most ``max_sequences``), and the records are assembled
+when read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from llmsched_env.jit import implementation
+from llmsched_env.latency import IterationLatencyModel
+from llmsched_env.latency.profiled import ProfiledIterationLatency
+from llmsched_env.metrics import SLATargets, summarize
+from llmsched_env.sim import iteration_kernels as k
+from llmsched_env.sim.iteration_planning import PrefillPlan
+from llmsched_env.sim.iteration_server import arrival_rejections, check_settings
+from llmsched_env.sim.iteration_state import IterationState, allocate, state_views
+from llmsched_env.sim.records import RequestRecords
+from llmsched_env.statistics import sequential_sum
+from llmsched_env.workload import Workload
+
+_REFUSALS: dict[int, tuple[type[Exception], str]] = {
+    k.NO_DECISION_DUE: (RuntimeError, "no scheduling decision is due; call advance() first"),
+    k.WAIT_DEADLOCKS: (
+        RuntimeError,
+        "WAIT would deadlock: no request is left to arrive and no GPU is working",
+    ),
+    k.NO_VALID_TIME: (ValueError, "the latency model gives no valid time for the iteration"),
+}
+
+
+def _counter(name: str, kind: type) -> property:
+    """A read-only attribute: the one-element state array ``name``, as ``kind``."""
+
+    def read(server: CompiledIterationServer) -> Any:
+        return kind(getattr(server.state, name)[0])
+
+    return property(read, doc=f"``state.{name}[0]``, as {kind.__name__}.")
+
+
+def _per_gpu(name: str, kind: type) -> property:
+    """A read-only attribute: the per-GPU state array ``name``, as a list of ``kind``."""
+
+    def read(server: CompiledIterationServer) -> list[Any]:
+        return [kind(v) for v in getattr(server.state, name).tolist()]
+
+    return property(read, doc=f"``state.{name}``, one {kind.__name__} per GPU (a new list).")
+
+
+class CompiledIterationServer:
+    """Continuous-batching server (reserve-mode KV memory) that stops whenever a GPU decides.
+
+    Args:
+        workload: Requests sorted by arrival.
+        n_gpus: Number of identical GPUs (engine replicas sharing one waiting queue).
+        latency: Iteration latency model; a :class:`ProfiledIterationLatency` is timed inside
+            the compiled iteration, any other in Python.
+        kv_capacity_tokens: KV-cache tokens one GPU holds.
+        max_tokens: Token budget of one iteration (prefill tokens plus decoded sequences).
+        max_sequences: Most requests on one GPU at once.
+        rng: Source of randomness for stochastic iteration times.
+        chunk_size: Most prefill tokens of one prompt per iteration; ``None`` turns chunked
+            prefill off.
+        ttft_deadline_s: Time-to-first-token target; enables on-time/miss accounting.
+        ttft_per_token_s: Time added to a request's TTFT target per prompt token.
+        tbt_target_s: Time-between-tokens target.
+        kv_allocation: Must be ``"reserve"``.
+        kv_block_tokens: Checked as by :class:`IterationServer`; unused in reserve mode.
+        prefix_caching: Must be ``False``.
+
+    Attributes:
+        state: The state's arrays by name (:data:`~llmsched_env.sim.iteration_state
+            .IterationState`, numpy views); read-only by convention, the kernels write them.
+        buffers: The state's ``(floats, ints, layout)``, which compiled callers pass on.
+
+    The other attributes and methods are those of :class:`IterationServer`.
+    """
+
+    kv_allocation = "reserve"
+    paged = False
+    prefix_caching = False
+    capacity_blocks = 0
+    n_preemptions = 0
+    recomputed_tokens = 0
+    prefix_hit_tokens = 0
+    prefix_queried_tokens = 0
+    preempted_prefix_hit_tokens = 0
+    preempted_prefix_queried_tokens = 0
+
+    now = _counter("now", float)
+    in_system_integral = _counter("in_system_s", float)
+    n_arrived = _counter("n_arrived", int)
+    n_completed = _counter("n_completed", int)
+    n_rejected = _counter("n_rejected", int)
+    n_on_time = _counter("n_on_time", int)
+    on_time_output_tokens = _counter("on_time_tokens", int)
+    n_ttft_misses = _counter("n_ttft_misses", int)
+    n_tbt_misses = _counter("n_tbt_misses", int)
+    n_iterations = _counter("n_iterations", int)
+    sequences_processed = _counter("sequences_processed", int)
+    prefill_tokens_processed = _counter("prefill_tokens_processed", int)
+    decode_tokens_processed = _counter("decode_tokens_processed", int)
+    queue_head = _counter("queue_head", int)
+    queue_tail = _counter("queue_tail", int)
+    decision_gpu = _counter("decision_gpu", int)
+    kv_reserved = _per_gpu("kv_reserved", int)
+    kv_used = _per_gpu("kv_used", int)
+    running_prompt_tokens = _per_gpu("running_prompt", int)
+    running_predicted_tokens = _per_gpu("running_predicted", int)
+    n_sequences = _per_gpu("n_sequences", int)
+    last_iteration_s = _per_gpu("last_iteration_s", float)
+    gpu_busy = _per_gpu("gpu_busy", bool)
+    gpu_free_at = _per_gpu("gpu_free_at", float)
+    busy_s = _per_gpu("gpu_busy_s", float)
+
+    def __init__(
+        self,
+        workload: Workload,
+        *,
+        n_gpus: int,
+        latency: IterationLatencyModel,
+        kv_capacity_tokens: int,
+        max_tokens: int,
+        max_sequences: int,
+        rng: np.random.Generator,
+        chunk_size: int | None = None,
+        ttft_deadline_s: float | None = None,
+        ttft_per_token_s: float = 0.0,
+        tbt_target_s: float | None = None,
+        kv_allocation: str = "reserve",
+        kv_block_tokens: int = 16,
+        prefix_caching: bool = False,
+    ) -> None:
+        if not isinstance(n_gpus, (int, np.integer)) or isinstance(n_gpus, bool) or n_gpus < 1:
+            raise ValueError(f"n_gpus must be a positive integer, got {n_gpus!r}")
+        check_settings(
+            workload,
+            kv_capacity_tokens=kv_capacity_tokens,
+            max_tokens=max_tokens,
+            max_sequences=max_sequences,
+            chunk_size=chunk_size,
+            ttft_deadline_s=ttft_deadline_s,
+            ttft_per_token_s=ttft_per_token_s,
+            tbt_target_s=tbt_target_s,
+            kv_allocation=kv_allocation,
+            kv_block_tokens=kv_block_tokens,
+            prefix_caching=prefix_caching,
+        )
+        if kv_allocation != "reserve" or prefix_caching:
+            raise ValueError(
+                f"{type(self).__name__} serves kv_allocation='reserve' without prefix caching, "
+                f"got kv_allocation={kv_allocation!r}, prefix_caching={prefix_caching!r}; use "
+                "IterationServer for paged KV memory"
+            )
+        self.workload = workload
+        self.n_gpus = int(n_gpus)
+        self.n_requests = n = len(workload)
+        self.rng = rng
+        self.latency = latency
+        self.kv_capacity_tokens = int(kv_capacity_tokens)
+        self.max_tokens = int(max_tokens)
+        self.max_sequences = int(max_sequences)
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
+        self.ttft_deadline_s = ttft_deadline_s
+        self.ttft_per_token_s = float(ttft_per_token_s)
+        self.tbt_target_s = tbt_target_s
+        self.kv_block_tokens = int(kv_block_tokens)
+        self.requeued: deque[int] = deque()  # reserve mode never preempts
+
+        prompt = workload.prompt_tokens
+        output = workload.output_tokens
+        self.kv_need = prompt + output
+        rejection = arrival_rejections(
+            prompt,
+            output,
+            kv_capacity_tokens=self.kv_capacity_tokens,
+            max_tokens=self.max_tokens,
+            chunk_size=self.chunk_size,
+            kv_allocation="reserve",
+            kv_block_tokens=self.kv_block_tokens,
+        )
+        queue_order = np.flatnonzero(rejection == 0)
+        floats, ints, layout = allocate(n, queue_order.size, self.n_gpus, self.max_sequences)
+        s = state_views(floats, ints, layout)
+        s.tbt_target_s[0] = math.nan if tbt_target_s is None else float(tbt_target_s)
+        s.kv_capacity[0] = self.kv_capacity_tokens
+        s.max_tokens[0] = self.max_tokens
+        s.max_sequences[0] = self.max_sequences
+        s.slots_per_gpu[0] = min(self.max_sequences, max(n, 1))
+        s.chunk_size[0] = self.chunk_size or 0
+        s.reads_spread[0] = bool(getattr(latency, "uses_decode_spread", False))
+        s.decision_gpu[0] = -1
+        s.arrival_s[:] = workload.arrival_s
+        s.start_s[:] = s.first_token_s[:] = s.completion_s[:] = math.nan
+        s.prompt[:] = prompt
+        s.output[:] = output
+        s.predicted[:] = workload.predicted_output_tokens
+        s.rejection[:] = rejection
+        s.gpu[:] = -1
+        s.queue_order[:] = queue_order
+        np.cumsum(prompt[queue_order], out=s.queue_prompt_cumsum[1:])
+        if ttft_deadline_s:
+            s.has_deadline[0] = 1
+            deadline = workload.arrival_s + ttft_deadline_s + self.ttft_per_token_s * prompt
+            s.ttft_deadline_s[:] = deadline
+            if self.ttft_per_token_s > 0:  # targets grow with the prompt: deadlines out of order
+                order = np.argsort(deadline, kind="stable")
+                s.scan_deadline_s[:] = deadline[order]
+                s.scan_order[:] = order
+            else:
+                s.scan_deadline_s[:] = deadline
+                s.scan_order[:] = np.arange(n)
+        # The profiled model is timed inside the compiled iteration; others in Python.
+        #: The profiled latency model's packed tables (``None``: the model is timed in Python).
+        self.latency_tables: tuple[np.ndarray, ...] | None = None
+        if isinstance(latency, ProfiledIterationLatency):
+            self.latency_tables = latency._tables
+            s.overhead_s[0] = latency.iteration_overhead_s
+        self.buffers = (floats, ints, layout)
+        self.state: IterationState = s
+        self._look_up_kernels()
+        self.queue_order = _read_only(s.queue_order.copy())
+        self.queue_arrival_s = _read_only(workload.arrival_s[queue_order])
+        self.queue_prompt_tokens = _read_only(prompt[queue_order])
+
+    def _look_up_kernels(self) -> None:
+        """The hot kernels' implementations for this run's buffers (no dispatcher per call)."""
+        buffers = self.buffers
+        self._advance = implementation(k.advance, *buffers)
+        self._run_profiled = None
+        if self.latency_tables is not None:
+            self._run_profiled = implementation(
+                k.run_profiled_iteration, *buffers, 0, 0, 0, self.latency_tables
+            )
+
+    # ------------------------------------------------------------------ pickling and copies
+    def __getstate__(self) -> dict[str, Any]:
+        """The server without its views, which a copy rebuilds on its own buffers."""
+        state = self.__dict__.copy()
+        for name in ("state", "_advance", "_run_profiled"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled or deep-copied server."""
+        self.__dict__.update(state)
+        self.state = state_views(*self.buffers)
+        self._look_up_kernels()
+        for values in (self.queue_order, self.queue_arrival_s, self.queue_prompt_tokens):
+            values.flags.writeable = False
+
+    # ------------------------------------------------------------------ the decision loop
+    def advance(self) -> bool:
+        """Process events until a decision is due (see :meth:`Engine.advance`)."""
+        return self._advance(*self.buffers)
+
+    def wait(self) -> None:
+        """Let the deciding GPU idle until the next event (the WAIT decision).
+
+        Raises:
+            RuntimeError: If no decision is due, or waiting would deadlock.
+        """
+        self._refuse(k.wait(*self.buffers))
+
+    def can_wait(self) -> bool:
+        """Whether WAIT is safe: some event (an arrival or the end of GPU work) is still ahead."""
+        return k.can_wait(*self.buffers)
+
+    def run_iteration(
+        self, decode_count: int, prefill_budget_tokens: int, max_new_prompts: int
+    ) -> bool:
+        """Form and start the deciding GPU's next iteration (``IterationServer.run_iteration``).
+
+        Returns:
+            ``True`` if an iteration started, ``False`` if it would have been empty (nothing
+            changed, the decision is still due).
+
+        Raises:
+            RuntimeError: If no decision is due.
+            ValueError: If the latency model gives no valid time.
+        """
+        decode_count = int(decode_count)
+        prefill_budget_tokens = int(prefill_budget_tokens)
+        max_new_prompts = int(max_new_prompts)
+        tables = self.latency_tables
+        if tables is not None:
+            code, formed = self._run_profiled(
+                *self.buffers, decode_count, prefill_budget_tokens, max_new_prompts, tables
+            )
+            self._refuse(code)
+            return formed
+        code, formed, decodes, prefill, kv, chunks, context, longest, shortest = k.plan_iteration(
+            *self.buffers, decode_count, prefill_budget_tokens, max_new_prompts
+        )
+        self._refuse(code)
+        if not formed:
+            return False
+        duration = self._time_in_python(decodes, prefill, kv, chunks, context, longest, shortest)
+        k.start_iteration(*self.buffers, decodes, prefill, chunks, duration)
+        return True
+
+    def _time_in_python(
+        self,
+        decodes: int,
+        prefill: int,
+        kv: int,
+        chunks: int,
+        context: int,
+        longest: int,
+        shortest: int,
+    ) -> float:
+        """The latency model's time for a planned iteration (its errors raised as they are)."""
+        return self.latency.iteration_s(
+            prefill,
+            decodes,
+            context,
+            self.rng,
+            prefill_kv_tokens=kv,
+            prefill_sequences=chunks,
+            decode_kv_max=longest,
+            decode_kv_min=shortest,
+        )
+
+    def _last_plan(self) -> tuple[int, int, int, int, int, int, int]:
+        """The latency inputs of the deciding GPU's planned iteration (for an error message)."""
+        s = self.state
+        gpu = int(s.decision_gpu[0])
+        base = gpu * int(s.slots_per_gpu[0])
+        decodes = int(s.pending_decodes[gpu])
+        chunks = int(s.pending_chunks[gpu])
+        ids = s.plan_id[base : base + chunks]
+        prefill = int(s.plan_take[base : base + chunks].sum())
+        kv = int(s.prefilled[ids].sum())
+        running = s.run_id[base : base + decodes]
+        contexts = s.prompt[running] + s.run_generated[base : base + decodes]
+        context = int(contexts.sum())
+        spread = decodes > 1 and bool(s.reads_spread[0])
+        longest = int(contexts.max()) if spread else 0
+        shortest = int(contexts.min()) if spread else 0
+        return decodes, prefill, kv, chunks, context, longest, shortest
+
+    def raise_refusal(self, code: int) -> None:
+        """Raise the error of a kernel's refusal ``code`` (the latency model's own, if any)."""
+        if code == k.NO_VALID_TIME:
+            self._time_in_python(*self._last_plan())
+        kind, message = _REFUSALS[code]
+        raise kind(message)
+
+    def _refuse(self, code: int) -> None:
+        if code != k.DONE:
+            self.raise_refusal(code)
+
+    # ------------------------------------------------------------------ the waiting queue
+    @property
+    def n_waiting(self) -> int:
+        """Requests waiting in the queue."""
+        return self.queue_tail - self.queue_head
+
+    def waiting_prompt_tokens(self) -> int:
+        """Prompt tokens of the waiting requests."""
+        c = self.state.queue_prompt_cumsum
+        return int(c[self.state.queue_tail[0]] - c[self.state.queue_head[0]])
+
+    def waiting_head(self) -> int:
+        """Index of the request at the head of the waiting queue, -1 if none waits."""
+        s = self.state
+        head = int(s.queue_head[0])
+        return int(s.queue_order[head]) if head < s.queue_tail[0] else -1
+
+    def waiting_head_tokens(self) -> int:
+        """Tokens the head of the waiting queue must prefill (0 if none waits)."""
+        head = self.waiting_head()
+        return int(self.state.prompt[head]) if head >= 0 else 0
+
+    def oldest_waiting(self) -> int:
+        """Index of the earliest-arrived waiting request (the head), -1 if none waits."""
+        return self.waiting_head()
+
+    def queued_ids(self) -> np.ndarray:
+        """Indices of the waiting requests, oldest first (a read-only view)."""
+        return self.queue_order[self.queue_head : self.queue_tail]
+
+    def waiting_ids(self) -> np.ndarray:
+        """Indices of the waiting requests, head first (a new array)."""
+        return self.queued_ids().copy()
+
+    def tokens_to_prefill(self, index: int) -> int:
+        """Tokens request ``index`` must still prefill before its first token."""
+        return int(self.state.prompt[index] - self.state.prefilled[index])
+
+    # ------------------------------------------------------------------ the GPUs
+    def _slots(self, gpu: int, count_field: str) -> slice:
+        base = gpu * int(self.state.slots_per_gpu[0])
+        return slice(base, base + int(getattr(self.state, count_field)[gpu]))
+
+    @property
+    def running(self) -> list[np.ndarray]:
+        """Per GPU, the decoding requests in the order they started decoding (new arrays)."""
+        return [self.state.run_id[self._slots(g, "n_running")].copy() for g in range(self.n_gpus)]
+
+    @property
+    def prefilling(self) -> list[list[int]]:
+        """Per GPU, the admitted requests whose prefill is not finished, in admission order."""
+        ids = self.state.prefilling_id
+        return [ids[self._slots(g, "n_prefilling")].tolist() for g in range(self.n_gpus)]
+
+    def prefill_remaining_tokens(self, gpu: int) -> int:
+        """Tokens still to prefill of the prompts ``gpu`` has started."""
+        ids = self.state.prefilling_id[self._slots(gpu, "n_prefilling")]
+        return int((self.state.prompt[ids] - self.state.prefilled[ids]).sum())
+
+    def running_generated_tokens(self, gpu: int) -> int:
+        """Output tokens generated so far by the sequences running on ``gpu``."""
+        s = self.state
+        return int(s.running_context[gpu] - s.running_prompt[gpu])
+
+    def running_tokens_generated(self, gpu: int) -> np.ndarray:
+        """Output tokens generated so far by each of ``gpu``'s running sequences (a new array)."""
+        return self.state.run_generated[self._slots(gpu, "n_running")].copy()
+
+    def oldest_token_s(self, gpu: int) -> float:
+        """Time of the least recent token among ``gpu``'s running sequences (``now`` if none)."""
+        times = self.state.run_last_token_s[self._slots(gpu, "n_running")]
+        return float(times.min()) if times.size else self.now
+
+    def next_free_s(self) -> list[float]:
+        """For every GPU, when its current iteration ends (``now`` for an idle GPU)."""
+        now = self.now
+        return [t if b else now for t, b in zip(self.gpu_free_at, self.gpu_busy)]
+
+    def next_event_time(self) -> float:
+        """Time of the next arrival or end of GPU work, ``inf`` if there is none."""
+        s = self.state
+        lo = int(s.n_arrived[0])
+        t = float(s.arrival_s[lo]) if lo < self.n_requests else math.inf
+        busy = s.gpu_free_at[s.gpu_busy != 0]
+        return min(t, float(busy.min())) if busy.size else t
+
+    # ------------------------------------------------------------------ admission questions
+    def can_admit(self, gpu: int) -> bool:
+        """Whether ``gpu`` could admit the head of the waiting queue now."""
+        return k.can_admit(*self.buffers, gpu)
+
+    def can_prefill(self, gpu: int) -> bool:
+        """Whether ``gpu`` has prefill work: a started prompt or an admissible waiting one."""
+        return bool(self.state.n_prefilling[gpu]) or self.can_admit(gpu)
+
+    def can_admit_within(self, gpu: int, budget_tokens: int) -> bool:
+        """Whether a prefill budget of ``budget_tokens`` (no decodes) admits the queue's head."""
+        if not self.can_admit(gpu):
+            return False
+        target = self.waiting_head_tokens()
+        take = target if self.chunk_size is None else min(target, self.chunk_size, budget_tokens)
+        return 1 <= take <= budget_tokens
+
+    def prefill_progresses(self, gpu: int, budget_tokens: int) -> bool:
+        """Whether a prefill-only iteration of ``gpu`` with this budget would make progress."""
+        started = self.state.prefilling_id[self._slots(gpu, "n_prefilling")]
+        if not started.size:
+            return self.can_admit_within(gpu, budget_tokens)
+        first = int(started[0])
+        remaining = self.tokens_to_prefill(first)
+        take = min(remaining, budget_tokens, self.chunk_size or remaining)
+        return take >= 1
+
+    def smallest_prefill_budget(self, gpu: int) -> float:
+        """The least prefill budget that gives ``gpu`` prefill work (``inf``: none does)."""
+        return k.smallest_prefill_budget(*self.buffers, gpu)
+
+    def prefill_allowed(self, gpu: int, budget_tokens: int, alongside_decodes: bool) -> bool:
+        """Whether a prefill budget of ``budget_tokens`` forms an allowed iteration on ``gpu``."""
+        return self.smallest_prefill_budget(gpu) <= budget_tokens
+
+    def prefill_allowed_budgets(
+        self, gpu: int, budgets_tokens: Any, alongside_decodes: bool
+    ) -> list[bool]:
+        """:meth:`prefill_allowed` for each of ``budgets_tokens``."""
+        smallest = self.smallest_prefill_budget(gpu)
+        return [smallest <= budget for budget in budgets_tokens]
+
+    def plan_prefill(self, gpu: int, budget_tokens: int, max_new_prompts: int) -> PrefillPlan:
+        """What a prefill-only iteration of ``gpu`` would prefill, without changing anything."""
+        return PrefillPlan(*k.plan_prefill(*self.buffers, gpu, budget_tokens, max_new_prompts))
+
+    # ------------------------------------------------------------------ results
+    @property
+    def sla_misses(self) -> int:
+        """TTFT misses (including rejections) plus TBT misses so far."""
+        return self.n_ttft_misses + self.n_tbt_misses
+
+    @property
+    def n_in_system(self) -> int:
+        """Requests that arrived and are neither completed nor rejected."""
+        return self.n_arrived - self.n_completed - self.n_rejected
+
+    @property
+    def done(self) -> bool:
+        """Whether every request has completed or been rejected."""
+        return self.n_completed + self.n_rejected == self.n_requests
+
+    def mean_batch_size(self) -> float:
+        """Mean number of sequences (prefilling or decoding) per iteration (nan before any)."""
+        if not self.n_iterations:
+            return float("nan")
+        return self.sequences_processed / self.n_iterations
+
+    def busy_time_s(self, until_s: float | None = None) -> float:
+        """Total time all GPUs have worked up to ``until_s`` (default now)."""
+        end = self.now if until_s is None else until_s
+        ahead = sequential_sum(
+            max(t - end, 0.0) for t, b in zip(self.gpu_free_at, self.gpu_busy) if b
+        )
+        return sequential_sum(self.busy_s) - ahead
+
+    @property
+    def records(self) -> RequestRecords:
+        """Per-request event times and states of the run so far (assembled from the state)."""
+        s = self.state
+        records = RequestRecords(self.workload)
+        records.start_s[:] = s.start_s
+        records.first_token_s[:] = s.first_token_s
+        records.completion_s[:] = s.completion_s
+        records.gpu[:] = s.gpu
+        records.reject_reason[:] = s.reject_reason
+        records.completed[:] = s.completed != 0
+        records.tokens_generated[:] = s.tokens_generated
+        records.max_token_gap_s[:] = s.max_gap_s
+        for gpu in range(self.n_gpus):
+            slots = self._slots(gpu, "n_running")
+            running = s.run_id[slots]
+            records.tokens_generated[running] = s.run_generated[slots]
+            records.max_token_gap_s[running] = s.run_max_gap_s[slots]
+        return records
+
+    def _run_counts(self) -> dict[str, int]:
+        return {
+            "preemptions": 0,
+            "recomputed_tokens": 0,
+            "prefix_hit_tokens": 0,
+            "prefix_queried_tokens": 0,
+            "preempted_prefix_hit_tokens": 0,
+            "preempted_prefix_queried_tokens": 0,
+        }
+
+    def summary(self, sla: SLATargets | None = None, warmup_s: float = 0.0) -> dict[str, float]:
+        """The metrics of the run so far (see :func:`llmsched_env.metrics.summarize`)."""
+        return summarize(
+            self.records.columns(self.n_arrived),
+            end_s=self.now,
+            n_gpus=self.n_gpus,
+            busy_s=self.busy_time_s(),
+            mean_batch_size=self.mean_batch_size(),
+            sla=sla or SLATargets(),
+            warmup_s=warmup_s,
+            **self._run_counts(),
+        )
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    values.flags.writeable = False
+    return values

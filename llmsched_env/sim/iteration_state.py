@@ -1,0 +1,125 @@
+"""The state of the compiled iteration-level server, declared once (see :mod:`~.state_schema`).
+
+:class:`~llmsched_env.sim.compiled_iteration_server.CompiledIterationServer` keeps the state of
+:class:`~llmsched_env.sim.iteration_server.IterationServer` (reserve mode) in two buffers, so
+that its event loop and its iterations run compiled (:mod:`llmsched_env.sim.iteration_kernels`).
+
+Per GPU, the running sequences and the started prompts are the first ``n_running[g]`` and
+``n_prefilling[g]`` entries of the GPU's row of slots (slot ``g * slots_per_gpu + j``, where
+``slots_per_gpu`` is ``max_sequences``, or the episode's requests if fewer): the running ones in
+the order they started decoding, the started prompts in admission order, as the Python server's
+lists. The waiting queue is
+``queue_order[queue_head:queue_tail]``. An iteration's plan (its prefill chunks) is kept in the
+GPU's slots of ``plan_id`` and ``plan_take`` until the iteration ends; its decodes are the
+first ``pending_decodes[g]`` running sequences, which nothing else changes meanwhile.
+
+Compiled code gets the state as the named tuple :data:`IterationState` from :func:`state_view`;
+Python code from :func:`state_views`. A scalar is a one-element array (``state.now[0]``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmsched_env.sim.state_schema import Field, StateSchema
+
+SCHEMA = StateSchema(
+    "IterationState",
+    __name__,
+    ("n", "n_queued", "n_gpus", "n_slots"),
+    (
+        # clock and parameters
+        Field("now", "f", 1, "current simulated time, s"),
+        Field("in_system_s", "f", 1, "time integral of the requests in the system, request-s"),
+        Field("tbt_target_s", "f", 1, "largest allowed gap between tokens, s (nan: none)"),
+        Field("overhead_s", "f", 1, "the compiled latency model's fixed time per iteration, s"),
+        Field("kv_capacity", "i", 1, "KV-cache tokens one GPU holds"),
+        Field("max_tokens", "i", 1, "token budget of one iteration"),
+        Field("max_sequences", "i", 1, "most requests on one GPU at once"),
+        Field("slots_per_gpu", "i", 1, "slots of a GPU: max_sequences, at most the requests"),
+        Field("chunk_size", "i", 1, "most prefill tokens of a prompt per iteration (0: whole)"),
+        Field("has_deadline", "i", 1, "1 if TTFT deadlines are counted"),
+        Field("reads_spread", "i", 1, "1 if the latency model takes the decode context spread"),
+        # counters
+        Field("n_arrived", "i", 1, "requests arrived (a prefix of the arrival order)"),
+        Field("n_completed", "i", 1, "requests completed"),
+        Field("n_rejected", "i", 1, "requests rejected at arrival"),
+        Field("n_on_time", "i", 1, "requests completed meeting both targets"),
+        Field("on_time_tokens", "i", 1, "output tokens of the on-time requests"),
+        Field("n_ttft_misses", "i", 1, "TTFT deadlines passed without a first token, rejections"),
+        Field("n_tbt_misses", "i", 1, "requests that breached the TBT target"),
+        Field("n_iterations", "i", 1, "iterations run"),
+        Field("sequences_processed", "i", 1, "sequences of all iterations"),
+        Field("prefill_tokens_processed", "i", 1, "prefill tokens of all iterations"),
+        Field("decode_tokens_processed", "i", 1, "decode tokens of all iterations"),
+        Field("queue_head", "i", 1, "position in queue_order of the oldest waiting request"),
+        Field("queue_tail", "i", 1, "one past the position of the newest arrived one"),
+        Field("deadline_ptr", "i", 1, "deadlines (in scan order) already checked"),
+        Field("decision_gpu", "i", 1, "GPU that must decide now (-1: none)"),
+        # per GPU
+        Field("gpu_free_at", "f", "n_gpus", "when the GPU's latest iteration ends (or ended), s"),
+        Field("gpu_busy_s", "f", "n_gpus", "time the GPU has worked (running work in full), s"),
+        Field("last_iteration_s", "f", "n_gpus", "duration of the GPU's latest iteration, s"),
+        Field("gpu_busy", "i", "n_gpus", "1 if the GPU works"),
+        Field("gpu_deferred", "i", "n_gpus", "1 if the GPU waits for the next event (WAIT)"),
+        Field("kv_reserved", "i", "n_gpus", "KV tokens reserved by the admitted requests"),
+        Field("kv_used", "i", "n_gpus", "KV tokens in use"),
+        Field("running_context", "i", "n_gpus", "prompt plus generated tokens of the running"),
+        Field("running_prompt", "i", "n_gpus", "prompt tokens of the running sequences"),
+        Field("running_predicted", "i", "n_gpus", "predicted output tokens of the running"),
+        Field("n_sequences", "i", "n_gpus", "requests on the GPU (prefilling or running)"),
+        Field("n_running", "i", "n_gpus", "running (decoding) sequences"),
+        Field("n_prefilling", "i", "n_gpus", "started prompts (admitted, prefill not done)"),
+        Field("pending", "i", "n_gpus", "1 while an iteration runs whose tokens are not applied"),
+        Field("pending_decodes", "i", "n_gpus", "running sequences the iteration decodes"),
+        Field("pending_chunks", "i", "n_gpus", "prefill chunks of the iteration"),
+        # per slot: GPU g's slots are g * slots_per_gpu .. (g + 1) * slots_per_gpu - 1
+        Field("run_id", "i", "n_slots", "request index of a running sequence"),
+        Field("run_generated", "i", "n_slots", "its output tokens generated"),
+        Field("run_last_token_s", "f", "n_slots", "the time of its latest token, s"),
+        Field("run_max_gap_s", "f", "n_slots", "its longest gap between tokens, s"),
+        Field("run_tbt_missed", "i", "n_slots", "1 once a gap exceeded the TBT target"),
+        Field("prefilling_id", "i", "n_slots", "request index of a started prompt"),
+        Field("plan_id", "i", "n_slots", "request index of a prefill chunk of the iteration"),
+        Field("plan_take", "i", "n_slots", "its tokens"),
+        # per request, in arrival order
+        Field("arrival_s", "f", "n", "arrival time, s"),
+        Field("ttft_deadline_s", "f", "n", "time by which its first token is due, s"),
+        Field("start_s", "f", "n", "admission time, s (nan: not yet)"),
+        Field("first_token_s", "f", "n", "time of its first token, s (nan: not yet)"),
+        Field("completion_s", "f", "n", "completion time, s (nan: not yet)"),
+        Field("max_gap_s", "f", "n", "longest gap between tokens, once completed, s"),
+        Field("prompt", "i", "n", "prompt tokens"),
+        Field("output", "i", "n", "output tokens"),
+        Field("predicted", "i", "n", "predicted output tokens"),
+        Field("rejection", "i", "n", "why it will be rejected at arrival (RejectReason; 0: not)"),
+        Field("reject_reason", "i", "n", "why it was rejected, once arrived (0: not rejected)"),
+        Field("prefilled", "i", "n", "prompt tokens prefilled"),
+        Field("tokens_generated", "i", "n", "output tokens generated, once no longer running"),
+        Field("gpu", "i", "n", "GPU that admitted it (-1: none)"),
+        Field("completed", "i", "n", "1 once completed"),
+        Field("scan_deadline_s", "f", "n", "the TTFT deadlines in ascending order, s"),
+        Field("scan_order", "i", "n", "request of each entry of scan_deadline_s"),
+        # the waiting queue
+        Field("queue_order", "i", "n_queued", "admissible request indices in arrival order"),
+        Field("queue_prompt_cumsum", "i", "n_queued + 1", "prefix sums of their prompt tokens"),
+    ),
+)
+
+#: The named tuple of the state's arrays (one entry per field of :data:`SCHEMA`).
+IterationState = SCHEMA.tuple_type
+#: Compiled ``state_view(floats, ints, layout)``: the :data:`IterationState` of a run's buffers.
+state_view = SCHEMA.view
+
+
+def allocate(
+    n: int, n_queued: int, n_gpus: int, max_sequences: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zeroed ``(floats, ints, layout)`` of a run of ``n`` requests (``n_queued`` admissible)."""
+    slots = n_gpus * min(max_sequences, max(n, 1))
+    return SCHEMA.allocate(n=n, n_queued=n_queued, n_gpus=n_gpus, n_slots=slots)
+
+
+def state_views(floats: np.ndarray, ints: np.ndarray, layout: np.ndarray) -> IterationState:
+    """The :data:`IterationState` of a run's buffers, as numpy views (for Python code)."""
+    return SCHEMA.views(floats, ints, layout)
