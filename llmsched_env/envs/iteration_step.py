@@ -369,6 +369,8 @@ class CompiledSteps:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
+        # Copies come back writable; read-only again, they take the kernels compiled already.
+        self.bounds.flags.writeable = False
         self._look_up()
 
     def step(self, decode: int, prefill: int, cap: int) -> tuple:

@@ -417,6 +417,20 @@ class CompiledIterationServer:
         ids = self.state.prefilling_id
         return [ids[self._slots(g, "n_prefilling")].tolist() for g in range(self.n_gpus)]
 
+    @property
+    def blocks_used(self) -> list[int]:
+        """Per GPU, the KV blocks allocated: none in reserve mode."""
+        return [0] * self.n_gpus
+
+    @property
+    def request_blocks(self) -> list[int]:
+        """Per request, the KV blocks it holds: none in reserve mode."""
+        return [0] * self.n_requests
+
+    def free_blocks(self, gpu: int) -> int:
+        """Free KV blocks of ``gpu``: none in reserve mode, which has no blocks."""
+        return 0
+
     def prefill_remaining_tokens(self, gpu: int) -> int:
         """Tokens still to prefill of the prompts ``gpu`` has started."""
         ids = self.state.prefilling_id[self._slots(gpu, "n_prefilling")]

@@ -1,0 +1,260 @@
+"""The compiled iteration-level server plays IterationServer's reserve-mode episodes bit for bit."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+
+from llmsched_env.latency import AffineIterationLatency, make_iteration_latency
+from llmsched_env.sim import IterationServer
+from llmsched_env.sim.compiled_iteration_server import CompiledIterationServer
+from tests.conftest import check_iteration_accounting, make_workload, random_workload
+
+PROFILED = make_iteration_latency("vllm0.19-rtxpro6000-llama3.1-8b")
+#: Timed in Python between the two compiled halves of an iteration, drawing from the rng.
+STOCHASTIC = AffineIterationLatency(c_s=0.01, a_s_per_token=0.001, b0_tokens=0, stochastic=True)
+
+SETTINGS = [
+    dict(latency=PROFILED, n_gpus=1, kv_capacity_tokens=568_432, max_tokens=2048, chunk_size=512),
+    dict(latency=PROFILED, n_gpus=3, kv_capacity_tokens=6_000, max_tokens=512, chunk_size=64),
+    dict(latency=PROFILED, n_gpus=2, kv_capacity_tokens=60_000, max_tokens=300, chunk_size=None),
+    dict(latency=STOCHASTIC, n_gpus=2, kv_capacity_tokens=20_000, max_tokens=256, chunk_size=32),
+    dict(latency=STOCHASTIC, n_gpus=1, kv_capacity_tokens=3_000, max_tokens=2048, chunk_size=None),
+]
+TARGETS = [
+    dict(ttft_deadline_s=1.0, tbt_target_s=0.1),
+    dict(ttft_deadline_s=0.5, ttft_per_token_s=0.002, tbt_target_s=0.05),
+    dict(),
+]
+
+
+def _pair(workload, **settings):
+    settings.setdefault("max_sequences", 16)
+    return (
+        IterationServer(workload, rng=np.random.default_rng(3), **settings),
+        CompiledIterationServer(workload, rng=np.random.default_rng(3), **settings),
+    )
+
+
+SCALARS = (
+    "now",
+    "in_system_integral",
+    "n_arrived",
+    "n_completed",
+    "n_rejected",
+    "n_on_time",
+    "on_time_output_tokens",
+    "n_ttft_misses",
+    "n_tbt_misses",
+    "sla_misses",
+    "n_iterations",
+    "sequences_processed",
+    "prefill_tokens_processed",
+    "decode_tokens_processed",
+    "queue_head",
+    "queue_tail",
+    "decision_gpu",
+    "n_waiting",
+    "kv_reserved",
+    "kv_used",
+    "running_prompt_tokens",
+    "running_predicted_tokens",
+    "n_sequences",
+    "last_iteration_s",
+    "gpu_busy",
+    "gpu_free_at",
+    "busy_s",
+)
+
+
+def assert_same_state(python, compiled):
+    """Every attribute and question the env and the baselines read agrees."""
+    for name in SCALARS:
+        assert getattr(python, name) == getattr(compiled, name), name
+    for method in ("waiting_prompt_tokens", "waiting_head", "waiting_head_tokens", "can_wait"):
+        assert getattr(python, method)() == getattr(compiled, method)(), method
+    assert python.oldest_waiting() == compiled.oldest_waiting()
+    assert python.next_event_time() == compiled.next_event_time()
+    assert python.next_free_s() == compiled.next_free_s()
+    assert python.waiting_ids().tolist() == compiled.waiting_ids().tolist()
+    for gpu in range(python.n_gpus):
+        assert python.running[gpu].tolist() == compiled.running[gpu].tolist()
+        assert python.prefilling[gpu] == compiled.prefilling[gpu]
+        assert (
+            python.running_tokens_generated(gpu).tolist()
+            == compiled.running_tokens_generated(gpu).tolist()
+        )
+        for method in (
+            "prefill_remaining_tokens",
+            "running_generated_tokens",
+            "oldest_token_s",
+            "can_admit",
+            "can_prefill",
+            "smallest_prefill_budget",
+        ):
+            assert getattr(python, method)(gpu) == getattr(compiled, method)(gpu), method
+        for budget in (0, 1, 9, 100, 2048):
+            assert python.can_admit_within(gpu, budget) == compiled.can_admit_within(gpu, budget)
+            assert python.prefill_progresses(gpu, budget) == compiled.prefill_progresses(
+                gpu, budget
+            )
+            for decodes in (False, True):
+                assert python.prefill_allowed(gpu, budget, decodes) == compiled.prefill_allowed(
+                    gpu, budget, decodes
+                )
+            for cap in (0, 1, 3, 1000):
+                assert python.plan_prefill(gpu, budget, cap) == compiled.plan_prefill(
+                    gpu, budget, cap
+                )
+
+
+def assert_same_records(python, compiled):
+    a, b = python.records, compiled.records
+    for field in (
+        "start_s",
+        "first_token_s",
+        "completion_s",
+        "gpu",
+        "reject_reason",
+        "completed",
+        "tokens_generated",
+        "max_token_gap_s",
+    ):
+        x, y = getattr(a, field), getattr(b, field)
+        assert x.dtype == y.dtype, field
+        np.testing.assert_array_equal(x, y, err_msg=field)
+    assert python.summary() == pytest.approx(compiled.summary(), abs=0, rel=0, nan_ok=True)
+    assert str(python.summary()) == str(compiled.summary())  # the same bits, nan included
+
+
+def play_side_by_side(python, compiled, rng, check_every=1):
+    """Random decisions (WAIT, decodes, budgets, caps) on both servers; compare as they go."""
+    step = 0
+    while True:
+        due = python.advance()
+        assert compiled.advance() == due
+        if step % check_every == 0:
+            assert_same_state(python, compiled)
+        if not due:
+            break
+        if rng.random() < 0.1 and python.can_wait():
+            python.wait()
+            compiled.wait()
+        else:
+            decodes = int(rng.integers(0, 40))
+            budget = int(rng.choice([0, 1, 16, 300, 2048, 10**6]))
+            cap = int(rng.choice([0, 1, 2, 1000]))
+            formed = python.run_iteration(decodes, budget, cap)
+            assert compiled.run_iteration(decodes, budget, cap) == formed
+            if not formed:
+                python.run_iteration(10**6, 10**6, 10**6)
+                compiled.run_iteration(10**6, 10**6, 10**6)
+        step += 1
+    assert_same_records(python, compiled)
+    return step
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+@pytest.mark.parametrize("targets", TARGETS)
+def test_random_decisions_give_the_same_episode(settings, targets):
+    rng = np.random.default_rng(len(str(settings)) + len(targets))
+    workload = random_workload(rng, 80, rate=float(rng.choice([3.0, 12.0])))
+    python, compiled = _pair(workload, **settings, **targets)
+    steps = play_side_by_side(python, compiled, rng, check_every=4)
+    assert steps > 50
+    check_iteration_accounting(compiled)
+
+
+def test_few_slots_one_token_outputs_and_rejections():
+    """Sequence slots run out, some outputs are one token, some requests never fit."""
+    rng = np.random.default_rng(7)
+    w = random_workload(rng, 80, rate=20.0)
+    output = w.output_tokens.copy()
+    output[::5] = 1
+    w = make_workload(w.arrival_s, w.prompt_tokens, output)
+    python, compiled = _pair(
+        w, latency=PROFILED, n_gpus=2, kv_capacity_tokens=900, max_tokens=128, chunk_size=None,
+        max_sequences=2, ttft_deadline_s=0.3, tbt_target_s=0.02,
+    )  # fmt: skip
+    play_side_by_side(python, compiled, rng)
+    assert compiled.n_rejected > 0
+    assert compiled.n_completed > 0
+
+
+def test_copies_and_pickles_continue_the_same_episode():
+    rng = np.random.default_rng(1)
+    w = random_workload(rng, 60, rate=8.0)
+    python, compiled = _pair(w, latency=PROFILED, n_gpus=2, kv_capacity_tokens=50_000,
+                             max_tokens=512, chunk_size=128)  # fmt: skip
+    for _ in range(40):
+        assert python.advance() and compiled.advance()
+        python.run_iteration(5, 300, 2)
+        compiled.run_iteration(5, 300, 2)
+    for copied in (copy.deepcopy(compiled), pickle.loads(pickle.dumps(compiled))):
+        python_copy = copy.deepcopy(python)
+        play_side_by_side(python_copy, copied, np.random.default_rng(5), check_every=5)
+    # The copies did not touch the original.
+    assert_same_state(python, compiled)
+
+
+def test_decisions_are_refused_as_by_the_python_server():
+    w = make_workload([0.0, 10.0], [10, 10], [2, 2])
+    s = CompiledIterationServer(
+        w, n_gpus=1, latency=PROFILED, kv_capacity_tokens=1000, max_tokens=64, max_sequences=4,
+        rng=np.random.default_rng(0),
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="no scheduling decision is due"):
+        s.run_iteration(1, 1, 1)
+    with pytest.raises(RuntimeError, match="no scheduling decision is due"):
+        s.wait()
+    assert s.advance()
+    s.run_iteration(0, 64, 1)
+    while s.advance():
+        s.run_iteration(10, 64, 1)
+    assert s.done and not s.can_wait()
+
+
+def test_wait_that_would_deadlock_is_refused():
+    w = make_workload([0.0], [10], [3])
+    s = CompiledIterationServer(
+        w, n_gpus=1, latency=PROFILED, kv_capacity_tokens=1000, max_tokens=64, max_sequences=4,
+        rng=np.random.default_rng(0),
+    )  # fmt: skip
+    assert s.advance()
+    with pytest.raises(RuntimeError, match="WAIT would deadlock"):
+        s.wait()
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        (dict(kv_allocation="paged"), "serves kv_allocation='reserve'"),
+        (dict(max_sequences=0), "max_sequences must be >= 1"),
+        (dict(chunk_size=0), "chunk_size must be >= 1 or None"),
+        (dict(n_gpus=0), "n_gpus must be a positive integer"),
+        (dict(tbt_target_s=-1.0), "tbt_target_s must be positive or None"),
+    ],
+)
+def test_bad_settings_are_named(settings, match):
+    args = dict(
+        n_gpus=1, latency=PROFILED, kv_capacity_tokens=1000, max_tokens=64, max_sequences=4,
+        rng=np.random.default_rng(0),
+    )  # fmt: skip
+    args.update(settings)
+    with pytest.raises(ValueError, match=match):
+        CompiledIterationServer(make_workload([0.0], [10], [3]), **args)
+
+
+def test_a_latency_without_a_valid_time_raises_its_own_error():
+    class Broken(AffineIterationLatency):
+        def iteration_s(self, *args, **kwargs):
+            raise ValueError("Broken: no valid time for this iteration")
+
+    s = CompiledIterationServer(
+        make_workload([0.0], [10], [3]), n_gpus=1, latency=Broken(c_s=0.01, a_s_per_token=0.0),
+        kv_capacity_tokens=1000, max_tokens=64, max_sequences=4, rng=np.random.default_rng(0),
+    )  # fmt: skip
+    assert s.advance()
+    with pytest.raises(ValueError, match="Broken: no valid time"):
+        s.run_iteration(0, 64, 1)
