@@ -26,7 +26,6 @@ from llmsched_env.envs.iteration_observation import (
 from llmsched_env.envs.iteration_step import FORBIDDEN, REWARD_CODES, CompiledSteps, codec_array
 from llmsched_env.envs.queue_snapshot import WaitingQueueSnapshot
 from llmsched_env.latency import make_iteration_latency
-from llmsched_env.latency.profiled import ProfiledIterationLatency
 from llmsched_env.metrics import SLATargets
 from llmsched_env.sim.compiled_iteration_server import CompiledIterationServer
 from llmsched_env.sim.iteration_planning import PrefillPlan
@@ -474,13 +473,14 @@ class ContinuousBatchingEnv(SchedulingEnv):
     def _compiles_steps(self) -> bool:
         """Whether episodes run compiled steps (:mod:`llmsched_env.envs.iteration_step`).
 
-        They need reserve-mode KV memory, the profiled latency model and one of the shipped
-        reward shapes; other settings run the Python server and step.
+        They need reserve-mode KV memory, a latency model with a compiled timing (every preset
+        but the stochastic ``sim-a`` and ``mm1``) and one of the shipped reward shapes; other
+        settings run the Python server and step.
         """
         cfg = self.config
         return (
             cfg.kv_allocation == "reserve"
-            and isinstance(self.latency, ProfiledIterationLatency)
+            and getattr(self.latency, "compiled_timing", lambda: None)() is not None
             and cfg.reward in REWARD_CODES
         )
 

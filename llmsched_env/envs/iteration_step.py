@@ -1,9 +1,9 @@
-"""One ``ContinuousBatching-v0`` step, compiled, for reserve-mode KV memory and profiled latency.
+"""One ``ContinuousBatching-v0`` step, compiled, for reserve-mode KV memory.
 
 :func:`step_reserve` carries out one decision of an episode served by
 :class:`~llmsched_env.sim.compiled_iteration_server.CompiledIterationServer` and advances it to
 the next: the action's check against the decision's mask answers, the remap of a forbidden
-action, WAIT or the iteration (timed by the profiled latency model's compiled tables), the event
+action, WAIT or the iteration (timed by the latency model's compiled timing), the event
 loop, the reward's objective, the next decision's mask answers and its observation.
 :func:`observe` does the last two alone (at ``reset``). They apply the rules of
 :class:`~llmsched_env.envs.iteration_env.ContinuousBatchingEnv`'s Python path
@@ -257,7 +257,7 @@ def step_reserve(
         floats: The server's float buffer.
         ints: The server's int buffer.
         layout: The server's layout.
-        tables: The profiled latency model's packed tables.
+        tables: The latency model's compiled tables (its ``CompiledTiming.tables``).
         codec: See the module docstring.
         answers: See the module docstring.
         rates: See the module docstring.
@@ -298,7 +298,7 @@ def step_reserve(
         rest = (prefill * left) % prefill_steps
         if 2 * rest > prefill_steps or (2 * rest == prefill_steps and budget % 2):
             budget += 1
-        code, _ = k._run_profiled(state, count, budget, codec[5 + cap], tables)
+        code, _ = k._run_timed(state, count, budget, codec[5 + cap], tables)
     if code != k.DONE:
         return code, invalid, decode, prefill, cap, True, 0.0, 0
     due = k._advance(state)
@@ -313,8 +313,8 @@ class CompiledSteps:
     """The arrays and kernels of one episode's compiled steps (see the module docstring).
 
     Args:
-        server: The episode's server; its latency model must be profiled
-            (``server.compiled_latency``).
+        server: The episode's server; its latency model must have a compiled timing
+            (``server.timing``).
         codec: The env's action codec as :func:`codec_array` gives it.
         obs_params: ``[ttft_sla_s, tbt_sla_s, length_scale_tokens, capacity_rps]``.
         bounds: Observation bounds, ``(2, n_obs)`` float32 (read-only).
@@ -356,7 +356,7 @@ class CompiledSteps:
         obs = np.zeros(self.bounds.shape[1], dtype=np.float32)
         arrays = (self.codec, self.answers, self.rates, self.obs_params, self.bounds, obs)
         buffers = self.server.buffers
-        tables = self.server.latency_tables
+        tables = self.server.timing.tables
         self._step = implementation(
             step_reserve, 0, 0, 0, False, *buffers, tables, *arrays, 0, 0.0, 0.0
         )
@@ -383,7 +383,7 @@ class CompiledSteps:
             cap,
             self.raise_forbidden,
             *server.buffers,
-            server.latency_tables,
+            server.timing.tables,
             self.codec,
             self.answers,
             self.rates,

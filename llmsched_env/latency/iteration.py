@@ -14,11 +14,14 @@ j-th decode iteration (j = 1 .. o - 1) the request's KV context is ``p + j`` tok
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
 from llmsched_env.latency import _checks
+
+if TYPE_CHECKING:
+    from llmsched_env.latency.iteration_timing import CompiledTiming
 
 
 class IterationLatencyModel(Protocol):
@@ -202,6 +205,17 @@ class AffineIterationLatency:
             duration += rng.exponential(self.a_s_per_token) * excess
         return duration
 
+    def compiled_timing(self) -> CompiledTiming | None:
+        """Its timing inside compiled code (:mod:`~llmsched_env.latency.iteration_timing`).
+
+        ``None`` when stochastic: the draws come from the run's numpy generator, in Python.
+        """
+        from llmsched_env.latency.iteration_timing import AFFINE_TIMING, compiled_timing
+
+        if self.stochastic:
+            return None
+        return compiled_timing(AFFINE_TIMING, self.c_s, self.a_s_per_token, self.b0_tokens)
+
     def marginal_request_s(self, prompt_tokens: float, output_tokens: float) -> float:
         """Token work of one request: ``a * (prompt_tokens + output_tokens - 1)``.
 
@@ -319,6 +333,18 @@ class LinearIterationLatency:
             + self.b1_s_per_prefill_token * prefill_tokens
             + self.b2_s_per_decode_token * decode_tokens
             + self.b3_s_per_context_token * context_tokens
+        )
+
+    def compiled_timing(self) -> CompiledTiming:
+        """Its timing inside compiled code (:mod:`~llmsched_env.latency.iteration_timing`)."""
+        from llmsched_env.latency.iteration_timing import LINEAR_TIMING, compiled_timing
+
+        return compiled_timing(
+            LINEAR_TIMING,
+            self.b0_s,
+            self.b1_s_per_prefill_token,
+            self.b2_s_per_decode_token,
+            self.b3_s_per_context_token,
         )
 
     def marginal_request_s(self, prompt_tokens: float, output_tokens: float) -> float:

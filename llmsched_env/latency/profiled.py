@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from llmsched_env.latency.architectures import PROLOGUE_OPS, SEQUENCE_OPS, Model
 from llmsched_env.latency.profile_data import LayerProfile
 from llmsched_env.latency.skew import DecodeSkewCorrection, skew_alpha
 from llmsched_env.sim.state_schema import Field, StateSchema
+
+if TYPE_CHECKING:
+    from llmsched_env.latency.iteration_timing import CompiledTiming
 
 _US = 1e-6
 
@@ -537,6 +540,12 @@ class ProfiledIterationLatency:
             decode_kv_min,
         )
         return us * _US + self.iteration_overhead_s
+
+    def compiled_timing(self) -> CompiledTiming:
+        """Its timing inside compiled code (:mod:`~llmsched_env.latency.iteration_timing`)."""
+        from llmsched_env.latency.iteration_timing import PROFILED_TIMING, compiled_timing
+
+        return compiled_timing(PROFILED_TIMING, self.iteration_overhead_s, tables=self._tables)
 
     def estimate_s(
         self,

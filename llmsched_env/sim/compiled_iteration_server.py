@@ -22,7 +22,7 @@ import numpy as np
 
 from llmsched_env.jit import implementation
 from llmsched_env.latency import IterationLatencyModel
-from llmsched_env.latency.profiled import ProfiledIterationLatency
+from llmsched_env.latency.iteration_timing import CompiledTiming
 from llmsched_env.metrics import SLATargets, summarize
 from llmsched_env.sim import iteration_kernels as k
 from llmsched_env.sim.iteration_planning import PrefillPlan
@@ -66,8 +66,9 @@ class CompiledIterationServer:
     Args:
         workload: Requests sorted by arrival.
         n_gpus: Number of identical GPUs (engine replicas sharing one waiting queue).
-        latency: Iteration latency model; a :class:`ProfiledIterationLatency` is timed inside
-            the compiled iteration, any other in Python.
+        latency: Iteration latency model; one with a compiled timing (``compiled_timing()``,
+            :mod:`llmsched_env.latency.iteration_timing`) is timed inside the compiled
+            iteration, any other in Python.
         kv_capacity_tokens: KV-cache tokens one GPU holds.
         max_tokens: Token budget of one iteration (prefill tokens plus decoded sequences).
         max_sequences: Most requests on one GPU at once.
@@ -224,11 +225,11 @@ class CompiledIterationServer:
                 s.scan_deadline_s[:] = deadline
                 s.scan_order[:] = np.arange(n)
         # The profiled model is timed inside the compiled iteration; others in Python.
-        #: The profiled latency model's packed tables (``None``: the model is timed in Python).
-        self.latency_tables: tuple[np.ndarray, ...] | None = None
-        if isinstance(latency, ProfiledIterationLatency):
-            self.latency_tables = latency._tables
-            s.overhead_s[0] = latency.iteration_overhead_s
+        #: The latency model's compiled timing (``None``: the model is timed in Python).
+        self.timing: CompiledTiming | None = getattr(latency, "compiled_timing", lambda: None)()
+        if self.timing is not None:
+            s.latency_code[0] = self.timing.code
+            s.latency_params[:] = self.timing.params
         self.buffers = (floats, ints, layout)
         self.state: IterationState = s
         self._look_up_kernels()
@@ -240,17 +241,17 @@ class CompiledIterationServer:
         """The hot kernels' implementations for this run's buffers (no dispatcher per call)."""
         buffers = self.buffers
         self._advance = implementation(k.advance, *buffers)
-        self._run_profiled = None
-        if self.latency_tables is not None:
-            self._run_profiled = implementation(
-                k.run_profiled_iteration, *buffers, 0, 0, 0, self.latency_tables
+        self._run_timed = None
+        if self.timing is not None:
+            self._run_timed = implementation(
+                k.run_timed_iteration, *buffers, 0, 0, 0, self.timing.tables
             )
 
     # ------------------------------------------------------------------ pickling and copies
     def __getstate__(self) -> dict[str, Any]:
         """The server without its views, which a copy rebuilds on its own buffers."""
         state = self.__dict__.copy()
-        for name in ("state", "_advance", "_run_profiled"):
+        for name in ("state", "_advance", "_run_timed"):
             del state[name]
         return state
 
@@ -295,10 +296,10 @@ class CompiledIterationServer:
         decode_count = int(decode_count)
         prefill_budget_tokens = int(prefill_budget_tokens)
         max_new_prompts = int(max_new_prompts)
-        tables = self.latency_tables
-        if tables is not None:
-            code, formed = self._run_profiled(
-                *self.buffers, decode_count, prefill_budget_tokens, max_new_prompts, tables
+        timing = self.timing
+        if timing is not None:
+            code, formed = self._run_timed(
+                *self.buffers, decode_count, prefill_budget_tokens, max_new_prompts, timing.tables
             )
             self._refuse(code)
             return formed

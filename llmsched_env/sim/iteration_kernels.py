@@ -10,9 +10,9 @@ the tests play both side by side. The state is :data:`~llmsched_env.sim.iteratio
 
 An iteration is formed in two parts: :func:`plan_iteration` chooses its decodes and prefill
 chunks (admitting prompts from the queue) and returns what the latency model needs;
-:func:`start_iteration` starts it with its duration. :func:`run_profiled_iteration` does both
-with :mod:`llmsched_env.latency.profiled`'s compiled timing in between; any other latency model
-is timed in Python between the two calls.
+:func:`start_iteration` starts it with its duration. :func:`run_timed_iteration` does both
+with the latency model's compiled timing in between (:mod:`llmsched_env.latency.iteration_timing`);
+a model without one is timed in Python between the two calls.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from llmsched_env.jit import njit
-from llmsched_env.latency.profiled import _iteration_s
+from llmsched_env.latency.iteration_timing import iteration_time_s
 from llmsched_env.sim.batch_kernels import fsum
 from llmsched_env.sim.batch_rules import bisect_left, bisect_right
 from llmsched_env.sim.iteration_state import state_view
@@ -32,9 +32,6 @@ DONE = 0
 NO_DECISION_DUE = 1
 WAIT_DEADLOCKS = 2
 NO_VALID_TIME = 3
-
-#: Microseconds to seconds, as the profiled latency model converts.
-_US = 1e-6
 
 
 # ---------------------------------------------------------------------- queries
@@ -366,33 +363,34 @@ def _start_iteration(state, decodes, prefill_tokens, chunks, duration):
 
 
 @njit(cache=True)
-def _run_profiled(state, decode_count, prefill_budget_tokens, max_new_prompts, tables):
-    """:func:`_plan_iteration`, the profiled latency model's time, :func:`_start_iteration`.
+def _run_timed(state, decode_count, prefill_budget_tokens, max_new_prompts, tables):
+    """:func:`_plan_iteration`, the compiled latency model's time, :func:`_start_iteration`.
 
-    ``tables`` are the model's packed tables ``(floats, ints, layout)``; ``state.overhead_s``
-    its fixed time per iteration. Returns ``(code, formed)``; ``NO_VALID_TIME`` if the model
-    gives no valid time (the iteration's admissions are then done, as in Python).
+    The model is ``state.latency_code`` with ``state.latency_params`` and ``tables``
+    (:func:`~llmsched_env.latency.iteration_timing.iteration_time_s`). Returns ``(code,
+    formed)``; ``NO_VALID_TIME`` if the model gives no valid time (the iteration's admissions
+    are then done, as in Python).
     """
     code, formed, k, prefill, kv, chunks, context, longest, shortest = _plan_iteration(
         state, decode_count, prefill_budget_tokens, max_new_prompts
     )
     if code != DONE or not formed:
         return code, formed
-    us = _iteration_s(
-        float(prefill),
-        float(k),
-        float(context),
-        float(kv),
-        float(chunks),
-        float(longest),
-        float(shortest),
-        tables[0],
-        tables[1],
-        tables[2],
+    duration = iteration_time_s(
+        state.latency_code[0],
+        state.latency_params,
+        tables,
+        prefill,
+        k,
+        context,
+        kv,
+        chunks,
+        longest,
+        shortest,
     )
-    if not us >= 0.0:
+    if not duration >= 0.0:
         return NO_VALID_TIME, False
-    _start_iteration(state, k, prefill, chunks, us * _US + state.overhead_s[0])
+    _start_iteration(state, k, prefill, chunks, duration)
     return DONE, True
 
 
@@ -558,12 +556,12 @@ def plan_iteration(floats, ints, layout, decode_count, prefill_budget_tokens, ma
 
 
 @njit(cache=True)
-def run_profiled_iteration(
+def run_timed_iteration(
     floats, ints, layout, decode_count, prefill_budget_tokens, max_new_prompts, tables
 ):
-    """:func:`_run_profiled` on a run's buffers."""
+    """:func:`_run_timed` on a run's buffers."""
     state = state_view(floats, ints, layout)
-    return _run_profiled(state, decode_count, prefill_budget_tokens, max_new_prompts, tables)
+    return _run_timed(state, decode_count, prefill_budget_tokens, max_new_prompts, tables)
 
 
 @njit(cache=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmsched_env.latency.iteration_timing import N_TIMING_PARAMS
 from llmsched_env.sim.state_schema import Field, StateSchema
 
 SCHEMA = StateSchema(
@@ -32,7 +33,8 @@ SCHEMA = StateSchema(
         Field("now", "f", 1, "current simulated time, s"),
         Field("in_system_s", "f", 1, "time integral of the requests in the system, request-s"),
         Field("tbt_target_s", "f", 1, "largest allowed gap between tokens, s (nan: none)"),
-        Field("overhead_s", "f", 1, "the compiled latency model's fixed time per iteration, s"),
+        Field("latency_params", "f", N_TIMING_PARAMS, "the latency model's compiled parameters"),
+        Field("latency_code", "i", 1, "which compiled timing to use (0: timed in Python)"),
         Field("kv_capacity", "i", 1, "KV-cache tokens one GPU holds"),
         Field("max_tokens", "i", 1, "token budget of one iteration"),
         Field("max_sequences", "i", 1, "most requests on one GPU at once"),

@@ -77,6 +77,8 @@ def play(compiled, python, seed, episodes=2, forbidden_share=0.2):
         dict(n_requests=80, load=0.7, max_tokens=256, chunk_size=32, kv_memory=30_000),
         dict(n_requests=60, latency="vllm0.19-rtx4090-llama3.1-8b", load=0.6, max_steps=70),
         dict(n_requests=60, decode_levels=2, prefill_levels=9, prompt_caps=(0, 2), load=0.9),
+        dict(n_requests=80, latency="demo2", workload="demo2", load=0.9),
+        dict(n_requests=80, latency="llama3.1-8b-h100", load=0.8, n_gpus=2),
     ],
 )
 def test_compiled_steps_play_the_python_episode(settings):
@@ -84,11 +86,11 @@ def test_compiled_steps_play_the_python_episode(settings):
     assert play(compiled, python, seed=len(settings)) > 100
 
 
-def test_the_compiled_step_is_the_default_and_paged_memory_keeps_python():
+def test_the_compiled_step_is_the_default_and_paged_memory_or_random_times_keep_python():
     env = ContinuousBatchingEnv(n_requests=10)
     env.reset(seed=0)
     assert isinstance(env.server, CompiledIterationServer)
-    for settings in (dict(kv_allocation="paged"), dict(latency="demo2")):
+    for settings in (dict(kv_allocation="paged"), dict(latency="sim-a")):
         env = ContinuousBatchingEnv(n_requests=10, **settings)
         env.reset(seed=0)
         assert isinstance(env.server, IterationServer)

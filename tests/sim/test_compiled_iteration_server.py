@@ -6,7 +6,11 @@ import pickle
 import numpy as np
 import pytest
 
-from llmsched_env.latency import AffineIterationLatency, make_iteration_latency
+from llmsched_env.latency import (
+    AffineIterationLatency,
+    LinearIterationLatency,
+    make_iteration_latency,
+)
 from llmsched_env.sim import IterationServer
 from llmsched_env.sim.compiled_iteration_server import CompiledIterationServer
 from tests.conftest import check_iteration_accounting, make_workload, random_workload
@@ -14,6 +18,9 @@ from tests.conftest import check_iteration_accounting, make_workload, random_wor
 PROFILED = make_iteration_latency("vllm0.19-rtxpro6000-llama3.1-8b")
 #: Timed in Python between the two compiled halves of an iteration, drawing from the rng.
 STOCHASTIC = AffineIterationLatency(c_s=0.01, a_s_per_token=0.001, b0_tokens=0, stochastic=True)
+#: Timed inside the compiled iteration, as the profiled model.
+AFFINE = AffineIterationLatency(c_s=0.01, a_s_per_token=0.0013, b0_tokens=64)
+LINEAR = LinearIterationLatency(5752.7e-6, 17.25e-6, 6.00e-6, 3.1e-8)
 
 SETTINGS = [
     dict(latency=PROFILED, n_gpus=1, kv_capacity_tokens=568_432, max_tokens=2048, chunk_size=512),
@@ -21,6 +28,8 @@ SETTINGS = [
     dict(latency=PROFILED, n_gpus=2, kv_capacity_tokens=60_000, max_tokens=300, chunk_size=None),
     dict(latency=STOCHASTIC, n_gpus=2, kv_capacity_tokens=20_000, max_tokens=256, chunk_size=32),
     dict(latency=STOCHASTIC, n_gpus=1, kv_capacity_tokens=3_000, max_tokens=2048, chunk_size=None),
+    dict(latency=AFFINE, n_gpus=2, kv_capacity_tokens=30_000, max_tokens=512, chunk_size=100),
+    dict(latency=LINEAR, n_gpus=1, kv_capacity_tokens=90_000, max_tokens=1024, chunk_size=None),
 ]
 TARGETS = [
     dict(ttft_deadline_s=1.0, tbt_target_s=0.1),
@@ -248,6 +257,9 @@ def test_bad_settings_are_named(settings, match):
 
 def test_a_latency_without_a_valid_time_raises_its_own_error():
     class Broken(AffineIterationLatency):
+        def compiled_timing(self):
+            return None  # timed in Python
+
         def iteration_s(self, *args, **kwargs):
             raise ValueError("Broken: no valid time for this iteration")
 
