@@ -497,9 +497,11 @@ class ContinuousBatchingEnv(SchedulingEnv):
             )
         if code:
             self.server.raise_refusal(code)
-        terminated, truncated = self._count_step(due)
-        reward = self._reward.take(value)
-        info = self._compiled_info(invalid=invalid, applied=tuple(applied), remaining=remaining)
+        terminated, truncated = self._count_step(bool(due))
+        reward = self._reward.take(float(value))
+        info = self._compiled_info(
+            invalid=bool(invalid), applied=tuple(map(int, applied)), remaining=int(remaining)
+        )
         if self._episode_over:
             info["episode_metrics"] = self.episode_metrics()
         self.last_info = info

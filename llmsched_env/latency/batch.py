@@ -184,8 +184,13 @@ class StaticBatchLatency:
         _checks.batch_estimate(type(self).__name__, batch_size, prompt_tokens, output_tokens)
         return self.service_s(batch_size, prompt_tokens + output_tokens)
 
-    def compiled_timing(self) -> tuple[int, np.ndarray]:
-        """``(STATIC_TIMING, params)`` for :func:`static_batch_timing`."""
+    def compiled_timing(self) -> tuple[int, np.ndarray] | None:
+        """``(STATIC_TIMING, params)`` for :func:`static_batch_timing`.
+
+        ``None`` for a subclass, whose overrides the compiled timing would not see.
+        """
+        if type(self) is not StaticBatchLatency:
+            return None
         return STATIC_TIMING, _params(self.alpha_s, self.beta_s_per_token, self.gamma, self.floor_s)
 
 
@@ -355,8 +360,13 @@ class EngineStaticBatchLatency:
             service_s += it.b3_s_per_context_token * context
         return service_s
 
-    def compiled_timing(self) -> tuple[int, np.ndarray]:
-        """``(ENGINE_TIMING, params)`` for :func:`engine_batch_timing`."""
+    def compiled_timing(self) -> tuple[int, np.ndarray] | None:
+        """``(ENGINE_TIMING, params)`` for :func:`engine_batch_timing`.
+
+        ``None`` for a subclass, whose overrides the compiled timing would not see.
+        """
+        if type(self) is not EngineStaticBatchLatency:
+            return None
         it = self.iteration
         fixed = it.b0_s if self.prefill_fixed_s is None else self.prefill_fixed_s
         return ENGINE_TIMING, _params(
@@ -466,8 +476,13 @@ class MaxServiceLatency:
         _checks.batch_estimate(type(self).__name__, batch_size, prompt_tokens, output_tokens)
         return self.seconds_per_output_token * output_tokens
 
-    def compiled_timing(self) -> tuple[int, np.ndarray]:
-        """``(MAX_SERVICE_TIMING, params)`` for :func:`max_service_timing`."""
+    def compiled_timing(self) -> tuple[int, np.ndarray] | None:
+        """``(MAX_SERVICE_TIMING, params)`` for :func:`max_service_timing`.
+
+        ``None`` for a subclass, whose overrides the compiled timing would not see.
+        """
+        if type(self) is not MaxServiceLatency:
+            return None
         return MAX_SERVICE_TIMING, _params(self.seconds_per_output_token)
 
 

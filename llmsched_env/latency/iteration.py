@@ -208,11 +208,12 @@ class AffineIterationLatency:
     def compiled_timing(self) -> CompiledTiming | None:
         """Its timing inside compiled code (:mod:`~llmsched_env.latency.iteration_timing`).
 
-        ``None`` when stochastic: the draws come from the run's numpy generator, in Python.
+        ``None`` when stochastic (the draws come from the run's numpy generator, in Python) and
+        for a subclass, whose overrides the compiled timing would not see.
         """
         from llmsched_env.latency.iteration_timing import AFFINE_TIMING, compiled_timing
 
-        if self.stochastic:
+        if self.stochastic or type(self) is not AffineIterationLatency:
             return None
         return compiled_timing(AFFINE_TIMING, self.c_s, self.a_s_per_token, self.b0_tokens)
 
@@ -335,10 +336,15 @@ class LinearIterationLatency:
             + self.b3_s_per_context_token * context_tokens
         )
 
-    def compiled_timing(self) -> CompiledTiming:
-        """Its timing inside compiled code (:mod:`~llmsched_env.latency.iteration_timing`)."""
+    def compiled_timing(self) -> CompiledTiming | None:
+        """Its timing inside compiled code (:mod:`~llmsched_env.latency.iteration_timing`).
+
+        ``None`` for a subclass, whose overrides the compiled timing would not see.
+        """
         from llmsched_env.latency.iteration_timing import LINEAR_TIMING, compiled_timing
 
+        if type(self) is not LinearIterationLatency:
+            return None
         return compiled_timing(
             LINEAR_TIMING,
             self.b0_s,

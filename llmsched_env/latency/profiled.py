@@ -541,10 +541,15 @@ class ProfiledIterationLatency:
         )
         return us * _US + self.iteration_overhead_s
 
-    def compiled_timing(self) -> CompiledTiming:
-        """Its timing inside compiled code (:mod:`~llmsched_env.latency.iteration_timing`)."""
+    def compiled_timing(self) -> CompiledTiming | None:
+        """Its timing inside compiled code (:mod:`~llmsched_env.latency.iteration_timing`).
+
+        ``None`` for a subclass, whose overrides the compiled timing would not see.
+        """
         from llmsched_env.latency.iteration_timing import PROFILED_TIMING, compiled_timing
 
+        if type(self) is not ProfiledIterationLatency:
+            return None
         return compiled_timing(PROFILED_TIMING, self.iteration_overhead_s, tables=self._tables)
 
     def estimate_s(

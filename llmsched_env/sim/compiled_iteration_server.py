@@ -493,7 +493,8 @@ class CompiledIterationServer:
 
     def smallest_prefill_budget(self, gpu: int) -> float:
         """The least prefill budget that gives ``gpu`` prefill work (``inf``: none does)."""
-        return k.smallest_prefill_budget(*self.buffers, gpu)
+        budget = k.smallest_prefill_budget(*self.buffers, gpu)
+        return budget if budget == math.inf else int(budget)
 
     def prefill_allowed(self, gpu: int, budget_tokens: int, alongside_decodes: bool) -> bool:
         """Whether a prefill budget of ``budget_tokens`` forms an allowed iteration on ``gpu``."""

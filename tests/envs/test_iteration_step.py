@@ -2,12 +2,14 @@
 
 import copy
 import pickle
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from llmsched_env.envs.common import InvalidActionError
 from llmsched_env.envs.iteration_env import ContinuousBatchingEnv
+from llmsched_env.latency import LinearIterationLatency
 from llmsched_env.sim import IterationServer
 from llmsched_env.sim.compiled_iteration_server import CompiledIterationServer
 
@@ -131,3 +133,21 @@ def test_copies_and_pickles_of_the_env_continue_its_episode():
             if not original.action_allowed(action):
                 action = [4, 4, 6]
             assert_same(original.step(action), copied.step(action))
+
+
+def test_a_subclassed_latency_model_is_timed_by_its_own_code():
+    """A subclass may override iteration_s; the compiled timing of its parent would ignore it."""
+
+    @dataclass(frozen=True)
+    class Slower(LinearIterationLatency):
+        def iteration_s(self, *args, **kwargs):
+            return 2.0 * super().iteration_s(*args, **kwargs)
+
+    latency = Slower(0.005, 1.7e-5, 6e-6)
+    env = ContinuousBatchingEnv(n_requests=5, latency=latency)
+    env.reset(seed=0)
+    assert isinstance(env.server, IterationServer)
+    info = env.step([4, 4, 6])[-1]
+    plain = ContinuousBatchingEnv(n_requests=5, latency=LinearIterationLatency(0.005, 1.7e-5, 6e-6))
+    plain.reset(seed=0)
+    assert info["last_iteration_s"][0] == 2.0 * plain.step([4, 4, 6])[-1]["last_iteration_s"][0]

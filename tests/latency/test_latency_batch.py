@@ -243,3 +243,12 @@ def test_estimates_refuse_batches_no_run_has(preset, args, message):
 
     with pytest.raises(ValueError, match=message):
         make_batch_latency(preset).estimate_s(*args)
+
+
+@pytest.mark.parametrize("model", DETERMINISTIC_MODELS, ids=lambda m: repr(m)[:40])
+def test_a_subclass_has_no_compiled_timing(model):
+    """A subclass may override batch_timing, which its parent's compiled arithmetic ignores."""
+    subclass = type("Subclassed", (type(model),), {})
+    copied = object.__new__(subclass)
+    copied.__dict__.update(model.__dict__)
+    assert copied.compiled_timing() is None

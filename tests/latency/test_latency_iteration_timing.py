@@ -57,3 +57,14 @@ def test_the_affine_threshold_is_kept():
     args = (t.code, t.params, t.tables)
     assert iteration_time_s(*args, 40, 24, 0, 0, 1, 0, 0) == 0.01  # 64 tokens: free
     assert iteration_time_s(*args, 40, 25, 0, 0, 1, 0, 0) == 0.01 + 0.001 * 1
+
+
+@pytest.mark.parametrize("name", ["demo2", "llama3.1-8b-h100", "vllm0.19-rtx4090-llama3.1-8b"])
+def test_a_subclass_has_no_compiled_timing(name):
+    """Its overrides would be ignored by the compiled arithmetic of its parent."""
+    model = make_iteration_latency(name)
+    subclass = type("Subclassed", (type(model),), {})
+    copied = object.__new__(subclass)
+    copied.__dict__.update(model.__dict__)
+    assert model.compiled_timing() is not None
+    assert copied.compiled_timing() is None
