@@ -241,11 +241,11 @@ def progress_printer(label: str) -> Callable[[int, int], None]:
     return update
 
 
-def _warm_up(report: Callable[[str], None]) -> None:
-    """Compile the simulator's kernels now, announcing a cold compilation."""
+def _warm_up(report: Callable[[str], None], env_id: str | None = None) -> None:
+    """Compile the kernels of ``env_id`` (default: every env's) now, announcing a cold start."""
     from llmsched_env.compilation import warm_up
 
-    warm_up(report)
+    warm_up(report, None if env_id is None else [env_id])
 
 
 def _write(
@@ -347,7 +347,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out, files, overwrite=args.force) if args.out else None
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     report(f"{len(policies)} policies x {args.seeds} seeds on {env_id}")
-    _warm_up(report)
+    _warm_up(report, env_id)
     result = evaluate(
         policies,
         env_id,
@@ -487,7 +487,7 @@ def _cmd_stability(args: argparse.Namespace) -> int:
     workload = re.sub(r"[^A-Za-z0-9._-]+", "_", str(env_kwargs.get("workload", "default")))
     stem = f"{args.policy}_{workload}"
     out = check_output_dir(args.out, [f"{stem}.csv", f"{stem}.png"], overwrite=args.force)
-    _warm_up(report)
+    _warm_up(report, ENV_ID)
     source = make_workload_source(env_kwargs.get("workload", ContinuousEnvConfig.workload))
     if isinstance(source, TraceSource):
         report(
@@ -581,7 +581,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out, args.force, names)
     written = [VALIDATION_CSV]
     report(f"replaying {'every shipped run' if not args.runs else listing(args.runs)}")
-    _warm_up(report)
+    _warm_up(report, "llmsched/ContinuousBatching-v0")
 
     def done(result: Any) -> None:
         print(format_validation(result), end="\n\n", flush=True)
@@ -657,7 +657,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             steps = args.steps or (scenario.train_steps if scenario else DEFAULT_TRAIN_STEPS)
             check_env_kwargs(env_id, env_kwargs)
             check_output_dir(args.out)
-            _warm_up(report)
+            _warm_up(report, env_id)
             result = train(
                 args.env,
                 out=args.out,
@@ -818,7 +818,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         report(f"{args.seeds} seeds from {args.first_seed}; loading the agent")
         if args.run and args.model == "best" and not (Path(args.run) / "best_model.zip").is_file():
             report("the run kept no validation-best model (no validation ran): its final model")
-        _warm_up(report)
+        _warm_up(report, resolve_kind(args.env).env_id)
         result = compare(
             args.run,
             pretrained=args.pretrained,

@@ -1,11 +1,11 @@
 """The simulator's compiled kernels: say when they compile, and compile them before the work.
 
-The hot paths run compiled with numba (``cache=True``): the first episode on a machine compiles
-them, which takes about :data:`COMPILE_SECONDS` seconds on one core, and numba caches the result
-(in ``__pycache__`` beside the sources, or numba's cache directory when that is read-only).
-:func:`warm_up` runs one tiny episode of each environment, so the compilation happens at a
-known moment, announced by a message when the cache is cold, instead of silently inside the
-first real episode (or once in every worker process).
+The hot paths run compiled with numba (``cache=True``): the first episode of an env on a machine
+compiles its kernels, which takes about :data:`COMPILE_SECONDS` seconds on one core, and numba
+caches the result (in ``__pycache__`` beside the sources, or numba's cache directory when that
+is read-only). :func:`warm_up` runs tiny episodes of the envs a command uses, so the compilation
+happens at a known moment, announced by a message when the cache is cold, instead of silently
+inside the first real episode (or once in every worker process).
 """
 
 from __future__ import annotations
@@ -21,46 +21,70 @@ import numba
 
 from llmsched_env.jit import numba_cannot_cache
 
-#: The largest compiled functions, one or more per module (module, function): the ones whose
-#: compilation takes the time. Smaller helpers compile with them.
-KEY_KERNELS = (
+_BATCH = "llmsched/BatchScheduling-v0"
+_CONTINUOUS = "llmsched/ContinuousBatching-v0"
+_ROUTING = "llmsched/Routing-v0"
+
+#: Kernels every env runs: the episode metrics.
+_SHARED_KERNELS = (
+    ("llmsched_env.metrics", "_request_stats"),
+    ("llmsched_env.statistics", "describe_rows"),
+)
+#: The Python iteration-level server's compiled pieces (paged memory with prefix caching,
+#: random iteration times, ``Routing-v0``'s replicas).
+_PYTHON_ITERATION_KERNELS = (
+    ("llmsched_env.sim.running_state", "decode_tokens"),
+    ("llmsched_env.latency.profiled", "_iteration_s"),
+)
+_BATCH_KERNELS = (
     ("llmsched_env.envs.batch_step", "step_one"),
     ("llmsched_env.sim.batch_kernels", "advance"),
     ("llmsched_env.sim.batch_kernels", "metric_columns"),
-    ("llmsched_env.sim.running_state", "decode_tokens"),
+    ("llmsched_env.envs.batch_observation", "_build"),
+    *_SHARED_KERNELS,
+)
+_CONTINUOUS_KERNELS = (
     ("llmsched_env.envs.iteration_step", "step_reserve"),
     ("llmsched_env.envs.iteration_step", "observe"),
     ("llmsched_env.sim.iteration_kernels", "advance"),
-    ("llmsched_env.envs.batch_observation", "_build"),
-    ("llmsched_env.metrics", "_request_stats"),
-    ("llmsched_env.statistics", "describe_rows"),
-    ("llmsched_env.latency.profiled", "_iteration_s"),
+    *_PYTHON_ITERATION_KERNELS,
+    *_SHARED_KERNELS,
 )
-#: Seconds a cold compilation of every kernel takes, about: 33 s measured on one core of a
-#: shared two-core machine, 14 s on a faster one.
-COMPILE_SECONDS = 30
+_ROUTING_KERNELS = (*_PYTHON_ITERATION_KERNELS, *_SHARED_KERNELS)
 
-#: Tiny episodes that reach every kernel: (env id, keyword arguments).
-_TINY_ENVS = (
+#: Per env id, the largest compiled functions its episodes run, one or more per module
+#: (module, function): the ones whose compilation takes the time. Smaller helpers compile with
+#: them.
+ENV_KERNELS: dict[str, tuple[tuple[str, str], ...]] = {
+    _BATCH: _BATCH_KERNELS,
+    _CONTINUOUS: _CONTINUOUS_KERNELS,
+    _ROUTING: _ROUTING_KERNELS,
+}
+#: Every env's key kernels.
+KEY_KERNELS = tuple(dict.fromkeys(k for kernels in ENV_KERNELS.values() for k in kernels))
+#: Seconds a cold compilation of each env's kernels takes, about, measured on one core of a
+#: shared two-core machine (:func:`warm_up` of that env alone, on an empty cache).
+COMPILE_SECONDS: dict[str, int] = {_BATCH: 27, _CONTINUOUS: 47, _ROUTING: 9}
+#: Seconds a cold compilation of every env's kernels takes, about (measured the same way).
+COMPILE_ALL_SECONDS = 63
+
+#: Tiny episodes that reach the key kernels: (env id, keyword arguments, the env ids whose
+#: kernels they reach).
+_TINY_EPISODES: tuple[tuple[str, dict[str, object], tuple[str, ...]], ...] = (
+    (_BATCH, {"workload": "demo2", "arrival_rate": 4.0, "n_requests": 20}, (_BATCH,)),
     (
-        "llmsched/BatchScheduling-v0",
-        {"workload": "demo2", "arrival_rate": 4.0, "n_requests": 20},
-    ),
-    (
-        "llmsched/BatchScheduling-v0",
+        _BATCH,
         {
             "workload": "demo2",
             "arrival_rate": 4.0,
             "n_requests": 20,
             "dispatch_order": "oldest-in-time",
         },
+        (_BATCH,),
     ),
+    (_CONTINUOUS, {"workload": "demo2", "arrival_rate": 2.0, "n_requests": 8}, (_CONTINUOUS,)),
     (
-        "llmsched/ContinuousBatching-v0",
-        {"workload": "demo2", "arrival_rate": 2.0, "n_requests": 8},
-    ),
-    (
-        "llmsched/ContinuousBatching-v0",
+        _CONTINUOUS,
         {
             "workload": "demo2",
             "arrival_rate": 2.0,
@@ -68,8 +92,27 @@ _TINY_ENVS = (
             "kv_memory": "unlimited",
             "latency": "vllm0.19-rtxpro6000-qwen3-30b-a3b-ep2",
         },
+        (_CONTINUOUS,),
     ),
+    # Random iteration times run the Python server.
+    (
+        _CONTINUOUS,
+        {"workload": "demo2", "arrival_rate": 2.0, "n_requests": 8, "latency": "sim-a"},
+        (_CONTINUOUS,),
+    ),
+    (_ROUTING, {"n_requests": 8, "n_replicas": 2}, (_ROUTING,)),
 )
+
+
+def _env_ids(env_ids: Iterable[str] | None) -> tuple[str, ...]:
+    """The env ids asked for (every env when ``None``), checked."""
+    if env_ids is None:
+        return tuple(ENV_KERNELS)
+    chosen = tuple(env_ids)
+    unknown = [e for e in chosen if e not in ENV_KERNELS]
+    if unknown:
+        raise ValueError(f"no kernels are known for env ids {unknown}; known: {list(ENV_KERNELS)}")
+    return chosen
 
 
 def kernels_cached(kernels: Iterable[tuple[str, str]] = KEY_KERNELS) -> bool:
@@ -97,22 +140,29 @@ def kernels_cached(kernels: Iterable[tuple[str, str]] = KEY_KERNELS) -> bool:
     return True
 
 
-def warm_up(log: Callable[[str], None] | None = None) -> None:
-    """Compile (or load from numba's cache) every kernel by running tiny episodes of both envs.
+def warm_up(log: Callable[[str], None] | None = None, env_ids: Iterable[str] | None = None) -> None:
+    """Compile (or load from numba's cache) the kernels of envs by running tiny episodes.
 
     Args:
         log: Told, before compiling, that a cold compilation is starting and how long it takes.
+        env_ids: The envs whose kernels to compile (default: every env's); a command that runs
+            one env compiles only what that env runs.
     """
+    chosen = _env_ids(env_ids)
     if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT=1: nothing to compile
         return
-    if log is not None and not kernels_cached():
+    kernels = tuple(dict.fromkeys(k for env_id in chosen for k in ENV_KERNELS[env_id]))
+    if log is not None and not kernels_cached(kernels):
+        every = set(chosen) == set(ENV_KERNELS)
+        seconds = COMPILE_ALL_SECONDS if every else sum(COMPILE_SECONDS[e] for e in set(chosen))
         if numba_cannot_cache():  # jit.njit warned: every start compiles
-            when = f"about {COMPILE_SECONDS} s; not cached here"
+            when = f"about {seconds} s; not cached here"
         else:
-            when = f"first run only, about {COMPILE_SECONDS} s; cached afterwards"
+            when = f"first run only, about {seconds} s; cached afterwards"
         log(f"compiling the simulator's kernels ({when})")
+    episodes = [(e, kwargs) for e, kwargs, serves in _TINY_EPISODES if set(serves) & set(chosen)]
     with _ctrl_c_not_lost():
-        _run_tiny_episodes()
+        _run_tiny_episodes(episodes)
 
 
 @contextlib.contextmanager
@@ -142,13 +192,13 @@ def _ctrl_c_not_lost() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _run_tiny_episodes() -> None:
+def _run_tiny_episodes(episodes: Iterable[tuple[str, dict[str, object]]]) -> None:
     import gymnasium as gym
 
     import llmsched_env  # noqa: F401  (registers the env ids)
     from baselines import make_policy
 
-    for env_id, kwargs in _TINY_ENVS:
+    for env_id, kwargs in episodes:
         env = gym.make(env_id, **kwargs)
         try:
             policy = make_policy("random", env)

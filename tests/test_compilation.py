@@ -22,7 +22,7 @@ def test_a_cold_cache_is_announced_before_compiling(monkeypatch):
     compilation.warm_up(said.append)
     assert said == [
         "compiling the simulator's kernels (first run only, about "
-        f"{compilation.COMPILE_SECONDS} s; cached afterwards)"
+        f"{compilation.COMPILE_ALL_SECONDS} s; cached afterwards)"
     ]
 
 
@@ -32,8 +32,27 @@ def test_where_nothing_can_be_cached_the_announcement_does_not_promise_a_cache(m
     monkeypatch.setattr(compilation, "numba_cannot_cache", lambda: True)
     said = []
     compilation.warm_up(said.append)
-    seconds = compilation.COMPILE_SECONDS
+    seconds = compilation.COMPILE_ALL_SECONDS
     assert said == [f"compiling the simulator's kernels (about {seconds} s; not cached here)"]
+
+
+@pytest.mark.parametrize("env_id", sorted(compilation.ENV_KERNELS))
+def test_a_command_of_one_env_compiles_that_envs_kernels_only(monkeypatch, env_id):
+    """The batch env's first run does not wait for the iteration-level kernels."""
+    ran = []
+    monkeypatch.setattr(compilation, "_run_tiny_episodes", lambda episodes: ran.extend(episodes))
+    monkeypatch.setattr(compilation, "kernels_cached", lambda *a: False)
+    monkeypatch.setattr(compilation, "numba_cannot_cache", lambda: False)
+    said = []
+    compilation.warm_up(said.append, [env_id])
+    assert ran and {e for e, _ in ran} == {env_id}
+    assert f"about {compilation.COMPILE_SECONDS[env_id]} s" in said[0]
+
+
+def test_an_unknown_env_id_is_named():
+    named = r"no kernels are known for env ids \['llmsched/Nope-v0'\]"
+    with pytest.raises(ValueError, match=named):
+        compilation.warm_up(None, ["llmsched/Nope-v0"])
 
 
 def test_a_missing_cache_entry_counts_as_cold():

@@ -57,7 +57,7 @@ def codec_array(codec: object) -> np.ndarray:
     )
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _continue_only(state, gpu, budget):
     """Whether a prefill-only iteration that admits nothing runs: a started prompt's chunk fits."""
     if state.n_prefilling[gpu] == 0:
@@ -71,7 +71,7 @@ def _continue_only(state, gpu, budget):
     return take >= 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _allowed(state, gpu, decode, prefill, cap, codec, answers):
     """Whether ``[decode, prefill, cap]`` is allowed (``ContinuousBatchingEnv._allowed``)."""
     if decode == 0 and prefill == 0:

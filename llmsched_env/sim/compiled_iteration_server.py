@@ -239,13 +239,8 @@ class CompiledIterationServer:
 
     def _look_up_kernels(self) -> None:
         """The hot kernels' implementations for this run's buffers (no dispatcher per call)."""
-        buffers = self.buffers
-        self._advance = implementation(k.advance, *buffers)
-        self._run_timed = None
-        if self.timing is not None:
-            self._run_timed = implementation(
-                k.run_timed_iteration, *buffers, 0, 0, 0, self.timing.tables
-            )
+        self._advance = implementation(k.advance, *self.buffers)
+        self._run_timed = None  # looked up when first needed: the env's compiled step times itself
 
     # ------------------------------------------------------------------ pickling and copies
     def __getstate__(self) -> dict[str, Any]:
@@ -298,6 +293,10 @@ class CompiledIterationServer:
         max_new_prompts = int(max_new_prompts)
         timing = self.timing
         if timing is not None:
+            if self._run_timed is None:
+                self._run_timed = implementation(
+                    k.run_timed_iteration, *self.buffers, 0, 0, 0, timing.tables
+                )
             code, formed = self._run_timed(
                 *self.buffers, decode_count, prefill_budget_tokens, max_new_prompts, timing.tables
             )

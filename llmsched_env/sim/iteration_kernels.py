@@ -35,7 +35,7 @@ NO_VALID_TIME = 3
 
 
 # ---------------------------------------------------------------------- queries
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _can_admit(state, gpu):
     """Whether ``gpu`` could admit the head of the waiting queue now (a slot and its footprint)."""
     if state.n_sequences[gpu] >= state.max_sequences[0]:
@@ -48,7 +48,7 @@ def _can_admit(state, gpu):
     return state.kv_reserved[gpu] + need <= state.kv_capacity[0]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _can_wait(state):
     """Whether WAIT is safe: a request is still to arrive or a GPU works."""
     if state.n_arrived[0] < state.arrival_s.shape[0]:
@@ -59,7 +59,7 @@ def _can_wait(state):
     return False
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _smallest_prefill_budget(state, gpu):
     """The least prefill budget that gives ``gpu`` prefill work (``inf``: none does)."""
     if state.n_prefilling[gpu]:
@@ -127,7 +127,7 @@ def _find_decision_gpu(state):
     return -1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _on_arrivals(state, lo, hi):
     """Queue (or reject) requests ``lo .. hi - 1``, which arrive now."""
     for index in range(lo, hi):
@@ -142,7 +142,7 @@ def _on_arrivals(state, lo, hi):
                 state.n_ttft_misses[0] += 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _pass_deadlines(state, t):
     """Count the TTFT deadlines at or before ``t`` that passed without a first token."""
     ptr = state.deadline_ptr[0]
@@ -395,7 +395,7 @@ def _run_timed(state, decode_count, prefill_budget_tokens, max_new_prompts, tabl
 
 
 # ---------------------------------------------------------------------- the end of an iteration
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _complete_one(state, gpu, index, generated, tbt_missed):
     """Complete request ``index`` with ``generated`` tokens; free its KV memory."""
     t = state.now[0]
