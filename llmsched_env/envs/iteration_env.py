@@ -473,13 +473,13 @@ class ContinuousBatchingEnv(SchedulingEnv):
     def _compiles_steps(self) -> bool:
         """Whether episodes run compiled steps (:mod:`llmsched_env.envs.iteration_step`).
 
-        They need reserve-mode KV memory, a latency model with a compiled timing (every preset
-        but the stochastic ``sim-a`` and ``mm1``) and one of the shipped reward shapes; other
+        They need no prefix caching, a latency model with a compiled timing (every preset but
+        the stochastic ``sim-a`` and ``mm1``) and one of the shipped reward shapes; other
         settings run the Python server and step.
         """
         cfg = self.config
         return (
-            cfg.kv_allocation == "reserve"
+            not cfg.prefix_caching
             and getattr(self.latency, "compiled_timing", lambda: None)() is not None
             and cfg.reward in REWARD_CODES
         )
@@ -876,7 +876,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
             "prefill_remaining_tokens": remaining if gpu >= 0 else 0,
             "n_running": s.n_running.copy(),
             "kv_reserved_tokens": s.kv_reserved.copy(),
-            "preemptions": 0,
+            "preemptions": int(s.n_preemptions[0]),
             "prefix_hit_tokens": 0,
             "last_iteration_s": s.last_iteration_s.copy(),
             "action_mask": mask.copy(),

@@ -1,6 +1,6 @@
-"""One ``ContinuousBatching-v0`` step, compiled, for reserve-mode KV memory.
+"""One ``ContinuousBatching-v0`` step, compiled (KV memory reserved or paged, no prefix caching).
 
-:func:`step_reserve` carries out one decision of an episode served by
+:func:`step_compiled` carries out one decision of an episode served by
 :class:`~llmsched_env.sim.compiled_iteration_server.CompiledIterationServer` and advances it to
 the next: the action's check against the decision's mask answers, the remap of a forbidden
 action, WAIT or the iteration (timed by the latency model's compiled timing), the event
@@ -57,34 +57,52 @@ def codec_array(codec: object) -> np.ndarray:
     )
 
 
-@njit(cache=True)
-def _continue_only(state, gpu, budget):
-    """Whether a prefill-only iteration that admits nothing runs: a started prompt's chunk fits."""
-    if state.n_prefilling[gpu] == 0:
-        return False
-    first = state.prefilling_id[gpu * state.slots_per_gpu[0]]
-    remaining = state.prompt[first] - state.prefilled[first]
-    take = min(remaining, budget)
-    chunk = state.chunk_size[0]
-    if chunk > 0 and chunk < take:
-        take = chunk
-    return take >= 1
+@njit(cache=True, inline="always")
+def _continue_only(floats, ints, layout, state, gpu, budget):
+    """Whether a prefill-only iteration that admits nothing runs.
+
+    A started prompt's chunk fits (and, paged, gets its blocks without preempting its own
+    prompt).
+    """
+    return state.n_prefilling[gpu] > 0 and k.prefill_progresses(floats, ints, layout, gpu, budget)
 
 
-@njit(cache=True)
-def _allowed(state, gpu, decode, prefill, cap, codec, answers):
+@njit(cache=True, inline="always")
+def _allowed(floats, ints, layout, state, gpu, decode, prefill, cap, codec, answers):
     """Whether ``[decode, prefill, cap]`` is allowed (``ContinuousBatchingEnv._allowed``)."""
     if decode == 0 and prefill == 0:
         return answers[1] != 0
     if decode > 0:
         return answers[0] != 0 and (prefill == 0 or answers[2 + prefill] != 0)
     n_caps = codec[2]
+    budget = codec[5 + n_caps + prefill]
     if codec[5 + cap] == 0:
-        return _continue_only(state, gpu, codec[5 + n_caps + prefill])
+        return _continue_only(floats, ints, layout, state, gpu, budget)
+    if state.paged[0]:
+        return k.prefill_allowed(floats, ints, layout, gpu, budget, False)
     return answers[2 + prefill] != 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _fallback_prefill(floats, ints, layout, state, gpu, codec):
+    """The prefill level of the remap of a forbidden action (``ContinuousBatchingEnv._fallback``).
+
+    The whole budget when there is prefill work; paged, the largest level that forms an
+    iteration (beside the decodes if sequences run, else alone).
+    """
+    n_levels = codec[1]
+    if state.paged[0]:
+        alongside = state.n_running[gpu] > 0
+        n_caps = codec[2]
+        for level in range(n_levels - 1, 0, -1):
+            if k.prefill_allowed(floats, ints, layout, gpu, codec[5 + n_caps + level], alongside):
+                return level
+        return 0
+    can_prefill = state.n_prefilling[gpu] > 0 or k._can_admit(state, gpu)
+    return n_levels - 1 if can_prefill else 0
+
+
+@njit(cache=True, inline="always")
 def objective(state, reward_code, sla_penalty, time_scale_s):
     """The reward shape's cumulative objective (see :mod:`llmsched_env.envs.rewards`)."""
     if reward_code == 0:
@@ -96,8 +114,9 @@ def objective(state, reward_code, sla_penalty, time_scale_s):
 
 
 @njit(cache=True)
-def _fill_answers(state, codec, answers):
+def _fill_answers(floats, ints, layout, codec, answers):
     """The deciding GPU's mask answers (``ContinuousBatchingEnv._compute_mask``); 0s if none."""
+    state = state_view(floats, ints, layout)
     gpu = state.decision_gpu[0]
     if gpu < 0:
         answers[:] = 0
@@ -114,18 +133,18 @@ def _fill_answers(state, codec, answers):
                 admits_none = True
         if admits_none:
             for level in range(1, n_levels):
-                if _continue_only(state, gpu, codec[5 + n_caps + level]):
+                if _continue_only(floats, ints, layout, state, gpu, codec[5 + n_caps + level]):
                     zero_ok = True
                     break
     answers[0] = 1 if running else 0
     answers[1] = 1 if can_wait else 0
     answers[2] = 1 if zero_ok else 0
-    smallest = k._smallest_prefill_budget(state, gpu)
     for level in range(1, n_levels):
-        answers[2 + level] = 1 if smallest <= codec[5 + n_caps + level] else 0
+        allowed = k.prefill_allowed(floats, ints, layout, gpu, codec[5 + n_caps + level], True)
+        answers[2 + level] = 1 if allowed else 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _update_rates(state, rates, ttft_sla_s):
     """Fold the misses and completions since the last call into the moving rates."""
     now = state.now[0]
@@ -146,8 +165,9 @@ def _update_rates(state, rates, ttft_sla_s):
 
 
 @njit(cache=True)
-def _build(state, rates, obs_params, bounds, obs):
+def _build(floats, ints, layout, rates, obs_params, bounds, obs):
     """The observation of the current decision (``IterationObservation.build``), clipped."""
+    state = state_view(floats, ints, layout)
     ttft_sla_s = obs_params[0]
     tbt_sla_s = obs_params[1]
     length_scale = obs_params[2]
@@ -156,12 +176,20 @@ def _build(state, rates, obs_params, bounds, obs):
     gpu = max(state.decision_gpu[0], 0)
     head = state.queue_head[0]
     tail = state.queue_tail[0]
-    n_waiting = tail - head
+    n_requeued = state.n_requeued[0]
+    n_waiting = tail - head + n_requeued
     arrival = state.arrival_s
     if n_waiting:
-        index = state.queue_order[head]
-        oldest_wait = now - arrival[index]
-        head_prompt = state.prompt[index]
+        # The earliest arrived: the queue's head, or (paged) the earliest of the requeued ones,
+        # which all arrived before every request never admitted.
+        oldest = state.queue_order[head] if head < tail else -1
+        if n_requeued:
+            oldest = state.requeue[0]
+            for j in range(1, n_requeued):
+                if state.requeue[j] < oldest:
+                    oldest = state.requeue[j]
+        oldest_wait = now - arrival[oldest]
+        head_prompt = state.target[k._waiting_head(state)]
     else:
         oldest_wait = 0.0
         head_prompt = 0
@@ -172,7 +200,7 @@ def _build(state, rates, obs_params, bounds, obs):
     prefill_remaining = 0
     for j in range(state.n_prefilling[gpu]):
         index = state.prefilling_id[base + j]
-        prefill_remaining += state.prompt[index] - state.prefilled[index]
+        prefill_remaining += state.target[index] - state.prefilled[index]
     if n_running:
         generated = state.running_context[gpu] - state.running_prompt[gpu]
         mean_generated = generated / n_running
@@ -188,7 +216,8 @@ def _build(state, rates, obs_params, bounds, obs):
     max_sequences = state.max_sequences[0]
     max_tokens = state.max_tokens[0]
     obs[0] = n_waiting / max_sequences
-    obs[1] = (state.queue_prompt_cumsum[tail] - state.queue_prompt_cumsum[head]) / max_tokens
+    queued_tokens = state.queue_prompt_cumsum[tail] - state.queue_prompt_cumsum[head]
+    obs[1] = (queued_tokens + state.requeued_tokens[0]) / max_tokens
     obs[2] = oldest_wait / ttft_sla_s
     obs[3] = head_prompt / max_tokens
     obs[4] = recent / ttft_sla_s / capacity_rps
@@ -220,14 +249,13 @@ def observe(floats, ints, layout, codec, answers, rates, obs_params, bounds, obs
     Returns:
         The deciding GPU's tokens still to prefill of its started prompts.
     """
-    state = state_view(floats, ints, layout)
-    _fill_answers(state, codec, answers)
-    _update_rates(state, rates, obs_params[0])
-    return _build(state, rates, obs_params, bounds, obs)
+    _fill_answers(floats, ints, layout, codec, answers)
+    _update_rates(state_view(floats, ints, layout), rates, obs_params[0])
+    return _build(floats, ints, layout, rates, obs_params, bounds, obs)
 
 
 @njit(cache=True)
-def step_reserve(
+def step_compiled(
     decode,
     prefill,
     cap,
@@ -277,13 +305,12 @@ def step_reserve(
     """
     state = state_view(floats, ints, layout)
     gpu = state.decision_gpu[0]
-    invalid = not _allowed(state, gpu, decode, prefill, cap, codec, answers)
+    invalid = not _allowed(floats, ints, layout, state, gpu, decode, prefill, cap, codec, answers)
     if invalid:
         if raise_forbidden:
             return FORBIDDEN, True, decode, prefill, cap, True, 0.0, 0
         decode = codec[0] - 1 if state.n_running[gpu] > 0 else 0
-        can_prefill = state.n_prefilling[gpu] > 0 or k._can_admit(state, gpu)
-        prefill = codec[1] - 1 if can_prefill else 0
+        prefill = _fallback_prefill(floats, ints, layout, state, gpu, codec)
         cap = codec[3]
     if decode == 0 and prefill == 0:
         code = k._wait(state)
@@ -298,14 +325,14 @@ def step_reserve(
         rest = (prefill * left) % prefill_steps
         if 2 * rest > prefill_steps or (2 * rest == prefill_steps and budget % 2):
             budget += 1
-        code, _ = k._run_timed(state, count, budget, codec[5 + cap], tables)
+        code, _ = k.run_timed_iteration(floats, ints, layout, count, budget, codec[5 + cap], tables)
     if code != k.DONE:
         return code, invalid, decode, prefill, cap, True, 0.0, 0
-    due = k._advance(state)
+    due = k.advance(floats, ints, layout)
     value = objective(state, reward_code, sla_penalty, time_scale_s)
-    _fill_answers(state, codec, answers)
+    _fill_answers(floats, ints, layout, codec, answers)
     _update_rates(state, rates, obs_params[0])
-    remaining = _build(state, rates, obs_params, bounds, obs)
+    remaining = _build(floats, ints, layout, rates, obs_params, bounds, obs)
     return 0, invalid, decode, prefill, cap, due, value, remaining
 
 
@@ -358,7 +385,7 @@ class CompiledSteps:
         buffers = self.server.buffers
         tables = self.server.timing.tables
         self._step = implementation(
-            step_reserve, 0, 0, 0, False, *buffers, tables, *arrays, 0, 0.0, 0.0
+            step_compiled, 0, 0, 0, False, *buffers, tables, *arrays, 0, 0.0, 0.0
         )
         self._observe = implementation(observe, *buffers, *arrays)
 
@@ -374,7 +401,7 @@ class CompiledSteps:
         self._look_up()
 
     def step(self, decode: int, prefill: int, cap: int) -> tuple:
-        """:func:`step_reserve` of the action, with a new observation array last."""
+        """:func:`step_compiled` of the action, with a new observation array last."""
         obs = np.empty(self.bounds.shape[1], dtype=np.float32)
         server = self.server
         result = self._step(

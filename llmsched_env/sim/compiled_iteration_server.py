@@ -1,11 +1,12 @@
-"""The iteration-level server in reserve mode, its state in arrays and its event loop compiled.
+"""The iteration-level server without prefix caching, its state in arrays and its loop compiled.
 
 :class:`CompiledIterationServer` serves the same episodes as
-:class:`~llmsched_env.sim.iteration_server.IterationServer` with ``kv_allocation="reserve"``, bit
-for bit (the rules are stated there), and offers the same attributes and questions; its event
-loop and iterations run compiled (:mod:`llmsched_env.sim.iteration_kernels`) on the state of
-:mod:`llmsched_env.sim.iteration_state`. Paged KV memory and prefix caching are served by
-:class:`IterationServer` only.
+:class:`~llmsched_env.sim.iteration_server.IterationServer` with either KV allocation (reserve,
+or paged with preemption) and no prefix caching, bit for bit (the rules are stated there), and
+offers the same attributes and questions; its event loop and iterations run compiled
+(:mod:`llmsched_env.sim.iteration_kernels`) on the state of
+:mod:`llmsched_env.sim.iteration_state`. Prefix caching is served by :class:`IterationServer`
+only.
 
 Its Python attributes read the state arrays: cheap for scalars, a small copy for a GPU's
 running sequences or started prompts (at most ``max_sequences``), and the records are assembled
@@ -61,7 +62,7 @@ def _per_gpu(name: str, kind: type) -> property:
 
 
 class CompiledIterationServer:
-    """Continuous-batching server (reserve-mode KV memory) that stops whenever a GPU decides.
+    """Continuous-batching server (no prefix caching) that stops whenever a GPU decides.
 
     Args:
         workload: Requests sorted by arrival.
@@ -78,8 +79,8 @@ class CompiledIterationServer:
         ttft_deadline_s: Time-to-first-token target; enables on-time/miss accounting.
         ttft_per_token_s: Time added to a request's TTFT target per prompt token.
         tbt_target_s: Time-between-tokens target.
-        kv_allocation: Must be ``"reserve"``.
-        kv_block_tokens: Checked as by :class:`IterationServer`; unused in reserve mode.
+        kv_allocation: ``"reserve"`` or ``"paged"`` (see :class:`IterationServer`).
+        kv_block_tokens: Tokens per KV block in paged mode.
         prefix_caching: Must be ``False``.
 
     Attributes:
@@ -90,12 +91,7 @@ class CompiledIterationServer:
     The other attributes and methods are those of :class:`IterationServer`.
     """
 
-    kv_allocation = "reserve"
-    paged = False
     prefix_caching = False
-    capacity_blocks = 0
-    n_preemptions = 0
-    recomputed_tokens = 0
     prefix_hit_tokens = 0
     prefix_queried_tokens = 0
     preempted_prefix_hit_tokens = 0
@@ -114,6 +110,8 @@ class CompiledIterationServer:
     sequences_processed = _counter("sequences_processed", int)
     prefill_tokens_processed = _counter("prefill_tokens_processed", int)
     decode_tokens_processed = _counter("decode_tokens_processed", int)
+    n_preemptions = _counter("n_preemptions", int)
+    recomputed_tokens = _counter("recomputed_tokens", int)
     queue_head = _counter("queue_head", int)
     queue_tail = _counter("queue_tail", int)
     decision_gpu = _counter("decision_gpu", int)
@@ -122,6 +120,7 @@ class CompiledIterationServer:
     running_prompt_tokens = _per_gpu("running_prompt", int)
     running_predicted_tokens = _per_gpu("running_predicted", int)
     n_sequences = _per_gpu("n_sequences", int)
+    blocks_used = _per_gpu("blocks_used", int)
     last_iteration_s = _per_gpu("last_iteration_s", float)
     gpu_busy = _per_gpu("gpu_busy", bool)
     gpu_free_at = _per_gpu("gpu_free_at", float)
@@ -160,11 +159,10 @@ class CompiledIterationServer:
             kv_block_tokens=kv_block_tokens,
             prefix_caching=prefix_caching,
         )
-        if kv_allocation != "reserve" or prefix_caching:
+        if prefix_caching:
             raise ValueError(
-                f"{type(self).__name__} serves kv_allocation='reserve' without prefix caching, "
-                f"got kv_allocation={kv_allocation!r}, prefix_caching={prefix_caching!r}; use "
-                "IterationServer for paged KV memory"
+                f"{type(self).__name__} serves no prefix caching, got prefix_caching="
+                f"{prefix_caching!r}; use IterationServer for it"
             )
         self.workload = workload
         self.n_gpus = int(n_gpus)
@@ -178,8 +176,10 @@ class CompiledIterationServer:
         self.ttft_deadline_s = ttft_deadline_s
         self.ttft_per_token_s = float(ttft_per_token_s)
         self.tbt_target_s = tbt_target_s
+        self.kv_allocation = kv_allocation
+        self.paged = kv_allocation == "paged"
         self.kv_block_tokens = int(kv_block_tokens)
-        self.requeued: deque[int] = deque()  # reserve mode never preempts
+        self.capacity_blocks = self.kv_capacity_tokens // self.kv_block_tokens if self.paged else 0
 
         prompt = workload.prompt_tokens
         output = workload.output_tokens
@@ -190,7 +190,7 @@ class CompiledIterationServer:
             kv_capacity_tokens=self.kv_capacity_tokens,
             max_tokens=self.max_tokens,
             chunk_size=self.chunk_size,
-            kv_allocation="reserve",
+            kv_allocation=kv_allocation,
             kv_block_tokens=self.kv_block_tokens,
         )
         queue_order = np.flatnonzero(rejection == 0)
@@ -203,10 +203,13 @@ class CompiledIterationServer:
         s.slots_per_gpu[0] = min(self.max_sequences, max(n, 1))
         s.chunk_size[0] = self.chunk_size or 0
         s.reads_spread[0] = bool(getattr(latency, "uses_decode_spread", False))
+        s.paged[0] = self.paged
+        s.block_tokens[0] = self.kv_block_tokens
+        s.capacity_blocks[0] = self.capacity_blocks
         s.decision_gpu[0] = -1
         s.arrival_s[:] = workload.arrival_s
         s.start_s[:] = s.first_token_s[:] = s.completion_s[:] = math.nan
-        s.prompt[:] = prompt
+        s.prompt[:] = s.target[:] = prompt
         s.output[:] = output
         s.predicted[:] = workload.predicted_output_tokens
         s.rejection[:] = rejection
@@ -306,8 +309,8 @@ class CompiledIterationServer:
             *self.buffers, decode_count, prefill_budget_tokens, max_new_prompts
         )
         self._refuse(code)
-        if not formed:
-            return False
+        if not formed or (decodes == 0 and chunks == 0):
+            return formed  # nothing changed, or (paged) requests were only preempted
         duration = self._time_in_python(decodes, prefill, kv, chunks, context, longest, shortest)
         k.start_iteration(*self.buffers, decodes, prefill, chunks, duration)
         return True
@@ -365,41 +368,57 @@ class CompiledIterationServer:
 
     # ------------------------------------------------------------------ the waiting queue
     @property
+    def requeued(self) -> deque[int]:
+        """Preempted requests waiting ahead of the arrival-ordered queue, head first (a copy)."""
+        s = self.state
+        return deque(s.requeue[: s.n_requeued[0]][::-1].tolist())
+
+    @property
     def n_waiting(self) -> int:
-        """Requests waiting in the queue."""
-        return self.queue_tail - self.queue_head
+        """Requests waiting (never admitted, or preempted and not readmitted)."""
+        return self.queue_tail - self.queue_head + int(self.state.n_requeued[0])
 
     def waiting_prompt_tokens(self) -> int:
-        """Prompt tokens of the waiting requests."""
-        c = self.state.queue_prompt_cumsum
-        return int(c[self.state.queue_tail[0]] - c[self.state.queue_head[0]])
+        """Tokens the waiting requests must prefill (a preempted one: its tokens to recompute)."""
+        s = self.state
+        c = s.queue_prompt_cumsum
+        return int(c[s.queue_tail[0]] - c[s.queue_head[0]] + s.requeued_tokens[0])
 
     def waiting_head(self) -> int:
         """Index of the request at the head of the waiting queue, -1 if none waits."""
         s = self.state
+        if s.n_requeued[0]:
+            return int(s.requeue[s.n_requeued[0] - 1])
         head = int(s.queue_head[0])
         return int(s.queue_order[head]) if head < s.queue_tail[0] else -1
 
     def waiting_head_tokens(self) -> int:
         """Tokens the head of the waiting queue must prefill (0 if none waits)."""
         head = self.waiting_head()
-        return int(self.state.prompt[head]) if head >= 0 else 0
+        return int(self.state.target[head]) if head >= 0 else 0
 
     def oldest_waiting(self) -> int:
-        """Index of the earliest-arrived waiting request (the head), -1 if none waits."""
+        """Index of the earliest-arrived waiting request, -1 if none waits.
+
+        The head, except after preemptions (see :meth:`IterationServer.oldest_waiting`).
+        """
+        s = self.state
+        if s.n_requeued[0]:
+            return int(s.requeue[: s.n_requeued[0]].min())
         return self.waiting_head()
 
     def queued_ids(self) -> np.ndarray:
-        """Indices of the waiting requests, oldest first (a read-only view)."""
+        """Indices of the never-admitted waiting requests, oldest first (a read-only view)."""
         return self.queue_order[self.queue_head : self.queue_tail]
 
     def waiting_ids(self) -> np.ndarray:
         """Indices of the waiting requests, head first (a new array)."""
-        return self.queued_ids().copy()
+        s = self.state
+        return np.concatenate([s.requeue[: s.n_requeued[0]][::-1], self.queued_ids()])
 
     def tokens_to_prefill(self, index: int) -> int:
-        """Tokens request ``index`` must still prefill before its first token."""
-        return int(self.state.prompt[index] - self.state.prefilled[index])
+        """Tokens request ``index`` must still prefill (or recompute) before its next token."""
+        return int(self.state.target[index] - self.state.prefilled[index])
 
     # ------------------------------------------------------------------ the GPUs
     def _slots(self, gpu: int, count_field: str) -> slice:
@@ -418,23 +437,18 @@ class CompiledIterationServer:
         return [ids[self._slots(g, "n_prefilling")].tolist() for g in range(self.n_gpus)]
 
     @property
-    def blocks_used(self) -> list[int]:
-        """Per GPU, the KV blocks allocated: none in reserve mode."""
-        return [0] * self.n_gpus
-
-    @property
     def request_blocks(self) -> list[int]:
-        """Per request, the KV blocks it holds: none in reserve mode."""
-        return [0] * self.n_requests
+        """Per request, the KV blocks it holds (paged mode; zeros in reserve mode)."""
+        return self.state.request_blocks.tolist()
 
     def free_blocks(self, gpu: int) -> int:
-        """Free KV blocks of ``gpu``: none in reserve mode, which has no blocks."""
-        return 0
+        """Free KV blocks of ``gpu`` (paged mode)."""
+        return self.capacity_blocks - int(self.state.blocks_used[gpu])
 
     def prefill_remaining_tokens(self, gpu: int) -> int:
         """Tokens still to prefill of the prompts ``gpu`` has started."""
         ids = self.state.prefilling_id[self._slots(gpu, "n_prefilling")]
-        return int((self.state.prompt[ids] - self.state.prefilled[ids]).sum())
+        return int((self.state.target[ids] - self.state.prefilled[ids]).sum())
 
     def running_generated_tokens(self, gpu: int) -> int:
         """Output tokens generated so far by the sequences running on ``gpu``."""
@@ -474,21 +488,11 @@ class CompiledIterationServer:
 
     def can_admit_within(self, gpu: int, budget_tokens: int) -> bool:
         """Whether a prefill budget of ``budget_tokens`` (no decodes) admits the queue's head."""
-        if not self.can_admit(gpu):
-            return False
-        target = self.waiting_head_tokens()
-        take = target if self.chunk_size is None else min(target, self.chunk_size, budget_tokens)
-        return 1 <= take <= budget_tokens
+        return k.can_admit_within(*self.buffers, gpu, int(budget_tokens))
 
     def prefill_progresses(self, gpu: int, budget_tokens: int) -> bool:
         """Whether a prefill-only iteration of ``gpu`` with this budget would make progress."""
-        started = self.state.prefilling_id[self._slots(gpu, "n_prefilling")]
-        if not started.size:
-            return self.can_admit_within(gpu, budget_tokens)
-        first = int(started[0])
-        remaining = self.tokens_to_prefill(first)
-        take = min(remaining, budget_tokens, self.chunk_size or remaining)
-        return take >= 1
+        return k.prefill_progresses(*self.buffers, gpu, int(budget_tokens))
 
     def smallest_prefill_budget(self, gpu: int) -> float:
         """The least prefill budget that gives ``gpu`` prefill work (``inf``: none does)."""
@@ -497,14 +501,13 @@ class CompiledIterationServer:
 
     def prefill_allowed(self, gpu: int, budget_tokens: int, alongside_decodes: bool) -> bool:
         """Whether a prefill budget of ``budget_tokens`` forms an allowed iteration on ``gpu``."""
-        return self.smallest_prefill_budget(gpu) <= budget_tokens
+        return k.prefill_allowed(*self.buffers, gpu, int(budget_tokens), bool(alongside_decodes))
 
     def prefill_allowed_budgets(
         self, gpu: int, budgets_tokens: Any, alongside_decodes: bool
     ) -> list[bool]:
         """:meth:`prefill_allowed` for each of ``budgets_tokens``."""
-        smallest = self.smallest_prefill_budget(gpu)
-        return [smallest <= budget for budget in budgets_tokens]
+        return [self.prefill_allowed(gpu, budget, alongside_decodes) for budget in budgets_tokens]
 
     def plan_prefill(self, gpu: int, budget_tokens: int, max_new_prompts: int) -> PrefillPlan:
         """What a prefill-only iteration of ``gpu`` would prefill, without changing anything."""
@@ -553,6 +556,8 @@ class CompiledIterationServer:
         records.completed[:] = s.completed != 0
         records.tokens_generated[:] = s.tokens_generated
         records.max_token_gap_s[:] = s.max_gap_s
+        records.preemptions[:] = s.preemptions
+        records.recomputed_tokens[:] = s.recomputed
         for gpu in range(self.n_gpus):
             slots = self._slots(gpu, "n_running")
             running = s.run_id[slots]
@@ -562,8 +567,8 @@ class CompiledIterationServer:
 
     def _run_counts(self) -> dict[str, int]:
         return {
-            "preemptions": 0,
-            "recomputed_tokens": 0,
+            "preemptions": self.n_preemptions,
+            "recomputed_tokens": self.recomputed_tokens,
             "prefix_hit_tokens": 0,
             "prefix_queried_tokens": 0,
             "preempted_prefix_hit_tokens": 0,

@@ -1,7 +1,8 @@
-"""The compiled event loop and iterations of the iteration-level server (reserve mode).
+"""The compiled event loop and iterations of the iteration-level server (without prefix caching).
 
-The rules are those of :mod:`llmsched_env.sim.iteration_server` with ``kv_allocation="reserve"``
-(no preemption, no prefix caching), applied in the same order with the same arithmetic by
+The rules are those of :mod:`llmsched_env.sim.iteration_server` with either KV allocation
+(reserve, or paged with preemption) and no prefix caching, applied in the same order with the
+same arithmetic as
 :class:`~llmsched_env.sim.iteration_server.IterationServer`'s Python
 (:mod:`~llmsched_env.sim.engine`, :mod:`~llmsched_env.sim.iteration_planning`,
 :mod:`~llmsched_env.sim.iteration_run`), so that both servers give the same episode bit for bit;
@@ -35,20 +36,54 @@ NO_VALID_TIME = 3
 
 
 # ---------------------------------------------------------------------- queries
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def _blocks_for(tokens, block_tokens):
+    """Blocks that hold ``tokens`` tokens of KV: ``ceil(tokens / block_tokens)``."""
+    return -(-tokens // block_tokens)
+
+
+@njit(cache=True, inline="always")
+def _waiting_head(state):
+    """The request at the head of the waiting queue (requeued ones first), -1 if none waits."""
+    if state.n_requeued[0]:
+        return state.requeue[state.n_requeued[0] - 1]
+    head = state.queue_head[0]
+    return state.queue_order[head] if head < state.queue_tail[0] else -1
+
+
+@njit(cache=True, inline="always")
+def _waiting_at(state, position):
+    """The waiting request at ``position`` from the head (requeued ones, then the queue)."""
+    n_requeued = state.n_requeued[0]
+    if position < n_requeued:
+        return state.requeue[n_requeued - 1 - position]
+    return state.queue_order[state.queue_head[0] + position - n_requeued]
+
+
+@njit(cache=True, inline="always")
 def _can_admit(state, gpu):
-    """Whether ``gpu`` could admit the head of the waiting queue now (a slot and its footprint)."""
+    """Whether ``gpu`` could admit the head of the waiting queue now.
+
+    A sequence slot is free and, in reserve mode, the head's whole footprint fits the unreserved
+    memory; in paged mode the blocks of its smallest first chunk are free.
+    """
     if state.n_sequences[gpu] >= state.max_sequences[0]:
         return False
-    head = state.queue_head[0]
-    if head >= state.queue_tail[0]:
+    index = _waiting_head(state)
+    if index < 0:
         return False
-    index = state.queue_order[head]
+    if state.paged[0]:
+        free = state.capacity_blocks[0] - state.blocks_used[gpu]
+        if state.chunk_size[0] > 0:
+            need = 1
+        else:
+            need = _blocks_for(state.target[index], state.block_tokens[0])
+        return need <= free
     need = state.prompt[index] + state.output[index]
     return state.kv_reserved[gpu] + need <= state.kv_capacity[0]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _can_wait(state):
     """Whether WAIT is safe: a request is still to arrive or a GPU works."""
     if state.n_arrived[0] < state.arrival_s.shape[0]:
@@ -59,7 +94,7 @@ def _can_wait(state):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _smallest_prefill_budget(state, gpu):
     """The least prefill budget that gives ``gpu`` prefill work (``inf``: none does)."""
     if state.n_prefilling[gpu]:
@@ -68,23 +103,99 @@ def _smallest_prefill_budget(state, gpu):
         return math.inf
     if state.chunk_size[0] > 0:
         return 1.0
-    return float(state.prompt[state.queue_order[state.queue_head[0]]])
+    return float(state.target[_waiting_head(state)])
+
+
+@njit(cache=True, inline="always")
+def _can_admit_within(state, gpu, budget_tokens):
+    """Whether a prefill budget of ``budget_tokens`` (no decodes) admits the queue's head."""
+    if not _can_admit(state, gpu):
+        return False
+    target = state.target[_waiting_head(state)]
+    take = target
+    chunk = state.chunk_size[0]
+    if chunk > 0:
+        take = min(target, chunk, budget_tokens)
+    if take < 1 or take > budget_tokens:
+        return False
+    if not state.paged[0]:
+        return True
+    free = state.capacity_blocks[0] - state.blocks_used[gpu]
+    return _blocks_for(take, state.block_tokens[0]) <= free
 
 
 @njit(cache=True)
-def _plan_prefill(state, gpu, budget_tokens, max_new_prompts):
+def prefill_progresses(floats, ints, layout, gpu, budget_tokens):
+    """Whether a prefill-only iteration of ``gpu`` with this budget would make progress.
+
+    ``IterationServer.prefill_progresses``: the oldest started prompt's next chunk gets its
+    blocks, preempting only more recently admitted requests; with none started, the queue's head
+    is admitted.
+    """
+    state = state_view(floats, ints, layout)
+    if state.n_prefilling[gpu] == 0:
+        return _can_admit_within(state, gpu, budget_tokens)
+    base = gpu * state.slots_per_gpu[0]
+    first = state.prefilling_id[base]
+    done = state.prefilled[first]
+    remaining = state.target[first] - done
+    take = min(remaining, budget_tokens)
+    chunk = state.chunk_size[0]
+    if chunk > 0 and chunk < take:
+        take = chunk
+    if take < 1:
+        return False
+    if not state.paged[0]:
+        return True
+    need = _blocks_for(done + take, state.block_tokens[0]) - state.request_blocks[first]
+    free = state.capacity_blocks[0] - state.blocks_used[gpu]
+    if need <= free:
+        return True
+    since = state.admitted_at[first]
+    for j in range(state.n_running[gpu]):
+        index = state.run_id[base + j]
+        if state.admitted_at[index] > since:
+            free += state.request_blocks[index]
+    for j in range(state.n_prefilling[gpu]):
+        index = state.prefilling_id[base + j]
+        if state.admitted_at[index] > since:
+            free += state.request_blocks[index]
+    return need <= free
+
+
+@njit(cache=True)
+def prefill_allowed(floats, ints, layout, gpu, budget_tokens, alongside_decodes):
+    """``IterationServer.prefill_allowed``: whether the budget forms an allowed iteration."""
+    state = state_view(floats, ints, layout)
+    if not state.paged[0]:
+        return _smallest_prefill_budget(state, gpu) <= budget_tokens
+    if (
+        alongside_decodes
+        and state.n_running[gpu]
+        and (state.n_prefilling[gpu] or _can_admit(state, gpu))
+    ):
+        return True
+    return prefill_progresses(floats, ints, layout, gpu, budget_tokens)
+
+
+@njit(cache=True)
+def plan_prefill(floats, ints, layout, gpu, budget_tokens, max_new_prompts):
     """What a prefill-only iteration of ``gpu`` would prefill: ``(tokens, continued, admitted)``.
 
-    The dry run of :meth:`IterationServer.plan_prefill` (reserve mode); nothing changes.
+    The dry run of :meth:`IterationServer.plan_prefill`; nothing changes.
     """
+    state = state_view(floats, ints, layout)
     max_tokens = state.max_tokens[0]
     budget = budget_tokens if budget_tokens < max_tokens else max_tokens
     chunk = state.chunk_size[0]
+    paged = state.paged[0]
+    block_tokens = state.block_tokens[0]
     base = gpu * state.slots_per_gpu[0]
-    used = continued = 0
+    used = continued = blocks = 0
     for j in range(state.n_prefilling[gpu]):
         index = state.prefilling_id[base + j]
-        remaining = state.prompt[index] - state.prefilled[index]
+        done = state.prefilled[index]
+        remaining = state.target[index] - done
         take = min(remaining, budget - used)
         if chunk > 0 and chunk < take:
             take = chunk
@@ -92,23 +203,39 @@ def _plan_prefill(state, gpu, budget_tokens, max_new_prompts):
             break
         used += take
         continued += 1
+        if paged:
+            blocks += _blocks_for(done + take, block_tokens) - state.request_blocks[index]
+    free = state.capacity_blocks[0] - state.blocks_used[gpu] - blocks
+    if paged and free < 0:
+        return used, continued, 0
     admitted = 0
     slots = state.max_sequences[0] - state.n_sequences[gpu]
     reserved = state.kv_reserved[gpu]
-    for position in range(state.queue_head[0], state.queue_tail[0]):
+    n_waiting = state.n_requeued[0] + state.queue_tail[0] - state.queue_head[0]
+    for position in range(n_waiting):
         if used >= budget or admitted >= max_new_prompts or slots <= 0:
             break
-        index = state.queue_order[position]
-        remaining = state.prompt[index]
-        need = remaining + state.output[index]
-        if reserved + need > state.kv_capacity[0]:
+        index = _waiting_at(state, position)
+        remaining = state.target[index]
+        need = state.prompt[index] + state.output[index]
+        if paged:
+            smallest = 1 if chunk > 0 else _blocks_for(remaining, block_tokens)
+            if smallest > free:
+                break
+        elif reserved + need > state.kv_capacity[0]:
             break
         take = remaining
         if chunk > 0:
             take = min(remaining, chunk, budget - used)
         if take > budget - used:
             break
-        reserved += need
+        if paged:
+            new_blocks = _blocks_for(take, block_tokens)
+            if new_blocks > free:
+                break
+            free -= new_blocks
+        else:
+            reserved += need
         used += take
         admitted += 1
         slots -= 1
@@ -116,7 +243,7 @@ def _plan_prefill(state, gpu, budget_tokens, max_new_prompts):
 
 
 # ---------------------------------------------------------------------- the event loop
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _find_decision_gpu(state):
     """The lowest-index GPU that must decide now (idle, not waiting, with work), or -1."""
     for gpu in range(state.gpu_busy.shape[0]):
@@ -127,7 +254,7 @@ def _find_decision_gpu(state):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _on_arrivals(state, lo, hi):
     """Queue (or reject) requests ``lo .. hi - 1``, which arrive now."""
     for index in range(lo, hi):
@@ -142,7 +269,7 @@ def _on_arrivals(state, lo, hi):
                 state.n_ttft_misses[0] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pass_deadlines(state, t):
     """Count the TTFT deadlines at or before ``t`` that passed without a first token."""
     ptr = state.deadline_ptr[0]
@@ -160,7 +287,7 @@ def _pass_deadlines(state, t):
     state.n_ttft_misses[0] += missed
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _admit_arrivals_before(state, t):
     """Queue every arrival strictly before ``t`` without moving the clock (every GPU works).
 
@@ -188,8 +315,8 @@ def _admit_arrivals_before(state, t):
     state.in_system_s[0] -= fsum(admitted, 0, m) - m * now
 
 
-@njit(cache=True)
-def _advance_to(state, t):
+@njit(cache=True, inline="always")
+def _advance_to(floats, ints, layout, state, t):
     """Move the clock to ``t`` and process every event due by then (GPUs, arrivals, deadlines)."""
     in_system = state.n_arrived[0] - state.n_completed[0] - state.n_rejected[0]
     state.in_system_s[0] += in_system * (t - state.now[0])
@@ -207,7 +334,7 @@ def _advance_to(state, t):
         if gpu < 0:
             break
         state.gpu_busy[gpu] = 0
-        _on_work_done(state, gpu)
+        _on_work_done(floats, ints, layout, gpu)
     arrival = state.arrival_s
     lo = state.n_arrived[0]
     n = arrival.shape[0]
@@ -218,8 +345,9 @@ def _advance_to(state, t):
 
 
 @njit(cache=True)
-def _advance(state):
+def advance(floats, ints, layout):
     """Process events until a decision is due (``True``) or nothing is left to happen."""
+    state = state_view(floats, ints, layout)
     arrival = state.arrival_s
     n = arrival.shape[0]
     n_gpus = state.gpu_busy.shape[0]
@@ -247,10 +375,10 @@ def _advance(state):
             if t == math.inf:
                 state.decision_gpu[0] = -1
                 return False
-        _advance_to(state, t)
+        _advance_to(floats, ints, layout, state, t)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _wait(state):
     """The WAIT decision: the deciding GPU idles until the next event (a refusal code)."""
     gpu = state.decision_gpu[0]
@@ -264,19 +392,283 @@ def _wait(state):
 
 
 # ---------------------------------------------------------------------- iterations
+@njit(cache=True, inline="always")
+def _needs_block(state, slot, block_tokens):
+    """Whether the running sequence in ``slot`` starts a new KV block with its next token.
+
+    It holds the blocks of its ``prompt + generated - 1`` computed tokens (the last sampled one
+    is computed by the decode step), so it needs one more exactly when that is a multiple of
+    the block size (``llmsched_env.sim.paged_kv.decode_rows_needing_block``).
+    """
+    index = state.run_id[slot]
+    return (state.prompt[index] + state.run_generated[slot] - 1) % block_tokens == 0
+
+
+@njit(cache=True, inline="always")
+def _chunk_blocks(state, slot, block_tokens):
+    """New KV blocks the prefill chunk in plan ``slot`` needs beyond what its request holds."""
+    index = state.plan_id[slot]
+    tokens = state.prefilled[index] + state.plan_take[slot]
+    return _blocks_for(tokens, block_tokens) - state.request_blocks[index]
+
+
+@njit(cache=True, inline="always")
+def _sort_by_admission(state, ids, values):
+    """Sort ``ids`` (and ``values`` alongside) by the requests' admission counters, in place."""
+    for i in range(1, ids.shape[0]):
+        index = ids[i]
+        value = values[i]
+        key = state.admitted_at[index]
+        j = i - 1
+        while j >= 0 and state.admitted_at[ids[j]] > key:
+            ids[j + 1] = ids[j]
+            values[j + 1] = values[j]
+            j -= 1
+        ids[j + 1] = index
+        values[j + 1] = value
+
+
+@njit(cache=True, inline="always")
+def _preempt(state, gpu, index):
+    """Free ``index``'s blocks, discard its KV and put it at the head of the waiting queue.
+
+    ``PagedKVAccounting._preempt``: a running request keeps its token state until it resumes
+    and recomputes its prompt plus the tokens it generated; a started prompt starts over.
+    """
+    base = gpu * state.slots_per_gpu[0]
+    prompt = state.prompt[index]
+    n_running = state.n_running[gpu]
+    j = 0
+    while j < n_running and state.run_id[base + j] != index:
+        j += 1
+    if j < n_running:
+        slot = base + j
+        generated = state.run_generated[slot]
+        state.has_resume[index] = 1
+        state.resume_generated[index] = generated
+        state.resume_last_token_s[index] = state.run_last_token_s[slot]
+        state.resume_max_gap_s[index] = state.run_max_gap_s[slot]
+        state.resume_tbt_missed[index] = state.run_tbt_missed[slot]
+        state.tokens_generated[index] = generated
+        state.max_gap_s[index] = state.run_max_gap_s[slot]
+        discarded = prompt + generated - 1
+        state.target[index] = prompt + generated
+        state.running_context[gpu] -= prompt + generated
+        state.running_prompt[gpu] -= prompt
+        state.running_predicted[gpu] -= state.predicted[index]
+        for m in range(slot, base + n_running - 1):
+            state.run_id[m] = state.run_id[m + 1]
+            state.run_generated[m] = state.run_generated[m + 1]
+            state.run_last_token_s[m] = state.run_last_token_s[m + 1]
+            state.run_max_gap_s[m] = state.run_max_gap_s[m + 1]
+            state.run_tbt_missed[m] = state.run_tbt_missed[m + 1]
+        state.n_running[gpu] = n_running - 1
+    else:
+        n_prefilling = state.n_prefilling[gpu]
+        j = 0
+        while state.prefilling_id[base + j] != index:
+            j += 1
+        for m in range(base + j, base + n_prefilling - 1):
+            state.prefilling_id[m] = state.prefilling_id[m + 1]
+        state.n_prefilling[gpu] = n_prefilling - 1
+        discarded = state.prefilled[index]
+    state.blocks_used[gpu] -= state.request_blocks[index]
+    state.request_blocks[index] = 0
+    state.prefilled[index] = 0
+    state.n_sequences[gpu] -= 1
+    state.n_preemptions[0] += 1
+    state.recomputed_tokens[0] += discarded
+    state.preemptions[index] += 1
+    state.recomputed[index] += discarded
+    state.requeue[state.n_requeued[0]] = index
+    state.n_requeued[0] += 1
+    state.requeued_tokens[0] += state.target[index]
+
+
+@njit(cache=True, inline="always")
+def _allocate_with_preemption(state, gpu, k, chunks):
+    """Give the iteration's requests their blocks in admission order, preempting as vLLM V1.
+
+    ``PagedKVAccounting._allocate_with_preemption`` (and ``allocate_in_admission_order``):
+    when a request's blocks are not free, the most recently admitted request on the GPU is
+    preempted, again and again, until they are or the request itself was. The plan loses the
+    preempted requests' chunks.
+
+    Returns:
+        ``(decodes, prefill_tokens, prefill_kv_tokens, chunks, preempted)`` that remain.
+    """
+    block_tokens = state.block_tokens[0]
+    base = gpu * state.slots_per_gpu[0]
+    n_scheduled = k + chunks
+    scheduled = np.empty(n_scheduled, dtype=np.int64)
+    needs = np.empty(n_scheduled, dtype=np.int64)
+    for j in range(k):
+        scheduled[j] = state.run_id[base + j]
+        needs[j] = 1 if _needs_block(state, base + j, block_tokens) else 0
+    for c in range(chunks):
+        scheduled[k + c] = state.plan_id[base + c]
+        needs[k + c] = _chunk_blocks(state, base + c, block_tokens)
+    _sort_by_admission(state, scheduled, needs)
+    n_running = state.n_running[gpu]
+    n_on_gpu = n_running + state.n_prefilling[gpu]
+    on_gpu = np.empty(n_on_gpu, dtype=np.int64)
+    on_gpu[:n_running] = state.run_id[base : base + n_running]
+    on_gpu[n_running:] = state.prefilling_id[base : base + state.n_prefilling[gpu]]
+    _sort_by_admission(state, on_gpu, np.zeros(n_on_gpu, dtype=np.int64))
+    free = state.capacity_blocks[0] - state.blocks_used[gpu]
+    victims = np.empty(n_on_gpu, dtype=np.int64)
+    n_victims = 0
+    n_left = n_on_gpu
+    served = n_scheduled
+    for i in range(n_scheduled):
+        index = scheduled[i]
+        need = needs[i]
+        gone = False
+        for v in range(n_victims):
+            if victims[v] == index:
+                gone = True
+        if gone:
+            served = i
+            break
+        while need > free:
+            n_left -= 1
+            victim = on_gpu[n_left]
+            victims[n_victims] = victim
+            n_victims += 1
+            free += state.request_blocks[victim]
+            if victim == index:
+                gone = True
+                break
+        if gone:
+            served = i
+            break
+        free -= need
+        state.request_blocks[index] += need
+    for i in range(served):
+        state.blocks_used[gpu] += needs[i]
+    decodes_gone = 0
+    for j in range(k):
+        for v in range(n_victims):
+            if victims[v] == state.run_id[base + j]:
+                decodes_gone += 1
+    for v in range(n_victims):
+        _preempt(state, gpu, victims[v])
+    kept = 0
+    for c in range(chunks):
+        index = state.plan_id[base + c]
+        gone = False
+        for v in range(n_victims):
+            if victims[v] == index:
+                gone = True
+        if not gone:
+            state.plan_id[base + kept] = index
+            state.plan_take[base + kept] = state.plan_take[base + c]
+            kept += 1
+    tokens = kv = 0
+    for c in range(kept):
+        tokens += state.plan_take[base + c]
+        kv += state.prefilled[state.plan_id[base + c]]
+    return k - decodes_gone, tokens, kv, kept, n_victims > 0
+
+
 @njit(cache=True)
-def _plan_iteration(state, decode_count, prefill_budget_tokens, max_new_prompts):
+def _allocate_blocks(floats, ints, layout, gpu, k, chunks, used, kv):
+    """Paged mode: the blocks of the iteration's decodes and chunks (preempting if short).
+
+    Returns:
+        ``(decodes, prefill_tokens, prefill_kv_tokens, chunks, preempted)``.
+    """
+    state = state_view(floats, ints, layout)
+    block_tokens = state.block_tokens[0]
+    base = gpu * state.slots_per_gpu[0]
+    need = 0
+    for j in range(k):
+        if _needs_block(state, base + j, block_tokens):
+            need += 1
+    for c in range(chunks):
+        need += _chunk_blocks(state, base + c, block_tokens)
+    if need > state.capacity_blocks[0] - state.blocks_used[gpu]:
+        return _allocate_with_preemption(state, gpu, k, chunks)
+    # Every scheduled request gets its blocks: the order does not matter.
+    for j in range(k):
+        if _needs_block(state, base + j, block_tokens):
+            state.request_blocks[state.run_id[base + j]] += 1
+            state.blocks_used[gpu] += 1
+    for c in range(chunks):
+        blocks = _chunk_blocks(state, base + c, block_tokens)
+        if blocks:
+            state.request_blocks[state.plan_id[base + c]] += blocks
+            state.blocks_used[gpu] += blocks
+    return k, used, kv, chunks, False
+
+
+@njit(cache=True)
+def _admit(floats, ints, layout, gpu, budget, used, max_new_prompts, chunks):
+    """Admit requests from the head of the waiting queue into the plan (``_plan_admissions``).
+
+    Reserve mode reserves each one's footprint; paged mode gives it the blocks of its first
+    chunk and stops at a head whose blocks are not free. Returns ``(prefill tokens, chunks)``.
+    """
+    state = state_view(floats, ints, layout)
+    base = gpu * state.slots_per_gpu[0]
+    chunk = state.chunk_size[0]
+    paged = state.paged[0]
+    admitted = 0
+    while used < budget and admitted < max_new_prompts and _can_admit(state, gpu):
+        requeued = state.n_requeued[0] > 0
+        index = _waiting_head(state)
+        target = state.target[index]
+        take = target
+        if chunk > 0:
+            take = min(target, chunk, budget - used)
+        if take > budget - used:
+            break  # whole prompts only: the head does not fit, and the queue is FIFO
+        if paged:
+            need = _blocks_for(take, state.block_tokens[0])
+            if need > state.capacity_blocks[0] - state.blocks_used[gpu]:
+                break  # the head's blocks are not free: head-of-line blocking, as in vLLM
+            state.request_blocks[index] += need
+            state.blocks_used[gpu] += need
+            state.admissions[0] += 1
+            state.admitted_at[index] = state.admissions[0]
+        else:
+            state.kv_reserved[gpu] += state.prompt[index] + state.output[index]
+        if requeued:
+            state.n_requeued[0] -= 1
+            state.requeued_tokens[0] -= target
+        else:
+            state.queue_head[0] += 1
+            state.start_s[index] = state.now[0]
+        admitted += 1
+        state.prefilling_id[base + state.n_prefilling[gpu]] = index
+        state.n_prefilling[gpu] += 1
+        state.n_sequences[gpu] += 1
+        state.gpu[index] = gpu
+        state.plan_id[base + chunks] = index
+        state.plan_take[base + chunks] = take
+        chunks += 1
+        used += take
+    return used, chunks
+
+
+@njit(cache=True)
+def plan_iteration(floats, ints, layout, decode_count, prefill_budget_tokens, max_new_prompts):
     """Choose the deciding GPU's next iteration, admitting prompts into it.
 
     :meth:`IterationServer.run_iteration` up to the latency model: the first ``decode_count``
-    running sequences (capped) decode; the started prompts continue, oldest first, then prompts
-    are admitted from the head of the queue, within the prefill budget and the cap.
+    running sequences (capped) decode; the started prompts continue, oldest first; in paged
+    mode the decodes and chunks get their blocks, preempting if short; then (unless someone
+    was preempted) prompts are admitted from the head of the queue, within the prefill budget
+    and the cap.
 
     Returns:
         ``(code, formed, decodes, prefill_tokens, prefill_kv_tokens, chunks, context,
-        longest, shortest)``: a refusal code, whether the iteration has work (else nothing
-        changed), then the latency model's inputs (the decodes' context and its spread).
+        longest, shortest)``: a refusal code; whether the decision was made (else nothing
+        changed: the iteration would have been empty); then the latency model's inputs (the
+        decodes' context and its spread). A decision with no decodes and no chunks only
+        preempted (paged mode): no iteration runs and the GPU decides again.
     """
+    state = state_view(floats, ints, layout)
     gpu = state.decision_gpu[0]
     if gpu < 0:
         return NO_DECISION_DUE, False, 0, 0, 0, 0, 0, 0, 0
@@ -293,7 +685,7 @@ def _plan_iteration(state, decode_count, prefill_budget_tokens, max_new_prompts)
         for j in range(state.n_prefilling[gpu]):  # the started prompts continue
             index = state.prefilling_id[base + j]
             done = state.prefilled[index]
-            take = min(state.prompt[index] - done, budget - used)
+            take = min(state.target[index] - done, budget - used)
             if chunk > 0 and chunk < take:
                 take = chunk
             if take <= 0:
@@ -303,29 +695,23 @@ def _plan_iteration(state, decode_count, prefill_budget_tokens, max_new_prompts)
             chunks += 1
             used += take
             kv += done
-        admitted = 0
-        while used < budget and admitted < max_new_prompts and _can_admit(state, gpu):
-            index = state.queue_order[state.queue_head[0]]
-            take = state.prompt[index]
-            if chunk > 0:
-                take = min(take, chunk, budget - used)
-            if take > budget - used:
-                break  # whole prompts only: the head does not fit, and the queue is FIFO
-            state.kv_reserved[gpu] += state.prompt[index] + state.output[index]
-            state.queue_head[0] += 1
-            state.start_s[index] = state.now[0]
-            admitted += 1
-            state.prefilling_id[base + state.n_prefilling[gpu]] = index
-            state.n_prefilling[gpu] += 1
-            state.n_sequences[gpu] += 1
-            state.gpu[index] = gpu
-            state.plan_id[base + chunks] = index
-            state.plan_take[base + chunks] = take
-            chunks += 1
-            used += take
+    preempted = False
+    paged = state.paged[0]
+    if paged:
+        k, used, kv, chunks, preempted = _allocate_blocks(
+            floats, ints, layout, gpu, k, chunks, used, kv
+        )
+    if not preempted and used < budget:
+        used, chunks = _admit(floats, ints, layout, gpu, budget, used, max_new_prompts, chunks)
+    if paged:
+        blocks = state.blocks_used[gpu] * state.block_tokens[0]
+        state.kv_used[gpu] = blocks
+        state.kv_reserved[gpu] = blocks
     if k == 0 and chunks == 0:
-        return DONE, False, 0, 0, 0, 0, 0, 0, 0
-    if k == n_running:
+        if preempted:
+            state.decision_gpu[0] = -1  # the GPU decides again, with the preempted ones waiting
+        return DONE, preempted, 0, 0, 0, 0, 0, 0, 0
+    if k == state.n_running[gpu]:
         context = state.running_context[gpu]
     else:
         context = 0
@@ -345,7 +731,7 @@ def _plan_iteration(state, decode_count, prefill_budget_tokens, max_new_prompts)
     return DONE, True, k, used, kv, chunks, context, longest, shortest
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _start_iteration(state, decodes, prefill_tokens, chunks, duration):
     """Start the planned iteration of the deciding GPU, lasting ``duration`` seconds."""
     gpu = state.decision_gpu[0]
@@ -363,7 +749,9 @@ def _start_iteration(state, decodes, prefill_tokens, chunks, duration):
 
 
 @njit(cache=True)
-def _run_timed(state, decode_count, prefill_budget_tokens, max_new_prompts, tables):
+def run_timed_iteration(
+    floats, ints, layout, decode_count, prefill_budget_tokens, max_new_prompts, tables
+):
     """:func:`_plan_iteration`, the compiled latency model's time, :func:`_start_iteration`.
 
     The model is ``state.latency_code`` with ``state.latency_params`` and ``tables``
@@ -371,10 +759,11 @@ def _run_timed(state, decode_count, prefill_budget_tokens, max_new_prompts, tabl
     formed)``; ``NO_VALID_TIME`` if the model gives no valid time (the iteration's admissions
     are then done, as in Python).
     """
-    code, formed, k, prefill, kv, chunks, context, longest, shortest = _plan_iteration(
-        state, decode_count, prefill_budget_tokens, max_new_prompts
+    state = state_view(floats, ints, layout)
+    code, formed, k, prefill, kv, chunks, context, longest, shortest = plan_iteration(
+        floats, ints, layout, decode_count, prefill_budget_tokens, max_new_prompts
     )
-    if code != DONE or not formed:
+    if code != DONE or not formed or (k == 0 and chunks == 0):
         return code, formed
     duration = iteration_time_s(
         state.latency_code[0],
@@ -395,7 +784,7 @@ def _run_timed(state, decode_count, prefill_budget_tokens, max_new_prompts, tabl
 
 
 # ---------------------------------------------------------------------- the end of an iteration
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _complete_one(state, gpu, index, generated, tbt_missed):
     """Complete request ``index`` with ``generated`` tokens; free its KV memory."""
     t = state.now[0]
@@ -404,8 +793,12 @@ def _complete_one(state, gpu, index, generated, tbt_missed):
     state.tokens_generated[index] = generated
     state.n_completed[0] += 1
     state.n_sequences[gpu] -= 1
-    state.kv_reserved[gpu] -= state.prompt[index] + state.output[index]
-    state.kv_used[gpu] -= state.prompt[index] + generated
+    if state.paged[0]:
+        state.blocks_used[gpu] -= state.request_blocks[index]
+        state.request_blocks[index] = 0
+    else:
+        state.kv_reserved[gpu] -= state.prompt[index] + state.output[index]
+        state.kv_used[gpu] -= state.prompt[index] + generated
     ttft_met = (not state.has_deadline[0]) or (
         state.first_token_s[index] <= state.ttft_deadline_s[index]
     )
@@ -414,42 +807,82 @@ def _complete_one(state, gpu, index, generated, tbt_missed):
         state.on_time_tokens[0] += state.output[index]
 
 
+@njit(cache=True, inline="always")
+def _resume(state, gpu, index):
+    """Emit the next token of a preempted request whose recomputation just finished.
+
+    ``IterationRun._resume``: the gap since its last token before the preemption counts like
+    any other. Returns whether it keeps running (else it completed).
+    """
+    t = state.now[0]
+    gap = t - state.resume_last_token_s[index]
+    max_gap = state.resume_max_gap_s[index]
+    if gap > max_gap:
+        max_gap = gap
+    missed = state.resume_tbt_missed[index]
+    if gap > state.tbt_target_s[0]:
+        if missed == 0:
+            state.n_tbt_misses[0] += 1
+        missed = 1
+    generated = state.resume_generated[index] + 1
+    state.tokens_generated[index] = generated
+    if generated >= state.output[index]:
+        state.has_resume[index] = 0
+        state.max_gap_s[index] = max_gap
+        _complete_one(state, gpu, index, generated, missed != 0)
+        return False
+    state.resume_generated[index] = generated
+    state.resume_last_token_s[index] = t
+    state.resume_max_gap_s[index] = max_gap
+    state.resume_tbt_missed[index] = missed
+    prompt = state.prompt[index]
+    state.running_context[gpu] += prompt + generated
+    state.running_prompt[gpu] += prompt
+    state.running_predicted[gpu] += state.predicted[index]
+    return True
+
+
 @njit(cache=True)
-def _on_work_done(state, gpu):
+def _on_work_done(floats, ints, layout, gpu):
     """Apply the tokens of ``gpu``'s iteration, which just ended (``IterationRun``'s rules)."""
+    state = state_view(floats, ints, layout)
     if not state.pending[gpu]:
         return
     state.pending[gpu] = 0
     t = state.now[0]
     base = gpu * state.slots_per_gpu[0]
-    n_new = 0  # requests that start decoding, appended after the kept running ones
+    n_new = 0  # requests that start (or resume) decoding, after the kept running ones
     chunks = state.pending_chunks[gpu]
-    # Their indices go to plan_id's free end, after the plan: at most max_sequences in all.
     finished_prefill = False
     for c in range(chunks):
         index = state.plan_id[base + c]
         take = state.plan_take[base + c]
         state.prefilled[index] += take
         state.kv_used[gpu] += take
-        if state.prefilled[index] == state.prompt[index]:
-            finished_prefill = True
-            state.first_token_s[index] = t
-            state.tokens_generated[index] = 1
-            state.kv_used[gpu] += 1
-            if state.output[index] == 1:
-                _complete_one(state, gpu, index, 1, False)
-            else:
-                # Reuse the plan's slot c: chunks before it are read already.
-                state.plan_id[base + n_new] = index
+        if state.prefilled[index] != state.target[index]:
+            continue
+        finished_prefill = True
+        if state.has_resume[index]:
+            if _resume(state, gpu, index):
+                state.plan_id[base + n_new] = index  # slots before c are read already
                 n_new += 1
-                state.running_context[gpu] += state.prompt[index] + 1
-                state.running_prompt[gpu] += state.prompt[index]
-                state.running_predicted[gpu] += state.predicted[index]
+            continue
+        state.first_token_s[index] = t
+        state.tokens_generated[index] = 1
+        state.kv_used[gpu] += 1
+        if state.output[index] == 1:
+            _complete_one(state, gpu, index, 1, False)
+        else:
+            state.plan_id[base + n_new] = index
+            n_new += 1
+            state.running_context[gpu] += state.prompt[index] + 1
+            state.running_prompt[gpu] += state.prompt[index]
+            state.running_predicted[gpu] += state.predicted[index]
     if finished_prefill:
         kept = 0
         for j in range(state.n_prefilling[gpu]):
             index = state.prefilling_id[base + j]
-            if state.prefilled[index] < state.prompt[index]:
+            if state.prefilled[index] < state.target[index]:
                 state.prefilling_id[base + kept] = index
                 kept += 1
         state.n_prefilling[gpu] = kept
@@ -502,20 +935,27 @@ def _on_work_done(state, gpu):
         index = state.plan_id[base + j]
         s = base + n_running + j
         state.run_id[s] = index
-        state.run_generated[s] = 1
-        state.run_last_token_s[s] = t
-        state.run_max_gap_s[s] = 0.0
-        state.run_tbt_missed[s] = 0
+        if state.has_resume[index]:  # recomputed: its own counts, gaps and TBT flag
+            state.has_resume[index] = 0
+            state.run_generated[s] = state.resume_generated[index]
+            state.run_last_token_s[s] = state.resume_last_token_s[index]
+            state.run_max_gap_s[s] = state.resume_max_gap_s[index]
+            state.run_tbt_missed[s] = state.resume_tbt_missed[index]
+        else:
+            state.run_generated[s] = 1
+            state.run_last_token_s[s] = t
+            state.run_max_gap_s[s] = 0.0
+            state.run_tbt_missed[s] = 0
     state.n_running[gpu] = n_running + n_new
+    if state.paged[0]:
+        blocks = state.blocks_used[gpu] * state.block_tokens[0]
+        state.kv_used[gpu] = blocks
+        state.kv_reserved[gpu] = blocks
 
 
 # ---------------------------------------------------------------------- entry points
 # Python calls these with the state's buffers: a call that passed the state's named tuple would
 # unbox each of its arrays.
-@njit(cache=True)
-def advance(floats, ints, layout):
-    """:func:`_advance` on a run's buffers."""
-    return _advance(state_view(floats, ints, layout))
 
 
 @njit(cache=True)
@@ -537,31 +977,15 @@ def can_admit(floats, ints, layout, gpu):
 
 
 @njit(cache=True)
+def can_admit_within(floats, ints, layout, gpu, budget_tokens):
+    """:func:`_can_admit_within` on a run's buffers."""
+    return _can_admit_within(state_view(floats, ints, layout), gpu, budget_tokens)
+
+
+@njit(cache=True)
 def smallest_prefill_budget(floats, ints, layout, gpu):
     """:func:`_smallest_prefill_budget` on a run's buffers."""
     return _smallest_prefill_budget(state_view(floats, ints, layout), gpu)
-
-
-@njit(cache=True)
-def plan_prefill(floats, ints, layout, gpu, budget_tokens, max_new_prompts):
-    """:func:`_plan_prefill` on a run's buffers."""
-    return _plan_prefill(state_view(floats, ints, layout), gpu, budget_tokens, max_new_prompts)
-
-
-@njit(cache=True)
-def plan_iteration(floats, ints, layout, decode_count, prefill_budget_tokens, max_new_prompts):
-    """:func:`_plan_iteration` on a run's buffers."""
-    state = state_view(floats, ints, layout)
-    return _plan_iteration(state, decode_count, prefill_budget_tokens, max_new_prompts)
-
-
-@njit(cache=True)
-def run_timed_iteration(
-    floats, ints, layout, decode_count, prefill_budget_tokens, max_new_prompts, tables
-):
-    """:func:`_run_timed` on a run's buffers."""
-    state = state_view(floats, ints, layout)
-    return _run_timed(state, decode_count, prefill_budget_tokens, max_new_prompts, tables)
 
 
 @njit(cache=True)

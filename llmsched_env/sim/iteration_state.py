@@ -1,14 +1,16 @@
 """The state of the compiled iteration-level server, declared once (see :mod:`~.state_schema`).
 
 :class:`~llmsched_env.sim.compiled_iteration_server.CompiledIterationServer` keeps the state of
-:class:`~llmsched_env.sim.iteration_server.IterationServer` (reserve mode) in two buffers, so
-that its event loop and its iterations run compiled (:mod:`llmsched_env.sim.iteration_kernels`).
+:class:`~llmsched_env.sim.iteration_server.IterationServer` (reserve or paged KV memory, without
+prefix caching) in two buffers, so that its event loop and its iterations run compiled
+(:mod:`llmsched_env.sim.iteration_kernels`).
 
 Per GPU, the running sequences and the started prompts are the first ``n_running[g]`` and
 ``n_prefilling[g]`` entries of the GPU's row of slots (slot ``g * slots_per_gpu + j``, where
 ``slots_per_gpu`` is ``max_sequences``, or the episode's requests if fewer): the running ones in
 the order they started decoding, the started prompts in admission order, as the Python server's
-lists. The waiting queue is
+lists. The waiting queue is the requeued requests (paged mode's preempted ones,
+``requeue[:n_requeued]``, a stack whose top is the head) followed by
 ``queue_order[queue_head:queue_tail]``. An iteration's plan (its prefill chunks) is kept in the
 GPU's slots of ``plan_id`` and ``plan_take`` until the iteration ends; its decodes are the
 first ``pending_decodes[g]`` running sequences, which nothing else changes meanwhile.
@@ -42,6 +44,9 @@ SCHEMA = StateSchema(
         Field("chunk_size", "i", 1, "most prefill tokens of a prompt per iteration (0: whole)"),
         Field("has_deadline", "i", 1, "1 if TTFT deadlines are counted"),
         Field("reads_spread", "i", 1, "1 if the latency model takes the decode context spread"),
+        Field("paged", "i", 1, "1 for paged KV memory (blocks as tokens are computed)"),
+        Field("block_tokens", "i", 1, "tokens per KV block (paged)"),
+        Field("capacity_blocks", "i", 1, "KV blocks of one GPU (paged; 0 in reserve mode)"),
         # counters
         Field("n_arrived", "i", 1, "requests arrived (a prefix of the arrival order)"),
         Field("n_completed", "i", 1, "requests completed"),
@@ -58,6 +63,11 @@ SCHEMA = StateSchema(
         Field("queue_tail", "i", 1, "one past the position of the newest arrived one"),
         Field("deadline_ptr", "i", 1, "deadlines (in scan order) already checked"),
         Field("decision_gpu", "i", 1, "GPU that must decide now (-1: none)"),
+        Field("admissions", "i", 1, "admissions so far (paged: the admission counter)"),
+        Field("n_preemptions", "i", 1, "preemptions so far"),
+        Field("recomputed_tokens", "i", 1, "KV tokens discarded by preemptions"),
+        Field("n_requeued", "i", 1, "preempted requests waiting ahead of the queue"),
+        Field("requeued_tokens", "i", 1, "tokens the requeued requests must recompute"),
         # per GPU
         Field("gpu_free_at", "f", "n_gpus", "when the GPU's latest iteration ends (or ended), s"),
         Field("gpu_busy_s", "f", "n_gpus", "time the GPU has worked (running work in full), s"),
@@ -70,6 +80,7 @@ SCHEMA = StateSchema(
         Field("running_prompt", "i", "n_gpus", "prompt tokens of the running sequences"),
         Field("running_predicted", "i", "n_gpus", "predicted output tokens of the running"),
         Field("n_sequences", "i", "n_gpus", "requests on the GPU (prefilling or running)"),
+        Field("blocks_used", "i", "n_gpus", "KV blocks allocated (paged)"),
         Field("n_running", "i", "n_gpus", "running (decoding) sequences"),
         Field("n_prefilling", "i", "n_gpus", "started prompts (admitted, prefill not done)"),
         Field("pending", "i", "n_gpus", "1 while an iteration runs whose tokens are not applied"),
@@ -96,7 +107,18 @@ SCHEMA = StateSchema(
         Field("predicted", "i", "n", "predicted output tokens"),
         Field("rejection", "i", "n", "why it will be rejected at arrival (RejectReason; 0: not)"),
         Field("reject_reason", "i", "n", "why it was rejected, once arrived (0: not rejected)"),
-        Field("prefilled", "i", "n", "prompt tokens prefilled"),
+        Field("prefilled", "i", "n", "tokens prefilled (or recomputed) before the next token"),
+        Field("target", "i", "n", "tokens to prefill: the prompt, after a preemption plus output"),
+        Field("request_blocks", "i", "n", "KV blocks the request holds (paged)"),
+        Field("admitted_at", "i", "n", "the admission counter when it was last admitted"),
+        Field("preemptions", "i", "n", "times it was preempted"),
+        Field("recomputed", "i", "n", "its KV tokens discarded by preemptions"),
+        Field("has_resume", "i", "n", "1 while a preempted request keeps its token state"),
+        Field("resume_generated", "i", "n", "a preempted request's output tokens generated"),
+        Field("resume_tbt_missed", "i", "n", "1 if it had breached the TBT target"),
+        Field("resume_last_token_s", "f", "n", "the time of its latest token, s"),
+        Field("resume_max_gap_s", "f", "n", "its longest gap between tokens, s"),
+        Field("requeue", "i", "n", "the requeued requests, the queue's head last (a stack)"),
         Field("tokens_generated", "i", "n", "output tokens generated, once no longer running"),
         Field("gpu", "i", "n", "GPU that admitted it (-1: none)"),
         Field("completed", "i", "n", "1 once completed"),

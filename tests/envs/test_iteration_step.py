@@ -81,6 +81,10 @@ def play(compiled, python, seed, episodes=2, forbidden_share=0.2):
         dict(n_requests=60, decode_levels=2, prefill_levels=9, prompt_caps=(0, 2), load=0.9),
         dict(n_requests=80, latency="demo2", workload="demo2", load=0.9),
         dict(n_requests=80, latency="llama3.1-8b-h100", load=0.8, n_gpus=2),
+        dict(n_requests=100, kv_allocation="paged", kv_memory=20_000, load=1.2),
+        dict(n_requests=80, kv_allocation="paged", kv_memory=8_000, kv_block_tokens=64, n_gpus=2),
+        dict(n_requests=80, kv_allocation="paged", kv_memory=6_000, chunk_size=None, load=1.5),
+        dict(n_requests=80, kv_allocation="paged", kv_memory=9_000, prompt_caps=(0, 2, None)),
     ],
 )
 def test_compiled_steps_play_the_python_episode(settings):
@@ -88,11 +92,12 @@ def test_compiled_steps_play_the_python_episode(settings):
     assert play(compiled, python, seed=len(settings)) > 100
 
 
-def test_the_compiled_step_is_the_default_and_paged_memory_or_random_times_keep_python():
-    env = ContinuousBatchingEnv(n_requests=10)
-    env.reset(seed=0)
-    assert isinstance(env.server, CompiledIterationServer)
-    for settings in (dict(kv_allocation="paged"), dict(latency="sim-a")):
+def test_the_compiled_step_is_the_default_and_prefix_caching_or_random_times_keep_python():
+    for settings in (dict(), dict(kv_allocation="paged")):
+        env = ContinuousBatchingEnv(n_requests=10, **settings)
+        env.reset(seed=0)
+        assert isinstance(env.server, CompiledIterationServer)
+    for settings in (dict(kv_allocation="paged", prefix_caching=True), dict(latency="sim-a")):
         env = ContinuousBatchingEnv(n_requests=10, **settings)
         env.reset(seed=0)
         assert isinstance(env.server, IterationServer)

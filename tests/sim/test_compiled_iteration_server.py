@@ -1,4 +1,4 @@
-"""The compiled iteration-level server plays IterationServer's reserve-mode episodes bit for bit."""
+"""The compiled iteration-level server plays IterationServer's episodes bit for bit."""
 
 import copy
 import pickle
@@ -31,6 +31,16 @@ SETTINGS = [
     dict(latency=AFFINE, n_gpus=2, kv_capacity_tokens=30_000, max_tokens=512, chunk_size=100),
     dict(latency=LINEAR, n_gpus=1, kv_capacity_tokens=90_000, max_tokens=1024, chunk_size=None),
 ]
+#: Paged KV memory, tight enough to preempt.
+PAGED = dict(kv_allocation="paged")
+PAGED_SETTINGS = [
+    dict(latency=PROFILED, n_gpus=1, kv_capacity_tokens=4_000, max_tokens=2048, chunk_size=512,
+         kv_block_tokens=16, **PAGED),
+    dict(latency=AFFINE, n_gpus=2, kv_capacity_tokens=3_000, max_tokens=512, chunk_size=None,
+         kv_block_tokens=64, **PAGED),
+    dict(latency=STOCHASTIC, n_gpus=3, kv_capacity_tokens=2_500, max_tokens=256, chunk_size=32,
+         kv_block_tokens=1, **PAGED),
+]  # fmt: skip
 TARGETS = [
     dict(ttft_deadline_s=1.0, tbt_target_s=0.1),
     dict(ttft_deadline_s=0.5, ttft_per_token_s=0.002, tbt_target_s=0.05),
@@ -74,6 +84,11 @@ SCALARS = (
     "gpu_busy",
     "gpu_free_at",
     "busy_s",
+    "blocks_used",
+    "request_blocks",
+    "n_preemptions",
+    "recomputed_tokens",
+    "capacity_blocks",
 )
 
 
@@ -87,6 +102,7 @@ def assert_same_state(python, compiled):
     assert python.next_event_time() == compiled.next_event_time()
     assert python.next_free_s() == compiled.next_free_s()
     assert python.waiting_ids().tolist() == compiled.waiting_ids().tolist()
+    assert list(python.requeued) == list(compiled.requeued)
     for gpu in range(python.n_gpus):
         assert python.running[gpu].tolist() == compiled.running[gpu].tolist()
         assert python.prefilling[gpu] == compiled.prefilling[gpu]
@@ -101,6 +117,7 @@ def assert_same_state(python, compiled):
             "can_admit",
             "can_prefill",
             "smallest_prefill_budget",
+            "free_blocks",
         ):
             assert getattr(python, method)(gpu) == getattr(compiled, method)(gpu), method
         for budget in (0, 1, 9, 100, 2048):
@@ -129,6 +146,8 @@ def assert_same_records(python, compiled):
         "completed",
         "tokens_generated",
         "max_token_gap_s",
+        "preemptions",
+        "recomputed_tokens",
     ):
         x, y = getattr(a, field), getattr(b, field)
         assert x.dtype == y.dtype, field
@@ -172,6 +191,17 @@ def test_random_decisions_give_the_same_episode(settings, targets):
     python, compiled = _pair(workload, **settings, **targets)
     steps = play_side_by_side(python, compiled, rng, check_every=4)
     assert steps > 50
+    check_iteration_accounting(compiled)
+
+
+@pytest.mark.parametrize("settings", PAGED_SETTINGS)
+@pytest.mark.parametrize("targets", TARGETS[:2])
+def test_paged_memory_preempts_and_resumes_as_the_python_server(settings, targets):
+    rng = np.random.default_rng(len(str(settings)) + len(targets))
+    workload = random_workload(rng, 80, rate=30.0)
+    python, compiled = _pair(workload, **settings, **targets)
+    play_side_by_side(python, compiled, rng, check_every=3)
+    assert compiled.n_preemptions > 0
     check_iteration_accounting(compiled)
 
 
@@ -238,7 +268,7 @@ def test_wait_that_would_deadlock_is_refused():
 @pytest.mark.parametrize(
     ("settings", "match"),
     [
-        (dict(kv_allocation="paged"), "serves kv_allocation='reserve'"),
+        (dict(kv_allocation="paged", prefix_caching=True), "serves no prefix caching"),
         (dict(max_sequences=0), "max_sequences must be >= 1"),
         (dict(chunk_size=0), "chunk_size must be >= 1 or None"),
         (dict(n_gpus=0), "n_gpus must be a positive integer"),
