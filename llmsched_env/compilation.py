@@ -1,7 +1,7 @@
 """The simulator's compiled kernels: say when they compile, and compile them before the work.
 
 The hot paths run compiled with numba (``cache=True``): the first episode of an env on a machine
-compiles its kernels, which takes about :data:`COMPILE_SECONDS` seconds on one core, and numba
+compiles its kernels, which takes :data:`COMPILE_SECONDS` (per env) on one core, and numba
 caches the result (in ``__pycache__`` beside the sources, or numba's cache directory when that
 is read-only). :func:`warm_up` runs tiny episodes of the envs a command uses, so the compilation
 happens at a known moment, announced by a message when the cache is cold, instead of silently
@@ -45,6 +45,7 @@ _BATCH_KERNELS = (
 )
 _CONTINUOUS_KERNELS = (
     ("llmsched_env.envs.iteration_step", "step_compiled"),
+    ("llmsched_env.sim.iteration_kernels", "plan_prefill"),
     ("llmsched_env.envs.iteration_step", "observe"),
     ("llmsched_env.sim.iteration_kernels", "advance"),
     *_PYTHON_ITERATION_KERNELS,
@@ -66,10 +67,10 @@ KEY_KERNELS = tuple(dict.fromkeys(k for kernels in ENV_KERNELS.values() for k in
 #: shared two-core machine (:func:`warm_up` of that env alone, on an empty cache).
 COMPILE_SECONDS: dict[str, int] = {_BATCH: 25, _CONTINUOUS: 80, _ROUTING: 9}
 #: Seconds a cold compilation of every env's kernels takes, about (measured the same way).
-COMPILE_ALL_SECONDS = 95
+COMPILE_ALL_SECONDS = 97
 
-#: Tiny episodes that reach the key kernels: (env id, keyword arguments, the env ids whose
-#: kernels they reach).
+#: Tiny episodes that reach the key kernels: (env id, keyword arguments (``"policy"``: the
+#: baseline that plays it, ``"random"`` if not given), the env ids whose kernels they reach).
 _TINY_EPISODES: tuple[tuple[str, dict[str, object], tuple[str, ...]], ...] = (
     (_BATCH, {"workload": "demo2", "arrival_rate": 4.0, "n_requests": 20}, (_BATCH,)),
     (
@@ -83,6 +84,12 @@ _TINY_EPISODES: tuple[tuple[str, dict[str, object], tuple[str, ...]], ...] = (
         (_BATCH,),
     ),
     (_CONTINUOUS, {"workload": "demo2", "arrival_rate": 2.0, "n_requests": 8}, (_CONTINUOUS,)),
+    # The vLLM-style baseline asks for prefill plans (its own kernel).
+    (
+        _CONTINUOUS,
+        {"workload": "demo2", "arrival_rate": 2.0, "n_requests": 8, "policy": "vllm"},
+        (_CONTINUOUS,),
+    ),
     (
         _CONTINUOUS,
         {
@@ -198,10 +205,12 @@ def _run_tiny_episodes(episodes: Iterable[tuple[str, dict[str, object]]]) -> Non
     import llmsched_env  # noqa: F401  (registers the env ids)
     from baselines import make_policy
 
-    for env_id, kwargs in episodes:
+    for env_id, settings in episodes:
+        kwargs = dict(settings)
+        policy_name = kwargs.pop("policy", "random")
         env = gym.make(env_id, **kwargs)
         try:
-            policy = make_policy("random", env)
+            policy = make_policy(policy_name, env)
             obs, info = env.reset(seed=0)
             policy.reset()
             while True:

@@ -227,7 +227,7 @@ class CompiledIterationServer:
             else:
                 s.scan_deadline_s[:] = deadline
                 s.scan_order[:] = np.arange(n)
-        # The profiled model is timed inside the compiled iteration; others in Python.
+        # A model with a compiled timing is timed inside the compiled iteration; others in Python.
         #: The latency model's compiled timing (``None``: the model is timed in Python).
         self.timing: CompiledTiming | None = getattr(latency, "compiled_timing", lambda: None)()
         if self.timing is not None:
@@ -478,30 +478,42 @@ class CompiledIterationServer:
         return min(t, float(busy.min())) if busy.size else t
 
     # ------------------------------------------------------------------ admission questions
+    def _gpu(self, gpu: int) -> int:
+        """``gpu`` as an index of the state's per-GPU arrays (negative counts from the end).
+
+        The kernels check no bounds, so a GPU out of range is refused here, as a Python list
+        would refuse it.
+        """
+        if not -self.n_gpus <= gpu < self.n_gpus:
+            raise IndexError(f"gpu {gpu!r} is out of range for {self.n_gpus} GPUs")
+        return int(gpu) % self.n_gpus
+
     def can_admit(self, gpu: int) -> bool:
         """Whether ``gpu`` could admit the head of the waiting queue now."""
-        return k.can_admit(*self.buffers, gpu)
+        return k.can_admit(*self.buffers, self._gpu(gpu))
 
     def can_prefill(self, gpu: int) -> bool:
         """Whether ``gpu`` has prefill work: a started prompt or an admissible waiting one."""
-        return bool(self.state.n_prefilling[gpu]) or self.can_admit(gpu)
+        return bool(self.state.n_prefilling[self._gpu(gpu)]) or self.can_admit(gpu)
 
     def can_admit_within(self, gpu: int, budget_tokens: int) -> bool:
         """Whether a prefill budget of ``budget_tokens`` (no decodes) admits the queue's head."""
-        return k.can_admit_within(*self.buffers, gpu, int(budget_tokens))
+        return k.can_admit_within(*self.buffers, self._gpu(gpu), _tokens(budget_tokens))
 
     def prefill_progresses(self, gpu: int, budget_tokens: int) -> bool:
         """Whether a prefill-only iteration of ``gpu`` with this budget would make progress."""
-        return k.prefill_progresses(*self.buffers, gpu, int(budget_tokens))
+        return k.prefill_progresses(*self.buffers, self._gpu(gpu), _tokens(budget_tokens))
 
     def smallest_prefill_budget(self, gpu: int) -> float:
         """The least prefill budget that gives ``gpu`` prefill work (``inf``: none does)."""
-        budget = k.smallest_prefill_budget(*self.buffers, gpu)
+        budget = k.smallest_prefill_budget(*self.buffers, self._gpu(gpu))
         return budget if budget == math.inf else int(budget)
 
     def prefill_allowed(self, gpu: int, budget_tokens: int, alongside_decodes: bool) -> bool:
         """Whether a prefill budget of ``budget_tokens`` forms an allowed iteration on ``gpu``."""
-        return k.prefill_allowed(*self.buffers, gpu, int(budget_tokens), bool(alongside_decodes))
+        return k.prefill_allowed(
+            *self.buffers, self._gpu(gpu), _tokens(budget_tokens), bool(alongside_decodes)
+        )
 
     def prefill_allowed_budgets(
         self, gpu: int, budgets_tokens: Any, alongside_decodes: bool
@@ -511,7 +523,10 @@ class CompiledIterationServer:
 
     def plan_prefill(self, gpu: int, budget_tokens: int, max_new_prompts: int) -> PrefillPlan:
         """What a prefill-only iteration of ``gpu`` would prefill, without changing anything."""
-        return PrefillPlan(*k.plan_prefill(*self.buffers, gpu, budget_tokens, max_new_prompts))
+        plan = k.plan_prefill(
+            *self.buffers, self._gpu(gpu), _tokens(budget_tokens), _tokens(max_new_prompts)
+        )
+        return PrefillPlan(*plan)
 
     # ------------------------------------------------------------------ results
     @property
@@ -587,6 +602,11 @@ class CompiledIterationServer:
             warmup_s=warmup_s,
             **self._run_counts(),
         )
+
+
+def _tokens(count: float) -> int:
+    """A count of tokens (or prompts) as the kernels' integer; ``inf`` (no limit) as a huge one."""
+    return int(min(count, 1 << 62))
 
 
 def _read_only(values: np.ndarray) -> np.ndarray:

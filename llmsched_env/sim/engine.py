@@ -16,7 +16,8 @@ broken deterministically.
 
 :class:`~llmsched_env.sim.iteration_server.IterationServer` builds on this class. The
 request-level server, the hot path of ``BatchScheduling-v0``, does not: it runs the same event
-rules compiled (:mod:`llmsched_env.sim.batch_kernels`) on its own state, and both implement
+rules compiled (:mod:`llmsched_env.sim.batch_kernels`) on its own state, and so does the
+compiled iteration-level server (:mod:`llmsched_env.sim.iteration_kernels`); all implement
 :class:`~llmsched_env.sim.server.Server`.
 """
 

@@ -752,7 +752,7 @@ def _start_iteration(state, decodes, prefill_tokens, chunks, duration):
 def run_timed_iteration(
     floats, ints, layout, decode_count, prefill_budget_tokens, max_new_prompts, tables
 ):
-    """:func:`_plan_iteration`, the compiled latency model's time, :func:`_start_iteration`.
+    """:func:`plan_iteration`, the compiled latency model's time, :func:`_start_iteration`.
 
     The model is ``state.latency_code`` with ``state.latency_params`` and ``tables``
     (:func:`~llmsched_env.latency.iteration_timing.iteration_time_s`). Returns ``(code,

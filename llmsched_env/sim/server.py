@@ -4,10 +4,11 @@ A server stops at scheduling decisions: :meth:`Server.advance` processes events 
 due, a decision method of the concrete server (``decide``/``dispatch`` for static batches,
 ``run_iteration`` for continuous batching) or :meth:`Server.wait` makes it, and read-only
 attributes and questions describe the state in between. The request-level
-:class:`~llmsched_env.sim.batch_server.BatchServer` (compiled state) and the iteration-level
+:class:`~llmsched_env.sim.batch_server.BatchServer` (compiled state), the iteration-level
 :class:`~llmsched_env.sim.iteration_server.IterationServer` (on the Python
-:class:`~llmsched_env.sim.engine.Engine`) both satisfy this protocol; code that works with
-either is written against it.
+:class:`~llmsched_env.sim.engine.Engine`) and its compiled form
+:class:`~llmsched_env.sim.compiled_iteration_server.CompiledIterationServer` satisfy this
+protocol; code that works with any of them is written against it.
 """
 
 from __future__ import annotations

@@ -300,3 +300,19 @@ def test_a_latency_without_a_valid_time_raises_its_own_error():
     assert s.advance()
     with pytest.raises(ValueError, match="Broken: no valid time"):
         s.run_iteration(0, 64, 1)
+
+
+def test_questions_refuse_a_gpu_out_of_range_and_take_no_limit():
+    """The kernels check no bounds: a GPU out of range is refused before, as a list would."""
+    w = make_workload([0.0, 0.0, 0.0], [10, 20, 30], [2, 2, 2])
+    python, compiled = _pair(w, latency=PROFILED, n_gpus=2, kv_capacity_tokens=1000,
+                             max_tokens=64, chunk_size=8)  # fmt: skip
+    assert python.advance() and compiled.advance()
+    for server in (python, compiled):
+        with pytest.raises(IndexError):
+            server.can_admit(7)
+    assert compiled.can_admit(-1) == python.can_admit(-1)
+    inf = float("inf")
+    assert compiled.plan_prefill(0, inf, inf) == python.plan_prefill(0, inf, inf)
+    assert compiled.prefill_allowed(0, inf, False) == python.prefill_allowed(0, inf, False)
+    assert compiled.prefill_progresses(0, inf) == python.prefill_progresses(0, inf)
