@@ -10,6 +10,7 @@ from gymnasium import spaces
 from llmsched_env.capacity import iteration_capacity_rps, per_arrival, served_requests
 from llmsched_env.config import ContinuousEnvConfig
 from llmsched_env.envs.base import SchedulingEnv, built_setting
+from llmsched_env.envs.batch_step import REWARD_CODES
 from llmsched_env.envs.common import InvalidActionError, configured_arrival_rate, parse_action
 from llmsched_env.envs.continuous_action import ContinuousActionCodec
 from llmsched_env.envs.footprint import (
@@ -23,7 +24,7 @@ from llmsched_env.envs.iteration_observation import (
     feature_names,
     observation_bounds,
 )
-from llmsched_env.envs.iteration_step import FORBIDDEN, REWARD_CODES, CompiledSteps, codec_array
+from llmsched_env.envs.iteration_step import FORBIDDEN, CompiledSteps, codec_array
 from llmsched_env.envs.queue_snapshot import WaitingQueueSnapshot
 from llmsched_env.latency import make_iteration_latency
 from llmsched_env.metrics import SLATargets

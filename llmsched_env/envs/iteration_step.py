@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from llmsched_env.envs.continuous_action import ContinuousActionCodec
 from llmsched_env.jit import implementation, njit
 from llmsched_env.sim import iteration_kernels as k
 from llmsched_env.sim.batch_rules import bisect_right
@@ -44,11 +45,8 @@ _E_TTFT, _E_TBT, _E_DONE, _SEEN_TTFT, _SEEN_TBT, _SEEN_DONE, _SEEN_S, _TTFT_RATE
 #: The step's refusal: a forbidden action under ``invalid_action="raise"`` (nothing was done).
 FORBIDDEN = -1
 
-#: Codes of the reward shapes in :func:`objective` (by ``reward`` argument).
-REWARD_CODES = {"sla": 0, "goodput-tokens": 1, "queue": 2}
 
-
-def codec_array(codec: object) -> np.ndarray:
+def codec_array(codec: ContinuousActionCodec) -> np.ndarray:
     """The ``codec`` array of a :class:`ContinuousActionCodec` (see the module docstring)."""
     d, p, c = codec.nvec
     return np.array(
@@ -292,7 +290,7 @@ def step_compiled(
         obs_params: See the module docstring.
         bounds: Observation bounds, ``(2, n_obs)`` float32.
         obs: Where the next observation goes (float32).
-        reward_code: :data:`REWARD_CODES` of the reward shape.
+        reward_code: ``REWARD_CODES`` of the reward shape (as ``BatchScheduling-v0``'s).
         sla_penalty: Reward lost per miss (``"sla"``).
         time_scale_s: The TTFT target, the unit of the ``"queue"`` objective.
 
@@ -345,7 +343,7 @@ class CompiledSteps:
         codec: The env's action codec as :func:`codec_array` gives it.
         obs_params: ``[ttft_sla_s, tbt_sla_s, length_scale_tokens, capacity_rps]``.
         bounds: Observation bounds, ``(2, n_obs)`` float32 (read-only).
-        reward_code: :data:`REWARD_CODES` of the reward shape.
+        reward_code: ``REWARD_CODES`` of the reward shape (as ``BatchScheduling-v0``'s).
         sla_penalty: Reward lost per miss.
         time_scale_s: The unit of the ``"queue"`` objective.
         raise_forbidden: Whether a forbidden action is refused instead of remapped.
