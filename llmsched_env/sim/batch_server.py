@@ -27,7 +27,7 @@ The server implements :class:`~llmsched_env.sim.server.Server`; its attributes r
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -39,6 +39,7 @@ from llmsched_env.metrics import SLATargets, summarize
 from llmsched_env.sim import batch_kernels as k
 from llmsched_env.sim.batch_state import BatchState, allocate, state_views
 from llmsched_env.sim.records import RequestRecords
+from llmsched_env.sim.state_schema import state_counter
 from llmsched_env.statistics import sequential_sum
 from llmsched_env.workload import Workload
 
@@ -79,15 +80,6 @@ class FinishedBatch(NamedTuple):
     max_total_tokens: int
     max_output_tokens: int
     output_tokens: int
-
-
-def _counter(name: str, kind: Callable[[Any], Any]) -> property:
-    """A read-only attribute: the one-element state array ``name``, as ``kind``."""
-
-    def read(server: BatchServer) -> Any:
-        return kind(getattr(server.state, name)[0])
-
-    return property(read, doc=f"``state.{name}[0]``, as {kind.__name__}.")
 
 
 #: The message of each refusal code of :mod:`~llmsched_env.sim.batch_kernels`.
@@ -136,17 +128,17 @@ class BatchServer:
         finished_batches: Batches finished since the caller last cleared this list.
     """
 
-    now = _counter("now", float)
-    in_system_integral = _counter("in_system_s", float)
-    n_arrived = _counter("n_arrived", int)
-    n_completed = _counter("n_completed", int)
-    n_rejected = _counter("n_rejected", int)
-    n_waiting = _counter("n_waiting", int)
-    n_on_time = _counter("n_on_time", int)
-    n_late = _counter("n_late", int)
-    sla_misses = _counter("n_late", int)
-    on_time_output_tokens = _counter("on_time_tokens", int)
-    decision_gpu = _counter("decision_gpu", int)
+    now = state_counter("now", float)
+    in_system_integral = state_counter("in_system_s", float)
+    n_arrived = state_counter("n_arrived", int)
+    n_completed = state_counter("n_completed", int)
+    n_rejected = state_counter("n_rejected", int)
+    n_waiting = state_counter("n_waiting", int)
+    n_on_time = state_counter("n_on_time", int)
+    n_late = state_counter("n_late", int)
+    sla_misses = state_counter("n_late", int)
+    on_time_output_tokens = state_counter("on_time_tokens", int)
+    decision_gpu = state_counter("decision_gpu", int)
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from llmsched_env.sim.iteration_planning import PrefillPlan
 from llmsched_env.sim.iteration_server import arrival_rejections, check_settings
 from llmsched_env.sim.iteration_state import IterationState, allocate, state_views
 from llmsched_env.sim.records import RequestRecords
+from llmsched_env.sim.state_schema import state_counter
 from llmsched_env.statistics import sequential_sum
 from llmsched_env.workload import Workload
 
@@ -41,15 +42,6 @@ _REFUSALS: dict[int, tuple[type[Exception], str]] = {
     ),
     k.NO_VALID_TIME: (ValueError, "the latency model gives no valid time for the iteration"),
 }
-
-
-def _counter(name: str, kind: type) -> property:
-    """A read-only attribute: the one-element state array ``name``, as ``kind``."""
-
-    def read(server: CompiledIterationServer) -> Any:
-        return kind(getattr(server.state, name)[0])
-
-    return property(read, doc=f"``state.{name}[0]``, as {kind.__name__}.")
 
 
 def _per_gpu(name: str, kind: type) -> property:
@@ -97,24 +89,24 @@ class CompiledIterationServer:
     preempted_prefix_hit_tokens = 0
     preempted_prefix_queried_tokens = 0
 
-    now = _counter("now", float)
-    in_system_integral = _counter("in_system_s", float)
-    n_arrived = _counter("n_arrived", int)
-    n_completed = _counter("n_completed", int)
-    n_rejected = _counter("n_rejected", int)
-    n_on_time = _counter("n_on_time", int)
-    on_time_output_tokens = _counter("on_time_tokens", int)
-    n_ttft_misses = _counter("n_ttft_misses", int)
-    n_tbt_misses = _counter("n_tbt_misses", int)
-    n_iterations = _counter("n_iterations", int)
-    sequences_processed = _counter("sequences_processed", int)
-    prefill_tokens_processed = _counter("prefill_tokens_processed", int)
-    decode_tokens_processed = _counter("decode_tokens_processed", int)
-    n_preemptions = _counter("n_preemptions", int)
-    recomputed_tokens = _counter("recomputed_tokens", int)
-    queue_head = _counter("queue_head", int)
-    queue_tail = _counter("queue_tail", int)
-    decision_gpu = _counter("decision_gpu", int)
+    now = state_counter("now", float)
+    in_system_integral = state_counter("in_system_s", float)
+    n_arrived = state_counter("n_arrived", int)
+    n_completed = state_counter("n_completed", int)
+    n_rejected = state_counter("n_rejected", int)
+    n_on_time = state_counter("n_on_time", int)
+    on_time_output_tokens = state_counter("on_time_tokens", int)
+    n_ttft_misses = state_counter("n_ttft_misses", int)
+    n_tbt_misses = state_counter("n_tbt_misses", int)
+    n_iterations = state_counter("n_iterations", int)
+    sequences_processed = state_counter("sequences_processed", int)
+    prefill_tokens_processed = state_counter("prefill_tokens_processed", int)
+    decode_tokens_processed = state_counter("decode_tokens_processed", int)
+    n_preemptions = state_counter("n_preemptions", int)
+    recomputed_tokens = state_counter("recomputed_tokens", int)
+    queue_head = state_counter("queue_head", int)
+    queue_tail = state_counter("queue_tail", int)
+    decision_gpu = state_counter("decision_gpu", int)
     kv_reserved = _per_gpu("kv_reserved", int)
     kv_used = _per_gpu("kv_used", int)
     running_prompt_tokens = _per_gpu("running_prompt", int)

@@ -16,6 +16,7 @@ one-element array, so compiled code can write it. Adding a field is one line.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -236,3 +237,16 @@ def borrowed_slice(typingctx, buffer, lo, hi):
         return view._getvalue()
 
     return view_type(buffer, lo, hi), codegen
+
+
+def state_counter(name: str, kind: Callable[[Any], Any]) -> property:
+    """A read-only attribute: the one-element state array ``name`` of a server, as ``kind``.
+
+    For servers whose ``state`` holds named views of their buffers (a scalar is a one-element
+    array, which compiled code can write).
+    """
+
+    def read(server: Any) -> Any:
+        return kind(getattr(server.state, name)[0])
+
+    return property(read, doc=f"``state.{name}[0]``, as {kind.__name__}.")
