@@ -30,8 +30,8 @@ _SHARED_KERNELS = (
     ("llmsched_env.metrics", "_request_stats"),
     ("llmsched_env.statistics", "describe_rows"),
 )
-#: The Python iteration-level server's compiled pieces (paged memory with prefix caching,
-#: random iteration times, ``Routing-v0``'s replicas).
+#: The Python iteration-level server's compiled pieces (random iteration times, ``Routing-v0``'s
+#: replicas).
 _PYTHON_ITERATION_KERNELS = (
     ("llmsched_env.sim.running_state", "decode_tokens"),
     ("llmsched_env.latency.profiled", "_iteration_s"),

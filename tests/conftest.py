@@ -52,8 +52,10 @@ def check_iteration_accounting(server) -> None:
         mine = s.running[g].tolist() + list(s.prefilling[g])
         on_gpus += mine
         assert len(mine) == s.n_sequences[g] <= s.max_sequences
-        if s.prefix_caching:
+        if s.prefix_caching and hasattr(s, "_pools"):
             check_block_pool(s, g, mine)
+        elif s.prefix_caching:
+            check_compiled_block_pool(s, g, mine)
         elif s.paged:
             assert sum(s.request_blocks[i] for i in mine) == s.blocks_used[g]
         if s.paged:
@@ -70,7 +72,13 @@ def check_iteration_accounting(server) -> None:
     assert s.n_arrived == s.n_completed + s.n_rejected + len(present)
     assert int(records.completed.sum()) == s.n_completed
     if s.prefix_caching:
-        assert set(s._block_ids) <= set(on_gpus)  # requests off the GPUs hold no blocks
+        # Requests off the GPUs hold no blocks.
+        holding = (
+            set(s._block_ids)
+            if hasattr(s, "_pools")
+            else set(np.flatnonzero(s.state.request_blocks).tolist())
+        )
+        assert holding <= set(on_gpus)
         assert int(records.prefix_hit_tokens.sum()) == s.prefix_hit_tokens
         assert 0 <= s.prefix_hit_tokens <= s.prefix_queried_tokens
     else:
@@ -108,6 +116,59 @@ def check_block_pool(server, gpu: int, on_gpu: list[int]) -> None:
     for key, blocks in holding.items():
         others = pool.duplicates.get(key, [])
         assert {pool.cached[key], *others} == blocks and len(others) == len(blocks) - 1
+
+
+def check_compiled_block_pool(server, gpu: int, on_gpu: list[int]) -> None:
+    """:func:`check_block_pool` for the compiled server's arrays (``server.prefix_cache``).
+
+    Also: the free queue's links run both ways, and the hash table finds every key at the
+    block keyed first, the others following in its list of duplicates.
+    """
+    s = server
+    p = s.prefix_cache
+    size = int(p.blocks_per_gpu[0])
+    lo = gpu * size
+    room = int(p.room[0])
+    held = [p.row_ids[p.row[i] * room : p.row[i] * room + s.request_blocks[i]] for i in on_gpu]
+    rows = int(p.rows_per_gpu[0])
+    mine = [int(p.row[i]) for i in on_gpu]
+    free_rows = p.free_rows[gpu * rows : gpu * rows + p.n_free_rows[gpu]].tolist()
+    assert sorted(mine + free_rows) == list(range(gpu * rows, (gpu + 1) * rows))
+    for blocks in held:
+        assert np.unique(blocks).size == blocks.size
+        assert ((lo <= blocks) & (blocks < lo + size)).all()
+    holders = np.bincount(np.concatenate([[lo], *held]) - lo, minlength=size)
+    holders[0] -= 1
+    ref_count = p.ref_count[lo : lo + size]
+    np.testing.assert_array_equal(ref_count, holders)
+    free, previous, b = [], -1, int(p.free_head[gpu])
+    while b != -1:
+        assert int(p.free_prev[b]) == previous
+        free.append(b)
+        previous, b = b, int(p.free_next[b])
+    assert previous == int(p.free_tail[gpu])
+    free = np.array(free, dtype=np.int64)
+    assert np.unique(free).size == free.size and (ref_count[free - lo] == 0).all()
+    assert int((ref_count > 0).sum()) + free.size == size == s.capacity_blocks
+    assert s.blocks_used[gpu] == int((ref_count > 0).sum())
+    keyed = p.key_b[lo : lo + size] != np.iinfo(np.int64).min
+    keys = np.stack([p.key_a[lo : lo + size], p.key_b[lo : lo + size]], axis=1)
+    table = slice(gpu * int(p.table_size[0]), (gpu + 1) * int(p.table_size[0]))
+    blocks = p.table_block[table]
+    heads = blocks[blocks != -1]
+    found = np.stack([p.table_a[table], p.table_b[table]], axis=1)[blocks != -1]
+    assert np.unique(found, axis=0).shape[0] == found.shape[0]
+    np.testing.assert_array_equal(keys[heads - lo], found)
+    assert keyed[heads - lo].all() and (p.dup_prev[heads] == -1).all()
+    chained = heads.size
+    for head in heads[p.dup_next[heads] != -1].tolist():
+        b = int(p.dup_next[head])
+        while b != -1:
+            assert (keys[b - lo] == keys[head - lo]).all() and p.dup_prev[b] != -1
+            chained += 1
+            b = int(p.dup_next[b])
+    assert chained == int(keyed.sum())  # every keyed block is found or chained
+    assert np.unique(keys[keyed], axis=0).shape[0] == found.shape[0]
 
 
 def check_deciding_gpu_blocks(server) -> None:

@@ -35,6 +35,7 @@ from llmsched_env.sim.iteration_server import (
     arrival_rejections,
     check_prefix_blocks,
 )
+from llmsched_env.sim.prefix_cache_state import row_room
 from llmsched_env.workload import Workload
 
 
@@ -290,16 +291,20 @@ class ContinuousBatchingEnv(SchedulingEnv):
                 f"kv_block_tokens={cfg.kv_block_tokens!r} is larger than the KV memory "
                 f"({self.kv_capacity_tokens} tokens): paged allocation needs at least one block"
             )
+        everyone = self.source.calibration()
         if self.paged:  # each GPU keeps a pool of its blocks
             blocks = -(-self.kv_capacity_tokens // cfg.kv_block_tokens)
+            fixed = blocks * PAGED_BYTES_PER_BLOCK
+            if cfg.prefix_caching:  # and a list of blocks per sequence slot
+                rows = min(cfg.max_sequences, cfg.n_requests)
+                fixed += rows * row_room(everyone, cfg.kv_block_tokens, blocks) * 8
             check_episode_fits(
                 cfg.owner,
                 cfg.n_requests,
                 CONTINUOUS_BYTES_PER_REQUEST + self._hash_bytes_per_request,
-                fixed_bytes=cfg.n_gpus * blocks * PAGED_BYTES_PER_BLOCK,
+                fixed_bytes=cfg.n_gpus * fixed,
                 fixed_for=f"the KV blocks of n_gpus={cfg.n_gpus} GPUs",
             )
-        everyone = self.source.calibration()
         if self.paged and cfg.prefix_caching:  # found at construction, not at the first reset
             check_prefix_blocks(everyone, cfg.kv_block_tokens)
         rejected = arrival_rejections(
@@ -474,14 +479,13 @@ class ContinuousBatchingEnv(SchedulingEnv):
     def _compiles_steps(self) -> bool:
         """Whether episodes run compiled steps (:mod:`llmsched_env.envs.iteration_step`).
 
-        They need no prefix caching, a latency model with a compiled timing (every preset but
-        the stochastic ``sim-a`` and ``mm1``) and one of the shipped reward shapes; other
-        settings run the Python server and step.
+        They need a latency model with a compiled timing (every preset but the stochastic
+        ``sim-a`` and ``mm1``) and one of the shipped reward shapes; other settings run the
+        Python server and step.
         """
         cfg = self.config
         return (
-            not cfg.prefix_caching
-            and getattr(self.latency, "compiled_timing", lambda: None)() is not None
+            getattr(self.latency, "compiled_timing", lambda: None)() is not None
             and cfg.reward in REWARD_CODES
         )
 
@@ -878,7 +882,7 @@ class ContinuousBatchingEnv(SchedulingEnv):
             "n_running": s.n_running.copy(),
             "kv_reserved_tokens": s.kv_reserved.copy(),
             "preemptions": int(s.n_preemptions[0]),
-            "prefix_hit_tokens": 0,
+            "prefix_hit_tokens": self.server.prefix_hit_tokens,
             "last_iteration_s": s.last_iteration_s.copy(),
             "action_mask": mask.copy(),
             "invalid_action": invalid,

@@ -1,4 +1,4 @@
-"""One ``ContinuousBatching-v0`` step, compiled (KV memory reserved or paged, no prefix caching).
+"""One ``ContinuousBatching-v0`` step, compiled (KV memory reserved or paged, prefix caching too).
 
 :func:`step_compiled` carries out one decision of an episode served by
 :class:`~llmsched_env.sim.compiled_iteration_server.CompiledIterationServer` and advances it to

@@ -1,12 +1,11 @@
-"""The iteration-level server without prefix caching, its state in arrays and its loop compiled.
+"""The iteration-level server, its state in arrays and its loop compiled.
 
 :class:`CompiledIterationServer` serves the same episodes as
 :class:`~llmsched_env.sim.iteration_server.IterationServer` with either KV allocation (reserve,
-or paged with preemption) and no prefix caching, bit for bit (the rules are stated there), and
-offers the same attributes and questions; its event loop and iterations run compiled
-(:mod:`llmsched_env.sim.iteration_kernels`) on the state of
-:mod:`llmsched_env.sim.iteration_state`. Prefix caching is served by :class:`IterationServer`
-only.
+or paged with preemption, with or without prefix caching), bit for bit (the rules are stated
+there), and offers the same attributes and questions; its event loop and iterations run compiled
+(:mod:`llmsched_env.sim.iteration_kernels`, :mod:`llmsched_env.sim.prefix_kernels`) on the state
+of :mod:`llmsched_env.sim.iteration_state`.
 
 Its Python attributes read the state arrays: cheap for scalars, a small copy for a GPU's
 running sequences or started prompts (at most ``max_sequences``), and the records are assembled
@@ -29,6 +28,12 @@ from llmsched_env.sim import iteration_kernels as k
 from llmsched_env.sim.iteration_planning import PrefillPlan
 from llmsched_env.sim.iteration_server import arrival_rejections, check_settings
 from llmsched_env.sim.iteration_state import IterationState, allocate, state_views
+from llmsched_env.sim.prefix_cache_state import (
+    PrefixCacheState,
+    prefix_cache_layout,
+    prefix_cache_views,
+    start_prefix_cache,
+)
 from llmsched_env.sim.records import RequestRecords
 from llmsched_env.sim.state_schema import state_counter
 from llmsched_env.statistics import sequential_sum
@@ -54,7 +59,7 @@ def _per_gpu(name: str, kind: type) -> property:
 
 
 class CompiledIterationServer:
-    """Continuous-batching server (no prefix caching) that stops whenever a GPU decides.
+    """Continuous-batching server that stops whenever a GPU decides, compiled.
 
     Args:
         workload: Requests sorted by arrival.
@@ -73,21 +78,18 @@ class CompiledIterationServer:
         tbt_target_s: Time-between-tokens target.
         kv_allocation: ``"reserve"`` or ``"paged"`` (see :class:`IterationServer`).
         kv_block_tokens: Tokens per KV block in paged mode.
-        prefix_caching: Must be ``False``.
+        prefix_caching: Automatic prefix caching of KV blocks (paged mode only).
 
     Attributes:
         state: The state's arrays by name (:data:`~llmsched_env.sim.iteration_state
             .IterationState`, numpy views); read-only by convention, the kernels write them.
         buffers: The state's ``(floats, ints, layout)``, which compiled callers pass on.
+        prefix_cache: With prefix caching, the prefix cache's arrays by name
+            (:data:`~llmsched_env.sim.prefix_cache_state.PrefixCacheState`, views of the
+            state's ``pool``); ``None`` without.
 
     The other attributes and methods are those of :class:`IterationServer`.
     """
-
-    prefix_caching = False
-    prefix_hit_tokens = 0
-    prefix_queried_tokens = 0
-    preempted_prefix_hit_tokens = 0
-    preempted_prefix_queried_tokens = 0
 
     now = state_counter("now", float)
     in_system_integral = state_counter("in_system_s", float)
@@ -151,11 +153,6 @@ class CompiledIterationServer:
             kv_block_tokens=kv_block_tokens,
             prefix_caching=prefix_caching,
         )
-        if prefix_caching:
-            raise ValueError(
-                f"{type(self).__name__} serves no prefix caching, got prefix_caching="
-                f"{prefix_caching!r}; use IterationServer for it"
-            )
         self.workload = workload
         self.n_gpus = int(n_gpus)
         self.n_requests = n = len(workload)
@@ -172,6 +169,7 @@ class CompiledIterationServer:
         self.paged = kv_allocation == "paged"
         self.kv_block_tokens = int(kv_block_tokens)
         self.capacity_blocks = self.kv_capacity_tokens // self.kv_block_tokens if self.paged else 0
+        self.prefix_caching = bool(prefix_caching)
 
         prompt = workload.prompt_tokens
         output = workload.output_tokens
@@ -186,7 +184,15 @@ class CompiledIterationServer:
             kv_block_tokens=self.kv_block_tokens,
         )
         queue_order = np.flatnonzero(rejection == 0)
-        floats, ints, layout = allocate(n, queue_order.size, self.n_gpus, self.max_sequences)
+        rows_per_gpu = min(self.max_sequences, max(n, 1))
+        pool_layout = None
+        if self.prefix_caching:
+            pool_layout = prefix_cache_layout(
+                workload, self.n_gpus, self.capacity_blocks, self.kv_block_tokens, rows_per_gpu
+            )
+        floats, ints, layout = allocate(
+            n, queue_order.size, self.n_gpus, self.max_sequences, pool_layout=pool_layout
+        )
         s = state_views(floats, ints, layout)
         s.tbt_target_s[0] = math.nan if tbt_target_s is None else float(tbt_target_s)
         s.kv_capacity[0] = self.kv_capacity_tokens
@@ -198,6 +204,7 @@ class CompiledIterationServer:
         s.paged[0] = self.paged
         s.block_tokens[0] = self.kv_block_tokens
         s.capacity_blocks[0] = self.capacity_blocks
+        s.prefix_caching[0] = self.prefix_caching
         s.decision_gpu[0] = -1
         s.arrival_s[:] = workload.arrival_s
         s.start_s[:] = s.first_token_s[:] = s.completion_s[:] = math.nan
@@ -227,10 +234,19 @@ class CompiledIterationServer:
             s.latency_params[:] = self.timing.params
         self.buffers = (floats, ints, layout)
         self.state: IterationState = s
+        if self.prefix_caching:
+            start_prefix_cache(s.pool, s.pool_layout, workload, self.kv_block_tokens)
+        self.prefix_cache = self._prefix_cache_views()
         self._look_up_kernels()
         self.queue_order = _read_only(s.queue_order.copy())
         self.queue_arrival_s = _read_only(workload.arrival_s[queue_order])
         self.queue_prompt_tokens = _read_only(prompt[queue_order])
+
+    def _prefix_cache_views(self) -> PrefixCacheState | None:
+        """The prefix cache's arrays (views of the state's ``pool``), or ``None`` without it."""
+        if not self.prefix_caching:
+            return None
+        return prefix_cache_views(self.state.pool, self.state.pool_layout)
 
     def _look_up_kernels(self) -> None:
         """The hot kernels' implementations for this run's buffers (no dispatcher per call)."""
@@ -241,7 +257,7 @@ class CompiledIterationServer:
     def __getstate__(self) -> dict[str, Any]:
         """The server without its views, which a copy rebuilds on its own buffers."""
         state = self.__dict__.copy()
-        for name in ("state", "_advance", "_run_timed"):
+        for name in ("state", "prefix_cache", "_advance", "_run_timed"):
             del state[name]
         return state
 
@@ -249,6 +265,7 @@ class CompiledIterationServer:
         """Restore a pickled or deep-copied server."""
         self.__dict__.update(state)
         self.state = state_views(*self.buffers)
+        self.prefix_cache = self._prefix_cache_views()
         self._look_up_kernels()
         for values in (self.queue_order, self.queue_arrival_s, self.queue_prompt_tokens):
             values.flags.writeable = False
@@ -565,6 +582,8 @@ class CompiledIterationServer:
         records.max_token_gap_s[:] = s.max_gap_s
         records.preemptions[:] = s.preemptions
         records.recomputed_tokens[:] = s.recomputed
+        if self.prefix_cache is not None:
+            records.prefix_hit_tokens[:] = self.prefix_cache.hit_tokens
         for gpu in range(self.n_gpus):
             slots = self._slots(gpu, "n_running")
             running = s.run_id[slots]
@@ -572,14 +591,40 @@ class CompiledIterationServer:
             records.max_token_gap_s[running] = s.run_max_gap_s[slots]
         return records
 
+    def _prefix_count(self, name: str) -> int:
+        """A counter of the prefix cache (0 without it)."""
+        if self.prefix_cache is None:
+            return 0
+        return int(getattr(self.prefix_cache, name)[0])
+
+    @property
+    def prefix_hit_tokens(self) -> int:
+        """Tokens admissions skipped because their blocks were cached."""
+        return self._prefix_count("hit_tokens_total")
+
+    @property
+    def prefix_queried_tokens(self) -> int:
+        """Tokens admissions looked up in the prefix cache."""
+        return self._prefix_count("queried_tokens_total")
+
+    @property
+    def preempted_prefix_hit_tokens(self) -> int:
+        """The part of :attr:`prefix_hit_tokens` that readmissions after a preemption made."""
+        return self._prefix_count("preempted_hit_tokens")
+
+    @property
+    def preempted_prefix_queried_tokens(self) -> int:
+        """The part of :attr:`prefix_queried_tokens` that readmissions looked up."""
+        return self._prefix_count("preempted_queried_tokens")
+
     def _run_counts(self) -> dict[str, int]:
         return {
             "preemptions": self.n_preemptions,
             "recomputed_tokens": self.recomputed_tokens,
-            "prefix_hit_tokens": 0,
-            "prefix_queried_tokens": 0,
-            "preempted_prefix_hit_tokens": 0,
-            "preempted_prefix_queried_tokens": 0,
+            "prefix_hit_tokens": self.prefix_hit_tokens,
+            "prefix_queried_tokens": self.prefix_queried_tokens,
+            "preempted_prefix_hit_tokens": self.preempted_prefix_hit_tokens,
+            "preempted_prefix_queried_tokens": self.preempted_prefix_queried_tokens,
         }
 
     def summary(self, sla: SLATargets | None = None, warmup_s: float = 0.0) -> dict[str, float]:

@@ -1,13 +1,13 @@
-"""The compiled event loop and iterations of the iteration-level server (without prefix caching).
+"""The compiled event loop and iterations of the iteration-level server.
 
 The rules are those of :mod:`llmsched_env.sim.iteration_server` with either KV allocation
-(reserve, or paged with preemption) and no prefix caching, applied in the same order with the
-same arithmetic as
+(reserve, or paged with preemption, with or without prefix caching), applied in the same order
+with the same arithmetic as
 :class:`~llmsched_env.sim.iteration_server.IterationServer`'s Python
 (:mod:`~llmsched_env.sim.engine`, :mod:`~llmsched_env.sim.iteration_planning`,
 :mod:`~llmsched_env.sim.iteration_run`), so that both servers give the same episode bit for bit;
 the tests play both side by side. The state is :data:`~llmsched_env.sim.iteration_state
-.IterationState`.
+.IterationState`; the prefix cache's operations are :mod:`llmsched_env.sim.prefix_kernels`.
 
 An iteration is formed in two parts: :func:`plan_iteration` chooses its decodes and prefill
 chunks (admitting prompts from the queue) and returns what the latency model needs;
@@ -24,6 +24,7 @@ import numpy as np
 
 from llmsched_env.jit import njit
 from llmsched_env.latency.iteration_timing import iteration_time_s
+from llmsched_env.sim import prefix_kernels as pk
 from llmsched_env.sim.batch_kernels import fsum
 from llmsched_env.sim.batch_rules import bisect_left, bisect_right
 from llmsched_env.sim.iteration_state import state_view
@@ -61,11 +62,18 @@ def _waiting_at(state, position):
 
 
 @njit(cache=True, inline="always")
+def _hits(state, gpu, index):
+    """``(hits, evictable)``: the cached prefix blocks of waiting ``index`` on ``gpu``."""
+    return pk.longest_hit(state.now, state.pool, state.pool_layout, gpu, index, state.target[index])
+
+
+@njit(cache=True, inline="always")
 def _can_admit(state, gpu):
     """Whether ``gpu`` could admit the head of the waiting queue now.
 
     A sequence slot is free and, in reserve mode, the head's whole footprint fits the unreserved
-    memory; in paged mode the blocks of its smallest first chunk are free.
+    memory; in paged mode the blocks of its smallest first chunk are free (with prefix caching,
+    after its cached prefix, whose free blocks it would take off the free queue).
     """
     if state.n_sequences[gpu] >= state.max_sequences[0]:
         return False
@@ -74,10 +82,15 @@ def _can_admit(state, gpu):
         return False
     if state.paged[0]:
         free = state.capacity_blocks[0] - state.blocks_used[gpu]
+        tokens = state.target[index]
+        if state.prefix_caching[0]:
+            hits, evictable = _hits(state, gpu, index)
+            tokens -= hits * state.block_tokens[0]
+            free -= evictable
         if state.chunk_size[0] > 0:
             need = 1
         else:
-            need = _blocks_for(state.target[index], state.block_tokens[0])
+            need = _blocks_for(tokens, state.block_tokens[0])
         return need <= free
     need = state.prompt[index] + state.output[index]
     return state.kv_reserved[gpu] + need <= state.kv_capacity[0]
@@ -111,7 +124,12 @@ def _can_admit_within(state, gpu, budget_tokens):
     """Whether a prefill budget of ``budget_tokens`` (no decodes) admits the queue's head."""
     if not _can_admit(state, gpu):
         return False
-    target = state.target[_waiting_head(state)]
+    index = _waiting_head(state)
+    target = state.target[index]
+    evictable = 0
+    if state.prefix_caching[0]:
+        hits, evictable = _hits(state, gpu, index)
+        target -= hits * state.block_tokens[0]
     take = target
     chunk = state.chunk_size[0]
     if chunk > 0:
@@ -120,7 +138,7 @@ def _can_admit_within(state, gpu, budget_tokens):
         return False
     if not state.paged[0]:
         return True
-    free = state.capacity_blocks[0] - state.blocks_used[gpu]
+    free = state.capacity_blocks[0] - state.blocks_used[gpu] - evictable
     return _blocks_for(take, state.block_tokens[0]) <= free
 
 
@@ -152,6 +170,17 @@ def prefill_progresses(floats, ints, layout, gpu, budget_tokens):
     if need <= free:
         return True
     since = state.admitted_at[first]
+    if state.prefix_caching[0]:  # a victim frees only the blocks no one else holds
+        return need <= free + pk.freed_by(
+            state.now,
+            state.pool,
+            state.pool_layout,
+            state.run_id[base : base + state.n_running[gpu]],
+            state.prefilling_id[base : base + state.n_prefilling[gpu]],
+            state.admitted_at,
+            since,
+            state.request_blocks,
+        )
     for j in range(state.n_running[gpu]):
         index = state.run_id[base + j]
         if state.admitted_at[index] > since:
@@ -217,10 +246,14 @@ def plan_prefill(floats, ints, layout, gpu, budget_tokens, max_new_prompts):
             break
         index = _waiting_at(state, position)
         remaining = state.target[index]
+        evictable = 0
+        if state.prefix_caching[0]:  # hits in the pool as it is now
+            hits, evictable = _hits(state, gpu, index)
+            remaining -= hits * block_tokens
         need = state.prompt[index] + state.output[index]
         if paged:
             smallest = 1 if chunk > 0 else _blocks_for(remaining, block_tokens)
-            if smallest > free:
+            if smallest > free - evictable:
                 break
         elif reserved + need > state.kv_capacity[0]:
             break
@@ -231,9 +264,9 @@ def plan_prefill(floats, ints, layout, gpu, budget_tokens, max_new_prompts):
             break
         if paged:
             new_blocks = _blocks_for(take, block_tokens)
-            if new_blocks > free:
+            if new_blocks > free - evictable:
                 break
-            free -= new_blocks
+            free -= new_blocks + evictable
         else:
             reserved += need
         used += take
@@ -428,13 +461,15 @@ def _sort_by_admission(state, ids, values):
         values[j + 1] = value
 
 
-@njit(cache=True, inline="always")
-def _preempt(state, gpu, index):
+@njit(cache=True)
+def _preempt(floats, ints, layout, gpu, index):
     """Free ``index``'s blocks, discard its KV and put it at the head of the waiting queue.
 
     ``PagedKVAccounting._preempt``: a running request keeps its token state until it resumes
     and recomputes its prompt plus the tokens it generated; a started prompt starts over.
+    (Not inlined, as the rare paths that call it: inlined, it lengthened a cold compilation.)
     """
+    state = state_view(floats, ints, layout)
     base = gpu * state.slots_per_gpu[0]
     prompt = state.prompt[index]
     n_running = state.n_running[gpu]
@@ -472,7 +507,19 @@ def _preempt(state, gpu, index):
             state.prefilling_id[m] = state.prefilling_id[m + 1]
         state.n_prefilling[gpu] = n_prefilling - 1
         discarded = state.prefilled[index]
-    state.blocks_used[gpu] -= state.request_blocks[index]
+    if state.prefix_caching[0]:  # its full blocks stay cached, shared ones stay held
+        state.blocks_used[gpu] -= pk.release(
+            state.now,
+            state.pool,
+            state.pool_layout,
+            gpu,
+            index,
+            state.request_blocks[index],
+            discarded,
+            True,
+        )
+    else:
+        state.blocks_used[gpu] -= state.request_blocks[index]
     state.request_blocks[index] = 0
     state.prefilled[index] = 0
     state.n_sequences[gpu] -= 1
@@ -485,8 +532,8 @@ def _preempt(state, gpu, index):
     state.requeued_tokens[0] += state.target[index]
 
 
-@njit(cache=True, inline="always")
-def _allocate_with_preemption(state, gpu, k, chunks):
+@njit(cache=True)
+def _allocate_with_preemption(floats, ints, layout, gpu, k, chunks):
     """Give the iteration's requests their blocks in admission order, preempting as vLLM V1.
 
     ``PagedKVAccounting._allocate_with_preemption`` (and ``allocate_in_admission_order``):
@@ -497,6 +544,7 @@ def _allocate_with_preemption(state, gpu, k, chunks):
     Returns:
         ``(decodes, prefill_tokens, prefill_kv_tokens, chunks, preempted)`` that remain.
     """
+    state = state_view(floats, ints, layout)
     block_tokens = state.block_tokens[0]
     base = gpu * state.slots_per_gpu[0]
     n_scheduled = k + chunks
@@ -552,7 +600,7 @@ def _allocate_with_preemption(state, gpu, k, chunks):
             if victims[v] == state.run_id[base + j]:
                 decodes_gone += 1
     for v in range(n_victims):
-        _preempt(state, gpu, victims[v])
+        _preempt(floats, ints, layout, gpu, victims[v])
     kept = 0
     for c in range(chunks):
         index = state.plan_id[base + c]
@@ -587,19 +635,107 @@ def _allocate_blocks(floats, ints, layout, gpu, k, chunks, used, kv):
             need += 1
     for c in range(chunks):
         need += _chunk_blocks(state, base + c, block_tokens)
+    caching = state.prefix_caching[0]
     if need > state.capacity_blocks[0] - state.blocks_used[gpu]:
-        return _allocate_with_preemption(state, gpu, k, chunks)
-    # Every scheduled request gets its blocks: the order does not matter.
+        if caching:
+            return _allocate_cached(floats, ints, layout, gpu, k, chunks)
+        return _allocate_with_preemption(floats, ints, layout, gpu, k, chunks)
+    # Every scheduled request gets its blocks: the decodes first, then the chunks (with prefix
+    # caching, the order in which they leave the free queue).
     for j in range(k):
         if _needs_block(state, base + j, block_tokens):
-            state.request_blocks[state.run_id[base + j]] += 1
-            state.blocks_used[gpu] += 1
+            _grow(state, gpu, state.run_id[base + j], 1, caching)
     for c in range(chunks):
         blocks = _chunk_blocks(state, base + c, block_tokens)
         if blocks:
-            state.request_blocks[state.plan_id[base + c]] += blocks
-            state.blocks_used[gpu] += blocks
+            _grow(state, gpu, state.plan_id[base + c], blocks, caching)
     return k, used, kv, chunks, False
+
+
+@njit(cache=True, inline="always")
+def _grow(state, gpu, index, n, caching):
+    """Give request ``index`` ``n`` more blocks of ``gpu`` (with caching, from the free queue)."""
+    if caching:
+        pk.grow(
+            state.now, state.pool, state.pool_layout, gpu, index, state.request_blocks[index], n
+        )
+    state.request_blocks[index] += n
+    state.blocks_used[gpu] += n
+
+
+@njit(cache=True)
+def _allocate_cached(floats, ints, layout, gpu, k, chunks):
+    """:func:`_allocate_with_preemption` with shared blocks: preempt, then count again.
+
+    ``PagedKVAccounting._allocate_cached``: a victim frees only the blocks no other request
+    holds, so each victim is preempted (its blocks released) before the free blocks are counted
+    again, and each scheduled request takes its blocks from the free queue in admission order.
+
+    Returns:
+        ``(decodes, prefill_tokens, prefill_kv_tokens, chunks, preempted)`` that remain.
+    """
+    state = state_view(floats, ints, layout)
+    block_tokens = state.block_tokens[0]
+    base = gpu * state.slots_per_gpu[0]
+    n_scheduled = k + chunks
+    scheduled = np.empty(n_scheduled, dtype=np.int64)
+    needs = np.empty(n_scheduled, dtype=np.int64)
+    for j in range(k):
+        scheduled[j] = state.run_id[base + j]
+        needs[j] = 1 if _needs_block(state, base + j, block_tokens) else 0
+    for c in range(chunks):
+        scheduled[k + c] = state.plan_id[base + c]
+        needs[k + c] = _chunk_blocks(state, base + c, block_tokens)
+    decodes = scheduled[:k].copy()
+    _sort_by_admission(state, scheduled, needs)
+    n_running = state.n_running[gpu]
+    n_on_gpu = n_running + state.n_prefilling[gpu]
+    on_gpu = np.empty(n_on_gpu, dtype=np.int64)
+    on_gpu[:n_running] = state.run_id[base : base + n_running]
+    on_gpu[n_running:] = state.prefilling_id[base : base + state.n_prefilling[gpu]]
+    _sort_by_admission(state, on_gpu, np.zeros(n_on_gpu, dtype=np.int64))
+    victims = np.empty(n_on_gpu, dtype=np.int64)
+    n_victims = 0
+    n_left = n_on_gpu
+    for i in range(n_scheduled):
+        index = scheduled[i]
+        need = needs[i]
+        gone = False
+        for v in range(n_victims):
+            if victims[v] == index:
+                gone = True
+        while not gone and need > state.capacity_blocks[0] - state.blocks_used[gpu]:
+            n_left -= 1
+            victim = on_gpu[n_left]
+            victims[n_victims] = victim
+            n_victims += 1
+            _preempt(floats, ints, layout, gpu, victim)
+            gone = victim == index
+        if gone:
+            break  # every later request is more recent, so preempted too
+        if need:
+            _grow(state, gpu, index, need, True)
+    decodes_gone = 0
+    for j in range(k):
+        for v in range(n_victims):
+            if victims[v] == decodes[j]:
+                decodes_gone += 1
+    kept = 0
+    for c in range(chunks):
+        index = state.plan_id[base + c]
+        gone = False
+        for v in range(n_victims):
+            if victims[v] == index:
+                gone = True
+        if not gone:
+            state.plan_id[base + kept] = index
+            state.plan_take[base + kept] = state.plan_take[base + c]
+            kept += 1
+    tokens = kv = 0
+    for c in range(kept):
+        tokens += state.plan_take[base + c]
+        kv += state.prefilled[state.plan_id[base + c]]
+    return k - decodes_gone, tokens, kv, kept, n_victims > 0
 
 
 @njit(cache=True)
@@ -607,28 +743,56 @@ def _admit(floats, ints, layout, gpu, budget, used, max_new_prompts, chunks):
     """Admit requests from the head of the waiting queue into the plan (``_plan_admissions``).
 
     Reserve mode reserves each one's footprint; paged mode gives it the blocks of its first
-    chunk and stops at a head whose blocks are not free. Returns ``(prefill tokens, chunks)``.
+    chunk and stops at a head whose blocks are not free; with prefix caching it first takes
+    its cached prefix blocks (free ones count against the free blocks) and its prefill starts
+    after them. Returns ``(prefill tokens, chunks, cached tokens the admitted chunks attend
+    to)``.
     """
     state = state_view(floats, ints, layout)
     base = gpu * state.slots_per_gpu[0]
     chunk = state.chunk_size[0]
     paged = state.paged[0]
-    admitted = 0
+    caching = state.prefix_caching[0]
+    block_tokens = state.block_tokens[0]
+    admitted = kv = 0
     while used < budget and admitted < max_new_prompts and _can_admit(state, gpu):
         requeued = state.n_requeued[0] > 0
         index = _waiting_head(state)
         target = state.target[index]
-        take = target
+        hits = evictable = 0
+        if caching:
+            hits, evictable = _hits(state, gpu, index)
+        remaining = target - hits * block_tokens
+        take = remaining
         if chunk > 0:
-            take = min(target, chunk, budget - used)
+            take = min(remaining, chunk, budget - used)
         if take > budget - used:
             break  # whole prompts only: the head does not fit, and the queue is FIFO
         if paged:
-            need = _blocks_for(take, state.block_tokens[0])
-            if need > state.capacity_blocks[0] - state.blocks_used[gpu]:
+            need = _blocks_for(take, block_tokens)
+            if need > state.capacity_blocks[0] - state.blocks_used[gpu] - evictable:
                 break  # the head's blocks are not free: head-of-line blocking, as in vLLM
-            state.request_blocks[index] += need
-            state.blocks_used[gpu] += need
+            if caching:
+                revived, hit_tokens, saved = pk.admit_cached(
+                    state.now,
+                    state.pool,
+                    state.pool_layout,
+                    gpu,
+                    index,
+                    hits,
+                    need,
+                    target,
+                    state.preemptions[index] > 0,
+                )
+                state.blocks_used[gpu] += revived + need
+                state.request_blocks[index] = hits + need
+                state.prefilled[index] = hit_tokens
+                state.recomputed_tokens[0] -= saved
+                state.recomputed[index] -= saved
+                kv += hit_tokens
+            else:
+                state.request_blocks[index] += need
+                state.blocks_used[gpu] += need
             state.admissions[0] += 1
             state.admitted_at[index] = state.admissions[0]
         else:
@@ -648,7 +812,7 @@ def _admit(floats, ints, layout, gpu, budget, used, max_new_prompts, chunks):
         state.plan_take[base + chunks] = take
         chunks += 1
         used += take
-    return used, chunks
+    return used, chunks, kv
 
 
 @njit(cache=True)
@@ -702,7 +866,10 @@ def plan_iteration(floats, ints, layout, decode_count, prefill_budget_tokens, ma
             floats, ints, layout, gpu, k, chunks, used, kv
         )
     if not preempted and used < budget:
-        used, chunks = _admit(floats, ints, layout, gpu, budget, used, max_new_prompts, chunks)
+        used, chunks, hit_kv = _admit(
+            floats, ints, layout, gpu, budget, used, max_new_prompts, chunks
+        )
+        kv += hit_kv
     if paged:
         blocks = state.blocks_used[gpu] * state.block_tokens[0]
         state.kv_used[gpu] = blocks
@@ -784,16 +951,29 @@ def run_timed_iteration(
 
 
 # ---------------------------------------------------------------------- the end of an iteration
-@njit(cache=True, inline="always")
-def _complete_one(state, gpu, index, generated, tbt_missed):
+@njit(cache=True)
+def _complete_one(floats, ints, layout, gpu, index, generated, tbt_missed):
     """Complete request ``index`` with ``generated`` tokens; free its KV memory."""
+    state = state_view(floats, ints, layout)
     t = state.now[0]
     state.completed[index] = 1
     state.completion_s[index] = t
     state.tokens_generated[index] = generated
     state.n_completed[0] += 1
     state.n_sequences[gpu] -= 1
-    if state.paged[0]:
+    if state.prefix_caching[0]:
+        state.blocks_used[gpu] -= pk.release(
+            state.now,
+            state.pool,
+            state.pool_layout,
+            gpu,
+            index,
+            state.request_blocks[index],
+            state.prompt[index] + generated - 1,
+            False,
+        )
+        state.request_blocks[index] = 0
+    elif state.paged[0]:
         state.blocks_used[gpu] -= state.request_blocks[index]
         state.request_blocks[index] = 0
     else:
@@ -808,7 +988,7 @@ def _complete_one(state, gpu, index, generated, tbt_missed):
 
 
 @njit(cache=True, inline="always")
-def _resume(state, gpu, index):
+def _resume(floats, ints, layout, state, gpu, index):
     """Emit the next token of a preempted request whose recomputation just finished.
 
     ``IterationRun._resume``: the gap since its last token before the preemption counts like
@@ -829,7 +1009,7 @@ def _resume(state, gpu, index):
     if generated >= state.output[index]:
         state.has_resume[index] = 0
         state.max_gap_s[index] = max_gap
-        _complete_one(state, gpu, index, generated, missed != 0)
+        _complete_one(floats, ints, layout, gpu, index, generated, missed != 0)
         return False
     state.resume_generated[index] = generated
     state.resume_last_token_s[index] = t
@@ -857,13 +1037,18 @@ def _on_work_done(floats, ints, layout, gpu):
     for c in range(chunks):
         index = state.plan_id[base + c]
         take = state.plan_take[base + c]
+        if state.prefix_caching[0]:
+            done = state.prefilled[index]
+            pk.cache_prompt_blocks(
+                state.now, state.pool, state.pool_layout, gpu, index, done, done + take
+            )
         state.prefilled[index] += take
         state.kv_used[gpu] += take
         if state.prefilled[index] != state.target[index]:
             continue
         finished_prefill = True
         if state.has_resume[index]:
-            if _resume(state, gpu, index):
+            if _resume(floats, ints, layout, state, gpu, index):
                 state.plan_id[base + n_new] = index  # slots before c are read already
                 n_new += 1
             continue
@@ -871,7 +1056,7 @@ def _on_work_done(floats, ints, layout, gpu):
         state.tokens_generated[index] = 1
         state.kv_used[gpu] += 1
         if state.output[index] == 1:
-            _complete_one(state, gpu, index, 1, False)
+            _complete_one(floats, ints, layout, gpu, index, 1, False)
         else:
             state.plan_id[base + n_new] = index
             n_new += 1
@@ -916,7 +1101,13 @@ def _on_work_done(floats, ints, layout, gpu):
                 if j < k and state.run_generated[s] >= state.output[index]:
                     state.max_gap_s[index] = state.run_max_gap_s[s]
                     _complete_one(
-                        state, gpu, index, state.run_generated[s], state.run_tbt_missed[s] != 0
+                        floats,
+                        ints,
+                        layout,
+                        gpu,
+                        index,
+                        state.run_generated[s],
+                        state.run_tbt_missed[s] != 0,
                     )
                     state.running_context[gpu] -= state.prompt[index] + state.output[index]
                     state.running_prompt[gpu] -= state.prompt[index]

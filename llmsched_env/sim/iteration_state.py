@@ -1,9 +1,10 @@
 """The state of the compiled iteration-level server, declared once (see :mod:`~.state_schema`).
 
 :class:`~llmsched_env.sim.compiled_iteration_server.CompiledIterationServer` keeps the state of
-:class:`~llmsched_env.sim.iteration_server.IterationServer` (reserve or paged KV memory, without
-prefix caching) in two buffers, so that its event loop and its iterations run compiled
-(:mod:`llmsched_env.sim.iteration_kernels`).
+:class:`~llmsched_env.sim.iteration_server.IterationServer` (reserve or paged KV memory, with or
+without prefix caching) in two buffers, so that its event loop and its iterations run compiled
+(:mod:`llmsched_env.sim.iteration_kernels`). The prefix cache's own state
+(:mod:`llmsched_env.sim.prefix_cache_state`) is one int buffer inside it, ``pool``.
 
 Per GPU, the running sequences and the started prompts are the first ``n_running[g]`` and
 ``n_prefilling[g]`` entries of the GPU's row of slots (slot ``g * slots_per_gpu + j``, where
@@ -29,7 +30,7 @@ from llmsched_env.sim.state_schema import Field, StateSchema
 SCHEMA = StateSchema(
     "IterationState",
     __name__,
-    ("n", "n_queued", "n_gpus", "n_slots"),
+    ("n", "n_queued", "n_gpus", "n_slots", "n_pool", "n_pool_layout"),
     (
         # clock and parameters
         Field("now", "f", 1, "current simulated time, s"),
@@ -47,6 +48,7 @@ SCHEMA = StateSchema(
         Field("paged", "i", 1, "1 for paged KV memory (blocks as tokens are computed)"),
         Field("block_tokens", "i", 1, "tokens per KV block (paged)"),
         Field("capacity_blocks", "i", 1, "KV blocks of one GPU (paged; 0 in reserve mode)"),
+        Field("prefix_caching", "i", 1, "1 with prefix caching (paged; the pool below)"),
         # counters
         Field("n_arrived", "i", 1, "requests arrived (a prefix of the arrival order)"),
         Field("n_completed", "i", 1, "requests completed"),
@@ -127,6 +129,9 @@ SCHEMA = StateSchema(
         # the waiting queue
         Field("queue_order", "i", "n_queued", "admissible request indices in arrival order"),
         Field("queue_prompt_cumsum", "i", "n_queued + 1", "prefix sums of their prompt tokens"),
+        # the prefix cache (its own state: llmsched_env.sim.prefix_cache_state)
+        Field("pool", "i", "n_pool", "the prefix cache's int buffer (empty without caching)"),
+        Field("pool_layout", "i", "n_pool_layout", "the prefix cache's layout"),
     ),
 )
 
@@ -137,11 +142,33 @@ state_view = SCHEMA.view
 
 
 def allocate(
-    n: int, n_queued: int, n_gpus: int, max_sequences: int
+    n: int,
+    n_queued: int,
+    n_gpus: int,
+    max_sequences: int,
+    pool_layout: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Zeroed ``(floats, ints, layout)`` of a run of ``n`` requests (``n_queued`` admissible)."""
+    """Zeroed ``(floats, ints, layout)`` of a run of ``n`` requests (``n_queued`` admissible).
+
+    With ``pool_layout`` (the prefix cache's, :mod:`~llmsched_env.sim.prefix_cache_state`), the
+    ``pool`` field is a zeroed buffer of that layout, which ``pool_layout`` holds.
+    """
     slots = n_gpus * min(max_sequences, max(n, 1))
-    return SCHEMA.allocate(n=n, n_queued=n_queued, n_gpus=n_gpus, n_slots=slots)
+    if pool_layout is None:
+        pool_layout = _EMPTY
+    floats, ints, layout = SCHEMA.allocate(
+        n=n,
+        n_queued=n_queued,
+        n_gpus=n_gpus,
+        n_slots=slots,
+        n_pool=int(pool_layout[-1]) if pool_layout.size else 0,
+        n_pool_layout=pool_layout.shape[0],
+    )
+    state_views(floats, ints, layout).pool_layout[:] = pool_layout
+    return floats, ints, layout
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 def state_views(floats: np.ndarray, ints: np.ndarray, layout: np.ndarray) -> IterationState:

@@ -137,14 +137,18 @@ class StateSchema:
         matrix = np.array([r[1] for r in rows], dtype=np.int64).reshape(len(rows), n_sizes)
         return constant_column, matrix
 
-    def allocate(self, **sizes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Zeroed buffers for a run of the given sizes: ``(floats, ints, layout)``."""
+    def layout(self, **sizes: int) -> np.ndarray:
+        """The layout of a run of the given sizes (its buffers' lengths are its last offsets)."""
         try:
             values = [sizes[name] for name in self.size_names]
         except KeyError:
             missing = set(self.size_names) - set(sizes)
             raise ValueError(f"missing run sizes {sorted(missing)}") from None
-        layout = self._layout_constant + self._layout_matrix @ np.array(values, dtype=np.int64)
+        return self._layout_constant + self._layout_matrix @ np.array(values, dtype=np.int64)
+
+    def allocate(self, **sizes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Zeroed buffers for a run of the given sizes: ``(floats, ints, layout)``."""
+        layout = self.layout(**sizes)
         n_floats = int(layout[self._int_start - 1])
         n_ints = int(layout[-1])
         return np.zeros(n_floats), np.zeros(n_ints, dtype=np.int64), layout

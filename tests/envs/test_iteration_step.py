@@ -13,6 +13,9 @@ from llmsched_env.latency import LinearIterationLatency
 from llmsched_env.sim import IterationServer
 from llmsched_env.sim.compiled_iteration_server import CompiledIterationServer
 
+#: Paged KV memory with vLLM V1's automatic prefix caching.
+PREFIX_CACHING = dict(kv_allocation="paged", prefix_caching=True)
+
 
 def make_pair(**settings):
     """The env with compiled steps, and the same env held to the Python path."""
@@ -85,22 +88,28 @@ def play(compiled, python, seed, episodes=2, forbidden_share=0.2):
         dict(n_requests=80, kv_allocation="paged", kv_memory=8_000, kv_block_tokens=64, n_gpus=2),
         dict(n_requests=80, kv_allocation="paged", kv_memory=6_000, chunk_size=None, load=1.5),
         dict(n_requests=80, kv_allocation="paged", kv_memory=9_000, prompt_caps=(0, 2, None)),
+        dict(n_requests=100, workload="prefix-sharing", kv_memory=20_000, **PREFIX_CACHING),
+        dict(n_requests=80, workload="prefix-sharing", kv_memory=8_000, kv_block_tokens=32,
+             n_gpus=2, load=1.5, **PREFIX_CACHING),
+        dict(n_requests=60, workload="prefix-sharing", kv_memory=60_000, chunk_size=None,
+             invalid_action="remap", **PREFIX_CACHING),
+        dict(n_requests=60, workload="mooncake-conversation", kv_memory=200_000,
+             **PREFIX_CACHING),
     ],
-)
+)  # fmt: skip
 def test_compiled_steps_play_the_python_episode(settings):
     compiled, python = make_pair(**settings)
     assert play(compiled, python, seed=len(settings)) > 100
 
 
-def test_the_compiled_step_is_the_default_and_prefix_caching_or_random_times_keep_python():
-    for settings in (dict(), dict(kv_allocation="paged")):
+def test_the_compiled_step_is_the_default_and_random_times_keep_python():
+    for settings in (dict(), dict(kv_allocation="paged"), PREFIX_CACHING):
         env = ContinuousBatchingEnv(n_requests=10, **settings)
         env.reset(seed=0)
         assert isinstance(env.server, CompiledIterationServer)
-    for settings in (dict(kv_allocation="paged", prefix_caching=True), dict(latency="sim-a")):
-        env = ContinuousBatchingEnv(n_requests=10, **settings)
-        env.reset(seed=0)
-        assert isinstance(env.server, IterationServer)
+    env = ContinuousBatchingEnv(n_requests=10, latency="sim-a")
+    env.reset(seed=0)
+    assert isinstance(env.server, IterationServer)
 
 
 def test_a_forbidden_action_raises_the_same_error_and_changes_nothing():

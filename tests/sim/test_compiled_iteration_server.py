@@ -1,6 +1,7 @@
 """The compiled iteration-level server plays IterationServer's episodes bit for bit."""
 
 import copy
+import dataclasses
 import pickle
 
 import numpy as np
@@ -13,6 +14,7 @@ from llmsched_env.latency import (
 )
 from llmsched_env.sim import IterationServer
 from llmsched_env.sim.compiled_iteration_server import CompiledIterationServer
+from llmsched_env.workload import PrefixSharingSource
 from tests.conftest import check_iteration_accounting, make_workload, random_workload
 
 PROFILED = make_iteration_latency("vllm0.19-rtxpro6000-llama3.1-8b")
@@ -156,14 +158,18 @@ def assert_same_records(python, compiled):
     assert str(python.summary()) == str(compiled.summary())  # the same bits, nan included
 
 
-def play_side_by_side(python, compiled, rng, check_every=1):
-    """Random decisions (WAIT, decodes, budgets, caps) on both servers; compare as they go."""
+def play_side_by_side(python, compiled, rng, check_every=1, check=None):
+    """Random decisions (WAIT, decodes, budgets, caps) on both servers; compare as they go.
+
+    ``check(python, compiled)`` replaces :func:`assert_same_state` as the comparison.
+    """
+    check = check or assert_same_state
     step = 0
     while True:
         due = python.advance()
         assert compiled.advance() == due
         if step % check_every == 0:
-            assert_same_state(python, compiled)
+            check(python, compiled)
         if not due:
             break
         if rng.random() < 0.1 and python.can_wait():
@@ -205,6 +211,65 @@ def test_paged_memory_preempts_and_resumes_as_the_python_server(settings, target
     check_iteration_accounting(compiled)
 
 
+PREFIX_COUNTERS = (
+    "prefix_hit_tokens",
+    "prefix_queried_tokens",
+    "preempted_prefix_hit_tokens",
+    "preempted_prefix_queried_tokens",
+)
+
+
+def prefix_sharing_workload(rng, n, hash_tokens, speed_up):
+    """Requests sharing system prompts and earlier turns, arriving ``speed_up`` times faster."""
+    source = PrefixSharingSource(
+        share_rate=0.8, n_system_prompts=3, system_prompt_tokens=256, max_prompt_tokens=2048,
+        block_tokens=hash_tokens,
+    )  # fmt: skip
+    workload = source.sample(n, rng)
+    return dataclasses.replace(workload, arrival_s=workload.arrival_s / speed_up)
+
+
+@pytest.mark.parametrize(
+    ("settings", "hash_tokens", "speed_up"),
+    [
+        (dict(latency=PROFILED, n_gpus=1, kv_capacity_tokens=3_000, max_tokens=512,
+              chunk_size=512, kv_block_tokens=32), 16, 20.0),
+        (dict(latency=AFFINE, n_gpus=3, kv_capacity_tokens=3_000, max_tokens=512,
+              chunk_size=64, kv_block_tokens=16, max_sequences=4), 16, 100.0),
+        (dict(latency=STOCHASTIC, n_gpus=2, kv_capacity_tokens=3_000, max_tokens=2048,
+              chunk_size=None, kv_block_tokens=4), 16, 20.0),
+        (dict(latency=LINEAR, n_gpus=2, kv_capacity_tokens=4_000, max_tokens=2048,
+              chunk_size=64, kv_block_tokens=2), 4, 5.0),
+    ],
+)  # fmt: skip
+def test_prefix_caching_hits_evicts_and_preempts_as_the_python_server(
+    settings, hash_tokens, speed_up
+):
+    """Shared prompts, blocks held by several keys' owners, evictions and preemptions."""
+    rng = np.random.default_rng(hash_tokens + int(speed_up))
+    workload = prefix_sharing_workload(rng, 120, hash_tokens, speed_up)
+    python, compiled = _pair(
+        workload, kv_allocation="paged", prefix_caching=True, **settings, **TARGETS[0]
+    )
+    seen_duplicates = 0
+
+    def check(python, compiled):
+        nonlocal seen_duplicates
+        assert_same_state(python, compiled)
+        for name in PREFIX_COUNTERS:
+            assert getattr(python, name) == getattr(compiled, name), name
+        check_iteration_accounting(compiled)  # the pool's arrays, links and table included
+        seen_duplicates += int((compiled.prefix_cache.dup_next != -1).sum())
+
+    play_side_by_side(python, compiled, rng, check_every=5, check=check)
+    np.testing.assert_array_equal(
+        python.records.prefix_hit_tokens, compiled.records.prefix_hit_tokens
+    )
+    assert 0 < compiled.prefix_hit_tokens < compiled.prefix_queried_tokens
+    assert compiled.n_preemptions > 0 and compiled.preempted_prefix_hit_tokens > 0
+    assert seen_duplicates > 0  # some key was held by two blocks at once
+
+
 def test_few_slots_one_token_outputs_and_rejections():
     """Sequence slots run out, some outputs are one token, some requests never fit."""
     rng = np.random.default_rng(7)
@@ -221,11 +286,17 @@ def test_few_slots_one_token_outputs_and_rejections():
     assert compiled.n_completed > 0
 
 
-def test_copies_and_pickles_continue_the_same_episode():
+@pytest.mark.parametrize("caching", [False, True])
+def test_copies_and_pickles_continue_the_same_episode(caching):
     rng = np.random.default_rng(1)
-    w = random_workload(rng, 60, rate=8.0)
-    python, compiled = _pair(w, latency=PROFILED, n_gpus=2, kv_capacity_tokens=50_000,
-                             max_tokens=512, chunk_size=128)  # fmt: skip
+    if caching:  # the prefix cache's buffer is part of the state
+        w = prefix_sharing_workload(rng, 60, 16, 20.0)
+        memory = dict(kv_capacity_tokens=4_000, kv_allocation="paged", prefix_caching=True)
+    else:
+        w = random_workload(rng, 60, rate=8.0)
+        memory = dict(kv_capacity_tokens=50_000)
+    python, compiled = _pair(w, latency=PROFILED, n_gpus=2, max_tokens=512, chunk_size=128,
+                             **memory)  # fmt: skip
     for _ in range(40):
         assert python.advance() and compiled.advance()
         python.run_iteration(5, 300, 2)
@@ -235,6 +306,10 @@ def test_copies_and_pickles_continue_the_same_episode():
         play_side_by_side(python_copy, copied, np.random.default_rng(5), check_every=5)
     # The copies did not touch the original.
     assert_same_state(python, compiled)
+    assert compiled.prefix_hit_tokens == python.prefix_hit_tokens
+    if caching:
+        assert compiled.prefix_hit_tokens > 0
+        play_side_by_side(python, compiled, rng)
 
 
 def test_decisions_are_refused_as_by_the_python_server():
@@ -268,7 +343,7 @@ def test_wait_that_would_deadlock_is_refused():
 @pytest.mark.parametrize(
     ("settings", "match"),
     [
-        (dict(kv_allocation="paged", prefix_caching=True), "serves no prefix caching"),
+        (dict(prefix_caching=True), "prefix_caching=True needs kv_allocation='paged'"),
         (dict(max_sequences=0), "max_sequences must be >= 1"),
         (dict(chunk_size=0), "chunk_size must be >= 1 or None"),
         (dict(n_gpus=0), "n_gpus must be a positive integer"),
