@@ -32,7 +32,9 @@ CONTINUOUS_BYTES_PER_REQUEST = 640
 #: replicas with 2,000 to 50,000 requests).
 ROUTING_BYTES_PER_REPLICA_REQUEST = 400
 #: Memory per KV block of paged KV memory (each GPU's block pool), in bytes (measured: 140-158,
-#: the growth with ``n_replicas`` of ``Routing-v0``'s peak at 35,527 blocks per replica).
+#: the growth with ``n_replicas`` of ``Routing-v0``'s peak at 35,527 blocks per replica; the
+#: compiled server's pool with prefix caching holds 64 bytes per block and a hash table of 2 to 4
+#: slots of 24 bytes per block: at most 160).
 PAGED_BYTES_PER_BLOCK = 160
 
 

@@ -539,13 +539,17 @@ def _allocate_with_preemption(floats, ints, layout, gpu, k, chunks):
     ``PagedKVAccounting._allocate_with_preemption`` (and ``allocate_in_admission_order``):
     when a request's blocks are not free, the most recently admitted request on the GPU is
     preempted, again and again, until they are or the request itself was. The plan loses the
-    preempted requests' chunks.
+    preempted requests' chunks. Without prefix caching a victim frees all of its blocks, so the
+    victims are chosen first and preempted after; with it (``_allocate_cached``) a victim frees
+    only the blocks no one else holds, so each is preempted at once and the free blocks counted
+    again, and each request takes its blocks from the free queue in admission order.
 
     Returns:
         ``(decodes, prefill_tokens, prefill_kv_tokens, chunks, preempted)`` that remain.
     """
     state = state_view(floats, ints, layout)
     block_tokens = state.block_tokens[0]
+    caching = state.prefix_caching[0]
     base = gpu * state.slots_per_gpu[0]
     n_scheduled = k + chunks
     scheduled = np.empty(n_scheduled, dtype=np.int64)
@@ -556,6 +560,7 @@ def _allocate_with_preemption(floats, ints, layout, gpu, k, chunks):
     for c in range(chunks):
         scheduled[k + c] = state.plan_id[base + c]
         needs[k + c] = _chunk_blocks(state, base + c, block_tokens)
+    decodes = scheduled[:k].copy()
     _sort_by_admission(state, scheduled, needs)
     n_running = state.n_running[gpu]
     n_on_gpu = n_running + state.n_prefilling[gpu]
@@ -575,32 +580,36 @@ def _allocate_with_preemption(floats, ints, layout, gpu, k, chunks):
         for v in range(n_victims):
             if victims[v] == index:
                 gone = True
-        if gone:
-            served = i
-            break
-        while need > free:
+        while not gone and need > free:
             n_left -= 1
             victim = on_gpu[n_left]
             victims[n_victims] = victim
             n_victims += 1
-            free += state.request_blocks[victim]
-            if victim == index:
-                gone = True
-                break
+            if caching:
+                _preempt(floats, ints, layout, gpu, victim)
+                free = state.capacity_blocks[0] - state.blocks_used[gpu]
+            else:
+                free += state.request_blocks[victim]
+            gone = victim == index
         if gone:
             served = i
-            break
+            break  # every later request is more recent, so preempted too
         free -= need
-        state.request_blocks[index] += need
-    for i in range(served):
-        state.blocks_used[gpu] += needs[i]
+        if caching:
+            if need:
+                _grow(state, gpu, index, need, True)
+        else:
+            state.request_blocks[index] += need
+    if not caching:
+        for i in range(served):
+            state.blocks_used[gpu] += needs[i]
+        for v in range(n_victims):
+            _preempt(floats, ints, layout, gpu, victims[v])
     decodes_gone = 0
     for j in range(k):
         for v in range(n_victims):
-            if victims[v] == state.run_id[base + j]:
+            if victims[v] == decodes[j]:
                 decodes_gone += 1
-    for v in range(n_victims):
-        _preempt(floats, ints, layout, gpu, victims[v])
     kept = 0
     for c in range(chunks):
         index = state.plan_id[base + c]
@@ -635,11 +644,9 @@ def _allocate_blocks(floats, ints, layout, gpu, k, chunks, used, kv):
             need += 1
     for c in range(chunks):
         need += _chunk_blocks(state, base + c, block_tokens)
-    caching = state.prefix_caching[0]
     if need > state.capacity_blocks[0] - state.blocks_used[gpu]:
-        if caching:
-            return _allocate_cached(floats, ints, layout, gpu, k, chunks)
         return _allocate_with_preemption(floats, ints, layout, gpu, k, chunks)
+    caching = state.prefix_caching[0]
     # Every scheduled request gets its blocks: the decodes first, then the chunks (with prefix
     # caching, the order in which they leave the free queue).
     for j in range(k):
@@ -661,81 +668,6 @@ def _grow(state, gpu, index, n, caching):
         )
     state.request_blocks[index] += n
     state.blocks_used[gpu] += n
-
-
-@njit(cache=True)
-def _allocate_cached(floats, ints, layout, gpu, k, chunks):
-    """:func:`_allocate_with_preemption` with shared blocks: preempt, then count again.
-
-    ``PagedKVAccounting._allocate_cached``: a victim frees only the blocks no other request
-    holds, so each victim is preempted (its blocks released) before the free blocks are counted
-    again, and each scheduled request takes its blocks from the free queue in admission order.
-
-    Returns:
-        ``(decodes, prefill_tokens, prefill_kv_tokens, chunks, preempted)`` that remain.
-    """
-    state = state_view(floats, ints, layout)
-    block_tokens = state.block_tokens[0]
-    base = gpu * state.slots_per_gpu[0]
-    n_scheduled = k + chunks
-    scheduled = np.empty(n_scheduled, dtype=np.int64)
-    needs = np.empty(n_scheduled, dtype=np.int64)
-    for j in range(k):
-        scheduled[j] = state.run_id[base + j]
-        needs[j] = 1 if _needs_block(state, base + j, block_tokens) else 0
-    for c in range(chunks):
-        scheduled[k + c] = state.plan_id[base + c]
-        needs[k + c] = _chunk_blocks(state, base + c, block_tokens)
-    decodes = scheduled[:k].copy()
-    _sort_by_admission(state, scheduled, needs)
-    n_running = state.n_running[gpu]
-    n_on_gpu = n_running + state.n_prefilling[gpu]
-    on_gpu = np.empty(n_on_gpu, dtype=np.int64)
-    on_gpu[:n_running] = state.run_id[base : base + n_running]
-    on_gpu[n_running:] = state.prefilling_id[base : base + state.n_prefilling[gpu]]
-    _sort_by_admission(state, on_gpu, np.zeros(n_on_gpu, dtype=np.int64))
-    victims = np.empty(n_on_gpu, dtype=np.int64)
-    n_victims = 0
-    n_left = n_on_gpu
-    for i in range(n_scheduled):
-        index = scheduled[i]
-        need = needs[i]
-        gone = False
-        for v in range(n_victims):
-            if victims[v] == index:
-                gone = True
-        while not gone and need > state.capacity_blocks[0] - state.blocks_used[gpu]:
-            n_left -= 1
-            victim = on_gpu[n_left]
-            victims[n_victims] = victim
-            n_victims += 1
-            _preempt(floats, ints, layout, gpu, victim)
-            gone = victim == index
-        if gone:
-            break  # every later request is more recent, so preempted too
-        if need:
-            _grow(state, gpu, index, need, True)
-    decodes_gone = 0
-    for j in range(k):
-        for v in range(n_victims):
-            if victims[v] == decodes[j]:
-                decodes_gone += 1
-    kept = 0
-    for c in range(chunks):
-        index = state.plan_id[base + c]
-        gone = False
-        for v in range(n_victims):
-            if victims[v] == index:
-                gone = True
-        if not gone:
-            state.plan_id[base + kept] = index
-            state.plan_take[base + kept] = state.plan_take[base + c]
-            kept += 1
-    tokens = kv = 0
-    for c in range(kept):
-        tokens += state.plan_take[base + c]
-        kv += state.prefilled[state.plan_id[base + c]]
-    return k - decodes_gone, tokens, kv, kept, n_victims > 0
 
 
 @njit(cache=True)

@@ -89,8 +89,6 @@ SCHEMA = StateSchema(
 PrefixCacheState = SCHEMA.tuple_type
 #: Compiled ``state_view(floats, ints, layout)`` (``floats``: any float64 array; none is read).
 state_view = SCHEMA.view
-#: Bytes per KV block of the pool's arrays and its hash table (at most two slots per block).
-BYTES_PER_BLOCK = 8 * (8 + 2 * 3)
 
 
 def row_room(workload: Workload, block_tokens: int, blocks_per_gpu: int) -> int:
