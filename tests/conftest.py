@@ -151,6 +151,7 @@ def check_compiled_block_pool(server, gpu: int, on_gpu: list[int]) -> None:
     assert np.unique(free).size == free.size and (ref_count[free - lo] == 0).all()
     assert int((ref_count > 0).sum()) + free.size == size == s.capacity_blocks
     assert s.blocks_used[gpu] == int((ref_count > 0).sum())
+    assert not p.mark[lo : lo + size].any()  # freed_by's scratch is clean between calls
     keyed = p.key_b[lo : lo + size] != np.iinfo(np.int64).min
     keys = np.stack([p.key_a[lo : lo + size], p.key_b[lo : lo + size]], axis=1)
     table = slice(gpu * int(p.table_size[0]), (gpu + 1) * int(p.table_size[0]))

@@ -74,19 +74,20 @@ class PagedKVAccounting:
         """Cached blocks of the longest prefix of waiting ``index``'s blocks on ``gpu``.
 
         At most ``(tokens - 1) // B`` blocks, so that at least the last token is computed (its
-        logits give the next token). Memoised per GPU until its pool changes.
+        logits give the next token). Memoised per GPU until its pool or the request's tokens
+        to prefill change (a preemption on another GPU raises them, allowing one more block).
 
         Returns:
             The blocks, and how many of them are free (their use takes them off the free queue).
         """
         pool = self._pools[gpu]
-        memo = self._hit_memo[gpu]
-        if memo[0] == index and memo[1] == pool.version:
-            return memo[2], memo[3]
         most = (self._target[index] - 1) // self.kv_block_tokens
+        memo = self._hit_memo[gpu]
+        if memo[0] == index and memo[1] == pool.version and memo[2] == most:
+            return memo[3], memo[4]
         hits = pool.longest_hit(self._block_keys(index, most))
         evictable = pool.evictable(hits)
-        self._hit_memo[gpu] = (index, pool.version, hits, evictable)
+        self._hit_memo[gpu] = (index, pool.version, most, hits, evictable)
         return hits, evictable
 
     def _freed_by(self, gpu: int, requests: list[int]) -> int:

@@ -391,7 +391,9 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         self._block_ids: dict[int, list[int]] = {}
         self._discarded: dict[int, int] = {}
         self._shared_keys: dict[int, list[tuple[int, int]]] = {}
-        self._hit_memo: list[tuple[int, int, list[int], int]] = [(-1, -1, [], 0)] * self.n_gpus
+        self._hit_memo: list[tuple[int, int, int, list[int], int]] = [
+            (-1, -1, -1, [], 0)
+        ] * self.n_gpus
         #: Per request, when it was last admitted (a counter; paged mode only).
         self._admitted_at = [0] * n
         self._admissions = 0

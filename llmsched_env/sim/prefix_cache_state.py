@@ -94,8 +94,9 @@ state_view = SCHEMA.view
 def row_room(workload: Workload, block_tokens: int, blocks_per_gpu: int) -> int:
     """Entries of a block-list row: the most blocks a request of ``workload`` can hold.
 
-    A request holds the blocks of its computed tokens, fewer than its prompt plus output, and
-    never more than a GPU's blocks (its own are distinct).
+    A request holds the blocks of its computed tokens, fewer than its prompt plus output; one
+    whose prompt plus output exceed a GPU's blocks is rejected at arrival, so none holds more
+    than ``blocks_per_gpu`` (the kernels check no bounds: this is the row's whole room).
     """
     if len(workload) == 0:
         return 1

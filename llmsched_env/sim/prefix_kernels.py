@@ -194,7 +194,7 @@ def longest_hit(floats, ints, layout, gpu, index, tokens):
     last token is computed (``PagedKVAccounting._cache_hits``).
 
     Returns:
-        ``(hits, evictable)``: the cached blocks, and how many of them are free.
+        ``(hits, evictable)``: how many blocks hit, and how many of those are free.
     """
     p = state_view(floats, ints, layout)
     most = (tokens - 1) // p.block_tokens[0]
@@ -214,9 +214,11 @@ def longest_hit(floats, ints, layout, gpu, index, tokens):
 def admit_cached(floats, ints, layout, gpu, index, hits, need, tokens, readmitted):
     """Give admitted ``index`` its ``hits`` cached blocks and ``need`` new ones.
 
-    ``PagedKVAccounting._admit_cached``: the hits are held (free ones leave the free queue),
-    then new blocks are taken; the hit counters grow by the hit tokens and the ``tokens``
-    looked up. Discarded tokens of its last preemption found in the cache are not recomputed.
+    ``PagedKVAccounting._admit_cached``: the request gets a row of the GPU for its block list,
+    the hits (looked up again: the pool has not changed since :func:`longest_hit` counted
+    them) are held (free ones leave the free queue), then new blocks are taken; the hit
+    counters grow by the hit tokens and the ``tokens`` looked up. Discarded tokens of its last
+    preemption found in the cache are not recomputed.
 
     Returns:
         ``(revived, hit_tokens, saved)``: hit blocks that were free, the tokens they hold, and
@@ -265,7 +267,8 @@ def release(floats, ints, layout, gpu, index, held, computed, comes_back):
 
     ``PagedKVAccounting._release``: a request that ``comes_back`` (preempted) keys all of
     them, its own keys included, and remembers ``computed`` as its discarded tokens; a
-    completed one keys only its hashed ones. Blocks are released last first.
+    completed one keys only its hashed ones. Blocks are released last first, and the
+    request's row goes back to the GPU's free rows.
 
     Returns:
         How many blocks became free (no other holder).

@@ -270,6 +270,57 @@ def test_prefix_caching_hits_evicts_and_preempts_as_the_python_server(
     assert seen_duplicates > 0  # some key was held by two blocks at once
 
 
+def test_a_preemption_on_one_gpu_lets_another_hit_one_more_block():
+    """A request's hits stop before its last token; a preemption raises its tokens to compute.
+
+    GPU 1 caches W's four hashed blocks. X, with the same 64-token prompt, can hit at most
+    three of them ((64 - 1) // 16), and GPU 1 looks them up before X goes to GPU 0. There X
+    decodes and is preempted: it must now compute its prompt and its tokens, so all four blocks
+    count. GPU 1's pool has not changed since its lookup, which must not be reused (the Python
+    server once memoised it by the pool alone and readmitted X with three hits).
+    """
+    w, x = 1, 2  # request 0 is a long one that keeps GPU 0 busy
+    workload = make_workload([0.0, 0.0, 0.3], [16, 64, 64], [110, 2, 60])
+    hashes = np.array([11, 12, 13, 14])
+    workload = workload.with_prefix_hashes([np.zeros(0, dtype=np.int64), hashes, hashes], 16)
+    servers = _pair(workload, latency=AFFINE, n_gpus=2, kv_capacity_tokens=128, max_tokens=2048,
+                    kv_block_tokens=16, kv_allocation="paged", prefix_caching=True,
+                    max_sequences=4)  # fmt: skip
+    python, compiled = servers
+    readmitted = False
+    for step in range(2000):
+        due = python.advance()
+        assert compiled.advance() == due
+        assert_same_state(python, compiled)
+        if not due:
+            break
+        gpu, waiting = python.decision_gpu, python.waiting_ids().tolist()
+        if step == 0:
+            decision = (0, 16, 1)  # request 0 on GPU 0
+        elif gpu == 1 and w in waiting:
+            decision = (0, 10**6, 1)  # w on GPU 1, which caches its blocks
+        elif x in waiting and not python.n_preemptions:
+            if gpu == 1:  # GPU 1 looks x's hits up, then waits: x goes to GPU 0
+                assert python.plan_prefill(1, 2048, 1) == compiled.plan_prefill(1, 2048, 1)
+                for server in servers:
+                    server.wait()
+                continue
+            decision = (10**6, 10**6, 1)
+        elif x in waiting and gpu == 1:
+            hits_before = python.prefix_hit_tokens
+            decision = (0, 10**6, 1)  # x comes back on GPU 1
+            readmitted = True
+        else:
+            decision = (10**6, 10**6, 0)
+        for server in servers:
+            server.run_iteration(*decision)
+        if readmitted and python.prefix_hit_tokens > hits_before:
+            assert python.prefix_hit_tokens - hits_before == 64  # all four blocks
+            readmitted = False
+    assert python.n_preemptions > 0 and python.records.prefix_hit_tokens[x] >= 64
+    assert_same_records(python, compiled)
+
+
 def test_few_slots_one_token_outputs_and_rejections():
     """Sequence slots run out, some outputs are one token, some requests never fit."""
     rng = np.random.default_rng(7)

@@ -278,8 +278,8 @@ def _play_to_the_end(env_id: str, policy_name: str, **kwargs):
 def test_a_finished_request_leaves_no_block_keys_behind():
     # The keys of a request's blocks (about 100 bytes a block) were kept for the whole episode:
     # 23 KB per request of prefix-sharing, most of an episode's memory.
-    # (A stochastic latency model keeps the Python server, whose keys are made when needed; the
-    # compiled server numbers its keys in arrays of 8 bytes a block when the episode starts.)
+    # (A stochastic latency model keeps the Python server, whose keys are made when needed and
+    # memoised; the compiled server computes each key from the hashes whenever it needs one.)
     env, terminated = _play_to_the_end(
         "llmsched/ContinuousBatching-v0",
         "vllm-v1",
