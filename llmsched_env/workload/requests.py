@@ -121,6 +121,16 @@ def _frozen_hashes(
             continue
         # A copy the caller cannot change (uint64 digests keep their bits), made once.
         array = raw.view(np.int64).copy() if raw.dtype == np.uint64 else raw.astype(np.int64)
+        ordered = np.sort(array)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if repeated.size:
+            # Two blocks of one prompt with one key: a cache hit would hold a block twice.
+            raise ValueError(
+                f"prefix_block_hashes[{index}] repeats the hash {int(repeated[0])}: hash j "
+                f"identifies the prompt's first (j + 1) * prefix_block_tokens tokens, so the "
+                "hashes of one prompt differ (chain them, as "
+                "prefix_block_hashes_from_token_ids does)"
+            )
         array.flags.writeable = False
         frozen.append(array)
     return tuple(frozen)
@@ -214,8 +224,9 @@ class Workload:
             caching (``IterationServer(prefix_caching=True)``): one int64 array per request, hash
             ``j`` identifying the prompt's first ``(j + 1) * prefix_block_tokens`` tokens (a hash
             chain, as vLLM's block hashes: equal hashes mean equal prefixes up to and including
-            that block). At most ``prompt_tokens // prefix_block_tokens`` hashes per request; an
-            empty array means no block is shareable. ``None``: no request shares a prefix with
+            that block, so one prompt's hashes differ: a repeated one is refused). At most
+            ``prompt_tokens // prefix_block_tokens`` hashes per request; an empty array means no
+            block is shareable. ``None``: no request shares a prefix with
             another. Build them from token ids with :func:`prefix_block_hashes_from_token_ids`.
         prefix_block_tokens: Tokens per hashed block (16 for vLLM-style hashes of token ids,
             512 for Mooncake traces' ``hash_ids``).

@@ -64,6 +64,8 @@ def test_workload_validates_the_hashes():
         _workload(([1], [1, 2, 3], []))
     with pytest.raises(ValueError, match=r"prefix_block_hashes\[0\] must be a 1-D array"):
         _workload(([0.5], [], []))
+    with pytest.raises(ValueError, match=r"prefix_block_hashes\[1\] repeats the hash 7"):
+        _workload(([1], [7, 7], []))  # a collision: one prompt's two blocks would share a key
     with pytest.raises(TypeError, match="sequence of one integer array"):
         _workload(np.zeros((3, 1), dtype=np.int64))
     with pytest.raises(ValueError, match="prefix_block_tokens"):
