@@ -467,7 +467,6 @@ def _preempt(floats, ints, layout, gpu, index):
 
     ``PagedKVAccounting._preempt``: a running request keeps its token state until it resumes
     and recomputes its prompt plus the tokens it generated; a started prompt starts over.
-    (Not inlined, as the rare paths that call it: inlined, it lengthened a cold compilation.)
     """
     state = state_view(floats, ints, layout)
     base = gpu * state.slots_per_gpu[0]
@@ -540,9 +539,10 @@ def _allocate_with_preemption(floats, ints, layout, gpu, k, chunks):
     when a request's blocks are not free, the most recently admitted request on the GPU is
     preempted, again and again, until they are or the request itself was. The plan loses the
     preempted requests' chunks. Without prefix caching a victim frees all of its blocks, so the
-    victims are chosen first and preempted after; with it (``_allocate_cached``) a victim frees
-    only the blocks no one else holds, so each is preempted at once and the free blocks counted
-    again, and each request takes its blocks from the free queue in admission order.
+    victims are chosen first and preempted after; with it a victim frees only the blocks no one
+    else holds, so each is preempted at once and the free blocks counted again, and each request
+    takes its blocks from the free queue in admission order
+    (``PagedKVAccounting._allocate_cached``).
 
     Returns:
         ``(decodes, prefill_tokens, prefill_kv_tokens, chunks, preempted)`` that remain.

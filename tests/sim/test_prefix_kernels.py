@@ -29,9 +29,12 @@ def test_keys_are_equal_exactly_where_the_pythons_are(hash_tokens, block_tokens)
     rng = np.random.default_rng(hash_tokens * 1000 + block_tokens)
     n = 40
     prompt = rng.integers(1, 700, n)
-    # Few distinct hashes (and huge ones, as 64-bit digests are), so that keys repeat.
+    # Few distinct hashes (and huge ones, as 64-bit digests are), so that keys repeat across
+    # prompts; within one prompt they differ, as a hash chain's do.
+    values = (np.arange(700 // hash_tokens + 3) - 3) * 10**17 + 5
     hashes = [
-        rng.integers(-3, 4, int(rng.integers(0, p // hash_tokens + 1))) * 10**17 + 5 for p in prompt
+        rng.choice(values, int(rng.integers(0, p // hash_tokens + 1)), replace=False)
+        for p in prompt
     ]
     w = make_workload(np.arange(n, dtype=float), prompt, np.ones(n, dtype=int))
     w = w.with_prefix_hashes(hashes, hash_tokens)
