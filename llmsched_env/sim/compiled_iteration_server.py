@@ -26,7 +26,11 @@ from llmsched_env.latency.iteration_timing import CompiledTiming
 from llmsched_env.metrics import SLATargets, summarize
 from llmsched_env.sim import iteration_kernels as k
 from llmsched_env.sim.iteration_planning import PrefillPlan
-from llmsched_env.sim.iteration_server import arrival_rejections, check_settings
+from llmsched_env.sim.iteration_server import (
+    arrival_rejections,
+    check_settings,
+    iteration_run_counts,
+)
 from llmsched_env.sim.iteration_state import IterationState, allocate, state_views
 from llmsched_env.sim.prefix_cache_state import (
     PrefixCacheState,
@@ -56,6 +60,16 @@ def _per_gpu(name: str, kind: type) -> property:
         return [kind(v) for v in getattr(server.state, name).tolist()]
 
     return property(read, doc=f"``state.{name}``, one {kind.__name__} per GPU (a new list).")
+
+
+def _prefix_counter(name: str, doc: str) -> property:
+    """A read-only attribute: the prefix cache's counter ``name`` (0 without prefix caching)."""
+
+    def read(server: CompiledIterationServer) -> int:
+        cache = server.prefix_cache
+        return 0 if cache is None else int(getattr(cache, name)[0])
+
+    return property(read, doc=doc)
 
 
 class CompiledIterationServer:
@@ -119,6 +133,18 @@ class CompiledIterationServer:
     gpu_busy = _per_gpu("gpu_busy", bool)
     gpu_free_at = _per_gpu("gpu_free_at", float)
     busy_s = _per_gpu("gpu_busy_s", float)
+    prefix_hit_tokens = _prefix_counter(
+        "hit_tokens_total", "Tokens admissions skipped because their blocks were cached."
+    )
+    prefix_queried_tokens = _prefix_counter(
+        "queried_tokens_total", "Tokens admissions looked up in the prefix cache."
+    )
+    preempted_prefix_hit_tokens = _prefix_counter(
+        "preempted_hit_tokens", "The part of the hit tokens that readmissions made."
+    )
+    preempted_prefix_queried_tokens = _prefix_counter(
+        "preempted_queried_tokens", "The part of the queried tokens that readmissions made."
+    )
 
     def __init__(
         self,
@@ -591,41 +617,8 @@ class CompiledIterationServer:
             records.max_token_gap_s[running] = s.run_max_gap_s[slots]
         return records
 
-    def _prefix_count(self, name: str) -> int:
-        """A counter of the prefix cache (0 without it)."""
-        if self.prefix_cache is None:
-            return 0
-        return int(getattr(self.prefix_cache, name)[0])
-
-    @property
-    def prefix_hit_tokens(self) -> int:
-        """Tokens admissions skipped because their blocks were cached."""
-        return self._prefix_count("hit_tokens_total")
-
-    @property
-    def prefix_queried_tokens(self) -> int:
-        """Tokens admissions looked up in the prefix cache."""
-        return self._prefix_count("queried_tokens_total")
-
-    @property
-    def preempted_prefix_hit_tokens(self) -> int:
-        """The part of :attr:`prefix_hit_tokens` that readmissions after a preemption made."""
-        return self._prefix_count("preempted_hit_tokens")
-
-    @property
-    def preempted_prefix_queried_tokens(self) -> int:
-        """The part of :attr:`prefix_queried_tokens` that readmissions looked up."""
-        return self._prefix_count("preempted_queried_tokens")
-
     def _run_counts(self) -> dict[str, int]:
-        return {
-            "preemptions": self.n_preemptions,
-            "recomputed_tokens": self.recomputed_tokens,
-            "prefix_hit_tokens": self.prefix_hit_tokens,
-            "prefix_queried_tokens": self.prefix_queried_tokens,
-            "preempted_prefix_hit_tokens": self.preempted_prefix_hit_tokens,
-            "preempted_prefix_queried_tokens": self.preempted_prefix_queried_tokens,
-        }
+        return iteration_run_counts(self)
 
     def summary(self, sla: SLATargets | None = None, warmup_s: float = 0.0) -> dict[str, float]:
         """The metrics of the run so far (see :func:`llmsched_env.metrics.summarize`)."""

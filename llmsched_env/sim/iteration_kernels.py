@@ -461,6 +461,31 @@ def _sort_by_admission(state, ids, values):
         values[j + 1] = value
 
 
+@njit(cache=True, inline="always")
+def _release(state, gpu, index, computed, comes_back):
+    """Free request ``index``'s blocks of ``gpu`` (paged mode; ``PagedKVAccounting._release``).
+
+    With prefix caching the full blocks of its ``computed`` tokens stay cached (all of them if
+    it ``comes_back`` from a preemption, its hashed ones if it completed), and only the blocks
+    no other request holds become free.
+    """
+    if state.prefix_caching[0]:
+        freed = pk.release(
+            state.now,
+            state.pool,
+            state.pool_layout,
+            gpu,
+            index,
+            state.request_blocks[index],
+            computed,
+            comes_back,
+        )
+    else:
+        freed = state.request_blocks[index]
+    state.blocks_used[gpu] -= freed
+    state.request_blocks[index] = 0
+
+
 @njit(cache=True)
 def _preempt(floats, ints, layout, gpu, index):
     """Free ``index``'s blocks, discard its KV and put it at the head of the waiting queue.
@@ -506,20 +531,7 @@ def _preempt(floats, ints, layout, gpu, index):
             state.prefilling_id[m] = state.prefilling_id[m + 1]
         state.n_prefilling[gpu] = n_prefilling - 1
         discarded = state.prefilled[index]
-    if state.prefix_caching[0]:  # its full blocks stay cached, shared ones stay held
-        state.blocks_used[gpu] -= pk.release(
-            state.now,
-            state.pool,
-            state.pool_layout,
-            gpu,
-            index,
-            state.request_blocks[index],
-            discarded,
-            True,
-        )
-    else:
-        state.blocks_used[gpu] -= state.request_blocks[index]
-    state.request_blocks[index] = 0
+    _release(state, gpu, index, discarded, True)
     state.prefilled[index] = 0
     state.n_sequences[gpu] -= 1
     state.n_preemptions[0] += 1
@@ -893,21 +905,8 @@ def _complete_one(floats, ints, layout, gpu, index, generated, tbt_missed):
     state.tokens_generated[index] = generated
     state.n_completed[0] += 1
     state.n_sequences[gpu] -= 1
-    if state.prefix_caching[0]:
-        state.blocks_used[gpu] -= pk.release(
-            state.now,
-            state.pool,
-            state.pool_layout,
-            gpu,
-            index,
-            state.request_blocks[index],
-            state.prompt[index] + generated - 1,
-            False,
-        )
-        state.request_blocks[index] = 0
-    elif state.paged[0]:
-        state.blocks_used[gpu] -= state.request_blocks[index]
-        state.request_blocks[index] = 0
+    if state.paged[0]:
+        _release(state, gpu, index, state.prompt[index] + generated - 1, False)
     else:
         state.kv_reserved[gpu] -= state.prompt[index] + state.output[index]
         state.kv_used[gpu] -= state.prompt[index] + generated

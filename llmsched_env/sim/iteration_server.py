@@ -141,6 +141,18 @@ def arrival_rejections(
     return reason
 
 
+def iteration_run_counts(server: Any) -> dict[str, int]:
+    """The preemption and prefix-cache counts an iteration-level server adds to its summary."""
+    return {
+        "preemptions": server.n_preemptions,
+        "recomputed_tokens": server.recomputed_tokens,
+        "prefix_hit_tokens": server.prefix_hit_tokens,
+        "prefix_queried_tokens": server.prefix_queried_tokens,
+        "preempted_prefix_hit_tokens": server.preempted_prefix_hit_tokens,
+        "preempted_prefix_queried_tokens": server.preempted_prefix_queried_tokens,
+    }
+
+
 def check_prefix_blocks(workload: Workload, kv_block_tokens: int) -> None:
     """Refuse KV blocks that do not line up with the blocks of the workload's prefix hashes.
 
@@ -564,14 +576,7 @@ class IterationServer(PrefillPlanning, PagedKVAccounting, IterationRun, Engine):
         return records
 
     def _run_counts(self) -> dict[str, int]:
-        return {
-            "preemptions": self.n_preemptions,
-            "recomputed_tokens": self.recomputed_tokens,
-            "prefix_hit_tokens": self.prefix_hit_tokens,
-            "prefix_queried_tokens": self.prefix_queried_tokens,
-            "preempted_prefix_hit_tokens": self.preempted_prefix_hit_tokens,
-            "preempted_prefix_queried_tokens": self.preempted_prefix_queried_tokens,
-        }
+        return iteration_run_counts(self)
 
     @property
     def sla_misses(self) -> int:

@@ -29,10 +29,9 @@ def _key_of(p, index, j):
     keyed by the hash of the hashed block holding its last token and its position in it
     (``PagedKVAccounting._prefix_keys``); any other block by the request and ``-1 - j``.
     """
-    b, g = p.block_tokens[0], p.hash_tokens[0]
-    start = p.hash_start[index]
-    if j < (p.hash_start[index + 1] - start) * g // b:
-        return p.hashes[start + ((j + 1) * b - 1) // g], (j * b % g) // b
+    if j < _n_shared(p, index):
+        b, g = p.block_tokens[0], p.hash_tokens[0]
+        return p.hashes[p.hash_start[index] + ((j + 1) * b - 1) // g], (j * b % g) // b
     return index, -1 - j
 
 
