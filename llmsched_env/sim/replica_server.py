@@ -150,7 +150,9 @@ class ReplicaServer(IterationServer):
             known = self.known
             if self._gpu_events and len(self._gpu_events) == self.n_gpus:
                 t = self._gpu_events[0][0]
-                if known < n and arrival[known] < t:
+                # An arrival at t itself is processed at t (after the GPU's work), so it too
+                # must be routed first.
+                if known < n and arrival[known] <= t:
                     return self._block()
                 self._admit_arrivals_before(t)
             else:

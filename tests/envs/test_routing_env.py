@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 
@@ -14,6 +15,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 import llmsched_env  # noqa: F401 (registers the envs)
 from baselines import make_policy
 from llmsched_env.envs import InvalidActionError
+from llmsched_env.latency.iteration import AffineIterationLatency
 from llmsched_env.workload import Workload
 
 ROUTING = "llmsched/Routing-v0"
@@ -188,6 +190,37 @@ def test_every_request_is_completed_rejected_or_in_the_system():
     m = info["episode_metrics"]
     assert m["completed"] + m["rejected"] + m["in_system"] + m["not_arrived"] == 150
     assert m["in_system"] > 0 and m["not_arrived"] > 0
+
+
+def test_an_arrival_at_the_end_of_an_iteration_is_routed_before_the_replica_takes_it():
+    # Arrivals every 0.5 s and iterations of exactly 0.25 s: every arrival while the GPU works
+    # comes exactly when an iteration ends, which the replica must not process unrouted.
+    n = 40
+    w = Workload(np.arange(n) * 0.5, np.full(n, 100), np.full(n, 3), np.full(n, 3))
+    latency = AffineIterationLatency(c_s=0.25, a_s_per_token=0.0)
+    settings = dict(
+        latency=latency, kv_memory=100_000, n_requests=n, chunk_size=2048, prefix_caching=False
+    )
+    continuous = gym.make(CONTINUOUS, kv_allocation="paged", **settings)
+    obs, info = continuous.reset(seed=0, options={"workload": w})
+    agent = make_policy("vllm-v1", continuous)
+    while not info.get("episode_metrics"):
+        obs, _, _, _, info = continuous.step(agent.act(obs, info))
+    assert info["episode_metrics"]["completed"] == n
+    for n_replicas in (1, 2):
+        env = gym.make(ROUTING, n_replicas=n_replicas, **settings)
+        env.reset(seed=0, options={"workload": w})
+        for step in itertools.count():
+            *_, terminated, truncated, routed_info = env.step(step % n_replicas)
+            if terminated or truncated:
+                break
+        assert terminated and routed_info["episode_metrics"]["completed"] == n
+        if n_replicas == 1:
+            pd.testing.assert_frame_equal(
+                env.unwrapped.request_records(),
+                continuous.unwrapped.request_records(),
+                check_exact=True,
+            )
 
 
 def test_a_request_no_replica_fits_is_never_queued_work():
