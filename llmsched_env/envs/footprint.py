@@ -56,12 +56,31 @@ def prefix_hash_bytes_per_request(source: Any, n_requests: int) -> int:
     tokens in 16-token hashed blocks (``prefix-sharing``) holds 213 hashes: about 6.4 KB of
     peak memory per request, 16 times ``BatchScheduling-v0``'s own bytes.
     """
-    probe = source.sample(min(n_requests, _PROBE_REQUESTS), np.random.default_rng(0))
-    hashes = probe.prefix_block_hashes
+    hashes = _probe_hashes(source, n_requests)
     if hashes is None:
         return 0
     array_bytes = sum(8 * len(h) + 112 for h in hashes) / len(hashes)
     return math.ceil(PREFIX_HASH_PEAK_FACTOR * array_bytes)
+
+
+def prefix_hash_copy_bytes_per_request(source: Any, n_requests: int) -> int:
+    """Bytes per request of a copy of a workload's prefix hashes in a compiled prefix cache.
+
+    The hashes as one int64 array plus each request's start in it
+    (:mod:`llmsched_env.sim.prefix_cache_state`); 0 for a workload without prefix hashes.
+    ``Routing-v0``'s compiled replicas hold one copy each.
+    """
+    hashes = _probe_hashes(source, n_requests)
+    if hashes is None:
+        return 0
+    return math.ceil(sum(8 * len(h) + 8 for h in hashes) / len(hashes))
+
+
+def _probe_hashes(source: Any, n_requests: int) -> list[np.ndarray] | None:
+    """The prefix hashes of up to 256 requests of ``source`` (``None``: it has none)."""
+    return source.sample(
+        min(n_requests, _PROBE_REQUESTS), np.random.default_rng(0)
+    ).prefix_block_hashes
 
 
 def available_memory_bytes() -> int | None:

@@ -101,6 +101,37 @@ def _fallback_prefill(floats, ints, layout, state, gpu, codec):
 
 
 @njit(cache=True, inline="always")
+def carry_out(floats, ints, layout, state, gpu, invalid, decode, prefill, cap, tables, codec):
+    """Make ``gpu``'s decision ``[decode, prefill, cap]`` (``ContinuousBatchingEnv._carry_out``).
+
+    A forbidden action (``invalid``) is first replaced by the env's fallback; then WAIT, or the
+    iteration the levels give (``ContinuousActionCodec.decode``), timed by ``tables``.
+
+    Returns:
+        ``(code, decode, prefill, cap)``: a refusal code of
+        :mod:`~llmsched_env.sim.iteration_kernels` (0: done) and the action carried out.
+    """
+    if invalid:
+        decode = codec[0] - 1 if state.n_running[gpu] > 0 else 0
+        prefill = _fallback_prefill(floats, ints, layout, state, gpu, codec)
+        cap = codec[3]
+    if decode == 0 and prefill == 0:
+        return k._wait(state), decode, prefill, cap
+    running = state.n_running[gpu]
+    steps = codec[0] - 1
+    count = (decode * running + steps - 1) // steps
+    max_tokens = codec[4]
+    left = max_tokens - min(count, max_tokens)
+    prefill_steps = codec[1] - 1
+    budget = (prefill * left) // prefill_steps
+    rest = (prefill * left) % prefill_steps
+    if 2 * rest > prefill_steps or (2 * rest == prefill_steps and budget % 2):
+        budget += 1
+    code, _ = k.run_timed_iteration(floats, ints, layout, count, budget, codec[5 + cap], tables)
+    return code, decode, prefill, cap
+
+
+@njit(cache=True, inline="always")
 def objective(state, reward_code, sla_penalty, time_scale_s):
     """The reward shape's cumulative objective (see :mod:`llmsched_env.envs.rewards`)."""
     if reward_code == 0:
@@ -304,26 +335,11 @@ def step_compiled(
     state = state_view(floats, ints, layout)
     gpu = state.decision_gpu[0]
     invalid = not _allowed(floats, ints, layout, state, gpu, decode, prefill, cap, codec, answers)
-    if invalid:
-        if raise_forbidden:
-            return FORBIDDEN, True, decode, prefill, cap, True, 0.0, 0
-        decode = codec[0] - 1 if state.n_running[gpu] > 0 else 0
-        prefill = _fallback_prefill(floats, ints, layout, state, gpu, codec)
-        cap = codec[3]
-    if decode == 0 and prefill == 0:
-        code = k._wait(state)
-    else:
-        running = state.n_running[gpu]
-        steps = codec[0] - 1
-        count = (decode * running + steps - 1) // steps
-        max_tokens = codec[4]
-        left = max_tokens - min(count, max_tokens)
-        prefill_steps = codec[1] - 1
-        budget = (prefill * left) // prefill_steps
-        rest = (prefill * left) % prefill_steps
-        if 2 * rest > prefill_steps or (2 * rest == prefill_steps and budget % 2):
-            budget += 1
-        code, _ = k.run_timed_iteration(floats, ints, layout, count, budget, codec[5 + cap], tables)
+    if invalid and raise_forbidden:
+        return FORBIDDEN, True, decode, prefill, cap, True, 0.0, 0
+    code, decode, prefill, cap = carry_out(
+        floats, ints, layout, state, gpu, invalid, decode, prefill, cap, tables, codec
+    )
     if code != k.DONE:
         return code, invalid, decode, prefill, cap, True, 0.0, 0
     due = k.advance(floats, ints, layout)

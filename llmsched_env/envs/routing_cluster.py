@@ -30,6 +30,7 @@ import numpy as np
 
 from llmsched_env.envs.iteration_env import ContinuousBatchingEnv
 from llmsched_env.envs.iteration_observation import IterationObservation
+from llmsched_env.envs.routing_observation import ReplicaLoads
 from llmsched_env.metrics import SLATargets, summarize
 from llmsched_env.sim.records import RequestRecords
 from llmsched_env.sim.replica_server import ReplicaServer
@@ -53,15 +54,38 @@ class Replica:
         self.view = view
         self.policy = make_policy(view)
         self.server: ReplicaServer | None = None
-        self.decisions = 0
+        self._decisions = 0
+        self._counts: tuple[np.ndarray, int] | None = None
+
+    @property
+    def decisions(self) -> int:
+        """In-replica decisions of this episode so far."""
+        if self._counts is not None:
+            counts, index = self._counts
+            return int(counts[index])
+        return self._decisions
+
+    def count_decisions_in(self, counts: np.ndarray, index: int) -> None:
+        """Read :attr:`decisions` from ``counts[index]`` (a compiled cluster counts them)."""
+        self._counts = (counts, index)
 
     def start(
-        self, workload: Workload, index: int, routed_to: list[int], rng: np.random.Generator
+        self,
+        workload: Workload,
+        index: int,
+        routed_to: list[int] | None,
+        rng: np.random.Generator,
+        server_class: type[ReplicaServer] | Any = ReplicaServer,
     ) -> ReplicaServer:
-        """Install a new server for ``workload`` in the view and reset the policy."""
+        """Install a new server for ``workload`` in the view and reset the policy.
+
+        ``server_class`` is :class:`ReplicaServer` or
+        :class:`~llmsched_env.sim.compiled_replica_server.CompiledReplicaServer` (for a
+        compiled cluster, which keeps the routing itself: ``routed_to`` is then ``None``).
+        """
         view = self.view
         cfg = view.config
-        server = ReplicaServer(
+        server = server_class(
             workload,
             replica=index,
             routed_to=routed_to,
@@ -89,7 +113,8 @@ class Replica:
         view._episode_over = False
         view._steps = 0
         self.server = server
-        self.decisions = 0
+        self._decisions = 0
+        self._counts = None
         self.policy.reset()
         return server
 
@@ -105,7 +130,7 @@ class Replica:
             view.last_info = info
             obs = view._observe() if observes else None
             invalid, applied = view._carry_out(policy.act(obs, info))
-            self.decisions += 1
+            self._decisions += 1
 
 
 class Cluster:
@@ -203,6 +228,19 @@ class Cluster:
         self.pending_work[replica] += self._prompt[i] + self._predicted[i]
         self._awaiting_first[replica].append(i)
 
+    def route_and_advance(self, replica: int) -> bool:
+        """Send the decided request to ``replica``, then :meth:`advance`."""
+        self.route(replica)
+        return self.advance()
+
+    def loads(self) -> ReplicaLoads:
+        """The replicas' loads at this decision (:meth:`ReplicaLoads.measure`)."""
+        return ReplicaLoads.measure(self)
+
+    def replica_decisions(self) -> np.ndarray:
+        """In-replica decisions so far, per replica (a new array)."""
+        return np.array([r.decisions for r in self.replicas])
+
     def _update_views(self) -> None:
         """Drop requests the replicas' clocks have reached from ``pending``; update the TTFTs."""
         prompt, predicted = self._prompt, self._predicted
@@ -240,6 +278,16 @@ class Cluster:
     def sla_misses(self) -> int:
         """TTFT misses (rejections included) plus TBT misses, all replicas."""
         return sum(s.sla_misses for s in self.servers)
+
+    @property
+    def n_preemptions(self) -> int:
+        """Preemptions, all replicas."""
+        return sum(s.n_preemptions for s in self.servers)
+
+    @property
+    def prefix_hit_tokens(self) -> int:
+        """Tokens admissions skipped because their blocks were cached, all replicas."""
+        return sum(s.prefix_hit_tokens for s in self.servers)
 
     @property
     def n_completed(self) -> int:

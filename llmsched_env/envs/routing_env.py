@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,12 @@ from llmsched_env.envs.footprint import (
     ROUTING_BYTES_PER_REPLICA_REQUEST,
     check_episode_fits,
     prefix_hash_bytes_per_request,
+    prefix_hash_copy_bytes_per_request,
 )
 from llmsched_env.envs.iteration_env import ContinuousBatchingEnv
 from llmsched_env.envs.rewards import REWARD_SHAPES
 from llmsched_env.envs.routing_cluster import Cluster, Replica
+from llmsched_env.envs.routing_compiled import COMPILED_RULES, CompiledCluster, pack_tables
 from llmsched_env.envs.routing_observation import (
     ReplicaLoads,
     RoutingObservation,
@@ -35,6 +38,7 @@ from llmsched_env.envs.routing_observation import (
 )
 from llmsched_env.metrics import SLATargets
 from llmsched_env.registry import resolve
+from llmsched_env.sim.compiled_replica_server import CompiledReplicaServer
 from llmsched_env.statistics import sequential_sum
 from llmsched_env.workload import make_workload_source
 
@@ -228,7 +232,7 @@ class RoutingEnv(SchedulingEnv):
         self.render_mode = cfg.render_mode
         self.source = make_workload_source(cfg.workload)
         check_episode_size(cfg.owner, self.source, cfg.n_requests)
-        # The requests' prefix hashes are the episode's, once (the replicas share them).
+        # The requests' prefix hashes are the episode's, once (the Python replicas share them).
         per_request += prefix_hash_bytes_per_request(self.source, cfg.n_requests)
         check_episode_fits(cfg.owner, cfg.n_requests, per_request)
         self._reward_factory = resolve("reward shape", cfg.reward, REWARD_SHAPES)
@@ -238,6 +242,12 @@ class RoutingEnv(SchedulingEnv):
         self.last_info: dict[str, Any] | None = None
         self._queue_columns: tuple[np.ndarray, ...] = ()
         self._views = self._make_views(cfg)
+        #: Per replica, its iteration latency model.
+        self.replica_latencies = tuple(v.latency for v in self._views)
+        if self._compiles_routing():
+            # Each compiled replica's prefix cache holds a copy of the hashes.
+            copy_bytes = prefix_hash_copy_bytes_per_request(self.source, cfg.n_requests)
+            per_request += cfg.n_replicas * copy_bytes
         blocks = sum(-(-int(v.kv_capacity_tokens) // cfg.kv_block_tokens) for v in self._views)
         check_episode_fits(
             cfg.owner,
@@ -256,8 +266,6 @@ class RoutingEnv(SchedulingEnv):
                 f"{cfg.owner}: replica_policy={cfg.replica_policy!r}: {error}"
             ) from None
         self._replicas = [Replica(view, factory) for view in self._views]
-        #: Per replica, its iteration latency model.
-        self.replica_latencies = tuple(v.latency for v in self._views)
         #: Per replica, its KV memory in tokens.
         self.kv_capacity_tokens = tuple(int(v.kv_capacity_tokens) for v in self._views)
         self.capacity_rps = self._cluster_capacity_rps()
@@ -279,6 +287,34 @@ class RoutingEnv(SchedulingEnv):
         )
         self._loads: ReplicaLoads | None = None
         self._mask = np.ones(cfg.n_replicas, dtype=bool)
+        self._obs_params = np.array(
+            [
+                cfg.ttft_sla,
+                cfg.tbt_sla,
+                self.length_scale_tokens,
+                cfg.max_tokens,
+                cfg.max_sequences,
+            ],
+            dtype=float,
+        )
+
+    @functools.cached_property
+    def _compiled_tables(self) -> tuple[np.ndarray, ...]:
+        """The replicas' latency tables packed for the compiled step (made once)."""
+        return pack_tables([latency.compiled_timing() for latency in self.replica_latencies])
+
+    def _compiles_routing(self) -> bool:
+        """Whether episodes run compiled routing steps (:mod:`llmsched_env.envs.routing_step`).
+
+        They need an in-replica policy with a compiled rule (``vllm-v1``, the default, or
+        ``sarathi``) and latency models with a compiled timing (every preset but the stochastic
+        ``sim-a`` and ``mm1``); other settings run the Python replicas, which give the same
+        episodes.
+        """
+        return self.config.replica_policy in COMPILED_RULES and all(
+            getattr(latency, "compiled_timing", lambda: None)() is not None
+            for latency in self.replica_latencies
+        )
 
     def _cluster_capacity_rps(self) -> float:
         """The arrival rate whose served requests fill the replicas: the capacity estimate.
@@ -397,10 +433,22 @@ class RoutingEnv(SchedulingEnv):
         if n > 1:
             seeds = self.np_random.integers(2**63, size=n - 1)
             rngs += [np.random.default_rng(int(s)) for s in seeds]
-        routed_to = [-1] * len(workload)
-        for r, replica in enumerate(self._replicas):
-            replica.start(workload, r, routed_to, rngs[r])
-        self.server = Cluster(workload, self._replicas, routed_to)
+        if self._compiles_routing():
+            for r, replica in enumerate(self._replicas):
+                replica.start(workload, r, None, rngs[r], server_class=CompiledReplicaServer)
+            self.server = CompiledCluster(
+                workload,
+                self._replicas,
+                self._compiled_tables,
+                self._obs_params,
+                self._builder.low,
+                self._builder.high,
+            )
+        else:
+            routed_to = [-1] * len(workload)
+            for r, replica in enumerate(self._replicas):
+                replica.start(workload, r, routed_to, rngs[r])
+            self.server = Cluster(workload, self._replicas, routed_to)
         self._reward = self._reward_factory(cfg.sla_penalty, cfg.ttft_sla)
         self._reward.reset(self.server)
         self._first_decision(workload)
@@ -427,18 +475,17 @@ class RoutingEnv(SchedulingEnv):
         """Send the arriving request to replica ``action`` and run to the next arrival."""
         cluster = self._running_server()
         replica = self._parse_action(action)
-        invalid = not cluster.mask[replica]
+        invalid = not self._mask[replica]  # the decision's mask, as info gave it
         if invalid:
             if self.config.invalid_action == "raise":
                 raise InvalidActionError(
                     f"replica {replica} cannot admit request {cluster.request} (its "
                     f"{self.server.workload.prompt_tokens[cluster.request]} prompt tokens plus "
                     f"output do not fit its KV memory); allowed replicas: "
-                    f"{np.flatnonzero(cluster.mask).tolist()}"
+                    f"{np.flatnonzero(self._mask).tolist()}"
                 )
-            replica = cluster.mask.index(True)
-        cluster.route(replica)
-        return self._finish_step(cluster.advance(), invalid, (replica,))
+            replica = int(np.flatnonzero(self._mask)[0])
+        return self._finish_step(cluster.route_and_advance(replica), invalid, (replica,))
 
     def _parse_action(self, action: Any) -> int:
         """The replica index of ``action`` (an integer, or an array of one integer)."""
@@ -464,6 +511,8 @@ class RoutingEnv(SchedulingEnv):
     def _observe(self) -> np.ndarray:
         cluster = self.server
         i = self._request()
+        if i == cluster.request and isinstance(cluster, CompiledCluster):
+            return cluster.observation()  # made by the compiled step, for the same request
         w = cluster.workload
         prompt = int(w.prompt_tokens[i]) if i >= 0 else 0
         predicted = int(w.predicted_output_tokens[i]) if i >= 0 else 0
@@ -472,7 +521,7 @@ class RoutingEnv(SchedulingEnv):
 
     def _info(self, *, invalid: bool, applied: tuple[int, ...] | None) -> dict[str, Any]:
         cluster = self.server
-        loads = ReplicaLoads.measure(cluster)
+        loads = cluster.loads()
         self._loads = loads
         i = self._request()
         w = cluster.workload
@@ -480,18 +529,17 @@ class RoutingEnv(SchedulingEnv):
             self._mask = np.array(cluster.mask)
         else:
             self._mask = np.ones(self.config.n_replicas, dtype=bool)
-        servers = cluster.servers
         info = {
             "time_s": cluster.now,
             "request": i,
             "prompt_tokens": int(w.prompt_tokens[i]) if i >= 0 else 0,
             "predicted_output_tokens": int(w.predicted_output_tokens[i]) if i >= 0 else 0,
         }
-        info.update({name: value.copy() for name, value in vars(loads).items()})
+        info.update(vars(loads))  # new arrays each decision (render measures its own)
         info.update(
-            replica_decisions=np.array([r.decisions for r in cluster.replicas]),
-            preemptions=sum(s.n_preemptions for s in servers),
-            prefix_hit_tokens=sum(s.prefix_hit_tokens for s in servers),
+            replica_decisions=cluster.replica_decisions(),
+            preemptions=cluster.n_preemptions,
+            prefix_hit_tokens=cluster.prefix_hit_tokens,
             rejected_without_decision=cluster.n_rejected_undecided,
             action_mask=self._mask.copy(),
             invalid_action=invalid,
@@ -506,7 +554,7 @@ class RoutingEnv(SchedulingEnv):
     def _render_lines(self) -> list[str]:
         """The request to route, then one line per replica."""
         s = self.server
-        loads = self._loads
+        loads = s.loads()
         lines = [f"  request {self._request()}"]
         for r, server in enumerate(s.servers):
             lines.append(
@@ -518,7 +566,7 @@ class RoutingEnv(SchedulingEnv):
 
     def _bars(self) -> tuple[list[float], list[int]]:
         """Per replica, waiting requests (/ max_sequences) and KV memory in use."""
-        loads = self._loads
+        loads = self.server.loads()
         fractions: list[float] = []
         groups: list[int] = []
         for r, capacity in enumerate(self.kv_capacity_tokens):

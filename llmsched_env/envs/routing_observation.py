@@ -9,11 +9,14 @@ observation's names, bounds and order; the env's docstring explains each entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from llmsched_env.envs.common import clip_in_place
-from llmsched_env.envs.routing_cluster import Cluster
+
+if TYPE_CHECKING:  # the cluster measures itself with this module's ReplicaLoads
+    from llmsched_env.envs.routing_cluster import Cluster
 
 REPLICA_FEATURES: tuple[tuple[str, float, float], ...] = (
     ("waiting", 0.0, 16.0),

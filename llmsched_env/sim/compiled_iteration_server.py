@@ -232,6 +232,8 @@ class CompiledIterationServer:
         s.capacity_blocks[0] = self.capacity_blocks
         s.prefix_caching[0] = self.prefix_caching
         s.decision_gpu[0] = -1
+        s.horizon[0] = n  # every request is this server's
+        s.queue_filled[0] = queue_order.size
         s.arrival_s[:] = workload.arrival_s
         s.start_s[:] = s.first_token_s[:] = s.completion_s[:] = math.nan
         s.prompt[:] = s.target[:] = prompt
@@ -264,9 +266,14 @@ class CompiledIterationServer:
             start_prefix_cache(s.pool, s.pool_layout, workload, self.kv_block_tokens)
         self.prefix_cache = self._prefix_cache_views()
         self._look_up_kernels()
-        self.queue_order = _read_only(s.queue_order.copy())
-        self.queue_arrival_s = _read_only(workload.arrival_s[queue_order])
-        self.queue_prompt_tokens = _read_only(prompt[queue_order])
+        self._queue_columns = tuple(
+            _read_only(values)
+            for values in (
+                s.queue_order.copy(),
+                workload.arrival_s[queue_order],
+                prompt[queue_order],
+            )
+        )
 
     def _prefix_cache_views(self) -> PrefixCacheState | None:
         """The prefix cache's arrays (views of the state's ``pool``), or ``None`` without it."""
@@ -293,7 +300,7 @@ class CompiledIterationServer:
         self.state = state_views(*self.buffers)
         self.prefix_cache = self._prefix_cache_views()
         self._look_up_kernels()
-        for values in (self.queue_order, self.queue_arrival_s, self.queue_prompt_tokens):
+        for values in self._queue_columns:
             values.flags.writeable = False
 
     # ------------------------------------------------------------------ the decision loop
@@ -402,6 +409,21 @@ class CompiledIterationServer:
             self.raise_refusal(code)
 
     # ------------------------------------------------------------------ the waiting queue
+    @property
+    def queue_order(self) -> np.ndarray:
+        """The admissible requests in arrival order (read-only; ``queue_head:queue_tail`` wait)."""
+        return self._queue_columns[0]
+
+    @property
+    def queue_arrival_s(self) -> np.ndarray:
+        """Arrival time of each entry of :attr:`queue_order` (read-only)."""
+        return self._queue_columns[1]
+
+    @property
+    def queue_prompt_tokens(self) -> np.ndarray:
+        """Prompt tokens of each entry of :attr:`queue_order` (read-only)."""
+        return self._queue_columns[2]
+
     @property
     def requeued(self) -> deque[int]:
         """Preempted requests waiting ahead of the arrival-ordered queue, head first (a copy)."""

@@ -29,6 +29,10 @@ from llmsched_env.sim.batch_kernels import fsum
 from llmsched_env.sim.batch_rules import bisect_left, bisect_right
 from llmsched_env.sim.iteration_state import state_view
 
+#: A replica of a routed cluster marks a request routed elsewhere by making its ``rejection``
+#: ``ELSEWHERE - reason`` (negative; ``reason`` is its own rejection code, kept).
+ELSEWHERE = -1
+
 #: Refusal codes of the kernels (0: done); the server turns them into exceptions.
 DONE = 0
 NO_DECISION_DUE = 1
@@ -289,12 +293,17 @@ def _find_decision_gpu(state):
 
 @njit(cache=True, inline="always")
 def _on_arrivals(state, lo, hi):
-    """Queue (or reject) requests ``lo .. hi - 1``, which arrive now."""
+    """Queue (or reject) requests ``lo .. hi - 1``, which arrive now.
+
+    A replica only counts the arrivals routed elsewhere (see :data:`ELSEWHERE`).
+    """
     for index in range(lo, hi):
         state.n_arrived[0] = index + 1
         reason = state.rejection[index]
         if reason == 0:
             state.queue_tail[0] += 1
+        elif reason < 0:  # routed elsewhere
+            state.n_elsewhere[0] += 1
         else:
             state.reject_reason[index] = reason
             state.n_rejected[0] += 1
@@ -326,23 +335,23 @@ def _admit_arrivals_before(state, t):
 
     The in-system integral is corrected so that each queued request counts from its own
     arrival (:meth:`Engine._admit_arrivals_before`: the correctly rounded sum of their arrival
-    times); a rejected request never enters the system.
+    times); a rejected request never enters the system, nor does one routed elsewhere.
     """
     arrival = state.arrival_s
     lo = state.n_arrived[0]
     hi = bisect_left(arrival, t, lo, arrival.shape[0])
     if hi == lo:
         return
-    rejected_before = state.n_rejected[0]
+    queued_before = state.queue_tail[0]
     _on_arrivals(state, lo, hi)
     now = state.now[0]
-    if state.n_rejected[0] == rejected_before:
+    if state.queue_tail[0] - queued_before == hi - lo:
         state.in_system_s[0] -= fsum(arrival, lo, hi) - (hi - lo) * now
         return
     admitted = np.empty(hi - lo, dtype=np.float64)
     m = 0
     for j in range(lo, hi):
-        if state.reject_reason[j] == 0:
+        if state.rejection[j] == 0:
             admitted[m] = arrival[j]
             m += 1
     state.in_system_s[0] -= fsum(admitted, 0, m) - m * now
@@ -351,7 +360,9 @@ def _admit_arrivals_before(state, t):
 @njit(cache=True, inline="always")
 def _advance_to(floats, ints, layout, state, t):
     """Move the clock to ``t`` and process every event due by then (GPUs, arrivals, deadlines)."""
-    in_system = state.n_arrived[0] - state.n_completed[0] - state.n_rejected[0]
+    in_system = (
+        state.n_arrived[0] - state.n_completed[0] - state.n_rejected[0] - state.n_elsewhere[0]
+    )
     state.in_system_s[0] += in_system * (t - state.now[0])
     state.now[0] = t
     state.gpu_deferred[:] = 0
@@ -379,11 +390,20 @@ def _advance_to(floats, ints, layout, state, t):
 
 @njit(cache=True)
 def advance(floats, ints, layout):
-    """Process events until a decision is due (``True``) or nothing is left to happen."""
+    """Process events until a decision is due (``True``) or nothing is left to happen.
+
+    A replica also stops (``False``, with ``blocked`` set) before processing an arrival at or
+    beyond its ``horizon``, which is not routed yet (:meth:`ReplicaServer.advance`); the next
+    call, once more requests are routed, resumes where it stopped.
+    """
     state = state_view(floats, ints, layout)
     arrival = state.arrival_s
     n = arrival.shape[0]
     n_gpus = state.gpu_busy.shape[0]
+    known = state.horizon[0]
+    routed_all = known >= n
+    unrouted_s = math.inf if routed_all else arrival[known]
+    state.blocked[0] = 0
     while True:
         gpu = _find_decision_gpu(state)
         if gpu >= 0:
@@ -399,16 +419,23 @@ def advance(floats, ints, layout):
         if n_busy == n_gpus:
             # Every GPU works: nothing is decided before the first of them finishes.
             t = first_end
+            if not routed_all and unrouted_s <= t:
+                break
             _admit_arrivals_before(state, t)
         else:
             lo = state.n_arrived[0]
             t = arrival[lo] if lo < n else math.inf
             if first_end < t:
                 t = first_end
+            if not routed_all and unrouted_s <= t:
+                break
             if t == math.inf:
                 state.decision_gpu[0] = -1
                 return False
         _advance_to(floats, ints, layout, state, t)
+    state.decision_gpu[0] = -1
+    state.blocked[0] = 1
+    return False
 
 
 @njit(cache=True, inline="always")
@@ -1114,3 +1141,67 @@ def smallest_prefill_budget(floats, ints, layout, gpu):
 def start_iteration(floats, ints, layout, decodes, prefill_tokens, chunks, duration):
     """:func:`_start_iteration` on a run's buffers."""
     _start_iteration(state_view(floats, ints, layout), decodes, prefill_tokens, chunks, duration)
+
+
+# ---------------------------------------------------------------------- a routed replica
+@njit(cache=True, inline="always")
+def _assign(state, index):
+    """Take request ``index`` (the next routed, routed here) into a replica's queue columns.
+
+    It joins the waiting queue when the replica's clock reaches its arrival
+    (:meth:`ReplicaServer.assign`); one the replica cannot admit is rejected then.
+    """
+    state.n_assigned[0] += 1
+    state.horizon[0] = index + 1
+    if state.rejection[index] != 0:
+        return
+    k = state.queue_filled[0]
+    state.queue_order[k] = index
+    state.queue_prompt_cumsum[k + 1] = state.queue_prompt_cumsum[k] + state.prompt[index]
+    work = state.prompt[index] + state.predicted[index]
+    state.queue_work_cumsum[k + 1] = state.queue_work_cumsum[k] + work
+    state.queue_filled[0] = k + 1
+
+
+@njit(cache=True, inline="always")
+def _mark_elsewhere(state, index):
+    """Note that request ``index`` (the next routed) went to another replica."""
+    state.horizon[0] = index + 1
+    state.rejection[index] = ELSEWHERE - state.rejection[index]
+
+
+@njit(cache=True)
+def assign(floats, ints, layout, index):
+    """:func:`_assign` on a replica's buffers."""
+    _assign(state_view(floats, ints, layout), index)
+
+
+@njit(cache=True)
+def mark_elsewhere(floats, ints, layout, index):
+    """:func:`_mark_elsewhere` on a replica's buffers."""
+    _mark_elsewhere(state_view(floats, ints, layout), index)
+
+
+@njit(cache=True, inline="always")
+def _pass_deadlines_before(state, horizon_s):
+    """Count the TTFT deadlines before ``horizon_s`` that pass unmet, the clock left alone.
+
+    :meth:`ReplicaServer.pass_deadlines_before`: the deadlines at the horizon too, unless an
+    iteration ends then or a request not routed yet is due then (``later_due_s``).
+    """
+    if not state.has_deadline[0]:
+        return
+    through = True
+    for g in range(state.gpu_busy.shape[0]):
+        if state.gpu_busy[g] and state.gpu_free_at[g] <= horizon_s:
+            through = False
+    known = state.horizon[0]
+    if through and known < state.arrival_s.shape[0]:
+        through = state.later_due_s[known] > horizon_s
+    _pass_deadlines(state, horizon_s if through else np.nextafter(horizon_s, -math.inf))
+
+
+@njit(cache=True)
+def pass_deadlines_before(floats, ints, layout, horizon_s):
+    """:func:`_pass_deadlines_before` on a replica's buffers."""
+    _pass_deadlines_before(state_view(floats, ints, layout), horizon_s)

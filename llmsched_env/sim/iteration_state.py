@@ -70,6 +70,12 @@ SCHEMA = StateSchema(
         Field("recomputed_tokens", "i", 1, "KV tokens discarded by preemptions"),
         Field("n_requeued", "i", 1, "preempted requests waiting ahead of the queue"),
         Field("requeued_tokens", "i", 1, "tokens the requeued requests must recompute"),
+        # a replica of a routed cluster (llmsched_env.sim.compiled_replica_server)
+        Field("horizon", "i", 1, "requests routed so far: later arrivals wait (n if unrouted)"),
+        Field("blocked", "i", 1, "1 if the event loop stopped at the horizon"),
+        Field("n_elsewhere", "i", 1, "arrivals routed to other replicas"),
+        Field("n_assigned", "i", 1, "requests routed to this replica"),
+        Field("queue_filled", "i", 1, "entries of queue_order filled (a replica: as routed)"),
         # per GPU
         Field("gpu_free_at", "f", "n_gpus", "when the GPU's latest iteration ends (or ended), s"),
         Field("gpu_busy_s", "f", "n_gpus", "time the GPU has worked (running work in full), s"),
@@ -107,7 +113,9 @@ SCHEMA = StateSchema(
         Field("prompt", "i", "n", "prompt tokens"),
         Field("output", "i", "n", "output tokens"),
         Field("predicted", "i", "n", "predicted output tokens"),
-        Field("rejection", "i", "n", "why it will be rejected at arrival (RejectReason; 0: not)"),
+        Field(
+            "rejection", "i", "n", "why rejected at arrival (RejectReason; 0: not; < 0: elsewhere)"
+        ),
         Field("reject_reason", "i", "n", "why it was rejected, once arrived (0: not rejected)"),
         Field("prefilled", "i", "n", "tokens prefilled (or recomputed) before the next token"),
         Field("target", "i", "n", "tokens to prefill: the prompt, after a preemption plus output"),
@@ -126,9 +134,11 @@ SCHEMA = StateSchema(
         Field("completed", "i", "n", "1 once completed"),
         Field("scan_deadline_s", "f", "n", "the TTFT deadlines in ascending order, s"),
         Field("scan_order", "i", "n", "request of each entry of scan_deadline_s"),
+        Field("later_due_s", "f", "n", "earliest TTFT deadline of it and the later (replicas)"),
         # the waiting queue
         Field("queue_order", "i", "n_queued", "admissible request indices in arrival order"),
         Field("queue_prompt_cumsum", "i", "n_queued + 1", "prefix sums of their prompt tokens"),
+        Field("queue_work_cumsum", "i", "n_queued + 1", "of prompt plus predicted (replicas)"),
         # the prefix cache (its own state: llmsched_env.sim.prefix_cache_state)
         Field("pool", "i", "n_pool", "the prefix cache's int buffer (empty without caching)"),
         Field("pool_layout", "i", "n_pool_layout", "the prefix cache's layout"),

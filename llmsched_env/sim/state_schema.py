@@ -104,6 +104,14 @@ class StateSchema:
         self._slices = tuple(starts[f.name] for f in fields)
         self.view = self._compile_view(module)
 
+    def start_index(self, name: str) -> int:
+        """The index in a layout of where field ``name`` starts.
+
+        Its first element is ``buffer[layout[start_index(name)]]``: compiled code reads one
+        field so without making the state's view.
+        """
+        return self._slices[[f.name for f in self.fields].index(name)][1]
+
     def sizes(self, layout: np.ndarray) -> dict[str, int]:
         """The run sizes a layout records."""
         return dict(zip(self.size_names, layout[: len(self.size_names)].tolist()))

@@ -15,6 +15,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 import llmsched_env  # noqa: F401 (registers the envs)
 from baselines import make_policy
 from llmsched_env.envs import InvalidActionError
+from llmsched_env.envs.routing_env import RoutingEnv
 from llmsched_env.latency.iteration import AffineIterationLatency
 from llmsched_env.workload import Workload
 
@@ -75,7 +76,8 @@ def test_one_replica_reproduces_continuous_batching_bit_for_bit(policy, kwargs, 
 
 @pytest.mark.parametrize("reads_observation", [False, True])
 def test_replicas_build_an_observation_only_for_a_policy_that_reads_it(reads_observation):
-    env = gym.make(ROUTING, n_replicas=2, n_requests=40).unwrapped
+    # decode-first has no compiled rule: its replicas run the Python loop, which asks it.
+    env = gym.make(ROUTING, n_replicas=2, n_requests=40, replica_policy="decode-first").unwrapped
     obs, info = env.reset(seed=1)
     seen = []
     for replica in env._replicas:
@@ -440,6 +442,8 @@ def test_gpu_utilization_of_a_truncated_episode_counts_work_up_to_its_end(monkey
         return start_work(self, gpu, duration_s)
 
     monkeypatch.setattr(Engine, "_start_work", logged)
+    # The Python replicas, whose work is logged (the compiled ones give the same episode).
+    monkeypatch.setattr(RoutingEnv, "_compiles_routing", lambda self: False)
     env = gym.make(ROUTING, n_requests=400, n_replicas=3, load=1.5, max_steps=50)
     env.reset(seed=1)
     rng = np.random.default_rng(0)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import gymnasium as gym
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmsched_env  # noqa: F401  (registers the env ids)
-from tests.conftest import check_block_pool, make_workload
+from llmsched_env.envs.routing_compiled import CompiledCluster
+from llmsched_env.envs.routing_env import RoutingEnv
+from llmsched_env.sim.compiled_replica_server import CompiledReplicaServer
+from tests.conftest import check_block_pool, check_compiled_block_pool, make_workload
 
 ROUTING = "llmsched/Routing-v0"
 
@@ -30,7 +35,10 @@ def check_replica_accounting(server, routed_to) -> None:
     assert int(records.completed[: s.n_arrived][here].sum()) == s.n_completed
     assert not records.completed[: s.n_arrived][~here].any()
     if s.prefix_caching:
-        check_block_pool(s, 0, mine)
+        check = (
+            check_compiled_block_pool if isinstance(s, CompiledReplicaServer) else check_block_pool
+        )
+        check(s, 0, mine)
         assert int(records.prefix_hit_tokens.sum()) == s.prefix_hit_tokens
         assert 0 <= s.prefix_hit_tokens <= s.prefix_queried_tokens
 
@@ -43,6 +51,7 @@ def test_random_routing_on_tiny_replicas_conserves_every_request(data):
     max_tokens = data.draw(st.integers(8, 48), label="max_tokens")
     kv = [data.draw(st.integers(max(block, 2) * 2, 96), label="kv") for _ in range(n_replicas)]
     n = data.draw(st.integers(1, 24), label="n")
+    compiled = data.draw(st.booleans(), label="compiled")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     arrival = np.cumsum(rng.exponential(0.005, n))
     prompt = rng.integers(1, 30, n)
@@ -67,8 +76,10 @@ def test_random_routing_on_tiny_replicas_conserves_every_request(data):
         max_sequences=data.draw(st.integers(1, 6), label="max_sequences"),
         invalid_action="raise",
     )
-    obs, info = env.reset(seed=0, options={"workload": workload})
+    with mock.patch.object(RoutingEnv, "_compiles_routing", lambda self: compiled):
+        obs, info = env.reset(seed=0, options={"workload": workload})
     cluster = env.unwrapped.server
+    assert isinstance(cluster, CompiledCluster) == compiled
     steps = 0
     while True:
         for server in cluster.servers:

@@ -288,6 +288,8 @@ def test_a_finished_request_leaves_no_block_keys_behind():
         latency="sim-a",
     )
     assert terminated and env.server.n_completed == 200 and env.server._shared_keys == {}
-    # In a routed cluster, a replica also forgets the requests routed elsewhere.
-    env, _ = _play_to_the_end("llmsched/Routing-v0", "prefix-affinity", n_replicas=3)
+    # In a routed cluster, a Python replica also forgets the requests routed elsewhere.
+    env, _ = _play_to_the_end(
+        "llmsched/Routing-v0", "prefix-affinity", n_replicas=3, latency="sim-a"
+    )
     assert all(replica._shared_keys == {} for replica in env.server.servers)

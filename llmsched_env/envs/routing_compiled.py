@@ -1,0 +1,235 @@
+"""The replicas of ``llmsched/Routing-v0`` stepped compiled, as one "server" for the env.
+
+:class:`CompiledCluster` is :class:`~llmsched_env.envs.routing_cluster.Cluster` for replicas
+whose in-replica scheduler has a compiled rule (``vllm-v1``, ``sarathi``) and whose latency
+models have a compiled timing: its replicas are
+:class:`~llmsched_env.sim.compiled_replica_server.CompiledReplicaServer` states packed into two
+shared buffers, and a routing step (the route, every replica's decisions up to the next arrival,
+the loads, the observation and the reward's counters) is one call of
+:func:`~llmsched_env.envs.routing_step.route_and_advance`. It gives the same episode as
+``Cluster`` with the Python replicas, bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba.typed import List
+
+from llmsched_env.envs.iteration_step import codec_array
+from llmsched_env.envs.routing_cluster import Cluster, Replica
+from llmsched_env.envs.routing_observation import ReplicaLoads
+from llmsched_env.envs.routing_step import (
+    FLOAT_LOADS,
+    INT_LOADS,
+    SCHEMA,
+    advance_cluster,
+    route_and_advance,
+)
+from llmsched_env.jit import implementation
+from llmsched_env.latency.iteration_timing import CompiledTiming
+from llmsched_env.sim import iteration_kernels as k
+from llmsched_env.sim.compiled_replica_server import CompiledReplicaServer
+from llmsched_env.sim.state_schema import state_counter
+from llmsched_env.workload import Workload
+
+#: In-replica policies (``ContinuousBatching-v0`` baselines) whose rule the compiled step
+#: applies: decode every running sequence, prefill the whole budget left, no prompt cap.
+COMPILED_RULES = ("vllm-v1", "sarathi")
+
+
+def _pack(arrays: list[np.ndarray], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays concatenated, and the offsets of each (``len(arrays) + 1`` entries)."""
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([a.size for a in arrays])
+    packed = np.zeros(int(offsets[-1]), dtype=dtype)
+    for a, lo, hi in zip(arrays, offsets[:-1], offsets[1:]):
+        packed[lo:hi] = a
+    return packed, offsets
+
+
+def pack_tables(timings: list[CompiledTiming]) -> tuple[np.ndarray, ...]:
+    """The replicas' compiled latency tables as :func:`route_and_advance` takes them.
+
+    ``(floats, ints, offsets, layouts)``: the tables' floats and ints concatenated, their
+    offsets (``offsets[0]`` and ``offsets[1]``, one more than the replicas), and the layouts
+    stacked, zero-padded to the longest (a timing without tables has an empty layout).
+    """
+    floats, float_offsets = _pack([t.tables[0] for t in timings], np.float64)
+    ints, int_offsets = _pack([t.tables[1] for t in timings], np.int64)
+    layouts = np.zeros((len(timings), max(t.tables[2].size for t in timings)), dtype=np.int64)
+    for r, t in enumerate(timings):
+        layouts[r, : t.tables[2].size] = t.tables[2]
+    return floats, ints, np.stack([float_offsets, int_offsets]), layouts
+
+
+class CompiledCluster(Cluster):
+    """The replicas of one episode, stepped compiled (see the module docstring).
+
+    Args:
+        workload: The episode's requests.
+        replicas: The replicas, each :meth:`Replica.start`-ed on ``workload`` with a
+            :class:`CompiledReplicaServer` (``compiled=True``).
+        tables: The replicas' latency tables, packed (:func:`pack_tables`).
+        obs_params: ``[ttft_sla_s, tbt_sla_s, length_scale_tokens, max_tokens, max_sequences]``.
+        low: The observation's lower bounds (float32).
+        high: Its upper bounds.
+
+    The attributes and methods are those of :class:`Cluster`; the per-replica arrays are
+    read-only views of the compiled state.
+    """
+
+    now = state_counter("now", float)
+    request = state_counter("request", int)
+    n_routed = state_counter("n_routed", int)
+    n_rejected_undecided = state_counter("n_rejected_undecided", int)
+    n_on_time = state_counter("n_on_time", int)
+    on_time_output_tokens = state_counter("on_time_tokens", int)
+    in_system_integral = state_counter("in_system_s", float)
+    n_completed = state_counter("n_completed", int)
+    n_rejected = state_counter("n_rejected", int)
+    n_ttft_misses = state_counter("n_ttft_misses", int)
+    n_tbt_misses = state_counter("n_tbt_misses", int)
+    n_preemptions = state_counter("n_preemptions", int)
+    prefix_hit_tokens = state_counter("prefix_hit_tokens", int)
+
+    def __init__(
+        self,
+        workload: Workload,
+        replicas: list[Replica],
+        tables: tuple[np.ndarray, ...],
+        obs_params: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+    ) -> None:
+        self.workload = workload
+        self.replicas = replicas
+        self.servers: list[CompiledReplicaServer] = [r.server for r in replicas]
+        self.n_requests = n = len(workload)
+        self.n_gpus = n_replicas = len(replicas)
+        servers = self.servers
+        self.replica_buffers = _typed_buffers(servers)
+        self.tables = tables
+        view = replicas[0].view
+        self.codec = codec_array(view.action_codec)
+        self.answers = np.zeros(3 + int(self.codec[1]) - 1, dtype=np.int64)
+        self.buffers = SCHEMA.allocate(
+            n=n,
+            n_replicas=n_replicas,
+            n_obs=low.size,
+            n_int_loads=len(INT_LOADS) * n_replicas,
+            n_float_loads=len(FLOAT_LOADS) * n_replicas,
+        )
+        c = self.state = SCHEMA.views(*self.buffers)
+        c.obs_params[:] = obs_params
+        c.kv_capacity[:] = [s.kv_capacity_tokens for s in servers]
+        c.low[:] = low
+        c.high[:] = high
+        c.request[0] = -1
+        c.prefix_caching[0] = servers[0].prefix_caching
+        c.block_tokens[0] = servers[0].kv_block_tokens
+        c.routed_to[:] = -1
+        c.next_routed[:] = -1
+        c.last_routed[:] = -1
+        c.pending_head[:] = -1
+        c.awaiting_head[:] = -1
+        for r, replica in enumerate(replicas):
+            replica.count_decisions_in(c.decisions, r)
+        self._look_up()
+
+    def _arguments(self) -> tuple:
+        return (
+            *self.buffers,
+            self.replica_buffers,
+            self.tables,
+            self.codec,
+            self.answers,
+        )
+
+    def _look_up(self) -> None:
+        """The kernels' implementations for this episode's arrays (no dispatcher per call)."""
+        self._args = arguments = self._arguments()
+        self._advance = implementation(advance_cluster, *arguments)
+        self._route_and_advance = implementation(route_and_advance, 0, *arguments)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in ("state", "replica_buffers", "_args", "_advance", "_route_and_advance"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.state = SCHEMA.views(*self.buffers)
+        self.replica_buffers = _typed_buffers(self.servers)  # the copied servers' buffers
+        self._look_up()
+
+    # ------------------------------------------------------------------ the decision loop
+    def advance(self) -> bool:
+        """Run the replicas to the next request some replica can admit (``Cluster.advance``)."""
+        code, replica, due = self._advance(*self._args)
+        self._refuse(code, replica)
+        return due
+
+    def route(self, replica: int, index: int | None = None) -> None:
+        """Not offered: the compiled cluster routes and advances in one call."""
+        raise NotImplementedError("CompiledCluster routes with route_and_advance()")
+
+    def route_and_advance(self, replica: int) -> bool:
+        """Send the decided request to ``replica``, then :meth:`advance`."""
+        code, failed, due = self._route_and_advance(replica, *self._args)
+        self._refuse(code, failed)
+        return due
+
+    def _refuse(self, code: int, replica: int) -> None:
+        if code != k.DONE:
+            self.servers[replica].raise_refusal(code)
+
+    # ------------------------------------------------------------------ what the env reads
+    @property
+    def routed_to(self) -> np.ndarray:
+        """The replica each routed request went to (-1: not yet; a read-only view)."""
+        values = self.state.routed_to
+        values.flags.writeable = False
+        return values
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Per replica, whether it can admit :attr:`request` (a new bool array)."""
+        return self.state.mask != 0
+
+    @property
+    def recent_ttft_s(self) -> list[float]:
+        """Per replica, the moving TTFT of its requests."""
+        return self.state.float_loads[: self.n_gpus].tolist()
+
+    def loads(self) -> ReplicaLoads:
+        """The replicas' loads at this decision (new arrays)."""
+        c = self.state
+        n_replicas = self.n_gpus
+        ints = c.int_loads.reshape(len(INT_LOADS), n_replicas).copy()
+        floats = c.float_loads.reshape(len(FLOAT_LOADS), n_replicas).copy()
+        return ReplicaLoads(*ints, *floats)
+
+    def observation(self) -> np.ndarray:
+        """The observation of this decision (float32, a new array)."""
+        return self.state.obs.astype(np.float32)
+
+    def replica_decisions(self) -> np.ndarray:
+        """In-replica decisions so far, per replica (a new array)."""
+        return self.state.decisions.copy()
+
+    @property
+    def sla_misses(self) -> int:
+        """TTFT misses (rejections included) plus TBT misses, all replicas."""
+        return self.n_ttft_misses + self.n_tbt_misses
+
+
+def _typed_buffers(servers: list[CompiledReplicaServer]) -> tuple[Any, Any, np.ndarray]:
+    """The servers' buffers as :func:`route_and_advance` takes them (typed lists, layouts)."""
+    floats, ints = List(), List()
+    for server in servers:
+        floats.append(server.buffers[0])
+        ints.append(server.buffers[1])
+    return floats, ints, np.stack([server.buffers[2] for server in servers])
