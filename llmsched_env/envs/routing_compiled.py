@@ -23,6 +23,8 @@ from llmsched_env.envs.routing_observation import ReplicaLoads
 from llmsched_env.envs.routing_step import (
     FLOAT_LOADS,
     INT_LOADS,
+    SCALAR_FLOATS,
+    SCALAR_INTS,
     SCHEMA,
     advance_cluster,
     route_and_advance,
@@ -31,7 +33,6 @@ from llmsched_env.jit import implementation
 from llmsched_env.latency.iteration_timing import CompiledTiming
 from llmsched_env.sim import iteration_kernels as k
 from llmsched_env.sim.compiled_replica_server import CompiledReplicaServer
-from llmsched_env.sim.state_schema import state_counter
 from llmsched_env.workload import Workload
 
 #: In-replica policies (``ContinuousBatching-v0`` baselines) whose rule the compiled step
@@ -80,19 +81,20 @@ class CompiledCluster(Cluster):
     read-only views of the compiled state.
     """
 
-    now = state_counter("now", float)
-    request = state_counter("request", int)
-    n_routed = state_counter("n_routed", int)
-    n_rejected_undecided = state_counter("n_rejected_undecided", int)
-    n_on_time = state_counter("n_on_time", int)
-    on_time_output_tokens = state_counter("on_time_tokens", int)
-    in_system_integral = state_counter("in_system_s", float)
-    n_completed = state_counter("n_completed", int)
-    n_rejected = state_counter("n_rejected", int)
-    n_ttft_misses = state_counter("n_ttft_misses", int)
-    n_tbt_misses = state_counter("n_tbt_misses", int)
-    n_preemptions = state_counter("n_preemptions", int)
-    prefix_hit_tokens = state_counter("prefix_hit_tokens", int)
+    # The scalars of the compiled state, read once after each call (:meth:`_read_scalars`).
+    now = 0.0
+    in_system_integral = 0.0
+    request = -1
+    n_routed = 0
+    n_rejected_undecided = 0
+    n_on_time = 0
+    on_time_output_tokens = 0
+    n_ttft_misses = 0
+    n_tbt_misses = 0
+    n_completed = 0
+    n_rejected = 0
+    n_preemptions = 0
+    prefix_hit_tokens = 0
 
     def __init__(
         self,
@@ -137,6 +139,24 @@ class CompiledCluster(Cluster):
         for r, replica in enumerate(replicas):
             replica.count_decisions_in(c.decisions, r)
         self._look_up()
+        self._read_scalars()
+
+    def _read_scalars(self) -> None:
+        """Copy the compiled state's scalars into attributes (one read per call, not per use)."""
+        (
+            self.request,
+            self.n_routed,
+            self.n_rejected_undecided,
+            self.n_on_time,
+            self.on_time_output_tokens,
+            self.n_ttft_misses,
+            self.n_tbt_misses,
+            self.n_completed,
+            self.n_rejected,
+            self.n_preemptions,
+            self.prefix_hit_tokens,
+        ) = self._scalar_ints.tolist()
+        self.now, self.in_system_integral = self._scalar_floats.tolist()
 
     def _arguments(self) -> tuple:
         return (
@@ -149,13 +169,20 @@ class CompiledCluster(Cluster):
 
     def _look_up(self) -> None:
         """The kernels' implementations for this episode's arrays (no dispatcher per call)."""
+        floats, ints, _ = self.buffers
+        self._scalar_ints = ints[: len(SCALAR_INTS)]
+        self._scalar_floats = floats[: len(SCALAR_FLOATS)]
+        c = self.state
+        self._int_loads = c.int_loads.reshape(len(INT_LOADS), self.n_gpus)
+        self._float_loads = c.float_loads.reshape(len(FLOAT_LOADS), self.n_gpus)
         self._args = arguments = self._arguments()
         self._advance = implementation(advance_cluster, *arguments)
         self._route_and_advance = implementation(route_and_advance, 0, *arguments)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("state", "replica_buffers", "_args", "_advance", "_route_and_advance"):
+        for name in ("state", "replica_buffers", "_args", "_advance", "_route_and_advance",
+                     "_scalar_ints", "_scalar_floats", "_int_loads", "_float_loads"):  # fmt: skip
             del state[name]
         return state
 
@@ -170,6 +197,7 @@ class CompiledCluster(Cluster):
         """Run the replicas to the next request some replica can admit (``Cluster.advance``)."""
         code, replica, due = self._advance(*self._args)
         self._refuse(code, replica)
+        self._read_scalars()
         return due
 
     def route(self, replica: int, index: int | None = None) -> None:
@@ -180,6 +208,7 @@ class CompiledCluster(Cluster):
         """Send the decided request to ``replica``, then :meth:`advance`."""
         code, failed, due = self._route_and_advance(replica, *self._args)
         self._refuse(code, failed)
+        self._read_scalars()
         return due
 
     def _refuse(self, code: int, replica: int) -> None:
@@ -206,11 +235,7 @@ class CompiledCluster(Cluster):
 
     def loads(self) -> ReplicaLoads:
         """The replicas' loads at this decision (new arrays)."""
-        c = self.state
-        n_replicas = self.n_gpus
-        ints = c.int_loads.reshape(len(INT_LOADS), n_replicas).copy()
-        floats = c.float_loads.reshape(len(FLOAT_LOADS), n_replicas).copy()
-        return ReplicaLoads(*ints, *floats)
+        return ReplicaLoads(*self._int_loads.copy(), *self._float_loads.copy())
 
     def observation(self) -> np.ndarray:
         """The observation of this decision (float32, a new array)."""

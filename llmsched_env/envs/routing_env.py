@@ -68,7 +68,10 @@ class RoutingEnv(SchedulingEnv):
     no prefix sharing, every router reproduces ``ContinuousBatching-v0`` with that baseline, bit
     for bit (same requests, records and metrics). A replica's clock also stops at the arrivals
     routed elsewhere (nothing happens there, but its GPU, if it chose to WAIT, decides again;
-    work-conserving schedulers such as vllm-v1 never wait with work at hand).
+    work-conserving schedulers such as vllm-v1 never wait with work at hand). With ``vllm-v1``
+    or ``sarathi`` inside and latency models with a compiled timing, the replicas and the whole
+    routing step run compiled instead (:mod:`llmsched_env.envs.routing_step`), with the same
+    episodes bit for bit.
 
     ## Action Space
 
@@ -526,7 +529,7 @@ class RoutingEnv(SchedulingEnv):
         i = self._request()
         w = cluster.workload
         if i >= 0:
-            self._mask = np.array(cluster.mask)
+            self._mask = np.asarray(cluster.mask, dtype=bool)  # a new array either way
         else:
             self._mask = np.ones(self.config.n_replicas, dtype=bool)
         info = {

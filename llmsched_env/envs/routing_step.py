@@ -52,19 +52,21 @@ SCHEMA = StateSchema(
         Field("low", "f", "n_obs", "the observation's lower bounds"),
         Field("high", "f", "n_obs", "the observation's upper bounds"),
         Field("obs", "f", "n_obs", "the observation (float64; the env casts it)"),
+        # the scalars Python reads after each call (SCALAR_INTS, first in the int buffer)
         Field("request", "i", 1, "the request to route (-1: none)"),
         Field("n_routed", "i", 1, "requests routed (those rejected without a decision too)"),
         Field("n_rejected_undecided", "i", 1, "requests no replica can admit, sent to 0"),
+        Field("n_on_time", "i", 1, "requests that met both targets, all replicas"),
+        Field("on_time_tokens", "i", 1, "output tokens of those, all replicas"),
+        Field("n_ttft_misses", "i", 1, "TTFT misses (rejections included), all replicas"),
+        Field("n_tbt_misses", "i", 1, "TBT misses, all replicas"),
+        Field("n_completed", "i", 1, "completed requests, all replicas"),
+        Field("n_rejected", "i", 1, "rejected requests, all replicas"),
+        Field("n_preemptions", "i", 1, "preemptions, all replicas"),
+        Field("prefix_hit_tokens", "i", 1, "tokens admissions found cached, all replicas"),
+        # settings
         Field("prefix_caching", "i", 1, "1 if the replicas cache prefixes"),
         Field("block_tokens", "i", 1, "tokens per KV block"),
-        Field("n_on_time", "i", 1, "the replicas' counters, summed"),
-        Field("on_time_tokens", "i", 1, "..."),
-        Field("n_ttft_misses", "i", 1, "..."),
-        Field("n_tbt_misses", "i", 1, "..."),
-        Field("n_completed", "i", 1, "..."),
-        Field("n_rejected", "i", 1, "..."),
-        Field("n_preemptions", "i", 1, "..."),
-        Field("prefix_hit_tokens", "i", 1, "..."),
         Field("routed_to", "i", "n", "the replica each routed request went to (-1: not yet)"),
         Field("next_routed", "i", "n", "the next request routed to the same replica (-1: none)"),
         Field("last_routed", "i", "n_replicas", "the latest request routed to it (-1: none)"),
@@ -95,6 +97,23 @@ _WAITING, _WAITING_TOKENS, _RUNNING, _PREFILL, _OUTSTANDING, _KV_USED, _CACHED =
 _RECENT_TTFT, _BUSY = range(2)
 #: Where the prefix cache's ``hit_tokens_total`` starts in its layout (read without a view).
 _HIT_TOKENS_AT = POOL_SCHEMA.start_index("hit_tokens_total")
+
+#: The cluster's scalars that Python reads after each call, in buffer order: the first of the
+#: int buffer, then the first two of the float buffer.
+SCALAR_INTS = (
+    "request",
+    "n_routed",
+    "n_rejected_undecided",
+    "n_on_time",
+    "on_time_tokens",
+    "n_ttft_misses",
+    "n_tbt_misses",
+    "n_completed",
+    "n_rejected",
+    "n_preemptions",
+    "prefix_hit_tokens",
+)
+SCALAR_FLOATS = ("now", "in_system_s")
 
 #: The named tuple of the cluster's arrays.
 ClusterState = SCHEMA.tuple_type

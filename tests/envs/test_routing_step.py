@@ -19,6 +19,7 @@ from baselines import make_policy
 from llmsched_env.envs.routing_cluster import Cluster
 from llmsched_env.envs.routing_compiled import CompiledCluster
 from llmsched_env.envs.routing_env import RoutingEnv
+from llmsched_env.envs.routing_step import SCALAR_FLOATS, SCALAR_INTS, SCHEMA
 from llmsched_env.latency.iteration import AffineIterationLatency
 from llmsched_env.latency.iteration_timing import AFFINE_TIMING, compiled_timing
 from tests.conftest import make_workload
@@ -174,3 +175,18 @@ def test_a_latency_model_without_a_valid_time_raises_its_own_error():
         env.reset(seed=0)
         env.step(0)
     assert isinstance(env.unwrapped.server, CompiledCluster)
+
+
+def test_the_scalars_python_reads_lead_the_cluster_buffers():
+    """``CompiledCluster`` reads them as the first entries of each buffer, in this order."""
+    layout = SCHEMA.layout(n=5, n_replicas=2, n_obs=19, n_int_loads=14, n_float_loads=4)
+    for names in (SCALAR_INTS, SCALAR_FLOATS):
+        assert [int(layout[SCHEMA.start_index(name)]) for name in names] == list(range(len(names)))
+    env = gym.make(ROUTING, n_replicas=2, n_requests=30, load=1.0).unwrapped
+    env.reset(seed=1)
+    for _ in range(10):
+        env.step(0)
+    cluster = env.server
+    for name in SCALAR_INTS + SCALAR_FLOATS:
+        attribute = {"on_time_tokens": "on_time_output_tokens", "in_system_s": "in_system_integral"}
+        assert getattr(cluster, attribute.get(name, name)) == getattr(cluster.state, name)[0]
