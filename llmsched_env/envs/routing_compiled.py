@@ -3,9 +3,9 @@
 :class:`CompiledCluster` is :class:`~llmsched_env.envs.routing_cluster.Cluster` for replicas
 whose in-replica scheduler has a compiled rule (``vllm-v1``, ``sarathi``) and whose latency
 models have a compiled timing: its replicas are
-:class:`~llmsched_env.sim.compiled_replica_server.CompiledReplicaServer` states packed into two
-shared buffers, and a routing step (the route, every replica's decisions up to the next arrival,
-the loads, the observation and the reward's counters) is one call of
+:class:`~llmsched_env.sim.compiled_replica_server.CompiledReplicaServer` states, and a routing
+step (the route, every replica's decisions up to the next arrival, the loads, the observation
+and the reward's counters) is one call of
 :func:`~llmsched_env.envs.routing_step.route_and_advance`. It gives the same episode as
 ``Cluster`` with the Python replicas, bit for bit.
 """
@@ -70,15 +70,16 @@ class CompiledCluster(Cluster):
 
     Args:
         workload: The episode's requests.
-        replicas: The replicas, each :meth:`Replica.start`-ed on ``workload`` with a
-            :class:`CompiledReplicaServer` (``compiled=True``).
+        replicas: The replicas, each :meth:`Replica.start`-ed on ``workload`` with
+            ``server_class=CompiledReplicaServer``.
         tables: The replicas' latency tables, packed (:func:`pack_tables`).
         obs_params: ``[ttft_sla_s, tbt_sla_s, length_scale_tokens, max_tokens, max_sequences]``.
         low: The observation's lower bounds (float32).
         high: Its upper bounds.
 
-    The attributes and methods are those of :class:`Cluster`; the per-replica arrays are
-    read-only views of the compiled state.
+    The attributes and methods are those of :class:`Cluster` (routing and advancing in one
+    call, :meth:`route_and_advance`); its counters are read from the compiled state after each
+    call.
     """
 
     # The scalars of the compiled state, read once after each call (:meth:`_read_scalars`).
@@ -187,9 +188,12 @@ class CompiledCluster(Cluster):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled or deep-copied cluster on its own (copied) buffers."""
         self.__dict__.update(state)
         self.state = SCHEMA.views(*self.buffers)
-        self.replica_buffers = _typed_buffers(self.servers)  # the copied servers' buffers
+        self.replica_buffers = _typed_buffers(self.servers)
+        for r, replica in enumerate(self.replicas):
+            replica.count_decisions_in(self.state.decisions, r)
         self._look_up()
 
     # ------------------------------------------------------------------ the decision loop
@@ -219,7 +223,7 @@ class CompiledCluster(Cluster):
     @property
     def routed_to(self) -> np.ndarray:
         """The replica each routed request went to (-1: not yet; a read-only view)."""
-        values = self.state.routed_to
+        values = self.state.routed_to.view()
         values.flags.writeable = False
         return values
 

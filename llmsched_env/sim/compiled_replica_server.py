@@ -119,10 +119,6 @@ class CompiledReplicaServer(CompiledIterationServer):
         values.flags.writeable = False
         return values
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a pickled or deep-copied replica."""
-        super().__setstate__(state)
-
     # ------------------------------------------------------------------ counts
     @property
     def n_in_system(self) -> int:

@@ -157,6 +157,9 @@ def test_a_copied_compiled_episode_continues_as_the_original(clone):
             break
     pd.testing.assert_frame_equal(env.request_records(), twin.request_records())
     assert env.server.servers[0].buffers[1] is not twin.server.servers[0].buffers[1]
+    # The copy's replicas count their decisions in the copy's state.
+    decisions = [replica.decisions for replica in twin.server.replicas]
+    assert decisions == twin.server.replica_decisions().tolist() and sum(decisions) > 0
 
 
 def test_a_latency_model_without_a_valid_time_raises_its_own_error():
