@@ -18,8 +18,8 @@ run is that env's episode, bit for bit.
 :class:`Cluster` is the episode's "server" for the env: it routes requests in arrival order,
 runs the replicas between arrivals, merges their per-request records and sums their counters
 (what the reward shapes and the metrics read). With an in-replica policy that has a compiled
-rule, :class:`~llmsched_env.envs.routing_compiled.CompiledCluster` does the same in compiled
-code.
+rule and latency models with a compiled timing,
+:class:`~llmsched_env.envs.routing_compiled.CompiledCluster` does the same in compiled code.
 """
 
 from __future__ import annotations

@@ -77,9 +77,10 @@ class CompiledCluster(Cluster):
         low: The observation's lower bounds (float32).
         high: Its upper bounds.
 
-    The attributes and methods are those of :class:`Cluster` (routing and advancing in one
-    call, :meth:`route_and_advance`); its counters are read from the compiled state after each
-    call.
+    It offers :class:`Cluster`'s counters, records, summary, loads and masks, read from the
+    compiled state after each call; it routes and advances in one call
+    (:meth:`route_and_advance`; :meth:`route` alone is not offered), and keeps the requests
+    pending at each replica in the compiled state (no ``pending`` deques).
     """
 
     # The scalars of the compiled state, read once after each call (:meth:`_read_scalars`).
@@ -209,7 +210,16 @@ class CompiledCluster(Cluster):
         raise NotImplementedError("CompiledCluster routes with route_and_advance()")
 
     def route_and_advance(self, replica: int) -> bool:
-        """Send the decided request to ``replica``, then :meth:`advance`."""
+        """Send the decided request to ``replica``, then :meth:`advance`.
+
+        Raises:
+            IndexError: If ``replica`` is not a replica index (the kernels check no bounds).
+            RuntimeError: If no routing decision is due.
+        """
+        if not 0 <= replica < self.n_gpus:
+            raise IndexError(f"replica {replica!r} is out of range for {self.n_gpus} replicas")
+        if self.request < 0:
+            raise RuntimeError("no routing decision is due")
         code, failed, due = self._route_and_advance(replica, *self._args)
         self._refuse(code, failed)
         self._read_scalars()

@@ -19,9 +19,10 @@ buffers and their layouts stacked (replica ``r``'s buffers are ``floats[r]``, ``
 
 The in-replica rule is that of ``vllm-v1`` (and ``sarathi``, whose action is the same): decode
 every running sequence and give prefill the whole budget left (prefill level ``P - 1``, no prompt
-cap) when the per-component mask allows it; a prefill-only action the joint rule forbids steps
-down to the largest allowed level, else WAIT (``ContinuousPolicy.feasible``); the env's own check
-and fallback follow (:func:`~llmsched_env.envs.iteration_step.carry_out`).
+cap) when the per-component mask allows it; a prefill-only action the joint rule forbids would
+step down to the largest allowed level, else WAIT (``ContinuousPolicy.feasible``; with paged KV
+memory, as in every ``Routing-v0`` replica, the joint rule never forbids it); the env's own
+check and fallback follow (:func:`~llmsched_env.envs.iteration_step.carry_out`).
 """
 
 from __future__ import annotations
@@ -29,15 +30,13 @@ from __future__ import annotations
 import numpy as np
 
 from llmsched_env.envs.iteration_step import _allowed, carry_out
+from llmsched_env.envs.routing_cluster import TTFT_SMOOTHING
 from llmsched_env.jit import njit
 from llmsched_env.sim import iteration_kernels as k
 from llmsched_env.sim import prefix_kernels as pk
 from llmsched_env.sim.iteration_state import state_view
 from llmsched_env.sim.prefix_cache_state import SCHEMA as POOL_SCHEMA
 from llmsched_env.sim.state_schema import Field, StateSchema
-
-#: Weight of the newest first token in a replica's moving TTFT (as ``routing_cluster``'s).
-TTFT_SMOOTHING = 0.125
 
 SCHEMA = StateSchema(
     "ClusterState",
@@ -158,6 +157,11 @@ def run_replica(floats, ints, layout, tables, codec, answers):
     top = codec[1] - 1
     budget_top = codec[5 + codec[2] + top]
     cap = codec[3]
+    # With paged KV and an uncapped level that admits prompts, the per-component answer for
+    # the top level is, when nothing runs, the joint rule's for [0, top, cap] (both ask
+    # prefill_progresses with the top budget): the policy's action is then allowed as it is,
+    # but for WAIT where WAIT is not safe. Otherwise the rule is followed step by step.
+    answered = state.paged[0] != 0 and codec[5 + cap] > 0
     while k.advance(floats, ints, layout):
         gpu = state.decision_gpu[0]
         running = state.n_running[gpu] > 0
@@ -168,20 +172,23 @@ def run_replica(floats, ints, layout, tables, codec, answers):
         answers[2 + top] = 1 if top_ok else 0
         decode = codec[0] - 1 if running else 0
         prefill = top if top_ok else 0
-        if decode == 0 and prefill > 0:
-            # ContinuousPolicy.feasible: the largest prefill-only level the joint rule allows
-            # (in reserve mode, the rule reads the level's answer).
-            while prefill > 0:
-                if not state.paged[0]:
-                    budget = codec[5 + codec[2] + prefill]
-                    allowed = k.prefill_allowed(floats, ints, layout, gpu, budget, True)
-                    answers[2 + prefill] = 1 if allowed else 0
-                if _allowed(floats, ints, layout, state, gpu, 0, prefill, cap, codec, answers):
-                    break
-                prefill -= 1
-        invalid = not _allowed(
-            floats, ints, layout, state, gpu, decode, prefill, cap, codec, answers
-        )
+        if answered:
+            invalid = decode == 0 and prefill == 0 and answers[1] == 0
+        else:
+            if decode == 0 and prefill > 0:
+                # ContinuousPolicy.feasible: the largest prefill-only level the joint rule
+                # allows (in reserve mode, the rule reads the level's answer).
+                while prefill > 0:
+                    if not state.paged[0]:
+                        budget = codec[5 + codec[2] + prefill]
+                        allowed = k.prefill_allowed(floats, ints, layout, gpu, budget, True)
+                        answers[2 + prefill] = 1 if allowed else 0
+                    if _allowed(floats, ints, layout, state, gpu, 0, prefill, cap, codec, answers):
+                        break
+                    prefill -= 1
+            invalid = not _allowed(
+                floats, ints, layout, state, gpu, decode, prefill, cap, codec, answers
+            )
         code, _, _, _ = carry_out(
             floats, ints, layout, state, gpu, invalid, decode, prefill, cap, tables, codec
         )
@@ -340,7 +347,8 @@ def _routing_loop(c_floats, c_ints, c_layout, replicas, tables_all, codec, answe
     n = c.routed_to.shape[0]
     n_replicas = replicas[2].shape[0]
     tables_floats, tables_ints, table_offsets, table_layouts = tables_all
-    first = _replica_state(replicas, 0)
+    # Every replica holds the episode's per-request columns (arrivals, lengths): read replica 0's.
+    columns = _replica_state(replicas, 0)
     if index >= 0:
         c.routed_to[index] = replica
         c.n_routed[0] = index + 1
@@ -348,7 +356,7 @@ def _routing_loop(c_floats, c_ints, c_layout, replicas, tables_all, codec, answe
     while True:
         i = c.n_routed[0]
         routed_all = i >= n
-        now = 0.0 if routed_all else first.arrival_s[i]
+        now = 0.0 if routed_all else columns.arrival_s[i]
         admissible = False
         in_system = 0.0
         _clear_counters(c)
@@ -379,7 +387,7 @@ def _routing_loop(c_floats, c_ints, c_layout, replicas, tables_all, codec, answe
             c.request[0] = i
             c.now[0] = now
             c.in_system_s[0] = in_system
-            _observe(c, n_replicas, first.prompt[i], first.predicted[i])
+            _observe(c, n_replicas, columns.prompt[i], columns.predicted[i])
             return k.DONE, -1, True
         # No replica can admit request i: it goes to replica 0, to be rejected at its arrival.
         c.n_rejected_undecided[0] += 1

@@ -1165,9 +1165,10 @@ def _assign(state, index):
 
 @njit(cache=True, inline="always")
 def _mark_elsewhere(state, index):
-    """Note that request ``index`` (the next routed) went to another replica."""
+    """Note that request ``index`` (the next routed) went to another replica (once)."""
     state.horizon[0] = index + 1
-    state.rejection[index] = ELSEWHERE - state.rejection[index]
+    if state.rejection[index] >= 0:
+        state.rejection[index] = ELSEWHERE - state.rejection[index]
 
 
 @njit(cache=True)

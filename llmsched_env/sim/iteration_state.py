@@ -71,7 +71,7 @@ SCHEMA = StateSchema(
         Field("n_requeued", "i", 1, "preempted requests waiting ahead of the queue"),
         Field("requeued_tokens", "i", 1, "tokens the requeued requests must recompute"),
         # a replica of a routed cluster (llmsched_env.sim.compiled_replica_server)
-        Field("horizon", "i", 1, "requests routed so far: later arrivals wait (n if unrouted)"),
+        Field("horizon", "i", 1, "requests routed so far: later ones wait (no routing: n)"),
         Field("blocked", "i", 1, "1 if the event loop stopped at the horizon"),
         Field("n_elsewhere", "i", 1, "arrivals routed to other replicas"),
         Field("n_assigned", "i", 1, "requests routed to this replica"),

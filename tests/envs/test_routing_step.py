@@ -193,3 +193,18 @@ def test_the_scalars_python_reads_lead_the_cluster_buffers():
     for name in SCALAR_INTS + SCALAR_FLOATS:
         attribute = {"on_time_tokens": "on_time_output_tokens", "in_system_s": "in_system_integral"}
         assert getattr(cluster, attribute.get(name, name)) == getattr(cluster.state, name)[0]
+
+
+def test_the_compiled_cluster_refuses_a_replica_out_of_range_and_a_route_not_due():
+    env = gym.make(ROUTING, n_replicas=2, n_requests=20).unwrapped
+    env.reset(seed=0)
+    cluster = env.server
+    for replica in (2, -1):
+        with pytest.raises(IndexError, match=f"replica {replica} is out of range for 2"):
+            cluster.route_and_advance(replica)
+    assert cluster.n_routed == 0 and cluster.request == 0  # nothing was routed
+    while cluster.route_and_advance(0):
+        pass
+    with pytest.raises(RuntimeError, match="no routing decision is due"):
+        cluster.route_and_advance(0)
+    assert cluster.n_completed + cluster.n_rejected == 20

@@ -88,3 +88,15 @@ def test_queue_columns_grow_as_requests_are_routed_and_stay_read_only():
         assert not values.flags.writeable
     np.testing.assert_array_equal(server.queue_arrival_s, server.workload.arrival_s[order])
     assert env.unwrapped.server.servers[1].n_elsewhere >= 29
+
+
+def test_a_request_marked_elsewhere_twice_stays_elsewhere():
+    env = gym.make(ROUTING, n_replicas=2, n_requests=20, load=0.5)
+    env.reset(seed=0)
+    server = env.unwrapped.server.servers[1]
+    index = env.unwrapped.server.request
+    assert server.admissible(index)
+    server.mark_elsewhere(index)
+    server.mark_elsewhere(index)
+    assert int(server.state.rejection[index]) < 0 and server.admissible(index)
+    assert server.reject_reason_of(index) == 0
