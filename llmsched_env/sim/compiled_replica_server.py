@@ -24,9 +24,10 @@ import numpy as np
 from llmsched_env.sim import iteration_kernels as k
 from llmsched_env.sim.compiled_iteration_server import CompiledIterationServer
 from llmsched_env.sim.prefix_kernels import longest_hit
+from llmsched_env.sim.replica_server import RoutedCounts
 
 
-class CompiledReplicaServer(CompiledIterationServer):
+class CompiledReplicaServer(RoutedCounts, CompiledIterationServer):
     """A compiled iteration-level server that serves the requests routed to it (one GPU).
 
     Args:
@@ -118,17 +119,6 @@ class CompiledReplicaServer(CompiledIterationServer):
         values = self.state.prompt[self.queue_order]
         values.flags.writeable = False
         return values
-
-    # ------------------------------------------------------------------ counts
-    @property
-    def n_in_system(self) -> int:
-        """Requests routed here that arrived and are neither completed nor rejected."""
-        return self.n_arrived - self.n_completed - self.n_rejected - self.n_elsewhere
-
-    @property
-    def done(self) -> bool:
-        """Whether every request routed here so far has completed or been rejected."""
-        return self.n_completed + self.n_rejected == self.n_assigned
 
     # ------------------------------------------------------------------ load, for routers
     @property

@@ -36,7 +36,26 @@ from llmsched_env.sim.iteration_server import IterationServer
 from llmsched_env.sim.records import RejectReason
 
 
-class ReplicaServer(IterationServer):
+class RoutedCounts:
+    """The counts of a replica that serves only the requests routed to it.
+
+    Shared by :class:`ReplicaServer` and
+    :class:`~llmsched_env.sim.compiled_replica_server.CompiledReplicaServer`, which keep
+    ``n_arrived``, ``n_completed``, ``n_rejected``, ``n_elsewhere`` and ``n_assigned``.
+    """
+
+    @property
+    def n_in_system(self) -> int:
+        """Requests routed here that arrived and are neither completed nor rejected."""
+        return self.n_arrived - self.n_completed - self.n_rejected - self.n_elsewhere
+
+    @property
+    def done(self) -> bool:
+        """Whether every request routed here so far has completed or been rejected."""
+        return self.n_completed + self.n_rejected == self.n_assigned
+
+
+class ReplicaServer(RoutedCounts, IterationServer):
     """An iteration-level server that serves the requests routed to it (one GPU per replica).
 
     Args:
@@ -219,16 +238,6 @@ class ReplicaServer(IterationServer):
             if routed[i] == me and reasons[i] == RejectReason.NONE
         ]
         self.in_system_integral -= math.fsum(arrivals) - len(arrivals) * self.now
-
-    @property
-    def n_in_system(self) -> int:
-        """Requests routed here that arrived and are neither completed nor rejected."""
-        return self.n_arrived - self.n_completed - self.n_rejected - self.n_elsewhere
-
-    @property
-    def done(self) -> bool:
-        """Whether every request routed here so far has completed or been rejected."""
-        return self.n_completed + self.n_rejected == self.n_assigned
 
     # ------------------------------------------------------------------ load, for routers
     @property
