@@ -32,8 +32,9 @@ class CompiledReplicaServer(RoutedCounts, CompiledIterationServer):
 
     Args:
         replica: This replica's index in the cluster.
-        routed_to: The cluster's routing list (kept for :class:`ReplicaServer`'s signature;
-            the state records what the replica needs of it).
+        routed_to: Unused: :class:`ReplicaServer`'s signature, so that ``Replica.start`` builds
+            either; the state records what the replica needs of the routing (assign,
+            mark_elsewhere).
         **kwargs: The :class:`CompiledIterationServer` arguments (``n_gpus`` is 1).
 
     The attributes and methods are those of :class:`ReplicaServer`.
@@ -44,7 +45,6 @@ class CompiledReplicaServer(RoutedCounts, CompiledIterationServer):
     ) -> None:
         super().__init__(workload, n_gpus=1, **kwargs)
         self.replica = replica
-        self._routed_to = routed_to
         s = self.state
         s.horizon[0] = 0
         s.queue_filled[0] = 0
