@@ -26,10 +26,7 @@ _CONTINUOUS = "llmsched/ContinuousBatching-v0"
 _ROUTING = "llmsched/Routing-v0"
 
 #: Kernels every env runs: the episode metrics.
-_SHARED_KERNELS = (
-    ("llmsched_env.metrics", "_request_stats"),
-    ("llmsched_env.statistics", "describe_rows"),
-)
+_SHARED_KERNELS = (("llmsched_env.metrics", "summary_values"),)
 #: The Python iteration-level server's compiled pieces (random iteration times, ``Routing-v0``'s
 #: replicas).
 _PYTHON_ITERATION_KERNELS = (

@@ -199,6 +199,117 @@ def _request_stats(
     return counts, values, lengths
 
 
+#: The quantities summarised by mean and percentiles, by row of ``_request_stats``' values.
+_DESCRIBED = ("latency_s", "queueing_delay_s", "ttft_s", "tbt_s", "max_token_gap_s")
+#: Every value :func:`summary_values` computes, in its order (which is :func:`summarize`'s).
+SUMMARY_FIELDS = (
+    "requests",
+    "arrived",
+    "completed",
+    "rejected",
+    "in_system",
+    "not_arrived",
+    "duration_s",
+    "throughput_rps",
+    "throughput_tokens_per_s",
+    *(f"{quantity}_{stat}" for quantity in _DESCRIBED for stat in ("mean", "p50", "p95", "p99")),
+    "sla_attainment_e2e",
+    "sla_attainment_ttft",
+    "sla_attainment_tbt",
+    "sla_attainment",
+    "goodput_rps",
+    "gpu_utilization",
+    "mean_batch_size",
+)
+_N_FIELDS = len(SUMMARY_FIELDS)
+_FIELD = {name: i for i, name in enumerate(SUMMARY_FIELDS)}
+_FIRST_DESCRIBED = _FIELD["latency_s_mean"]
+_ATTAINMENT = _FIELD["sla_attainment_e2e"]
+
+
+def summary_fields(sla: SLATargets, *, has_gaps: bool) -> list[tuple[int, str]]:
+    """The metrics :func:`summarize` reports, each with its index in :data:`SUMMARY_FIELDS`.
+
+    Token gaps only when the records resolve them, an objective's attainment only when its
+    target is set; before the counts that only some servers report.
+    """
+    skipped = set()
+    if not has_gaps:
+        skipped.update(f"max_token_gap_s_{stat}" for stat in ("mean", "p50", "p95", "p99"))
+    for name, target in (("e2e", sla.e2e_s), ("ttft", sla.ttft_s), ("tbt", sla.tbt_s)):
+        if target is None:
+            skipped.add(f"sla_attainment_{name}")
+    return [(i, name) for i, name in enumerate(SUMMARY_FIELDS) if name not in skipped]
+
+
+def target_array(sla: SLATargets) -> np.ndarray:
+    """``[e2e_s, ttft_s, tbt_s]`` of ``sla`` (``nan`` for a target not set), for the kernels."""
+    return np.array([np.nan if t is None else float(t) for t in (sla.e2e_s, sla.ttft_s, sla.tbt_s)])
+
+
+@njit(cache=True)
+def summary_values(
+    arrival,
+    start,
+    first_token,
+    completion,
+    output,
+    status,
+    gaps,
+    warmup_s,
+    targets,
+    ttft_deadline,
+    end_s,
+    n_gpus,
+    busy_s,
+    mean_batch_size,
+):
+    """Every value of :data:`SUMMARY_FIELDS` for one run, in one compiled call.
+
+    The arguments are those of :func:`_request_stats`, then the run's end, its GPUs, their
+    busy time and the mean batch size (as :func:`summarize` takes them). An objective without
+    a target, or token gaps the records lack, get a value all the same; :func:`summary_fields`
+    says which to report.
+    """
+    counts, values, lengths = _request_stats(
+        arrival,
+        start,
+        first_token,
+        completion,
+        output,
+        status,
+        gaps,
+        warmup_s,
+        targets,
+        ttft_deadline,
+    )
+    out = np.empty(_N_FIELDS)
+    out[0] = status.shape[0]
+    out[1] = counts[_ARRIVED]
+    out[2] = counts[_DONE]
+    out[3] = counts[_REJECTED_IN_WINDOW]
+    out[4] = counts[_IN_SYSTEM_IN_WINDOW]
+    out[5] = counts[_NOT_ARRIVED_COUNT]
+    duration = max(end_s - warmup_s, 0.0)
+    out[6] = duration
+    out[7] = counts[_DONE] / duration if duration > 0 else np.nan
+    out[8] = counts[_OUTPUT_TOKENS] / duration if duration > 0 else np.nan
+    # Mean and percentiles of each quantity, as np.mean and np.percentile give them.
+    described = describe_rows(values, lengths, _PERCENTILE_FRACTIONS)
+    for row in range(described.shape[0]):
+        for column in range(described.shape[1]):
+            out[_FIRST_DESCRIBED + row * described.shape[1] + column] = described[row, column]
+    denominator = max(counts[_ARRIVED], 1)
+    out[_ATTAINMENT] = counts[_MET_E2E] / denominator
+    out[_ATTAINMENT + 1] = counts[_MET_TTFT] / denominator
+    out[_ATTAINMENT + 2] = counts[_MET_TBT] / denominator
+    out[_ATTAINMENT + 3] = counts[_MET_ALL] / denominator
+    out[_ATTAINMENT + 4] = counts[_MET_ALL] / duration if duration > 0 else np.nan
+    out[_ATTAINMENT + 5] = _busy_share(busy_s, n_gpus * end_s) if end_s > 0 else np.nan
+    out[_ATTAINMENT + 6] = mean_batch_size
+    return out
+
+
 def _columns(requests: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The per-request columns as numpy arrays, with ``status`` as codes into STATUS_NAMES."""
     if isinstance(requests, pd.DataFrame):
@@ -279,9 +390,7 @@ def summarize(
     has_gaps = _GAP_COLUMN in col
     if sla.tbt_s is not None and not has_gaps:
         raise ValueError("a TBT target needs per-token times, which these records lack")
-    targets = np.array(
-        [np.nan if t is None else float(t) for t in (sla.e2e_s, sla.ttft_s, sla.tbt_s)]
-    )
+    targets = target_array(sla)
     ttft_deadline = _EMPTY
     if sla.ttft_per_token_s > 0:
         if "prompt_tokens" not in col:
@@ -292,7 +401,7 @@ def summarize(
         prompt = np.asarray(col["prompt_tokens"], dtype=np.float64)
         arrival = np.asarray(col["arrival_s"], dtype=np.float64)
         ttft_deadline = arrival + sla.ttft_s + sla.ttft_per_token_s * prompt
-    counts, values, lengths = _request_stats(
+    values = summary_values(
         np.asarray(col["arrival_s"], dtype=np.float64),
         np.asarray(col["start_s"], dtype=np.float64),
         np.asarray(col["first_token_s"], dtype=np.float64),
@@ -303,47 +412,12 @@ def summarize(
         float(warmup_s),
         targets,
         ttft_deadline,
-    )
-    counts = counts.tolist()
-    out: dict[str, float] = {
-        "requests": float(len(col["status"])),
-        "arrived": float(counts[_ARRIVED]),
-        "completed": float(counts[_DONE]),
-        "rejected": float(counts[_REJECTED_IN_WINDOW]),
-        "in_system": float(counts[_IN_SYSTEM_IN_WINDOW]),
-        "not_arrived": float(counts[_NOT_ARRIVED_COUNT]),
-    }
-    duration = max(end_s - warmup_s, 0.0)
-    out["duration_s"] = float(duration)
-    done = counts[_DONE]
-    out["throughput_rps"] = done / duration if duration > 0 else float("nan")
-    out["throughput_tokens_per_s"] = (
-        float(counts[_OUTPUT_TOKENS]) / duration if duration > 0 else float("nan")
-    )
-    # Mean and percentiles of each quantity, as np.mean and np.percentile give them.
-    described = describe_rows(values, lengths, _PERCENTILE_FRACTIONS).tolist()
-    for prefix, row in (
-        ("latency_s", _LATENCY),
-        ("queueing_delay_s", _QUEUEING),
-        ("ttft_s", _TTFT),
-        ("tbt_s", _TBT),
-        *((("max_token_gap_s", _GAP),) if has_gaps else ()),
-    ):
-        out[f"{prefix}_mean"] = described[row][0]
-        for p, value in zip(PERCENTILES, described[row][1:]):
-            out[f"{prefix}_p{p}"] = value
-    denominator = max(counts[_ARRIVED], 1)
-    for name, target, met in (
-        ("e2e", sla.e2e_s, counts[_MET_E2E]),
-        ("ttft", sla.ttft_s, counts[_MET_TTFT]),
-        ("tbt", sla.tbt_s, counts[_MET_TBT]),
-    ):
-        if target is not None:
-            out[f"sla_attainment_{name}"] = float(met) / denominator
-    out["sla_attainment"] = float(counts[_MET_ALL]) / denominator
-    out["goodput_rps"] = float(counts[_MET_ALL]) / duration if duration > 0 else float("nan")
-    out["gpu_utilization"] = _busy_share(busy_s, n_gpus * end_s) if end_s > 0 else float("nan")
-    out["mean_batch_size"] = float(mean_batch_size)
+        float(end_s),
+        int(n_gpus),
+        float(busy_s),
+        float(mean_batch_size),
+    ).tolist()
+    out = {name: values[i] for i, name in summary_fields(sla, has_gaps=has_gaps)}
     if preemptions is not None:
         out["preemptions"] = float(preemptions)
     if recomputed_tokens is not None:
@@ -371,6 +445,7 @@ def summarize(
 _ROUNDING = 1e-12
 
 
+@njit(cache=True)
 def _busy_share(busy_s: float, capacity_s: float) -> float:
     """``busy_s / capacity_s``, a share of the GPUs' time.
 

@@ -36,7 +36,12 @@ from llmsched_env.envs.batch_env import WAIT, BatchSchedulingEnv
 from llmsched_env.envs.batch_step import REWARD_CODES, step_episode
 from llmsched_env.envs.common import InvalidActionError, holds_bools, holds_whole_numbers
 from llmsched_env.jit import njit
+from llmsched_env.metrics import SUMMARY_FIELDS, summary_fields, target_array
+from llmsched_env.sim.batch_kernels import summary_row
 from llmsched_env.sim.batch_state import state_view
+
+#: No per-request TTFT deadlines (the request-level env sets no TTFT target).
+_NO_DEADLINES = np.zeros(0)
 
 
 class BatchSchedulingVectorEnv(VectorEnv):
@@ -149,6 +154,11 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self._time_s = np.zeros(self.num_envs)
         self._gpu = np.full(self.num_envs, -1, dtype=np.int64)
         self._reward_code = REWARD_CODES[self.config.reward]
+        # What an ended episode's metrics are measured against, and which of the summary's
+        # values they report (as the sub-env's episode_metrics()).
+        targets = first._sla_targets()
+        self._metric_targets = target_array(targets)
+        self._metric_fields = summary_fields(targets, has_gaps=False)
         self._max_steps = self.config.max_steps or 0
         self._skip_late = self.config.dispatch_order == "oldest-in-time"
         self._raise_invalid = self.config.invalid_action == "raise"
@@ -493,16 +503,28 @@ class BatchSchedulingVectorEnv(VectorEnv):
         The form ``VectorEnv._add_info`` gives, built at once rather than sub-env by sub-env:
         per metric an array of ``num_envs`` values (0 where no episode ended) followed by its
         mask ``_name``. The sub-envs share their configuration, so their metrics have the same
-        names.
+        names. Each episode's values come from one compiled call on its server's buffers
+        (:func:`~llmsched_env.sim.batch_kernels.summary_row`), the numbers of its
+        ``episode_metrics()`` (the same compiled pieces) without the Python between them.
         """
-        rows = [self._sub_envs[int(i)].episode_metrics() for i in ended]
-        names = list(rows[0])
-        table = np.zeros((len(names), self.num_envs))
-        table[:, ended] = np.array([list(row.values()) for row in rows]).T
+        table = np.zeros((len(SUMMARY_FIELDS), self.num_envs))
+        for i in ended:
+            server = self._sub_envs[int(i)].server
+            workload = server.workload
+            table[:, i] = summary_row(
+                server._floats,
+                server._ints,
+                server._layout,
+                workload.arrival_s,
+                workload.output_tokens,
+                0.0,
+                self._metric_targets,
+                _NO_DEADLINES,
+            )
         present = self._present(ended)
         metrics: dict[str, np.ndarray] = {}
-        for name, values in zip(names, table):
-            metrics[name] = values
+        for row, name in self._metric_fields:
+            metrics[name] = table[row]
             metrics[f"_{name}"] = present.copy()
         return metrics
 

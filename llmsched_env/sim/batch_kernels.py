@@ -25,6 +25,7 @@ import numpy as np
 
 from llmsched_env.jit import njit
 from llmsched_env.latency.batch import compiled_batch_timing
+from llmsched_env.metrics import summary_values
 from llmsched_env.sim.batch_rules import (
     bisect_left,
     bisect_right,
@@ -597,3 +598,72 @@ def metric_columns(floats, ints, layout):
         if state.reject_reason[j] != 0:
             status[j] = 3
     return start, first_token, completion, status
+
+
+@njit(cache=True)
+def busy_time_s(floats, ints, layout):
+    """Total time all GPUs have worked up to now (work still running counts up to now).
+
+    Each sum is added left to right, GPU by GPU, as :func:`~llmsched_env.statistics.
+    sequential_sum` adds.
+    """
+    state = state_view(floats, ints, layout)
+    now = state.now[0]
+    worked = 0.0
+    ahead = 0.0
+    for g in range(state.gpu_busy_s.shape[0]):
+        worked += state.gpu_busy_s[g]
+        if state.gpu_busy[g]:
+            ahead += state.gpu_free_at[g] - now
+    return worked - ahead
+
+
+@njit(cache=True)
+def mean_batch_size(floats, ints, layout):
+    """Mean size of the batches dispatched so far (nan before the first)."""
+    state = state_view(floats, ints, layout)
+    n = state.n_batches[0]
+    if n == 0:
+        return np.nan
+    total = 0
+    for b in range(n):
+        total += state.batch_size[b]
+    return total / n
+
+
+@njit(cache=True)
+def summary_row(floats, ints, layout, arrival, output, warmup_s, targets, ttft_deadline):
+    """:func:`~llmsched_env.metrics.summary_values` of a run, from its buffers in one call.
+
+    What :meth:`BatchServer.summary <llmsched_env.sim.batch_server.BatchServer.summary>`
+    reports (its values, in :data:`~llmsched_env.metrics.SUMMARY_FIELDS` order), without the
+    Python between the pieces: the compiled vector env summarises ended episodes with it.
+
+    Args:
+        floats: The run's float buffer.
+        ints: Its int buffer.
+        layout: Its layout.
+        arrival: The workload's arrival times (float64).
+        output: Its output tokens (int64).
+        warmup_s: Start of the measurement window.
+        targets: ``[e2e_s, ttft_s, tbt_s]``, ``nan`` for an objective that is not set.
+        ttft_deadline: Per request, its first token's due time, or an empty array.
+    """
+    start, first_token, completion, status = metric_columns(floats, ints, layout)
+    state = state_view(floats, ints, layout)
+    return summary_values(
+        arrival,
+        start,
+        first_token,
+        completion,
+        output,
+        status.astype(np.int64),
+        np.zeros(0),
+        warmup_s,
+        targets,
+        ttft_deadline,
+        state.now[0],
+        state.gpu_busy_s.shape[0],
+        busy_time_s(floats, ints, layout),
+        mean_batch_size(floats, ints, layout),
+    )

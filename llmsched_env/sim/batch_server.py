@@ -40,7 +40,6 @@ from llmsched_env.sim import batch_kernels as k
 from llmsched_env.sim.batch_state import BatchState, allocate, state_views
 from llmsched_env.sim.records import RequestRecords
 from llmsched_env.sim.state_schema import state_counter
-from llmsched_env.statistics import sequential_sum
 from llmsched_env.workload import Workload
 
 
@@ -563,15 +562,11 @@ class BatchServer:
 
     def mean_batch_size(self) -> float:
         """Mean size of the batches dispatched so far (nan before the first)."""
-        n = int(self.state.n_batches[0])
-        if n == 0:
-            return float("nan")
-        return sum(self.state.batch_size[:n].tolist()) / n
+        return float(k.mean_batch_size(self._floats, self._ints, self._layout))
 
     def busy_time_s(self) -> float:
         """Total time all GPUs have worked up to now (work still running counts up to now)."""
-        ahead = sequential_sum(t - self.now for t, b in zip(self.gpu_free_at, self.gpu_busy) if b)
-        return sequential_sum(self.busy_s) - ahead
+        return float(k.busy_time_s(self._floats, self._ints, self._layout))
 
     def next_completion_s(self) -> float:
         """Time at which the next running batch ends, ``inf`` if no GPU works."""

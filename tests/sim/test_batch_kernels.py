@@ -16,10 +16,12 @@ from llmsched_env.latency import (
     LinearIterationLatency,
     StaticBatchLatency,
 )
+from llmsched_env.metrics import SLATargets, summary_fields
 from llmsched_env.sim import BatchServer
 from llmsched_env.sim import batch_kernels as k
 from llmsched_env.sim import batch_rules as r
 from llmsched_env.sim.batch_state import SCHEMA, allocate, state_views
+from llmsched_env.statistics import sequential_sum
 from tests.conftest import random_workload
 
 ENGINE = EngineStaticBatchLatency(LinearIterationLatency(0.0057, 1.7e-5, 6e-6, 2e-8))
@@ -305,3 +307,47 @@ def test_compiled_server_follows_the_python_statement_of_its_rules(
     assert (s.n_on_time, s.n_late) == (on_time, late)
     # The server admits arrivals in bulk while every GPU works, so the sum's rounding differs.
     assert s.in_system_integral == pytest.approx(integral, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_compiled_summary_is_the_python_statement_of_it(seed):
+    """Busy time, mean batch size and the summary row, mid-run (GPUs busy) and at the end."""
+    server = _server(ENGINE, n=60, n_gpus=2, seed=seed, deadline_s=0.5)
+    targets = np.array([0.5, np.nan, np.nan])
+    sla = SLATargets(e2e_s=0.5)
+    fields = summary_fields(sla, has_gaps=False)
+    due = server.advance()
+    checked_busy = 0
+    while True:
+        s = server.state
+        now = float(s.now[0])
+        ahead = sequential_sum(
+            float(t) - now for t, b in zip(s.gpu_free_at, s.gpu_busy, strict=True) if b
+        )
+        assert server.busy_time_s() == sequential_sum(s.gpu_busy_s.tolist()) - ahead
+        checked_busy += bool(s.gpu_busy.any())
+        n = int(s.n_batches[0])
+        expected_mean = sum(s.batch_size[:n].tolist()) / n if n else math.nan
+        assert repr(server.mean_batch_size()) == repr(expected_mean)
+        floats, ints, layout = server.buffers
+        row = k.summary_row(
+            floats,
+            ints,
+            layout,
+            server.workload.arrival_s,
+            server.workload.output_tokens,
+            0.0,
+            targets,
+            np.zeros(0),
+        )
+        summary = server.summary(sla)
+        assert list(summary) == [name for _, name in fields]
+        assert repr([row.tolist()[i] for i, _ in fields]) == repr(list(summary.values()))
+        if not due:
+            break
+        queue = (
+            int(np.flatnonzero(server.queue_lengths())[0]) if any(server.queue_lengths()) else -1
+        )
+        due = server.decide(queue, 4, np.ones(1 + server.n_queues, dtype=bool))
+    assert checked_busy > 0
+    assert summary["completed"] == 60
