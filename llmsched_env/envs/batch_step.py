@@ -108,7 +108,7 @@ def step_episode(
         k._wait(state)
     else:
         k._dispatch(state, queue, batch_sizes[level])
-    due = k._advance(state)
+    due = k._advance(floats, ints, layout)
     rules.fill_decision_mask(state, mask)
     moved = skip_late and queue >= 0 and state.moved_hi[0] > state.moved_lo[0]
     if moved:

@@ -394,12 +394,17 @@ def _finish_batch(state, gpu, has_deadline):
 
 
 @njit(cache=True)
-def _advance(state):
+def _advance(floats, ints, layout):
     """Process events until a decision is due.
+
+    Takes the state's buffers, not its named tuple of views: a compiled call passes a named
+    tuple of arrays field by field (seven values per array), while the views cost a few
+    additions each to make again.
 
     Returns ``True`` when a GPU must decide (``decision_gpu``), ``False`` when nothing is left
     to happen: every request has arrived and no GPU works.
     """
+    state = state_view(floats, ints, layout)
     arrival = state.arrival_s
     deadline_s = state.deadline_s[0]  # nan when the server has no deadline
     n_gpus = state.gpu_busy.shape[0]
@@ -480,7 +485,7 @@ def _advance(state):
 @njit(cache=True)
 def advance(floats, ints, layout):
     """Process events until a decision is due; ``True`` if one is (see :func:`_advance`)."""
-    return _advance(state_view(floats, ints, layout))
+    return _advance(floats, ints, layout)
 
 
 @njit(cache=True)
@@ -543,7 +548,7 @@ def decide(floats, ints, layout, queue, max_count, mask):
         _wait(state)
     else:
         _dispatch(state, queue, max_count)
-    due = _advance(state)
+    due = _advance(floats, ints, layout)
     _fill_decision_mask(state, mask)
     return 1 if due else 0
 
