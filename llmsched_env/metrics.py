@@ -201,6 +201,8 @@ def _request_stats(
 
 #: The quantities summarised by mean and percentiles, by row of ``_request_stats``' values.
 _DESCRIBED = ("latency_s", "queueing_delay_s", "ttft_s", "tbt_s", "max_token_gap_s")
+#: What each quantity is summarised by, in the columns of ``describe_rows``.
+_STATISTICS = ("mean", *(f"p{p}" for p in PERCENTILES))
 #: Every value :func:`summary_values` computes, in its order (which is :func:`summarize`'s).
 SUMMARY_FIELDS = (
     "requests",
@@ -212,7 +214,7 @@ SUMMARY_FIELDS = (
     "duration_s",
     "throughput_rps",
     "throughput_tokens_per_s",
-    *(f"{quantity}_{stat}" for quantity in _DESCRIBED for stat in ("mean", "p50", "p95", "p99")),
+    *(f"{quantity}_{stat}" for quantity in _DESCRIBED for stat in _STATISTICS),
     "sla_attainment_e2e",
     "sla_attainment_ttft",
     "sla_attainment_tbt",
@@ -235,7 +237,7 @@ def summary_fields(sla: SLATargets, *, has_gaps: bool) -> list[tuple[int, str]]:
     """
     skipped = set()
     if not has_gaps:
-        skipped.update(f"max_token_gap_s_{stat}" for stat in ("mean", "p50", "p95", "p99"))
+        skipped.update(f"max_token_gap_s_{stat}" for stat in _STATISTICS)
     for name, target in (("e2e", sla.e2e_s), ("ttft", sla.ttft_s), ("tbt", sla.tbt_s)):
         if target is None:
             skipped.add(f"sla_attainment_{name}")
