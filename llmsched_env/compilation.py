@@ -26,7 +26,10 @@ _CONTINUOUS = "llmsched/ContinuousBatching-v0"
 _ROUTING = "llmsched/Routing-v0"
 
 #: Kernels every env runs: the episode metrics.
-_SHARED_KERNELS = (("llmsched_env.metrics", "summary_values"),)
+_SHARED_KERNELS = (
+    ("llmsched_env.metrics", "request_stats"),
+    ("llmsched_env.metrics", "summary_values"),
+)
 #: The Python iteration-level server's compiled pieces (random iteration times, ``Routing-v0``'s
 #: replicas).
 _PYTHON_ITERATION_KERNELS = (

@@ -42,7 +42,7 @@ _GAP_COLUMN = "max_token_gap_s"
 #: Read when present: token gaps, and prompt lengths (for a TTFT target per prompt token).
 _OPTIONAL_COLUMNS = (_GAP_COLUMN, "prompt_tokens")
 _NOT_ARRIVED, _IN_SYSTEM, _COMPLETED, _REJECTED = range(4)
-#: An empty array: "not given" for the optional per-request arrays of _request_stats.
+#: An empty array: "not given" for the optional per-request arrays of request_stats.
 _EMPTY = np.zeros(0)
 
 
@@ -99,7 +99,7 @@ class SLATargets:
         return self.ttft_s + self.ttft_per_token_s * np.asarray(prompt_tokens, dtype=np.float64)
 
 
-# What _request_stats counts, in its ``counts`` array.
+# What request_stats counts, in its ``counts`` array.
 (
     _ARRIVED,
     _DONE,
@@ -117,7 +117,7 @@ _LATENCY, _QUEUEING, _TTFT, _TBT, _GAP = range(5)
 
 
 @njit(cache=True)
-def _request_stats(
+def request_stats(
     arrival, start, first_token, completion, output, status, gaps, warmup_s, targets, ttft_deadline
 ):
     """One pass over the requests: what :func:`summarize` reports, before percentiles.
@@ -199,7 +199,7 @@ def _request_stats(
     return counts, values, lengths
 
 
-#: The quantities summarised by mean and percentiles, by row of ``_request_stats``' values.
+#: The quantities summarised by mean and percentiles, by row of ``request_stats``' values.
 _DESCRIBED = ("latency_s", "queueing_delay_s", "ttft_s", "tbt_s", "max_token_gap_s")
 #: What each quantity is summarised by, in the columns of ``describe_rows``.
 _STATISTICS = ("mean", *(f"p{p}" for p in PERCENTILES))
@@ -251,42 +251,26 @@ def target_array(sla: SLATargets) -> np.ndarray:
 
 @njit(cache=True)
 def summary_values(
-    arrival,
-    start,
-    first_token,
-    completion,
-    output,
-    status,
-    gaps,
-    warmup_s,
-    targets,
-    ttft_deadline,
-    end_s,
-    n_gpus,
-    busy_s,
-    mean_batch_size,
+    counts, values, lengths, n_requests, warmup_s, end_s, n_gpus, busy_s, mean_batch_size
 ):
     """Every value of :data:`SUMMARY_FIELDS` for one run, in one compiled call.
 
-    The arguments are those of :func:`_request_stats`, then the run's end, its GPUs, their
-    busy time and the mean batch size (as :func:`summarize` takes them). An objective without
-    a target, or token gaps the records lack, get a value all the same; :func:`summary_fields`
-    says which to report.
+    Args:
+        counts: What :func:`request_stats` counted.
+        values: Its finite values per quantity.
+        lengths: How many of each.
+        n_requests: The run's requests.
+        warmup_s: Start of the measurement window.
+        end_s: Simulated time at which the run stopped.
+        n_gpus: Number of GPUs.
+        busy_s: Their total busy time.
+        mean_batch_size: Mean requests per batch or iteration.
+
+    An objective without a target, or token gaps the records lack, get a value all the same;
+    :func:`summary_fields` says which to report.
     """
-    counts, values, lengths = _request_stats(
-        arrival,
-        start,
-        first_token,
-        completion,
-        output,
-        status,
-        gaps,
-        warmup_s,
-        targets,
-        ttft_deadline,
-    )
     out = np.empty(_N_FIELDS)
-    out[0] = status.shape[0]
+    out[0] = n_requests
     out[1] = counts[_ARRIVED]
     out[2] = counts[_DONE]
     out[3] = counts[_REJECTED_IN_WINDOW]
@@ -403,7 +387,7 @@ def summarize(
         prompt = np.asarray(col["prompt_tokens"], dtype=np.float64)
         arrival = np.asarray(col["arrival_s"], dtype=np.float64)
         ttft_deadline = arrival + sla.ttft_s + sla.ttft_per_token_s * prompt
-    values = summary_values(
+    counts, values, lengths = request_stats(
         np.asarray(col["arrival_s"], dtype=np.float64),
         np.asarray(col["start_s"], dtype=np.float64),
         np.asarray(col["first_token_s"], dtype=np.float64),
@@ -414,12 +398,19 @@ def summarize(
         float(warmup_s),
         targets,
         ttft_deadline,
+    )
+    summary = summary_values(
+        counts,
+        values,
+        lengths,
+        len(col["status"]),
+        float(warmup_s),
         float(end_s),
         int(n_gpus),
         float(busy_s),
         float(mean_batch_size),
     ).tolist()
-    out = {name: values[i] for i, name in summary_fields(sla, has_gaps=has_gaps)}
+    out = {name: summary[i] for i, name in summary_fields(sla, has_gaps=has_gaps)}
     if preemptions is not None:
         out["preemptions"] = float(preemptions)
     if recomputed_tokens is not None:

@@ -11,7 +11,7 @@ from llmsched_env.numba_cache import PACKAGE_ROOT, install, source_stamp
 
 
 def test_the_package_kernels_are_stamped_with_all_its_sources() -> None:
-    cache_file = metrics._request_stats._cache._cache_file
+    cache_file = metrics.request_stats._cache._cache_file
     own_stamp, package_stamp = cache_file._source_stamp
     assert package_stamp == source_stamp(PACKAGE_ROOT)
     assert install() is True  # installing again keeps one set of stamped locators

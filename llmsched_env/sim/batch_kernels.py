@@ -25,7 +25,7 @@ import numpy as np
 
 from llmsched_env.jit import njit
 from llmsched_env.latency.batch import compiled_batch_timing
-from llmsched_env.metrics import summary_values
+from llmsched_env.metrics import request_stats, summary_values
 from llmsched_env.sim.batch_rules import (
     bisect_left,
     bisect_right,
@@ -652,11 +652,12 @@ def summary_row(floats, ints, layout, arrival, output, warmup_s, targets, ttft_d
         output: Its output tokens (int64).
         warmup_s: Start of the measurement window.
         targets: ``[e2e_s, ttft_s, tbt_s]``, ``nan`` for an objective that is not set.
-        ttft_deadline: Per request, its first token's due time, or an empty array.
+        ttft_deadline: Per request, its first token's due time, or an empty array (as
+            :func:`~llmsched_env.metrics.request_stats` takes them).
     """
     start, first_token, completion, status = metric_columns(floats, ints, layout)
     state = state_view(floats, ints, layout)
-    return summary_values(
+    counts, values, lengths = request_stats(
         arrival,
         start,
         first_token,
@@ -667,6 +668,13 @@ def summary_row(floats, ints, layout, arrival, output, warmup_s, targets, ttft_d
         warmup_s,
         targets,
         ttft_deadline,
+    )
+    return summary_values(
+        counts,
+        values,
+        lengths,
+        status.shape[0],
+        warmup_s,
         state.now[0],
         state.gpu_busy_s.shape[0],
         busy_time_s(floats, ints, layout),
