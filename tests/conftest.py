@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import strategies as st
 
 from llmsched_env.workload import Workload
 
@@ -20,6 +22,49 @@ def make_workload(arrival_s, prompt_tokens, output_tokens, predicted=None) -> Wo
         output_tokens=output,
         predicted_output_tokens=output if predicted is None else np.asarray(predicted),
     )
+
+
+def draw_tiny_routing_cluster(
+    data: Any, *, coarse_arrivals: bool
+) -> tuple[Workload, dict[str, Any], np.random.Generator]:
+    """A tiny ``Routing-v0`` cluster drawn by hypothesis: its workload, env settings and rng.
+
+    One to three replicas of a few dozen KV tokens and up to 24 requests whose prompts share
+    prefixes (a random number of leading blocks of one of two documents). ``coarse_arrivals``
+    puts arrivals on a 5 ms grid, so that some coincide with the ends of iterations; otherwise
+    the gaps are exponential. The rng, drawn from too, is returned for the test's own draws.
+    """
+    n_replicas = data.draw(st.integers(1, 3), label="n_replicas")
+    block = data.draw(st.sampled_from([1, 4, 16]), label="block")
+    max_tokens = data.draw(st.integers(8, 48), label="max_tokens")
+    kv = [data.draw(st.integers(max(block, 2) * 2, 96), label="kv") for _ in range(n_replicas)]
+    n = data.draw(st.integers(1, 24), label="n")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    if coarse_arrivals:
+        arrival = np.cumsum(rng.integers(0, 3, n) * 0.005)
+    else:
+        arrival = np.cumsum(rng.exponential(0.005, n))
+    prompt = rng.integers(1, 30, n)
+    output = rng.integers(1, 30, n)
+    prompt[0], output[0] = 1, 1  # never an episode with every request rejected
+    chains = []
+    for p in prompt.tolist():
+        shared = int(rng.integers(0, p // block + 1))
+        doc = int(rng.integers(0, 2))
+        chains.append([doc * 1000 + j for j in range(shared)])
+    workload = make_workload(arrival, prompt, output).with_prefix_hashes(chains, block)
+    settings = {
+        "workload": "demo2",
+        "latency": "demo2",
+        "arrival_rate": 1.0,
+        "n_replicas": n_replicas,
+        "kv_memory": kv,
+        "kv_block_tokens": block,
+        "max_tokens": max_tokens,
+        "chunk_size": max_tokens,
+        "max_sequences": data.draw(st.integers(1, 6), label="max_sequences"),
+    }
+    return workload, settings, rng
 
 
 def random_workload(rng: np.random.Generator, n: int, rate: float = 5.0) -> Workload:

@@ -32,7 +32,7 @@ import numpy as np
 
 from llmsched_env.envs.iteration_env import ContinuousBatchingEnv
 from llmsched_env.envs.iteration_observation import IterationObservation
-from llmsched_env.envs.routing_observation import ReplicaLoads
+from llmsched_env.envs.routing_observation import ReplicaLoads, RoutingObservation
 from llmsched_env.metrics import SLATargets, summarize
 from llmsched_env.sim.records import RequestRecords
 from llmsched_env.sim.replica_server import ReplicaServer
@@ -141,7 +141,7 @@ class Cluster:
     Requests are routed in arrival order: :meth:`advance` runs every replica up to the next
     arrival and stops there when some replica can admit it (a decision); a request that no
     replica can admit is sent to replica 0 without a decision and rejected there, with its
-    reason. :meth:`route` sends the decided request to a replica.
+    reason. :meth:`route_and_advance` sends the decided request to a replica and runs on.
 
     Args:
         workload: The episode's requests.
@@ -202,7 +202,7 @@ class Cluster:
                 self._update_views()
                 return True
             self.n_rejected_undecided += 1
-            self.route(0, i)
+            self._route(0, i)
         for replica in self.replicas:
             replica.run()
         self.request = -1
@@ -211,7 +211,7 @@ class Cluster:
         self._update_views()
         return False
 
-    def route(self, replica: int, index: int | None = None) -> None:
+    def _route(self, replica: int, index: int | None = None) -> None:
         """Send request ``index`` (default: the decided one) to ``replica``."""
         i = self.request if index is None else index
         self.routed_to[i] = replica
@@ -232,12 +232,21 @@ class Cluster:
 
     def route_and_advance(self, replica: int) -> bool:
         """Send the decided request to ``replica``, then :meth:`advance`."""
-        self.route(replica)
+        self._route(replica)
         return self.advance()
 
     def loads(self) -> ReplicaLoads:
         """The replicas' loads at this decision (:meth:`ReplicaLoads.measure`)."""
         return ReplicaLoads.measure(self)
+
+    def observation(
+        self, builder: RoutingObservation, loads: ReplicaLoads, request: int
+    ) -> np.ndarray:
+        """The observation of routing ``request`` (-1: none) with the replicas at ``loads``."""
+        w = self.workload
+        prompt = int(w.prompt_tokens[request]) if request >= 0 else 0
+        predicted = int(w.predicted_output_tokens[request]) if request >= 0 else 0
+        return builder.build(loads, prompt, predicted, self.n_arrived / self.n_requests)
 
     def replica_decisions(self) -> np.ndarray:
         """In-replica decisions so far, per replica (a new array)."""

@@ -19,7 +19,7 @@ from numba.typed import List
 
 from llmsched_env.envs.iteration_step import codec_array
 from llmsched_env.envs.routing_cluster import Cluster, Replica
-from llmsched_env.envs.routing_observation import ReplicaLoads
+from llmsched_env.envs.routing_observation import ReplicaLoads, RoutingObservation
 from llmsched_env.envs.routing_step import (
     FLOAT_LOADS,
     INT_LOADS,
@@ -79,7 +79,7 @@ class CompiledCluster(Cluster):
 
     It offers :class:`Cluster`'s counters, records, summary, loads and masks, read from the
     compiled state after each call; it routes and advances in one call
-    (:meth:`route_and_advance`; :meth:`route` alone is not offered), and keeps the requests
+    (:meth:`route_and_advance`), and keeps the requests
     pending at each replica in the compiled state (no ``pending`` deques).
     """
 
@@ -205,10 +205,6 @@ class CompiledCluster(Cluster):
         self._read_scalars()
         return due
 
-    def route(self, replica: int, index: int | None = None) -> None:
-        """Not offered: the compiled cluster routes and advances in one call."""
-        raise NotImplementedError("CompiledCluster routes with route_and_advance()")
-
     def route_and_advance(self, replica: int) -> bool:
         """Send the decided request to ``replica``, then :meth:`advance`.
 
@@ -251,9 +247,17 @@ class CompiledCluster(Cluster):
         """The replicas' loads at this decision (new arrays)."""
         return ReplicaLoads(*self._int_loads.copy(), *self._float_loads.copy())
 
-    def observation(self) -> np.ndarray:
-        """The observation of this decision (float32, a new array)."""
-        return self.state.obs.astype(np.float32)
+    def observation(
+        self, builder: RoutingObservation, loads: ReplicaLoads, request: int
+    ) -> np.ndarray:
+        """The observation of routing ``request`` (float32, a new array).
+
+        For the decided request it is the one the compiled step made; another (none, at a
+        truncation) is built in Python.
+        """
+        if request == self.request:
+            return self.state.obs.astype(np.float32)
+        return super().observation(builder, loads, request)
 
     def replica_decisions(self) -> np.ndarray:
         """In-replica decisions so far, per replica (a new array)."""

@@ -512,15 +512,7 @@ class RoutingEnv(SchedulingEnv):
         return -1 if self._episode_over else self.server.request
 
     def _observe(self) -> np.ndarray:
-        cluster = self.server
-        i = self._request()
-        if i == cluster.request and isinstance(cluster, CompiledCluster):
-            return cluster.observation()  # made by the compiled step, for the same request
-        w = cluster.workload
-        prompt = int(w.prompt_tokens[i]) if i >= 0 else 0
-        predicted = int(w.predicted_output_tokens[i]) if i >= 0 else 0
-        arrived = cluster.n_arrived / cluster.n_requests
-        return self._builder.build(self._loads, prompt, predicted, arrived)
+        return self.server.observation(self._builder, self._loads, self._request())
 
     def _info(self, *, invalid: bool, applied: tuple[int, ...] | None) -> dict[str, Any]:
         cluster = self.server

@@ -2,7 +2,7 @@
 
 :func:`route_and_advance` does in one call what
 :class:`~llmsched_env.envs.routing_cluster.Cluster` does with its replicas in Python
-(``route``, then ``advance``): send the request to the chosen replica, let every replica make
+(``_route``, then ``advance``): send the request to the chosen replica, let every replica make
 its decisions by its in-replica rule up to the next arrival some replica can admit (a request
 no replica can admit is sent to replica 0 without a decision), count the TTFT deadlines that
 pass meanwhile, and measure the loads, the observation and the reward's counters for the
@@ -201,7 +201,7 @@ def run_replica(floats, ints, layout, tables, codec, answers):
 # ---------------------------------------------------------------------- routing
 @njit(cache=True, inline="always")
 def _enqueue(c, s, replica, index):
-    """The cluster's side of routing ``index`` to ``replica`` (state ``s``; ``Cluster.route``).
+    """The cluster's side of routing ``index`` to ``replica`` (state ``s``; ``Cluster._route``).
 
     A request the replica can admit is pending there until its clock reaches the arrival, and
     awaits its first token for the moving TTFT; one it rejects at arrival is neither.
@@ -333,7 +333,7 @@ def _routing_loop(c_floats, c_ints, c_layout, replicas, tables_all, codec, answe
                   index):  # fmt: skip
     """Route ``index`` to ``replica`` (none if ``index`` is -1), then run to the next decision.
 
-    ``Cluster.route`` and ``Cluster.advance`` with each replica's part done in one pass over
+    ``Cluster._route`` and ``Cluster.advance`` with each replica's part done in one pass over
     the replicas: the route, its decisions up to the next arrival, the TTFT deadlines passed
     meanwhile, whether it can admit the arrival, its pending requests and moving TTFT, its loads
     and counters. Replicas are independent given the routing, so the order of these parts

@@ -105,6 +105,11 @@ class CompiledIterationServer:
     The other attributes and methods are those of :class:`IterationServer`.
     """
 
+    #: Whether requests join the queue's columns as they are routed here (a replica of a routed
+    #: cluster, :class:`~llmsched_env.sim.compiled_replica_server.CompiledReplicaServer`)
+    #: instead of all at the start.
+    ROUTED = False
+
     now = state_counter("now", float)
     in_system_integral = state_counter("in_system_s", float)
     n_arrived = state_counter("n_arrived", int)
@@ -232,8 +237,6 @@ class CompiledIterationServer:
         s.capacity_blocks[0] = self.capacity_blocks
         s.prefix_caching[0] = self.prefix_caching
         s.decision_gpu[0] = -1
-        s.horizon[0] = n  # every request is this server's
-        s.queue_filled[0] = queue_order.size
         s.arrival_s[:] = workload.arrival_s
         s.start_s[:] = s.first_token_s[:] = s.completion_s[:] = math.nan
         s.prompt[:] = s.target[:] = prompt
@@ -241,8 +244,11 @@ class CompiledIterationServer:
         s.predicted[:] = workload.predicted_output_tokens
         s.rejection[:] = rejection
         s.gpu[:] = -1
-        s.queue_order[:] = queue_order
-        np.cumsum(prompt[queue_order], out=s.queue_prompt_cumsum[1:])
+        if not self.ROUTED:  # every request is this server's, its queue's columns known now
+            s.horizon[0] = n
+            s.queue_filled[0] = queue_order.size
+            s.queue_order[:] = queue_order
+            np.cumsum(prompt[queue_order], out=s.queue_prompt_cumsum[1:])
         if ttft_deadline_s:
             s.has_deadline[0] = 1
             deadline = workload.arrival_s + ttft_deadline_s + self.ttft_per_token_s * prompt
@@ -254,6 +260,8 @@ class CompiledIterationServer:
             else:
                 s.scan_deadline_s[:] = deadline
                 s.scan_order[:] = np.arange(n)
+            if self.ROUTED:  # the earliest deadline of each request and those after it
+                s.later_due_s[:] = np.minimum.accumulate(deadline[::-1])[::-1]
         # A model with a compiled timing is timed inside the compiled iteration; others in Python.
         #: The latency model's compiled timing (``None``: the model is timed in Python).
         self.timing: CompiledTiming | None = getattr(latency, "compiled_timing", lambda: None)()
@@ -266,14 +274,16 @@ class CompiledIterationServer:
             start_prefix_cache(s.pool, s.pool_layout, workload, self.kv_block_tokens)
         self.prefix_cache = self._prefix_cache_views()
         self._look_up_kernels()
-        self._queue_columns = tuple(
-            _read_only(values)
-            for values in (
-                s.queue_order.copy(),
-                workload.arrival_s[queue_order],
-                prompt[queue_order],
+        self._queue_columns: tuple[np.ndarray, ...] = ()
+        if not self.ROUTED:
+            self._queue_columns = tuple(
+                _read_only(values)
+                for values in (
+                    s.queue_order.copy(),
+                    workload.arrival_s[queue_order],
+                    prompt[queue_order],
+                )
             )
-        )
 
     def _prefix_cache_views(self) -> PrefixCacheState | None:
         """The prefix cache's arrays (views of the state's ``pool``), or ``None`` without it."""

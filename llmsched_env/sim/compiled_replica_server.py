@@ -40,18 +40,13 @@ class CompiledReplicaServer(RoutedCounts, CompiledIterationServer):
     The attributes and methods are those of :class:`ReplicaServer`.
     """
 
+    ROUTED = True
+
     def __init__(
         self, workload: Any, *, replica: int, routed_to: list[int] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(workload, n_gpus=1, **kwargs)
         self.replica = replica
-        s = self.state
-        s.horizon[0] = 0
-        s.queue_filled[0] = 0
-        s.queue_order[:] = 0
-        s.queue_prompt_cumsum[:] = 0
-        if s.has_deadline[0]:
-            s.later_due_s[:] = np.minimum.accumulate(s.ttft_deadline_s[::-1])[::-1]
 
     # ------------------------------------------------------------------ routing
     @property

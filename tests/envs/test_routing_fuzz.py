@@ -13,7 +13,11 @@ import llmsched_env  # noqa: F401  (registers the env ids)
 from llmsched_env.envs.routing_compiled import CompiledCluster
 from llmsched_env.envs.routing_env import RoutingEnv
 from llmsched_env.sim.compiled_replica_server import CompiledReplicaServer
-from tests.conftest import check_block_pool, check_compiled_block_pool, make_workload
+from tests.conftest import (
+    check_block_pool,
+    check_compiled_block_pool,
+    draw_tiny_routing_cluster,
+)
 
 ROUTING = "llmsched/Routing-v0"
 
@@ -46,36 +50,10 @@ def check_replica_accounting(server, routed_to) -> None:
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_random_routing_on_tiny_replicas_conserves_every_request(data):
-    n_replicas = data.draw(st.integers(1, 3), label="n_replicas")
-    block = data.draw(st.sampled_from([1, 4, 16]), label="block")
-    max_tokens = data.draw(st.integers(8, 48), label="max_tokens")
-    kv = [data.draw(st.integers(max(block, 2) * 2, 96), label="kv") for _ in range(n_replicas)]
-    n = data.draw(st.integers(1, 24), label="n")
+    workload, settings, rng = draw_tiny_routing_cluster(data, coarse_arrivals=False)
     compiled = data.draw(st.booleans(), label="compiled")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-    arrival = np.cumsum(rng.exponential(0.005, n))
-    prompt = rng.integers(1, 30, n)
-    output = rng.integers(1, 30, n)
-    prompt[0], output[0] = 1, 1  # never an episode with every request rejected
-    chains = []
-    for p in prompt.tolist():
-        shared = int(rng.integers(0, p // block + 1))
-        doc = int(rng.integers(0, 2))
-        chains.append([doc * 1000 + j for j in range(shared)])
-    workload = make_workload(arrival, prompt, output).with_prefix_hashes(chains, block)
-    env = gym.make(
-        ROUTING,
-        workload="demo2",
-        latency="demo2",
-        arrival_rate=1.0,
-        n_replicas=n_replicas,
-        kv_memory=kv,
-        kv_block_tokens=block,
-        max_tokens=max_tokens,
-        chunk_size=max_tokens,
-        max_sequences=data.draw(st.integers(1, 6), label="max_sequences"),
-        invalid_action="raise",
-    )
+    n, block = len(workload), settings["kv_block_tokens"]
+    env = gym.make(ROUTING, **settings, invalid_action="raise")
     with mock.patch.object(RoutingEnv, "_compiles_routing", lambda self: compiled):
         obs, info = env.reset(seed=0, options={"workload": workload})
     cluster = env.unwrapped.server

@@ -22,7 +22,7 @@ from llmsched_env.envs.routing_env import RoutingEnv
 from llmsched_env.envs.routing_step import SCALAR_FLOATS, SCALAR_INTS, SCHEMA
 from llmsched_env.latency.iteration import AffineIterationLatency
 from llmsched_env.latency.iteration_timing import AFFINE_TIMING, compiled_timing
-from tests.conftest import make_workload
+from tests.conftest import draw_tiny_routing_cluster
 
 ROUTING = "llmsched/Routing-v0"
 
@@ -95,32 +95,9 @@ def test_the_side_by_side_settings_exercise_what_they_claim():
 @settings(max_examples=30, deadline=None)
 @given(data=st.data())
 def test_compiled_steps_follow_the_python_replicas_on_random_tiny_clusters(data):
-    n_replicas = data.draw(st.integers(1, 3), label="n_replicas")
-    block = data.draw(st.sampled_from([1, 4, 16]), label="block")
-    max_tokens = data.draw(st.integers(8, 48), label="max_tokens")
-    kv = [data.draw(st.integers(max(block, 2) * 2, 96), label="kv") for _ in range(n_replicas)]
-    n = data.draw(st.integers(1, 24), label="n")
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-    # Arrivals on a coarse grid, so that some coincide with the ends of iterations.
-    arrival = np.cumsum(rng.integers(0, 3, n) * 0.005)
-    prompt = rng.integers(1, 30, n)
-    output = rng.integers(1, 30, n)
-    prompt[0], output[0] = 1, 1  # never an episode with every request rejected
-    chains = [[int(rng.integers(0, 2)) * 1000 + j for j in range(p // block)] for p in prompt]
-    workload = make_workload(arrival, prompt, output).with_prefix_hashes(chains, block)
-    settings = {
-        "workload": "demo2",
-        "latency": "demo2",
-        "arrival_rate": 1.0,
-        "n_replicas": n_replicas,
-        "kv_memory": kv,
-        "kv_block_tokens": block,
-        "max_tokens": max_tokens,
-        "chunk_size": max_tokens,
-        "max_sequences": data.draw(st.integers(1, 6), label="max_sequences"),
-        "prefix_caching": data.draw(st.booleans(), label="prefix_caching"),
-        "ttft_sla": data.draw(st.sampled_from([0.005, 0.05, 1.0]), label="ttft_sla"),
-    }
+    workload, settings, _ = draw_tiny_routing_cluster(data, coarse_arrivals=True)
+    settings["prefix_caching"] = data.draw(st.booleans(), label="prefix_caching")
+    settings["ttft_sla"] = data.draw(st.sampled_from([0.005, 0.05, 1.0]), label="ttft_sla")
     router = data.draw(st.sampled_from(["random", "least-requests", "prefix-affinity"]))
     python = play(False, settings, 0, router, workload)
     compiled = play(True, settings, 0, router, workload)
