@@ -188,17 +188,24 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         """
         self._steps = 0
         if not self.server.advance():
-            reasons = np.bincount(self.server.records.reject_reason, minlength=len(RejectReason))
-            why = "; ".join(
-                f"{int(count)} because {_REJECTION_CAUSES[RejectReason(code)](self)}"
-                for code, count in enumerate(reasons)
-                if count and code != RejectReason.NONE
-            )
-            raise ValueError(
-                f"{self.config.owner}: the episode has no scheduling decision: every one of its "
-                f"{len(workload)} requests was rejected at arrival ({why})"
-            )
+            raise self._no_decision_error(len(workload))
         self._episode_over = False
+
+    def _no_decision_error(self, n_requests: int) -> ValueError:
+        """The error of an episode without a decision: its ``n_requests`` requests rejected.
+
+        The message counts the rejections by reason and names the settings behind them.
+        """
+        reasons = np.bincount(self.server.records.reject_reason, minlength=len(RejectReason))
+        why = "; ".join(
+            f"{int(count)} because {_REJECTION_CAUSES[RejectReason(code)](self)}"
+            for code, count in enumerate(reasons)
+            if count and code != RejectReason.NONE
+        )
+        return ValueError(
+            f"{self.config.owner}: the episode has no scheduling decision: every one of its "
+            f"{n_requests} requests was rejected at arrival ({why})"
+        )
 
     def _running_server(self) -> Any:
         """The server of the running episode (what ``step`` acts on).
@@ -206,9 +213,10 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         Raises:
             RuntimeError: Before ``reset`` or after the episode ended.
         """
-        if self.server is None or self._episode_over:
+        server = self.server
+        if server is None or self._episode_over:
             raise RuntimeError("call reset() before step() (the episode is over or not started)")
-        return self.server
+        return server
 
     def _finish_step(
         self, decision_due: bool, invalid: bool, applied: tuple[int, ...]

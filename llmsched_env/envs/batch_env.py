@@ -23,32 +23,18 @@ from llmsched_env.envs.batch_observation import (
     feature_bounds,
     feature_names,
 )
-from llmsched_env.envs.batch_step import REWARD_CODES, episode_arrays, step_one
+from llmsched_env.envs.batch_step import REWARD_CODES, bin_of, episode_arrays, step_one
 from llmsched_env.envs.common import InvalidActionError, configured_arrival_rate, parse_action
 from llmsched_env.envs.footprint import BATCH_BYTES_PER_REQUEST
 from llmsched_env.envs.queue_snapshot import BinQueueSnapshot, QueueSnapshot, read_only
 from llmsched_env.envs.rewards import REWARD_SHAPES
-from llmsched_env.jit import implementation, njit
+from llmsched_env.jit import implementation
 from llmsched_env.latency import make_batch_latency
 from llmsched_env.metrics import SLATargets
-from llmsched_env.sim.batch_rules import bisect_right
 from llmsched_env.sim.batch_server import BatchServer, FinishedBatch
 from llmsched_env.workload import Workload
 
 WAIT = 0
-
-
-@njit(cache=True)
-def _bin_of(predicted_tokens: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Each request's bin: how many interior edges lie at or below its predicted length.
-
-    ``np.searchsorted(edges, predicted_tokens, side="right")``, compiled, since every episode
-    start bins its requests.
-    """
-    bins = np.empty(predicted_tokens.shape[0], dtype=np.int64)
-    for j in range(predicted_tokens.shape[0]):
-        bins[j] = bisect_right(edges, float(predicted_tokens[j]), 0, edges.shape[0])
-    return bins
 
 
 def _dead_bins(edges: tuple[float, ...], low: float, high: float) -> list[int]:
@@ -383,7 +369,7 @@ class BatchSchedulingEnv(SchedulingEnv):
         # Per-component mask: WAIT, then the bins (set at each decision), then the size levels,
         # which are always allowed.
         self._mask = np.ones(cfg.n_bins + 1 + len(self.batch_sizes), dtype=bool)
-        self.server: BatchServer | None = None
+        self.server = None
         self._observer: BatchObservation | None = None
         self._skips_late = cfg.dispatch_order == "oldest-in-time"
         # The compiled step (batch_step.step_one) needs the latency model's compiled timing;
@@ -414,6 +400,16 @@ class BatchSchedulingEnv(SchedulingEnv):
         return np.array([self.latency.estimate_s(b, prompt, u) for u in uppers])
 
     @property
+    def server(self) -> BatchServer | None:
+        """The episode's simulated server (``None`` before the first ``reset``)."""
+        self._up_to_date()
+        return self._server
+
+    @server.setter
+    def server(self, server: BatchServer | None) -> None:
+        self._server = server
+
+    @property
     def last_info(self) -> dict[str, Any] | None:
         """The latest ``info`` returned by ``reset`` or ``step`` (``None`` before any)."""
         self._up_to_date()
@@ -435,36 +431,73 @@ class BatchSchedulingEnv(SchedulingEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode; see the class docstring's Starting State."""
         workload = self._new_episode(seed, options)
+        self._episode_objects(workload)
+        server = self._server
+        self._reward.reset(server)
+        self._first_decision(workload)
+        server.fill_decision_mask(self._mask)
+        info = self._reset_info()
+        self.last_info = info
+        return self._observe(), info
+
+    def _episode_objects(self, workload: Workload, buffers: tuple[np.ndarray, ...] = ()) -> None:
+        """Make the episode's server, observation and reward, and the compiled step's arrays.
+
+        Args:
+            workload: The episode's requests.
+            buffers: Empty for a new episode; else :func:`~llmsched_env.envs.batch_step.
+                episode_arrays`' first six, where the episode was started in compiled code
+                (:func:`~llmsched_env.envs.batch_step.start_episode`), and maybe stepped.
+        """
+        server, observer = self._server_and_observation(workload, buffers)
         cfg = self.config
-        bins = _bin_of(workload.predicted_output_tokens, self._edges)
-        self.server = BatchServer(
-            workload,
-            n_gpus=cfg.n_gpus,
-            latency=self.latency,
-            kv_capacity_tokens=self.kv_capacity_tokens,
-            rng=self.np_random,
-            queue_of=bins,
-            n_queues=cfg.n_bins,
-            deadline_s=cfg.sla,
-            dispatch_order=cfg.dispatch_order,
-        )
+        self._server = server
+        self._observer = observer
         self._reward = self._reward_factory(cfg.sla_penalty, cfg.sla)
-        self._reward.reset(self.server)
         self._pending_reward = 0.0
-        self._observer = BatchObservation(
-            self.server,
+        self._queue_columns = ()
+        self._episode = episode_arrays(server, observer)
+        self._step_kernel = self._look_up_and_step  # these arrays' types may differ
+        self._finished_from = 0
+
+    def _server_and_observation(
+        self,
+        workload: Workload,
+        buffers: tuple[np.ndarray, ...] = (),
+        rng: np.random.Generator | None = None,
+    ) -> tuple[BatchServer, BatchObservation]:
+        """A server of ``workload`` and its observation, new or on ``buffers``.
+
+        The server's generator is ``rng``, by default the env's.
+        """
+        cfg = self.config
+        settings: dict[str, Any] = {
+            "n_gpus": cfg.n_gpus,
+            "latency": self.latency,
+            "kv_capacity_tokens": self.kv_capacity_tokens,
+            "rng": self.np_random if rng is None else rng,
+            "n_queues": cfg.n_bins,
+            "deadline_s": cfg.sla,
+            "dispatch_order": cfg.dispatch_order,
+        }
+        if buffers:
+            server = BatchServer.on_buffers(workload, buffers[:3], **settings)
+            return server, BatchObservation.on_buffers(server, buffers[3:6])
+        bins = bin_of(workload.predicted_output_tokens, self._edges)
+        server = BatchServer(workload, queue_of=bins, **settings)
+        observer = BatchObservation(
+            server,
             sla_s=cfg.sla,
             max_batch_size=cfg.max_batch_size,
             length_scale_tokens=self.length_scale_tokens,
             bin_service_s=self.bin_service_s,
             capacity_rps=self.capacity_rps,
         )
-        self._queue_columns = ()
-        self._episode = episode_arrays(self.server, self._observer)
-        self._step_kernel = self._look_up_and_step  # these arrays' types may differ
-        self._first_decision(workload)
-        self._finished_from = 0
-        self.server.fill_decision_mask(self._mask)
+        return server, observer
+
+    def _reset_info(self) -> dict[str, Any]:
+        """The ``info`` of ``reset``: the step's keys and the episode's settings."""
+        cfg = self.config
         info = self._info(invalid=False, applied=None)
         info.update(
             batch_sizes=self.batch_sizes,
@@ -474,8 +507,20 @@ class BatchSchedulingEnv(SchedulingEnv):
             capacity_rps=self.capacity_rps,
             arrival_rate_rps=self.episode_arrival_rate_rps,
         )
-        self.last_info = info
-        return self._observe(), info
+        return info
+
+    def episode_template(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """``(server, observation)`` buffers of this configuration, for compiled episode starts.
+
+        :func:`~llmsched_env.envs.batch_step.start_episode` takes a new episode's parameters
+        (deadline, latency timing, KV capacity, the observation's units and service estimates)
+        from them. They are those of a server and an observation made as ``reset`` makes them,
+        on the first calibration request (the parameters do not depend on the requests), with a
+        generator of their own (the env's is left unseeded).
+        """
+        first_request = self.source.calibration().window(0, 1)
+        server, observer = self._server_and_observation(first_request, rng=np.random.default_rng(0))
+        return server.buffers, observer._buffers
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Carry out one scheduling decision and advance to the next one.
@@ -699,9 +744,10 @@ class BatchSchedulingEnv(SchedulingEnv):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a pickled or deep-copied env; copies of arrays come back writable."""
-        if "last_info" in state:  # pickled when last_info was a plain attribute
-            state = {**state, "_last_info": state["last_info"]}
-            del state["last_info"]
+        for name in ("last_info", "server"):  # pickled when they were plain attributes
+            if name in state:
+                state = {**state, f"_{name}": state[name]}
+                del state[name]
         self.__dict__.update(state)
         for values in self._queue_columns:
             read_only(values)

@@ -22,7 +22,7 @@ from llmsched_env.jit import njit
 from llmsched_env.sim import batch_rules as rules
 from llmsched_env.sim.batch_server import BatchServer
 from llmsched_env.sim.batch_state import state_view
-from llmsched_env.sim.state_schema import Field, StateSchema
+from llmsched_env.sim.state_schema import Field, StateSchema, lay_out
 from llmsched_env.statistics import sequential_sum
 
 #: (name, low, high) of each per-bin entry, in order.
@@ -148,6 +148,22 @@ class BatchObservation:
             len(order),
         )
 
+    @classmethod
+    def on_buffers(
+        cls, server: BatchServer, buffers: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> BatchObservation:
+        """The observation of ``server`` whose state is already in ``buffers``, maybe under way.
+
+        For code that starts episodes in compiled code (:func:`restart`, the compiled vector
+        env) and builds their Python side only when it is read.
+        """
+        observation = cls.__new__(cls)
+        observation.server = server
+        observation._bounds = _stacked_bounds(server.n_queues, server.n_gpus)
+        observation._buffers = buffers
+        observation._state = OBSERVATION_STATE.views(*buffers)
+        return observation
+
     def __getstate__(self) -> dict:
         # Copies and pickles keep the buffers; the named views are made anew from them.
         state = self.__dict__.copy()
@@ -189,6 +205,42 @@ class BatchObservation:
         obs = np.empty(self._bounds.shape[1], dtype=np.float32)
         _build(obs, self._bounds, *self._buffers, *self.server.buffers)
         return obs
+
+
+#: The observation state's layout as a linear function of its sizes (for :func:`restart`).
+_LAYOUT_CONSTANT, _LAYOUT_MATRIX = OBSERVATION_STATE.linear_layout
+_FLOATS_END = OBSERVATION_STATE.floats_end
+
+
+@njit(cache=True)
+def restart(own_floats, own_ints, own_layout, template, order, predicted, prompt):
+    """Start the observation of a new run in buffers used before, as a new one would start.
+
+    A new :class:`BatchObservation` allocates zeroed buffers, sets its parameters and the prefix
+    sums along the run's positions (``order``); this does the same in buffers it reuses, taking
+    the parameters from ``template``, the buffers of an observation of the same configuration.
+    The buffers must hold the run (:func:`buffer_lengths`).
+    """
+    params = _observation_view(template[0], template[1], template[2])
+    sizes = np.array([params.bin_service_s.shape[0], order.shape[0]])
+    lay_out(own_layout, _LAYOUT_CONSTANT, _LAYOUT_MATRIX, sizes)
+    own_floats[: own_layout[_FLOATS_END]] = 0.0
+    own_ints[: own_layout[-1]] = 0
+    own = _observation_view(own_floats, own_ints, own_layout)
+    own.sla_s[0] = params.sla_s[0]
+    own.max_batch_size[0] = params.max_batch_size[0]
+    own.length_scale_tokens[0] = params.length_scale_tokens[0]
+    own.kv_capacity_tokens[0] = params.kv_capacity_tokens[0]
+    own.next_chance_s[0] = params.next_chance_s[0]
+    own.capacity_rps[0] = params.capacity_rps[0]
+    own.n_gpus[0] = params.n_gpus[0]
+    own.bin_service_s[:] = params.bin_service_s
+    _prefix_sums(own.predicted_cumsum, own.need_cumsum, order, predicted, prompt, 0, order.shape[0])
+
+
+def buffer_lengths(n: int, n_bins: int) -> tuple[int, int]:
+    """``(floats, ints)``: buffer lengths that hold the observation of any run of ``n`` requests."""
+    return OBSERVATION_STATE.buffer_lengths(OBSERVATION_STATE.layout(n_bins=n_bins, n_queued=n))
 
 
 @njit(cache=True)

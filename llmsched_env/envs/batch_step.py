@@ -24,7 +24,7 @@ from llmsched_env.envs import batch_observation as bo
 from llmsched_env.jit import njit
 from llmsched_env.sim import batch_kernels as k
 from llmsched_env.sim import batch_rules as rules
-from llmsched_env.sim.batch_state import state_view
+from llmsched_env.sim.batch_state import SCHEMA, state_view
 
 #: Codes of the reward shapes in :func:`objective` (by ``reward`` argument).
 REWARD_CODES = {"sla": 0, "goodput-tokens": 1, "queue": 2}
@@ -49,6 +49,87 @@ def episode_arrays(server: Any, observer: Any) -> tuple[np.ndarray, ...]:
         workload.predicted_output_tokens.astype(np.int64, copy=False),
         workload.prompt_tokens.astype(np.int64, copy=False),
     )
+
+
+def episode_buffers(n_requests: int, n_gpus: int, n_bins: int) -> tuple[np.ndarray, ...]:
+    """Zeroed arrays that hold any episode of ``n_requests`` requests, for :func:`start_episode`.
+
+    :func:`episode_arrays`' eight (the server's and the observation's buffers, long enough
+    whatever number of requests is rejected at arrival; predicted output and prompt tokens),
+    then arrival times and output tokens.
+    """
+    n_floats, n_ints = k.run_buffer_lengths(n_requests, n_gpus, n_bins)
+    own_floats, own_ints = bo.buffer_lengths(n_requests, n_bins)
+    return (
+        np.zeros(n_floats),
+        np.zeros(n_ints, dtype=np.int64),
+        np.zeros(len(SCHEMA.linear_layout[0]), dtype=np.int64),
+        np.zeros(own_floats),
+        np.zeros(own_ints, dtype=np.int64),
+        np.zeros(len(bo.OBSERVATION_STATE.linear_layout[0]), dtype=np.int64),
+        np.zeros(n_requests, dtype=np.int64),
+        np.zeros(n_requests, dtype=np.int64),
+        np.zeros(n_requests),
+        np.zeros(n_requests, dtype=np.int64),
+    )
+
+
+@njit(cache=True)
+def bin_of(predicted_tokens, edges):
+    """Each request's bin: how many interior edges lie at or below its predicted length.
+
+    ``np.searchsorted(edges, predicted_tokens, side="right")``, compiled, since every episode
+    start bins its requests.
+    """
+    bins = np.empty(predicted_tokens.shape[0], dtype=np.int64)
+    for j in range(predicted_tokens.shape[0]):
+        bins[j] = rules.bisect_right(edges, float(predicted_tokens[j]), 0, edges.shape[0])
+    return bins
+
+
+@njit(cache=True, inline="always")
+def start_episode(
+    episode, templates, edges, bounds, mask, obs, reward_code, sla_penalty, time_scale_s
+):
+    """A new episode in used buffers, up to its first decision: the single env's ``reset``.
+
+    After the env has drawn the episode's requests, its ``reset`` bins them, builds a new
+    server and observation, takes the reward's starting objective, advances to the first
+    decision, fills the mask and builds the first observation. This does the same in the
+    buffers of an earlier episode (:func:`~llmsched_env.sim.batch_kernels.restart`,
+    :func:`~llmsched_env.envs.batch_observation.restart`), bit for bit, for the compiled
+    vector env, which starts its sub-envs' episodes without returning to Python.
+
+    Args:
+        episode: The buffers of :func:`episode_arrays`, long enough for the new episode, then
+            its requests' arrival times and output tokens (their predicted output and prompt
+            tokens are ``episode[6]`` and ``episode[7]``), all written over.
+        templates: ``(server, observation)``: the buffers of a server and an observation of
+            the env's configuration, whose parameters the new ones take.
+        edges: The bins' interior edges.
+        bounds: Observation bounds, ``(2, n_obs)``.
+        mask: The per-component action mask (its WAIT and bin entries are written).
+        obs: Where the first observation goes.
+        reward_code: :data:`REWARD_CODES` of the reward shape.
+        sla_penalty: Reward lost per miss (``"sla"``).
+        time_scale_s: The deadline, the unit of the ``"queue"`` objective.
+
+    Returns:
+        ``(due, objective, now, gpu)``: whether the episode has a decision (else every
+        request was rejected at arrival, and ``mask`` and ``obs`` are left alone), the
+        reward's starting objective, the time and the deciding GPU.
+    """
+    floats, ints, layout, own_floats, own_ints, own_layout = episode[:6]
+    predicted, prompt, arrival, output = episode[6:10]
+    k.restart(floats, ints, layout, templates[0], bin_of(predicted, edges), prompt, output, arrival)
+    state = state_view(floats, ints, layout)
+    bo.restart(own_floats, own_ints, own_layout, templates[1], state.order, predicted, prompt)
+    value = objective(state, reward_code, sla_penalty, time_scale_s)
+    due = k._advance(floats, ints, layout)
+    if due:
+        rules.fill_decision_mask(state, mask)
+        bo._build(obs, bounds, own_floats, own_ints, own_layout, floats, ints, layout)
+    return due, value, state.now[0], state.decision_gpu[0]
 
 
 @njit(cache=True)
@@ -84,7 +165,8 @@ def step_episode(
     Args:
         choice: Component 0 of the action (0 WAIT, ``j`` bin ``j - 1``), in range.
         level: Component 1 (index into ``batch_sizes``), in range.
-        episode: :func:`episode_arrays` of the episode.
+        episode: :func:`episode_arrays` of the episode (more arrays may follow them: those of
+            :func:`start_episode`).
         bounds: Observation bounds, ``(2, n_obs)``.
         batch_sizes: The size levels.
         mask: The per-component action mask (its WAIT and bin entries are written).
@@ -100,7 +182,7 @@ def step_episode(
         is over), whether the dispatch reordered positions, the objective, the time and the
         deciding GPU after the step.
     """
-    floats, ints, layout, own_floats, own_ints, own_layout, predicted, prompt = episode
+    floats, ints, layout, own_floats, own_ints, own_layout, predicted, prompt = episode[:8]
     state = state_view(floats, ints, layout)
     invalid = not mask[choice]
     queue = rules.oldest_queue(state) if invalid else choice - 1

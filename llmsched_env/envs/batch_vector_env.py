@@ -4,13 +4,15 @@
 ``vector_entry_point``); ``vectorization_mode="sync"`` or ``"async"`` still give Gymnasium's
 generic vector envs over the single env.
 
-Each sub-env is a :class:`~llmsched_env.envs.batch_env.BatchSchedulingEnv`. Its ``reset`` runs
-in Python as usual (sampling the workload and building the server); its steps run in
-:func:`_step_envs`, which carries out every sub-env's decision, advances its server to the next
-decision, pays its reward and builds its observation and mask, without returning to Python in
-between. The arithmetic is the single env's, so sub-env ``i`` reset with seed ``seed + i`` and
-given the same actions produces the single env's episode bit for bit (a test steps both side by
-side).
+Each sub-env is a :class:`~llmsched_env.envs.batch_env.BatchSchedulingEnv`. Its episode's
+requests are drawn in Python, by its own generator as its ``reset`` draws them; everything else
+runs in :func:`_step_envs`: it starts the new episodes (the rest of ``reset``,
+:func:`~llmsched_env.envs.batch_step.start_episode`, in buffers the sub-env reuses) and carries
+out every other sub-env's decision, advances its server to the next decision, pays its reward
+and builds its observation and mask, without returning to Python in between. The arithmetic is
+the single env's, so sub-env ``i`` reset with seed ``seed + i`` and given the same actions
+produces the single env's episode bit for bit (a test steps both side by side). A sub-env's
+Python side (its server, observation, ``last_info`` ...) is made only when it is read.
 
 Autoreset follows Gymnasium's default, :attr:`AutoresetMode.NEXT_STEP`: the step after a
 sub-env's episode ends resets it (its action is ignored) and returns the first observation of
@@ -33,7 +35,12 @@ from numba.typed import List
 
 from llmsched_env.envs import batch_observation as bo
 from llmsched_env.envs.batch_env import WAIT, BatchSchedulingEnv
-from llmsched_env.envs.batch_step import REWARD_CODES, step_episode
+from llmsched_env.envs.batch_step import (
+    REWARD_CODES,
+    episode_buffers,
+    start_episode,
+    step_episode,
+)
 from llmsched_env.envs.common import InvalidActionError, holds_bools, holds_whole_numbers
 from llmsched_env.jit import njit
 from llmsched_env.metrics import SUMMARY_FIELDS, summary_fields, target_array
@@ -42,6 +49,8 @@ from llmsched_env.sim.batch_state import state_view
 
 #: No per-request TTFT deadlines (the request-level env sets no TTFT target).
 _NO_DEADLINES = np.zeros(0)
+#: What :func:`_step_envs` does with a sub-env: step it, start its new episode, or leave it.
+STEP, START, LEAVE = 0, 1, 2
 
 
 class BatchSchedulingVectorEnv(VectorEnv):
@@ -134,7 +143,8 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self.action_space = batch_space(first.action_space, self.num_envs)
         self._nvec = np.asarray(first.action_space.nvec, dtype=np.int64)
         self._batch_sizes = np.asarray(first.batch_sizes, dtype=np.int64)
-        self._bounds = bo._stacked_bounds(self.config.n_bins, self.config.n_gpus)
+        # (a writable copy: numba's dispatcher types a read-only array on its slow path)
+        self._bounds = bo._stacked_bounds(self.config.n_bins, self.config.n_gpus).copy()
         n_obs = first.observation_space.shape[0]
         self._obs = np.zeros((self.num_envs, n_obs), dtype=np.float32)
         self._rewards = np.zeros(self.num_envs)
@@ -159,15 +169,26 @@ class BatchSchedulingVectorEnv(VectorEnv):
         targets = first._sla_targets()
         self._metric_targets = target_array(targets)
         self._metric_fields = summary_fields(targets, has_gaps=False)
+        # Per sub-env, the summary of its latest ended episode (SUMMARY_FIELDS' values).
+        self._summaries = np.zeros((self.num_envs, len(SUMMARY_FIELDS)))
         self._max_steps = self.config.max_steps or 0
         self._skip_late = self.config.dispatch_order == "oldest-in-time"
         self._raise_invalid = self.config.invalid_action == "raise"
-        # Per sub-env, the arrays of its episode that the compiled step works on (see
-        # batch_step.episode_arrays), replaced at each of its resets. One typed list, because
-        # each array passed to a compiled function costs a fraction of a microsecond to unbox;
-        # made and filled by compiled functions, whose code numba caches (a typed list's own
-        # methods compile anew in every process, about 0.7 s).
+        # What a new episode's server and observation take their parameters from, and the
+        # bins' edges its requests are binned by (batch_step.start_episode).
+        self._templates = first.episode_template()
+        self._edges = first._edges
+        # Per sub-env, the arrays its episodes are started and stepped in (see
+        # batch_step.episode_buffers): reused from one episode to the next, unless the
+        # sub-env's Python side was made on them (it keeps them: see _draw_episode).
+        self._own = [self._new_buffers(self.config.n_requests) for _ in range(self.num_envs)]
+        # Per sub-env: the requests of its episode; whether its Python side (server,
+        # observation ...) is that episode's; whether that Python side works on its arrays.
+        self._workloads: list[Any] = [None] * self.num_envs
+        self._made = np.zeros(self.num_envs, dtype=bool)
+        self._exposed = np.zeros(self.num_envs, dtype=bool)
         self._episodes: Any = None
+        self._list_episodes()
         self._started = False
 
     # ------------------------------------------------------------------ Gymnasium API
@@ -209,9 +230,9 @@ class BatchSchedulingVectorEnv(VectorEnv):
         # single env's does: the sub-envs reset before the failure would start new episodes.
         self._started = False
         for i in np.flatnonzero(chosen):
-            self._reset_env(int(i), seeds[i], options)
-            self._rewards[i] = 0.0
-            self._terminated[i] = self._truncated[i] = self._invalid[i] = False
+            self._draw_episode(int(i), seeds[i], options)
+        codes = np.where(chosen, START, LEAVE)
+        self._run(np.zeros((self.num_envs, 2), dtype=np.int64), codes)
         self._started = True
         return self._obs.copy(), self._info(np.ones(self.num_envs, dtype=bool))
 
@@ -261,34 +282,9 @@ class BatchSchedulingVectorEnv(VectorEnv):
                     f"{self._masks[i].tolist()} (component 0, bin choice {actions[i, 0]}, "
                     "is masked)"
                 )
-        self._step_all(
-            actions,
-            resetting,
-            self._episodes,
-            self._bounds,
-            self._batch_sizes,
-            self._masks,
-            self._obs,
-            self._rewards,
-            self._terminated,
-            self._truncated,
-            self._invalid,
-            self._steps,
-            self._last_objective,
-            self._time_s,
-            self._gpu,
-            self._applied,
-            self._finished_before,
-            self._reward_code,
-            self.config.sla_penalty,
-            self.config.sla,
-            self._max_steps,
-            self._skip_late,
-        )
         for i in np.flatnonzero(resetting):
-            self._reset_env(int(i), None, None)
-            self._rewards[i] = 0.0
-            self._terminated[i] = self._truncated[i] = self._invalid[i] = False
+            self._draw_episode(int(i), None, None)
+        self._run(actions, resetting.astype(np.int64))  # START (1) where resetting
         self._ended[:] = self._terminated | self._truncated
         info = self._info(resetting)
         return (
@@ -380,8 +376,11 @@ class BatchSchedulingVectorEnv(VectorEnv):
 
     def __getstate__(self) -> dict[str, Any]:
         # The typed list of episode arrays and the compiled step do not pickle: both are made
-        # again from the (pickled) sub-envs, whose episode arrays are made again from their own
-        # copied buffers.
+        # again. The sub-envs' Python sides are made first, on the arrays their episodes run
+        # in, so that a copy's sub-envs and arrays are one (copies keep shared arrays shared).
+        if self._started:
+            for i in range(self.num_envs):
+                self._bring_up_to_date(i)
         state = self.__dict__.copy()
         del state["_episodes"], state["_step_all"]
         return state
@@ -390,11 +389,8 @@ class BatchSchedulingVectorEnv(VectorEnv):
         """Restore a pickled or deep-copied vector env, which continues as the original would."""
         self.__dict__.update(state)
         self._step_all = self._stepper(self.num_envs)
-        self._episodes = None
+        self._list_episodes()
         self._let_sub_envs_refresh()
-        if self._started:
-            for i, env in enumerate(self._sub_envs):
-                self._hand_over(i, env._episode)
 
     # ------------------------------------------------------------------ helpers
     def _let_sub_envs_refresh(self) -> None:
@@ -417,12 +413,20 @@ class BatchSchedulingVectorEnv(VectorEnv):
             return partial(_step_envs, 0, num_envs)
         return partial(_step_groups, self.threads)
 
-    def _hand_over(self, i: int, arrays: tuple[np.ndarray, ...]) -> None:
-        """Make ``arrays`` the episode that the compiled step steps for sub-env ``i``."""
-        if self._episodes is None:  # the first reset, of sub-env 0
-            self._episodes = _episode_list(arrays)
-        else:
-            _store_episode(self._episodes, i, arrays)
+    def _new_buffers(self, n_requests: int) -> tuple[np.ndarray, ...]:
+        """Arrays that hold any episode of ``n_requests`` requests (batch_step.episode_buffers)."""
+        return episode_buffers(n_requests, self.config.n_gpus, self.config.n_bins)
+
+    def _list_episodes(self) -> None:
+        """Put every sub-env's arrays in the typed list the compiled step reads.
+
+        One typed list, because each array passed to a compiled function costs a fraction of a
+        microsecond to unbox; made and filled by compiled functions, whose code numba caches (a
+        typed list's own methods compile anew in every process, about 0.7 s).
+        """
+        self._episodes = _episode_list(self._own[0])
+        for i in range(1, self.num_envs):
+            _store_episode(self._episodes, i, self._own[i])
 
     def _checked_actions(self, actions: Any) -> np.ndarray:
         """``actions`` as an ``(num_envs, 2)`` int64 array, or a ValueError naming the fault."""
@@ -445,25 +449,88 @@ class BatchSchedulingVectorEnv(VectorEnv):
             )
         return a.astype(np.int64, copy=False)
 
-    def _reset_env(self, i: int, seed: int | None, options: dict[str, Any] | None) -> None:
-        """Reset sub-env ``i`` in Python and hand its state to the compiled step."""
+    def _draw_episode(self, i: int, seed: int | None, options: dict[str, Any] | None) -> None:
+        """Draw sub-env ``i``'s next episode in Python, and hand its requests to its arrays.
+
+        The sub-env draws the requests as its ``reset`` does (seeding its generator, reading
+        ``options``); :func:`_step_envs` then starts the episode on them. The arrays are new
+        when the sub-env's Python side works on the old ones (made on them when read): it
+        keeps showing the episode it was made for, as the single env's old server does.
+        """
         env = self._sub_envs[i]
-        obs, _ = env.reset(seed=seed, options=options)
-        self._hand_over(i, env._episode)
-        self._obs[i] = obs
-        self._masks[i] = env._mask
-        self._steps[i] = 0
-        self._last_objective[i] = env._reward._last
-        self._time_s[i] = env.server.now
-        self._gpu[i] = env.server.decision_gpu
-        self._ended[i] = False
+        workload = env._new_episode(seed, options)
+        own = self._own[i]
+        if self._exposed[i] or own[8].shape[0] != len(workload):
+            own = self._own[i] = self._new_buffers(len(workload))
+            _store_episode(self._episodes, i, own)
+            self._exposed[i] = False
+        own[6][:] = workload.predicted_output_tokens
+        own[7][:] = workload.prompt_tokens
+        own[8][:] = workload.arrival_s
+        own[9][:] = workload.output_tokens
+        self._workloads[i] = workload
+        self._made[i] = False
+
+    def _run(self, actions: np.ndarray, codes: np.ndarray) -> None:
+        """Run :func:`_step_envs` (each sub-env as ``codes`` say: STEP, START or LEAVE).
+
+        Raises:
+            ValueError: If an episode it started has no decision (every request rejected at
+                arrival), as the single env's ``reset`` raises it.
+        """
+        self._step_all(
+            actions,
+            codes,
+            self._episodes,
+            self._templates,
+            self._edges,
+            self._bounds,
+            self._batch_sizes,
+            self._masks,
+            self._obs,
+            self._rewards,
+            self._terminated,
+            self._truncated,
+            self._invalid,
+            self._steps,
+            self._last_objective,
+            self._time_s,
+            self._gpu,
+            self._applied,
+            self._finished_before,
+            self._summaries,
+            self._metric_targets,
+            self._reward_code,
+            self.config.sla_penalty,
+            self.config.sla,
+            self._max_steps,
+            self._skip_late,
+        )
+        started = codes == START
+        self._ended[started] = False
+        failed = np.flatnonzero(started & self._terminated)
+        if failed.size:
+            i = int(failed[0])
+            self._started = False  # nothing to step, as after the single env's failed reset
+            self._make_python_side(i)
+            raise self._sub_envs[i]._no_decision_error(len(self._workloads[i]))
+
+    def _make_python_side(self, i: int) -> None:
+        """Make sub-env ``i``'s server, observation and reward on its arrays, as they stand."""
+        env = self._sub_envs[i]
+        self._made[i] = self._exposed[i] = True
+        env._episode_objects(self._workloads[i], self._own[i][:6])
+        env._episode_over = False
+        env._steps = -1  # brought up to date next
 
     def _bring_up_to_date(self, i: int) -> None:
         """Set sub-env ``i``'s Python side as the single env's step would have (see ``envs``)."""
         env = self._sub_envs[i]
+        if not self._made[i]:
+            self._make_python_side(i)
         steps = int(self._steps[i])
         if env._steps == steps and env._episode_over == bool(self._ended[i]):
-            return  # not stepped since its reset, or already brought up to date
+            return  # already brought up to date
         env._steps = steps
         env._episode_over = bool(self._ended[i])
         env._reward._last = float(self._last_objective[i])
@@ -472,10 +539,13 @@ class BatchSchedulingVectorEnv(VectorEnv):
         env._mask[:] = self._masks[i]
         if env._episode_over:
             env._allow_wait_only()
+        if steps == 0 and not env._episode_over:
+            env.last_info = env._reset_info()
+            return
         info: dict[str, Any] = {
             "time_s": float(self._time_s[i]),
             "gpu": int(self._gpu[i]),
-            "gpu_busy_until_s": env.server.state.gpu_until.copy(),
+            "gpu_busy_until_s": env._server.state.gpu_until.copy(),
             "action_mask": env._mask.copy(),
             "invalid_action": bool(self._invalid[i]),
             "applied_action": self._applied[i].copy(),
@@ -503,24 +573,12 @@ class BatchSchedulingVectorEnv(VectorEnv):
         The form ``VectorEnv._add_info`` gives, built at once rather than sub-env by sub-env:
         per metric an array of ``num_envs`` values (0 where no episode ended) followed by its
         mask ``_name``. The sub-envs share their configuration, so their metrics have the same
-        names. Each episode's values come from one compiled call on its server's buffers
-        (:func:`~llmsched_env.sim.batch_kernels.summary_row`), the numbers of its
-        ``episode_metrics()`` (the same compiled pieces) without the Python between them.
+        names. :func:`_step_envs` summarised each episode as it ended, by one compiled call on
+        its server's buffers (:func:`~llmsched_env.sim.batch_kernels.summary_row`): the numbers
+        of its ``episode_metrics()`` (the same compiled pieces) without the Python between them.
         """
         table = np.zeros((len(SUMMARY_FIELDS), self.num_envs))
-        for i in ended:
-            server = self._sub_envs[int(i)].server
-            workload = server.workload
-            table[:, i] = summary_row(
-                server._floats,
-                server._ints,
-                server._layout,
-                workload.arrival_s,
-                workload.output_tokens,
-                0.0,
-                self._metric_targets,
-                _NO_DEADLINES,
-            )
+        table[:, ended] = self._summaries[ended].T
         present = self._present(ended)
         metrics: dict[str, np.ndarray] = {}
         for row, name in self._metric_fields:
@@ -561,8 +619,10 @@ def _store_episode(episodes, i, arrays):
 def _step_groups(
     n_groups,
     actions,
-    skip,
+    codes,
     episodes,
+    templates,
+    edges,
     bounds,
     batch_sizes,
     masks,
@@ -577,6 +637,8 @@ def _step_groups(
     gpu,
     applied,
     finished_before,
+    summaries,
+    metric_targets,
     reward_code,
     sla_penalty,
     time_scale_s,
@@ -588,16 +650,20 @@ def _step_groups(
     Each group runs :func:`_step_envs`, the serial step's compiled code, which the parallel
     passes do not transform (only this loop is theirs); sub-envs share nothing they write, so the
     episodes are those of the serial step. (The arguments are spelled out: passed on as
-    ``*args``, the step ran at 0.75x of one thread instead of 1.23x.)
+    ``*args``, the step ran at 0.75x of one thread instead of 1.23x. The templates' arrays
+    enter the loop one by one: numba's parallel loop takes no tuple of arrays.)
     """
     n = actions.shape[0]
+    (server_floats, server_ints, server_layout), (own_floats, own_ints, own_layout) = templates
     for g in prange(n_groups):
         _step_envs(
             g * n // n_groups,
             (g + 1) * n // n_groups,
             actions,
-            skip,
+            codes,
             episodes,
+            ((server_floats, server_ints, server_layout), (own_floats, own_ints, own_layout)),
+            edges,
             bounds,
             batch_sizes,
             masks,
@@ -612,6 +678,8 @@ def _step_groups(
             gpu,
             applied,
             finished_before,
+            summaries,
+            metric_targets,
             reward_code,
             sla_penalty,
             time_scale_s,
@@ -625,8 +693,10 @@ def _step_envs(
     lo,
     hi,
     actions,
-    skip,
+    codes,
     episodes,
+    templates,
+    edges,
     bounds,
     batch_sizes,
     masks,
@@ -641,23 +711,51 @@ def _step_envs(
     gpu,
     applied,
     finished_before,
+    summaries,
+    metric_targets,
     reward_code,
     sla_penalty,
     time_scale_s,
     max_steps,
     skip_late,
 ):
-    """One decision in each sub-env ``lo .. hi - 1`` not in ``skip``: the single env's ``step``.
+    """Each sub-env ``lo .. hi - 1`` as ``codes`` say: one decision, a new episode, or nothing.
 
-    Each sub-env's decision is :func:`~llmsched_env.envs.batch_step.step_episode` (which also
-    gives the time and deciding GPU after it); this adds the step count, the reward (the
-    objective's change), the episode's end, the action carried out and the count of finished
-    batches before the step.
+    ``STEP``: the single env's ``step``. Its decision is
+    :func:`~llmsched_env.envs.batch_step.step_episode` (which also gives the time and deciding
+    GPU after it); this adds the step count, the reward (the objective's change), the episode's
+    end, the action carried out, the count of finished batches before the step and, if the
+    episode ended, its summary (in ``summaries[e]``).
+
+    ``START``: the rest of the single env's ``reset``, once the episode's requests are in its
+    arrays (:func:`~llmsched_env.envs.batch_step.start_episode`): reward 0, not ended, unless
+    the episode has no decision (every request rejected at arrival), which it marks terminated.
     """
     for e in range(lo, hi):
-        if skip[e]:
+        code = codes[e]
+        if code == LEAVE:
             continue
         episode = episodes[e]
+        if code == START:
+            due, objective, time_s[e], gpu[e] = start_episode(
+                episode,
+                templates,
+                edges,
+                bounds,
+                masks[e],
+                obs[e],
+                reward_code,
+                sla_penalty,
+                time_scale_s,
+            )
+            last_objective[e] = objective
+            rewards[e] = 0.0
+            terminated[e] = not due
+            truncated[e] = invalid[e] = False
+            steps[e] = 0
+            finished_before[e] = 0
+            applied[e, 0] = applied[e, 1] = -1
+            continue
         finished_before[e] = state_view(episode[0], episode[1], episode[2]).n_finished[0]
         invalid[e], queue, due, _, objective, time_s[e], gpu[e] = step_episode(
             actions[e, 0],
@@ -681,3 +779,14 @@ def _step_envs(
         truncated[e] = not terminated[e] and max_steps > 0 and steps[e] >= max_steps
         if truncated[e]:
             gpu[e] = -1  # the episode is over: no decision is due, as in the single env
+        if terminated[e] or truncated[e]:
+            summaries[e] = summary_row(
+                episode[0],
+                episode[1],
+                episode[2],
+                episode[8],
+                episode[9],
+                0.0,
+                metric_targets,
+                _NO_DEADLINES,
+            )

@@ -40,7 +40,8 @@ from llmsched_env.sim.batch_rules import fill_batch_counts as _fill_batch_counts
 from llmsched_env.sim.batch_rules import fill_decision_mask as _fill_decision_mask
 from llmsched_env.sim.batch_rules import oldest_queue as _oldest_queue
 from llmsched_env.sim.batch_rules import settled_counts as _settled_counts
-from llmsched_env.sim.batch_state import state_view
+from llmsched_env.sim.batch_state import SCHEMA, state_view
+from llmsched_env.sim.state_schema import lay_out
 
 #: The code :class:`~llmsched_env.sim.records.RejectReason` gives a request too large for KV memory.
 REJECT_EXCEEDS_KV = 1
@@ -123,6 +124,57 @@ def arrange(floats, ints, layout, queue_of, prompt, output, arrival):
     state.pos_batch[:] = -1
     state.gpu_batch[:] = -1
     state.decision_gpu[0] = -1
+
+
+#: The state's layout as a linear function of a run's sizes (for :func:`restart`).
+_LAYOUT_CONSTANT, _LAYOUT_MATRIX = SCHEMA.linear_layout
+_FLOATS_END = SCHEMA.floats_end
+
+
+@njit(cache=True)
+def restart(floats, ints, layout, template, queue_of, prompt, output, arrival):
+    """Start a new run in buffers used before: what a new server's would hold, bit for bit.
+
+    A new :class:`~llmsched_env.sim.batch_server.BatchServer` allocates zeroed buffers, sets
+    its parameters and lays out its requests (:func:`arrange`); this does the same in buffers
+    it reuses, taking the parameters (deadline, latency timing, KV capacity, dispatch order)
+    from ``template``, the ``(floats, ints, layout)`` of a server of the same configuration.
+    The buffers must hold the run: those of :func:`run_buffer_lengths` hold any run of ``n``
+    requests.
+    """
+    params = state_view(template[0], template[1], template[2])
+    n = queue_of.shape[0]
+    n_rejected = count_too_large(prompt, output, params.kv_capacity[0])
+    sizes = np.array(
+        [n, n - n_rejected, n_rejected, params.gpu_busy.shape[0], params.queue_head.shape[0]]
+    )
+    lay_out(layout, _LAYOUT_CONSTANT, _LAYOUT_MATRIX, sizes)
+    floats[: layout[_FLOATS_END]] = 0.0
+    ints[: layout[-1]] = 0
+    state = state_view(floats, ints, layout)
+    state.deadline_s[0] = params.deadline_s[0]
+    state.latency_params[:] = params.latency_params
+    state.latency_code[0] = params.latency_code[0]
+    state.kv_capacity[0] = params.kv_capacity[0]
+    state.in_time_first[0] = params.in_time_first[0]
+    arrange(floats, ints, layout, queue_of, prompt, output, arrival)
+
+
+def run_buffer_lengths(n: int, n_gpus: int, n_queues: int) -> tuple[int, int]:
+    """``(floats, ints)``: buffer lengths that hold any run of ``n`` requests (for :func:`restart`).
+
+    A run's lengths depend on how many of its requests are rejected at arrival; they are linear
+    in that count, so the longest are those of none or all rejected.
+    """
+    lengths = [
+        SCHEMA.buffer_lengths(
+            SCHEMA.layout(
+                n=n, n_queued=n - rejected, n_rejected=rejected, n_gpus=n_gpus, n_queues=n_queues
+            )
+        )
+        for rejected in (0, n)
+    ]
+    return max(f for f, _ in lengths), max(i for _, i in lengths)
 
 
 @njit(cache=True)

@@ -174,14 +174,11 @@ class BatchServer:
         self.n_queues = int(n_queues if n_queues is not None else highest + 1)
         if highest >= self.n_queues:
             raise ValueError(f"queue_of has index {highest} >= n_queues={self.n_queues}")
-        self.workload = workload
-        self.n_gpus = int(n_gpus)
-        self.n_requests = n
-        self.rng = rng
-        self.latency = latency
-        self.kv_capacity_tokens = kv_capacity_tokens
-        self.deadline_s = deadline_s
-        self.dispatch_order = dispatch_order
+        compiled_timing = getattr(latency, "compiled_timing", lambda: None)()
+        self._keep_settings(
+            workload, n_gpus, latency, kv_capacity_tokens, rng, deadline_s, dispatch_order
+        )
+        self._compiled_timing = compiled_timing is not None
         n_rejected = k.count_too_large(
             workload.prompt_tokens, workload.output_tokens, kv_capacity_tokens
         )
@@ -193,8 +190,6 @@ class BatchServer:
         state.deadline_s[0] = deadline_s if deadline_s else np.nan
         state.kv_capacity[0] = kv_capacity_tokens
         state.in_time_first[0] = dispatch_order == "oldest-in-time"
-        compiled_timing = getattr(latency, "compiled_timing", lambda: None)()
-        self._compiled_timing = compiled_timing is not None
         if compiled_timing is not None:
             state.latency_code[0], state.latency_params[:] = compiled_timing
         k.arrange(
@@ -206,6 +201,57 @@ class BatchServer:
             workload.output_tokens,
             workload.arrival_s,
         )
+
+    @classmethod
+    def on_buffers(
+        cls,
+        workload: Workload,
+        buffers: tuple[np.ndarray, np.ndarray, np.ndarray],
+        *,
+        n_gpus: int,
+        latency: BatchLatencyModel,
+        kv_capacity_tokens: int,
+        rng: np.random.Generator,
+        n_queues: int,
+        deadline_s: float | None = None,
+        dispatch_order: DispatchOrder = "oldest",
+    ) -> BatchServer:
+        """A server whose run is already laid out in ``buffers``, and maybe under way.
+
+        For code that starts runs in compiled code (:func:`~llmsched_env.sim.batch_kernels.
+        restart`, the compiled vector env) and builds their Python side only when it is read.
+        The arguments are the constructor's, and must be those the run was laid out with; the
+        server works on ``buffers`` (``(floats, ints, layout)``) from where they stand.
+        """
+        server = cls.__new__(cls)
+        server.n_queues = int(n_queues)
+        server._keep_settings(
+            workload, n_gpus, latency, kv_capacity_tokens, rng, deadline_s, dispatch_order
+        )
+        server._compiled_timing = getattr(latency, "compiled_timing", lambda: None)() is not None
+        server._floats, server._ints, server._layout = buffers
+        server.state = state_views(*buffers)
+        return server
+
+    def _keep_settings(
+        self,
+        workload: Workload,
+        n_gpus: int,
+        latency: BatchLatencyModel,
+        kv_capacity_tokens: int,
+        rng: np.random.Generator,
+        deadline_s: float | None,
+        dispatch_order: DispatchOrder,
+    ) -> None:
+        """Keep the run's settings, and start the Python side's own bookkeeping."""
+        self.workload = workload
+        self.n_gpus = int(n_gpus)
+        self.n_requests = len(workload)
+        self.rng = rng
+        self.latency = latency
+        self.kv_capacity_tokens = int(kv_capacity_tokens)
+        self.deadline_s = deadline_s
+        self.dispatch_order = dispatch_order
         self._mask = np.zeros(1 + self.n_queues, dtype=bool)
         self._finished_read = 0
         self._finished_batches: list[FinishedBatch] = []

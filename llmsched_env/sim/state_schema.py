@@ -157,9 +157,28 @@ class StateSchema:
     def allocate(self, **sizes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Zeroed buffers for a run of the given sizes: ``(floats, ints, layout)``."""
         layout = self.layout(**sizes)
-        n_floats = int(layout[self._int_start - 1])
-        n_ints = int(layout[-1])
+        n_floats, n_ints = self.buffer_lengths(layout)
         return np.zeros(n_floats), np.zeros(n_ints, dtype=np.int64), layout
+
+    def buffer_lengths(self, layout: np.ndarray) -> tuple[int, int]:
+        """``(floats, ints)``: how long the buffers of a run of this layout are."""
+        return int(layout[self.floats_end]), int(layout[-1])
+
+    @property
+    def floats_end(self) -> int:
+        """The index in a layout of the float buffer's length (the int buffer's is the last)."""
+        return self._int_start - 1
+
+    @property
+    def linear_layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(constant, matrix)``: a run's layout is ``constant + matrix @ sizes``.
+
+        For compiled code that lays out a run in buffers it reuses (:func:`lay_out`); both
+        arrays are read-only.
+        """
+        for array in (self._layout_constant, self._layout_matrix):
+            array.flags.writeable = False
+        return self._layout_constant, self._layout_matrix
 
     def views(self, floats: np.ndarray, ints: np.ndarray, layout: np.ndarray) -> Any:
         """The named tuple of views into the buffers (for Python code)."""
@@ -210,6 +229,21 @@ class StateSchema:
         function = namespace[f"view_{self.tuple_type.__name__}"]
         function.__module__ = module
         return njit(cache=True, inline="always")(function)
+
+
+@njit(cache=True)
+def lay_out(layout, constant, matrix, sizes):
+    """Write the layout of a run of ``sizes`` (in the schema's order) into ``layout``.
+
+    ``constant`` and ``matrix`` are the schema's :attr:`StateSchema.linear_layout`; the result
+    is :meth:`StateSchema.layout`'s, for compiled code that starts a new run in buffers it
+    already has.
+    """
+    for row in range(constant.shape[0]):
+        value = constant[row]
+        for column in range(sizes.shape[0]):
+            value += matrix[row, column] * sizes[column]
+        layout[row] = value
 
 
 def _plain_slice(buffer: np.ndarray, lo: int, hi: int) -> np.ndarray:

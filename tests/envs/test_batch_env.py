@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 import llmsched_env  # noqa: F401  (registers the envs)
 from llmsched_env.envs.batch_env import (
     BatchSchedulingEnv,
-    _bin_of,
     check_bins_reachable,
     equal_mass_edges,
 )
+from llmsched_env.envs.batch_step import bin_of
 
 
 @settings(max_examples=100, deadline=None)
@@ -27,7 +27,7 @@ def test_bins_are_searchsorted_right_of_the_edges(predicted, edges):
     edges = np.array(sorted(edges), dtype=np.float64)
     tokens = np.array(predicted, dtype=np.int64)
     np.testing.assert_array_equal(
-        _bin_of(tokens, edges), np.searchsorted(edges, tokens, side="right")
+        bin_of(tokens, edges), np.searchsorted(edges, tokens, side="right")
     )
 
 

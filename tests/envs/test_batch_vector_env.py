@@ -11,6 +11,7 @@ from baselines import make_policy
 from llmsched_env.envs.batch_vector_env import BatchSchedulingVectorEnv
 from llmsched_env.envs.common import InvalidActionError
 from llmsched_env.latency import ExponentialBatchService
+from tests.conftest import make_workload
 
 ENV_ID = "llmsched/BatchScheduling-v0"
 
@@ -402,3 +403,62 @@ def test_max_episode_steps_truncates_as_in_the_sync_vector_env() -> None:
     assert truncations == 6  # every sub-env, after steps 4 and 9 (step 5 is its reset)
     with pytest.raises(ValueError, match="max_episode_steps=3 and max_steps=4 disagree"):
         gym.make_vec(ENV_ID, num_envs=2, max_episode_steps=3, max_steps=4)
+
+
+def test_a_kept_sub_env_follows_its_resets_and_a_kept_server_keeps_its_episode() -> None:
+    """A sub-env's Python side, made when read, is its current episode's; an old one stays.
+
+    The compiled step starts each new episode in arrays the sub-env reuses, unless the Python
+    side of the old episode was made on them: then the old server keeps showing its episode,
+    as the single env's does after ``reset``.
+    """
+    kwargs = {"n_requests": 30, "load": 1.5}
+    envs = gym.make_vec(ENV_ID, num_envs=2, **kwargs).unwrapped
+    single = gym.make(ENV_ID, **kwargs).unwrapped
+    envs.reset(seed=4)
+    single.reset(seed=4)
+    kept = envs.envs[0]
+    rng = np.random.default_rng(1)
+    for _ in range(3):  # three episodes of sub-env 0
+        old_server = kept.server
+        while True:
+            actions = _random_actions(envs.action_masks(), envs._nvec, rng)
+            _, _, terminated, truncated, _ = envs.step(actions)
+            single.step(actions[0])
+            if terminated[0] or truncated[0]:
+                break
+        ended_at = old_server.now
+        envs.step(actions)  # the autoreset
+        single.reset()
+        assert kept.server is not old_server and old_server.now == ended_at
+        np.testing.assert_array_equal(kept.server.state.order, single.server.state.order)
+        assert kept.last_info.keys() == single.last_info.keys()
+        assert kept.episode_arrival_rate_rps == single.episode_arrival_rate_rps
+        assert repr(kept.episode_metrics()) == repr(single.episode_metrics())
+
+
+def test_episodes_of_another_length_and_without_a_decision_reset_as_the_single_env() -> None:
+    envs = gym.make_vec(ENV_ID, num_envs=2, n_requests=40)
+    single = gym.make(ENV_ID, n_requests=40).unwrapped
+    envs.reset(seed=0)
+    single.reset(seed=0)
+    workload = single.server.workload.window(0, 25)  # fewer requests than the sub-envs' own
+    obs, _ = envs.reset(seed=0, options={"workload": workload})
+    np.testing.assert_array_equal(obs[0], single.reset(seed=0, options={"workload": workload})[0])
+    rng = np.random.default_rng(0)
+    ended = False
+    while not ended:  # the whole 25-request episode, in the arrays made for it
+        actions = _random_actions(envs.action_masks(), envs.single_action_space.nvec, rng)
+        obs, rewards, terminated, truncated, _ = envs.step(actions)
+        o, r, te, tr, _ = single.step(actions[0])
+        np.testing.assert_array_equal(obs[0], o)
+        assert (rewards[0], terminated[0], truncated[0]) == (r, te, tr)
+        ended = te or tr
+    too_large = make_workload(np.arange(3.0), np.full(3, single.kv_capacity_tokens), np.full(3, 10))
+    with pytest.raises(ValueError) as expected:
+        single.reset(seed=0, options={"workload": too_large})
+    with pytest.raises(ValueError, match="no scheduling decision") as error:
+        envs.reset(seed=0, options={"workload": too_large})
+    assert str(error.value) == str(expected.value)
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):
+        envs.step(np.zeros((2, 2), dtype=int))

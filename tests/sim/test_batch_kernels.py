@@ -97,6 +97,61 @@ def test_every_field_of_the_state_has_its_declared_length_and_shares_the_buffers
     assert 5.0 in floats and 7 in ints
 
 
+@pytest.mark.parametrize("dispatch_order", ["oldest", "oldest-in-time"])
+def test_a_restart_in_used_buffers_is_a_new_server(dispatch_order):
+    """``restart`` lays a run out as a new server does, in buffers another run has used.
+
+    The runs differ in how many requests KV memory rejects, so the layout moves under the
+    parameters; the used buffers are as long as ``run_buffer_lengths`` says.
+    """
+    n, n_gpus, n_queues, capacity = 60, 3, 4, 1500
+    latency = StaticBatchLatency(0.05, 0.001, 0.3)
+    settings = dict(
+        n_gpus=n_gpus,
+        latency=latency,
+        kv_capacity_tokens=capacity,
+        n_queues=n_queues,
+        deadline_s=2.0,
+        dispatch_order=dispatch_order,
+    )
+    n_floats, n_ints = k.run_buffer_lengths(n, n_gpus, n_queues)
+    floats, ints = np.zeros(n_floats), np.zeros(n_ints, dtype=np.int64)
+    layout = np.zeros(len(SCHEMA.linear_layout[0]), dtype=np.int64)
+    template = None
+    rejected_counts = set()
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        w = random_workload(rng, n)
+        queue_of = rng.integers(0, n_queues, n)
+        new = BatchServer(w, rng=rng, queue_of=queue_of, **settings)
+        template = template or new.buffers
+        k.restart(
+            floats,
+            ints,
+            layout,
+            template,
+            queue_of,
+            w.prompt_tokens.copy(),
+            w.output_tokens.copy(),
+            w.arrival_s.copy(),
+        )
+        np.testing.assert_array_equal(layout, new._layout)
+        n_new_floats, n_new_ints = SCHEMA.buffer_lengths(layout)
+        np.testing.assert_array_equal(floats[:n_new_floats], new._floats)
+        np.testing.assert_array_equal(ints[:n_new_ints], new._ints)
+        rejected_counts.add(new.state.rejected.shape[0])
+        restarted = BatchServer.on_buffers(w, (floats, ints, layout), rng=rng, **settings)
+        due = new.advance()
+        assert restarted.advance() == due
+        while due:  # and the run goes on as the new server's
+            due = new.decide(new.oldest_queue(), 4)
+            assert restarted.decide(restarted.oldest_queue(), 4) == due
+        np.testing.assert_array_equal(restarted.state.pos_completion_s, new.state.pos_completion_s)
+        sla = SLATargets(e2e_s=2.0)
+        assert repr(restarted.summary(sla)) == repr(new.summary(sla))  # (repr: nan equals nan)
+    assert len(rejected_counts) > 1
+
+
 def _server(latency, seed=0, n=80, n_gpus=2, dispatch_order="oldest", deadline_s=2.0):
     rng = np.random.default_rng(seed)
     w = random_workload(rng, n)
