@@ -322,14 +322,16 @@ class BatchSchedulingVectorEnv(VectorEnv):
     def envs(self) -> tuple[BatchSchedulingEnv, ...]:
         """The sub-envs, their Python side brought up to date with the compiled steps.
 
-        The compiled step advances each sub-env's server and observation state but not what the
-        sub-env keeps in Python (its mask, ``last_info``, step count, the reward's last
-        objective, the queue columns of ``queue_snapshot()``, the start of
-        ``finished_batches()``); reading the sub-envs through this property (as :meth:`call` and
-        :meth:`get_attr` do) first sets those as the single env's own step would have, and so
-        does each read of a sub-env's ``last_info``, masks, ``queue_snapshot()`` or
+        The compiled step starts and advances each sub-env's episode in arrays, but does not
+        touch what the sub-env keeps in Python (its server and observation objects, mask,
+        ``last_info``, step count, the reward's last objective, the queue columns of
+        ``queue_snapshot()``, the start of ``finished_batches()``); reading the sub-envs
+        through this property (as :meth:`call` and :meth:`get_attr` do) first makes and sets
+        those as the single env's own ``reset`` and steps would have, and so does each read of
+        a sub-env's ``server``, ``last_info``, masks, ``queue_snapshot()`` or
         ``finished_batches()`` (a sub-env kept from an earlier step stays current). An ended
-        sub-env is over, as the single env is after its last step.
+        sub-env is over, as the single env is after its last step; a server kept from an
+        earlier episode keeps showing that episode.
         """
         if self._started:
             for i in range(self.num_envs):
