@@ -20,7 +20,8 @@ action mask) current.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
@@ -149,6 +150,25 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         No episode runs until the new one reaches its first decision: a ``reset`` that fails
         (bad options, an episode without a decision) leaves nothing ``step`` may act on.
         """
+        return self._draw_workload(self._seed_episode(seed, options))
+
+    def _draw_workload(self, options: dict[str, Any]) -> Workload:
+        """The new episode's requests, drawn as ``options`` ask (after :meth:`_seed_episode`)."""
+        with self._episode_span_named():
+            return episode_workload(
+                self.source,
+                self.config.n_requests,
+                self.np_random,
+                self.episode_arrival_rate_rps,
+                options,
+            )
+
+    def _seed_episode(self, seed: int | None, options: dict[str, Any] | None) -> dict[str, Any]:
+        """``reset``'s preamble before the requests are drawn: seed, options, arrival rate.
+
+        Ends the running episode, seeds the generator, checks the options and sets
+        :attr:`episode_arrival_rate_rps`; returns the options as a dict.
+        """
         self._episode_over = True
         gym.Env.reset(self, seed=seed)
         options = reset_options(options)
@@ -160,14 +180,13 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
             self.config.owner,
             self.config.n_requests,
         )
+        return options
+
+    @contextlib.contextmanager
+    def _episode_span_named(self) -> Iterator[None]:
+        """Name the episode's rate in an ``ArrivalSpanError`` of the requests' draw."""
         try:
-            return episode_workload(
-                self.source,
-                self.config.n_requests,
-                self.np_random,
-                self.episode_arrival_rate_rps,
-                options,
-            )
+            yield
         except ArrivalSpanError as error:
             # The rate passed the constructor's check on the average span; a window or draw
             # can still arrive over longer.

@@ -42,6 +42,13 @@ from llmsched_env.envs.batch_step import (
     step_episode,
 )
 from llmsched_env.envs.common import InvalidActionError, holds_bools, holds_whole_numbers
+from llmsched_env.envs.trace_window import (
+    cuts_windows,
+    draw_window,
+    raise_span_error,
+    window_sigma,
+    window_workload,
+)
 from llmsched_env.jit import njit
 from llmsched_env.metrics import SUMMARY_FIELDS, summary_fields, target_array
 from llmsched_env.sim.batch_kernels import summary_row
@@ -141,7 +148,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self.single_action_space = first.action_space
         self.observation_space = batch_space(first.observation_space, self.num_envs)
         self.action_space = batch_space(first.action_space, self.num_envs)
-        self._nvec = np.asarray(first.action_space.nvec, dtype=np.int64)
+        self._nvec = np.array(first.action_space.nvec, dtype=np.int64)
         self._batch_sizes = np.asarray(first.batch_sizes, dtype=np.int64)
         # (a writable copy: numba's dispatcher types a read-only array on its slow path)
         self._bounds = bo._stacked_bounds(self.config.n_bins, self.config.n_gpus).copy()
@@ -168,7 +175,9 @@ class BatchSchedulingVectorEnv(VectorEnv):
         # values they report (as the sub-env's episode_metrics()).
         targets = first._sla_targets()
         self._metric_targets = target_array(targets)
-        self._metric_fields = summary_fields(targets, has_gaps=False)
+        fields = summary_fields(targets, has_gaps=False)
+        self._metric_rows = np.array([row for row, _ in fields], dtype=np.int64)
+        self._metric_keys = [key for _, name in fields for key in (name, f"_{name}")]
         # Per sub-env, the summary of its latest ended episode (SUMMARY_FIELDS' values).
         self._summaries = np.zeros((self.num_envs, len(SUMMARY_FIELDS)))
         self._max_steps = self.config.max_steps or 0
@@ -178,9 +187,34 @@ class BatchSchedulingVectorEnv(VectorEnv):
         # bins' edges its requests are binned by (batch_step.start_episode).
         self._templates = first.episode_template()
         self._edges = first._edges
+        # A trace source's windows are drawn and cut in the compiled step (trace_window): its
+        # arrays, where windows may start, and per sub-env whether its next episode's window
+        # is drawn there (else its requests are drawn whole in Python), the speedup of its
+        # arrivals and the window drawn; the sub-envs' generators, in a typed list.
+        source = first.source
+        self._cuts_windows = cuts_windows(source)
+        self._trace = (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        self._window_sigma = np.nan
+        self._first_start = self._last_start = 0
+        if self._cuts_windows:
+            trace = source.trace
+            self._trace = (  # (writable copies: the dispatcher types read-only arrays slowly)
+                trace.arrival_s.copy(),
+                trace.prompt_tokens.astype(np.int64),
+                trace.output_tokens.astype(np.int64),
+            )
+            self._window_sigma = window_sigma(source)
+            self._first_start = source.calibration_size
+            self._last_start = source.max_episode_requests - self.config.n_requests
+            self._natural_rate_rps = source.natural_rate_rps
+        self._cut = np.zeros(self.num_envs, dtype=bool)
+        self._speedups = np.ones(self.num_envs)
+        self._window_start = np.zeros(self.num_envs, dtype=np.int64)
+        self._generators: Any = None
+        self._generator_objects: list[Any] = [None] * self.num_envs
         # Per sub-env, the arrays its episodes are started and stepped in (see
         # batch_step.episode_buffers): reused from one episode to the next, unless the
-        # sub-env's Python side was made on them (it keeps them: see _draw_episode).
+        # sub-env's Python side was made on them (it keeps them).
         self._own = [self._new_buffers(self.config.n_requests) for _ in range(self.num_envs)]
         # Per sub-env: the requests of its episode; whether its Python side (server,
         # observation ...) is that episode's; whether that Python side works on its arrays.
@@ -229,12 +263,13 @@ class BatchSchedulingVectorEnv(VectorEnv):
         # A reset that fails part-way (a bad option) leaves nothing step may act on, as the
         # single env's does: the sub-envs reset before the failure would start new episodes.
         self._started = False
-        for i in np.flatnonzero(chosen):
+        starts = np.flatnonzero(chosen)
+        for i in starts:
             self._draw_episode(int(i), seeds[i], options)
         codes = np.where(chosen, START, LEAVE)
-        self._run(np.zeros((self.num_envs, 2), dtype=np.int64), codes)
+        self._run(np.zeros((self.num_envs, 2), dtype=np.int64), codes, starts)
         self._started = True
-        return self._obs.copy(), self._info(np.ones(self.num_envs, dtype=bool))
+        return self._obs.copy(), self._info(with_ended=False)
 
     def _reset_mask(self, options: Any) -> tuple[dict[str, Any] | None, np.ndarray]:
         """Split ``options["reset_mask"]`` (checked) from the options of the sub-envs' resets.
@@ -282,11 +317,12 @@ class BatchSchedulingVectorEnv(VectorEnv):
                     f"{self._masks[i].tolist()} (component 0, bin choice {actions[i, 0]}, "
                     "is masked)"
                 )
-        for i in np.flatnonzero(resetting):
-            self._draw_episode(int(i), None, None)
-        self._run(actions, resetting.astype(np.int64))  # START (1) where resetting
-        self._ended[:] = self._terminated | self._truncated
-        info = self._info(resetting)
+        starts = np.flatnonzero(resetting)
+        for i in starts.tolist():
+            self._draw_episode(i, None, None)
+        self._run(actions, resetting.astype(np.int64), starts)  # START (1) where resetting
+        np.logical_or(self._terminated, self._truncated, out=self._ended)
+        info = self._info(with_ended=True)
         return (
             self._obs.copy(),
             self._rewards.copy(),
@@ -301,12 +337,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
         A sub-env whose episode has ended (it resets at the next step, ignoring its action)
         allows WAIT and every size level, so a masked agent always has a valid action.
         """
-        masks = self._masks.copy()
-        if self._ended.any():
-            n_choices = int(self._nvec[0])
-            masks[self._ended, :n_choices] = False
-            masks[self._ended, WAIT] = True
-        return masks
+        return self._masks.copy()  # (the step writes an ended sub-env's mask as such)
 
     @property
     def np_random_seed(self) -> tuple[int, ...]:
@@ -377,14 +408,15 @@ class BatchSchedulingVectorEnv(VectorEnv):
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        # The typed list of episode arrays and the compiled step do not pickle: both are made
-        # again. The sub-envs' Python sides are made first, on the arrays their episodes run
-        # in, so that a copy's sub-envs and arrays are one (copies keep shared arrays shared).
+        # The typed lists (of episode arrays, of generators) and the compiled step do not
+        # pickle: they are made again. The sub-envs' Python sides are made first, on the
+        # arrays their episodes run in, so that a copy's sub-envs and arrays are one (copies
+        # keep shared arrays shared).
         if self._started:
             for i in range(self.num_envs):
                 self._bring_up_to_date(i)
         state = self.__dict__.copy()
-        del state["_episodes"], state["_step_all"]
+        del state["_episodes"], state["_step_all"], state["_generators"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -392,6 +424,11 @@ class BatchSchedulingVectorEnv(VectorEnv):
         self.__dict__.update(state)
         self._step_all = self._stepper(self.num_envs)
         self._list_episodes()
+        self._generators = None  # the copies' generators (the sub-envs' own), listed again
+        for i, rng in enumerate(self._generator_objects):
+            if rng is None:
+                break
+            self._hold_generator(i, rng)
         self._let_sub_envs_refresh()
 
     # ------------------------------------------------------------------ helpers
@@ -419,6 +456,19 @@ class BatchSchedulingVectorEnv(VectorEnv):
         """Arrays that hold any episode of ``n_requests`` requests (batch_step.episode_buffers)."""
         return episode_buffers(n_requests, self.config.n_gpus, self.config.n_bins)
 
+    def _arrays_for(self, i: int, n_requests: int) -> tuple[np.ndarray, ...]:
+        """Sub-env ``i``'s arrays for its next episode, of ``n_requests`` requests.
+
+        New ones when its Python side works on the old ones (made on them when read): it keeps
+        showing the episode it was made for, as the single env's old server does.
+        """
+        own = self._own[i]
+        if self._exposed[i] or own[8].shape[0] != n_requests:
+            own = self._own[i] = self._new_buffers(n_requests)
+            _store_item(self._episodes, i, own)
+            self._exposed[i] = False
+        return own
+
     def _list_episodes(self) -> None:
         """Put every sub-env's arrays in the typed list the compiled step reads.
 
@@ -426,9 +476,9 @@ class BatchSchedulingVectorEnv(VectorEnv):
         microsecond to unbox; made and filled by compiled functions, whose code numba caches (a
         typed list's own methods compile anew in every process, about 0.7 s).
         """
-        self._episodes = _episode_list(self._own[0])
+        self._episodes = _typed_list(self._own[0])
         for i in range(1, self.num_envs):
-            _store_episode(self._episodes, i, self._own[i])
+            _store_item(self._episodes, i, self._own[i])
 
     def _checked_actions(self, actions: Any) -> np.ndarray:
         """``actions`` as an ``(num_envs, 2)`` int64 array, or a ValueError naming the fault."""
@@ -442,9 +492,13 @@ class BatchSchedulingVectorEnv(VectorEnv):
             raise ValueError(f"actions must hold integers, got dtype {a.dtype}")
         if holds_bools(actions):
             raise ValueError(f"actions must hold integers, not booleans: got {actions!r}")
-        bad = (a < 0) | (a >= self._nvec)  # before the cast, which would wrap huge values
-        if bad.any():
-            i, j = (int(x) for x in np.argwhere(bad)[0])
+        if a.dtype == np.int64:
+            first = _first_out_of_range(np.ascontiguousarray(a), self._nvec)
+        else:  # checked before the cast, which would wrap huge values
+            bad = np.flatnonzero((a < 0) | (a >= self._nvec))
+            first = int(bad[0]) if bad.size else -1
+        if first >= 0:
+            i, j = divmod(first, 2)
             raise ValueError(
                 f"action {a[i].tolist()} of sub-env {i} is outside the action space: component "
                 f"{j} must be in [0, {self._nvec[j] - 1}], got {a[i, j]}"
@@ -452,38 +506,66 @@ class BatchSchedulingVectorEnv(VectorEnv):
         return a.astype(np.int64, copy=False)
 
     def _draw_episode(self, i: int, seed: int | None, options: dict[str, Any] | None) -> None:
-        """Draw sub-env ``i``'s next episode in Python, and hand its requests to its arrays.
+        """Start drawing sub-env ``i``'s next episode, for :func:`_step_envs` to start.
 
-        The sub-env draws the requests as its ``reset`` does (seeding its generator, reading
-        ``options``); :func:`_step_envs` then starts the episode on them. The arrays are new
-        when the sub-env's Python side works on the old ones (made on them when read): it
-        keeps showing the episode it was made for, as the single env's old server does.
+        The sub-env seeds its generator and reads ``options`` as its ``reset`` does. For a
+        trace whose windows the compiled step draws, that is all (the ``load`` option changes
+        only the window's speedup); else its whole ``Workload`` is drawn here, and its
+        requests go to its arrays.
         """
         env = self._sub_envs[i]
-        workload = env._new_episode(seed, options)
-        own = self._own[i]
-        if self._exposed[i] or own[8].shape[0] != len(workload):
-            own = self._own[i] = self._new_buffers(len(workload))
-            _store_episode(self._episodes, i, own)
-            self._exposed[i] = False
-        own[6][:] = workload.predicted_output_tokens
-        own[7][:] = workload.prompt_tokens
-        own[8][:] = workload.arrival_s
-        own[9][:] = workload.output_tokens
-        self._workloads[i] = workload
+        options = env._seed_episode(seed, options)
+        if env.np_random is not self._generator_objects[i]:  # a new one, seeded
+            self._hold_generator(i, env.np_random)
+        if self._cuts_windows and set(options) <= {"load"}:
+            self._arrays_for(i, self.config.n_requests)
+            self._cut[i] = True
+            self._speedups[i] = env.episode_arrival_rate_rps / self._natural_rate_rps
+            self._workloads[i] = None  # made from the window when read
+        else:
+            workload = env._draw_workload(options)
+            own = self._arrays_for(i, len(workload))
+            own[6][:] = workload.predicted_output_tokens
+            own[7][:] = workload.prompt_tokens
+            own[8][:] = workload.arrival_s
+            own[9][:] = workload.output_tokens
+            self._cut[i] = False
+            self._workloads[i] = workload
         self._made[i] = False
 
-    def _run(self, actions: np.ndarray, codes: np.ndarray) -> None:
+    def _hold_generator(self, i: int, rng: np.random.Generator) -> None:
+        """Make ``rng`` sub-env ``i``'s in the typed list the compiled step draws from.
+
+        Sub-envs are listed in order: ``i`` is at most the number listed.
+        """
+        self._generator_objects[i] = rng
+        if self._generators is None:
+            self._generators = _typed_list(rng)
+        else:
+            _store_item(self._generators, i, rng)
+
+    def _run(self, actions: np.ndarray, codes: np.ndarray, starts: np.ndarray) -> None:
         """Run :func:`_step_envs` (each sub-env as ``codes`` say: STEP, START or LEAVE).
+
+        ``starts``: the sub-envs whose code is START.
 
         Raises:
             ValueError: If an episode it started has no decision (every request rejected at
-                arrival), as the single env's ``reset`` raises it.
+                arrival), or its window of a trace spans too long, as the single env's
+                ``reset`` raises it.
         """
         self._step_all(
             actions,
             codes,
             self._episodes,
+            self._generators,
+            self._trace,
+            self._cut,
+            self._speedups,
+            self._window_start,
+            self._window_sigma,
+            self._first_start,
+            self._last_start,
             self._templates,
             self._edges,
             self._bounds,
@@ -508,19 +590,35 @@ class BatchSchedulingVectorEnv(VectorEnv):
             self._max_steps,
             self._skip_late,
         )
-        started = codes == START
-        self._ended[started] = False
-        failed = np.flatnonzero(started & self._terminated)
-        if failed.size:
-            i = int(failed[0])
-            self._started = False  # nothing to step, as after the single env's failed reset
-            self._make_python_side(i)
-            raise self._sub_envs[i]._no_decision_error(len(self._workloads[i]))
+        if not starts.size:
+            return
+        self._ended[starts] = False
+        failed = starts[self._terminated[starts]]
+        if not failed.size:
+            return
+        self._started = False  # nothing to step, as after the single env's failed reset
+        too_long = failed[self._cut[failed] & (self._window_start[failed] < 0)]
+        if too_long.size:  # (raised as the windows are drawn, before any episode starts)
+            i = int(too_long[0])
+            env = self._sub_envs[i]
+            with env._episode_span_named():
+                raise_span_error(
+                    env.source,
+                    -1 - int(self._window_start[i]),
+                    self.config.n_requests,
+                    float(self._speedups[i]),
+                )
+        i = int(failed[0])
+        self._make_python_side(i)
+        raise self._sub_envs[i]._no_decision_error(len(self._workloads[i]))
 
     def _make_python_side(self, i: int) -> None:
         """Make sub-env ``i``'s server, observation and reward on its arrays, as they stand."""
         env = self._sub_envs[i]
         self._made[i] = self._exposed[i] = True
+        if self._workloads[i] is None:
+            lo = int(self._window_start[i])
+            self._workloads[i] = window_workload(env.source, lo, self._own[i][6:10])
         env._episode_objects(self._workloads[i], self._own[i][:6])
         env._episode_over = False
         env._steps = -1  # brought up to date next
@@ -556,15 +654,19 @@ class BatchSchedulingVectorEnv(VectorEnv):
             info["episode_metrics"] = env.episode_metrics()
         env.last_info = info
 
-    def _info(self, fresh: np.ndarray) -> dict[str, Any]:
-        """The vector ``info``: fixed-shape values per sub-env, and ended episodes' metrics."""
+    def _info(self, *, with_ended: bool) -> dict[str, Any]:
+        """The vector ``info``: fixed-shape values per sub-env, and ended episodes' metrics.
+
+        ``with_ended``: whether to report the metrics of the episodes that ended (after a step;
+        a reset ends none).
+        """
         info: dict[str, Any] = {
             "time_s": self._time_s.copy(),
             "gpu": self._gpu.copy(),
             "invalid_action": self._invalid.copy(),
         }
-        ended = np.flatnonzero((self._terminated | self._truncated) & ~fresh)
-        if ended.size:
+        if with_ended and self._ended.any():
+            ended = np.flatnonzero(self._ended)
             info["episode_metrics"] = self._episode_metrics(ended)
             info["_episode_metrics"] = self._present(ended)
         return info
@@ -579,14 +681,16 @@ class BatchSchedulingVectorEnv(VectorEnv):
         its server's buffers (:func:`~llmsched_env.sim.batch_kernels.summary_row`): the numbers
         of its ``episode_metrics()`` (the same compiled pieces) without the Python between them.
         """
-        table = np.zeros((len(SUMMARY_FIELDS), self.num_envs))
-        table[:, ended] = self._summaries[ended].T
-        present = self._present(ended)
-        metrics: dict[str, np.ndarray] = {}
-        for row, name in self._metric_fields:
-            metrics[name] = table[row]
-            metrics[f"_{name}"] = present.copy()
-        return metrics
+        k = len(self._metric_rows)
+        values = np.zeros((k, self.num_envs))
+        values[:, ended] = self._summaries.take(ended, axis=0).take(self._metric_rows, axis=1).T
+        present = np.zeros((k, self.num_envs), dtype=bool)
+        present[:, ended] = True
+        # name, _name, name, ...: each metric's values, then its mask (rows of two arrays).
+        arrays: list[Any] = [None] * (2 * k)
+        arrays[0::2] = values
+        arrays[1::2] = present
+        return dict(zip(self._metric_keys, arrays))
 
     def _present(self, indices: np.ndarray) -> np.ndarray:
         """A mask of the sub-envs: True at ``indices``."""
@@ -601,20 +705,30 @@ def _is_seed(value: Any) -> bool:
 
 
 @njit(cache=True)
-def _episode_list(first):
-    """A typed list of episodes' arrays that holds ``first``."""
-    episodes = List()
-    episodes.append(first)
-    return episodes
+def _first_out_of_range(actions, nvec):
+    """The first entry (``2 * sub-env + component``) of ``actions`` outside ``[0, nvec)``, or -1."""
+    for i in range(actions.shape[0]):
+        for j in range(2):
+            if not 0 <= actions[i, j] < nvec[j]:
+                return 2 * i + j
+    return -1
 
 
 @njit(cache=True)
-def _store_episode(episodes, i, arrays):
-    """Make ``arrays`` sub-env ``i``'s episode (``i`` at most the list's length)."""
-    if i < len(episodes):
-        episodes[i] = arrays
+def _typed_list(first):
+    """A typed list that holds ``first`` (sub-env 0's arrays, or its generator)."""
+    items = List()
+    items.append(first)
+    return items
+
+
+@njit(cache=True)
+def _store_item(items, i, item):
+    """Make ``item`` sub-env ``i``'s (``i`` at most the list's length)."""
+    if i < len(items):
+        items[i] = item
     else:
-        episodes.append(arrays)
+        items.append(item)
 
 
 @njit(cache=True, parallel=True)
@@ -623,6 +737,14 @@ def _step_groups(
     actions,
     codes,
     episodes,
+    generators,
+    trace,
+    cut,
+    speedups,
+    window_start,
+    window_sigma,
+    first_start,
+    last_start,
     templates,
     edges,
     bounds,
@@ -655,8 +777,9 @@ def _step_groups(
     ``*args``, the step ran at 0.75x of one thread instead of 1.23x. The templates' arrays
     enter the loop one by one: numba's parallel loop takes no tuple of arrays.)
     """
-    n = actions.shape[0]
     (server_floats, server_ints, server_layout), (own_floats, own_ints, own_layout) = templates
+    trace_arrival, trace_prompt, trace_output = trace
+    n = actions.shape[0]
     for g in prange(n_groups):
         _step_envs(
             g * n // n_groups,
@@ -664,6 +787,14 @@ def _step_groups(
             actions,
             codes,
             episodes,
+            generators,
+            (trace_arrival, trace_prompt, trace_output),
+            cut,
+            speedups,
+            window_start,
+            window_sigma,
+            first_start,
+            last_start,
             ((server_floats, server_ints, server_layout), (own_floats, own_ints, own_layout)),
             edges,
             bounds,
@@ -697,6 +828,14 @@ def _step_envs(
     actions,
     codes,
     episodes,
+    generators,
+    trace,
+    cut,
+    speedups,
+    window_start,
+    window_sigma,
+    first_start,
+    last_start,
     templates,
     edges,
     bounds,
@@ -729,9 +868,12 @@ def _step_envs(
     end, the action carried out, the count of finished batches before the step and, if the
     episode ended, its summary (in ``summaries[e]``).
 
-    ``START``: the rest of the single env's ``reset``, once the episode's requests are in its
-    arrays (:func:`~llmsched_env.envs.batch_step.start_episode`): reward 0, not ended, unless
-    the episode has no decision (every request rejected at arrival), which it marks terminated.
+    ``START``: the rest of the single env's ``reset`` once its generator is seeded: where
+    ``cut[e]``, the trace's window drawn and cut with the sub-env's generator
+    (:func:`~llmsched_env.envs.trace_window.draw_window`; else the requests are in its arrays
+    already), then :func:`~llmsched_env.envs.batch_step.start_episode`: reward 0, not ended.
+    An episode that cannot start is marked terminated: its window spans too long
+    (``window_start[e] < 0``), or it has no decision (every request rejected at arrival).
     """
     for e in range(lo, hi):
         code = codes[e]
@@ -739,6 +881,24 @@ def _step_envs(
             continue
         episode = episodes[e]
         if code == START:
+            if cut[e]:
+                window_start[e] = draw_window(
+                    generators[e],
+                    trace[0],
+                    trace[1],
+                    trace[2],
+                    first_start,
+                    last_start,
+                    speedups[e],
+                    window_sigma,
+                    episode[8],
+                    episode[7],
+                    episode[9],
+                    episode[6],
+                )
+                if window_start[e] < 0:  # its arrivals span too long: not started
+                    terminated[e] = True
+                    continue
             due, objective, time_s[e], gpu[e] = start_episode(
                 episode,
                 templates,
@@ -781,6 +941,9 @@ def _step_envs(
         truncated[e] = not terminated[e] and max_steps > 0 and steps[e] >= max_steps
         if truncated[e]:
             gpu[e] = -1  # the episode is over: no decision is due, as in the single env
+        if terminated[e] or truncated[e]:  # WAIT only, as the single env's mask then
+            masks[e, : masks.shape[1] - batch_sizes.shape[0]] = False
+            masks[e, WAIT] = True
         if terminated[e] or truncated[e]:
             summaries[e] = summary_row(
                 episode[0],

@@ -163,14 +163,25 @@ def scaled_arrivals(arrival_s: np.ndarray, speedup: float) -> np.ndarray:
             covers every arrival; the check divides it as a Python float, which rounds as numpy
             does, before the array is).
     """
+    return arrival_s / checked_speedup(float(arrival_s[-1]), speedup)
+
+
+def checked_speedup(last_arrival_s: float, speedup: float) -> float:
+    """``speedup`` as a float, if arrivals up to ``last_arrival_s`` divided by it stay in range.
+
+    Raises:
+        ValueError: If ``speedup`` is not a positive number or so small that ``last_arrival_s``
+            comes after :data:`MAX_ARRIVAL_S` (divided as a Python float, which rounds as
+            numpy does).
+    """
     speedup = check_float("speedup", speedup, positive=True)
-    last = float(arrival_s[-1]) / speedup
+    last = last_arrival_s / speedup
     if not last <= MAX_ARRIVAL_S:
         raise ArrivalSpanError(
             f"speedup={speedup!r} is too small: the last arrival becomes {last:.6g} s, beyond "
             f"{MAX_ARRIVAL_S:.0e} s, where event times lose their microsecond resolution"
         )
-    return arrival_s / speedup
+    return speedup
 
 
 def checked_predictions(predicted_output_tokens: ArrayLike, n_requests: int) -> np.ndarray:

@@ -30,7 +30,11 @@ from llmsched_env.workload.predictors import (
     OraclePredictor,
     OutputLengthPredictor,
 )
-from llmsched_env.workload.requests import Workload, checked_predictions, scaled_arrivals
+from llmsched_env.workload.requests import (
+    Workload,
+    checked_predictions,
+    checked_speedup,
+)
 
 
 @runtime_checkable
@@ -290,7 +294,55 @@ class TraceSource:
             The window, arrivals rebased to 0 s.
 
         Raises:
-            ValueError: If the window does not fit in the episode region.
+            ValueError: If the window does not fit in the episode region, or if scaled it
+                spans more than :data:`~llmsched_env.workload.requests.MAX_ARRIVAL_S`.
+        """
+        lo, speedup = self.draw_window(
+            n_requests, rng, arrival_rate_rps=arrival_rate_rps, start=start
+        )
+        # The window, rebased and scaled, as Workload.window and time_scaled make it, without
+        # their argument checks (draw_window checked the bounds and the span).
+        trace = self.trace
+        n = int(n_requests)
+        hi = lo + n
+        arrival_s = trace.arrival_s[lo:hi]
+        arrival_s = arrival_s - arrival_s[0]
+        if speedup is not None:
+            arrival_s = arrival_s / speedup
+        prompt = trace.prompt_tokens[lo:hi]
+        output = trace.output_tokens[lo:hi]
+        predicted = self.predictor.predict(prompt, output, rng)
+        if type(self.predictor).predict not in VALID_BY_CONSTRUCTION:
+            predicted = checked_predictions(predicted, n)
+        return Workload._derived(
+            arrival_s,
+            prompt,
+            output,
+            predicted,
+            self.name,
+            **trace._prefix_kwargs(slice(lo, hi)),
+        )
+
+    def draw_window(
+        self,
+        n_requests: int,
+        rng: np.random.Generator,
+        *,
+        arrival_rate_rps: float | None = None,
+        start: int | None = None,
+    ) -> tuple[int, float | None]:
+        """Where :meth:`sample`'s window lies and how its arrivals are scaled.
+
+        Draws what :meth:`sample` draws before its predictions (the window's start, when
+        ``start`` is None), for code that cuts the window itself (the compiled vector env).
+        The arguments are :meth:`sample`'s.
+
+        Returns:
+            ``(lo, speedup)``: the window is the trace's requests ``lo .. lo + n_requests - 1``;
+            its arrivals, rebased to 0 s, are divided by ``speedup`` (``None``: not scaled).
+
+        Raises:
+            ValueError: As :meth:`sample`.
         """
         n = self.check_n_requests(n_requests)
         rng = check_rng(rng)
@@ -306,28 +358,12 @@ class TraceSource:
                     f"start must be <= {last_start} so that n_requests={n} requests fit in the "
                     f"{available}-request episode region, got {offset}"
                 )
-        # The window, rebased and scaled, as Workload.window and time_scaled make it, without
-        # their argument checks (the bounds were checked above).
-        trace = self.trace
         lo = self.calibration_size + offset
-        hi = lo + n
-        arrival_s = trace.arrival_s[lo:hi]
-        arrival_s = arrival_s - arrival_s[0]
-        if rate is not None:
-            arrival_s = scaled_arrivals(arrival_s, rate / self.natural_rate_rps)
-        prompt = trace.prompt_tokens[lo:hi]
-        output = trace.output_tokens[lo:hi]
-        predicted = self.predictor.predict(prompt, output, rng)
-        if type(self.predictor).predict not in VALID_BY_CONSTRUCTION:
-            predicted = checked_predictions(predicted, n)
-        return Workload._derived(
-            arrival_s,
-            prompt,
-            output,
-            predicted,
-            self.name,
-            **trace._prefix_kwargs(slice(lo, hi)),
-        )
+        if rate is None:
+            return lo, None
+        arrival_s = self.trace.arrival_s
+        span = float(arrival_s[lo + n - 1] - arrival_s[lo])  # the rebased window's last arrival
+        return lo, checked_speedup(span, rate / self.natural_rate_rps)
 
     def calibration(self) -> Workload:
         """Return the history: the first :attr:`calibration_size` requests, rebased to 0 s.

@@ -34,6 +34,9 @@ def _random_actions(masks: np.ndarray, nvec: np.ndarray, rng: np.random.Generato
         {"n_requests": 120, "latency": "calibrated", "n_bins": 2},
         {"n_requests": 150, "dispatch_order": "oldest-in-time", "reward": "queue", "n_gpus": 3},
         {"n_requests": 150, "reward": "goodput-tokens", "load": 1.5, "max_steps": 25},
+        {"n_requests": 100, "workload": "azure-conv-oracle", "load": 1.2},
+        {"n_requests": 100, "workload": "demo3"},  # requests drawn whole in Python
+        {"n_requests": 100, "workload": "mooncake-synthetic", "load": 0.8},
     ],
 )
 def test_each_sub_env_replays_the_single_env_bit_for_bit(kwargs: dict) -> None:
@@ -173,6 +176,16 @@ def test_seeds_and_options_reach_every_sub_env() -> None:
     assert envs.np_random_seed == sync.np_random_seed == (5, 6)  # as SyncVectorEnv reports
     draws = [generator.random() for generator in envs.np_random]
     assert draws == [generator.random() for generator in sync.np_random]
+    # The load option alone keeps the window cut compiled; the others draw in Python.
+    for options in ({"load": 1.7}, {"load": 0.5, "start": 3}, {"arrival_cv": 2.0}):
+        loaded, _ = envs.reset(seed=5, options=options)
+        for i, sub_env in enumerate(envs.unwrapped.envs):
+            single = gym.make(ENV_ID, n_requests=40).unwrapped
+            np.testing.assert_array_equal(loaded[i], single.reset(seed=5 + i, options=options)[0])
+            assert sub_env.episode_arrival_rate_rps == single.episode_arrival_rate_rps
+            np.testing.assert_array_equal(
+                sub_env.server.workload.arrival_s, single.server.workload.arrival_s
+            )
 
 
 def test_a_reset_mask_resets_only_the_sub_envs_it_marks() -> None:
