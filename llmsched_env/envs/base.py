@@ -20,8 +20,7 @@ action mask) current.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
@@ -154,7 +153,7 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
 
     def _draw_workload(self, options: dict[str, Any]) -> Workload:
         """The new episode's requests, drawn as ``options`` ask (after :meth:`_seed_episode`)."""
-        with self._episode_span_named():
+        try:
             return episode_workload(
                 self.source,
                 self.config.n_requests,
@@ -162,6 +161,8 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
                 self.episode_arrival_rate_rps,
                 options,
             )
+        except ArrivalSpanError as error:
+            raise self._span_error_named(error) from None
 
     def _seed_episode(self, seed: int | None, options: dict[str, Any] | None) -> dict[str, Any]:
         """``reset``'s preamble before the requests are drawn: seed, options, arrival rate.
@@ -182,21 +183,19 @@ class SchedulingEnv(RequestRecordsMixin, gym.Env[np.ndarray, np.ndarray]):
         )
         return options
 
-    @contextlib.contextmanager
-    def _episode_span_named(self) -> Iterator[None]:
-        """Name the episode's rate in an ``ArrivalSpanError`` of the requests' draw."""
-        try:
-            yield
-        except ArrivalSpanError as error:
-            # The rate passed the constructor's check on the average span; a window or draw
-            # can still arrive over longer.
-            raise ArrivalSpanError(
-                f"{self.config.owner}: at {self.episode_arrival_rate_rps:.4g} requests/s (from "
-                f"arrival_rate, load or the load option) this episode's "
-                f"{self.config.n_requests} requests arrive over more than {MAX_ARRIVAL_S:.0e} s, "
-                f"where event times lose their resolution; raise the rate or lower n_requests "
-                f"({error})"
-            ) from None
+    def _span_error_named(self, error: ArrivalSpanError) -> ArrivalSpanError:
+        """``error`` of the requests' draw, naming the episode's rate and what to change.
+
+        The rate passed the constructor's check on the average span; a window or draw can
+        still arrive over longer.
+        """
+        return ArrivalSpanError(
+            f"{self.config.owner}: at {self.episode_arrival_rate_rps:.4g} requests/s (from "
+            f"arrival_rate, load or the load option) this episode's "
+            f"{self.config.n_requests} requests arrive over more than {MAX_ARRIVAL_S:.0e} s, "
+            f"where event times lose their resolution; raise the rate or lower n_requests "
+            f"({error})"
+        )
 
     def _first_decision(self, workload: Workload) -> None:
         """Advance the new episode to its first decision.

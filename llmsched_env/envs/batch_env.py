@@ -530,7 +530,9 @@ class BatchSchedulingEnv(SchedulingEnv):
         batch_step.step_one`, shared with the compiled vector env); here remain the action's
         checks, the ``info`` and the episode's end.
         """
-        server = self._running_server()
+        server = self._server
+        if server is None or self._episode_over or self._refresh is not None:
+            server = self._running_server()  # (which brings a vector env's sub-env up to date)
         choice, level = parse_action(action, self._nvec)
         mask = self._mask
         if not mask[choice] and self.config.invalid_action == "raise":
@@ -749,6 +751,7 @@ class BatchSchedulingEnv(SchedulingEnv):
                 state = {**state, f"_{name}": state[name]}
                 del state[name]
         self.__dict__.update(state)
+        self.__dict__.setdefault("_refresh", None)  # (pickled before sub-envs refreshed)
         for values in self._queue_columns:
             read_only(values)
         self._step_kernel = self._look_up_and_step

@@ -53,6 +53,7 @@ from llmsched_env.jit import njit
 from llmsched_env.metrics import SUMMARY_FIELDS, summary_fields, target_array
 from llmsched_env.sim.batch_kernels import summary_row
 from llmsched_env.sim.batch_state import state_view
+from llmsched_env.workload.requests import ArrivalSpanError
 
 #: No per-request TTFT deadlines (the request-level env sets no TTFT target).
 _NO_DEADLINES = np.zeros(0)
@@ -601,13 +602,15 @@ class BatchSchedulingVectorEnv(VectorEnv):
         if too_long.size:  # (raised as the windows are drawn, before any episode starts)
             i = int(too_long[0])
             env = self._sub_envs[i]
-            with env._episode_span_named():
+            try:
                 raise_span_error(
                     env.source,
                     -1 - int(self._window_start[i]),
                     self.config.n_requests,
                     float(self._speedups[i]),
                 )
+            except ArrivalSpanError as error:
+                raise env._span_error_named(error) from None
         i = int(failed[0])
         self._make_python_side(i)
         raise self._sub_envs[i]._no_decision_error(len(self._workloads[i]))
