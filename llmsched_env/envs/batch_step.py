@@ -101,9 +101,10 @@ def start_episode(
     vector env, which starts its sub-envs' episodes without returning to Python.
 
     Args:
-        episode: The buffers of :func:`episode_arrays`, long enough for the new episode, then
-            its requests' arrival times and output tokens (their predicted output and prompt
-            tokens are ``episode[6]`` and ``episode[7]``), all written over.
+        episode: The arrays of :func:`episode_arrays` (the buffers, long enough for the new
+            episode, are written over; ``episode[6]`` and ``episode[7]`` hold the requests'
+            predicted output and prompt tokens), then the requests' arrival times and output
+            tokens.
         templates: ``(server, observation)``: the buffers of a server and an observation of
             the env's configuration, whose parameters the new ones take.
         edges: The bins' interior edges.

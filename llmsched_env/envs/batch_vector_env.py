@@ -4,15 +4,17 @@
 ``vector_entry_point``); ``vectorization_mode="sync"`` or ``"async"`` still give Gymnasium's
 generic vector envs over the single env.
 
-Each sub-env is a :class:`~llmsched_env.envs.batch_env.BatchSchedulingEnv`. Its episode's
-requests are drawn in Python, by its own generator as its ``reset`` draws them; everything else
-runs in :func:`_step_envs`: it starts the new episodes (the rest of ``reset``,
-:func:`~llmsched_env.envs.batch_step.start_episode`, in buffers the sub-env reuses) and carries
-out every other sub-env's decision, advances its server to the next decision, pays its reward
-and builds its observation and mask, without returning to Python in between. The arithmetic is
-the single env's, so sub-env ``i`` reset with seed ``seed + i`` and given the same actions
-produces the single env's episode bit for bit (a test steps both side by side). A sub-env's
-Python side (its server, observation, ``last_info`` ...) is made only when it is read.
+Each sub-env is a :class:`~llmsched_env.envs.batch_env.BatchSchedulingEnv`. Python seeds its
+generator and reads the reset's options; the rest runs in :func:`_step_envs`: it draws the new
+episodes' requests (a trace's window with the sub-env's own generator,
+:mod:`~llmsched_env.envs.trace_window`; other workloads are drawn in Python beforehand), starts
+them (the rest of ``reset``, :func:`~llmsched_env.envs.batch_step.start_episode`, in buffers
+the sub-env reuses), and carries out every other sub-env's decision, advances its server to
+the next decision, pays its reward and builds its observation and mask, without returning to
+Python in between. The arithmetic is the single env's, so sub-env ``i`` reset with seed
+``seed + i`` and given the same actions produces the single env's episode bit for bit (a test
+steps both side by side). A sub-env's Python side (its server, observation, ``last_info`` ...)
+is made only when it is read.
 
 Autoreset follows Gymnasium's default, :attr:`AutoresetMode.NEXT_STEP`: the step after a
 sub-env's episode ends resets it (its action is ignored) and returns the first observation of
@@ -195,7 +197,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
         source = first.source
         self._cuts_windows = cuts_windows(source)
         self._trace = (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-        self._window_sigma = np.nan
+        self._window_sigma = self._natural_rate_rps = np.nan
         self._first_start = self._last_start = 0
         if self._cuts_windows:
             trace = source.trace
