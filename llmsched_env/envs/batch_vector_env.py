@@ -197,7 +197,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
         source = first.source
         self._cuts_windows = cuts_windows(source)
         self._trace = (np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-        self._window_sigma = self._natural_rate_rps = np.nan
+        self._window_sigma = np.nan
         self._first_start = self._last_start = 0
         if self._cuts_windows:
             trace = source.trace
@@ -209,7 +209,6 @@ class BatchSchedulingVectorEnv(VectorEnv):
             self._window_sigma = window_sigma(source)
             self._first_start = source.calibration_size
             self._last_start = source.max_episode_requests - self.config.n_requests
-            self._natural_rate_rps = source.natural_rate_rps
         self._cut = np.zeros(self.num_envs, dtype=bool)
         self._speedups = np.ones(self.num_envs)
         self._window_start = np.zeros(self.num_envs, dtype=np.int64)
@@ -271,6 +270,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
             self._draw_episode(int(i), seeds[i], options)
         codes = np.where(chosen, START, LEAVE)
         self._run(np.zeros((self.num_envs, 2), dtype=np.int64), codes, starts)
+        self._ended[starts] = False
         self._started = True
         return self._obs.copy(), self._info(with_ended=False)
 
@@ -523,7 +523,7 @@ class BatchSchedulingVectorEnv(VectorEnv):
         if self._cuts_windows and set(options) <= {"load"}:
             self._arrays_for(i, self.config.n_requests)
             self._cut[i] = True
-            self._speedups[i] = env.episode_arrival_rate_rps / self._natural_rate_rps
+            self._speedups[i] = env.source.speedup_for(env.episode_arrival_rate_rps)
             self._workloads[i] = None  # made from the window when read
         else:
             workload = env._draw_workload(options)
@@ -595,7 +595,6 @@ class BatchSchedulingVectorEnv(VectorEnv):
         )
         if not starts.size:
             return
-        self._ended[starts] = False
         failed = starts[self._terminated[starts]]
         if not failed.size:
             return

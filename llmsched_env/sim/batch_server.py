@@ -174,11 +174,9 @@ class BatchServer:
         self.n_queues = int(n_queues if n_queues is not None else highest + 1)
         if highest >= self.n_queues:
             raise ValueError(f"queue_of has index {highest} >= n_queues={self.n_queues}")
-        compiled_timing = getattr(latency, "compiled_timing", lambda: None)()
-        self._keep_settings(
+        compiled_timing = self._keep_settings(
             workload, n_gpus, latency, kv_capacity_tokens, rng, deadline_s, dispatch_order
         )
-        self._compiled_timing = compiled_timing is not None
         n_rejected = k.count_too_large(
             workload.prompt_tokens, workload.output_tokens, kv_capacity_tokens
         )
@@ -228,7 +226,6 @@ class BatchServer:
         server._keep_settings(
             workload, n_gpus, latency, kv_capacity_tokens, rng, deadline_s, dispatch_order
         )
-        server._compiled_timing = getattr(latency, "compiled_timing", lambda: None)() is not None
         server._floats, server._ints, server._layout = buffers
         server.state = state_views(*buffers)
         return server
@@ -242,8 +239,14 @@ class BatchServer:
         rng: np.random.Generator,
         deadline_s: float | None,
         dispatch_order: DispatchOrder,
-    ) -> None:
-        """Keep the run's settings, and start the Python side's own bookkeeping."""
+    ) -> tuple[int, np.ndarray] | None:
+        """Keep the run's settings, and start the Python side's own bookkeeping.
+
+        Returns:
+            The latency model's compiled timing (``None``: timed in Python).
+        """
+        compiled_timing = getattr(latency, "compiled_timing", lambda: None)()
+        self._compiled_timing = compiled_timing is not None
         self.workload = workload
         self.n_gpus = int(n_gpus)
         self.n_requests = len(workload)
@@ -256,6 +259,7 @@ class BatchServer:
         self._finished_read = 0
         self._finished_batches: list[FinishedBatch] = []
         self._records_version = (-1, -1, -1)
+        return compiled_timing
 
     def __getstate__(self) -> dict[str, Any]:
         # Copies and pickles keep the buffers; the named views are made anew from them.

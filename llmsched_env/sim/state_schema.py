@@ -97,6 +97,8 @@ class StateSchema:
         self._float_start = len(size_names)
         self._int_start = self._float_start + len(self._floats) + 1
         self._layout_constant, self._layout_matrix = self._linear_layout()
+        for array in (self._layout_constant, self._layout_matrix):
+            array.flags.writeable = False  # (handed to compiled code: see linear_layout)
         # Per field in declaration order: (0 for the float buffer or 1, index of its start in
         # the layout), so that views() slices without looking anything up.
         starts = {f.name: (0, self._float_start + k) for k, f in enumerate(self._floats)}
@@ -176,8 +178,6 @@ class StateSchema:
         For compiled code that lays out a run in buffers it reuses (:func:`lay_out`); both
         arrays are read-only.
         """
-        for array in (self._layout_constant, self._layout_matrix):
-            array.flags.writeable = False
         return self._layout_constant, self._layout_matrix
 
     def views(self, floats: np.ndarray, ints: np.ndarray, layout: np.ndarray) -> Any:

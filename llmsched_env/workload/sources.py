@@ -16,6 +16,7 @@ recorded trace.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -264,9 +265,9 @@ class TraceSource:
             )
         return n
 
-    @property
+    @functools.cached_property
     def natural_rate_rps(self) -> float:
-        """Mean arrival rate of the whole trace in requests per second."""
+        """Mean arrival rate of the whole trace in requests per second (its trace is fixed)."""
         return self.trace.mean_rate_rps
 
     def sample(
@@ -363,7 +364,11 @@ class TraceSource:
             return lo, None
         arrival_s = self.trace.arrival_s
         span = float(arrival_s[lo + n - 1] - arrival_s[lo])  # the rebased window's last arrival
-        return lo, checked_speedup(span, rate / self.natural_rate_rps)
+        return lo, checked_speedup(span, self.speedup_for(rate))
+
+    def speedup_for(self, arrival_rate_rps: float) -> float:
+        """What a window's arrivals are divided by to replay at ``arrival_rate_rps``."""
+        return arrival_rate_rps / self.natural_rate_rps
 
     def calibration(self) -> Workload:
         """Return the history: the first :attr:`calibration_size` requests, rebased to 0 s.
